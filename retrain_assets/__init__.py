@@ -1,0 +1,1 @@
+"""retrain-assets: automated model retraining as a Dagster asset graph."""

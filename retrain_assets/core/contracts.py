@@ -1,0 +1,174 @@
+"""Data contracts built from the dataset spec (pandera), and the split of a batch into
+rows that honour the contract and rows to quarantine, each with its reason.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import pandera.pandas as pa
+
+from retrain_assets.core.spec import ColumnSpec, DatasetSpec
+
+PANDAS_DTYPES = {
+    "float": "float64",
+    # Validated as float so that "42.0" in a CSV is accepted; the `integral` check rejects 42.5,
+    # and valid rows are cast to nullable Int64 afterwards.
+    "int": "float64",
+    "bool": "boolean",
+    "category": str,
+    "string": str,
+    "timestamp": "datetime64[ns]",
+}
+
+
+def _column_checks(col: ColumnSpec) -> list[pa.Check]:
+    checks: list[pa.Check] = []
+    if col.type in ("float", "int"):
+        checks.append(pa.Check(lambda s: ~s.isin([np.inf, -np.inf]), element_wise=False, name="finite", ignore_na=True))
+    if col.type == "int":
+        checks.append(pa.Check(lambda s: s.isna() | (s == s.round()), name="integral", ignore_na=False))
+    if col.min is not None and col.max is not None:
+        checks.append(pa.Check.in_range(col.min, col.max))
+    elif col.min is not None:
+        checks.append(pa.Check.ge(col.min))
+    elif col.max is not None:
+        checks.append(pa.Check.le(col.max))
+    if col.categories:
+        checks.append(pa.Check.isin(list(col.categories)))
+    return checks
+
+
+def batch_schema(spec: DatasetSpec) -> pa.DataFrameSchema:
+    """The raw-batch contract: declared columns, types (coerced), ranges, categories, unique id.
+
+    Undeclared extra columns are dropped (`strict="filter"`); the target is not part of a batch.
+    """
+    columns = {
+        col.name: pa.Column(
+            PANDAS_DTYPES[col.type],
+            checks=_column_checks(col),
+            nullable=col.nullable and col.name not in (spec.id_column, spec.event_time_column),
+            unique=col.name == spec.id_column,
+            coerce=True,
+            description=col.description or None,
+        )
+        for col in spec.columns
+    }
+    return pa.DataFrameSchema(columns, strict="filter", name=f"{spec.name}_batch", report_duplicates="all")
+
+
+def label_schema(spec: DatasetSpec) -> pa.DataFrameSchema:
+    """The label-file contract: the row id and a target value from the declared classes."""
+    id_col = spec.column(spec.id_column)
+    return pa.DataFrameSchema(
+        {
+            spec.id_column: pa.Column(PANDAS_DTYPES[id_col.type], nullable=False, coerce=True),
+            spec.target.name: pa.Column(
+                _class_dtype(spec.target.classes),
+                checks=[pa.Check.isin(list(spec.target.classes))],
+                nullable=False,
+                coerce=True,
+            ),
+        },
+        strict="filter",
+        name=f"{spec.name}_labels",
+    )
+
+
+@dataclass
+class ContractResult:
+    """Outcome of validating one batch.
+
+    `valid` holds the coerced rows that passed; `quarantined` holds the rejected rows exactly as
+    they arrived plus a `reason` column; `schema_errors` lists batch-level breaks (e.g. a
+    missing column), which send every row to quarantine.
+    """
+
+    valid: pd.DataFrame
+    quarantined: pd.DataFrame
+    schema_errors: list[str] = field(default_factory=list)
+
+    @property
+    def n_rows(self) -> int:
+        return len(self.valid) + len(self.quarantined)
+
+    @property
+    def bad_row_share(self) -> float:
+        return len(self.quarantined) / self.n_rows if self.n_rows else 0.0
+
+
+def validate_rows(df: pd.DataFrame, schema: pa.DataFrameSchema) -> ContractResult:
+    """Validate lazily and split `df` into passing rows and quarantined rows with reasons."""
+    df = df.reset_index(drop=True)
+    try:
+        return ContractResult(valid=schema.validate(df, lazy=True), quarantined=_empty_quarantine(df))
+    except pa.errors.SchemaErrors as exc:
+        cases = exc.failure_cases
+    schema_level = cases[cases["index"].isna()]
+    row_level = cases[cases["index"].notna()]
+    columns_with_row_failures = set(row_level["column"].dropna())
+    schema_errors = [
+        _describe_schema_failure(row)
+        for row in schema_level.itertuples()
+        # a column-wide dtype failure is the echo of row-level coercion failures, not a separate break
+        if row.check == "column_in_dataframe" or row.column not in columns_with_row_failures
+    ]
+    if schema_errors:
+        quarantined = df.assign(reason="; ".join(f"schema: {e}" for e in schema_errors))
+        return ContractResult(valid=df.iloc[0:0], quarantined=quarantined, schema_errors=schema_errors)
+
+    reasons = (
+        row_level.assign(index=row_level["index"].astype(int))
+        .assign(reason=lambda f: f["column"].fillna("row").astype(str) + ": " + f["check"].astype(str)
+                + " (got " + f["failure_case"].astype(str) + ")")
+        .groupby("index")["reason"]
+        .agg(lambda r: "; ".join(sorted(set(r))))
+    )
+    bad = df.index.isin(reasons.index)
+    quarantined = df[bad].assign(reason=reasons.reindex(df.index[bad]).to_numpy())
+    kept = df[~bad]
+    return ContractResult(valid=schema.validate(kept, lazy=True), quarantined=quarantined)
+
+
+def validate_batch(df: pd.DataFrame, spec: DatasetSpec, window: tuple[pd.Timestamp, pd.Timestamp] | None = None) -> ContractResult:
+    """Apply the batch contract, then require event times inside the partition `window` [start, end)."""
+    result = validate_rows(df, batch_schema(spec))
+    for col in spec.columns:
+        if col.type == "int" and col.name in result.valid:
+            result.valid[col.name] = result.valid[col.name].astype("Int64")
+    if window is None or result.valid.empty:
+        return result
+    ts = result.valid[spec.event_time_column]
+    outside = (ts < window[0]) | (ts >= window[1])
+    if not outside.any():
+        return result
+    # Report the offending rows with the values they arrived with.
+    original = df.reset_index(drop=True).loc[result.valid.index[outside.to_numpy()]]
+    moved = original.assign(reason=f"{spec.event_time_column}: outside partition [{window[0]}, {window[1]})")
+    return ContractResult(
+        valid=result.valid[~outside],
+        quarantined=pd.concat([result.quarantined, moved]),
+        schema_errors=result.schema_errors,
+    )
+
+
+def _class_dtype(classes: tuple) -> object:
+    """Label files are read as text; coerce labels to the type the classes are declared with."""
+    if all(isinstance(c, bool) for c in classes):
+        return "boolean"
+    if all(isinstance(c, int) for c in classes):
+        return "Int64"
+    return str
+
+
+def _empty_quarantine(df: pd.DataFrame) -> pd.DataFrame:
+    return df.iloc[0:0].assign(reason=pd.Series(dtype=str))
+
+
+def _describe_schema_failure(row) -> str:
+    if row.check == "column_in_dataframe":
+        return f"required column '{row.failure_case}' is missing"
+    return f"column '{row.column}' fails {row.check} (got {row.failure_case})"

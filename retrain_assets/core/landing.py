@@ -1,0 +1,109 @@
+"""Landing-zone conventions: where batch and label files go, how they are named, read and hashed.
+
+    <landing>/batches/<YYYY-MM-DD>[anything].csv|.parquet   rows whose event time falls in the
+                                                            partition containing that date
+    <landing>/labels/<YYYY-MM-DD>[anything].csv|.parquet    labels for rows of that partition
+
+The leading date picks the partition; the rest of the name is free (e.g. `__delivered_<date>`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+BATCHES = "batches"
+LABELS = "labels"
+SUPPORTED_SUFFIXES = (".csv", ".parquet")
+_LEADING_DATE = re.compile(r"^(\d{4}-\d{2}-\d{2})")
+
+
+class LandingFileError(ValueError):
+    """A landing file cannot be read; the message names the file and what to fix."""
+
+
+@dataclass(frozen=True)
+class LandingFile:
+    """A file found in the landing zone, with the date its name points at and its content hash."""
+
+    kind: str
+    path: Path
+    date: pd.Timestamp
+    sha256: str
+
+
+def batch_file_name(date: pd.Timestamp) -> str:
+    """Landing-relative path of the batch file for the partition containing `date`."""
+    return f"{BATCHES}/{date:%Y-%m-%d}.csv"
+
+
+def label_file_name(labeled_date: pd.Timestamp, delivered: pd.Timestamp) -> str:
+    """Landing-relative path of a label file for `labeled_date`'s partition, delivered later."""
+    return f"{LABELS}/{labeled_date:%Y-%m-%d}__delivered_{delivered:%Y-%m-%d}.csv"
+
+
+def file_sha256(path: Path) -> str:
+    """SHA-256 of a file's bytes, read in chunks."""
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def scan(landing: Path) -> tuple[list[LandingFile], list[str]]:
+    """All batch and label files under `landing`, sorted; plus a message for each ignored file."""
+    found: list[LandingFile] = []
+    ignored: list[str] = []
+    for kind in (BATCHES, LABELS):
+        folder = landing / kind
+        if not folder.is_dir():
+            continue
+        for path in sorted(folder.iterdir()):
+            if path.name.startswith(".") or path.is_dir():
+                continue
+            match = _LEADING_DATE.match(path.name)
+            if path.suffix.lower() not in SUPPORTED_SUFFIXES or match is None:
+                ignored.append(f"{kind}/{path.name}: name must be <YYYY-MM-DD>[...].csv or .parquet")
+                continue
+            try:
+                date = pd.Timestamp(match.group(1))
+            except ValueError:
+                ignored.append(f"{kind}/{path.name}: {match.group(1)} is not a calendar date")
+                continue
+            found.append(LandingFile(kind=kind, path=path, date=date, sha256=file_sha256(path)))
+    return found, ignored
+
+
+def read_landing_file(path: Path) -> pd.DataFrame:
+    """Read a CSV (every value as text, so the contract does the typing) or a Parquet file."""
+    try:
+        if path.suffix.lower() == ".parquet":
+            return pd.read_parquet(path)
+        return pd.read_csv(path, dtype=str, keep_default_na=True)
+    except pd.errors.EmptyDataError:
+        raise LandingFileError(f"{path.name}: the file is empty; deliver it again with a header and rows") from None
+    except (pd.errors.ParserError, UnicodeDecodeError, OSError, ValueError) as exc:
+        raise LandingFileError(f"{path.name}: cannot be read ({exc}); fix the file and deliver it again") from None
+
+
+def write_atomically(frame: pd.DataFrame, path: Path) -> None:
+    """Write a CSV or Parquet file so readers never see it half-written (temp file + rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        if path.suffix == ".parquet":
+            frame.to_parquet(tmp, index=False)
+        else:
+            frame.to_csv(tmp, index=False)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
