@@ -136,6 +136,8 @@ def validate_rows(df: pd.DataFrame, schema: pa.DataFrameSchema) -> ContractResul
 def validate_batch(df: pd.DataFrame, spec: DatasetSpec, window: tuple[pd.Timestamp, pd.Timestamp] | None = None) -> ContractResult:
     """Apply the batch contract, then require event times inside the partition `window` [start, end)."""
     result = validate_rows(df, batch_schema(spec))
+    if result.schema_errors:
+        result.valid = empty_batch(spec)
     for col in spec.columns:
         if col.type == "int" and col.name in result.valid:
             result.valid[col.name] = result.valid[col.name].astype("Int64")
@@ -172,3 +174,30 @@ def _describe_schema_failure(row) -> str:
     if row.check == "column_in_dataframe":
         return f"required column '{row.failure_case}' is missing"
     return f"column '{row.column}' fails {row.check} (got {row.failure_case})"
+
+
+def empty_batch(spec: DatasetSpec) -> pd.DataFrame:
+    """A zero-row frame with the contract's columns and dtypes (what a blocked batch stores)."""
+    dtypes = {**PANDAS_DTYPES, "int": "Int64", "category": "object", "string": "object"}
+    return pd.DataFrame({c.name: pd.Series(dtype=dtypes[c.type]) for c in spec.columns})
+
+
+def validate_labels(df: pd.DataFrame, spec: DatasetSpec) -> ContractResult:
+    """Apply the label contract; ids are cast like the batch ids so that the two join."""
+    result = validate_rows(df, label_schema(spec))
+    if spec.column(spec.id_column).type == "int":
+        result.valid[spec.id_column] = result.valid[spec.id_column].astype("Int64")
+    return result
+
+
+def quarantine_records(rejected: pd.DataFrame, source_file: str) -> pd.DataFrame:
+    """Rejected rows in storable form: the original row as JSON (nothing lost) and the reason."""
+    rows = rejected.drop(columns=["reason"])
+    return pd.DataFrame(
+        {
+            "source_file": source_file,
+            "row_number": rejected.index.to_numpy(dtype="int64") + 1,
+            "reason": rejected["reason"].astype(str).to_numpy(),
+            "row_json": [row.to_json(date_format="iso", default_handler=str) for _, row in rows.iterrows()],
+        }
+    )

@@ -42,6 +42,7 @@ class Scenario:
 
     name: str
     spec: DatasetSpec
+    spec_path: Path
     seed: int
     start_date: pd.Timestamp
     days: int
@@ -63,7 +64,8 @@ def load_scenario(path: str | Path) -> Scenario:
     for key in ("name", "spec", "start_date", "days", "features", "label_model"):
         if key not in raw:
             raise ScenarioError(f"{path}: missing required key '{key}'")
-    spec = load_spec((path.parent / raw["spec"]).resolve())
+    spec_path = (path.parent / raw["spec"]).resolve()
+    spec = load_spec(spec_path)
     undeclared = sorted(set(raw["features"]) - set(spec.column_names))
     if undeclared:
         raise ScenarioError(f"{path}: features {undeclared} are not columns of spec '{spec.name}'")
@@ -75,6 +77,7 @@ def load_scenario(path: str | Path) -> Scenario:
     return Scenario(
         name=str(raw["name"]),
         spec=spec,
+        spec_path=spec_path,
         seed=int(raw.get("seed", 0)),
         start_date=pd.Timestamp(raw["start_date"]),
         days=int(raw["days"]),

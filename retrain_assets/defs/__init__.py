@@ -1,0 +1,47 @@
+"""Dagster wiring, one module per pipeline stage; `build_definitions` assembles them for a spec."""
+
+from __future__ import annotations
+
+import os
+
+import dagster as dg
+from dagster_duckdb_pandas import DuckDBPandasIOManager
+
+from retrain_assets.core.spec import load_spec
+from retrain_assets.defs.automation import build_automation
+from retrain_assets.defs.deployment import build_deployment
+from retrain_assets.defs.evaluation import build_evaluation
+from retrain_assets.defs.ingestion import build_ingestion
+from retrain_assets.defs.labeling import build_labeling
+from retrain_assets.defs.partitioning import partitions_for
+from retrain_assets.defs.resources import LandingZone, ModelRegistry, Warehouse
+from retrain_assets.defs.training import build_training
+from retrain_assets.settings import ProjectSettings
+
+
+def build_definitions(settings: ProjectSettings) -> dg.Definitions:
+    """All assets, checks, sensors and resources for the dataset spec named in `settings`."""
+    spec = load_spec(settings.spec_path)
+    settings.ensure_dirs()
+    partitions_def = partitions_for(spec)
+    tracking_uri = dg.EnvVar("MLFLOW_TRACKING_URI") if os.environ.get("MLFLOW_TRACKING_URI") else settings.default_tracking_uri
+    resources = {
+        "io_manager": DuckDBPandasIOManager(database=str(settings.warehouse_path), schema="main"),
+        "warehouse": Warehouse(database=str(settings.warehouse_path), snapshot_path=str(settings.snapshot_path)),
+        "landing": LandingZone(root=str(settings.landing_dir)),
+        "model_registry": ModelRegistry(
+            tracking_uri=tracking_uri,
+            artifact_location=str(settings.mlflow_dir / "artifacts"),
+            experiment_name=f"{spec.name}-retraining",
+            model_name=spec.name,
+        ),
+    }
+    return dg.Definitions.merge(
+        build_ingestion(spec, partitions_def),
+        build_labeling(spec, partitions_def),
+        build_training(spec),
+        build_evaluation(spec),
+        build_deployment(spec),
+        build_automation(spec, partitions_def),
+        dg.Definitions(resources=resources),
+    )

@@ -1,0 +1,87 @@
+"""Sensors: the landing zone starts ingestion, the retrain policy starts the retrain chain, and
+the analysts' snapshot is republished when the warehouse changed. Per-partition follow-up work
+(labeled_batches) is declarative automation on the asset itself."""
+
+import hashlib
+import json
+from pathlib import Path
+
+import dagster as dg
+
+from retrain_assets.core.landing import BATCHES, LABELS, scan
+from retrain_assets.core.policy import decide_retrain
+from retrain_assets.core.spec import DatasetSpec
+from retrain_assets.defs.resources import LandingZone, Warehouse
+from retrain_assets.defs.training import latest_materialization_metadata
+
+INGEST_ASSETS = {BATCHES: [dg.AssetKey("raw_batches"), dg.AssetKey("quarantine")],
+                 LABELS: [dg.AssetKey("labels"), dg.AssetKey("rejected_labels")]}
+RETRAIN_ASSETS = ["training_set", "candidate_model", "evaluation_report", "deployed_model"]
+
+
+def build_automation(spec: DatasetSpec, partitions_def: dg.TimeWindowPartitionsDefinition) -> dg.Definitions:
+    """Sensors and the retrain job for `spec`."""
+    retrain_job = dg.define_asset_job(
+        "retrain_job",
+        selection=dg.AssetSelection.assets(*RETRAIN_ASSETS),
+        description="Training window -> candidate model -> evaluation (promotion gate) -> deployment.",
+    )
+
+    @dg.sensor(
+        target=dg.AssetSelection.assets(*INGEST_ASSETS[BATCHES], *INGEST_ASSETS[LABELS]),
+        minimum_interval_seconds=30,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+    )
+    def landing_zone_sensor(context: dg.SensorEvaluationContext, landing: LandingZone) -> dg.SensorResult:
+        """New batch or label files -> an ingestion run for their partition.
+
+        The run key hashes the distinct contents of all files of the partition, so the same file
+        delivered twice (under any name) never ingests twice, and a new file re-ingests the whole
+        partition idempotently.
+        """
+        requested = set(json.loads(context.cursor)) if context.cursor else set()
+        files, ignored = scan(Path(landing.root))
+        by_partition: dict[tuple[str, str], set[str]] = {}
+        for file in files:
+            try:
+                key = partitions_def.get_partition_key_for_timestamp(file.date.tz_localize("UTC").timestamp())
+            except Exception:  # outside the partition range: tell the user, keep ticking
+                ignored.append(f"{file.kind}/{file.path.name}: {file.date:%Y-%m-%d} is outside the partitions of this dataset")
+                continue
+            by_partition.setdefault((file.kind, key), set()).add(file.sha256)
+        run_requests = []
+        for (kind, key), hashes in sorted(by_partition.items()):
+            run_key = f"{kind}:{key}:{hashlib.sha256(''.join(sorted(hashes)).encode()).hexdigest()[:16]}"
+            if run_key in requested:
+                continue
+            requested.add(run_key)
+            run_requests.append(dg.RunRequest(run_key=run_key, partition_key=key, asset_selection=INGEST_ASSETS[kind],
+                                              tags={"landing_kind": kind}))
+        for message in ignored:
+            context.log.warning(f"ignored landing file {message}")
+        skip = None if run_requests else dg.SkipReason(f"no new landing files ({len(files)} known, {len(ignored)} ignored)")
+        return dg.SensorResult(run_requests=run_requests, cursor=json.dumps(sorted(requested)), skip_reason=skip)
+
+    @dg.sensor(job=retrain_job, minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.RUNNING)
+    def retrain_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
+        """Applies the retrain policy (core.policy.decide_retrain) to the labeled partitions."""
+        labeled = sorted(context.instance.get_materialized_partitions(dg.AssetKey("labeled_batches")))
+        trained_through = latest_materialization_metadata(context.instance, "training_set").get("trained_through")
+        decision = decide_retrain(labeled, trained_through, spec.policy)
+        if not decision.retrain:
+            return dg.SensorResult(skip_reason=dg.SkipReason(decision.reason))
+        run_key = f"retrain:{labeled[-1]}:{len(labeled)}:{trained_through}"
+        return dg.SensorResult(run_requests=[dg.RunRequest(run_key=run_key, tags={"retrain_reason": decision.reason[:200]})])
+
+    @dg.sensor(minimum_interval_seconds=30, default_status=dg.DefaultSensorStatus.RUNNING)
+    def analyst_snapshot_sensor(context: dg.SensorEvaluationContext, warehouse: Warehouse) -> dg.SkipReason:
+        """Republish the read-only analyst snapshot whenever the warehouse file changed."""
+        source, target = Path(warehouse.database), Path(warehouse.snapshot_path)
+        if not source.exists():
+            return dg.SkipReason("no warehouse yet")
+        if target.exists() and target.stat().st_mtime >= source.stat().st_mtime:
+            return dg.SkipReason("snapshot is up to date")
+        warehouse.publish_snapshot()
+        return dg.SkipReason(f"published snapshot {target}")
+
+    return dg.Definitions(jobs=[retrain_job], sensors=[landing_zone_sensor, retrain_sensor, analyst_snapshot_sensor])

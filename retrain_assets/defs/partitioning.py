@@ -1,0 +1,37 @@
+"""Partitions and table schemas derived from the dataset spec."""
+
+from __future__ import annotations
+
+import dagster as dg
+import pandas as pd
+
+from retrain_assets.core.modeling import PARTITION_COLUMN
+from retrain_assets.core.spec import DatasetSpec
+
+_DAGSTER_TYPES = {"float": "double", "int": "bigint", "bool": "boolean", "category": "varchar",
+                  "string": "varchar", "timestamp": "timestamp"}
+
+
+def partitions_for(spec: DatasetSpec) -> dg.TimeWindowPartitionsDefinition:
+    """Time partitions at the spec's granularity; the current period is open (end_offset=1) so a
+    batch landing today is ingested today."""
+    start = spec.partitions.start_date
+    if spec.partitions.granularity == "monthly":
+        return dg.MonthlyPartitionsDefinition(start_date=start, end_offset=1)
+    if spec.partitions.granularity == "weekly":
+        return dg.WeeklyPartitionsDefinition(start_date=start, day_offset=1, end_offset=1)  # weeks start Monday
+    return dg.DailyPartitionsDefinition(start_date=start, end_offset=1)
+
+
+def partition_window(context: dg.AssetExecutionContext | dg.AssetCheckExecutionContext) -> tuple[pd.Timestamp, pd.Timestamp]:
+    """The run's partition as naive UTC timestamps [start, end)."""
+    window = context.partition_time_window
+    return pd.Timestamp(window.start).tz_convert(None), pd.Timestamp(window.end).tz_convert(None)
+
+
+def batch_table_schema(spec: DatasetSpec) -> dg.TableSchema:
+    """Column schema shown in the Dagster UI for tables that carry the batch columns."""
+    columns = [dg.TableColumn(c.name, _DAGSTER_TYPES[c.type], description=c.description or None) for c in spec.columns]
+    columns += [dg.TableColumn(PARTITION_COLUMN, "timestamp", description="Start of the batch's partition"),
+                dg.TableColumn("source_file", "varchar", description="Landing file the row came from")]
+    return dg.TableSchema(columns=columns)

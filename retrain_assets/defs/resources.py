@@ -1,0 +1,215 @@
+"""Typed resources: the DuckDB warehouse, the landing zone and the MLflow model registry."""
+
+from __future__ import annotations
+
+import os
+import time
+from contextlib import contextmanager
+from functools import lru_cache
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Iterator
+
+import dagster as dg
+import duckdb
+import pandas as pd
+import sklearn
+from pydantic import Field
+
+from retrain_assets.core.landing import LandingFile, scan
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
+CHAMPION, CHALLENGER, PREVIOUS = "champion", "challenger", "previous"
+
+
+class Warehouse(dg.ConfigurableResource):
+    """Read access to the DuckDB warehouse, and publication of the analysts' snapshot.
+
+    DuckDB allows one writing process per file, so connections here are short-lived and retried
+    while another process holds the lock.
+    """
+
+    database: str = Field(description="Path of the warehouse DuckDB file written by the IO manager.")
+    snapshot_path: str = Field(description="Path of the read-only snapshot analysts query.")
+    lock_timeout_seconds: float = Field(default=30.0, description="How long to retry while another process holds the lock.")
+
+    @contextmanager
+    def connect(self, read_only: bool = True) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A short-lived connection, retried while another process holds the write lock."""
+        deadline = time.monotonic() + self.lock_timeout_seconds
+        while True:
+            try:
+                conn = duckdb.connect(self.database, read_only=read_only)
+                break
+            except duckdb.IOException:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+        try:
+            yield conn
+        finally:
+            conn.close()
+
+    def query(self, sql: str, params: list | None = None) -> pd.DataFrame:
+        """Run a read-only query; an absent warehouse file is an empty result, not an error."""
+        if not Path(self.database).exists():
+            return pd.DataFrame()
+        with self.connect() as conn:
+            return conn.execute(sql, params or []).df()
+
+    def has_table(self, table: str) -> bool:
+        """Whether `main.<table>` exists."""
+        found = self.query(
+            "select count(*) as n from information_schema.tables where table_schema = 'main' and table_name = ?", [table]
+        )
+        return bool(len(found)) and int(found["n"].iloc[0]) > 0
+
+    def publish_snapshot(self) -> Path:
+        """Copy the warehouse into a new file and rename it over the snapshot (atomic for readers)."""
+        target = Path(self.snapshot_path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+        deadline = time.monotonic() + self.lock_timeout_seconds
+        while True:
+            tmp.unlink(missing_ok=True)
+            try:
+                with duckdb.connect(str(tmp)) as conn:
+                    conn.execute(f"attach '{self.database}' as warehouse_src (read_only)")
+                    snapshot_db = conn.execute("select current_database()").fetchone()[0]
+                    conn.execute(f'copy from database warehouse_src to "{snapshot_db}"')
+                    conn.execute("detach warehouse_src")
+                break
+            except duckdb.IOException:
+                if time.monotonic() > deadline:
+                    tmp.unlink(missing_ok=True)
+                    raise
+                time.sleep(0.2)
+        os.replace(tmp, target)
+        return target
+
+
+class LandingZone(dg.ConfigurableResource):
+    """The folder where batch and label files land (see core.landing for the naming rules)."""
+
+    root: str = Field(description="Landing-zone folder with batches/ and labels/ inside.")
+
+    def files_in_window(self, kind: str, start: pd.Timestamp, end: pd.Timestamp) -> list[LandingFile]:
+        """Files of `kind` whose name date falls in [start, end), oldest name first."""
+        found, _ = scan(Path(self.root))
+        return [f for f in found if f.kind == kind and start <= f.date < end]
+
+
+@lru_cache(maxsize=16)
+def _load_version(tracking_uri: str, model_name: str, version: str):
+    import mlflow.sklearn
+
+    mlflow.set_tracking_uri(tracking_uri)
+    return mlflow.sklearn.load_model(f"models:/{model_name}/{version}")
+
+
+class ModelRegistry(dg.ConfigurableResource):
+    """MLflow tracking (through dagster-mlflow) and the model registry, behind one typed resource.
+
+    Aliases: `challenger` (newest candidate), `champion` (serving), `previous` (last champion).
+    """
+
+    tracking_uri: str = Field(description="MLflow tracking/registry URI (SQLite file by default).")
+    artifact_location: str = Field(description="Where run artifacts (models) are stored.")
+    experiment_name: str = Field(description="MLflow experiment for training runs.")
+    model_name: str = Field(description="Registered model name.")
+
+    def client(self):
+        from mlflow import MlflowClient
+
+        return MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
+
+    def _ensure_experiment(self) -> None:
+        import mlflow
+
+        mlflow.set_tracking_uri(self.tracking_uri)
+        if mlflow.get_experiment_by_name(self.experiment_name) is None:
+            Path(self.artifact_location).mkdir(parents=True, exist_ok=True)
+            mlflow.create_experiment(self.experiment_name, artifact_location=Path(self.artifact_location).as_uri())
+
+    @contextmanager
+    def tracking_run(self, context: dg.AssetExecutionContext, tags: dict[str, str] | None = None):
+        """The MLflow run of this Dagster run, opened by dagster-mlflow (tagged `dagster_run_id`).
+
+        Steps of one Dagster run share one MLflow run; the run is ended when the step is done.
+        """
+        import mlflow
+        from dagster_mlflow.resources import MlFlow
+
+        self._ensure_experiment()
+        shim = SimpleNamespace(
+            log=context.log,
+            dagster_run=SimpleNamespace(job_name=context.run.job_name),
+            run_id=context.run_id,
+            resource_config={
+                "experiment_name": self.experiment_name,
+                "mlflow_tracking_uri": self.tracking_uri,
+                "extra_tags": tags or {},
+            },
+        )
+        tracker = MlFlow(shim)
+        try:
+            yield tracker
+        except BaseException:
+            tracker.cleanup_on_error()
+            raise
+        mlflow.end_run()
+
+    def log_and_register(self, pipeline, input_example: pd.DataFrame) -> tuple[str, str]:
+        """Log the fitted pipeline to the active run and register it; returns (version, run_id).
+
+        Requirements are passed explicitly: inferring them costs seconds per model.
+        """
+        import mlflow
+        import mlflow.sklearn
+        from mlflow.models import infer_signature
+
+        signature = infer_signature(input_example, pipeline.predict_proba(input_example))
+        info = mlflow.sklearn.log_model(
+            pipeline,
+            name="model",
+            signature=signature,
+            pip_requirements=[f"scikit-learn=={sklearn.__version__}", f"pandas=={pd.__version__}"],
+            registered_model_name=self.model_name,
+            # MLflow stores sklearn models with skops (no arbitrary pickle); OneHotEncoder keeps a dtype.
+            skops_trusted_types=["numpy.dtype"],
+        )
+        return str(info.registered_model_version), mlflow.active_run().info.run_id
+
+    def version_for(self, alias: str) -> str | None:
+        """The version an alias points at, or None when the alias is not set."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return str(self.client().get_model_version_by_alias(self.model_name, alias).version)
+        except MlflowException:
+            return None
+
+    def set_alias(self, alias: str, version: str) -> None:
+        self.client().set_registered_model_alias(self.model_name, alias, version)
+
+    def tag_version(self, version: str, tags: dict[str, str]) -> None:
+        client = self.client()
+        for key, value in tags.items():
+            client.set_model_version_tag(self.model_name, version, key, str(value))
+
+    def load(self, version: str):
+        """The sklearn pipeline of a registered version (cached: versions are immutable)."""
+        return _load_version(self.tracking_uri, self.model_name, version)
+
+    def promote(self, version: str) -> str | None:
+        """Make `version` the champion and the old champion `previous`; returns the old champion."""
+        old = self.version_for(CHAMPION)
+        if old == version:
+            return old
+        if old is not None:
+            self.set_alias(PREVIOUS, old)
+        self.set_alias(CHAMPION, version)
+        if self.version_for(CHALLENGER) == version:
+            self.client().delete_registered_model_alias(self.model_name, CHALLENGER)
+        return old

@@ -1,0 +1,138 @@
+"""Replay a timeline of deliveries through the real Definitions and print what happened each step.
+
+Used by `make demo` (the built-in scenario) and `retrain-assets replay` (a history table such as
+the rainfall data)."""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable
+
+import dagster as dg
+
+from retrain_assets.core.scenario import Delivery
+from retrain_assets.defs import build_definitions
+from retrain_assets.replay import PipelineDriver, RunOutcome
+from retrain_assets.settings import ProjectSettings
+
+STORE_DIRS = ("landing", "warehouse", "snapshots", "mlflow")
+HEADER = f"{'step':<12}{'rows in':>8}{'quarant.':>9}{'labeled':>8}  {'champion':>8}{'live AUC':>9}  action"
+
+
+@dataclass
+class StepRow:
+    """One line of the replay table."""
+
+    label: str
+    rows_in: int = 0
+    quarantined: int = 0
+    labeled: int = 0
+    champion: str = "-"
+    live_auc: float = float("nan")
+    actions: list[str] = field(default_factory=list)
+
+    def render(self) -> str:
+        auc = f"{self.live_auc:.3f}" if not math.isnan(self.live_auc) else "-"
+        return (f"{self.label:<12}{self.rows_in:>8}{self.quarantined:>9}{self.labeled:>8}  "
+                f"{self.champion:>8}{auc:>9}  {'; '.join(self.actions) or '-'}")
+
+
+@dataclass
+class ReplaySummary:
+    """What a replay did, for the closing lines and for tests."""
+
+    rows: list[StepRow]
+    outcomes: list[RunOutcome]
+    seconds: float
+    deployments: list[str]
+    blocked_partitions: list[str]
+    settings: ProjectSettings
+
+    @property
+    def runs(self) -> int:
+        return len(self.outcomes)
+
+
+def reset_stores(settings: ProjectSettings, dagster_home: Path) -> None:
+    """Remove the replay's previous landing files, warehouse, snapshots, MLflow store and runs."""
+    for name in STORE_DIRS:
+        shutil.rmtree(settings.data_dir / name, ignore_errors=True)
+    if dagster_home.exists():
+        for child in dagster_home.iterdir():
+            if child.name != "dagster.yaml":
+                shutil.rmtree(child) if child.is_dir() else child.unlink()
+
+
+def open_instance(dagster_home: Path) -> dg.DagsterInstance:
+    """The persistent Dagster instance in `dagster_home` (the one `make ui` opens)."""
+    dagster_home.mkdir(parents=True, exist_ok=True)
+    config = dagster_home / "dagster.yaml"
+    if not config.exists():
+        config.write_text("telemetry:\n  enabled: false\n")
+    os.environ["DAGSTER_HOME"] = str(dagster_home.resolve())
+    return dg.DagsterInstance.get()
+
+
+def replay(
+    deliveries: Iterable[Delivery],
+    settings: ProjectSettings,
+    instance: dg.DagsterInstance,
+    label: Callable[[Delivery], str],
+    echo: Callable[[str], None] = print,
+) -> ReplaySummary:
+    """Deliver each step's files, tick the pipeline like the daemon, and echo one table row per step."""
+    started = time.perf_counter()
+    defs = build_definitions(settings)
+    driver = PipelineDriver(defs, instance, settings.landing_dir)
+    rows, outcomes, deployments, blocked = [], [], [], []
+    champion, live_auc = "-", float("nan")
+    echo(HEADER)
+    for n, delivery in enumerate(deliveries):
+        if n == 0:
+            driver.start(delivery.as_of.to_pydatetime())
+        driver.deliver(delivery)
+        step_outcomes = driver.tick(delivery.as_of.to_pydatetime())
+        row = StepRow(label=label(delivery))
+        for outcome in step_outcomes:
+            champion, live_auc = _apply(outcome, row, champion, live_auc, deployments, blocked)
+        row.champion, row.live_auc = champion, live_auc
+        row.actions += [note for note in delivery.notes if note != "stable"]
+        rows.append(row)
+        outcomes += step_outcomes
+        echo(row.render())
+    return ReplaySummary(rows, outcomes, time.perf_counter() - started, deployments, blocked, settings)
+
+
+def _apply(outcome: RunOutcome, row: StepRow, champion: str, live_auc: float, deployments: list, blocked: list):
+    mats = outcome.materializations
+    if "raw_batches" in mats:
+        meta = mats["raw_batches"]
+        row.rows_in += int(meta.get("rows_in", 0))
+        row.quarantined += int(meta.get("rows_quarantined", 0))
+    passed, description = outcome.checks.get("raw_batches_match_contract", (True, ""))
+    if not passed:
+        blocked.append(outcome.partition_key)
+        row.actions.append(f"batch {outcome.partition_key} BLOCKED ({'schema broken' if 'schema' in description else 'bad rows'})")
+    if "labeled_batches" in mats:
+        meta = mats["labeled_batches"]
+        row.labeled += int(meta.get("dagster/row_count", 0))
+        if "champion_roc_auc" in meta:
+            live_auc = float(meta["champion_roc_auc"])
+    if "candidate_model" in mats:
+        version = mats["candidate_model"]["model_version"]
+        gate_passed, gate = outcome.checks.get("evaluation_report_promotion_gate", (False, outcome.error))
+        if "deployed_model" in mats:
+            champion = f"v{version}"
+            deployments.append(version)
+            auc = mats["deployed_model"].get("holdout_roc_auc")
+            row.actions.append(f"trained v{version} -> deployed (holdout AUC {auc:.3f})")
+        else:
+            row.actions.append(f"trained v{version} -> rejected by gate" + (f": {gate}" if not gate_passed else ""))
+    elif outcome.requested_by == "retrain_sensor" and not outcome.success:
+        row.actions.append(f"retrain FAILED: {outcome.error[:120]}")
+    return champion, live_auc

@@ -1,0 +1,54 @@
+"""Where the project keeps its files: the one settings source, read from the environment.
+
+    RETRAIN_ASSETS_DATA_DIR   landing zone, warehouse, snapshots and MLflow store (default ./data)
+    RETRAIN_ASSETS_SPEC       dataset spec file (default <data dir>/specs/loan_default.yaml)
+    MLFLOW_TRACKING_URI       optional MLflow server; default is SQLite under <data dir>/mlflow
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_SPEC = Path("data/specs/loan_default.yaml")
+
+
+@dataclass(frozen=True)
+class ProjectSettings:
+    """Paths of every store the pipeline uses; all embedded by default."""
+
+    data_dir: Path
+    spec_path: Path
+
+    @classmethod
+    def from_env(cls) -> "ProjectSettings":
+        data_dir = Path(os.environ.get("RETRAIN_ASSETS_DATA_DIR", "data")).resolve()
+        spec = Path(os.environ.get("RETRAIN_ASSETS_SPEC", str(DEFAULT_SPEC))).resolve()
+        return cls(data_dir=data_dir, spec_path=spec)
+
+    @property
+    def landing_dir(self) -> Path:
+        return self.data_dir / "landing"
+
+    @property
+    def warehouse_path(self) -> Path:
+        return self.data_dir / "warehouse" / "warehouse.duckdb"
+
+    @property
+    def snapshot_path(self) -> Path:
+        return self.data_dir / "snapshots" / "warehouse.duckdb"
+
+    @property
+    def mlflow_dir(self) -> Path:
+        return self.data_dir / "mlflow"
+
+    @property
+    def default_tracking_uri(self) -> str:
+        return f"sqlite:///{self.mlflow_dir / 'mlflow.db'}"
+
+    def ensure_dirs(self) -> None:
+        """Create the folders the embedded stores live in."""
+        for path in (self.landing_dir / "batches", self.landing_dir / "labels", self.warehouse_path.parent,
+                     self.snapshot_path.parent, self.mlflow_dir / "artifacts"):
+            path.mkdir(parents=True, exist_ok=True)
