@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 import warnings
@@ -10,6 +11,7 @@ from pathlib import Path
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("DO_NOT_TRACK", "1")
+os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
 # Partitioned asset checks are a Dagster "preview" feature we rely on knowingly; keep the console readable.
 warnings.filterwarnings("ignore", message=".*(preview|beta).*", category=Warning)
 
@@ -40,13 +42,22 @@ def main(argv: list[str] | None = None) -> int:
     return _demo(args) if args.command == "demo" else _replay(args)
 
 
+def _quiet_libraries() -> None:
+    """The table is the demo's output; run logs stay in the Dagster instance and the UI."""
+    for name in ("mlflow", "alembic"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
 def _demo(args) -> int:
     from itertools import islice
+
+    import pandas as pd
 
     from retrain_assets.core.scenario import load_scenario, scenario_deliveries
     from retrain_assets.demo import open_instance, replay, reset_stores
     from retrain_assets.settings import ProjectSettings
 
+    _quiet_libraries()
     scenario = load_scenario(args.scenario)
     settings = ProjectSettings(data_dir=args.data_dir.resolve(), spec_path=scenario.spec_path)
     reset_stores(settings, args.dagster_home)
@@ -55,7 +66,7 @@ def _demo(args) -> int:
     print(f"Replaying scenario '{scenario.name}' ({days} days, ~{scenario.rows_per_day} rows/day, "
           f"labels {scenario.label_delay_days} days late) through the real Definitions.\n")
     summary = replay(islice(scenario_deliveries(scenario), days), settings, instance,
-                     label=lambda d: f"{d.as_of - __import__('pandas').Timedelta(days=1):%Y-%m-%d}")
+                     label=lambda d: f"{d.as_of - pd.Timedelta(days=1):%Y-%m-%d}", console_log_level="CRITICAL")
     _closing(summary, args.dagster_home, env_hint="")
     return 0
 
@@ -63,19 +74,16 @@ def _demo(args) -> int:
 def _replay(args) -> int:
     from itertools import islice
 
-    from retrain_assets.core.landing import read_landing_file
-    from retrain_assets.core.scenario import history_deliveries
+    from retrain_assets.core.scenario import history_deliveries, read_history
     from retrain_assets.core.spec import load_spec
     from retrain_assets.demo import open_instance, replay, reset_stores
     from retrain_assets.settings import ProjectSettings
 
+    _quiet_libraries()
     spec = load_spec(args.spec)
     data_dir = (args.data_dir or Path("data/replays") / spec.name).resolve()
     dagster_home = args.dagster_home or data_dir / "dagster_home"
-    history = read_landing_file(args.source)
-    if args.source.suffix.lower() == ".csv" and history.columns[0].startswith("Unnamed"):
-        history = history.drop(columns=history.columns[0])  # a pandas index written to CSV, not data
-    history[spec.target.name] = history[spec.target.name].astype(type(spec.target.classes[0]))
+    history = read_history(args.source, spec)
     settings = ProjectSettings(data_dir=data_dir, spec_path=args.spec.resolve())
     reset_stores(settings, dagster_home)
     instance = open_instance(dagster_home)
@@ -83,7 +91,8 @@ def _replay(args) -> int:
     if args.batches:
         deliveries = islice(deliveries, args.batches)
     print(f"Replaying {args.source} as {spec.partitions.granularity} batches of '{spec.name}'.\n")
-    summary = replay(deliveries, settings, instance, label=lambda d: next(iter(d.files)).split("/")[1][:10])
+    summary = replay(deliveries, settings, instance, label=lambda d: next(iter(d.files)).split("/")[1][:10],
+                     console_log_level="CRITICAL")
     env_hint = f"RETRAIN_ASSETS_SPEC={args.spec} RETRAIN_ASSETS_DATA_DIR={data_dir} DAGSTER_HOME={Path(dagster_home).resolve()} "
     _closing(summary, dagster_home, env_hint)
     return 0

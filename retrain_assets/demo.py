@@ -84,11 +84,12 @@ def replay(
     instance: dg.DagsterInstance,
     label: Callable[[Delivery], str],
     echo: Callable[[str], None] = print,
+    console_log_level: str = "WARNING",
 ) -> ReplaySummary:
     """Deliver each step's files, tick the pipeline like the daemon, and echo one table row per step."""
     started = time.perf_counter()
     defs = build_definitions(settings)
-    driver = PipelineDriver(defs, instance, settings.landing_dir)
+    driver = PipelineDriver(defs, instance, settings.landing_dir, console_log_level)
     rows, outcomes, deployments, blocked = [], [], [], []
     champion, live_auc = "-", float("nan")
     echo(HEADER)

@@ -15,7 +15,6 @@ import dagster as dg
 from retrain_assets.core.landing import write_atomically
 from retrain_assets.core.scenario import Delivery
 
-QUIET_RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 RUN_KEY_TAG, SENSOR_NAME_TAG = "dagster/run_key", "dagster/sensor_name"
 SENSOR_ORDER = ("landing_zone_sensor", "retrain_sensor", "analyst_snapshot_sensor")
 
@@ -47,8 +46,10 @@ class RunOutcome:
 class PipelineDriver:
     """Ticks sensors and automation in process and executes what they request."""
 
-    def __init__(self, defs: dg.Definitions, instance: dg.DagsterInstance, landing_dir: Path):
+    def __init__(self, defs: dg.Definitions, instance: dg.DagsterInstance, landing_dir: Path, console_log_level: str = "WARNING"):
         self.defs = defs
+        # Run logs always go to the instance (the UI shows them); this only sets what the console echoes.
+        self.run_config = {"loggers": {"console": {"config": {"log_level": console_log_level}}}}
         self.instance = instance
         self.landing_dir = landing_dir
         self.cursors: dict[str, str | None] = {}
@@ -133,7 +134,7 @@ class PipelineDriver:
             partition_key=partition_key,
             asset_selection=list(asset_selection) if asset_selection else None,
             tags=tags,
-            run_config=QUIET_RUN_CONFIG,
+            run_config=self.run_config,
             raise_on_error=False,
         )
         return RunOutcome.from_result(requested_by, partition_key, result)

@@ -24,6 +24,16 @@ PANDAS_DTYPES = {
 }
 
 
+_BOOL_TEXT = {"true": True, "false": False, "1": True, "0": False, "yes": True, "no": False, "t": True, "f": False}
+
+
+def _parse_bool_text(series: pd.Series) -> pd.Series:
+    """CSV gives booleans as text; map the usual spellings, leave anything else for coercion to reject."""
+    if series.dtype == object:
+        return series.map(lambda v: _BOOL_TEXT.get(v.strip().lower(), v) if isinstance(v, str) else v)
+    return series
+
+
 def _column_checks(col: ColumnSpec) -> list[pa.Check]:
     checks: list[pa.Check] = []
     if col.type in ("float", "int"):
@@ -53,6 +63,7 @@ def batch_schema(spec: DatasetSpec) -> pa.DataFrameSchema:
             nullable=col.nullable and col.name not in (spec.id_column, spec.event_time_column),
             unique=col.name == spec.id_column,
             coerce=True,
+            parsers=[pa.Parser(_parse_bool_text)] if col.type == "bool" else None,
             description=col.description or None,
         )
         for col in spec.columns
@@ -101,8 +112,15 @@ class ContractResult:
 
 
 def validate_rows(df: pd.DataFrame, schema: pa.DataFrameSchema) -> ContractResult:
-    """Validate lazily and split `df` into passing rows and quarantined rows with reasons."""
-    df = df.reset_index(drop=True)
+    """Validate lazily and split `df` into passing rows and quarantined rows with reasons.
+
+    Rows whose values cannot be coerced to the declared type are set aside first and the rest is
+    validated again, so that value checks (ranges, categories) always run on typed values.
+    """
+    return _validate(df.reset_index(drop=True), schema)
+
+
+def _validate(df: pd.DataFrame, schema: pa.DataFrameSchema) -> ContractResult:
     try:
         return ContractResult(valid=schema.validate(df, lazy=True), quarantined=_empty_quarantine(df))
     except pa.errors.SchemaErrors as exc:
@@ -127,6 +145,12 @@ def validate_rows(df: pd.DataFrame, schema: pa.DataFrameSchema) -> ContractResul
         .groupby("index")["reason"]
         .agg(lambda r: "; ".join(sorted(set(r))))
     )
+    uncoercible = set(row_level.loc[row_level["check"].astype(str).str.startswith("coerce_dtype"), "index"].astype(int))
+    if uncoercible and len(uncoercible) < len(df):
+        rest = _validate(df.drop(index=sorted(uncoercible)), schema)
+        first = df.loc[sorted(uncoercible)].assign(reason=reasons.reindex(sorted(uncoercible)).to_numpy())
+        return ContractResult(valid=rest.valid, quarantined=pd.concat([first, rest.quarantined]).sort_index(),
+                              schema_errors=rest.schema_errors)
     bad = df.index.isin(reasons.index)
     quarantined = df[bad].assign(reason=reasons.reindex(df.index[bad]).to_numpy())
     kept = df[~bad]
@@ -158,11 +182,14 @@ def validate_batch(df: pd.DataFrame, spec: DatasetSpec, window: tuple[pd.Timesta
 
 
 def _class_dtype(classes: tuple) -> object:
-    """Label files are read as text; coerce labels to the type the classes are declared with."""
+    """Label files are read as text; coerce labels to the type the classes are declared with.
+
+    Integer classes are coerced to float (an unparsable label fails alone, and "1.0" is accepted);
+    `validate_labels` casts them back to Int64."""
     if all(isinstance(c, bool) for c in classes):
         return "boolean"
     if all(isinstance(c, int) for c in classes):
-        return "Int64"
+        return "float64"
     return str
 
 
@@ -185,8 +212,12 @@ def empty_batch(spec: DatasetSpec) -> pd.DataFrame:
 def validate_labels(df: pd.DataFrame, spec: DatasetSpec) -> ContractResult:
     """Apply the label contract; ids are cast like the batch ids so that the two join."""
     result = validate_rows(df, label_schema(spec))
+    casts = {spec.target.name: "Int64"} if _class_dtype(spec.target.classes) == "float64" else {}
     if spec.column(spec.id_column).type == "int":
-        result.valid[spec.id_column] = result.valid[spec.id_column].astype("Int64")
+        casts[spec.id_column] = "Int64"
+    for column, dtype in casts.items():
+        if column in result.valid:
+            result.valid[column] = result.valid[column].astype(dtype)
     return result
 
 

@@ -49,7 +49,15 @@ class Policy:
         unknown = sorted(set(overrides) - set(known))
         if unknown:
             raise ValueError(f"unknown policy keys {unknown}; known keys: {sorted(known)}")
-        policy = cls(**{k: (int(v) if isinstance(getattr(cls, k), int) else float(v)) for k, v in overrides.items()})
+        values = {}
+        for key, value in overrides.items():
+            if isinstance(getattr(cls, key), int):
+                if float(value) != int(float(value)):
+                    raise ValueError(f"{key} must be a whole number, got {value!r}")
+                values[key] = int(float(value))
+            else:
+                values[key] = float(value)
+        policy = cls(**values)
         policy.validate()
         return policy
 
@@ -65,6 +73,10 @@ class Policy:
             raise ValueError("min_partitions_first_model must be at least 2")
         if self.retrain_after_new_partitions < 1:
             raise ValueError("retrain_after_new_partitions must be at least 1")
+        if not 0.0 <= self.min_roc_auc <= 1.0:
+            raise ValueError("min_roc_auc must be within [0, 1]")
+        if not 0.0 <= self.max_roc_auc_regression <= 1.0:
+            raise ValueError("max_roc_auc_regression must be within [0, 1]")
 
 
 @dataclass(frozen=True)

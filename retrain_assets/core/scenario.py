@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from retrain_assets.core.landing import batch_file_name, label_file_name
+from retrain_assets.core.landing import batch_file_name, label_file_name, read_landing_file
 from retrain_assets.core.spec import DatasetSpec, load_spec
 
 
@@ -177,7 +177,19 @@ def history_deliveries(
         if len(pending) > label_delay_batches:
             labeled_start, ready = pending.pop(0)
             files[label_file_name(labeled_start, start)] = ready
-        yield Delivery(step=step, as_of=rows[spec.event_time_column].max() + pd.Timedelta(days=1), files=files)
+        yield Delivery(step=step, as_of=times[rows.index].max() + pd.Timedelta(days=1), files=files)
+
+
+def read_history(path: Path, spec: DatasetSpec) -> pd.DataFrame:
+    """Read a history table to replay; a leading unnamed column (a pandas index saved to CSV) is dropped
+    and the target is given the type of the declared classes."""
+    history = read_landing_file(Path(path))
+    if str(history.columns[0]).startswith("Unnamed") or history.columns[0] == "":
+        history = history.drop(columns=history.columns[0])
+    if spec.target.name not in history.columns:
+        raise ValueError(f"{Path(path).name}: no target column '{spec.target.name}'")
+    history[spec.target.name] = history[spec.target.name].astype(type(spec.target.classes[0]))
+    return history
 
 
 def _deep_update(base: dict, overrides: dict) -> None:

@@ -43,10 +43,10 @@ def build_automation(spec: DatasetSpec, partitions_def: dg.TimeWindowPartitionsD
         files, ignored = scan(Path(landing.root))
         by_partition: dict[tuple[str, str], set[str]] = {}
         for file in files:
-            try:
-                key = partitions_def.get_partition_key_for_timestamp(file.date.tz_localize("UTC").timestamp())
-            except Exception:  # outside the partition range: tell the user, keep ticking
-                ignored.append(f"{file.kind}/{file.path.name}: {file.date:%Y-%m-%d} is outside the partitions of this dataset")
+            key = partitions_def.get_partition_key_for_timestamp(file.date.tz_localize("UTC").timestamp())
+            if not partitions_def.has_partition_key(key):
+                ignored.append(f"{file.kind}/{file.path.name}: {file.date:%Y-%m-%d} is outside the dataset's partitions "
+                               f"(from {partitions_def.start:%Y-%m-%d} to the current period)")
                 continue
             by_partition.setdefault((file.kind, key), set()).add(file.sha256)
         run_requests = []

@@ -21,11 +21,11 @@ def build_deployment(spec: DatasetSpec) -> dg.Definitions:
         if not bool(challenger["gate_passed"]):
             raise dg.Failure(f"promotion gate did not pass for version {challenger['model_version']}: {challenger['gate_summary']}")
         version = str(challenger["model_version"])
-        history = warehouse.query("select * from deployed_model") if warehouse.has_table("deployed_model") else pd.DataFrame()
         previous = model_registry.promote(version)
-        if previous == version and len(history):
+        if previous == version and warehouse.has_table("deployed_model"):
             context.log.info(f"version {version} is already champion; nothing to deploy")
-            return dg.Output(history, metadata={"champion_version": version, "action": "none (already champion)"})
+            return dg.Output(warehouse.query("select * from deployed_model"),
+                             metadata={"champion_version": version, "action": "none (already champion)"})
         row = pd.DataFrame([{
             "deployed_at": pd.Timestamp.now(tz="UTC").tz_convert(None),
             "action": "promote" if previous else "initial",
@@ -36,7 +36,7 @@ def build_deployment(spec: DatasetSpec) -> dg.Definitions:
             "reason": str(challenger["gate_summary"]),
             "dagster_run_id": context.run_id,
         }])
-        history = pd.concat([history, row], ignore_index=True) if len(history) else row
+        history = warehouse.with_history("deployed_model", row)
         return dg.Output(history, metadata={
             "champion_version": version,
             "previous_version": previous or "none",

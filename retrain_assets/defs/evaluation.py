@@ -40,7 +40,7 @@ def build_evaluation(spec: DatasetSpec) -> dg.Definitions:
         time-held-out window, never seen in training."""
         _, holdout, holdout_keys = split_holdout(training_set, spec.policy.holdout_share)
         y = target_vector(holdout, spec)
-        candidate = candidate_model.iloc[0]
+        candidate = candidate_model.sort_values("created_at").iloc[-1]
         challenger_version = str(candidate["model_version"])
         champion_version = model_registry.version_for(CHAMPION)
         evaluated_at = pd.Timestamp.now(tz="UTC").tz_convert(None)
@@ -57,8 +57,7 @@ def build_evaluation(spec: DatasetSpec) -> dg.Definitions:
         client = model_registry.client()
         for name in ("roc_auc", "accuracy", "log_loss", "brier"):
             client.log_metric(str(candidate["mlflow_run_id"]), f"holdout_{name}", float(current.iloc[0][name]))
-        history = warehouse.query("select * from evaluation_report") if warehouse.has_table("evaluation_report") else pd.DataFrame()
-        report = pd.concat([history, current], ignore_index=True) if len(history) else current
+        report = warehouse.with_history("evaluation_report", current)
         table = current.set_index("role")[["model_version", "roc_auc", "accuracy", "log_loss", "brier", "n_rows"]]
         return dg.Output(report, metadata={
             "challenger_version": challenger_version,

@@ -65,6 +65,12 @@ class Warehouse(dg.ConfigurableResource):
         )
         return bool(len(found)) and int(found["n"].iloc[0]) > 0
 
+    def with_history(self, table: str, new_rows: pd.DataFrame) -> pd.DataFrame:
+        """`new_rows` appended to what `table` already holds: model-level tables keep their history."""
+        if not self.has_table(table):
+            return new_rows.reset_index(drop=True)
+        return pd.concat([self.query(f'select * from "{table}"'), new_rows], ignore_index=True)
+
     def publish_snapshot(self) -> Path:
         """Copy the warehouse into a new file and rename it over the snapshot (atomic for readers)."""
         target = Path(self.snapshot_path)
@@ -167,6 +173,7 @@ class ModelRegistry(dg.ConfigurableResource):
         """
         import mlflow
         import mlflow.sklearn
+        from mlflow.exceptions import MlflowException
         from mlflow.models import infer_signature
 
         signature = infer_signature(input_example, pipeline.predict_proba(input_example))
@@ -175,11 +182,17 @@ class ModelRegistry(dg.ConfigurableResource):
             name="model",
             signature=signature,
             pip_requirements=[f"scikit-learn=={sklearn.__version__}", f"pandas=={pd.__version__}"],
-            registered_model_name=self.model_name,
             # MLflow stores sklearn models with skops (no arbitrary pickle); OneHotEncoder keeps a dtype.
             skops_trusted_types=["numpy.dtype"],
         )
-        return str(info.registered_model_version), mlflow.active_run().info.run_id
+        run_id = mlflow.active_run().info.run_id
+        client = self.client()
+        try:
+            client.get_registered_model(self.model_name)
+        except MlflowException:
+            client.create_registered_model(self.model_name, description="Managed by retrain-assets: aliases champion, challenger, previous.")
+        version = client.create_model_version(self.model_name, source=info.model_uri, run_id=run_id, model_id=info.model_id)
+        return str(version.version), run_id
 
     def version_for(self, alias: str) -> str | None:
         """The version an alias points at, or None when the alias is not set."""

@@ -69,9 +69,10 @@ def build_training(spec: DatasetSpec) -> dg.Definitions:
 
     @dg.asset(group_name="training", kinds={"mlflow", "sklearn"})
     def candidate_model(
-        context: dg.AssetExecutionContext, training_set: pd.DataFrame, model_registry: ModelRegistry
+        context: dg.AssetExecutionContext, training_set: pd.DataFrame, model_registry: ModelRegistry, warehouse: Warehouse
     ) -> dg.Output[pd.DataFrame]:
-        """A model trained on the window minus its held-out tail; registered as `challenger`."""
+        """Every candidate so far; the newest was trained on the window minus its held-out tail and
+        registered as `challenger`."""
         upstream = latest_materialization_metadata(context.instance, "training_set")
         data_version = str(upstream.get("data_version", content_hash(training_set)))
         train, _, holdout_keys = split_holdout(training_set, policy.holdout_share)
@@ -99,7 +100,7 @@ def build_training(spec: DatasetSpec) -> dg.Definitions:
             "dagster_run_id": context.run_id,
             "created_at": pd.Timestamp.now(tz="UTC").tz_convert(None),
         }])
-        return dg.Output(row, metadata={
+        return dg.Output(warehouse.with_history("candidate_model", row), metadata={
             "model_version": version,
             "mlflow_run_id": run_id,
             "data_version": data_version,

@@ -1,0 +1,55 @@
+"""Shared fixtures: temp stores, a short scenario, and helpers to read the warehouse."""
+
+import os
+import warnings
+from pathlib import Path
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+os.environ.setdefault("DO_NOT_TRACK", "1")
+warnings.filterwarnings("ignore", message=".*(preview|beta).*")
+
+import duckdb
+import pandas as pd
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+LOAN_SPEC = REPO / "data" / "specs" / "loan_default.yaml"
+LOAN_SCENARIO = REPO / "data" / "scenarios" / "loan_default.yaml"
+RAINFALL_SPEC = REPO / "data" / "specs" / "rainfall.yaml"
+RAINFALL_SAMPLE = Path(__file__).parent / "fixtures" / "rainfall_first_3_years.csv"
+
+
+def write_short_scenario(folder: Path, days: int = 14, rows_per_day: int = 60) -> Path:
+    """The built-in scenario, shortened: corrupt batch on day 3, bad rows on day 5, fast policy."""
+    spec = yaml.safe_load(LOAN_SPEC.read_text())
+    spec["policy"] = {**(spec.get("policy") or {}), "min_partitions_first_model": 4,
+                      "retrain_after_new_partitions": 3, "training_window_partitions": 10}
+    (folder / "spec.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+    scenario = yaml.safe_load(LOAN_SCENARIO.read_text())
+    scenario.update(spec="spec.yaml", days=days, rows_per_day=rows_per_day, label_delay_days=2,
+                    incidents=[{"day": 3, "kind": "corrupt_batch"}, {"day": 5, "kind": "bad_rows", "share": 0.1}])
+    scenario["phases"][0]["from_day"], scenario["phases"][1]["from_day"] = 6, 9
+    path = folder / "scenario.yaml"
+    path.write_text(yaml.safe_dump(scenario, sort_keys=False))
+    return path
+
+
+def read_table(database: Path, sql: str) -> pd.DataFrame:
+    """Query a DuckDB file read-only."""
+    with duckdb.connect(str(database), read_only=True) as conn:
+        return conn.execute(sql).df()
+
+
+@pytest.fixture
+def short_scenario_path(tmp_path) -> Path:
+    return write_short_scenario(tmp_path)
+
+
+@pytest.fixture(scope="session")
+def scenario():
+    """The built-in loan-default scenario."""
+    from retrain_assets.core.scenario import load_scenario
+
+    return load_scenario(LOAN_SCENARIO)

@@ -1,0 +1,182 @@
+"""Batch and label contracts: coercion of CSV text, per-row quarantine with reasons, schema breaks."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from retrain_assets.core.contracts import quarantine_records, validate_batch, validate_labels
+from retrain_assets.core.spec import load_spec, parse_spec
+
+SPECS = Path(__file__).resolve().parents[1] / "data" / "specs"
+
+
+@pytest.fixture(scope="module")
+def spec():
+    return load_spec(SPECS / "loan_default.yaml")
+
+
+GOOD_ROW = {
+    "application_id": "a0",
+    "applied_at": "2025-01-01 10:00:00",
+    "email": "someone@example.com",
+    "age": "42",
+    "income": "50000.5",
+    "loan_amount": "12000",
+    "credit_score": "700",
+    "employment_years": "3.5",
+    "debt_to_income": "0.3",
+    "home_ownership": "RENT",
+    "purpose": "car",
+    "region": "north",
+    "sex": "F",
+}
+
+
+def text_batch(n: int = 3, **bad_values) -> pd.DataFrame:
+    """`n` clean rows as read from CSV (all text, NaN for empty); row 1 gets `bad_values`."""
+    rows = [{**GOOD_ROW, "application_id": f"a{i}"} for i in range(n)]
+    rows[1].update(bad_values)
+    return pd.DataFrame(rows, dtype=object).fillna(np.nan)
+
+
+def test_clean_text_batch_keeps_all_rows_and_coerces_dtypes(spec):
+    result = validate_batch(text_batch(3, age="42.0"), spec)
+    assert len(result.valid) == 3 and result.quarantined.empty and not result.schema_errors
+    assert result.bad_row_share == 0.0
+    assert str(result.valid["age"].dtype) == "Int64"
+    assert str(result.valid["credit_score"].dtype) == "Int64"
+    assert result.valid["applied_at"].dtype == "datetime64[ns]"
+    assert result.valid["income"].dtype == "float64"
+    assert result.valid["age"].tolist() == [42, 42, 42]  # "42.0" accepted for an int column
+
+
+def test_nullable_column_accepts_empty_value(spec):
+    result = validate_batch(text_batch(3, income=np.nan), spec)
+    assert len(result.valid) == 3
+    assert result.valid["income"].isna().sum() == 1
+
+
+@pytest.mark.parametrize(
+    "column, value",
+    [
+        ("age", "42.5"),  # not integral
+        ("credit_score", "900"),  # out of range
+        ("home_ownership", "BOAT"),  # unknown category
+        ("loan_amount", np.nan),  # null in a non-nullable column
+        ("application_id", np.nan),  # null id
+        ("debt_to_income", "inf"),  # not finite
+        ("income", "abc"),  # not a number
+        ("applied_at", "yesterday"),  # not a timestamp
+    ],
+)
+def test_bad_value_quarantines_only_its_row_with_reason_naming_column(spec, column, value):
+    result = validate_batch(text_batch(3, **{column: value}), spec)
+    assert not result.schema_errors
+    assert result.valid["application_id"].tolist() == ["a0", "a2"]
+    assert result.quarantined.index.tolist() == [1]
+    assert result.quarantined["reason"].iloc[0].startswith(f"{column}:")
+    assert result.bad_row_share == pytest.approx(1 / 3)
+
+
+def test_quarantined_rows_keep_their_original_text(spec):
+    result = validate_batch(text_batch(3, age="42.5"), spec)
+    assert result.quarantined["age"].iloc[0] == "42.5"
+
+
+def test_duplicate_id_quarantines_both_rows(spec):
+    batch = text_batch(4, application_id="a2")
+    result = validate_batch(batch, spec)
+    assert result.valid["application_id"].tolist() == ["a0", "a3"]
+    assert sorted(result.quarantined.index) == [1, 2]
+    assert all(r.startswith("application_id:") for r in result.quarantined["reason"])
+
+
+def test_missing_required_column_quarantines_every_row(spec):
+    batch = text_batch(3).drop(columns=["credit_score"])
+    result = validate_batch(batch, spec)
+    assert result.schema_errors and "credit_score" in result.schema_errors[0]
+    assert len(result.quarantined) == 3 and result.bad_row_share == 1.0
+    assert result.valid.empty
+    assert list(result.valid.columns) == spec.column_names
+    assert str(result.valid["age"].dtype) == "Int64"
+
+
+def test_extra_undeclared_columns_are_dropped(spec):
+    result = validate_batch(text_batch(2).assign(surprise="x"), spec)
+    assert len(result.valid) == 2
+    assert list(result.valid.columns) == spec.column_names
+
+
+def test_event_time_outside_partition_window_is_quarantined(spec):
+    batch = text_batch(3, applied_at="2025-01-02 00:00:00")  # the window's end is exclusive
+    window = (pd.Timestamp("2025-01-01"), pd.Timestamp("2025-01-02"))
+    result = validate_batch(batch, spec, window=window)
+    assert result.valid["application_id"].tolist() == ["a0", "a2"]
+    assert result.quarantined["application_id"].tolist() == ["a1"]
+    assert "applied_at" in result.quarantined["reason"].iloc[0]
+    assert result.quarantined["applied_at"].iloc[0] == "2025-01-02 00:00:00"  # as it arrived
+
+
+def test_bad_row_share_counts_window_and_contract_rejections(spec):
+    batch = text_batch(4, applied_at="2025-02-01 00:00:00")
+    batch.loc[3, "age"] = "7"  # below min 18
+    result = validate_batch(batch, spec, window=(pd.Timestamp("2025-01-01"), pd.Timestamp("2025-01-02")))
+    assert len(result.valid) == 2
+    assert result.bad_row_share == 0.5
+
+
+@pytest.fixture(scope="module")
+def int_id_spec():
+    return load_spec(SPECS / "rainfall.yaml")  # id day_index: int; target rain: [0, 1]
+
+
+def test_validate_labels_rejects_label_outside_classes_and_casts_int_ids(int_id_spec):
+    labels = pd.DataFrame({"day_index": ["1", "2", "3"], "rain": ["0", "1", "2"]})
+    result = validate_labels(labels, int_id_spec)
+    assert result.valid["day_index"].tolist() == [1, 2]
+    assert str(result.valid["day_index"].dtype) == "Int64"
+    assert result.quarantined.index.tolist() == [2]
+    assert result.quarantined["reason"].iloc[0].startswith("rain:")
+
+
+def test_non_numeric_label_quarantines_only_its_row(int_id_spec):
+    labels = pd.DataFrame({"day_index": ["1", "2", "3"], "rain": ["0", "yes", "1"]})
+    result = validate_labels(labels, int_id_spec)
+    assert result.quarantined.index.tolist() == [1]
+    assert result.valid["day_index"].tolist() == [1, 3]
+
+
+def test_label_file_without_id_column_is_a_schema_error(int_id_spec):
+    result = validate_labels(pd.DataFrame({"rain": ["0", "1"]}), int_id_spec)
+    assert result.schema_errors and "day_index" in result.schema_errors[0]
+    assert len(result.quarantined) == 2
+
+
+def test_bool_column_accepts_csv_text():
+    spec = parse_spec(
+        {
+            "name": "toy",
+            "id": "rid",
+            "event_time": "ts",
+            "target": {"name": "y", "classes": [0, 1]},
+            "columns": {"rid": {"type": "int"}, "ts": {"type": "timestamp"}, "flag": {"type": "bool"}},
+        }
+    )
+    batch = pd.DataFrame({"rid": ["1", "2"], "ts": ["2025-01-01", "2025-01-01"], "flag": ["True", "false"]})
+    result = validate_batch(batch, spec)
+    assert result.quarantined.empty
+    assert result.valid["flag"].tolist() == [True, False]
+
+
+def test_quarantine_records_keep_original_row_and_one_based_row_numbers(spec):
+    result = validate_batch(text_batch(3, credit_score="900"), spec)
+    records = quarantine_records(result.quarantined, "batches/2025-01-01.csv")
+    assert records.columns.tolist() == ["source_file", "row_number", "reason", "row_json"]
+    assert records["row_number"].tolist() == [2]
+    assert records["source_file"].iloc[0] == "batches/2025-01-01.csv"
+    assert records["reason"].iloc[0].startswith("credit_score:")
+    row = json.loads(records["row_json"].iloc[0])
+    assert row == {**GOOD_ROW, "application_id": "a1", "credit_score": "900"}

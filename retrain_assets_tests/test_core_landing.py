@@ -1,0 +1,127 @@
+"""Landing-zone conventions: scanning, hashing, reading and atomic writes."""
+
+import pandas as pd
+import pytest
+
+from retrain_assets.core.landing import (
+    LandingFileError,
+    batch_file_name,
+    file_sha256,
+    label_file_name,
+    read_landing_file,
+    scan,
+    write_atomically,
+)
+
+CSV = "application_id,age,income\na1,042,1.50\na2,7,\n"
+
+
+def put(landing, relative, text=CSV):
+    path = landing / relative
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+def test_file_names_follow_the_convention():
+    assert batch_file_name(pd.Timestamp("2025-01-05")) == "batches/2025-01-05.csv"
+    assert label_file_name(pd.Timestamp("2025-01-05"), pd.Timestamp("2025-01-08")) == "labels/2025-01-05__delivered_2025-01-08.csv"
+
+
+def test_scan_finds_batch_and_label_files(tmp_path):
+    put(tmp_path, "batches/2025-01-02.csv")
+    put(tmp_path, "batches/2025-01-01_extra.parquet", "not really parquet")
+    put(tmp_path, "labels/2025-01-01__delivered_2025-01-04.csv")
+    found, ignored = scan(tmp_path)
+    assert ignored == []
+    assert [(f.kind, f.path.name, f.date) for f in found] == [
+        ("batches", "2025-01-01_extra.parquet", pd.Timestamp("2025-01-01")),
+        ("batches", "2025-01-02.csv", pd.Timestamp("2025-01-02")),
+        ("labels", "2025-01-01__delivered_2025-01-04.csv", pd.Timestamp("2025-01-01")),
+    ]
+    assert found[1].sha256 == file_sha256(tmp_path / "batches/2025-01-02.csv")
+
+
+def test_scan_without_landing_folders_finds_nothing(tmp_path):
+    assert scan(tmp_path) == ([], [])
+
+
+@pytest.mark.parametrize(
+    "name, message",
+    [
+        ("january.csv", "name must be"),
+        ("2025-01-01.txt", "name must be"),
+        ("2025-13-45.csv", "not a calendar date"),
+    ],
+)
+def test_scan_ignores_badly_named_files_with_a_message(tmp_path, name, message):
+    put(tmp_path, f"batches/{name}")
+    found, ignored = scan(tmp_path)
+    assert found == []
+    assert len(ignored) == 1
+    assert ignored[0].startswith(f"batches/{name}:") and message in ignored[0]
+
+
+def test_scan_silently_skips_dotfiles_and_folders(tmp_path):
+    put(tmp_path, "batches/.2025-01-01.csv.abc123.tmp")
+    (tmp_path / "batches" / "2025-01-02.csv").mkdir()
+    assert scan(tmp_path) == ([], [])
+
+
+def test_file_sha256_depends_on_content_only(tmp_path):
+    a = put(tmp_path, "a.csv")
+    b = put(tmp_path, "b.csv")
+    c = put(tmp_path, "c.csv", CSV + "a3,30,2\n")
+    assert file_sha256(a) == file_sha256(b)
+    assert file_sha256(a) != file_sha256(c)
+    assert len(file_sha256(a)) == 64
+
+
+def test_read_empty_file_raises_naming_the_file(tmp_path):
+    path = put(tmp_path, "batches/2025-01-01.csv", "")
+    with pytest.raises(LandingFileError, match="2025-01-01.csv"):
+        read_landing_file(path)
+
+
+def test_read_unreadable_parquet_raises_landing_file_error(tmp_path):
+    path = put(tmp_path, "batches/2025-01-01.parquet", "this is not parquet")
+    with pytest.raises(LandingFileError, match="2025-01-01.parquet"):
+        read_landing_file(path)
+
+
+def test_csv_values_come_back_as_text(tmp_path):
+    frame = read_landing_file(put(tmp_path, "batches/2025-01-01.csv"))
+    assert frame["age"].tolist() == ["042", "7"]  # not parsed to numbers: the contract does the typing
+    assert frame["income"].iloc[0] == "1.50"
+    assert pd.isna(frame["income"].iloc[1])
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
+def test_write_atomically_writes_readable_file_and_leaves_no_temp_file(tmp_path, suffix):
+    frame = pd.DataFrame({"application_id": ["a1", "a2"], "age": [42, 7]})
+    path = tmp_path / "batches" / f"2025-01-01{suffix}"
+    write_atomically(frame, path)
+    assert [p.name for p in path.parent.iterdir()] == [path.name]
+    back = read_landing_file(path)
+    if suffix == ".csv":
+        assert back.to_dict("list") == {"application_id": ["a1", "a2"], "age": ["42", "7"]}
+    else:
+        pd.testing.assert_frame_equal(back, frame)
+
+
+def test_write_atomically_replaces_existing_file(tmp_path):
+    path = tmp_path / "out.csv"
+    write_atomically(pd.DataFrame({"a": [1]}), path)
+    write_atomically(pd.DataFrame({"a": [2, 3]}), path)
+    assert read_landing_file(path)["a"].tolist() == ["2", "3"]
+    assert [p.name for p in tmp_path.iterdir()] == ["out.csv"]
+
+
+def test_failed_write_leaves_no_temp_file(tmp_path):
+    class Unwritable(pd.DataFrame):
+        def to_csv(self, *args, **kwargs):
+            raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        write_atomically(Unwritable({"a": [1]}), tmp_path / "out.csv")
+    assert list(tmp_path.iterdir()) == []

@@ -1,0 +1,42 @@
+"""The Definitions load and validate, for the shipped specs, through the module dagster loads."""
+
+import importlib
+
+import dagster as dg
+import pytest
+
+from retrain_assets.defs import build_definitions
+from retrain_assets.settings import ProjectSettings
+from retrain_assets_tests.conftest import LOAN_SPEC, RAINFALL_SPEC
+
+ASSETS = {"raw_batches", "quarantine", "labels", "rejected_labels", "labeled_batches", "training_set",
+          "candidate_model", "evaluation_report", "deployed_model"}
+
+
+@pytest.mark.parametrize("spec", [LOAN_SPEC, RAINFALL_SPEC])
+def test_definitions_validate_for_shipped_specs(tmp_path, spec):
+    defs = build_definitions(ProjectSettings(data_dir=tmp_path, spec_path=spec))
+    dg.Definitions.validate_loadable(defs)
+    assert {k.to_user_string() for k in defs.resolve_all_asset_keys()} == ASSETS
+    assert {s.name for s in defs.sensors} == {"landing_zone_sensor", "retrain_sensor", "analyst_snapshot_sensor"}
+
+
+def test_quality_gates_are_blocking_checks(tmp_path):
+    graph = build_definitions(ProjectSettings(data_dir=tmp_path, spec_path=LOAN_SPEC)).resolve_asset_graph()
+    checks = {key.name: graph.get_check_spec(key) for key in graph.asset_check_keys}
+    assert checks["raw_batches_match_contract"].blocking
+    assert checks["evaluation_report_promotion_gate"].blocking
+
+
+def test_partition_granularity_comes_from_the_spec(tmp_path):
+    monthly = build_definitions(ProjectSettings(data_dir=tmp_path, spec_path=RAINFALL_SPEC))
+    partitions = monthly.resolve_assets_def("raw_batches").partitions_def
+    assert partitions.get_partition_keys()[:2] == ["1970-01-01", "1970-02-01"]
+
+
+def test_definitions_module_reads_the_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv("RETRAIN_ASSETS_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("RETRAIN_ASSETS_SPEC", str(RAINFALL_SPEC))
+    module = importlib.reload(importlib.import_module("retrain_assets.definitions"))
+    assert module.defs.resources["model_registry"].model_name == "rainfall"
+    assert (tmp_path / "landing" / "batches").is_dir()
