@@ -119,6 +119,8 @@ def _apply(outcome: RunOutcome, row: StepRow, champion: str, live_auc: float, de
     if not passed:
         blocked.append(outcome.partition_key)
         row.actions.append(f"batch {outcome.partition_key} BLOCKED ({'schema broken' if 'schema' in description else 'bad rows'})")
+    if "labels" in mats and outcome.partition_key in blocked:
+        row.actions.append(f"labels for {outcome.partition_key} held back (batch blocked)")
     if "labeled_batches" in mats:
         meta = mats["labeled_batches"]
         row.labeled += int(meta.get("dagster/row_count", 0))

@@ -18,7 +18,10 @@ def test_definitions_validate_for_shipped_specs(tmp_path, spec):
     defs = build_definitions(ProjectSettings(data_dir=tmp_path, spec_path=spec))
     dg.Definitions.validate_loadable(defs)
     assert {k.to_user_string() for k in defs.resolve_all_asset_keys()} == ASSETS
-    assert {s.name for s in defs.sensors} == {"landing_zone_sensor", "retrain_sensor", "analyst_snapshot_sensor"}
+    sensors = {s.name: s for s in defs.sensors}
+    assert set(sensors) == {"landing_zone_sensor", "retrain_sensor", "analyst_snapshot_sensor", "automation_condition_sensor"}
+    # Everything the pipeline needs to run unattended starts RUNNING under `dagster dev`.
+    assert {s.default_status for s in sensors.values()} == {dg.DefaultSensorStatus.RUNNING}
 
 
 def test_quality_gates_are_blocking_checks(tmp_path):

@@ -84,4 +84,16 @@ def build_automation(spec: DatasetSpec, partitions_def: dg.TimeWindowPartitionsD
         warehouse.publish_snapshot()
         return dg.SkipReason(f"published snapshot {target}")
 
-    return dg.Definitions(jobs=[retrain_job], sensors=[landing_zone_sensor, retrain_sensor, analyst_snapshot_sensor])
+    # Dagster's implicit automation sensor starts STOPPED; declare it so `dagster dev` runs it.
+    automation_sensor = dg.AutomationConditionSensorDefinition(
+        "automation_condition_sensor",
+        target=dg.AssetSelection.all(),
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        minimum_interval_seconds=30,
+        run_tags={"retrain_assets/launched_by": "automation"},
+        description="Evaluates the assets' AutomationConditions (labeled_batches follows raw_batches and labels).",
+    )
+    return dg.Definitions(
+        jobs=[retrain_job],
+        sensors=[landing_zone_sensor, retrain_sensor, analyst_snapshot_sensor, automation_sensor],
+    )
