@@ -121,7 +121,8 @@ class PipelineDriver:
             if not by_partition:
                 break
             for partition, keys in sorted(by_partition.items(), key=lambda kv: kv[0] or ""):
-                outcomes.append(self._execute("automation", self.asset_job, partition, keys, {"retrain_assets/launched_by": "automation"}))
+                tags = {SENSOR_NAME_TAG: "automation_condition_sensor", "retrain_assets/launched_by": "automation"}
+                outcomes.append(self._execute("automation", self.asset_job, partition, keys, tags))
         return outcomes
 
     def _run_key_used(self, sensor_name: str, run_key: str) -> bool:
