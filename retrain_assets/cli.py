@@ -39,7 +39,13 @@ def main(argv: list[str] | None = None) -> int:
     rep.add_argument("--dagster-home", type=Path, default=None, help="Dagster instance folder (default: <data dir>/dagster_home)")
 
     args = parser.parse_args(argv)
-    return _demo(args) if args.command == "demo" else _replay(args)
+    from retrain_assets.demo import InstanceBusyError
+
+    try:
+        return _demo(args) if args.command == "demo" else _replay(args)
+    except InstanceBusyError as exc:
+        print(f"retrain-assets: {exc}", file=sys.stderr)
+        return 2
 
 
 def _quiet_libraries() -> None:
@@ -54,12 +60,13 @@ def _demo(args) -> int:
     import pandas as pd
 
     from retrain_assets.core.scenario import load_scenario, scenario_deliveries
-    from retrain_assets.demo import open_instance, replay, reset_stores
+    from retrain_assets.demo import ensure_no_daemon, open_instance, replay, reset_stores
     from retrain_assets.settings import ProjectSettings
 
     _quiet_libraries()
     scenario = load_scenario(args.scenario)
     settings = ProjectSettings(data_dir=args.data_dir.resolve(), spec_path=scenario.spec_path)
+    ensure_no_daemon(args.dagster_home)
     reset_stores(settings, args.dagster_home)
     instance = open_instance(args.dagster_home)
     days = args.days or scenario.days
@@ -76,13 +83,14 @@ def _replay(args) -> int:
 
     from retrain_assets.core.scenario import history_deliveries, read_history
     from retrain_assets.core.spec import load_spec
-    from retrain_assets.demo import open_instance, replay, reset_stores
+    from retrain_assets.demo import ensure_no_daemon, open_instance, replay, reset_stores
     from retrain_assets.settings import ProjectSettings
 
     _quiet_libraries()
     spec = load_spec(args.spec)
     data_dir = (args.data_dir or Path("data/replays") / spec.name).resolve()
     dagster_home = args.dagster_home or data_dir / "dagster_home"
+    ensure_no_daemon(dagster_home)
     history = read_history(args.source, spec)
     settings = ProjectSettings(data_dir=data_dir, spec_path=args.spec.resolve())
     reset_stores(settings, dagster_home)

@@ -58,6 +58,25 @@ class ReplaySummary:
         return len(self.outcomes)
 
 
+class InstanceBusyError(RuntimeError):
+    """A Dagster daemon is running on the instance the replay would reset."""
+
+
+def ensure_no_daemon(dagster_home: Path, within_seconds: float = 90.0) -> None:
+    """Refuse to replay while a daemon (e.g. `make ui`) ticks sensors on the same instance:
+    its sensors would race the replay's own ticks and the stores are about to be reset."""
+    if not (dagster_home / "history").exists():
+        return
+    with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
+        beats = instance.get_daemon_heartbeats()
+    recent = [b for b in beats.values() if time.time() - b.timestamp < within_seconds]
+    if recent:
+        raise InstanceBusyError(
+            f"a Dagster daemon is running on {dagster_home} (heartbeat {time.time() - recent[0].timestamp:.0f} s ago): "
+            "stop `make ui` / `dagster dev` first, then re-run"
+        )
+
+
 def reset_stores(settings: ProjectSettings, dagster_home: Path) -> None:
     """Remove the replay's previous landing files, warehouse, snapshots, MLflow store and runs."""
     for name in STORE_DIRS:
