@@ -38,7 +38,15 @@ def main(argv: list[str] | None = None) -> int:
     rep.add_argument("--data-dir", type=Path, default=None, help="stores for this replay (default: data/replays/<spec name>)")
     rep.add_argument("--dagster-home", type=Path, default=None, help="Dagster instance folder (default: <data dir>/dagster_home)")
 
+    drift = sub.add_parser("drift", help="drift report of one file against another (JSON + HTML), no pipeline needed")
+    drift.add_argument("--reference", type=Path, required=True, help="CSV/Parquet the model was trained on (the reference)")
+    drift.add_argument("--current", type=Path, required=True, help="CSV/Parquet batch to check")
+    drift.add_argument("--spec", type=Path, required=True, help="dataset spec file (columns, types, policy.drift thresholds)")
+    drift.add_argument("--out", type=Path, default=Path("drift_report"), help="output folder (default: %(default)s)")
+
     args = parser.parse_args(argv)
+    if args.command == "drift":
+        return _drift(args)
     from retrain_assets.demo import InstanceBusyError
 
     try:
@@ -103,6 +111,55 @@ def _replay(args) -> int:
                      console_log_level="CRITICAL")
     env_hint = f"RETRAIN_ASSETS_SPEC={args.spec} RETRAIN_ASSETS_DATA_DIR={data_dir} DAGSTER_HOME={Path(dagster_home).resolve()} "
     _closing(summary, dagster_home, env_hint)
+    return 0
+
+
+def _drift(args) -> int:
+    import json
+
+    from retrain_assets.core.contracts import validate_batch
+    from retrain_assets.core.drift import build_reference_profile
+    from retrain_assets.core.drift_html import render_drift_html
+    from retrain_assets.core.landing import LandingFileError, read_landing_file, write_text_atomically
+    from retrain_assets.core.monitoring import build_drift_report
+    from retrain_assets.core.multivariate import reference_sample
+    from retrain_assets.core.spec import load_spec
+
+    spec = load_spec(args.spec)
+    frames = {}
+    for role, path in (("reference", args.reference), ("current", args.current)):
+        try:
+            checked = validate_batch(read_landing_file(path), spec)
+        except LandingFileError as exc:
+            print(f"retrain-assets: {role}: {exc}", file=sys.stderr)
+            return 2
+        if checked.schema_errors:
+            print(f"retrain-assets: {role} file {path} breaks the spec's contract: {'; '.join(checked.schema_errors)}", file=sys.stderr)
+            return 2
+        if len(checked.quarantined):
+            print(f"{role}: {len(checked.quarantined)} of {checked.n_rows} rows break the contract and are left out "
+                  f"(first reason: {checked.quarantined['reason'].iloc[0]})")
+        frames[role] = checked.valid
+    thresholds = spec.policy.drift
+    profile = build_reference_profile(frames["reference"], spec.numeric_features, spec.categorical_features,
+                                      thresholds=thresholds, created_from=str(args.reference))
+    result = build_drift_report(profile, frames["current"], spec, thresholds,
+                                reference_rows=reference_sample(frames["reference"], spec.feature_columns, seed=spec.policy.random_seed),
+                                seed=spec.policy.random_seed)
+    args.out.mkdir(parents=True, exist_ok=True)
+    payload = {"reference": str(args.reference), "current": str(args.current), "summary": result.summary,
+               "features": json.loads(result.features.to_json(orient="records"))}
+    write_text_atomically(json.dumps(payload, indent=2, default=str), args.out / "drift_report.json")
+    write_text_atomically(render_drift_html(f"Drift report: {args.current.name} vs {args.reference.name}",
+                                            result.features, result.summary, profile, frames["current"]),
+                          args.out / "drift_report.html")
+    summary = result.summary
+    print(f"{summary['n_drifted']}/{summary['n_features']} features drifted (share {summary['drift_share']:.2f}); "
+          f"dataset drift: {'YES' if summary['dataset_drifted'] else 'no'}; out-of-distribution rows: {summary['ood_share']:.1%}; "
+          f"domain-classifier AUC: {summary['multivariate_auc']:.3f}")
+    for row in result.features[result.features["drifted"]].itertuples():
+        print(f"  {row.feature}: {row.test} = {row.drift_score:.4g} (threshold {row.threshold:.4g})")
+    print(f"wrote {args.out / 'drift_report.json'} and {args.out / 'drift_report.html'}")
     return 0
 
 

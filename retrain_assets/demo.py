@@ -20,8 +20,19 @@ from retrain_assets.defs import build_definitions
 from retrain_assets.replay import PipelineDriver, RunOutcome
 from retrain_assets.settings import ProjectSettings
 
-STORE_DIRS = ("landing", "warehouse", "snapshots", "mlflow")
-HEADER = f"{'step':<12}{'rows in':>8}{'quarant.':>9}{'labeled':>8}  {'champion':>8}{'live AUC':>9}  action"
+STORE_DIRS = ("landing", "warehouse", "snapshots", "mlflow", "reports")
+INSTANCE_YAML = """telemetry:
+  enabled: false
+# One SQLite database for all event logs instead of one file per run: a replay creates hundreds of
+# short runs, and opening a fresh per-run database cost ~0.2 s of each.
+event_log_storage:
+  module: dagster._core.storage.event_log
+  class: ConsolidatedSqliteEventLogStorage
+  config:
+    base_dir:
+      env: DAGSTER_HOME
+"""
+HEADER = f"{'step':<12}{'rows in':>8}{'quarant.':>9}{'labeled':>8}{'drift':>7}  {'champion':>8}{'live AUC':>9}  action"
 
 
 @dataclass
@@ -32,13 +43,14 @@ class StepRow:
     rows_in: int = 0
     quarantined: int = 0
     labeled: int = 0
+    drift: str = "-"
     champion: str = "-"
     live_auc: float = float("nan")
     actions: list[str] = field(default_factory=list)
 
     def render(self) -> str:
         auc = f"{self.live_auc:.3f}" if not math.isnan(self.live_auc) else "-"
-        return (f"{self.label:<12}{self.rows_in:>8}{self.quarantined:>9}{self.labeled:>8}  "
+        return (f"{self.label:<12}{self.rows_in:>8}{self.quarantined:>9}{self.labeled:>8}{self.drift:>7}  "
                 f"{self.champion:>8}{auc:>9}  {'; '.join(self.actions) or '-'}")
 
 
@@ -67,6 +79,7 @@ def ensure_no_daemon(dagster_home: Path, within_seconds: float = 90.0) -> None:
     its sensors would race the replay's own ticks and the stores are about to be reset."""
     if not (dagster_home / "history").exists():
         return
+    os.environ["DAGSTER_HOME"] = str(dagster_home.resolve())
     with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
         beats = instance.get_daemon_heartbeats()
     recent = [b for b in beats.values() if time.time() - b.timestamp < within_seconds]
@@ -92,7 +105,7 @@ def open_instance(dagster_home: Path) -> dg.DagsterInstance:
     dagster_home.mkdir(parents=True, exist_ok=True)
     config = dagster_home / "dagster.yaml"
     if not config.exists():
-        config.write_text("telemetry:\n  enabled: false\n")
+        config.write_text(INSTANCE_YAML)
     os.environ["DAGSTER_HOME"] = str(dagster_home.resolve())
     return dg.DagsterInstance.get()
 
@@ -145,6 +158,15 @@ def _apply(outcome: RunOutcome, row: StepRow, champion: str, live_auc: float, de
         row.labeled += int(meta.get("dagster/row_count", 0))
         if "champion_roc_auc" in meta:
             live_auc = float(meta["champion_roc_auc"])
+    if "drift_report" in mats and outcome.partition_key == row.label and "drifted_features" in mats["drift_report"]:
+        meta = mats["drift_report"]
+        row.drift = meta["drifted_features"] + ("!" if meta.get("dataset_drifted") else "")
+    if "retrain_decisions" in mats:
+        meta = mats["retrain_decisions"]
+        if meta.get("retrain"):
+            row.actions.append(f"decide RETRAIN [{meta['trigger']}]: {meta['reason']}")
+        elif meta.get("suppressed_by"):
+            row.actions.append(f"hold [{meta['trigger']}, {meta['suppressed_by']}]")
     if "candidate_model" in mats:
         version = mats["candidate_model"]["model_version"]
         gate_passed, gate = outcome.checks.get("evaluation_report_promotion_gate", (False, outcome.error))

@@ -16,7 +16,6 @@ from retrain_assets.core.landing import write_atomically
 from retrain_assets.core.scenario import Delivery
 
 RUN_KEY_TAG, SENSOR_NAME_TAG = "dagster/run_key", "dagster/sensor_name"
-SENSOR_ORDER = ("landing_zone_sensor", "retrain_sensor", "analyst_snapshot_sensor")
 
 
 @dataclass
@@ -70,13 +69,15 @@ class PipelineDriver:
             write_atomically(frame, self.landing_dir / relative)
 
     def tick(self, evaluation_time: dt.datetime) -> list[RunOutcome]:
-        """One daemon cycle: ingestion sensor, automation until quiet, retrain policy, snapshot."""
+        """One daemon cycle: ingestion sensor, automation until quiet, the retrain sensor until it
+        has nothing more to launch (decide, then act on the decision), snapshot."""
         outcomes = self.tick_sensor("landing_zone_sensor")
         outcomes += self.tick_automation(evaluation_time)
-        retrain = self.tick_sensor("retrain_sensor")
-        outcomes += retrain
-        if retrain:
-            outcomes += self.tick_automation(evaluation_time)
+        for _ in range(4):
+            launched = self.tick_sensor("retrain_sensor")
+            if not launched:
+                break
+            outcomes += launched
         self.tick_sensor("analyst_snapshot_sensor")
         return outcomes
 

@@ -40,6 +40,10 @@ class ProjectSettings:
         return self.data_dir / "snapshots" / "warehouse.duckdb"
 
     @property
+    def reports_dir(self) -> Path:
+        return self.data_dir / "reports"
+
+    @property
     def mlflow_dir(self) -> Path:
         return self.data_dir / "mlflow"
 

@@ -21,16 +21,18 @@ RAINFALL_SPEC = REPO / "data" / "specs" / "rainfall.yaml"
 RAINFALL_SAMPLE = Path(__file__).parent / "fixtures" / "rainfall_first_3_years.csv"
 
 
-def write_short_scenario(folder: Path, days: int = 14, rows_per_day: int = 60) -> Path:
-    """The built-in scenario, shortened: corrupt batch on day 3, bad rows on day 5, fast policy."""
+def write_short_scenario(folder: Path, days: int = 16, rows_per_day: int = 80) -> Path:
+    """The built-in scenario, shortened: corrupt batch on day 3, bad rows on day 5, covariate shift
+    from day 10, concept drift from day 13, fast policy."""
     spec = yaml.safe_load(LOAN_SPEC.read_text())
     spec["policy"] = {**(spec.get("policy") or {}), "min_partitions_first_model": 4,
-                      "retrain_after_new_partitions": 3, "training_window_partitions": 10}
+                      "max_model_age_partitions": 3, "min_new_labeled_rows": 100,
+                      "cooldown_partitions": 2, "training_window_partitions": 10}
     (folder / "spec.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
     scenario = yaml.safe_load(LOAN_SCENARIO.read_text())
     scenario.update(spec="spec.yaml", days=days, rows_per_day=rows_per_day, label_delay_days=2,
                     incidents=[{"day": 3, "kind": "corrupt_batch"}, {"day": 5, "kind": "bad_rows", "share": 0.1}])
-    scenario["phases"][0]["from_day"], scenario["phases"][1]["from_day"] = 6, 9
+    scenario["phases"][0]["from_day"], scenario["phases"][1]["from_day"] = 10, 13
     path = folder / "scenario.yaml"
     path.write_text(yaml.safe_dump(scenario, sort_keys=False))
     return path

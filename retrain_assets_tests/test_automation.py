@@ -93,12 +93,12 @@ def test_landing_sensor_run_keys_name_partition_and_content(pipeline):
     assert not defs.resolve_sensor_def("landing_zone_sensor")(again).run_requests
 
 
-def test_retrain_sensor_waits_for_enough_labeled_partitions(pipeline):
+def test_retrain_sensor_is_quiet_until_monitoring_data_exists(pipeline):
     _, _, defs, driver = pipeline
     context = dg.build_sensor_context(instance=driver.instance, definitions=defs, resources=defs.resources)
     result = defs.resolve_sensor_def("retrain_sensor")(context)
     assert not result.run_requests
-    assert result.skip_reason.skip_message.startswith("waiting for labels: 0/4")
+    assert result.skip_reason.skip_message.startswith("no new monitoring data")
 
 
 def test_labeled_batches_wait_for_labels_then_follow_automatically(pipeline):
@@ -108,9 +108,11 @@ def test_labeled_batches_wait_for_labels_then_follow_automatically(pipeline):
     driver.start(when)
     write_atomically(batch, settings.landing_dir / "batches" / "2025-01-01.csv")
     driver.tick_sensor("landing_zone_sensor")
-    assert driver.tick_automation(when) == []  # no labels yet: nothing to join
+    before_labels = driver.tick_automation(when)  # no labels yet: nothing to join (the batch is only reported on)
+    assert all("labeled_batches" not in o.materializations for o in before_labels)
     write_atomically(labels, settings.landing_dir / "labels" / "2025-01-01__delivered_2025-01-03.csv")
     driver.tick_sensor("landing_zone_sensor")
     [outcome] = driver.tick_automation(when)
     assert outcome.requested_by == "automation" and outcome.partition_key == "2025-01-01"
+    assert set(outcome.materializations) == {"labeled_batches", "drift_report"}
     assert outcome.materializations["labeled_batches"]["dagster/row_count"] == len(batch)

@@ -2,7 +2,10 @@
 
 import pytest
 
-from retrain_assets.core.policy import Policy, decide_retrain
+import math
+
+from retrain_assets.core.drift import DriftThresholds
+from retrain_assets.core.policy import BatchSignal, Policy, PolicyHistory, decide_retrain
 
 
 def days(first: int, last: int) -> list[str]:
@@ -31,7 +34,8 @@ def test_from_mapping_rejects_unknown_keys():
         ({"holdout_share": 1.0}, "holdout_share"),
         ({"training_window_partitions": 1}, "training_window_partitions"),
         ({"min_partitions_first_model": 1}, "min_partitions_first_model"),
-        ({"retrain_after_new_partitions": 0}, "retrain_after_new_partitions"),
+        ({"max_model_age_partitions": 0}, "max_model_age_partitions"),
+        ({"drift_min_batches": 4}, "drift_min_batches"),
     ],
 )
 def test_from_mapping_rejects_out_of_range_values(overrides, field):
@@ -44,28 +48,113 @@ def test_from_mapping_rejects_roc_auc_slo_above_one():
         Policy.from_mapping({"min_roc_auc": 1.5})
 
 
+def test_nested_drift_thresholds_are_overridable_and_checked():
+    policy = Policy.from_mapping({"drift": {"dataset_drift_share": 0.25}})
+    assert policy.drift == DriftThresholds(dataset_drift_share=0.25)
+    with pytest.raises(ValueError, match=r"unknown policy.drift keys \['share'\]"):
+        Policy.from_mapping({"drift": {"share": 0.2}})
+
+
+# --- decide_retrain: one test per clause and guard -------------------------------------------------
+
+POLICY = Policy(min_partitions_first_model=3, max_model_age_partitions=10, min_new_labeled_rows=100,
+                cooldown_partitions=3, max_retrains_per_window=2, budget_window_partitions=10, max_roc_auc_drop=0.05,
+                min_roc_auc=0.65, drift_window_batches=3, drift_min_batches=2, drift_rearm_share=0.2)
+
+
+def signal(day: int, drifted: bool = False, share: float | None = None, realized: float = math.nan,
+           estimated: float = math.nan, labeled: int = 0, champion: str = "1") -> BatchSignal:
+    return BatchSignal(f"2025-01-{day:02d}", champion, drifted, share if share is not None else (0.5 if drifted else 0.0),
+                       estimated, realized, labeled)
+
+
+def history(signals=(), labeled=days(1, 5), trained_through="2025-01-05", new_rows=500, triggers=(), baseline=0.85):
+    return PolicyHistory(labeled_partitions=list(labeled), signals=list(signals), champion_version="1",
+                         champion_holdout_roc_auc=baseline, last_trained_through=trained_through,
+                         new_labeled_rows=new_rows, past_triggers=list(triggers))
+
+
 def test_first_model_waits_for_enough_labeled_partitions():
-    policy = Policy(min_partitions_first_model=7)
-    waiting = decide_retrain(days(1, 6), None, policy)
-    assert not waiting.retrain
-    assert "6/7" in waiting.reason
-    ready = decide_retrain(days(1, 7), None, policy)
-    assert ready.retrain
-    assert ready.reason.startswith("first model")
+    waiting = decide_retrain(PolicyHistory(labeled_partitions=days(1, 2)), POLICY)
+    assert not waiting.retrain and waiting.reason == "waiting for labels: 2/3 partitions labeled"
+    first = decide_retrain(PolicyHistory(labeled_partitions=days(1, 3) + ["2025-01-02"]), POLICY)
+    assert first.retrain and first.trigger == "first_model"
 
 
-def test_model_is_fresh_until_enough_new_partitions_are_labeled():
-    policy = Policy(retrain_after_new_partitions=3)
-    fresh = decide_retrain(days(1, 12), "2025-01-10", policy)  # 11, 12 are new
-    assert not fresh.retrain
-    assert "fresh" in fresh.reason and "2/3" in fresh.reason
-    stale = decide_retrain(days(1, 13), "2025-01-10", policy)
-    assert stale.retrain
-    assert "stale" in stale.reason and "2025-01-10" in stale.reason
+def test_healthy_champion_is_kept():
+    decision = decide_retrain(history([signal(6, realized=0.84), signal(7, realized=0.86)]), POLICY)
+    assert not decision.retrain and decision.trigger == "none" and decision.reason.startswith("healthy")
 
 
-def test_duplicate_labeled_partitions_count_once():
-    first = Policy(min_partitions_first_model=3)
-    assert not decide_retrain(["2025-01-01", "2025-01-01", "2025-01-02", "2025-01-02"], None, first).retrain
-    again = Policy(retrain_after_new_partitions=2)
-    assert not decide_retrain(["2025-01-01", "2025-01-02", "2025-01-02"], "2025-01-01", again).retrain
+def test_drift_in_k_of_last_n_batches_triggers_once_drifted_batches_are_labeled():
+    one = decide_retrain(history([signal(6), signal(7), signal(8, drifted=True, labeled=150)]), POLICY)
+    assert not one.retrain  # one drifted batch of the last three is not enough
+    waiting = decide_retrain(history([signal(6), signal(7, drifted=True), signal(8, drifted=True)]), POLICY)
+    assert not waiting.retrain and waiting.suppressed_by == "awaiting_drift_labels"
+    two = decide_retrain(history([signal(6), signal(7, drifted=True, labeled=60), signal(8, drifted=True, labeled=60)]), POLICY)
+    assert two.retrain and two.trigger == "drift" and two.numbers["drifted_labeled_rows"] == 120
+
+
+def test_signals_scored_against_an_older_champion_do_not_count():
+    old = [signal(6, drifted=True, labeled=200, champion="0"), signal(7, drifted=True, labeled=200, champion="0")]
+    assert not decide_retrain(history(old), POLICY).retrain
+
+
+def test_realized_performance_below_slo_or_dropped_triggers():
+    below_slo = decide_retrain(history([signal(6, realized=0.60), signal(7, realized=0.62)]), POLICY)
+    assert below_slo.retrain and below_slo.trigger == "performance" and "below the SLO" in below_slo.reason
+    dropped = decide_retrain(history([signal(6, realized=0.78), signal(7, realized=0.77)], baseline=0.85), POLICY)
+    assert dropped.retrain and "dropped more than 0.05" in dropped.reason
+    within = decide_retrain(history([signal(6, realized=0.81), signal(7, realized=0.82)], baseline=0.85), POLICY)
+    assert not within.retrain
+
+
+def test_estimated_performance_is_used_only_without_realized():
+    estimated_only = decide_retrain(history([signal(6, estimated=0.70), signal(7, estimated=0.70)]), POLICY)
+    assert estimated_only.retrain and "estimated ROC AUC" in estimated_only.reason
+    realized_wins = decide_retrain(history([signal(6, estimated=0.70, realized=0.86), signal(7, estimated=0.70, realized=0.85)]), POLICY)
+    assert not realized_wins.retrain
+
+
+def test_freshness_triggers_after_max_model_age_partitions():
+    fresh = decide_retrain(history(labeled=days(1, 14)), POLICY)
+    stale = decide_retrain(history(labeled=days(1, 15)), POLICY)
+    assert not fresh.retrain and fresh.numbers["model_age_partitions"] == 9
+    assert stale.retrain and stale.trigger == "freshness"
+
+
+def test_min_new_labels_guard():
+    decision = decide_retrain(history([signal(6, realized=0.6), signal(7, realized=0.6)], new_rows=99), POLICY)
+    assert not decision.retrain and decision.suppressed_by == "min_new_labels" and decision.trigger == "performance"
+
+
+def test_cooldown_guard_counts_batches_since_the_last_trigger():
+    low = [signal(6, realized=0.6), signal(7, realized=0.6), signal(8, realized=0.6)]
+    cooling = decide_retrain(history(low, triggers=[("2025-01-06", "performance")]), POLICY)
+    assert not cooling.retrain and cooling.suppressed_by == "cooldown"
+    cooled = decide_retrain(history(low, triggers=[("2025-01-05", "performance")]), POLICY)
+    assert cooled.retrain
+
+
+def test_budget_guard_limits_retrains_per_window():
+    low = [signal(d, realized=0.6) for d in range(6, 16)]
+    spent = decide_retrain(history(low, labeled=days(1, 15), triggers=[("2025-01-08", "drift"), ("2025-01-11", "performance")]), POLICY)
+    assert not spent.retrain and spent.suppressed_by == "budget"
+    old_spend = decide_retrain(history(low, labeled=days(1, 15), triggers=[("2025-01-02", "drift"), ("2025-01-11", "performance")]), POLICY)
+    assert old_spend.retrain
+
+
+def test_hysteresis_keeps_drift_quiet_until_a_calm_batch_rearms_it():
+    drifting = [signal(6, drifted=True, labeled=200), signal(7, drifted=True, labeled=200), signal(8, drifted=True, labeled=200)]
+    after_drift_retrain = [("2025-01-02", "drift")]
+    held = decide_retrain(history(drifting, triggers=after_drift_retrain), POLICY)
+    assert not held.retrain and held.suppressed_by == "hysteresis"
+    calm_then_drift = [signal(6, share=0.1, labeled=200), signal(7, drifted=True, labeled=200), signal(8, drifted=True, labeled=200)]
+    rearmed = decide_retrain(history(calm_then_drift, triggers=after_drift_retrain), POLICY)
+    assert rearmed.retrain and rearmed.trigger == "drift"
+
+
+def test_hysteresis_does_not_hide_other_clauses():
+    drifting = [signal(6, drifted=True, labeled=200), signal(7, drifted=True, labeled=200)]
+    stale = decide_retrain(history(drifting, labeled=days(1, 15), triggers=[("2025-01-02", "drift")]), POLICY)
+    assert stale.retrain and stale.trigger == "freshness"

@@ -37,7 +37,7 @@ def test_generated_event_times_fall_on_their_day(scenario):
 
 
 def test_phases_apply_cumulatively(scenario):
-    name, features, label_model = phase_at(scenario, 20)
+    name, features, label_model = phase_at(scenario, 17)
     assert name == "stable" and features["income"]["median"] == 55000
     name, features, label_model = phase_at(scenario, 40)
     assert name == "concept_drift"
@@ -51,7 +51,7 @@ def test_phases_apply_cumulatively(scenario):
 
 def test_covariate_shift_moves_the_generated_data(scenario):
     stable = pd.concat([generate_day(scenario, d)[0] for d in range(3)])
-    shifted = pd.concat([generate_day(scenario, d)[0] for d in range(21, 24)])
+    shifted = pd.concat([generate_day(scenario, d)[0] for d in range(18, 21)])
     assert shifted["credit_score"].mean() < stable["credit_score"].mean() - 20
 
 
@@ -86,7 +86,7 @@ def test_corrupt_batch_incident_breaks_the_schema(scenario, deliveries):
 
 
 def test_bad_rows_incident_quarantines_some_rows(scenario, deliveries):
-    delivery = deliveries[15]
+    delivery = deliveries[13]
     assert "bad_rows" in delivery.notes
     result = validate_batch(batch_of(delivery), scenario.spec)
     assert not result.schema_errors

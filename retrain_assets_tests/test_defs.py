@@ -10,7 +10,7 @@ from retrain_assets.settings import ProjectSettings
 from retrain_assets_tests.conftest import LOAN_SPEC, RAINFALL_SPEC
 
 ASSETS = {"raw_batches", "quarantine", "labels", "rejected_labels", "labeled_batches", "training_set",
-          "candidate_model", "evaluation_report", "deployed_model"}
+          "candidate_model", "evaluation_report", "deployed_model", "reference_profile", "drift_report", "retrain_decisions"}
 
 
 @pytest.mark.parametrize("spec", [LOAN_SPEC, RAINFALL_SPEC])
@@ -29,6 +29,9 @@ def test_quality_gates_are_blocking_checks(tmp_path):
     checks = {key.name: graph.get_check_spec(key) for key in graph.asset_check_keys}
     assert checks["raw_batches_match_contract"].blocking
     assert checks["evaluation_report_promotion_gate"].blocking
+    # Monitoring signals warn; they never stop the line.
+    assert not checks["drift_report_policy"].blocking
+    assert not checks["deployed_model_freshness"].blocking
 
 
 def test_partition_granularity_comes_from_the_spec(tmp_path):

@@ -14,6 +14,7 @@ from retrain_assets.settings import ProjectSettings
 from retrain_assets_tests.conftest import read_table, write_short_scenario
 
 CORRUPT_DAY, BAD_ROWS_DAY = "2025-01-04", "2025-01-06"  # days 3 and 5 of the short scenario
+SHIFT_DAY = "2025-01-11"  # day 10: covariate shift starts
 
 
 @pytest.fixture(scope="module")
@@ -119,3 +120,37 @@ def test_snapshot_is_published_with_every_table(run):
     assert {"raw_batches", "quarantine", "labeled_batches", "evaluation_report", "deployed_model"} <= set(tables)
     assert read_table(snapshot, "select count(*) as n from deployed_model")["n"].iloc[0] == len(run.summary.deployments)
     assert not list(snapshot.parent.glob(".*.tmp"))
+
+
+def test_each_batch_is_reported_against_the_champion_of_its_day(run):
+    report = wh(run, "select * from drift_report")
+    assert (report.groupby("partition_start").size() == len(run.scenario.spec.feature_columns)).all()
+    assert set(report["champion_version"]) <= set(run.summary.deployments)
+    for key in report["partition_start"].dt.strftime("%Y-%m-%d").unique():
+        page = run.settings.reports_dir / "drift" / f"{key}.html"
+        assert page.exists() and page.read_text().count("<svg") == len(run.scenario.spec.feature_columns)
+    per_batch = report.drop_duplicates("partition_start").set_index(report.drop_duplicates("partition_start")["partition_start"].dt.strftime("%Y-%m-%d"))
+    stable, shifted = per_batch[per_batch.index < SHIFT_DAY], per_batch[per_batch.index >= SHIFT_DAY]
+    assert len(stable) >= 2 and not stable["dataset_drifted"].any()  # no false alarm before the shift
+    assert shifted["dataset_drifted"].iloc[0]  # the shift is caught on its first batch
+    # Labeled batches carry realized performance next to the label-free estimate.
+    labeled = per_batch[per_batch["n_labeled"] > 0]
+    assert len(labeled) and labeled["realized_roc_auc"].notna().all() and labeled["estimated_roc_auc"].notna().all()
+
+
+def test_every_retrain_decision_is_recorded_and_acted_on_once(run):
+    decisions = wh(run, "select * from retrain_decisions order by decided_at")
+    assert decisions["trigger"].iloc[decisions["retrain"].to_numpy().argmax()] == "first_model"
+    assert {"reason", "suppressed_by", "model_age_partitions", "drifted_batches"} <= set(decisions.columns)
+    retrain_runs = run.instance.get_runs(filters=dg.RunsFilter(job_name="retrain_job"))
+    assert len(retrain_runs) == int(decisions["retrain"].sum())
+    assert {r.tags["retrain_trigger"] for r in retrain_runs} <= {"first_model", "drift", "performance", "freshness"}
+    held = decisions[~decisions["retrain"] & (decisions["suppressed_by"] != "")]
+    assert (held["trigger"] != "none").all()
+
+
+def test_drift_and_freshness_checks_run(run):
+    drift_checks = [o.checks["drift_report_policy"] for o in run.summary.outcomes if "drift_report_policy" in o.checks]
+    assert any(not passed for passed, _ in drift_checks) and any(passed for passed, _ in drift_checks)
+    freshness = [o.checks["deployed_model_freshness"] for o in run.summary.outcomes if "deployed_model_freshness" in o.checks]
+    assert freshness and all("partitions labeled since the last training window" in text or "no retrain" in text for _, text in freshness)

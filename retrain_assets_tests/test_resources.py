@@ -16,7 +16,8 @@ def warehouse(tmp_path):
     database = tmp_path / "warehouse.duckdb"
     with duckdb.connect(str(database)) as conn:
         conn.execute("create table t as select 1 as x")
-    return Warehouse(database=str(database), snapshot_path=str(tmp_path / "snap" / "warehouse.duckdb"))
+    return Warehouse(database=str(database), snapshot_path=str(tmp_path / "snap" / "warehouse.duckdb"),
+                     reports_dir=str(tmp_path / "reports"))
 
 
 def test_snapshot_readers_keep_a_consistent_view_across_publishes(warehouse):

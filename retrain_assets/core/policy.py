@@ -6,13 +6,16 @@ daily-batch tabular classifier starts with.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+import math
+from dataclasses import dataclass, field, fields
 from typing import Any, Mapping
+
+from retrain_assets.core.drift import DriftThresholds
 
 
 @dataclass(frozen=True)
 class Policy:
-    """Thresholds for contracts, retraining and promotion.
+    """Thresholds for contracts, training, retraining and promotion.
 
     Contracts:
         max_bad_row_share: a batch is blocked when more than this share of its rows break the
@@ -23,14 +26,27 @@ class Policy:
         holdout_share: share of the window's partitions, newest first, held out for evaluation
             and never trained on (at least one partition).
         random_seed: seed for every random choice in training and evaluation.
-    Retraining:
+    Retraining (see `decide_retrain`):
         min_partitions_first_model: labeled partitions needed before the first model is trained.
-        retrain_after_new_partitions: retrain once this many partitions have been labeled since
-            the last training window closed (the model "ages" in labeled data, not wall time).
+        drift_window_batches, drift_min_batches: the drift clause holds when the dataset drifted in
+            at least k=2 of the last n=3 batches scored against the current champion (one noisy
+            batch is not enough; a real shift is caught on its second batch).
+        drift_rearm_share: hysteresis: after a drift-triggered retrain, drift can trigger again only
+            once a batch's drifted-feature share fell below this (0.2).
+        max_roc_auc_drop: the performance clause holds when the champion's recent ROC AUC (realized
+            where labels exist, else estimated) is below `min_roc_auc` or more than this (0.05)
+            below its own held-out AUC at promotion.
+        max_model_age_partitions: the freshness clause holds when this many partitions (14) were
+            labeled after the last training window closed.
+        min_new_labeled_rows: no retrain unless this many labeled rows arrived since the last
+            training window (a retrain on the same data cannot help).
+        cooldown_partitions: no retrain within this many batches of the previous trigger.
+        max_retrains_per_window, budget_window_partitions: at most 4 retrains per 28 batches.
     Promotion:
         min_roc_auc: absolute SLO every model must meet on the held-out window.
         max_roc_auc_regression: non-inferiority margin: the challenger may trail the champion on
             the same held-out window by at most this much ROC AUC.
+    Drift statistics: `drift`, a `DriftThresholds` (spec key `policy.drift`).
     """
 
     max_bad_row_share: float = 0.2
@@ -38,71 +54,199 @@ class Policy:
     holdout_share: float = 0.25
     random_seed: int = 7
     min_partitions_first_model: int = 7
-    retrain_after_new_partitions: int = 7
+    drift_window_batches: int = 3
+    drift_min_batches: int = 2
+    drift_rearm_share: float = 0.2
+    max_roc_auc_drop: float = 0.05
+    max_model_age_partitions: int = 14
+    min_new_labeled_rows: int = 200
+    cooldown_partitions: int = 3
+    max_retrains_per_window: int = 4
+    budget_window_partitions: int = 28
     min_roc_auc: float = 0.65
     max_roc_auc_regression: float = 0.01
+    drift: DriftThresholds = field(default_factory=DriftThresholds)
 
     @classmethod
     def from_mapping(cls, overrides: Mapping[str, Any]) -> "Policy":
         """Defaults with the given overrides; unknown keys are an error, not silently ignored."""
-        known = {f.name: f.type for f in fields(cls)}
-        unknown = sorted(set(overrides) - set(known))
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(overrides) - known)
         if unknown:
             raise ValueError(f"unknown policy keys {unknown}; known keys: {sorted(known)}")
-        values = {}
+        values: dict[str, Any] = {}
         for key, value in overrides.items():
-            if isinstance(getattr(cls, key), int):
-                if float(value) != int(float(value)):
-                    raise ValueError(f"{key} must be a whole number, got {value!r}")
-                values[key] = int(float(value))
+            if key == "drift":
+                values[key] = _drift_thresholds(value or {})
             else:
-                values[key] = float(value)
+                values[key] = _typed(key, getattr(cls, key), value)
         policy = cls(**values)
         policy.validate()
         return policy
 
     def validate(self) -> None:
         """Raise ValueError when a threshold is outside its meaningful range."""
-        if not 0.0 <= self.max_bad_row_share <= 1.0:
-            raise ValueError("max_bad_row_share must be within [0, 1]")
+        for name in ("max_bad_row_share", "min_roc_auc", "max_roc_auc_regression", "max_roc_auc_drop", "drift_rearm_share"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be within [0, 1]")
         if not 0.0 < self.holdout_share < 1.0:
             raise ValueError("holdout_share must be within (0, 1)")
         if self.training_window_partitions < 2:
             raise ValueError("training_window_partitions must be at least 2 (one to train, one to hold out)")
         if self.min_partitions_first_model < 2:
             raise ValueError("min_partitions_first_model must be at least 2")
-        if self.retrain_after_new_partitions < 1:
-            raise ValueError("retrain_after_new_partitions must be at least 1")
-        if not 0.0 <= self.min_roc_auc <= 1.0:
-            raise ValueError("min_roc_auc must be within [0, 1]")
-        if not 0.0 <= self.max_roc_auc_regression <= 1.0:
-            raise ValueError("max_roc_auc_regression must be within [0, 1]")
+        if not 1 <= self.drift_min_batches <= self.drift_window_batches:
+            raise ValueError("need 1 <= drift_min_batches <= drift_window_batches")
+        for name in ("max_model_age_partitions", "max_retrains_per_window", "budget_window_partitions"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1")
+        for name in ("cooldown_partitions", "min_new_labeled_rows"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must not be negative")
+
+
+def _typed(key: str, default: Any, value: Any) -> Any:
+    if isinstance(default, bool):
+        return bool(value)
+    if isinstance(default, int):
+        if float(value) != int(float(value)):
+            raise ValueError(f"{key} must be a whole number, got {value!r}")
+        return int(float(value))
+    return float(value)
+
+
+def _drift_thresholds(overrides: Mapping[str, Any]) -> DriftThresholds:
+    known = {f.name for f in fields(DriftThresholds)}
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise ValueError(f"unknown policy.drift keys {unknown}; known keys: {sorted(known)}")
+    return DriftThresholds(**{k: _typed(f"drift.{k}", getattr(DriftThresholds, k), v) for k, v in overrides.items()})
+
+
+@dataclass(frozen=True)
+class BatchSignal:
+    """What monitoring said about one batch, scored against `champion_version`."""
+
+    partition: str
+    champion_version: str
+    dataset_drifted: bool
+    drift_share: float
+    estimated_roc_auc: float = float("nan")
+    realized_roc_auc: float = float("nan")
+    n_labeled: int = 0
+
+
+@dataclass(frozen=True)
+class PolicyHistory:
+    """Everything the retrain decision reads, gathered by the pipeline (no I/O in the policy).
+
+    `last_trained_through` is the newest partition of the last training window (None: never
+    trained); `past_triggers` lists (partition, trigger) of earlier retrain decisions, oldest first.
+    """
+
+    labeled_partitions: list[str]
+    signals: list[BatchSignal] = field(default_factory=list)
+    champion_version: str | None = None
+    champion_holdout_roc_auc: float | None = None
+    last_trained_through: str | None = None
+    new_labeled_rows: int = 0
+    past_triggers: list[tuple[str, str]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
 class RetrainDecision:
-    """Whether to retrain now, and why, in words a person reads in the sensor log."""
+    """Whether to retrain now, why (in words a person reads in the UI), and the numbers."""
 
     retrain: bool
     reason: str
+    trigger: str = "none"          # first_model | performance | drift | freshness | none
+    suppressed_by: str = ""        # hysteresis | awaiting_drift_labels | min_new_labels | cooldown | budget | ""
+    numbers: dict = field(default_factory=dict)
 
 
-def decide_retrain(labeled_partitions: list[str], last_trained_through: str | None, policy: Policy) -> RetrainDecision:
-    """Decide from the labeled partitions (sortable keys) and the last training window's end.
+def decide_retrain(history: PolicyHistory, policy: Policy) -> RetrainDecision:
+    """Apply the retrain policy to the pipeline's history. Clauses, in order:
 
-    `last_trained_through` is the newest partition of the last training window, or None when no
-    model was ever trained.
+    first model -> performance -> drift (k of n, with hysteresis) -> freshness; a firing clause is
+    then subject to the guards: minimum new labels, cooldown, budget.
     """
-    labeled = sorted(set(labeled_partitions))
-    if last_trained_through is None:
+    labeled = sorted(set(history.labeled_partitions))
+    if history.last_trained_through is None:
         if len(labeled) >= policy.min_partitions_first_model:
-            return RetrainDecision(True, f"first model: {len(labeled)} labeled partitions (need {policy.min_partitions_first_model})")
-        return RetrainDecision(False, f"waiting for labels: {len(labeled)}/{policy.min_partitions_first_model} partitions labeled")
-    new = [p for p in labeled if p > last_trained_through]
-    if len(new) >= policy.retrain_after_new_partitions:
-        return RetrainDecision(
-            True,
-            f"model is stale: {len(new)} partitions labeled after {last_trained_through} "
-            f"(retrain after {policy.retrain_after_new_partitions})",
-        )
-    return RetrainDecision(False, f"model is fresh: {len(new)}/{policy.retrain_after_new_partitions} new labeled partitions")
+            return RetrainDecision(True, f"first model: {len(labeled)} labeled partitions (need {policy.min_partitions_first_model})",
+                                   "first_model", numbers={"labeled_partitions": len(labeled)})
+        return RetrainDecision(False, f"waiting for labels: {len(labeled)}/{policy.min_partitions_first_model} partitions labeled",
+                               numbers={"labeled_partitions": len(labeled)})
+
+    signals = [s for s in history.signals if s.champion_version == history.champion_version]
+    recent = signals[-policy.drift_window_batches:]
+    n_drifted = sum(s.dataset_drifted for s in recent)
+    age = sum(p > history.last_trained_through for p in labeled)
+    realized = _recent_mean([s.realized_roc_auc for s in signals], policy.drift_window_batches)
+    estimated = _recent_mean([s.estimated_roc_auc for s in signals], policy.drift_window_batches)
+    performance, source = (realized, "realized") if not math.isnan(realized) else (estimated, "estimated")
+    baseline = history.champion_holdout_roc_auc
+    numbers = {"drifted_batches": n_drifted, "window_batches": len(recent), "model_age_partitions": age,
+               "realized_roc_auc": realized, "estimated_roc_auc": estimated,
+               "baseline_roc_auc": baseline if baseline is not None else float("nan"),
+               "new_labeled_rows": history.new_labeled_rows}
+
+    fired: list[tuple[str, str]] = []
+    if not math.isnan(performance):
+        if performance < policy.min_roc_auc:
+            fired.append(("performance", f"{source} ROC AUC {performance:.3f} below the SLO {policy.min_roc_auc:.3f}"))
+        elif baseline is not None and performance < baseline - policy.max_roc_auc_drop:
+            fired.append(("performance", f"{source} ROC AUC {performance:.3f} dropped more than {policy.max_roc_auc_drop:.2f} "
+                                         f"below the champion's {baseline:.3f}"))
+    held: tuple[str, str] | None = None
+    drifted_labeled = sum(s.n_labeled for s in signals if s.dataset_drifted)
+    numbers["drifted_labeled_rows"] = drifted_labeled
+    if n_drifted >= policy.drift_min_batches:
+        if _drift_disarmed(history, signals, policy):
+            held = ("hysteresis", f"drift in {n_drifted}/{len(recent)} batches, but the alarm is not re-armed since the last "
+                                  f"drift retrain (needs a batch with drift share < {policy.drift_rearm_share})")
+        elif drifted_labeled < policy.min_new_labeled_rows:
+            # Retraining before the drifted batches are labeled would train on the old regime only.
+            held = ("awaiting_drift_labels", f"drift in {n_drifted}/{len(recent)} batches; waiting for labels of the drifted "
+                                             f"batches ({drifted_labeled}/{policy.min_new_labeled_rows} rows)")
+        else:
+            fired.append(("drift", f"dataset drift in {n_drifted} of the last {len(recent)} batches "
+                                   f"({drifted_labeled} labeled rows from drifted batches)"))
+    if age >= policy.max_model_age_partitions:
+        fired.append(("freshness", f"model is stale: {age} partitions labeled after {history.last_trained_through}"))
+    if not fired and held:
+        return RetrainDecision(False, held[1], "drift", held[0], numbers)
+    if not fired:
+        return RetrainDecision(False, f"healthy: drift in {n_drifted}/{len(recent)} batches, {source} ROC AUC "
+                                      f"{performance:.3f}, {age}/{policy.max_model_age_partitions} new labeled partitions", numbers=numbers)
+
+    trigger, why = fired[0][0], "; ".join(text for _, text in fired)
+    if history.new_labeled_rows < policy.min_new_labeled_rows:
+        return RetrainDecision(False, f"{why} — but only {history.new_labeled_rows} new labeled rows "
+                                      f"(need {policy.min_new_labeled_rows})", trigger, "min_new_labels", numbers)
+    known = sorted(set(labeled) | {s.partition for s in history.signals})
+    if history.past_triggers:
+        since = sum(p > history.past_triggers[-1][0] for p in known)
+        if since < policy.cooldown_partitions:
+            return RetrainDecision(False, f"{why} — but in cooldown: {since}/{policy.cooldown_partitions} batches since the last retrain",
+                                   trigger, "cooldown", numbers)
+        window_start = known[-policy.budget_window_partitions] if len(known) >= policy.budget_window_partitions else ""
+        used = sum(p >= window_start for p, _ in history.past_triggers)
+        if used >= policy.max_retrains_per_window:
+            return RetrainDecision(False, f"{why} — but the budget is spent: {used} retrains in the last "
+                                          f"{policy.budget_window_partitions} batches", trigger, "budget", numbers)
+    return RetrainDecision(True, why, trigger, numbers=numbers)
+
+
+def _recent_mean(values: list[float], n: int) -> float:
+    present = [v for v in values if not math.isnan(v)][-n:]
+    return sum(present) / len(present) if present else float("nan")
+
+
+def _drift_disarmed(history: PolicyHistory, signals: list[BatchSignal], policy: Policy) -> bool:
+    """After a drift-triggered retrain the drift clause stays quiet until a calm batch re-arms it."""
+    drift_triggers = [p for p, trigger in history.past_triggers if trigger == "drift"]
+    if not drift_triggers or (history.past_triggers and history.past_triggers[-1][1] != "drift"):
+        return False
+    after = [s for s in history.signals if s.partition > drift_triggers[-1]]
+    return not any(s.drift_share < policy.drift_rearm_share for s in after)

@@ -13,6 +13,7 @@ from retrain_assets.defs.deployment import build_deployment
 from retrain_assets.defs.evaluation import build_evaluation
 from retrain_assets.defs.ingestion import build_ingestion
 from retrain_assets.defs.labeling import build_labeling
+from retrain_assets.defs.monitoring import build_monitoring
 from retrain_assets.defs.partitioning import partitions_for
 from retrain_assets.defs.resources import LandingZone, ModelRegistry, Warehouse
 from retrain_assets.defs.training import build_training
@@ -27,7 +28,8 @@ def build_definitions(settings: ProjectSettings) -> dg.Definitions:
     tracking_uri = dg.EnvVar("MLFLOW_TRACKING_URI") if os.environ.get("MLFLOW_TRACKING_URI") else settings.default_tracking_uri
     resources = {
         "io_manager": DuckDBPandasIOManager(database=str(settings.warehouse_path), schema="main"),
-        "warehouse": Warehouse(database=str(settings.warehouse_path), snapshot_path=str(settings.snapshot_path)),
+        "warehouse": Warehouse(database=str(settings.warehouse_path), snapshot_path=str(settings.snapshot_path),
+                               reports_dir=str(settings.reports_dir)),
         "landing": LandingZone(root=str(settings.landing_dir)),
         "model_registry": ModelRegistry(
             tracking_uri=tracking_uri,
@@ -42,6 +44,7 @@ def build_definitions(settings: ProjectSettings) -> dg.Definitions:
         build_training(spec),
         build_evaluation(spec),
         build_deployment(spec),
+        build_monitoring(spec, partitions_def),
         build_automation(spec, partitions_def),
         dg.Definitions(resources=resources),
     )

@@ -9,14 +9,16 @@ from pathlib import Path
 import dagster as dg
 
 from retrain_assets.core.landing import BATCHES, LABELS, scan
-from retrain_assets.core.policy import decide_retrain
 from retrain_assets.core.spec import DatasetSpec
 from retrain_assets.defs.resources import LandingZone, Warehouse
 from retrain_assets.defs.training import latest_materialization_metadata
 
 INGEST_ASSETS = {BATCHES: [dg.AssetKey("raw_batches"), dg.AssetKey("quarantine")],
                  LABELS: [dg.AssetKey("labels"), dg.AssetKey("rejected_labels")]}
-RETRAIN_ASSETS = ["training_set", "candidate_model", "evaluation_report", "deployed_model"]
+RETRAIN_ASSETS = ["training_set", "candidate_model", "evaluation_report", "deployed_model", "reference_profile"]
+FRESHNESS_CHECK = dg.AssetCheckKey(dg.AssetKey("deployed_model"), "deployed_model_freshness")
+# A new materialization of any of these can change the retrain decision.
+POLICY_INPUTS = ("drift_report", "labeled_batches", "deployed_model", "training_set")
 
 
 def build_automation(spec: DatasetSpec, partitions_def: dg.TimeWindowPartitionsDefinition) -> dg.Definitions:
@@ -62,16 +64,34 @@ def build_automation(spec: DatasetSpec, partitions_def: dg.TimeWindowPartitionsD
         skip = None if run_requests else dg.SkipReason(f"no new landing files ({len(files)} known, {len(ignored)} ignored)")
         return dg.SensorResult(run_requests=run_requests, cursor=json.dumps(sorted(requested)), skip_reason=skip)
 
-    @dg.sensor(job=retrain_job, minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.RUNNING)
+    policy_job = dg.define_asset_job(
+        "policy_job",
+        selection=dg.AssetSelection.assets("retrain_decisions") | dg.AssetSelection.checks(FRESHNESS_CHECK),
+        description="Apply the retrain policy to the latest monitoring data and record the decision.",
+    )
+
+    @dg.sensor(jobs=[policy_job, retrain_job], minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.RUNNING)
     def retrain_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
-        """Applies the retrain policy (core.policy.decide_retrain) to the labeled partitions."""
-        labeled = sorted(context.instance.get_materialized_partitions(dg.AssetKey("labeled_batches")))
-        trained_through = latest_materialization_metadata(context.instance, "training_set").get("trained_through")
-        decision = decide_retrain(labeled, trained_through, spec.policy)
-        if not decision.retrain:
-            return dg.SensorResult(skip_reason=dg.SkipReason(decision.reason))
-        run_key = f"retrain:{labeled[-1]}:{len(labeled)}:{trained_through}"
-        return dg.SensorResult(run_requests=[dg.RunRequest(run_key=run_key, tags={"retrain_reason": decision.reason[:200]})])
+        """Thin shell around the policy: re-decide when monitoring inputs changed (`policy_job`
+        records the decision in `retrain_decisions`), and launch `retrain_job` once for every
+        decision that says retrain."""
+        cursor = json.loads(context.cursor) if context.cursor else {"inputs": "", "acted": ""}
+        decision = latest_materialization_metadata(context.instance, "retrain_decisions")
+        decision_id = str(decision.get("decision_id", ""))
+        if decision.get("retrain") and decision_id and decision_id != cursor["acted"]:
+            cursor["acted"] = decision_id
+            return dg.SensorResult(
+                run_requests=[dg.RunRequest(run_key=f"retrain:{decision_id}", job_name="retrain_job",
+                                            tags={"retrain_trigger": str(decision.get("trigger")),
+                                                  "retrain_reason": str(decision.get("reason"))[:200]})],
+                cursor=json.dumps(cursor))
+        inputs = ",".join(str(_latest_storage_id(context.instance, key)) for key in POLICY_INPUTS)
+        if inputs == cursor["inputs"] or inputs.replace("0", "").replace(",", "") == "":
+            return dg.SensorResult(skip_reason=dg.SkipReason(f"no new monitoring data; last decision: {decision.get('reason', 'none')}"),
+                                   cursor=json.dumps(cursor))
+        cursor["inputs"] = inputs
+        return dg.SensorResult(run_requests=[dg.RunRequest(run_key=f"policy:{inputs}", job_name="policy_job")],
+                               cursor=json.dumps(cursor))
 
     @dg.sensor(minimum_interval_seconds=30, default_status=dg.DefaultSensorStatus.RUNNING)
     def analyst_snapshot_sensor(context: dg.SensorEvaluationContext, warehouse: Warehouse) -> dg.SkipReason:
@@ -94,6 +114,11 @@ def build_automation(spec: DatasetSpec, partitions_def: dg.TimeWindowPartitionsD
         description="Evaluates the assets' AutomationConditions (labeled_batches follows raw_batches and labels).",
     )
     return dg.Definitions(
-        jobs=[retrain_job],
+        jobs=[retrain_job, policy_job],
         sensors=[landing_zone_sensor, retrain_sensor, analyst_snapshot_sensor, automation_sensor],
     )
+
+
+def _latest_storage_id(instance: dg.DagsterInstance, asset: str) -> int:
+    records = instance.fetch_materializations(dg.AssetKey(asset), limit=1).records
+    return records[0].storage_id if records else 0

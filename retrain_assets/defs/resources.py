@@ -32,6 +32,7 @@ class Warehouse(dg.ConfigurableResource):
 
     database: str = Field(description="Path of the warehouse DuckDB file written by the IO manager.")
     snapshot_path: str = Field(description="Path of the read-only snapshot analysts query.")
+    reports_dir: str = Field(description="Folder for the HTML reports linked from asset metadata.")
     lock_timeout_seconds: float = Field(default=30.0, description="How long to retry while another process holds the lock.")
 
     @contextmanager
@@ -52,11 +53,15 @@ class Warehouse(dg.ConfigurableResource):
             conn.close()
 
     def query(self, sql: str, params: list | None = None) -> pd.DataFrame:
-        """Run a read-only query; an absent warehouse file is an empty result, not an error."""
+        """Run a read-only query. A table that does not exist yet (nothing was ever written to
+        it) reads as an empty result, as does an absent warehouse file."""
         if not Path(self.database).exists():
             return pd.DataFrame()
         with self.connect() as conn:
-            return conn.execute(sql, params or []).df()
+            try:
+                return conn.execute(sql, params or []).df()
+            except duckdb.CatalogException:
+                return pd.DataFrame()
 
     def has_table(self, table: str) -> bool:
         """Whether `main.<table>` exists."""
@@ -67,9 +72,8 @@ class Warehouse(dg.ConfigurableResource):
 
     def with_history(self, table: str, new_rows: pd.DataFrame) -> pd.DataFrame:
         """`new_rows` appended to what `table` already holds: model-level tables keep their history."""
-        if not self.has_table(table):
-            return new_rows.reset_index(drop=True)
-        return pd.concat([self.query(f'select * from "{table}"'), new_rows], ignore_index=True)
+        history = self.query(f'select * from "{table}"')
+        return pd.concat([history, new_rows], ignore_index=True) if len(history) else new_rows.reset_index(drop=True)
 
     def publish_snapshot(self) -> Path:
         """Copy the warehouse into a new file and rename it over the snapshot (atomic for readers)."""
@@ -80,11 +84,13 @@ class Warehouse(dg.ConfigurableResource):
         while True:
             tmp.unlink(missing_ok=True)
             try:
-                with duckdb.connect(str(tmp)) as conn:
-                    conn.execute(f"attach '{self.database}' as warehouse_src (read_only)")
-                    snapshot_db = conn.execute("select current_database()").fetchone()[0]
-                    conn.execute(f'copy from database warehouse_src to "{snapshot_db}"')
-                    conn.execute("detach warehouse_src")
+                # Through the warehouse's own connection: DuckDB opens a file once per process, and
+                # this reuses an instance the process may already hold.
+                with duckdb.connect(self.database) as conn:
+                    source = conn.execute("select current_database()").fetchone()[0]
+                    conn.execute(f"attach '{tmp}' as snapshot_tmp")
+                    conn.execute(f'copy from database "{source}" to snapshot_tmp')
+                    conn.execute("detach snapshot_tmp")
                 break
             except duckdb.IOException:
                 if time.monotonic() > deadline:

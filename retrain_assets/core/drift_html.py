@@ -1,0 +1,104 @@
+"""A self-contained HTML drift report: one reference-vs-current chart per feature, inline SVG,
+no scripts or external assets, so it opens from disk, from an e-mail or from the Dagster UI."""
+
+from __future__ import annotations
+
+import html
+import math
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+REFERENCE_COLOR, CURRENT_COLOR = "#4c78a8", "#f58518"
+_SUMMARY_LABELS = {
+    "drift_share": "Drifted-feature share", "dataset_drifted": "Dataset drifted", "ood_share": "Out-of-distribution rows",
+    "multivariate_auc": "Domain-classifier AUC", "estimated_roc_auc": "Estimated ROC AUC",
+    "realized_roc_auc": "Realized ROC AUC", "estimate_reliable": "Estimate reliable",
+    "prediction_psi": "Prediction-drift PSI", "label_drift_p_value": "Label-drift p-value",
+}
+
+
+def render_drift_html(title: str, features: pd.DataFrame, summary: dict[str, Any], profile, current: pd.DataFrame) -> str:
+    """The report page: summary numbers, the per-feature table, and a chart per feature."""
+    rows = "".join(
+        f"<tr class={'drift' if r.drifted else 'ok'}><td>{_e(r.feature)}</td><td>{_e(r.kind)}</td><td>{_e(r.test)}</td>"
+        f"<td>{_num(r.drift_score)}</td><td>{_num(r.threshold)}</td><td>{_num(r.psi)}</td><td>{_num(r.p_value)}</td>"
+        f"<td>{_num(r.p_value_adjusted)}</td><td>{'DRIFT' if r.drifted else 'ok'}</td></tr>"
+        for r in features.sort_values(["drifted", "drift_score"], ascending=[False, False]).itertuples()
+    )
+    summary_items = "".join(
+        f"<li><b>{_e(_SUMMARY_LABELS.get(k, k))}</b>: {_num(v) if v is None or isinstance(v, (float, bool)) else _e(v)}</li>"
+        for k, v in summary.items() if k in _SUMMARY_LABELS
+    )
+    charts = []
+    for name, numeric in profile.numeric.items():
+        if name in current:
+            charts.append(_chart(name, *_numeric_bins(numeric, current[name])))
+    for name, categorical in profile.categorical.items():
+        if name in current:
+            charts.append(_chart(name, *_category_bins(categorical, current[name])))
+    return f"""<!doctype html><html><head><meta charset="utf-8"><title>{_e(title)}</title><style>
+body{{font-family:system-ui,sans-serif;margin:2em;color:#222}} table{{border-collapse:collapse}}
+td,th{{border:1px solid #ccc;padding:4px 8px;font-size:13px}} tr.drift td{{background:#fde2e1}}
+.charts{{display:flex;flex-wrap:wrap;gap:16px}} figure{{margin:0}} figcaption{{font-size:13px}}
+</style></head><body><h1>{_e(title)}</h1><ul>{summary_items}</ul>
+<p><span style="color:{REFERENCE_COLOR}">&#9632; reference (champion's training data)</span> &nbsp;
+<span style="color:{CURRENT_COLOR}">&#9632; current batch</span></p>
+<table><tr><th>feature</th><th>kind</th><th>test</th><th>score</th><th>threshold</th><th>PSI</th><th>p-value</th>
+<th>p (BH-adjusted)</th><th>verdict</th></tr>{rows}</table>
+<h2>Distributions</h2><div class="charts">{''.join(charts)}</div></body></html>"""
+
+
+def _numeric_bins(profile, values: pd.Series) -> tuple[list[str], np.ndarray, np.ndarray]:
+    edges = np.asarray(profile.bin_edges, dtype=float)
+    ref = np.asarray(profile.bin_counts, dtype=float)
+    cur_values = pd.to_numeric(values, errors="coerce").dropna().to_numpy(dtype=float)
+    cur = np.bincount(np.searchsorted(edges, cur_values, side="left"), minlength=len(edges) + 1).astype(float)
+    labels = [f"≤{_short(e)}" for e in edges] + [f">{_short(edges[-1])}"] if len(edges) else ["all"]
+    return labels, ref, cur
+
+
+def _category_bins(profile, values: pd.Series) -> tuple[list[str], np.ndarray, np.ndarray]:
+    categories = list(profile.counts)
+    counts = values.dropna().astype(str).value_counts()
+    unseen = float(counts[~counts.index.isin(categories)].sum())
+    ref = np.array([profile.counts[c] for c in categories] + [0.0], dtype=float)
+    cur = np.array([counts.get(c, 0) for c in categories] + [unseen], dtype=float)
+    return categories + ["(unseen)"], ref, cur
+
+
+def _chart(name: str, labels: list[str], ref: np.ndarray, cur: np.ndarray, width: int = 360, height: int = 160) -> str:
+    ref = ref / ref.sum() if ref.sum() else ref
+    cur = cur / cur.sum() if cur.sum() else cur
+    top = max(float(np.max(ref, initial=0)), float(np.max(cur, initial=0)), 1e-9)
+    slot = width / max(len(labels), 1)
+    bars = []
+    for i, (r, c) in enumerate(zip(ref, cur)):
+        for j, (value, color) in enumerate(((r, REFERENCE_COLOR), (c, CURRENT_COLOR))):
+            h = (height - 20) * value / top
+            bars.append(f'<rect x="{i * slot + j * slot / 2 + 1:.1f}" y="{height - 20 - h:.1f}" width="{slot / 2 - 2:.1f}" '
+                        f'height="{h:.1f}" fill="{color}"><title>{_e(labels[i])}: {value:.1%}</title></rect>')
+        bars.append(f'<text x="{i * slot + slot / 2:.1f}" y="{height - 6}" font-size="8" text-anchor="middle">{_e(labels[i][:9])}</text>')
+    return (f'<figure><svg width="{width}" height="{height}" role="img" aria-label="{_e(name)}">{"".join(bars)}</svg>'
+            f"<figcaption>{_e(name)}</figcaption></figure>")
+
+
+def _short(value: float) -> str:
+    """Compact axis label: 29800 -> 29.8k, 0.351 -> 0.351."""
+    for limit, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(value) >= limit:
+            return f"{value / limit:.3g}{suffix}"
+    return f"{value:.3g}"
+
+
+def _num(value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    if isinstance(value, (bool, np.bool_)):
+        return "yes" if value else "no"
+    return f"{float(value):.4g}"
+
+
+def _e(value: Any) -> str:
+    return html.escape(str(value))

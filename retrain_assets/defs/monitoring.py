@@ -1,0 +1,209 @@
+"""Monitoring: the champion's `reference_profile`, a `drift_report` per batch (with the drift-policy
+check), and `retrain_decisions`, where the retrain policy is applied and every decision recorded
+(with the freshness check on `deployed_model`)."""
+
+import io
+import math
+from pathlib import Path
+
+import dagster as dg
+import pandas as pd
+
+from retrain_assets.core.drift import ReferenceProfile, build_reference_profile
+from retrain_assets.core.drift_html import render_drift_html
+from retrain_assets.core.landing import write_text_atomically
+from retrain_assets.core.modeling import PARTITION_COLUMN, predict_scores, split_holdout, target_vector
+from retrain_assets.core.monitoring import build_drift_report
+from retrain_assets.core.multivariate import reference_sample
+from retrain_assets.core.policy import BatchSignal, PolicyHistory, decide_retrain
+from retrain_assets.core.spec import DatasetSpec
+from retrain_assets.defs.partitioning import partition_window
+from retrain_assets.defs.resources import CHAMPION, ModelRegistry, Warehouse
+from retrain_assets.defs.training import latest_materialization_metadata
+
+DRIFT_CHECK = "drift_report_policy"
+DECISION_NUMBERS = ("labeled_partitions", "drifted_batches", "window_batches", "model_age_partitions", "realized_roc_auc",
+                    "estimated_roc_auc", "baseline_roc_auc", "new_labeled_rows", "drifted_labeled_rows")
+SUMMARY_COLUMNS = ["partition_start", "champion_version", "dataset_drifted", "drift_share", "estimated_roc_auc", "realized_roc_auc",
+                   "n_labeled"]
+
+# Re-run the batch's report when its raw rows or its labels change; labels are optional (the report
+# exists before they arrive), the raw batch is not, and a blocked batch is never reported on. A new
+# champion reference does not re-score history: each report is kept against the champion of its day.
+_RAW_MISSING = dg.AutomationCondition.any_deps_match(dg.AutomationCondition.missing()).allow(dg.AssetSelection.assets("raw_batches"))
+FOLLOW_BATCH_AND_LABELS = (
+    (dg.AutomationCondition.newly_missing()
+     | dg.AutomationCondition.any_deps_updated().ignore(dg.AssetSelection.assets("reference_profile"))).since_last_handled()
+    & ~_RAW_MISSING
+    & ~dg.AutomationCondition.any_deps_in_progress()
+    & ~dg.AutomationCondition.in_progress()
+    & dg.AutomationCondition.all_deps_blocking_checks_passed()
+).with_label("on_batch_or_labels")
+
+
+def latest_reference(warehouse: Warehouse, version: str) -> tuple[ReferenceProfile, pd.DataFrame] | None:
+    """The reference profile and row sample stored for a champion version, if any."""
+    found = warehouse.query("select profile_json, sample_json from reference_profile where model_version = ? "
+                            "order by created_at desc limit 1", [version])
+    if found.empty:
+        return None
+    sample = pd.read_json(io.StringIO(found["sample_json"].iloc[0]), orient="split")
+    return ReferenceProfile.from_json(found["profile_json"].iloc[0]), sample
+
+
+def build_monitoring(spec: DatasetSpec, partitions_def: dg.PartitionsDefinition) -> dg.Definitions:
+    """Reference profile, drift report, retrain decisions and their checks for `spec`."""
+    policy = spec.policy
+
+    @dg.asset(group_name="monitoring", deps=["deployed_model"], kinds={"duckdb"})
+    def reference_profile(
+        context: dg.AssetExecutionContext, training_set: pd.DataFrame, model_registry: ModelRegistry, warehouse: Warehouse
+    ) -> dg.Output[pd.DataFrame]:
+        """Distribution profile of the rows the champion was trained on (quantile bins, sorted
+        values, category counts, score distribution, label prior) plus a row sample, one row per
+        champion version. Checking a batch against it costs time in the batch's size only."""
+        champion = model_registry.version_for(CHAMPION)
+        if champion is None:
+            raise dg.Failure("no champion to profile: deployed_model must promote a model first")
+        train, _, _ = split_holdout(training_set, policy.holdout_share)
+        scores = predict_scores(model_registry.load(champion), train, spec)
+        data_version = str(latest_materialization_metadata(context.instance, "training_set").get("data_version", ""))
+        profile = build_reference_profile(train, spec.numeric_features, spec.categorical_features, scores=scores,
+                                          labels=target_vector(train, spec), thresholds=policy.drift, created_from=data_version)
+        sample = reference_sample(train, spec.feature_columns, seed=policy.random_seed)
+        row = pd.DataFrame([{"model_version": champion, "data_version": data_version,
+                             "created_at": pd.Timestamp.now(tz="UTC").tz_convert(None), "n_rows": len(train),
+                             "profile_json": profile.to_json(), "sample_json": sample.to_json(orient="split", date_format="iso")}])
+        return dg.Output(warehouse.with_history("reference_profile", row),
+                         metadata={"model_version": champion, "reference_rows": len(train), "data_version": data_version})
+
+    @dg.asset(
+        partitions_def=partitions_def,
+        group_name="monitoring",
+        deps=["labeled_batches", "reference_profile"],
+        metadata={"partition_expr": PARTITION_COLUMN},
+        automation_condition=FOLLOW_BATCH_AND_LABELS,
+        check_specs=[dg.AssetCheckSpec(DRIFT_CHECK, asset="drift_report", partitions_def=partitions_def, blocking=False,
+                                       description=f"WARN when this batch drifted; ERROR when {policy.drift_min_batches} of the "
+                                                   f"last {policy.drift_window_batches} batches drifted (the policy's drift clause).")],
+        kinds={"duckdb", "html"},
+    )
+    def drift_report(
+        context: dg.AssetExecutionContext, raw_batches: pd.DataFrame, model_registry: ModelRegistry, warehouse: Warehouse
+    ):
+        """This batch vs the champion's reference profile: per-feature statistics and verdicts,
+        dataset drift share, out-of-distribution share, multivariate and prediction drift, the
+        label-free performance estimate, and realized performance once labels arrived."""
+        start, _ = partition_window(context)
+        champion = model_registry.version_for(CHAMPION)
+        reference = latest_reference(warehouse, champion) if champion else None
+        if reference is None:
+            yield dg.Output(pd.DataFrame(), metadata={"status": "no champion reference yet: nothing to compare against"})
+            yield dg.AssetCheckResult(check_name=DRIFT_CHECK, passed=True, description="no champion reference yet")
+            return
+        profile, sample = reference
+        model = model_registry.load(champion)
+        labeled = warehouse.query(f"select * from labeled_batches where {PARTITION_COLUMN} = ?", [start])
+        result = build_drift_report(
+            profile, raw_batches, spec, policy.drift, reference_rows=sample,
+            scores=predict_scores(model, raw_batches, spec) if len(raw_batches) else None,
+            labeled_scores=predict_scores(model, labeled, spec) if len(labeled) else None,
+            labels=target_vector(labeled, spec) if len(labeled) else None, seed=policy.random_seed,
+        )
+        summary = {**result.summary, "champion_version": champion}
+        report = result.features.assign(**{PARTITION_COLUMN: start, "computed_at": pd.Timestamp.now(tz="UTC").tz_convert(None),
+                                            **{k: v for k, v in summary.items() if k != "estimate_reliable"},
+                                            "estimate_reliable": summary["estimate_reliable"]})
+        html_path = Path(warehouse.reports_dir) / "drift" / f"{context.partition_key}.html"
+        write_text_atomically(render_drift_html(f"Drift report {context.partition_key} vs champion v{champion}",
+                                                result.features, summary, profile, raw_batches), html_path)
+        top = result.features.sort_values(["drifted", "drift_score"], ascending=[False, False]).head(8)
+        yield dg.Output(report, metadata={
+            "dagster/row_count": len(report),
+            "drifted_features": f"{summary['n_drifted']}/{summary['n_features']}",
+            "drift_share": summary["drift_share"],
+            "dataset_drifted": summary["dataset_drifted"],
+            "estimated_roc_auc": summary["estimated_roc_auc"],
+            "realized_roc_auc": summary["realized_roc_auc"],
+            "champion_version": champion,
+            "top_drifted_features": dg.MetadataValue.md(
+                top[["feature", "test", "drift_score", "threshold", "psi", "p_value_adjusted", "drifted"]].to_markdown(index=False, floatfmt=".4g")),
+            "html_report": dg.MetadataValue.path(str(html_path)),
+        })
+        yield _drift_check(warehouse, start, champion, summary)
+
+    def _drift_check(warehouse: Warehouse, start, champion: str, summary: dict) -> dg.AssetCheckResult:
+        earlier = warehouse.query(f"select distinct {PARTITION_COLUMN}, dataset_drifted from drift_report where champion_version = ? "
+                                  f"and {PARTITION_COLUMN} < ? order by {PARTITION_COLUMN} desc limit ?",
+                                  [champion, start, policy.drift_window_batches - 1])
+        recent = [bool(summary["dataset_drifted"]), *(earlier["dataset_drifted"].astype(bool).tolist() if len(earlier) else [])]
+        n = sum(recent)
+        clause = n >= policy.drift_min_batches
+        words = (f"{summary['n_drifted']}/{summary['n_features']} features drifted in this batch; dataset drift in {n} of the "
+                 f"last {len(recent)} batches (clause needs {policy.drift_min_batches} of {policy.drift_window_batches})")
+        return dg.AssetCheckResult(
+            check_name=DRIFT_CHECK, passed=not summary["dataset_drifted"] and not clause,
+            severity=dg.AssetCheckSeverity.ERROR if clause else dg.AssetCheckSeverity.WARN,
+            description=words, metadata={"drifted_batches": n, "drift_share": summary["drift_share"]},
+        )
+
+    @dg.asset(group_name="monitoring", deps=["drift_report", "labeled_batches", "deployed_model"], kinds={"duckdb"})
+    def retrain_decisions(context: dg.AssetExecutionContext, model_registry: ModelRegistry, warehouse: Warehouse) -> dg.Output[pd.DataFrame]:
+        """Every retrain decision (triggered or suppressed), with the reason and the numbers.
+        The retrain sensor launches `retrain_job` for each decision that says retrain."""
+        history = gather_history(context.instance, model_registry, warehouse)
+        decision = decide_retrain(history, policy)
+        known = sorted(set(history.labeled_partitions) | {s.partition for s in history.signals})
+        row = pd.DataFrame([{
+            "decided_at": pd.Timestamp.now(tz="UTC").tz_convert(None),
+            "decision_id": context.run_id,
+            "partition": known[-1] if known else "",
+            "champion_version": history.champion_version or "",
+            "retrain": decision.retrain,
+            "trigger": decision.trigger,
+            "suppressed_by": decision.suppressed_by,
+            "reason": decision.reason,
+            **{k: float(decision.numbers.get(k, math.nan)) for k in DECISION_NUMBERS},
+        }])
+        return dg.Output(warehouse.with_history("retrain_decisions", row), metadata={
+            "retrain": decision.retrain, "trigger": decision.trigger, "suppressed_by": decision.suppressed_by,
+            "reason": decision.reason, "decision_id": context.run_id,
+            "model_age_partitions": int(decision.numbers.get("model_age_partitions", 0)),
+        })
+
+    @dg.asset_check(asset="deployed_model", name="deployed_model_freshness", additional_deps=["retrain_decisions"],
+                    description=f"WARN when the champion is older than {policy.max_model_age_partitions} newly labeled partitions.")
+    def deployed_model_freshness(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
+        age = latest_materialization_metadata(context.instance, "retrain_decisions").get("model_age_partitions")
+        if age is None:
+            return dg.AssetCheckResult(passed=True, description="no retrain decision recorded yet")
+        fresh = int(age) < policy.max_model_age_partitions
+        return dg.AssetCheckResult(passed=fresh, severity=dg.AssetCheckSeverity.WARN,
+                                   description=f"{age} partitions labeled since the last training window "
+                                               f"(limit {policy.max_model_age_partitions})", metadata={"model_age_partitions": int(age)})
+
+    return dg.Definitions(assets=[reference_profile, drift_report, retrain_decisions], asset_checks=[deployed_model_freshness])
+
+
+def gather_history(instance: dg.DagsterInstance, model_registry: ModelRegistry, warehouse: Warehouse) -> PolicyHistory:
+    """Collect what the policy reads from the instance, the registry and the warehouse."""
+    labeled = sorted(instance.get_materialized_partitions(dg.AssetKey("labeled_batches")))
+    trained_through = latest_materialization_metadata(instance, "training_set").get("trained_through")
+    frame = warehouse.query(f"select distinct {', '.join(SUMMARY_COLUMNS)} from drift_report order by partition_start")
+    signals = [BatchSignal(f"{r.partition_start:%Y-%m-%d}", str(r.champion_version), bool(r.dataset_drifted), float(r.drift_share),
+                           _float(r.estimated_roc_auc), _float(r.realized_roc_auc), int(r.n_labeled)) for r in frame.itertuples()]
+    deployed = warehouse.query("select holdout_roc_auc from deployed_model order by deployed_at desc limit 1")
+    baseline = float(deployed["holdout_roc_auc"].iloc[0]) if len(deployed) else None
+    new_rows = 0
+    if trained_through:
+        counted = warehouse.query(f"select count(*) as n from labeled_batches where {PARTITION_COLUMN} > ?", [pd.Timestamp(trained_through)])
+        new_rows = int(counted["n"].iloc[0]) if len(counted) else 0
+    past = warehouse.query("select partition, trigger from retrain_decisions where retrain order by decided_at")
+    triggers = list(zip(past["partition"], past["trigger"])) if len(past) else []
+    return PolicyHistory(labeled_partitions=labeled, signals=signals, champion_version=model_registry.version_for(CHAMPION),
+                         champion_holdout_roc_auc=baseline, last_trained_through=trained_through, new_labeled_rows=new_rows,
+                         past_triggers=triggers)
+
+
+def _float(value) -> float:
+    return float(value) if value is not None and not (isinstance(value, float) and math.isnan(value)) else math.nan
