@@ -7,6 +7,7 @@ import sys
 import time
 from pathlib import Path
 
+import dagster as dg
 import pytest
 
 from retrain_assets.demo import InstanceBusyError, ensure_no_daemon
@@ -18,6 +19,10 @@ def test_replay_refuses_to_run_while_a_daemon_ticks_the_same_instance(tmp_path):
     home.mkdir()
     (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
     ensure_no_daemon(home)  # nothing running yet: allowed
+    # Create the instance's storage first, as `make demo` does before anyone runs `make ui`; two
+    # processes migrating a brand-new SQLite schema at the same moment is a race of its own.
+    with dg.DagsterInstance.from_config(str(home)):
+        pass
     env = {**os.environ, "DAGSTER_HOME": str(home), "RETRAIN_ASSETS_DATA_DIR": str(tmp_path / "data")}
     daemon_cli = Path(sys.executable).with_name("dagster-daemon")
     daemon = subprocess.Popen([str(daemon_cli), "run", "-w", str(REPO / "workspace.yaml")], cwd=REPO, env=env,
