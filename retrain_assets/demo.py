@@ -86,7 +86,8 @@ def ensure_no_daemon(dagster_home: Path, within_seconds: float = 90.0) -> None:
     if recent:
         raise InstanceBusyError(
             f"a Dagster daemon is running on {dagster_home} (heartbeat {time.time() - recent[0].timestamp:.0f} s ago): "
-            "stop `make ui` / `dagster dev` first, then re-run"
+            f"stop `make ui` / `dagster dev` first, then re-run (a daemon stopped just now is seen for up to "
+            f"{within_seconds:.0f} s after its last heartbeat)"
         )
 
 
