@@ -85,8 +85,9 @@ def build_automation(spec: DatasetSpec, partitions_def: dg.TimeWindowPartitionsD
                                             tags={"retrain_trigger": str(decision.get("trigger")),
                                                   "retrain_reason": str(decision.get("reason"))[:200]})],
                 cursor=json.dumps(cursor))
-        inputs = ",".join(str(_latest_storage_id(context.instance, key)) for key in POLICY_INPUTS)
-        if inputs == cursor["inputs"] or inputs.replace("0", "").replace(",", "") == "":
+        storage_ids = [_latest_storage_id(context.instance, key) for key in POLICY_INPUTS]
+        inputs = ",".join(map(str, storage_ids))
+        if inputs == cursor["inputs"] or not any(storage_ids):
             return dg.SensorResult(skip_reason=dg.SkipReason(f"no new monitoring data; last decision: {decision.get('reason', 'none')}"),
                                    cursor=json.dumps(cursor))
         cursor["inputs"] = inputs
