@@ -10,7 +10,7 @@ from retrain_assets.settings import ProjectSettings
 from retrain_assets_tests.conftest import LOAN_SPEC, RAINFALL_SPEC
 
 ASSETS = {"raw_batches", "quarantine", "labels", "rejected_labels", "labeled_batches", "training_set",
-          "candidate_model", "evaluation_report", "deployed_model", "reference_profile", "drift_report", "retrain_decisions"}
+          "candidate_model", "evaluation_report", "evaluation_metrics", "evaluation_slices", "deployed_model", "reference_profile", "drift_report", "retrain_decisions"}
 
 
 @pytest.mark.parametrize("spec", [LOAN_SPEC, RAINFALL_SPEC])

@@ -1,6 +1,7 @@
 """A short scenario through the real Definitions, ticked like the daemon: sensors -> runs ->
 models registered, evaluated and promoted; the corrupt batch quarantined and blocked."""
 
+from pathlib import Path
 from types import SimpleNamespace
 
 import dagster as dg
@@ -66,8 +67,11 @@ def test_model_version_carries_lineage(run):
     mlflow_run = client.get_run(version.run_id)
     assert mlflow_run.data.tags["dagster_run_id"] == version.tags["dagster_run_id"]
     assert run.instance.get_run_by_id(version.tags["dagster_run_id"]).job_name == "retrain_job"
-    assert "holdout_roc_auc" in mlflow_run.data.metrics
+    assert "eval_challenger_roc_auc" in mlflow_run.data.metrics
     assert mlflow_run.data.params["seed"] == "7"
+    assert version.tags["code_version"] == training["code_version"]
+    assert version.tags["training_partitions"] == training["training_partitions"]
+    assert version.tags["training_partitions"].split(",")[-1] == training["trained_through"]
 
 
 def test_corrupt_batch_is_quarantined_and_blocked(run):
@@ -105,13 +109,61 @@ def test_training_uses_only_labeled_contract_clean_rows(run):
 
 
 def test_evaluation_report_compares_on_the_same_holdout(run):
-    report = wh(run, "select * from evaluation_report")
-    latest = report[report["evaluated_at"] == report["evaluated_at"].max()].set_index("role")
-    assert set(latest.index) == {"challenger", "champion"}
-    assert latest.loc["challenger", "holdout_partitions"] == latest.loc["champion", "holdout_partitions"]
-    assert latest.loc["challenger", "n_rows"] == latest.loc["champion", "n_rows"]
-    first = report[report["evaluated_at"] == report["evaluated_at"].min()]
-    assert first["role"].tolist() == ["challenger"] and "no champion yet" in first["gate_summary"].iloc[0]
+    report = wh(run, "select * from evaluation_report order by evaluated_at")
+    latest = report.iloc[-1]
+    assert latest["champion_version"] != "" and latest["champion_version"] != latest["challenger_version"]
+    assert latest["diff_roc_auc_lower"] <= latest["diff_roc_auc"] <= latest["diff_roc_auc_upper"]
+    assert latest["diff_roc_auc"] == pytest.approx(latest["challenger_roc_auc"] - latest["champion_roc_auc"])
+    metrics = wh(run, f"select * from evaluation_metrics where evaluated_at = '{latest['evaluated_at']}'").set_index("role")
+    assert set(metrics.index) == {"challenger", "champion"}
+    assert metrics.loc["challenger", "n_rows"] == metrics.loc["champion", "n_rows"] == latest["n_rows"]
+    assert metrics["latency_ms_per_1000_rows"].gt(0).all() and metrics["model_size_bytes"].gt(0).all()
+    first = report.iloc[0]
+    assert first["champion_version"] == "" and "no champion yet" in first["gate_summary"]
+    assert first["gate_passed"] and pd.isna(first["diff_roc_auc"])
+
+
+def test_evaluation_slices_cover_every_segment_and_group_for_both_models(run):
+    latest = wh(run, "select max(evaluated_at) as t from evaluation_report")["t"].iloc[0]
+    slices = wh(run, f"select * from evaluation_slices where evaluated_at = '{latest}'")
+    segments = slices[slices["kind"] == "segment"]
+    assert set(zip(segments["role"], segments["value"])) == {(r, v) for r in ("challenger", "champion")
+                                                            for v in ("north", "south", "east", "west")}
+    assert segments.groupby("role")["n_rows"].sum().nunique() == 1
+    fairness = slices[slices["kind"] == "fairness"]
+    assert set(fairness["column"]) == {"sex"} and set(fairness["value"]) == {"F", "M"}
+
+
+def test_evaluation_report_is_html_in_the_reports_folder_and_in_mlflow(run):
+    report = wh(run, "select * from evaluation_report order by evaluated_at")
+    for path in report["report_html"]:
+        page = Path(path).read_text()
+        assert page.startswith("<!doctype html>") and "<svg" in page
+    latest = report.iloc[-1]
+    client = registry(run)
+    artifacts = {a.path for a in client.list_artifacts(latest["mlflow_run_id"], "evaluation")}
+    assert artifacts == {"evaluation/report.json", "evaluation/report.html"}
+    metrics = client.get_run(latest["mlflow_run_id"]).data.metrics
+    assert metrics["eval_diff_roc_auc_lower"] == pytest.approx(latest["diff_roc_auc_lower"])
+    assert metrics["eval_gate_passed"] == float(latest["gate_passed"])
+    version = client.get_model_version("loan_default", latest["challenger_version"])
+    assert version.tags["promotion_gate"] == ("passed" if latest["gate_passed"] else "failed")
+    assert version.tags["evaluated_against"] == latest["champion_version"]
+
+
+def test_model_search_trials_are_logged_as_nested_mlflow_runs(run):
+    client = registry(run)
+    candidate = wh(run, "select * from candidate_model order by created_at").iloc[-1]
+    parent = client.get_run(candidate["mlflow_run_id"])
+    trials = client.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    assert len(trials) == candidate["search_trials"] == 5
+    assert {t.data.params["model_family"] for t in trials} == {"logistic_regression", "hist_gradient_boosting"}
+    assert all("cv_roc_auc_mean" in t.data.metrics for t in trials)
+    assert parent.data.params["model_family"] == candidate["model_family"]
+    assert {a.path for a in client.list_artifacts(parent.info.run_id, "selection")} == {
+        "selection/search_space.json", "selection/trials.json"}
+    best = max(t.data.metrics["cv_roc_auc_mean"] for t in trials)
+    assert candidate["cv_roc_auc"] == pytest.approx(best)
 
 
 def test_snapshot_is_published_with_every_table(run):

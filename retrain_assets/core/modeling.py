@@ -1,5 +1,6 @@
 """Training: spec-driven features inside one scikit-learn Pipeline, so serving cannot skew from
 training, plus the time-ordered split and the content hash that versions a training set.
+The model search over families and hyperparameters is in `core.selection`.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 from sklearn.compose import ColumnTransformer
+from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
@@ -38,8 +40,21 @@ def target_vector(df: pd.DataFrame, spec: DatasetSpec) -> np.ndarray:
     return (df[spec.target.name] == spec.target.positive).to_numpy(dtype=int)
 
 
-def build_pipeline(spec: DatasetSpec, seed: int) -> Pipeline:
-    """Preprocessing (impute, scale, one-hot with declared categories) + logistic regression."""
+DEFAULT_PARAMS = {
+    "logistic_regression": {"C": 1.0},
+    "hist_gradient_boosting": {"learning_rate": 0.1, "max_leaf_nodes": 15, "max_iter": 100, "l2_regularization": 1.0},
+}
+
+
+def build_pipeline(spec: DatasetSpec, seed: int, family: str = "logistic_regression", params: dict | None = None) -> Pipeline:
+    """Preprocessing (impute, scale, one-hot with declared categories) + a classifier of `family`.
+
+    `params` are the family's hyperparameters (defaults: `DEFAULT_PARAMS`). Gradient boosting
+    runs without early stopping so that a fit depends on the data and the seed only.
+    """
+    if family not in DEFAULT_PARAMS:
+        raise ValueError(f"unknown model family {family!r}; known: {sorted(DEFAULT_PARAMS)}")
+    params = {**DEFAULT_PARAMS[family], **(params or {})}
     transformers = []
     if spec.numeric_features:
         transformers.append(
@@ -47,19 +62,20 @@ def build_pipeline(spec: DatasetSpec, seed: int) -> Pipeline:
         )
     if spec.categorical_features:
         categories = [list(spec.column(c).categories) if spec.column(c).categories else "auto" for c in spec.categorical_features]
-        if all(c != "auto" for c in categories):
-            encoder = OneHotEncoder(categories=categories, handle_unknown="ignore")
-        else:
-            encoder = OneHotEncoder(handle_unknown="ignore")
+        declared = {"categories": categories} if all(c != "auto" for c in categories) else {}
+        encoder = OneHotEncoder(handle_unknown="ignore", sparse_output=False, **declared)
         transformers.append(
             ("categorical", Pipeline([("impute", SimpleImputer(strategy="most_frequent")), ("onehot", encoder)]), spec.categorical_features)
         )
-    return Pipeline(
-        [
-            ("features", ColumnTransformer(transformers, remainder="drop")),
-            ("model", LogisticRegression(C=1.0, max_iter=1000, random_state=seed)),
-        ]
-    )
+    if family == "logistic_regression":
+        classifier = LogisticRegression(C=float(params["C"]), max_iter=1000, random_state=seed)
+    else:
+        classifier = HistGradientBoostingClassifier(
+            learning_rate=float(params["learning_rate"]), max_leaf_nodes=int(params["max_leaf_nodes"]),
+            max_iter=int(params["max_iter"]), l2_regularization=float(params["l2_regularization"]),
+            early_stopping=False, random_state=seed,
+        )
+    return Pipeline([("features", ColumnTransformer(transformers, remainder="drop")), ("model", classifier)])
 
 
 @dataclass(frozen=True)
@@ -72,18 +88,30 @@ class TrainedModel:
     train_positive_rate: float
 
 
-def train_model(train: pd.DataFrame, spec: DatasetSpec, seed: int) -> TrainedModel:
-    """Fit the spec's pipeline on labeled rows; fails loudly when a class is missing."""
-    y = target_vector(train, spec)
+def require_both_classes(y: np.ndarray) -> None:
+    """Fail loudly when labeled rows hold a single class (no classifier can be fitted)."""
     if len(np.unique(y)) < 2:
         raise ValueError(
             f"training window has {len(y)} rows but only one class ({int(y[0]) if len(y) else 'none'}); "
             "wait for more labeled partitions or widen policy.training_window_partitions"
         )
-    pipeline = build_pipeline(spec, seed)
+
+
+def train_model(train: pd.DataFrame, spec: DatasetSpec, seed: int, family: str = "logistic_regression",
+                params: dict | None = None) -> TrainedModel:
+    """Fit the spec's pipeline of `family` on labeled rows; fails loudly when a class is missing."""
+    y = target_vector(train, spec)
+    require_both_classes(y)
+    pipeline = build_pipeline(spec, seed, family, params)
     pipeline.fit(feature_frame(train, spec), y)
-    params = {"model_family": "logistic_regression", "C": 1.0, "max_iter": 1000, "seed": seed}
-    return TrainedModel(pipeline=pipeline, params=params, n_train_rows=len(train), train_positive_rate=float(y.mean()))
+    used = {"model_family": family, **DEFAULT_PARAMS[family], **(params or {}), "seed": seed}
+    return TrainedModel(pipeline=pipeline, params=used, n_train_rows=len(train), train_positive_rate=float(y.mean()))
+
+
+def model_family(pipeline: Pipeline) -> str:
+    """The family name (a `DEFAULT_PARAMS` key) of a fitted or unfitted pipeline's classifier."""
+    classifier = pipeline.steps[-1][1]
+    return "hist_gradient_boosting" if isinstance(classifier, HistGradientBoostingClassifier) else "logistic_regression"
 
 
 def predict_scores(model, df: pd.DataFrame, spec: DatasetSpec) -> np.ndarray:

@@ -12,6 +12,68 @@ from typing import Any, Mapping
 
 from retrain_assets.core.drift import DriftThresholds
 
+MODEL_FAMILIES = ("logistic_regression", "hist_gradient_boosting")
+COMPARISONS = ("non_inferiority", "superiority")
+
+
+@dataclass(frozen=True)
+class PromotionThresholds:
+    """What a challenger must show on the time-held-out window to replace the champion.
+
+    Absolute SLOs (every model, the first one included; `Policy.min_roc_auc` is the AUC SLO):
+        max_calibration_error: expected calibration error (10 equal-width bins) at most 0.1 ...
+        min_calibration_rows: ... judged on holdouts of at least 500 rows (on fewer, sampling noise
+            alone pushes ECE towards 0.1).
+        max_latency_ms_per_1000_rows: scoring 1,000 rows takes at most 200 ms (generous: a
+            guard against a pathological model, not a benchmark).
+        max_fairness_gap: demographic-parity and equal-opportunity differences across the
+            spec's sensitive attribute at most 0.25.
+    Against the champion (same rows, paired bootstrap of challenger - champion):
+        comparison: `non_inferiority` (the CI's lower bound of the ROC AUC difference must be
+            above -non_inferiority_margin) or `superiority` (the lower bound must be above 0).
+        non_inferiority_margin: 0.01 ROC AUC.
+        confidence_level: two-sided level of the bootstrap interval (0.95).
+        bootstrap_resamples: 2000 stratified, paired resamples.
+        max_slice_roc_auc_regression: no segment slice (spec `segments`) may lose more than 0.05
+            ROC AUC against the champion ...
+        min_slice_rows: ... among slices with at least 100 held-out rows and both classes.
+        max_fairness_gap_increase: neither fairness gap may grow by more than 0.1 over the
+            champion's (point estimates: with ~100 positives per group the equal-opportunity gap
+            alone varies by about 0.07 between samples, so a tighter margin rejects at random).
+    operating_threshold: score at or above which a row is predicted positive (F1, precision,
+        recall, accuracy and the fairness gaps are measured there); 0.5.
+    """
+
+    comparison: str = "non_inferiority"
+    non_inferiority_margin: float = 0.01
+    confidence_level: float = 0.95
+    bootstrap_resamples: int = 2000
+    operating_threshold: float = 0.5
+    max_calibration_error: float = 0.1
+    min_calibration_rows: int = 500
+    max_latency_ms_per_1000_rows: float = 200.0
+    max_slice_roc_auc_regression: float = 0.05
+    min_slice_rows: int = 100
+    max_fairness_gap: float = 0.25
+    max_fairness_gap_increase: float = 0.1
+
+    def validate(self) -> None:
+        """Raise ValueError when a threshold is outside its meaningful range."""
+        if self.comparison not in COMPARISONS:
+            raise ValueError(f"promotion.comparison must be one of {list(COMPARISONS)}, got {self.comparison!r}")
+        for name in ("non_inferiority_margin", "operating_threshold", "max_calibration_error", "max_slice_roc_auc_regression",
+                     "max_fairness_gap", "max_fairness_gap_increase"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"promotion.{name} must be within [0, 1]")
+        if not 0.5 <= self.confidence_level < 1.0:
+            raise ValueError("promotion.confidence_level must be within [0.5, 1)")
+        if self.bootstrap_resamples < 1000:
+            raise ValueError("promotion.bootstrap_resamples must be at least 1000")
+        if self.max_latency_ms_per_1000_rows <= 0:
+            raise ValueError("promotion.max_latency_ms_per_1000_rows must be positive")
+        if self.min_slice_rows < 1 or self.min_calibration_rows < 1:
+            raise ValueError("promotion.min_slice_rows and min_calibration_rows must be at least 1")
+
 
 @dataclass(frozen=True)
 class Policy:
@@ -26,6 +88,9 @@ class Policy:
         holdout_share: share of the window's partitions, newest first, held out for evaluation
             and never trained on (at least one partition).
         random_seed: seed for every random choice in training and evaluation.
+        model_families: the families the model search tries (both by default: regularised
+            logistic regression and histogram gradient boosting, each with a small grid).
+        cv_folds: time-ordered cross-validation folds over the training partitions (3).
     Retraining (see `decide_retrain`):
         min_partitions_first_model: labeled partitions needed before the first model is trained.
         drift_window_batches, drift_min_batches: the drift clause holds when the dataset drifted in
@@ -43,9 +108,9 @@ class Policy:
         cooldown_partitions: no retrain within this many batches of the previous trigger.
         max_retrains_per_window, budget_window_partitions: at most 4 retrains per 28 batches.
     Promotion:
-        min_roc_auc: absolute SLO every model must meet on the held-out window.
-        max_roc_auc_regression: non-inferiority margin: the challenger may trail the champion on
-            the same held-out window by at most this much ROC AUC.
+        min_roc_auc: absolute SLO every model must meet on the held-out window (also the floor of
+            the performance clause).
+        promotion: the rest of the gate, a `PromotionThresholds` (spec key `policy.promotion`).
     Drift statistics: `drift`, a `DriftThresholds` (spec key `policy.drift`).
     """
 
@@ -53,6 +118,8 @@ class Policy:
     training_window_partitions: int = 28
     holdout_share: float = 0.25
     random_seed: int = 7
+    model_families: tuple[str, ...] = MODEL_FAMILIES
+    cv_folds: int = 3
     min_partitions_first_model: int = 7
     drift_window_batches: int = 3
     drift_min_batches: int = 2
@@ -64,7 +131,7 @@ class Policy:
     max_retrains_per_window: int = 4
     budget_window_partitions: int = 28
     min_roc_auc: float = 0.65
-    max_roc_auc_regression: float = 0.01
+    promotion: PromotionThresholds = field(default_factory=PromotionThresholds)
     drift: DriftThresholds = field(default_factory=DriftThresholds)
 
     @classmethod
@@ -77,7 +144,11 @@ class Policy:
         values: dict[str, Any] = {}
         for key, value in overrides.items():
             if key == "drift":
-                values[key] = _drift_thresholds(value or {})
+                values[key] = _nested(DriftThresholds, "drift", value or {})
+            elif key == "promotion":
+                values[key] = _nested(PromotionThresholds, "promotion", value or {})
+            elif key == "model_families":
+                values[key] = tuple(value.split(",") if isinstance(value, str) else value)
             else:
                 values[key] = _typed(key, getattr(cls, key), value)
         policy = cls(**values)
@@ -86,7 +157,7 @@ class Policy:
 
     def validate(self) -> None:
         """Raise ValueError when a threshold is outside its meaningful range."""
-        for name in ("max_bad_row_share", "min_roc_auc", "max_roc_auc_regression", "max_roc_auc_drop", "drift_rearm_share"):
+        for name in ("max_bad_row_share", "min_roc_auc", "max_roc_auc_drop", "drift_rearm_share"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be within [0, 1]")
         if not 0.0 < self.holdout_share < 1.0:
@@ -103,9 +174,17 @@ class Policy:
         for name in ("cooldown_partitions", "min_new_labeled_rows"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must not be negative")
+        unknown = sorted(set(self.model_families) - set(MODEL_FAMILIES))
+        if unknown or not self.model_families:
+            raise ValueError(f"model_families must name at least one of {list(MODEL_FAMILIES)}; unknown: {unknown}")
+        if self.cv_folds < 2:
+            raise ValueError("cv_folds must be at least 2")
+        self.promotion.validate()
 
 
 def _typed(key: str, default: Any, value: Any) -> Any:
+    if isinstance(default, str):
+        return str(value)
     if isinstance(default, bool):
         return bool(value)
     if isinstance(default, int):
@@ -115,12 +194,12 @@ def _typed(key: str, default: Any, value: Any) -> Any:
     return float(value)
 
 
-def _drift_thresholds(overrides: Mapping[str, Any]) -> DriftThresholds:
-    known = {f.name for f in fields(DriftThresholds)}
+def _nested(cls: type, prefix: str, overrides: Mapping[str, Any]) -> Any:
+    known = {f.name for f in fields(cls)}
     unknown = sorted(set(overrides) - known)
     if unknown:
-        raise ValueError(f"unknown policy.drift keys {unknown}; known keys: {sorted(known)}")
-    return DriftThresholds(**{k: _typed(f"drift.{k}", getattr(DriftThresholds, k), v) for k, v in overrides.items()})
+        raise ValueError(f"unknown policy.{prefix} keys {unknown}; known keys: {sorted(known)}")
+    return cls(**{k: _typed(f"{prefix}.{k}", getattr(cls, k), v) for k, v in overrides.items()})
 
 
 @dataclass(frozen=True)

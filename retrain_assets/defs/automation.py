@@ -15,7 +15,8 @@ from retrain_assets.defs.training import latest_materialization_metadata
 
 INGEST_ASSETS = {BATCHES: [dg.AssetKey("raw_batches"), dg.AssetKey("quarantine")],
                  LABELS: [dg.AssetKey("labels"), dg.AssetKey("rejected_labels")]}
-RETRAIN_ASSETS = ["training_set", "candidate_model", "evaluation_report", "deployed_model", "reference_profile"]
+RETRAIN_ASSETS = ["training_set", "candidate_model", "evaluation_report", "evaluation_metrics", "evaluation_slices",
+                  "deployed_model", "reference_profile"]
 FRESHNESS_CHECK = dg.AssetCheckKey(dg.AssetKey("deployed_model"), "deployed_model_freshness")
 # A new materialization of any of these can change the retrain decision.
 POLICY_INPUTS = ("drift_report", "labeled_batches", "deployed_model", "training_set")

@@ -17,10 +17,10 @@ def build_deployment(spec: DatasetSpec) -> dg.Definitions:
         context: dg.AssetExecutionContext, evaluation_report: pd.DataFrame, model_registry: ModelRegistry, warehouse: Warehouse
     ) -> dg.Output[pd.DataFrame]:
         """Deployment history; its newest row is the serving champion. Runs only past the gate."""
-        challenger = latest_evaluation(evaluation_report).set_index("role").loc["challenger"]
-        if not bool(challenger["gate_passed"]):
-            raise dg.Failure(f"promotion gate did not pass for version {challenger['model_version']}: {challenger['gate_summary']}")
-        version = str(challenger["model_version"])
+        evaluation = latest_evaluation(evaluation_report)
+        version = str(evaluation["challenger_version"])
+        if not bool(evaluation["gate_passed"]):
+            raise dg.Failure(f"promotion gate did not pass for version {version}: {evaluation['gate_summary']}")
         previous = model_registry.promote(version)
         if previous == version and warehouse.has_table("deployed_model"):
             context.log.info(f"version {version} is already champion; nothing to deploy")
@@ -32,15 +32,19 @@ def build_deployment(spec: DatasetSpec) -> dg.Definitions:
             "champion_version": version,
             "previous_version": previous or "",
             "traffic_share": 1.0,
-            "holdout_roc_auc": float(challenger["roc_auc"]),
-            "reason": str(challenger["gate_summary"]),
+            "holdout_roc_auc": float(evaluation["challenger_roc_auc"]),
+            "beat_version": str(evaluation["champion_version"]),
+            "roc_auc_difference": float(evaluation["diff_roc_auc"]),
+            "roc_auc_difference_lower": float(evaluation["diff_roc_auc_lower"]),
+            "roc_auc_difference_upper": float(evaluation["diff_roc_auc_upper"]),
+            "reason": str(evaluation["gate_summary"]),
             "dagster_run_id": context.run_id,
         }])
         history = warehouse.with_history("deployed_model", row)
         return dg.Output(history, metadata={
             "champion_version": version,
             "previous_version": previous or "none",
-            "holdout_roc_auc": float(challenger["roc_auc"]),
+            "holdout_roc_auc": float(evaluation["challenger_roc_auc"]),
             "deployments": len(history),
         })
 

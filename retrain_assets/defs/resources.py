@@ -200,6 +200,23 @@ class ModelRegistry(dg.ConfigurableResource):
         version = client.create_model_version(self.model_name, source=info.model_uri, run_id=run_id, model_id=info.model_id)
         return str(version.version), run_id
 
+    def log_evaluation(self, run_id: str, report: dict, gate_passed: bool, html: str) -> None:
+        """Evaluation metrics (per model, and the differences with their interval bounds) and the
+        report (JSON and HTML) on the challenger's training run."""
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        values = {"eval_gate_passed": float(gate_passed)}
+        for role, metrics in report["models"].items():
+            values.update({f"eval_{role}_{k}": v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)})
+        for d in report["differences"]:
+            values.update({f"eval_diff_{d['metric']}": d["difference"], f"eval_diff_{d['metric']}_lower": d["lower"],
+                           f"eval_diff_{d['metric']}_upper": d["upper"]})
+        client = self.client()
+        client.log_batch(run_id, metrics=[Metric(k, float(v), now, 0) for k, v in values.items()])
+        client.log_dict(run_id, report, "evaluation/report.json")
+        client.log_text(run_id, html, "evaluation/report.html")
+
     def version_for(self, alias: str) -> str | None:
         """The version an alias points at, or None when the alias is not set."""
         from mlflow.exceptions import MlflowException

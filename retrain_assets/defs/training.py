@@ -1,6 +1,7 @@
-"""Training: the training window (`training_set`) and the model trained on it (`candidate_model`),
-tracked in MLflow through dagster-mlflow and registered with alias `challenger`."""
+"""Training: the training window (`training_set`) and the model selected and trained on it
+(`candidate_model`), tracked in MLflow through dagster-mlflow and registered with alias `challenger`."""
 
+import json
 import subprocess
 from functools import lru_cache
 from importlib.metadata import version as package_version
@@ -8,7 +9,8 @@ from importlib.metadata import version as package_version
 import dagster as dg
 import pandas as pd
 
-from retrain_assets.core.modeling import PARTITION_COLUMN, content_hash, feature_frame, split_holdout, train_model
+from retrain_assets.core.modeling import PARTITION_COLUMN, content_hash, feature_frame, split_holdout
+from retrain_assets.core.selection import select_model
 from retrain_assets.core.spec import DatasetSpec
 from retrain_assets.defs.resources import CHALLENGER, ModelRegistry, Warehouse
 
@@ -71,37 +73,72 @@ def build_training(spec: DatasetSpec) -> dg.Definitions:
     def candidate_model(
         context: dg.AssetExecutionContext, training_set: pd.DataFrame, model_registry: ModelRegistry, warehouse: Warehouse
     ) -> dg.Output[pd.DataFrame]:
-        """Every candidate so far; the newest was trained on the window minus its held-out tail and
-        registered as `challenger`."""
+        """Every candidate so far. The newest won a time-ordered cross-validated search over model
+        families on the window minus its held-out tail, and is registered as `challenger` with
+        its lineage (training partitions, data version, code version, Dagster run) as tags."""
         upstream = latest_materialization_metadata(context.instance, "training_set")
         data_version = str(upstream.get("data_version", content_hash(training_set)))
         train, _, holdout_keys = split_holdout(training_set, policy.holdout_share)
-        tags = {"data_version": data_version, "code_version": code_version(), "dataset": spec.name}
-        with model_registry.tracking_run(context, tags=tags):
+        train_keys = [f"{pd.Timestamp(k):%Y-%m-%d}" for k in sorted(train[PARTITION_COLUMN].unique())]
+        lineage = {
+            "data_version": data_version,
+            "code_version": code_version(),
+            "dataset": spec.name,
+            "training_partitions": _partition_list(train_keys),
+            "train_from": train_keys[0],
+            "trained_through": train_keys[-1],
+            "holdout_partitions": ",".join(holdout_keys),
+        }
+        with model_registry.tracking_run(context, tags={k: lineage[k] for k in ("data_version", "code_version", "dataset")}):
             import mlflow
 
-            trained = train_model(train, spec, seed=policy.random_seed)
-            mlflow.log_params({**trained.params, "train_rows": trained.n_train_rows,
-                               "train_partitions": int(train[PARTITION_COLUMN].nunique()),
-                               "holdout_partitions": ",".join(holdout_keys)})
+            context.log.info(f"model search: {', '.join(policy.model_families)} with {policy.cv_folds} time-ordered folds "
+                             f"on {len(train_keys)} partitions ({len(train)} rows)")
+            selection = select_model(train, spec, policy.random_seed, policy.model_families, policy.cv_folds)
+            for number, trial in enumerate(selection.trials, start=1):
+                context.log.info(f"trial {number}/{len(selection.trials)}: {trial.family} {trial.params} "
+                                 f"mean ROC AUC {trial.mean_roc_auc:.4f} ± {trial.std_roc_auc:.4f}")
+                with mlflow.start_run(run_name=f"trial-{number}-{trial.family}", nested=True):
+                    mlflow.log_params({"model_family": trial.family, **trial.params})
+                    mlflow.log_metrics({"cv_roc_auc_mean": trial.mean_roc_auc, "cv_roc_auc_std": trial.std_roc_auc,
+                                        **{f"cv_roc_auc_fold_{i}": v for i, v in enumerate(trial.fold_roc_auc)}})
+            context.log.info(selection.note)
+            trained = selection.model
+            mlflow.log_params({**trained.params, "train_rows": trained.n_train_rows, "train_partitions": len(train_keys),
+                               "holdout_partitions": lineage["holdout_partitions"], "cv_folds": selection.n_folds,
+                               "search_families": ",".join(policy.model_families)})
             mlflow.log_metric("train_positive_rate", trained.train_positive_rate)
+            if selection.chosen is not None:
+                mlflow.log_metric("cv_roc_auc_mean", selection.chosen.mean_roc_auc)
+            mlflow.log_dict(selection.search_space(policy.model_families), "selection/search_space.json")
+            mlflow.log_dict({"chosen": selection.chosen.to_dict() if selection.chosen else None, "note": selection.note,
+                             "trials": [t.to_dict() for t in selection.trials]}, "selection/trials.json")
             version, run_id = model_registry.log_and_register(trained.pipeline, feature_frame(train.head(5), spec))
-        model_registry.tag_version(version, {**tags, "dagster_run_id": context.run_id,
-                                             "trained_through": upstream.get("trained_through", "")})
+        model_registry.tag_version(version, {**lineage, "dagster_run_id": context.run_id, "mlflow_run_id": run_id,
+                                             "model_family": trained.params["model_family"]})
         model_registry.set_alias(CHALLENGER, version)
         row = pd.DataFrame([{
             "model_version": version,
+            "model_family": trained.params["model_family"],
+            "hyperparameters": json.dumps({k: v for k, v in trained.params.items() if k not in ("model_family", "seed")}),
+            "cv_roc_auc": selection.chosen.mean_roc_auc if selection.chosen else float("nan"),
+            "search_trials": len(selection.trials),
             "mlflow_run_id": run_id,
             "data_version": data_version,
             "code_version": code_version(),
-            "trained_through": str(upstream.get("trained_through", "")),
+            "train_from": lineage["train_from"],
+            "trained_through": lineage["trained_through"],
+            "training_partitions": ",".join(train_keys),
             "train_rows": trained.n_train_rows,
-            "holdout_partitions": ",".join(holdout_keys),
+            "holdout_partitions": lineage["holdout_partitions"],
             "dagster_run_id": context.run_id,
             "created_at": pd.Timestamp.now(tz="UTC").tz_convert(None),
         }])
         return dg.Output(warehouse.with_history("candidate_model", row), metadata={
             "model_version": version,
+            "model_family": trained.params["model_family"],
+            "selection": selection.note,
+            "trials": dg.MetadataValue.md(_trials_markdown(selection)),
             "mlflow_run_id": run_id,
             "data_version": data_version,
             "train_rows": trained.n_train_rows,
@@ -109,3 +146,20 @@ def build_training(spec: DatasetSpec) -> dg.Definitions:
         })
 
     return dg.Definitions(assets=[training_set, candidate_model])
+
+
+MAX_TAG_CHARS = 4000  # MLflow caps a tag value at 5,000 characters
+
+
+def _partition_list(keys: list[str]) -> str:
+    """Comma-separated partition keys, or their range and count when the list would not fit a tag."""
+    joined = ",".join(keys)
+    return joined if len(joined) <= MAX_TAG_CHARS else f"{keys[0]}..{keys[-1]} ({len(keys)} partitions)"
+
+
+def _trials_markdown(selection) -> str:
+    if not selection.trials:
+        return selection.note
+    rows = [f"| {i} | {t.family} | `{json.dumps(t.params)}` | {t.mean_roc_auc:.4f} | {t.std_roc_auc:.4f} |"
+            f"{' chosen' if t is selection.chosen else ''} |" for i, t in enumerate(selection.trials, start=1)]
+    return "\n".join(["| # | family | params | CV ROC AUC | std | |", "|---|---|---|---|---|---|", *rows])
