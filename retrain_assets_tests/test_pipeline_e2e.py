@@ -127,11 +127,11 @@ def test_evaluation_slices_cover_every_segment_and_group_for_both_models(run):
     latest = wh(run, "select max(evaluated_at) as t from evaluation_report")["t"].iloc[0]
     slices = wh(run, f"select * from evaluation_slices where evaluated_at = '{latest}'")
     segments = slices[slices["kind"] == "segment"]
-    assert set(zip(segments["role"], segments["value"])) == {(r, v) for r in ("challenger", "champion")
+    assert set(zip(segments["role"], segments["slice_value"])) == {(r, v) for r in ("challenger", "champion")
                                                             for v in ("north", "south", "east", "west")}
     assert segments.groupby("role")["n_rows"].sum().nunique() == 1
     fairness = slices[slices["kind"] == "fairness"]
-    assert set(fairness["column"]) == {"sex"} and set(fairness["value"]) == {"F", "M"}
+    assert set(fairness["slice_column"]) == {"sex"} and set(fairness["slice_value"]) == {"F", "M"}
 
 
 def test_evaluation_report_is_html_in_the_reports_folder_and_in_mlflow(run):
@@ -164,6 +164,58 @@ def test_model_search_trials_are_logged_as_nested_mlflow_runs(run):
         "selection/search_space.json", "selection/trials.json"}
     best = max(t.data.metrics["cv_roc_auc_mean"] for t in trials)
     assert candidate["cv_roc_auc"] == pytest.approx(best)
+
+
+def test_a_failed_gate_leaves_the_champion_untouched_and_is_recorded(run):
+    report = wh(run, "select * from evaluation_report order by evaluated_at")
+    rejected = report[~report["gate_passed"]]
+    assert len(rejected) >= 1, "the short scenario is expected to produce at least one rejected challenger"
+    deployed = wh(run, "select champion_version from deployed_model")["champion_version"].tolist()
+    client = registry(run)
+    for row in rejected.itertuples():
+        assert row.challenger_version not in deployed
+        assert client.get_model_version("loan_default", row.challenger_version).tags["promotion_gate"] == "failed"
+        assert "(FAIL)" in row.gate_summary and row.gate_summary.startswith("KEEP CHAMPION: ")
+        # the blocking check failed in that run, and deployment never ran in it
+        events = [r.event_log_entry.dagster_event for r in run.instance.get_records_for_run(row.dagster_run_id, limit=100_000).records
+                  if r.event_log_entry.dagster_event]
+        materialized = {e.asset_key.to_user_string() for e in events if e.event_type_value == "ASSET_MATERIALIZATION"}
+        assert "evaluation_report" in materialized and "deployed_model" not in materialized
+        gate = [e.event_specific_data for e in events if e.event_type_value == "ASSET_CHECK_EVALUATION"
+                and e.event_specific_data.check_name == "evaluation_report_promotion_gate"]
+        assert len(gate) == 1 and not gate[0].passed
+    assert str(client.get_model_version_by_alias("loan_default", "champion").version) == deployed[-1]
+
+
+def readme_query(marker: str) -> str:
+    """The SQL statement of README.md that starts with the comment `marker` (docs stay runnable)."""
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    start = readme.index(marker)
+    return readme[start:readme.index(";", start)]
+
+
+def test_readme_lineage_query_answers_which_data_and_run_produced_the_champion(run):
+    answer = read_table(run.settings.snapshot_path, readme_query("-- 4. Which data and which run produced the current champion"))
+    assert len(answer) == 1
+    row = answer.iloc[0]
+    client = registry(run)
+    champion = client.get_model_version_by_alias("loan_default", "champion")
+    assert row["champion"] == str(champion.version)
+    assert row["data_version"] == champion.tags["data_version"] and row["training_run"] == champion.tags["dagster_run_id"]
+    assert run.instance.get_run_by_id(row["training_run"]).job_name == "retrain_job"
+    assert row["beat"] == wh(run, "select previous_version from deployed_model order by deployed_at desc limit 1").iloc[0, 0]
+    assert row["ci_low"] <= row["ci_high"]
+
+
+def test_every_readme_snapshot_query_runs(run):
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    section = readme[readme.index("## Querying the analyst snapshot"):]
+    block = section[section.index("```sql") + len("```sql"):section.index("```", section.index("```sql") + 6)]
+    statements = [q for q in block.split(";") if q.strip() and not all(
+        line.strip().startswith("--") or not line.strip() for line in q.splitlines())]
+    assert len(statements) == 5
+    for statement in statements:
+        assert len(read_table(run.settings.snapshot_path, statement)) > 0, statement
 
 
 def test_snapshot_is_published_with_every_table(run):

@@ -237,7 +237,7 @@ def build_evaluation_report(
             fairness += [{"attribute": sensitive_attribute, "group": row.pop("value"), "role": role, **row} for row in
                          table[["value", "n_rows", "selection_rate", "true_positive_rate"]].to_dict("records")]
     differences, fairness_changes = [], {}
-    if champion is not None:
+    if champion is not None and len(np.unique(y_true)) == 2:  # one class: AUC undefined, the gate says so
         if sensitive_attribute:
             fairness_changes = fairness_gap_increase(y_true, challenger.scores, champion.scores, holdout[sensitive_attribute],
                                                      threshold, promotion.bootstrap_resamples, promotion.confidence_level,

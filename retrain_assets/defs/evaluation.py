@@ -60,11 +60,11 @@ def report_rows(report: dict, gate, evaluated_at: pd.Timestamp, run_id: str, mlf
                              "model_version": m["model_version"], "model_family": m["model_family"],
                              **{k: m.get(k, float("nan")) for k in MODEL_METRICS}} for role, m in models.items()])
     slices = pd.DataFrame(
-        [{"kind": "segment", "column": s["column"], "value": s["value"], "role": s["role"], "n_rows": s["n_rows"],
+        [{"kind": "segment", "slice_column": s["column"], "slice_value": s["value"], "role": s["role"], "n_rows": s["n_rows"],
           "positive_rate": s["positive_rate"], "roc_auc": s["roc_auc"], "accuracy": s["accuracy"]} for s in report["slices"]]
-        + [{"kind": "fairness", "column": f["attribute"], "value": f["group"], "role": f["role"], "n_rows": f["n_rows"],
+        + [{"kind": "fairness", "slice_column": f["attribute"], "slice_value": f["group"], "role": f["role"], "n_rows": f["n_rows"],
             "selection_rate": f["selection_rate"], "true_positive_rate": f["true_positive_rate"]} for f in report["fairness"]],
-        columns=["kind", "column", "value", "role", "n_rows", "positive_rate", "roc_auc", "accuracy", "selection_rate",
+        columns=["kind", "slice_column", "slice_value", "role", "n_rows", "positive_rate", "roc_auc", "accuracy", "selection_rate",
                  "true_positive_rate"],
     )
     slices.insert(0, "challenger_version", report["challenger_version"])
