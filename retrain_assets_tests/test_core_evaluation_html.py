@@ -172,7 +172,7 @@ def test_missing_values_render_as_dash(report):
     report["calibration"]["challenger"]["fraction_positive"][1] = None
     report["n_rows"] = None
     page = render_evaluation_html(report)
-    assert re.search(r"<td>ROC AUC</td><td class=\"n\">–</td><td class=\"n\">0.79</td>", page)
+    assert re.search(r"<td>ROC AUC</td><td class=\"n\">–</td><td class=\"n\">0.7900</td>", page)
     assert re.search(r"<td>Model size</td><td class=\"n\">–</td>", page)
     assert not re.search(r"\bnan\b", page, flags=re.I)
     _check_well_formed(page)

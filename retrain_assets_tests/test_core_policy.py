@@ -5,7 +5,7 @@ import pytest
 import math
 
 from retrain_assets.core.drift import DriftThresholds
-from retrain_assets.core.policy import BatchSignal, Policy, PolicyHistory, decide_retrain
+from retrain_assets.core.policy import BatchSignal, Policy, PolicyHistory, PromotionThresholds, decide_retrain
 
 
 def days(first: int, last: int) -> list[str]:
@@ -53,6 +53,25 @@ def test_nested_drift_thresholds_are_overridable_and_checked():
     assert policy.drift == DriftThresholds(dataset_drift_share=0.25)
     with pytest.raises(ValueError, match=r"unknown policy.drift keys \['share'\]"):
         Policy.from_mapping({"drift": {"share": 0.2}})
+
+
+def test_promotion_thresholds_and_model_search_are_overridable_and_checked():
+    policy = Policy.from_mapping({"promotion": {"comparison": "superiority", "bootstrap_resamples": "5000",
+                                                "non_inferiority_margin": 0.02},
+                                  "model_families": "logistic_regression", "cv_folds": 4})
+    assert policy.promotion == PromotionThresholds(comparison="superiority", bootstrap_resamples=5000, non_inferiority_margin=0.02)
+    assert policy.model_families == ("logistic_regression",) and policy.cv_folds == 4
+    assert Policy.from_mapping({"model_families": ["hist_gradient_boosting"]}).model_families == ("hist_gradient_boosting",)
+    with pytest.raises(ValueError, match=r"unknown policy.promotion keys \['margin'\]"):
+        Policy.from_mapping({"promotion": {"margin": 0.1}})
+    with pytest.raises(ValueError, match="comparison must be one of"):
+        Policy.from_mapping({"promotion": {"comparison": "better"}})
+    with pytest.raises(ValueError, match="bootstrap_resamples must be at least 1000"):
+        Policy.from_mapping({"promotion": {"bootstrap_resamples": 200}})
+    with pytest.raises(ValueError, match=r"unknown: \['xgboost'\]"):
+        Policy.from_mapping({"model_families": ["xgboost"]})
+    with pytest.raises(ValueError, match="cv_folds must be at least 2"):
+        Policy.from_mapping({"cv_folds": 1})
 
 
 # --- decide_retrain: one test per clause and guard -------------------------------------------------

@@ -253,6 +253,7 @@ def build_evaluation_report(
         "champion_version": champion.version if champion else None,
         "comparison": promotion.comparison,
         "confidence": promotion.confidence_level,
+        "slice_margin": promotion.max_slice_roc_auc_regression,
         "models": models,
         "differences": differences,
         "calibration": calibration,

@@ -45,7 +45,7 @@ def render_evaluation_html(report: dict) -> str:
         "<h2>Metrics</h2>" + _metrics_table(models, roles),
         _differences(report.get("differences") or [], has_champion, report.get("confidence")),
         _calibration(report.get("calibration") or {}, models, roles),
-        _slices(report.get("slices") or [], has_champion),
+        _slices(report.get("slices") or [], has_champion, _float(report.get("slice_margin")) or 0.0),
         _fairness(report.get("fairness") or [], models, roles),
     ]
     return (f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{_e(title)}</title>'
@@ -145,7 +145,7 @@ def _differences(differences: list[dict], has_champion: bool, confidence: Any) -
             "the better side of 0; red: wholly on the worse side; grey: inconclusive.</figcaption></figure>")
 
 
-def _forest_plot(differences: list[dict], width: int = 800, row: int = 44) -> str:
+def _forest_plot(differences: list[dict], width: int = 980, row: int = 44) -> str:
     x0, x1, top = 210, 590, 24
     cx = (x0 + x1) / 2
     height = top + row * len(differences) + 6
@@ -245,7 +245,8 @@ def _calibration_points(curve: dict) -> list[tuple[float, float, float]]:
     return points
 
 
-def _slices(slices: list[dict], has_champion: bool) -> str:
+def _slices(slices: list[dict], has_champion: bool, margin: float = 0.0) -> str:
+    """Slice table and delta chart; rows losing more than `margin` ROC AUC are highlighted."""
     if not slices:
         return '<h2>Slices</h2><p class="note">No slices.</p>'
     grouped = _group(slices, ("column", "value"))
@@ -262,14 +263,15 @@ def _slices(slices: list[dict], has_champion: bool) -> str:
                       f'<td class="n">{_fmt(delta, signed=True)}</td>')
         else:
             cells += f'<td class="n">{_fmt(challenger)}</td>'
-        worse = ' class="worse"' if delta is not None and delta < 0 else ""
+        worse = ' class="worse"' if delta is not None and delta < -margin else ""
         rows.append(f"<tr{worse}>{cells}</tr>")
         bars.append((f"{column} = {value}", delta))
     head = ("<th>champion ROC AUC</th><th>challenger ROC AUC</th><th>Δ (challenger − champion)</th>"
             if has_champion else "<th>challenger ROC AUC</th>")
     table = (f"<table><tr><th>column</th><th>value</th><th>rows</th><th>positive rate</th>{head}</tr>"
              f"{''.join(rows)}</table>")
-    chart = (f"<figure>{_delta_bars(bars)}<figcaption>ROC AUC change per slice (challenger − champion).</figcaption></figure>"
+    chart = (f"<figure>{_delta_bars(bars)}<figcaption>ROC AUC change per slice (challenger − champion); highlighted rows "
+             f"lose more than the gate's margin ({_fmt(margin)}).</figcaption></figure>"
              if has_champion else "")
     return f"<h2>Slices</h2>{table}{chart}"
 
@@ -350,8 +352,10 @@ def _fmt(value: Any, signed: bool = False) -> str:
     if number is None:
         return "–"
     if signed:
-        return "0" if number == 0 else f"{number:+.3g}".replace("-", "−")
-    return f"{number:.4g}"
+        return "0" if number == 0 else f"{number:+.4f}".replace("-", "−")
+    if number.is_integer() and abs(number) >= 1:
+        return f"{int(number)}"
+    return f"{number:.4f}" if abs(number) < 1000 else f"{number:.4g}"
 
 
 def _pct(value: Any) -> str:
