@@ -173,6 +173,7 @@ def _closing(summary, dagster_home: Path, env_hint: str) -> None:
         f"  {env_hint}make ui           # Dagster UI on this instance: runs, checks, lineage\n"
         f"  duckdb -readonly {summary.settings.snapshot_path}   # analyst snapshot (see README for queries)\n"
         f"  mlflow ui --backend-store-uri {summary.settings.default_tracking_uri}   # runs and registry\n"
+        f"  {summary.settings.reports_dir}/evaluation/   # champion-vs-challenger reports (HTML); drift reports in drift/\n"
     )
 
 

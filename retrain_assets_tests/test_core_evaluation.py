@@ -309,3 +309,5 @@ def test_gate_summary_lists_every_criterion():
     gate = GateResult(False, [Criterion("a", True, "first"), Criterion("b", False, "second")])
     assert gate.summary == "KEEP CHAMPION: first (pass); second (FAIL)"
     assert gate.to_dict()["criteria"][1] == {"name": "b", "passed": False, "detail": "second"}
+    assert gate.headline == "KEEP CHAMPION: 1 of 2 criteria failed: b: second"
+    assert GateResult(True, [Criterion("a", True, "first")]).headline == "PROMOTE: all 1 criteria passed"

@@ -287,6 +287,15 @@ class GateResult:
         verdict = "PROMOTE" if self.passed else "KEEP CHAMPION"
         return f"{verdict}: " + "; ".join(f"{c.detail} ({'pass' if c.passed else 'FAIL'})" for c in self.criteria)
 
+    @property
+    def headline(self) -> str:
+        """The verdict and only what failed: what a person scanning the UI needs first."""
+        failed = [c for c in self.criteria if not c.passed]
+        if not failed:
+            return f"PROMOTE: all {len(self.criteria)} criteria passed"
+        return (f"KEEP CHAMPION: {len(failed)} of {len(self.criteria)} criteria failed: "
+                + "; ".join(f"{c.name}: {c.detail}" for c in failed))
+
     def to_dict(self) -> dict:
         return {"passed": self.passed, "summary": self.summary, "criteria": [c.to_dict() for c in self.criteria]}
 

@@ -139,7 +139,7 @@ def build_evaluation(spec: DatasetSpec) -> dg.Definitions:
             "challenger_version": versions[CHALLENGER],
             "champion_version": versions[CHAMPION] or "none",
             "challenger_roc_auc": float(report["models"][CHALLENGER]["roc_auc"]),
-            "gate": gate.summary,
+            "gate": gate.headline,
             "report": dg.MetadataValue.md(report_markdown(report, gate)),
             "html_report": dg.MetadataValue.path(str(html_path)),
             "mlflow_run_id": mlflow_run_id,
@@ -157,7 +157,7 @@ def build_evaluation(spec: DatasetSpec) -> dg.Definitions:
         gate = promotion_gate(json.loads(newest["report_json"]), policy)
         return dg.AssetCheckResult(
             passed=gate.passed,
-            description=gate.summary,
+            description=gate.headline,
             metadata={"criteria": dg.MetadataValue.md("\n".join(
                           f"- {'pass' if c.passed else '**FAIL**'} `{c.name}`: {c.detail}" for c in gate.criteria)),
                       "failed": ", ".join(c.name for c in gate.criteria if not c.passed) or "none",
