@@ -44,9 +44,30 @@ def main(argv: list[str] | None = None) -> int:
     drift.add_argument("--spec", type=Path, required=True, help="dataset spec file (columns, types, policy.drift thresholds)")
     drift.add_argument("--out", type=Path, default=Path("drift_report"), help="output folder (default: %(default)s)")
 
+    review = sub.add_parser("review", help="list, inspect and resolve gated and suspect labels (the human review queue)")
+    review.add_argument("--data-dir", type=Path, default=Path(os.environ.get("RETRAIN_ASSETS_DATA_DIR", "data")),
+                        help="landing zone and stores (default: $RETRAIN_ASSETS_DATA_DIR or %(default)s)")
+    review.add_argument("--spec", type=Path, default=Path(os.environ.get("RETRAIN_ASSETS_SPEC", "data/specs/loan_default.yaml")),
+                        help="dataset spec (default: $RETRAIN_ASSETS_SPEC or %(default)s)")
+    review_sub = review.add_subparsers(dest="review_command", required=True)
+    listing = review_sub.add_parser("list", help="review items (open ones by default)")
+    listing.add_argument("--status", choices=["open", "all"], default="open")
+    listing.add_argument("--limit", type=int, default=50)
+    show = review_sub.add_parser("show", help="one item: the row, the annotations, the champion's score, the history")
+    show.add_argument("item_id")
+    resolve = review_sub.add_parser("resolve", help="decide one or more items; the pipeline applies it on its next tick")
+    resolve.add_argument("item_ids", nargs="+")
+    resolve.add_argument("--action", choices=["accept", "relabel", "reject"], required=True)
+    resolve.add_argument("--label", default=None, help="the label to set (required with --action relabel)")
+    resolve.add_argument("--reviewer", default=os.environ.get("RETRAIN_ASSETS_REVIEWER", ""),
+                         help="your name, recorded in the audit table (default: $RETRAIN_ASSETS_REVIEWER)")
+    resolve.add_argument("--why", required=True, help="the reason, recorded in the audit table")
+
     args = parser.parse_args(argv)
     if args.command == "drift":
         return _drift(args)
+    if args.command == "review":
+        return _review(args)
     from retrain_assets.demo import InstanceBusyError
 
     try:
@@ -68,7 +89,7 @@ def _demo(args) -> int:
     import pandas as pd
 
     from retrain_assets.core.scenario import load_scenario, scenario_deliveries
-    from retrain_assets.demo import ensure_no_daemon, open_instance, replay, reset_stores
+    from retrain_assets.demo import ensure_no_daemon, open_instance, replay, reset_stores, scripted_reviewer
     from retrain_assets.settings import ProjectSettings
 
     _quiet_libraries()
@@ -81,7 +102,8 @@ def _demo(args) -> int:
     print(f"Replaying scenario '{scenario.name}' ({days} days, ~{scenario.rows_per_day} rows/day, "
           f"labels {scenario.label_delay_days} days late) through the real Definitions.\n")
     summary = replay(islice(scenario_deliveries(scenario), days), settings, instance,
-                     label=lambda d: f"{d.as_of - pd.Timedelta(days=1):%Y-%m-%d}", console_log_level="CRITICAL")
+                     label=lambda d: f"{d.as_of - pd.Timedelta(days=1):%Y-%m-%d}", console_log_level="CRITICAL",
+                     reviewer=scripted_reviewer(scenario, settings) if scenario.labeling else None)
     _closing(summary, args.dagster_home, env_hint="")
     return 0
 
@@ -111,6 +133,58 @@ def _replay(args) -> int:
                      console_log_level="CRITICAL")
     env_hint = f"RETRAIN_ASSETS_SPEC={args.spec} RETRAIN_ASSETS_DATA_DIR={data_dir} DAGSTER_HOME={Path(dagster_home).resolve()} "
     _closing(summary, dagster_home, env_hint)
+    return 0
+
+
+def _review(args) -> int:
+    import json
+
+    import pandas as pd
+
+    from retrain_assets.core.spec import load_spec
+    from retrain_assets.reviewing import ITEM_COLUMNS, item_details, review_items, submit_decisions
+    from retrain_assets.settings import ProjectSettings
+
+    spec = load_spec(args.spec)
+    settings = ProjectSettings(data_dir=args.data_dir.resolve(), spec_path=args.spec.resolve())
+    database = settings.snapshot_path
+    if not database.exists():
+        print(f"retrain-assets review: no analyst snapshot at {database} yet; run the pipeline (e.g. `make demo`) first",
+              file=sys.stderr)
+        return 2
+    if args.review_command == "list":
+        items = review_items(database, settings.landing_dir, spec, status=args.status)
+        if items.empty:
+            print(f"no {args.status} review items")
+            return 0
+        shown = items[ITEM_COLUMNS + ["status"]].head(args.limit).copy()
+        shown["reasons"] = shown["reasons"].astype(str).str.slice(0, 70)
+        print(shown.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+        print(f"\n{len(items)} {args.status} items" + (f" (first {args.limit} shown)" if len(items) > args.limit else ""))
+        return 0
+    if args.review_command == "show":
+        try:
+            details = item_details(database, settings.landing_dir, spec, args.item_id)
+        except KeyError as exc:
+            print(f"retrain-assets review: {exc.args[0]}", file=sys.stderr)
+            return 2
+        print(json.dumps(details, indent=2, default=str))
+        return 0
+    if args.action == "relabel" and args.label is None:
+        print("retrain-assets review: --action relabel needs --label", file=sys.stderr)
+        return 2
+    if not args.reviewer.strip():
+        print("retrain-assets review: say who you are with --reviewer NAME (or RETRAIN_ASSETS_REVIEWER)", file=sys.stderr)
+        return 2
+    items = review_items(database, settings.landing_dir, spec, status="open")
+    actions = [{"item_id": i, "action": args.action, "label_after": args.label, "why": args.why} for i in args.item_ids]
+    try:
+        paths = submit_decisions(settings.landing_dir, spec, items, actions, args.reviewer, pd.Timestamp.now(tz="UTC").tz_convert(None))
+    except (KeyError, ValueError) as exc:
+        print(f"retrain-assets review: {exc.args[0]}", file=sys.stderr)
+        return 2
+    for path in paths:
+        print(f"wrote {path} ({args.action} by {args.reviewer}); the landing sensor applies it on its next tick")
     return 0
 
 

@@ -32,7 +32,8 @@ event_log_storage:
     base_dir:
       env: DAGSTER_HOME
 """
-HEADER = f"{'step':<12}{'rows in':>8}{'quarant.':>9}{'labeled':>8}{'drift':>7}  {'champion':>8}{'live AUC':>9}  action"
+HEADER = (f"{'step':<12}{'rows in':>8}{'quarant.':>9}{'labeled':>8}{'gated':>6}{'drift':>7}  {'champion':>8}{'live AUC':>9}"
+          "  action")
 
 
 @dataclass
@@ -43,6 +44,7 @@ class StepRow:
     rows_in: int = 0
     quarantined: int = 0
     labeled: int = 0
+    gated: int = 0
     drift: str = "-"
     champion: str = "-"
     live_auc: float = float("nan")
@@ -50,7 +52,7 @@ class StepRow:
 
     def render(self) -> str:
         auc = f"{self.live_auc:.3f}" if not math.isnan(self.live_auc) else "-"
-        return (f"{self.label:<12}{self.rows_in:>8}{self.quarantined:>9}{self.labeled:>8}{self.drift:>7}  "
+        return (f"{self.label:<12}{self.rows_in:>8}{self.quarantined:>9}{self.labeled:>8}{self.gated:>6}{self.drift:>7}  "
                 f"{self.champion:>8}{auc:>9}  {'; '.join(self.actions) or '-'}")
 
 
@@ -118,12 +120,17 @@ def replay(
     label: Callable[[Delivery], str],
     echo: Callable[[str], None] = print,
     console_log_level: str = "WARNING",
+    reviewer: Callable[[Delivery], list[str]] | None = None,
 ) -> ReplaySummary:
-    """Deliver each step's files, tick the pipeline like the daemon, and echo one table row per step."""
+    """Deliver each step's files, tick the pipeline like the daemon, and echo one table row per step.
+
+    `reviewer`, when given, acts like a person working the review queue after each step; its
+    decisions land as files and reach the pipeline on the next step's tick.
+    """
     started = time.perf_counter()
     defs = build_definitions(settings)
     driver = PipelineDriver(defs, instance, settings.landing_dir, console_log_level)
-    rows, outcomes, deployments, blocked = [], [], [], []
+    rows, outcomes, deployments, blocked, labeled = [], [], [], [], set()
     champion, live_auc = "-", float("nan")
     echo(HEADER)
     for n, delivery in enumerate(deliveries):
@@ -133,16 +140,18 @@ def replay(
         step_outcomes = driver.tick(delivery.as_of.to_pydatetime())
         row = StepRow(label=label(delivery))
         for outcome in step_outcomes:
-            champion, live_auc = _apply(outcome, row, champion, live_auc, deployments, blocked)
+            champion, live_auc = _apply(outcome, row, champion, live_auc, deployments, blocked, labeled)
         row.champion, row.live_auc = champion, live_auc
         row.actions += [note for note in delivery.notes if note != "stable"]
+        if reviewer is not None:
+            row.actions += reviewer(delivery)
         rows.append(row)
         outcomes += step_outcomes
         echo(row.render())
     return ReplaySummary(rows, outcomes, time.perf_counter() - started, deployments, blocked, settings)
 
 
-def _apply(outcome: RunOutcome, row: StepRow, champion: str, live_auc: float, deployments: list, blocked: list):
+def _apply(outcome: RunOutcome, row: StepRow, champion: str, live_auc: float, deployments: list, blocked: list, labeled: set):
     mats = outcome.materializations
     if "raw_batches" in mats:
         meta = mats["raw_batches"]
@@ -154,11 +163,16 @@ def _apply(outcome: RunOutcome, row: StepRow, champion: str, live_auc: float, de
         row.actions.append(f"batch {outcome.partition_key} BLOCKED ({'schema broken' if 'schema' in description else 'bad rows'})")
     if "labels" in mats and outcome.partition_key in blocked:
         row.actions.append(f"labels for {outcome.partition_key} held back (batch blocked)")
-    if "labeled_batches" in mats:
+    if "labeled_batches" in mats and outcome.partition_key not in labeled:  # later runs re-apply review decisions
+        labeled.add(outcome.partition_key)
         meta = mats["labeled_batches"]
         row.labeled += int(meta.get("dagster/row_count", 0))
+        row.gated += int(meta.get("gated_rows", 0))
         if "champion_roc_auc" in meta:
             live_auc = float(meta["champion_roc_auc"])
+        passed, description = outcome.checks.get("labeled_batches_gated_share", (True, ""))
+        if not passed:
+            row.actions.append(f"labels of {outcome.partition_key}: too many gated ({description.split(':')[0]})")
     if "drift_report" in mats and outcome.partition_key == row.label and "drifted_features" in mats["drift_report"]:
         meta = mats["drift_report"]
         row.drift = meta["drifted_features"] + ("!" if meta.get("dataset_drifted") else "")
@@ -181,3 +195,49 @@ def _apply(outcome: RunOutcome, row: StepRow, champion: str, live_auc: float, de
     elif outcome.requested_by == "retrain_sensor" and not outcome.success:
         row.actions.append(f"retrain FAILED: {outcome.error[:120]}")
     return champion, live_auc
+
+
+def scripted_reviewer(scenario, settings: ProjectSettings, per_step: int = 12, partitions_per_step: int = 2,
+                      name: str = "demo-reviewer"):
+    """A reviewer for the built-in scenario: each step it decides the oldest open items (of at most
+    `partitions_per_step` batches: each decided batch is re-resolved on the next tick) using the
+    scenario's true labels: accept when the proposed label is right, relabel when not, reject
+    labels for rows that are not in the clean batch, as a person checking the loan file would."""
+    import pandas as pd
+
+    from retrain_assets.core.modeling import PARTITION_COLUMN
+    from retrain_assets.core.scenario import generate_day
+    from retrain_assets.reviewing import review_items, submit_decisions
+
+    spec = scenario.spec
+    truth: dict[str, str] = {}
+
+    def true_label(partition: pd.Timestamp, row_id: str) -> str | None:
+        day = (pd.Timestamp(partition) - scenario.start_date).days
+        if f"day:{day}" not in truth:
+            truth[f"day:{day}"] = ""
+            _, labels = generate_day(scenario, day)
+            truth.update(zip(labels[spec.id_column].astype(str), labels[spec.target.name].astype(str)))
+        return truth.get(str(row_id))
+
+    def review(delivery: Delivery) -> list[str]:
+        items = review_items(settings.warehouse_path, settings.landing_dir, spec, status="open")
+        if items.empty:
+            return []
+        oldest = sorted(items[PARTITION_COLUMN].unique())[:partitions_per_step]
+        items = items[items[PARTITION_COLUMN].isin(oldest)].sort_values([PARTITION_COLUMN, "item_id"]).head(per_step)
+        actions = []
+        for item in items.to_dict("records"):
+            label = true_label(item[PARTITION_COLUMN], item[spec.id_column])
+            if label is None or item["gate"] == "unknown_id":
+                actions.append({"item_id": item["item_id"], "action": "reject", "why": "no such application in the clean batch"})
+            elif str(item["proposed_label"]) == label:
+                actions.append({"item_id": item["item_id"], "action": "accept", "why": "checked against the loan file"})
+            else:
+                actions.append({"item_id": item["item_id"], "action": "relabel", "label_after": label,
+                                "why": "checked against the loan file: the label was wrong"})
+        submit_decisions(settings.landing_dir, spec, items, actions, name, delivery.as_of)
+        counts = pd.Series([a["action"] for a in actions]).value_counts()
+        return [f"reviewed {len(actions)}: " + ", ".join(f"{counts.get(a, 0)} {a}" for a in ("accept", "relabel", "reject"))]
+
+    return review

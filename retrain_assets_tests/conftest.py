@@ -27,7 +27,9 @@ def write_short_scenario(folder: Path, days: int = 16, rows_per_day: int = 80) -
     spec = yaml.safe_load(LOAN_SPEC.read_text())
     spec["policy"] = {**(spec.get("policy") or {}), "min_partitions_first_model": 4,
                       "max_model_age_partitions": 3, "min_new_labeled_rows": 100,
-                      "cooldown_partitions": 2, "training_window_partitions": 10}
+                      "cooldown_partitions": 2, "training_window_partitions": 10,
+                      # ~150 held-out rows give intervals of +-0.04: a 0.01 margin would reject every retrain.
+                      "promotion": {"non_inferiority_margin": 0.05}}
     (folder / "spec.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
     scenario = yaml.safe_load(LOAN_SCENARIO.read_text())
     scenario.update(spec="spec.yaml", days=days, rows_per_day=rows_per_day, label_delay_days=2,

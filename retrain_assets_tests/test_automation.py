@@ -87,7 +87,7 @@ def test_landing_sensor_run_keys_name_partition_and_content(pipeline):
     keys = sorted(r.run_key for r in result.run_requests)
     assert [k.split(":")[:2] for k in keys] == [["batches", "2025-01-01"], ["labels", "2025-01-01"]]
     selections = {r.run_key.split(":")[0]: {k.to_user_string() for k in r.asset_selection} for r in result.run_requests}
-    assert selections == {"batches": {"raw_batches", "quarantine"}, "labels": {"labels", "rejected_labels"}}
+    assert selections == {"batches": {"raw_batches", "quarantine"}, "labels": {"labels", "rejected_labels", "review_decisions"}}
     # A second tick with the returned cursor requests nothing new.
     again = dg.build_sensor_context(instance=driver.instance, definitions=defs, resources=defs.resources, cursor=result.cursor)
     assert not defs.resolve_sensor_def("landing_zone_sensor")(again).run_requests
@@ -114,5 +114,5 @@ def test_labeled_batches_wait_for_labels_then_follow_automatically(pipeline):
     driver.tick_sensor("landing_zone_sensor")
     [outcome] = driver.tick_automation(when)
     assert outcome.requested_by == "automation" and outcome.partition_key == "2025-01-01"
-    assert set(outcome.materializations) == {"labeled_batches", "drift_report"}
+    assert set(outcome.materializations) == {"labeled_batches", "review_queue", "drift_report"}
     assert outcome.materializations["labeled_batches"]["dagster/row_count"] == len(batch)

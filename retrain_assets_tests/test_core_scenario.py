@@ -70,11 +70,44 @@ def test_scenario_deliveries_yield_one_batch_per_day_and_late_labels(scenario, d
             assert label_files == [f"labels/{labeled:%Y-%m-%d}__delivered_{date:%Y-%m-%d}.csv"]
 
 
-def test_label_file_covers_the_batch_it_names(scenario, deliveries):
+def test_label_file_annotates_the_batch_it_names(scenario, deliveries):
     delay = scenario.label_delay_days
     id_col = scenario.spec.id_column
     labels = next(v for k, v in deliveries[4 + delay].files.items() if k.startswith("labels/"))
-    assert labels[id_col].tolist() == batch_of(deliveries[4])[id_col].tolist()
+    batch_ids = set(batch_of(deliveries[4])[id_col])
+    known = labels[~labels[id_col].str.startswith("unknown-")]
+    assert set(known[id_col]) <= batch_ids
+    assert len(labels) - len(known) == scenario.labeling["defects_per_file"]["unknown_id"]
+    assert set(labels["annotator"]) == {"alice", "bob", "rules-v1"}
+    assert {"source", "confidence", "labeled_at"} <= set(labels.columns)
+
+
+def test_annotators_label_their_share_with_their_error_rate(scenario):
+    from retrain_assets.core.scenario import annotate, generate_day
+
+    frames = []
+    for day in range(10):
+        batch, truth = generate_day(scenario, day)
+        frames.append(annotate(scenario, day, batch, truth).merge(truth[["application_id", "defaulted"]], on="application_id",
+                                                                   suffixes=("", "_true")))
+    labels = pd.concat(frames)
+    rows = sum(len(generate_day(scenario, d)[0]) for d in range(10))
+    for annotator in scenario.labeling["annotators"]:
+        mine = labels[labels["annotator"] == annotator["name"]]
+        assert len(mine) / rows == pytest.approx(annotator["share"], abs=0.05)
+        clean = mine[mine["defaulted"].isin([0, 1])]
+        errors = (clean["defaulted"] != clean["defaulted_true"]).mean()
+        assert errors == pytest.approx(annotator["error_rate"], abs=0.06)
+        assert clean["confidence"].between(*annotator["confidence"]).all()
+
+
+def test_without_a_labeling_section_every_row_gets_its_true_label(scenario):
+    from dataclasses import replace
+
+    from retrain_assets.core.scenario import annotate, generate_day
+
+    batch, truth = generate_day(scenario, 3)
+    assert annotate(replace(scenario, labeling={}), 3, batch, truth).equals(truth)
 
 
 def test_corrupt_batch_incident_breaks_the_schema(scenario, deliveries):

@@ -9,7 +9,8 @@ from retrain_assets.defs import build_definitions
 from retrain_assets.settings import ProjectSettings
 from retrain_assets_tests.conftest import LOAN_SPEC, RAINFALL_SPEC
 
-ASSETS = {"raw_batches", "quarantine", "labels", "rejected_labels", "labeled_batches", "training_set",
+ASSETS = {"raw_batches", "quarantine", "labels", "rejected_labels", "review_decisions", "labeled_batches", "review_queue",
+          "suspect_labels", "labeling_requests", "training_set",
           "candidate_model", "evaluation_report", "evaluation_metrics", "evaluation_slices", "deployed_model", "reference_profile", "drift_report", "retrain_decisions"}
 
 

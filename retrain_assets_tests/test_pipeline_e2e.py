@@ -1,6 +1,7 @@
 """A short scenario through the real Definitions, ticked like the daemon: sensors -> runs ->
 models registered, evaluated and promoted; the corrupt batch quarantined and blocked."""
 
+import json
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -10,7 +11,7 @@ import pytest
 from mlflow import MlflowClient
 
 from retrain_assets.core.scenario import load_scenario, scenario_deliveries
-from retrain_assets.demo import replay
+from retrain_assets.demo import replay, scripted_reviewer
 from retrain_assets.settings import ProjectSettings
 from retrain_assets_tests.conftest import read_table, write_short_scenario
 
@@ -26,7 +27,8 @@ def run(tmp_path_factory):
     instance = dg.DagsterInstance.ephemeral()
     lines: list[str] = []
     summary = replay(scenario_deliveries(scenario), settings, instance,
-                     label=lambda d: f"{d.as_of - pd.Timedelta(days=1):%Y-%m-%d}", echo=lines.append)
+                     label=lambda d: f"{d.as_of - pd.Timedelta(days=1):%Y-%m-%d}", echo=lines.append,
+                     reviewer=scripted_reviewer(scenario, settings))
     return SimpleNamespace(summary=summary, settings=settings, instance=instance, scenario=scenario, lines=lines)
 
 
@@ -166,25 +168,91 @@ def test_model_search_trials_are_logged_as_nested_mlflow_runs(run):
     assert candidate["cv_roc_auc"] == pytest.approx(best)
 
 
-def test_a_failed_gate_leaves_the_champion_untouched_and_is_recorded(run):
-    report = wh(run, "select * from evaluation_report order by evaluated_at")
-    rejected = report[~report["gate_passed"]]
-    assert len(rejected) >= 1, "the short scenario is expected to produce at least one rejected challenger"
-    deployed = wh(run, "select champion_version from deployed_model")["champion_version"].tolist()
-    client = registry(run)
-    for row in rejected.itertuples():
-        assert row.challenger_version not in deployed
-        assert client.get_model_version("loan_default", row.challenger_version).tags["promotion_gate"] == "failed"
-        assert "(FAIL)" in row.gate_summary and row.gate_summary.startswith("KEEP CHAMPION: ")
-        # the blocking check failed in that run, and deployment never ran in it
-        events = [r.event_log_entry.dagster_event for r in run.instance.get_records_for_run(row.dagster_run_id, limit=100_000).records
-                  if r.event_log_entry.dagster_event]
-        materialized = {e.asset_key.to_user_string() for e in events if e.event_type_value == "ASSET_MATERIALIZATION"}
-        assert "evaluation_report" in materialized and "deployed_model" not in materialized
-        gate = [e.event_specific_data for e in events if e.event_type_value == "ASSET_CHECK_EVALUATION"
-                and e.event_specific_data.check_name == "evaluation_report_promotion_gate"]
-        assert len(gate) == 1 and not gate[0].passed
-    assert str(client.get_model_version_by_alias("loan_default", "champion").version) == deployed[-1]
+def test_labels_keep_every_annotation_with_source_annotator_and_confidence(run):
+    labels = wh(run, "select * from labels")
+    assert {"label", "source", "annotator", "confidence", "labeled_at", "source_file"} <= set(labels.columns)
+    assert set(labels["annotator"]) == {"alice", "bob", "rules-v1"}
+    assert set(labels["source"]) == {"human", "heuristic"}
+    assert labels.groupby("application_id").size().max() >= 2  # several annotations of one row
+
+
+def test_every_gate_sends_items_to_the_review_queue_with_reasons(run):
+    queue = wh(run, "select * from review_queue")
+    assert {"unknown_id", "outside_classes", "before_event", "disputed"} <= set(queue["gate"])
+    assert queue["reasons"].str.len().gt(0).all()
+    disputed = queue[queue["gate"] == "disputed"].iloc[0]
+    assert "disputed" in disputed["reasons"] and len(json.loads(disputed["annotations_json"])) >= 2
+    # gated rows never reach training unless a person decided them
+    labeled = wh(run, "select application_id, review_action from labeled_batches")
+    open_ids = set(queue.loc[queue["status"] == "open", "application_id"])
+    assert not open_ids & set(labeled["application_id"])
+
+
+def test_review_decisions_are_audited_and_reach_training(run):
+    decisions = wh(run, "select * from review_decisions")
+    assert {"reviewer", "decided_at", "label_before", "label_after", "why", "action"} <= set(decisions.columns)
+    assert set(decisions["reviewer"]) == {"demo-reviewer"} and set(decisions["action"]) == {"accept", "relabel", "reject"}
+    labeled = wh(run, "select * from labeled_batches").set_index("application_id")
+    relabeled = decisions[decisions["action"] == "relabel"]
+    applied = relabeled[relabeled["application_id"].isin(labeled.index)]
+    assert len(applied) > 0
+    for row in applied.itertuples():
+        assert str(labeled.loc[row.application_id, "defaulted"]) == row.label_after
+        assert labeled.loc[row.application_id, "review_action"] == "relabel"
+    rejected = set(decisions.loc[decisions["action"] == "reject", "application_id"])
+    assert rejected and not rejected & set(labeled.index)
+    statuses = wh(run, "select status from review_queue")["status"]
+    assert {"accepted", "relabeled", "rejected", "open"} <= set(statuses)
+
+
+def test_the_gated_share_check_runs_for_every_labeled_partition(run):
+    checks = [o.checks["labeled_batches_gated_share"] for o in run.summary.outcomes if "labeled_batches_gated_share" in o.checks]
+    assert checks and all(description.split(" ")[0].isdigit() for _, description in checks)
+
+
+def test_suspect_labels_are_capped_per_batch_after_each_retrain(run):
+    suspects = wh(run, "select * from suspect_labels")
+    assert len(suspects) > 0
+    per_batch = suspects.groupby(["model_version", "partition_start"]).size()
+    assert per_batch.max() <= run.scenario.spec.policy.labels.max_suspects_per_batch
+    assert set(suspects["model_version"]) <= set(wh(run, "select model_version from candidate_model")["model_version"])
+    # confident learning: below its class's mean self-confidence, so a majority-class label can still score > 0.5
+    assert (suspects["self_confidence"] < 0.8).all() and suspects["reason"].str.startswith("suspect: model v").all()
+
+
+def test_labeling_requests_ask_for_the_champions_most_uncertain_unlabeled_rows(run):
+    requests = wh(run, "select * from labeling_requests order by requested_at, rank")
+    newest = requests[requests["requested_at"] == requests["requested_at"].max()]
+    assert 0 < len(newest) <= run.scenario.spec.policy.labels.labeling_requests
+    labeled_then = set(wh(run, "select application_id from labels")["application_id"])
+    files = sorted((run.settings.landing_dir / "requests").glob("*__labeling_requests.csv"))
+    assert files and set(pd.read_csv(files[-1])["application_id"]) == set(newest["application_id"])
+    assert newest["uncertainty"].is_monotonic_decreasing or newest["uncertainty"].max() > 0.5
+    assert len(newest) and not set(newest["application_id"]) <= labeled_then
+
+
+def test_review_cli_lists_shows_and_resolves_into_a_new_decision_file(run, capsys):
+    from retrain_assets.cli import main
+
+    base = ["review", "--data-dir", str(run.settings.data_dir), "--spec", str(run.scenario.spec_path)]
+    assert main([*base, "list"]) == 0
+    listed = capsys.readouterr().out
+    assert "open items" in listed
+    item = next(line.split()[0] for line in listed.splitlines()[1:] if "/" in line.split()[0] and "unknown" not in line)
+    assert main([*base, "show", item]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["item"]["item_id"] == item and shown["row"] is not None and "annotations" in shown
+    assert main([*base, "resolve", item, "--action", "relabel", "--why", "x"]) == 2
+    assert "--label" in capsys.readouterr().err
+    assert main([*base, "resolve", item, "--action", "accept", "--why", "looks right"]) == 2  # no reviewer
+    assert "--reviewer" in capsys.readouterr().err
+    assert main([*base, "resolve", item, "--action", "relabel", "--label", "1", "--reviewer", "ana", "--why", "checked"]) == 0
+    written = Path(capsys.readouterr().out.split()[1])
+    decision = pd.read_csv(written, dtype=str).iloc[0]
+    assert (decision["item_id"], decision["action"], decision["label_after"], decision["reviewer"]) == (item, "relabel", "1", "ana")
+    assert main([*base, "list"]) == 0
+    assert item not in capsys.readouterr().out  # decided: no longer open
+    assert main([*base, "show", "2025-01-01/nope"]) == 2
 
 
 def readme_query(marker: str) -> str:
@@ -213,7 +281,7 @@ def test_every_readme_snapshot_query_runs(run):
     block = section[section.index("```sql") + len("```sql"):section.index("```", section.index("```sql") + 6)]
     statements = [q for q in block.split(";") if q.strip() and not all(
         line.strip().startswith("--") or not line.strip() for line in q.splitlines())]
-    assert len(statements) == 5
+    assert len(statements) == 6
     for statement in statements:
         assert len(read_table(run.settings.snapshot_path, statement)) > 0, statement
 
@@ -258,3 +326,31 @@ def test_drift_and_freshness_checks_run(run):
     assert any(not passed for passed, _ in drift_checks) and any(passed for passed, _ in drift_checks)
     freshness = [o.checks["deployed_model_freshness"] for o in run.summary.outcomes if "deployed_model_freshness" in o.checks]
     assert freshness and all("partitions labeled since the last training window" in text or "no retrain" in text for _, text in freshness)
+
+
+def test_zz_a_failed_gate_leaves_the_champion_untouched_and_is_recorded(run, tmp_path):
+    """Runs last: re-runs the retrain job under a spec whose ROC AUC SLO no model can meet."""
+    import yaml
+
+    from retrain_assets.defs import build_definitions
+
+    strict = yaml.safe_load(run.scenario.spec_path.read_text())
+    strict["policy"]["min_roc_auc"] = 0.99
+    (tmp_path / "strict.yaml").write_text(yaml.safe_dump(strict))
+    client = registry(run)
+    champion_before = str(client.get_model_version_by_alias("loan_default", "champion").version)
+    deployed_before = wh(run, "select count(*) as n from deployed_model")["n"].iloc[0]
+    defs = build_definitions(ProjectSettings(data_dir=run.settings.data_dir, spec_path=tmp_path / "strict.yaml"))
+    result = defs.resolve_job_def("retrain_job").execute_in_process(instance=run.instance, raise_on_error=False)
+    assert not result.success
+
+    row = wh(run, "select * from evaluation_report order by evaluated_at").iloc[-1]
+    assert not row["gate_passed"] and row["gate_summary"].startswith("KEEP CHAMPION: ")
+    assert "< SLO 0.990 (FAIL)" in row["gate_summary"]
+    assert str(client.get_model_version_by_alias("loan_default", "champion").version) == champion_before
+    assert wh(run, "select count(*) as n from deployed_model")["n"].iloc[0] == deployed_before
+    assert client.get_model_version("loan_default", row["challenger_version"]).tags["promotion_gate"] == "failed"
+    gate = [e for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"
+            and e.event_specific_data.check_name == "evaluation_report_promotion_gate"]
+    assert len(gate) == 1 and not gate[0].event_specific_data.passed
+    assert "deployed_model" not in {e.asset_key.to_user_string() for e in result.all_events if e.event_type_value == "ASSET_MATERIALIZATION"}

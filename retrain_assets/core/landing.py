@@ -3,6 +3,10 @@
     <landing>/batches/<YYYY-MM-DD>[anything].csv|.parquet   rows whose event time falls in the
                                                             partition containing that date
     <landing>/labels/<YYYY-MM-DD>[anything].csv|.parquet    labels for rows of that partition
+    <landing>/reviews/<YYYY-MM-DD>[anything].csv             review decisions for rows of that
+                                                            partition (written by `retrain-assets review`)
+    <landing>/requests/<YYYY-MM-DD>__labeling_requests.csv   rows annotators are asked to label next
+                                                            (written by the pipeline, not read by it)
 
 The leading date picks the partition; the rest of the name is free (e.g. `__delivered_<date>`).
 """
@@ -20,6 +24,8 @@ import pandas as pd
 
 BATCHES = "batches"
 LABELS = "labels"
+REVIEWS = "reviews"
+REQUESTS = "requests"
 SUPPORTED_SUFFIXES = (".csv", ".parquet")
 _LEADING_DATE = re.compile(r"^(\d{4}-\d{2}-\d{2})")
 
@@ -48,6 +54,12 @@ def label_file_name(labeled_date: pd.Timestamp, delivered: pd.Timestamp) -> str:
     return f"{LABELS}/{labeled_date:%Y-%m-%d}__delivered_{delivered:%Y-%m-%d}.csv"
 
 
+def review_file_name(partition_date: pd.Timestamp, reviewer: str, decided_at: pd.Timestamp) -> str:
+    """Landing-relative path of a new (never overwritten) review-decision file for one partition."""
+    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", reviewer)[:40]
+    return f"{REVIEWS}/{partition_date:%Y-%m-%d}__review_{decided_at:%Y%m%dT%H%M%S%f}_{safe}.csv"
+
+
 def file_sha256(path: Path) -> str:
     """SHA-256 of a file's bytes, read in chunks."""
     digest = hashlib.sha256()
@@ -58,10 +70,10 @@ def file_sha256(path: Path) -> str:
 
 
 def scan(landing: Path) -> tuple[list[LandingFile], list[str]]:
-    """All batch and label files under `landing`, sorted; plus a message for each ignored file."""
+    """All batch, label and review files under `landing`, sorted; plus a message for each ignored file."""
     found: list[LandingFile] = []
     ignored: list[str] = []
-    for kind in (BATCHES, LABELS):
+    for kind in (BATCHES, LABELS, REVIEWS):
         folder = landing / kind
         if not folder.is_dir():
             continue

@@ -98,5 +98,8 @@ def build_drift_report(
             realized = classification_metrics(labels, labeled_scores)
             summary["realized_roc_auc"], summary["realized_accuracy"] = realized["roc_auc"], realized["accuracy"]
             if estimate is not None and not math.isnan(realized["roc_auc"]):
+                # Not every row gets a label (gated, unlabeled): judge the estimate made on the labeled rows' scores.
+                if len(labeled_scores) != estimate.n_rows:
+                    estimate = estimate_performance(np.asarray(labeled_scores, dtype=float), seed=seed)
                 summary["estimate_reliable"] = bool(check_estimate(estimate, labels, labeled_scores).reliable)
     return DriftResult(features=features, summary=summary)

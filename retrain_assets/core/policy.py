@@ -17,6 +17,42 @@ COMPARISONS = ("non_inferiority", "superiority")
 
 
 @dataclass(frozen=True)
+class LabelGates:
+    """What a label must pass to reach training (spec key `policy.labels`).
+
+    min_confidence: an annotation below this confidence (0.6) is kept out of the vote.
+    min_agreement: a row whose winning class holds less than this confidence-weighted share of
+        its annotations' votes (0.7) is disputed and goes to review.
+    max_gated_share: the labeled-batch check fails when more than this share (0.2) of a
+        partition's labeled rows were gated.
+    max_suspects_per_batch: after a retrain, at most this many labels per batch (5) that the new
+        model confidently disagrees with are queued for re-review.
+    labeling_requests: how many rows (20) the active-learning request asks annotators to label.
+    request_window_partitions: the newest partitions (7) whose unlabeled rows are candidates.
+    """
+
+    min_confidence: float = 0.6
+    min_agreement: float = 0.7
+    max_gated_share: float = 0.2
+    max_suspects_per_batch: int = 5
+    labeling_requests: int = 20
+    request_window_partitions: int = 7
+
+    def validate(self) -> None:
+        """Raise ValueError when a threshold is outside its meaningful range."""
+        for name in ("min_confidence", "max_gated_share"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"labels.{name} must be within [0, 1]")
+        if not 0.5 <= self.min_agreement <= 1.0:
+            raise ValueError("labels.min_agreement must be within [0.5, 1]")
+        for name in ("max_suspects_per_batch", "labeling_requests"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"labels.{name} must not be negative")
+        if self.request_window_partitions < 1:
+            raise ValueError("labels.request_window_partitions must be at least 1")
+
+
+@dataclass(frozen=True)
 class PromotionThresholds:
     """What a challenger must show on the time-held-out window to replace the champion.
 
@@ -111,6 +147,7 @@ class Policy:
         min_roc_auc: absolute SLO every model must meet on the held-out window (also the floor of
             the performance clause).
         promotion: the rest of the gate, a `PromotionThresholds` (spec key `policy.promotion`).
+    Labels: `labels`, a `LabelGates` (spec key `policy.labels`).
     Drift statistics: `drift`, a `DriftThresholds` (spec key `policy.drift`).
     """
 
@@ -132,6 +169,7 @@ class Policy:
     budget_window_partitions: int = 28
     min_roc_auc: float = 0.65
     promotion: PromotionThresholds = field(default_factory=PromotionThresholds)
+    labels: LabelGates = field(default_factory=LabelGates)
     drift: DriftThresholds = field(default_factory=DriftThresholds)
 
     @classmethod
@@ -147,6 +185,8 @@ class Policy:
                 values[key] = _nested(DriftThresholds, "drift", value or {})
             elif key == "promotion":
                 values[key] = _nested(PromotionThresholds, "promotion", value or {})
+            elif key == "labels":
+                values[key] = _nested(LabelGates, "labels", value or {})
             elif key == "model_families":
                 values[key] = tuple(value.split(",") if isinstance(value, str) else value)
             else:
@@ -180,6 +220,7 @@ class Policy:
         if self.cv_folds < 2:
             raise ValueError("cv_folds must be at least 2")
         self.promotion.validate()
+        self.labels.validate()
 
 
 def _typed(key: str, default: Any, value: Any) -> Any:

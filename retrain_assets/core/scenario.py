@@ -22,6 +22,9 @@ from retrain_assets.core.landing import batch_file_name, label_file_name, read_l
 from retrain_assets.core.spec import DatasetSpec, load_spec
 
 
+INCIDENT_KINDS = ("corrupt_batch", "bad_rows", "sloppy_labels")
+
+
 class ScenarioError(ValueError):
     """The scenario file is invalid; the message names the key to fix."""
 
@@ -53,6 +56,7 @@ class Scenario:
     phases: list[dict[str, Any]] = field(default_factory=list)
     incidents: dict[int, dict[str, Any]] = field(default_factory=dict)
     description: str = ""
+    labeling: dict[str, Any] = field(default_factory=dict)
 
 
 def load_scenario(path: str | Path) -> Scenario:
@@ -71,9 +75,14 @@ def load_scenario(path: str | Path) -> Scenario:
         raise ScenarioError(f"{path}: features {undeclared} are not columns of spec '{spec.name}'")
     incidents = {}
     for item in raw.get("incidents", []) or []:
-        if item.get("kind") not in ("corrupt_batch", "bad_rows"):
-            raise ScenarioError(f"{path}: incident kind must be corrupt_batch or bad_rows, got {item.get('kind')!r}")
+        if item.get("kind") not in INCIDENT_KINDS:
+            raise ScenarioError(f"{path}: incident kind must be one of {list(INCIDENT_KINDS)}, got {item.get('kind')!r}")
         incidents[int(item["day"])] = item
+    labeling = raw.get("labeling") or {}
+    for annotator in labeling.get("annotators", []):
+        missing = {"name", "source", "share", "error_rate", "confidence"} - set(annotator)
+        if missing:
+            raise ScenarioError(f"{path}: labeling.annotators entry {annotator.get('name', '?')!r} misses {sorted(missing)}")
     return Scenario(
         name=str(raw["name"]),
         spec=spec,
@@ -88,6 +97,7 @@ def load_scenario(path: str | Path) -> Scenario:
         phases=sorted(raw.get("phases", []) or [], key=lambda p: p["from_day"]),
         incidents=incidents,
         description=str(raw.get("description", "")),
+        labeling=labeling,
     )
 
 
@@ -136,16 +146,67 @@ def scenario_deliveries(scenario: Scenario) -> Iterator[Delivery]:
         batch, labels = generate_day(scenario, day)
         notes = [phase_at(scenario, day)[0]]
         incident = scenario.incidents.get(day)
-        if incident:
+        if incident and incident["kind"] != "sloppy_labels":
             batch = _apply_incident(batch, incident, scenario.spec, np.random.default_rng([scenario.seed, day, 1]))
+        if incident:
             notes.append(incident["kind"])
-        label_backlog[day] = labels
+        label_backlog[day] = annotate(scenario, day, batch, labels)
         files = {batch_file_name(date): batch}
         labeled_day = day - scenario.label_delay_days
         if labeled_day in label_backlog:
             labeled_date = scenario.start_date + pd.Timedelta(days=labeled_day)
             files[label_file_name(labeled_date, date)] = label_backlog.pop(labeled_day)
         yield Delivery(step=day, as_of=date + pd.Timedelta(days=1), files=files, notes=tuple(notes))
+
+
+def annotate(scenario: Scenario, day: int, batch: pd.DataFrame, labels: pd.DataFrame) -> pd.DataFrame:
+    """The label file for one day's batch: the true labels as the scenario's annotators deliver them.
+
+    Without a `labeling` section every row gets its true label from one perfect annotator. With
+    one, each annotator labels a `share` of the rows, flips a label with `error_rate` and states a
+    confidence drawn from its range; `defects_per_file` adds labels for unknown ids, outside the
+    declared classes, or timestamped before their event; a `sloppy_labels` incident makes the
+    first annotator's confidence collapse on a share of that day's rows. Deterministic in (seed, day).
+    """
+    spec = scenario.spec
+    target, id_col = spec.target.name, spec.id_column
+    if not scenario.labeling:
+        return labels
+    rng = np.random.default_rng([scenario.seed, day, 2])
+    classes = list(spec.target.classes)
+    event = batch.set_index(id_col)[spec.event_time_column] if id_col in batch else pd.Series(dtype="datetime64[ns]")
+    delivered = labels["labeled_at"].iloc[0] if len(labels) else scenario.start_date + pd.Timedelta(days=day)
+    frames = []
+    for annotator in scenario.labeling.get("annotators", []):
+        chosen = labels[rng.uniform(size=len(labels)) < float(annotator["share"])]
+        flip = rng.uniform(size=len(chosen)) < float(annotator["error_rate"])
+        given = np.where(flip, chosen[target].map(lambda c: classes[1 - classes.index(c)]), chosen[target])
+        low, high = annotator["confidence"]
+        frames.append(pd.DataFrame({
+            id_col: chosen[id_col].to_numpy(), target: given, "source": annotator["source"], "annotator": annotator["name"],
+            "confidence": rng.uniform(float(low), float(high), len(chosen)).round(2),
+            "labeled_at": delivered - pd.to_timedelta(rng.uniform(0, 20, len(chosen)).round(), unit="h"),
+        }))
+    annotations = pd.concat(frames, ignore_index=True).astype({target: object})
+    incident = scenario.incidents.get(day)
+    if incident and incident["kind"] == "sloppy_labels" and len(annotations):
+        first = annotations["annotator"] == scenario.labeling["annotators"][0]["name"]
+        sloppy = first & (rng.uniform(size=len(annotations)) < float(incident.get("share", 0.3)))
+        annotations.loc[sloppy, "confidence"] = 0.35
+    defects = scenario.labeling.get("defects_per_file", {}) or {}
+    single = annotations[~annotations[id_col].duplicated(keep=False)].index.to_numpy()
+    picks = iter(rng.permutation(single))
+    for _ in range(int(defects.get("outside_classes", 0))):
+        annotations.loc[next(picks), target] = max(classes) + 1 if all(isinstance(c, (int, float)) for c in classes) else "unknown"
+    for _ in range(int(defects.get("before_event", 0))):
+        row = next(picks)
+        annotations.loc[row, "labeled_at"] = event.get(annotations.loc[row, id_col], delivered) - pd.Timedelta(days=2)
+    unknown = [{id_col: f"unknown-{day:04d}-{k}", target: classes[0], "source": "human", "annotator": "alice" if not frames else
+                scenario.labeling["annotators"][0]["name"], "confidence": 0.9, "labeled_at": delivered}
+               for k in range(int(defects.get("unknown_id", 0)))]
+    if unknown:
+        annotations = pd.concat([annotations, pd.DataFrame(unknown)], ignore_index=True)
+    return annotations.sort_values([id_col, "annotator"], kind="stable").reset_index(drop=True)
 
 
 def history_deliveries(

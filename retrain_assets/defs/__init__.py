@@ -9,6 +9,7 @@ from dagster_duckdb_pandas import DuckDBPandasIOManager
 
 from retrain_assets.core.spec import load_spec
 from retrain_assets.defs.automation import build_automation
+from retrain_assets.defs.curation import build_curation
 from retrain_assets.defs.deployment import build_deployment
 from retrain_assets.defs.evaluation import build_evaluation
 from retrain_assets.defs.ingestion import build_ingestion
@@ -41,6 +42,7 @@ def build_definitions(settings: ProjectSettings) -> dg.Definitions:
     return dg.Definitions.merge(
         build_ingestion(spec, partitions_def),
         build_labeling(spec, partitions_def),
+        build_curation(spec),
         build_training(spec),
         build_evaluation(spec),
         build_deployment(spec),

@@ -8,15 +8,15 @@ from pathlib import Path
 
 import dagster as dg
 
-from retrain_assets.core.landing import BATCHES, LABELS, scan
+from retrain_assets.core.landing import BATCHES, LABELS, REVIEWS, scan
 from retrain_assets.core.spec import DatasetSpec
 from retrain_assets.defs.resources import LandingZone, Warehouse
 from retrain_assets.defs.training import latest_materialization_metadata
 
 INGEST_ASSETS = {BATCHES: [dg.AssetKey("raw_batches"), dg.AssetKey("quarantine")],
-                 LABELS: [dg.AssetKey("labels"), dg.AssetKey("rejected_labels")]}
-RETRAIN_ASSETS = ["training_set", "candidate_model", "evaluation_report", "evaluation_metrics", "evaluation_slices",
-                  "deployed_model", "reference_profile"]
+                 LABELS: [dg.AssetKey("labels"), dg.AssetKey("rejected_labels"), dg.AssetKey("review_decisions")]}
+RETRAIN_ASSETS = ["training_set", "candidate_model", "suspect_labels", "evaluation_report", "evaluation_metrics",
+                  "evaluation_slices", "deployed_model", "reference_profile"]
 FRESHNESS_CHECK = dg.AssetCheckKey(dg.AssetKey("deployed_model"), "deployed_model_freshness")
 # A new materialization of any of these can change the retrain decision.
 POLICY_INPUTS = ("drift_report", "labeled_batches", "deployed_model", "training_set")
@@ -51,7 +51,9 @@ def build_automation(spec: DatasetSpec, partitions_def: dg.TimeWindowPartitionsD
                 ignored.append(f"{file.kind}/{file.path.name}: {file.date:%Y-%m-%d} is outside the dataset's partitions "
                                f"(from {partitions_def.start:%Y-%m-%d} to the current period)")
                 continue
-            by_partition.setdefault((file.kind, key), set()).add(file.sha256)
+            # Review decisions re-ingest their partition's labels: one run key over both kinds.
+            group = LABELS if file.kind == REVIEWS else file.kind
+            by_partition.setdefault((group, key), set()).add(file.sha256)
         run_requests = []
         for (kind, key), hashes in sorted(by_partition.items()):
             run_key = f"{kind}:{key}:{hashlib.sha256(''.join(sorted(hashes)).encode()).hexdigest()[:16]}"
@@ -67,8 +69,9 @@ def build_automation(spec: DatasetSpec, partitions_def: dg.TimeWindowPartitionsD
 
     policy_job = dg.define_asset_job(
         "policy_job",
-        selection=dg.AssetSelection.assets("retrain_decisions") | dg.AssetSelection.checks(FRESHNESS_CHECK),
-        description="Apply the retrain policy to the latest monitoring data and record the decision.",
+        selection=dg.AssetSelection.assets("retrain_decisions", "labeling_requests") | dg.AssetSelection.checks(FRESHNESS_CHECK),
+        description="Apply the retrain policy to the latest monitoring data and record the decision; "
+                    "ask annotators for the rows the champion is least sure about.",
     )
 
     @dg.sensor(jobs=[policy_job, retrain_job], minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.RUNNING)

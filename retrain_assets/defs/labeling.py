@@ -1,17 +1,22 @@
-"""Labeling: late label files -> `labels` (+ `rejected_labels`), then `labeled_batches`, the
-batch rows joined with their labels, which declarative automation keeps up to date."""
+"""Labeling: late label files -> `labels` (every annotation) + `rejected_labels`, review-decision
+files -> `review_decisions` (append-only audit); then `labeled_batches`: the batch rows joined
+with their resolved labels (gates, weighted vote, human decisions), and `review_queue`, what a
+person must look at. Declarative automation keeps both up to date."""
+
+import re
 
 import dagster as dg
 import numpy as np
 import pandas as pd
 
-from retrain_assets.core.contracts import quarantine_records, validate_labels
 from retrain_assets.core.evaluation import classification_metrics
-from retrain_assets.core.landing import LABELS, LandingFileError, read_landing_file
+from retrain_assets.core.labels import annotator_agreement, apply_review_decisions, normalize_annotations, resolve_labels
+from retrain_assets.core.landing import LABELS, REVIEWS, LandingFileError, read_landing_file
 from retrain_assets.core.modeling import PARTITION_COLUMN, predict_scores, target_vector
+from retrain_assets.core.review import build_queue, parse_decisions
 from retrain_assets.core.spec import DatasetSpec
 from retrain_assets.defs.partitioning import partition_window
-from retrain_assets.defs.resources import CHAMPION, LandingZone, ModelRegistry
+from retrain_assets.defs.resources import CHAMPION, LandingZone, ModelRegistry, Warehouse
 
 # Eager, but for every partition (history replays land old partitions) and never past a failed
 # blocking check upstream (a blocked batch must not reach training).
@@ -19,21 +24,28 @@ FOLLOW_UPSTREAM = (
     dg.AutomationCondition.eager().without(dg.AutomationCondition.in_latest_time_window())
     & dg.AutomationCondition.all_deps_blocking_checks_passed()
 ).with_label("eager_unless_blocked")
+GATED_SHARE_CHECK = "labeled_batches_gated_share"
 
 
 def build_labeling(spec: DatasetSpec, partitions_def: dg.PartitionsDefinition) -> dg.Definitions:
-    """Label ingestion and the labeled-batch join for `spec`."""
-    target = spec.target.name
+    """Label ingestion, label resolution and the review queue for `spec`."""
+    target, id_col = spec.target.name, spec.id_column
+    gates = spec.policy.labels
 
     @dg.multi_asset(
         name="ingest_labels",
         partitions_def=partitions_def,
         group_name="labeling",
         outs={
-            "labels": dg.AssetOut(description=f"Ground-truth '{target}' for the partition's rows; the newest delivery wins.",
-                                  metadata={"partition_expr": PARTITION_COLUMN}, kinds={"duckdb"}),
-            "rejected_labels": dg.AssetOut(description="Label rows that break the label contract, with the reason.",
+            "labels": dg.AssetOut(description=(
+                f"Every annotation of '{target}' for the partition's rows: id, label, source, annotator, confidence, "
+                "labeled_at, file. The same annotator and source re-delivering a row: the newest file wins."),
+                metadata={"partition_expr": PARTITION_COLUMN}, kinds={"duckdb"}),
+            "rejected_labels": dg.AssetOut(description="Label and review-file rows that cannot be read, with the reason.",
                                            metadata={"partition_expr": PARTITION_COLUMN}, kinds={"duckdb"}),
+            "review_decisions": dg.AssetOut(description=(
+                "Append-only audit of review decisions: who, when, the item, the label before and after, and why."),
+                metadata={"partition_expr": PARTITION_COLUMN}, kinds={"duckdb"}),
         },
     )
     def ingest_labels(context: dg.AssetExecutionContext, landing: LandingZone):
@@ -46,48 +58,122 @@ def build_labeling(spec: DatasetSpec, partitions_def: dg.PartitionsDefinition) -
             try:
                 frame = read_landing_file(file.path)
             except LandingFileError as exc:
-                rejected.append(quarantine_records(pd.DataFrame({"file": [file.path.name], "reason": [str(exc)]}), file.path.name))
+                rejected.append(_unreadable(file.path.name, exc))
                 continue
-            result = validate_labels(frame, spec)
-            accepted.append(result.valid[[spec.id_column, target]].assign(source_file=file.path.name, delivery=order))
-            rejected.append(quarantine_records(result.quarantined, file.path.name))
-        labels = pd.concat(accepted, ignore_index=True) if accepted else pd.DataFrame(columns=[spec.id_column, target, "source_file", "delivery"])
-        # Several deliveries may label the same row: the newest delivery (latest file name) wins.
-        labels = labels.sort_values("delivery").drop_duplicates(spec.id_column, keep="last").drop(columns="delivery")
-        labels.insert(2, PARTITION_COLUMN, start)
-        rejected_frame = pd.concat(rejected, ignore_index=True)
+            annotations, bad = normalize_annotations(frame, spec, _delivered(file.path.name, end), file.path.name)
+            accepted.append(annotations.assign(delivery=order))
+            rejected.append(bad)
+        annotations = pd.concat(accepted, ignore_index=True) if accepted else normalize_annotations(
+            pd.DataFrame(columns=[id_col, target]), spec, start, "")[0].assign(delivery=0)
+        annotations = (annotations.sort_values("delivery", kind="stable")
+                       .drop_duplicates([id_col, "annotator", "source"], keep="last").drop(columns="delivery"))
+        annotations.insert(1, PARTITION_COLUMN, start)
+        decisions, decision_files = [], landing.files_in_window(REVIEWS, start, end)
+        for file in decision_files:
+            try:
+                valid, bad = parse_decisions(read_landing_file(file.path), spec, file.path.name)
+            except LandingFileError as exc:
+                rejected.append(_unreadable(file.path.name, exc))
+                continue
+            decisions.append(valid)
+            rejected.append(bad)
+        decisions_frame = pd.concat(decisions, ignore_index=True) if decisions else pd.DataFrame()
+        if len(decisions_frame):
+            decisions_frame.insert(0, PARTITION_COLUMN, start)
+        rejected_frame = pd.concat([r for r in rejected if len(r)], ignore_index=True) if any(len(r) for r in rejected) \
+            else pd.DataFrame(columns=["source_file", "row_number", "reason", "row_json"])
         rejected_frame.insert(0, PARTITION_COLUMN, start)
-        yield dg.Output(labels, output_name="labels", metadata={"dagster/row_count": len(labels), "files": [f.path.name for f in files]})
+        yield dg.Output(annotations, output_name="labels", metadata={
+            "dagster/row_count": len(annotations), "rows_annotated": int(annotations[id_col].nunique()),
+            "files": [f.path.name for f in files]})
         yield dg.Output(rejected_frame, output_name="rejected_labels", metadata={"dagster/row_count": len(rejected_frame)})
+        yield dg.Output(decisions_frame, output_name="review_decisions", metadata={
+            "dagster/row_count": len(decisions_frame), "files": [f.path.name for f in decision_files]})
 
-    @dg.asset(
+    @dg.multi_asset(
+        name="resolve_labels",
         partitions_def=partitions_def,
         group_name="labeling",
-        metadata={"partition_expr": PARTITION_COLUMN},
-        automation_condition=FOLLOW_UPSTREAM,
-        kinds={"duckdb", "pandas"},
+        outs={
+            "labeled_batches": dg.AssetOut(description=(
+                "Contract-clean batch rows joined with their resolved labels: what training and monitoring read."),
+                metadata={"partition_expr": PARTITION_COLUMN}, automation_condition=FOLLOW_UPSTREAM, kinds={"duckdb", "pandas"}),
+            "review_queue": dg.AssetOut(description=(
+                "Every label item gated in the partition (low confidence, disputed, unknown id, outside the classes, "
+                "before its event) with the reasons, the annotations, the champion's score and the review status."),
+                metadata={"partition_expr": PARTITION_COLUMN}, automation_condition=FOLLOW_UPSTREAM, kinds={"duckdb"}),
+        },
+        deps=["review_decisions"],
+        check_specs=[dg.AssetCheckSpec(
+            GATED_SHARE_CHECK, asset="labeled_batches", partitions_def=partitions_def,
+            description=f"Fails when more than {gates.max_gated_share:.0%} of the partition's annotated rows were gated "
+                        "(policy.labels.max_gated_share): the labeling itself needs attention.")],
     )
-    def labeled_batches(
-        context: dg.AssetExecutionContext, raw_batches: pd.DataFrame, labels: pd.DataFrame, model_registry: ModelRegistry
-    ) -> dg.Output[pd.DataFrame]:
-        """Contract-clean batch rows joined with their labels: what training and monitoring read.
-
-        Metadata carries the champion's live ROC AUC on this batch, once a champion exists.
-        """
-        label_cols = labels[[spec.id_column, target]]
-        joined = raw_batches.merge(label_cols, on=spec.id_column, how="inner", validate="one_to_one")
-        unmatched = int((~label_cols[spec.id_column].isin(raw_batches[spec.id_column])).sum())
+    def resolve_labels_step(context: dg.AssetExecutionContext, raw_batches: pd.DataFrame, labels: pd.DataFrame,
+                            model_registry: ModelRegistry, warehouse: Warehouse):
+        start, _ = partition_window(context)
+        resolution = resolve_labels(labels, raw_batches[[id_col, spec.event_time_column]], spec, gates)
+        decisions = warehouse.query(f"select * from review_decisions where {PARTITION_COLUMN} = ?", [start])
+        reviewed = apply_review_decisions(resolution, decisions, spec) if len(decisions) else resolution
+        resolved = reviewed.labels[[id_col, target, "label_confidence", "review_action"]]
+        joined = raw_batches.merge(resolved, on=id_col, how="inner", validate="one_to_one")
+        champion = model_registry.version_for(CHAMPION)
+        scores = pd.Series(dtype=float)
+        if champion is not None and len(raw_batches):
+            scores = pd.Series(predict_scores(model_registry.load(champion), raw_batches, spec), index=raw_batches[id_col])
+        previous = warehouse.query(f"select * from review_queue where {PARTITION_COLUMN} = ?", [start])
+        queue = build_queue(context.partition_key, resolution.gated, previous, decisions, spec, champion, scores,
+                            pd.Timestamp.now(tz="UTC").tz_convert(None))
+        queue.insert(1, PARTITION_COLUMN, start)
+        annotated = int(labels[id_col].nunique())
+        gated_share = len(resolution.gated) / annotated if annotated else 0.0
+        agreement = annotator_agreement(resolution.annotations, spec)
         metadata = {
             "dagster/row_count": len(joined),
             "rows_in_batch": len(raw_batches),
             "label_coverage": float(len(joined) / len(raw_batches)) if len(raw_batches) else 0.0,
-            "labels_for_unknown_ids": unmatched,
+            "rows_annotated": annotated,
+            "gated_rows": len(resolution.gated),
+            "open_review_items": int((queue["status"] == "open").sum()),
+            "human_decisions_applied": int(len(decisions)),
+            "annotator_agreement_rate": float(agreement["agreement_rate"]),
+            "annotator_pairs": dg.MetadataValue.md(_pairs_markdown(agreement["pairs"])),
             "positive_rate": float(np.mean(target_vector(joined, spec))) if len(joined) else float("nan"),
         }
-        champion = model_registry.version_for(CHAMPION)
         if champion is not None and len(joined):
-            live = classification_metrics(target_vector(joined, spec), predict_scores(model_registry.load(champion), joined, spec))
+            live = classification_metrics(target_vector(joined, spec), scores.loc[joined[id_col]].to_numpy())
             metadata.update({"champion_version": champion, "champion_roc_auc": live["roc_auc"], "champion_accuracy": live["accuracy"]})
-        return dg.Output(joined, metadata=metadata)
+        yield dg.Output(joined, output_name="labeled_batches", metadata=metadata)
+        yield dg.Output(queue, output_name="review_queue", metadata={
+            "dagster/row_count": len(queue), "open": int((queue["status"] == "open").sum()),
+            "by_gate": dg.MetadataValue.json(queue[queue["status"] == "open"]["gate"].value_counts().to_dict())})
+        by_gate = resolution.gated["gate"].value_counts().to_dict() if len(resolution.gated) else {}
+        yield dg.AssetCheckResult(
+            check_name=GATED_SHARE_CHECK, asset_key="labeled_batches",
+            passed=gated_share <= gates.max_gated_share,
+            severity=dg.AssetCheckSeverity.ERROR,
+            description=(f"{len(resolution.gated)} of {annotated} annotated rows gated ({gated_share:.1%}; "
+                         f"limit {gates.max_gated_share:.0%}): " + (", ".join(f"{k} {v}" for k, v in by_gate.items()) or "none")),
+            metadata={"gated_share": gated_share, "by_gate": dg.MetadataValue.json(by_gate)},
+        )
 
-    return dg.Definitions(assets=[ingest_labels, labeled_batches])
+    return dg.Definitions(assets=[ingest_labels, resolve_labels_step])
+
+
+def _delivered(name: str, fallback: pd.Timestamp) -> pd.Timestamp:
+    """When a label file arrived: the `__delivered_<date>` of its name (end of that day), else
+    the end of its partition. Annotations without `labeled_at` are stamped with it."""
+    found = re.search(r"__delivered_(\d{4}-\d{2}-\d{2})", name)
+    return pd.Timestamp(found.group(1)) + pd.Timedelta(days=1) - pd.Timedelta(seconds=1) if found else fallback
+
+
+def _unreadable(name: str, exc: Exception) -> pd.DataFrame:
+    return pd.DataFrame({"source_file": [name], "row_number": [0], "reason": [str(exc)], "row_json": [""]})
+
+
+def _pairs_markdown(pairs: list[dict]) -> str:
+    if not pairs:
+        return "no annotator pair shares enough rows"
+    rows = [f"| {p['annotator_a']} | {p['annotator_b']} | {p['overlap']} | {p['agreement']:.3f} | {p['cohen_kappa']:.3f} |"
+            for p in pairs]
+    return "\n".join(["| annotator | annotator | shared rows | agreement | Cohen's kappa |", "|---|---|---|---|---|", *rows])

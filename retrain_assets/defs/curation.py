@@ -1,0 +1,87 @@
+"""Label curation: after each retrain, the labels the new model confidently disagrees with go back
+to review (`suspect_labels`); and the champion asks annotators for the rows it would learn most
+from (`labeling_requests`, also written as a request file into the landing zone)."""
+
+from pathlib import Path
+
+import dagster as dg
+import numpy as np
+import pandas as pd
+
+from retrain_assets.core.active_learning import model_embedding, select_for_labeling, uncertainty
+from retrain_assets.core.labels import suspect_labels as find_suspects
+from retrain_assets.core.landing import REQUESTS, write_atomically
+from retrain_assets.core.modeling import PARTITION_COLUMN, feature_frame, predict_scores, target_vector
+from retrain_assets.core.review import item_id
+from retrain_assets.core.spec import DatasetSpec
+from retrain_assets.defs.resources import CHAMPION, LandingZone, ModelRegistry, Warehouse
+
+
+def build_curation(spec: DatasetSpec) -> dg.Definitions:
+    """Suspect labels and labeling requests for `spec`."""
+    gates, id_col, target = spec.policy.labels, spec.id_column, spec.target.name
+
+    @dg.asset(group_name="labeling", deps=["candidate_model"], kinds={"duckdb", "sklearn"})
+    def suspect_labels(context: dg.AssetExecutionContext, training_set: pd.DataFrame, model_registry: ModelRegistry,
+                       warehouse: Warehouse) -> dg.Output[pd.DataFrame]:
+        """Every label flagged for re-review so far: after each retrain, per batch of the training window,
+        at most policy.labels.max_suspects_per_batch labels the new model confidently disagrees with
+        (confident learning: the other class beats its per-class threshold, the given one does not)."""
+        candidate = warehouse.query("select model_version from candidate_model order by created_at desc limit 1")
+        version = str(candidate["model_version"].iloc[0])
+        proba = predict_scores(model_registry.load(version), training_set, spec)
+        y = target_vector(training_set, spec)
+        flagged_at = pd.Timestamp.now(tz="UTC").tz_convert(None)
+        rows = []
+        for partition, positions in training_set.groupby(PARTITION_COLUMN).indices.items():
+            for k in positions[find_suspects(y[positions], proba[positions], gates.max_suspects_per_batch)]:
+                given = training_set[target].iloc[k]
+                self_confidence = proba[k] if y[k] == 1 else 1 - proba[k]
+                rows.append({
+                    "flagged_at": flagged_at, "model_version": version, PARTITION_COLUMN: partition,
+                    id_col: str(training_set[id_col].iloc[k]),
+                    "item_id": item_id(f"{pd.Timestamp(partition):%Y-%m-%d}", training_set[id_col].iloc[k]),
+                    "given_label": str(given), "proba_positive": float(proba[k]), "self_confidence": float(self_confidence),
+                    "reason": f"suspect: model v{version} gives the label {given} only {self_confidence:.2f}",
+                })
+        new = pd.DataFrame(rows, columns=["flagged_at", "model_version", PARTITION_COLUMN, id_col, "item_id", "given_label",
+                                          "proba_positive", "self_confidence", "reason"])
+        context.log.info(f"{len(new)} suspect labels queued for re-review by model v{version}")
+        history = warehouse.with_history("suspect_labels", new)
+        return dg.Output(history, metadata={"dagster/row_count": len(history), "new_suspects": len(new), "model_version": version})
+
+    @dg.asset(group_name="labeling", deps=["raw_batches", "labels", "deployed_model"], kinds={"duckdb", "sklearn"})
+    def labeling_requests(context: dg.AssetExecutionContext, model_registry: ModelRegistry, warehouse: Warehouse,
+                          landing: LandingZone) -> dg.Output[pd.DataFrame]:
+        """The rows annotators should label next: the champion's most uncertain among the recent unlabeled
+        rows, with a diversity guard against near-duplicates; history here, request file in the landing zone."""
+        champion = model_registry.version_for(CHAMPION)
+        if champion is None:
+            return dg.Output(warehouse.with_history("labeling_requests", pd.DataFrame()),
+                             metadata={"requested": 0, "note": "no champion yet: nothing to be uncertain about"})
+        pool = warehouse.query(
+            f"""with recent as (select distinct {PARTITION_COLUMN} from raw_batches order by 1 desc limit ?)
+            select r.* from raw_batches r where r.{PARTITION_COLUMN} in (select {PARTITION_COLUMN} from recent)
+            and r."{id_col}" not in (select "{id_col}" from labels) order by r.{PARTITION_COLUMN}, r."{id_col}" """,
+            [gates.request_window_partitions])
+        if pool.empty:
+            return dg.Output(warehouse.with_history("labeling_requests", pd.DataFrame()),
+                             metadata={"requested": 0, "note": "every recent row already has a label"})
+        model = model_registry.load(champion)
+        proba = predict_scores(model, pool, spec)
+        picks = select_for_labeling(proba, model_embedding(model, feature_frame(pool, spec)), gates.labeling_requests)
+        requested_at = pd.Timestamp.now(tz="UTC").tz_convert(None)
+        requests = pd.DataFrame({
+            "requested_at": requested_at, PARTITION_COLUMN: pool[PARTITION_COLUMN].iloc[picks].to_numpy(),
+            id_col: pool[id_col].iloc[picks].astype(str).to_numpy(), "champion_version": champion,
+            "champion_score": proba[picks], "uncertainty": uncertainty(proba[picks]), "rank": np.arange(1, len(picks) + 1)})
+        newest = pd.Timestamp(pool[PARTITION_COLUMN].max())
+        path = Path(landing.root) / REQUESTS / f"{newest:%Y-%m-%d}__labeling_requests.csv"
+        write_atomically(requests.drop(columns=["requested_at"]), path)
+        context.log.info(f"asked for {len(requests)} labels in {path}")
+        return dg.Output(warehouse.with_history("labeling_requests", requests), metadata={
+            "requested": len(requests), "candidates": len(pool), "champion_version": champion,
+            "request_file": dg.MetadataValue.path(str(path)),
+            "mean_uncertainty": float(requests["uncertainty"].mean()) if len(requests) else 0.0})
+
+    return dg.Definitions(assets=[suspect_labels, labeling_requests])
