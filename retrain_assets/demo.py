@@ -197,12 +197,13 @@ def _apply(outcome: RunOutcome, row: StepRow, champion: str, live_auc: float, de
     return champion, live_auc
 
 
-def scripted_reviewer(scenario, settings: ProjectSettings, per_step: int = 12, partitions_per_step: int = 2,
-                      name: str = "demo-reviewer"):
-    """A reviewer for the built-in scenario: each step it decides the oldest open items (of at most
-    `partitions_per_step` batches: each decided batch is re-resolved on the next tick) using the
-    scenario's true labels: accept when the proposed label is right, relabel when not, reject
-    labels for rows that are not in the clean batch, as a person checking the loan file would."""
+def scripted_reviewer(scenario, settings: ProjectSettings, every_steps: int = 2, per_session: int = 30,
+                      partitions_per_session: int = 3, name: str = "demo-reviewer"):
+    """A reviewer for the built-in scenario: every `every_steps` steps it works through the oldest
+    open items (of at most `partitions_per_session` batches: each decided batch is re-resolved on
+    the next tick) using the scenario's true labels: accept when the proposed label is right,
+    relabel when not, reject labels for rows that are not in the clean batch, as a person
+    checking the loan file would."""
     import pandas as pd
 
     from retrain_assets.core.modeling import PARTITION_COLUMN
@@ -221,11 +222,13 @@ def scripted_reviewer(scenario, settings: ProjectSettings, per_step: int = 12, p
         return truth.get(str(row_id))
 
     def review(delivery: Delivery) -> list[str]:
+        if delivery.step % every_steps:
+            return []
         items = review_items(settings.warehouse_path, settings.landing_dir, spec, status="open")
         if items.empty:
             return []
-        oldest = sorted(items[PARTITION_COLUMN].unique())[:partitions_per_step]
-        items = items[items[PARTITION_COLUMN].isin(oldest)].sort_values([PARTITION_COLUMN, "item_id"]).head(per_step)
+        oldest = sorted(items[PARTITION_COLUMN].unique())[:partitions_per_session]
+        items = items[items[PARTITION_COLUMN].isin(oldest)].sort_values([PARTITION_COLUMN, "item_id"]).head(per_session)
         actions = []
         for item in items.to_dict("records"):
             label = true_label(item[PARTITION_COLUMN], item[spec.id_column])

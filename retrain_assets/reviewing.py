@@ -92,6 +92,10 @@ def submit_decisions(landing_dir: Path, spec: DatasetSpec, items: pd.DataFrame, 
     by_partition: dict[pd.Timestamp, list[dict]] = {}
     for action in actions:
         item = known.loc[action["item_id"]]
+        if action["action"] == "accept" and not action.get("label_after") and \
+                str(item["proposed_label"]) not in {str(c) for c in spec.target.classes}:
+            raise ValueError(f"{action['item_id']}: nothing to accept (the proposed label is {item['proposed_label']!r}); "
+                             f"use --action relabel --label <one of {list(spec.target.classes)}>")
         if item["gate"] == "unknown_id" and action["action"] != "reject":
             raise ValueError(f"{action['item_id']}: the row is not in the partition's contract-clean batch (quarantined or never "
                              "delivered), so its label cannot be trained on: reject it, or fix and re-deliver the batch")

@@ -54,7 +54,7 @@ def parse_decisions(frame: pd.DataFrame, spec: DatasetSpec, source_file: str) ->
         bad = frame.assign(reason=f"review file lacks columns {missing}; expected {expected}")
         return pd.DataFrame(columns=[*expected, "source_file"]), quarantine_records(bad, source_file)
     frame = frame.reindex(columns=expected).fillna("")
-    decided_at = pd.to_datetime(frame["decided_at"], errors="coerce", utc=True).dt.tz_convert(None)
+    decided_at = pd.to_datetime(frame["decided_at"], errors="coerce", utc=True, format="ISO8601").dt.tz_convert(None)
     reasons = pd.Series("", index=frame.index)
     reasons[frame[spec.id_column].astype(str).str.strip() == ""] = "empty row id"
     reasons[~frame["action"].isin(ACTIONS)] = f"action must be one of {list(ACTIONS)}"
@@ -74,6 +74,25 @@ def newest_decisions(decisions: pd.DataFrame, spec: DatasetSpec) -> pd.DataFrame
     if decisions.empty:
         return decisions
     return decisions.sort_values("decided_at", kind="stable").drop_duplicates(spec.id_column, keep="last")
+
+
+def applicable_decisions(decisions: pd.DataFrame, gated: pd.DataFrame, spec: DatasetSpec) -> tuple[pd.DataFrame, list[str]]:
+    """The newest decision per row, minus those that cannot be applied, with a message for each.
+
+    An `accept` needs a label to accept: a gated row whose vote tied or whose only label is outside
+    the classes has none, so such a decision is set aside (kept in the audit, item stays open).
+    """
+    newest = newest_decisions(decisions, spec)
+    if newest.empty or gated.empty:
+        return newest, []
+    classes = {str(c) for c in spec.target.classes}
+    proposed = gated.set_index(gated[spec.id_column].astype(str))["proposed_label"]
+    keys = newest[spec.id_column].astype(str)
+    no_label = (newest["action"] == "accept") & (newest["label_after"].fillna("").astype(str) == "") & keys.isin(proposed.index) \
+        & ~keys.map(proposed).astype(str).isin(classes)
+    messages = [f"{row['item_id'] if 'item_id' in row else row[spec.id_column]}: accept by {row['reviewer']} set aside, the item has "
+                "no proposed label from the classes; relabel it instead" for row in newest[no_label].to_dict("records")]
+    return newest[~no_label], messages
 
 
 def build_queue(partition: str, gated: pd.DataFrame, previous: pd.DataFrame, decisions: pd.DataFrame, spec: DatasetSpec,

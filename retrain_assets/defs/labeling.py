@@ -13,7 +13,7 @@ from retrain_assets.core.evaluation import classification_metrics
 from retrain_assets.core.labels import annotator_agreement, apply_review_decisions, normalize_annotations, resolve_labels
 from retrain_assets.core.landing import LABELS, REVIEWS, LandingFileError, read_landing_file
 from retrain_assets.core.modeling import PARTITION_COLUMN, predict_scores, target_vector
-from retrain_assets.core.review import build_queue, parse_decisions
+from retrain_assets.core.review import applicable_decisions, build_queue, parse_decisions
 from retrain_assets.core.spec import DatasetSpec
 from retrain_assets.defs.partitioning import partition_window
 from retrain_assets.defs.resources import CHAMPION, LandingZone, ModelRegistry, Warehouse
@@ -113,7 +113,10 @@ def build_labeling(spec: DatasetSpec, partitions_def: dg.PartitionsDefinition) -
                             model_registry: ModelRegistry, warehouse: Warehouse):
         start, _ = partition_window(context)
         resolution = resolve_labels(labels, raw_batches[[id_col, spec.event_time_column]], spec, gates)
-        decisions = warehouse.query(f"select * from review_decisions where {PARTITION_COLUMN} = ?", [start])
+        decisions, set_aside = applicable_decisions(
+            warehouse.query(f"select * from review_decisions where {PARTITION_COLUMN} = ?", [start]), resolution.gated, spec)
+        for message in set_aside:
+            context.log.warning(message)
         reviewed = apply_review_decisions(resolution, decisions, spec) if len(decisions) else resolution
         resolved = reviewed.labels[[id_col, target, "label_confidence", "review_action"]]
         joined = raw_batches.merge(resolved, on=id_col, how="inner", validate="one_to_one")
@@ -136,6 +139,7 @@ def build_labeling(spec: DatasetSpec, partitions_def: dg.PartitionsDefinition) -
             "gated_rows": len(resolution.gated),
             "open_review_items": int((queue["status"] == "open").sum()),
             "human_decisions_applied": int(len(decisions)),
+            "human_decisions_set_aside": len(set_aside),
             "annotator_agreement_rate": float(agreement["agreement_rate"]),
             "annotator_pairs": dg.MetadataValue.md(_pairs_markdown(agreement["pairs"])),
             "positive_rate": float(np.mean(target_vector(joined, spec))) if len(joined) else float("nan"),
