@@ -70,13 +70,25 @@ def item_details(database: Path, landing_dir: Path, spec: DatasetSpec, item_id: 
     match = items[items["item_id"] == item_id]
     if match.empty:
         raise KeyError(f"no review item {item_id!r}; `retrain-assets review list` shows the open ones")
-    item = match.iloc[-1].to_dict()
+    item = {k: v for k, v in match.iloc[-1].to_dict().items() if not _blank(v)}
     row_id = item[spec.id_column]
     row = _query(database, f'select * from raw_batches where "{spec.id_column}" = ?', [row_id])
+    # Reviewers judge the label, not the person: PII columns declared in the spec stay hidden.
+    row = row.assign(**{c: "<hidden: PII>" for c in spec.pii_columns if c in row.columns})
     decisions = _query(database, f'select * from review_decisions where "{spec.id_column}" = ? order by decided_at', [row_id])
-    annotations = json.loads(item.get("annotations_json") or "[]") if isinstance(item.get("annotations_json"), str) else []
+    annotations = json.loads(item.pop("annotations_json", "[]"))
     return {"item": item, "row": row.to_dict("records")[0] if len(row) else None, "annotations": annotations,
             "decisions": decisions.to_dict("records")}
+
+
+def _blank(value) -> bool:
+    """Empty cells of the union of queue and suspect columns (NaN, NaT, None, "")."""
+    if isinstance(value, str):
+        return value == ""
+    try:
+        return bool(pd.isna(value))
+    except (TypeError, ValueError):
+        return False
 
 
 def submit_decisions(landing_dir: Path, spec: DatasetSpec, items: pd.DataFrame, actions: list[dict], reviewer: str,

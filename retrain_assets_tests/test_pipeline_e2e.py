@@ -242,6 +242,7 @@ def test_review_cli_lists_shows_and_resolves_into_a_new_decision_file(run, capsy
     assert main([*base, "show", item]) == 0
     shown = json.loads(capsys.readouterr().out)
     assert shown["item"]["item_id"] == item and shown["row"] is not None and "annotations" in shown
+    assert shown["row"]["email"] == "<hidden: PII>" and "annotations_json" not in shown["item"]
     assert main([*base, "resolve", item, "--action", "relabel", "--why", "x"]) == 2
     assert "--label" in capsys.readouterr().err
     assert main([*base, "resolve", item, "--action", "accept", "--why", "looks right"]) == 2  # no reviewer
