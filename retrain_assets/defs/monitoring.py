@@ -12,7 +12,7 @@ import pandas as pd
 from retrain_assets.core.drift import ReferenceProfile, build_reference_profile
 from retrain_assets.core.drift_html import render_drift_html
 from retrain_assets.core.landing import write_text_atomically
-from retrain_assets.core.modeling import PARTITION_COLUMN, predict_scores, split_holdout, target_vector
+from retrain_assets.core.modeling import PARTITION_COLUMN, content_hash, predict_scores, split_holdout, target_vector
 from retrain_assets.core.monitoring import build_drift_report
 from retrain_assets.core.multivariate import reference_sample
 from retrain_assets.core.policy import BatchSignal, PolicyHistory, decide_retrain
@@ -104,13 +104,20 @@ def build_monitoring(spec: DatasetSpec, partitions_def: dg.PartitionsDefinition)
         profile, sample = reference
         model = model_registry.load(champion)
         labeled = warehouse.query(f"select * from labeled_batches where {PARTITION_COLUMN} = ?", [start])
+        batch_hash = content_hash(raw_batches)
+        # Labels of a batch change more often than its rows (late labels, review decisions): the
+        # domain classifier, the costliest statistic, depends on the rows only, so it is reused.
+        earlier = warehouse.query(f"select multivariate_auc from drift_report where {PARTITION_COLUMN} = ? and "
+                                  "champion_version = ? and batch_hash = ? limit 1", [start, champion, batch_hash])
         result = build_drift_report(
-            profile, raw_batches, spec, policy.drift, reference_rows=sample,
+            profile, raw_batches, spec, policy.drift, reference_rows=sample if earlier.empty else None,
             scores=predict_scores(model, raw_batches, spec) if len(raw_batches) else None,
             labeled_scores=predict_scores(model, labeled, spec) if len(labeled) else None,
             labels=target_vector(labeled, spec) if len(labeled) else None, seed=policy.random_seed,
         )
-        summary = {**result.summary, "champion_version": champion}
+        if not earlier.empty:
+            result.summary["multivariate_auc"] = float(earlier["multivariate_auc"].iloc[0])
+        summary = {**result.summary, "champion_version": champion, "batch_hash": batch_hash}
         report = result.features.assign(**{PARTITION_COLUMN: start, "computed_at": pd.Timestamp.now(tz="UTC").tz_convert(None),
                                             **{k: v for k, v in summary.items() if k != "estimate_reliable"},
                                             "estimate_reliable": summary["estimate_reliable"]})
