@@ -84,3 +84,13 @@ def test_queue_statuses_follow_decisions_and_new_annotations(scenario):
 def test_an_empty_queue_has_the_table_columns(scenario):
     queue = build_queue("2025-01-05", gated(), pd.DataFrame(), pd.DataFrame(), scenario.spec, None, pd.Series(dtype=float), NOW)
     assert queue.empty and {"item_id", "status", "reasons"} <= set(queue.columns)
+
+
+def test_integer_row_ids_match_their_decisions(scenario):
+    from dataclasses import replace
+
+    spec = replace(scenario.spec, id_column="rid")
+    gated_rows = gated(("x", "disputed", "1")).rename(columns={"application_id": "rid"}).assign(rid=pd.array([7], dtype="Int64"))
+    decided = decisions(("x", "relabel", "0", "2025-01-07")).rename(columns={"application_id": "rid"}).assign(rid="7")
+    queue = build_queue("2025-01-05", gated_rows, pd.DataFrame(), decided, spec, "1", pd.Series({7: 0.3}), NOW)
+    assert queue[["rid", "status", "champion_score"]].values.tolist() == [["7", "relabeled", 0.3]]

@@ -104,37 +104,32 @@ def build_queue(partition: str, gated: pd.DataFrame, previous: pd.DataFrame, dec
     decision (new annotations settled it) becomes `auto_resolved`; the rest are `open`.
     """
     id_col = spec.id_column
-    newest = newest_decisions(decisions, spec).set_index(id_col) if not decisions.empty else pd.DataFrame()
-    items = gated.copy()
-    items["kind"] = "gated"
+    # Ids compare as text: decision files are CSV, while the resolution types ids like the batch.
+    newest = {str(d[id_col]): d for d in newest_decisions(decisions, spec).to_dict("records")} if not decisions.empty else {}
+    items = gated
     if not previous.empty:
-        carried = previous[~previous[id_col].astype(str).isin(items[id_col].astype(str))]
-        carried = carried[carried["kind"] == "gated"]
-        items = pd.concat([items, carried[[c for c in carried.columns if c in items.columns or c == "first_seen_at"]]],
-                          ignore_index=True)
+        carried = previous[~previous[id_col].astype(str).isin(gated[id_col].astype(str))]
+        items = pd.concat([gated, carried[gated.columns.intersection(carried.columns)]], ignore_index=True)
     if items.empty:
         return pd.DataFrame(columns=[id_col, *QUEUE_COLUMNS])
     still_gated = set(gated[id_col].astype(str))
     first_seen = previous.set_index(previous[id_col].astype(str))["first_seen_at"] if not previous.empty else pd.Series(dtype=object)
+    scores = champion_scores.set_axis(champion_scores.index.astype(str))
     rows = []
     for item in items.to_dict("records"):
         key = str(item[id_col])
-        decision = newest.loc[item[id_col]] if not newest.empty and item[id_col] in newest.index else None
-        if decision is not None:
-            status = STATUS_BY_ACTION[decision["action"]]
-        else:
-            status = "open" if key in still_gated else "auto_resolved"
+        decision = newest.get(key)
+        status = STATUS_BY_ACTION[decision["action"]] if decision else ("open" if key in still_gated else "auto_resolved")
         rows.append({
-            id_col: item[id_col], "item_id": item_id(partition, item[id_col]), "kind": "gated",
+            id_col: key, "item_id": item_id(partition, key), "kind": "gated",
             "gate": item.get("gate", ""), "reasons": item.get("reasons", ""), "proposed_label": item.get("proposed_label"),
             "n_annotations": item.get("n_annotations", 0), "annotations_json": item.get("annotations_json", "[]"),
-            "champion_version": champion_version or "", "champion_score": float(champion_scores.get(item[id_col], float("nan"))),
+            "champion_version": champion_version or "", "champion_score": float(scores.get(key, float("nan"))),
             "status": status,
-            "decided_by": "" if decision is None else str(decision["reviewer"]),
-            "decided_at": pd.NaT if decision is None else pd.Timestamp(decision["decided_at"]),
-            "label_after": "" if decision is None else str(decision["label_after"]),
+            "decided_by": str(decision["reviewer"]) if decision else "",
+            "decided_at": pd.Timestamp(decision["decided_at"]) if decision else pd.NaT,
+            "label_after": str(decision["label_after"]) if decision else "",
             "first_seen_at": first_seen.get(key, now),
         })
     queue = pd.DataFrame(rows, columns=[id_col, *QUEUE_COLUMNS])
-    queue[id_col] = queue[id_col].astype(str)
     return queue.sort_values(id_col).reset_index(drop=True)

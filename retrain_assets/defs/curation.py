@@ -26,24 +26,28 @@ def build_curation(spec: DatasetSpec) -> dg.Definitions:
                        warehouse: Warehouse) -> dg.Output[pd.DataFrame]:
         """Every label flagged for re-review so far: after each retrain, per batch of the training window,
         at most policy.labels.max_suspects_per_batch labels the new model confidently disagrees with
-        (confident learning: the other class beats its per-class threshold, the given one does not)."""
+        (confident learning: the other class beats its per-class threshold over the window, the given
+        one does not)."""
         candidate = warehouse.query("select model_version from candidate_model order by created_at desc limit 1")
         version = str(candidate["model_version"].iloc[0])
         proba = predict_scores(model_registry.load(version), training_set, spec)
         y = target_vector(training_set, spec)
         flagged_at = pd.Timestamp.now(tz="UTC").tz_convert(None)
+        # Thresholds come from the whole window (per-batch ones would rest on ~100 rows, or one
+        # class); the cap then applies per batch, most confident disagreements first.
+        ranked = find_suspects(y, proba, cap=len(y))
+        batch_of = training_set[PARTITION_COLUMN].to_numpy()[ranked]
+        kept = pd.Series(batch_of).groupby(batch_of).cumcount().to_numpy() < gates.max_suspects_per_batch
         rows = []
-        for partition, positions in training_set.groupby(PARTITION_COLUMN).indices.items():
-            for k in positions[find_suspects(y[positions], proba[positions], gates.max_suspects_per_batch)]:
-                given = training_set[target].iloc[k]
-                self_confidence = proba[k] if y[k] == 1 else 1 - proba[k]
-                rows.append({
-                    "flagged_at": flagged_at, "model_version": version, PARTITION_COLUMN: partition,
-                    id_col: str(training_set[id_col].iloc[k]),
-                    "item_id": item_id(f"{pd.Timestamp(partition):%Y-%m-%d}", training_set[id_col].iloc[k]),
-                    "given_label": str(given), "proba_positive": float(proba[k]), "self_confidence": float(self_confidence),
-                    "reason": f"suspect: model v{version} gives the label {given} only {self_confidence:.2f}",
-                })
+        for k, partition in zip(ranked[kept], batch_of[kept]):
+            given, row_id = training_set[target].iloc[k], training_set[id_col].iloc[k]
+            self_confidence = proba[k] if y[k] == 1 else 1 - proba[k]
+            rows.append({
+                "flagged_at": flagged_at, "model_version": version, PARTITION_COLUMN: partition, id_col: str(row_id),
+                "item_id": item_id(f"{pd.Timestamp(partition):%Y-%m-%d}", row_id), "given_label": str(given),
+                "proba_positive": float(proba[k]), "self_confidence": float(self_confidence),
+                "reason": f"suspect: model v{version} gives the label {given} only {self_confidence:.2f}",
+            })
         new = pd.DataFrame(rows, columns=["flagged_at", "model_version", PARTITION_COLUMN, id_col, "item_id", "given_label",
                                           "proba_positive", "self_confidence", "reason"])
         context.log.info(f"{len(new)} suspect labels queued for re-review by model v{version}")
