@@ -63,7 +63,28 @@ def main(argv: list[str] | None = None) -> int:
                          help="your name, recorded in the audit table (default: $RETRAIN_ASSETS_REVIEWER)")
     resolve.add_argument("--why", required=True, help="the reason, recorded in the audit table")
 
+    serve = sub.add_parser("serve", help="prediction service: champion, canary/shadow trials, prediction log (FastAPI)")
+    _store_arguments(serve)
+    serve.add_argument("--host", default="127.0.0.1", help="interface to listen on (default: %(default)s)")
+    serve.add_argument("--port", type=int, default=8000, help="port (default: %(default)s)")
+    serve.add_argument("--refresh-seconds", type=float, default=2.0,
+                       help="how often the registry is checked for a promotion, canary or rollback (default: %(default)s)")
+    serve.add_argument("--flush-seconds", type=float, default=5.0,
+                       help="how often the prediction log is written to the landing zone (default: %(default)s)")
+
+    rollback = sub.add_parser("rollback", help="manual, audited rollback: the 'previous' version becomes champion again")
+    _store_arguments(rollback)
+    rollback.add_argument("--dagster-home", type=Path, default=Path(os.environ.get("DAGSTER_HOME", ".dagster_home")),
+                          help="Dagster instance folder (default: $DAGSTER_HOME or .dagster_home)")
+    rollback.add_argument("--by", default=os.environ.get("RETRAIN_ASSETS_OPERATOR", os.environ.get("USER", "")),
+                          help="who rolls back, recorded in the deployment history (default: $RETRAIN_ASSETS_OPERATOR or $USER)")
+    rollback.add_argument("--why", required=True, help="the reason, recorded in the deployment history")
+
     args = parser.parse_args(argv)
+    if args.command == "serve":
+        return _serve(args)
+    if args.command == "rollback":
+        return _rollback(args)
     if args.command == "drift":
         return _drift(args)
     if args.command == "review":
@@ -75,6 +96,73 @@ def main(argv: list[str] | None = None) -> int:
     except InstanceBusyError as exc:
         print(f"retrain-assets: {exc}", file=sys.stderr)
         return 2
+
+
+def _store_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data-dir", type=Path, default=Path(os.environ.get("RETRAIN_ASSETS_DATA_DIR", "data")),
+                        help="landing zone and stores (default: $RETRAIN_ASSETS_DATA_DIR or %(default)s)")
+    parser.add_argument("--spec", type=Path, default=Path(os.environ.get("RETRAIN_ASSETS_SPEC", "data/specs/loan_default.yaml")),
+                        help="dataset spec (default: $RETRAIN_ASSETS_SPEC or %(default)s)")
+
+
+def _serve(args) -> int:
+    import uvicorn
+
+    from retrain_assets.core.spec import load_spec
+    from retrain_assets.defs.resources import model_registry_for
+    from retrain_assets.service import ModelService, PredictionLog, create_app
+    from retrain_assets.settings import ProjectSettings
+
+    _quiet_libraries()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    spec = load_spec(args.spec)
+    settings = ProjectSettings(data_dir=args.data_dir.resolve(), spec_path=args.spec.resolve())
+    service = ModelService(spec, model_registry_for(settings, spec, in_dagster=False), PredictionLog(settings.landing_dir))
+    app = create_app(service, refresh_seconds=args.refresh_seconds, flush_seconds=args.flush_seconds)
+    print(f"serving '{spec.name}' on http://{args.host}:{args.port} (POST /predict, GET /health, GET /models); "
+          f"prediction log -> {settings.landing_dir / 'predictions'}", flush=True)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
+    return 0
+
+
+def _rollback(args) -> int:
+    """Run `deployed_model` with the rollback command: the registry and the history change in one
+    audited Dagster run (tagged with the operator), like every other deployment step."""
+    import dagster as dg
+
+    from retrain_assets.defs import build_definitions
+    from retrain_assets.demo import open_instance
+    from retrain_assets.settings import ProjectSettings
+
+    _quiet_libraries()
+    if not args.by.strip():
+        print("retrain-assets rollback: say who you are with --by (or set RETRAIN_ASSETS_OPERATOR)", file=sys.stderr)
+        return 2
+    settings = ProjectSettings(data_dir=args.data_dir.resolve(), spec_path=args.spec.resolve())
+    instance = open_instance(args.dagster_home)
+    job = build_definitions(settings).resolve_implicit_global_asset_job_def()
+    result = job.execute_in_process(
+        instance=instance, asset_selection=[dg.AssetKey("deployed_model")], raise_on_error=False,
+        run_config={"ops": {"deployed_model": {"config": {"command": "rollback", "actor": args.by, "reason": args.why}}},
+                    "loggers": {"console": {"config": {"log_level": "CRITICAL"}}}},
+        tags={"retrain_assets/manual": "rollback", "retrain_assets/actor": args.by[:60]},
+    )
+    if not result.success:
+        errors = "; ".join(_failure_text(e) for e in result.get_step_failure_events())
+        print(f"retrain-assets rollback: failed: {errors}", file=sys.stderr)
+        return 1
+    meta = {k: v.value for k, v in result.asset_materializations_for_node("deployed_model")[0].metadata.items()}
+    print(f"rolled back: champion is now v{meta['champion_version']} ({meta['reason']}); "
+          f"recorded in deployed_model by {args.by}, Dagster run {result.run_id}")
+    return 0
+
+
+def _failure_text(event) -> str:
+    """The reason a step failed: a `dg.Failure`'s description, else the error message."""
+    data = event.step_failure_data
+    if data.user_failure_data is not None and data.user_failure_data.description:
+        return data.user_failure_data.description
+    return data.error.message.strip() if data.error else (event.message or "")
 
 
 def _quiet_libraries() -> None:

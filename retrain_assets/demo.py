@@ -124,21 +124,27 @@ def replay(
 ) -> ReplaySummary:
     """Deliver each step's files, tick the pipeline like the daemon, and echo one table row per step.
 
-    `reviewer`, when given, acts like a person working the review queue after each step; its
-    decisions land as files and reach the pipeline on the next step's tick.
+    A step's live `requests` go through the real prediction service (in process, over its HTTP
+    API) before the step's batch lands; its prediction log lands with the batch. `reviewer`, when
+    given, acts like a person working the review queue after each step; its decisions land as
+    files and reach the pipeline on the next step's tick.
     """
     started = time.perf_counter()
     defs = build_definitions(settings)
     driver = PipelineDriver(defs, instance, settings.landing_dir, console_log_level)
     rows, outcomes, deployments, blocked, labeled = [], [], [], [], set()
     champion, live_auc = "-", float("nan")
+    traffic = LiveTraffic(settings)
     echo(HEADER)
     for n, delivery in enumerate(deliveries):
         if n == 0:
             driver.start(delivery.as_of.to_pydatetime())
+        served = traffic.send(delivery.requests) if delivery.requests is not None else ""
         driver.deliver(delivery)
         step_outcomes = driver.tick(delivery.as_of.to_pydatetime())
         row = StepRow(label=label(delivery))
+        if served:
+            row.actions.append(served)
         for outcome in step_outcomes:
             champion, live_auc = _apply(outcome, row, champion, live_auc, deployments, blocked, labeled)
         row.champion, row.live_auc = champion, live_auc
@@ -148,7 +154,56 @@ def replay(
         rows.append(row)
         outcomes += step_outcomes
         echo(row.render())
+    traffic.close()
     return ReplaySummary(rows, outcomes, time.perf_counter() - started, deployments, blocked, settings)
+
+
+class LiveTraffic:
+    """The prediction service in process, driven through its HTTP API like a client would; it
+    follows the registry before each day's requests and writes its prediction log after them."""
+
+    def __init__(self, settings: ProjectSettings, rows_per_request: int = 50):
+        import warnings
+
+        warnings.filterwarnings("ignore", message=".*httpx.*")  # Starlette's test client nags about a successor package
+        from fastapi.testclient import TestClient
+
+        from retrain_assets.core.spec import load_spec
+        from retrain_assets.defs.resources import model_registry_for
+        from retrain_assets.service import ModelService, PredictionLog, create_app
+
+        spec = load_spec(settings.spec_path)
+        self.service = ModelService(spec, model_registry_for(settings, spec, in_dagster=False),
+                                    PredictionLog(settings.landing_dir, server_id="demo-service"))
+        self.client = TestClient(create_app(self.service, refresh_seconds=0, flush_seconds=0))
+        self.client.__enter__()
+        self.rows_per_request = rows_per_request
+        self.trial_shown: str | None = None
+
+    def send(self, requests) -> str:
+        """Serve one day's requests; returns a note when a canary or shadow answered or scored."""
+        import json
+
+        self.service.refresh()
+        state = self.service.loaded.state
+        if state.champion is None:
+            return ""
+        rows = json.loads(requests.to_json(orient="records", date_format="iso"))
+        answered: dict[str, int] = {}
+        for lo in range(0, len(rows), self.rows_per_request):
+            response = self.client.post("/predict", json={"rows": rows[lo:lo + self.rows_per_request]})
+            response.raise_for_status()
+            for p in response.json()["predictions"]:
+                answered[p["arm"]] = answered.get(p["arm"], 0) + 1
+        self.service.log.flush()
+        if state.canary:
+            return f"served {answered.get('canary', 0)}/{len(rows)} by canary v{state.canary}"
+        if state.shadow:
+            return f"shadow v{state.shadow} scored {len(rows)}"
+        return ""
+
+    def close(self) -> None:
+        self.client.__exit__(None, None, None)
 
 
 def _apply(outcome: RunOutcome, row: StepRow, champion: str, live_auc: float, deployments: list, blocked: list, labeled: set):
@@ -182,16 +237,24 @@ def _apply(outcome: RunOutcome, row: StepRow, champion: str, live_auc: float, de
             row.actions.append(f"decide RETRAIN [{meta['trigger']}]: {meta['reason']}")
         elif meta.get("suppressed_by"):
             row.actions.append(f"hold [{meta['trigger']}, {meta['suppressed_by']}]")
+    deployed = mats.get("deployed_model", {})
+    action = str(deployed.get("action", "none"))
+    if action in ("initial", "promote") or action.endswith("_promote"):
+        champion = f"v{deployed['champion_version']}"
+        deployments.append(str(deployed["champion_version"]))
     if "candidate_model" in mats:
         version = mats["candidate_model"]["model_version"]
         gate_passed, gate = outcome.checks.get("evaluation_report_promotion_gate", (False, outcome.error))
-        if "deployed_model" in mats:
-            champion = f"v{version}"
-            deployments.append(version)
-            auc = mats["deployed_model"].get("holdout_roc_auc")
-            row.actions.append(f"trained v{version} -> deployed (holdout AUC {auc:.3f})")
+        if action in ("initial", "promote"):
+            row.actions.append(f"trained v{version} -> champion (holdout AUC {deployed['holdout_roc_auc']:.3f})")
+        elif action.endswith("_start"):
+            row.actions.append(f"trained v{version} -> passed the gate, {action.removesuffix('_start')} on live traffic")
         else:
             row.actions.append(f"trained v{version} -> rejected by gate" + (f": {gate}" if not gate_passed else ""))
+    elif action.endswith("_promote") or action.endswith("_rollback"):
+        mode, verb = action.split("_")
+        row.actions.append(f"{mode} v{deployed['candidate_version']} {'PROMOTED' if verb == 'promote' else 'ROLLED BACK'}: "
+                           f"{str(deployed['reason']).split(' on ')[0]}")
     elif outcome.requested_by == "retrain_sensor" and not outcome.success:
         row.actions.append(f"retrain FAILED: {outcome.error[:120]}")
     return champion, live_auc

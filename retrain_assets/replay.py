@@ -78,6 +78,7 @@ class PipelineDriver:
             if not launched:
                 break
             outcomes += launched
+        outcomes += self.tick_sensor("rollout_sensor")
         self.tick_sensor("analyst_snapshot_sensor")
         return outcomes
 

@@ -29,7 +29,9 @@ def write_short_scenario(folder: Path, days: int = 16, rows_per_day: int = 80) -
                       "max_model_age_partitions": 3, "min_new_labeled_rows": 100,
                       "cooldown_partitions": 2, "training_window_partitions": 10,
                       # ~150 held-out rows give intervals of +-0.04: a 0.01 margin would reject every retrain.
-                      "promotion": {"non_inferiority_margin": 0.05}}
+                      "promotion": {"non_inferiority_margin": 0.05},
+                      # ~75 rows a day, labels two days late: judge a canary on ~2 labelled days.
+                      "rollout": {"min_live_labeled_rows": 120, "min_live_positives": 15, "max_live_partitions": 5}}
     (folder / "spec.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
     scenario = yaml.safe_load(LOAN_SCENARIO.read_text())
     scenario.update(spec="spec.yaml", days=days, rows_per_day=rows_per_day, label_delay_days=2,

@@ -11,7 +11,8 @@ from retrain_assets_tests.conftest import LOAN_SPEC, RAINFALL_SPEC
 
 ASSETS = {"raw_batches", "quarantine", "labels", "rejected_labels", "review_decisions", "labeled_batches", "review_queue",
           "suspect_labels", "labeling_requests", "training_set",
-          "candidate_model", "evaluation_report", "evaluation_metrics", "evaluation_slices", "deployed_model", "reference_profile", "drift_report", "retrain_decisions"}
+          "candidate_model", "evaluation_report", "evaluation_metrics", "evaluation_slices", "deployed_model", "reference_profile", "drift_report", "retrain_decisions",
+          "prediction_logs", "live_drift", "canary_analysis"}
 
 
 @pytest.mark.parametrize("spec", [LOAN_SPEC, RAINFALL_SPEC])
@@ -20,7 +21,8 @@ def test_definitions_validate_for_shipped_specs(tmp_path, spec):
     dg.Definitions.validate_loadable(defs)
     assert {k.to_user_string() for k in defs.resolve_all_asset_keys()} == ASSETS
     sensors = {s.name: s for s in defs.sensors}
-    assert set(sensors) == {"landing_zone_sensor", "retrain_sensor", "analyst_snapshot_sensor", "automation_condition_sensor"}
+    assert set(sensors) == {"landing_zone_sensor", "retrain_sensor", "rollout_sensor", "analyst_snapshot_sensor",
+                            "automation_condition_sensor"}
     # Everything the pipeline needs to run unattended starts RUNNING under `dagster dev`.
     assert {s.default_status for s in sensors.values()} == {dg.DefaultSensorStatus.RUNNING}
 

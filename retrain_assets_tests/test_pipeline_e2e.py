@@ -47,16 +47,50 @@ def test_every_day_is_a_table_row(run):
     assert len(run.lines) == run.scenario.days + 1
 
 
-def test_models_are_trained_registered_and_promoted(run):
+def test_models_are_trained_and_rolled_out_through_a_canary(run):
     deployments = run.summary.deployments
     assert len(deployments) >= 2, run.lines
     client = registry(run)
     assert str(client.get_model_version_by_alias("loan_default", "champion").version) == deployments[-1]
     assert str(client.get_model_version_by_alias("loan_default", "previous").version) == deployments[-2]
     history = wh(run, "select * from deployed_model order by deployed_at")
-    assert history["champion_version"].tolist() == deployments
-    assert history["action"].tolist() == ["initial"] + ["promote"] * (len(deployments) - 1)
-    assert history["previous_version"].tolist()[1:] == deployments[:-1]
+    assert history["action"].iloc[0] == "initial"
+    champions = history[history["action"].isin(["initial", "promote", "canary_promote"])]
+    assert champions["champion_version"].tolist() == deployments
+    # Every later champion went through a canary first, and was promoted on live numbers.
+    for _, row in champions.iloc[1:].iterrows():
+        started = history[(history["action"] == "canary_start") & (history["candidate_version"] == row["candidate_version"])]
+        assert len(started) == 1 and started["deployed_at"].iloc[0] < row["deployed_at"]
+        assert row["live_roc_auc_difference_lower"] > -0.05 and "live ROC AUC" in row["reason"]
+    assert history["dagster_run_id"].notna().all() and (history["decided_by"] == "pipeline").all()
+
+
+def test_every_prediction_is_logged_and_ingested_with_live_drift(run):
+    logs = wh(run, "select * from prediction_logs")
+    served = logs[logs["served"]]
+    assert served.groupby(["request_id", "row_index"]).size().max() == 1  # one answer per row
+    requests = sum(len(d.requests) for d in scenario_deliveries(run.scenario))
+    assert 0 < served["entity_id"].nunique() < requests
+    assert {"champion", "canary"} <= set(served["arm"])
+    # While a canary ran, the champion scored its rows too: the live comparison is paired.
+    canary = logs[logs["role"] == "canary"]
+    paired = canary.merge(logs[logs["role"] == "champion"], on=["request_id", "row_index"])
+    assert len(paired) == len(canary) and (paired["entity_id_x"] == paired["entity_id_y"]).all()
+    assert "email" not in logs.columns
+    live = wh(run, "select * from live_drift")
+    assert len(live) and set(live["feature"]) <= set(run.scenario.spec.feature_columns)
+
+
+def test_canary_analysis_joins_late_labels_to_logged_predictions(run):
+    analyses = wh(run, "select * from canary_analysis order by analysed_at")
+    assert {"wait", "promote"} <= set(analyses["decision"])
+    decided = analyses[analyses["decision"] == "promote"].iloc[0]
+    assert decided["live_rows"] >= 120 and decided["live_positives"] >= 15
+    assert decided["live_roc_auc_difference_lower"] <= decided["live_roc_auc_difference"] <= decided["live_roc_auc_difference_upper"]
+    waiting = analyses[analyses["trial_version"] == decided["trial_version"]]
+    assert (waiting["analysed_at"] <= decided["analysed_at"]).all()
+    applied = wh(run, "select * from deployed_model where action = 'canary_promote'")
+    assert decided["analysis_id"] in set(applied["analysis_id"])
 
 
 def test_model_version_carries_lineage(run):
@@ -296,7 +330,7 @@ def test_every_readme_snapshot_query_runs(run):
     block = section[section.index("```sql") + len("```sql"):section.index("```", section.index("```sql") + 6)]
     statements = [q for q in block.split(";") if q.strip() and not all(
         line.strip().startswith("--") or not line.strip() for line in q.splitlines())]
-    assert len(statements) == 6
+    assert len(statements) == 7
     for statement in statements:
         assert len(read_table(run.settings.snapshot_path, statement)) > 0, statement
 
@@ -305,7 +339,8 @@ def test_snapshot_is_published_with_every_table(run):
     snapshot = run.settings.snapshot_path
     tables = read_table(snapshot, "select table_name from information_schema.tables")["table_name"]
     assert {"raw_batches", "quarantine", "labeled_batches", "evaluation_report", "deployed_model"} <= set(tables)
-    assert read_table(snapshot, "select count(*) as n from deployed_model")["n"].iloc[0] == len(run.summary.deployments)
+    promotions = "select count(*) as n from deployed_model where action in ('initial', 'promote', 'canary_promote')"
+    assert read_table(snapshot, promotions)["n"].iloc[0] == len(run.summary.deployments)
     assert not list(snapshot.parent.glob(".*.tmp"))
 
 
@@ -369,3 +404,28 @@ def test_zz_a_failed_gate_leaves_the_champion_untouched_and_is_recorded(run, tmp
             and e.event_specific_data.check_name == "evaluation_report_promotion_gate"]
     assert len(gate) == 1 and not gate[0].event_specific_data.passed
     assert "deployed_model" not in {e.asset_key.to_user_string() for e in result.all_events if e.event_type_value == "ASSET_MATERIALIZATION"}
+
+
+def test_zz_manual_rollback_is_audited_and_restores_previous(run, tmp_path, capsys):
+    """Runs last: `retrain-assets rollback` makes `previous` champion again, ends any live trial,
+    and records who did it and why."""
+    from retrain_assets.cli import main
+
+    client = registry(run)
+    before = str(client.get_model_version_by_alias("loan_default", "champion").version)
+    previous = str(client.get_model_version_by_alias("loan_default", "previous").version)
+    args = ["rollback", "--data-dir", str(run.settings.data_dir), "--spec", str(run.scenario.spec_path),
+            "--dagster-home", str(tmp_path / "dagster_home")]
+    assert main([*args, "--by", "", "--why", "x"]) == 2
+    assert main([*args, "--by", "on-call", "--why", "complaints about declined loans"]) == 0
+    assert f"champion is now v{previous}" in capsys.readouterr().out
+    assert str(client.get_model_version_by_alias("loan_default", "champion").version) == previous
+    aliases = client.get_registered_model("loan_default").aliases
+    assert "canary" not in aliases and "shadow" not in aliases and "previous" not in aliases
+    row = wh(run, "select * from deployed_model order by deployed_at desc limit 1").iloc[0]
+    assert row["action"] == "manual_rollback" and row["decided_by"] == "on-call"
+    assert row["champion_version"] == previous and f"v{before} -> v{previous}" in row["reason"]
+    assert client.get_model_version("loan_default", before).tags["rolled_back_by"] == "on-call"
+    # Nothing left to roll back to: a clear error, no change.
+    assert main([*args, "--by", "on-call", "--why", "again"]) == 1
+    assert "no previous version to roll back to" in capsys.readouterr().err

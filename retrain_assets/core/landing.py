@@ -7,6 +7,9 @@
                                                             partition (written by `retrain-assets review`)
     <landing>/requests/<YYYY-MM-DD>__labeling_requests.csv   rows annotators are asked to label next
                                                             (written by the pipeline, not read by it)
+    <landing>/predictions/<YYYY-MM-DD>__<server>.parquet     prediction log of requests whose event
+                                                            time falls on that date (written by
+                                                            `retrain-assets serve`)
 
 The leading date picks the partition; the rest of the name is free (e.g. `__delivered_<date>`).
 """
@@ -26,6 +29,7 @@ BATCHES = "batches"
 LABELS = "labels"
 REVIEWS = "reviews"
 REQUESTS = "requests"
+PREDICTIONS = "predictions"
 SUPPORTED_SUFFIXES = (".csv", ".parquet")
 _LEADING_DATE = re.compile(r"^(\d{4}-\d{2}-\d{2})")
 
@@ -70,10 +74,10 @@ def file_sha256(path: Path) -> str:
 
 
 def scan(landing: Path) -> tuple[list[LandingFile], list[str]]:
-    """All batch, label and review files under `landing`, sorted; plus a message for each ignored file."""
+    """All batch, label, review and prediction-log files under `landing`, sorted; plus a message for each ignored file."""
     found: list[LandingFile] = []
     ignored: list[str] = []
-    for kind in (BATCHES, LABELS, REVIEWS):
+    for kind in (BATCHES, LABELS, REVIEWS, PREDICTIONS):
         folder = landing / kind
         if not folder.is_dir():
             continue

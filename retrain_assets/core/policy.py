@@ -14,6 +14,7 @@ from retrain_assets.core.drift import DriftThresholds
 
 MODEL_FAMILIES = ("logistic_regression", "hist_gradient_boosting")
 COMPARISONS = ("non_inferiority", "superiority")
+ROLLOUT_MODES = ("canary", "shadow", "direct")
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,41 @@ class LabelGates:
                 raise ValueError(f"labels.{name} must not be negative")
         if self.request_window_partitions < 1:
             raise ValueError("labels.request_window_partitions must be at least 1")
+
+
+@dataclass(frozen=True)
+class RolloutPolicy:
+    """How a challenger that passed the offline gate reaches live traffic (spec key `policy.rollout`).
+
+    mode: `canary` (the challenger answers `canary_share` of the entities), `shadow` (the challenger
+        is scored on every request but never answers) or `direct` (it becomes champion at once).
+        The first model always goes straight to champion: there is nothing to compare it with.
+    canary_share: share of entities (by a hash of the entity id) the canary answers (0.2).
+    min_live_labeled_rows: the live comparison waits for this many logged predictions with a
+        resolved label (300) ...
+    min_live_positives: ... of which at least this many positives (30).
+    max_live_partitions: a rollout still undecided this many partitions after it started (7) is
+        rolled back: live traffic never showed the challenger is non-inferior.
+    The live comparison uses the promotion gate's statistics: the paired bootstrap interval of the
+    ROC AUC difference (challenger - champion, on the same logged requests), `comparison`,
+    `non_inferiority_margin`, `confidence_level` and `bootstrap_resamples` of `promotion`.
+    """
+
+    mode: str = "canary"
+    canary_share: float = 0.2
+    min_live_labeled_rows: int = 300
+    min_live_positives: int = 30
+    max_live_partitions: int = 7
+
+    def validate(self) -> None:
+        """Raise ValueError when a setting is outside its meaningful range."""
+        if self.mode not in ROLLOUT_MODES:
+            raise ValueError(f"rollout.mode must be one of {list(ROLLOUT_MODES)}, got {self.mode!r}")
+        if not 0.0 < self.canary_share < 1.0:
+            raise ValueError("rollout.canary_share must be within (0, 1)")
+        for name in ("min_live_labeled_rows", "min_live_positives", "max_live_partitions"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"rollout.{name} must be at least 1")
 
 
 @dataclass(frozen=True)
@@ -147,6 +183,8 @@ class Policy:
         min_roc_auc: absolute SLO every model must meet on the held-out window (also the floor of
             the performance clause).
         promotion: the rest of the gate, a `PromotionThresholds` (spec key `policy.promotion`).
+    Rollout: `rollout`, a `RolloutPolicy` (spec key `policy.rollout`): canary, shadow or direct,
+        and when live traffic promotes or rolls back.
     Labels: `labels`, a `LabelGates` (spec key `policy.labels`).
     Drift statistics: `drift`, a `DriftThresholds` (spec key `policy.drift`).
     """
@@ -169,6 +207,7 @@ class Policy:
     budget_window_partitions: int = 28
     min_roc_auc: float = 0.65
     promotion: PromotionThresholds = field(default_factory=PromotionThresholds)
+    rollout: RolloutPolicy = field(default_factory=RolloutPolicy)
     labels: LabelGates = field(default_factory=LabelGates)
     drift: DriftThresholds = field(default_factory=DriftThresholds)
 
@@ -185,6 +224,8 @@ class Policy:
                 values[key] = _nested(DriftThresholds, "drift", value or {})
             elif key == "promotion":
                 values[key] = _nested(PromotionThresholds, "promotion", value or {})
+            elif key == "rollout":
+                values[key] = _nested(RolloutPolicy, "rollout", value or {})
             elif key == "labels":
                 values[key] = _nested(LabelGates, "labels", value or {})
             elif key == "model_families":
@@ -220,6 +261,7 @@ class Policy:
         if self.cv_folds < 2:
             raise ValueError("cv_folds must be at least 2")
         self.promotion.validate()
+        self.rollout.validate()
         self.labels.validate()
 
 
@@ -261,7 +303,8 @@ class PolicyHistory:
     """Everything the retrain decision reads, gathered by the pipeline (no I/O in the policy).
 
     `last_trained_through` is the newest partition of the last training window (None: never
-    trained); `past_triggers` lists (partition, trigger) of earlier retrain decisions, oldest first.
+    trained); `past_triggers` lists (partition, trigger) of earlier retrain decisions, oldest first;
+    `trial_version` is the challenger on live trial (canary or shadow), if any.
     """
 
     labeled_partitions: list[str]
@@ -271,6 +314,7 @@ class PolicyHistory:
     last_trained_through: str | None = None
     new_labeled_rows: int = 0
     past_triggers: list[tuple[str, str]] = field(default_factory=list)
+    trial_version: str | None = None
 
 
 @dataclass(frozen=True)
@@ -280,7 +324,7 @@ class RetrainDecision:
     retrain: bool
     reason: str
     trigger: str = "none"          # first_model | performance | drift | freshness | none
-    suppressed_by: str = ""        # hysteresis | awaiting_drift_labels | min_new_labels | cooldown | budget | ""
+    suppressed_by: str = ""        # hysteresis | awaiting_drift_labels | trial_running | min_new_labels | cooldown | budget | ""
     numbers: dict = field(default_factory=dict)
 
 
@@ -288,7 +332,9 @@ def decide_retrain(history: PolicyHistory, policy: Policy) -> RetrainDecision:
     """Apply the retrain policy to the pipeline's history. Clauses, in order:
 
     first model -> performance -> drift (k of n, with hysteresis) -> freshness; a firing clause is
-    then subject to the guards: minimum new labels, cooldown, budget.
+    then subject to the guards: no live trial running (one rollout at a time: a new challenger
+    would be judged against a champion whose successor is still on trial), minimum new labels,
+    cooldown, budget.
     """
     labeled = sorted(set(history.labeled_partitions))
     if history.last_trained_through is None:
@@ -341,6 +387,9 @@ def decide_retrain(history: PolicyHistory, policy: Policy) -> RetrainDecision:
                                       f"{performance:.3f}, {age}/{policy.max_model_age_partitions} new labeled partitions", numbers=numbers)
 
     trigger, why = fired[0][0], "; ".join(text for _, text in fired)
+    if history.trial_version:
+        return RetrainDecision(False, f"{why} — but v{history.trial_version} is on live trial; one rollout at a time",
+                               trigger, "trial_running", numbers)
     if history.new_labeled_rows < policy.min_new_labeled_rows:
         return RetrainDecision(False, f"{why} — but only {history.new_labeled_rows} new labeled rows "
                                       f"(need {policy.min_new_labeled_rows})", trigger, "min_new_labels", numbers)

@@ -22,7 +22,7 @@ from retrain_assets.core.landing import batch_file_name, label_file_name, read_l
 from retrain_assets.core.spec import DatasetSpec, load_spec
 
 
-INCIDENT_KINDS = ("corrupt_batch", "bad_rows", "sloppy_labels")
+INCIDENT_KINDS = ("corrupt_batch", "bad_rows", "sloppy_labels", "leaky_export")
 
 
 class ScenarioError(ValueError):
@@ -31,12 +31,14 @@ class ScenarioError(ValueError):
 
 @dataclass(frozen=True)
 class Delivery:
-    """What lands on one step of a timeline: files (landing-relative path -> frame) and notes."""
+    """What lands on one step of a timeline: files (landing-relative path -> frame) and notes;
+    `requests` are the rows live traffic sends to the prediction service that day (None: no traffic)."""
 
     step: int
     as_of: pd.Timestamp
     files: dict[str, pd.DataFrame]
     notes: tuple[str, ...] = ()
+    requests: pd.DataFrame | None = None
 
 
 @dataclass
@@ -54,7 +56,7 @@ class Scenario:
     features: dict[str, dict[str, Any]]
     label_model: dict[str, Any]
     phases: list[dict[str, Any]] = field(default_factory=list)
-    incidents: dict[int, dict[str, Any]] = field(default_factory=dict)
+    incidents: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
     description: str = ""
     labeling: dict[str, Any] = field(default_factory=dict)
 
@@ -77,7 +79,9 @@ def load_scenario(path: str | Path) -> Scenario:
     for item in raw.get("incidents", []) or []:
         if item.get("kind") not in INCIDENT_KINDS:
             raise ScenarioError(f"{path}: incident kind must be one of {list(INCIDENT_KINDS)}, got {item.get('kind')!r}")
-        incidents[int(item["day"])] = item
+        # An incident may last: `until_day` repeats it on every day up to and including that one.
+        for day in range(int(item["day"]), int(item.get("until_day", item["day"])) + 1):
+            incidents.setdefault(day, []).append(item)
     labeling = raw.get("labeling") or {}
     for annotator in labeling.get("annotators", []):
         missing = {"name", "source", "share", "error_rate", "confidence"} - set(annotator)
@@ -145,10 +149,12 @@ def scenario_deliveries(scenario: Scenario) -> Iterator[Delivery]:
         date = scenario.start_date + pd.Timedelta(days=day)
         batch, labels = generate_day(scenario, day)
         notes = [phase_at(scenario, day)[0]]
-        incident = scenario.incidents.get(day)
-        if incident and incident["kind"] != "sloppy_labels":
-            batch = _apply_incident(batch, incident, scenario.spec, np.random.default_rng([scenario.seed, day, 1]))
-        if incident:
+        requests = batch.copy()  # live traffic: the applications as they came in, before any export went wrong
+        for incident in scenario.incidents.get(day, []):
+            if incident["kind"] == "leaky_export":
+                batch = _leak(batch, labels, incident, scenario.spec, np.random.default_rng([scenario.seed, day, 3]))
+            elif incident["kind"] != "sloppy_labels":
+                batch = _apply_incident(batch, incident, scenario.spec, np.random.default_rng([scenario.seed, day, 1]))
             notes.append(incident["kind"])
         label_backlog[day] = annotate(scenario, day, batch, labels)
         files = {batch_file_name(date): batch}
@@ -156,7 +162,7 @@ def scenario_deliveries(scenario: Scenario) -> Iterator[Delivery]:
         if labeled_day in label_backlog:
             labeled_date = scenario.start_date + pd.Timedelta(days=labeled_day)
             files[label_file_name(labeled_date, date)] = label_backlog.pop(labeled_day)
-        yield Delivery(step=day, as_of=date + pd.Timedelta(days=1), files=files, notes=tuple(notes))
+        yield Delivery(step=day, as_of=date + pd.Timedelta(days=1), files=files, notes=tuple(notes), requests=requests)
 
 
 def annotate(scenario: Scenario, day: int, batch: pd.DataFrame, labels: pd.DataFrame) -> pd.DataFrame:
@@ -188,8 +194,8 @@ def annotate(scenario: Scenario, day: int, batch: pd.DataFrame, labels: pd.DataF
             "labeled_at": delivered - pd.to_timedelta(rng.uniform(0, 20, len(chosen)).round(), unit="h"),
         }))
     annotations = pd.concat(frames, ignore_index=True).astype({target: object})
-    incident = scenario.incidents.get(day)
-    if incident and incident["kind"] == "sloppy_labels" and len(annotations):
+    incident = next((i for i in scenario.incidents.get(day, []) if i["kind"] == "sloppy_labels"), None)
+    if incident and len(annotations):
         first = annotations["annotator"] == scenario.labeling["annotators"][0]["name"]
         sloppy = first & (rng.uniform(size=len(annotations)) < float(incident.get("share", 0.3)))
         annotations.loc[sloppy, "confidence"] = 0.35
@@ -305,6 +311,17 @@ def _logit(frame: pd.DataFrame, stable_features: dict, label_model: dict) -> np.
     for name, effects in (label_model.get("categorical") or {}).items():
         logit += frame[name].map(lambda v: float(effects.get(v, 0.0))).to_numpy(dtype=float)
     return logit
+
+
+def _leak(batch: pd.DataFrame, labels: pd.DataFrame, incident: dict, spec: DatasetSpec, rng: np.random.Generator) -> pd.DataFrame:
+    """Target leakage in the offline export: for a `share` of the rows that will turn out positive,
+    `column` carries `value` (information from after the event, e.g. a status the servicing system
+    set once the loan defaulted). Live requests never see it."""
+    batch = batch.copy()
+    positive = labels.set_index(spec.id_column)[spec.target.name].reindex(batch[spec.id_column]).to_numpy() == spec.target.positive
+    leaked = positive & (rng.uniform(size=len(batch)) < float(incident.get("share", 1.0)))
+    batch.loc[leaked, incident["column"]] = incident["value"]
+    return batch
 
 
 def _apply_incident(batch: pd.DataFrame, incident: dict, spec: DatasetSpec, rng: np.random.Generator) -> pd.DataFrame:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 import dagster as dg
 from dagster_duckdb_pandas import DuckDBPandasIOManager
 
@@ -16,7 +14,8 @@ from retrain_assets.defs.ingestion import build_ingestion
 from retrain_assets.defs.labeling import build_labeling
 from retrain_assets.defs.monitoring import build_monitoring
 from retrain_assets.defs.partitioning import partitions_for
-from retrain_assets.defs.resources import LandingZone, ModelRegistry, Warehouse
+from retrain_assets.defs.serving import build_serving
+from retrain_assets.defs.resources import LandingZone, Warehouse, model_registry_for
 from retrain_assets.defs.training import build_training
 from retrain_assets.settings import ProjectSettings
 
@@ -26,18 +25,12 @@ def build_definitions(settings: ProjectSettings) -> dg.Definitions:
     spec = load_spec(settings.spec_path)
     settings.ensure_dirs()
     partitions_def = partitions_for(spec)
-    tracking_uri = dg.EnvVar("MLFLOW_TRACKING_URI") if os.environ.get("MLFLOW_TRACKING_URI") else settings.default_tracking_uri
     resources = {
         "io_manager": DuckDBPandasIOManager(database=str(settings.warehouse_path), schema="main"),
         "warehouse": Warehouse(database=str(settings.warehouse_path), snapshot_path=str(settings.snapshot_path),
                                reports_dir=str(settings.reports_dir)),
         "landing": LandingZone(root=str(settings.landing_dir)),
-        "model_registry": ModelRegistry(
-            tracking_uri=tracking_uri,
-            artifact_location=str(settings.mlflow_dir / "artifacts"),
-            experiment_name=f"{spec.name}-retraining",
-            model_name=spec.name,
-        ),
+        "model_registry": model_registry_for(settings, spec),
     }
     return dg.Definitions.merge(
         build_ingestion(spec, partitions_def),
@@ -47,6 +40,7 @@ def build_definitions(settings: ProjectSettings) -> dg.Definitions:
         build_evaluation(spec),
         build_deployment(spec),
         build_monitoring(spec, partitions_def),
+        build_serving(spec, partitions_def),
         build_automation(spec, partitions_def),
         dg.Definitions(resources=resources),
     )

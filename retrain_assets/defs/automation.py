@@ -8,13 +8,18 @@ from pathlib import Path
 
 import dagster as dg
 
-from retrain_assets.core.landing import BATCHES, LABELS, REVIEWS, scan
+from retrain_assets.core.landing import BATCHES, LABELS, PREDICTIONS, REVIEWS, scan
 from retrain_assets.core.spec import DatasetSpec
-from retrain_assets.defs.resources import LandingZone, Warehouse
+from retrain_assets.defs.resources import LandingZone, ModelRegistry, Warehouse
 from retrain_assets.defs.training import latest_materialization_metadata
 
 INGEST_ASSETS = {BATCHES: [dg.AssetKey("raw_batches"), dg.AssetKey("quarantine")],
-                 LABELS: [dg.AssetKey("labels"), dg.AssetKey("rejected_labels"), dg.AssetKey("review_decisions")]}
+                 LABELS: [dg.AssetKey("labels"), dg.AssetKey("rejected_labels"), dg.AssetKey("review_decisions")],
+                 PREDICTIONS: [dg.AssetKey("prediction_logs"), dg.AssetKey("live_drift")]}
+# A promoted canary needs its reference profile before the next batch is checked for drift.
+ROLLOUT_ASSETS = ["canary_analysis", "deployed_model", "reference_profile"]
+# New logged predictions or new labels can decide a live trial.
+ROLLOUT_INPUTS = ("prediction_logs", "labeled_batches")
 RETRAIN_ASSETS = ["training_set", "candidate_model", "suspect_labels", "evaluation_report", "evaluation_metrics",
                   "evaluation_slices", "deployed_model", "reference_profile"]
 FRESHNESS_CHECK = dg.AssetCheckKey(dg.AssetKey("deployed_model"), "deployed_model_freshness")
@@ -31,12 +36,12 @@ def build_automation(spec: DatasetSpec, partitions_def: dg.TimeWindowPartitionsD
     )
 
     @dg.sensor(
-        target=dg.AssetSelection.assets(*INGEST_ASSETS[BATCHES], *INGEST_ASSETS[LABELS]),
+        target=dg.AssetSelection.assets(*(key for keys in INGEST_ASSETS.values() for key in keys)),
         minimum_interval_seconds=30,
         default_status=dg.DefaultSensorStatus.RUNNING,
     )
     def landing_zone_sensor(context: dg.SensorEvaluationContext, landing: LandingZone) -> dg.SensorResult:
-        """New batch or label files -> an ingestion run for their partition.
+        """New batch, label or prediction-log files -> an ingestion run for their partition.
 
         The run key hashes the distinct contents of all files of the partition, so the same file
         delivered twice (under any name) never ingests twice, and a new file re-ingests the whole
@@ -98,6 +103,27 @@ def build_automation(spec: DatasetSpec, partitions_def: dg.TimeWindowPartitionsD
         return dg.SensorResult(run_requests=[dg.RunRequest(run_key=f"policy:{inputs}", job_name="policy_job")],
                                cursor=json.dumps(cursor))
 
+    rollout_job = dg.define_asset_job(
+        "rollout_job",
+        selection=dg.AssetSelection.assets(*ROLLOUT_ASSETS),
+        description="Judge the challenger on live trial against the champion on logged, labelled requests; "
+                    "promote it or roll it back (recorded in deployed_model).",
+    )
+
+    @dg.sensor(job=rollout_job, minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.RUNNING)
+    def rollout_sensor(context: dg.SensorEvaluationContext, model_registry: ModelRegistry) -> dg.SensorResult:
+        """While a canary or shadow is on trial, re-run the canary analysis whenever new logged
+        predictions or labels arrived; `deployed_model` then promotes or rolls back."""
+        state = model_registry.deployment_state()
+        if state.challenger is None:
+            return dg.SensorResult(skip_reason=dg.SkipReason("no challenger on live trial"), cursor=context.cursor)
+        inputs = f"{state.challenger}:" + ",".join(str(_latest_storage_id(context.instance, key)) for key in ROLLOUT_INPUTS)
+        if inputs == context.cursor:
+            return dg.SensorResult(skip_reason=dg.SkipReason(f"v{state.challenger} on trial; no new logs or labels"),
+                                   cursor=context.cursor)
+        return dg.SensorResult(run_requests=[dg.RunRequest(run_key=f"rollout:{inputs}", tags={"trial_version": state.challenger})],
+                               cursor=inputs)
+
     @dg.sensor(minimum_interval_seconds=30, default_status=dg.DefaultSensorStatus.RUNNING)
     def analyst_snapshot_sensor(context: dg.SensorEvaluationContext, warehouse: Warehouse) -> dg.SkipReason:
         """Republish the read-only analyst snapshot whenever the warehouse file changed."""
@@ -119,8 +145,8 @@ def build_automation(spec: DatasetSpec, partitions_def: dg.TimeWindowPartitionsD
         description="Evaluates the assets' AutomationConditions (labeled_batches follows raw_batches and labels).",
     )
     return dg.Definitions(
-        jobs=[retrain_job, policy_job],
-        sensors=[landing_zone_sensor, retrain_sensor, analyst_snapshot_sensor, automation_sensor],
+        jobs=[retrain_job, policy_job, rollout_job],
+        sensors=[landing_zone_sensor, retrain_sensor, rollout_sensor, analyst_snapshot_sensor, automation_sensor],
     )
 
 

@@ -1,51 +1,137 @@
-"""Deployment: move the registry aliases (champion <- challenger, previous <- old champion) and
-keep the history of every deployment in `deployed_model`."""
+"""Deployment: move the registry aliases and keep the history of every rollout step in
+`deployed_model`. A challenger that passed the offline gate goes on live trial (canary or shadow,
+per `policy.rollout`); the canary analysis' verdict promotes it or rolls it back; an operator can
+roll back to `previous` (`retrain-assets rollback`). Every step is one row with its numbers."""
+
+import json
 
 import dagster as dg
 import pandas as pd
+from pydantic import Field
 
+from retrain_assets.core.rollout import PROMOTE, ROLLBACK
 from retrain_assets.core.spec import DatasetSpec
 from retrain_assets.defs.evaluation import latest_evaluation
 from retrain_assets.defs.resources import ModelRegistry, Warehouse
 
+# The table's columns, in order: the DuckDB IO manager inserts by position, so every row has all of them.
+DEPLOYMENT_COLUMNS = ("deployed_at", "action", "candidate_version", "champion_version", "previous_version", "canary_version",
+                      "shadow_version", "canary_share", "traffic_share", "holdout_roc_auc", "beat_version", "roc_auc_difference",
+                      "roc_auc_difference_lower", "roc_auc_difference_upper", "live_roc_auc_difference",
+                      "live_roc_auc_difference_lower", "live_roc_auc_difference_upper", "reason", "decided_by", "analysis_id",
+                      "dagster_run_id")
+
+
+class DeploymentCommand(dg.Config):
+    """An operator's command (empty: reconcile with the newest evaluation and canary verdict)."""
+
+    command: str = Field(default="", description="'rollback' to restore the previous champion; empty for the pipeline's own steps")
+    actor: str = Field(default="", description="who issued the command (recorded in the history)")
+    reason: str = Field(default="", description="why (recorded in the history)")
+
 
 def build_deployment(spec: DatasetSpec) -> dg.Definitions:
     """Deployment state for `spec`'s model."""
+    rollout = spec.policy.rollout
 
-    @dg.asset(group_name="deployment", kinds={"mlflow", "duckdb"})
+    @dg.asset(group_name="deployment", deps=["canary_analysis"], kinds={"mlflow", "duckdb"})
     def deployed_model(
-        context: dg.AssetExecutionContext, evaluation_report: pd.DataFrame, model_registry: ModelRegistry, warehouse: Warehouse
+        context: dg.AssetExecutionContext, config: DeploymentCommand, evaluation_report: pd.DataFrame,
+        model_registry: ModelRegistry, warehouse: Warehouse,
     ) -> dg.Output[pd.DataFrame]:
-        """Deployment history; its newest row is the serving champion. Runs only past the gate."""
+        """Deployment history; its newest row says which version is champion and which is on live
+        trial. Starts a trial for a challenger that passed the gate, applies the canary analysis'
+        verdict, or executes an operator's rollback."""
+        history = warehouse.query("select * from deployed_model")
+        state = model_registry.deployment_state()
+        base = {"deployed_at": pd.Timestamp.now(tz="UTC").tz_convert(None), "dagster_run_id": context.run_id,
+                "decided_by": "pipeline", "analysis_id": ""}
+
+        def auc_of(version: str | None) -> float:
+            rows = evaluation_report[evaluation_report["challenger_version"].astype(str) == str(version)]
+            return float(latest_evaluation(rows)["challenger_roc_auc"]) if len(rows) else float("nan")
+
+        def record(action: str, candidate: str, reason: str, **extra) -> dg.Output[pd.DataFrame]:
+            after = model_registry.deployment_state()
+            row = {**base, "action": action, "candidate_version": candidate, "champion_version": after.champion or "",
+                   "previous_version": after.previous or "", "canary_version": after.canary or "",
+                   "shadow_version": after.shadow or "", "canary_share": after.canary_share,
+                   "traffic_share": 1.0 - after.canary_share, "holdout_roc_auc": auc_of(after.champion), "reason": reason,
+                   **extra}
+            new = pd.DataFrame([row]).reindex(columns=list(DEPLOYMENT_COLUMNS))
+            new["beat_version"] = new["beat_version"].fillna("")
+            table = warehouse.with_history("deployed_model", new)
+            context.log.info(f"{action} v{candidate}: {reason}")
+            return dg.Output(table, metadata={"action": action, "candidate_version": candidate,
+                                              "champion_version": after.champion or "none", "canary_version": after.canary or "none",
+                                              "shadow_version": after.shadow or "none", "holdout_roc_auc": row["holdout_roc_auc"],
+                                              "reason": reason, "deployments": len(table)})
+
+        if config.command:
+            if config.command != "rollback":
+                raise dg.Failure(f"unknown deployment command {config.command!r}; the only command is 'rollback'")
+            if not config.actor or not config.reason:
+                raise dg.Failure("a manual rollback needs an actor and a reason (both are recorded)")
+            try:
+                rolled_back, restored = model_registry.rollback_to_previous()
+            except ValueError as exc:
+                raise dg.Failure(str(exc)) from None
+            model_registry.tag_version(rolled_back, {"rolled_back_by": config.actor, "rollback_reason": config.reason[:250]})
+            base["decided_by"] = config.actor
+            return record("manual_rollback", restored, f"v{rolled_back} -> v{restored}: {config.reason}")
+
+        verdict = _pending_verdict(warehouse, history, state)
+        if verdict is not None:
+            base["analysis_id"] = str(verdict["analysis_id"])
+            numbers = json.loads(verdict["numbers_json"])
+            live = {"live_roc_auc_difference": numbers.get("live_roc_auc_difference", float("nan")),
+                    "live_roc_auc_difference_lower": numbers.get("live_roc_auc_difference_lower", float("nan")),
+                    "live_roc_auc_difference_upper": numbers.get("live_roc_auc_difference_upper", float("nan"))}
+            trial, mode = str(verdict["trial_version"]), str(verdict["mode"])
+            if verdict["decision"] == PROMOTE:
+                model_registry.promote(trial)
+                model_registry.end_trial()
+                model_registry.tag_version(trial, {"rollout": "promoted"})
+                return record(f"{mode}_promote", trial, str(verdict["reason"]), **live)
+            model_registry.end_trial()
+            model_registry.tag_version(trial, {"rollout": "rolled_back", "rollback_reason": str(verdict["reason"])[:250]})
+            return record(f"{mode}_rollback", trial, str(verdict["reason"]), **live)
+
         evaluation = latest_evaluation(evaluation_report)
         version = str(evaluation["challenger_version"])
-        if not bool(evaluation["gate_passed"]):
-            raise dg.Failure(f"promotion gate did not pass for version {version}: {evaluation['gate_summary']}")
-        previous = model_registry.promote(version)
-        if previous == version and warehouse.has_table("deployed_model"):
-            context.log.info(f"version {version} is already champion; nothing to deploy")
-            return dg.Output(warehouse.query("select * from deployed_model"),
-                             metadata={"champion_version": version, "action": "none (already champion)"})
-        row = pd.DataFrame([{
-            "deployed_at": pd.Timestamp.now(tz="UTC").tz_convert(None),
-            "action": "promote" if previous else "initial",
-            "champion_version": version,
-            "previous_version": previous or "",
-            "traffic_share": 1.0,
-            "holdout_roc_auc": float(evaluation["challenger_roc_auc"]),
-            "beat_version": str(evaluation["champion_version"]),
-            "roc_auc_difference": float(evaluation["diff_roc_auc"]),
-            "roc_auc_difference_lower": float(evaluation["diff_roc_auc_lower"]),
-            "roc_auc_difference_upper": float(evaluation["diff_roc_auc_upper"]),
-            "reason": str(evaluation["gate_summary"]),
-            "dagster_run_id": context.run_id,
-        }])
-        history = warehouse.with_history("deployed_model", row)
-        return dg.Output(history, metadata={
-            "champion_version": version,
-            "previous_version": previous or "none",
-            "holdout_roc_auc": float(evaluation["challenger_roc_auc"]),
-            "deployments": len(history),
-        })
+        started = set(history["candidate_version"].astype(str)) if "candidate_version" in history else set()
+        if not bool(evaluation["gate_passed"]) or version in started or version == state.champion:
+            reason = "nothing to do: " + ("the newest challenger did not pass the gate" if not bool(evaluation["gate_passed"])
+                                          else f"v{version} was already handled")
+            return dg.Output(history, metadata={"action": "none", "reason": reason, "champion_version": state.champion or "none"})
+        offline = {"beat_version": str(evaluation["champion_version"]), "roc_auc_difference": float(evaluation["diff_roc_auc"]),
+                   "roc_auc_difference_lower": float(evaluation["diff_roc_auc_lower"]),
+                   "roc_auc_difference_upper": float(evaluation["diff_roc_auc_upper"])}
+        if state.champion is None or rollout.mode == "direct":
+            model_registry.promote(version)
+            return record("initial" if state.champion is None else "promote", version, str(evaluation["gate_summary"]), **offline)
+        superseded = state.challenger
+        model_registry.start_trial(version, rollout.mode, rollout.canary_share)
+        model_registry.tag_version(version, {"rollout": rollout.mode})
+        why = f"passed the offline gate ({evaluation['gate_summary']}); on live trial as {rollout.mode}"
+        if rollout.mode == "canary":
+            why += f" for {rollout.canary_share:.0%} of entities"
+        if superseded:
+            model_registry.tag_version(superseded, {"rollout": f"superseded by v{version}"})
+            why += f"; replaces the trial of v{superseded}"
+        return record(f"{rollout.mode}_start", version, why, **offline)
 
     return dg.Definitions(assets=[deployed_model])
+
+
+def _pending_verdict(warehouse: Warehouse, history: pd.DataFrame, state) -> pd.Series | None:
+    """The newest final canary verdict about the version on trial that has not been applied yet."""
+    if state.challenger is None:
+        return None
+    verdicts = warehouse.query("select * from canary_analysis where trial_version = ? and decision in (?, ?) "
+                               "order by analysed_at desc limit 1", [state.challenger, PROMOTE, ROLLBACK])
+    if verdicts.empty:
+        return None
+    applied = set(history["analysis_id"].astype(str)) if "analysis_id" in history else set()
+    verdict = verdicts.iloc[0]
+    return None if str(verdict["analysis_id"]) in applied else verdict

@@ -65,6 +65,10 @@ def build_monitoring(spec: DatasetSpec, partitions_def: dg.PartitionsDefinition)
         champion = model_registry.version_for(CHAMPION)
         if champion is None:
             raise dg.Failure("no champion to profile: deployed_model must promote a model first")
+        if latest_reference(warehouse, champion) is not None:
+            # A champion restored by a rollback keeps the profile of the data it was trained on.
+            return dg.Output(warehouse.query("select * from reference_profile"),
+                             metadata={"model_version": champion, "status": "profile of this champion already stored"})
         train, _, _ = split_holdout(training_set, policy.holdout_share)
         scores = predict_scores(model_registry.load(champion), train, spec)
         data_version = str(latest_materialization_metadata(context.instance, "training_set").get("data_version", ""))
@@ -207,9 +211,10 @@ def gather_history(instance: dg.DagsterInstance, model_registry: ModelRegistry, 
         new_rows = int(counted["n"].iloc[0]) if len(counted) else 0
     past = warehouse.query("select partition, trigger from retrain_decisions where retrain order by decided_at")
     triggers = list(zip(past["partition"], past["trigger"])) if len(past) else []
-    return PolicyHistory(labeled_partitions=labeled, signals=signals, champion_version=model_registry.version_for(CHAMPION),
+    state = model_registry.deployment_state()
+    return PolicyHistory(labeled_partitions=labeled, signals=signals, champion_version=state.champion,
                          champion_holdout_roc_auc=baseline, last_trained_through=trained_through, new_labeled_rows=new_rows,
-                         past_triggers=triggers)
+                         past_triggers=triggers, trial_version=state.challenger)
 
 
 def _float(value) -> float:

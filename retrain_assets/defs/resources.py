@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 import time
 from contextlib import contextmanager
 from functools import lru_cache
@@ -17,10 +18,19 @@ import sklearn
 from pydantic import Field
 
 from retrain_assets.core.landing import LandingFile, scan
+from retrain_assets.core.rollout import DeploymentState
+from retrain_assets.core.serving import directory_sha256
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 CHAMPION, CHALLENGER, PREVIOUS = "champion", "challenger", "previous"
+CANARY, SHADOW = "canary", "shadow"
+CANARY_SHARE_TAG, CHECKSUM_TAG = "canary_share", "artifact_sha256"
+
+
+class ModelIntegrityError(RuntimeError):
+    """A registered model's artifacts do not match the checksum recorded when it was registered."""
 
 
 class Warehouse(dg.ConfigurableResource):
@@ -198,7 +208,34 @@ class ModelRegistry(dg.ConfigurableResource):
         except MlflowException:
             client.create_registered_model(self.model_name, description="Managed by retrain-assets: aliases champion, challenger, previous.")
         version = client.create_model_version(self.model_name, source=info.model_uri, run_id=run_id, model_id=info.model_id)
+        with tempfile.TemporaryDirectory() as tmp:
+            checksum = directory_sha256(Path(self.download(str(version.version), tmp)))
+        client.set_model_version_tag(self.model_name, version.version, CHECKSUM_TAG, checksum)
         return str(version.version), run_id
+
+    def download(self, version: str, folder: str) -> str:
+        """Copy a version's model artifacts into `folder`; returns the local model directory."""
+        import mlflow.artifacts
+
+        source = self.client().get_model_version(self.model_name, version).source
+        return mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=folder, tracking_uri=self.tracking_uri)
+
+    def load_verified(self, version: str):
+        """Load a version for serving after checking its artifacts against the checksum recorded at
+        registration; raises ModelIntegrityError on a mismatch or a missing checksum."""
+        import mlflow.sklearn
+
+        expected = self.client().get_model_version(self.model_name, version).tags.get(CHECKSUM_TAG)
+        with tempfile.TemporaryDirectory() as tmp:
+            local = Path(self.download(version, tmp))
+            actual = directory_sha256(local)
+            if expected is None:
+                raise ModelIntegrityError(f"{self.model_name} v{version} has no {CHECKSUM_TAG} tag: it was not registered "
+                                          "by retrain-assets; re-register it before serving")
+            if actual != expected:
+                raise ModelIntegrityError(f"{self.model_name} v{version}: artifact checksum {actual[:12]}... does not match "
+                                          f"the {expected[:12]}... recorded at registration; refusing to serve it")
+            return mlflow.sklearn.load_model(str(local))
 
     def log_evaluation(self, run_id: str, report: dict, gate_passed: bool, html: str) -> None:
         """Evaluation metrics (per model, and the differences with their interval bounds) and the
@@ -239,13 +276,82 @@ class ModelRegistry(dg.ConfigurableResource):
         return _load_version(self.tracking_uri, self.model_name, version)
 
     def promote(self, version: str) -> str | None:
-        """Make `version` the champion and the old champion `previous`; returns the old champion."""
+        """Make `version` the champion and the old champion `previous`; returns the old champion.
+        A trial (canary or shadow) of `version` ends with it."""
         old = self.version_for(CHAMPION)
         if old == version:
             return old
         if old is not None:
             self.set_alias(PREVIOUS, old)
         self.set_alias(CHAMPION, version)
-        if self.version_for(CHALLENGER) == version:
-            self.client().delete_registered_model_alias(self.model_name, CHALLENGER)
+        for alias in (CHALLENGER, CANARY, SHADOW):
+            if self.version_for(alias) == version:
+                self.delete_alias(alias)
         return old
+
+    def delete_alias(self, alias: str) -> None:
+        """Remove an alias (no error when it is not set)."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            self.client().delete_registered_model_alias(self.model_name, alias)
+        except MlflowException:
+            pass
+
+    def deployment_state(self) -> DeploymentState:
+        """Champion, trial (canary or shadow) and canary share, read in one registry call."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            model = self.client().get_registered_model(self.model_name)
+        except MlflowException:
+            return DeploymentState(champion=None)
+        aliases = {k: str(v) for k, v in (model.aliases or {}).items()}
+        canary = aliases.get(CANARY)
+        share = float(model.tags.get(CANARY_SHARE_TAG, 0.0)) if canary else 0.0
+        return DeploymentState(champion=aliases.get(CHAMPION), canary=canary, shadow=aliases.get(SHADOW),
+                               canary_share=share, previous=aliases.get(PREVIOUS))
+
+    def start_trial(self, version: str, mode: str, canary_share: float) -> None:
+        """Put `version` on live trial as `canary` (answering `canary_share` of entities) or
+        `shadow` (scored, never answering), replacing any running trial."""
+        self.end_trial()
+        if mode == CANARY:
+            self.client().set_registered_model_tag(self.model_name, CANARY_SHARE_TAG, str(canary_share))
+        self.set_alias(mode, version)
+
+    def end_trial(self) -> None:
+        """Stop any canary or shadow trial (the champion keeps serving)."""
+        for alias in (CANARY, SHADOW):
+            self.delete_alias(alias)
+        from mlflow.exceptions import MlflowException
+
+        try:
+            self.client().delete_registered_model_tag(self.model_name, CANARY_SHARE_TAG)
+        except MlflowException:
+            pass
+
+    def rollback_to_previous(self) -> tuple[str, str]:
+        """Make `previous` the champion again and end any trial; returns (rolled-back, restored)."""
+        state = self.deployment_state()
+        if state.previous is None or state.champion is None:
+            raise ValueError("no previous version to roll back to: the registry has no 'previous' alias "
+                             f"(champion: {state.champion or 'none'})")
+        self.end_trial()
+        self.set_alias(CHAMPION, state.previous)
+        self.delete_alias(PREVIOUS)
+        return state.champion, state.previous
+
+
+def model_registry_for(settings, spec, in_dagster: bool = True) -> ModelRegistry:
+    """The registry resource for a spec under `settings` (MLFLOW_TRACKING_URI overrides the embedded
+    store; inside Dagster it stays an `EnvVar`, so the URI never lands in run config)."""
+    tracking_uri = settings.default_tracking_uri
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        tracking_uri = dg.EnvVar("MLFLOW_TRACKING_URI") if in_dagster else os.environ["MLFLOW_TRACKING_URI"]
+    return ModelRegistry(
+        tracking_uri=tracking_uri,
+        artifact_location=str(settings.mlflow_dir / "artifacts"),
+        experiment_name=f"{spec.name}-retraining",
+        model_name=spec.name,
+    )

@@ -1,0 +1,114 @@
+"""Live rollout: which model answers a request (deterministic canary routing), and whether live
+traffic confirms a challenger (the canary analysis). Pure functions, no serving or Dagster code.
+
+Every request is scored by the champion and, while a rollout runs, by the challenger too; the
+canary answers only its share of entities, a shadow never answers. Both scores are logged, so
+the live comparison is paired on the same requests, with the promotion gate's bootstrap.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from retrain_assets.core.bootstrap import paired_bootstrap
+from retrain_assets.core.policy import Policy
+
+CHAMPION_ARM, CANARY_ARM, SHADOW_ARM = "champion", "canary", "shadow"
+PROMOTE, ROLLBACK, WAIT = "promote", "rollback", "wait"
+
+
+@dataclass(frozen=True)
+class DeploymentState:
+    """Which registry versions serve: the champion, at most one challenger on trial (`canary` or
+    `shadow`) and the canary's traffic share."""
+
+    champion: str | None
+    canary: str | None = None
+    shadow: str | None = None
+    canary_share: float = 0.0
+    previous: str | None = None
+
+    @property
+    def challenger(self) -> str | None:
+        """The version on trial, canary or shadow."""
+        return self.canary or self.shadow
+
+    def describe(self) -> list[dict[str, Any]]:
+        """One entry per serving role with its traffic share (what `GET /models` returns)."""
+        roles = [{"role": CHAMPION_ARM, "version": self.champion, "traffic_share": 1.0 - (self.canary_share if self.canary else 0.0)}]
+        if self.canary:
+            roles.append({"role": CANARY_ARM, "version": self.canary, "traffic_share": self.canary_share})
+        if self.shadow:
+            roles.append({"role": SHADOW_ARM, "version": self.shadow, "traffic_share": 0.0})
+        return [r for r in roles if r["version"]]
+
+
+def entity_bucket(entity_id: Any, salt: str) -> float:
+    """A uniform number in [0, 1) fixed by (salt, entity id): the same entity always lands in the same bucket."""
+    digest = hashlib.blake2b(f"{salt}\x1f{entity_id}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2.0**64
+
+
+def route(entity_id: Any, state: DeploymentState, salt: str) -> str:
+    """The arm that answers for `entity_id`: `canary` for the canary's share of entities, else `champion`.
+
+    The salt should name the canary version, so each rollout tries a different slice of entities.
+    """
+    if state.canary and entity_bucket(entity_id, salt) < state.canary_share:
+        return CANARY_ARM
+    return CHAMPION_ARM
+
+
+@dataclass(frozen=True)
+class CanaryVerdict:
+    """What live traffic says about the challenger on trial: promote, roll back or wait, and why."""
+
+    decision: str
+    reason: str
+    numbers: dict[str, float] = field(default_factory=dict)
+
+
+def analyse_canary(y: Any, challenger_scores: Any, champion_scores: Any, partitions_elapsed: int, policy: Policy,
+                   offline_difference: float | None = None) -> CanaryVerdict:
+    """Compare the challenger with the champion on the same labelled live requests.
+
+    Rules, with the promotion gate's statistics (paired stratified bootstrap of the ROC AUC
+    difference challenger - champion):
+      - too few labelled rows or positives: wait, or roll back once `max_live_partitions` passed;
+      - lower bound above -margin (above 0 under `superiority`): promote;
+      - upper bound below 0 (significantly worse live): roll back now;
+      - otherwise wait for more labels, and roll back once `max_live_partitions` passed.
+    """
+    rollout, gate = policy.rollout, policy.promotion
+    y = np.asarray(y, dtype=int)
+    n, positives = int(len(y)), int(y.sum()) if len(y) else 0
+    numbers: dict[str, float] = {"live_rows": n, "live_positives": positives, "partitions_elapsed": partitions_elapsed}
+    if offline_difference is not None:
+        numbers["offline_roc_auc_difference"] = float(offline_difference)
+    expired = partitions_elapsed >= rollout.max_live_partitions
+    if n < rollout.min_live_labeled_rows or positives < rollout.min_live_positives or positives == n:
+        need = f"{n}/{rollout.min_live_labeled_rows} labelled live rows, {positives}/{rollout.min_live_positives} positives"
+        if expired:
+            return CanaryVerdict(ROLLBACK, f"not enough live evidence after {partitions_elapsed} partitions ({need})", numbers)
+        return CanaryVerdict(WAIT, f"waiting for labels: {need}", numbers)
+
+    ci = paired_bootstrap(y, np.asarray(challenger_scores, float), np.asarray(champion_scores, float),
+                          n_resamples=gate.bootstrap_resamples, confidence=gate.confidence_level, seed=policy.random_seed,
+                          threshold=gate.operating_threshold, metrics=("roc_auc",))["roc_auc"]
+    numbers.update({"live_challenger_roc_auc": ci.challenger, "live_champion_roc_auc": ci.champion,
+                    "live_roc_auc_difference": ci.difference, "live_roc_auc_difference_lower": ci.lower,
+                    "live_roc_auc_difference_upper": ci.upper})
+    bound = 0.0 if gate.comparison == "superiority" else -gate.non_inferiority_margin
+    interval = f"live ROC AUC {ci.challenger:.3f} vs {ci.champion:.3f}, difference {ci.difference:+.4f} [{ci.lower:+.4f}, {ci.upper:+.4f}] on {n} rows"
+    offline = f"; offline it was {offline_difference:+.4f}" if offline_difference is not None else ""
+    if ci.lower > bound:
+        return CanaryVerdict(PROMOTE, f"{interval}: lower bound above {bound:+.3f}{offline}", numbers)
+    if ci.upper < 0:
+        return CanaryVerdict(ROLLBACK, f"{interval}: significantly worse than the champion on live traffic{offline}", numbers)
+    if expired:
+        return CanaryVerdict(ROLLBACK, f"{interval}: not shown non-inferior within {rollout.max_live_partitions} partitions{offline}", numbers)
+    return CanaryVerdict(WAIT, f"{interval}: not conclusive yet (lower bound must exceed {bound:+.3f})", numbers)

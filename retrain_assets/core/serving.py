@@ -1,0 +1,134 @@
+"""The request contract of the prediction service and the shape of its prediction log. Pure:
+no web framework here, only the spec -> pydantic model translation and record building.
+
+The request contract is the batch contract (`core.contracts.batch_schema`) for one row: the
+same declared types, ranges, categories and nullability, written as a pydantic model so that a
+single-row request is checked in microseconds and each broken field is named.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import math
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, create_model
+
+from retrain_assets.core.landing import file_sha256
+from retrain_assets.core.spec import ColumnSpec, DatasetSpec
+
+MAX_ROWS_PER_REQUEST = 1000
+LOG_COLUMNS = ("request_id", "row_index", "entity_id", "event_time", "logged_at", "arm", "role", "model_version",
+               "served", "score", "latency_ms")
+
+
+class RequestError(ValueError):
+    """A request that breaks the contract; `errors` lists each broken field (row, field, message)."""
+
+    def __init__(self, errors: list[dict[str, Any]]):
+        super().__init__(f"{len(errors)} invalid field(s)")
+        self.errors = errors
+
+
+def _field(col: ColumnSpec, required: bool) -> tuple[Any, Any]:
+    if col.type == "category":
+        annotation: Any = Literal[tuple(col.categories)]  # type: ignore[misc]
+    elif col.type == "float":
+        annotation = float
+    elif col.type == "int":
+        annotation = int
+    elif col.type == "bool":
+        annotation = bool
+    elif col.type == "timestamp":
+        annotation = dt.datetime
+    else:
+        annotation = str
+    constraints: dict[str, Any] = {"description": col.description or None}
+    if col.type in ("float", "int"):
+        constraints.update(ge=col.min, le=col.max, allow_inf_nan=False)
+    if col.nullable or not required:
+        return Optional[annotation], Field(default=None, **constraints)
+    return annotation, Field(..., **constraints)
+
+
+def request_model(spec: DatasetSpec) -> type[BaseModel]:
+    """A pydantic model of one request row: every declared column; the id and the model's
+    features are required (unless nullable), the event time, PII and sensitive attribute are
+    optional; undeclared fields are an error (a misspelt feature must not pass as missing)."""
+    required = {spec.id_column, *spec.feature_columns}
+    fields = {col.name: _field(col, col.name in required) for col in spec.columns}
+    return create_model(f"{spec.name}_request_row", __config__=ConfigDict(extra="forbid", strict=False), **fields)
+
+
+def row_validator(spec: DatasetSpec) -> TypeAdapter:
+    """A validator for a list of request rows (built once per served spec)."""
+    return TypeAdapter(list[request_model(spec)])  # type: ignore[valid-type]
+
+
+def parse_rows(payload: Any, validator: TypeAdapter) -> list[dict[str, Any]]:
+    """Rows of a request body: one row object, a list of rows, or `{"rows": [...]}`.
+
+    Raises RequestError naming each broken field (`row`, `field`, `message`, `input`)."""
+    rows = payload.get("rows") if isinstance(payload, dict) and "rows" in payload else payload
+    if isinstance(rows, dict):
+        rows = [rows]
+    if not isinstance(rows, list) or not rows:
+        raise RequestError([{"row": None, "field": None, "message": "body must be a row object, a non-empty list of rows, or {\"rows\": [...]}"}])
+    if len(rows) > MAX_ROWS_PER_REQUEST:
+        raise RequestError([{"row": None, "field": None, "message": f"{len(rows)} rows; at most {MAX_ROWS_PER_REQUEST} per request"}])
+    try:
+        return [row.model_dump() for row in validator.validate_python(rows)]
+    except ValidationError as exc:
+        errors = []
+        for err in exc.errors(include_url=False):
+            loc = list(err["loc"])
+            row = loc.pop(0) if loc and isinstance(loc[0], int) else None
+            errors.append({"row": row, "field": ".".join(str(p) for p in loc if not str(p).startswith("literal")) or None,
+                           "message": err["msg"], "input": _jsonable(err.get("input"))})
+        raise RequestError(errors) from None
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return str(value)
+
+
+def _naive_utc(value: Any, default: pd.Timestamp) -> pd.Timestamp:
+    """Event times are stored as naive UTC, like the batch contract's timestamps."""
+    if value is None:
+        return default
+    ts = pd.Timestamp(value)
+    return ts.tz_convert("UTC").tz_localize(None) if ts.tzinfo is not None else ts
+
+
+def directory_sha256(folder: Path) -> str:
+    """SHA-256 over a folder's files (relative paths and bytes, in path order): a model artifact's checksum."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in Path(folder).rglob("*") if p.is_file()):
+        digest.update(path.relative_to(folder).as_posix().encode() + b"\0")
+        digest.update(file_sha256(path).encode())
+    return digest.hexdigest()
+
+
+def log_records(rows: list[dict[str, Any]], spec: DatasetSpec, request_id: str, scores: dict[tuple[str, str], list[float]],
+                answered_by: list[str], logged_at: pd.Timestamp, latency_ms: float) -> list[dict[str, Any]]:
+    """Prediction-log records for one request: one per (row, scoring model), `served` marking the
+    answer the client got. `scores` maps (role, version) to the row scores; `answered_by` gives
+    each row's answering role. PII columns are never logged."""
+    kept = [c for c in spec.column_names if c not in spec.pii_columns and c not in (spec.id_column, spec.event_time_column)]
+    records = []
+    for (role, version), row_scores in scores.items():
+        for i, (row, score) in enumerate(zip(rows, row_scores)):
+            records.append({
+                "request_id": request_id, "row_index": i, "entity_id": str(row[spec.id_column]),
+                "event_time": _naive_utc(row.get(spec.event_time_column), logged_at), "logged_at": logged_at, "arm": answered_by[i], "role": role, "model_version": version,
+                "served": answered_by[i] == role, "score": float(score), "latency_ms": latency_ms,
+                **{c: row.get(c) for c in kept},
+            })
+    return records

@@ -1,0 +1,131 @@
+"""Serving: the service's prediction log comes back into the pipeline (`prediction_logs`, with
+`live_drift` of the live inputs against the serving champion's reference), and `canary_analysis`
+joins logged predictions to the labels that arrived later and judges the challenger on trial.
+`deployed_model` (defs.deployment) acts on its verdict."""
+
+import json
+
+import dagster as dg
+import numpy as np
+import pandas as pd
+
+from retrain_assets.core.drift import dataset_drift, feature_drift
+from retrain_assets.core.landing import PREDICTIONS, LandingFileError, read_landing_file
+from retrain_assets.core.modeling import PARTITION_COLUMN, target_vector
+from retrain_assets.core.rollout import CHAMPION_ARM, analyse_canary
+from retrain_assets.core.spec import DatasetSpec
+from retrain_assets.defs.monitoring import latest_reference
+from retrain_assets.defs.partitioning import partition_window
+from retrain_assets.defs.resources import LandingZone, ModelRegistry, Warehouse
+
+LOG_KEY = ["request_id", "row_index", "role", "model_version"]
+ANALYSIS_NUMBERS = ("live_rows", "live_positives", "partitions_elapsed", "offline_roc_auc_difference", "live_challenger_roc_auc",
+                    "live_champion_roc_auc", "live_roc_auc_difference", "live_roc_auc_difference_lower",
+                    "live_roc_auc_difference_upper")
+
+
+def build_serving(spec: DatasetSpec, partitions_def: dg.PartitionsDefinition) -> dg.Definitions:
+    """Prediction-log ingestion, live drift and the canary analysis for `spec`."""
+    policy = spec.policy
+
+    @dg.multi_asset(
+        name="ingest_prediction_logs",
+        partitions_def=partitions_def,
+        group_name="serving",
+        outs={
+            "prediction_logs": dg.AssetOut(
+                description="Every prediction the service made for requests of this partition: request and entity id, "
+                            "features, which model scored it in which role, whether it answered, score and latency.",
+                metadata={"partition_expr": PARTITION_COLUMN}, kinds={"duckdb", "pandas"}),
+            "live_drift": dg.AssetOut(
+                description="Drift of the live request inputs (what the champion answered) against the serving "
+                            "champion's reference profile: drift reports on live traffic, before any batch lands.",
+                metadata={"partition_expr": PARTITION_COLUMN}, kinds={"duckdb"}),
+        },
+    )
+    def ingest_prediction_logs(context: dg.AssetExecutionContext, landing: LandingZone, warehouse: Warehouse):
+        start, end = partition_window(context)
+        frames = []
+        for file in landing.files_in_window(PREDICTIONS, start, end):
+            try:
+                frames.append(read_landing_file(file.path).assign(source_file=file.path.name))
+            except LandingFileError as exc:  # a torn or foreign file: the rest of the log still counts
+                context.log.error(f"prediction log {exc}")
+        if not frames:
+            raise dg.Failure(f"no prediction-log file for partition {context.partition_key} in {landing.root}/{PREDICTIONS}")
+        logs = pd.concat(frames, ignore_index=True).drop_duplicates(LOG_KEY, keep="first")
+        logs.insert(0, PARTITION_COLUMN, start)
+        served = logs[logs["served"].astype(bool)]
+        by_version = served.groupby(["arm", "model_version"]).size()
+        yield dg.Output(logs, output_name="prediction_logs", metadata={
+            "dagster/row_count": len(logs),
+            "requests": int(logs["request_id"].nunique()),
+            "served_by": dg.MetadataValue.json({f"{a} v{v}": int(n) for (a, v), n in by_version.items()}),
+            "p99_latency_ms": float(np.percentile(logs["latency_ms"], 99)),
+        })
+        yield _live_drift(served[served["arm"] == CHAMPION_ARM], start, warehouse)
+
+    def _live_drift(served: pd.DataFrame, start: pd.Timestamp, warehouse: Warehouse) -> dg.Output:
+        versions = served["model_version"].value_counts()
+        reference = latest_reference(warehouse, str(versions.index[0])) if len(versions) else None
+        if reference is None:
+            return dg.Output(pd.DataFrame(), output_name="live_drift",
+                             metadata={"status": "no reference profile for the serving champion yet"})
+        features = feature_drift(reference[0], served, policy.drift)
+        summary = dataset_drift(features, policy.drift)
+        table = features.assign(**{PARTITION_COLUMN: start, "champion_version": str(versions.index[0]),
+                                   "n_rows": len(served), "dataset_drifted": bool(summary["dataset_drifted"]),
+                                   "drift_share": float(summary["drift_share"])})
+        return dg.Output(table, output_name="live_drift", metadata={
+            "drifted_features": f"{summary['n_drifted']}/{summary['n_features']}",
+            "dataset_drifted": bool(summary["dataset_drifted"]), "live_rows": len(served),
+            "drifted": dg.MetadataValue.json(sorted(features.loc[features["drifted"].astype(bool), "feature"].tolist())),
+        })
+
+    @dg.asset(group_name="serving", deps=["prediction_logs", "labeled_batches", "evaluation_report"], kinds={"duckdb", "mlflow"})
+    def canary_analysis(context: dg.AssetExecutionContext, model_registry: ModelRegistry, warehouse: Warehouse) -> dg.Output[pd.DataFrame]:
+        """The challenger on live trial (canary or shadow) vs the champion on the same logged
+        requests whose labels have arrived: the promotion gate's paired bootstrap, and a verdict
+        (promote, roll back or wait) that `deployed_model` acts on. One row per analysis."""
+        state = model_registry.deployment_state()
+        trial, mode = (state.canary, "canary") if state.canary else (state.shadow, "shadow")
+        if trial is None or state.champion is None:
+            history = warehouse.query("select * from canary_analysis")
+            return dg.Output(history, metadata={"status": "no challenger on live trial"})
+        pairs = live_pairs(warehouse, spec, trial, state.champion)
+        offline = warehouse.query("select diff_roc_auc from evaluation_report where challenger_version = ? "
+                                  "order by evaluated_at desc limit 1", [trial])
+        verdict = analyse_canary(target_vector(pairs, spec), pairs["trial_score"], pairs["champion_score"],
+                                 int(pairs.attrs["partitions"]), policy,
+                                 float(offline["diff_roc_auc"].iloc[0]) if len(offline) else None)
+        row = pd.DataFrame([{
+            "analysed_at": pd.Timestamp.now(tz="UTC").tz_convert(None), "analysis_id": context.run_id,
+            "trial_version": trial, "mode": mode, "champion_version": state.champion, "decision": verdict.decision,
+            "reason": verdict.reason, "numbers_json": json.dumps(verdict.numbers, default=float),
+            **{k: float(verdict.numbers.get(k, float("nan"))) for k in ANALYSIS_NUMBERS},
+        }])
+        history = warehouse.with_history("canary_analysis", row)
+        context.log.info(f"{mode} v{trial} vs champion v{state.champion}: {verdict.decision} - {verdict.reason}")
+        return dg.Output(history, metadata={"decision": verdict.decision, "trial_version": trial, "mode": mode,
+                                            "reason": verdict.reason, **{k: float(v) for k, v in verdict.numbers.items()}})
+
+    return dg.Definitions(assets=[ingest_prediction_logs, canary_analysis])
+
+
+def live_pairs(warehouse: Warehouse, spec: DatasetSpec, trial: str, champion: str) -> pd.DataFrame:
+    """Logged requests scored by both the trial version and the champion, joined to their resolved
+    labels (the newest label of each entity); `attrs["partitions"]` counts the trial's partitions."""
+    id_col, target = spec.id_column, spec.target.name
+    logs = warehouse.query(
+        f"select t.entity_id, t.score as trial_score, c.score as champion_score, t.{PARTITION_COLUMN} as logged_partition "
+        f"from prediction_logs t join prediction_logs c using (request_id, row_index) "
+        f"where t.model_version = ? and t.role <> '{CHAMPION_ARM}' and c.role = '{CHAMPION_ARM}' and c.model_version = ?",
+        [trial, champion])
+    partitions = int(logs["logged_partition"].nunique()) if len(logs) else 0
+    if logs.empty:
+        pairs = pd.DataFrame(columns=["entity_id", "trial_score", "champion_score", target])
+    else:
+        labels = warehouse.query(f'select cast("{id_col}" as varchar) as entity_id, "{target}" from labeled_batches')
+        pairs = logs.merge(labels.drop_duplicates("entity_id", keep="last"), on="entity_id", how="inner")
+    pairs.attrs["partitions"] = partitions
+    return pairs

@@ -1,0 +1,227 @@
+"""`retrain-assets serve`: the prediction service (FastAPI). It serves the registry's champion,
+tries a canary or shadow challenger on live traffic, and logs every prediction to the landing
+zone, where the `prediction_logs` asset ingests it.
+
+The loaded models are one immutable `LoadedDeployment`; a request takes a reference to it once,
+and a promotion or rollback builds and verifies the next one completely before swapping the
+reference, so no request sees a half-loaded model.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from contextlib import asynccontextmanager
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from retrain_assets.core.landing import PREDICTIONS, write_atomically
+from retrain_assets.core.modeling import feature_frame
+from retrain_assets.core.rollout import CANARY_ARM, CHAMPION_ARM, SHADOW_ARM, DeploymentState, route
+from retrain_assets.core.serving import RequestError, log_records, parse_rows, row_validator
+from retrain_assets.core.spec import DatasetSpec
+
+logger = logging.getLogger("retrain_assets.service")
+
+
+class NoModelError(RuntimeError):
+    """No champion is loaded yet (nothing promoted, or its artifacts failed verification)."""
+
+
+@dataclass(frozen=True)
+class LoadedDeployment:
+    """A deployment state with its models loaded and verified (version -> fitted pipeline)."""
+
+    state: DeploymentState
+    models: dict[str, Any] = field(default_factory=dict)
+    loaded_at: float = 0.0
+
+
+class PredictionLog:
+    """Append-only prediction log: records buffer in memory and are flushed as new Parquet files
+    `predictions/<event date>__<server id>-<sequence>.parquet` (temp file + rename), never rewritten."""
+
+    def __init__(self, landing_dir: Path, server_id: str | None = None):
+        self.folder = Path(landing_dir) / PREDICTIONS
+        self.server_id = server_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self._buffer: list[dict[str, Any]] = []
+        self._lock = threading.Lock()
+        self._sequence = itertools.count(1)
+
+    def append(self, records: list[dict[str, Any]]) -> None:
+        with self._lock:
+            self._buffer.extend(records)
+
+    @property
+    def pending(self) -> int:
+        return len(self._buffer)
+
+    def flush(self) -> list[Path]:
+        """Write what is buffered, one file per event date; returns the files written."""
+        with self._lock:
+            records, self._buffer = self._buffer, []
+        if not records:
+            return []
+        frame = pd.DataFrame.from_records(records)
+        written = []
+        for date, part in frame.groupby(frame["event_time"].dt.strftime("%Y-%m-%d"), sort=True):
+            path = self.folder / f"{date}__{self.server_id}-{next(self._sequence):06d}.parquet"
+            write_atomically(part.reset_index(drop=True), path)
+            written.append(path)
+        return written
+
+
+class ModelService:
+    """Scores requests with the deployment the registry describes; `refresh` follows the registry."""
+
+    def __init__(self, spec: DatasetSpec, registry, log: PredictionLog):
+        self.spec = spec
+        self.registry = registry
+        self.log = log
+        self.validator = row_validator(spec)
+        self.threshold = spec.policy.promotion.operating_threshold
+        negative = next(c for c in spec.target.classes if c != spec.target.positive)
+        self.classes = (negative, spec.target.positive)
+        self.loaded = LoadedDeployment(DeploymentState(champion=None))
+        self.last_error = ""
+        self._refresh_lock = threading.Lock()
+
+    def refresh(self) -> bool:
+        """Load the registry's current deployment if it changed; returns whether it swapped.
+
+        A version whose artifacts fail the checksum is not served: the previous deployment keeps
+        serving and `last_error` says why.
+        """
+        with self._refresh_lock:
+            try:
+                state = self.registry.deployment_state()
+            except Exception as exc:  # registry unreachable: keep serving what is loaded
+                self.last_error = f"registry unreachable: {exc}"
+                logger.warning(self.last_error)
+                return False
+            if state == self.loaded.state:
+                return False
+            wanted = [v for v in (state.champion, state.canary, state.shadow) if v]
+            models = {}
+            try:
+                for version in wanted:
+                    models[version] = self.loaded.models.get(version) or self.registry.load_verified(version)
+            except Exception as exc:
+                self.last_error = f"cannot serve {state}: {exc}"
+                logger.error(self.last_error)
+                return False
+            self.loaded = LoadedDeployment(state, models, time.time())
+            self.last_error = ""
+            logger.info(f"serving {state.describe()}")
+            return True
+
+    def predict(self, payload: Any, request_id: str | None = None) -> dict[str, Any]:
+        """Validate and score a request body; the answer comes from each row's arm."""
+        started = time.perf_counter()
+        rows = parse_rows(payload, self.validator)
+        loaded = self.loaded  # one reference for the whole request
+        state = loaded.state
+        if state.champion is None:
+            raise NoModelError(self.last_error or "no champion in the registry yet: run the pipeline until a model is promoted")
+        features = feature_frame(pd.DataFrame.from_records(rows), self.spec)
+        roles = [(CHAMPION_ARM, state.champion)]
+        if state.canary:
+            roles.append((CANARY_ARM, state.canary))
+        if state.shadow:
+            roles.append((SHADOW_ARM, state.shadow))
+        scores = {(role, version): loaded.models[version].predict_proba(features)[:, 1] for role, version in roles}
+        salt = f"{self.spec.name}:{state.canary}"
+        arms = [route(row[self.spec.id_column], state, salt) for row in rows]
+        versions = {role: version for role, version in roles}
+        request_id = request_id or uuid.uuid4().hex
+        predictions = []
+        for i, (row, arm) in enumerate(zip(rows, arms)):
+            score = float(scores[(arm, versions[arm])][i])
+            predictions.append({"id": row[self.spec.id_column], "score": score,
+                                "label": self.classes[int(score >= self.threshold)], "model_version": versions[arm], "arm": arm})
+        latency_ms = (time.perf_counter() - started) * 1000
+        self.log.append(log_records(rows, self.spec, request_id, {k: v.tolist() for k, v in scores.items()}, arms,
+                                    pd.Timestamp.now(tz="UTC").tz_localize(None), latency_ms))
+        return {"request_id": request_id, "predictions": predictions}
+
+    def health(self) -> dict[str, Any]:
+        """`ok` when a verified champion is loaded, `degraded` when the last refresh failed, else `no_model`."""
+        state = self.loaded.state
+        status = "no_model" if state.champion is None else ("degraded" if self.last_error else "ok")
+        return {"status": status, "model": self.spec.name, "champion": state.champion, "last_error": self.last_error,
+                "loaded_at": self.loaded.loaded_at, "pending_log_records": self.log.pending}
+
+    def models(self) -> dict[str, Any]:
+        """Which versions serve, in which role, with which traffic share."""
+        state = self.loaded.state
+        return {"model": self.spec.name, "deployment": state.describe(), "previous": state.previous,
+                "loaded_at": self.loaded.loaded_at}
+
+
+def create_app(service: ModelService, refresh_seconds: float = 2.0, flush_seconds: float = 5.0):
+    """The FastAPI app around `service`; a background thread follows the registry and flushes the
+    log every few seconds (0 disables either: the caller drives them, as the demo does)."""
+    stop = threading.Event()
+
+    def background() -> None:
+        last_refresh = last_flush = time.monotonic()
+        while not stop.wait(0.2):
+            now = time.monotonic()
+            if refresh_seconds and now - last_refresh >= refresh_seconds:
+                service.refresh()
+                last_refresh = now
+            if flush_seconds and now - last_flush >= flush_seconds:
+                try:
+                    service.log.flush()
+                except OSError as exc:  # records stay lost only if the disk is gone; say so loudly
+                    logger.error(f"prediction log flush failed: {exc}")
+                last_flush = now
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        service.refresh()
+        worker = threading.Thread(target=background, name="registry-and-log", daemon=True)
+        worker.start()
+        yield
+        stop.set()
+        worker.join(timeout=5)
+        service.log.flush()
+
+    app = FastAPI(title=f"retrain-assets: {service.spec.name}", lifespan=lifespan,
+                  description="Scores rows with the registry's champion; canary/shadow challengers on live trial.")
+
+    @app.post("/predict")
+    async def predict(request: Request) -> JSONResponse:
+        """Score one row object, a list of rows, or {"rows": [...]}; 422 names each invalid field."""
+        try:
+            payload = json.loads(await request.body())
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            return JSONResponse({"detail": [{"row": None, "field": None, "message": f"body is not valid JSON: {exc}"}]}, 422)
+        try:
+            return JSONResponse(service.predict(payload, request.headers.get("x-request-id")))
+        except RequestError as exc:
+            return JSONResponse({"detail": exc.errors}, 422)
+        except NoModelError as exc:
+            return JSONResponse({"detail": str(exc)}, 503)
+
+    @app.get("/health")
+    async def health() -> JSONResponse:
+        body = service.health()
+        return JSONResponse(body, 200 if body["status"] != "no_model" else 503)
+
+    @app.get("/models")
+    async def models() -> dict[str, Any]:
+        return service.models()
+
+    return app

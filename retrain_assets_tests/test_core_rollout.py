@@ -1,0 +1,92 @@
+"""Canary routing and the live canary analysis (pure functions)."""
+
+import numpy as np
+import pytest
+
+from retrain_assets.core.policy import BatchSignal, Policy, PolicyHistory, decide_retrain
+from retrain_assets.core.rollout import PROMOTE, ROLLBACK, WAIT, DeploymentState, analyse_canary, entity_bucket, route
+from retrain_assets.core.spec import SpecError, parse_spec
+
+
+def test_routing_is_deterministic_per_entity_and_honours_the_share():
+    state = DeploymentState(champion="1", canary="2", canary_share=0.2)
+    ids = [f"loan-{i}" for i in range(20_000)]
+    arms = [route(i, state, "loan_default:2") for i in ids]
+    assert arms == [route(i, state, "loan_default:2") for i in ids]
+    assert arms.count("canary") / len(ids) == pytest.approx(0.2, abs=0.01)
+    # Another rollout (another salt) tries another slice of entities, still about 20 %.
+    other = [route(i, state, "loan_default:3") for i in ids]
+    assert other.count("canary") / len(ids) == pytest.approx(0.2, abs=0.01)
+    assert sum(a != b for a, b in zip(arms, other)) > 4000
+    assert {route(i, DeploymentState(champion="1"), "x") for i in ids[:100]} == {"champion"}
+    assert 0.0 <= entity_bucket(123, "s") < 1.0
+
+
+def test_describe_lists_roles_with_their_traffic_share():
+    state = DeploymentState(champion="4", canary="5", canary_share=0.25, previous="3")
+    assert state.describe() == [{"role": "champion", "version": "4", "traffic_share": 0.75},
+                                {"role": "canary", "version": "5", "traffic_share": 0.25}]
+    assert DeploymentState(champion="4", shadow="5").describe()[1] == {"role": "shadow", "version": "5", "traffic_share": 0.0}
+
+
+def _scores(n: int, challenger_noise: float, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    y = (rng.uniform(size=n) < 0.3).astype(int)
+    signal = y * 1.2 + rng.normal(size=n)
+    champion = 1 / (1 + np.exp(-(signal + rng.normal(scale=0.6, size=n))))
+    challenger = 1 / (1 + np.exp(-(signal + rng.normal(scale=challenger_noise, size=n))))
+    return y, challenger, champion
+
+
+def test_a_live_equal_or_better_challenger_is_promoted():
+    y, challenger, champion = _scores(1500, 0.3)
+    verdict = analyse_canary(y, challenger, champion, partitions_elapsed=3, policy=Policy(), offline_difference=0.01)
+    assert verdict.decision == PROMOTE, verdict.reason
+    assert verdict.numbers["live_roc_auc_difference_lower"] > -0.01
+    assert "offline it was +0.0100" in verdict.reason
+
+
+def test_a_challenger_significantly_worse_live_is_rolled_back_at_once():
+    y, challenger, champion = _scores(1500, 2.5)
+    verdict = analyse_canary(y, challenger, champion, partitions_elapsed=2, policy=Policy())
+    assert verdict.decision == ROLLBACK and "significantly worse" in verdict.reason
+    assert verdict.numbers["live_roc_auc_difference_upper"] < 0
+
+
+def test_too_few_labels_waits_then_rolls_back_when_the_trial_expires():
+    y, challenger, champion = _scores(100, 0.3)
+    assert analyse_canary(y, challenger, champion, 2, Policy()).decision == WAIT
+    late = analyse_canary(y, challenger, champion, 7, Policy())
+    assert late.decision == ROLLBACK and "not enough live evidence" in late.reason
+    assert analyse_canary([], [], [], 0, Policy()).decision == WAIT
+
+
+def test_an_inconclusive_comparison_waits_until_the_trial_expires():
+    y, challenger, champion = _scores(400, 0.9, seed=3)
+    verdict = analyse_canary(y, challenger, champion, 1, Policy())
+    lower, upper = verdict.numbers["live_roc_auc_difference_lower"], verdict.numbers["live_roc_auc_difference_upper"]
+    assert lower <= -0.01 and upper >= 0, verdict.reason  # the data really is inconclusive
+    assert verdict.decision == WAIT
+    assert analyse_canary(y, challenger, champion, 7, Policy()).decision == ROLLBACK
+
+
+def test_rollout_policy_is_read_and_validated_from_the_spec():
+    base = {"name": "d", "id": "i", "event_time": "t", "target": {"name": "y", "classes": [0, 1]},
+            "columns": {"i": {"type": "string"}, "t": {"type": "timestamp"}, "x": {"type": "float"}}}
+    spec = parse_spec({**base, "policy": {"rollout": {"mode": "shadow", "canary_share": 0.1}}})
+    assert spec.policy.rollout.mode == "shadow" and spec.policy.rollout.canary_share == 0.1
+    with pytest.raises(SpecError, match="rollout.mode"):
+        parse_spec({**base, "policy": {"rollout": {"mode": "blue-green"}}})
+    with pytest.raises(SpecError, match="unknown policy.rollout keys"):
+        parse_spec({**base, "policy": {"rollout": {"share": 0.1}}})
+
+
+def test_no_retrain_while_a_challenger_is_on_live_trial():
+    signals = [BatchSignal(f"2025-01-{d:02d}", "1", False, 0.0, realized_roc_auc=0.55) for d in range(10, 14)]
+    history = PolicyHistory(labeled_partitions=[f"2025-01-{d:02d}" for d in range(1, 14)], signals=signals,
+                            champion_version="1", champion_holdout_roc_auc=0.8, last_trained_through="2025-01-05",
+                            new_labeled_rows=1000, trial_version="2")
+    decision = decide_retrain(history, Policy())
+    assert not decision.retrain and decision.suppressed_by == "trial_running" and "v2 is on live trial" in decision.reason
+    free = decide_retrain(PolicyHistory(**{**history.__dict__, "trial_version": None}), Policy())
+    assert free.retrain and free.trigger == "performance"
