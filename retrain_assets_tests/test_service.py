@@ -33,9 +33,10 @@ def registry(tmp_path_factory, scenario):
                         experiment_name="service-test", model_name=scenario.spec.name)
     reg._ensure_experiment()
     mlflow.set_experiment("service-test")
-    for days, params in ((range(0, 5), {"C": 1.0}), (range(5, 10), {"C": 0.1}), (range(10, 15), {"C": 10.0})):
+    for days, family, params in ((range(0, 5), "logistic_regression", {"C": 1.0}), (range(5, 10), "logistic_regression", {"C": 0.1}),
+                                 (range(10, 15), "logistic_regression", {"C": 10.0}), (range(0, 5), "hist_gradient_boosting", {"max_iter": 20})):
         train = _labeled(scenario, days)
-        model = train_model(train, scenario.spec, 7, "logistic_regression", params)
+        model = train_model(train, scenario.spec, 7, family, params)
         with mlflow.start_run():
             reg.log_and_register(model.pipeline, feature_frame(train.head(5), scenario.spec))
     reg.promote("1")
@@ -168,6 +169,17 @@ def test_swaps_while_serving_never_fail_a_request(service, registry, rows):
     assert errors == [] and len(answered) > 10
     assert all(len(v) == 1 for v in answered)  # no request mixed two champions
     assert {v for s in answered for v in s} == {"1", "2"}
+
+
+def test_a_gradient_boosting_version_registers_and_serves(service, registry, rows):
+    """skops refuses TreePredictor by default; it is trusted because the checksum is verified."""
+    registry.promote("4")
+    try:
+        assert service.refresh() is True
+        body = service.predict({"rows": rows[:3]})
+        assert {p["model_version"] for p in body["predictions"]} == {"4"}
+    finally:
+        registry.promote("1")
 
 
 def test_no_champion_answers_503_with_the_reason(scenario, tmp_path):

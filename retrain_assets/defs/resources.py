@@ -26,6 +26,7 @@ os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 CHAMPION, CHALLENGER, PREVIOUS = "champion", "challenger", "previous"
 CANARY, SHADOW = "canary", "shadow"
+SKOPS_TRUSTED_TYPES = ["numpy.dtype", "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor"]
 CANARY_SHARE_TAG, CHECKSUM_TAG = "canary_share", "artifact_sha256"
 
 
@@ -198,8 +199,10 @@ class ModelRegistry(dg.ConfigurableResource):
             name="model",
             signature=signature,
             pip_requirements=[f"scikit-learn=={sklearn.__version__}", f"pandas=={pd.__version__}"],
-            # MLflow stores sklearn models with skops (no arbitrary pickle); OneHotEncoder keeps a dtype.
-            skops_trusted_types=["numpy.dtype"],
+            # MLflow stores sklearn models with skops (no arbitrary pickle). OneHotEncoder keeps a
+            # dtype; gradient boosting keeps TreePredictor, whose node indices skops cannot vouch
+            # for: the checksum recorded below, verified before serving, is what protects them.
+            skops_trusted_types=SKOPS_TRUSTED_TYPES,
         )
         run_id = mlflow.active_run().info.run_id
         client = self.client()
