@@ -53,6 +53,16 @@ def test_a_challenger_significantly_worse_live_is_rolled_back_at_once():
     assert verdict.numbers["live_roc_auc_difference_upper"] < 0
 
 
+def test_a_live_result_that_contradicts_the_offline_gain_is_rolled_back():
+    """Offline the challenger won by 0.2 (a leak in the training data); live it is merely equal."""
+    y, challenger, champion = _scores(1500, 0.6, seed=5)
+    verdict = analyse_canary(y, challenger, champion, 2, Policy(), offline_difference=0.24, offline_lower=0.21)
+    assert verdict.decision == ROLLBACK and "contradicts the offline evaluation" in verdict.reason
+    assert verdict.numbers["live_roc_auc_difference_upper"] < 0.21
+    # The same live numbers after a modest offline gain are consistent: promoted.
+    assert analyse_canary(y, challenger, champion, 2, Policy(), 0.004, -0.006).decision == PROMOTE
+
+
 def test_too_few_labels_waits_then_rolls_back_when_the_trial_expires():
     y, challenger, champion = _scores(100, 0.3)
     assert analyse_canary(y, challenger, champion, 2, Policy()).decision == WAIT

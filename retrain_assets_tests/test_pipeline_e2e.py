@@ -406,6 +406,36 @@ def test_zz_a_failed_gate_leaves_the_champion_untouched_and_is_recorded(run, tmp
     assert "deployed_model" not in {e.asset_key.to_user_string() for e in result.all_events if e.event_type_value == "ASSET_MATERIALIZATION"}
 
 
+def test_zz_a_trial_that_expires_unproven_is_rolled_back_automatically(run, tmp_path):
+    """Runs after the replay, which ends with a canary waiting for labels: under a policy whose
+    trials expire after one partition, `rollout_job` rolls it back on its own and records why."""
+    import yaml
+
+    from retrain_assets.defs import build_definitions
+    from retrain_assets.replay import PipelineDriver
+
+    client = registry(run)
+    aliases = client.get_registered_model("loan_default").aliases
+    assert "canary" in aliases, run.lines[-3:]
+    canary, champion = str(aliases["canary"]), str(aliases["champion"])
+    impatient = yaml.safe_load(run.scenario.spec_path.read_text())
+    impatient["policy"]["rollout"] = {"max_live_partitions": 1, "min_live_labeled_rows": 100_000}
+    (tmp_path / "impatient.yaml").write_text(yaml.safe_dump(impatient))
+    defs = build_definitions(ProjectSettings(data_dir=run.settings.data_dir, spec_path=tmp_path / "impatient.yaml"))
+    result = defs.resolve_job_def("rollout_job").execute_in_process(instance=run.instance)
+    assert result.success
+    row = wh(run, "select * from deployed_model order by deployed_at desc limit 1").iloc[0]
+    assert row["action"] == "canary_rollback" and row["candidate_version"] == canary
+    assert row["champion_version"] == champion and row["canary_version"] == "" and row["traffic_share"] == 1.0
+    assert "not enough live evidence" in row["reason"]
+    verdict = wh(run, "select * from canary_analysis order by analysed_at desc limit 1").iloc[0]
+    assert verdict["decision"] == "rollback" and verdict["analysis_id"] == row["analysis_id"]
+    aliases = client.get_registered_model("loan_default").aliases
+    assert "canary" not in aliases and str(aliases["champion"]) == champion
+    assert client.get_model_version("loan_default", canary).tags["rollout"] == "rolled_back"
+    # With no trial left, the rollout sensor stays quiet.
+    assert PipelineDriver(defs, run.instance, run.settings.landing_dir).tick_sensor("rollout_sensor") == []
+
 def test_zz_manual_rollback_is_audited_and_restores_previous(run, tmp_path, capsys):
     """Runs last: `retrain-assets rollback` makes `previous` champion again, ends any live trial,
     and records who did it and why."""

@@ -193,3 +193,20 @@ def test_no_champion_answers_503_with_the_reason(scenario, tmp_path):
         response = client.post("/predict", json={"application_id": "x"})
     assert response.status_code == 422  # the contract is checked first
     assert Path(tmp_path).exists()
+
+
+def test_a_log_without_optional_fields_keeps_the_declared_schema(service, rows, scenario, tmp_path):
+    """A day on which no client sent `sex` (all null) stores the same column types as any other."""
+    import duckdb
+
+    from retrain_assets.core.serving import typed_log
+
+    service.refresh()
+    service.predict({"rows": [{k: v for k, v in r.items() if k not in ("sex", "email", "applied_at")} for r in rows[:3]]})
+    files = service.log.flush()
+    logged = typed_log(pd.read_parquet(files[0]), scenario.spec)
+    conn = duckdb.connect()
+    conn.register("logged", logged)
+    types = {name: kind for name, kind, *_ in conn.execute("describe select * from logged").fetchall()}
+    assert types["sex"] == "VARCHAR" and types["age"] == "DOUBLE" and types["served"] == "BOOLEAN"
+    assert logged["sex"].isna().all() and "email" not in logged.columns

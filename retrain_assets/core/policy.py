@@ -68,7 +68,9 @@ class RolloutPolicy:
         rolled back: live traffic never showed the challenger is non-inferior.
     The live comparison uses the promotion gate's statistics: the paired bootstrap interval of the
     ROC AUC difference (challenger - champion, on the same logged requests), `comparison`,
-    `non_inferiority_margin`, `confidence_level` and `bootstrap_resamples` of `promotion`.
+    `non_inferiority_margin`, `confidence_level` and `bootstrap_resamples` of `promotion`. A trial
+    is rolled back when live traffic shows it significantly worse, or when the live interval lies
+    entirely below the offline one (see `core.rollout.analyse_canary`).
     """
 
     mode: str = "canary"

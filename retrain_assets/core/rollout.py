@@ -73,14 +73,17 @@ class CanaryVerdict:
 
 
 def analyse_canary(y: Any, challenger_scores: Any, champion_scores: Any, partitions_elapsed: int, policy: Policy,
-                   offline_difference: float | None = None) -> CanaryVerdict:
+                   offline_difference: float | None = None, offline_lower: float | None = None) -> CanaryVerdict:
     """Compare the challenger with the champion on the same labelled live requests.
 
     Rules, with the promotion gate's statistics (paired stratified bootstrap of the ROC AUC
-    difference challenger - champion):
+    difference challenger - champion), in order:
       - too few labelled rows or positives: wait, or roll back once `max_live_partitions` passed;
+      - upper bound below 0 (significantly worse live): roll back;
+      - upper bound below the offline interval's lower bound `offline_lower` (live contradicts the
+        offline evaluation: the gain measured offline does not exist on live traffic, the mark of
+        target leakage or training/serving skew): roll back;
       - lower bound above -margin (above 0 under `superiority`): promote;
-      - upper bound below 0 (significantly worse live): roll back now;
       - otherwise wait for more labels, and roll back once `max_live_partitions` passed.
     """
     rollout, gate = policy.rollout, policy.promotion
@@ -89,6 +92,8 @@ def analyse_canary(y: Any, challenger_scores: Any, champion_scores: Any, partiti
     numbers: dict[str, float] = {"live_rows": n, "live_positives": positives, "partitions_elapsed": partitions_elapsed}
     if offline_difference is not None:
         numbers["offline_roc_auc_difference"] = float(offline_difference)
+    if offline_lower is not None:
+        numbers["offline_roc_auc_difference_lower"] = float(offline_lower)
     expired = partitions_elapsed >= rollout.max_live_partitions
     if n < rollout.min_live_labeled_rows or positives < rollout.min_live_positives or positives == n:
         need = f"{n}/{rollout.min_live_labeled_rows} labelled live rows, {positives}/{rollout.min_live_positives} positives"
@@ -105,10 +110,13 @@ def analyse_canary(y: Any, challenger_scores: Any, champion_scores: Any, partiti
     bound = 0.0 if gate.comparison == "superiority" else -gate.non_inferiority_margin
     interval = f"live ROC AUC {ci.challenger:.3f} vs {ci.champion:.3f}, difference {ci.difference:+.4f} [{ci.lower:+.4f}, {ci.upper:+.4f}] on {n} rows"
     offline = f"; offline it was {offline_difference:+.4f}" if offline_difference is not None else ""
-    if ci.lower > bound:
-        return CanaryVerdict(PROMOTE, f"{interval}: lower bound above {bound:+.3f}{offline}", numbers)
     if ci.upper < 0:
         return CanaryVerdict(ROLLBACK, f"{interval}: significantly worse than the champion on live traffic{offline}", numbers)
+    if offline_lower is not None and ci.upper < offline_lower:
+        return CanaryVerdict(ROLLBACK, f"{interval}: live contradicts the offline evaluation (offline difference at least "
+                                       f"{offline_lower:+.4f}): leakage or training/serving skew suspected", numbers)
+    if ci.lower > bound:
+        return CanaryVerdict(PROMOTE, f"{interval}: lower bound above {bound:+.3f}{offline}", numbers)
     if expired:
         return CanaryVerdict(ROLLBACK, f"{interval}: not shown non-inferior within {rollout.max_live_partitions} partitions{offline}", numbers)
     return CanaryVerdict(WAIT, f"{interval}: not conclusive yet (lower bound must exceed {bound:+.3f})", numbers)

@@ -132,3 +132,25 @@ def log_records(rows: list[dict[str, Any]], spec: DatasetSpec, request_id: str, 
                 **{c: row.get(c) for c in kept},
             })
     return records
+
+
+def typed_log(frame: pd.DataFrame, spec: DatasetSpec) -> pd.DataFrame:
+    """A prediction log with every logged column in its declared type, so that a day on which a
+    client never sent an optional field (an all-null column) stores the same schema as any other."""
+    out = frame.copy()
+    for col in spec.columns:
+        if col.name not in out.columns:
+            continue
+        if col.type in ("float", "int"):
+            out[col.name] = pd.to_numeric(out[col.name], errors="coerce").astype("float64")
+        elif col.type == "bool":
+            out[col.name] = out[col.name].astype("boolean")
+        elif col.type == "timestamp":
+            out[col.name] = pd.to_datetime(out[col.name], errors="coerce")
+        else:
+            out[col.name] = out[col.name].astype("string")
+    for name, dtype in (("entity_id", "string"), ("request_id", "string"), ("arm", "string"), ("role", "string"),
+                        ("model_version", "string"), ("served", "bool"), ("score", "float64"), ("latency_ms", "float64"),
+                        ("row_index", "int64")):
+        out[name] = out[name].astype(dtype)
+    return out

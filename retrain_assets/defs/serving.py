@@ -13,13 +13,15 @@ from retrain_assets.core.drift import dataset_drift, feature_drift
 from retrain_assets.core.landing import PREDICTIONS, LandingFileError, read_landing_file
 from retrain_assets.core.modeling import PARTITION_COLUMN, target_vector
 from retrain_assets.core.rollout import CHAMPION_ARM, analyse_canary
+from retrain_assets.core.serving import typed_log
 from retrain_assets.core.spec import DatasetSpec
 from retrain_assets.defs.monitoring import latest_reference
 from retrain_assets.defs.partitioning import partition_window
 from retrain_assets.defs.resources import LandingZone, ModelRegistry, Warehouse
 
 LOG_KEY = ["request_id", "row_index", "role", "model_version"]
-ANALYSIS_NUMBERS = ("live_rows", "live_positives", "partitions_elapsed", "offline_roc_auc_difference", "live_challenger_roc_auc",
+ANALYSIS_NUMBERS = ("live_rows", "live_positives", "partitions_elapsed", "offline_roc_auc_difference",
+                    "offline_roc_auc_difference_lower", "live_challenger_roc_auc",
                     "live_champion_roc_auc", "live_roc_auc_difference", "live_roc_auc_difference_lower",
                     "live_roc_auc_difference_upper")
 
@@ -53,7 +55,7 @@ def build_serving(spec: DatasetSpec, partitions_def: dg.PartitionsDefinition) ->
                 context.log.error(f"prediction log {exc}")
         if not frames:
             raise dg.Failure(f"no prediction-log file for partition {context.partition_key} in {landing.root}/{PREDICTIONS}")
-        logs = pd.concat(frames, ignore_index=True).drop_duplicates(LOG_KEY, keep="first")
+        logs = typed_log(pd.concat(frames, ignore_index=True).drop_duplicates(LOG_KEY, keep="first"), spec)
         logs.insert(0, PARTITION_COLUMN, start)
         served = logs[logs["served"].astype(bool)]
         by_version = served.groupby(["arm", "model_version"]).size()
@@ -93,11 +95,12 @@ def build_serving(spec: DatasetSpec, partitions_def: dg.PartitionsDefinition) ->
             history = warehouse.query("select * from canary_analysis")
             return dg.Output(history, metadata={"status": "no challenger on live trial"})
         pairs = live_pairs(warehouse, spec, trial, state.champion)
-        offline = warehouse.query("select diff_roc_auc from evaluation_report where challenger_version = ? "
-                                  "order by evaluated_at desc limit 1", [trial])
+        offline = warehouse.query("select diff_roc_auc, diff_roc_auc_lower from evaluation_report where challenger_version = ? "
+                                  "and champion_version = ? order by evaluated_at desc limit 1", [trial, state.champion])
         verdict = analyse_canary(target_vector(pairs, spec), pairs["trial_score"], pairs["champion_score"],
                                  int(pairs.attrs["partitions"]), policy,
-                                 float(offline["diff_roc_auc"].iloc[0]) if len(offline) else None)
+                                 float(offline["diff_roc_auc"].iloc[0]) if len(offline) else None,
+                                 float(offline["diff_roc_auc_lower"].iloc[0]) if len(offline) else None)
         row = pd.DataFrame([{
             "analysed_at": pd.Timestamp.now(tz="UTC").tz_convert(None), "analysis_id": context.run_id,
             "trial_version": trial, "mode": mode, "champion_version": state.champion, "decision": verdict.decision,
