@@ -328,14 +328,16 @@ def _drift(args) -> int:
 def _closing(summary, dagster_home: Path, env_hint: str) -> None:
     failed = [o for o in summary.outcomes if not o.success]
     print(
-        f"\n{summary.runs} runs in {summary.seconds:.1f} s; {len(summary.deployments)} deployments "
-        f"(versions {', '.join(summary.deployments) or 'none'}); blocked batches: {', '.join(summary.blocked_partitions) or 'none'}; "
+        f"\n{summary.runs} runs in {summary.seconds:.1f} s; {len(summary.deployments)} champions "
+        f"(versions {', '.join(summary.deployments) or 'none'}); canaries rolled back: {', '.join(summary.rolled_back) or 'none'}; "
+        f"blocked batches: {', '.join(summary.blocked_partitions) or 'none'}; "
         f"failed runs: {len(failed)} (blocked batches and rejected challengers count as failed runs).\n"
         "\nWhere to look next:\n"
         f"  {env_hint}make ui           # Dagster UI on this instance: runs, checks, lineage\n"
         f"  duckdb -readonly {summary.settings.snapshot_path}   # analyst snapshot (see README for queries)\n"
         f"  mlflow ui --backend-store-uri {summary.settings.default_tracking_uri}   # runs and registry\n"
         f"  {summary.settings.reports_dir}/evaluation/   # champion-vs-challenger reports (HTML); drift reports in drift/\n"
+        f"  {env_hint}retrain-assets serve   # the prediction service on the registry's champion (see README, Serving)\n"
     )
 
 

@@ -71,6 +71,12 @@ class ReplaySummary:
     def runs(self) -> int:
         return len(self.outcomes)
 
+    @property
+    def rolled_back(self) -> list[str]:
+        """Versions whose live trial ended in an automatic rollback."""
+        return [str(o.materializations["deployed_model"]["candidate_version"]) for o in self.outcomes
+                if str(o.materializations.get("deployed_model", {}).get("action", "")).endswith("_rollback")]
+
 
 class InstanceBusyError(RuntimeError):
     """A Dagster daemon is running on the instance the replay would reset."""
@@ -190,17 +196,27 @@ class LiveTraffic:
             return ""
         rows = json.loads(requests.to_json(orient="records", date_format="iso"))
         answered: dict[str, int] = {}
+        rejected = 0
         for lo in range(0, len(rows), self.rows_per_request):
-            response = self.client.post("/predict", json={"rows": rows[lo:lo + self.rows_per_request]})
+            chunk = rows[lo:lo + self.rows_per_request]
+            response = self.client.post("/predict", json={"rows": chunk})
+            if response.status_code == 422:  # a client drops the rows the contract names and resends the rest
+                bad = {e["row"] for e in response.json()["detail"]}
+                rejected += len(bad)
+                chunk = [r for i, r in enumerate(chunk) if i not in bad]
+                response = self.client.post("/predict", json={"rows": chunk}) if chunk else None
+            if response is None:
+                continue
             response.raise_for_status()
             for p in response.json()["predictions"]:
                 answered[p["arm"]] = answered.get(p["arm"], 0) + 1
         self.service.log.flush()
+        notes = [f"{rejected} requests rejected (422)"] if rejected else []
         if state.canary:
-            return f"served {answered.get('canary', 0)}/{len(rows)} by canary v{state.canary}"
+            notes.insert(0, f"served {answered.get('canary', 0)}/{len(rows)} by canary v{state.canary}")
         if state.shadow:
-            return f"shadow v{state.shadow} scored {len(rows)}"
-        return ""
+            notes.insert(0, f"shadow v{state.shadow} scored {len(rows)}")
+        return "; ".join(notes)
 
     def close(self) -> None:
         self.client.__exit__(None, None, None)
@@ -253,8 +269,9 @@ def _apply(outcome: RunOutcome, row: StepRow, champion: str, live_auc: float, de
             row.actions.append(f"trained v{version} -> rejected by gate" + (f": {gate}" if not gate_passed else ""))
     elif action.endswith("_promote") or action.endswith("_rollback"):
         mode, verb = action.split("_")
-        row.actions.append(f"{mode} v{deployed['candidate_version']} {'PROMOTED' if verb == 'promote' else 'ROLLED BACK'}: "
-                           f"{str(deployed['reason']).split(' on ')[0]}")
+        reason = str(deployed["reason"])
+        why = reason.split(" on ")[0] + ("" if verb == "promote" else "; " + reason.split(" rows: ")[-1])
+        row.actions.append(f"{mode} v{deployed['candidate_version']} {'PROMOTED' if verb == 'promote' else 'ROLLED BACK'}: {why}")
     elif outcome.requested_by == "retrain_sensor" and not outcome.success:
         row.actions.append(f"retrain FAILED: {outcome.error[:120]}")
     return champion, live_auc

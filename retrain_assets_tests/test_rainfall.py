@@ -32,3 +32,6 @@ def test_rainfall_history_replays_as_monthly_batches(tmp_path):
     assert summary.deployments == ["1"]
     deployed = read_table(settings.warehouse_path, "select * from deployed_model")
     assert deployed["holdout_roc_auc"].iloc[0] >= spec.policy.min_roc_auc
+    # Once a champion serves, every month's rows are also live requests, logged and ingested.
+    logged = read_table(settings.warehouse_path, "select count(*) as n, count(distinct entity_id) as ids from prediction_logs")
+    assert int(logged["n"].iloc[0]) == int(logged["ids"].iloc[0]) > 0

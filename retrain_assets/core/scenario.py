@@ -244,7 +244,9 @@ def history_deliveries(
         if len(pending) > label_delay_batches:
             labeled_start, ready = pending.pop(0)
             files[label_file_name(labeled_start, start)] = ready
-        yield Delivery(step=step, as_of=times[rows.index].max() + pd.Timedelta(days=1), files=files)
+        # The batch's rows were, before the export, the requests live traffic sent to the model.
+        yield Delivery(step=step, as_of=times[rows.index].max() + pd.Timedelta(days=1), files=files,
+                       requests=rows[spec.column_names])
 
 
 def read_history(path: Path, spec: DatasetSpec) -> pd.DataFrame:
