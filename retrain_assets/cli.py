@@ -329,7 +329,7 @@ def _closing(summary, dagster_home: Path, env_hint: str) -> None:
     failed = [o for o in summary.outcomes if not o.success]
     print(
         f"\n{summary.runs} runs in {summary.seconds:.1f} s; {len(summary.deployments)} champions "
-        f"(versions {', '.join(summary.deployments) or 'none'}); canaries rolled back: {', '.join(summary.rolled_back) or 'none'}; "
+        f"(versions {', '.join(summary.deployments) or 'none'}); canaries rolled back: {', '.join(f'v{v}' for v in summary.rolled_back) or 'none'}; "
         f"blocked batches: {', '.join(summary.blocked_partitions) or 'none'}; "
         f"failed runs: {len(failed)} (blocked batches and rejected challengers count as failed runs).\n"
         "\nWhere to look next:\n"
