@@ -27,9 +27,8 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from retrain_assets.core.landing import PREDICTIONS, write_atomically
-from retrain_assets.core.modeling import feature_frame
 from retrain_assets.core.rollout import CANARY_ARM, CHAMPION_ARM, SHADOW_ARM, DeploymentState, route
-from retrain_assets.core.serving import RequestError, log_records, parse_rows, row_validator
+from retrain_assets.core.serving import RequestError, RowScorer, log_records, parse_rows, row_validator
 from retrain_assets.core.spec import DatasetSpec
 
 logger = logging.getLogger("retrain_assets.service")
@@ -41,7 +40,7 @@ class NoModelError(RuntimeError):
 
 @dataclass(frozen=True)
 class LoadedDeployment:
-    """A deployment state with its models loaded and verified (version -> fitted pipeline)."""
+    """A deployment state with its models loaded and verified (version -> its RowScorer)."""
 
     state: DeploymentState
     models: dict[str, Any] = field(default_factory=dict)
@@ -96,6 +95,7 @@ class ModelService:
         self.loaded = LoadedDeployment(DeploymentState(champion=None))
         self.last_error = ""
         self._refresh_lock = threading.Lock()
+        self._retired: dict[str, RowScorer] = {}
 
     def refresh(self) -> bool:
         """Load the registry's current deployment if it changed; returns whether it swapped.
@@ -116,11 +116,15 @@ class ModelService:
             models = {}
             try:
                 for version in wanted:
-                    models[version] = self.loaded.models.get(version) or self.registry.load_verified(version)
+                    models[version] = (self.loaded.models.get(version) or self._retired.get(version)
+                                       or RowScorer(self.registry.load_verified(version), self.spec))
             except Exception as exc:
                 self.last_error = f"cannot serve {state}: {exc}"
                 logger.error(self.last_error)
                 return False
+            # The last two versions swapped out stay loaded (verified when loaded): a rollback to them is instant.
+            retired = {v: m for v, m in {**self._retired, **self.loaded.models}.items() if v not in models}
+            self._retired = dict(list(retired.items())[-2:])
             self.loaded = LoadedDeployment(state, models, time.time())
             self.last_error = ""
             logger.info(f"serving {state.describe()}")
@@ -134,13 +138,12 @@ class ModelService:
         state = loaded.state
         if state.champion is None:
             raise NoModelError(self.last_error or "no champion in the registry yet: run the pipeline until a model is promoted")
-        features = feature_frame(pd.DataFrame.from_records(rows), self.spec)
         roles = [(CHAMPION_ARM, state.champion)]
         if state.canary:
             roles.append((CANARY_ARM, state.canary))
         if state.shadow:
             roles.append((SHADOW_ARM, state.shadow))
-        scores = {(role, version): loaded.models[version].predict_proba(features)[:, 1] for role, version in roles}
+        scores = {(role, version): loaded.models[version].score(rows) for role, version in roles}
         salt = f"{self.spec.name}:{state.canary}"
         arms = [route(row[self.spec.id_column], state, salt) for row in rows]
         versions = {role: version for role, version in roles}

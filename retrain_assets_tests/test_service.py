@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import mlflow
+import numpy as np
 import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
@@ -210,3 +211,25 @@ def test_a_log_without_optional_fields_keeps_the_declared_schema(service, rows, 
     types = {name: kind for name, kind, *_ in conn.execute("describe select * from logged").fetchall()}
     assert types["sex"] == "VARCHAR" and types["age"] == "DOUBLE" and types["served"] == "BOOLEAN"
     assert logged["sex"].isna().all() and "email" not in logged.columns
+
+
+def test_the_fast_scoring_path_reproduces_sklearn(registry, scenario, rows):
+    """Both families take the numpy path, and score exactly what the sklearn pipeline scores,
+    missing values included; an unfamiliar pipeline falls back to sklearn."""
+    from sklearn.dummy import DummyClassifier
+    from sklearn.pipeline import Pipeline
+
+    from retrain_assets.core.serving import RowScorer
+
+    frame = pd.DataFrame(rows)
+    frame.loc[::3, "income"] = None
+    frame.loc[1::4, "employment_years"] = None
+    probe = json_rows(frame)
+    for version in ("1", "4"):
+        pipeline = registry.load_verified(version)
+        scorer = RowScorer(pipeline, scenario.spec)
+        expected = pipeline.predict_proba(feature_frame(pd.DataFrame(probe), scenario.spec))[:, 1]
+        assert scorer.fast and np.allclose(scorer.score(probe), expected, rtol=0, atol=1e-12)
+    fitted = Pipeline([("model", DummyClassifier(strategy="prior"))]).fit(feature_frame(frame, scenario.spec).fillna(0)[["age"]], [0, 1] * 20)
+    fallback = RowScorer(fitted, scenario.spec)
+    assert not fallback.fast
