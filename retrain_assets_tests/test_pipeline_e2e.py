@@ -459,3 +459,41 @@ def test_zz_manual_rollback_is_audited_and_restores_previous(run, tmp_path, caps
     # Nothing left to roll back to: a clear error, no change.
     assert main([*args, "--by", "on-call", "--why", "again"]) == 1
     assert "no previous version to roll back to" in capsys.readouterr().err
+
+
+def test_zz_shadow_mode_scores_the_challenger_without_answering(run, tmp_path):
+    """Runs last: under `rollout.mode: shadow` a challenger that passes the gate goes on shadow
+    trial; the service scores it on every request, answers with the champion, and the canary
+    analysis judges it as a shadow."""
+    import yaml
+
+    from retrain_assets.defs import build_definitions
+    from retrain_assets.defs.resources import model_registry_for
+    from retrain_assets.service import ModelService, PredictionLog
+
+    shadow = yaml.safe_load(run.scenario.spec_path.read_text())
+    shadow["policy"].update(min_roc_auc=0.5, rollout={"mode": "shadow"}, promotion={
+        "non_inferiority_margin": 1.0, "max_calibration_error": 1.0, "max_latency_ms_per_1000_rows": 1e6,
+        "max_slice_roc_auc_regression": 1.0, "max_fairness_gap": 1.0, "max_fairness_gap_increase": 1.0})
+    (tmp_path / "shadow.yaml").write_text(yaml.safe_dump(shadow))
+    settings = ProjectSettings(data_dir=run.settings.data_dir, spec_path=tmp_path / "shadow.yaml")
+    defs = build_definitions(settings)
+    assert defs.resolve_job_def("retrain_job").execute_in_process(instance=run.instance).success
+    row = wh(run, "select * from deployed_model order by deployed_at desc limit 1").iloc[0]
+    assert row["action"] == "shadow_start" and row["shadow_version"] == row["candidate_version"]
+    aliases = registry(run).get_registered_model("loan_default").aliases
+    assert str(aliases["shadow"]) == row["candidate_version"] and "canary" not in aliases
+
+    service = ModelService(run.scenario.spec, model_registry_for(settings, run.scenario.spec, in_dagster=False),
+                           PredictionLog(tmp_path / "landing"))
+    service.refresh()
+    batch = next(d for d in scenario_deliveries(run.scenario) if d.step == run.scenario.days - 1).requests
+    body = service.predict({"rows": json.loads(batch.head(20).to_json(orient="records", date_format="iso"))})
+    assert {p["arm"] for p in body["predictions"]} == {"champion"}
+    log = pd.DataFrame(service.log._buffer)
+    assert set(log.loc[~log["served"], "role"]) == {"shadow"} and len(log) == 40
+
+    assert defs.resolve_job_def("rollout_job").execute_in_process(instance=run.instance).success
+    analysis = wh(run, "select * from canary_analysis order by analysed_at desc limit 1").iloc[0]
+    assert analysis["mode"] == "shadow" and analysis["trial_version"] == row["candidate_version"]
+    assert analysis["decision"] == "wait"  # nothing logged for it in the warehouse yet
