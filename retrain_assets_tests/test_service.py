@@ -233,3 +233,13 @@ def test_the_fast_scoring_path_reproduces_sklearn(registry, scenario, rows):
     fitted = Pipeline([("model", DummyClassifier(strategy="prior"))]).fit(feature_frame(frame, scenario.spec).fillna(0)[["age"]], [0, 1] * 20)
     fallback = RowScorer(fitted, scenario.spec)
     assert not fallback.fast
+
+
+def test_models_load_without_the_process_wide_tracking_uri(registry, tmp_path):
+    """`retrain-assets serve` is its own process: nothing sets MLflow's global tracking URI there."""
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri((tmp_path / "elsewhere").as_uri())
+    try:
+        assert registry.load_verified("2") is not None
+    finally:
+        mlflow.set_tracking_uri(previous)

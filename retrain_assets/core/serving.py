@@ -108,10 +108,15 @@ def _naive_utc(value: Any, default: pd.Timestamp) -> pd.Timestamp:
     return ts.tz_convert("UTC").tz_localize(None) if ts.tzinfo is not None else ts
 
 
+# MLflow writes this into a model's folder when a version is registered; it names the version
+# and plays no part in loading the model, so it is left out of the checksum.
+CHECKSUM_EXCLUDED = ("registered_model_meta",)
+
+
 def directory_sha256(folder: Path) -> str:
     """SHA-256 over a folder's files (relative paths and bytes, in path order): a model artifact's checksum."""
     digest = hashlib.sha256()
-    for path in sorted(p for p in Path(folder).rglob("*") if p.is_file()):
+    for path in sorted(p for p in Path(folder).rglob("*") if p.is_file() and p.name not in CHECKSUM_EXCLUDED):
         digest.update(path.relative_to(folder).as_posix().encode() + b"\0")
         digest.update(file_sha256(path).encode())
     return digest.hexdigest()

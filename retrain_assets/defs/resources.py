@@ -220,8 +220,13 @@ class ModelRegistry(dg.ConfigurableResource):
         """Copy a version's model artifacts into `folder`; returns the local model directory."""
         import mlflow.artifacts
 
-        source = self.client().get_model_version(self.model_name, version).source
-        return mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=folder, tracking_uri=self.tracking_uri)
+        client = self.client()
+        source = client.get_model_version(self.model_name, version).source
+        if source.startswith("models:/"):
+            # A logged model (MLflow 3): resolve its artifact location through our own client, so
+            # nothing depends on the process-wide tracking URI.
+            source = client.get_logged_model(source.removeprefix("models:/").split("/")[0]).artifact_location
+        return mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=folder)
 
     def load_verified(self, version: str):
         """Load a version for serving after checking its artifacts against the checksum recorded at
