@@ -184,7 +184,6 @@ class LiveTraffic:
         self.client = TestClient(create_app(self.service, refresh_seconds=0, flush_seconds=0))
         self.client.__enter__()
         self.rows_per_request = rows_per_request
-        self.trial_shown: str | None = None
 
     def send(self, requests) -> str:
         """Serve one day's requests; returns a note when a canary or shadow answered or scored."""
@@ -211,7 +210,7 @@ class LiveTraffic:
             for p in response.json()["predictions"]:
                 answered[p["arm"]] = answered.get(p["arm"], 0) + 1
         self.service.log.flush()
-        notes = [f"{rejected} requests rejected (422)"] if rejected else []
+        notes = [f"{rejected} rows rejected by the contract (422)"] if rejected else []
         if state.canary:
             notes.insert(0, f"served {answered.get('canary', 0)}/{len(rows)} by canary v{state.canary}")
         if state.shadow:
@@ -270,7 +269,9 @@ def _apply(outcome: RunOutcome, row: StepRow, champion: str, live_auc: float, de
     elif action.endswith("_promote") or action.endswith("_rollback"):
         mode, verb = action.split("_")
         reason = str(deployed["reason"])
-        why = reason.split(" on ")[0] + ("" if verb == "promote" else "; " + reason.split(" rows: ")[-1])
+        # "<live interval> on N rows: <rule>"; a trial that expired without labels has no interval.
+        interval, _, rule = reason.partition(" rows: ")
+        why = reason if not rule else interval.rsplit(" on ", 1)[0] + ("" if verb == "promote" else f"; {rule}")
         row.actions.append(f"{mode} v{deployed['candidate_version']} {'PROMOTED' if verb == 'promote' else 'ROLLED BACK'}: {why}")
     elif outcome.requested_by == "retrain_sensor" and not outcome.success:
         row.actions.append(f"retrain FAILED: {outcome.error[:120]}")

@@ -32,6 +32,7 @@ from retrain_assets.core.serving import RequestError, RowScorer, log_records, pa
 from retrain_assets.core.spec import DatasetSpec
 
 logger = logging.getLogger("retrain_assets.service")
+RETRY_FAILED_SECONDS = 30.0
 
 
 class NoModelError(RuntimeError):
@@ -67,17 +68,25 @@ class PredictionLog:
         return len(self._buffer)
 
     def flush(self) -> list[Path]:
-        """Write what is buffered, one file per event date; returns the files written."""
+        """Write what is buffered, one file per event date; returns the files written. If a write
+        fails, the records not yet written go back into the buffer (nothing is lost) and the error
+        is raised."""
         with self._lock:
             records, self._buffer = self._buffer, []
         if not records:
             return []
         frame = pd.DataFrame.from_records(records)
-        written = []
-        for date, part in frame.groupby(frame["event_time"].dt.strftime("%Y-%m-%d"), sort=True):
-            path = self.folder / f"{date}__{self.server_id}-{next(self._sequence):06d}.parquet"
-            write_atomically(part.reset_index(drop=True), path)
-            written.append(path)
+        written, pending = [], frame.index
+        try:
+            for date, part in frame.groupby(frame["event_time"].dt.strftime("%Y-%m-%d"), sort=True):
+                path = self.folder / f"{date}__{self.server_id}-{next(self._sequence):06d}.parquet"
+                write_atomically(part.reset_index(drop=True), path)
+                written.append(path)
+                pending = pending.difference(part.index)
+        except BaseException:
+            with self._lock:
+                self._buffer[:0] = [records[i] for i in pending]
+            raise
         return written
 
 
@@ -96,6 +105,7 @@ class ModelService:
         self.last_error = ""
         self._refresh_lock = threading.Lock()
         self._retired: dict[str, RowScorer] = {}
+        self._failed: tuple[DeploymentState, float] | None = None
 
     def refresh(self) -> bool:
         """Load the registry's current deployment if it changed; returns whether it swapped.
@@ -111,7 +121,10 @@ class ModelService:
                 logger.warning(self.last_error)
                 return False
             if state == self.loaded.state:
+                self.last_error = ""  # the registry answers and what it wants is what serves
                 return False
+            if self._failed is not None and self._failed[0] == state and time.monotonic() - self._failed[1] < RETRY_FAILED_SECONDS:
+                return False  # do not download and verify the same broken version on every poll
             wanted = [v for v in (state.champion, state.canary, state.shadow) if v]
             models = {}
             try:
@@ -120,8 +133,12 @@ class ModelService:
                                        or RowScorer(self.registry.load_verified(version), self.spec))
             except Exception as exc:
                 self.last_error = f"cannot serve {state}: {exc}"
+                self._failed = (state, time.monotonic())
                 logger.error(self.last_error)
                 return False
+            for version, scorer in models.items():
+                if not scorer.fast:
+                    logger.warning(f"v{version} is scored through scikit-learn (its pipeline is not one the fast path reproduces)")
             # The last two versions swapped out stay loaded (verified when loaded): a rollback to them is instant.
             retired = {v: m for v, m in {**self._retired, **self.loaded.models}.items() if v not in models}
             self._retired = dict(list(retired.items())[-2:])
@@ -130,8 +147,9 @@ class ModelService:
             logger.info(f"serving {state.describe()}")
             return True
 
-    def predict(self, payload: Any, request_id: str | None = None) -> dict[str, Any]:
-        """Validate and score a request body; the answer comes from each row's arm."""
+    def predict(self, payload: Any) -> dict[str, Any]:
+        """Validate and score a request body; the answer comes from each row's arm. The request id
+        is always the server's own: the log's key must be unique."""
         started = time.perf_counter()
         rows = parse_rows(payload, self.validator)
         loaded = self.loaded  # one reference for the whole request
@@ -147,7 +165,7 @@ class ModelService:
         salt = f"{self.spec.name}:{state.canary}"
         arms = [route(row[self.spec.id_column], state, salt) for row in rows]
         versions = {role: version for role, version in roles}
-        request_id = request_id or uuid.uuid4().hex
+        request_id = uuid.uuid4().hex
         predictions = []
         for i, (row, arm) in enumerate(zip(rows, arms)):
             score = float(scores[(arm, versions[arm])][i])
@@ -187,8 +205,8 @@ def create_app(service: ModelService, refresh_seconds: float = 2.0, flush_second
             if flush_seconds and now - last_flush >= flush_seconds:
                 try:
                     service.log.flush()
-                except OSError as exc:  # records stay lost only if the disk is gone; say so loudly
-                    logger.error(f"prediction log flush failed: {exc}")
+                except OSError as exc:  # the records stay buffered; the next flush retries
+                    logger.error(f"prediction log flush failed, {service.log.pending} records kept for the next try: {exc}")
                 last_flush = now
 
     @asynccontextmanager
@@ -212,7 +230,7 @@ def create_app(service: ModelService, refresh_seconds: float = 2.0, flush_second
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             return JSONResponse({"detail": [{"row": None, "field": None, "message": f"body is not valid JSON: {exc}"}]}, 422)
         try:
-            return JSONResponse(service.predict(payload, request.headers.get("x-request-id")))
+            return JSONResponse(service.predict(payload))
         except RequestError as exc:
             return JSONResponse({"detail": exc.errors}, 422)
         except NoModelError as exc:

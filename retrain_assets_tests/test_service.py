@@ -243,3 +243,51 @@ def test_models_load_without_the_process_wide_tracking_uri(registry, tmp_path):
         assert registry.load_verified("2") is not None
     finally:
         mlflow.set_tracking_uri(previous)
+
+
+def test_a_failed_flush_keeps_every_record_for_the_next_try(service, rows, tmp_path, monkeypatch):
+    import retrain_assets.service as service_module
+
+    service.refresh()
+    service.predict({"rows": rows[:4]})
+
+    def disk_full(frame, path):
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(service_module, "write_atomically", disk_full)
+    with pytest.raises(OSError):
+        service.log.flush()
+    assert service.log.pending == 4
+    monkeypatch.undo()
+    files = service.log.flush()
+    assert len(pd.read_parquet(files[0])) == 4 and service.log.pending == 0
+
+
+def test_health_recovers_after_a_registry_outage_and_a_broken_version_is_not_retried_every_poll(service, registry):
+    class Flaky:
+        def __init__(self):
+            self.down, self.loads = False, 0
+
+        def deployment_state(self):
+            if self.down:
+                raise ConnectionError("registry down")
+            return registry.deployment_state()
+
+        def load_verified(self, version):
+            self.loads += 1
+            raise ModelIntegrityError("broken")
+
+    flaky = Flaky()
+    service.refresh()
+    service.registry = flaky
+    flaky.down = True
+    assert service.refresh() is False and service.health()["status"] == "degraded"
+    flaky.down = False
+    assert service.refresh() is False and service.health()["status"] == "ok"
+    registry.promote("2")  # v2 not loaded yet: the flaky registry fails to load it
+    try:
+        service.refresh()
+        service.refresh()
+        assert flaky.loads == 1 and service.health()["status"] == "degraded"
+    finally:
+        registry.promote("1")

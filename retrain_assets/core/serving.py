@@ -19,11 +19,13 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, create_model
 
 from retrain_assets.core.landing import file_sha256
+from retrain_assets.core.modeling import feature_frame
 from retrain_assets.core.spec import ColumnSpec, DatasetSpec
 
 MAX_ROWS_PER_REQUEST = 1000
-LOG_COLUMNS = ("request_id", "row_index", "entity_id", "event_time", "logged_at", "arm", "role", "model_version",
-               "served", "score", "latency_ms")
+# The prediction log's own columns and their types (the logged features take the spec's).
+LOG_COLUMN_TYPES = {"request_id": "string", "row_index": "int64", "entity_id": "string", "arm": "string", "role": "string",
+                    "model_version": "string", "served": "bool", "score": "float64", "latency_ms": "float64"}
 
 
 class RequestError(ValueError):
@@ -133,8 +135,8 @@ def log_records(rows: list[dict[str, Any]], spec: DatasetSpec, request_id: str, 
         for i, (row, score) in enumerate(zip(rows, row_scores)):
             records.append({
                 "request_id": request_id, "row_index": i, "entity_id": str(row[spec.id_column]),
-                "event_time": _naive_utc(row.get(spec.event_time_column), logged_at), "logged_at": logged_at, "arm": answered_by[i], "role": role, "model_version": version,
-                "served": answered_by[i] == role, "score": float(score), "latency_ms": latency_ms,
+                "event_time": _naive_utc(row.get(spec.event_time_column), logged_at), "logged_at": logged_at,
+                "arm": answered_by[i], "role": role, "model_version": version, "served": answered_by[i] == role, "score": float(score), "latency_ms": latency_ms,
                 **{c: row.get(c) for c in kept},
             })
     return records
@@ -155,11 +157,7 @@ def typed_log(frame: pd.DataFrame, spec: DatasetSpec) -> pd.DataFrame:
             out[col.name] = pd.to_datetime(out[col.name], errors="coerce")
         else:
             out[col.name] = out[col.name].astype("string")
-    for name, dtype in (("entity_id", "string"), ("request_id", "string"), ("arm", "string"), ("role", "string"),
-                        ("model_version", "string"), ("served", "bool"), ("score", "float64"), ("latency_ms", "float64"),
-                        ("row_index", "int64")):
-        out[name] = out[name].astype(dtype)
-    return out
+    return out.astype(LOG_COLUMN_TYPES)
 
 
 class RowScorer:
@@ -189,8 +187,6 @@ class RowScorer:
         return self._fast(rows) if self.fast else self._sklearn(rows)
 
     def _sklearn(self, rows: list[dict[str, Any]]) -> np.ndarray:
-        from retrain_assets.core.modeling import feature_frame
-
         return self.pipeline.predict_proba(feature_frame(pd.DataFrame.from_records(rows), self.spec))[:, 1]
 
     def _compile(self) -> None:

@@ -3,8 +3,6 @@
 per `policy.rollout`); the canary analysis' verdict promotes it or rolls it back; an operator can
 roll back to `previous` (`retrain-assets rollback`). Every step is one row with its numbers."""
 
-import json
-
 import dagster as dg
 import pandas as pd
 from pydantic import Field
@@ -83,10 +81,8 @@ def build_deployment(spec: DatasetSpec) -> dg.Definitions:
         verdict = _pending_verdict(warehouse, history, state)
         if verdict is not None:
             base["analysis_id"] = str(verdict["analysis_id"])
-            numbers = json.loads(verdict["numbers_json"])
-            live = {"live_roc_auc_difference": numbers.get("live_roc_auc_difference", float("nan")),
-                    "live_roc_auc_difference_lower": numbers.get("live_roc_auc_difference_lower", float("nan")),
-                    "live_roc_auc_difference_upper": numbers.get("live_roc_auc_difference_upper", float("nan"))}
+            live = {k: float(verdict[k]) for k in ("live_roc_auc_difference", "live_roc_auc_difference_lower",
+                                                   "live_roc_auc_difference_upper")}
             trial, mode = str(verdict["trial_version"]), str(verdict["mode"])
             if verdict["decision"] == PROMOTE:
                 model_registry.promote(trial)

@@ -234,12 +234,12 @@ class ModelRegistry(dg.ConfigurableResource):
         import mlflow.sklearn
 
         expected = self.client().get_model_version(self.model_name, version).tags.get(CHECKSUM_TAG)
+        if expected is None:
+            raise ModelIntegrityError(f"{self.model_name} v{version} has no {CHECKSUM_TAG} tag: it was not registered "
+                                      "by retrain-assets; re-register it before serving")
         with tempfile.TemporaryDirectory() as tmp:
             local = Path(self.download(version, tmp))
             actual = directory_sha256(local)
-            if expected is None:
-                raise ModelIntegrityError(f"{self.model_name} v{version} has no {CHECKSUM_TAG} tag: it was not registered "
-                                          "by retrain-assets; re-register it before serving")
             if actual != expected:
                 raise ModelIntegrityError(f"{self.model_name} v{version}: artifact checksum {actual[:12]}... does not match "
                                           f"the {expected[:12]}... recorded at registration; refusing to serve it")
@@ -286,16 +286,26 @@ class ModelRegistry(dg.ConfigurableResource):
     def promote(self, version: str) -> str | None:
         """Make `version` the champion and the old champion `previous`; returns the old champion.
         A trial (canary or shadow) of `version` ends with it."""
-        old = self.version_for(CHAMPION)
+        aliases = self._aliases()
+        old = aliases.get(CHAMPION)
         if old == version:
             return old
         if old is not None:
             self.set_alias(PREVIOUS, old)
         self.set_alias(CHAMPION, version)
         for alias in (CHALLENGER, CANARY, SHADOW):
-            if self.version_for(alias) == version:
+            if aliases.get(alias) == version:
                 self.delete_alias(alias)
         return old
+
+    def _aliases(self) -> dict[str, str]:
+        """Every alias of the registered model and its version, in one registry call ({} before the first)."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return {k: str(v) for k, v in (self.client().get_registered_model(self.model_name).aliases or {}).items()}
+        except MlflowException:
+            return {}
 
     def delete_alias(self, alias: str) -> None:
         """Remove an alias (no error when it is not set)."""

@@ -40,7 +40,7 @@ def build_serving(spec: DatasetSpec, partitions_def: dg.PartitionsDefinition) ->
                             "features, which model scored it in which role, whether it answered, score and latency.",
                 metadata={"partition_expr": PARTITION_COLUMN}, kinds={"duckdb", "pandas"}),
             "live_drift": dg.AssetOut(
-                description="Drift of the live request inputs (what the champion answered) against the serving "
+                description="Drift of the live request inputs (every logged request row) against the serving "
                             "champion's reference profile: drift reports on live traffic, before any batch lands.",
                 metadata={"partition_expr": PARTITION_COLUMN}, kinds={"duckdb"}),
         },
@@ -65,7 +65,8 @@ def build_serving(spec: DatasetSpec, partitions_def: dg.PartitionsDefinition) ->
             "served_by": dg.MetadataValue.json({f"{a} v{v}": int(n) for (a, v), n in by_version.items()}),
             "p99_latency_ms": float(np.percentile(logs["latency_ms"], 99)),
         })
-        yield _live_drift(served[served["arm"] == CHAMPION_ARM], start, warehouse)
+        # The champion scores every request row once: its records are the live inputs, whichever arm answered.
+        yield _live_drift(logs[logs["role"] == CHAMPION_ARM], start, warehouse)
 
     def _live_drift(served: pd.DataFrame, start: pd.Timestamp, warehouse: Warehouse) -> dg.Output:
         versions = served["model_version"].value_counts()
@@ -116,19 +117,19 @@ def build_serving(spec: DatasetSpec, partitions_def: dg.PartitionsDefinition) ->
 
 
 def live_pairs(warehouse: Warehouse, spec: DatasetSpec, trial: str, champion: str) -> pd.DataFrame:
-    """Logged requests scored by both the trial version and the champion, joined to their resolved
-    labels (the newest label of each entity); `attrs["partitions"]` counts the trial's partitions."""
+    """Logged requests scored by both the trial version and the champion, joined in the warehouse
+    to their resolved labels (the newest partition's label of each entity);
+    `attrs["partitions"]` counts the partitions the trial was logged in."""
     id_col, target = spec.id_column, spec.target.name
-    logs = warehouse.query(
-        f"select t.entity_id, t.score as trial_score, c.score as champion_score, t.{PARTITION_COLUMN} as logged_partition "
-        f"from prediction_logs t join prediction_logs c using (request_id, row_index) "
-        f"where t.model_version = ? and t.role <> '{CHAMPION_ARM}' and c.role = '{CHAMPION_ARM}' and c.model_version = ?",
-        [trial, champion])
-    partitions = int(logs["logged_partition"].nunique()) if len(logs) else 0
-    if logs.empty:
+    trial_logs = (f"from prediction_logs t join prediction_logs c using (request_id, row_index) where t.model_version = ? "
+                  f"and t.role <> '{CHAMPION_ARM}' and c.role = '{CHAMPION_ARM}' and c.model_version = ?")
+    counted = warehouse.query(f"select count(distinct t.{PARTITION_COLUMN}) as n {trial_logs}", [trial, champion])
+    pairs = warehouse.query(
+        f'with labels as (select cast("{id_col}" as varchar) as entity_id, "{target}" from labeled_batches '
+        f'qualify row_number() over (partition by "{id_col}" order by {PARTITION_COLUMN} desc) = 1) '
+        f"select t.entity_id, t.score as trial_score, c.score as champion_score, l.\"{target}\" "
+        f"{trial_logs.replace('where', 'join labels l on l.entity_id = t.entity_id where', 1)}", [trial, champion])
+    if pairs.empty:
         pairs = pd.DataFrame(columns=["entity_id", "trial_score", "champion_score", target])
-    else:
-        labels = warehouse.query(f'select cast("{id_col}" as varchar) as entity_id, "{target}" from labeled_batches')
-        pairs = logs.merge(labels.drop_duplicates("entity_id", keep="last"), on="entity_id", how="inner")
-    pairs.attrs["partitions"] = partitions
+    pairs.attrs["partitions"] = int(counted["n"].iloc[0]) if len(counted) else 0
     return pairs
