@@ -183,7 +183,7 @@ def test_a_gradient_boosting_version_registers_and_serves(service, registry, row
         registry.promote("1")
 
 
-def test_no_champion_answers_503_with_the_reason(scenario, tmp_path):
+def test_no_champion_answers_503_with_the_reason(scenario, rows, tmp_path):
     class EmptyRegistry:
         def deployment_state(self):
             return DeploymentState(champion=None)
@@ -191,9 +191,11 @@ def test_no_champion_answers_503_with_the_reason(scenario, tmp_path):
     service = ModelService(scenario.spec, EmptyRegistry(), PredictionLog(tmp_path))
     with TestClient(create_app(service, refresh_seconds=0, flush_seconds=0)) as client:
         assert client.get("/health").status_code == 503
-        response = client.post("/predict", json={"application_id": "x"})
-    assert response.status_code == 422  # the contract is checked first
-    assert Path(tmp_path).exists()
+        response = client.post("/predict", json=rows[0])
+        invalid = client.post("/predict", json={"application_id": "x"})
+    assert response.status_code == 503 and "no champion in the registry yet" in response.json()["detail"]
+    assert invalid.status_code == 422  # the contract is checked before anything else
+    assert service.log.pending == 0
 
 
 def test_a_log_without_optional_fields_keeps_the_declared_schema(service, rows, scenario, tmp_path):
