@@ -20,6 +20,10 @@ Also printed: each server's CPU time per request (all its processes) and the loa
 Afterwards our server gets SIGINT (graceful: it flushes its prediction log) and every answered
 request must be in landing/predictions/*.parquet, one served row each.
 
+Our server needs an API key: a random one per run, handed to the server and the load generator
+in the environment (RETRAIN_ASSETS_API_KEYS), never on a command line or in the output; every
+request to our server carries it as `Authorization: Bearer`. `mlflow models serve` has no keys.
+
     .venv/bin/python benchmarks/serve_load.py [--requests 3000] [--rate 200] [--concurrency 8] [--quick]
 """
 
@@ -30,6 +34,7 @@ import asyncio
 import http.client
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -52,6 +57,7 @@ SCENARIO = ROOT / "data" / "scenarios" / "loan_default.yaml"
 BIN = Path(sys.executable).parent
 TARGET_P99_MS = 20.0
 TARGET_THROUGHPUT_RATIO = 2.0
+API_KEYS_ENV = "RETRAIN_ASSETS_API_KEYS"  # as in retrain_assets.core.serving (not imported: the load generator stays light)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -104,14 +110,21 @@ class Connection:
         return status, body
 
 
-def http_request(port: int, path: str, body: bytes) -> bytes:
-    head = (f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n"
+def http_request(port: int, path: str, body: bytes, auth: str) -> bytes:
+    head = (f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n{auth}"
             f"Content-Length: {len(body)}\r\n\r\n").encode()
     return head + body
 
 
+def auth_header(env: dict) -> dict:
+    """The Authorization header for our server, from the key this run put in `env`."""
+    token = env.get(API_KEYS_ENV, "").partition(":")[2]
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
 async def run_client(args) -> dict:
-    bodies = [http_request(args.port, args.path, line.encode()) for line in Path(args.bodies).read_text().splitlines()]
+    auth = "".join(f"{k}: {v}\r\n" for k, v in auth_header(os.environ).items())
+    bodies = [http_request(args.port, args.path, line.encode(), auth) for line in Path(args.bodies).read_text().splitlines()]
     clock = time.perf_counter  # not loop.time(): uvloop's is cached at millisecond resolution
     connections = [Connection(args.port) for _ in range(args.connections)]
     await asyncio.gather(*(c.open() for c in connections))
@@ -210,13 +223,13 @@ def wait_http_ok(port: int, path: str, proc: subprocess.Popen, timeout: float = 
     raise TimeoutError(f"{path} on port {port} not 200 after {timeout:.0f} s")
 
 
-def wait_serving(port: int, version: str, timeout: float = 60.0) -> float:
+def wait_serving(port: int, version: str, headers: dict, timeout: float = 60.0) -> float:
     """Poll our server's GET /models until `version` is the champion; returns the wall time."""
     deadline = time.monotonic() + timeout
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     try:
         while time.monotonic() < deadline:
-            conn.request("GET", "/models")
+            conn.request("GET", "/models", headers=headers)
             deployment = json.loads(conn.getresponse().read())["deployment"]
             if any(d["role"] == "champion" and d["version"] == version for d in deployment):
                 return time.time()
@@ -337,14 +350,14 @@ def group_cpu_seconds(pgid: int) -> float:
 
 
 def run_phase(port: int, path: str, bodies: Path, mode: str, requests: int, rate: float, connections: int,
-              warmup: int, out: Path, server: subprocess.Popen, during=None) -> dict:
+              warmup: int, out: Path, server: subprocess.Popen, env: dict, during=None) -> dict:
     """Start the load generator process; `during(t0_wall)` runs in this process meanwhile. Also
     measures the server's CPU time and the machine's load average over the phase."""
     cpu_before, load_before = group_cpu_seconds(server.pid), os.getloadavg()[0]
     command = [sys.executable, str(Path(__file__).resolve()), "--client", "--port", str(port), "--path", path,
                "--bodies", str(bodies), "--mode", mode, "--requests", str(requests), "--rate", str(rate),
                "--connections", str(connections), "--warmup", str(warmup), "--out", str(out)]
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, cwd=ROOT, start_new_session=True)
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, cwd=ROOT, env=env, start_new_session=True)
     try:
         line = proc.stdout.readline()
         if not line.startswith("T0 "):
@@ -469,10 +482,13 @@ def main() -> int:
     procs: list[subprocess.Popen] = []
     env = dict(os.environ)
     env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"  # `mlflow models serve` execs `uvicorn` from PATH
+    env.pop(API_KEYS_ENV, None)  # only our server and its load generator get this run's key
     try:
         started = time.perf_counter()
         settings, spec, scenario, reg = registry_setup(tmp / "data")
         env["MLFLOW_TRACKING_URI"] = os.environ["MLFLOW_TRACKING_URI"]
+        keyed = {**env, API_KEYS_ENV: f"serve-load:{secrets.token_urlsafe(32)}"}  # environment only, never printed
+        auth = auth_header(keyed)
         needed = args.warmup + max(args.requests, saturation_requests)
         ours_bodies, mlflow_bodies, rejected = request_bodies(spec, scenario, needed, tmp)
         print(f"registry: 2 versions of '{spec.name}' in {time.perf_counter() - started:.1f} s; {needed} single-row "
@@ -482,14 +498,15 @@ def main() -> int:
         port, port2 = free_port(), free_port()
         ours = start_server([str(BIN / "retrain-assets"), "serve", "--data-dir", str(settings.data_dir), "--spec", str(SPEC),
                              "--host", "127.0.0.1", "--port", str(port), "--refresh-seconds", "0.5", "--flush-seconds", "5"],
-                            tmp / "ours.log", env)
+                            tmp / "ours.log", keyed)
         procs.append(ours)
         theirs = start_server([str(BIN / "mlflow"), "models", "serve", "-m", f"models:/{spec.name}/1", "--env-manager", "local",
                                "-h", "127.0.0.1", "-p", str(port2)], tmp / "mlflow.log", env)
         procs.append(theirs)
         wait_http_ok(port, "/health", ours)
         wait_http_ok(port2, "/ping", theirs)
-        servers = {"ours": (port, "/predict", ours_bodies, ours), "mlflow": (port2, "/invocations", mlflow_bodies, theirs)}
+        servers = {"ours": (port, "/predict", ours_bodies, ours, keyed),
+                   "mlflow": (port2, "/invocations", mlflow_bodies, theirs, env)}
         duration = args.requests / args.rate
 
         def swaps(t0_wall: float) -> dict:
@@ -504,7 +521,7 @@ def main() -> int:
                 begun = time.time()
                 action()
                 returned = time.time()
-                serving = wait_serving(port, version)
+                serving = wait_serving(port, version, auth)
                 events[label] = (begun - t0_wall, returned - t0_wall, serving - t0_wall)
             return events
 
@@ -512,18 +529,18 @@ def main() -> int:
         print(f"fixed rate {args.rate:g}/s x {args.requests}: retrain-assets serve (promote v2 at {duration / 3:.1f} s, "
               f"roll back at {2 * duration / 3:.1f} s), then mlflow models serve (v1, no swaps) ...", flush=True)
         fixed = {}
-        for name, (p, path, bodies, proc) in servers.items():
+        for name, (p, path, bodies, proc, client_env) in servers.items():
             fixed[name] = run_phase(p, path, bodies, "fixed", args.requests, args.rate, args.connections, args.warmup,
-                                    tmp / f"{name}_fixed.json", proc, during=swaps if name == "ours" else None)
+                                    tmp / f"{name}_fixed.json", proc, client_env, during=swaps if name == "ours" else None)
         # ---- saturation: closed loop, rounds alternate ours/mlflow, mlflow/ours, ... --------------
         print(f"saturation: {args.concurrency} connections x {saturation_requests} requests per server in "
               f"{args.rounds} alternating rounds ...", flush=True)
         saturation: dict[str, list[dict]] = {"ours": [], "mlflow": []}
         for r, n in enumerate(per_round):
             for name in (("ours", "mlflow") if r % 2 == 0 else ("mlflow", "ours")):
-                p, path, bodies, proc = servers[name]
+                p, path, bodies, proc, client_env = servers[name]
                 saturation[name].append(run_phase(p, path, bodies, "closed", n, 0, args.concurrency, 0,
-                                                  tmp / f"{name}_sat{r}.json", proc))
+                                                  tmp / f"{name}_sat{r}.json", proc, client_env))
         state_after = reg.deployment_state()
         code = stop_server(ours)  # SIGINT: graceful, flushes the prediction log
         stop_server(theirs)

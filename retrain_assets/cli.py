@@ -71,6 +71,11 @@ def main(argv: list[str] | None = None) -> int:
                        help="how often the registry is checked for a promotion, canary or rollback (default: %(default)s)")
     serve.add_argument("--flush-seconds", type=float, default=5.0,
                        help="how often the prediction log is written to the landing zone (default: %(default)s)")
+    serve.add_argument("--api-keys-file", type=Path, default=None,
+                       help="client API keys, one client_name:token per line, # comments (default: $RETRAIN_ASSETS_API_KEYS, "
+                            "comma-separated); /predict and /models need one of them")
+    serve.add_argument("--max-body-bytes", type=int, default=None,
+                       help="larger request bodies get 413 before anything reads them (default: 2 MiB)")
 
     rollback = sub.add_parser("rollback", help="manual, audited rollback: the 'previous' version becomes champion again")
     _store_arguments(rollback)
@@ -108,19 +113,30 @@ def _store_arguments(parser: argparse.ArgumentParser) -> None:
 def _serve(args) -> int:
     import uvicorn
 
+    from retrain_assets.core.serving import DEFAULT_MAX_BODY_BYTES, ApiKeyError, load_api_keys
     from retrain_assets.core.spec import load_spec
     from retrain_assets.defs.resources import model_registry_for
     from retrain_assets.service import ModelService, PredictionLog, create_app
     from retrain_assets.settings import ProjectSettings
 
+    try:
+        api_keys = load_api_keys(os.environ, args.api_keys_file)
+    except ApiKeyError as exc:
+        print(f"retrain-assets serve: {exc}", file=sys.stderr)
+        return 2
+    max_body_bytes = DEFAULT_MAX_BODY_BYTES if args.max_body_bytes is None else args.max_body_bytes
+    if max_body_bytes < 1:
+        print(f"retrain-assets serve: --max-body-bytes must be positive, not {max_body_bytes}", file=sys.stderr)
+        return 2
     _quiet_libraries()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     spec = load_spec(args.spec)
     settings = ProjectSettings(data_dir=args.data_dir.resolve(), spec_path=args.spec.resolve())
     service = ModelService(spec, model_registry_for(settings, spec, in_dagster=False), PredictionLog(settings.landing_dir))
-    app = create_app(service, refresh_seconds=args.refresh_seconds, flush_seconds=args.flush_seconds)
+    app = create_app(service, api_keys, refresh_seconds=args.refresh_seconds, flush_seconds=args.flush_seconds,
+                     max_body_bytes=max_body_bytes)
     print(f"serving '{spec.name}' on http://{args.host}:{args.port} (POST /predict, GET /health, GET /models); "
-          f"prediction log -> {settings.landing_dir / 'predictions'}", flush=True)
+          f"API keys of {', '.join(api_keys.names)}; prediction log -> {settings.landing_dir / 'predictions'}", flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
     return 0
 

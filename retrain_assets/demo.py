@@ -166,14 +166,17 @@ def replay(
 
 class LiveTraffic:
     """The prediction service in process, driven through its HTTP API like a client would; it
-    follows the registry before each day's requests and writes its prediction log after them."""
+    follows the registry before each day's requests and writes its prediction log after them.
+    Its API key is random per run and only ever held by the service and the client."""
 
     def __init__(self, settings: ProjectSettings, rows_per_request: int = 50):
+        import secrets
         import warnings
 
         warnings.filterwarnings("ignore", message=".*httpx.*")  # Starlette's test client nags about a successor package
         from fastapi.testclient import TestClient
 
+        from retrain_assets.core.serving import ApiKeys
         from retrain_assets.core.spec import load_spec
         from retrain_assets.defs.resources import model_registry_for
         from retrain_assets.service import ModelService, PredictionLog, create_app
@@ -181,7 +184,9 @@ class LiveTraffic:
         spec = load_spec(settings.spec_path)
         self.service = ModelService(spec, model_registry_for(settings, spec, in_dagster=False),
                                     PredictionLog(settings.landing_dir, server_id="demo-service"))
-        self.client = TestClient(create_app(self.service, refresh_seconds=0, flush_seconds=0))
+        token = secrets.token_urlsafe(32)
+        app = create_app(self.service, ApiKeys({"demo-client": token}), refresh_seconds=0, flush_seconds=0)
+        self.client = TestClient(app, headers={"Authorization": f"Bearer {token}"})
         self.client.__enter__()
         self.rows_per_request = rows_per_request
 

@@ -5,6 +5,10 @@ zone, where the `prediction_logs` asset ingests it.
 The loaded models are one immutable `LoadedDeployment`; a request takes a reference to it once,
 and a promotion or rollback builds and verifies the next one completely before swapping the
 reference, so no request sees a half-loaded model.
+
+`/predict` and `/models` need an API key (`core.serving.ApiKeys`); `/health` is open. A request
+passes, in this order and before any model sees it: the key (401), the Content-Type (415), the
+body size (413, from Content-Length and while reading), the JSON and the row contract (422).
 """
 
 from __future__ import annotations
@@ -23,12 +27,13 @@ from typing import Any
 
 import pandas as pd
 from contextlib import asynccontextmanager
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse
 
 from retrain_assets.core.landing import PREDICTIONS, write_atomically
 from retrain_assets.core.rollout import CANARY_ARM, CHAMPION_ARM, SHADOW_ARM, DeploymentState, route
-from retrain_assets.core.serving import RequestError, RowScorer, log_records, parse_rows, row_validator
+from retrain_assets.core.serving import (DEFAULT_MAX_BODY_BYTES, ApiKeys, RequestError, RowScorer, log_records, parse_rows,
+                                         presented_token, row_validator)
 from retrain_assets.core.spec import DatasetSpec
 
 logger = logging.getLogger("retrain_assets.service")
@@ -190,10 +195,15 @@ class ModelService:
                 "loaded_at": self.loaded.loaded_at}
 
 
-def create_app(service: ModelService, refresh_seconds: float = 2.0, flush_seconds: float = 5.0):
-    """The FastAPI app around `service`; a background thread follows the registry and flushes the
-    log every few seconds (0 disables either: the caller drives them, as the demo does)."""
+def create_app(service: ModelService, api_keys: ApiKeys, refresh_seconds: float = 2.0, flush_seconds: float = 5.0,
+               max_body_bytes: int = DEFAULT_MAX_BODY_BYTES):
+    """The FastAPI app around `service`, answering only clients with one of `api_keys` on
+    `/predict` and `/models`; a background thread follows the registry and flushes the log every
+    few seconds (0 disables either: the caller drives them, as the demo does)."""
+    if max_body_bytes < 1:
+        raise ValueError(f"max_body_bytes must be positive, not {max_body_bytes}")
     stop = threading.Event()
+    rejected = {"unauthorized_requests": 0}
 
     def background() -> None:
         last_refresh = last_flush = time.monotonic()
@@ -222,12 +232,32 @@ def create_app(service: ModelService, refresh_seconds: float = 2.0, flush_second
     app = FastAPI(title=f"retrain-assets: {service.spec.name}", lifespan=lifespan,
                   description="Scores rows with the registry's champion; canary/shadow challengers on live trial.")
 
-    @app.post("/predict")
+    async def authenticated(request: Request) -> str:
+        """The calling client's name. Without a valid key: 401, a warning in the log (who, what,
+        why; never the token) and one more `unauthorized_requests` in /health. Reads no body."""
+        token, problem = presented_token(request.headers.getlist("authorization"), request.headers.getlist("x-api-key"))
+        client = api_keys.identify(token) if token is not None else None
+        if client is not None:
+            return client
+        problem = problem or "invalid"
+        rejected["unauthorized_requests"] += 1
+        peer = f"{request.client.host}:{request.client.port}" if request.client else "unknown"
+        logger.warning(f"unauthorized request from {peer}: {request.method} {request.url.path}, credential {problem}")
+        raise HTTPException(401, headers={"WWW-Authenticate": "Bearer"},
+                            detail=f"credential {problem}: send 'Authorization: Bearer <token>' or 'X-API-Key: <token>'")
+
+    @app.post("/predict", dependencies=[Depends(authenticated)])
     async def predict(request: Request) -> JSONResponse:
         """Score one row object, a list of rows, or {"rows": [...]}; 422 names each invalid field."""
+        media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if media_type != "application/json":
+            return JSONResponse({"detail": f"Content-Type must be application/json, not {media_type[:80] or 'missing'}"}, 415)
+        body = await _limited_body(request, max_body_bytes)
+        if body is None:
+            return JSONResponse({"detail": f"body larger than {max_body_bytes} bytes: split the rows over several requests"}, 413)
         try:
-            payload = json.loads(await request.body())
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            payload = json.loads(body)
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
             return JSONResponse({"detail": [{"row": None, "field": None, "message": f"body is not valid JSON: {exc}"}]}, 422)
         try:
             return JSONResponse(service.predict(payload))
@@ -238,11 +268,26 @@ def create_app(service: ModelService, refresh_seconds: float = 2.0, flush_second
 
     @app.get("/health")
     async def health() -> JSONResponse:
-        body = service.health()
+        body = {**service.health(), **rejected}
         return JSONResponse(body, 200 if body["status"] != "no_model" else 503)
 
-    @app.get("/models")
+    @app.get("/models", dependencies=[Depends(authenticated)])
     async def models() -> dict[str, Any]:
         return service.models()
 
     return app
+
+
+async def _limited_body(request: Request, limit: int) -> bytes | None:
+    """The request body, or None as soon as it is known to exceed `limit` bytes: from a declared
+    Content-Length before reading anything, else while streaming (reading stops there)."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        return None
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)

@@ -1,11 +1,16 @@
 """The prediction service on a real MLflow registry (temp SQLite store) and real sklearn models:
-contract errors, routing, shadow, atomic swaps, checksum verification, the prediction log."""
+API keys and payload limits, contract errors, routing, shadow, atomic swaps, checksum
+verification, the prediction log."""
 
+import hmac
 import json
+import logging
+import secrets
 import threading
 import time
 from pathlib import Path
 
+import anyio
 import mlflow
 import numpy as np
 import pandas as pd
@@ -15,8 +20,19 @@ from fastapi.testclient import TestClient
 from retrain_assets.core.modeling import feature_frame, train_model
 from retrain_assets.core.rollout import DeploymentState
 from retrain_assets.core.scenario import generate_day
+from retrain_assets.core.serving import (API_KEYS_ENV, MAX_ROWS_PER_REQUEST, TOKEN_COMMAND, ApiKeyError, ApiKeys, RowScorer,
+                                         load_api_keys, parse_api_keys, presented_token)
 from retrain_assets.defs.resources import CHECKSUM_TAG, ModelIntegrityError, ModelRegistry
 from retrain_assets.service import ModelService, PredictionLog, create_app
+
+TOKEN = secrets.token_urlsafe(32)  # a fresh key per test run: no credential lives in the repository
+KEYS = ApiKeys({"tester": TOKEN, "other-client": secrets.token_urlsafe(32)})
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+def serving_client(service, **options) -> TestClient:
+    """A test client of the app around `service` that sends the tester's key."""
+    return TestClient(create_app(service, KEYS, refresh_seconds=0, flush_seconds=0, **options), headers=AUTH)
 
 
 def _labeled(scenario, days) -> pd.DataFrame:
@@ -63,7 +79,7 @@ def service(registry, scenario, tmp_path):
 
 
 def test_predict_one_and_many_rows_and_log_every_prediction(service, rows, tmp_path):
-    with TestClient(create_app(service, refresh_seconds=0, flush_seconds=0)) as client:
+    with serving_client(service) as client:
         one = client.post("/predict", json=rows[0])
         many = client.post("/predict", json={"rows": rows[1:11]})
         assert client.get("/health").json()["status"] == "ok"
@@ -84,12 +100,12 @@ def test_predict_one_and_many_rows_and_log_every_prediction(service, rows, tmp_p
 def test_bad_input_gets_422_with_each_broken_field_never_500(service, rows):
     bad = dict(rows[0], income=-5.0, purpose="yacht", credit_score="high")
     del bad["age"]
-    with TestClient(create_app(service, refresh_seconds=0, flush_seconds=0)) as client:
+    with serving_client(service) as client:
         response = client.post("/predict", json={"rows": [rows[1], bad]})
         not_json = client.post("/predict", content=b"{not json", headers={"content-type": "application/json"})
         extra = client.post("/predict", json=dict(rows[0], incme=1.0))
         empty = client.post("/predict", json={"rows": []})
-        infinite = client.post("/predict", content=b'{"rows": [%s]}' % (
+        infinite = client.post("/predict", headers={"content-type": "application/json"}, content=b'{"rows": [%s]}' % (
             json.dumps(dict(rows[0], income=1.0)).replace("1.0", "Infinity", 1).encode()))
     assert response.status_code == 422
     fields = {(e["row"], e["field"]) for e in response.json()["detail"]}
@@ -98,6 +114,202 @@ def test_bad_input_gets_422_with_each_broken_field_never_500(service, rows):
     assert extra.status_code == 422 and extra.json()["detail"][0]["field"] == "incme"
     assert empty.status_code == 422 and infinite.status_code == 422
     assert service.log.pending == 0  # nothing invalid was scored or logged
+
+
+@pytest.fixture
+def scored(monkeypatch) -> list[int]:
+    """Every model call (rows scored per call): a rejected request must never reach a model."""
+    calls: list[int] = []
+    score = RowScorer.score
+
+    def spy(self, rows):
+        calls.append(len(rows))
+        return score(self, rows)
+
+    monkeypatch.setattr(RowScorer, "score", spy)
+    return calls
+
+
+def test_predict_and_models_need_a_valid_key_and_health_stays_open(service, rows, scored):
+    wrong_length = TOKEN[:-1]
+    with TestClient(create_app(service, KEYS, refresh_seconds=0, flush_seconds=0)) as client:
+        refused = {
+            "no header": client.post("/predict", json=rows[0]),
+            "wrong token": client.post("/predict", json=rows[0], headers={"Authorization": f"Bearer {secrets.token_urlsafe(32)}"}),
+            "wrong length": client.post("/predict", json=rows[0], headers={"Authorization": f"Bearer {wrong_length}"}),
+            "wrong X-API-Key": client.post("/predict", json=rows[0], headers={"X-API-Key": "x" * 43}),
+            "basic scheme": client.post("/predict", json=rows[0], headers={"Authorization": f"Basic {TOKEN}"}),
+            "bearer without token": client.post("/predict", json=rows[0], headers={"Authorization": "Bearer"}),
+            "token with a space": client.post("/predict", json=rows[0], headers={"Authorization": f"Bearer {TOKEN} x"}),
+            "two credentials": client.post("/predict", json=rows[0], headers={**AUTH, "X-API-Key": TOKEN}),
+            "models without key": client.get("/models"),
+        }
+        assert scored == [] and service.log.pending == 0  # nothing refused reached a model
+        bearer = client.post("/predict", json=rows[0], headers=AUTH)
+        lower_case = client.post("/predict", json=rows[0], headers={"authorization": f"bearer {TOKEN}"})
+        api_key = client.post("/predict", json=rows[0], headers={"X-API-Key": TOKEN})
+        models = client.get("/models", headers={"X-API-Key": TOKEN})
+        health = client.get("/health")
+    for case, response in refused.items():
+        assert response.status_code == 401, case
+        assert response.headers["www-authenticate"] == "Bearer", case
+        assert "Authorization: Bearer <token>" in response.json()["detail"], case
+    assert refused["no header"].json()["detail"].startswith("credential missing")
+    assert refused["wrong token"].json()["detail"].startswith("credential invalid")
+    assert refused["basic scheme"].json()["detail"].startswith("credential malformed")
+    assert [r.status_code for r in (bearer, lower_case, api_key, models)] == [200] * 4
+    assert health.status_code == 200 and health.json()["unauthorized_requests"] == len(refused)
+    assert TOKEN not in health.text and TOKEN not in models.text
+
+
+def test_a_refused_credential_is_logged_without_the_token(service, rows, caplog):
+    wrong = secrets.token_urlsafe(32)
+    app = create_app(service, KEYS, refresh_seconds=0, flush_seconds=0)
+    with TestClient(app) as client, caplog.at_level(logging.WARNING, logger="retrain_assets.service"):
+        client.post("/predict", json=rows[0], headers={"Authorization": f"Bearer {wrong}"})
+        client.get("/models", headers={"Authorization": ""})
+        client.post("/predict", json=rows[0])
+    messages = [r.getMessage() for r in caplog.records if r.name == "retrain_assets.service" and r.levelno == logging.WARNING]
+    assert messages == ["unauthorized request from testclient:50000: POST /predict, credential invalid",
+                        "unauthorized request from testclient:50000: GET /models, credential malformed: the Authorization "
+                        "header must be 'Bearer <token>'",
+                        "unauthorized request from testclient:50000: POST /predict, credential missing"]
+    assert wrong not in caplog.text and TOKEN not in caplog.text
+
+
+def test_oversized_bodies_get_413_before_anything_reads_them(service, rows, scored):
+    body = json.dumps({"rows": rows}).encode()
+    limit = len(body) - 1
+    with serving_client(service, max_body_bytes=limit) as client:
+        declared = client.post("/predict", content=body, headers={"content-type": "application/json"})
+        streamed = client.post("/predict", content=iter([body[:1000], body[1000:]]), headers={"content-type": "application/json"})
+        fits = client.post("/predict", json={"rows": rows[:-1]})
+    assert "content-length" not in streamed.request.headers and streamed.request.headers["transfer-encoding"] == "chunked"
+    assert declared.status_code == 413 and streamed.status_code == 413
+    assert f"larger than {limit} bytes" in declared.json()["detail"]
+    assert fits.status_code == 200 and scored == [len(rows) - 1]
+
+
+def test_a_body_without_content_length_is_read_only_up_to_the_limit(service):
+    """A client streams an endless body: the service stops reading one chunk past the limit."""
+    app = create_app(service, KEYS, refresh_seconds=0, flush_seconds=0, max_body_bytes=10_000)
+    chunks_read, sent = [], []
+
+    async def receive():
+        chunks_read.append(4096)
+        return {"type": "http.request", "body": b" " * 4096, "more_body": True}
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
+             "path": "/predict", "raw_path": b"/predict", "query_string": b"", "root_path": "",
+             "client": ("127.0.0.1", 40000), "server": ("127.0.0.1", 8000),
+             "headers": [(b"host", b"127.0.0.1"), (b"content-type", b"application/json"),
+                         (b"transfer-encoding", b"chunked"), (b"authorization", f"Bearer {TOKEN}".encode())]}
+    anyio.run(app, scope, receive, send)
+    assert sent[0]["status"] == 413 and sum(chunks_read) == 3 * 4096
+
+
+def test_wrong_content_type_malformed_json_and_too_many_rows_never_reach_a_model(service, rows, scored):
+    too_many = (rows * (MAX_ROWS_PER_REQUEST // len(rows) + 1))[:MAX_ROWS_PER_REQUEST + 1]
+    with serving_client(service) as client:
+        text = client.post("/predict", content=json.dumps(rows[0]), headers={"content-type": "text/plain"})
+        untyped = client.post("/predict", content=json.dumps(rows[0]).encode())
+        form = client.post("/predict", data={"application_id": "a-1"})
+        bad_json = client.post("/predict", content=b'{"rows": [', headers={"content-type": "application/json"})
+        nested = client.post("/predict", content=b"[" * 100_000 + b"]" * 100_000, headers={"content-type": "application/json"})
+        crowded = client.post("/predict", json={"rows": too_many})
+        charset = client.post("/predict", content=json.dumps(rows[0]), headers={"content-type": "application/json; charset=utf-8"})
+    assert [r.status_code for r in (text, untyped, form)] == [415] * 3
+    assert text.json()["detail"] == "Content-Type must be application/json, not text/plain"
+    assert bad_json.status_code == 422 and "not valid JSON" in bad_json.json()["detail"][0]["message"]
+    assert nested.status_code == 422
+    assert crowded.status_code == 422 and f"at most {MAX_ROWS_PER_REQUEST}" in crowded.json()["detail"][0]["message"]
+    assert charset.status_code == 200 and scored == [1]  # only the valid request was scored
+
+
+def test_api_keys_from_the_environment_or_a_file(tmp_path):
+    a, b, c = (secrets.token_urlsafe(32) for _ in range(3))
+    keys = load_api_keys({API_KEYS_ENV: f" alice:{a}, {b},,{c} "}, None)
+    assert keys.names == ["alice", "key-1", "key-2"]
+    assert (keys.identify(a), keys.identify(b), keys.identify(c), keys.identify(a + "x")) == ("alice", "key-1", "key-2", None)
+    file = tmp_path / "keys.txt"
+    file.write_text(f"# serving clients\n\nscoring-batch:{a}   # rotated 2025-01\n{b}\n")
+    from_file = load_api_keys({}, file)
+    assert from_file.names == ["scoring-batch", "key-1"] and from_file.identify(b) == "key-1"
+
+
+def test_a_key_is_compared_with_every_configured_key(monkeypatch):
+    """No early exit: a match on the first key costs as many comparisons as no match at all."""
+    tokens = {f"client-{i}": secrets.token_urlsafe(32) for i in range(5)}
+    keys = ApiKeys(tokens)
+    compared: list[int] = []
+    compare = hmac.compare_digest
+    monkeypatch.setattr(hmac, "compare_digest", lambda x, y: compared.append(len(x)) or compare(x, y))
+    assert keys.identify(tokens["client-0"]) == "client-0"
+    assert keys.identify("short") is None and keys.identify("x" * 500) is None
+    assert compared == [32] * 15  # SHA-256 digests: the presented length never reaches the comparison
+
+
+@pytest.mark.parametrize("entries, message", [
+    ("alice:", "the token of 'alice' is empty"),
+    ("alice:short-token", "shorter than 16 characters"),
+    ("alice:{a},alice:{b}", f"{API_KEYS_ENV} entry 2: client name 'alice' is already used at {API_KEYS_ENV} entry 1"),
+    ("alice:{a},bob:{a}", "the token of 'bob' is the token of 'alice'"),
+    ("al ice:{a}", "entry 1: the client name \\(before the first ':'\\) must match"),
+    ("alice:{a} {b}", "has spaces or non-printable characters"),
+    ("key-1:{a},{b}", "client name 'key-1' is already used"),
+])
+def test_broken_api_key_entries_are_refused_without_echoing_the_token(entries, message):
+    a, b = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
+    with pytest.raises(ApiKeyError, match=message) as refused:
+        load_api_keys({API_KEYS_ENV: entries.format(a=a, b=b)}, None)
+    assert a not in str(refused.value) and b not in str(refused.value)
+    if "token" in message and "is the token" not in message:
+        assert TOKEN_COMMAND in str(refused.value)
+
+
+def test_no_key_configured_or_two_sources_are_refused(tmp_path):
+    with pytest.raises(ApiKeyError) as none:
+        load_api_keys({API_KEYS_ENV: " , "}, None)
+    assert all(s in str(none.value) for s in (API_KEYS_ENV, "--api-keys-file", TOKEN_COMMAND))
+    (tmp_path / "keys.txt").write_text("# nothing yet\n")
+    with pytest.raises(ApiKeyError, match="no API key configured"):
+        load_api_keys({}, tmp_path / "keys.txt")
+    with pytest.raises(ApiKeyError, match="cannot read the API-key file"):
+        load_api_keys({}, tmp_path / "missing.txt")
+    with pytest.raises(ApiKeyError, match="both"):
+        load_api_keys({API_KEYS_ENV: f"a:{TOKEN}"}, tmp_path / "keys.txt")
+    (tmp_path / "keys.txt").write_text(f"alice:{TOKEN}\nbob:0123456789\n")
+    with pytest.raises(ApiKeyError, match="keys.txt line 2: the token of 'bob' is shorter"):
+        load_api_keys({}, tmp_path / "keys.txt")
+
+
+@pytest.mark.parametrize("authorization, api_key, expected", [
+    ([], [], (None, "missing")),
+    ([f"Bearer {TOKEN}"], [], (TOKEN, "")),
+    ([f"  BEARER   {TOKEN} "], [], (TOKEN, "")),
+    ([], [TOKEN], (TOKEN, "")),
+    ([f"Token {TOKEN}"], [], (None, "malformed: the Authorization header must be 'Bearer <token>'")),
+    ([f"Bearer {TOKEN}", f"Bearer {TOKEN}"], [], (None, "malformed: send one credential, not several")),
+    ([], [""], (None, "malformed: the token is empty or has spaces")),
+])
+def test_presented_token(authorization, api_key, expected):
+    assert presented_token(authorization, api_key) == expected
+
+
+def test_serve_refuses_to_start_without_a_key(tmp_path, monkeypatch, capsys):
+    from retrain_assets.cli import main
+
+    monkeypatch.delenv(API_KEYS_ENV, raising=False)
+    assert main(["serve", "--data-dir", str(tmp_path), "--port", "1"]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("retrain-assets serve: no API key configured")
+    assert all(s in error for s in (API_KEYS_ENV, "--api-keys-file", TOKEN_COMMAND))
+    (tmp_path / "keys.txt").write_text("alice:too-short\n")
+    assert main(["serve", "--data-dir", str(tmp_path), "--api-keys-file", str(tmp_path / "keys.txt")]) == 2
+    assert "keys.txt line 1: the token of 'alice' is shorter than 16 characters" in capsys.readouterr().err
 
 
 def test_canary_routes_by_entity_and_shadow_never_answers(service, registry, rows):
@@ -189,7 +401,7 @@ def test_no_champion_answers_503_with_the_reason(scenario, rows, tmp_path):
             return DeploymentState(champion=None)
 
     service = ModelService(scenario.spec, EmptyRegistry(), PredictionLog(tmp_path))
-    with TestClient(create_app(service, refresh_seconds=0, flush_seconds=0)) as client:
+    with serving_client(service) as client:
         assert client.get("/health").status_code == 503
         response = client.post("/predict", json=rows[0])
         invalid = client.post("/predict", json={"application_id": "x"})

@@ -4,13 +4,19 @@ no web framework here, only the spec -> pydantic model translation and record bu
 The request contract is the batch contract (`core.contracts.batch_schema`) for one row: the
 same declared types, ranges, categories and nullability, written as a pydantic model so that a
 single-row request is checked in microseconds and each broken field is named.
+
+Clients authenticate with an API key from configuration (`ApiKeys`); the service keeps only the
+keys' SHA-256 digests and compares a presented token against every one of them in constant time.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import hmac
 import math
+import re
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Literal, Optional
 
@@ -23,6 +29,13 @@ from retrain_assets.core.modeling import feature_frame
 from retrain_assets.core.spec import ColumnSpec, DatasetSpec
 
 MAX_ROWS_PER_REQUEST = 1000
+DEFAULT_MAX_BODY_BYTES = 2 * 1024 * 1024
+API_KEYS_ENV = "RETRAIN_ASSETS_API_KEYS"
+MIN_TOKEN_CHARS = 16
+TOKEN_COMMAND = 'python -c "import secrets; print(secrets.token_urlsafe(32))"'
+CLIENT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}")
+KEYS_HOWTO = (f"set {API_KEYS_ENV}=\"client_name:token,...\" or pass --api-keys-file PATH (one client_name:token "
+              f"per line); generate a token with: {TOKEN_COMMAND}")
 # The prediction log's own columns and their types (the logged features take the spec's).
 LOG_COLUMN_TYPES = {"request_id": "string", "row_index": "int64", "entity_id": "string", "arm": "string", "role": "string",
                     "model_version": "string", "served": "bool", "score": "float64", "latency_ms": "float64"}
@@ -92,6 +105,113 @@ def parse_rows(payload: Any, validator: TypeAdapter) -> list[dict[str, Any]]:
             errors.append({"row": row, "field": ".".join(str(p) for p in loc if not str(p).startswith("literal")) or None,
                            "message": err["msg"], "input": _jsonable(err.get("input"))})
         raise RequestError(errors) from None
+
+
+class ApiKeyError(ValueError):
+    """The API-key configuration is missing or broken; the message says what to fix (never a token)."""
+
+
+class ApiKeys:
+    """The clients allowed to call the service, held as SHA-256 digests of their tokens only.
+
+    `identify` hashes the presented token and compares the digest with every configured one
+    (`hmac.compare_digest`, no early exit): the time taken depends neither on how long the
+    presented token is nor on which key, if any, it matches."""
+
+    def __init__(self, tokens: Mapping[str, str]):
+        if not tokens:
+            raise ApiKeyError(f"no API key configured: {KEYS_HOWTO}")
+        self._digests = tuple((name, _digest(token)) for name, token in tokens.items())
+
+    @property
+    def names(self) -> list[str]:
+        return [name for name, _ in self._digests]
+
+    def identify(self, token: str) -> str | None:
+        """The client name the token belongs to, or None."""
+        presented = _digest(token)
+        matches = [name for name, digest in self._digests if hmac.compare_digest(presented, digest)]
+        return matches[0] if matches else None
+
+
+def _digest(token: str) -> bytes:
+    return hashlib.sha256(token.encode("utf-8", "surrogateescape")).digest()
+
+
+def parse_api_keys(entries: Iterable[tuple[str, str]]) -> ApiKeys:
+    """API keys from `(where, text)` entries, `where` naming the entry in error messages.
+
+    An entry is `client_name:token` or a bare `token` without `:` (named `key-1`, `key-2`, ... in
+    order); a blank entry or one starting with `#` is skipped, and ` # ...` after an entry is a
+    comment. Refused, with the entry's place and never its token: an empty token, a token shorter
+    than MIN_TOKEN_CHARS or with spaces or non-printable characters, a client name that is not
+    `[A-Za-z0-9][A-Za-z0-9_.@-]*` (it goes into logs; not echoed, it may be half a token), a
+    duplicate name or token."""
+    tokens: dict[str, str] = {}
+    where_of: dict[str, str] = {}
+    bare = 0
+    for where, text in entries:
+        entry = re.sub(r"\s+#.*$", "", text.strip())
+        if not entry or entry.startswith("#"):
+            continue
+        if ":" in entry:
+            name, token = (part.strip() for part in entry.split(":", 1))
+        else:
+            bare += 1
+            name, token = f"key-{bare}", entry
+        if not CLIENT_NAME.fullmatch(name):
+            raise ApiKeyError(f"{where}: the client name (before the first ':') must match {CLIENT_NAME.pattern}")
+        if not token:
+            raise ApiKeyError(f"{where}: the token of {name!r} is empty; generate one with: {TOKEN_COMMAND}")
+        if not (token.isascii() and token.isprintable()) or any(c.isspace() for c in token):
+            raise ApiKeyError(f"{where}: the token of {name!r} has spaces or non-printable characters; "
+                              f"generate one with: {TOKEN_COMMAND}")
+        if len(token) < MIN_TOKEN_CHARS:
+            raise ApiKeyError(f"{where}: the token of {name!r} is shorter than {MIN_TOKEN_CHARS} characters; "
+                              f"generate one with: {TOKEN_COMMAND}")
+        if name in tokens:
+            raise ApiKeyError(f"{where}: client name {name!r} is already used at {where_of[name]}")
+        if token in tokens.values():
+            other = next(n for n, t in tokens.items() if t == token)
+            raise ApiKeyError(f"{where}: the token of {name!r} is the token of {other!r} ({where_of[other]}); "
+                              "give every client its own")
+        tokens[name], where_of[name] = token, where
+    return ApiKeys(tokens)
+
+
+def load_api_keys(environ: Mapping[str, str], keys_file: Path | None) -> ApiKeys:
+    """The configured API keys: `--api-keys-file` or the API_KEYS_ENV variable (comma-separated),
+    not both. Raises ApiKeyError, saying how to configure one, when there is none."""
+    from_env = environ.get(API_KEYS_ENV, "").strip()
+    if keys_file is not None and from_env:
+        raise ApiKeyError(f"both {API_KEYS_ENV} and --api-keys-file are set: configure the keys in one of them")
+    if keys_file is not None:
+        try:
+            lines = Path(keys_file).read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ApiKeyError(f"cannot read the API-key file {keys_file}: {exc}") from None
+        return parse_api_keys((f"{keys_file} line {n}", line) for n, line in enumerate(lines, 1))
+    return parse_api_keys((f"{API_KEYS_ENV} entry {n}", entry) for n, entry in enumerate(from_env.split(","), 1))
+
+
+def presented_token(authorization: list[str], api_key: list[str]) -> tuple[str | None, str]:
+    """The token a request presents in `Authorization: Bearer <token>` or `X-API-Key: <token>`
+    (the values of each header), as `(token, "")`, else `(None, why)` with why `missing` or
+    `malformed: ...` (two credentials, a repeated header, another scheme, a token with spaces)."""
+    if not authorization and not api_key:
+        return None, "missing"
+    if len(authorization) + len(api_key) > 1:
+        return None, "malformed: send one credential, not several"
+    if api_key:
+        token = api_key[0].strip()
+    else:
+        scheme, _, token = authorization[0].strip().partition(" ")
+        if scheme.lower() != "bearer":
+            return None, "malformed: the Authorization header must be 'Bearer <token>'"
+        token = token.strip()
+    if not token or any(c.isspace() for c in token):
+        return None, "malformed: the token is empty or has spaces"
+    return token, ""
 
 
 def _jsonable(value: Any) -> Any:
