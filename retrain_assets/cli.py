@@ -79,17 +79,18 @@ def main(argv: list[str] | None = None) -> int:
 
     rollback = sub.add_parser("rollback", help="manual, audited rollback: the 'previous' version becomes champion again")
     _store_arguments(rollback)
-    rollback.add_argument("--dagster-home", type=Path, default=Path(os.environ.get("DAGSTER_HOME", ".dagster_home")),
-                          help="Dagster instance folder (default: $DAGSTER_HOME or .dagster_home)")
-    rollback.add_argument("--by", default=os.environ.get("RETRAIN_ASSETS_OPERATOR", os.environ.get("USER", "")),
-                          help="who rolls back, recorded in the deployment history (default: $RETRAIN_ASSETS_OPERATOR or $USER)")
-    rollback.add_argument("--why", required=True, help="the reason, recorded in the deployment history")
+    _operator_arguments(rollback)
+
+    approve = sub.add_parser("approve", help="approve a version that passed the gate (policy.rollout.approval: required)")
+    approve.add_argument("version", help="the registered model version to approve (see deployed_model: awaiting_approval)")
+    _store_arguments(approve)
+    _operator_arguments(approve)
 
     args = parser.parse_args(argv)
     if args.command == "serve":
         return _serve(args)
-    if args.command == "rollback":
-        return _rollback(args)
+    if args.command in ("rollback", "approve"):
+        return _deployment_command(args)
     if args.command == "drift":
         return _drift(args)
     if args.command == "review":
@@ -108,6 +109,14 @@ def _store_arguments(parser: argparse.ArgumentParser) -> None:
                         help="landing zone and stores (default: $RETRAIN_ASSETS_DATA_DIR or %(default)s)")
     parser.add_argument("--spec", type=Path, default=Path(os.environ.get("RETRAIN_ASSETS_SPEC", "data/specs/loan_default.yaml")),
                         help="dataset spec (default: $RETRAIN_ASSETS_SPEC or %(default)s)")
+
+
+def _operator_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dagster-home", type=Path, default=Path(os.environ.get("DAGSTER_HOME", ".dagster_home")),
+                        help="Dagster instance folder (default: $DAGSTER_HOME or .dagster_home)")
+    parser.add_argument("--by", default=os.environ.get("RETRAIN_ASSETS_OPERATOR", os.environ.get("USER", "")),
+                        help="who decides, recorded in the deployment history (default: $RETRAIN_ASSETS_OPERATOR or $USER)")
+    parser.add_argument("--why", required=True, help="the reason, recorded in the deployment history")
 
 
 def _serve(args) -> int:
@@ -141,9 +150,10 @@ def _serve(args) -> int:
     return 0
 
 
-def _rollback(args) -> int:
-    """Run `deployed_model` with the rollback command: the registry and the history change in one
-    audited Dagster run (tagged with the operator), like every other deployment step."""
+def _deployment_command(args) -> int:
+    """Run `deployed_model` with an operator's command (rollback, approve): the registry and the
+    history change in one audited Dagster run (tagged with the operator), like every other
+    deployment step. An approval may promote a first model, so its reference profile follows."""
     import dagster as dg
 
     from retrain_assets.defs import build_definitions
@@ -151,25 +161,33 @@ def _rollback(args) -> int:
     from retrain_assets.settings import ProjectSettings
 
     _quiet_libraries()
+    name = f"retrain-assets {args.command}"
     if not args.by.strip():
-        print("retrain-assets rollback: say who you are with --by (or set RETRAIN_ASSETS_OPERATOR)", file=sys.stderr)
+        print(f"{name}: say who you are with --by (or set RETRAIN_ASSETS_OPERATOR)", file=sys.stderr)
         return 2
     settings = ProjectSettings(data_dir=args.data_dir.resolve(), spec_path=args.spec.resolve())
     instance = open_instance(args.dagster_home)
     job = build_definitions(settings).resolve_implicit_global_asset_job_def()
+    config = {"command": args.command, "actor": args.by, "reason": args.why, "version": getattr(args, "version", "")}
+    assets = [dg.AssetKey("deployed_model")] + ([dg.AssetKey("reference_profile")] if args.command == "approve" else [])
     result = job.execute_in_process(
-        instance=instance, asset_selection=[dg.AssetKey("deployed_model")], raise_on_error=False,
-        run_config={"ops": {"deployed_model": {"config": {"command": "rollback", "actor": args.by, "reason": args.why}}},
-                    "loggers": {"console": {"config": {"log_level": "CRITICAL"}}}},
-        tags={"retrain_assets/manual": "rollback", "retrain_assets/actor": args.by[:60]},
+        instance=instance, asset_selection=assets, raise_on_error=False,
+        run_config={"ops": {"deployed_model": {"config": config}}, "loggers": {"console": {"config": {"log_level": "CRITICAL"}}}},
+        tags={"retrain_assets/manual": args.command, "retrain_assets/actor": args.by[:60]},
     )
     if not result.success:
         errors = "; ".join(_failure_text(e) for e in result.get_step_failure_events())
-        print(f"retrain-assets rollback: failed: {errors}", file=sys.stderr)
+        print(f"{name}: failed: {errors}", file=sys.stderr)
         return 1
     meta = {k: v.value for k, v in result.asset_materializations_for_node("deployed_model")[0].metadata.items()}
-    print(f"rolled back: champion is now v{meta['champion_version']} ({meta['reason']}); "
-          f"recorded in deployed_model by {args.by}, Dagster run {result.run_id}")
+    if args.command == "rollback":
+        print(f"rolled back: champion is now v{meta['champion_version']} ({meta['reason']}); "
+              f"recorded in deployed_model by {args.by}, Dagster run {result.run_id}")
+    else:
+        trial = next((f"; {role} v{meta[f'{role}_version']}" for role in ("canary", "shadow")
+                      if meta[f"{role}_version"] != "none"), "")
+        print(f"approved v{args.version} by {args.by}, recorded in deployed_model (Dagster run {result.run_id}); "
+              f"next step: {meta['action']}; champion v{meta['champion_version']}{trial}")
     return 0
 
 
@@ -178,7 +196,12 @@ def _failure_text(event) -> str:
     data = event.step_failure_data
     if data.user_failure_data is not None and data.user_failure_data.description:
         return data.user_failure_data.description
-    return data.error.message.strip() if data.error else (event.message or "")
+    if data.error is None:
+        return event.message or ""
+    error = data.error
+    while error.cause is not None:  # Dagster wraps the user's exception: report the innermost one
+        error = error.cause
+    return error.message.strip()
 
 
 def _quiet_libraries() -> None:

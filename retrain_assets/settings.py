@@ -3,6 +3,11 @@
     RETRAIN_ASSETS_DATA_DIR   landing zone, warehouse, snapshots and MLflow store (default ./data)
     RETRAIN_ASSETS_SPEC       dataset spec file (default <data dir>/specs/loan_default.yaml)
     MLFLOW_TRACKING_URI       optional MLflow server; default is SQLite under <data dir>/mlflow
+    RETRAIN_ASSETS_MODE       `development` (default) or `production`: production refuses to run
+                              without the secrets below instead of generating development ones
+    RETRAIN_ASSETS_PII_KEY    key of the keyed hash that pseudonymizes PII columns (read by Dagster
+                              through dg.EnvVar; in development a random key is kept under
+                              <data dir>/restricted when it is unset)
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 DEFAULT_SPEC = Path("data/specs/loan_default.yaml")
+MODES = ("development", "production")
 
 
 @dataclass(frozen=True)
@@ -20,12 +26,16 @@ class ProjectSettings:
 
     data_dir: Path
     spec_path: Path
+    production: bool = False
 
     @classmethod
     def from_env(cls) -> "ProjectSettings":
         data_dir = Path(os.environ.get("RETRAIN_ASSETS_DATA_DIR", "data")).resolve()
         spec = Path(os.environ.get("RETRAIN_ASSETS_SPEC", str(DEFAULT_SPEC))).resolve()
-        return cls(data_dir=data_dir, spec_path=spec)
+        mode = os.environ.get("RETRAIN_ASSETS_MODE", "development").strip().lower()
+        if mode not in MODES:
+            raise ValueError(f"RETRAIN_ASSETS_MODE must be one of {MODES}, got {mode!r}")
+        return cls(data_dir=data_dir, spec_path=spec, production=mode == "production")
 
     @property
     def landing_dir(self) -> Path:
@@ -38,6 +48,11 @@ class ProjectSettings:
     @property
     def snapshot_path(self) -> Path:
         return self.data_dir / "snapshots" / "warehouse.duckdb"
+
+    @property
+    def restricted_dir(self) -> Path:
+        """Owner-only folder for raw values: quarantined files as delivered, the development PII key."""
+        return self.data_dir / "restricted"
 
     @property
     def reports_dir(self) -> Path:
@@ -56,3 +71,5 @@ class ProjectSettings:
         for path in (self.landing_dir / "batches", self.landing_dir / "labels", self.warehouse_path.parent,
                      self.snapshot_path.parent, self.mlflow_dir / "artifacts"):
             path.mkdir(parents=True, exist_ok=True)
+        self.restricted_dir.mkdir(parents=True, exist_ok=True)
+        self.restricted_dir.chmod(0o700)

@@ -117,13 +117,26 @@ def test_corrupt_batch_is_quarantined_and_blocked(run):
     raw = wh(run, f"select count(*) as n from raw_batches where partition_start = '{CORRUPT_DAY}'")
     assert len(quarantined) > 0 and int(raw["n"].iloc[0]) == 0
     assert quarantined["reason"].str.contains("schema: required column").all()
-    assert quarantined["row_json"].str.contains("_v2").all()  # the renamed column is kept verbatim
+    assert quarantined["row_json"].str.contains("_v2").all()  # the renamed column is named, its values withheld
+    assert not quarantined["row_json"].str.contains("@").any()  # no e-mail in clear in the warehouse
+    # The file as delivered is kept byte for byte in the owner-only restricted folder.
+    raw_copy = run.settings.restricted_dir / quarantined["raw_copy"].iloc[0]
+    delivered = next((run.settings.landing_dir / "batches").glob(f"{CORRUPT_DAY}*"))
+    assert raw_copy.read_bytes() == delivered.read_bytes()
+    assert raw_copy.stat().st_mode & 0o077 == 0 and run.settings.restricted_dir.stat().st_mode & 0o077 == 0
     # Its labels arrived, but nothing downstream was built from the blocked batch.
     labels = wh(run, f"select count(*) as n from labels where partition_start = '{CORRUPT_DAY}'")
     assert int(labels["n"].iloc[0]) > 0
     labeled = wh(run, f"select count(*) as n from labeled_batches where partition_start = '{CORRUPT_DAY}'")
     assert int(labeled["n"].iloc[0]) == 0
     assert CORRUPT_DAY not in run.instance.get_materialized_partitions(dg.AssetKey("labeled_batches"))
+
+
+def test_pii_is_pseudonymized_before_it_leaves_the_raw_layer(run):
+    emails = wh(run, "select email from raw_batches")["email"]
+    assert emails.str.fullmatch(r"pii_[0-9a-f]{32}").all() and emails.nunique() == len(emails)
+    quarantined = " ".join(wh(run, "select row_json from quarantine")["row_json"])
+    assert "@" not in quarantined and "pii_" in quarantined
 
 
 def test_bad_rows_are_quarantined_but_the_batch_passes(run):
@@ -497,3 +510,50 @@ def test_zz_shadow_mode_scores_the_challenger_without_answering(run, tmp_path):
     analysis = wh(run, "select * from canary_analysis order by analysed_at desc limit 1").iloc[0]
     assert analysis["mode"] == "shadow" and analysis["trial_version"] == row["candidate_version"]
     assert analysis["decision"] == "wait"  # nothing logged for it in the warehouse yet
+
+
+def test_zz_approval_required_holds_every_promotion_until_approved(run, tmp_path, capsys):
+    """Runs last: under `rollout.approval: required` a challenger that passed the gate waits; the
+    pipeline re-running changes nothing; `retrain-assets approve` records who and why and only
+    then does the version roll out."""
+    import yaml
+
+    from retrain_assets.cli import main
+    from retrain_assets.defs import build_definitions
+
+    spec = yaml.safe_load(run.scenario.spec_path.read_text())
+    spec["policy"].update(min_roc_auc=0.5, rollout={"mode": "direct", "approval": "required"}, promotion={
+        "non_inferiority_margin": 1.0, "max_calibration_error": 1.0, "max_latency_ms_per_1000_rows": 1e6,
+        "max_slice_roc_auc_regression": 1.0, "max_fairness_gap": 1.0, "max_fairness_gap_increase": 1.0})
+    (tmp_path / "approval.yaml").write_text(yaml.safe_dump(spec))
+    settings = ProjectSettings(data_dir=run.settings.data_dir, spec_path=tmp_path / "approval.yaml")
+    defs = build_definitions(settings)
+    client = registry(run)
+    champion = str(client.get_model_version_by_alias("loan_default", "champion").version)
+    assert defs.resolve_job_def("retrain_job").execute_in_process(instance=run.instance).success
+    waiting = wh(run, "select * from deployed_model order by deployed_at desc limit 1").iloc[0]
+    version = waiting["candidate_version"]
+    assert waiting["action"] == "awaiting_approval" and f"retrain-assets approve {version}" in waiting["reason"]
+    assert waiting["champion_version"] == champion
+    # The pipeline acting again changes nothing and records nothing new.
+    rows = len(wh(run, "select * from deployed_model"))
+    assert defs.resolve_job_def("rollout_job").execute_in_process(instance=run.instance).success
+    assert len(wh(run, "select * from deployed_model")) == rows
+    assert str(client.get_model_version_by_alias("loan_default", "champion").version) == champion
+    assert "approved_by" not in client.get_model_version("loan_default", version).tags
+
+    args = ["approve", "--data-dir", str(run.settings.data_dir), "--spec", str(tmp_path / "approval.yaml"),
+            "--dagster-home", str(tmp_path / "dagster_home")]
+    assert main([*args, "999", "--by", "risk-lead", "--why", "x"]) == 1
+    assert "no evaluation of it" in capsys.readouterr().err
+    assert main([*args, version, "--by", "risk-lead", "--why", "reviewed the evaluation report"]) == 0
+    assert f"approved v{version} by risk-lead" in (out := capsys.readouterr().out) and "next step: promote" in out
+    assert str(client.get_model_version_by_alias("loan_default", "champion").version) == version
+    tags = client.get_model_version("loan_default", version).tags
+    assert tags["approved_by"] == "risk-lead" and tags["approval_reason"] == "reviewed the evaluation report"
+    approve_row, promote_row = wh(run, "select * from deployed_model order by deployed_at desc limit 2").iloc[::-1].itertuples()
+    assert approve_row.action == "approve" and approve_row.decided_by == "risk-lead"
+    assert promote_row.action == "promote" and promote_row.champion_version == version
+    assert "shadow" not in client.get_registered_model("loan_default").aliases  # the direct promotion ended the trial
+    assert main([*args, version, "--by", "risk-lead", "--why", "again"]) == 1
+    assert "already champion" in capsys.readouterr().err

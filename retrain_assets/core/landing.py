@@ -60,8 +60,13 @@ def label_file_name(labeled_date: pd.Timestamp, delivered: pd.Timestamp) -> str:
 
 def review_file_name(partition_date: pd.Timestamp, reviewer: str, decided_at: pd.Timestamp) -> str:
     """Landing-relative path of a new (never overwritten) review-decision file for one partition."""
-    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", reviewer)[:40]
-    return f"{REVIEWS}/{partition_date:%Y-%m-%d}__review_{decided_at:%Y%m%dT%H%M%S%f}_{safe}.csv"
+    return f"{REVIEWS}/{partition_date:%Y-%m-%d}__review_{decided_at:%Y%m%dT%H%M%S%f}_{safe_file_name(reviewer, 40)}.csv"
+
+
+def safe_file_name(name: str, limit: int = 120) -> str:
+    """`name` reduced to letters, digits, `_`, `.` and `-` (no separators, no leading dot), so it
+    can never point outside the folder it is written to."""
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", name).lstrip(".")[:limit] or "_"
 
 
 def file_sha256(path: Path) -> str:

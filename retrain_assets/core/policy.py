@@ -15,6 +15,7 @@ from retrain_assets.core.drift import DriftThresholds
 MODEL_FAMILIES = ("logistic_regression", "hist_gradient_boosting")
 COMPARISONS = ("non_inferiority", "superiority")
 ROLLOUT_MODES = ("canary", "shadow", "direct")
+APPROVAL_MODES = ("automatic", "required")
 
 
 @dataclass(frozen=True)
@@ -71,9 +72,13 @@ class RolloutPolicy:
     `non_inferiority_margin`, `confidence_level` and `bootstrap_resamples` of `promotion`. A trial
     is rolled back when live traffic shows it significantly worse, or when the live interval lies
     entirely below the offline one (see `core.rollout.analyse_canary`).
+    approval: `automatic` (default: the gate and the live trial decide) or `required`: a challenger
+        that passed the gate waits (`awaiting_approval`) until a person runs `retrain-assets
+        approve`; nothing reaches live traffic, the first model included, before that.
     """
 
     mode: str = "canary"
+    approval: str = "automatic"
     canary_share: float = 0.2
     min_live_labeled_rows: int = 300
     min_live_positives: int = 30
@@ -83,6 +88,8 @@ class RolloutPolicy:
         """Raise ValueError when a setting is outside its meaningful range."""
         if self.mode not in ROLLOUT_MODES:
             raise ValueError(f"rollout.mode must be one of {list(ROLLOUT_MODES)}, got {self.mode!r}")
+        if self.approval not in APPROVAL_MODES:
+            raise ValueError(f"rollout.approval must be one of {list(APPROVAL_MODES)}, got {self.approval!r}")
         if not 0.0 < self.canary_share < 1.0:
             raise ValueError("rollout.canary_share must be within (0, 1)")
         for name in ("min_live_labeled_rows", "min_live_positives", "max_live_partitions"):

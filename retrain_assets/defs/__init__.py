@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-import dagster as dg
-from dagster_duckdb_pandas import DuckDBPandasIOManager
+import os
 
+import dagster as dg
+
+from retrain_assets.core.privacy import PII_KEY_ENV
 from retrain_assets.core.spec import load_spec
 from retrain_assets.defs.automation import build_automation
 from retrain_assets.defs.curation import build_curation
@@ -15,6 +17,7 @@ from retrain_assets.defs.labeling import build_labeling
 from retrain_assets.defs.monitoring import build_monitoring
 from retrain_assets.defs.partitioning import partitions_for
 from retrain_assets.defs.serving import build_serving
+from retrain_assets.defs.storage import WarehouseIOManager
 from retrain_assets.defs.resources import LandingZone, Warehouse, model_registry_for
 from retrain_assets.defs.training import build_training
 from retrain_assets.settings import ProjectSettings
@@ -26,10 +29,13 @@ def build_definitions(settings: ProjectSettings) -> dg.Definitions:
     settings.ensure_dirs()
     partitions_def = partitions_for(spec)
     resources = {
-        "io_manager": DuckDBPandasIOManager(database=str(settings.warehouse_path), schema="main"),
+        "io_manager": WarehouseIOManager(database=str(settings.warehouse_path), schema="main"),
         "warehouse": Warehouse(database=str(settings.warehouse_path), snapshot_path=str(settings.snapshot_path),
                                reports_dir=str(settings.reports_dir)),
-        "landing": LandingZone(root=str(settings.landing_dir)),
+        "landing": LandingZone(root=str(settings.landing_dir), restricted_root=str(settings.restricted_dir),
+                               # EnvVar: the key is read at run time and never lands in run config or the UI.
+                               pii_key=dg.EnvVar(PII_KEY_ENV) if os.environ.get(PII_KEY_ENV) else None,
+                               production=settings.production),
         "model_registry": model_registry_for(settings, spec),
     }
     return dg.Definitions.merge(

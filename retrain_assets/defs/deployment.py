@@ -20,10 +20,16 @@ DEPLOYMENT_COLUMNS = ("deployed_at", "action", "candidate_version", "champion_ve
                       "dagster_run_id")
 
 
+COMMANDS = ("rollback", "approve")
+APPROVED_BY_TAG = "approved_by"
+
+
 class DeploymentCommand(dg.Config):
     """An operator's command (empty: reconcile with the newest evaluation and canary verdict)."""
 
-    command: str = Field(default="", description="'rollback' to restore the previous champion; empty for the pipeline's own steps")
+    command: str = Field(default="", description="'rollback' to restore the previous champion, 'approve' to let a "
+                                                 "version that passed the gate roll out; empty for the pipeline's own steps")
+    version: str = Field(default="", description="the version to approve (with 'approve')")
     actor: str = Field(default="", description="who issued the command (recorded in the history)")
     reason: str = Field(default="", description="why (recorded in the history)")
 
@@ -42,21 +48,29 @@ def build_deployment(spec: DatasetSpec) -> dg.Definitions:
         verdict, or executes an operator's rollback."""
         history = warehouse.query("select * from deployed_model")
         state = model_registry.deployment_state()
-        base = {"deployed_at": pd.Timestamp.now(tz="UTC").tz_convert(None), "dagster_run_id": context.run_id,
+        base = {"dagster_run_id": context.run_id,
                 "decided_by": "pipeline", "analysis_id": ""}
 
         def auc_of(version: str | None) -> float:
             rows = evaluation_report[evaluation_report["challenger_version"].astype(str) == str(version)]
             return float(latest_evaluation(rows)["challenger_roc_auc"]) if len(rows) else float("nan")
 
+        earlier_rows: list[dict] = []  # a step recorded before the one this run ends with (an approval)
+
+        def row_for(action: str, candidate: str, reason: str, **extra) -> dict:
+            after = model_registry.deployment_state()
+            # Each row its own time: an approval and the step it unlocks are two ordered rows.
+            return {**base, "deployed_at": pd.Timestamp.now(tz="UTC").tz_convert(None), "action": action,
+                    "candidate_version": candidate, "champion_version": after.champion or "",
+                    "previous_version": after.previous or "", "canary_version": after.canary or "",
+                    "shadow_version": after.shadow or "", "canary_share": after.canary_share,
+                    "traffic_share": 1.0 - after.canary_share, "holdout_roc_auc": auc_of(after.champion), "reason": reason,
+                    **extra}
+
         def record(action: str, candidate: str, reason: str, **extra) -> dg.Output[pd.DataFrame]:
             after = model_registry.deployment_state()
-            row = {**base, "action": action, "candidate_version": candidate, "champion_version": after.champion or "",
-                   "previous_version": after.previous or "", "canary_version": after.canary or "",
-                   "shadow_version": after.shadow or "", "canary_share": after.canary_share,
-                   "traffic_share": 1.0 - after.canary_share, "holdout_roc_auc": auc_of(after.champion), "reason": reason,
-                   **extra}
-            new = pd.DataFrame([row]).reindex(columns=list(DEPLOYMENT_COLUMNS))
+            row = row_for(action, candidate, reason, **extra)
+            new = pd.DataFrame([*earlier_rows, row]).reindex(columns=list(DEPLOYMENT_COLUMNS))
             new["beat_version"] = new["beat_version"].fillna("")
             table = warehouse.with_history("deployed_model", new)
             context.log.info(f"{action} v{candidate}: {reason}")
@@ -65,11 +79,15 @@ def build_deployment(spec: DatasetSpec) -> dg.Definitions:
                                               "shadow_version": after.shadow or "none", "holdout_roc_auc": row["holdout_roc_auc"],
                                               "reason": reason, "deployments": len(table)})
 
-        if config.command:
-            if config.command != "rollback":
-                raise dg.Failure(f"unknown deployment command {config.command!r}; the only command is 'rollback'")
-            if not config.actor or not config.reason:
-                raise dg.Failure("a manual rollback needs an actor and a reason (both are recorded)")
+        if config.command not in ("", *COMMANDS):
+            raise dg.Failure(f"unknown deployment command {config.command!r}; the commands are {', '.join(COMMANDS)}")
+        if config.command and (not config.actor or not config.reason):
+            raise dg.Failure(f"'{config.command}' needs an actor and a reason (both are recorded)")
+        if config.command == "approve":
+            approve(config, evaluation_report, state, model_registry)
+            earlier_rows.append(row_for("approve", config.version, f"approved by {config.actor}: {config.reason}",
+                                        decided_by=config.actor))
+        elif config.command == "rollback":
             try:
                 rolled_back, restored = model_registry.rollback_to_previous()
             except ValueError as exc:
@@ -95,29 +113,71 @@ def build_deployment(spec: DatasetSpec) -> dg.Definitions:
 
         evaluation = latest_evaluation(evaluation_report)
         version = str(evaluation["challenger_version"])
-        started = set(history["candidate_version"].astype(str)) if "candidate_version" in history else set()
-        if not bool(evaluation["gate_passed"]) or version in started or version == state.champion:
-            reason = "nothing to do: " + ("the newest challenger did not pass the gate" if not bool(evaluation["gate_passed"])
-                                          else f"v{version} was already handled")
-            return dg.Output(history, metadata={"action": "none", "reason": reason, "champion_version": state.champion or "none"})
+        handled = _handled_versions(history)
         offline = {"beat_version": str(evaluation["champion_version"]), "roc_auc_difference": float(evaluation["diff_roc_auc"]),
                    "roc_auc_difference_lower": float(evaluation["diff_roc_auc_lower"]),
                    "roc_auc_difference_upper": float(evaluation["diff_roc_auc_upper"])}
+        waiting = (rollout.approval == "required" and bool(evaluation["gate_passed"])
+                   and not model_registry.version_tags(version).get(APPROVED_BY_TAG))
+        if not bool(evaluation["gate_passed"]) or version in handled or version == state.champion or (
+                waiting and _awaits_approval(history, version)):
+            reason = "nothing to do: " + ("the newest challenger did not pass the gate" if not bool(evaluation["gate_passed"])
+                                          else f"v{version} awaits approval" if waiting and version not in handled
+                                          else f"v{version} was already handled")
+            if earlier_rows:  # the approval is recorded even when it does not start anything yet
+                approval = earlier_rows.pop()
+                return record("approve", approval["candidate_version"], f"{approval['reason']} ({reason})",
+                              decided_by=approval["decided_by"])
+            return dg.Output(history, metadata={"action": "none", "reason": reason, "champion_version": state.champion or "none"})
+        if waiting:
+            model_registry.tag_version(version, {"rollout": "awaiting_approval"})
+            return record("awaiting_approval", version, f"passed the offline gate ({evaluation['gate_summary']}); "
+                          f"policy.rollout.approval is 'required': run `retrain-assets approve {version} --by <you> --why <reason>`",
+                          **offline)
+        superseded = state.challenger
+        if superseded:
+            model_registry.tag_version(superseded, {"rollout": f"superseded by v{version}"})
         if state.champion is None or rollout.mode == "direct":
+            model_registry.end_trial()
             model_registry.promote(version)
             return record("initial" if state.champion is None else "promote", version, str(evaluation["gate_summary"]), **offline)
-        superseded = state.challenger
         model_registry.start_trial(version, rollout.mode, rollout.canary_share)
         model_registry.tag_version(version, {"rollout": rollout.mode})
         why = f"passed the offline gate ({evaluation['gate_summary']}); on live trial as {rollout.mode}"
         if rollout.mode == "canary":
             why += f" for {rollout.canary_share:.0%} of entities"
         if superseded:
-            model_registry.tag_version(superseded, {"rollout": f"superseded by v{version}"})
             why += f"; replaces the trial of v{superseded}"
         return record(f"{rollout.mode}_start", version, why, **offline)
 
+    def approve(config: DeploymentCommand, evaluation_report: pd.DataFrame, state, model_registry: ModelRegistry) -> None:
+        """Record the approver on a version that passed the gate and is not serving yet."""
+        version = config.version.strip()
+        rows = evaluation_report[evaluation_report["challenger_version"].astype(str) == version]
+        if not version or rows.empty:
+            raise dg.Failure(f"cannot approve v{version or '?'}: no evaluation of it; approve a version listed in evaluation_report")
+        if not bool(latest_evaluation(rows)["gate_passed"]):
+            raise dg.Failure(f"cannot approve v{version}: it failed the promotion gate ({latest_evaluation(rows)['gate_summary']})")
+        if version in (state.champion, state.challenger):
+            raise dg.Failure(f"v{version} is already {'champion' if version == state.champion else 'on live trial'}")
+        model_registry.tag_version(version, {APPROVED_BY_TAG: config.actor, "approved_at": pd.Timestamp.now(tz="UTC").isoformat(),
+                                             "approval_reason": config.reason[:250]})
+
     return dg.Definitions(assets=[deployed_model])
+
+
+def _handled_versions(history: pd.DataFrame) -> set[str]:
+    """Versions a rollout step has already acted on (waiting for, or receiving, an approval is not one)."""
+    if "candidate_version" not in history:
+        return set()
+    acted = history[~history["action"].isin(["awaiting_approval", "approve"])]
+    return set(acted["candidate_version"].astype(str))
+
+
+def _awaits_approval(history: pd.DataFrame, version: str) -> bool:
+    """Whether the history already says `version` waits for an approval."""
+    return "candidate_version" in history and bool(
+        ((history["action"] == "awaiting_approval") & (history["candidate_version"].astype(str) == version)).any())
 
 
 def _pending_verdict(warehouse: Warehouse, history: pd.DataFrame, state) -> pd.Series | None:

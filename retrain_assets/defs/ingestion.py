@@ -9,11 +9,16 @@ import pandas as pd
 from retrain_assets.core.contracts import ContractResult, empty_batch, quarantine_records, validate_batch
 from retrain_assets.core.landing import BATCHES, LandingFileError, read_landing_file
 from retrain_assets.core.modeling import PARTITION_COLUMN
+from retrain_assets.core.privacy import pseudonymize, withhold_undeclared
 from retrain_assets.core.spec import DatasetSpec
 from retrain_assets.defs.partitioning import batch_table_schema, partition_window
 from retrain_assets.defs.resources import LandingZone
 
 CONTRACT_CHECK = "raw_batches_match_contract"
+UNREADABLE_FILE_COLUMN = "file"
+EMPTY_QUARANTINE = pd.DataFrame({"source_file": pd.Series(dtype=str), "row_number": pd.Series(dtype="int64"),
+                                 "reason": pd.Series(dtype=str), "row_json": pd.Series(dtype=str),
+                                 "raw_copy": pd.Series(dtype=str)})
 
 
 def build_ingestion(spec: DatasetSpec, partitions_def: dg.PartitionsDefinition) -> dg.Definitions:
@@ -30,7 +35,9 @@ def build_ingestion(spec: DatasetSpec, partitions_def: dg.PartitionsDefinition) 
                 kinds={"duckdb", "pandas"},
             ),
             "quarantine": dg.AssetOut(
-                description="Rows rejected by the contract, kept verbatim (as JSON) with the reason, per partition.",
+                description=("Rows rejected by the contract, with the reason, per partition: the row as JSON with PII "
+                             "pseudonymized, and `raw_copy`, the delivered file kept byte for byte in the restricted "
+                             "(owner-only) folder."),
                 metadata={"partition_expr": PARTITION_COLUMN},
                 kinds={"duckdb"},
             ),
@@ -56,6 +63,7 @@ def build_ingestion(spec: DatasetSpec, partitions_def: dg.PartitionsDefinition) 
                 f"no batch file for partition {context.partition_key} in {landing.root}/{BATCHES}: "
                 f"expected a file named {start:%Y-%m-%d}[...].csv or .parquet"
             )
+        key = landing.pii_key_bytes()
         valid_parts, quarantine_parts, schema_errors, seen = [], [], [], set()
         for file in files:
             if file.sha256 in seen:
@@ -64,13 +72,18 @@ def build_ingestion(spec: DatasetSpec, partitions_def: dg.PartitionsDefinition) 
             seen.add(file.sha256)
             result = _validate_file(file.path, spec, (start, end))
             schema_errors += [f"{file.path.name}: {e}" for e in result.schema_errors]
-            valid_parts.append(result.valid.assign(source_file=file.path.name))
-            quarantine_parts.append(quarantine_records(result.quarantined, file.path.name))
+            valid_parts.append(pseudonymize(result.valid, spec.pii_columns, key).assign(source_file=file.path.name))
+            if len(result.quarantined):
+                # Raw values stay in the restricted folder only; the warehouse gets pseudonyms.
+                raw_copy = landing.keep_raw_copy(file, context.partition_key)
+                rejected = withhold_undeclared(pseudonymize(result.quarantined, spec.pii_columns, key),
+                                               [*spec.column_names, UNREADABLE_FILE_COLUMN, "reason"])
+                quarantine_parts.append(quarantine_records(rejected, file.path.name).assign(raw_copy=raw_copy))
 
         valid = pd.concat(valid_parts, ignore_index=True)
         valid.insert(len(spec.columns), PARTITION_COLUMN, start)
         valid = valid[[*spec.column_names, PARTITION_COLUMN, "source_file"]]
-        quarantined = pd.concat(quarantine_parts, ignore_index=True)
+        quarantined = pd.concat(quarantine_parts, ignore_index=True) if quarantine_parts else EMPTY_QUARANTINE.copy()
         quarantined.insert(0, PARTITION_COLUMN, start)
         quarantined["quarantined_at"] = pd.Timestamp.now(tz="UTC").tz_convert(None)
 
@@ -116,6 +129,6 @@ def _validate_file(path, spec: DatasetSpec, window) -> ContractResult:
     try:
         frame = read_landing_file(path)
     except LandingFileError as exc:
-        stub = pd.DataFrame({"file": [path.name]}).assign(reason=f"schema: {exc}")
+        stub = pd.DataFrame({UNREADABLE_FILE_COLUMN: [path.name]}).assign(reason=f"schema: {exc}")
         return ContractResult(valid=empty_batch(spec), quarantined=stub, schema_errors=[str(exc)])
     return validate_batch(frame, spec, window)

@@ -63,8 +63,9 @@ def build_monitoring(spec: DatasetSpec, partitions_def: dg.PartitionsDefinition)
         values, category counts, score distribution, label prior) plus a row sample, one row per
         champion version. Checking a batch against it costs time in the batch's size only."""
         champion = model_registry.version_for(CHAMPION)
-        if champion is None:
-            raise dg.Failure("no champion to profile: deployed_model must promote a model first")
+        if champion is None:  # the gate rejected the first model, or it awaits approval
+            return dg.Output(warehouse.query("select * from reference_profile"),
+                             metadata={"status": "no champion yet: nothing to profile"})
         if latest_reference(warehouse, champion) is not None:
             # A champion restored by a rollback keeps the profile of the data it was trained on.
             return dg.Output(warehouse.query("select * from reference_profile"),
