@@ -4,6 +4,7 @@ import pandas as pd
 import pytest
 
 from retrain_assets.core.landing import (
+    FileTooLargeError,
     LandingFileError,
     batch_file_name,
     file_sha256,
@@ -125,3 +126,72 @@ def test_failed_write_leaves_no_temp_file(tmp_path):
     with pytest.raises(OSError, match="disk full"):
         write_atomically(Unwritable({"a": [1]}), tmp_path / "out.csv")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_scan_never_follows_a_link_out_of_the_landing_zone(tmp_path):
+    landing, outside = tmp_path / "landing", tmp_path / "elsewhere.csv"
+    outside.write_text(CSV)
+    put(landing, "batches/2025-01-01.csv")
+    (landing / "batches" / "2025-01-02__out.csv").symlink_to(outside)
+    (landing / "batches" / "2025-01-03__in.csv").symlink_to(landing / "batches" / "2025-01-01.csv")
+    (landing / "batches" / "2025-01-04__gone.csv").symlink_to(tmp_path / "missing.csv")
+    found, ignored = scan(landing)
+    assert [f.path.name for f in found] == ["2025-01-01.csv", "2025-01-03__in.csv"]  # a link inside may be read
+    assert len(ignored) == 2
+    assert ignored[0].startswith("batches/2025-01-02__out.csv: a link to") and "outside the landing zone" in ignored[0]
+    assert ignored[1].startswith("batches/2025-01-04__gone.csv: a link to")  # a dangling link resolves outside too
+
+
+def test_scan_ignores_a_file_it_cannot_open(tmp_path, monkeypatch):
+    put(tmp_path, "batches/2025-01-01.csv")
+
+    def unreadable(path):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr("retrain_assets.core.landing.file_sha256", unreadable)
+    found, ignored = scan(tmp_path)
+    assert found == [] and ignored == ["batches/2025-01-01.csv: cannot be opened (Permission denied); "
+                                       "deliver it again as a readable file"]
+
+
+def test_header_only_file_is_refused_when_rows_are_required(tmp_path):
+    path = put(tmp_path, "batches/2025-01-01.csv", "application_id,age\n")
+    assert read_landing_file(path).empty
+    with pytest.raises(LandingFileError, match="2025-01-01.csv: has a header but no rows; deliver it again with its rows"):
+        read_landing_file(path, require_rows=True)
+
+
+def test_file_over_the_limit_is_not_read(tmp_path, monkeypatch):
+    path = put(tmp_path, "batches/2025-01-01.csv")
+    monkeypatch.setattr(pd, "read_csv", lambda *a, **k: pytest.fail("an oversized file must not be read"))
+    with pytest.raises(FileTooLargeError) as raised:
+        read_landing_file(path, max_bytes=10)
+    message = str(raised.value)
+    assert message.startswith(f"2025-01-01.csv: {len(CSV)} bytes is over the landing zone's limit of 10 bytes")
+    assert "split it into smaller files" in message and isinstance(raised.value, LandingFileError)
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("application_id,age\na1,café\n".encode("latin-1"), "is not UTF-8 text (byte 0xe9: invalid continuation byte); export it as UTF-8"),
+        (b"application_id,age\na1,42\na2,43,surplus\n", "is not a well-formed CSV (Error tokenizing data"),
+        (b'application_id,age\na1,"42\n', "EOF inside string"),
+    ],
+)
+def test_unreadable_csv_messages_name_the_file_and_the_fix(tmp_path, content, message):
+    path = tmp_path / "2025-01-01.csv"
+    path.write_bytes(content)
+    with pytest.raises(LandingFileError) as raised:
+        read_landing_file(path)
+    assert str(raised.value).startswith("2025-01-01.csv: ") and message in str(raised.value)
+    assert "deliver it again" in str(raised.value)
+
+
+def test_truncated_parquet_says_to_deliver_the_complete_file(tmp_path):
+    whole = tmp_path / "whole.parquet"
+    pd.DataFrame({"a": range(500)}).to_parquet(whole)
+    cut = tmp_path / "2025-01-01.parquet"
+    cut.write_bytes(whole.read_bytes()[:200])
+    with pytest.raises(LandingFileError, match=r"^2025-01-01.parquet: cannot be read .*deliver the complete file again"):
+        read_landing_file(cut)

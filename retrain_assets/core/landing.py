@@ -12,6 +12,8 @@
                                                             `retrain-assets serve`)
 
 The leading date picks the partition; the rest of the name is free (e.g. `__delivered_<date>`).
+Only regular files that resolve inside the landing zone are read: a symlink pointing outside it is
+ignored, so a delivery can never make the pipeline read (or copy into quarantine) a foreign file.
 """
 
 from __future__ import annotations
@@ -36,6 +38,10 @@ _LEADING_DATE = re.compile(r"^(\d{4}-\d{2}-\d{2})")
 
 class LandingFileError(ValueError):
     """A landing file cannot be read; the message names the file and what to fix."""
+
+
+class FileTooLargeError(LandingFileError):
+    """A landing file over the size limit: it is not read, and stays where it landed."""
 
 
 @dataclass(frozen=True)
@@ -82,6 +88,7 @@ def scan(landing: Path) -> tuple[list[LandingFile], list[str]]:
     """All batch, label, review and prediction-log files under `landing`, sorted; plus a message for each ignored file."""
     found: list[LandingFile] = []
     ignored: list[str] = []
+    root = landing.resolve()
     for kind in (BATCHES, LABELS, REVIEWS, PREDICTIONS):
         folder = landing / kind
         if not folder.is_dir():
@@ -93,25 +100,54 @@ def scan(landing: Path) -> tuple[list[LandingFile], list[str]]:
             if path.suffix.lower() not in SUPPORTED_SUFFIXES or match is None:
                 ignored.append(f"{kind}/{path.name}: name must be <YYYY-MM-DD>[...].csv or .parquet")
                 continue
+            if not (target := path.resolve()).is_relative_to(root):
+                ignored.append(f"{kind}/{path.name}: a link to {target}, outside the landing zone; it is never read: "
+                               "copy the file itself into the landing zone")
+                continue
             try:
                 date = pd.Timestamp(match.group(1))
             except ValueError:
                 ignored.append(f"{kind}/{path.name}: {match.group(1)} is not a calendar date")
                 continue
-            found.append(LandingFile(kind=kind, path=path, date=date, sha256=file_sha256(path)))
+            try:
+                sha256 = file_sha256(path)
+            except OSError as exc:  # a dangling link, no read permission, or removed since listed
+                ignored.append(f"{kind}/{path.name}: cannot be opened ({exc.strerror}); deliver it again as a readable file")
+                continue
+            found.append(LandingFile(kind=kind, path=path, date=date, sha256=sha256))
     return found, ignored
 
 
-def read_landing_file(path: Path) -> pd.DataFrame:
-    """Read a CSV (every value as text, so the contract does the typing) or a Parquet file."""
+def read_landing_file(path: Path, max_bytes: int | None = None, require_rows: bool = False) -> pd.DataFrame:
+    """Read a CSV (every value as text, so the contract does the typing) or a Parquet file.
+
+    A file over `max_bytes` is refused before reading (FileTooLargeError); with `require_rows`, so
+    is a file with a header but no rows. Every LandingFileError names the file and what to fix.
+    """
+    if max_bytes is not None and (size := path.stat().st_size) > max_bytes:
+        raise FileTooLargeError(
+            f"{path.name}: {size:,} bytes is over the landing zone's limit of {max_bytes:,} bytes, so it was not read; "
+            "split it into smaller files for the same partition (e.g. <date>__part1.csv, <date>__part2.csv), "
+            "or raise LandingZone.max_file_bytes if the machine has the memory for it")
     try:
         if path.suffix.lower() == ".parquet":
-            return pd.read_parquet(path)
-        return pd.read_csv(path, dtype=str, keep_default_na=True)
+            frame = pd.read_parquet(path)
+        else:
+            frame = pd.read_csv(path, dtype=str, keep_default_na=True)
     except pd.errors.EmptyDataError:
         raise LandingFileError(f"{path.name}: the file is empty; deliver it again with a header and rows") from None
-    except (pd.errors.ParserError, UnicodeDecodeError, OSError, ValueError) as exc:
-        raise LandingFileError(f"{path.name}: cannot be read ({exc}); fix the file and deliver it again") from None
+    except UnicodeDecodeError as exc:
+        raise LandingFileError(f"{path.name}: is not UTF-8 text (byte 0x{exc.object[exc.start]:02x}: {exc.reason}); "
+                               "export it as UTF-8 and deliver it again") from None
+    except pd.errors.ParserError as exc:
+        raise LandingFileError(f"{path.name}: is not a well-formed CSV ({exc}); every row needs exactly the "
+                               "header's fields, quoted values closed: fix the export and deliver it again") from None
+    except (OSError, ValueError) as exc:  # pyarrow's errors for a truncated or foreign Parquet file are ValueErrors
+        raise LandingFileError(f"{path.name}: cannot be read ({exc}); if it was cut short, deliver the complete "
+                               "file again") from None
+    if require_rows and len(frame) == 0:
+        raise LandingFileError(f"{path.name}: has a header but no rows; deliver it again with its rows")
+    return frame
 
 
 def write_atomically(frame: pd.DataFrame, path: Path) -> None:
