@@ -7,7 +7,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from retrain_assets.core.contracts import quarantine_records, validate_batch, validate_labels
+from retrain_assets.core.contracts import (
+    FUTURE_TOLERANCE,
+    quarantine_records,
+    repeated_id_reasons,
+    set_aside,
+    undeclared_columns,
+    validate_batch,
+    validate_labels,
+)
 from retrain_assets.core.spec import load_spec, parse_spec
 
 SPECS = Path(__file__).resolve().parents[1] / "data" / "specs"
@@ -118,6 +126,46 @@ def test_event_time_outside_partition_window_is_quarantined(spec):
     assert result.quarantined["application_id"].tolist() == ["a1"]
     assert "applied_at" in result.quarantined["reason"].iloc[0]
     assert result.quarantined["applied_at"].iloc[0] == "2025-01-02 00:00:00"  # as it arrived
+
+
+def test_event_time_in_the_future_is_quarantined_beyond_the_tolerance(spec):
+    now = pd.Timestamp("2025-01-01 06:00:00")
+    batch = text_batch(3, applied_at="2025-01-02 07:00:00")  # 25 h after `now`
+    batch.loc[2, "applied_at"] = "2025-01-02 05:00:00"  # 23 h: clock skew, accepted
+    result = validate_batch(batch, spec, now=now)
+    assert result.valid["application_id"].tolist() == ["a0", "a2"]
+    [reason] = result.quarantined["reason"]
+    assert reason == (f"applied_at: in the future, more than {FUTURE_TOLERANCE.days} day after ingestion at 2025-01-01 "
+                      "06:00 UTC — check the export's clock and time zone (got 2025-01-02 07:00:00)")
+
+
+def test_a_row_both_in_the_future_and_outside_the_window_gets_both_reasons(spec):
+    window = (pd.Timestamp("2025-01-01"), pd.Timestamp("2025-01-02"))
+    result = validate_batch(text_batch(3, applied_at="2030-01-01 00:00:00"), spec, window, now=pd.Timestamp("2025-01-01 12:00"))
+    [reason] = result.quarantined["reason"]
+    assert reason.startswith("applied_at: in the future") and "; applied_at: outside partition [2025-01-01" in reason
+    assert "deliver the row in the file of its own partition (got 2030-01-01 00:00:00)" in reason
+
+
+def test_set_aside_moves_rows_with_a_reason_and_keeps_their_delivered_values(spec):
+    batch = text_batch(3, age="042")
+    result = set_aside(validate_batch(batch, spec), batch, pd.Series(["", "why", ""]))
+    assert result.valid["application_id"].tolist() == ["a0", "a2"]
+    assert result.quarantined["age"].tolist() == ["042"] and result.quarantined["reason"].tolist() == ["why"]
+    unchanged = validate_batch(batch, spec)
+    assert set_aside(unchanged, batch, pd.Series("", index=unchanged.valid.index)) is unchanged
+
+
+def test_repeated_id_reasons_name_where_the_id_was_first_ingested():
+    reasons = repeated_id_reasons(pd.Series(["a", "b", "c"]), {"b": "partition 2025-01-01 (x.csv)"}, "id")
+    assert reasons.tolist() == ["", "id: id already ingested — drop the repeated row, or give it an id of its own if it "
+                                    "is another record (got b, first ingested from partition 2025-01-01 (x.csv))", ""]
+    assert repeated_id_reasons(pd.Series([1, 2], dtype="Int64"), {2: "x.csv"}, "id").ne("").tolist() == [False, True]
+
+
+def test_undeclared_columns_are_named(spec):
+    assert undeclared_columns(text_batch(2).assign(note="x", score_v2=1), spec) == ["note", "score_v2"]
+    assert undeclared_columns(text_batch(2), spec) == []
 
 
 def test_bad_row_share_counts_window_and_contract_rejections(spec):

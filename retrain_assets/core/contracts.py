@@ -4,6 +4,7 @@ rows that honour the contract and rows to quarantine, each with its reason.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -23,6 +24,9 @@ PANDAS_DTYPES = {
     "timestamp": "datetime64[ns]",
 }
 
+
+# Event times up to this far past ingestion are clock skew, not the future.
+FUTURE_TOLERANCE = pd.Timedelta(days=1)
 
 _BOOL_TEXT = {"true": True, "false": False, "1": True, "0": False, "yes": True, "no": False, "t": True, "f": False}
 
@@ -157,28 +161,55 @@ def _validate(df: pd.DataFrame, schema: pa.DataFrameSchema) -> ContractResult:
     return ContractResult(valid=schema.validate(kept, lazy=True), quarantined=quarantined)
 
 
-def validate_batch(df: pd.DataFrame, spec: DatasetSpec, window: tuple[pd.Timestamp, pd.Timestamp] | None = None) -> ContractResult:
-    """Apply the batch contract, then require event times inside the partition `window` [start, end)."""
+def validate_batch(df: pd.DataFrame, spec: DatasetSpec, window: tuple[pd.Timestamp, pd.Timestamp] | None = None,
+                   now: pd.Timestamp | None = None) -> ContractResult:
+    """Apply the batch contract, then require event times inside the partition `window` [start, end)
+    and no later than `now` (naive UTC) + FUTURE_TOLERANCE."""
     result = validate_rows(df, batch_schema(spec))
     if result.schema_errors:
         result.valid = empty_batch(spec)
     for col in spec.columns:
         if col.type == "int" and col.name in result.valid:
             result.valid[col.name] = result.valid[col.name].astype("Int64")
-    if window is None or result.valid.empty:
+    if result.valid.empty:
         return result
-    ts = result.valid[spec.event_time_column]
-    outside = (ts < window[0]) | (ts >= window[1])
-    if not outside.any():
+    ts, name = result.valid[spec.event_time_column], spec.event_time_column
+    got = " (got " + ts.astype(str) + ")"
+    reasons = pd.Series("", index=result.valid.index, dtype=object)
+    if now is not None:
+        future = ts > now + FUTURE_TOLERANCE
+        reasons[future] = (f"{name}: in the future, more than {FUTURE_TOLERANCE.days} day after ingestion at "
+                           f"{now:%Y-%m-%d %H:%M} UTC — check the export's clock and time zone") + got[future]
+    if window is not None:
+        outside = (ts < window[0]) | (ts >= window[1])
+        text = f"{name}: outside partition [{window[0]}, {window[1]}) — deliver the row in the file of its own partition"
+        reasons[outside] = reasons[outside].map(lambda r: f"{r}; " if r else "") + text + got[outside]
+    return set_aside(result, df, reasons)
+
+
+def set_aside(result: ContractResult, original: pd.DataFrame, reasons: pd.Series) -> ContractResult:
+    """Move the valid rows with a non-empty `reasons` entry (aligned with `result.valid`) to
+    quarantine, reported with the values they arrived with in `original`."""
+    reasons = reasons.reindex(result.valid.index).fillna("")
+    bad = (reasons != "").to_numpy()
+    if not bad.any():
         return result
-    # Report the offending rows with the values they arrived with.
-    original = df.reset_index(drop=True).loc[result.valid.index[outside.to_numpy()]]
-    moved = original.assign(reason=f"{spec.event_time_column}: outside partition [{window[0]}, {window[1]})")
-    return ContractResult(
-        valid=result.valid[~outside],
-        quarantined=pd.concat([result.quarantined, moved]),
-        schema_errors=result.schema_errors,
-    )
+    moved = original.reset_index(drop=True).loc[result.valid.index[bad]].assign(reason=reasons[bad].to_numpy())
+    return ContractResult(valid=result.valid[~bad], quarantined=pd.concat([result.quarantined, moved]),
+                          schema_errors=result.schema_errors)
+
+
+def repeated_id_reasons(ids: pd.Series, first_seen: Mapping, id_column: str) -> pd.Series:
+    """Per row, "" or why its id repeats one already ingested; `first_seen` maps id -> where."""
+    where = ids.map(first_seen)
+    text = (f"{id_column}: id already ingested — drop the repeated row, or give it an id of its own if it is "
+            "another record (got ")
+    return (text + ids.astype(str) + ", first ingested from " + where.astype(str) + ")").where(where.notna(), "")
+
+
+def undeclared_columns(frame: pd.DataFrame, spec: DatasetSpec) -> list[str]:
+    """Columns of a delivered batch the spec does not declare (the contract drops them)."""
+    return [str(c) for c in frame.columns if c not in spec.column_names]
 
 
 def _class_dtype(classes: tuple) -> object:
