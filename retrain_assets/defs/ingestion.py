@@ -2,20 +2,23 @@
 `quarantine` (every rejected row with its reason). The contract check blocks the batch."""
 
 from collections import Counter
+from pathlib import Path
 
 import dagster as dg
 import pandas as pd
 
-from retrain_assets.core.contracts import ContractResult, empty_batch, quarantine_records, validate_batch
+from retrain_assets.core.contracts import (ContractResult, empty_batch, quarantine_records, repeated_id_reasons,
+                                           set_aside, undeclared_columns, validate_batch)
 from retrain_assets.core.landing import BATCHES, LandingFileError, read_landing_file
 from retrain_assets.core.modeling import PARTITION_COLUMN
 from retrain_assets.core.privacy import pseudonymize, withhold_undeclared
 from retrain_assets.core.spec import DatasetSpec
 from retrain_assets.defs.partitioning import batch_table_schema, partition_window
-from retrain_assets.defs.resources import LandingZone
+from retrain_assets.defs.resources import LandingZone, Warehouse
 
 CONTRACT_CHECK = "raw_batches_match_contract"
-UNREADABLE_FILE_COLUMN = "file"
+# The one quarantine record of an unreadable file: its name and where it lies in the landing zone.
+UNREADABLE_FILE_COLUMNS = ("file", "landing_path")
 EMPTY_QUARANTINE = pd.DataFrame({"source_file": pd.Series(dtype=str), "row_number": pd.Series(dtype="int64"),
                                  "reason": pd.Series(dtype=str), "row_json": pd.Series(dtype=str),
                                  "raw_copy": pd.Series(dtype=str)})
@@ -55,7 +58,7 @@ def build_ingestion(spec: DatasetSpec, partitions_def: dg.PartitionsDefinition) 
             )
         ],
     )
-    def ingest_batches(context: dg.AssetExecutionContext, landing: LandingZone):
+    def ingest_batches(context: dg.AssetExecutionContext, landing: LandingZone, warehouse: Warehouse):
         start, end = partition_window(context)
         files = landing.files_in_window(BATCHES, start, end)
         if not files:
@@ -64,20 +67,36 @@ def build_ingestion(spec: DatasetSpec, partitions_def: dg.PartitionsDefinition) 
                 f"expected a file named {start:%Y-%m-%d}[...].csv or .parquet"
             )
         key = landing.pii_key_bytes()
-        valid_parts, quarantine_parts, schema_errors, seen = [], [], [], set()
+        now = pd.Timestamp.now(tz="UTC").tz_convert(None)
+        checked, schema_errors, undeclared, seen = [], [], {}, set()
         for file in files:
             if file.sha256 in seen:
                 context.log.warning(f"{file.path.name} repeats the content of an earlier file; ingested once")
                 continue
             seen.add(file.sha256)
-            result = _validate_file(file.path, spec, (start, end))
-            schema_errors += [f"{file.path.name}: {e}" for e in result.schema_errors]
+            frame, result = _validate_file(file.path, spec, (start, end), now, landing.max_file_bytes)
+            schema_errors += result.schema_errors
+            if extra := undeclared_columns(frame, spec):
+                undeclared[file.path.name] = extra
+                context.log.warning(f"{file.path.name}: undeclared columns {extra} were dropped; "
+                                    "declare them in the spec or stop exporting them")
+            checked.append((file, frame, result))
+
+        # An id enters raw_batches once: a row repeating an id of another partition or of an earlier
+        # file of this one is set aside, naming where the id was first ingested.
+        first_seen = _ids_in_other_partitions(warehouse, spec.id_column, [r.valid[spec.id_column] for _, _, r in checked],
+                                              start)
+        valid_parts, quarantine_parts, bad_files = [], [], Counter()
+        for file, frame, result in checked:
+            result = set_aside(result, frame, repeated_id_reasons(result.valid[spec.id_column], first_seen, spec.id_column))
+            first_seen.update(dict.fromkeys(result.valid[spec.id_column], f"{file.path.name} (this partition)"))
             valid_parts.append(pseudonymize(result.valid, spec.pii_columns, key).assign(source_file=file.path.name))
             if len(result.quarantined):
+                bad_files[file.path.name] = len(result.quarantined)
                 # Raw values stay in the restricted folder only; the warehouse gets pseudonyms.
                 raw_copy = landing.keep_raw_copy(file, context.partition_key)
                 rejected = withhold_undeclared(pseudonymize(result.quarantined, spec.pii_columns, key),
-                                               [*spec.column_names, UNREADABLE_FILE_COLUMN, "reason"])
+                                               [*spec.column_names, *UNREADABLE_FILE_COLUMNS, "reason"])
                 quarantine_parts.append(quarantine_records(rejected, file.path.name).assign(raw_copy=raw_copy))
 
         valid = pd.concat(valid_parts, ignore_index=True)
@@ -85,19 +104,27 @@ def build_ingestion(spec: DatasetSpec, partitions_def: dg.PartitionsDefinition) 
         valid = valid[[*spec.column_names, PARTITION_COLUMN, "source_file"]]
         quarantined = pd.concat(quarantine_parts, ignore_index=True) if quarantine_parts else EMPTY_QUARANTINE.copy()
         quarantined.insert(0, PARTITION_COLUMN, start)
-        quarantined["quarantined_at"] = pd.Timestamp.now(tz="UTC").tz_convert(None)
+        quarantined["quarantined_at"] = now
 
         n_in = len(valid) + len(quarantined)
         bad_share = len(quarantined) / n_in if n_in else 0.0
         reasons = Counter(r.split(" (got")[0] for rs in quarantined["reason"] for r in rs.split("; "))
         passed = not schema_errors and bad_share <= spec.policy.max_bad_row_share
+        by_file = ", ".join(f"{name} {n}" for name, n in bad_files.items())
         if schema_errors:
-            verdict = "BLOCKED: the schema is broken — " + "; ".join(schema_errors) + ". Fix the export and deliver the file again."
+            verdict = "BLOCKED: a file cannot be read or breaks the schema — " + "; ".join(schema_errors)
         elif not passed:
-            verdict = (f"BLOCKED: {bad_share:.1%} of rows break the contract (limit {spec.policy.max_bad_row_share:.0%}); "
-                       "see the quarantine table for each row's reason.")
+            verdict = (f"BLOCKED: {bad_share:.1%} of rows break the contract (limit {spec.policy.max_bad_row_share:.0%}; "
+                       f"quarantined rows by file: {by_file}): fix those rows in the export and deliver the file "
+                       "again; the quarantine table gives each row's reason.")
         else:
-            verdict = f"passed: {len(quarantined)} of {n_in} rows quarantined ({bad_share:.1%})"
+            verdict = f"passed: {len(quarantined)} of {n_in} rows quarantined ({bad_share:.1%})" + (
+                f" from {by_file}; the quarantine table gives each row's reason: to add those rows, deliver them "
+                "corrected in a new file for the partition" if by_file else "")
+        if undeclared:
+            verdict += "; undeclared columns dropped: " + "; ".join(f"{name}: {', '.join(cols)}" for name, cols in
+                                                                  undeclared.items()) + \
+                " (declare them in the spec or stop exporting them)"
 
         yield dg.Output(valid, output_name="raw_batches", metadata={
             "dagster/row_count": len(valid),
@@ -118,17 +145,39 @@ def build_ingestion(spec: DatasetSpec, partitions_def: dg.PartitionsDefinition) 
                 "max_bad_row_share": spec.policy.max_bad_row_share,
                 "schema_errors": dg.MetadataValue.json(schema_errors),
                 "top_reasons": dg.MetadataValue.json(dict(reasons.most_common(10))),
+                "undeclared_columns": dg.MetadataValue.json(undeclared),
             },
         )
 
     return dg.Definitions(assets=[ingest_batches])
 
 
-def _validate_file(path, spec: DatasetSpec, window) -> ContractResult:
-    """Validate one landing file; an unreadable file is kept in quarantine as one record."""
+def _validate_file(path: Path, spec: DatasetSpec, window, now: pd.Timestamp,
+                   max_bytes: int) -> tuple[pd.DataFrame, ContractResult]:
+    """Read and validate one landing file: (the frame as read, the contract's verdict, whose schema
+    errors become one message naming the file and the fix). An unreadable file reads as an empty
+    frame and is kept in quarantine as one record naming where it lies."""
     try:
-        frame = read_landing_file(path)
+        frame = read_landing_file(path, max_bytes=max_bytes, require_rows=True)
     except LandingFileError as exc:
-        stub = pd.DataFrame({UNREADABLE_FILE_COLUMN: [path.name]}).assign(reason=f"schema: {exc}")
-        return ContractResult(valid=empty_batch(spec), quarantined=stub, schema_errors=[str(exc)])
-    return validate_batch(frame, spec, window)
+        stub = pd.DataFrame({"file": [path.name], "landing_path": [str(path)]}).assign(reason=f"schema: {exc}")
+        return pd.DataFrame(), ContractResult(valid=empty_batch(spec), quarantined=stub, schema_errors=[str(exc)])
+    result = validate_batch(frame, spec, window, now)
+    if result.schema_errors:
+        result.schema_errors = [f"{path.name}: {'; '.join(result.schema_errors)}; fix the export (or the spec, if the "
+                                "change is intended) and deliver the file again"]
+    return frame, result
+
+
+def _ids_in_other_partitions(warehouse: Warehouse, id_col: str, ids: list[pd.Series], start: pd.Timestamp) -> dict:
+    """id -> where it was first ingested, for the batch's ids already in raw_batches under another
+    partition (re-ingesting a partition never flags its own rows). Only the batch's ids are looked up."""
+    wanted = pd.concat(ids).dropna().unique().tolist() if ids else []
+    if not wanted:
+        return {}
+    column = '"' + id_col.replace('"', '""') + '"'
+    found = warehouse.query(
+        f"select {column} as id, min({PARTITION_COLUMN}) as first_partition, "
+        f"arg_min(source_file, {PARTITION_COLUMN}) as first_file from raw_batches "
+        f"where {PARTITION_COLUMN} <> ? and {column} in (select unnest(?)) group by 1", [start, wanted])
+    return {row.id: f"partition {row.first_partition:%Y-%m-%d} ({row.first_file})" for row in found.itertuples()}

@@ -123,6 +123,9 @@ class LandingZone(dg.ConfigurableResource):
     restricted_root: str = Field(description="Owner-only folder (0700) for raw copies of quarantined files.")
     pii_key: str | None = Field(default=None, description=f"Pseudonymization key; set {PII_KEY_ENV} (read via dg.EnvVar).")
     production: bool = Field(default=False, description="Refuse to run without a configured PII key.")
+    max_file_bytes: int = Field(default=1 << 30, description=(
+        "Largest landing file read (default 1 GiB; a file is held in memory whole): a larger one is not read, "
+        "its batch is blocked and the file stays in the landing zone."))
 
     def files_in_window(self, kind: str, start: pd.Timestamp, end: pd.Timestamp) -> list[LandingFile]:
         """Files of `kind` whose name date falls in [start, end), oldest name first."""
@@ -141,9 +144,14 @@ class LandingZone(dg.ConfigurableResource):
 
     def keep_raw_copy(self, file: LandingFile, partition_key: str) -> str:
         """Copy a delivered file, byte for byte, into the restricted quarantine (owner-only); returns
-        its path relative to the restricted folder. Idempotent: the name carries the content hash."""
+        its path relative to the restricted folder. Idempotent: the name carries the content hash.
+        A file over `max_file_bytes` is not copied ("" is returned): it stays in the landing zone."""
+        if file.path.stat().st_size > self.max_file_bytes:
+            return ""
         relative = Path("quarantine") / file.kind / partition_key / f"{file.sha256[:16]}__{safe_file_name(file.path.name)}"
         target = self._restricted() / relative
+        if not target.resolve().is_relative_to(self._restricted().resolve()):  # belt and braces over safe_file_name
+            raise ValueError(f"the raw copy of {file.path.name!r} would land outside {self.restricted_root}")
         if not target.exists():
             target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".copy.")  # 0600
