@@ -3,6 +3,7 @@ files -> `review_decisions` (append-only audit); then `labeled_batches`: the bat
 with their resolved labels (gates, weighted vote, human decisions), and `review_queue`, what a
 person must look at. Declarative automation keeps both up to date."""
 
+import json
 import re
 
 import dagster as dg
@@ -11,7 +12,7 @@ import pandas as pd
 
 from retrain_assets.core.evaluation import classification_metrics
 from retrain_assets.core.labels import annotator_agreement, apply_review_decisions, normalize_annotations, resolve_labels
-from retrain_assets.core.landing import LABELS, REVIEWS, LandingFileError, read_landing_file
+from retrain_assets.core.landing import LABELS, REVIEWS, LandingFile, LandingFileError, read_landing_file
 from retrain_assets.core.modeling import PARTITION_COLUMN, predict_scores, target_vector
 from retrain_assets.core.review import applicable_decisions, build_queue, parse_decisions
 from retrain_assets.core.spec import DatasetSpec
@@ -25,6 +26,10 @@ FOLLOW_UPSTREAM = (
     & dg.AutomationCondition.all_deps_blocking_checks_passed()
 ).with_label("eager_unless_blocked")
 GATED_SHARE_CHECK = "labeled_batches_gated_share"
+# Fixed column order: the IO manager inserts by position into one table for every partition.
+REJECTED_COLUMNS = ["source_file", "row_number", "reason", "row_json", "raw_copy"]
+LABEL_FIX = "correct the row and deliver it in a new label file for the partition"
+REVIEW_FIX = "record the decision again with `retrain-assets review`"
 
 
 def build_labeling(spec: DatasetSpec, partitions_def: dg.PartitionsDefinition) -> dg.Definitions:
@@ -41,7 +46,9 @@ def build_labeling(spec: DatasetSpec, partitions_def: dg.PartitionsDefinition) -
                 f"Every annotation of '{target}' for the partition's rows: id, label, source, annotator, confidence, "
                 "labeled_at, file. The same annotator and source re-delivering a row: the newest file wins."),
                 metadata={"partition_expr": PARTITION_COLUMN}, kinds={"duckdb"}),
-            "rejected_labels": dg.AssetOut(description="Label and review-file rows that cannot be read, with the reason.",
+            "rejected_labels": dg.AssetOut(description=(
+                "Label and review-file rows (or whole files) that cannot be used, with the reason and what to do, and "
+                "`raw_copy`, the file kept byte for byte in the restricted folder."),
                                            metadata={"partition_expr": PARTITION_COLUMN}, kinds={"duckdb"}),
             "review_decisions": dg.AssetOut(description=(
                 "Append-only audit of review decisions: who, when, the item, the label before and after, and why."),
@@ -54,15 +61,22 @@ def build_labeling(spec: DatasetSpec, partitions_def: dg.PartitionsDefinition) -
         if not files:
             raise dg.Failure(f"no label file for partition {context.partition_key} in {landing.root}/{LABELS}")
         accepted, rejected = [], []
-        for order, file in enumerate(files):
+
+        def read(file: LandingFile) -> pd.DataFrame | None:
+            """The file's rows, or None after recording it in rejected_labels (kept as delivered)."""
             try:
-                frame = read_landing_file(file.path)
+                return read_landing_file(file.path, max_bytes=landing.max_file_bytes, require_rows=True)
             except LandingFileError as exc:
-                rejected.append(_unreadable(file.path.name, exc))
+                context.log.warning(str(exc))
+                rejected.append(_unreadable(file, exc, landing.keep_raw_copy(file, context.partition_key)))
+                return None
+
+        for order, file in enumerate(files):
+            if (frame := read(file)) is None:
                 continue
             annotations, bad = normalize_annotations(frame, spec, _delivered(file.path.name, end), file.path.name)
             accepted.append(annotations.assign(delivery=order))
-            rejected.append(bad)
+            rejected.append(_with_fix(bad, landing, file, context.partition_key, LABEL_FIX))
         annotations = pd.concat(accepted, ignore_index=True) if accepted else normalize_annotations(
             pd.DataFrame(columns=[id_col, target]), spec, start, "")[0].assign(delivery=0)
         annotations = (annotations.sort_values("delivery", kind="stable")
@@ -70,18 +84,17 @@ def build_labeling(spec: DatasetSpec, partitions_def: dg.PartitionsDefinition) -
         annotations.insert(1, PARTITION_COLUMN, start)
         decisions, decision_files = [], landing.files_in_window(REVIEWS, start, end)
         for file in decision_files:
-            try:
-                valid, bad = parse_decisions(read_landing_file(file.path), spec, file.path.name)
-            except LandingFileError as exc:
-                rejected.append(_unreadable(file.path.name, exc))
+            if (frame := read(file)) is None:
                 continue
+            valid, bad = parse_decisions(frame, spec, file.path.name)
             decisions.append(valid)
-            rejected.append(bad)
+            rejected.append(_with_fix(bad, landing, file, context.partition_key, REVIEW_FIX))
         decisions_frame = pd.concat(decisions, ignore_index=True) if decisions else pd.DataFrame()
         if len(decisions_frame):
             decisions_frame.insert(0, PARTITION_COLUMN, start)
-        rejected_frame = pd.concat([r for r in rejected if len(r)], ignore_index=True) if any(len(r) for r in rejected) \
-            else pd.DataFrame(columns=["source_file", "row_number", "reason", "row_json"])
+        rejected = [r for r in rejected if len(r)]
+        rejected_frame = pd.concat(rejected, ignore_index=True)[REJECTED_COLUMNS] if rejected \
+            else pd.DataFrame(columns=REJECTED_COLUMNS)
         rejected_frame.insert(0, PARTITION_COLUMN, start)
         yield dg.Output(annotations, output_name="labels", metadata={
             "dagster/row_count": len(annotations), "rows_annotated": int(annotations[id_col].nunique()),
@@ -171,8 +184,17 @@ def _delivered(name: str, fallback: pd.Timestamp) -> pd.Timestamp:
     return pd.Timestamp(found.group(1)) + pd.Timedelta(days=1) - pd.Timedelta(seconds=1) if found else fallback
 
 
-def _unreadable(name: str, exc: Exception) -> pd.DataFrame:
-    return pd.DataFrame({"source_file": [name], "row_number": [0], "reason": [str(exc)], "row_json": [""]})
+def _unreadable(file: LandingFile, exc: LandingFileError, raw_copy: str) -> pd.DataFrame:
+    """The one rejected record of a file that cannot be read (its message names the file and the fix)."""
+    return pd.DataFrame({"source_file": [file.path.name], "row_number": [0], "reason": [str(exc)],
+                         "row_json": [json.dumps({"landing_path": str(file.path)})], "raw_copy": [raw_copy]})
+
+
+def _with_fix(bad: pd.DataFrame, landing: LandingZone, file: LandingFile, partition_key: str, fix: str) -> pd.DataFrame:
+    """Rejected rows of one file with what to do about them, and the file kept as delivered."""
+    if bad.empty:
+        return bad
+    return bad.assign(reason=bad["reason"] + f" — {fix}", raw_copy=landing.keep_raw_copy(file, partition_key))
 
 
 def _pairs_markdown(pairs: list[dict]) -> str:
