@@ -7,7 +7,7 @@ export DAGSTER_HOME := $(CURDIR)/.dagster_home
 export MLFLOW_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := 1
 
-.PHONY: install demo test ui clean
+.PHONY: install demo test check-reliability ui clean
 
 install: $(STAMP)
 
@@ -20,12 +20,22 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/retrain-assets demo
 
+# Two workers (the CI machine has two cores), one test file per worker so module fixtures are built once.
 test: $(STAMP)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2 --dist loadfile
+
+# The fault suites at full strength: 6 SIGKILLs per stage (24 in all), bad inputs, security,
+# transactional writes, service hardening. `make test` runs the same suites with one kill per stage.
+check-reliability: $(STAMP)
+	rm -f .reliability-report.txt
+	RETRAIN_ASSETS_CRASH_TRIALS=6 RETRAIN_ASSETS_RELIABILITY_REPORT=.reliability-report.txt $(BIN)/python -m pytest -v \
+		retrain_assets_tests/test_reliability.py retrain_assets_tests/test_bad_inputs.py \
+		retrain_assets_tests/test_security.py retrain_assets_tests/test_storage.py retrain_assets_tests/test_service.py
+	cat .reliability-report.txt
 
 ui: $(STAMP)
 	$(BIN)/dagster dev -w workspace.yaml
 
 clean:
-	rm -rf data/landing data/warehouse data/snapshots data/mlflow data/replays
+	rm -rf data/landing data/warehouse data/snapshots data/mlflow data/replays data/reports data/restricted
 	find .dagster_home -mindepth 1 ! -name dagster.yaml -exec rm -rf {} +

@@ -20,7 +20,7 @@ from retrain_assets.defs import build_definitions
 from retrain_assets.replay import PipelineDriver, RunOutcome
 from retrain_assets.settings import ProjectSettings
 
-STORE_DIRS = ("landing", "warehouse", "snapshots", "mlflow", "reports")
+STORE_DIRS = ("landing", "warehouse", "snapshots", "mlflow", "reports", "restricted")
 INSTANCE_YAML = """telemetry:
   enabled: false
 # One SQLite database for all event logs instead of one file per run: a replay creates hundreds of
@@ -31,6 +31,23 @@ event_log_storage:
   config:
     base_dir:
       env: DAGSTER_HOME
+# DuckDB allows one writing process per file: every asset that writes the warehouse is in the
+# `warehouse` pool (retrain_assets/defs/storage.py), and one step at a time may hold it, across
+# all runs. Concurrent runs (a backfill, several landing files at once) queue their writing steps.
+concurrency:
+  pools:
+    default_limit: 1
+# A run worker that dies (killed, out of memory) keeps its pool slot until its run is finished:
+# the daemon marks such runs failed and frees their slots after this delay.
+run_monitoring:
+  enabled: true
+  free_slots_after_run_end_seconds: 30
+# A run that died without a step failing (its worker was killed) is run again once; a run whose
+# step failed (a blocked batch, a rejected model) is not: that failure is the answer.
+run_retries:
+  enabled: true
+  max_retries: 1
+  retry_on_asset_or_op_failure: false
 """
 HEADER = (f"{'step':<12}{'rows in':>8}{'quarant.':>9}{'labeled':>8}{'gated':>6}{'drift':>7}  {'champion':>8}{'live AUC':>9}"
           "  action")

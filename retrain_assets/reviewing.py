@@ -10,7 +10,7 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 
-from retrain_assets.core.landing import REVIEWS, read_landing_file, review_file_name, write_atomically
+from retrain_assets.core.landing import LandingFileError, REVIEWS, read_landing_file, review_file_name, write_atomically
 from retrain_assets.core.modeling import PARTITION_COLUMN
 from retrain_assets.core.review import decision_rows
 from retrain_assets.core.spec import DatasetSpec
@@ -33,7 +33,10 @@ def decided_item_ids(landing_dir: Path) -> set[str]:
     decided: set[str] = set()
     folder = Path(landing_dir) / REVIEWS
     for path in sorted(folder.glob("*.csv")) if folder.is_dir() else []:
-        frame = read_landing_file(path)
+        try:
+            frame = read_landing_file(path)
+        except LandingFileError:  # an unreadable decision file decides nothing (ingestion reports it)
+            continue
         if "item_id" in frame:
             decided |= set(frame["item_id"].dropna().astype(str))
     return decided

@@ -48,6 +48,19 @@ def read_table(database: Path, sql: str) -> pd.DataFrame:
         return conn.execute(sql).df()
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _no_tracking_uri_leak():
+    """mlflow.set_tracking_uri (used by some tests) exports MLFLOW_TRACKING_URI, which the
+    Definitions read as the user's registry: restore it after each module, so a module never
+    inherits another's store (test files share a process, in any order under pytest-xdist)."""
+    previous = os.environ.get("MLFLOW_TRACKING_URI")
+    yield
+    if previous is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = previous
+
+
 @pytest.fixture
 def short_scenario_path(tmp_path) -> Path:
     return write_short_scenario(tmp_path)

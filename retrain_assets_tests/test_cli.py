@@ -47,3 +47,13 @@ def test_drift_cli_rejects_a_file_that_breaks_the_contract(tmp_path, scenario, c
     code = main(["drift", "--reference", str(reference), "--current", str(broken), "--spec", str(LOAN_SPEC), "--out", str(tmp_path / "o")])
     assert code == 2
     assert "required column 'income' is missing" in capsys.readouterr().err
+
+
+def test_an_unreadable_review_file_does_not_break_the_review_listing(tmp_path):
+    from retrain_assets.reviewing import decided_item_ids
+
+    reviews = tmp_path / "reviews"
+    reviews.mkdir()
+    (reviews / "2025-01-02__review_a.csv").write_text("item_id,action\n2025-01-02:a1,accept\n")
+    (reviews / "2025-01-03__review_b.csv").write_bytes(b"item_id,action\n\xff\xfe\x00broken,accept\n")
+    assert decided_item_ids(tmp_path) == {"2025-01-02:a1"}

@@ -522,7 +522,8 @@ def test_zz_approval_required_holds_every_promotion_until_approved(run, tmp_path
     from retrain_assets.defs import build_definitions
 
     spec = yaml.safe_load(run.scenario.spec_path.read_text())
-    spec["policy"].update(min_roc_auc=0.5, rollout={"mode": "direct", "approval": "required"}, promotion={
+    # Another seed: a new model (the same settings would reuse the version on shadow trial).
+    spec["policy"].update(random_seed=11, min_roc_auc=0.5, rollout={"mode": "direct", "approval": "required"}, promotion={
         "non_inferiority_margin": 1.0, "max_calibration_error": 1.0, "max_latency_ms_per_1000_rows": 1e6,
         "max_slice_roc_auc_regression": 1.0, "max_fairness_gap": 1.0, "max_fairness_gap_increase": 1.0})
     (tmp_path / "approval.yaml").write_text(yaml.safe_dump(spec))

@@ -3,7 +3,6 @@ production refuses to run without it, and neither it nor raw PII reaches the war
 config or any event the UI shows."""
 
 import dagster as dg
-import pytest
 
 from retrain_assets.core.landing import write_atomically
 from retrain_assets.core.privacy import PII_KEY_ENV, check_key, pseudonym

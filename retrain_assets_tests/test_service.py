@@ -21,7 +21,7 @@ from retrain_assets.core.modeling import feature_frame, train_model
 from retrain_assets.core.rollout import DeploymentState
 from retrain_assets.core.scenario import generate_day
 from retrain_assets.core.serving import (API_KEYS_ENV, MAX_ROWS_PER_REQUEST, TOKEN_COMMAND, ApiKeyError, ApiKeys, RowScorer,
-                                         load_api_keys, parse_api_keys, presented_token)
+                                         load_api_keys, presented_token)
 from retrain_assets.defs.resources import CHECKSUM_TAG, ModelIntegrityError, ModelRegistry
 from retrain_assets.service import ModelService, PredictionLog, create_app
 
@@ -49,6 +49,7 @@ def registry(tmp_path_factory, scenario):
     reg = ModelRegistry(tracking_uri=f"sqlite:///{folder}/mlflow.db", artifact_location=str(folder / "artifacts"),
                         experiment_name="service-test", model_name=scenario.spec.name)
     reg._ensure_experiment()
+    mlflow.set_tracking_uri(reg.tracking_uri)  # the fluent runs below log to this registry's store
     mlflow.set_experiment("service-test")
     for days, family, params in ((range(0, 5), "logistic_regression", {"C": 1.0}), (range(5, 10), "logistic_regression", {"C": 0.1}),
                                  (range(10, 15), "logistic_regression", {"C": 10.0}), (range(0, 5), "hist_gradient_boosting", {"max_iter": 20})):

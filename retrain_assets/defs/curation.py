@@ -15,13 +15,15 @@ from retrain_assets.core.modeling import PARTITION_COLUMN, feature_frame, predic
 from retrain_assets.core.review import item_id
 from retrain_assets.core.spec import DatasetSpec
 from retrain_assets.defs.resources import CHAMPION, LandingZone, ModelRegistry, Warehouse
+from retrain_assets.defs.storage import WAREHOUSE_POOL
+from retrain_assets.defs.training import latest_materialization_metadata
 
 
 def build_curation(spec: DatasetSpec) -> dg.Definitions:
     """Suspect labels and labeling requests for `spec`."""
     gates, id_col, target = spec.policy.labels, spec.id_column, spec.target.name
 
-    @dg.asset(group_name="labeling", deps=["candidate_model"], kinds={"duckdb", "sklearn"})
+    @dg.asset(pool=WAREHOUSE_POOL, group_name="labeling", deps=["candidate_model"], kinds={"duckdb", "sklearn"})
     def suspect_labels(context: dg.AssetExecutionContext, training_set: pd.DataFrame, model_registry: ModelRegistry,
                        warehouse: Warehouse) -> dg.Output[pd.DataFrame]:
         """Every label flagged for re-review so far: after each retrain, per batch of the training window,
@@ -29,7 +31,13 @@ def build_curation(spec: DatasetSpec) -> dg.Definitions:
         (confident learning: the other class beats its per-class threshold over the window, the given
         one does not)."""
         candidate = warehouse.query("select model_version from candidate_model order by created_at desc limit 1")
-        version = str(candidate["model_version"].iloc[0])
+        # The version candidate_model produced in its newest run (a reused one is not its newest row).
+        version = str(latest_materialization_metadata(context.instance, "candidate_model").get(
+            "model_version", candidate["model_version"].iloc[0]))
+        earlier = warehouse.query("select * from suspect_labels")
+        if len(earlier) and (earlier["model_version"].astype(str) == version).any():
+            return dg.Output(earlier, metadata={"dagster/row_count": len(earlier), "new_suspects": 0, "model_version": version,
+                                                "status": f"v{version}'s suspects were already queued"})
         proba = predict_scores(model_registry.load(version), training_set, spec)
         y = target_vector(training_set, spec)
         flagged_at = pd.Timestamp.now(tz="UTC").tz_convert(None)
@@ -54,7 +62,7 @@ def build_curation(spec: DatasetSpec) -> dg.Definitions:
         history = warehouse.with_history("suspect_labels", new)
         return dg.Output(history, metadata={"dagster/row_count": len(history), "new_suspects": len(new), "model_version": version})
 
-    @dg.asset(group_name="labeling", deps=["raw_batches", "labels", "deployed_model"], kinds={"duckdb", "sklearn"})
+    @dg.asset(pool=WAREHOUSE_POOL, group_name="labeling", deps=["raw_batches", "labels", "deployed_model"], kinds={"duckdb", "sklearn"})
     def labeling_requests(context: dg.AssetExecutionContext, model_registry: ModelRegistry, warehouse: Warehouse,
                           landing: LandingZone) -> dg.Output[pd.DataFrame]:
         """The rows annotators should label next: the champion's most uncertain among the recent unlabeled

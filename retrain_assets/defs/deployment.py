@@ -11,6 +11,7 @@ from retrain_assets.core.rollout import PROMOTE, ROLLBACK
 from retrain_assets.core.spec import DatasetSpec
 from retrain_assets.defs.evaluation import latest_evaluation
 from retrain_assets.defs.resources import ModelRegistry, Warehouse
+from retrain_assets.defs.storage import WAREHOUSE_POOL
 
 # The table's columns, in order: the DuckDB IO manager inserts by position, so every row has all of them.
 DEPLOYMENT_COLUMNS = ("deployed_at", "action", "candidate_version", "champion_version", "previous_version", "canary_version",
@@ -38,7 +39,7 @@ def build_deployment(spec: DatasetSpec) -> dg.Definitions:
     """Deployment state for `spec`'s model."""
     rollout = spec.policy.rollout
 
-    @dg.asset(group_name="deployment", deps=["canary_analysis"], kinds={"mlflow", "duckdb"})
+    @dg.asset(pool=WAREHOUSE_POOL, group_name="deployment", deps=["canary_analysis"], kinds={"mlflow", "duckdb"})
     def deployed_model(
         context: dg.AssetExecutionContext, config: DeploymentCommand, evaluation_report: pd.DataFrame,
         model_registry: ModelRegistry, warehouse: Warehouse,
@@ -79,6 +80,12 @@ def build_deployment(spec: DatasetSpec) -> dg.Definitions:
                                               "shadow_version": after.shadow or "none", "holdout_roc_auc": row["holdout_roc_auc"],
                                               "reason": reason, "deployments": len(table)})
 
+        drift = _registry_drift(history, state)
+        if drift:
+            # A run stopped between moving an alias and recording the step (a crash): record what
+            # the registry says before acting, so the history never disagrees with it afterwards.
+            earlier_rows.append(row_for("reconciled", state.champion or "", f"the registry changed without a history row "
+                                        f"(an interrupted run?): {drift}"))
         if config.command not in ("", *COMMANDS):
             raise dg.Failure(f"unknown deployment command {config.command!r}; the commands are {', '.join(COMMANDS)}")
         if config.command and (not config.actor or not config.reason):
@@ -124,10 +131,10 @@ def build_deployment(spec: DatasetSpec) -> dg.Definitions:
             reason = "nothing to do: " + ("the newest challenger did not pass the gate" if not bool(evaluation["gate_passed"])
                                           else f"v{version} awaits approval" if waiting and version not in handled
                                           else f"v{version} was already handled")
-            if earlier_rows:  # the approval is recorded even when it does not start anything yet
-                approval = earlier_rows.pop()
-                return record("approve", approval["candidate_version"], f"{approval['reason']} ({reason})",
-                              decided_by=approval["decided_by"])
+            if earlier_rows:  # an approval or a reconciliation is recorded even when nothing else happens
+                last = earlier_rows.pop()
+                return record(last["action"], last["candidate_version"], f"{last['reason']} ({reason})",
+                              decided_by=last["decided_by"])
             return dg.Output(history, metadata={"action": "none", "reason": reason, "champion_version": state.champion or "none"})
         if waiting:
             model_registry.tag_version(version, {"rollout": "awaiting_approval"})
@@ -164,6 +171,17 @@ def build_deployment(spec: DatasetSpec) -> dg.Definitions:
                                              "approval_reason": config.reason[:250]})
 
     return dg.Definitions(assets=[deployed_model])
+
+
+def _registry_drift(history: pd.DataFrame, state) -> str:
+    """How the registry's aliases differ from the newest history row ('' when they agree)."""
+    if history.empty or "champion_version" not in history:
+        return ""
+    last = history.sort_values("deployed_at").iloc[-1]
+    recorded = {"champion": last["champion_version"], "canary": last["canary_version"], "shadow": last["shadow_version"]}
+    actual = {"champion": state.champion, "canary": state.canary, "shadow": state.shadow}
+    return ", ".join(f"{role} recorded v{recorded[role] or 'none'}, registry v{actual[role] or 'none'}"
+                     for role in recorded if str(recorded[role] or "") != str(actual[role] or ""))
 
 
 def _handled_versions(history: pd.DataFrame) -> set[str]:

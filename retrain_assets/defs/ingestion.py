@@ -15,6 +15,7 @@ from retrain_assets.core.privacy import pseudonymize, withhold_undeclared
 from retrain_assets.core.spec import DatasetSpec
 from retrain_assets.defs.partitioning import batch_table_schema, partition_window
 from retrain_assets.defs.resources import LandingZone, Warehouse
+from retrain_assets.defs.storage import WAREHOUSE_POOL
 
 CONTRACT_CHECK = "raw_batches_match_contract"
 # The one quarantine record of an unreadable file: its name and where it lies in the landing zone.
@@ -28,6 +29,7 @@ def build_ingestion(spec: DatasetSpec, partitions_def: dg.PartitionsDefinition) 
     """The partitioned ingestion multi-asset for `spec`."""
 
     @dg.multi_asset(
+        pool=WAREHOUSE_POOL,
         name="ingest_batches",
         partitions_def=partitions_def,
         group_name="ingestion",

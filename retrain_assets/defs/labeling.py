@@ -18,6 +18,7 @@ from retrain_assets.core.review import applicable_decisions, build_queue, parse_
 from retrain_assets.core.spec import DatasetSpec
 from retrain_assets.defs.partitioning import partition_window
 from retrain_assets.defs.resources import CHAMPION, LandingZone, ModelRegistry, Warehouse
+from retrain_assets.defs.storage import WAREHOUSE_POOL
 
 # Eager, but for every partition (history replays land old partitions) and never past a failed
 # blocking check upstream (a blocked batch must not reach training).
@@ -38,6 +39,7 @@ def build_labeling(spec: DatasetSpec, partitions_def: dg.PartitionsDefinition) -
     gates = spec.policy.labels
 
     @dg.multi_asset(
+        pool=WAREHOUSE_POOL,
         name="ingest_labels",
         partitions_def=partitions_def,
         group_name="labeling",
@@ -104,6 +106,7 @@ def build_labeling(spec: DatasetSpec, partitions_def: dg.PartitionsDefinition) -
             "dagster/row_count": len(decisions_frame), "files": [f.path.name for f in decision_files]})
 
     @dg.multi_asset(
+        pool=WAREHOUSE_POOL,
         name="resolve_labels",
         partitions_def=partitions_def,
         group_name="labeling",

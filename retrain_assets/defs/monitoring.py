@@ -19,6 +19,7 @@ from retrain_assets.core.policy import BatchSignal, PolicyHistory, decide_retrai
 from retrain_assets.core.spec import DatasetSpec
 from retrain_assets.defs.partitioning import partition_window
 from retrain_assets.defs.resources import CHAMPION, ModelRegistry, Warehouse
+from retrain_assets.defs.storage import WAREHOUSE_POOL
 from retrain_assets.defs.training import latest_materialization_metadata
 
 DRIFT_CHECK = "drift_report_policy"
@@ -55,7 +56,7 @@ def build_monitoring(spec: DatasetSpec, partitions_def: dg.PartitionsDefinition)
     """Reference profile, drift report, retrain decisions and their checks for `spec`."""
     policy = spec.policy
 
-    @dg.asset(group_name="monitoring", deps=["deployed_model"], kinds={"duckdb"})
+    @dg.asset(pool=WAREHOUSE_POOL, group_name="monitoring", deps=["deployed_model"], kinds={"duckdb"})
     def reference_profile(
         context: dg.AssetExecutionContext, training_set: pd.DataFrame, model_registry: ModelRegistry, warehouse: Warehouse
     ) -> dg.Output[pd.DataFrame]:
@@ -83,6 +84,7 @@ def build_monitoring(spec: DatasetSpec, partitions_def: dg.PartitionsDefinition)
                          metadata={"model_version": champion, "reference_rows": len(train), "data_version": data_version})
 
     @dg.asset(
+        pool=WAREHOUSE_POOL,
         partitions_def=partitions_def,
         group_name="monitoring",
         deps=["labeled_batches", "reference_profile"],
@@ -159,7 +161,7 @@ def build_monitoring(spec: DatasetSpec, partitions_def: dg.PartitionsDefinition)
             description=words, metadata={"drifted_batches": n, "drift_share": summary["drift_share"]},
         )
 
-    @dg.asset(group_name="monitoring", deps=["drift_report", "labeled_batches", "deployed_model"], kinds={"duckdb"})
+    @dg.asset(pool=WAREHOUSE_POOL, group_name="monitoring", deps=["drift_report", "labeled_batches", "deployed_model"], kinds={"duckdb"})
     def retrain_decisions(context: dg.AssetExecutionContext, model_registry: ModelRegistry, warehouse: Warehouse) -> dg.Output[pd.DataFrame]:
         """Every retrain decision (triggered or suppressed), with the reason and the numbers.
         The retrain sensor launches `retrain_job` for each decision that says retrain."""

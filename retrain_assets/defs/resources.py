@@ -170,12 +170,30 @@ class LandingZone(dg.ConfigurableResource):
         return root
 
 
+@contextmanager
+def _tracking_uri(uri: str) -> Iterator[None]:
+    """MLflow's global tracking URI set for a block. mlflow.set_tracking_uri also exports
+    MLFLOW_TRACKING_URI, which `model_registry_for` reads as the user's choice: restore it after,
+    or one store's URI leaks into every later run of the process (and its child processes)."""
+    import mlflow
+
+    previous = os.environ.get("MLFLOW_TRACKING_URI")
+    mlflow.set_tracking_uri(uri)
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = previous
+
+
 @lru_cache(maxsize=16)
 def _load_version(tracking_uri: str, model_name: str, version: str):
     import mlflow.sklearn
 
-    mlflow.set_tracking_uri(tracking_uri)
-    return mlflow.sklearn.load_model(f"models:/{model_name}/{version}")
+    with _tracking_uri(tracking_uri):
+        return mlflow.sklearn.load_model(f"models:/{model_name}/{version}")
 
 
 class ModelRegistry(dg.ConfigurableResource):
@@ -195,12 +213,10 @@ class ModelRegistry(dg.ConfigurableResource):
         return MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
 
     def _ensure_experiment(self) -> None:
-        import mlflow
-
-        mlflow.set_tracking_uri(self.tracking_uri)
-        if mlflow.get_experiment_by_name(self.experiment_name) is None:
+        client = self.client()
+        if client.get_experiment_by_name(self.experiment_name) is None:
             Path(self.artifact_location).mkdir(parents=True, exist_ok=True)
-            mlflow.create_experiment(self.experiment_name, artifact_location=Path(self.artifact_location).as_uri())
+            client.create_experiment(self.experiment_name, artifact_location=Path(self.artifact_location).as_uri())
 
     @contextmanager
     def tracking_run(self, context: dg.AssetExecutionContext, tags: dict[str, str] | None = None):
@@ -222,13 +238,14 @@ class ModelRegistry(dg.ConfigurableResource):
                 "extra_tags": tags or {},
             },
         )
-        tracker = MlFlow(shim)
-        try:
-            yield tracker
-        except BaseException:
-            tracker.cleanup_on_error()
-            raise
-        mlflow.end_run()
+        with _tracking_uri(self.tracking_uri):
+            tracker = MlFlow(shim)
+            try:
+                yield tracker
+            except BaseException:
+                tracker.cleanup_on_error()
+                raise
+            mlflow.end_run()
 
     def log_and_register(self, pipeline, input_example: pd.DataFrame) -> tuple[str, str]:
         """Log the fitted pipeline to the active run and register it; returns (version, run_id).
@@ -325,6 +342,16 @@ class ModelRegistry(dg.ConfigurableResource):
         client = self.client()
         for key, value in tags.items():
             client.set_model_version_tag(self.model_name, version, key, str(value))
+
+    def version_with_tag(self, key: str, value: str) -> str | None:
+        """The newest version tagged `key=value`, or None."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            found = self.client().search_model_versions(f"name='{self.model_name}' and tags.{key}='{value}'")
+        except MlflowException:
+            return None
+        return str(max(int(v.version) for v in found)) if found else None
 
     def version_tags(self, version: str) -> dict[str, str]:
         """The registry tags of one version."""

@@ -18,6 +18,7 @@ from retrain_assets.core.spec import DatasetSpec
 from retrain_assets.defs.monitoring import latest_reference
 from retrain_assets.defs.partitioning import partition_window
 from retrain_assets.defs.resources import LandingZone, ModelRegistry, Warehouse
+from retrain_assets.defs.storage import WAREHOUSE_POOL
 
 LOG_KEY = ["request_id", "row_index", "role", "model_version"]
 ANALYSIS_NUMBERS = ("live_rows", "live_positives", "partitions_elapsed", "offline_roc_auc_difference",
@@ -31,6 +32,7 @@ def build_serving(spec: DatasetSpec, partitions_def: dg.PartitionsDefinition) ->
     policy = spec.policy
 
     @dg.multi_asset(
+        pool=WAREHOUSE_POOL,
         name="ingest_prediction_logs",
         partitions_def=partitions_def,
         group_name="serving",
@@ -85,7 +87,7 @@ def build_serving(spec: DatasetSpec, partitions_def: dg.PartitionsDefinition) ->
             "drifted": dg.MetadataValue.json(sorted(features.loc[features["drifted"].astype(bool), "feature"].tolist())),
         })
 
-    @dg.asset(group_name="serving", deps=["prediction_logs", "labeled_batches", "evaluation_report"], kinds={"duckdb", "mlflow"})
+    @dg.asset(pool=WAREHOUSE_POOL, group_name="serving", deps=["prediction_logs", "labeled_batches", "evaluation_report"], kinds={"duckdb", "mlflow"})
     def canary_analysis(context: dg.AssetExecutionContext, model_registry: ModelRegistry, warehouse: Warehouse) -> dg.Output[pd.DataFrame]:
         """The challenger on live trial (canary or shadow) vs the champion on the same logged
         requests whose labels have arrived: the promotion gate's paired bootstrap, and a verdict

@@ -48,3 +48,9 @@ class WarehouseIOManager(DuckDBPandasIOManager):
         return DbIOManager(db_client=TransactionalDuckDbClient(), database=self.database, schema=self.schema_,
                            type_handlers=self.type_handlers(), default_load_type=self.default_load_type(),
                            io_manager_name="DuckDBIOManager")
+
+
+# Every asset that writes the warehouse runs in this Dagster concurrency pool. DuckDB allows one
+# writing process per file; with the pool's limit at 1 (dagster.yaml: concurrency.pools) steps of
+# concurrent runs take turns instead of fighting over the file lock.
+WAREHOUSE_POOL = "warehouse"

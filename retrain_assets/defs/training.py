@@ -1,6 +1,7 @@
 """Training: the training window (`training_set`) and the model selected and trained on it
 (`candidate_model`), tracked in MLflow through dagster-mlflow and registered with alias `challenger`."""
 
+import hashlib
 import json
 import subprocess
 from functools import lru_cache
@@ -12,7 +13,8 @@ import pandas as pd
 from retrain_assets.core.modeling import PARTITION_COLUMN, content_hash, feature_frame, split_holdout
 from retrain_assets.core.selection import select_model
 from retrain_assets.core.spec import DatasetSpec
-from retrain_assets.defs.resources import CHALLENGER, ModelRegistry, Warehouse
+from retrain_assets.defs.resources import CHALLENGER, CHAMPION, ModelRegistry, Warehouse
+from retrain_assets.defs.storage import WAREHOUSE_POOL
 
 
 @lru_cache(maxsize=1)
@@ -37,7 +39,7 @@ def build_training(spec: DatasetSpec) -> dg.Definitions:
     """Training window and candidate model for `spec`."""
     policy = spec.policy
 
-    @dg.asset(group_name="training", deps=["labeled_batches"], kinds={"duckdb", "pandas"})
+    @dg.asset(pool=WAREHOUSE_POOL, group_name="training", deps=["labeled_batches"], kinds={"duckdb", "pandas"})
     def training_set(context: dg.AssetExecutionContext, warehouse: Warehouse) -> dg.Output[pd.DataFrame]:
         """The newest labeled partitions (policy.training_window_partitions), versioned by content hash."""
         if not warehouse.has_table("labeled_batches"):
@@ -69,7 +71,7 @@ def build_training(spec: DatasetSpec) -> dg.Definitions:
             },
         )
 
-    @dg.asset(group_name="training", kinds={"mlflow", "sklearn"})
+    @dg.asset(pool=WAREHOUSE_POOL, group_name="training", kinds={"mlflow", "sklearn"})
     def candidate_model(
         context: dg.AssetExecutionContext, training_set: pd.DataFrame, model_registry: ModelRegistry, warehouse: Warehouse
     ) -> dg.Output[pd.DataFrame]:
@@ -89,6 +91,17 @@ def build_training(spec: DatasetSpec) -> dg.Definitions:
             "trained_through": train_keys[-1],
             "holdout_partitions": ",".join(holdout_keys),
         }
+        lineage["training_key"] = training_key(lineage, policy)
+        reused = model_registry.version_with_tag("training_key", lineage["training_key"])
+        if reused is not None:
+            # Same rows, code and search settings: the model would be the same, so re-running a
+            # retrain (or recovering from a crash after registration) adds no new version.
+            if reused != model_registry.version_for(CHAMPION):  # a promoted version is nobody's challenger
+                model_registry.set_alias(CHALLENGER, reused)
+            context.log.info(f"v{reused} was already trained on data version {data_version} with this code and policy: reused")
+            return dg.Output(warehouse.query("select * from candidate_model"), metadata={
+                "model_version": reused, "reused": True, "data_version": data_version,
+                "selection": f"reused v{reused}: same data version, code version and search settings"})
         with model_registry.tracking_run(context, tags={k: lineage[k] for k in ("data_version", "code_version", "dataset")}):
             import mlflow
 
@@ -113,9 +126,13 @@ def build_training(spec: DatasetSpec) -> dg.Definitions:
             mlflow.log_dict(selection.search_space(policy.model_families), "selection/search_space.json")
             mlflow.log_dict({"chosen": selection.chosen.to_dict() if selection.chosen else None, "note": selection.note,
                              "trials": [t.to_dict() for t in selection.trials]}, "selection/trials.json")
+            context.log.info(f"registering the {trained.params['model_family']} model in {model_registry.model_name}")
             version, run_id = model_registry.log_and_register(trained.pipeline, feature_frame(train.head(5), spec))
-        model_registry.tag_version(version, {**lineage, "dagster_run_id": context.run_id, "mlflow_run_id": run_id,
-                                             "model_family": trained.params["model_family"]})
+        # training_key goes last (dicts keep order): its presence marks a fully registered version.
+        model_registry.tag_version(version, {**{k: v for k, v in lineage.items() if k != "training_key"},
+                                             "dagster_run_id": context.run_id, "mlflow_run_id": run_id,
+                                             "model_family": trained.params["model_family"],
+                                             "training_key": lineage["training_key"]})
         model_registry.set_alias(CHALLENGER, version)
         row = pd.DataFrame([{
             "model_version": version,
@@ -146,6 +163,14 @@ def build_training(spec: DatasetSpec) -> dg.Definitions:
         })
 
     return dg.Definitions(assets=[training_set, candidate_model])
+
+
+def training_key(lineage: dict, policy) -> str:
+    """What determines a trained model: data version, code version and the search settings."""
+    settings = {"data_version": lineage["data_version"], "code_version": lineage["code_version"],
+                "seed": policy.random_seed, "families": list(policy.model_families), "cv_folds": policy.cv_folds,
+                "holdout_share": policy.holdout_share, "holdout_partitions": lineage["holdout_partitions"]}
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:32]
 
 
 MAX_TAG_CHARS = 4000  # MLflow caps a tag value at 5,000 characters
