@@ -376,7 +376,7 @@ def _closing(summary, dagster_home: Path, env_hint: str) -> None:
         f"  duckdb -readonly {summary.settings.snapshot_path}   # analyst snapshot (see README for queries)\n"
         f"  mlflow ui --backend-store-uri {summary.settings.default_tracking_uri}   # runs and registry\n"
         f"  {summary.settings.reports_dir}/evaluation/   # champion-vs-challenger reports (HTML); drift reports in drift/\n"
-        f"  {env_hint}retrain-assets serve   # the prediction service on the registry's champion (see README, Serving)\n"
+        f"  {env_hint}RETRAIN_ASSETS_API_KEYS=me:<token> retrain-assets serve   # the prediction service (needs an API key; see README, Serving)\n"
     )
 
 
