@@ -355,3 +355,25 @@ def test_concurrent_partition_runs_take_turns_on_the_warehouse_while_analysts_re
     windows.sort()
     assert len(windows) == len(expected)
     assert all(earlier[1] <= later[0] for earlier, later in zip(windows, windows[1:])), windows
+
+
+def test_the_demo_instance_config_is_the_repository_one():
+    """The demo writes INSTANCE_YAML when an instance has no dagster.yaml: it must carry the same
+    pool, run-monitoring and retry settings as the shipped `.dagster_home/dagster.yaml`."""
+    from retrain_assets.demo import INSTANCE_YAML
+
+    shipped = (REPO / ".dagster_home" / "dagster.yaml").read_text()
+    assert shipped[shipped.index("telemetry:"):] == INSTANCE_YAML
+
+
+def test_a_registry_that_moved_without_a_history_row_is_noticed():
+    from retrain_assets.core.rollout import DeploymentState
+    from retrain_assets.defs.deployment import _registry_drift
+
+    history = pd.DataFrame([{"deployed_at": pd.Timestamp("2025-01-01"), "champion_version": "1", "canary_version": "2",
+                             "shadow_version": ""},
+                            {"deployed_at": pd.Timestamp("2025-01-02"), "champion_version": "2", "canary_version": "",
+                             "shadow_version": ""}])
+    assert _registry_drift(history, DeploymentState(champion="2")) == ""
+    assert _registry_drift(history, DeploymentState(champion="3", previous="2")) == "champion recorded v2, registry v3"
+    assert _registry_drift(pd.DataFrame(), DeploymentState(champion="3")) == ""

@@ -16,7 +16,7 @@ from retrain_assets.core.review import item_id
 from retrain_assets.core.spec import DatasetSpec
 from retrain_assets.defs.resources import CHAMPION, LandingZone, ModelRegistry, Warehouse
 from retrain_assets.defs.storage import WAREHOUSE_POOL
-from retrain_assets.defs.training import latest_materialization_metadata
+from retrain_assets.defs.training import produced_candidate_version
 
 
 def build_curation(spec: DatasetSpec) -> dg.Definitions:
@@ -30,10 +30,8 @@ def build_curation(spec: DatasetSpec) -> dg.Definitions:
         at most policy.labels.max_suspects_per_batch labels the new model confidently disagrees with
         (confident learning: the other class beats its per-class threshold over the window, the given
         one does not)."""
-        candidate = warehouse.query("select model_version from candidate_model order by created_at desc limit 1")
-        # The version candidate_model produced in its newest run (a reused one is not its newest row).
-        version = str(latest_materialization_metadata(context.instance, "candidate_model").get(
-            "model_version", candidate["model_version"].iloc[0]))
+        version = produced_candidate_version(
+            context.instance, warehouse.query("select model_version, created_at from candidate_model"))
         earlier = warehouse.query("select * from suspect_labels")
         if len(earlier) and (earlier["model_version"].astype(str) == version).any():
             return dg.Output(earlier, metadata={"dagster/row_count": len(earlier), "new_suspects": 0, "model_version": version,

@@ -69,15 +69,15 @@ def build_deployment(spec: DatasetSpec) -> dg.Definitions:
                     **extra}
 
         def record(action: str, candidate: str, reason: str, **extra) -> dg.Output[pd.DataFrame]:
-            after = model_registry.deployment_state()
             row = row_for(action, candidate, reason, **extra)
             new = pd.DataFrame([*earlier_rows, row]).reindex(columns=list(DEPLOYMENT_COLUMNS))
             new["beat_version"] = new["beat_version"].fillna("")
             table = warehouse.with_history("deployed_model", new)
             context.log.info(f"{action} v{candidate}: {reason}")
             return dg.Output(table, metadata={"action": action, "candidate_version": candidate,
-                                              "champion_version": after.champion or "none", "canary_version": after.canary or "none",
-                                              "shadow_version": after.shadow or "none", "holdout_roc_auc": row["holdout_roc_auc"],
+                                              "champion_version": row["champion_version"] or "none",
+                                              "canary_version": row["canary_version"] or "none",
+                                              "shadow_version": row["shadow_version"] or "none", "holdout_roc_auc": row["holdout_roc_auc"],
                                               "reason": reason, "deployments": len(table)})
 
         drift = _registry_drift(history, state)

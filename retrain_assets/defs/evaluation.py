@@ -22,7 +22,7 @@ from retrain_assets.core.spec import DatasetSpec
 from retrain_assets.defs.resources import CHAMPION as CHAMPION_ALIAS
 from retrain_assets.defs.resources import ModelRegistry, Warehouse
 from retrain_assets.defs.storage import WAREHOUSE_POOL
-from retrain_assets.defs.training import latest_materialization_metadata
+from retrain_assets.defs.training import produced_candidate_version
 
 PROMOTION_GATE = "evaluation_report_promotion_gate"
 MODEL_METRICS = ("roc_auc", "pr_auc", "log_loss", "brier", "ece", "accuracy", "f1", "precision", "recall", "threshold",
@@ -110,16 +110,15 @@ def build_evaluation(spec: DatasetSpec) -> dg.Definitions:
         """Score challenger and champion on the held-out window and write the report."""
         _, holdout, holdout_keys = split_holdout(training_set, policy.holdout_share)
         y = target_vector(holdout, spec)
-        # The version candidate_model produced in its newest run (a reused one is not its newest row).
-        produced = str(latest_materialization_metadata(context.instance, "candidate_model").get("model_version", ""))
-        by_version = candidate_model[candidate_model["model_version"].astype(str) == produced]
-        candidate = (by_version if len(by_version) else candidate_model).sort_values("created_at").iloc[-1]
+        produced = produced_candidate_version(context.instance, candidate_model)
+        candidate = candidate_model[candidate_model["model_version"].astype(str) == produced].sort_values("created_at").iloc[-1]
         versions = {CHALLENGER: str(candidate["model_version"]), CHAMPION: model_registry.version_for(CHAMPION_ALIAS)}
         previous = warehouse.query("select * from evaluation_report")
         if len(previous):
             newest = latest_evaluation(previous)
-            same_challenger = str(newest["challenger_version"]) == versions[CHALLENGER]
-            if same_challenger and versions[CHAMPION] in (str(newest["champion_version"] or "") or None, versions[CHALLENGER]):
+            evaluated_against = str(newest["champion_version"] or "") or None
+            if str(newest["challenger_version"]) == versions[CHALLENGER] and versions[CHAMPION] in (evaluated_against,
+                                                                                                   versions[CHALLENGER]):
                 # Same challenger (so the same held-out rows) against the same champion, or it has
                 # since been promoted on this very evaluation: a re-run would only repeat it.
                 context.log.info(f"v{versions[CHALLENGER]} vs champion {versions[CHAMPION]} was already evaluated")

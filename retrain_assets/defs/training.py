@@ -35,6 +35,15 @@ def latest_materialization_metadata(instance: dg.DagsterInstance, asset: str) ->
     return {k: v.value for k, v in event.asset_materialization.metadata.items()}
 
 
+def produced_candidate_version(instance: dg.DagsterInstance, candidate_model: pd.DataFrame) -> str:
+    """The version candidate_model produced in its newest run: a reused version is not the newest
+    row of its history table, so the run's metadata says which it was (newest row as fallback)."""
+    produced = latest_materialization_metadata(instance, "candidate_model").get("model_version")
+    if produced is not None:
+        return str(produced)
+    return str(candidate_model.sort_values("created_at")["model_version"].iloc[-1])
+
+
 def build_training(spec: DatasetSpec) -> dg.Definitions:
     """Training window and candidate model for `spec`."""
     policy = spec.policy
