@@ -44,6 +44,34 @@ def main(argv: list[str] | None = None) -> int:
     drift.add_argument("--spec", type=Path, required=True, help="dataset spec file (columns, types, policy.drift thresholds)")
     drift.add_argument("--out", type=Path, default=Path("drift_report"), help="output folder (default: %(default)s)")
 
+    back = sub.add_parser("backtest", help="replay a history under several retraining policies (test-then-train) and compare "
+                                           "accuracy against retraining cost")
+    back.add_argument("--spec", type=Path, default=None, help="dataset spec file (with --data; a scenario names its own)")
+    back.add_argument("--data", type=Path, nargs="+", default=None,
+                      help="history table(s), CSV or Parquet, rows in time order, target included (read in the order given)")
+    back.add_argument("--scenario", type=Path, default=None,
+                      help=f"generate the history from a scenario file instead (default without --data: {DEFAULT_SCENARIO})")
+    back.add_argument("--days", type=int, default=None,
+                      help="with a scenario: generate this many days instead of the file's `days` (phases keep their start days)")
+    back.add_argument("--start-date", default=None, help="date of the first row when the table has no event-time column (one row per day)")
+    back.add_argument("--label-delay", type=int, default=1,
+                      help="with --data: labels of a batch arrive this many batches later (default: %(default)s)")
+    back.add_argument("--batches", type=int, default=None, help="replay only the first N batches")
+    back.add_argument("--policies", default="static,periodic:7,drift,every-batch",
+                      help="comma-separated: static, periodic:N (every N batches), drift (the pipeline's retrain policy), "
+                           "every-batch (the oracle) (default: %(default)s)")
+    back.add_argument("--sweep", action="append", default=[], metavar="KEY=V1,V2,...",
+                      help="replay the drift policy once per value of a policy parameter (repeat for a grid), "
+                           "e.g. psi_threshold=0.1,0.2,0.3 or cooldown_partitions=2,4")
+    back.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
+                      help="override a policy parameter for every policy, e.g. model_families=logistic_regression")
+    back.add_argument("--window-batches", type=int, default=None,
+                      help="batches pooled into one window for the worst-window metric and the plot "
+                           "(default: 7 daily, 4 weekly, 12 monthly)")
+    back.add_argument("--jobs", type=int, default=None, help="worker processes (default: 2, or 1 on a one-core machine)")
+    back.add_argument("--out", type=Path, default=None, help="output folder (default: data/backtests/<dataset>)")
+    back.add_argument("--no-progress", action="store_true", help="no progress bars")
+
     review = sub.add_parser("review", help="list, inspect and resolve gated and suspect labels (the human review queue)")
     review.add_argument("--data-dir", type=Path, default=Path(os.environ.get("RETRAIN_ASSETS_DATA_DIR", "data")),
                         help="landing zone and stores (default: $RETRAIN_ASSETS_DATA_DIR or %(default)s)")
@@ -95,6 +123,8 @@ def main(argv: list[str] | None = None) -> int:
         return _drift(args)
     if args.command == "review":
         return _review(args)
+    if args.command == "backtest":
+        return _backtest(args, argv)
     from retrain_assets.demo import InstanceBusyError
 
     try:
@@ -261,6 +291,81 @@ def _replay(args) -> int:
     env_hint = f"RETRAIN_ASSETS_SPEC={args.spec} RETRAIN_ASSETS_DATA_DIR={data_dir} DAGSTER_HOME={Path(dagster_home).resolve()} "
     _closing(summary, dagster_home, env_hint)
     return 0
+
+
+def _backtest(args, argv: list[str] | None) -> int:
+    import dataclasses
+
+    from retrain_assets.backtesting import default_jobs, history_from_files, run_backtest, write_outputs
+    from retrain_assets.core.backtest import parse_policies
+    from retrain_assets.core.backtest_report import markdown_table
+    from retrain_assets.core.landing import LandingFileError
+    from retrain_assets.core.policy import with_overrides
+    from retrain_assets.core.scenario import ScenarioError, load_scenario, scenario_deliveries
+    from retrain_assets.core.spec import SpecError, load_spec
+
+    def fail(message: str) -> int:
+        print(f"retrain-assets backtest: {message}", file=sys.stderr)
+        return 2
+
+    if args.data and args.scenario:
+        return fail("pass either --data (with --spec) or --scenario, not both")
+    if args.data and args.days is not None:
+        return fail("--days generates a scenario's days; with --data use --batches")
+    try:
+        if args.data:
+            if args.spec is None:
+                return fail("--data needs --spec: the dataset spec declares the columns, the target and the partitions")
+            spec = load_spec(args.spec)
+            deliveries = history_from_files(args.data, spec, args.start_date, args.label_delay)
+            source = ", ".join(p.name for p in args.data)
+        else:
+            scenario = load_scenario(args.scenario or DEFAULT_SCENARIO)
+            if args.days is not None:
+                if args.days < 2:
+                    return fail("--days must be at least 2")
+                scenario = dataclasses.replace(scenario, days=args.days)
+            spec = scenario.spec if args.spec is None else load_spec(args.spec)
+            deliveries = scenario_deliveries(scenario)
+            source = f"scenario {scenario.name}"
+        base = with_overrides(spec.policy, dict(_pairs(args.overrides, "--set")))
+        sweeps = {key: values.split(",") for key, values in _pairs(args.sweep, "--sweep")}
+        policies = parse_policies(args.policies, base, sweeps)
+    except (SpecError, ScenarioError, LandingFileError, ValueError, FileNotFoundError) as exc:
+        return fail(str(exc))
+    if args.batches is not None and args.batches < 2:
+        return fail("--batches must be at least 2")
+    jobs = args.jobs or default_jobs()
+    print(f"Backtesting {len(policies)} policies on {source} ({spec.partitions.granularity} batches of '{spec.name}', "
+          f"{jobs} process{'es' if jobs > 1 else ''}): {', '.join(p.name for p in policies)}", flush=True)
+    try:
+        result = run_backtest(deliveries, spec, policies, base, jobs=jobs, progress=not args.no_progress,
+                              window_batches=args.window_batches, batches=args.batches)
+    except ValueError as exc:
+        return fail(str(exc))
+    out = args.out or Path("data/backtests") / spec.name
+    command = "retrain-assets " + " ".join(argv if argv is not None else sys.argv[1:])
+    paths = write_outputs(result, out, command, source)
+    steps = result.timeline.steps
+    print(f"\n{len(steps)} batches ({steps[0].partition} to {steps[-1].partition}), {sum(s.n_rows for s in steps)} rows, "
+          f"{sum(s.n_quarantined for s in steps)} quarantined, {sum(bool(s.blocked) for s in steps)} blocked; "
+          f"judged on the {int(result.table['batches'].iloc[0])} batches every policy served; windows of {result.window_batches} batches.\n")
+    print(markdown_table(result.table))
+    phases = ", ".join(f"{k.replace('_', ' ')} {v:.1f} s" for k, v in result.seconds.items() if k != "total")
+    print(f"\n{result.seconds['total']:.1f} s in all ({phases}).")
+    print("wrote " + ", ".join(str(p) for p in paths.values()))
+    return 0
+
+
+def _pairs(items: list[str], flag: str) -> list[tuple[str, str]]:
+    """KEY=VALUE arguments as pairs; a malformed one is an error that names the flag."""
+    pairs = []
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip() or not value.strip():
+            raise ValueError(f"{flag} {item!r}: expected KEY=VALUE, e.g. {flag} psi_threshold=0.1,0.2")
+        pairs.append((key.strip(), value.strip()))
+    return pairs
 
 
 def _review(args) -> int:

@@ -55,6 +55,25 @@ def test_classification_metrics_match_sklearn():
     assert metrics["positive_rate"] == pytest.approx(y.mean())
 
 
+@pytest.mark.parametrize("y, scores", [
+    ([0, 0, 1, 1], [0.1, 0.2, 0.3, 0.4]),          # nothing predicted positive: precision and F1 are 0
+    ([0, 0, 0, 0], [0.1, 0.6, 0.7, 0.2]),          # no positive at all: recall is 0
+    ([1, 0, 1, 0], [1.0, 0.0, 0.0, 1.0]),          # certain and wrong: log loss at the clipping bound
+    ([1, 1, 0], [0.5, 0.5, 0.5]),                  # exactly at the threshold counts as positive
+])
+def test_classification_metrics_match_sklearn_on_edge_cases(y, scores):
+    y, scores = np.array(y), np.array(scores)
+    metrics = classification_metrics(y, scores, threshold=0.5)
+    predicted = scores >= 0.5
+    clipped = np.clip(scores, 1e-15, 1 - 1e-15)
+    assert metrics["accuracy"] == pytest.approx(accuracy_score(y, predicted))
+    assert metrics["f1"] == pytest.approx(f1_score(y, predicted, zero_division=0.0))
+    assert metrics["precision"] == pytest.approx(precision_score(y, predicted, zero_division=0.0))
+    assert metrics["recall"] == pytest.approx(recall_score(y, predicted, zero_division=0.0))
+    assert metrics["log_loss"] == pytest.approx(log_loss(y, clipped, labels=[0, 1]), rel=1e-9)
+    assert metrics["brier"] == pytest.approx(brier_score_loss(y, clipped, pos_label=1), rel=1e-9)
+
+
 def test_thresholded_metrics_use_the_operating_threshold():
     y = np.array([0, 1, 1])
     scores = np.array([0.2, 0.4, 0.9])

@@ -59,7 +59,10 @@ class DriftThresholds:
         default for categorical columns).
     psi_moderate, psi_major: Population Stability Index bands from credit-scorecard practice
         (Siddiqi, "Credit Risk Scorecards", 2006): < 0.1 no significant change, 0.1-0.25 moderate,
-        >= 0.25 major shift. PSI is reported, not used for the verdict.
+        >= 0.25 major shift. PSI is reported, not used for the verdict ...
+    psi_threshold: ... unless this is set (default None): then PSI decides every feature, at any
+        batch size, drifted when PSI >= psi_threshold. Mind the sampling noise: with k bins and m
+        current rows, PSI of an unchanged distribution is about (k - 1) / m (0.3 for 30 rows).
     dataset_drift_share: the batch drifts when at least this share of the tested features
         drift (0.5, Evidently's default).
     n_bins: reference-quantile bins (deciles) for PSI and the numeric Jensen-Shannon distance;
@@ -75,6 +78,7 @@ class DriftThresholds:
     jensen_shannon_threshold: float = 0.1
     psi_moderate: float = 0.1
     psi_major: float = 0.25
+    psi_threshold: float | None = None
     dataset_drift_share: float = 0.5
     n_bins: int = 10
     max_reference_sample: int = 50_000
@@ -84,6 +88,8 @@ class DriftThresholds:
             raise ValueError("alpha must be within (0, 1)")
         if not 0.0 <= self.psi_moderate <= self.psi_major:
             raise ValueError("need 0 <= psi_moderate <= psi_major")
+        if self.psi_threshold is not None and not self.psi_threshold > 0.0:
+            raise ValueError("psi_threshold must be positive (or null: p-values and distances decide)")
         if not 0.0 <= self.dataset_drift_share <= 1.0:
             raise ValueError("dataset_drift_share must be within [0, 1]")
         if self.n_bins < 2:
@@ -381,7 +387,8 @@ def feature_drift(profile: ReferenceProfile, df: pd.DataFrame, thresholds: Drift
     for numeric, chi-square for categorical) with the Benjamini-Hochberg adjusted p (across all
     features of the batch) below alpha; otherwise the distance test: wasserstein_norm (numeric)
     or jensen_shannon (categorical) strictly above its threshold. `drift_score` is the value
-    the verdict used. A feature with no current or no reference values gets test
+    the verdict used. With `thresholds.psi_threshold` set, PSI >= psi_threshold is the verdict
+    (test "psi") at any batch size. A feature with no current or no reference values gets test
     "insufficient data", NaN statistics and drifted False. Statistics not defined for a kind
     are NaN; psi_band is "none" / "moderate" / "major" (None when psi is NaN).
     """
@@ -423,7 +430,10 @@ def feature_drift(profile: ReferenceProfile, df: pd.DataFrame, thresholds: Drift
         if not math.isnan(psi_value):
             band = "major" if psi_value >= thresholds.psi_major else "moderate" if psi_value >= thresholds.psi_moderate else "none"
             table.at[i, "psi_band"] = band
-        if row["n_current"] < thresholds.large_sample_rows:
+        if thresholds.psi_threshold is not None:
+            test, score, threshold = "psi", psi_value, thresholds.psi_threshold
+            drifted = bool(score >= threshold)
+        elif row["n_current"] < thresholds.large_sample_rows:
             test = "ks" if row["kind"] == "numeric" else "chi2"
             score, threshold = row["p_value_adjusted"], thresholds.alpha
             drifted = bool(score < threshold)

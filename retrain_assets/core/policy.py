@@ -7,7 +7,7 @@ daily-batch tabular classifier starts with.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from typing import Any, Mapping
 
 from retrain_assets.core.drift import DriftThresholds
@@ -275,6 +275,8 @@ class Policy:
 
 
 def _typed(key: str, default: Any, value: Any) -> Any:
+    if default is None:  # an optional threshold (e.g. drift.psi_threshold): null switches it off
+        return None if value is None or str(value).lower() in ("none", "null") else float(value)
     if isinstance(default, str):
         return str(value)
     if isinstance(default, bool):
@@ -292,6 +294,45 @@ def _nested(cls: type, prefix: str, overrides: Mapping[str, Any]) -> Any:
     if unknown:
         raise ValueError(f"unknown policy.{prefix} keys {unknown}; known keys: {sorted(known)}")
     return cls(**{k: _typed(f"{prefix}.{k}", getattr(cls, k), v) for k, v in overrides.items()})
+
+
+SECTIONS = {"drift": DriftThresholds, "promotion": PromotionThresholds, "rollout": RolloutPolicy, "labels": LabelGates}
+
+
+def policy_key(name: str) -> str:
+    """The dotted name of a policy parameter: a top-level key as is, a nested one as
+    `section.key`; a bare nested key is accepted when one section has it (`psi_threshold` ->
+    `drift.psi_threshold`)."""
+    top = {f.name for f in fields(Policy)} - set(SECTIONS)
+    nested = {f"{section}.{f.name}" for section, cls in SECTIONS.items() for f in fields(cls)}
+    if name in top or name in nested:
+        return name
+    matches = sorted(k for k in nested if k.split(".", 1)[1] == name)
+    if len(matches) == 1:
+        return matches[0]
+    if matches:
+        raise ValueError(f"policy key {name!r} is ambiguous: say one of {matches}")
+    raise ValueError(f"unknown policy key {name!r}; known keys: {sorted(top | nested)}")
+
+
+def with_overrides(policy: Policy, overrides: Mapping[str, Any]) -> Policy:
+    """`policy` with parameters replaced by name (see `policy_key`), typed like the defaults and
+    validated, e.g. `{"psi_threshold": "0.2", "cooldown_partitions": 5}`."""
+    top: dict[str, Any] = {}
+    nested: dict[str, dict[str, Any]] = {}
+    for name, value in overrides.items():
+        key = policy_key(name)
+        if "." in key:
+            section, leaf = key.split(".", 1)
+            nested.setdefault(section, {})[leaf] = _typed(key, getattr(SECTIONS[section], leaf), value)
+        elif key == "model_families":
+            top[key] = tuple(value.split(",") if isinstance(value, str) else value)
+        else:
+            top[key] = _typed(key, getattr(Policy, key), value)
+    sections = {section: replace(getattr(policy, section), **leaves) for section, leaves in nested.items()}
+    updated = replace(policy, **top, **sections)
+    updated.validate()
+    return updated
 
 
 @dataclass(frozen=True)

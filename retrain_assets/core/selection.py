@@ -105,20 +105,27 @@ def select_model(train: pd.DataFrame, spec: DatasetSpec, seed: int, families: tu
         family, params = candidates[0]
         note = f"search skipped: {train[PARTITION_COLUMN].nunique()} training partitions, need 3 for two time-ordered folds"
         return Selection(train_model(train, spec, seed, family, params), [], None, 0, note)
-    trials = []
-    for family, params in candidates:
-        aucs, losses = [], []
-        for fit_rows, valid_rows in folds:
-            y_fit, y_valid = y[fit_rows], y[valid_rows]
-            if len(np.unique(y_fit)) < 2:
-                aucs.append(float("nan"))
-                losses.append(float("nan"))
-                continue
-            pipeline = build_pipeline(spec, seed, family, params).fit(features.iloc[fit_rows], y_fit)
-            scores = pipeline.predict_proba(features.iloc[valid_rows])[:, 1]
-            aucs.append(float(roc_auc_score(y_valid, scores)) if len(np.unique(y_valid)) == 2 else float("nan"))
-            losses.append(float(log_loss(y_valid, np.clip(scores, 1e-15, 1 - 1e-15), labels=[0, 1])))
-        trials.append(Trial(family, dict(params), aucs, losses))
+    # Every configuration shares the same preprocessing (imputation, scaling, one-hot), which
+    # depends on the fold's rows only: fit it once per fold and train each classifier on its
+    # output, exactly what each configuration's Pipeline.fit would compute, at a fraction of the cost.
+    aucs: dict[int, list[float]] = {i: [] for i in range(len(candidates))}
+    losses: dict[int, list[float]] = {i: [] for i in range(len(candidates))}
+    for fit_rows, valid_rows in folds:
+        y_fit, y_valid = y[fit_rows], y[valid_rows]
+        if len(np.unique(y_fit)) < 2:
+            for i in aucs:
+                aucs[i].append(float("nan"))
+                losses[i].append(float("nan"))
+            continue
+        preprocessing = build_pipeline(spec, seed)[:-1]
+        fit_features = preprocessing.fit_transform(features.iloc[fit_rows])
+        valid_features = preprocessing.transform(features.iloc[valid_rows])
+        for i, (family, params) in enumerate(candidates):
+            classifier = build_pipeline(spec, seed, family, params)[-1].fit(fit_features, y_fit)
+            scores = classifier.predict_proba(valid_features)[:, 1]
+            aucs[i].append(float(roc_auc_score(y_valid, scores)) if len(np.unique(y_valid)) == 2 else float("nan"))
+            losses[i].append(float(log_loss(y_valid, np.clip(scores, 1e-15, 1 - 1e-15), labels=[0, 1])))
+    trials = [Trial(family, dict(params), aucs[i], losses[i]) for i, (family, params) in enumerate(candidates)]
     scored = [t for t in trials if not np.isnan(t.mean_roc_auc)]
     if not scored:
         raise ValueError("no validation fold holds both classes: wait for more labeled partitions")

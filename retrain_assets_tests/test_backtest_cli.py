@@ -1,0 +1,95 @@
+"""`retrain-assets backtest` end to end: the real rainfall sample with only its spec file, and the
+built-in scenario; table, plot and JSON written; sweeps; worker processes change nothing; clear errors."""
+
+import json
+
+import pytest
+
+from retrain_assets.backtesting import run_backtest
+from retrain_assets.cli import main
+from retrain_assets.core.backtest import parse_policies
+from retrain_assets.core.scenario import history_deliveries, read_history
+from retrain_assets.core.spec import load_spec
+from retrain_assets_tests.conftest import RAINFALL_SAMPLE, RAINFALL_SPEC
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def rainfall_args(out, *extra):
+    return ["backtest", "--spec", str(RAINFALL_SPEC), "--data", str(RAINFALL_SAMPLE), "--start-date", "1970-01-01",
+            "--out", str(out), "--no-progress", "--jobs", "1", *extra]
+
+
+def test_backtest_on_the_rainfall_sample_writes_table_plot_and_json(tmp_path, capsys):
+    out = tmp_path / "bt"
+    assert main(rainfall_args(out, "--policies", "static,periodic:6,drift,every-batch")) == 0
+    printed = capsys.readouterr().out
+    assert "| every-batch |" in printed and "ROC AUC vs oracle (pp)" in printed
+    report = json.loads((out / "backtest.json").read_text())
+    assert report["command"].startswith("retrain-assets backtest --spec")
+    assert len(report["batches"]) == 36 and report["granularity"] == "monthly"
+    summary = {row["policy"]: row for row in report["summary"]}
+    assert set(summary) == {"static", "periodic:6", "drift", "every-batch"}
+    assert summary["static"]["retrains"] == 1 and summary["every-batch"]["retrains"] > summary["periodic:6"]["retrains"] > 1
+    assert summary["every-batch"]["roc_auc_gap_pp"] == 0
+    for row in summary.values():
+        assert 0.5 < row["mean_roc_auc"] <= 1 and row["worst_window_roc_auc"] <= row["mean_roc_auc"] + 1e-12
+    oracle = next(p for p in report["policies"] if p["name"] == "every-batch")
+    assert all({"step", "trigger", "reason", "promoted", "gate", "train_seconds"} <= set(r) for r in oracle["retrains"])
+    assert len(oracle["per_batch"]) == summary["every-batch"]["batches"]
+    assert (out / "backtest.png").read_bytes().startswith(PNG)
+    assert (out / "backtest.md").read_text().startswith("| policy")
+    assert not (out / "tradeoff.png").exists()
+
+
+def test_a_sweep_adds_one_drift_row_per_value_and_a_tradeoff_plot(tmp_path, capsys):
+    out = tmp_path / "sweep"
+    assert main(rainfall_args(out, "--policies", "drift,every-batch", "--sweep", "psi_threshold=0.2,10", "--batches", "24")) == 0
+    report = json.loads((out / "backtest.json").read_text())
+    names = [row["policy"] for row in report["summary"]]
+    assert names == ["drift[psi_threshold=0.2]", "drift[psi_threshold=10]", "every-batch"]
+    variants = [p for p in report["policies"] if p["kind"] == "drift"]
+    assert [v["params"] for v in variants] == [{"psi_threshold": "0.2"}, {"psi_threshold": "10"}]
+    alarms = [sum(bool(b["dataset_drifted"]) for b in v["per_batch"]) for v in variants]
+    assert alarms[0] > alarms[1]  # a higher PSI threshold raises fewer drift alarms
+    assert (out / "tradeoff.png").read_bytes().startswith(PNG)
+
+
+def test_worker_processes_do_not_change_the_result():
+    spec = load_spec(RAINFALL_SPEC)
+    history = read_history(RAINFALL_SAMPLE, spec)
+    policies = parse_policies("static,drift,every-batch", spec.policy)
+    results = [run_backtest(history_deliveries(history, spec, "1970-01-01"), spec, policies, spec.policy, jobs=jobs,
+                            progress=False, batches=30) for jobs in (1, 2)]
+    columns = [c for c in results[0].table.columns if not c.endswith("_seconds")]
+    assert results[0].table[columns].equals(results[1].table[columns])
+    for one, two in zip(results[0].replays, results[1].replays):
+        assert [(r.step, r.model, r.promoted) for r in one.retrains] == [(r.step, r.model, r.promoted) for r in two.retrains]
+
+
+def test_backtest_on_the_built_in_scenario(tmp_path, capsys):
+    out = tmp_path / "loan"
+    assert main(["backtest", "--days", "14", "--policies", "static,every-batch", "--set", "model_families=logistic_regression",
+                 "--set", "min_partitions_first_model=4", "--out", str(out), "--no-progress", "--jobs", "1"]) == 0
+    report = json.loads((out / "backtest.json").read_text())
+    assert report["source"] == "scenario loan_default" and len(report["batches"]) == 14
+    blocked = [b for b in report["batches"] if b["blocked"]]
+    assert [b["partition"] for b in blocked] == ["2025-01-10"]  # the corrupt export of day 9
+    assert sum(b["quarantined"] for b in report["batches"]) > 0
+    assert "1 blocked" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--sweep", "psi_threshold"], "expected KEY=VALUE"),
+    (["--sweep", "nonsense=1,2"], "unknown policy key 'nonsense'"),
+    (["--set", "cooldown_partitions=soon"], "could not convert"),
+    (["--policies", "hourly"], "unknown policy 'hourly'"),
+])
+def test_backtest_errors_say_what_to_fix(tmp_path, capsys, args, message):
+    assert main(rainfall_args(tmp_path, *args)) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_backtest_needs_a_spec_with_data(tmp_path, capsys):
+    assert main(["backtest", "--data", str(RAINFALL_SAMPLE), "--out", str(tmp_path)]) == 2
+    assert "--data needs --spec" in capsys.readouterr().err
