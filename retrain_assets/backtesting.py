@@ -93,7 +93,7 @@ def run_backtest(deliveries: Iterable[Delivery], spec: DatasetSpec, policies: li
                     bar.update(1)
                     yield item
 
-            timeline = prepare_timeline(deliveries, spec, map_fn=checked)
+            timeline = prepare_timeline(deliveries, spec, map_fn=checked, policy=base)
         seconds["prepare"] = time.perf_counter() - started
 
         mark = time.perf_counter()

@@ -174,3 +174,16 @@ def test_sweep_variants_share_trainings_and_differ_in_decisions(short):
     eager, patient = rs
     assert len(eager.retrains) > len(patient.retrains) >= 1
     assert eager.policy.name == "drift[cooldown_partitions=1]"
+
+
+def test_labels_delivered_before_their_batch_are_refused():
+    from retrain_assets.core.scenario import Delivery, history_deliveries, read_history
+    from retrain_assets.core.spec import load_spec
+    from retrain_assets_tests.conftest import RAINFALL_SAMPLE, RAINFALL_SPEC
+
+    spec = load_spec(RAINFALL_SPEC)
+    first, second, third = list(history_deliveries(read_history(RAINFALL_SAMPLE, spec), spec, "1970-01-01"))[:3]
+    early = {k: v for k, v in third.files.items() if k.startswith("labels/")}  # labels of the second month
+    tampered = [Delivery(first.step, first.as_of, {**first.files, **early}), second]
+    with pytest.raises(ValueError, match="labels for partition 1970-02-01 delivered before its batch"):
+        prepare_timeline(tampered, spec)

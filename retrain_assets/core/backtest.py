@@ -149,7 +149,8 @@ def partition_window(start: pd.Timestamp, granularity: str) -> tuple[pd.Timestam
     return start, start + _PERIOD[granularity]
 
 
-def prepare_timeline(deliveries: Iterable[Delivery], spec: DatasetSpec, map_fn: Callable = map) -> Timeline:
+def prepare_timeline(deliveries: Iterable[Delivery], spec: DatasetSpec, map_fn: Callable = map,
+                     policy: Policy | None = None) -> Timeline:
     """Run each delivery's batch and label files through the contracts and the label gates.
 
     Batch files: `validate_batch` against the partition window, then the id check across
@@ -158,8 +159,10 @@ def prepare_timeline(deliveries: Iterable[Delivery], spec: DatasetSpec, map_fn: 
     service refuses a row that breaks it). Label files: `normalize_annotations` + `resolve_labels`
     against the partition's requests, with every annotation of the partition delivered so far
     (gated labels stay out, as they do until a reviewer decides). The per-partition checks are
-    independent, so `map_fn` may run them in parallel (e.g. a process pool's `map`).
+    independent, so `map_fn` may run them in parallel (e.g. a process pool's `map`). `policy`
+    (default: the spec's) gives `max_bad_row_share` and the label gates.
     """
+    policy = policy or spec.policy
     batches: list[tuple[Delivery, str, pd.DataFrame]] = []
     label_files: dict[str, list[tuple[int, str, pd.DataFrame, pd.Timestamp]]] = {}
     for delivery in deliveries:
@@ -173,11 +176,14 @@ def prepare_timeline(deliveries: Iterable[Delivery], spec: DatasetSpec, map_fn: 
                 (delivery.step, label_name, label_frame, pd.Timestamp(delivery.as_of)))
     if not batches:
         raise ValueError("the history holds no batch")
-    landed = {name.split("/")[1][:10] for _, name, _ in batches}
+    landed = {name.split("/")[1][:10]: delivery.step for delivery, name, _ in batches}
     for key, files in label_files.items():
         if key not in landed:
             raise ValueError(f"{files[0][1]}: labels for partition {key}, whose batch is not in the history")
-    tasks = [(spec, name, frame, delivery.requests, label_files.get(name.split("/")[1][:10], []))
+        if files[0][0] < landed[key]:
+            raise ValueError(f"{files[0][1]}: labels for partition {key} delivered before its batch; a backtest must "
+                             "never see a label before the rows it labels")
+    tasks = [(spec, policy, name, frame, delivery.requests, label_files.get(name.split("/")[1][:10], []))
              for delivery, name, frame in batches]
     checked = list(map_fn(_check_partition, tasks))
 
@@ -192,8 +198,8 @@ def prepare_timeline(deliveries: Iterable[Delivery], spec: DatasetSpec, map_fn: 
         blocked = ""
         if result.schema_errors:
             blocked = "schema: " + "; ".join(result.schema_errors)
-        elif result.bad_row_share > spec.policy.max_bad_row_share:
-            blocked = f"{result.bad_row_share:.0%} of rows break the contract (limit {spec.policy.max_bad_row_share:.0%})"
+        elif result.bad_row_share > policy.max_bad_row_share:
+            blocked = f"{result.bad_row_share:.0%} of rows break the contract (limit {policy.max_bad_row_share:.0%})"
         start = pd.Timestamp(key)
         valid = result.valid.assign(**{PARTITION_COLUMN: start}).reset_index(drop=True)
         if not blocked:
@@ -218,7 +224,7 @@ def prepare_timeline(deliveries: Iterable[Delivery], spec: DatasetSpec, map_fn: 
 def _check_partition(task) -> tuple[str, object, pd.DataFrame | None, list[tuple[int, pd.DataFrame]]]:
     """One partition's contract result, its validated requests (None: the batch's rows are the
     requests) and its resolved labels after each label delivery, by the step that delivered them."""
-    spec, name, frame, requests, label_files = task
+    spec, policy, name, frame, requests, label_files = task
     start = pd.Timestamp(name.split("/")[1][:10])
     result = validate_batch(frame, spec, partition_window(start, spec.partitions.granularity))
     if requests is not None and not requests.equals(frame):
@@ -230,7 +236,7 @@ def _check_partition(task) -> tuple[str, object, pd.DataFrame | None, list[tuple
     for step_index, label_name, label_frame, delivered in label_files:
         delivered_so_far.append(normalize_annotations(label_frame, spec, delivered, label_name)[0])
         every = pd.concat(delivered_so_far, ignore_index=True).drop_duplicates([spec.id_column, "annotator", "source"], keep="last")
-        labels = resolve_labels(every, seen[[spec.id_column, spec.event_time_column]], spec, spec.policy.labels).labels
+        labels = resolve_labels(every, seen[[spec.id_column, spec.event_time_column]], spec, policy.labels).labels
         resolved.append((step_index, labels))
     return f"{start:%Y-%m-%d}", result, requests, resolved
 

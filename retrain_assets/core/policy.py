@@ -227,20 +227,8 @@ class Policy:
         unknown = sorted(set(overrides) - known)
         if unknown:
             raise ValueError(f"unknown policy keys {unknown}; known keys: {sorted(known)}")
-        values: dict[str, Any] = {}
-        for key, value in overrides.items():
-            if key == "drift":
-                values[key] = _nested(DriftThresholds, "drift", value or {})
-            elif key == "promotion":
-                values[key] = _nested(PromotionThresholds, "promotion", value or {})
-            elif key == "rollout":
-                values[key] = _nested(RolloutPolicy, "rollout", value or {})
-            elif key == "labels":
-                values[key] = _nested(LabelGates, "labels", value or {})
-            elif key == "model_families":
-                values[key] = tuple(value.split(",") if isinstance(value, str) else value)
-            else:
-                values[key] = _typed(key, getattr(cls, key), value)
+        values = {key: _nested(SECTIONS[key], key, value or {}) if key in SECTIONS else _top_level(key, value)
+                  for key, value in overrides.items()}
         policy = cls(**values)
         policy.validate()
         return policy
@@ -288,6 +276,13 @@ def _typed(key: str, default: Any, value: Any) -> Any:
     return float(value)
 
 
+def _top_level(key: str, value: Any) -> Any:
+    """A top-level policy value typed like its default (model families: a list or "a,b")."""
+    if key == "model_families":
+        return tuple(value.split(",") if isinstance(value, str) else value)
+    return _typed(key, getattr(Policy, key), value)
+
+
 def _nested(cls: type, prefix: str, overrides: Mapping[str, Any]) -> Any:
     known = {f.name for f in fields(cls)}
     unknown = sorted(set(overrides) - known)
@@ -325,10 +320,8 @@ def with_overrides(policy: Policy, overrides: Mapping[str, Any]) -> Policy:
         if "." in key:
             section, leaf = key.split(".", 1)
             nested.setdefault(section, {})[leaf] = _typed(key, getattr(SECTIONS[section], leaf), value)
-        elif key == "model_families":
-            top[key] = tuple(value.split(",") if isinstance(value, str) else value)
         else:
-            top[key] = _typed(key, getattr(Policy, key), value)
+            top[key] = _top_level(key, value)
     sections = {section: replace(getattr(policy, section), **leaves) for section, leaves in nested.items()}
     updated = replace(policy, **top, **sections)
     updated.validate()
