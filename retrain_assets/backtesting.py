@@ -106,6 +106,11 @@ def run_backtest(deliveries: Iterable[Delivery], spec: DatasetSpec, policies: li
     finally:
         if pool:
             pool.shutdown(cancel_futures=True)
+    if not any(r.serving for r in replays):
+        labeled = len(timeline.labeled_rows)
+        raise ValueError(f"no policy ever had a model to serve: {labeled} of {len(timeline.steps)} batches got labels, and the "
+                         f"first model needs {base.min_partitions_first_model} labeled partitions (policy.min_partitions_first_model) "
+                         "and one more batch to be scored on; replay a longer history")
     threshold = base.promotion.operating_threshold
     served = {r.policy.name: served_metrics(timeline, r) for r in replays}
     table = summarize(replays, served, threshold, window_batches)

@@ -335,6 +335,8 @@ def _backtest(args, argv: list[str] | None) -> int:
         return fail(str(exc))
     if args.batches is not None and args.batches < 2:
         return fail("--batches must be at least 2")
+    if args.jobs is not None and args.jobs < 1:
+        return fail("--jobs must be at least 1")
     jobs = args.jobs or default_jobs()
     print(f"Backtesting {len(policies)} policies on {source} ({spec.partitions.granularity} batches of '{spec.name}', "
           f"{jobs} process{'es' if jobs > 1 else ''}): {', '.join(p.name for p in policies)}", flush=True)

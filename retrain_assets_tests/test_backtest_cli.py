@@ -90,6 +90,11 @@ def test_backtest_errors_say_what_to_fix(tmp_path, capsys, args, message):
     assert message in capsys.readouterr().err
 
 
+def test_a_history_too_short_for_a_first_model_says_so(tmp_path, capsys):
+    assert main(rainfall_args(tmp_path, "--batches", "10")) == 2  # the spec's first model needs 12 labeled months
+    assert "no policy ever had a model to serve: 9 of 10 batches got labels" in capsys.readouterr().err
+
+
 def test_backtest_needs_a_spec_with_data(tmp_path, capsys):
     assert main(["backtest", "--data", str(RAINFALL_SAMPLE), "--out", str(tmp_path)]) == 2
     assert "--data needs --spec" in capsys.readouterr().err
