@@ -139,10 +139,6 @@ class Timeline:
     labeled_rows: dict[str, pd.DataFrame]
     truth: dict[str, pd.Series]
 
-    @property
-    def partitions(self) -> list[str]:
-        return [s.partition for s in self.steps]
-
 
 def partition_window(start: pd.Timestamp, granularity: str) -> tuple[pd.Timestamp, pd.Timestamp]:
     """[start, end) of the partition that starts at `start`."""
@@ -261,7 +257,7 @@ class Model:
 
     @property
     def holdout_share(self) -> float:
-        return self.settings[1]
+        return self.settings[1]  # see training_settings
 
     @property
     def trained_through(self) -> str:
@@ -401,14 +397,13 @@ class Lab:
         key = (model.key, step.partition, labeled, policy.drift, policy.random_seed)
         if key not in self._signals:
             rows = self.timeline.labeled_rows[step.partition] if labeled else None
-            scores = self._score(model, step, step.batch)
+            scores, labeled_scores = self._score(model, step, step.batch), None
             if rows is not None:  # labeled rows are batch rows: their scores are the batch's, by id
                 position = pd.Series(np.arange(len(step.batch)), index=step.batch[self.spec.id_column].to_numpy())
                 labeled_scores = scores[position.loc[rows[self.spec.id_column].to_numpy()].to_numpy()]
             summary = build_drift_report(
                 self.profile(model, policy), step.batch, self.spec, policy.drift,
-                scores=scores if len(step.batch) else None,
-                labeled_scores=labeled_scores if rows is not None else None,
+                scores=scores if len(step.batch) else None, labeled_scores=labeled_scores,
                 labels=target_vector(rows, self.spec) if rows is not None else None, seed=policy.random_seed,
             ).summary
             self._signals[key] = BatchSignal(step.partition, model.key, bool(summary["dataset_drifted"]), float(summary["drift_share"]),
