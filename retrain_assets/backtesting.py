@@ -11,7 +11,6 @@ import queue
 import threading
 import time
 import uuid
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from itertools import islice
 from multiprocessing import get_context
@@ -83,12 +82,14 @@ def run_backtest(deliveries: Iterable[Delivery], spec: DatasetSpec, policies: li
         deliveries = islice(deliveries, batches)
     seconds: dict[str, float] = {}
     started = time.perf_counter()
-    pool = ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn"), initializer=_one_thread_per_worker) if jobs > 1 else None
+    # multiprocessing's Pool, not concurrent.futures: on Ctrl-C (or any failure) `terminate` stops
+    # the workers at once, where an executor's shutdown waits for them and could hang.
+    pool = get_context("spawn").Pool(jobs, initializer=_one_thread_per_worker) if jobs > 1 else None
     try:
         deliveries = list(deliveries)
         with _bar(len(deliveries), "checking batches and labels", progress) as bar:
             def checked(fn: Callable, tasks: list) -> Iterator:
-                results = pool.map(fn, tasks, chunksize=8) if pool else map(fn, tasks)
+                results = pool.imap(fn, tasks, chunksize=8) if pool else map(fn, tasks)
                 for item in results:
                     bar.update(1)
                     yield item
@@ -103,9 +104,14 @@ def run_backtest(deliveries: Iterable[Delivery], spec: DatasetSpec, policies: li
         mark = time.perf_counter()
         replays = _replay_all(timeline, policies, base, models, reports, pool, progress)
         seconds["replays"] = time.perf_counter() - mark
+    except BaseException:
+        if pool:
+            pool.terminate()
+        raise
     finally:
         if pool:
-            pool.shutdown(cancel_futures=True)
+            pool.close()
+            pool.join()
     if not any(r.serving for r in replays):
         labeled = len(timeline.labeled_rows)
         raise ValueError(f"no policy ever had a model to serve: {labeled} of {len(timeline.steps)} batches got labels, and the "
@@ -133,7 +139,7 @@ def _prefetch_models(timeline: Timeline, policies: list[BacktestPolicy], base: P
                   for i in range(0, len(windows), size)]
     models, reports = [], {}
     with _bar(sum(len(t[1]) for t in tasks), "training (every window)", progress) as bar:
-        for trained, evaluated in (pool.map(_train_task, tasks) if pool else map(_train_task, tasks)):
+        for trained, evaluated in (pool.imap(_train_task, tasks) if pool else map(_train_task, tasks)):
             models += trained
             reports.update(evaluated)
             bar.update(len(trained))
@@ -156,7 +162,8 @@ def _replay_all(timeline: Timeline, policies: list[BacktestPolicy], base: Policy
             steps = manager.Queue()
             token = uuid.uuid4().hex
             ordered = sorted(range(len(policies)), key=lambda i: _COST_RANK[policies[i].kind])
-            futures = {i: pool.submit(_replay_task, (token, timeline, base, models, reports, policies[i], steps)) for i in ordered}
+            pending = {i: pool.apply_async(_replay_task, ((token, timeline, base, models, reports, policies[i], steps),))
+                       for i in ordered}
             done = threading.Event()
 
             def drain() -> None:
@@ -169,7 +176,7 @@ def _replay_all(timeline: Timeline, policies: list[BacktestPolicy], base: Policy
             reader = threading.Thread(target=drain, daemon=True)
             reader.start()
             try:
-                replays = {i: f.result() for i, f in futures.items()}
+                replays = {i: result.get() for i, result in pending.items()}
             finally:
                 done.set()
                 reader.join()
@@ -182,9 +189,14 @@ def _replay_all(timeline: Timeline, policies: list[BacktestPolicy], base: Policy
 
 def _one_thread_per_worker() -> None:
     """Workers are the parallelism: BLAS/OpenMP threads on top of them oversubscribe the cores
-    (measured: a training took 0.65 s instead of 0.2 s with two workers of two BLAS threads each)."""
+    (measured: a training took 0.65 s instead of 0.2 s with two workers of two BLAS threads each).
+    Workers ignore Ctrl-C: the parent handles it and terminates them (a worker dying of it mid-task
+    would leave the parent waiting for its result)."""
+    import signal
+
     from threadpoolctl import threadpool_limits
 
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     threadpool_limits(limits=1)
 
 

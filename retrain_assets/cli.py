@@ -345,6 +345,9 @@ def _backtest(args, argv: list[str] | None) -> int:
                               window_batches=args.window_batches, batches=args.batches)
     except ValueError as exc:
         return fail(str(exc))
+    except KeyboardInterrupt:
+        print("\nretrain-assets backtest: interrupted; nothing was written", file=sys.stderr)
+        return 130
     out = args.out or Path("data/backtests") / spec.name
     command = "retrain-assets " + " ".join(argv if argv is not None else sys.argv[1:])
     paths = write_outputs(result, out, command, source)

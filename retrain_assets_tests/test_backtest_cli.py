@@ -2,6 +2,7 @@
 built-in scenario; table, plot and JSON written; sweeps; worker processes change nothing; clear errors."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -98,3 +99,49 @@ def test_a_history_too_short_for_a_first_model_says_so(tmp_path, capsys):
 def test_backtest_needs_a_spec_with_data(tmp_path, capsys):
     assert main(["backtest", "--data", str(RAINFALL_SAMPLE), "--out", str(tmp_path)]) == 2
     assert "--data needs --spec" in capsys.readouterr().err
+
+
+def test_ctrl_c_stops_the_workers_and_writes_nothing(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "interrupted"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "retrain_assets.cli", "backtest", "--days", "80", "--out", str(out), "--no-progress",
+         "--jobs", "2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert process.stdout.readline().startswith("Backtesting")
+    time.sleep(6)  # the workers are busy by now (the whole run takes about a minute)
+    workers = children_of(process.pid)
+    assert len(workers) >= 2  # the two pool workers (and multiprocessing's resource tracker)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 130
+    assert "interrupted; nothing was written" in err and "Traceback" not in err
+    assert not out.exists()
+    deadline = time.monotonic() + 10  # multiprocessing's resource tracker exits once the parent has gone
+    while (alive := [pid for pid in workers if running(pid)]) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert alive == [], [Path(f"/proc/{pid}/cmdline").read_text() for pid in alive]
+
+
+def running(pid: int) -> bool:
+    """Whether a process exists and is not a zombie (a zombie has exited; reaping it is init's job)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def children_of(pid: int) -> list[int]:
+    """Live processes whose parent is `pid` (from /proc: this runs on Linux)."""
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            children.append(int(stat.parent.name))
+    return children
