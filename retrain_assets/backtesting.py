@@ -35,7 +35,8 @@ from retrain_assets.core.backtest import (
     training_windows,
     window_rows,
 )
-from retrain_assets.core.backtest_report import markdown_table, per_batch, render_plot, render_tradeoff, summarize
+from retrain_assets.core.backtest_report import DEFAULT_WINDOW, markdown_table, per_batch, render_plot, render_tradeoff, summarize
+from retrain_assets.core.landing import write_text_atomically
 from retrain_assets.core.policy import Policy
 from retrain_assets.core.scenario import Delivery, history_deliveries, read_history
 from retrain_assets.core.spec import DatasetSpec
@@ -60,9 +61,8 @@ class BacktestResult:
 def history_from_files(paths: list[Path], spec: DatasetSpec, start_date: str | None, label_delay: int) -> Iterator[Delivery]:
     """Deliveries of one or more history tables (rows in time order, target included), read in the
     order given and replayed as the spec's partitions; labels land `label_delay` batches later."""
-    frames = [read_history(path, spec) for path in paths]
-    return history_deliveries(pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0], spec, start_date,
-                              label_delay)
+    history = pd.concat([read_history(path, spec) for path in paths], ignore_index=True)
+    return history_deliveries(history, spec, start_date, label_delay)
 
 
 def run_backtest(deliveries: Iterable[Delivery], spec: DatasetSpec, policies: list[BacktestPolicy], base: Policy,
@@ -73,8 +73,6 @@ def run_backtest(deliveries: Iterable[Delivery], spec: DatasetSpec, policies: li
     jobs > 1 runs the per-partition checks, the oracle's trainings and the policy replays on that
     many processes; the result does not depend on it (only the measured seconds do).
     """
-    from retrain_assets.core.backtest_report import DEFAULT_WINDOW
-
     window_batches = window_batches or DEFAULT_WINDOW[spec.partitions.granularity]
     if window_batches < 1:
         raise ValueError("--window-batches must be at least 1")
@@ -87,7 +85,7 @@ def run_backtest(deliveries: Iterable[Delivery], spec: DatasetSpec, policies: li
     pool = get_context("spawn").Pool(jobs, initializer=_one_thread_per_worker) if jobs > 1 else None
     try:
         deliveries = list(deliveries)
-        with _bar(len(deliveries), "checking batches and labels", progress) as bar:
+        with _bar(len(deliveries), "checking batches and labels", "batch", progress) as bar:
             def checked(fn: Callable, tasks: list) -> Iterator:
                 results = pool.imap(fn, tasks, chunksize=8) if pool else map(fn, tasks)
                 for item in results:
@@ -138,7 +136,7 @@ def _prefetch_models(timeline: Timeline, policies: list[BacktestPolicy], base: P
         tasks += [([window_rows(timeline, w) for w in windows[i:i + size]], windows[i:i + size], timeline.spec, policy, base)
                   for i in range(0, len(windows), size)]
     models, reports = [], {}
-    with _bar(sum(len(t[1]) for t in tasks), "training (every window)", progress) as bar:
+    with _bar(sum(len(t[1]) for t in tasks), "training (every window)", "window", progress) as bar:
         for trained, evaluated in (pool.imap(_train_task, tasks) if pool else map(_train_task, tasks)):
             models += trained
             reports.update(evaluated)
@@ -153,7 +151,7 @@ def _train_task(task):
 def _replay_all(timeline: Timeline, policies: list[BacktestPolicy], base: Policy, models: list[Model], reports: dict, pool,
                 progress: bool) -> list[PolicyReplay]:
     total = len(policies) * len(timeline.steps)
-    with _bar(total, "replaying policies", progress) as bar:
+    with _bar(total, "replaying policies", "step", progress) as bar:
         if pool is None:
             lab = Lab(timeline, base, models, reports)
             return [replay_policy(lab, policy, bar.update) for policy in policies]
@@ -224,10 +222,9 @@ def _replay_task(task) -> PolicyReplay:
     return replay
 
 
-def _bar(total: int, what: str, enabled: bool):
+def _bar(total: int, what: str, unit: str, enabled: bool):
     """A progress bar on stderr; off when asked, and when stderr is not a terminal (tqdm's disable=None)."""
-    return tqdm(total=total, desc=what, unit="step" if "replay" in what else "item", disable=None if enabled else True, leave=False,
-                dynamic_ncols=True)
+    return tqdm(total=total, desc=what, unit=unit, disable=None if enabled else True, leave=False, dynamic_ncols=True)
 
 
 def write_outputs(result: BacktestResult, out_dir: Path, command: str, source: str) -> dict[str, Path]:
@@ -242,7 +239,7 @@ def write_outputs(result: BacktestResult, out_dir: Path, command: str, source: s
         paths["tradeoff"] = out_dir / "tradeoff.png"
         render_tradeoff(result.table, paths["tradeoff"], f"{title}: retrains vs mean ROC AUC")
     table = markdown_table(result.table)
-    _write_text(paths["table"], f"{table}\n")
+    write_text_atomically(f"{table}\n", paths["table"])
     timeline = result.timeline
     payload = {
         "command": command,
@@ -262,20 +259,9 @@ def write_outputs(result: BacktestResult, out_dir: Path, command: str, source: s
             "per_batch": json.loads(result.batches[r.policy.name].to_json(orient="records")),
         } for r in result.replays],
     }
-    _write_text(paths["json"], json.dumps(payload, indent=1, default=_json_default))
+    # The tables go through pandas' to_json (NaN -> null); default=str covers numpy scalars.
+    write_text_atomically(json.dumps(payload, indent=1, default=str), paths["json"])
     return paths
-
-
-def _json_default(value):
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    return str(value)
-
-
-def _write_text(path: Path, text: str) -> None:
-    from retrain_assets.core.landing import write_text_atomically
-
-    write_text_atomically(text, path)
 
 
 def default_jobs() -> int:

@@ -506,9 +506,7 @@ def _decide(policy: BacktestPolicy, history: PolicyHistory, step: int, last_retr
             has_champion: bool) -> RetrainDecision:
     """The pipeline's `decide_retrain` for `drift`; the baselines share its first-model rule and
     then retrain on their own schedule, whenever new labeled partitions exist."""
-    if policy.kind == "drift":
-        return decide_retrain(history, policy.policy)
-    if history.last_trained_through is None:
+    if policy.kind == "drift" or history.last_trained_through is None:
         return decide_retrain(history, policy.policy)
     fresh = any(p > history.last_trained_through for p in history.labeled_partitions)
     if not has_champion:

@@ -30,12 +30,10 @@ def per_batch(served: pd.DataFrame, replay: PolicyReplay, threshold: float, wind
     ROC AUC and accuracy, the trailing window's pooled ROC AUC, the drift verdict the policy read
     (if any) and whether it retrained."""
     rows = []
-    retrained = {r.step: r for r in replay.retrains}
+    retrained = {r.step for r in replay.retrains}
     for i, item in enumerate(served.itertuples()):
         auc, accuracy = pooled_metrics(item.y, item.scores, threshold)
-        lo = max(0, i - window_batches + 1)
-        window_auc, _ = pooled_metrics(np.concatenate(list(served["y"].iloc[lo:i + 1])),
-                                       np.concatenate(list(served["scores"].iloc[lo:i + 1])), threshold)
+        window_auc, _ = _pooled(served, max(0, i - window_batches + 1), i + 1, threshold)
         signal = replay.drift.get(item.partition)
         rows.append({"step": item.step, "partition": item.partition, "model": item.model, "n_rows": len(item.y),
                      "roc_auc": auc, "accuracy": accuracy, "window_roc_auc": window_auc,
@@ -56,8 +54,7 @@ def summarize(replays: list[PolicyReplay], served_by_policy: dict[str, pd.DataFr
         served = served_by_policy[replay.policy.name]
         served = served[served["step"].isin(common)].reset_index(drop=True)
         per = [pooled_metrics(y, s, threshold) for y, s in zip(served["y"], served["scores"])]
-        windows = [pooled_metrics(np.concatenate(list(served["y"].iloc[i:i + window_batches])),
-                                  np.concatenate(list(served["scores"].iloc[i:i + window_batches])), threshold)
+        windows = [_pooled(served, i, i + window_batches, threshold)
                    for i in range(max(1, len(served) - window_batches + 1))] if len(served) else []
         rows.append({
             "policy": replay.policy.name,
@@ -159,6 +156,12 @@ def render_tradeoff(table: pd.DataFrame, path: Path, title: str) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def _pooled(served: pd.DataFrame, lo: int, hi: int, threshold: float) -> tuple[float, float]:
+    """ROC AUC and accuracy of the served batches lo..hi-1 pooled into one sample."""
+    return pooled_metrics(np.concatenate(list(served["y"].iloc[lo:hi])), np.concatenate(list(served["scores"].iloc[lo:hi])),
+                          threshold)
 
 
 def _nanmean(values: list[float]) -> float:
