@@ -7,21 +7,34 @@ export DAGSTER_HOME := $(CURDIR)/.dagster_home
 export MLFLOW_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := 1
 
-.PHONY: install demo test check-reliability ui clean
+.PHONY: install services demo test check-reliability ui clean
 
 install: $(STAMP)
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(BIN)/python -m pip install --quiet -e ".[dev,scale]"
 	touch $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/retrain-assets demo
 
+# The scale-out tests start real PostgreSQL and Redis servers (in temp dirs, on free ports): their
+# binaries come from Debian's packages, installed here when absent.
+services:
+	@command -v redis-server >/dev/null && ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || { \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+			echo "installing postgresql and redis-server (Debian packages) for the scale-out tests"; \
+			(apt-get install -y -qq postgresql redis-server >/dev/null 2>&1 || \
+			 (apt-get update -qq && apt-get install -y -qq postgresql redis-server >/dev/null)); \
+		else \
+			echo "the scale-out tests need PostgreSQL and Redis server binaries: install the postgresql and" \
+			     "redis-server packages (e.g. sudo apt-get install postgresql redis-server)" >&2; exit 1; \
+		fi; }
+
 # Two workers (the CI machine has two cores), one test file per worker so module fixtures are built once.
-test: $(STAMP)
+test: $(STAMP) services
 	$(BIN)/python -m pytest -n 2 --dist loadfile
 
 # The fault suites at full strength: 6 SIGKILLs per stage (24 in all), bad inputs, security,
