@@ -2,12 +2,21 @@
 
     RETRAIN_ASSETS_DATA_DIR   landing zone, warehouse, snapshots and MLflow store (default ./data)
     RETRAIN_ASSETS_SPEC       dataset spec file (default <data dir>/specs/loan_default.yaml)
-    MLFLOW_TRACKING_URI       optional MLflow server; default is SQLite under <data dir>/mlflow
+    MLFLOW_TRACKING_URI       optional MLflow server or database (e.g. postgresql://user:pw@host:5432/mlflow);
+                              default is SQLite under <data dir>/mlflow
+    RETRAIN_ASSETS_ARTIFACT_LOCATION  where MLflow keeps model artifacts when the experiment is created: a
+                              folder every run worker and the prediction service mount, or an
+                              object-store URI such as s3://bucket/prefix (default <data dir>/mlflow/artifacts)
     RETRAIN_ASSETS_MODE       `development` (default) or `production`: production refuses to run
                               without the secrets below instead of generating development ones
     RETRAIN_ASSETS_PII_KEY    key of the keyed hash that pseudonymizes PII columns (read by Dagster
                               through dg.EnvVar; in development a random key is kept under
                               <data dir>/restricted when it is unset)
+    RETRAIN_ASSETS_EXECUTOR   how a run executes its steps: `multiprocess` (default, Dagster's default
+                              executor: one process per step), `in_process`, or `celery` (steps are
+                              tasks for dagster-celery workers; needs `pip install retrain-assets[scale]`)
+    RETRAIN_ASSETS_CELERY_BROKER   Celery broker URL (default redis://127.0.0.1:6379/0)
+    RETRAIN_ASSETS_CELERY_BACKEND  Celery result backend URL (default: the broker URL)
 """
 
 from __future__ import annotations
@@ -18,6 +27,8 @@ from pathlib import Path
 
 DEFAULT_SPEC = Path("data/specs/loan_default.yaml")
 MODES = ("development", "production")
+EXECUTORS = ("multiprocess", "in_process", "celery")
+DEFAULT_CELERY_BROKER = "redis://127.0.0.1:6379/0"
 
 
 @dataclass(frozen=True)
@@ -27,6 +38,14 @@ class ProjectSettings:
     data_dir: Path
     spec_path: Path
     production: bool = False
+    artifact_root: str | None = None  # None: <data dir>/mlflow/artifacts
+    executor: str = "multiprocess"
+    celery_broker: str = DEFAULT_CELERY_BROKER
+    celery_backend: str | None = None  # None: the broker
+
+    def __post_init__(self):
+        if self.executor not in EXECUTORS:
+            raise ValueError(f"RETRAIN_ASSETS_EXECUTOR must be one of {EXECUTORS}, got {self.executor!r}")
 
     @classmethod
     def from_env(cls) -> "ProjectSettings":
@@ -35,7 +54,11 @@ class ProjectSettings:
         mode = os.environ.get("RETRAIN_ASSETS_MODE", "development").strip().lower()
         if mode not in MODES:
             raise ValueError(f"RETRAIN_ASSETS_MODE must be one of {MODES}, got {mode!r}")
-        return cls(data_dir=data_dir, spec_path=spec, production=mode == "production")
+        return cls(data_dir=data_dir, spec_path=spec, production=mode == "production",
+                   artifact_root=_artifact_root(os.environ.get("RETRAIN_ASSETS_ARTIFACT_LOCATION")),
+                   executor=os.environ.get("RETRAIN_ASSETS_EXECUTOR", "multiprocess").strip().lower(),
+                   celery_broker=os.environ.get("RETRAIN_ASSETS_CELERY_BROKER") or DEFAULT_CELERY_BROKER,
+                   celery_backend=os.environ.get("RETRAIN_ASSETS_CELERY_BACKEND") or None)
 
     @property
     def landing_dir(self) -> Path:
@@ -63,6 +86,11 @@ class ProjectSettings:
         return self.data_dir / "mlflow"
 
     @property
+    def artifact_location(self) -> str:
+        """Where MLflow stores model artifacts: a local folder or an artifact-store URI."""
+        return self.artifact_root or str(self.mlflow_dir / "artifacts")
+
+    @property
     def default_tracking_uri(self) -> str:
         return f"sqlite:///{self.mlflow_dir / 'mlflow.db'}"
 
@@ -73,3 +101,11 @@ class ProjectSettings:
             path.mkdir(parents=True, exist_ok=True)
         self.restricted_dir.mkdir(parents=True, exist_ok=True)
         self.restricted_dir.chmod(0o700)
+
+
+def _artifact_root(value: str | None) -> str | None:
+    """A URI (s3://, file://, ...) as given; a plain path made absolute; unset or blank: None."""
+    if not value or not value.strip():
+        return None
+    value = value.strip()
+    return value if "://" in value else str(Path(value).resolve())

@@ -49,3 +49,34 @@ def test_definitions_module_reads_the_environment(tmp_path, monkeypatch):
     module = importlib.reload(importlib.import_module("retrain_assets.definitions"))
     assert module.defs.resources["model_registry"].model_name == "rainfall"
     assert (tmp_path / "landing" / "batches").is_dir()
+
+
+@pytest.mark.parametrize("value, expected", [
+    (None, "{data}/mlflow/artifacts"),                # the embedded default
+    ("shared/artifacts", "{cwd}/shared/artifacts"),  # a plain path is made absolute
+    ("s3://models/retrain", "s3://models/retrain"),  # a URI is used as given
+])
+def test_the_artifact_location_comes_from_the_environment(tmp_path, monkeypatch, value, expected):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("RETRAIN_ASSETS_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("RETRAIN_ASSETS_SPEC", str(LOAN_SPEC))
+    if value is None:
+        monkeypatch.delenv("RETRAIN_ASSETS_ARTIFACT_LOCATION", raising=False)
+    else:
+        monkeypatch.setenv("RETRAIN_ASSETS_ARTIFACT_LOCATION", value)
+    defs = build_definitions(ProjectSettings.from_env())
+    location = defs.resources["model_registry"].artifact_location
+    assert location == expected.format(data=(tmp_path / "data").resolve(), cwd=tmp_path.resolve())
+
+
+def test_an_artifact_uri_reaches_the_experiment_verbatim(tmp_path):
+    from mlflow import MlflowClient
+
+    from retrain_assets.defs.resources import ModelRegistry
+
+    uri = (tmp_path / "elsewhere").as_uri()
+    registry = ModelRegistry(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db", artifact_location=uri,
+                             experiment_name="e", model_name="m")
+    registry._ensure_experiment()
+    client = MlflowClient(tracking_uri=registry.tracking_uri)
+    assert client.get_experiment_by_name("e").artifact_location == uri

@@ -25,6 +25,9 @@ RETRAIN_ASSETS = ["training_set", "candidate_model", "suspect_labels", "evaluati
 FRESHNESS_CHECK = dg.AssetCheckKey(dg.AssetKey("deployed_model"), "deployed_model_freshness")
 # A new materialization of any of these can change the retrain decision.
 POLICY_INPUTS = ("drift_report", "labeled_batches", "deployed_model", "training_set")
+# On every run of the two jobs that move the registry aliases: the production instance
+# (deploy/production/dagster.yaml) lets one such run be in progress at a time.
+MODEL_JOB_TAG = "retrain_assets/model_job"
 
 
 def build_automation(spec: DatasetSpec, partitions_def: dg.TimeWindowPartitionsDefinition) -> dg.Definitions:
@@ -33,6 +36,7 @@ def build_automation(spec: DatasetSpec, partitions_def: dg.TimeWindowPartitionsD
         "retrain_job",
         selection=dg.AssetSelection.assets(*RETRAIN_ASSETS),
         description="Training window -> candidate model -> evaluation (promotion gate) -> deployment.",
+        run_tags={MODEL_JOB_TAG: "retrain"},
     )
 
     @dg.sensor(
@@ -108,6 +112,7 @@ def build_automation(spec: DatasetSpec, partitions_def: dg.TimeWindowPartitionsD
         selection=dg.AssetSelection.assets(*ROLLOUT_ASSETS),
         description="Judge the challenger on live trial against the champion on logged, labelled requests; "
                     "promote it or roll it back (recorded in deployed_model).",
+        run_tags={MODEL_JOB_TAG: "rollout"},
     )
 
     @dg.sensor(job=rollout_job, minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.RUNNING)

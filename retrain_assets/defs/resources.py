@@ -203,7 +203,8 @@ class ModelRegistry(dg.ConfigurableResource):
     """
 
     tracking_uri: str = Field(description="MLflow tracking/registry URI (SQLite file by default).")
-    artifact_location: str = Field(description="Where run artifacts (models) are stored.")
+    artifact_location: str = Field(description="Where run artifacts (models) are stored: a folder, or an artifact-store URI "
+                                               "(s3://..., file://...) used as given.")
     experiment_name: str = Field(description="MLflow experiment for training runs.")
     model_name: str = Field(description="Registered model name.")
 
@@ -215,8 +216,11 @@ class ModelRegistry(dg.ConfigurableResource):
     def _ensure_experiment(self) -> None:
         client = self.client()
         if client.get_experiment_by_name(self.experiment_name) is None:
-            Path(self.artifact_location).mkdir(parents=True, exist_ok=True)
-            client.create_experiment(self.experiment_name, artifact_location=Path(self.artifact_location).as_uri())
+            location = self.artifact_location
+            if "://" not in location:
+                Path(location).mkdir(parents=True, exist_ok=True)
+                location = Path(location).as_uri()
+            client.create_experiment(self.experiment_name, artifact_location=location)
 
     @contextmanager
     def tracking_run(self, context: dg.AssetExecutionContext, tags: dict[str, str] | None = None):
@@ -441,13 +445,14 @@ class ModelRegistry(dg.ConfigurableResource):
 
 def model_registry_for(settings, spec, in_dagster: bool = True) -> ModelRegistry:
     """The registry resource for a spec under `settings` (MLFLOW_TRACKING_URI overrides the embedded
-    store; inside Dagster it stays an `EnvVar`, so the URI never lands in run config)."""
+    store; inside Dagster it stays an `EnvVar`, so the URI never lands in run config). The artifact
+    location only applies when the experiment is created: an existing experiment keeps its own."""
     tracking_uri = settings.default_tracking_uri
     if os.environ.get("MLFLOW_TRACKING_URI"):
         tracking_uri = dg.EnvVar("MLFLOW_TRACKING_URI") if in_dagster else os.environ["MLFLOW_TRACKING_URI"]
     return ModelRegistry(
         tracking_uri=tracking_uri,
-        artifact_location=str(settings.mlflow_dir / "artifacts"),
+        artifact_location=settings.artifact_location,
         experiment_name=f"{spec.name}-retraining",
         model_name=spec.name,
     )
