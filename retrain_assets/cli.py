@@ -44,6 +44,23 @@ def main(argv: list[str] | None = None) -> int:
     drift.add_argument("--spec", type=Path, required=True, help="dataset spec file (columns, types, policy.drift thresholds)")
     drift.add_argument("--out", type=Path, default=Path("drift_report"), help="output folder (default: %(default)s)")
 
+    check = sub.add_parser("check-batch", help="contract and drift of one large batch file in DuckDB (bounded memory), "
+                                               "no pipeline needed")
+    check.add_argument("path", type=Path, help="the batch, Parquet or CSV")
+    check.add_argument("--spec", type=Path, default=Path(os.environ.get("RETRAIN_ASSETS_SPEC", "data/specs/loan_default.yaml")),
+                       help="dataset spec (default: $RETRAIN_ASSETS_SPEC or %(default)s)")
+    check.add_argument("--reference", type=Path, default=None,
+                       help="reference profile JSON (ReferenceProfile.to_json); default: the champion's profile in the "
+                            "warehouse's reference_profile table (read-only)")
+    check.add_argument("--data-dir", type=Path, default=Path(os.environ.get("RETRAIN_ASSETS_DATA_DIR", "data")),
+                       help="where the warehouse is, for the default reference (default: $RETRAIN_ASSETS_DATA_DIR or %(default)s)")
+    check.add_argument("--memory-limit", default="2GB", help="DuckDB memory_limit; larger work spills to --out (default: %(default)s)")
+    check.add_argument("--threads", type=int, default=2, help="DuckDB threads (default: %(default)s)")
+    check.add_argument("--window", nargs=2, metavar=("START", "END"), default=None,
+                       help="partition window [START, END): rows with event times outside it are quarantined")
+    check.add_argument("--out", type=Path, default=Path("check_batch"),
+                       help="folder for <name>.valid.parquet and <name>.quarantine.parquet (default: %(default)s)")
+
     back = sub.add_parser("backtest", help="replay a history under several retraining policies (test-then-train) and compare "
                                            "accuracy against retraining cost")
     back.add_argument("--spec", type=Path, default=None, help="dataset spec file (with --data; a scenario names its own)")
@@ -121,6 +138,8 @@ def main(argv: list[str] | None = None) -> int:
         return _deployment_command(args)
     if args.command == "drift":
         return _drift(args)
+    if args.command == "check-batch":
+        return _check_batch(args)
     if args.command == "review":
         return _review(args)
     if args.command == "backtest":
@@ -472,6 +491,99 @@ def _drift(args) -> int:
         print(f"  {row.feature}: {row.test} = {row.drift_score:.4g} (threshold {row.threshold:.4g})")
     print(f"wrote {args.out / 'drift_report.json'} and {args.out / 'drift_report.html'}")
     return 0
+
+
+def _check_batch(args) -> int:
+    import resource
+    import tempfile
+    import time
+
+    import pandas as pd
+
+    from retrain_assets.core.drift import ReferenceProfile
+    from retrain_assets.core.large_batch import connect, large_batch_drift, validate_large_batch
+    from retrain_assets.core.spec import SpecError, load_spec
+
+    def fail(message: str, code: int = 2) -> int:
+        print(f"retrain-assets check-batch: {message}", file=sys.stderr)
+        return code
+
+    started = time.perf_counter()
+
+    def say(line: str) -> None:
+        print(f"[{time.perf_counter() - started:6.1f} s] {line}", flush=True)
+
+    if not args.path.is_file():
+        return fail(f"no batch file at {args.path}")
+    try:
+        spec = load_spec(args.spec)
+        window = tuple(pd.Timestamp(t) for t in args.window) if args.window else None
+    except (SpecError, ValueError) as exc:
+        return fail(str(exc))
+    if args.reference is not None:
+        if not args.reference.is_file():
+            return fail(f"no reference profile at {args.reference}")
+        profile, source = ReferenceProfile.from_json(args.reference.read_text()), str(args.reference)
+    else:
+        found = _champion_profile(args.data_dir)
+        if isinstance(found, str):
+            return fail(found)
+        profile, source = found
+    args.out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=args.out, prefix=".duckdb-spill-") as spill:
+        con = connect(args.memory_limit, args.threads, spill)
+        try:
+            say(f"checking {args.path} against '{spec.name}' (DuckDB memory_limit {args.memory_limit}, {args.threads} threads)")
+            contract = validate_large_batch(con, args.path, spec, args.out, window=window, progress=say)
+            limit = spec.policy.max_bad_row_share
+            blocked = contract.blocked(limit)
+            print(f"\ncontract: {contract.n_rows:,} rows in, {contract.n_valid:,} valid, {contract.n_quarantined:,} quarantined "
+                  f"({contract.bad_row_share:.2%}; limit {limit:.0%}) -> {'BLOCKED' if blocked else 'passed'}")
+            for rule, n in sorted(contract.rule_counts.items(), key=lambda kv: -kv[1]):
+                print(f"  {n:>12,}  {rule}")
+            if not blocked:
+                say(f"drift against {source}")
+                features, summary = large_batch_drift(con, contract.valid_path, profile, spec.policy.drift, progress=say)
+        finally:
+            con.close()
+    if not blocked:
+        shown = features[["feature", "kind", "n_current", "missing_share", "psi", "ks_statistic", "wasserstein_norm",
+                          "jensen_shannon", "test", "drift_score", "drifted"]]
+        print("\n" + shown.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+        print(f"\n{summary['n_drifted']}/{summary['n_features']} features drifted (share {summary['drift_share']:.2f}); dataset drift: "
+              f"{'YES' if summary['dataset_drifted'] else 'no'}; out-of-distribution rows: {summary['ood_share']:.2%}")
+    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"\n{time.perf_counter() - started:.1f} s, peak RSS {peak_mib:,.0f} MiB; wrote {contract.valid_path} and {contract.quarantine_path}")
+    if blocked:
+        why = ("; ".join(contract.schema_errors) if contract.schema_errors else
+               f"{contract.bad_row_share:.1%} of rows break the contract (limit {limit:.0%})")
+        return fail(f"batch blocked: {why}. The reasons are in {contract.quarantine_path} (column `reason`); fix the export "
+                    "and deliver the file again, or raise policy.max_bad_row_share in the spec if the rows are acceptable", 1)
+    return 0
+
+
+def _champion_profile(data_dir: Path):
+    """(profile, description) of the champion's reference in the warehouse, or why there is none."""
+    import duckdb
+
+    from retrain_assets.core.drift import ReferenceProfile
+    from retrain_assets.settings import ProjectSettings
+
+    database = ProjectSettings(data_dir=data_dir.resolve(), spec_path=Path()).warehouse_path
+    hint = "; pass --reference PROFILE.json, or run the pipeline until a champion is deployed"
+    if not database.exists():
+        return f"no warehouse at {database}{hint}"
+    with duckdb.connect(str(database), read_only=True) as con:
+        try:
+            champion = con.execute("select champion_version from deployed_model order by deployed_at desc limit 1").fetchall()
+            version = str(champion[0][0] or "") if champion else ""
+            found = con.execute("select profile_json from reference_profile where model_version = ? order by created_at desc "
+                                "limit 1", [version]).fetchall() if version else []
+        except duckdb.CatalogException:
+            return f"the warehouse {database} has no champion reference profile yet{hint}"
+    if not found:
+        return f"no reference profile stored for the champion{f' v{version}' if version else ''}{hint}"
+    return ReferenceProfile.from_json(found[0][0]), f"champion v{version}'s reference profile ({database})"
 
 
 def _closing(summary, dagster_home: Path, env_hint: str) -> None:
