@@ -154,6 +154,32 @@ def test_scan_ignores_a_file_it_cannot_open(tmp_path, monkeypatch):
                                        "deliver it again as a readable file"]
 
 
+def test_scan_of_one_kind_and_window_hashes_only_those_files(tmp_path, monkeypatch):
+    for day in ("2025-01-01", "2025-01-02", "2025-01-03"):
+        put(tmp_path, f"batches/{day}.csv")
+        put(tmp_path, f"labels/{day}.csv")
+    read = []
+    monkeypatch.setattr("retrain_assets.core.landing.file_sha256", lambda path: read.append(path.name) or "x")
+    found, _ = scan(tmp_path, kinds=("batches",), window=(pd.Timestamp("2025-01-02"), pd.Timestamp("2025-01-03")))
+    assert [(f.kind, f.path.name) for f in found] == [("batches", "2025-01-02.csv")]
+    assert read == ["2025-01-02.csv"]  # a run's scan does not read the rest of the history
+
+
+def test_scan_reads_a_file_again_only_when_it_changed(tmp_path, monkeypatch):
+    import retrain_assets.core.landing as landing
+
+    path = put(tmp_path, "batches/2025-01-01.csv")
+    first = scan(tmp_path)[0][0].sha256
+    read = []
+    monkeypatch.setattr(landing, "file_sha256", lambda p: read.append(p.name) or file_sha256(p))
+    assert scan(tmp_path)[0][0].sha256 == first and read == []  # unchanged: not read again
+    path.write_text(CSV.replace("a1", "b1"))  # same size, other bytes
+    assert scan(tmp_path)[0][0].sha256 == file_sha256(path) != first and read == ["2025-01-01.csv"]
+    replacement = put(tmp_path, "batches/.incoming", CSV.replace("a2", "c2"))
+    replacement.replace(path)  # delivered again by an atomic rename
+    assert scan(tmp_path)[0][0].sha256 == file_sha256(path) and len(read) == 2
+
+
 def test_header_only_file_is_refused_when_rows_are_required(tmp_path):
     path = put(tmp_path, "batches/2025-01-01.csv", "application_id,age\n")
     assert read_landing_file(path).empty

@@ -33,6 +33,7 @@ REVIEWS = "reviews"
 REQUESTS = "requests"
 PREDICTIONS = "predictions"
 SUPPORTED_SUFFIXES = (".csv", ".parquet")
+READ_KINDS = (BATCHES, LABELS, REVIEWS, PREDICTIONS)
 _LEADING_DATE = re.compile(r"^(\d{4}-\d{2}-\d{2})")
 
 
@@ -84,12 +85,34 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def scan(landing: Path) -> tuple[list[LandingFile], list[str]]:
-    """All batch, label, review and prediction-log files under `landing`, sorted; plus a message for each ignored file."""
+# sha256 by (path, device, inode, size, mtime, ctime): the landing sensor sees every file on each
+# tick, and re-reading a year of files every 30 s would make its cost grow with the history. Any
+# change to a file (rewritten, replaced by a rename, a link re-pointed) changes its stat key.
+_DIGESTS: dict[tuple, str] = {}
+_MAX_DIGESTS = 200_000
+
+
+def _known_sha256(path: Path) -> str:
+    st = path.stat()
+    key = (str(path), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+    if (digest := _DIGESTS.get(key)) is None:
+        if len(_DIGESTS) >= _MAX_DIGESTS:
+            _DIGESTS.clear()
+        digest = _DIGESTS[key] = file_sha256(path)
+    return digest
+
+
+def scan(landing: Path, kinds: tuple[str, ...] = READ_KINDS,
+         window: tuple[pd.Timestamp, pd.Timestamp] | None = None) -> tuple[list[LandingFile], list[str]]:
+    """The batch, label, review and prediction-log files under `landing` (only `kinds`, and only
+    names dated in `window` [start, end) when given), sorted; plus a message for each ignored file.
+
+    Only the files returned are hashed, and a file unchanged since this process last hashed it is
+    not read again: the cost of a run's scan does not grow with the landing zone's history."""
     found: list[LandingFile] = []
     ignored: list[str] = []
     root = landing.resolve()
-    for kind in (BATCHES, LABELS, REVIEWS, PREDICTIONS):
+    for kind in kinds:
         folder = landing / kind
         if not folder.is_dir():
             continue
@@ -109,8 +132,10 @@ def scan(landing: Path) -> tuple[list[LandingFile], list[str]]:
             except ValueError:
                 ignored.append(f"{kind}/{path.name}: {match.group(1)} is not a calendar date")
                 continue
+            if window is not None and not window[0] <= date < window[1]:
+                continue
             try:
-                sha256 = file_sha256(path)
+                sha256 = _known_sha256(path)
             except OSError as exc:  # a dangling link, no read permission, or removed since listed
                 ignored.append(f"{kind}/{path.name}: cannot be opened ({exc.strerror}); deliver it again as a readable file")
                 continue
@@ -128,7 +153,8 @@ def read_landing_file(path: Path, max_bytes: int | None = None, require_rows: bo
         raise FileTooLargeError(
             f"{path.name}: {size:,} bytes is over the landing zone's limit of {max_bytes:,} bytes, so it was not read; "
             "split it into smaller files for the same partition (e.g. <date>__part1.csv, <date>__part2.csv), "
-            "or raise LandingZone.max_file_bytes if the machine has the memory for it")
+            "or raise LandingZone.max_file_bytes if the machine has the memory for it; `retrain-assets check-batch "
+            "FILE` validates and drift-checks a file of any size in bounded memory")
     try:
         if path.suffix.lower() == ".parquet":
             frame = pd.read_parquet(path)

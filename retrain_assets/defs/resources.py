@@ -129,8 +129,8 @@ class LandingZone(dg.ConfigurableResource):
 
     def files_in_window(self, kind: str, start: pd.Timestamp, end: pd.Timestamp) -> list[LandingFile]:
         """Files of `kind` whose name date falls in [start, end), oldest name first."""
-        found, _ = scan(Path(self.root))
-        return [f for f in found if f.kind == kind and start <= f.date < end]
+        found, _ = scan(Path(self.root), kinds=(kind,), window=(start, end))
+        return found
 
     def pii_key_bytes(self) -> bytes:
         """The pseudonymization key; in development a generated key under the restricted folder."""
