@@ -1,6 +1,7 @@
 """The Definitions load and validate, for the shipped specs, through the module dagster loads."""
 
 import importlib
+import sys
 
 import dagster as dg
 import pytest
@@ -80,3 +81,27 @@ def test_an_artifact_uri_reaches_the_experiment_verbatim(tmp_path):
     registry._ensure_experiment()
     client = MlflowClient(tracking_uri=registry.tracking_uri)
     assert client.get_experiment_by_name("e").artifact_location == uri
+
+
+@pytest.mark.parametrize("name, executor", [("multiprocess", "multi_or_in_process_executor"), ("in_process", "in_process"),
+                                            ("celery", "celery")])
+def test_the_executor_is_chosen_by_configuration(tmp_path, monkeypatch, name, executor):
+    monkeypatch.setenv("RETRAIN_ASSETS_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("RETRAIN_ASSETS_SPEC", str(LOAN_SPEC))
+    monkeypatch.setenv("RETRAIN_ASSETS_EXECUTOR", name)
+    defs = build_definitions(ProjectSettings.from_env())
+    # The implicit asset job (backfills, sensors' asset runs) and every named job use it.
+    assert {defs.resolve_implicit_global_asset_job_def().executor_def.name} | {
+        defs.resolve_job_def(job).executor_def.name for job in ("retrain_job", "policy_job", "rollout_job")} == {executor}
+
+
+def test_an_unknown_executor_fails_naming_the_valid_ones(monkeypatch):
+    monkeypatch.setenv("RETRAIN_ASSETS_EXECUTOR", "dask")
+    with pytest.raises(ValueError, match="multiprocess.*in_process.*celery.*'dask'"):
+        ProjectSettings.from_env()
+
+
+def test_the_celery_executor_without_its_package_says_what_to_install(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "dagster_celery", None)  # as if not installed
+    with pytest.raises(ImportError, match=r"pip install 'retrain-assets\[scale\]'"):
+        build_definitions(ProjectSettings(data_dir=tmp_path, spec_path=LOAN_SPEC, executor="celery"))

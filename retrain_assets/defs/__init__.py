@@ -48,5 +48,20 @@ def build_definitions(settings: ProjectSettings) -> dg.Definitions:
         build_monitoring(spec, partitions_def),
         build_serving(spec, partitions_def),
         build_automation(spec, partitions_def),
-        dg.Definitions(resources=resources),
+        dg.Definitions(resources=resources, executor=executor_for(settings)),
     )
+
+
+def executor_for(settings: ProjectSettings) -> dg.ExecutorDefinition | None:
+    """The executor named by RETRAIN_ASSETS_EXECUTOR; None keeps Dagster's default (multiprocess).
+    Jobs without their own executor (all of ours) and the implicit asset job use it."""
+    if settings.executor == "in_process":
+        return dg.in_process_executor
+    if settings.executor == "celery":
+        try:
+            from dagster_celery import celery_executor
+        except ImportError as exc:
+            raise ImportError("RETRAIN_ASSETS_EXECUTOR=celery needs dagster-celery: pip install 'retrain-assets[scale]'") from exc
+        return celery_executor.configured({"broker": settings.celery_broker,
+                                           "backend": settings.celery_backend or settings.celery_broker})
+    return None
