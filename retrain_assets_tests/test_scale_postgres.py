@@ -145,8 +145,11 @@ def test_the_embedded_default_is_unchanged():
     assert "postgres" not in EMBEDDED_YAML.read_text()
     assert embedded["event_log_storage"]["class"] == "ConsolidatedSqliteEventLogStorage"
     production = yaml.safe_load(PRODUCTION_YAML.read_text())
-    # The same pools, monitoring and retries in both profiles: only storage and the queue differ.
-    assert production["concurrency"]["pools"] == embedded["concurrency"]["pools"]
+    # The same pool limit, monitoring and retries in both profiles: only storage and the queue differ
+    # (the queue lets runs start while another run's step holds the slot: a run buffer).
+    assert production["concurrency"]["pools"]["default_limit"] == embedded["concurrency"]["pools"]["default_limit"] == 1
+    assert production["concurrency"]["pools"]["op_granularity_run_buffer"] == \
+        production["concurrency"]["runs"]["max_concurrent_runs"] - 1
     assert production["run_monitoring"] == embedded["run_monitoring"]
     assert production["run_retries"] == embedded["run_retries"]
 

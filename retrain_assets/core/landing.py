@@ -116,6 +116,7 @@ def scan(landing: Path, kinds: tuple[str, ...] = READ_KINDS,
         folder = landing / kind
         if not folder.is_dir():
             continue
+        folder_inside = folder.resolve().is_relative_to(root)
         for path in sorted(folder.iterdir()):
             if path.name.startswith(".") or path.is_dir():
                 continue
@@ -123,7 +124,8 @@ def scan(landing: Path, kinds: tuple[str, ...] = READ_KINDS,
             if path.suffix.lower() not in SUPPORTED_SUFFIXES or match is None:
                 ignored.append(f"{kind}/{path.name}: name must be <YYYY-MM-DD>[...].csv or .parquet")
                 continue
-            if not (target := path.resolve()).is_relative_to(root):
+            # Resolving costs a few syscalls per file: only links (or a linked folder) need it.
+            if not ((folder_inside and not path.is_symlink()) or (target := path.resolve()).is_relative_to(root)):
                 ignored.append(f"{kind}/{path.name}: a link to {target}, outside the landing zone; it is never read: "
                                "copy the file itself into the landing zone")
                 continue

@@ -54,12 +54,15 @@ def build_automation(spec: DatasetSpec, partitions_def: dg.TimeWindowPartitionsD
         requested = set(json.loads(context.cursor)) if context.cursor else set()
         files, ignored = scan(Path(landing.root))
         by_partition: dict[tuple[str, str], set[str]] = {}
+        # Once per tick: asking the partitions definition per file costs ~0.3 ms each (a year of files, 0.5 s).
+        first_window, last_window = partitions_def.get_first_partition_window(), partitions_def.get_last_partition_window()
         for file in files:
-            key = partitions_def.get_partition_key_for_timestamp(file.date.tz_localize("UTC").timestamp())
-            if not partitions_def.has_partition_key(key):
+            stamp = file.date.tz_localize("UTC")
+            if last_window is None or not first_window.start <= stamp < last_window.end:
                 ignored.append(f"{file.kind}/{file.path.name}: {file.date:%Y-%m-%d} is outside the dataset's partitions "
                                f"(from {partitions_def.start:%Y-%m-%d} to the current period)")
                 continue
+            key = partitions_def.get_partition_key_for_timestamp(stamp.timestamp())
             # Review decisions re-ingest their partition's labels: one run key over both kinds.
             group = LABELS if file.kind == REVIEWS else file.kind
             by_partition.setdefault((group, key), set()).add(file.sha256)
