@@ -105,7 +105,7 @@ class PipelineDriver:
             job = self.defs.resolve_job_def(request.job_name) if request.job_name else (
                 self.defs.resolve_job_def(sensor.job_name) if sensor.has_jobs and not sensor.asset_selection else self.asset_job
             )
-            outcomes.append(self._execute(name, job, request.partition_key, request.asset_selection, tags))
+            outcomes.append(self.execute(name, job, request.partition_key, request.asset_selection, tags))
         return outcomes
 
     def tick_automation(self, evaluation_time: dt.datetime) -> list[RunOutcome]:
@@ -124,14 +124,15 @@ class PipelineDriver:
                 break
             for partition, keys in sorted(by_partition.items(), key=lambda kv: kv[0] or ""):
                 tags = {SENSOR_NAME_TAG: "automation_condition_sensor", "retrain_assets/launched_by": "automation"}
-                outcomes.append(self._execute("automation", self.asset_job, partition, keys, tags))
+                outcomes.append(self.execute("automation", self.asset_job, partition, keys, tags))
         return outcomes
 
     def _run_key_used(self, sensor_name: str, run_key: str) -> bool:
         runs = self.instance.get_runs(filters=dg.RunsFilter(tags={RUN_KEY_TAG: run_key, SENSOR_NAME_TAG: sensor_name}), limit=1)
         return bool(runs)
 
-    def _execute(self, requested_by, job, partition_key, asset_selection, tags) -> RunOutcome:
+    def execute(self, requested_by, job, partition_key, asset_selection, tags) -> RunOutcome:
+        """Execute one run in process on the instance; failures are returned, not raised."""
         result = job.execute_in_process(
             instance=self.instance,
             partition_key=partition_key,
