@@ -118,9 +118,11 @@ def scan(landing: Path, kinds: tuple[str, ...] = READ_KINDS,
             continue
         folder_inside = folder.resolve().is_relative_to(root)
         for path in sorted(folder.iterdir()):
+            match = _LEADING_DATE.match(path.name)
+            if window is not None and not _named_in(match, window):
+                continue  # decided by the name alone: no system call for the rest of the history
             if path.name.startswith(".") or path.is_dir():
                 continue
-            match = _LEADING_DATE.match(path.name)
             if path.suffix.lower() not in SUPPORTED_SUFFIXES or match is None:
                 ignored.append(f"{kind}/{path.name}: name must be <YYYY-MM-DD>[...].csv or .parquet")
                 continue
@@ -134,8 +136,6 @@ def scan(landing: Path, kinds: tuple[str, ...] = READ_KINDS,
             except ValueError:
                 ignored.append(f"{kind}/{path.name}: {match.group(1)} is not a calendar date")
                 continue
-            if window is not None and not window[0] <= date < window[1]:
-                continue
             try:
                 sha256 = _known_sha256(path)
             except OSError as exc:  # a dangling link, no read permission, or removed since listed
@@ -143,6 +143,17 @@ def scan(landing: Path, kinds: tuple[str, ...] = READ_KINDS,
                 continue
             found.append(LandingFile(kind=kind, path=path, date=date, sha256=sha256))
     return found, ignored
+
+
+def _named_in(match: re.Match | None, window: tuple[pd.Timestamp, pd.Timestamp]) -> bool:
+    """Whether a file name's leading date falls in `window`; a name without a valid date is kept,
+    so the scan can say why it is ignored."""
+    if match is None:
+        return True
+    try:
+        return window[0] <= pd.Timestamp(match.group(1)) < window[1]
+    except ValueError:
+        return True
 
 
 def read_landing_file(path: Path, max_bytes: int | None = None, require_rows: bool = False) -> pd.DataFrame:
