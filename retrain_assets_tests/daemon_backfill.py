@@ -15,6 +15,8 @@ from pathlib import Path
 import duckdb
 import yaml
 
+from retrain_assets.defs.storage import WAREHOUSE_POOL
+
 REPO = Path(__file__).resolve().parents[1]
 SCENARIO = REPO / "data" / "scenarios" / "loan_default.yaml"
 BIN = Path(sys.executable).parent
@@ -61,6 +63,15 @@ def run_backfill(tmp: Path, partitions: int, workers: int, timeout: float, pg_en
     env = {**os.environ, **pg_env, "DAGSTER_HOME": str(home), "RETRAIN_ASSETS_DATA_DIR": str(data),
            "RETRAIN_ASSETS_SPEC": str(REPO / "data" / "specs" / "loan_default.yaml"),
            "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "1", "PYTHONWARNINGS": "ignore"}
+    saved = dict(os.environ)
+    try:
+        os.environ.update(pg_env)
+        with dg.DagsterInstance.from_config(str(home)) as instance:
+            # The pool's row is created by the first claim; runs starting together would race to create it.
+            instance.event_log_storage.set_concurrency_slots(WAREHOUSE_POOL, 1)
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
     for sensor in OTHER_SENSORS:
         subprocess.run([BIN / "dagster", "sensor", "stop", sensor, "-w", "workspace.yaml"], cwd=REPO, env=env,
                        check=True, stdout=subprocess.DEVNULL)

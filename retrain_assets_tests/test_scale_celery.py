@@ -23,6 +23,7 @@ import yaml
 from retrain_assets.core.landing import write_atomically
 from retrain_assets.core.scenario import load_scenario, scenario_deliveries
 from retrain_assets.defs import build_definitions
+from retrain_assets.defs.storage import WAREHOUSE_POOL
 from retrain_assets.settings import ProjectSettings
 from retrain_assets_tests.conftest import REPO, read_table, write_short_scenario
 from retrain_assets_tests.postgres_server import running_postgres
@@ -146,7 +147,10 @@ def celery_run(tmp_path_factory):
         for name, value in pg.env("dagster").items():
             patch.setenv(name, value)
         env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "PYTHONWARNINGS": "ignore"}
-        dg.DagsterInstance.get().dispose()  # create its tables now: processes starting together would race
+        with dg.DagsterInstance.get() as instance:  # create its tables now: processes starting together would race
+            # ...and the pool's row, which Dagster creates on the first claim: two first claims at
+            # once collide on its unique key (the README's setup step, `dagster instance concurrency set`).
+            instance.event_log_storage.set_concurrency_slots(WAREHOUSE_POOL, 1)
         try:
             land(scenario, celery.landing_dir)
             logs = [root / f"{name}.log" for name in WORKERS]
