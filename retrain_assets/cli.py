@@ -564,26 +564,23 @@ def _check_batch(args) -> int:
 
 def _champion_profile(data_dir: Path):
     """(profile, description) of the champion's reference in the warehouse, or why there is none."""
-    import duckdb
-
-    from retrain_assets.core.drift import ReferenceProfile
+    from retrain_assets.defs.monitoring import latest_reference
+    from retrain_assets.defs.resources import Warehouse
     from retrain_assets.settings import ProjectSettings
 
-    database = ProjectSettings(data_dir=data_dir.resolve(), spec_path=Path()).warehouse_path
+    settings = ProjectSettings(data_dir=data_dir.resolve(), spec_path=Path())
+    database = settings.warehouse_path
     hint = "; pass --reference PROFILE.json, or run the pipeline until a champion is deployed"
     if not database.exists():
         return f"no warehouse at {database}{hint}"
-    with duckdb.connect(str(database), read_only=True) as con:
-        try:
-            champion = con.execute("select champion_version from deployed_model order by deployed_at desc limit 1").fetchall()
-            version = str(champion[0][0] or "") if champion else ""
-            found = con.execute("select profile_json from reference_profile where model_version = ? order by created_at desc "
-                                "limit 1", [version]).fetchall() if version else []
-        except duckdb.CatalogException:
-            return f"the warehouse {database} has no champion reference profile yet{hint}"
-    if not found:
+    warehouse = Warehouse(database=str(database), snapshot_path=str(settings.snapshot_path), reports_dir=str(settings.reports_dir))
+    # The deployment history, not MLflow: the check needs no registry, only the warehouse file.
+    deployed = warehouse.query("select champion_version from deployed_model order by deployed_at desc limit 1")
+    version = str(deployed["champion_version"].iloc[0] or "") if len(deployed) else ""
+    found = latest_reference(warehouse, version) if version else None
+    if found is None:
         return f"no reference profile stored for the champion{f' v{version}' if version else ''}{hint}"
-    return ReferenceProfile.from_json(found[0][0]), f"champion v{version}'s reference profile ({database})"
+    return found[0], f"champion v{version}'s reference profile ({database})"
 
 
 def _closing(summary, dagster_home: Path, env_hint: str) -> None:

@@ -2,7 +2,7 @@
 
     RETRAIN_ASSETS_DATA_DIR   landing zone, warehouse, snapshots and MLflow store (default ./data)
     RETRAIN_ASSETS_SPEC       dataset spec file (default <data dir>/specs/loan_default.yaml)
-    MLFLOW_TRACKING_URI       optional MLflow server or database (e.g. postgresql://user:pw@host:5432/mlflow);
+    MLFLOW_TRACKING_URI       optional MLflow server or database (e.g. postgresql+psycopg2://user:pw@host:5432/mlflow);
                               default is SQLite under <data dir>/mlflow
     RETRAIN_ASSETS_ARTIFACT_LOCATION  where MLflow keeps model artifacts when the experiment is created: a
                               folder every run worker and the prediction service mount, or an

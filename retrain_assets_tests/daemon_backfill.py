@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from itertools import islice
 from pathlib import Path
 
@@ -63,25 +64,17 @@ def run_backfill(tmp: Path, partitions: int, workers: int, timeout: float, pg_en
     env = {**os.environ, **pg_env, "DAGSTER_HOME": str(home), "RETRAIN_ASSETS_DATA_DIR": str(data),
            "RETRAIN_ASSETS_SPEC": str(REPO / "data" / "specs" / "loan_default.yaml"),
            "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "1", "PYTHONWARNINGS": "ignore"}
-    saved = dict(os.environ)
-    try:
-        os.environ.update(pg_env)
-        with dg.DagsterInstance.from_config(str(home)) as instance:
-            # The pool's row is created by the first claim; runs starting together would race to create it.
-            instance.event_log_storage.set_concurrency_slots(WAREHOUSE_POOL, 1)
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
+    with _instance(home, pg_env) as instance:
+        # The pool's row is created by the first claim; runs starting together would race to create it.
+        instance.event_log_storage.set_concurrency_slots(WAREHOUSE_POOL, 1)
     for sensor in OTHER_SENSORS:
         subprocess.run([BIN / "dagster", "sensor", "stop", sensor, "-w", "workspace.yaml"], cwd=REPO, env=env,
                        check=True, stdout=subprocess.DEVNULL)
-    daemon = subprocess.Popen([BIN / "dagster-daemon", "run", "-w", "workspace.yaml"], cwd=REPO, env=env,
-                              stdout=subprocess.DEVNULL, stderr=open(tmp / f"daemon-{workers}.log", "w"),
-                              start_new_session=True)
-    saved = dict(os.environ)
+    with open(tmp / f"daemon-{workers}.log", "w") as log:
+        daemon = subprocess.Popen([BIN / "dagster-daemon", "run", "-w", "workspace.yaml"], cwd=REPO, env=env,
+                                  stdout=subprocess.DEVNULL, stderr=log, start_new_session=True)
     try:
-        os.environ.update(pg_env)  # the instance's yaml reads them when it loads
-        with dg.DagsterInstance.from_config(str(home)) as instance:
+        with _instance(home, pg_env) as instance:
             deadline = time.monotonic() + timeout
             while True:
                 records = instance.get_run_records()
@@ -99,8 +92,6 @@ def run_backfill(tmp: Path, partitions: int, workers: int, timeout: float, pg_en
             steps = sorted(_pool_step_spans(instance, [r.dagster_run.run_id for r in done]))
             phases = _phase_means(instance, [r.dagster_run.run_id for r in done])
     finally:
-        os.environ.clear()
-        os.environ.update(saved)
         os.killpg(daemon.pid, signal.SIGTERM)
         daemon.wait(timeout=60)
     start, end = min(s for s, _ in spans), max(e for _, e in spans)
@@ -114,6 +105,22 @@ def run_backfill(tmp: Path, partitions: int, workers: int, timeout: float, pg_en
         latest_end = max(latest_end, step_end)
     return {"runs": len(done), "seconds": end - start, "overlap": overlap, "overlapping_steps": overlapping, "phases": phases,
             "table": hashlib.sha256(repr(rows).encode()).hexdigest()[:16], "rows": len(rows)}
+
+
+@contextmanager
+def _instance(home: Path, pg_env: dict[str, str]):
+    """The instance in `home`; its yaml reads the DAGSTER_PG_* variables when it loads, so they are
+    set while it is open and this process's environment is restored after."""
+    import dagster as dg
+
+    saved = dict(os.environ)
+    os.environ.update(pg_env)
+    try:
+        with dg.DagsterInstance.from_config(str(home)) as instance:
+            yield instance
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
 
 
 def _pool_step_spans(instance, run_ids: list[str]) -> list[tuple[float, float]]:

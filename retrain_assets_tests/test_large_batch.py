@@ -252,7 +252,9 @@ def test_check_batch_cli_reads_the_champion_profile(tmp_path, spec, scenario, pr
     database.parent.mkdir(parents=True)
     with duckdb.connect(str(database)) as con:
         con.execute("create table deployed_model as select timestamp '2025-01-02' as deployed_at, '3' as champion_version")
+        # The columns monitoring.reference_profile writes (the row sample is read back too).
+        sample = generate_day(scenario, 1)[0].head(5).to_json(orient="split", date_format="iso")
         con.execute("create table reference_profile as select '3' as model_version, timestamp '2025-01-02' as created_at, "
-                    "? as profile_json", [profile.to_json()])
+                    "? as profile_json, ? as sample_json", [profile.to_json(), sample])
     assert main(args) == 0
     assert "champion v3's reference profile" in capsys.readouterr().out

@@ -407,24 +407,15 @@ def feature_drift(profile: ReferenceProfile, df: pd.DataFrame, thresholds: Drift
 
 def numeric_feature_drift(profile: NumericProfile, values: Any, n_rows: int) -> dict[str, Any]:
     """One numeric feature's row of `feature_drift` from the batch's values of it (one sort of
-    them); the SQL path (`core.large_batch`) calls it with one fetched column at a time."""
+    them); the DuckDB path (`core.large_batch`) calls it with one fetched column at a time."""
     cmp = _compare(profile, values)
-    ks = _ks(profile, cmp) if cmp.m and profile.n else (math.nan, math.nan)
-    return numeric_drift_row(profile, n_rows, cmp.m, cmp.n_missing, _bin_counts(cmp.sorted, profile.bin_edges), ks,
-                             _wasserstein_norm(profile, cmp))
-
-
-def numeric_drift_row(profile: NumericProfile, n_rows: int, n_current: int, n_missing: int, current_bins: np.ndarray,
-                      ks: tuple[float, float], wasserstein_norm: float) -> dict[str, Any]:
-    """One numeric feature's statistics from aggregates of the batch: its non-missing and missing
-    counts, its counts in the profile's bins, the KS (statistic, p-value) and the normalised
-    Wasserstein distance. `feature_drift` and the SQL path (`core.large_batch`) both build rows here."""
-    row = _empty_row(profile.name, "numeric", profile.n, n_current, n_missing, n_rows)
-    if n_current and profile.n:
-        row["ks_statistic"], row["ks_p_value"] = ks
-        row["psi"] = psi(profile.bin_counts, current_bins)
-        row["jensen_shannon"] = _js(profile.bin_counts, current_bins)
-        row["wasserstein_norm"] = wasserstein_norm
+    row = _empty_row(profile.name, "numeric", profile.n, cmp.m, cmp.n_missing, n_rows)
+    if cmp.m and profile.n:
+        row["ks_statistic"], row["ks_p_value"] = _ks(profile, cmp)
+        cur_bins = _bin_counts(cmp.sorted, profile.bin_edges)
+        row["psi"] = psi(profile.bin_counts, cur_bins)
+        row["jensen_shannon"] = _js(profile.bin_counts, cur_bins)
+        row["wasserstein_norm"] = _wasserstein_norm(profile, cmp)
         row["p_value"] = row["ks_p_value"]
     return row
 
@@ -587,17 +578,11 @@ def _ks(profile: NumericProfile, cmp: _Comparison) -> tuple[float, float]:
     d_at = np.abs(cmp.ref_le / n - cmp.cur_le / m).max()
     d_below = np.abs(cmp.ref_lt / n - cmp.cur_lt / m).max()
     d = float(max(d_at, d_below))
-    return d, ks_p_value(d, n, m)
-
-
-def ks_p_value(d: float, n: int, m: int) -> float:
-    """scipy's asymptotic two-sided KS p-value for statistic `d` between samples of n and m values:
-    `kstwo.sf(d, round(n*m/(n+m)))` clipped to [0, 1]; NaN when round(n*m/(n+m)) is 0."""
     big, small = sorted([float(n), float(m)], reverse=True)
     en = np.round(big * small / (big + small))
     if en < 1:
-        return math.nan
-    return float(np.clip(stats.kstwo.sf(d, en), 0.0, 1.0))
+        return d, math.nan
+    return d, float(np.clip(stats.kstwo.sf(d, en), 0.0, 1.0))
 
 
 def _wasserstein_norm(profile: NumericProfile, cmp: _Comparison) -> float:
@@ -605,20 +590,12 @@ def _wasserstein_norm(profile: NumericProfile, cmp: _Comparison) -> float:
     if cmp.m == 0 or len(r) == 0:
         return math.nan
     if not profile.std > 0:
-        return scaled_wasserstein(profile, math.nan, s[0], s[-1])
+        return 0.0 if s[0] == s[-1] == r[0] else math.inf
     if cmp.walk_reference:  # integrate the batch's ECDF with its prefix sums between reference values
         w = _w1(s, _prefix_sums(s), cmp.x, cmp.ref_le, cmp.cur_le)
     else:  # integrate the reference's ECDF with its stored prefix sums between batch values
         w = _w1(r, profile.prefix_sums, cmp.x, cmp.cur_le, cmp.ref_le)
-    return scaled_wasserstein(profile, w, s[0], s[-1])
-
-
-def scaled_wasserstein(profile: NumericProfile, w1: float, current_min: float, current_max: float) -> float:
-    """Wasserstein-1 distance `w1` divided by the reference std; for a constant reference (std 0)
-    0.0 when the current values all equal that constant, else +inf (`w1` is then not used)."""
-    if not profile.std > 0:
-        return 0.0 if current_min == current_max == profile.sorted_values[0] else math.inf
-    return w1 / profile.std
+    return w / profile.std
 
 
 def _w1(a: np.ndarray, S: np.ndarray, u: np.ndarray, b_le: np.ndarray, a_le: np.ndarray) -> float:
