@@ -47,7 +47,7 @@ check-reliability: $(STAMP)
 	cat .reliability-report.txt
 
 ui: $(STAMP)
-	$(BIN)/dagster dev -w workspace.yaml
+	$(BIN)/python -m retrain_assets.ui
 
 clean:
 	rm -rf data/landing data/warehouse data/snapshots data/mlflow data/replays data/reports data/restricted

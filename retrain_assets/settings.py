@@ -17,6 +17,10 @@
                               tasks for dagster-celery workers; needs `pip install retrain-assets[scale]`)
     RETRAIN_ASSETS_CELERY_BROKER   Celery broker URL (default redis://127.0.0.1:6379/0)
     RETRAIN_ASSETS_CELERY_BACKEND  Celery result backend URL (default: the broker URL)
+    RETRAIN_ASSETS_REPORTS_URL     where the HTML reports folder is served, for the links in asset
+                              metadata (default http://127.0.0.1:3030, the server `make ui` starts)
+    RETRAIN_ASSETS_MLFLOW_UI_URL   the MLflow UI, for the run links in asset metadata
+                              (default http://127.0.0.1:5000, the server `make ui` starts)
 """
 
 from __future__ import annotations
@@ -29,6 +33,8 @@ DEFAULT_SPEC = Path("data/specs/loan_default.yaml")
 MODES = ("development", "production")
 EXECUTORS = ("multiprocess", "in_process", "celery")
 DEFAULT_CELERY_BROKER = "redis://127.0.0.1:6379/0"
+DEFAULT_REPORTS_URL = "http://127.0.0.1:3030"
+DEFAULT_MLFLOW_UI_URL = "http://127.0.0.1:5000"
 
 
 @dataclass(frozen=True)
@@ -42,6 +48,8 @@ class ProjectSettings:
     executor: str = "multiprocess"
     celery_broker: str = DEFAULT_CELERY_BROKER
     celery_backend: str | None = None  # None: the broker
+    reports_url: str = DEFAULT_REPORTS_URL
+    mlflow_ui_url: str = DEFAULT_MLFLOW_UI_URL
 
     def __post_init__(self):
         if self.executor not in EXECUTORS:
@@ -58,7 +66,9 @@ class ProjectSettings:
                    artifact_root=_artifact_root(os.environ.get("RETRAIN_ASSETS_ARTIFACT_LOCATION")),
                    executor=os.environ.get("RETRAIN_ASSETS_EXECUTOR", "multiprocess").strip().lower(),
                    celery_broker=os.environ.get("RETRAIN_ASSETS_CELERY_BROKER") or DEFAULT_CELERY_BROKER,
-                   celery_backend=os.environ.get("RETRAIN_ASSETS_CELERY_BACKEND") or None)
+                   celery_backend=os.environ.get("RETRAIN_ASSETS_CELERY_BACKEND") or None,
+                   reports_url=(os.environ.get("RETRAIN_ASSETS_REPORTS_URL") or DEFAULT_REPORTS_URL).rstrip("/"),
+                   mlflow_ui_url=(os.environ.get("RETRAIN_ASSETS_MLFLOW_UI_URL") or DEFAULT_MLFLOW_UI_URL).rstrip("/"))
 
     @property
     def landing_dir(self) -> Path:

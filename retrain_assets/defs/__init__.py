@@ -31,7 +31,7 @@ def build_definitions(settings: ProjectSettings) -> dg.Definitions:
     resources = {
         "io_manager": WarehouseIOManager(database=str(settings.warehouse_path), schema="main"),
         "warehouse": Warehouse(database=str(settings.warehouse_path), snapshot_path=str(settings.snapshot_path),
-                               reports_dir=str(settings.reports_dir)),
+                               reports_dir=str(settings.reports_dir), reports_url=settings.reports_url),
         "landing": LandingZone(root=str(settings.landing_dir), restricted_root=str(settings.restricted_dir),
                                # EnvVar: the key is read at run time and never lands in run config or the UI.
                                pii_key=dg.EnvVar(PII_KEY_ENV) if os.environ.get(PII_KEY_ENV) else None,

@@ -97,7 +97,7 @@ def build_evaluation(spec: DatasetSpec) -> dg.Definitions:
         pool=WAREHOUSE_POOL,
         group_name="evaluation",
         outs={
-            "evaluation_report": dg.AssetOut(kinds={"duckdb", "sklearn"}, description=(
+            "evaluation_report": dg.AssetOut(kinds={"duckdb", "scikitlearn"}, description=(
                 "One row per evaluation: challenger vs champion on the same time-held-out window, the "
                 "challenger - champion differences with paired bootstrap intervals, and the gate verdict.")),
             "evaluation_metrics": dg.AssetOut(kinds={"duckdb"}, description="Every metric of each model, per evaluation."),
@@ -158,13 +158,13 @@ def build_evaluation(spec: DatasetSpec) -> dg.Definitions:
             "challenger_roc_auc": float(report["models"][CHALLENGER]["roc_auc"]),
             "gate": gate.headline,
             "report": dg.MetadataValue.md(report_markdown(report, gate)),
-            "html_report": dg.MetadataValue.path(str(html_path)),
-            "mlflow_run_id": mlflow_run_id,
+            **warehouse.report_links(html_path),
+            **model_registry.run_link(mlflow_run_id),
         })
         yield dg.Output(warehouse.with_history("evaluation_metrics", metrics), output_name="evaluation_metrics",
                         metadata={"dagster/row_count": len(metrics)})
         yield dg.Output(warehouse.with_history("evaluation_slices", slices), output_name="evaluation_slices",
-                        metadata={"dagster/row_count": len(slices), "html_report": dg.MetadataValue.path(str(html_path))})
+                        metadata={"dagster/row_count": len(slices), **warehouse.report_links(html_path)})
 
     @dg.asset_check(asset="evaluation_report", blocking=True, name=PROMOTION_GATE,
                     description="Promotion gate from the policy: absolute SLOs (ROC AUC, calibration, latency, fairness), "

@@ -142,7 +142,7 @@ def build_monitoring(spec: DatasetSpec, partitions_def: dg.PartitionsDefinition)
             "champion_version": champion,
             "top_drifted_features": dg.MetadataValue.md(
                 top[["feature", "test", "drift_score", "threshold", "psi", "p_value_adjusted", "drifted"]].to_markdown(index=False, floatfmt=".4g")),
-            "html_report": dg.MetadataValue.path(str(html_path)),
+            **warehouse.report_links(html_path),
         })
         yield _drift_check(warehouse, start, champion, summary)
 

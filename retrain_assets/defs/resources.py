@@ -11,6 +11,7 @@ from functools import lru_cache
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Iterator
+from urllib.parse import quote
 
 import dagster as dg
 import duckdb
@@ -22,6 +23,7 @@ from retrain_assets.core.landing import LandingFile, safe_file_name, scan
 from retrain_assets.core.privacy import GENERATE_KEY_HINT, PII_KEY_ENV, PiiKeyError, check_key, development_key
 from retrain_assets.core.rollout import DeploymentState
 from retrain_assets.core.serving import directory_sha256
+from retrain_assets.settings import DEFAULT_MLFLOW_UI_URL, DEFAULT_REPORTS_URL
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
@@ -46,7 +48,15 @@ class Warehouse(dg.ConfigurableResource):
     database: str = Field(description="Path of the warehouse DuckDB file written by the IO manager.")
     snapshot_path: str = Field(description="Path of the read-only snapshot analysts query.")
     reports_dir: str = Field(description="Folder for the HTML reports linked from asset metadata.")
+    reports_url: str = Field(default=DEFAULT_REPORTS_URL,
+                             description="Where `reports_dir` is served (`make ui` starts that server), for clickable links.")
     lock_timeout_seconds: float = Field(default=30.0, description="How long to retry while another process holds the lock.")
+
+    def report_links(self, path: Path | str, name: str = "html_report") -> dict[str, dg.MetadataValue]:
+        """Metadata for a report under `reports_dir`: its file path and its served URL (a link in the UI)."""
+        relative = Path(path).resolve().relative_to(Path(self.reports_dir).resolve())
+        return {name: dg.MetadataValue.path(str(path)),
+                f"{name}_url": dg.MetadataValue.url(f"{self.reports_url.rstrip('/')}/{quote(relative.as_posix())}")}
 
     @contextmanager
     def connect(self, read_only: bool = True) -> Iterator[duckdb.DuckDBPyConnection]:
@@ -207,6 +217,13 @@ class ModelRegistry(dg.ConfigurableResource):
                                                "(s3://..., file://...) used as given.")
     experiment_name: str = Field(description="MLflow experiment for training runs.")
     model_name: str = Field(description="Registered model name.")
+    ui_url: str = Field(default=DEFAULT_MLFLOW_UI_URL, description="The MLflow UI, for run links in asset metadata.")
+
+    def run_link(self, run_id: str) -> dict[str, dg.MetadataValue]:
+        """Metadata linking an MLflow run: its id and its page in the MLflow UI."""
+        experiment = self.client().get_run(run_id).info.experiment_id
+        return {"mlflow_run_id": dg.MetadataValue.text(run_id),
+                "mlflow_run": dg.MetadataValue.url(f"{self.ui_url.rstrip('/')}/#/experiments/{experiment}/runs/{run_id}")}
 
     def client(self):
         from mlflow import MlflowClient
@@ -455,4 +472,5 @@ def model_registry_for(settings, spec, in_dagster: bool = True) -> ModelRegistry
         artifact_location=settings.artifact_location,
         experiment_name=f"{spec.name}-retraining",
         model_name=spec.name,
+        ui_url=settings.mlflow_ui_url,
     )

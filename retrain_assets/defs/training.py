@@ -80,7 +80,7 @@ def build_training(spec: DatasetSpec) -> dg.Definitions:
             },
         )
 
-    @dg.asset(pool=WAREHOUSE_POOL, group_name="training", kinds={"mlflow", "sklearn"})
+    @dg.asset(pool=WAREHOUSE_POOL, group_name="training", kinds={"mlflow", "scikitlearn"})
     def candidate_model(
         context: dg.AssetExecutionContext, training_set: pd.DataFrame, model_registry: ModelRegistry, warehouse: Warehouse
     ) -> dg.Output[pd.DataFrame]:
@@ -149,7 +149,7 @@ def build_training(spec: DatasetSpec) -> dg.Definitions:
             "hyperparameters": json.dumps({k: v for k, v in trained.params.items() if k not in ("model_family", "seed")}),
             "cv_roc_auc": selection.chosen.mean_roc_auc if selection.chosen else float("nan"),
             "search_trials": len(selection.trials),
-            "mlflow_run_id": run_id,
+            **model_registry.run_link(run_id),
             "data_version": data_version,
             "code_version": code_version(),
             "train_from": lineage["train_from"],
