@@ -110,7 +110,10 @@ def test_ctrl_c_stops_the_workers_and_writes_nothing(tmp_path):
     out = tmp_path / "interrupted"
     process = subprocess.Popen(
         [sys.executable, "-m", "retrain_assets.cli", "backtest", "--days", "80", "--out", str(out), "--no-progress",
-         "--jobs", "2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+         "--jobs", "2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        # As at a terminal. A child inherits an ignored SIGINT (e.g. from a shell's background job),
+        # and Python then installs no KeyboardInterrupt handler: the backtest ran on, unaware.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     assert process.stdout.readline().startswith("Backtesting")
     time.sleep(6)  # the workers are busy by now (the whole run takes about a minute)
     workers = children_of(process.pid)
