@@ -7,7 +7,7 @@ export DAGSTER_HOME := $(CURDIR)/.dagster_home
 export MLFLOW_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := 1
 
-.PHONY: install services demo test check-reliability ui clean
+.PHONY: install services browser demo test test-ui check-reliability ui clean
 
 install: $(STAMP)
 
@@ -33,9 +33,27 @@ services:
 			     "redis-server packages (e.g. sudo apt-get install postgresql redis-server)" >&2; exit 1; \
 		fi; }
 
+# The UI tests drive Debian's Chromium through Playwright (no browser download): installed here when absent.
+browser:
+	@command -v chromium >/dev/null || { \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+			echo "installing chromium (Debian package) for the UI tests"; \
+			(apt-get install -y -qq chromium >/dev/null 2>&1 || \
+			 (apt-get update -qq && apt-get install -y -qq chromium >/dev/null)); \
+		else \
+			echo "the UI tests need Chromium at /usr/bin/chromium: install the chromium package" \
+			     "(e.g. sudo apt-get install chromium)" >&2; exit 1; \
+		fi; }
+
 # Two workers (the CI machine has two cores), one test file per worker so module fixtures are built once.
-test: $(STAMP) services
+# The whole suite, the browser tests of the Dagster UI included.
+test: $(STAMP) services browser
 	$(BIN)/python -m pytest -n 2 --dist loadfile
+
+# Only the browser tests: the short demo fills an instance, dagster-webserver serves it, headless
+# Chromium checks the asset graph, the checks and the report links; screenshots go to ui-artifacts/.
+test-ui: $(STAMP) browser
+	$(BIN)/python -m pytest -m ui -v
 
 # The fault suites at full strength: 6 SIGKILLs per stage (24 in all), bad inputs, security,
 # transactional writes, service hardening. `make test` runs the same suites with one kill per stage.
