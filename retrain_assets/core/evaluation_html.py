@@ -45,7 +45,7 @@ def render_evaluation_html(report: dict) -> str:
         "<h2>Metrics</h2>" + _metrics_table(models, roles),
         _differences(report.get("differences") or [], has_champion, report.get("confidence")),
         _calibration(report.get("calibration") or {}, models, roles),
-        _slices(report.get("slices") or [], has_champion, _float(report.get("slice_margin")) or 0.0),
+        _slices(report.get("slices") or [], has_champion, finite_float(report.get("slice_margin")) or 0.0),
         _fairness(report.get("fairness") or [], models, roles),
     ]
     return (f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{_e(title)}</title>'
@@ -55,7 +55,7 @@ def render_evaluation_html(report: dict) -> str:
 def ci_verdict(lower: Any, upper: Any, higher_is_better: bool) -> str:
     """'better' when the whole CI lies on the better side of zero, 'worse' when wholly on the worse side,
     else 'unclear' (also when a bound is missing)."""
-    lo, hi = _float(lower), _float(upper)
+    lo, hi = finite_float(lower), finite_float(upper)
     if lo is None or hi is None:
         return "unclear"
     if not higher_is_better:
@@ -70,11 +70,11 @@ def _header(report: dict, has_champion: bool) -> str:
     else:
         span = _e(partitions[0]) if len(partitions) == 1 else f"{_e(partitions[0])} … {_e(partitions[-1])}"
         holdout = f"{span} ({len(partitions)} partition{'s' if len(partitions) != 1 else ''})"
-    n_rows = _float(report.get("n_rows"))
+    n_rows = finite_float(report.get("n_rows"))
     versions = f"challenger version <b>{_e(report.get('challenger_version', '–'))}</b>"
     if has_champion:
         comparison = str(report.get("comparison") or "–").replace("_", "-")
-        confidence = _float(report.get("confidence"))
+        confidence = finite_float(report.get("confidence"))
         versions += (f" vs champion version <b>{_e(report.get('champion_version', '–'))}</b>; comparison "
                      f"<b>{_e(comparison)}</b> at {f'{confidence:.0%}' if confidence is not None else '–'} confidence")
     first = ("" if has_champion else '<p class="note">First model: there is no champion, so the challenger was '
@@ -114,7 +114,7 @@ def _metric_value(key: str, value: Any) -> str:
     if key == "model_size_bytes":
         return _bytes(value)
     if key == "latency_ms_per_1000_rows":
-        number = _float(value)
+        number = finite_float(value)
         return "–" if number is None else f"{number:.3g} ms"
     return _fmt(value)
 
@@ -124,7 +124,7 @@ def _differences(differences: list[dict], has_champion: bool, confidence: Any) -
         return ""
     if not differences:
         return '<h2>Differences</h2><p class="note">No differences were computed.</p>'
-    level = _float(confidence)
+    level = finite_float(confidence)
     ci = f"{level:.0%} CI" if level is not None else "CI"
     rows = []
     for d in differences:
@@ -153,7 +153,7 @@ def _forest_plot(differences: list[dict], width: int = 980, row: int = 44) -> st
              f'<text x="{cx}" y="{top - 10}" font-size="11" text-anchor="middle">0</text>']
     for i, d in enumerate(differences):
         y = top + row * i + row / 2 - 4
-        diff, lo, hi = _float(d.get("difference")), _float(d.get("lower")), _float(d.get("upper"))
+        diff, lo, hi = finite_float(d.get("difference")), finite_float(d.get("lower")), finite_float(d.get("upper"))
         higher = bool(d.get("higher_is_better", True))
         verdict = ci_verdict(lo, hi, higher)
         color = _CI_COLORS[verdict]
@@ -238,8 +238,8 @@ def _calibration_points(curve: dict) -> list[tuple[float, float, float]]:
     counts = curve.get("count") or []
     points = []
     for i, (x, y) in enumerate(zip(xs, ys)):
-        x, y = _float(x), _float(y)
-        count = _float(counts[i]) if i < len(counts) else None
+        x, y = finite_float(x), finite_float(y)
+        count = finite_float(counts[i]) if i < len(counts) else None
         if x is not None and y is not None:
             points.append((min(max(x, 0.0), 1.0), min(max(y, 0.0), 1.0), max(count or 0.0, 0.0)))
     return points
@@ -253,8 +253,8 @@ def _slices(slices: list[dict], has_champion: bool, margin: float = 0.0) -> str:
     rows, bars = [], []
     for (column, value), by_role in grouped.items():
         base = by_role.get("challenger") or by_role.get("champion") or {}
-        challenger = _float((by_role.get("challenger") or {}).get("roc_auc"))
-        champion = _float((by_role.get("champion") or {}).get("roc_auc"))
+        challenger = finite_float((by_role.get("challenger") or {}).get("roc_auc"))
+        champion = finite_float((by_role.get("champion") or {}).get("roc_auc"))
         delta = challenger - champion if challenger is not None and champion is not None else None
         cells = f'<td>{_e(column)}</td><td>{_e(value)}</td><td class="n">{_count(base.get("n_rows"))}</td>' \
                 f'<td class="n">{_pct(base.get("positive_rate"))}</td>'
@@ -332,8 +332,8 @@ def _group(rows: list[dict], keys: tuple[str, str]) -> dict[tuple[str, str], dic
     return grouped
 
 
-def _float(value: Any) -> float | None:
-    """A finite float, or None for None/NaN/inf/non-numbers."""
+def finite_float(value: Any) -> float | None:
+    """A finite float, or None for None/NaN/inf/non-numbers (the reports' one number parser)."""
     if value is None or isinstance(value, (bool, str)):
         return None
     try:
@@ -348,7 +348,7 @@ def _fmt(value: Any, signed: bool = False) -> str:
         return _e(value)
     if isinstance(value, bool):
         return "yes" if value else "no"
-    number = _float(value)
+    number = finite_float(value)
     if number is None:
         return "–"
     if signed:
@@ -359,17 +359,17 @@ def _fmt(value: Any, signed: bool = False) -> str:
 
 
 def _pct(value: Any) -> str:
-    number = _float(value)
+    number = finite_float(value)
     return "–" if number is None else f"{number:.1%}"
 
 
 def _count(value: Any) -> str:
-    number = _float(value)
+    number = finite_float(value)
     return "–" if number is None else f"{number:,.0f}"
 
 
 def _bytes(value: Any) -> str:
-    number = _float(value)
+    number = finite_float(value)
     if number is None:
         return "–"
     for unit, size in (("GiB", 1024 ** 3), ("MiB", 1024 ** 2), ("KiB", 1024)):

@@ -3,12 +3,16 @@
 per `policy.rollout`); the canary analysis' verdict promotes it or rolls it back; an operator can
 roll back to `previous` (`retrain-assets rollback`). Every step is one row with its numbers."""
 
+from pathlib import Path
+
 import dagster as dg
 import pandas as pd
 from pydantic import Field
 
+from retrain_assets.core.landing import write_text_atomically
 from retrain_assets.core.rollout import PROMOTE, ROLLBACK
 from retrain_assets.core.spec import DatasetSpec
+from retrain_assets.core.timeline_html import render_timeline_html
 from retrain_assets.defs.evaluation import latest_evaluation
 from retrain_assets.defs.resources import ModelRegistry, Warehouse
 from retrain_assets.defs.storage import WAREHOUSE_POOL
@@ -58,6 +62,13 @@ def build_deployment(spec: DatasetSpec) -> dg.Definitions:
 
         earlier_rows: list[dict] = []  # a step recorded before the one this run ends with (an approval)
 
+        def timeline_links(table: pd.DataFrame) -> dict:
+            """Rewrite the timeline page from the history this run ends with; its metadata links."""
+            path = Path(warehouse.reports_dir) / "deployment" / "timeline.html"
+            write_text_atomically(render_timeline_html(table, evaluation_report, f"Deployment timeline: {spec.name}",
+                                                       now=pd.Timestamp.now(tz="UTC").tz_convert(None)), path)
+            return warehouse.report_links(path, name="timeline")
+
         def row_for(action: str, candidate: str, reason: str, **extra) -> dict:
             after = model_registry.deployment_state()
             # Each row its own time: an approval and the step it unlocks are two ordered rows.
@@ -78,7 +89,8 @@ def build_deployment(spec: DatasetSpec) -> dg.Definitions:
                                               "champion_version": row["champion_version"] or "none",
                                               "canary_version": row["canary_version"] or "none",
                                               "shadow_version": row["shadow_version"] or "none", "holdout_roc_auc": row["holdout_roc_auc"],
-                                              "reason": reason, "deployments": len(table)})
+                                              "reason": reason, "deployments": len(table),
+                                              **timeline_links(table)})
 
         drift = _registry_drift(history, state)
         if drift:
@@ -135,7 +147,8 @@ def build_deployment(spec: DatasetSpec) -> dg.Definitions:
                 last = earlier_rows.pop()
                 return record(last["action"], last["candidate_version"], f"{last['reason']} ({reason})",
                               decided_by=last["decided_by"])
-            return dg.Output(history, metadata={"action": "none", "reason": reason, "champion_version": state.champion or "none"})
+            return dg.Output(history, metadata={"action": "none", "reason": reason, "champion_version": state.champion or "none",
+                                                **timeline_links(history)})
         if waiting:
             model_registry.tag_version(version, {"rollout": "awaiting_approval"})
             return record("awaiting_approval", version, f"passed the offline gate ({evaluation['gate_summary']}); "

@@ -11,6 +11,7 @@ import pandas as pd
 
 from retrain_assets.core.drift import ReferenceProfile, build_reference_profile
 from retrain_assets.core.drift_html import render_drift_html
+from retrain_assets.core.drift_trend_html import render_drift_trend_html
 from retrain_assets.core.landing import write_text_atomically
 from retrain_assets.core.modeling import PARTITION_COLUMN, content_hash, predict_scores, split_holdout, target_vector
 from retrain_assets.core.monitoring import build_drift_report
@@ -131,6 +132,13 @@ def build_monitoring(spec: DatasetSpec, partitions_def: dg.PartitionsDefinition)
         html_path = Path(warehouse.reports_dir) / "drift" / f"{context.partition_key}.html"
         write_text_atomically(render_drift_html(f"Drift report {context.partition_key} vs champion v{champion}",
                                                 result.features, summary, profile, raw_batches), html_path)
+        # The trend across partitions: the other partitions' stored rows plus this run's (the table
+        # reads empty before its first write).
+        others = warehouse.query(f"select * from drift_report where {PARTITION_COLUMN} <> ?", [start])
+        trend_path = Path(warehouse.reports_dir) / "drift" / "trend.html"
+        write_text_atomically(render_drift_trend_html(pd.concat([others, report], ignore_index=True) if len(others) else report,
+                                                      policy.drift.dataset_drift_share, f"Drift over time: {spec.name}"),
+                              trend_path)
         top = result.features.sort_values(["drifted", "drift_score"], ascending=[False, False]).head(8)
         yield dg.Output(report, metadata={
             "dagster/row_count": len(report),
@@ -143,6 +151,7 @@ def build_monitoring(spec: DatasetSpec, partitions_def: dg.PartitionsDefinition)
             "top_drifted_features": dg.MetadataValue.md(
                 top[["feature", "test", "drift_score", "threshold", "psi", "p_value_adjusted", "drifted"]].to_markdown(index=False, floatfmt=".4g")),
             **warehouse.report_links(html_path),
+            **warehouse.report_links(trend_path, name="drift_trend"),
         })
         yield _drift_check(warehouse, start, champion, summary)
 
