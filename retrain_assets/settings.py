@@ -1,26 +1,7 @@
 """Where the project keeps its files: the one settings source, read from the environment.
 
-    RETRAIN_ASSETS_DATA_DIR   landing zone, warehouse, snapshots and MLflow store (default ./data)
-    RETRAIN_ASSETS_SPEC       dataset spec file (default <data dir>/specs/loan_default.yaml)
-    MLFLOW_TRACKING_URI       optional MLflow server or database (e.g. postgresql+psycopg2://user:pw@host:5432/mlflow);
-                              default is SQLite under <data dir>/mlflow
-    RETRAIN_ASSETS_ARTIFACT_LOCATION  where MLflow keeps model artifacts when the experiment is created: a
-                              folder every run worker and the prediction service mount, or an
-                              object-store URI such as s3://bucket/prefix (default <data dir>/mlflow/artifacts)
-    RETRAIN_ASSETS_MODE       `development` (default) or `production`: production refuses to run
-                              without the secrets below instead of generating development ones
-    RETRAIN_ASSETS_PII_KEY    key of the keyed hash that pseudonymizes PII columns (read by Dagster
-                              through dg.EnvVar; in development a random key is kept under
-                              <data dir>/restricted when it is unset)
-    RETRAIN_ASSETS_EXECUTOR   how a run executes its steps: `multiprocess` (default, Dagster's default
-                              executor: one process per step), `in_process`, or `celery` (steps are
-                              tasks for dagster-celery workers; needs `pip install retrain-assets[scale]`)
-    RETRAIN_ASSETS_CELERY_BROKER   Celery broker URL (default redis://127.0.0.1:6379/0)
-    RETRAIN_ASSETS_CELERY_BACKEND  Celery result backend URL (default: the broker URL)
-    RETRAIN_ASSETS_REPORTS_URL     where the HTML reports folder is served, for the links in asset
-                              metadata (default http://127.0.0.1:3030, the server `make ui` starts)
-    RETRAIN_ASSETS_MLFLOW_UI_URL   the MLflow UI, for the run links in asset metadata
-                              (default http://127.0.0.1:5000, the server `make ui` starts)
+Every environment variable the project's settings depend on is listed in `ENVIRONMENT`, with its
+default and what it does; docs/configuration.md is generated from it (`python -m retrain_assets.docs`).
 """
 
 from __future__ import annotations
@@ -29,12 +10,52 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+DEFAULT_DATA_DIR = "data"
 DEFAULT_SPEC = Path("data/specs/loan_default.yaml")
 MODES = ("development", "production")
 EXECUTORS = ("multiprocess", "in_process", "celery")
 DEFAULT_CELERY_BROKER = "redis://127.0.0.1:6379/0"
 DEFAULT_REPORTS_URL = "http://127.0.0.1:3030"
 DEFAULT_MLFLOW_UI_URL = "http://127.0.0.1:5000"
+
+
+@dataclass(frozen=True)
+class EnvironmentVariable:
+    """One environment variable: its default (a value, or how it is derived) and what it does."""
+
+    name: str
+    default: str
+    meaning: str
+
+
+ENVIRONMENT = (
+    EnvironmentVariable("RETRAIN_ASSETS_DATA_DIR", DEFAULT_DATA_DIR,
+                        "Folder of the landing zone, warehouse, snapshots, reports and MLflow store (relative to the "
+                        "working directory)."),
+    EnvironmentVariable("RETRAIN_ASSETS_SPEC", str(DEFAULT_SPEC),
+                        "Dataset spec file (relative to the working directory, not to the data folder)."),
+    EnvironmentVariable("MLFLOW_TRACKING_URI", "SQLite under <data dir>/mlflow",
+                        "Optional MLflow server or database (e.g. postgresql+psycopg2://user:pw@host:5432/mlflow)."),
+    EnvironmentVariable("RETRAIN_ASSETS_ARTIFACT_LOCATION", "<data dir>/mlflow/artifacts",
+                        "Where MLflow keeps model artifacts when the experiment is created: a folder every run worker "
+                        "and the prediction service mount, or an object-store URI such as s3://bucket/prefix."),
+    EnvironmentVariable("RETRAIN_ASSETS_MODE", MODES[0],
+                        f"One of {', '.join(MODES)}: production refuses to run without RETRAIN_ASSETS_PII_KEY instead of "
+                        "generating a development key."),
+    EnvironmentVariable("RETRAIN_ASSETS_PII_KEY", "in development: a random key kept under <data dir>/restricted",
+                        "Key of the keyed hash that pseudonymizes PII columns (read by Dagster through dg.EnvVar)."),
+    EnvironmentVariable("RETRAIN_ASSETS_EXECUTOR", EXECUTORS[0],
+                        "How a run executes its steps: `multiprocess` (Dagster's default executor: one process per "
+                        "step), `in_process`, or `celery` (steps are tasks for dagster-celery workers; needs "
+                        "`pip install retrain-assets[scale]`)."),
+    EnvironmentVariable("RETRAIN_ASSETS_CELERY_BROKER", DEFAULT_CELERY_BROKER, "Celery broker URL."),
+    EnvironmentVariable("RETRAIN_ASSETS_CELERY_BACKEND", "the broker URL", "Celery result backend URL."),
+    EnvironmentVariable("RETRAIN_ASSETS_REPORTS_URL", DEFAULT_REPORTS_URL,
+                        "Where the HTML reports folder is served, for the links in asset metadata (the default is the "
+                        "server `make ui` starts)."),
+    EnvironmentVariable("RETRAIN_ASSETS_MLFLOW_UI_URL", DEFAULT_MLFLOW_UI_URL,
+                        "The MLflow UI, for the run links in asset metadata (the default is the server `make ui` starts)."),
+)
 
 
 @dataclass(frozen=True)
@@ -45,7 +66,7 @@ class ProjectSettings:
     spec_path: Path
     production: bool = False
     artifact_root: str | None = None  # None: <data dir>/mlflow/artifacts
-    executor: str = "multiprocess"
+    executor: str = EXECUTORS[0]
     celery_broker: str = DEFAULT_CELERY_BROKER
     celery_backend: str | None = None  # None: the broker
     reports_url: str = DEFAULT_REPORTS_URL
@@ -57,14 +78,14 @@ class ProjectSettings:
 
     @classmethod
     def from_env(cls) -> "ProjectSettings":
-        data_dir = Path(os.environ.get("RETRAIN_ASSETS_DATA_DIR", "data")).resolve()
+        data_dir = Path(os.environ.get("RETRAIN_ASSETS_DATA_DIR", DEFAULT_DATA_DIR)).resolve()
         spec = Path(os.environ.get("RETRAIN_ASSETS_SPEC", str(DEFAULT_SPEC))).resolve()
-        mode = os.environ.get("RETRAIN_ASSETS_MODE", "development").strip().lower()
+        mode = os.environ.get("RETRAIN_ASSETS_MODE", MODES[0]).strip().lower()
         if mode not in MODES:
             raise ValueError(f"RETRAIN_ASSETS_MODE must be one of {MODES}, got {mode!r}")
         return cls(data_dir=data_dir, spec_path=spec, production=mode == "production",
                    artifact_root=_artifact_root(os.environ.get("RETRAIN_ASSETS_ARTIFACT_LOCATION")),
-                   executor=os.environ.get("RETRAIN_ASSETS_EXECUTOR", "multiprocess").strip().lower(),
+                   executor=os.environ.get("RETRAIN_ASSETS_EXECUTOR", EXECUTORS[0]).strip().lower(),
                    celery_broker=os.environ.get("RETRAIN_ASSETS_CELERY_BROKER") or DEFAULT_CELERY_BROKER,
                    celery_backend=os.environ.get("RETRAIN_ASSETS_CELERY_BACKEND") or None,
                    reports_url=(os.environ.get("RETRAIN_ASSETS_REPORTS_URL") or DEFAULT_REPORTS_URL).rstrip("/"),

@@ -89,6 +89,7 @@ def _set(path, value):
         pytest.param(_set(["partitions"], {"granularity": "hourly"}), "partitions.granularity", id="bad-granularity"),
         pytest.param(_set(["policy"], {"min_auc": 0.7}), "min_auc", id="unknown-policy-key"),
         pytest.param(_set(["columns", "x"], {"type": "float", "maximum": 3}), "maximum", id="unknown-column-key"),
+        pytest.param(_set(["owners"], ["credit risk team"]), "owners: 'credit risk team'", id="owner-not-email-or-team"),
     ],
 )
 def test_parse_spec_errors_name_the_bad_key(mutate, expected):
@@ -111,3 +112,11 @@ def test_load_spec_error_names_the_file(tmp_path):
     path.write_text("name: toy\n")
     with pytest.raises(SpecError, match="bad.yaml: missing required key 'id'"):
         load_spec(path)
+
+
+def test_owners_are_emails_or_teams():
+    raw = minimal_raw()
+    raw["owners"] = ["ml@example.com", "team:credit-risk"]
+    assert parse_spec(raw).owners == ("ml@example.com", "team:credit-risk")
+    raw["owners"] = "team:solo"
+    assert parse_spec(raw).owners == ("team:solo",)

@@ -38,6 +38,34 @@ def test_quality_gates_are_blocking_checks(tmp_path):
     assert not checks["deployed_model_freshness"].blocking
 
 
+STAGES = ["ingestion", "labeling", "training", "evaluation", "deployment", "monitoring", "serving"]
+
+
+@pytest.mark.parametrize("spec", [LOAN_SPEC, RAINFALL_SPEC])
+def test_every_asset_explains_itself_in_the_catalog(tmp_path, spec):
+    """Description, the spec's owners, kinds with the storage, a group per stage, and the column
+    schema of its table, column for column as core.catalog (and the analyst guide) describe it."""
+    from retrain_assets.core.catalog import table_columns
+    from retrain_assets.core.spec import load_spec
+
+    dataset = load_spec(spec)
+    graph = build_definitions(ProjectSettings(data_dir=tmp_path, spec_path=spec)).resolve_asset_graph()
+    groups = set()
+    for key in graph.get_all_asset_keys():
+        node, name = graph.get(key), key.to_user_string()
+        assert len(node.description or "") > 30, name
+        assert set(node.owners) == set(dataset.owners) and node.owners, name
+        assert "duckdb" in node.kinds and node.kinds & {"duckdb", "scikitlearn", "mlflow", "pandas", "html"} == node.kinds, name
+        schema = node.metadata["dagster/column_schema"]
+        assert [(c.name, c.type, c.description) for c in schema.columns] == \
+            [(c.name, c.type, c.description) for c in table_columns(name, dataset)], name
+        assert all(c.description for c in schema.columns), name
+        groups.add(node.group_name)
+    assert groups == set(STAGES)
+    models = {key.to_user_string() for key in graph.get_all_asset_keys() if "mlflow" in graph.get(key).kinds}
+    assert {"candidate_model", "deployed_model", "canary_analysis"} <= models
+
+
 def test_partition_granularity_comes_from_the_spec(tmp_path):
     monthly = build_definitions(ProjectSettings(data_dir=tmp_path, spec_path=RAINFALL_SPEC))
     partitions = monthly.resolve_assets_def("raw_batches").partitions_def

@@ -391,6 +391,64 @@ def test_drift_and_freshness_checks_run(run):
     assert freshness and all("partitions labeled since the last training window" in text or "no retrain" in text for _, text in freshness)
 
 
+def test_drift_trend_page_covers_every_reported_partition_and_is_linked(run):
+    page = (run.settings.reports_dir / "drift" / "trend.html").read_text()
+    batches = wh(run, "select distinct partition_start, drift_share, dataset_drifted from drift_report order by 1")
+    assert page.startswith("<!doctype html>") and "<script" not in page and "http" not in page
+    assert page.count('<circle class="point') == batches["drift_share"].notna().sum() == len(batches)
+    assert page.count('<circle class="point drifted') == batches["dataset_drifted"].sum() > 0
+    assert all(f"{p:%Y-%m-%d}: share" in page for p in batches["partition_start"])
+    metadata = run.instance.get_latest_materialization_event(dg.AssetKey("drift_report")).asset_materialization.metadata
+    assert metadata["drift_trend"].path.endswith("drift/trend.html") and metadata["drift_trend_url"].url.endswith("/drift/trend.html")
+
+
+def test_deployment_timeline_lists_every_deployment_step_and_is_linked(run):
+    page = (run.settings.reports_dir / "deployment" / "timeline.html").read_text()
+    steps = wh(run, "select * from deployed_model order by deployed_at")
+    assert page.startswith("<!doctype html>") and "<script" not in page and "http" not in page
+    assert page.count("<tr class=") - page.count('<tr class="rejected">') == len(steps)
+    for step in steps.itertuples():
+        assert f"{step.deployed_at:%Y-%m-%d %H:%M:%S}</td>" in page and f"<td>v{step.candidate_version}</td>" in page
+    promotions = steps["action"].isin(["initial", "promote", "canary_promote", "shadow_promote"]).sum()
+    assert page.count('<g class="band champion">') == promotions
+    assert page.count('<g class="marker promotion">') == promotions and '<g class="marker trial_start">' in page
+    metadata = run.instance.get_latest_materialization_event(dg.AssetKey("deployed_model")).asset_materialization.metadata
+    assert metadata["timeline"].path.endswith("deployment/timeline.html")
+    assert metadata["timeline_url"].url.endswith("/deployment/timeline.html")
+
+
+def test_catalog_describes_every_warehouse_and_snapshot_table_column_by_column(run):
+    """core.catalog (the analyst guide, the assets' column schemas) against the real tables: every
+    column, in order, with DuckDB's type; every table a run wrote rows to exists; the guide's queries run."""
+    from retrain_assets.core.catalog import tables
+    from retrain_assets.docs import example_queries
+
+    def wrote_rows(asset: str) -> bool:
+        for record in run.instance.fetch_materializations(dg.AssetKey(asset), limit=1000).records:
+            metadata = record.asset_materialization.metadata
+            count = metadata.get("dagster/partition_row_count") or metadata.get("dagster/row_count")
+            if count is not None and count.value > 0:
+                return True
+        return False
+
+    spec = run.scenario.spec
+    catalog = {t.name: [(c.name, c.type) for c in t.columns] for t in tables(spec)}
+    written = {name for name in catalog if wrote_rows(name)}
+    assert written >= set(catalog) - {"rejected_labels"}  # the short scenario rejects no label row
+    columns = ("select table_name, column_name, data_type from information_schema.columns "
+               "where table_schema = 'main' order by table_name, ordinal_position")
+    for database in (run.settings.warehouse_path, run.settings.snapshot_path):
+        found = read_table(database, columns)
+        real = {name: list(zip(g["column_name"], g["data_type"])) for name, g in found.groupby("table_name", sort=False)}
+        assert set(real) <= set(catalog), f"{database}: tables missing from core/catalog.py: {set(real) - set(catalog)}"
+        assert written <= set(real), f"{database}: tables written but absent: {written - set(real)}"
+        for name, actual in real.items():
+            assert actual == catalog[name], (f"{database.parent.name}/{name}: the catalog says {catalog[name]}, the table has "
+                                             f"{actual}; update retrain_assets/core/catalog.py and run python -m retrain_assets.docs")
+    for question, query in example_queries(spec):
+        assert len(read_table(run.settings.snapshot_path, query)) > 0, question
+
+
 def test_zz_a_failed_gate_leaves_the_champion_untouched_and_is_recorded(run, tmp_path):
     """Runs last: re-runs the retrain job under a spec whose ROC AUC SLO no model can meet."""
     import yaml

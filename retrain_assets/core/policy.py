@@ -18,27 +18,31 @@ ROLLOUT_MODES = ("canary", "shadow", "direct")
 APPROVAL_MODES = ("automatic", "required")
 
 
+def param(default: Any, doc: str, group: str = "") -> Any:
+    """A policy parameter with its meaning (`doc`, rendered into docs/configuration.md by
+    `retrain_assets.docs`) and, for top-level ones, the decision it belongs to (`group`)."""
+    return field(default=default, metadata={"doc": doc, "group": group})
+
+
+def nested_section(cls: type, doc: str) -> Any:
+    """A nested policy section (spec key `policy.<name>`) with its meaning."""
+    return field(default_factory=cls, metadata={"doc": doc, "group": "sections"})
+
+
 @dataclass(frozen=True)
 class LabelGates:
-    """What a label must pass to reach training (spec key `policy.labels`).
+    """What a label must pass to reach training (spec key `policy.labels`); each field's `doc`
+    says what it does."""
 
-    min_confidence: an annotation below this confidence (0.6) is kept out of the vote.
-    min_agreement: a row whose winning class holds less than this confidence-weighted share of
-        its annotations' votes (0.7) is disputed and goes to review.
-    max_gated_share: the labeled-batch check fails when more than this share (0.2) of a
-        partition's labeled rows were gated.
-    max_suspects_per_batch: after a retrain, at most this many labels per batch (5) that the new
-        model confidently disagrees with are queued for re-review.
-    labeling_requests: how many rows (20) the active-learning request asks annotators to label.
-    request_window_partitions: the newest partitions (7) whose unlabeled rows are candidates.
-    """
-
-    min_confidence: float = 0.6
-    min_agreement: float = 0.7
-    max_gated_share: float = 0.2
-    max_suspects_per_batch: int = 5
-    labeling_requests: int = 20
-    request_window_partitions: int = 7
+    min_confidence: float = param(0.6, "An annotation below this confidence is kept out of the vote (gate `low_confidence`).")
+    min_agreement: float = param(0.7, "A row whose winning class holds less than this confidence-weighted share of its "
+                                      "annotations' votes is disputed and goes to review.")
+    max_gated_share: float = param(0.2, "The labeled-batch check fails when more than this share of a partition's "
+                                        "annotated rows were gated.")
+    max_suspects_per_batch: int = param(5, "After a retrain, at most this many labels per batch that the new model "
+                                           "confidently disagrees with are queued for re-review.")
+    labeling_requests: int = param(20, "How many rows the active-learning request asks annotators to label.")
+    request_window_partitions: int = param(7, "The newest partitions whose unlabeled rows are candidates for labeling requests.")
 
     def validate(self) -> None:
         """Raise ValueError when a threshold is outside its meaningful range."""
@@ -56,33 +60,27 @@ class LabelGates:
 
 @dataclass(frozen=True)
 class RolloutPolicy:
-    """How a challenger that passed the offline gate reaches live traffic (spec key `policy.rollout`).
+    """How a challenger that passed the offline gate reaches live traffic (spec key `policy.rollout`);
+    each field's `doc` says what it does.
 
-    mode: `canary` (the challenger answers `canary_share` of the entities), `shadow` (the challenger
-        is scored on every request but never answers) or `direct` (it becomes champion at once).
-        The first model always goes straight to champion: there is nothing to compare it with.
-    canary_share: share of entities (by a hash of the entity id) the canary answers (0.2).
-    min_live_labeled_rows: the live comparison waits for this many logged predictions with a
-        resolved label (300) ...
-    min_live_positives: ... of which at least this many positives (30).
-    max_live_partitions: a rollout still undecided this many partitions after it started (7) is
-        rolled back: live traffic never showed the challenger is non-inferior.
     The live comparison uses the promotion gate's statistics: the paired bootstrap interval of the
     ROC AUC difference (challenger - champion, on the same logged requests), `comparison`,
     `non_inferiority_margin`, `confidence_level` and `bootstrap_resamples` of `promotion`. A trial
     is rolled back when live traffic shows it significantly worse, or when the live interval lies
     entirely below the offline one (see `core.rollout.analyse_canary`).
-    approval: `automatic` (default: the gate and the live trial decide) or `required`: a challenger
-        that passed the gate waits (`awaiting_approval`) until a person runs `retrain-assets
-        approve`; nothing reaches live traffic, the first model included, before that.
     """
 
-    mode: str = "canary"
-    approval: str = "automatic"
-    canary_share: float = 0.2
-    min_live_labeled_rows: int = 300
-    min_live_positives: int = 30
-    max_live_partitions: int = 7
+    mode: str = param("canary", "`canary` (the challenger answers `canary_share` of the entities), `shadow` (the "
+                                "challenger is scored on every request but never answers) or `direct` (it becomes champion "
+                                "at once). The first model always goes straight to champion: there is nothing to compare it with.")
+    approval: str = param("automatic", "`automatic` (the gate and the live trial decide) or `required`: a challenger that "
+                                       "passed the gate waits (`awaiting_approval`) until a person runs `retrain-assets "
+                                       "approve`; nothing reaches live traffic, the first model included, before that.")
+    canary_share: float = param(0.2, "Share of entities (by a hash of the entity id) the canary answers.")
+    min_live_labeled_rows: int = param(300, "The live comparison waits for this many logged predictions with a resolved label ...")
+    min_live_positives: int = param(30, "... of which at least this many positives.")
+    max_live_partitions: int = param(7, "A rollout still undecided this many partitions after it started is rolled back: "
+                                        "live traffic never showed the challenger is non-inferior.")
 
     def validate(self) -> None:
         """Raise ValueError when a setting is outside its meaningful range."""
@@ -99,44 +97,37 @@ class RolloutPolicy:
 
 @dataclass(frozen=True)
 class PromotionThresholds:
-    """What a challenger must show on the time-held-out window to replace the champion.
+    """What a challenger must show on the time-held-out window to replace the champion (spec key
+    `policy.promotion`); each field's `doc` says what it does.
 
-    Absolute SLOs (every model, the first one included; `Policy.min_roc_auc` is the AUC SLO):
-        max_calibration_error: expected calibration error (10 equal-width bins) at most 0.1 ...
-        min_calibration_rows: ... judged on holdouts of at least 500 rows (on fewer, sampling noise
-            alone pushes ECE towards 0.1).
-        max_latency_ms_per_1000_rows: scoring 1,000 rows takes at most 200 ms (generous: a
-            guard against a pathological model, not a benchmark).
-        max_fairness_gap: demographic-parity and equal-opportunity differences across the
-            spec's sensitive attribute at most 0.25.
-    Against the champion (same rows, paired bootstrap of challenger - champion):
-        comparison: `non_inferiority` (the CI's lower bound of the ROC AUC difference must be
-            above -non_inferiority_margin) or `superiority` (the lower bound must be above 0).
-        non_inferiority_margin: 0.01 ROC AUC.
-        confidence_level: two-sided level of the bootstrap interval (0.95).
-        bootstrap_resamples: 2000 stratified, paired resamples.
-        max_slice_roc_auc_regression: no segment slice (spec `segments`) may lose more than 0.05
-            ROC AUC against the champion ...
-        min_slice_rows: ... among slices with at least 100 held-out rows and both classes.
-        max_fairness_gap_increase: neither fairness gap may grow by more than 0.1 over the
-            champion's (point estimates: with ~100 positives per group the equal-opportunity gap
-            alone varies by about 0.07 between samples, so a tighter margin rejects at random).
-    operating_threshold: score at or above which a row is predicted positive (F1, precision,
-        recall, accuracy and the fairness gaps are measured there); 0.5.
+    Absolute SLOs hold for every model, the first one included (`Policy.min_roc_auc` is the ROC AUC
+    SLO); the comparisons with the champion are on the same rows, by a paired bootstrap of
+    challenger - champion.
     """
 
-    comparison: str = "non_inferiority"
-    non_inferiority_margin: float = 0.01
-    confidence_level: float = 0.95
-    bootstrap_resamples: int = 2000
-    operating_threshold: float = 0.5
-    max_calibration_error: float = 0.1
-    min_calibration_rows: int = 500
-    max_latency_ms_per_1000_rows: float = 200.0
-    max_slice_roc_auc_regression: float = 0.05
-    min_slice_rows: int = 100
-    max_fairness_gap: float = 0.25
-    max_fairness_gap_increase: float = 0.1
+    comparison: str = param("non_inferiority", "Against the champion: `non_inferiority` (the interval's lower bound of "
+                                               "the ROC AUC difference must be above -non_inferiority_margin) or "
+                                               "`superiority` (the lower bound must be above 0).")
+    non_inferiority_margin: float = param(0.01, "Against the champion: the non-inferiority margin, in ROC AUC.")
+    confidence_level: float = param(0.95, "Two-sided level of the bootstrap interval.")
+    bootstrap_resamples: int = param(2000, "Stratified, paired bootstrap resamples.")
+    operating_threshold: float = param(0.5, "Score at or above which a row is predicted positive (F1, precision, recall, "
+                                            "accuracy and the fairness gaps are measured there).")
+    max_calibration_error: float = param(0.1, "Absolute SLO: expected calibration error (10 equal-width bins) at most this ...")
+    min_calibration_rows: int = param(500, "... judged on holdouts of at least this many rows (on fewer, sampling noise "
+                                           "alone pushes ECE towards 0.1).")
+    max_latency_ms_per_1000_rows: float = param(200.0, "Absolute SLO: scoring 1,000 rows takes at most this many "
+                                                       "milliseconds (generous: a guard against a pathological model, "
+                                                       "not a benchmark).")
+    max_slice_roc_auc_regression: float = param(0.05, "Against the champion: no segment slice (spec `segments`) may lose "
+                                                      "more than this ROC AUC ...")
+    min_slice_rows: int = param(100, "... among slices with at least this many held-out rows and both classes.")
+    max_fairness_gap: float = param(0.25, "Absolute SLO: demographic-parity and equal-opportunity differences across the "
+                                          "spec's sensitive attribute at most this.")
+    max_fairness_gap_increase: float = param(0.1, "Against the champion: neither fairness gap may grow by more than this "
+                                                  "over the champion's (point estimates: with ~100 positives per group the "
+                                                  "equal-opportunity gap alone varies by about 0.07 between samples, so a "
+                                                  "tighter margin rejects at random).")
 
     def validate(self) -> None:
         """Raise ValueError when a threshold is outside its meaningful range."""
@@ -158,67 +149,47 @@ class PromotionThresholds:
 
 @dataclass(frozen=True)
 class Policy:
-    """Thresholds for contracts, training, retraining and promotion.
-
-    Contracts:
-        max_bad_row_share: a batch is blocked when more than this share of its rows break the
-            contract (0.2: a few bad rows are quarantined, a mostly-bad batch stops the line).
-    Training:
-        training_window_partitions: how many of the newest labeled partitions form the training
-            window (28 daily batches = four weeks).
-        holdout_share: share of the window's partitions, newest first, held out for evaluation
-            and never trained on (at least one partition).
-        random_seed: seed for every random choice in training and evaluation.
-        model_families: the families the model search tries (both by default: regularised
-            logistic regression and histogram gradient boosting, each with a small grid).
-        cv_folds: time-ordered cross-validation folds over the training partitions (3).
-    Retraining (see `decide_retrain`):
-        min_partitions_first_model: labeled partitions needed before the first model is trained.
-        drift_window_batches, drift_min_batches: the drift clause holds when the dataset drifted in
-            at least k=2 of the last n=3 batches scored against the current champion (one noisy
-            batch is not enough; a real shift is caught on its second batch).
-        drift_rearm_share: hysteresis: after a drift-triggered retrain, drift can trigger again only
-            once a batch's drifted-feature share fell below this (0.2).
-        max_roc_auc_drop: the performance clause holds when the champion's recent ROC AUC (realized
-            where labels exist, else estimated) is below `min_roc_auc` or more than this (0.05)
-            below its own held-out AUC at promotion.
-        max_model_age_partitions: the freshness clause holds when this many partitions (14) were
-            labeled after the last training window closed.
-        min_new_labeled_rows: no retrain unless this many labeled rows arrived since the last
-            training window (a retrain on the same data cannot help).
-        cooldown_partitions: no retrain within this many batches of the previous trigger.
-        max_retrains_per_window, budget_window_partitions: at most 4 retrains per 28 batches.
-    Promotion:
-        min_roc_auc: absolute SLO every model must meet on the held-out window (also the floor of
-            the performance clause).
-        promotion: the rest of the gate, a `PromotionThresholds` (spec key `policy.promotion`).
-    Rollout: `rollout`, a `RolloutPolicy` (spec key `policy.rollout`): canary, shadow or direct,
-        and when live traffic promotes or rolls back.
-    Labels: `labels`, a `LabelGates` (spec key `policy.labels`).
-    Drift statistics: `drift`, a `DriftThresholds` (spec key `policy.drift`).
+    """Thresholds for contracts, training, retraining (see `decide_retrain`) and promotion; each
+    field's `doc` says what it does and `group` which decision it belongs to. The nested sections
+    are spec keys `policy.promotion`, `policy.rollout`, `policy.labels` and `policy.drift`.
     """
 
-    max_bad_row_share: float = 0.2
-    training_window_partitions: int = 28
-    holdout_share: float = 0.25
-    random_seed: int = 7
-    model_families: tuple[str, ...] = MODEL_FAMILIES
-    cv_folds: int = 3
-    min_partitions_first_model: int = 7
-    drift_window_batches: int = 3
-    drift_min_batches: int = 2
-    drift_rearm_share: float = 0.2
-    max_roc_auc_drop: float = 0.05
-    max_model_age_partitions: int = 14
-    min_new_labeled_rows: int = 200
-    cooldown_partitions: int = 3
-    max_retrains_per_window: int = 4
-    budget_window_partitions: int = 28
-    min_roc_auc: float = 0.65
-    promotion: PromotionThresholds = field(default_factory=PromotionThresholds)
-    rollout: RolloutPolicy = field(default_factory=RolloutPolicy)
-    labels: LabelGates = field(default_factory=LabelGates)
-    drift: DriftThresholds = field(default_factory=DriftThresholds)
+    max_bad_row_share: float = param(0.2, "A batch is blocked when more than this share of its rows break the contract "
+                                          "(a few bad rows are quarantined, a mostly-bad batch stops the line).", "contracts")
+    training_window_partitions: int = param(28, "How many of the newest labeled partitions form the training window "
+                                                "(28 daily batches = four weeks).", "training")
+    holdout_share: float = param(0.25, "Share of the window's partitions, newest first, held out for evaluation and never "
+                                       "trained on (at least one partition).", "training")
+    random_seed: int = param(7, "Seed for every random choice in training and evaluation.", "training")
+    model_families: tuple[str, ...] = param(MODEL_FAMILIES, "The families the model search tries, each with a small grid "
+                                                            "(regularised logistic regression, histogram gradient "
+                                                            "boosting): a list, or a comma-separated string.", "training")
+    cv_folds: int = param(3, "Time-ordered cross-validation folds over the training partitions.", "training")
+    min_partitions_first_model: int = param(7, "Labeled partitions needed before the first model is trained.", "retraining")
+    drift_window_batches: int = param(3, "Drift clause: the last n batches scored against the current champion that it "
+                                         "looks at ...", "retraining")
+    drift_min_batches: int = param(2, "... of which at least k must have drifted for the clause to hold (one noisy batch "
+                                      "is not enough; a real shift is caught on its second batch).", "retraining")
+    drift_rearm_share: float = param(0.2, "Hysteresis: after a drift-triggered retrain, drift can trigger again only once "
+                                          "a batch's drifted-feature share fell below this.", "retraining")
+    max_roc_auc_drop: float = param(0.05, "The performance clause holds when the champion's recent ROC AUC (realized where "
+                                          "labels exist, else estimated) is below `min_roc_auc` or more than this below "
+                                          "its own held-out AUC at promotion.", "retraining")
+    max_model_age_partitions: int = param(14, "The freshness clause holds when this many partitions were labeled after "
+                                              "the last training window closed.", "retraining")
+    min_new_labeled_rows: int = param(200, "No retrain unless this many labeled rows arrived since the last training "
+                                           "window (a retrain on the same data cannot help); a drift retrain also waits "
+                                           "for this many labeled rows from the drifted batches.", "retraining")
+    cooldown_partitions: int = param(3, "No retrain within this many batches of the previous trigger.", "retraining")
+    max_retrains_per_window: int = param(4, "Budget: at most this many retrains ...", "retraining")
+    budget_window_partitions: int = param(28, "... per this many batches.", "retraining")
+    min_roc_auc: float = param(0.65, "Absolute SLO every model must meet on the held-out window (ROC AUC); also the "
+                                     "floor of the performance clause.", "promotion")
+    promotion: PromotionThresholds = nested_section(PromotionThresholds, "The rest of the promotion gate.")
+    rollout: RolloutPolicy = nested_section(RolloutPolicy, "Canary, shadow or direct rollout, and when live traffic "
+                                                           "promotes or rolls back.")
+    labels: LabelGates = nested_section(LabelGates, "What a label must pass to reach training.")
+    drift: DriftThresholds = nested_section(DriftThresholds, "When a feature, a batch or a score distribution counts as drifted.")
 
     @classmethod
     def from_mapping(cls, overrides: Mapping[str, Any]) -> "Policy":

@@ -1,11 +1,14 @@
 """Dataset spec: the YAML file that declares a dataset, so no stage hard-codes one.
 
-Ingestion, contracts and features all read the spec; the format is documented in README.md.
+Ingestion, contracts and features all read the spec. Each field's metadata names its YAML key
+(`key`), the value it takes (`type`) and what it means (`doc`): docs/configuration.md is
+generated from them (`python -m retrain_assets.docs`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import re
+from dataclasses import MISSING, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +18,15 @@ from retrain_assets.core.policy import Policy
 
 COLUMN_TYPES = ("float", "int", "bool", "category", "string", "timestamp")
 GRANULARITIES = ("daily", "weekly", "monthly")
+_EMAIL, _TEAM = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+"), re.compile(r"team:[A-Za-z0-9_.-]+")
+
+
+def spec_field(key: str | None, value_type: str, doc: str, default: Any = MISSING, *, default_factory: Any = MISSING,
+               default_doc: str = "") -> Any:
+    """A spec field read from YAML key `key` (None: the field is the key of its mapping entry), taking
+    a `value_type`, with its meaning; `default_doc` describes a default computed at parse time."""
+    return field(default=default, default_factory=default_factory,
+                 metadata={"key": key, "type": value_type, "doc": doc, "default_doc": default_doc})
 
 
 class SpecError(ValueError):
@@ -25,47 +37,63 @@ class SpecError(ValueError):
 class ColumnSpec:
     """One declared column: type, allowed values and nullability."""
 
-    name: str
-    type: str
-    nullable: bool = False
-    min: float | None = None
-    max: float | None = None
-    categories: tuple[str, ...] | None = None
-    description: str = ""
+    name: str = spec_field(None, "string", "The column's name, as in the batch files.")
+    type: str = spec_field("type", "string", f"One of {', '.join(COLUMN_TYPES)}; values are coerced to it "
+                                             "(CSV `42.0` is a valid int, `42.5` is not).")
+    nullable: bool = spec_field("nullable", "bool", "Whether empty values are allowed (never for the id and "
+                                                    "event-time columns).", False)
+    min: float | None = spec_field("min", "number", "Smallest allowed value (numeric columns).", None)
+    max: float | None = spec_field("max", "number", "Largest allowed value (numeric columns).", None)
+    categories: tuple[str, ...] | None = spec_field("categories", "list of strings",
+                                                    "The allowed values; required for type `category`.", None)
+    description: str = spec_field("description", "string", "What the column holds, for people (the Dagster UI "
+                                                            "and the analyst guide show it).", "")
 
 
 @dataclass(frozen=True)
 class TargetSpec:
     """The label column and its classes; `positive` is the class scored by the model."""
 
-    name: str
-    classes: tuple[Any, ...]
-    positive: Any
+    name: str = spec_field("name", "string", "Name of the label column in label files (not listed under `columns`).")
+    classes: tuple[Any, ...] = spec_field("classes", "list of two values", "The two classes (binary classification).")
+    positive: Any = spec_field("positive", "one of `classes`", "The class the model scores (the score is its probability).",
+                               default_doc="the last of `classes`")
 
 
 @dataclass(frozen=True)
 class PartitionSpec:
     """How batches are cut in time: `daily`, `weekly` or `monthly` from `start_date`."""
 
-    granularity: str = "daily"
-    start_date: str = "2025-01-01"
+    granularity: str = spec_field("granularity", "string", f"One of {', '.join(GRANULARITIES)}: one batch (partition) "
+                                                           "per period; weekly partitions start on Monday.", "daily")
+    start_date: str = spec_field("start_date", "date (YYYY-MM-DD)", "First day of the first partition.", "2025-01-01")
 
 
 @dataclass(frozen=True)
 class DatasetSpec:
     """A declared tabular classification dataset."""
 
-    name: str
-    id_column: str
-    event_time_column: str
-    target: TargetSpec
-    columns: tuple[ColumnSpec, ...]
-    partitions: PartitionSpec = field(default_factory=PartitionSpec)
-    pii_columns: tuple[str, ...] = ()
-    segment_columns: tuple[str, ...] = ()
-    sensitive_attribute: str | None = None
-    policy: Policy = field(default_factory=Policy)
-    description: str = ""
+    name: str = spec_field("name", "string", "Dataset name; also the MLflow registered model name.")
+    id_column: str = spec_field("id", "column name", "Column holding the unique row id (unique within a batch; "
+                                                     "labels join on it).")
+    event_time_column: str = spec_field("event_time", "column name", "Timestamp column (type `timestamp`); rows must "
+                                                                     "fall inside their file's partition.")
+    target: TargetSpec = spec_field("target", "mapping", "The binary label, delivered in label files, not in batches.")
+    columns: tuple[ColumnSpec, ...] = spec_field("columns", "mapping of column name to column",
+                                                 "Every column a batch file carries, in order.")
+    partitions: PartitionSpec = spec_field("partitions", "mapping", "How batches are cut in time.",
+                                           default_factory=PartitionSpec)
+    pii_columns: tuple[str, ...] = spec_field("pii", "list of column names", "Columns never used as model inputs; "
+                                              "pseudonymized with a keyed hash before they reach the warehouse.", ())
+    segment_columns: tuple[str, ...] = spec_field("segments", "list of column names",
+                                                  "Columns the evaluation slices metrics by.", ())
+    sensitive_attribute: str | None = spec_field("sensitive_attribute", "column name",
+                                                 "Column fairness is measured across; never a model input.", None)
+    policy: Policy = spec_field("policy", "mapping", "Overrides of the policy defaults (see the policy reference).",
+                                default_factory=Policy)
+    description: str = spec_field("description", "string", "What the dataset is, for people.", "")
+    owners: tuple[str, ...] = spec_field("owners", "list of strings", "Who answers for the dataset's assets: e-mail "
+                                         "addresses or `team:<name>`; the Dagster UI shows them on every asset.", ())
 
     def column(self, name: str) -> ColumnSpec:
         """Return the declared column called `name`."""
@@ -155,8 +183,8 @@ def parse_spec(raw: dict[str, Any]) -> DatasetSpec:
 
     part_raw = raw.get("partitions", {}) or {}
     partitions = PartitionSpec(
-        granularity=str(part_raw.get("granularity", "daily")),
-        start_date=str(part_raw.get("start_date", "2025-01-01")),
+        granularity=str(part_raw.get("granularity", PartitionSpec.granularity)),
+        start_date=str(part_raw.get("start_date", PartitionSpec.start_date)),
     )
     if partitions.granularity not in GRANULARITIES:
         raise SpecError(f"partitions.granularity must be one of {GRANULARITIES}, got '{partitions.granularity}'")
@@ -178,10 +206,21 @@ def parse_spec(raw: dict[str, Any]) -> DatasetSpec:
         sensitive_attribute=sensitive,
         policy=policy,
         description=str(raw.get("description", "")),
+        owners=_owners(raw.get("owners") or ()),
     )
     if not spec.feature_columns:
         raise SpecError("no feature columns left after removing id, event_time, pii and sensitive_attribute")
     return spec
+
+
+def _owners(raw: Any) -> tuple[str, ...]:
+    """Owners as Dagster takes them: an e-mail address or `team:<name>` each."""
+    values = [raw] if isinstance(raw, str) else list(raw)
+    for owner in values:
+        if not isinstance(owner, str) or not (_EMAIL.fullmatch(owner) or _TEAM.fullmatch(owner)):
+            raise SpecError(f"owners: {owner!r} is neither an e-mail address nor `team:<name>` "
+                            "(e.g. ml-platform@example.com or team:credit-risk)")
+    return tuple(values)
 
 
 def _column_type(columns: tuple[ColumnSpec, ...], name: str) -> str:

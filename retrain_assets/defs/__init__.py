@@ -9,6 +9,7 @@ import dagster as dg
 from retrain_assets.core.privacy import PII_KEY_ENV
 from retrain_assets.core.spec import load_spec
 from retrain_assets.defs.automation import build_automation
+from retrain_assets.defs.catalog import describe_assets
 from retrain_assets.defs.curation import build_curation
 from retrain_assets.defs.deployment import build_deployment
 from retrain_assets.defs.evaluation import build_evaluation
@@ -38,7 +39,7 @@ def build_definitions(settings: ProjectSettings) -> dg.Definitions:
                                production=settings.production),
         "model_registry": model_registry_for(settings, spec),
     }
-    return dg.Definitions.merge(
+    return describe_assets(dg.Definitions.merge(
         build_ingestion(spec, partitions_def),
         build_labeling(spec, partitions_def),
         build_curation(spec),
@@ -49,7 +50,7 @@ def build_definitions(settings: ProjectSettings) -> dg.Definitions:
         build_serving(spec, partitions_def),
         build_automation(spec, partitions_def),
         dg.Definitions(resources=resources, executor=executor_for(settings)),
-    )
+    ), spec)
 
 
 def executor_for(settings: ProjectSettings) -> dg.ExecutorDefinition | None:

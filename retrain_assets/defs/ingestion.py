@@ -13,7 +13,7 @@ from retrain_assets.core.landing import BATCHES, LandingFileError, read_landing_
 from retrain_assets.core.modeling import PARTITION_COLUMN
 from retrain_assets.core.privacy import pseudonymize, withhold_undeclared
 from retrain_assets.core.spec import DatasetSpec
-from retrain_assets.defs.partitioning import batch_table_schema, partition_window
+from retrain_assets.defs.partitioning import partition_window
 from retrain_assets.defs.resources import LandingZone, Warehouse
 from retrain_assets.defs.storage import WAREHOUSE_POOL
 
@@ -36,7 +36,7 @@ def build_ingestion(spec: DatasetSpec, partitions_def: dg.PartitionsDefinition) 
         outs={
             "raw_batches": dg.AssetOut(
                 description=f"Rows of each {spec.partitions.granularity} batch of '{spec.name}' that honour the data contract.",
-                metadata={"partition_expr": PARTITION_COLUMN, "dagster/column_schema": batch_table_schema(spec)},
+                metadata={"partition_expr": PARTITION_COLUMN},
                 kinds={"duckdb", "pandas"},
             ),
             "quarantine": dg.AssetOut(

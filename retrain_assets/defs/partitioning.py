@@ -1,16 +1,11 @@
-"""Partitions and table schemas derived from the dataset spec."""
+"""Partitions derived from the dataset spec."""
 
 from __future__ import annotations
 
 import dagster as dg
 import pandas as pd
 
-from retrain_assets.core.modeling import PARTITION_COLUMN
 from retrain_assets.core.spec import DatasetSpec
-
-_DAGSTER_TYPES = {"float": "double", "int": "bigint", "bool": "boolean", "category": "varchar",
-                  "string": "varchar", "timestamp": "timestamp"}
-
 
 def partitions_for(spec: DatasetSpec) -> dg.TimeWindowPartitionsDefinition:
     """Time partitions at the spec's granularity; the current period is open (end_offset=1) so a
@@ -27,11 +22,3 @@ def partition_window(context: dg.AssetExecutionContext | dg.AssetCheckExecutionC
     """The run's partition as naive UTC timestamps [start, end)."""
     window = context.partition_time_window
     return pd.Timestamp(window.start).tz_convert(None), pd.Timestamp(window.end).tz_convert(None)
-
-
-def batch_table_schema(spec: DatasetSpec) -> dg.TableSchema:
-    """Column schema shown in the Dagster UI for tables that carry the batch columns."""
-    columns = [dg.TableColumn(c.name, _DAGSTER_TYPES[c.type], description=c.description or None) for c in spec.columns]
-    columns += [dg.TableColumn(PARTITION_COLUMN, "timestamp", description="Start of the batch's partition"),
-                dg.TableColumn("source_file", "varchar", description="Landing file the row came from")]
-    return dg.TableSchema(columns=columns)

@@ -80,7 +80,7 @@ def build_training(spec: DatasetSpec) -> dg.Definitions:
             },
         )
 
-    @dg.asset(pool=WAREHOUSE_POOL, group_name="training", kinds={"mlflow", "scikitlearn"})
+    @dg.asset(pool=WAREHOUSE_POOL, group_name="training", kinds={"duckdb", "mlflow", "scikitlearn"})
     def candidate_model(
         context: dg.AssetExecutionContext, training_set: pd.DataFrame, model_registry: ModelRegistry, warehouse: Warehouse
     ) -> dg.Output[pd.DataFrame]:

@@ -1,0 +1,28 @@
+"""The asset catalog: every table asset carries its column schema (from core/catalog.py, the same
+source as docs/analyst-guide.md) and the dataset's owners, so the Dagster UI explains each asset."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from retrain_assets.core.catalog import tables
+from retrain_assets.core.spec import DatasetSpec
+
+
+def table_schema(doc) -> dg.TableSchema:
+    """A catalog table as the column schema the Dagster UI shows."""
+    return dg.TableSchema(columns=[dg.TableColumn(c.name, c.type, description=c.description) for c in doc.columns])
+
+
+def describe_assets(defs: dg.Definitions, spec: DatasetSpec) -> dg.Definitions:
+    """`defs` with each table asset's column schema and the spec's owners attached."""
+    docs = {doc.name: doc for doc in tables(spec)}
+
+    def describe(asset: dg.AssetSpec) -> dg.AssetSpec:
+        doc = docs.get(asset.key.to_user_string())
+        metadata = {**asset.metadata}
+        if doc is not None:
+            metadata["dagster/column_schema"] = table_schema(doc)
+        return asset.replace_attributes(metadata=metadata, owners=[*asset.owners, *spec.owners])
+
+    return defs.map_asset_specs(func=describe)
