@@ -8,12 +8,14 @@ from __future__ import annotations
 import math
 import os
 import shutil
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
 
 import dagster as dg
+from tqdm import tqdm
 
 from retrain_assets.core.scenario import Delivery
 from retrain_assets.defs import build_definitions
@@ -144,13 +146,17 @@ def replay(
     echo: Callable[[str], None] = print,
     console_log_level: str = "WARNING",
     reviewer: Callable[[Delivery], list[str]] | None = None,
+    progress: bool = False,
+    total: int | None = None,
+    unit: str = "step",
 ) -> ReplaySummary:
     """Deliver each step's files, tick the pipeline like the daemon, and echo one table row per step.
 
     A step's live `requests` go through the real prediction service (in process, over its HTTP
     API) before the step's batch lands; its prediction log lands with the batch. `reviewer`, when
     given, acts like a person working the review queue after each step; its decisions land as
-    files and reach the pipeline on the next step's tick.
+    files and reach the pipeline on the next step's tick. `progress` shows a bar of the `total`
+    steps on stderr (see `step_bar`); the echoed rows stay as they are.
     """
     started = time.perf_counter()
     defs = build_definitions(settings)
@@ -158,6 +164,8 @@ def replay(
     rows, outcomes, deployments, blocked, labeled = [], [], [], [], set()
     champion, live_auc = "-", float("nan")
     traffic = LiveTraffic(settings)
+    bar = step_bar(total, unit, progress)
+    echo = _around(bar, echo)
     echo(HEADER)
     for n, delivery in enumerate(deliveries):
         if n == 0:
@@ -177,8 +185,30 @@ def replay(
         rows.append(row)
         outcomes += step_outcomes
         echo(row.render())
+        bar.set_postfix_str(row.label, refresh=False)
+        bar.update(1)
+    bar.close()
     traffic.close()
     return ReplaySummary(rows, outcomes, time.perf_counter() - started, deployments, blocked, settings)
+
+
+def step_bar(total: int | None, unit: str, enabled: bool) -> tqdm:
+    """A progress bar of the replay's steps on stderr; off when not `enabled`, and when stderr is
+    not a terminal (tqdm's disable=None), so logs and captured output stay clean."""
+    return tqdm(total=total, desc="replaying", unit=unit, file=sys.stderr, disable=None if enabled else True,
+                leave=False, dynamic_ncols=True)
+
+
+def _around(bar: tqdm, echo: Callable[[str], None]) -> Callable[[str], None]:
+    """`echo` that lifts the bar off the terminal while a table row is written, then redraws it."""
+    if bar.disable:
+        return echo
+
+    def write(line: str) -> None:
+        with tqdm.external_write_mode(file=sys.stdout):
+            echo(line)
+
+    return write
 
 
 class LiveTraffic:

@@ -55,6 +55,17 @@ ENVIRONMENT = (
                         "server `make ui` starts)."),
     EnvironmentVariable("RETRAIN_ASSETS_MLFLOW_UI_URL", DEFAULT_MLFLOW_UI_URL,
                         "The MLflow UI, for the run links in asset metadata (the default is the server `make ui` starts)."),
+    EnvironmentVariable("RETRAIN_ASSETS_API_KEYS", "none: `serve` refuses to start",
+                        "The prediction service's client keys, one `client_name:token` per line (`retrain-assets serve`; "
+                        "or --api-keys-file)."),
+    EnvironmentVariable("RETRAIN_ASSETS_REVIEWER", "none: `review resolve` asks for --reviewer",
+                        "Your name, recorded with every review decision (`retrain-assets review resolve`)."),
+    EnvironmentVariable("RETRAIN_ASSETS_OPERATOR", "$USER",
+                        "Who approves or rolls back, recorded in the deployment history (`retrain-assets approve`, "
+                        "`rollback`)."),
+    EnvironmentVariable("DAGSTER_HOME", ".dagster_home (set by the Makefile)",
+                        "The Dagster instance folder: its dagster.yaml (storage, run queue, pools) and, with the "
+                        "embedded default, the runs and event logs."),
 )
 
 

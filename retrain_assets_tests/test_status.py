@@ -1,0 +1,230 @@
+"""`retrain-assets status`: the next-action logic on hand-made states (one per branch), and the
+command end to end on the stores of a short real replay."""
+
+import json
+from dataclasses import replace
+from types import SimpleNamespace
+
+import dagster as dg
+import pandas as pd
+import pytest
+from mlflow import MlflowClient
+
+from retrain_assets.cli import main
+from retrain_assets.core.policy import BatchSignal, Policy, PolicyHistory, decide_retrain
+from retrain_assets.core.rollout import CanaryVerdict
+from retrain_assets.core.status import Trial, next_action, next_partition
+from retrain_assets_tests.conftest import read_table, write_short_scenario
+
+POLICY = replace(Policy(), min_partitions_first_model=4, max_model_age_partitions=5, min_new_labeled_rows=100,
+                 cooldown_partitions=3)
+
+
+def day(n: int) -> str:
+    """Partition key of 2025-01-<n>."""
+    return f"2025-01-{n:02d}"
+
+
+def history(labeled_through: int = 10, signals: list[BatchSignal] | None = None, **changes) -> PolicyHistory:
+    """Labels for days 1..labeled_through, champion v1 trained through day 8 (first model on day 5),
+    calm drift reports for days 9..12 of which 9 and 10 are labelled, 120 new labelled rows."""
+    calm = [BatchSignal(day(d), "1", False, 0.0, 0.8, 0.8 if d <= 10 else float("nan"), 60 if d <= 10 else 0)
+            for d in range(9, 13)]
+    base = PolicyHistory(labeled_partitions=[day(d) for d in range(1, labeled_through + 1)], signals=calm if signals is None else signals,
+                         champion_version="1", champion_holdout_roc_auc=0.8, last_trained_through=day(8), new_labeled_rows=120,
+                         past_triggers=[(day(5), "first_model")])
+    return replace(base, **changes)
+
+
+def act(state: PolicyHistory, policy: Policy = POLICY, **kwargs):
+    return next_action(state, policy, "daily", rows_per_partition=kwargs.pop("rows", 60), **kwargs)
+
+
+def test_a_healthy_model_waits_for_drift_or_its_age_limit():
+    policy = replace(POLICY, max_model_age_partitions=8)
+    action = act(history(), policy)
+    # Days 11 and 12 get their labels first (age 3, 4); then new days 13..16 make it 8.
+    assert (action.kind, action.partition) == ("watch", day(16))
+    assert f"or at the latest once partition {day(16)} is labelled (freshness)" in action.text and "model age 2/8" in action.text
+    # Two drifted batches (days 13, 14: 2 of the last 3) with 120 labelled rows fire the drift clause first.
+    assert "retrain when the next 2 batches drift" in action.text
+
+
+def test_one_more_drifted_batch_is_enough_when_one_already_drifted():
+    signals = history().signals[:-1] + [replace(history().signals[-1], dataset_drifted=True, drift_share=0.5)]
+    assert "retrain when the next batch drifts" in act(history(signals=signals), replace(POLICY, max_model_age_partitions=8)).text
+
+
+def test_when_the_age_limit_comes_first_it_is_the_next_retrain():
+    action = act(history())  # max_model_age_partitions 5: day 13 is the 5th labelled partition, before two drifted batches
+    assert (action.kind, action.partition) == ("watch", day(13))
+    assert action.text.startswith(f"next retrain once partition {day(13)} is labelled (freshness): model age 2/5")
+
+
+def test_batches_that_landed_unlabelled_count_before_new_ones():
+    # Day 7 landed before the first model (no drift report), day 8 was reported on: both await labels.
+    state = PolicyHistory(labeled_partitions=[day(d) for d in (1, 2, 3, 5, 6)], last_trained_through=day(5),
+                          signals=[BatchSignal(day(8), "1", False, 0.0)], champion_version="1", new_labeled_rows=65,
+                          past_triggers=[(day(5), "first_model")])
+    policy = replace(POLICY, max_model_age_partitions=3)
+    assert act(state, policy).partition == day(9)  # without the landed day 7: 6, 8, then a new day 9
+    assert act(state, policy, landed=[day(d) for d in (1, 2, 3, 5, 6, 7, 8)]).partition == day(8)
+
+
+def test_a_firing_clause_with_no_guard_retrains_now():
+    state = history(labeled_through=13)  # 5 partitions labelled after day 8
+    assert decide_retrain(state, POLICY).retrain
+    action = act(state)
+    assert action.kind == "retrain" and action.partition is None and "[freshness]" in action.text
+
+
+def test_before_the_first_model_it_counts_the_labelled_partitions():
+    state = PolicyHistory(labeled_partitions=[day(1), day(2)], signals=[], last_trained_through=None)
+    action = act(state)
+    assert (action.kind, action.partition) == ("first_model", day(4))
+    assert "once 2 more partitions are labelled" in action.text
+
+
+def test_cooldown_says_until_when():
+    low = [replace(s, realized_roc_auc=0.6, n_labeled=60) for s in history().signals]  # below min_roc_auc 0.65
+    state = history(signals=low, labeled_through=12, past_triggers=[(day(5), "first_model"), (day(11), "performance")],
+                    last_trained_through=day(10))
+    assert decide_retrain(state, POLICY).suppressed_by == "cooldown"
+    action = act(state)
+    # 1 batch since day 11; days 13 and 14 make it 3 = cooldown_partitions; the performance clause still holds then.
+    assert (action.kind, action.partition) == ("cooldown", day(14))
+    assert f"cooldown until partition {day(14)}" in action.text and f"next retrain once partition {day(14)} is labelled (performance)" in action.text
+
+
+def test_a_spent_budget_says_when_it_frees_up():
+    policy = replace(POLICY, max_retrains_per_window=2, budget_window_partitions=28)
+    low = [replace(s, realized_roc_auc=0.6, n_labeled=60) for s in history().signals]
+    state = history(signals=low, labeled_through=12, past_triggers=[(day(2), "first_model"), (day(6), "performance")])
+    assert decide_retrain(state, policy).suppressed_by == "budget"
+    action = act(state, policy)
+    # The window is the newest 28 known partitions: on day 30 it starts on day 3, after the first retrain.
+    assert (action.kind, action.partition) == ("budget", day(30))
+
+
+def test_too_few_new_labels_waits_for_them():
+    state = history(labeled_through=13, new_labeled_rows=50)
+    assert decide_retrain(state, POLICY).suppressed_by == "min_new_labels"
+    action = act(state, rows=30)
+    # 50 + 30 (day 14) + 30 (day 15) = 110 >= 100
+    assert (action.kind, action.partition) == ("labels", day(15)) and "only 50 new labeled rows" in action.text
+
+
+def test_drift_waits_for_the_drifted_batches_labels():
+    signals = history().signals[:2] + [BatchSignal(day(d), "1", True, 0.5) for d in (11, 12)]
+    state = history(signals=signals)
+    assert decide_retrain(state, POLICY).suppressed_by == "awaiting_drift_labels"
+    action = act(state)
+    # Day 11's labels bring 60 drifted rows, day 12's 120 >= min_new_labeled_rows.
+    assert (action.kind, action.partition) == ("labels", day(12)) and "(drift)" in action.text
+
+
+def test_hysteresis_is_explained():
+    signals = history().signals[:2] + [BatchSignal(day(d), "1", True, 0.5, n_labeled=60) for d in (11, 12)]
+    state = history(signals=signals, labeled_through=12, past_triggers=[(day(5), "first_model"), (day(10), "drift")])
+    assert decide_retrain(state, POLICY).suppressed_by == "hysteresis"
+    action = act(state)
+    assert action.kind == "hysteresis" and "not re-armed" in action.text and action.partition is not None
+
+
+def test_awaiting_approval_comes_first_and_names_the_command():
+    trial = Trial("4", "canary", 0.2, CanaryVerdict("wait", "waiting for labels"))
+    action = act(history(), awaiting_approval="5", trial=trial)
+    assert action.kind == "approve" and action.command.startswith("retrain-assets approve 5 ")
+    assert "`retrain-assets approve 5" in action.text
+
+
+@pytest.mark.parametrize("decision, kind, verb", [("promote", "promote", "promotes"), ("rollback", "rollback", "rolls back")])
+def test_a_final_trial_verdict_is_applied_on_the_next_tick(decision, kind, verb):
+    trial = Trial("4", "canary", 0.2, CanaryVerdict(decision, "live ROC AUC ..."))
+    action = act(history(), trial=trial)
+    assert action.kind == kind and f"the rollout sensor {verb} canary v4" in action.text and action.partition is None
+
+
+def test_a_trial_short_of_labels_says_how_many_and_when_it_expires():
+    numbers = {"live_rows": 40, "live_positives": 5, "partitions_elapsed": 2}
+    trial = Trial("4", "canary", 0.2, CanaryVerdict("wait", "waiting for labels", numbers), last_partition=day(12))
+    action = act(history(), trial=trial)
+    # Defaults: 300 rows, 30 positives, 7 partitions: 5 more logged partitions after day 12.
+    assert (action.kind, action.partition) == ("trial", day(17))
+    assert "canary v4 needs 260 more labelled live rows and 25 more positives" in action.text
+    assert f"expires at partition {day(17)} → automatic rollback" in action.text
+
+
+def test_a_trial_with_enough_rows_but_no_verdict_waits_for_more():
+    numbers = {"live_rows": 400, "live_positives": 60, "partitions_elapsed": 0}
+    trial = Trial("4", "shadow", 0.0, CanaryVerdict("wait", "not conclusive yet", numbers))
+    action = act(history(labeled_through=13), trial=replace(trial))
+    assert action.kind == "trial" and "shadow v4 is not conclusive yet" in action.text
+    assert action.partition == day(20)  # nothing logged yet: 7 partitions after the newest known one (day 13)
+    assert "a freshness retrain waits for the trial to end" in action.text  # decide_retrain says trial_running
+
+
+def test_next_partition_follows_the_granularity():
+    assert next_partition("2025-01-31", "daily") == "2025-02-01"
+    assert next_partition("2025-01-06", "weekly", 2) == "2025-01-20"
+    assert next_partition("2025-01-01", "monthly", 3) == "2025-04-01"
+
+
+# ---------------------------------------------------------------------------------------------
+# End to end: a short real replay, then `retrain-assets status` on its stores.
+
+@pytest.fixture(scope="module")
+def stores(tmp_path_factory):
+    from retrain_assets.core.scenario import load_scenario, scenario_deliveries
+    from retrain_assets.demo import replay, scripted_reviewer
+    from retrain_assets.settings import ProjectSettings
+
+    folder = tmp_path_factory.mktemp("status")
+    scenario = load_scenario(write_short_scenario(folder, days=8))
+    settings = ProjectSettings(data_dir=folder / "data", spec_path=scenario.spec_path)
+    summary = replay(scenario_deliveries(scenario), settings, dg.DagsterInstance.ephemeral(),
+                     label=lambda d: f"{d.as_of - pd.Timedelta(days=1):%Y-%m-%d}", echo=lambda line: None,
+                     reviewer=scripted_reviewer(scenario, settings))
+    assert summary.deployments, "the short replay should promote a first model"
+    return SimpleNamespace(settings=settings, args=["--data-dir", str(settings.data_dir), "--spec", str(scenario.spec_path)])
+
+
+def test_status_shows_what_the_stores_say(stores, capsys):
+    assert main(["status", *stores.args]) == 0
+    out = capsys.readouterr().out
+    lines = {line[:12].strip(): line[13:] for line in out.splitlines()[1:]}
+    uri = stores.settings.default_tracking_uri
+    champion = str(MlflowClient(tracking_uri=uri, registry_uri=uri).get_model_version_by_alias("loan_default", "champion").version)
+    assert lines["champion"].startswith(f"v{champion} ")
+
+    database = stores.settings.snapshot_path
+    newest = read_table(database, "select * from drift_report where partition_start = (select max(partition_start) from drift_report)")
+    drifted = sorted(newest.loc[newest["drifted"], "feature"])
+    assert lines["last drift"].startswith(f"{newest['partition_start'].iloc[0]:%Y-%m-%d} vs v{champion}: dataset drift "
+                                          f"{'YES' if newest['dataset_drifted'].iloc[0] else 'no'}, {len(drifted)}/9 features")
+    assert all(feature in lines["last drift"] for feature in drifted)
+
+    assert main(["review", *stores.args, "list"]) == 0
+    listed = capsys.readouterr().out
+    open_items = int(listed.rsplit("\n", 2)[-2].split()[0]) if "open items" in listed else 0
+    assert lines["reviews"].startswith(f"{open_items} pending")
+
+    assert main(["status", *stores.args, "--json"]) == 0
+    status = json.loads(capsys.readouterr().out)
+    assert status["champion"]["version"] == champion and status["reviews"]["pending"] == open_items
+    assert lines["next"] == status["next_action"]["text"]
+    # The history read from the warehouse gives the decision the pipeline recorded last.
+    recorded = read_table(database, "select * from retrain_decisions order by decided_at desc limit 1").iloc[0]
+    assert status["last_decision"]["reason"] == recorded["reason"] == status["decision_now"]["reason"]
+    if status["trial"] is None and not recorded["retrain"]:
+        kind = {"": "watch", "cooldown": "cooldown", "budget": "budget", "hysteresis": "hysteresis",
+                "min_new_labels": "labels", "awaiting_drift_labels": "labels"}[recorded["suppressed_by"]]
+        assert status["next_action"]["kind"] == kind
+        labelled = read_table(database, "select max(partition_start) as p from labeled_batches")["p"].iloc[0]
+        assert status["next_action"]["partition"] > f"{labelled:%Y-%m-%d}"  # a partition whose labels are still to come
+
+
+def test_status_on_missing_stores_says_to_run_the_demo(tmp_path, capsys):
+    assert main(["status", "--data-dir", str(tmp_path / "nothing")]) == 2
+    err = capsys.readouterr().err
+    assert "no pipeline stores in" in err and "make demo" in err and "Traceback" not in err
