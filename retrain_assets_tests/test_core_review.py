@@ -94,3 +94,16 @@ def test_integer_row_ids_match_their_decisions(scenario):
     decided = decisions(("x", "relabel", "0", "2025-01-07")).rename(columns={"application_id": "rid"}).assign(rid="7")
     queue = build_queue("2025-01-05", gated_rows, pd.DataFrame(), decided, spec, "1", pd.Series({7: 0.3}), NOW)
     assert queue[["rid", "status", "champion_score"]].values.tolist() == [["7", "relabeled", 0.3]]
+
+
+def test_a_queue_without_any_proposed_label_stores_as_text(scenario, tmp_path):
+    import duckdb
+
+    queue = build_queue("2025-01-05", gated(("a", "disputed", None)), pd.DataFrame(), pd.DataFrame(), scenario.spec, None,
+                        pd.Series(dtype=float), NOW)
+    with duckdb.connect(str(tmp_path / "w.duckdb")) as conn:
+        conn.execute("create table review_queue as select * from queue")
+        later = queue.assign(proposed_label=pd.Series(["1"], dtype="string"))
+        conn.execute("insert into review_queue select * from later")  # failed on a "NULL"-typed column
+        assert conn.execute("select data_type from information_schema.columns where column_name = 'proposed_label'"
+                            ).fetchone()[0] == "VARCHAR"

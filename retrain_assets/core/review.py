@@ -131,5 +131,7 @@ def build_queue(partition: str, gated: pd.DataFrame, previous: pd.DataFrame, dec
             "label_after": str(decision["label_after"]) if decision else "",
             "first_seen_at": first_seen.get(key, now),
         })
-    queue = pd.DataFrame(rows, columns=[id_col, *QUEUE_COLUMNS])
+    # Text even when every item lacks a proposal: a table first written with an all-None column gets
+    # DuckDB type "NULL", and the first real value would then fail to insert.
+    queue = pd.DataFrame(rows, columns=[id_col, *QUEUE_COLUMNS]).astype({"proposed_label": "string"})
     return queue.sort_values(id_col).reset_index(drop=True)

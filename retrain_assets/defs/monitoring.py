@@ -106,7 +106,7 @@ def build_monitoring(spec: DatasetSpec, partitions_def: dg.PartitionsDefinition)
         champion = model_registry.version_for(CHAMPION)
         reference = latest_reference(warehouse, champion) if champion else None
         if reference is None:
-            yield dg.Output(pd.DataFrame(), metadata={"status": "no champion reference yet: nothing to compare against"})
+            yield dg.Output(pd.DataFrame(), metadata={"dagster/row_count": 0, "status": "no champion reference yet: nothing to compare against"})
             yield dg.AssetCheckResult(check_name=DRIFT_CHECK, passed=True, description="no champion reference yet")
             return
         profile, sample = reference
@@ -128,7 +128,9 @@ def build_monitoring(spec: DatasetSpec, partitions_def: dg.PartitionsDefinition)
         summary = {**result.summary, "champion_version": champion, "batch_hash": batch_hash}
         report = result.features.assign(**{PARTITION_COLUMN: start, "computed_at": pd.Timestamp.now(tz="UTC").tz_convert(None),
                                             **{k: v for k, v in summary.items() if k != "estimate_reliable"},
-                                            "estimate_reliable": summary["estimate_reliable"]})
+                                            # nullable boolean: a first report without labels must not create a "NULL"-typed column
+                                            "estimate_reliable": pd.array([summary["estimate_reliable"]] * len(result.features),
+                                                                          dtype="boolean")})
         html_path = Path(warehouse.reports_dir) / "drift" / f"{context.partition_key}.html"
         write_text_atomically(render_drift_html(f"Drift report {context.partition_key} vs champion v{champion}",
                                                 result.features, summary, profile, raw_batches), html_path)

@@ -75,7 +75,7 @@ def build_serving(spec: DatasetSpec, partitions_def: dg.PartitionsDefinition) ->
         reference = latest_reference(warehouse, str(versions.index[0])) if len(versions) else None
         if reference is None:
             return dg.Output(pd.DataFrame(), output_name="live_drift",
-                             metadata={"status": "no reference profile for the serving champion yet"})
+                             metadata={"dagster/row_count": 0, "status": "no reference profile for the serving champion yet"})
         features = feature_drift(reference[0], served, policy.drift)
         summary = dataset_drift(features, policy.drift)
         table = features.assign(**{PARTITION_COLUMN: start, "champion_version": str(versions.index[0]),
