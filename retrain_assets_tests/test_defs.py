@@ -38,14 +38,14 @@ def test_quality_gates_are_blocking_checks(tmp_path):
     assert not checks["deployed_model_freshness"].blocking
 
 
-STAGES = ["ingestion", "labeling", "training", "evaluation", "deployment", "monitoring", "serving"]
+STAGES = ["ingestion", "labeling", "training", "evaluation", "deployment", "monitoring", "serving", "curation"]
 
 
 @pytest.mark.parametrize("spec", [LOAN_SPEC, RAINFALL_SPEC])
 def test_every_asset_explains_itself_in_the_catalog(tmp_path, spec):
     """Description, the spec's owners, kinds with the storage, a group per stage, and the column
     schema of its table, column for column as core.catalog (and the analyst guide) describe it."""
-    from retrain_assets.core.catalog import table_columns
+    from retrain_assets.core.catalog import table, table_columns
     from retrain_assets.core.spec import load_spec
 
     dataset = load_spec(spec)
@@ -60,6 +60,7 @@ def test_every_asset_explains_itself_in_the_catalog(tmp_path, spec):
         assert [(c.name, c.type, c.description) for c in schema.columns] == \
             [(c.name, c.type, c.description) for c in table_columns(name, dataset)], name
         assert all(c.description for c in schema.columns), name
+        assert node.group_name == table(name, dataset).stage, name
         groups.add(node.group_name)
     assert groups == set(STAGES)
     models = {key.to_user_string() for key in graph.get_all_asset_keys() if "mlflow" in graph.get(key).kinds}

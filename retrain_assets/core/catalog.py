@@ -615,7 +615,7 @@ def _retrain_decisions(spec: DatasetSpec) -> TableDoc:
 
 def _suspect_labels(spec: DatasetSpec) -> TableDoc:
     return TableDoc(
-        "suspect_labels", "labeling", "suspect_labels", "one label flagged for re-review",
+        "suspect_labels", "curation", "suspect_labels", "one label flagged for re-review",
         "After each retrain, per batch of the training window, at most policy.labels.max_suspects_per_batch labels the "
         "new model confidently disagrees with (confident learning).", HISTORY,
         (ColumnDoc("flagged_at", TIMESTAMP_NS, "When (naive UTC)."),
@@ -631,7 +631,7 @@ def _suspect_labels(spec: DatasetSpec) -> TableDoc:
 
 def _labeling_requests(spec: DatasetSpec) -> TableDoc:
     return TableDoc(
-        "labeling_requests", "labeling", "labeling_requests", "one row annotators are asked to label",
+        "labeling_requests", "curation", "labeling_requests", "one row annotators are asked to label",
         "The champion's most uncertain unlabeled rows of the newest policy.labels.request_window_partitions partitions "
         "(with a guard against near-duplicates); each request is also written as a CSV into the landing zone.", HISTORY,
         (ColumnDoc("requested_at", TIMESTAMP, "When the request was made (naive UTC)."),

@@ -23,7 +23,7 @@ def build_curation(spec: DatasetSpec) -> dg.Definitions:
     """Suspect labels and labeling requests for `spec`."""
     gates, id_col, target = spec.policy.labels, spec.id_column, spec.target.name
 
-    @dg.asset(pool=WAREHOUSE_POOL, group_name="labeling", deps=["candidate_model"], kinds={"duckdb", "scikitlearn"})
+    @dg.asset(pool=WAREHOUSE_POOL, group_name="curation", deps=["candidate_model"], kinds={"duckdb", "scikitlearn"})
     def suspect_labels(context: dg.AssetExecutionContext, training_set: pd.DataFrame, model_registry: ModelRegistry,
                        warehouse: Warehouse) -> dg.Output[pd.DataFrame]:
         """Every label flagged for re-review so far: after each retrain, per batch of the training window,
@@ -60,7 +60,7 @@ def build_curation(spec: DatasetSpec) -> dg.Definitions:
         history = warehouse.with_history("suspect_labels", new)
         return dg.Output(history, metadata={"dagster/row_count": len(history), "new_suspects": len(new), "model_version": version})
 
-    @dg.asset(pool=WAREHOUSE_POOL, group_name="labeling", deps=["raw_batches", "labels", "deployed_model"], kinds={"duckdb", "scikitlearn"})
+    @dg.asset(pool=WAREHOUSE_POOL, group_name="curation", deps=["raw_batches", "labels", "deployed_model"], kinds={"duckdb", "scikitlearn"})
     def labeling_requests(context: dg.AssetExecutionContext, model_registry: ModelRegistry, warehouse: Warehouse,
                           landing: LandingZone) -> dg.Output[pd.DataFrame]:
         """The rows annotators should label next: the champion's most uncertain among the recent unlabeled

@@ -1,0 +1,357 @@
+"""The Dagster UI in a real browser: the short demo in a persistent instance, served by
+dagster-webserver, checked page by page in headless Chromium against what the instance recorded.
+
+`make test-ui` runs this module; screenshots land in ui-artifacts/ (RETRAIN_ASSETS_UI_ARTIFACTS),
+RETRAIN_ASSETS_UPDATE_SCREENSHOT=1 also rewrites docs/images/asset-graph.png."""
+
+import html
+import math
+import os
+import re
+import time
+from contextlib import ExitStack
+from pathlib import Path
+from urllib.parse import quote
+
+import dagster as dg
+import pytest
+
+from retrain_assets_tests.ui_harness import (
+    LOADING, README_SCREENSHOT, SKIP_COMMUNITY_DIALOG, UPDATE_SCREENSHOT_ENV, Ui, chromium, dagster_webserver,
+    fill_demo, free_port, fresh_artifacts_dir, reports_server, require_chromium, settle,
+)
+
+pytestmark = pytest.mark.ui
+
+# Nine days are the shortest replay with all the UI must show: the corrupt batch (2025-01-04)
+# blocked, the first model trained, evaluated and made champion on 2025-01-07, drift reports from
+# 2025-01-08 (the end-to-end test's default 16 days add canaries and retrains, not new pages).
+DAYS = 9
+CORRUPT_DAY = "2025-01-04"
+# Below this zoom the graph draws bare name boxes (Dagster 1.13's minimal-node scale).
+FULL_NODE_SCALE = 0.6
+
+
+@pytest.fixture(scope="module")
+def ui(tmp_path_factory):
+    require_chromium()
+    folder = tmp_path_factory.mktemp("ui")
+    artifacts = fresh_artifacts_dir()
+    log = artifacts / "dagster-webserver.log"
+    timings = {}
+    with ExitStack() as stack:
+        reports_url = stack.enter_context(reports_server(folder / "data" / "reports"))
+        demo = fill_demo(folder, reports_url, mlflow_ui_url=f"http://127.0.0.1:{free_port()}", days=DAYS)
+        timings["demo fill"] = demo.seconds
+        started = time.perf_counter()
+        base_url = stack.enter_context(dagster_webserver(demo, log))
+        timings["webserver start"] = time.perf_counter() - started
+        started = time.perf_counter()
+        browser = stack.enter_context(chromium())
+        context = browser.new_context(viewport={"width": 1600, "height": 1000})
+        stack.callback(context.close)
+        context.add_init_script(SKIP_COMMUNITY_DIALOG)
+        yield Ui(base_url, context, artifacts, demo)
+        timings["browser part"] = time.perf_counter() - started
+        (artifacts / "timings.txt").write_text("".join(f"{name}: {seconds:.1f} s\n" for name, seconds in timings.items()))
+
+
+def normalized(text: str) -> str:
+    """Text as the UI shows it: Markdown code and bold marks dropped, whitespace collapsed."""
+    return re.sub(r"\s+", " ", text.replace("`", "").replace("**", "")).strip()
+
+
+def first_sentence(text: str, limit: int = 80) -> str:
+    return normalized(text).split(". ")[0][:limit]
+
+
+def soft(problems: list[str], label: str, check) -> None:
+    """Run one expect(...) and keep its failure as a problem, so one test reports every asset."""
+    try:
+        check()
+    except AssertionError as error:
+        problems.append(f"{label}: {str(error).splitlines()[0]}")
+
+
+def test_the_demo_produced_what_the_ui_must_show(ui):
+    summary, facts = ui.demo.summary, ui.facts
+    assert summary.blocked_partitions == [CORRUPT_DAY]
+    assert summary.deployments, "the short demo made no champion: no evaluation or drift report to check in the UI"
+    assert facts.latest_with("evaluation_report", "html_report_url"), "evaluation_report has no html_report_url"
+    assert facts.latest_with("drift_report", "html_report_url"), "no drift_report partition has an html_report_url"
+    contract = facts.checks["raw_batches_match_contract"]
+    assert [e.partition for e in contract.evaluations if not e.passed] == [CORRUPT_DAY]
+
+
+def graph_path(ui) -> str:
+    """The global asset graph with every group expanded (the UI keeps them in the `expanded` query)."""
+    groups = sorted({asset.group for asset in ui.facts.assets.values()})
+    return "/asset-groups?expanded=" + quote(",".join(f"global@global:{group}" for group in groups), safe="")
+
+
+def open_graph(ui, page):
+    """Load the graph (it zooms to fit the window on load) and wait until its layout is drawn."""
+    ui.open(page, graph_path(ui))
+    page.get_by_role("slider").wait_for()  # the zoom slider: its value is the zoom
+    page.locator("foreignObject").first.wait_for()
+    return float(page.get_by_role("slider").get_attribute("aria-valuenow"))
+
+
+def test_asset_graph_shows_every_asset_and_whether_it_was_materialized(ui):
+    from playwright.sync_api import expect
+
+    facts = ui.facts
+    width, height = 3200, 2400
+    page = ui.page(width, height)
+    scale = open_graph(ui, page)
+    if scale < FULL_NODE_SCALE:  # more assets than fit at full-node zoom: a bigger window, same picture
+        grow = FULL_NODE_SCALE / scale * 1.05
+        scale = open_graph(ui, ui.page(math.ceil(width * grow), math.ceil(height * grow)))
+    nodes = page.locator("foreignObject > div").filter(has_text="Latest event")  # an SVG element has no innerText
+    with ui.diagnosed(page, "asset-graph"):
+        expect(nodes).to_have_count(len(facts.assets), timeout=60_000)
+        expect(page.locator(LOADING)).to_have_count(0, timeout=60_000)  # each node's status loads on its own
+        names = [node.locator("[data-tooltip]").first.get_attribute("data-tooltip") for node in nodes.all()]
+        assert sorted(names) == sorted(facts.assets)
+        problems = []
+        for key, asset in facts.assets.items():
+            node = nodes.filter(has=page.locator(f'[data-tooltip="{key}"]'))
+            latest_event = node.get_by_text("Latest event", exact=True).locator("xpath=following-sibling::*[1]").inner_text()
+            text = " | ".join(node.inner_text().split("\n"))
+            if asset.latest is not None:
+                if not re.search(r"\bago\b|\bnow\b|\d", latest_event) or "Never materialized" in text:
+                    problems.append(f"{key}: materialized (run {asset.latest.run_id[:8]}) but its node shows: {text}")
+            elif latest_event.strip() not in ("", "–") or (not asset.partitioned and "Never materialized" not in text):
+                problems.append(f"{key}: never materialized but its node shows: {text}")
+        assert not problems, "\n".join(problems)
+        for group in {asset.group for asset in facts.assets.values()}:
+            expect(page.locator(f'[data-tooltip="{group}"]')).to_be_visible()
+    ui.shot(page, "01-asset-graph", whole=False)
+    if os.environ.get(UPDATE_SCREENSHOT_ENV) == "1":
+        readme_picture(ui)
+
+
+def readme_picture(ui, width: int = 1600) -> None:
+    """The graph pane alone, `width` pixels wide, as tall as the whole graph. The UI zooms the
+    global graph to fit its width, so the window is made tall enough for all of it, then reloaded."""
+    from playwright.sync_api import expect
+
+    context = ui.context.browser.new_context(viewport={"width": width + 380, "height": 1000})  # + nav and asset list
+    try:  # a context of its own: the UI remembers a hidden navigation
+        context.add_init_script(SKIP_COMMUNITY_DIALOG)
+        page = context.new_page()
+        page.goto(ui.base_url + graph_path(ui))
+        page.get_by_role("button", name="Hide navigation").click()
+        pane = page.locator("[data-svg-viewport]")
+        for _ in range(2):  # once to measure at this width, once drawn in the taller window
+            page.reload()
+            graph = pane.locator("svg").first
+            graph.locator("foreignObject").first.wait_for()
+            expect(page.locator(LOADING)).to_have_count(0, timeout=60_000)
+            settle(page)
+            scale = float(page.get_by_role("slider").get_attribute("aria-valuenow"))
+            needed = float(graph.get_attribute("height")) * scale + 60
+            box = pane.bounding_box()
+            if box["height"] >= needed:
+                break
+            page.set_viewport_size({"width": page.viewport_size["width"],
+                                    "height": math.ceil(page.viewport_size["height"] + needed - box["height"])})
+        README_SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+        pane.screenshot(path=str(README_SCREENSHOT))
+    finally:
+        context.close()
+
+
+def test_asset_pages_show_latest_materialization_description_and_metadata(ui):
+    from playwright.sync_api import expect
+
+    page = ui.page()
+    problems = []
+    for key, asset in ui.facts.assets.items():
+        ui.visit(page, f"/assets/{key}", ready="Latest materialization", title=f"Assets | {key}")
+        with ui.diagnosed(page, f"asset-{key}"):
+            if not asset.description:
+                problems.append(f"{key}: the definition has no description")
+            else:
+                soft(problems, f"{key} description", lambda: expect(page.locator("body")).to_contain_text(
+                    first_sentence(asset.description), timeout=10_000))
+            if asset.latest is None:
+                soft(problems, f"{key} never materialized", lambda: expect(
+                    page.get_by_text("Never materialized", exact=True).first).to_be_visible())
+            else:
+                problems += latest_materialization_problems(page, key, asset.latest)
+            if asset.columns:
+                soft(problems, f"{key} columns", lambda: expect(page.locator("td").first).to_be_visible())
+                cells = {text.strip() for text in page.locator("td").all_inner_texts()}
+                if missing := [c for c in asset.columns if c not in cells]:
+                    problems.append(f"{key}: columns {missing} of its definition's column schema not shown")
+        ui.shot(page, f"asset-{key}")
+    assert not problems, "\n".join(problems)
+
+
+def latest_materialization_problems(page, key, latest) -> list[str]:
+    """The status section links the run (at the event's time) and the partition; the metadata
+    table lists every key of ours with links for URLs; row count and column schema are shown."""
+    from playwright.sync_api import expect
+
+    problems = []
+    run_link = page.locator(f'a[href^="/runs/{latest.run_id}?focusedTime="]').first
+    soft(problems, f"{key} run link", lambda: expect(run_link).to_be_visible(timeout=10_000))
+    if run_link.count():
+        focused = int(re.search(r"focusedTime=(\d+)", run_link.get_attribute("href")).group(1))
+        if abs(focused - latest.timestamp * 1000) > 1000:
+            problems.append(f"{key}: run link at {focused} ms, materialized at {latest.timestamp * 1000:.0f} ms")
+    if latest.partition is not None:
+        partition = page.locator(f'a[href="/assets/{key}?view=partitions&partition={latest.partition}"]').first
+        soft(problems, f"{key} latest partition", lambda: expect(partition).to_have_text(latest.partition))
+    soft(problems, f"{key} metadata table", lambda: expect(page.locator("td").first).to_be_visible())
+    cells = {text.strip() for text in page.locator("td").all_inner_texts()}  # one round trip, not one per key
+    links = {html.unescape(href) for href in re.findall(r'href="([^"]*)"', page.content())}
+    for name, value in latest.metadata.items():
+        if name.startswith("dagster/"):
+            continue  # the UI shows these in their own places (row count, columns, table name)
+        if name not in cells:
+            problems.append(f"{key}: metadata {name!r} not in the metadata table")
+        if isinstance(value, dg.UrlMetadataValue) and value.url not in links:
+            problems.append(f"{key}: metadata {name!r} is not a link to {value.url}")
+    row_count = latest.metadata.get("dagster/row_count")
+    if row_count is not None:
+        shown = page.get_by_text("Row count", exact=True).locator("xpath=following-sibling::*[1]")
+        soft(problems, f"{key} row count", lambda: expect(shown).to_have_text(f"{row_count.value:,}"))
+    if "dagster/partition_row_count" in latest.metadata and "dagster/partition_row_count" not in cells:
+        problems.append(f"{key}: dagster/partition_row_count not in the metadata table")
+    schema = latest.metadata.get("dagster/column_schema")
+    if schema is not None:
+        missing = [c.name for c in schema.schema.columns if c.name not in cells]
+        if missing:
+            problems.append(f"{key}: columns {missing} of its column schema not shown")
+    return problems
+
+
+def check_rows(page) -> list[tuple[str, str]]:
+    """(result, partition) of the execution history table, newest first ("" without a Partition column)."""
+    table = page.locator("table").filter(has_text="Evaluation result")
+    headers = [h.strip() for h in table.locator("thead th").all_inner_texts()]
+    partition = headers.index("Partition") if "Partition" in headers else None
+    rows = []
+    for row in table.locator("tbody tr").all():
+        cells = row.locator("td").all_inner_texts()
+        rows.append((cells[0].strip(), cells[partition].strip() if partition is not None else ""))
+    return rows
+
+
+def test_checks_show_blocking_and_their_results(ui):
+    from playwright.sync_api import expect
+
+    facts = ui.facts
+    assert {"raw_batches_match_contract", "evaluation_report_promotion_gate"} <= {
+        name for name, check in facts.checks.items() if check.blocking}
+    page, previous = ui.page(), None
+    for name, check in sorted(facts.checks.items(), key=lambda item: (item[1].asset, item[0])):
+        assert check.evaluations, f"{name} was never evaluated in the short demo"
+        path = f"/assets/{check.asset}?view=checks&checkDetail={name}"
+        if check.asset == previous:  # same title, same texts: reload to be sure this check's page is shown
+            ui.open(page, path, ready="Latest execution")
+        else:
+            ui.visit(page, path, ready="Latest execution", title=f"Assets | {check.asset}")
+        previous = check.asset
+        with ui.diagnosed(page, f"checks-{name}"):
+            details = page.locator("body")
+            expect(details).to_contain_text(first_sentence(check.description))
+            blocking = page.get_by_text(re.compile(r"^This is a\s+blocking\s+asset check"))
+            expect(blocking).to_have_count(1 if check.blocking else 0)
+            latest = check.evaluations[-1]
+            result = page.get_by_text("Evaluation result", exact=True).locator("xpath=following-sibling::*[1]")
+            expect(result).to_have_text("Passed" if latest.passed else "Failed")
+            expect(details).to_contain_text(first_sentence(latest.description))
+            ui.shot(page, f"checks-{name}")
+            page.locator("button[role=tab]", has_text="Execution history").click()
+            expect(page.locator("table").filter(has_text="Evaluation result").locator("tbody tr").first).to_be_visible()
+            expect(page.locator(LOADING)).to_have_count(0, timeout=30_000)
+            shown = check_rows(page)
+            expected = [("Passed" if e.passed else "Failed", e.partition or "") for e in reversed(check.evaluations)]
+            assert shown and shown == expected[:len(shown)], (name, shown, expected)
+            assert len(shown) >= min(len(expected), 10), (name, len(shown), len(expected))
+            if name == "raw_batches_match_contract":
+                assert expected.index(("Failed", CORRUPT_DAY)) < len(shown), "the blocked batch is not on the first page"
+                expect(page.get_by_text(re.compile(r"^BLOCKED: .*required column"))).to_be_visible()
+            ui.shot(page, f"checks-{name}-history")
+
+
+def open_report_link(ui, page, metadata_key: str, url: str, name: str):
+    """Click the link in the metadata table's `metadata_key` row; returns the tab it opened."""
+    from playwright.sync_api import expect
+
+    with ui.diagnosed(page, f"link-{name}"):
+        row = page.locator("tr").filter(has=page.locator("td").filter(has_text=re.compile(rf"^\s*{re.escape(metadata_key)}\s*$")))
+        link = row.locator(f'a[href="{url}"]').first
+        expect(link).to_be_visible()
+        assert link.get_attribute("target") == "_blank"  # the UI opens metadata URLs in a new tab
+        with ui.context.expect_page() as opened:
+            link.click()
+        report = opened.value
+        report.wait_for_load_state("load")
+    return report
+
+
+def assert_is_the_report(ui, report, url: str, path: str, name: str, title: str | None = None) -> None:
+    from playwright.sync_api import expect
+
+    with ui.diagnosed(report, f"report-{name}"):
+        assert report.url == url
+        on_disk = re.search(r"<title>(.*?)</title>", Path(path).read_text()).group(1)
+        expect(report).to_have_title(on_disk)
+        if title is not None:
+            assert re.fullmatch(title, on_disk), (on_disk, title)
+        expect(report.get_by_role("heading", level=1)).to_have_text(on_disk)
+        assert report.locator("svg").count() >= 1, f"{url}: no inline SVG chart"
+        expect(report.locator("svg").first).to_be_visible()
+    ui.shot(report, f"report-{name}")
+
+
+def test_drift_report_opens_from_the_partition_metadata(ui):
+    materialization = ui.facts.latest_with("drift_report", "html_report_url")
+    partition, metadata = materialization.partition, materialization.metadata
+    newest_of_partition = next(m for m in ui.facts.assets["drift_report"].materializations if m.partition == partition)
+    assert newest_of_partition is materialization  # the partition's page shows this materialization
+    page = ui.page(1600, 1800)  # the partition's metadata below its header, in one picture
+    ui.visit(page, f"/assets/drift_report?view=partitions&partition={partition}", ready="Latest materialization",
+             title="Assets | drift_report")
+    ui.shot(page, f"asset-drift_report-partition-{partition}", whole=False)  # the partition list is 700 rows long
+    url = metadata["html_report_url"].url
+    report = open_report_link(ui, page, "html_report_url", url, "drift_report-html_report_url")
+    assert_is_the_report(ui, report, url, metadata["html_report"].path, "drift_report-html_report_url",
+                         title=rf"Drift report {partition} vs champion v\d+")
+    report.close()
+
+
+def test_evaluation_report_opens_from_the_asset_metadata(ui):
+    latest = ui.facts.assets["evaluation_report"].latest
+    assert "html_report_url" in latest.metadata
+    page = ui.page()
+    ui.visit(page, "/assets/evaluation_report", ready="Latest materialization", title="Assets | evaluation_report")
+    url = latest.metadata["html_report_url"].url
+    report = open_report_link(ui, page, "html_report_url", url, "evaluation_report-html_report_url")
+    version = latest.metadata["challenger_version"].value
+    assert_is_the_report(ui, report, url, latest.metadata["html_report"].path, "evaluation_report-html_report_url",
+                         title=rf"Evaluation of version {version}\b.*")
+    report.close()
+
+
+def test_every_other_report_link_opens(ui):
+    """Links to the reports server beyond the two above (e.g. drift_trend_url, timeline_url): those
+    of each asset's latest materialization, found in the instance, clicked on the asset's page."""
+    reports_url = ui.demo.settings.reports_url
+    links = [(key, name, value.url) for key, asset in ui.facts.assets.items() if asset.latest is not None
+             for name, value in asset.latest.metadata.items()
+             if isinstance(value, dg.UrlMetadataValue) and value.url.startswith(reports_url + "/")
+             and (key, name) not in {("drift_report", "html_report_url"), ("evaluation_report", "html_report_url")}]
+    if not links:
+        pytest.skip("no other report links in this build's metadata")
+    page = ui.page()
+    for key, name, url in links:
+        path = ui.facts.assets[key].latest.metadata[name.removesuffix("_url")].path
+        ui.visit(page, f"/assets/{key}", ready="Latest materialization", title=f"Assets | {key}")
+        report = open_report_link(ui, page, name, url, f"{key}-{name}")
+        assert_is_the_report(ui, report, url, path, f"{key}-{name}")
+        report.close()
