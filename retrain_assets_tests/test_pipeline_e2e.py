@@ -449,6 +449,12 @@ def test_catalog_describes_every_warehouse_and_snapshot_table_column_by_column(r
         assert len(read_table(run.settings.snapshot_path, query)) > 0, question
 
 
+def test_status_shows_what_the_stores_say(run, capsys):
+    from retrain_assets_tests.test_status import check_status_against_stores
+
+    check_status_against_stores(run.settings, run.scenario.spec_path, capsys)
+
+
 def test_zz_a_failed_gate_leaves_the_champion_untouched_and_is_recorded(run, tmp_path):
     """Runs last: re-runs the retrain job under a spec whose ROC AUC SLO no model can meet."""
     import yaml

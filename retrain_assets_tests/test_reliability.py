@@ -304,11 +304,14 @@ def test_a_run_killed_inside_a_stage_leaves_consistent_stores_and_completes_when
     assert killed >= max(1, TRIALS // 2)
 
 
-def test_concurrent_partition_runs_take_turns_on_the_warehouse_while_analysts_read(base, tmp_path):
-    """Three partitions ingested by three runs at once, each with the multiprocess executor: the
-    `warehouse` pool (limit 1, from dagster.yaml) makes their writing steps take turns; every
-    run succeeds, every row lands once, and an analyst republishing and querying the snapshot
-    throughout never sees an error."""
+def test_concurrent_partition_runs_keep_the_warehouse_whole_while_analysts_read(base, tmp_path):
+    """Three partitions ingested by three runs at once, each with the multiprocess executor, on the
+    embedded (SQLite) instance: every run succeeds, every row lands once, and an analyst
+    republishing and querying the snapshot throughout never sees an error. On SQLite the
+    `warehouse` pool does not serialize concurrent runs (Dagster claims slots with `FOR UPDATE
+    SKIP LOCKED`, which SQLite ignores): DuckDB's write lock and the retries keep the data whole.
+    That the pool makes writers take turns is tested on PostgreSQL (test_scale_backfill.py,
+    test_scale_celery.py)."""
     stores = base.copy(tmp_path / "stores")
     scenario = load_scenario(stores.root / "scenario.yaml")
     expected = {}
@@ -344,17 +347,11 @@ def test_concurrent_partition_runs_take_turns_on_the_warehouse_while_analysts_re
     counts = dict(duckdb.connect(str(stores.settings.warehouse_path), read_only=True).execute(
         "select strftime(partition_start, '%Y-%m-%d'), count(*) from raw_batches group by 1").fetchall())
     assert {key: counts.get(key) for key in expected} == expected
-    # The pool at work: no two ingestion steps of these runs wrote at the same time.
     instance = instance_at(stores.home)
-    windows = []
-    for run in instance.get_runs(filters=dg.RunsFilter(tags={"dagster/partition": list(expected)})):
-        events = {e.dagster_event.event_type_value: e.timestamp for e in instance.all_logs(run.run_id)
-                  if e.dagster_event is not None and e.step_key == "ingest_batches"}
-        windows.append((events["STEP_START"], events["STEP_SUCCESS"]))
+    succeeded = [run for run in instance.get_runs(filters=dg.RunsFilter(tags={"dagster/partition": list(expected)}))
+                 if run.status == dg.DagsterRunStatus.SUCCESS]
     instance.dispose()
-    windows.sort()
-    assert len(windows) == len(expected)
-    assert all(earlier[1] <= later[0] for earlier, later in zip(windows, windows[1:])), windows
+    assert len(succeeded) == len(expected)
 
 
 def test_the_demo_instance_config_is_the_repository_one():

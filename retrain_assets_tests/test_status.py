@@ -1,12 +1,9 @@
 """`retrain-assets status`: the next-action logic on hand-made states (one per branch), and the
-command end to end on the stores of a short real replay."""
+command end to end on the stores of a real replay (test_pipeline_e2e.py's 16-day run)."""
 
 import json
 from dataclasses import replace
-from types import SimpleNamespace
 
-import dagster as dg
-import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
@@ -14,7 +11,7 @@ from retrain_assets.cli import main
 from retrain_assets.core.policy import BatchSignal, Policy, PolicyHistory, decide_retrain
 from retrain_assets.core.rollout import CanaryVerdict
 from retrain_assets.core.status import Trial, next_action, next_partition
-from retrain_assets_tests.conftest import read_table, write_short_scenario
+from retrain_assets_tests.conftest import read_table
 
 POLICY = replace(Policy(), min_partitions_first_model=4, max_model_age_partitions=5, min_new_labeled_rows=100,
                  cooldown_partitions=3)
@@ -171,45 +168,32 @@ def test_next_partition_follows_the_granularity():
 
 
 # ---------------------------------------------------------------------------------------------
-# End to end: a short real replay, then `retrain-assets status` on its stores.
+# End to end: `retrain-assets status` on the stores of a real replay. test_pipeline_e2e.py calls
+# this on its 16-day run (one replay for both files).
 
-@pytest.fixture(scope="module")
-def stores(tmp_path_factory):
-    from retrain_assets.core.scenario import load_scenario, scenario_deliveries
-    from retrain_assets.demo import replay, scripted_reviewer
-    from retrain_assets.settings import ProjectSettings
-
-    folder = tmp_path_factory.mktemp("status")
-    scenario = load_scenario(write_short_scenario(folder, days=8))
-    settings = ProjectSettings(data_dir=folder / "data", spec_path=scenario.spec_path)
-    summary = replay(scenario_deliveries(scenario), settings, dg.DagsterInstance.ephemeral(),
-                     label=lambda d: f"{d.as_of - pd.Timedelta(days=1):%Y-%m-%d}", echo=lambda line: None,
-                     reviewer=scripted_reviewer(scenario, settings))
-    assert summary.deployments, "the short replay should promote a first model"
-    return SimpleNamespace(settings=settings, args=["--data-dir", str(settings.data_dir), "--spec", str(scenario.spec_path)])
-
-
-def test_status_shows_what_the_stores_say(stores, capsys):
-    assert main(["status", *stores.args]) == 0
+def check_status_against_stores(settings, spec_path, capsys) -> None:
+    """`status` (and `--json`) agree with the registry, the snapshot and `review list`."""
+    args = ["--data-dir", str(settings.data_dir), "--spec", str(spec_path)]
+    assert main(["status", *args]) == 0
     out = capsys.readouterr().out
     lines = {line[:12].strip(): line[13:] for line in out.splitlines()[1:]}
-    uri = stores.settings.default_tracking_uri
+    uri = settings.default_tracking_uri
     champion = str(MlflowClient(tracking_uri=uri, registry_uri=uri).get_model_version_by_alias("loan_default", "champion").version)
     assert lines["champion"].startswith(f"v{champion} ")
 
-    database = stores.settings.snapshot_path
+    database = settings.snapshot_path
     newest = read_table(database, "select * from drift_report where partition_start = (select max(partition_start) from drift_report)")
     drifted = sorted(newest.loc[newest["drifted"], "feature"])
     assert lines["last drift"].startswith(f"{newest['partition_start'].iloc[0]:%Y-%m-%d} vs v{champion}: dataset drift "
                                           f"{'YES' if newest['dataset_drifted'].iloc[0] else 'no'}, {len(drifted)}/9 features")
     assert all(feature in lines["last drift"] for feature in drifted)
 
-    assert main(["review", *stores.args, "list"]) == 0
+    assert main(["review", *args, "list"]) == 0
     listed = capsys.readouterr().out
     open_items = int(listed.rsplit("\n", 2)[-2].split()[0]) if "open items" in listed else 0
     assert lines["reviews"].startswith(f"{open_items} pending")
 
-    assert main(["status", *stores.args, "--json"]) == 0
+    assert main(["status", *args, "--json"]) == 0
     status = json.loads(capsys.readouterr().out)
     assert status["champion"]["version"] == champion and status["reviews"]["pending"] == open_items
     assert lines["next"] == status["next_action"]["text"]
