@@ -48,7 +48,7 @@ browser:
 # Two workers (the CI machine has two cores), one test file per worker so module fixtures are built once.
 # The whole suite, the browser tests of the Dagster UI included.
 test: $(STAMP) services browser
-	$(BIN)/python -m pytest -n 2 --dist loadfile
+	$(BIN)/python -m pytest -n 2 --dist loadfile --durations=15
 
 # Only the browser tests: the short demo fills an instance, dagster-webserver serves it, headless
 # Chromium checks the asset graph, the checks and the report links; screenshots go to ui-artifacts/.
