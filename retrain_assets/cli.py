@@ -21,7 +21,7 @@ os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
 # Partitioned asset checks are a Dagster "preview" feature we rely on knowingly; keep the console readable.
 warnings.filterwarnings("ignore", message=".*(preview|beta).*", category=Warning)
 
-from retrain_assets.settings import DEFAULT_SPEC  # noqa: E402 - after the environment defaults above
+from retrain_assets.settings import DEFAULT_DATA_DIR, DEFAULT_SPEC  # noqa: E402 - after the environment defaults above
 
 DEFAULT_SCENARIO = Path("data/scenarios/loan_default.yaml")
 EPILOG = """examples:
@@ -180,13 +180,10 @@ def build_parser() -> argparse.ArgumentParser:
                           "Check one large batch file against the contract and for drift in DuckDB, in bounded memory; "
                           "no pipeline needed.")
     check.add_argument("path", type=Path, help="the batch, Parquet or CSV")
-    check.add_argument("--spec", type=Path, default=Path(os.environ.get("RETRAIN_ASSETS_SPEC", str(DEFAULT_SPEC))),
-                       help="dataset spec (default: $RETRAIN_ASSETS_SPEC or %(default)s)")
     check.add_argument("--reference", type=Path, default=None,
                        help="reference profile JSON (ReferenceProfile.to_json); default: the champion's profile in the "
                             "warehouse's reference_profile table (read-only)")
-    check.add_argument("--data-dir", type=Path, default=Path(os.environ.get("RETRAIN_ASSETS_DATA_DIR", "data")),
-                       help="where the warehouse is, for the default reference (default: $RETRAIN_ASSETS_DATA_DIR or %(default)s)")
+    _store_arguments(check)  # --data-dir: where the warehouse is, for the default reference
     check.add_argument("--memory-limit", default="2GB", help="DuckDB memory_limit; larger work spills to --out (default: %(default)s)")
     check.add_argument("--threads", type=int, default=2, help="DuckDB threads (default: %(default)s)")
     check.add_argument("--window", nargs=2, metavar=("START", "END"), default=None,
@@ -275,10 +272,10 @@ def _require_stores(settings) -> None:
 def _store_arguments(parser: argparse.ArgumentParser, suppress: bool = False) -> None:
     """--data-dir and --spec, spelled and defaulted the same by every command that reads the stores.
     `suppress`: for a subcommand's subcommand, where they repeat the parent's options."""
-    data_dir = argparse.SUPPRESS if suppress else Path(os.environ.get("RETRAIN_ASSETS_DATA_DIR", "data"))
+    data_dir = argparse.SUPPRESS if suppress else Path(os.environ.get("RETRAIN_ASSETS_DATA_DIR", DEFAULT_DATA_DIR))
     spec = argparse.SUPPRESS if suppress else Path(os.environ.get("RETRAIN_ASSETS_SPEC", str(DEFAULT_SPEC)))
     parser.add_argument("--data-dir", type=Path, default=data_dir,
-                        help="landing zone and stores (default: $RETRAIN_ASSETS_DATA_DIR or data)")
+                        help=f"landing zone and stores (default: $RETRAIN_ASSETS_DATA_DIR or {DEFAULT_DATA_DIR})")
     parser.add_argument("--spec", type=Path, default=spec,
                         help=f"dataset spec (default: $RETRAIN_ASSETS_SPEC or {DEFAULT_SPEC})")
 

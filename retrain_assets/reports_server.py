@@ -13,7 +13,7 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from retrain_assets.settings import DEFAULT_REPORTS_URL, ProjectSettings
+from retrain_assets.settings import ProjectSettings
 
 
 class _ReportHandler(SimpleHTTPRequestHandler):
@@ -28,6 +28,12 @@ class _ReportHandler(SimpleHTTPRequestHandler):
         super().end_headers()
 
 
+def bind_address(url: str, default_port: int) -> tuple[str, int]:
+    """The host and port a local server for `url` binds (127.0.0.1 and `default_port` when unsaid)."""
+    parts = urlsplit(url)
+    return parts.hostname or "127.0.0.1", parts.port or default_port
+
+
 def make_server(directory: Path, host: str = "127.0.0.1", port: int = 3030) -> ThreadingHTTPServer:
     """A server for `directory` (created if missing); port 0 picks a free one."""
     directory.mkdir(parents=True, exist_ok=True)
@@ -37,11 +43,11 @@ def make_server(directory: Path, host: str = "127.0.0.1", port: int = 3030) -> T
 
 def main(argv: list[str] | None = None) -> int:
     settings = ProjectSettings.from_env()
-    default = urlsplit(settings.reports_url or DEFAULT_REPORTS_URL)
+    host, port = bind_address(settings.reports_url, 3030)
     parser = argparse.ArgumentParser(prog="python -m retrain_assets.reports_server", description=__doc__.splitlines()[0])
     parser.add_argument("--dir", type=Path, default=settings.reports_dir, help="folder to serve (default: %(default)s)")
-    parser.add_argument("--host", default=default.hostname or "127.0.0.1", help="address to bind (default: %(default)s)")
-    parser.add_argument("--port", type=int, default=default.port or 3030, help="port (default: %(default)s)")
+    parser.add_argument("--host", default=host, help="address to bind (default: %(default)s)")
+    parser.add_argument("--port", type=int, default=port, help="port (default: %(default)s)")
     args = parser.parse_args(argv)
     try:
         server = make_server(args.dir, args.host, args.port)

@@ -16,7 +16,8 @@ import duckdb
 import pandas as pd
 
 from retrain_assets.core.modeling import PARTITION_COLUMN, target_vector
-from retrain_assets.core.policy import BatchSignal, PolicyHistory, decide_retrain
+from retrain_assets.core.monitoring import finite_or_nan
+from retrain_assets.core.policy import PolicyHistory, decide_retrain
 from retrain_assets.core.rollout import CHAMPION_ARM, analyse_canary
 from retrain_assets.core.spec import DatasetSpec
 from retrain_assets.core.status import Trial, known_partitions, next_action
@@ -150,29 +151,16 @@ def _deployment_state(registry):
 
 
 def _policy_history(warehouse, state) -> PolicyHistory:
-    """What `decide_retrain` reads, from the warehouse alone: the queries of
-    `defs.monitoring.gather_history`, with the labelled partitions and the newest training window
-    read from `labeled_batches` and `training_set` instead of the Dagster instance's records."""
-    from retrain_assets.defs.monitoring import SUMMARY_COLUMNS
+    """What `decide_retrain` reads, from the warehouse alone: as `defs.monitoring.gather_history`,
+    with the labelled partitions and the newest training window read from `labeled_batches` and
+    `training_set` instead of the Dagster instance's records."""
+    from retrain_assets.defs.monitoring import history_from_warehouse
 
     labeled = warehouse.query(f"select distinct {PARTITION_COLUMN} as p from labeled_batches order by p")
     window = warehouse.query(f"select max({PARTITION_COLUMN}) as p from training_set")
     trained_through = f"{window['p'].iloc[0]:%Y-%m-%d}" if len(window) and pd.notna(window["p"].iloc[0]) else None
-    frame = warehouse.query(f"select distinct {', '.join(SUMMARY_COLUMNS)} from drift_report order by partition_start")
-    signals = [BatchSignal(f"{r.partition_start:%Y-%m-%d}", str(r.champion_version), bool(r.dataset_drifted), float(r.drift_share),
-                           _number(r.estimated_roc_auc), _number(r.realized_roc_auc), int(r.n_labeled)) for r in frame.itertuples()]
-    deployed = warehouse.query("select holdout_roc_auc from deployed_model order by deployed_at desc limit 1")
-    new_rows = 0
-    if trained_through:
-        counted = warehouse.query(f"select count(*) as n from labeled_batches where {PARTITION_COLUMN} > ?", [pd.Timestamp(trained_through)])
-        new_rows = int(counted["n"].iloc[0]) if len(counted) else 0
-    past = warehouse.query("select partition, trigger from retrain_decisions where retrain order by decided_at")
-    return PolicyHistory(labeled_partitions=[f"{p:%Y-%m-%d}" for p in labeled["p"]] if len(labeled) else [], signals=signals,
-                         champion_version=state.champion,
-                         champion_holdout_roc_auc=float(deployed["holdout_roc_auc"].iloc[0]) if len(deployed) else None,
-                         last_trained_through=trained_through, new_labeled_rows=new_rows,
-                         past_triggers=list(zip(past["partition"], past["trigger"])) if len(past) else [],
-                         trial_version=state.challenger)
+    return history_from_warehouse(warehouse, state, [f"{p:%Y-%m-%d}" for p in labeled["p"]] if len(labeled) else [],
+                                  trained_through)
 
 
 def _champion(warehouse, registry, version: str) -> dict:
@@ -187,7 +175,7 @@ def _champion(warehouse, registry, version: str) -> dict:
         first = started.iloc[0] if len(started) else (tenure.iloc[0] if len(tenure) else None)
         if first is not None:
             since, how = f"{first['deployed_at']:%Y-%m-%d %H:%M}", str(first["action"])
-        auc = _number(history["holdout_roc_auc"].iloc[-1]) if str(history["champion_version"].iloc[-1]) == version else None
+        auc = finite_or_nan(history["holdout_roc_auc"].iloc[-1]) if str(history["champion_version"].iloc[-1]) == version else None
     return {"version": version, "since": since, "how": how, "model_family": tags.get("model_family", ""),
             "trained_from": tags.get("train_from", ""), "trained_through": tags.get("trained_through", ""),
             "holdout_partitions": tags.get("holdout_partitions", ""),
@@ -250,10 +238,6 @@ def _rows_per_partition(warehouse) -> int:
     counts = warehouse.query(f"select count(*) as n from labeled_batches group by {PARTITION_COLUMN} "
                              f"order by {PARTITION_COLUMN} desc limit 7")
     return int(counts["n"].median()) if len(counts) else 0
-
-
-def _number(value) -> float:
-    return float(value) if value is not None and not pd.isna(value) else math.nan
 
 
 def _plain(value):

@@ -11,20 +11,18 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
-from urllib.parse import urlsplit
 
-from retrain_assets.reports_server import make_server
+from retrain_assets.reports_server import bind_address, make_server
 from retrain_assets.settings import ProjectSettings
 
 
 def main() -> int:
     settings = ProjectSettings.from_env()
     bin_dir = Path(sys.executable).parent
-    mlflow_url = urlsplit(settings.mlflow_ui_url)
-    reports_url = urlsplit(settings.reports_url)
     try:
-        reports = make_server(settings.reports_dir, reports_url.hostname or "127.0.0.1", reports_url.port or 3030)
+        reports = make_server(settings.reports_dir, *bind_address(settings.reports_url, 3030))
     except OSError as error:
         print(f"cannot serve the reports on {settings.reports_url}: {error.strerror}. Set RETRAIN_ASSETS_REPORTS_URL "
               "to a free port (e.g. http://127.0.0.1:3031).", file=sys.stderr)
@@ -32,16 +30,17 @@ def main() -> int:
     threading.Thread(target=reports.serve_forever, daemon=True).start()
     settings.mlflow_dir.mkdir(parents=True, exist_ok=True)
     tracking_uri = os.environ.get("MLFLOW_TRACKING_URI") or settings.default_tracking_uri
+    mlflow_host, mlflow_port = bind_address(settings.mlflow_ui_url, 5000)
     children = [
         subprocess.Popen([str(bin_dir / "mlflow"), "ui", "--backend-store-uri", tracking_uri,
-                          "--host", mlflow_url.hostname or "127.0.0.1", "--port", str(mlflow_url.port or 5000)]),
+                          "--host", mlflow_host, "--port", str(mlflow_port)]),
         subprocess.Popen([str(bin_dir / "dagster"), "dev", "-w", "workspace.yaml"]),
     ]
     print(f"Dagster UI   http://127.0.0.1:3000\nMLflow UI    {settings.mlflow_ui_url}\n"
           f"Reports      {settings.reports_url}/   (Ctrl-C stops all three)", flush=True)
     try:
-        while all(child.poll() is None for child in children):
-            threading.Event().wait(1)
+        while all(child.poll() is None for child in children):  # one server dying ends the session
+            time.sleep(1)
     except KeyboardInterrupt:
         pass
     finally:
@@ -54,8 +53,7 @@ def main() -> int:
             except subprocess.TimeoutExpired:
                 child.kill()
         reports.shutdown()
-    failed = [child.args[1] for child in children if child.returncode not in (0, -signal.SIGINT, 130, None)]
-    return 1 if failed else 0
+    return 1 if any(child.returncode not in (0, -signal.SIGINT, 130) for child in children) else 0
 
 
 if __name__ == "__main__":

@@ -15,6 +15,9 @@ from retrain_assets.core.evaluation_html import WORSE_COLOR, finite_float
 from retrain_assets.core.modeling import PARTITION_COLUMN
 
 P_VALUE_TESTS = ("ks", "chi2")
+# The drift_report columns the page reads (the table has ~40): a caller selects only these.
+TREND_COLUMNS = (PARTITION_COLUMN, "feature", "drift_score", "threshold", "test", "drifted", "drift_share",
+                 "dataset_drifted", "champion_version")
 OK_LIGHT, MISSING_COLOR, CHANGE_COLOR = "#f1f5fa", "#d9d9d9", "#555555"
 WIDTH, LEFT, RIGHT = 1200, 190, 40
 SHARE_TOP, SHARE_HEIGHT, HEAT_GAP, ROW = 40, 200, 44, 16
@@ -78,9 +81,8 @@ def render_drift_trend_html(history: pd.DataFrame, share_threshold: float | None
     """The page: drifted-feature share per partition (with the dataset-drift threshold), the
     partitions judged drifted, a feature x partition heat strip, and champion changes.
 
-    history: `drift_report` rows (one per partition and feature). Columns used: partition_start,
-    feature, drift_score, threshold, test, drifted, drift_share, dataset_drifted, champion_version;
-    any but partition_start may be missing. share_threshold: the policy's dataset_drift_share
+    history: `drift_report` rows (one per partition and feature), columns TREND_COLUMNS; any but
+    partition_start may be missing. share_threshold: the policy's dataset_drift_share
     (falls back on a `dataset_drift_share` column, else no threshold line).
     """
     if share_threshold is None and "dataset_drift_share" in history and history["dataset_drift_share"].notna().any():

@@ -103,3 +103,8 @@ def build_drift_report(
                     estimate = estimate_performance(np.asarray(labeled_scores, dtype=float), seed=seed)
                 summary["estimate_reliable"] = bool(check_estimate(estimate, labels, labeled_scores).reliable)
     return DriftResult(features=features, summary=summary)
+
+
+def finite_or_nan(value) -> float:
+    """A float from a table cell; NaN for a missing one (None, NaN, pd.NA)."""
+    return math.nan if value is None or pd.isna(value) else float(value)

@@ -11,10 +11,10 @@ import pandas as pd
 
 from retrain_assets.core.drift import ReferenceProfile, build_reference_profile
 from retrain_assets.core.drift_html import render_drift_html
-from retrain_assets.core.drift_trend_html import render_drift_trend_html
+from retrain_assets.core.drift_trend_html import TREND_COLUMNS, render_drift_trend_html
 from retrain_assets.core.landing import write_text_atomically
 from retrain_assets.core.modeling import PARTITION_COLUMN, content_hash, predict_scores, split_holdout, target_vector
-from retrain_assets.core.monitoring import build_drift_report
+from retrain_assets.core.monitoring import build_drift_report, finite_or_nan
 from retrain_assets.core.multivariate import reference_sample
 from retrain_assets.core.policy import BatchSignal, PolicyHistory, decide_retrain
 from retrain_assets.core.spec import DatasetSpec
@@ -136,10 +136,10 @@ def build_monitoring(spec: DatasetSpec, partitions_def: dg.PartitionsDefinition)
                                                 result.features, summary, profile, raw_batches), html_path)
         # The trend across partitions: the other partitions' stored rows plus this run's (the table
         # reads empty before its first write).
-        others = warehouse.query(f"select * from drift_report where {PARTITION_COLUMN} <> ?", [start])
+        others = warehouse.query(f"select {', '.join(TREND_COLUMNS)} from drift_report where {PARTITION_COLUMN} <> ?", [start])
+        history = pd.concat([others, report[list(TREND_COLUMNS)]], ignore_index=True) if len(others) else report
         trend_path = Path(warehouse.reports_dir) / "drift" / "trend.html"
-        write_text_atomically(render_drift_trend_html(pd.concat([others, report], ignore_index=True) if len(others) else report,
-                                                      policy.drift.dataset_drift_share, f"Drift over time: {spec.name}"),
+        write_text_atomically(render_drift_trend_html(history, policy.drift.dataset_drift_share, f"Drift over time: {spec.name}"),
                               trend_path)
         top = result.features.sort_values(["drifted", "drift_score"], ascending=[False, False]).head(8)
         yield dg.Output(report, metadata={
@@ -214,9 +214,17 @@ def gather_history(instance: dg.DagsterInstance, model_registry: ModelRegistry, 
     """Collect what the policy reads from the instance, the registry and the warehouse."""
     labeled = sorted(instance.get_materialized_partitions(dg.AssetKey("labeled_batches")))
     trained_through = latest_materialization_metadata(instance, "training_set").get("trained_through")
+    return history_from_warehouse(warehouse, model_registry.deployment_state(), labeled, trained_through)
+
+
+def history_from_warehouse(warehouse: Warehouse, state, labeled: list[str], trained_through: str | None) -> PolicyHistory:
+    """The policy's history from the warehouse tables, given the registry's `state`, the labelled
+    partitions and the newest training window's end (the pipeline reads those two from the
+    Dagster instance; `retrain-assets status` from the warehouse)."""
     frame = warehouse.query(f"select distinct {', '.join(SUMMARY_COLUMNS)} from drift_report order by partition_start")
     signals = [BatchSignal(f"{r.partition_start:%Y-%m-%d}", str(r.champion_version), bool(r.dataset_drifted), float(r.drift_share),
-                           _float(r.estimated_roc_auc), _float(r.realized_roc_auc), int(r.n_labeled)) for r in frame.itertuples()]
+                           finite_or_nan(r.estimated_roc_auc), finite_or_nan(r.realized_roc_auc), int(r.n_labeled))
+               for r in frame.itertuples()]
     deployed = warehouse.query("select holdout_roc_auc from deployed_model order by deployed_at desc limit 1")
     baseline = float(deployed["holdout_roc_auc"].iloc[0]) if len(deployed) else None
     new_rows = 0
@@ -225,11 +233,6 @@ def gather_history(instance: dg.DagsterInstance, model_registry: ModelRegistry, 
         new_rows = int(counted["n"].iloc[0]) if len(counted) else 0
     past = warehouse.query("select partition, trigger from retrain_decisions where retrain order by decided_at")
     triggers = list(zip(past["partition"], past["trigger"])) if len(past) else []
-    state = model_registry.deployment_state()
     return PolicyHistory(labeled_partitions=labeled, signals=signals, champion_version=state.champion,
                          champion_holdout_roc_auc=baseline, last_trained_through=trained_through, new_labeled_rows=new_rows,
                          past_triggers=triggers, trial_version=state.challenger)
-
-
-def _float(value) -> float:
-    return float(value) if value is not None and not (isinstance(value, float) and math.isnan(value)) else math.nan

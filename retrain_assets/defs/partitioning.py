@@ -7,6 +7,7 @@ import pandas as pd
 
 from retrain_assets.core.spec import DatasetSpec
 
+
 def partitions_for(spec: DatasetSpec) -> dg.TimeWindowPartitionsDefinition:
     """Time partitions at the spec's granularity; the current period is open (end_offset=1) so a
     batch landing today is ingested today."""
