@@ -42,6 +42,12 @@ class RunOutcome:
         return outcome
 
 
+def sensor_resources(defs: dg.Definitions) -> dict[str, Any]:
+    """The resources sensors may ask for, as the daemon gives them: all but the IO manager, whose
+    setup takes the warehouse writer lock for a step."""
+    return {key: value for key, value in (defs.resources or {}).items() if key != "io_manager"}
+
+
 class PipelineDriver:
     """Ticks sensors and automation in process and executes what they request."""
 
@@ -87,7 +93,7 @@ class PipelineDriver:
         sensor = self.defs.resolve_sensor_def(name)
         context = dg.build_sensor_context(
             instance=self.instance, cursor=self.cursors.get(name), definitions=self.defs, sensor_name=name,
-            resources=self.defs.resources,
+            resources=sensor_resources(self.defs),
         )
         result = sensor(context)
         if isinstance(result, dg.SensorResult):

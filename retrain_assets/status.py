@@ -152,15 +152,11 @@ def _deployment_state(registry):
 
 def _policy_history(warehouse, state) -> PolicyHistory:
     """What `decide_retrain` reads, from the warehouse alone: as `defs.monitoring.gather_history`,
-    with the labelled partitions and the newest training window read from `labeled_batches` and
-    `training_set` instead of the Dagster instance's records."""
+    with the labelled partitions read from `labeled_batches` instead of the Dagster instance's records."""
     from retrain_assets.defs.monitoring import history_from_warehouse
 
     labeled = warehouse.query(f"select distinct {PARTITION_COLUMN} as p from labeled_batches order by p")
-    window = warehouse.query(f"select max({PARTITION_COLUMN}) as p from training_set")
-    trained_through = f"{window['p'].iloc[0]:%Y-%m-%d}" if len(window) and pd.notna(window["p"].iloc[0]) else None
-    return history_from_warehouse(warehouse, state, [f"{p:%Y-%m-%d}" for p in labeled["p"]] if len(labeled) else [],
-                                  trained_through)
+    return history_from_warehouse(warehouse, state, [f"{p:%Y-%m-%d}" for p in labeled["p"]] if len(labeled) else [])
 
 
 def _champion(warehouse, registry, version: str) -> dict:

@@ -10,7 +10,7 @@ import pytest
 from retrain_assets.core.landing import write_atomically
 from retrain_assets.core.scenario import generate_day, load_scenario
 from retrain_assets.defs import build_definitions
-from retrain_assets.replay import PipelineDriver
+from retrain_assets.replay import PipelineDriver, sensor_resources
 from retrain_assets.settings import ProjectSettings
 from retrain_assets_tests.conftest import read_table
 
@@ -71,7 +71,7 @@ def test_landing_sensor_ignores_unplaceable_files_and_keeps_ticking(pipeline):
     (batches / "notes.txt").write_text("not a batch")
     (batches / "latest.csv").write_text("a,b\n1,2\n")
     (batches / "1999-01-01.csv").write_text("a,b\n1,2\n")  # before the dataset's first partition
-    context = dg.build_sensor_context(instance=driver.instance, definitions=defs, resources=defs.resources)
+    context = dg.build_sensor_context(instance=driver.instance, definitions=defs, resources=sensor_resources(defs))
     result = defs.resolve_sensor_def("landing_zone_sensor")(context)
     assert not result.run_requests
     assert "3 ignored" in result.skip_reason.skip_message
@@ -82,20 +82,20 @@ def test_landing_sensor_run_keys_name_partition_and_content(pipeline):
     batch, labels = generate_day(scenario, 0)
     write_atomically(batch, settings.landing_dir / "batches" / "2025-01-01.csv")
     write_atomically(labels, settings.landing_dir / "labels" / "2025-01-01__delivered_2025-01-03.csv")
-    context = dg.build_sensor_context(instance=driver.instance, definitions=defs, resources=defs.resources)
+    context = dg.build_sensor_context(instance=driver.instance, definitions=defs, resources=sensor_resources(defs))
     result = defs.resolve_sensor_def("landing_zone_sensor")(context)
     keys = sorted(r.run_key for r in result.run_requests)
     assert [k.split(":")[:2] for k in keys] == [["batches", "2025-01-01"], ["labels", "2025-01-01"]]
     selections = {r.run_key.split(":")[0]: {k.to_user_string() for k in r.asset_selection} for r in result.run_requests}
     assert selections == {"batches": {"raw_batches", "quarantine"}, "labels": {"labels", "rejected_labels", "review_decisions"}}
     # A second tick with the returned cursor requests nothing new.
-    again = dg.build_sensor_context(instance=driver.instance, definitions=defs, resources=defs.resources, cursor=result.cursor)
+    again = dg.build_sensor_context(instance=driver.instance, definitions=defs, resources=sensor_resources(defs), cursor=result.cursor)
     assert not defs.resolve_sensor_def("landing_zone_sensor")(again).run_requests
 
 
 def test_retrain_sensor_is_quiet_until_monitoring_data_exists(pipeline):
     _, _, defs, driver = pipeline
-    context = dg.build_sensor_context(instance=driver.instance, definitions=defs, resources=defs.resources)
+    context = dg.build_sensor_context(instance=driver.instance, definitions=defs, resources=sensor_resources(defs))
     result = defs.resolve_sensor_def("retrain_sensor")(context)
     assert not result.run_requests
     assert result.skip_reason.skip_message.startswith("no new monitoring data")

@@ -21,7 +21,7 @@ from retrain_assets.core.landing import scan
 from retrain_assets.core.scenario import generate_day, load_scenario
 from retrain_assets.defs import build_definitions
 from retrain_assets.defs.resources import LandingZone
-from retrain_assets.replay import PipelineDriver
+from retrain_assets.replay import PipelineDriver, sensor_resources
 from retrain_assets.settings import ProjectSettings
 from retrain_assets_tests.conftest import REPO, write_short_scenario
 
@@ -539,7 +539,7 @@ def test_every_case_is_in_the_readme_table():
 
 
 def test_the_sensor_warns_naming_what_it_ignores(suite, capfd):
-    context = dg.build_sensor_context(instance=suite.driver.instance, definitions=suite.defs, resources=suite.defs.resources,
+    context = dg.build_sensor_context(instance=suite.driver.instance, definitions=suite.defs, resources=sensor_resources(suite.defs),
                                       cursor=suite.driver.cursors["landing_zone_sensor"])
     result = suite.defs.resolve_sensor_def("landing_zone_sensor")(context)
     assert not result.run_requests and "1 ignored" in result.skip_reason.skip_message

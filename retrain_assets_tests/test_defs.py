@@ -23,7 +23,7 @@ def test_definitions_validate_for_shipped_specs(tmp_path, spec):
     assert {k.to_user_string() for k in defs.resolve_all_asset_keys()} == ASSETS
     sensors = {s.name: s for s in defs.sensors}
     assert set(sensors) == {"landing_zone_sensor", "retrain_sensor", "rollout_sensor", "analyst_snapshot_sensor",
-                            "automation_condition_sensor"}
+                            "automation_condition_sensor", "dead_run_sensor"}
     # Everything the pipeline needs to run unattended starts RUNNING under `dagster dev`.
     assert {s.default_status for s in sensors.values()} == {dg.DefaultSensorStatus.RUNNING}
 

@@ -20,6 +20,7 @@ from retrain_assets.defs.partitioning import partitions_for
 from retrain_assets.defs.serving import build_serving
 from retrain_assets.defs.storage import WarehouseIOManager
 from retrain_assets.defs.resources import LandingZone, Warehouse, model_registry_for
+from retrain_assets.defs.runs import build_recovery
 from retrain_assets.defs.training import build_training
 from retrain_assets.settings import ProjectSettings
 
@@ -49,6 +50,7 @@ def build_definitions(settings: ProjectSettings) -> dg.Definitions:
         build_monitoring(spec, partitions_def),
         build_serving(spec, partitions_def),
         build_automation(spec, partitions_def),
+        build_recovery(),
         dg.Definitions(resources=resources, executor=executor_for(settings)),
     ), spec)
 

@@ -11,6 +11,7 @@ import dagster as dg
 from retrain_assets.core.landing import BATCHES, LABELS, PREDICTIONS, REVIEWS, scan
 from retrain_assets.core.spec import DatasetSpec
 from retrain_assets.defs.resources import LandingZone, ModelRegistry, Warehouse
+from retrain_assets.defs.runs import MODEL_JOB_TAG, model_jobs_in_progress
 from retrain_assets.defs.training import latest_materialization_metadata
 
 INGEST_ASSETS = {BATCHES: [dg.AssetKey("raw_batches"), dg.AssetKey("quarantine")],
@@ -25,9 +26,6 @@ RETRAIN_ASSETS = ["training_set", "candidate_model", "suspect_labels", "evaluati
 FRESHNESS_CHECK = dg.AssetCheckKey(dg.AssetKey("deployed_model"), "deployed_model_freshness")
 # A new materialization of any of these can change the retrain decision.
 POLICY_INPUTS = ("drift_report", "labeled_batches", "deployed_model", "training_set")
-# On every run of the two jobs that move the registry aliases: the production instance
-# (deploy/production/dagster.yaml) lets one such run be in progress at a time.
-MODEL_JOB_TAG = "retrain_assets/model_job"
 
 
 def build_automation(spec: DatasetSpec, partitions_def: dg.TimeWindowPartitionsDefinition) -> dg.Definitions:
@@ -95,6 +93,14 @@ def build_automation(spec: DatasetSpec, partitions_def: dg.TimeWindowPartitionsD
         decision = latest_materialization_metadata(context.instance, "retrain_decisions")
         decision_id = str(decision.get("decision_id", ""))
         if decision.get("retrain") and decision_id and decision_id != cursor["acted"]:
+            busy = model_jobs_in_progress(context.instance)
+            if busy:
+                # One model job at a time, whatever the instance's limits: a retrain already under
+                # way answers this decision; after a rollout the decision is taken up again.
+                if any(run.tags.get(MODEL_JOB_TAG) == "retrain" for run in busy):
+                    cursor["acted"] = decision_id
+                return dg.SensorResult(skip_reason=dg.SkipReason(
+                    f"retrain decided, but {busy[0].job_name} run {busy[0].run_id} is still in progress"), cursor=json.dumps(cursor))
             cursor["acted"] = decision_id
             return dg.SensorResult(
                 run_requests=[dg.RunRequest(run_key=f"retrain:{decision_id}", job_name="retrain_job",
@@ -126,6 +132,10 @@ def build_automation(spec: DatasetSpec, partitions_def: dg.TimeWindowPartitionsD
         if state.challenger is None:
             return dg.SensorResult(skip_reason=dg.SkipReason("no challenger on live trial"), cursor=context.cursor)
         inputs = f"{state.challenger}:" + ",".join(str(_latest_storage_id(context.instance, key)) for key in ROLLOUT_INPUTS)
+        busy = model_jobs_in_progress(context.instance)
+        if busy:  # the cursor stays: the trial is judged once that run has ended
+            return dg.SensorResult(skip_reason=dg.SkipReason(f"{busy[0].job_name} run {busy[0].run_id} is still in progress"),
+                                   cursor=context.cursor)
         if inputs == context.cursor:
             return dg.SensorResult(skip_reason=dg.SkipReason(f"v{state.challenger} on trial; no new logs or labels"),
                                    cursor=context.cursor)

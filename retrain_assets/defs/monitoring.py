@@ -213,14 +213,29 @@ def build_monitoring(spec: DatasetSpec, partitions_def: dg.PartitionsDefinition)
 def gather_history(instance: dg.DagsterInstance, model_registry: ModelRegistry, warehouse: Warehouse) -> PolicyHistory:
     """Collect what the policy reads from the instance, the registry and the warehouse."""
     labeled = sorted(instance.get_materialized_partitions(dg.AssetKey("labeled_batches")))
-    trained_through = latest_materialization_metadata(instance, "training_set").get("trained_through")
-    return history_from_warehouse(warehouse, model_registry.deployment_state(), labeled, trained_through)
+    return history_from_warehouse(warehouse, model_registry.deployment_state(), labeled)
 
 
-def history_from_warehouse(warehouse: Warehouse, state, labeled: list[str], trained_through: str | None) -> PolicyHistory:
-    """The policy's history from the warehouse tables, given the registry's `state`, the labelled
-    partitions and the newest training window's end (the pipeline reads those two from the
-    Dagster instance; `retrain-assets status` from the warehouse)."""
+def last_evaluated_window_end(warehouse: Warehouse) -> str | None:
+    """The newest partition of the training window (held-out tail included) of the newest challenger
+    that reached an evaluation verdict; None before the first.
+
+    A retrain counts once its challenger is evaluated, not when `training_set` moves: a run that
+    dies between the two (killed, out of memory) leaves the policy free to retrain again."""
+    found = warehouse.query(
+        "select c.trained_through, c.holdout_partitions from evaluation_report e "
+        "join candidate_model c on c.model_version = e.challenger_version order by e.evaluated_at desc limit 1")
+    if found.empty:
+        return None
+    row = found.iloc[0]
+    return max([str(row["trained_through"]), *[p for p in str(row["holdout_partitions"] or "").split(",") if p]])
+
+
+def history_from_warehouse(warehouse: Warehouse, state, labeled: list[str]) -> PolicyHistory:
+    """The policy's history from the warehouse tables, given the registry's `state` and the labelled
+    partitions (the pipeline reads those from the Dagster instance; `retrain-assets status` from
+    the warehouse)."""
+    trained_through = last_evaluated_window_end(warehouse)
     frame = warehouse.query(f"select distinct {', '.join(SUMMARY_COLUMNS)} from drift_report order by partition_start")
     signals = [BatchSignal(f"{r.partition_start:%Y-%m-%d}", str(r.champion_version), bool(r.dataset_drifted), float(r.drift_share),
                            finite_or_nan(r.estimated_roc_auc), finite_or_nan(r.realized_roc_auc), int(r.n_labeled))

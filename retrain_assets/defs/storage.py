@@ -1,11 +1,27 @@
 """The warehouse IO manager: dagster-duckdb's pandas IO manager, with each output written in one
-transaction. Upstream deletes the partition (or, for a history table, every row) and inserts the
+transaction, and every step that uses it holding the warehouse's writer lock.
+
+Transactions: upstream deletes the partition (or, for a history table, every row) and inserts the
 new rows as two autocommitted statements: a process killed between them would lose the table's
-content. Here a crash at any point leaves either the old rows or the new ones."""
+content. Here a crash at any point leaves either the old rows or the new ones.
+
+The writer lock: a step reads tables (a history it appends to, the partitions it joins) and then
+writes; two steps doing that at once would lose one's rows. Dagster's `warehouse` pool serializes
+them only on an instance configured with its limit, and a dead run can hold its slot; so the IO
+manager itself takes an exclusive lock on `<warehouse>.lock` for the whole step (for the whole run
+under the in-process executor). It is an OS file lock: the kernel releases it when its process
+dies, however it dies."""
 
 from __future__ import annotations
 
-from contextlib import contextmanager
+import fcntl
+import os
+import socket
+import time
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+
+from pydantic import Field, PrivateAttr
 
 from dagster._core.storage.db_io_manager import DbIOManager
 from dagster_duckdb.io_manager import DuckDbClient
@@ -40,8 +56,78 @@ class TransactionalDuckDbClient(DuckDbClient):
             DuckDbClient.delete_table_slice(context, table_slice, connection)
 
 
+LOCK_PROGRESS_SECONDS = 30.0
+
+
+class WarehouseLockTimeout(TimeoutError):
+    """The warehouse writer lock stayed held by another process for longer than allowed."""
+
+
+def lock_path(database: str | Path) -> Path:
+    """The writer lock file beside a warehouse file."""
+    database = Path(database)
+    return database.with_name(f"{database.name}.lock")
+
+
+@contextmanager
+def warehouse_writer_lock(database: str | Path, holder: str, timeout_seconds: float, log=None):
+    """Hold the warehouse's exclusive writer lock for the block; `holder` is written into the lock
+    file so that a waiting step can say whom it waits for. Waits up to `timeout_seconds`, logging
+    the holder every LOCK_PROGRESS_SECONDS, then raises WarehouseLockTimeout."""
+    path = lock_path(database)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        started = last_note = time.monotonic()
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                waited = time.monotonic() - started
+                if waited > timeout_seconds:
+                    raise WarehouseLockTimeout(
+                        f"the warehouse {database} has been locked by {current_holder(database)} for over "
+                        f"{timeout_seconds:.0f} s; if that process is stuck, stop it (the lock is freed when it exits)") from None
+                if log is not None and time.monotonic() - last_note >= LOCK_PROGRESS_SECONDS:
+                    log.info(f"waiting {waited:.0f} s for the warehouse writer lock, held by {current_holder(database)}")
+                    last_note = time.monotonic()
+                time.sleep(0.05)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, holder.encode(), 0)
+        if log is not None:
+            log.debug(f"warehouse writer lock acquired by {holder}")
+        try:
+            yield
+        finally:
+            os.ftruncate(fd, 0)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+def current_holder(database: str | Path) -> str:
+    """Who holds the writer lock, as its holder wrote it ("unknown" between acquire and write)."""
+    try:
+        return lock_path(database).read_text().strip() or "unknown"
+    except OSError:
+        return "unknown"
+
+
 class WarehouseIOManager(DuckDBPandasIOManager):
-    """Pandas DataFrames <-> DuckDB tables (partitioned by `partition_expr`), written atomically."""
+    """Pandas DataFrames <-> DuckDB tables (partitioned by `partition_expr`), written atomically;
+    a step using it holds the warehouse writer lock from its start to its end."""
+
+    lock_timeout_seconds: float = Field(default=6 * 3600.0, description=(
+        "How long a step waits for the warehouse writer lock held by another step before it fails."))
+    _held: ExitStack = PrivateAttr(default_factory=ExitStack)
+
+    def setup_for_execution(self, context) -> None:
+        holder = f"pid {os.getpid()} on {socket.gethostname()}, run {context.run_id or 'none'}"
+        self._held.enter_context(warehouse_writer_lock(self.database, holder, self.lock_timeout_seconds, context.log))
+
+    def teardown_after_execution(self, context) -> None:
+        self._held.close()
 
     def create_io_manager(self, context) -> DbIOManager:
         # As upstream's create_io_manager, with the transactional client.

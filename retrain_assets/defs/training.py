@@ -3,28 +3,36 @@
 
 import hashlib
 import json
-import subprocess
 from functools import lru_cache
 from importlib.metadata import version as package_version
+from pathlib import Path
 
 import dagster as dg
 import pandas as pd
 
+import retrain_assets
 from retrain_assets.core.modeling import PARTITION_COLUMN, content_hash, feature_frame, split_holdout
 from retrain_assets.core.selection import select_model
 from retrain_assets.core.spec import DatasetSpec
 from retrain_assets.defs.resources import CHALLENGER, CHAMPION, ModelRegistry, Warehouse
+from retrain_assets.defs.runs import refuse_if_model_job_running
 from retrain_assets.defs.storage import WAREHOUSE_POOL
 
 
 @lru_cache(maxsize=1)
 def code_version() -> str:
-    """Package version plus the git commit when running from a checkout."""
-    try:
-        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        sha = ""
-    return f"{package_version('retrain-assets')}+{sha or 'unknown'}"
+    """Package version plus a hash of the source that is running (every module of the imported
+    `retrain_assets` package, by relative path and content): any code change, committed or not,
+    installed or editable, gives a new code version, so a model trained by older code is never reused."""
+    return f"{package_version('retrain-assets')}+{source_hash(Path(retrain_assets.__file__).parent)}"
+
+
+def source_hash(package_dir: Path) -> str:
+    """sha256 over the package's `.py` files (relative path and bytes, in path order), 12 hex digits."""
+    digest = hashlib.sha256()
+    for path in sorted(package_dir.rglob("*.py")):
+        digest.update(path.relative_to(package_dir).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()[:12]
 
 
 def latest_materialization_metadata(instance: dg.DagsterInstance, asset: str) -> dict:
@@ -87,6 +95,7 @@ def build_training(spec: DatasetSpec) -> dg.Definitions:
         """Every candidate so far. The newest won a time-ordered cross-validated search over model
         families on the window minus its held-out tail, and is registered as `challenger` with
         its lineage (training partitions, data version, code version, Dagster run) as tags."""
+        refuse_if_model_job_running(context)
         upstream = latest_materialization_metadata(context.instance, "training_set")
         data_version = str(upstream.get("data_version", content_hash(training_set)))
         train, _, holdout_keys = split_holdout(training_set, policy.holdout_share)

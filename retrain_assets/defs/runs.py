@@ -1,0 +1,105 @@
+"""Run-level safety that must not depend on optional instance settings: one model job at a time,
+and recovery of runs whose worker process died.
+
+Dagster's default run launcher cannot tell whether a run's worker still lives, so a run whose
+worker was killed (`kill -9`, out of memory, the host's `dagster dev` killed) stays STARTED for
+ever: its pool slots stay taken and it is never retried. `dead_run_sensor` finds such runs on this
+host, marks them failed with the reason, and has them run again once: through Dagster's run
+retries where the instance enables them, else by requesting the same assets and partition itself.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+
+import dagster as dg
+import psutil
+
+# On every run of the two jobs that move the registry aliases (retrain_job, rollout_job).
+MODEL_JOB_TAG = "retrain_assets/model_job"
+RECOVERS_TAG = "retrain_assets/recovers"
+GRPC_INFO_TAG = ".dagster/grpc_info"  # set by the default run launcher: where the run's code server is
+IN_PROGRESS = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
+               dg.DagsterRunStatus.STARTED]
+LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1", "0.0.0.0"}
+
+
+def model_jobs_in_progress(instance: dg.DagsterInstance, exclude_run_id: str | None = None) -> list[dg.DagsterRun]:
+    """Runs of the model jobs queued or in progress, oldest first (`exclude_run_id` left out)."""
+    runs = instance.get_runs(dg.RunsFilter(statuses=IN_PROGRESS, tags={MODEL_JOB_TAG: ["retrain", "rollout"]}))
+    return [run for run in reversed(runs) if run.run_id != exclude_run_id]
+
+
+def refuse_if_model_job_running(context: dg.AssetExecutionContext) -> None:
+    """Fail this step when an older model-job run is still running: two runs moving the registry
+    aliases at once (a backfill, a manual run and the sensor's) would train, judge or promote twice."""
+    mine = context.instance.get_run_record_by_id(context.run_id)
+    for run in model_jobs_in_progress(context.instance, exclude_run_id=context.run_id):
+        other = context.instance.get_run_record_by_id(run.run_id)
+        if other is not None and mine is not None and other.create_timestamp < mine.create_timestamp \
+                and run.status != dg.DagsterRunStatus.QUEUED:
+            raise dg.Failure(f"{run.job_name} run {run.run_id} ({run.status.value}) is still moving the model registry; "
+                             "one model job at a time: this run stops here, the policy re-decides once that run ends")
+
+
+def run_worker(instance: dg.DagsterInstance, run: dg.DagsterRun) -> tuple[int, float] | None:
+    """(pid, when it was reported) of a run's worker process when it runs on this host under the
+    default run launcher, else None (another host, or nothing reported yet)."""
+    try:
+        grpc = json.loads(run.tags.get(GRPC_INFO_TAG, ""))
+    except ValueError:
+        return None
+    if not ("socket" in grpc or grpc.get("host") in LOCAL_HOSTS | {socket.gethostname()}):
+        return None
+    records = instance.get_records_for_run(run.run_id, of_type=dg.DagsterEventType.ENGINE_EVENT, ascending=False).records
+    for record in records:  # newest first: a resumed run has a newer worker
+        event = record.event_log_entry.dagster_event
+        pid = event.engine_event_data.metadata.get("pid") if event and event.engine_event_data else None
+        if pid is not None and (event.message or "").startswith("Started process for run"):
+            return int(pid.value), record.event_log_entry.timestamp
+    return None
+
+
+def worker_alive(pid: int, reported_at: float) -> bool:
+    """Whether process `pid` exists and is the one reported at `reported_at` (a process started
+    after that is a reused pid, and the worker is gone)."""
+    try:
+        return psutil.Process(pid).create_time() <= reported_at + 1.0
+    except psutil.NoSuchProcess:
+        return False
+
+
+def rerun_request(run: dg.DagsterRun) -> dg.RunRequest:
+    """The same assets and partition as a dead run, once (tagged with the run it recovers)."""
+    tags = {k: v for k, v in run.tags.items() if not k.startswith((".dagster", "dagster/"))}
+    return dg.RunRequest(run_key=f"recover:{run.run_id}", asset_selection=sorted(run.asset_selection or []),
+                         partition_key=run.tags.get("dagster/partition"), tags={**tags, RECOVERS_TAG: run.run_id})
+
+
+def build_recovery() -> dg.Definitions:
+    """The dead-run sensor."""
+
+    @dg.sensor(target=dg.AssetSelection.all(), minimum_interval_seconds=30, default_status=dg.DefaultSensorStatus.RUNNING)
+    def dead_run_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
+        """Runs left STARTED by a dead worker on this host: marked failed with the reason, then
+        retried once (by the instance's run retries, or here when the instance has none)."""
+        instance = context.instance
+        if not isinstance(instance.run_launcher, dg.DefaultRunLauncher):
+            return dg.SensorResult(skip_reason=dg.SkipReason(
+                f"{type(instance.run_launcher).__name__} runs workers elsewhere: run monitoring checks them"))
+        requests, started = [], instance.get_runs(dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED]))
+        for run in started:
+            worker = run_worker(instance, run)
+            if worker is None or worker_alive(*worker):
+                continue
+            retried = instance.run_retries_enabled
+            instance.report_run_failed(run, f"the run's worker process (pid {worker[0]}) is gone: it was killed or ran "
+                                            f"out of memory; {'run retries re-run it' if retried else 'dead_run_sensor re-runs it once'}")
+            context.log.warning(f"run {run.run_id} ({run.job_name}): worker pid {worker[0]} is gone; marked failed")
+            if not retried and RECOVERS_TAG not in run.tags and run.asset_selection:
+                requests.append(rerun_request(run))
+        skip = None if requests else dg.SkipReason(f"{len(started)} started runs, none with a dead worker on this host")
+        return dg.SensorResult(run_requests=requests, skip_reason=skip)
+
+    return dg.Definitions(sensors=[dead_run_sensor])
