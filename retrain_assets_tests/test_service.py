@@ -6,8 +6,11 @@ import hmac
 import json
 import logging
 import secrets
+import subprocess
+import sys
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import anyio
@@ -16,6 +19,9 @@ import numpy as np
 import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
+from mlflow.exceptions import MlflowException
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
 
 from retrain_assets.core.modeling import feature_frame, train_model
 from retrain_assets.core.rollout import DeploymentState
@@ -31,8 +37,17 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
 def serving_client(service, **options) -> TestClient:
-    """A test client of the app around `service` that sends the tester's key."""
-    return TestClient(create_app(service, KEYS, refresh_seconds=0, flush_seconds=0, **options), headers=AUTH)
+    """A test client of the app around `service` that sends the tester's key (no background loop
+    unless `refresh_seconds`/`flush_seconds` are given)."""
+    return TestClient(create_app(service, KEYS, **{"refresh_seconds": 0, "flush_seconds": 0, **options}), headers=AUTH)
+
+
+def wait_for(condition, timeout: float = 5.0) -> None:
+    """Poll `condition` until it holds; fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.05)
 
 
 def _labeled(scenario, days) -> pd.DataFrame:
@@ -333,26 +348,37 @@ def test_canary_routes_by_entity_and_shadow_never_answers(service, registry, row
     assert set(log.loc[~log["served"], "model_version"]) == {"3"}
 
 
-def test_a_tampered_artifact_is_never_served(service, registry, tmp_path):
-    """Bytes of the stored model change after registration: the service refuses the version."""
-    service.refresh()
+@contextmanager
+def tampered(registry, version: str):
+    """One file of a version's stored model (not MLmodel) one byte longer in the artifact store,
+    restored after."""
     client = registry.client()
-    model_id = client.get_model_version(registry.model_name, "3").source.rsplit("/", 1)[-1]
+    model_id = client.get_model_version(registry.model_name, version).source.rsplit("/", 1)[-1]
     stored = Path(client.get_logged_model(model_id).artifact_location.removeprefix("file://"))
     target = next(p for p in sorted(stored.rglob("*")) if p.is_file() and p.name != "MLmodel")
     original = target.read_bytes()
     target.write_bytes(original + b"\0")
     try:
-        with pytest.raises(ModelIntegrityError, match="does not match"):
-            registry.load_verified("3")
-        registry.promote("3")
-        assert service.refresh() is False
-        assert service.health()["status"] == "degraded" and "does not match" in service.health()["last_error"]
-        assert service.models()["deployment"][0]["version"] == "1"  # the verified champion keeps serving
-        assert client.get_model_version(registry.model_name, "3").tags[CHECKSUM_TAG] != ""
+        yield
     finally:
         target.write_bytes(original)
-        registry.promote("1")
+
+
+def test_a_tampered_artifact_is_never_served(service, registry, tmp_path):
+    """Bytes of the stored model change after registration: the service refuses the version."""
+    service.refresh()
+    client = registry.client()
+    with tampered(registry, "3"):
+        try:
+            with pytest.raises(ModelIntegrityError, match="does not match"):
+                registry.load_verified("3")
+            registry.promote("3")
+            assert service.refresh() is False
+            assert service.health()["status"] == "degraded" and "does not match" in service.health()["last_error"]
+            assert service.models()["deployment"][0]["version"] == "1"  # the verified champion keeps serving
+            assert client.get_model_version(registry.model_name, "3").tags[CHECKSUM_TAG] != ""
+        finally:
+            registry.promote("1")
     assert service.refresh() is True and service.health()["status"] == "ok"
 
 
@@ -506,3 +532,62 @@ def test_health_recovers_after_a_registry_outage_and_a_broken_version_is_not_ret
         assert flaky.loads == 1 and service.health()["status"] == "degraded"
     finally:
         registry.promote("1")
+
+
+@contextmanager
+def locked_store(registry):
+    """Another process holds an exclusive transaction on the registry's SQLite file, as a long
+    writer does. MLflow then waits out SQLite's busy timeout, hard-coded to 20 s (a PRAGMA it sends
+    on every session; no setting changes it): rewritten to 0.2 s here, so the outage shows fast."""
+    def shorter_wait(conn, cursor, statement, parameters, context, executemany):
+        return statement.replace("busy_timeout = 20000", "busy_timeout = 200"), parameters
+
+    database = registry.tracking_uri.removeprefix("sqlite:///")
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sqlite3, sys; c = sqlite3.connect(%r, isolation_level=None); c.execute('BEGIN EXCLUSIVE'); "
+        "print('locked', flush=True); sys.stdin.read()") % database], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    event.listen(Engine, "before_cursor_execute", shorter_wait, retval=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        yield
+    finally:
+        holder.kill()
+        holder.wait()
+        event.remove(Engine, "before_cursor_execute", shorter_wait)
+
+
+def test_a_locked_registry_keeps_the_loaded_models_serving_and_reports_degraded(service, registry, rows):
+    """A locked store is an outage, not "no champion": v1 keeps answering, /health says degraded
+    with the reason, and the loop picks the registry up again once the lock is gone."""
+    with serving_client(service, refresh_seconds=0.2) as client:
+        with locked_store(registry):
+            wait_for(lambda: client.get("/health").json()["status"] != "ok")
+            health = client.get("/health")
+            assert health.status_code == 200 and health.json()["status"] == "degraded"
+            assert "registry unreachable" in health.json()["last_error"] and "database is locked" in health.json()["last_error"]
+            answer = client.post("/predict", json=rows[0])
+            assert answer.status_code == 200 and answer.json()["predictions"][0]["model_version"] == "1"
+            for read in (registry.deployment_state, lambda: registry.version_for("champion"), registry.end_trial):
+                with pytest.raises(MlflowException) as raised:
+                    read()
+                assert raised.value.error_code == "TEMPORARILY_UNAVAILABLE"
+        wait_for(lambda: client.get("/health").json()["status"] == "ok")
+    # A model that is not registered (yet) is the one failure that reads as empty.
+    unknown = registry.model_copy(update={"model_name": "never-registered"})
+    assert unknown.deployment_state().champion is None and unknown.version_for("champion") is None
+    unknown.end_trial()
+
+
+def test_pipeline_loads_verify_the_checksum_once_per_version(registry):
+    """`load` (evaluation, monitoring, labeling, curation) refuses tampered artifacts and versions
+    without a recorded checksum, as serving does; a verified version is cached."""
+    with tampered(registry, "3"), pytest.raises(ModelIntegrityError, match="does not match"):
+        registry.load("3")
+    assert registry.load("3") is registry.load("3")  # verified once, then cached
+    checksum = registry.version_tags("2")[CHECKSUM_TAG]
+    registry.client().delete_model_version_tag(registry.model_name, "2", CHECKSUM_TAG)
+    try:
+        with pytest.raises(ModelIntegrityError, match=f"no {CHECKSUM_TAG} tag"):
+            registry.load("2")
+    finally:
+        registry.tag_version("2", {CHECKSUM_TAG: checksum})

@@ -38,6 +38,13 @@ class ModelIntegrityError(RuntimeError):
     """A registered model's artifacts do not match the checksum recorded when it was registered."""
 
 
+def is_not_found(exc: Exception) -> bool:
+    """Whether an MLflow error says the registered model (or version) does not exist: the one
+    failure that may read as an empty answer. Any other (a locked store, a server that does not
+    answer) is an outage and must raise, or a busy registry would read as "no model"."""
+    return getattr(exc, "error_code", None) == "RESOURCE_DOES_NOT_EXIST"
+
+
 class Warehouse(dg.ConfigurableResource):
     """Read access to the DuckDB warehouse, and publication of the analysts' snapshot.
 
@@ -198,12 +205,43 @@ def _tracking_uri(uri: str) -> Iterator[None]:
             os.environ["MLFLOW_TRACKING_URI"] = previous
 
 
-@lru_cache(maxsize=16)
-def _load_version(tracking_uri: str, model_name: str, version: str):
+def _client(tracking_uri: str):
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+
+
+def _download(client, model_name: str, version: str, folder: str) -> str:
+    """Copy a version's model artifacts into `folder`; returns the local model directory."""
+    import mlflow.artifacts
+
+    source = client.get_model_version(model_name, version).source
+    if source.startswith("models:/"):
+        # A logged model (MLflow 3): resolve its artifact location through our own client, so
+        # nothing depends on the process-wide tracking URI.
+        source = client.get_logged_model(source.removeprefix("models:/").split("/")[0]).artifact_location
+    return mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=folder)
+
+
+def _load_checked(tracking_uri: str, model_name: str, version: str, expected: str | None):
+    """A version's pipeline, loaded from artifacts whose checksum is `expected` (the registration's);
+    raises ModelIntegrityError on a mismatch or a missing checksum."""
     import mlflow.sklearn
 
-    with _tracking_uri(tracking_uri):
-        return mlflow.sklearn.load_model(f"models:/{model_name}/{version}")
+    if expected is None:
+        raise ModelIntegrityError(f"{model_name} v{version} has no {CHECKSUM_TAG} tag: it was not registered "
+                                  "by retrain-assets; re-register it before loading it")
+    with tempfile.TemporaryDirectory() as tmp:
+        local = Path(_download(_client(tracking_uri), model_name, version, tmp))
+        actual = directory_sha256(local)
+        if actual != expected:
+            raise ModelIntegrityError(f"{model_name} v{version}: artifact checksum {actual[:12]}... does not match "
+                                      f"the {expected[:12]}... recorded at registration; refusing to load it")
+        return mlflow.sklearn.load_model(str(local))
+
+
+# Keyed by the recorded checksum too: a version is verified once per process, not on every load.
+_load_checked_cached = lru_cache(maxsize=16)(_load_checked)
 
 
 class ModelRegistry(dg.ConfigurableResource):
@@ -226,9 +264,7 @@ class ModelRegistry(dg.ConfigurableResource):
                 "mlflow_run": dg.MetadataValue.url(f"{self.ui_url.rstrip('/')}/#/experiments/{experiment}/runs/{run_id}")}
 
     def client(self):
-        from mlflow import MlflowClient
-
-        return MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
+        return _client(self.tracking_uri)
 
     def _ensure_experiment(self) -> None:
         client = self.client()
@@ -275,7 +311,6 @@ class ModelRegistry(dg.ConfigurableResource):
         """
         import mlflow
         import mlflow.sklearn
-        from mlflow.exceptions import MlflowException
         from mlflow.models import infer_signature
 
         signature = infer_signature(input_example, pipeline.predict_proba(input_example))
@@ -291,9 +326,7 @@ class ModelRegistry(dg.ConfigurableResource):
         )
         run_id = mlflow.active_run().info.run_id
         client = self.client()
-        try:
-            client.get_registered_model(self.model_name)
-        except MlflowException:
+        if self._registered_model() is None:
             client.create_registered_model(self.model_name, description="Managed by retrain-assets: aliases champion, challenger, previous.")
         version = client.create_model_version(self.model_name, source=info.model_uri, run_id=run_id, model_id=info.model_id)
         with tempfile.TemporaryDirectory() as tmp:
@@ -303,32 +336,13 @@ class ModelRegistry(dg.ConfigurableResource):
 
     def download(self, version: str, folder: str) -> str:
         """Copy a version's model artifacts into `folder`; returns the local model directory."""
-        import mlflow.artifacts
-
-        client = self.client()
-        source = client.get_model_version(self.model_name, version).source
-        if source.startswith("models:/"):
-            # A logged model (MLflow 3): resolve its artifact location through our own client, so
-            # nothing depends on the process-wide tracking URI.
-            source = client.get_logged_model(source.removeprefix("models:/").split("/")[0]).artifact_location
-        return mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=folder)
+        return _download(self.client(), self.model_name, version, folder)
 
     def load_verified(self, version: str):
-        """Load a version for serving after checking its artifacts against the checksum recorded at
-        registration; raises ModelIntegrityError on a mismatch or a missing checksum."""
-        import mlflow.sklearn
-
-        expected = self.client().get_model_version(self.model_name, version).tags.get(CHECKSUM_TAG)
-        if expected is None:
-            raise ModelIntegrityError(f"{self.model_name} v{version} has no {CHECKSUM_TAG} tag: it was not registered "
-                                      "by retrain-assets; re-register it before serving")
-        with tempfile.TemporaryDirectory() as tmp:
-            local = Path(self.download(version, tmp))
-            actual = directory_sha256(local)
-            if actual != expected:
-                raise ModelIntegrityError(f"{self.model_name} v{version}: artifact checksum {actual[:12]}... does not match "
-                                          f"the {expected[:12]}... recorded at registration; refusing to serve it")
-            return mlflow.sklearn.load_model(str(local))
+        """Load a version after checking its artifacts against the checksum recorded at registration,
+        every time (the service keeps what it loaded); raises ModelIntegrityError on a mismatch or a
+        missing checksum."""
+        return _load_checked(self.tracking_uri, self.model_name, version, self.version_tags(version).get(CHECKSUM_TAG))
 
     def log_evaluation(self, run_id: str, report: dict, gate_passed: bool, html: str) -> None:
         """Evaluation metrics (per model, and the differences with their interval bounds) and the
@@ -349,12 +363,7 @@ class ModelRegistry(dg.ConfigurableResource):
 
     def version_for(self, alias: str) -> str | None:
         """The version an alias points at, or None when the alias is not set."""
-        from mlflow.exceptions import MlflowException
-
-        try:
-            return str(self.client().get_model_version_by_alias(self.model_name, alias).version)
-        except MlflowException:
-            return None
+        return self._aliases().get(alias)
 
     def set_alias(self, alias: str, version: str) -> None:
         self.client().set_registered_model_alias(self.model_name, alias, version)
@@ -366,12 +375,7 @@ class ModelRegistry(dg.ConfigurableResource):
 
     def version_with_tag(self, key: str, value: str) -> str | None:
         """The newest version tagged `key=value`, or None."""
-        from mlflow.exceptions import MlflowException
-
-        try:
-            found = self.client().search_model_versions(f"name='{self.model_name}' and tags.{key}='{value}'")
-        except MlflowException:
-            return None
+        found = self.client().search_model_versions(f"name='{self.model_name}' and tags.{key}='{value}'")
         return str(max(int(v.version) for v in found)) if found else None
 
     def version_tags(self, version: str) -> dict[str, str]:
@@ -379,8 +383,12 @@ class ModelRegistry(dg.ConfigurableResource):
         return dict(self.client().get_model_version(self.model_name, version).tags or {})
 
     def load(self, version: str):
-        """The sklearn pipeline of a registered version (cached: versions are immutable)."""
-        return _load_version(self.tracking_uri, self.model_name, version)
+        """The sklearn pipeline of a registered version, verified against its recorded checksum
+        (ModelIntegrityError otherwise); cached per version and checksum."""
+        expected = self.version_tags(version).get(CHECKSUM_TAG)
+        if expected is None:  # not cached: lru_cache keeps results, never errors
+            return _load_checked(self.tracking_uri, self.model_name, version, None)
+        return _load_checked_cached(self.tracking_uri, self.model_name, version, expected)
 
     def promote(self, version: str) -> str | None:
         """Make `version` the champion and the old champion `previous`; returns the old champion.
@@ -397,31 +405,38 @@ class ModelRegistry(dg.ConfigurableResource):
                 self.delete_alias(alias)
         return old
 
-    def _aliases(self) -> dict[str, str]:
-        """Every alias of the registered model and its version, in one registry call ({} before the first)."""
+    def _registered_model(self):
+        """The registered model, or None before its first version is registered; any other registry
+        failure raises (`is_not_found`)."""
         from mlflow.exceptions import MlflowException
 
         try:
-            return {k: str(v) for k, v in (self.client().get_registered_model(self.model_name).aliases or {}).items()}
-        except MlflowException:
-            return {}
+            return self.client().get_registered_model(self.model_name)
+        except MlflowException as exc:
+            if is_not_found(exc):
+                return None
+            raise
+
+    def _aliases(self) -> dict[str, str]:
+        """Every alias of the registered model and its version, in one registry call ({} before the first)."""
+        model = self._registered_model()
+        return {k: str(v) for k, v in (model.aliases or {}).items()} if model is not None else {}
 
     def delete_alias(self, alias: str) -> None:
-        """Remove an alias (no error when it is not set)."""
+        """Remove an alias (no error when it is not set, or the model does not exist)."""
         from mlflow.exceptions import MlflowException
 
         try:
             self.client().delete_registered_model_alias(self.model_name, alias)
-        except MlflowException:
-            pass
+        except MlflowException as exc:
+            if not is_not_found(exc):
+                raise
 
     def deployment_state(self) -> DeploymentState:
-        """Champion, trial (canary or shadow) and canary share, read in one registry call."""
-        from mlflow.exceptions import MlflowException
-
-        try:
-            model = self.client().get_registered_model(self.model_name)
-        except MlflowException:
+        """Champion, trial (canary or shadow) and canary share, read in one registry call. No
+        registered model means no champion; a registry that cannot answer raises."""
+        model = self._registered_model()
+        if model is None:
             return DeploymentState(champion=None)
         aliases = {k: str(v) for k, v in (model.aliases or {}).items()}
         canary = aliases.get(CANARY)
@@ -439,14 +454,15 @@ class ModelRegistry(dg.ConfigurableResource):
 
     def end_trial(self) -> None:
         """Stop any canary or shadow trial (the champion keeps serving)."""
-        for alias in (CANARY, SHADOW):
-            self.delete_alias(alias)
         from mlflow.exceptions import MlflowException
 
+        for alias in (CANARY, SHADOW):
+            self.delete_alias(alias)
         try:
             self.client().delete_registered_model_tag(self.model_name, CANARY_SHARE_TAG)
-        except MlflowException:
-            pass
+        except MlflowException as exc:
+            if not is_not_found(exc):
+                raise
 
     def rollback_to_previous(self) -> tuple[str, str]:
         """Make `previous` the champion again and end any trial; returns (rolled-back, restored)."""
