@@ -9,12 +9,13 @@ reference, so no request sees a half-loaded model.
 `/predict` and `/models` need an API key (`core.serving.ApiKeys`); `/health` is open. A request
 passes, in this order and before any model sees it: the key (401), the Content-Type (415), the
 body size (413, from Content-Length and while reading), the JSON and the row contract (422).
+A prediction is answered only once its log records are buffered: with the buffer full (the log
+cannot be written), requests get 503 instead of answers that would never be logged.
 """
 
 from __future__ import annotations
 
 import itertools
-import json
 import logging
 import os
 import socket
@@ -32,16 +33,21 @@ from fastapi.responses import JSONResponse
 
 from retrain_assets.core.landing import PREDICTIONS, write_atomically
 from retrain_assets.core.rollout import CANARY_ARM, CHAMPION_ARM, SHADOW_ARM, DeploymentState, route
-from retrain_assets.core.serving import (DEFAULT_MAX_BODY_BYTES, ApiKeys, RequestError, RowScorer, log_records, parse_rows,
-                                         presented_token, row_validator)
+from retrain_assets.core.serving import (DEFAULT_MAX_BODY_BYTES, ApiKeys, RequestError, RowScorer, log_records, parse_body,
+                                         parse_rows, presented_token, row_validator)
 from retrain_assets.core.spec import DatasetSpec
 
 logger = logging.getLogger("retrain_assets.service")
 RETRY_FAILED_SECONDS = 30.0
+DEFAULT_MAX_PENDING_RECORDS = 100_000
 
 
 class NoModelError(RuntimeError):
     """No champion is loaded yet (nothing promoted, or its artifacts failed verification)."""
+
+
+class LogFullError(RuntimeError):
+    """The prediction log's buffer is full: its records cannot be written (see `PredictionLog.last_error`)."""
 
 
 @dataclass(frozen=True)
@@ -55,17 +61,28 @@ class LoadedDeployment:
 
 class PredictionLog:
     """Append-only prediction log: records buffer in memory and are flushed as new Parquet files
-    `predictions/<event date>__<server id>-<sequence>.parquet` (temp file + rename), never rewritten."""
+    `predictions/<event date>__<server id>-<sequence>.parquet` (temp file + rename), never rewritten.
+    The buffer holds at most `max_pending` records; `last_error` is the last failed flush ("" once
+    one succeeds)."""
 
-    def __init__(self, landing_dir: Path, server_id: str | None = None):
+    def __init__(self, landing_dir: Path, server_id: str | None = None, max_pending: int = DEFAULT_MAX_PENDING_RECORDS):
+        if max_pending < 1:
+            raise ValueError(f"max_pending must be positive, not {max_pending}")
         self.folder = Path(landing_dir) / PREDICTIONS
         self.server_id = server_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self.max_pending = max_pending
+        self.last_error = ""
         self._buffer: list[dict[str, Any]] = []
         self._lock = threading.Lock()
         self._sequence = itertools.count(1)
 
     def append(self, records: list[dict[str, Any]]) -> None:
+        """Buffer records; raises LogFullError, buffering none of them, when they do not fit."""
         with self._lock:
+            if len(self._buffer) + len(records) > self.max_pending:
+                raise LogFullError(f"prediction log full: {len(self._buffer)} records not yet written to {self.folder} "
+                                   f"(at most {self.max_pending}; last write error: {self.last_error or 'none yet'}); "
+                                   "predictions resume once the log can be written")
             self._buffer.extend(records)
 
     @property
@@ -80,18 +97,20 @@ class PredictionLog:
             records, self._buffer = self._buffer, []
         if not records:
             return []
-        frame = pd.DataFrame.from_records(records)
-        written, pending = [], frame.index
+        written, pending = [], pd.RangeIndex(len(records))
         try:
+            frame = pd.DataFrame.from_records(records)
             for date, part in frame.groupby(frame["event_time"].dt.strftime("%Y-%m-%d"), sort=True):
                 path = self.folder / f"{date}__{self.server_id}-{next(self._sequence):06d}.parquet"
                 write_atomically(part.reset_index(drop=True), path)
                 written.append(path)
                 pending = pending.difference(part.index)
-        except BaseException:
+        except BaseException as exc:
             with self._lock:
                 self._buffer[:0] = [records[i] for i in pending]
+            self.last_error = f"{type(exc).__name__}: {exc}"
             raise
+        self.last_error = ""
         return written
 
 
@@ -108,6 +127,7 @@ class ModelService:
         self.classes = (negative, spec.target.positive)
         self.loaded = LoadedDeployment(DeploymentState(champion=None))
         self.last_error = ""
+        self.loop_error = ""
         self._refresh_lock = threading.Lock()
         self._retired: dict[str, RowScorer] = {}
         self._failed: tuple[DeploymentState, float] | None = None
@@ -182,11 +202,14 @@ class ModelService:
         return {"request_id": request_id, "predictions": predictions}
 
     def health(self) -> dict[str, Any]:
-        """`ok` when a verified champion is loaded, `degraded` when the last refresh failed, else `no_model`."""
+        """`ok` when a verified champion is loaded, else `no_model`; `degraded` while the registry,
+        the prediction log or the background loop fails (`last_error`, `log_error`, `loop_error`)."""
         state = self.loaded.state
-        status = "no_model" if state.champion is None else ("degraded" if self.last_error else "ok")
+        failing = self.last_error or self.log.last_error or self.loop_error
+        status = "no_model" if state.champion is None else ("degraded" if failing else "ok")
         return {"status": status, "model": self.spec.name, "champion": state.champion, "last_error": self.last_error,
-                "loaded_at": self.loaded.loaded_at, "pending_log_records": self.log.pending}
+                "log_error": self.log.last_error, "loop_error": self.loop_error, "loaded_at": self.loaded.loaded_at,
+                "pending_log_records": self.log.pending, "max_pending_log_records": self.log.max_pending}
 
     def models(self) -> dict[str, Any]:
         """Which versions serve, in which role, with which traffic share."""
@@ -206,18 +229,25 @@ def create_app(service: ModelService, api_keys: ApiKeys, refresh_seconds: float 
     rejected = {"unauthorized_requests": 0}
 
     def background() -> None:
+        """Follow the registry and flush the log until stopped; no failure ends the loop: a failed
+        flush keeps its records for the next try, and /health reports what failed."""
         last_refresh = last_flush = time.monotonic()
         while not stop.wait(0.2):
             now = time.monotonic()
             if refresh_seconds and now - last_refresh >= refresh_seconds:
-                service.refresh()
                 last_refresh = now
+                try:
+                    service.refresh()
+                    service.loop_error = ""
+                except Exception as exc:  # noqa: BLE001 - the loop must outlive any failure
+                    service.loop_error = f"registry refresh failed: {type(exc).__name__}: {exc}"
+                    logger.exception(service.loop_error)
             if flush_seconds and now - last_flush >= flush_seconds:
+                last_flush = now
                 try:
                     service.log.flush()
-                except OSError as exc:  # the records stay buffered; the next flush retries
-                    logger.error(f"prediction log flush failed, {service.log.pending} records kept for the next try: {exc}")
-                last_flush = now
+                except Exception:  # noqa: BLE001 - the loop must outlive any failure
+                    logger.exception(f"prediction log flush failed, {service.log.pending} records kept for the next try")
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -256,14 +286,10 @@ def create_app(service: ModelService, api_keys: ApiKeys, refresh_seconds: float 
         if body is None:
             return JSONResponse({"detail": f"body larger than {max_body_bytes} bytes: split the rows over several requests"}, 413)
         try:
-            payload = json.loads(body)
-        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
-            return JSONResponse({"detail": [{"row": None, "field": None, "message": f"body is not valid JSON: {exc}"}]}, 422)
-        try:
-            return JSONResponse(service.predict(payload))
+            return JSONResponse(service.predict(parse_body(body)))
         except RequestError as exc:
             return JSONResponse({"detail": exc.errors}, 422)
-        except NoModelError as exc:
+        except (NoModelError, LogFullError) as exc:
             return JSONResponse({"detail": str(exc)}, 503)
 
     @app.get("/health")

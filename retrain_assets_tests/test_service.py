@@ -2,6 +2,7 @@
 API keys and payload limits, contract errors, routing, shadow, atomic swaps, checksum
 verification, the prediction log."""
 
+import datetime
 import hmac
 import json
 import logging
@@ -23,6 +24,8 @@ from mlflow.exceptions import MlflowException
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
+from retrain_assets.core.contracts import validate_batch
+from retrain_assets.core.landing import read_landing_file
 from retrain_assets.core.modeling import feature_frame, train_model
 from retrain_assets.core.rollout import DeploymentState
 from retrain_assets.core.scenario import generate_day
@@ -591,3 +594,79 @@ def test_pipeline_loads_verify_the_checksum_once_per_version(registry):
             registry.load("2")
     finally:
         registry.tag_version("2", {CHECKSUM_TAG: checksum})
+
+
+def test_a_row_the_log_cannot_store_is_refused_before_it_is_answered(service, rows, tmp_path):
+    """A timestamp outside what the log stores, and text with a lone surrogate (in a value or a
+    field name), get 422; the background loop keeps logging what was answered."""
+    with serving_client(service, refresh_seconds=0.2, flush_seconds=0.2) as client:
+        ancient = client.post("/predict", json=dict(rows[0], applied_at="0001-01-01T00:00:00"))
+        surrogates = [client.post("/predict", content=body, headers={"content-type": "application/json"})
+                      for body in (json.dumps(dict(rows[0], application_id="s-\ud800")).encode(),
+                                   json.dumps({**rows[0], "s-\udfff": 1}).encode())]
+        answered = client.post("/predict", json={"rows": rows[:2]})
+        wait_for(lambda: service.log.pending == 0)
+        health = client.get("/health").json()
+    assert ancient.status_code == 422 and ancient.json()["detail"][0]["field"] == "applied_at"
+    assert "range that can be stored" in ancient.json()["detail"][0]["message"]
+    assert [r.status_code for r in surrogates] == [422, 422]
+    assert all("lone surrogate" in r.json()["detail"][0]["message"] for r in surrogates)
+    assert answered.status_code == 200 and health["status"] == "ok" and health["log_error"] == ""
+    logged = pd.concat(pd.read_parquet(f) for f in (tmp_path / "landing" / "predictions").glob("*.parquet"))
+    assert sorted(logged["entity_id"]) == sorted(r["application_id"] for r in rows[:2])
+
+
+def test_the_loop_survives_a_failing_flush_and_a_full_log_refuses_with_503(registry, scenario, rows, tmp_path):
+    """A record the log cannot write (what the request contract used to let through) fails every
+    flush: the loop keeps following the registry, /health says why, and once the bounded buffer is
+    full new requests get 503 instead of answers that would never be logged."""
+    log = PredictionLog(tmp_path / "landing", server_id="test", max_pending=4)
+    service = ModelService(scenario.spec, registry, log)
+    registry.end_trial()
+    registry.promote("1")
+    unstorable = {"request_id": "old-contract", "row_index": 0, "entity_id": "x",
+                  "event_time": pd.Timestamp(datetime.datetime(1, 1, 1)), "served": True, "score": 0.5}
+    try:
+        with serving_client(service, refresh_seconds=0.2, flush_seconds=0.2) as client:
+            log.append([unstorable])
+            wait_for(lambda: "AttributeError" in client.get("/health").json()["log_error"])
+            assert client.get("/health").json()["status"] == "degraded"
+            registry.promote("2")  # a rollout the loop must still follow
+            wait_for(lambda: client.get("/models").json()["deployment"][0]["version"] == "2")
+            answers = [client.post("/predict", json=row) for row in rows[:4]]
+            assert [a.status_code for a in answers] == [200, 200, 200, 503]
+            assert answers[-1].json()["detail"].startswith("prediction log full: 4 records not yet written")
+            assert "AttributeError" in answers[-1].json()["detail"]
+
+            def drop_unstorable() -> bool:
+                with log._lock:  # between two flush attempts, the record is back in the buffer
+                    if unstorable in log._buffer:
+                        log._buffer.remove(unstorable)
+                        return True
+                return False
+
+            wait_for(drop_unstorable)
+            wait_for(lambda: log.pending == 0 and client.get("/health").json()["status"] == "ok")
+            assert client.post("/predict", json=rows[4]).status_code == 200
+    finally:
+        registry.promote("1")
+    logged = pd.concat(pd.read_parquet(f) for f in (tmp_path / "landing" / "predictions").glob("*.parquet"))
+    assert set(logged["entity_id"]) == {r["application_id"] for r in rows[:3]} | {rows[4]["application_id"]}
+
+
+@pytest.mark.parametrize("field, value", [("debt_to_income", True), ("application_id", ""), ("application_id", "NA"),
+                                          ("applied_at", "0001-01-01T00:00:00"), ("region", ""), ("age", "42.0"),
+                                          ("income", ""), ("credit_score", 700.5)])
+def test_a_request_row_is_accepted_exactly_when_a_batch_row_would_be(service, rows, scenario, tmp_path, field, value):
+    """The request contract and the batch contract are built from one set of column rules: a value
+    is scored exactly when the same value in a CSV batch passes the contract."""
+    row = dict(rows[0], **{field: value})
+    with serving_client(service) as client:
+        answer = client.post("/predict", json=row)
+    csv = tmp_path / "batch.csv"
+    pd.DataFrame([row]).to_csv(csv, index=False)
+    batch = validate_batch(read_landing_file(csv), scenario.spec)
+    assert answer.status_code in (200, 422)
+    assert (answer.status_code == 200) == (len(batch.valid) == 1), (answer.json(), batch.quarantined.get("reason"))
+    if answer.status_code == 422:
+        assert [e["field"] for e in answer.json()["detail"]] == [field]

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pandera.pandas as pa
 
-from retrain_assets.core.spec import ColumnSpec, DatasetSpec
+from retrain_assets.core.spec import DatasetSpec
 
 PANDAS_DTYPES = {
     "float": "float64",
@@ -28,17 +28,46 @@ PANDAS_DTYPES = {
 # Event times up to this far past ingestion are clock skew, not the future.
 FUTURE_TOLERANCE = pd.Timedelta(days=1)
 
-_BOOL_TEXT = {"true": True, "false": False, "1": True, "0": False, "yes": True, "no": False, "t": True, "f": False}
+# The value rules every row meets wherever it arrives: a batch file (`batch_schema`) or a request
+# to the prediction service (`core.serving.request_model`) — both are built from these.
+BOOL_TEXT = {"true": True, "false": False, "1": True, "0": False, "yes": True, "no": False, "t": True, "f": False}
+# Text that means "no value": pandas.read_csv's defaults, with which CSV batches are read.
+MISSING_TEXT = frozenset(("", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN", "<NA>",
+                          "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null"))
+# What storage holds: timestamps as datetime64[ns], ints as Int64; a value outside cannot be stored.
+TIMESTAMP_RANGE = (pd.Timestamp.min, pd.Timestamp.max)
+INT_RANGE = (-(2**63), 2**63 - 1)
+
+
+@dataclass(frozen=True)
+class ColumnRule:
+    """What every value of one declared column must be: its type, whether it may be missing,
+    its range and its categories. Numeric values must be finite, `int` values whole."""
+
+    name: str
+    type: str
+    nullable: bool
+    min: float | None = None
+    max: float | None = None
+    categories: tuple[str, ...] | None = None
+    description: str = ""
+
+
+def column_rules(spec: DatasetSpec) -> tuple[ColumnRule, ...]:
+    """The rules of every declared column, in order; the id and the event time are never nullable."""
+    keys = (spec.id_column, spec.event_time_column)
+    return tuple(ColumnRule(c.name, c.type, c.nullable and c.name not in keys, c.min, c.max, c.categories, c.description)
+                 for c in spec.columns)
 
 
 def _parse_bool_text(series: pd.Series) -> pd.Series:
     """CSV gives booleans as text; map the usual spellings, leave anything else for coercion to reject."""
     if series.dtype == object:
-        return series.map(lambda v: _BOOL_TEXT.get(v.strip().lower(), v) if isinstance(v, str) else v)
+        return series.map(lambda v: BOOL_TEXT.get(v.strip().lower(), v) if isinstance(v, str) else v)
     return series
 
 
-def _column_checks(col: ColumnSpec) -> list[pa.Check]:
+def _column_checks(col: ColumnRule) -> list[pa.Check]:
     checks: list[pa.Check] = []
     if col.type in ("float", "int"):
         checks.append(pa.Check(lambda s: ~s.isin([np.inf, -np.inf]), element_wise=False, name="finite", ignore_na=True))
@@ -61,16 +90,16 @@ def batch_schema(spec: DatasetSpec) -> pa.DataFrameSchema:
     Undeclared extra columns are dropped (`strict="filter"`); the target is not part of a batch.
     """
     columns = {
-        col.name: pa.Column(
-            PANDAS_DTYPES[col.type],
-            checks=_column_checks(col),
-            nullable=col.nullable and col.name not in (spec.id_column, spec.event_time_column),
-            unique=col.name == spec.id_column,
+        rule.name: pa.Column(
+            PANDAS_DTYPES[rule.type],
+            checks=_column_checks(rule),
+            nullable=rule.nullable,
+            unique=rule.name == spec.id_column,
             coerce=True,
-            parsers=[pa.Parser(_parse_bool_text)] if col.type == "bool" else None,
-            description=col.description or None,
+            parsers=[pa.Parser(_parse_bool_text)] if rule.type == "bool" else None,
+            description=rule.description or None,
         )
-        for col in spec.columns
+        for rule in column_rules(spec)
     }
     return pa.DataFrameSchema(columns, strict="filter", name=f"{spec.name}_batch", report_duplicates="all")
 

@@ -1,9 +1,10 @@
 """The request contract of the prediction service and the shape of its prediction log. Pure:
 no web framework here, only the spec -> pydantic model translation and record building.
 
-The request contract is the batch contract (`core.contracts.batch_schema`) for one row: the
-same declared types, ranges, categories and nullability, written as a pydantic model so that a
-single-row request is checked in microseconds and each broken field is named.
+The request contract is the batch contract for one row: both are built from the same column
+rules (`core.contracts.column_rules`: types, missing-value text, ranges, categories, nullability),
+here as a pydantic model so that a single-row request is checked in microseconds and each broken
+field is named. What the contract accepts, the prediction log can store.
 
 Clients authenticate with an API key from configuration (`ApiKeys`); the service keeps only the
 keys' SHA-256 digests and compares a presented token against every one of them in constant time.
@@ -14,19 +15,21 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import hmac
+import json
 import math
 import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Annotated, Any, Literal, Optional
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, create_model
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter, ValidationError, create_model
 
+from retrain_assets.core.contracts import BOOL_TEXT, INT_RANGE, MISSING_TEXT, TIMESTAMP_RANGE, ColumnRule, column_rules
 from retrain_assets.core.landing import file_sha256
 from retrain_assets.core.modeling import feature_frame
-from retrain_assets.core.spec import ColumnSpec, DatasetSpec
+from retrain_assets.core.spec import DatasetSpec
 
 MAX_ROWS_PER_REQUEST = 1000
 DEFAULT_MAX_BODY_BYTES = 2 * 1024 * 1024
@@ -49,25 +52,59 @@ class RequestError(ValueError):
         self.errors = errors
 
 
-def _field(col: ColumnSpec, required: bool) -> tuple[Any, Any]:
-    if col.type == "category":
-        annotation: Any = Literal[tuple(col.categories)]  # type: ignore[misc]
-    elif col.type == "float":
-        annotation = float
-    elif col.type == "int":
-        annotation = int
-    elif col.type == "bool":
-        annotation = bool
-    elif col.type == "timestamp":
-        annotation = dt.datetime
-    else:
-        annotation = str
-    constraints: dict[str, Any] = {"description": col.description or None}
-    if col.type in ("float", "int"):
-        constraints.update(ge=col.min, le=col.max, allow_inf_nan=False)
-    if col.nullable or not required:
-        return Optional[annotation], Field(default=None, **constraints)
-    return annotation, Field(..., **constraints)
+_PYTHON_TYPES = {"float": float, "int": int, "bool": bool, "timestamp": dt.datetime, "string": str}
+
+
+def _field(rule: ColumnRule, required: bool) -> tuple[Any, Any]:
+    """The pydantic field of one column rule; a column the client need not send may be null."""
+    optional = rule.nullable or not required
+    base: Any = Literal[tuple(rule.categories)] if rule.type == "category" else _PYTHON_TYPES[rule.type]  # type: ignore[misc]
+    checks = [BeforeValidator(_as_batch_reads(rule, optional))]
+    if rule.type in ("int", "timestamp"):  # pydantic already keeps floats finite (allow_inf_nan)
+        checks.append(AfterValidator(_storable(rule)))
+    annotation = Annotated[(Optional[base] if optional else base, *checks)]  # type: ignore[valid-type]
+    constraints: dict[str, Any] = {"description": rule.description or None}
+    if rule.type in ("float", "int"):
+        constraints.update(ge=rule.min, le=rule.max, **({"allow_inf_nan": False} if rule.type == "float" else {}))
+    return annotation, Field(default=None, **constraints) if optional else Field(..., **constraints)
+
+
+def _as_batch_reads(rule: ColumnRule, optional: bool):
+    """A JSON value read as a batch reads its text: missing-value text is missing, booleans take the
+    batch spellings only, and a boolean is not a number."""
+    def parse(value: Any) -> Any:
+        if value is None or (isinstance(value, str) and value in MISSING_TEXT):
+            if optional:
+                return None
+            raise ValueError("a value is required" + (" (blank or null-like text is missing)" if value is not None else ""))
+        if rule.type in ("float", "int") and isinstance(value, bool):
+            raise ValueError("a boolean is not a number")
+        if rule.type == "bool" and isinstance(value, str):
+            if value.strip().lower() not in BOOL_TEXT:
+                raise ValueError(f"not a boolean: use one of {', '.join(BOOL_TEXT)}")
+            return BOOL_TEXT[value.strip().lower()]
+        return value
+    return parse
+
+
+def _storable(rule: ColumnRule):
+    """Values storage holds (`INT_RANGE`, `TIMESTAMP_RANGE`); timestamps returned in naive UTC, as stored."""
+    def check(value: Any) -> Any:
+        if value is None:
+            return None
+        if rule.type == "int":
+            if not INT_RANGE[0] <= value <= INT_RANGE[1]:
+                raise ValueError("a whole number outside the 64-bit range that can be stored")
+            return value
+        try:
+            value = value.astimezone(dt.timezone.utc).replace(tzinfo=None) if value.tzinfo is not None else value
+        except OverflowError:
+            value = dt.datetime.min
+        low, high = TIMESTAMP_RANGE
+        if not low <= value <= high:
+            raise ValueError(f"a timestamp outside {low:%Y-%m-%d} .. {high:%Y-%m-%d} (UTC), the range that can be stored")
+        return value
+    return check
 
 
 def request_model(spec: DatasetSpec) -> type[BaseModel]:
@@ -75,13 +112,36 @@ def request_model(spec: DatasetSpec) -> type[BaseModel]:
     features are required (unless nullable), the event time, PII and sensitive attribute are
     optional; undeclared fields are an error (a misspelt feature must not pass as missing)."""
     required = {spec.id_column, *spec.feature_columns}
-    fields = {col.name: _field(col, col.name in required) for col in spec.columns}
+    fields = {rule.name: _field(rule, rule.name in required) for rule in column_rules(spec)}
     return create_model(f"{spec.name}_request_row", __config__=ConfigDict(extra="forbid", strict=False), **fields)
 
 
 def row_validator(spec: DatasetSpec) -> TypeAdapter:
     """A validator for a list of request rows (built once per served spec)."""
     return TypeAdapter(list[request_model(spec)])  # type: ignore[valid-type]
+
+
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def parse_body(body: bytes) -> Any:
+    """The JSON value of a request body. Raises RequestError for invalid JSON, including text with
+    a lone surrogate escape (`"\\ud800"`: JSON accepts it, but it is no Unicode character and
+    nothing can encode, log or answer it)."""
+    try:
+        payload = json.loads(body)
+        # Escaped surrogate pairs are fine (json joins them); re-encoding finds a lone one.
+        if _SURROGATE_ESCAPE.search(body):
+            json.dumps(payload, ensure_ascii=False).encode("utf-8")
+    except (json.JSONDecodeError, UnicodeError, RecursionError) as exc:
+        raise RequestError([{"row": None, "field": None, "message": f"body is not valid JSON: {_describe(exc)}"}]) from None
+    return payload
+
+
+def _describe(exc: Exception) -> str:
+    if isinstance(exc, UnicodeEncodeError):
+        return f"it holds a lone surrogate {exc.object[exc.start:exc.end]!a}, which is not a Unicode character"
+    return str(exc)
 
 
 def parse_rows(payload: Any, validator: TypeAdapter) -> list[dict[str, Any]]:
