@@ -60,7 +60,7 @@ test-ui: $(STAMP) browser
 check-reliability: $(STAMP)
 	rm -f .reliability-report.txt
 	RETRAIN_ASSETS_CRASH_TRIALS=6 RETRAIN_ASSETS_RELIABILITY_REPORT=.reliability-report.txt $(BIN)/python -m pytest -v \
-		retrain_assets_tests/test_reliability.py retrain_assets_tests/test_bad_inputs.py \
+		retrain_assets_tests/test_reliability.py retrain_assets_tests/test_dead_runs.py retrain_assets_tests/test_bad_inputs.py \
 		retrain_assets_tests/test_security.py retrain_assets_tests/test_storage.py retrain_assets_tests/test_service.py
 	cat .reliability-report.txt
 

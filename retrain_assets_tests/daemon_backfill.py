@@ -89,7 +89,7 @@ def run_backfill(tmp: Path, partitions: int, workers: int, timeout: float, pg_en
             if failed:
                 raise BackfillError(f"{workers} workers: runs failed: {failed}")
             spans = [(r.start_time, r.end_time) for r in done]
-            steps = sorted(_pool_step_spans(instance, [r.dagster_run.run_id for r in done]))
+            steps = sorted(pool_step_spans(instance, [r.dagster_run.run_id for r in done]))
             phases = _phase_means(instance, [r.dagster_run.run_id for r in done])
     finally:
         os.killpg(daemon.pid, signal.SIGTERM)
@@ -123,7 +123,7 @@ def _instance(home: Path, pg_env: dict[str, str]):
         os.environ.update(saved)
 
 
-def _pool_step_spans(instance, run_ids: list[str]) -> list[tuple[float, float]]:
+def pool_step_spans(instance, run_ids: list[str]) -> list[tuple[float, float]]:
     """(start, end) of every warehouse-pool step of the runs, from their event logs."""
     import dagster as dg
 

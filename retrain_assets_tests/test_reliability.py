@@ -34,6 +34,7 @@ from retrain_assets.demo import replay
 from retrain_assets.replay import PipelineDriver
 from retrain_assets.settings import ProjectSettings
 from retrain_assets_tests.conftest import REPO, write_short_scenario
+from retrain_assets_tests.daemon_backfill import pool_step_spans
 
 TRIALS = int(os.environ.get("RETRAIN_ASSETS_CRASH_TRIALS", "1"))
 REPORT = os.environ.get("RETRAIN_ASSETS_RELIABILITY_REPORT")  # where trial outcomes are appended, if set
@@ -305,14 +306,13 @@ def test_a_run_killed_inside_a_stage_leaves_consistent_stores_and_completes_when
 
 
 def test_concurrent_partition_runs_keep_the_warehouse_whole_while_analysts_read(base, tmp_path):
-    """Three partitions ingested by three runs at once, each with the multiprocess executor, on the
-    embedded (SQLite) instance: every run succeeds, every row lands once, and an analyst
-    republishing and querying the snapshot throughout never sees an error. On SQLite the
-    `warehouse` pool does not serialize concurrent runs (Dagster claims slots with `FOR UPDATE
-    SKIP LOCKED`, which SQLite ignores): DuckDB's write lock and the retries keep the data whole.
-    That the pool makes writers take turns is tested on PostgreSQL (test_scale_backfill.py,
-    test_scale_celery.py)."""
+    """Three partitions ingested by three runs at once, each with the multiprocess executor, on an
+    instance with no dagster.yaml at all (the own-data recipe's `mkdir -p $DAGSTER_HOME && dagster
+    dev`: no pool limit, no run monitoring): every run succeeds, every row lands once, no two
+    warehouse steps ever overlap (the IO manager's writer lock, not the instance's pool, serializes
+    them), and an analyst republishing and querying the snapshot throughout never sees an error."""
     stores = base.copy(tmp_path / "stores")
+    (stores.home / "dagster.yaml").unlink()
     scenario = load_scenario(stores.root / "scenario.yaml")
     expected = {}
     for day in range(BASE_DAYS + 3, BASE_DAYS + 6):
@@ -350,8 +350,68 @@ def test_concurrent_partition_runs_keep_the_warehouse_whole_while_analysts_read(
     instance = instance_at(stores.home)
     succeeded = [run for run in instance.get_runs(filters=dg.RunsFilter(tags={"dagster/partition": list(expected)}))
                  if run.status == dg.DagsterRunStatus.SUCCESS]
+    steps = sorted(pool_step_spans(instance, [run.run_id for run in succeeded]))
     instance.dispose()
     assert len(succeeded) == len(expected)
+    assert len(steps) == len(expected)
+    overlaps = [(a, b) for a, b in zip(steps, steps[1:]) if b[0] < a[1]]
+    assert not overlaps, f"warehouse steps of concurrent runs overlapped: {overlaps}"
+
+
+def test_a_retrain_that_died_before_its_evaluation_leaves_the_policy_free_to_retrain(base, tmp_path):
+    """A retrain_job run killed during its evaluation step (kill -9 of `dagster dev`) had already
+    moved training_set's window: the policy then held with "only 0 new labeled rows" for good. A
+    retrain counts once its challenger is evaluated: until then the new labels still count."""
+    from retrain_assets.defs.monitoring import gather_history
+
+    stores = base.copy(tmp_path / "stores")
+    defs = build_definitions(stores.settings)
+    instance = instance_at(stores.home)
+    try:
+        before = gather_history(instance, defs.resources["model_registry"], defs.resources["warehouse"])
+        assert before.new_labeled_rows > 0
+        # training_set and candidate_model done; the evaluation never ran (the run died there).
+        assert run_stage(stores, "training")[0] == "ok"
+        after = gather_history(instance, defs.resources["model_registry"], defs.resources["warehouse"])
+    finally:
+        instance.dispose()
+    assert (after.last_trained_through, after.new_labeled_rows) == (before.last_trained_through, before.new_labeled_rows)
+
+
+def test_two_retrains_started_together_train_one_model(base, tmp_path):
+    """Two retrain_job runs at once on an instance with no dagster.yaml (no run or pool limits):
+    they take turns on the warehouse, so one model is trained and registered, not two, and the
+    deployment history agrees with the registry."""
+    stores = base.copy(tmp_path / "stores")
+    (stores.home / "dagster.yaml").unlink()
+    versions_before, _ = registry_state(stores)
+    runs = [subprocess.Popen([sys.executable, "-m", "retrain_assets_tests.reliability_child", "promotion"],
+                             env=stores.env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outputs = [run.communicate(timeout=600)[1] for run in runs]
+    assert [run.returncode for run in runs] == [0, 0], outputs[0][-3000:] + outputs[1][-3000:]
+    versions, _ = registry_state(stores)
+    assert len(versions) == len(versions_before) + 1
+    assert_history_matches_registry(stores)
+
+
+def test_a_code_change_gives_a_new_code_version(tmp_path):
+    """The code version (part of what decides that a model may be reused) changes with any edit of
+    the running package, committed or not, in a checkout or not: it used to be `git rev-parse` of
+    the working directory (blind to uncommitted edits) or `0.1.0+unknown` outside a checkout."""
+    copy = tmp_path / "retrain_assets"
+    shutil.copytree(REPO / "retrain_assets", copy, ignore=shutil.ignore_patterns("__pycache__"))
+    script = "from retrain_assets.core.modeling import code_version; print(code_version())"
+
+    def version() -> str:
+        env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+        return subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True,
+                              check=True).stdout.strip()
+
+    first = version()
+    assert version() == first  # stable for the same source
+    selection = copy / "core" / "selection.py"
+    selection.write_text(selection.read_text() + "\n# an edit\n")
+    assert version() != first
 
 
 def test_the_demo_instance_config_is_the_repository_one():

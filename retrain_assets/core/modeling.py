@@ -1,5 +1,6 @@
 """Training: spec-driven features inside one scikit-learn Pipeline, so serving cannot skew from
-training, plus the time-ordered split and the content hash that versions a training set.
+training, plus the time-ordered split, the content hash that versions a training set and the
+code version that says which code trained a model.
 The model search over families and hyperparameters is in `core.selection`.
 """
 
@@ -7,6 +8,9 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from functools import lru_cache
+from importlib.metadata import version as package_version
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -142,3 +146,19 @@ def content_hash(df: pd.DataFrame) -> str:
     digest.update("|".join(ordered.columns).encode())
     digest.update(row_hashes.tobytes())
     return digest.hexdigest()
+
+
+@lru_cache(maxsize=1)
+def code_version() -> str:
+    """Package version plus a hash of the source that is running (every module of the imported
+    `retrain_assets` package): any code change, committed or not, installed or editable, gives a
+    new code version, so a model trained by older code is never reused."""
+    return f"{package_version('retrain-assets')}+{source_hash(Path(__file__).resolve().parents[1])}"
+
+
+def source_hash(package_dir: Path) -> str:
+    """sha256 over the package's `.py` files (relative path and bytes, in path order), 12 hex digits."""
+    digest = hashlib.sha256()
+    for path in sorted(package_dir.rglob("*.py")):
+        digest.update(path.relative_to(package_dir).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()[:12]
