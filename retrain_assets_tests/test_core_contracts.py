@@ -147,6 +147,25 @@ def test_a_row_both_in_the_future_and_outside_the_window_gets_both_reasons(spec)
     assert "deliver the row in the file of its own partition (got 2030-01-01 00:00:00)" in reason
 
 
+def test_a_time_with_an_offset_is_quoted_as_delivered_next_to_its_utc_time(spec, tmp_path):
+    batch = text_batch(3)
+    batch["applied_at"] = ["2025-01-01T10:00:00+01:00", "2025-01-01T00:30:00+01:00", "2025-01-01T23:30:00+01:00"]
+    window = (pd.Timestamp("2025-01-01"), pd.Timestamp("2025-01-02"))
+    result = validate_batch(batch, spec, window)
+    [reason] = result.quarantined["reason"]  # 00:30 at +01:00 is 23:30 UTC the day before
+    assert reason.endswith("deliver the row in the file of its own partition "
+                           "(got 2024-12-31 23:30:00 UTC, delivered as 2025-01-01T00:30:00+01:00)")
+    assert result.valid["applied_at"].tolist() == [pd.Timestamp("2025-01-01 09:00"), pd.Timestamp("2025-01-01 22:30")]
+    # check-batch (DuckDB) converts the offset the same way and gives the same reason
+    from retrain_assets.core import large_batch as lb
+
+    path = tmp_path / "2025-01-01.csv"
+    batch.to_csv(path, index=False)
+    with lb.connect("256MB", 1) as con:
+        got = lb.validate_large_batch(con, path, spec, tmp_path / "out", window=window)
+    assert (got.n_valid, pd.read_parquet(got.quarantine_path)["reason"].tolist()) == (2, [reason])
+
+
 def test_set_aside_moves_rows_with_a_reason_and_keeps_their_delivered_values(spec):
     batch = text_batch(3, age="042")
     result = set_aside(validate_batch(batch, spec), batch, pd.Series(["", "why", ""]))

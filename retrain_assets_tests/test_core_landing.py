@@ -221,3 +221,31 @@ def test_truncated_parquet_says_to_deliver_the_complete_file(tmp_path):
     cut.write_bytes(whole.read_bytes()[:200])
     with pytest.raises(LandingFileError, match=r"^2025-01-01.parquet: cannot be read .*deliver the complete file again"):
         read_landing_file(cut)
+
+
+@pytest.mark.parametrize("compress, kind", [(lambda b: __import__("gzip").compress(b), "gzip"), (lambda b: _zipped(b), "zip")])
+@pytest.mark.parametrize("name", ["2025-01-01.csv", "2025-01-01.parquet"])
+def test_a_compressed_file_is_called_compressed(tmp_path, compress, kind, name):
+    path = tmp_path / name
+    path.write_bytes(compress(CSV.encode()))
+    with pytest.raises(LandingFileError) as raised:
+        read_landing_file(path)
+    assert str(raised.value).startswith(f"{name}: is a {kind}-compressed file") and "decompress it" in str(raised.value)
+
+
+def _zipped(content: bytes) -> bytes:
+    import io
+    import zipfile
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("export.csv", content)
+    return buffer.getvalue()
+
+
+def test_a_header_naming_a_column_twice_is_refused(tmp_path):
+    path = put(tmp_path, "2025-01-01.csv", "application_id,age,income,age\na1,42,1.5,43\n")
+    with pytest.raises(LandingFileError) as raised:
+        read_landing_file(path)
+    assert str(raised.value).startswith("2025-01-01.csv: the header names 'age' (columns 2, 4) more than once")
+    assert "deliver the file again" in str(raised.value)

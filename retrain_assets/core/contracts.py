@@ -4,6 +4,7 @@ rows that honour the contract and rows to quarantine, each with its reason.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -27,6 +28,9 @@ PANDAS_DTYPES = {
 
 # Event times up to this far past ingestion are clock skew, not the future.
 FUTURE_TOLERANCE = pd.Timedelta(days=1)
+# A time of day followed by a UTC offset or Z: such text is converted to UTC, so a reason quotes
+# both the UTC time and the value as delivered.
+ZONED_TIME = re.compile(r"\d{2}:\d{2}(:\d{2}(\.\d+)?)?\s*([zZ]|[+-]\d{2}(:?\d{2})?)$")
 
 # The value rules every row meets wherever it arrives: a batch file (`batch_schema`) or a request
 # to the prediction service (`core.serving.request_model`) — both are built from these.
@@ -203,7 +207,11 @@ def validate_batch(df: pd.DataFrame, spec: DatasetSpec, window: tuple[pd.Timesta
     if result.valid.empty:
         return result
     ts, name = result.valid[spec.event_time_column], spec.event_time_column
+    delivered = df[name].reset_index(drop=True).reindex(result.valid.index)
+    zoned = delivered.map(lambda v: isinstance(v, str) and ZONED_TIME.search(v.strip()) is not None).astype(bool)
     got = " (got " + ts.astype(str) + ")"
+    if zoned.any():
+        got[zoned] = " (got " + ts[zoned].astype(str) + " UTC, delivered as " + delivered[zoned].astype(str) + ")"
     reasons = pd.Series("", index=result.valid.index, dtype=object)
     if now is not None:
         future = ts > now + FUTURE_TOLERANCE

@@ -18,6 +18,7 @@ ignored, so a delivery can never make the pipeline read (or copy into quarantine
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import os
 import re
@@ -35,6 +36,11 @@ PREDICTIONS = "predictions"
 SUPPORTED_SUFFIXES = (".csv", ".parquet")
 READ_KINDS = (BATCHES, LABELS, REVIEWS, PREDICTIONS)
 _LEADING_DATE = re.compile(r"^(\d{4}-\d{2}-\d{2})")
+
+
+# The first bytes of compressed files: a landing file must be plain CSV text or Parquet.
+COMPRESSED = {b"\x1f\x8b": ("gzip", "gunzip"), b"PK\x03\x04": ("zip", "unzip"), b"BZh": ("bzip2", "bunzip2"),
+              b"\xfd7zXZ\x00": ("xz", "unxz"), b"\x28\xb5\x2f\xfd": ("zstd", "unzstd")}
 
 
 class LandingFileError(ValueError):
@@ -159,8 +165,9 @@ def _named_in(match: re.Match | None, window: tuple[pd.Timestamp, pd.Timestamp])
 def read_landing_file(path: Path, max_bytes: int | None = None, require_rows: bool = False) -> pd.DataFrame:
     """Read a CSV (every value as text, so the contract does the typing) or a Parquet file.
 
-    A file over `max_bytes` is refused before reading (FileTooLargeError); with `require_rows`, so
-    is a file with a header but no rows. Every LandingFileError names the file and what to fix.
+    A file over `max_bytes` is refused before reading (FileTooLargeError); so are a compressed file
+    and a header naming a column twice, and, with `require_rows`, a file with a header but no rows.
+    Every LandingFileError names the file and what to fix.
     """
     if max_bytes is not None and (size := path.stat().st_size) > max_bytes:
         raise FileTooLargeError(
@@ -169,10 +176,15 @@ def read_landing_file(path: Path, max_bytes: int | None = None, require_rows: bo
             "or raise LandingZone.max_file_bytes if the machine has the memory for it; `retrain-assets check-batch "
             "FILE` validates and drift-checks a file of any size in bounded memory")
     try:
+        refuse_compressed(path)
         if path.suffix.lower() == ".parquet":
             frame = pd.read_parquet(path)
+            refuse_repeated_columns(path, [str(c) for c in frame.columns])
         else:
             frame = pd.read_csv(path, dtype=str, keep_default_na=True)
+            refuse_repeated_columns(path, csv_header(path))
+    except LandingFileError:
+        raise
     except pd.errors.EmptyDataError:
         raise LandingFileError(f"{path.name}: the file is empty; deliver it again with a header and rows") from None
     except UnicodeDecodeError as exc:
@@ -187,6 +199,39 @@ def read_landing_file(path: Path, max_bytes: int | None = None, require_rows: bo
     if require_rows and len(frame) == 0:
         raise LandingFileError(f"{path.name}: has a header but no rows; deliver it again with its rows")
     return frame
+
+
+def refuse_compressed(path: Path) -> None:
+    """Raise LandingFileError when the file's first bytes are those of a compressed file (gzip, zip,
+    bzip2, xz, zstd): it would otherwise be refused as "not UTF-8" or "not Parquet"."""
+    with path.open("rb") as fh:
+        head = fh.read(6)
+    for magic, (kind, tool) in COMPRESSED.items():
+        if head.startswith(magic):
+            raise LandingFileError(
+                f"{path.name}: is a {kind}-compressed file, not {'Parquet' if path.suffix.lower() == '.parquet' else 'CSV text'}; "
+                f"decompress it (e.g. `{tool}`) and deliver the plain file under a .csv or .parquet name "
+                "(Parquet is compressed inside, so deliver Parquet to save space)")
+
+
+def csv_header(path: Path) -> list[str]:
+    """The column names of a CSV file's first line, as written (repeated names are not renamed)."""
+    with path.open(newline="", encoding="utf-8-sig") as fh:
+        return next(csv.reader(fh), [])
+
+
+def refuse_repeated_columns(path: Path, names: list[str]) -> None:
+    """Raise LandingFileError when a column name appears more than once in the header: which of the
+    columns holds the values would be a guess (pandas would silently use the first)."""
+    positions: dict[str, list[int]] = {}
+    for number, name in enumerate(names, start=1):
+        positions.setdefault(name, []).append(number)
+    repeated = {name: at for name, at in positions.items() if len(at) > 1}
+    if repeated:
+        named = "; ".join(f"'{name}' (columns {', '.join(map(str, at))})" for name, at in repeated.items())
+        raise LandingFileError(f"{path.name}: the header names {named} more than once, so which column holds the "
+                               "values is ambiguous; rename or remove the repeated column in the export and deliver "
+                               "the file again")
 
 
 def write_atomically(frame: pd.DataFrame, path: Path) -> None:

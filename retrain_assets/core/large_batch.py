@@ -14,7 +14,9 @@ skipped for the uncastable rows, whose duplicates are judged among all rows, as 
 pass does), not_nullable (id and event time never null), finite, integral, in_range / >= / <=,
 isin, duplicate ids within the batch (every copy, nulls are not duplicates), event time in the
 future / outside the partition (only for rows that passed the contract, with pandas' timestamp
-text), the float text of values (Python `str(float)`), and every drift statistic: PSI and
+text; text with a UTC offset is converted to UTC and quoted as delivered too), the refusal of a
+compressed file or a header naming a column twice (the landing zone's LandingFileError), the float
+text of values (Python `str(float)`), and every drift statistic: PSI and
 Jensen-Shannon from the exact bin and category counts, chi-square, KS (the exact statistic,
 scipy's asymptotic p-value), Wasserstein-1, missing and out-of-distribution shares (the numeric
 statistics by `feature_drift`'s own code on the same values, so the same floats).
@@ -45,7 +47,7 @@ import duckdb
 import numpy as np
 import pandas as pd
 
-from retrain_assets.core.contracts import FUTURE_TOLERANCE, batch_schema
+from retrain_assets.core.contracts import FUTURE_TOLERANCE, ZONED_TIME, batch_schema
 from retrain_assets.core.drift import (
     DriftThresholds,
     ReferenceProfile,
@@ -54,6 +56,7 @@ from retrain_assets.core.drift import (
     drift_table,
     numeric_feature_drift,
 )
+from retrain_assets.core.landing import csv_header, refuse_compressed, refuse_repeated_columns
 from retrain_assets.core.spec import ColumnSpec, DatasetSpec
 
 # pandas.read_csv's default missing-value strings: a CSV batch reads them as null, as the pandas path does.
@@ -100,6 +103,8 @@ class BatchContract:
 def connect(memory_limit: str = "1GB", threads: int = 2, temp_directory: str | Path | None = None) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB connection held to `memory_limit`; larger intermediates spill to `temp_directory`."""
     con = duckdb.connect(config={"memory_limit": memory_limit, "threads": threads})
+    # Text with a UTC offset is converted to UTC, as pandas does; naive text is read as UTC.
+    con.execute("SET TimeZone = 'UTC'")
     if temp_directory is not None:
         con.execute(f"SET temp_directory = {_lit(str(temp_directory))}")
     # Only on the rows of failing checks: Python's str(float) (DuckDB's own cast prints 0.1 + 0.2 as 0.3).
@@ -144,6 +149,9 @@ def validate_large_batch(
     stem = path.name.split(".")[0]
     valid_path, quarantine_path = out_dir / f"{stem}.valid.parquet", out_dir / f"{stem}.quarantine.parquet"
     from_parquet = path.suffix.lower() == ".parquet"
+    refuse_compressed(path)  # the same refusals as a landing file, with the same messages
+    if not from_parquet:
+        refuse_repeated_columns(path, csv_header(path))
     staged = None if from_parquet else _stage_csv(con, path, out_dir)
     try:
         return _validate(con, path, staged or path, from_parquet, spec, valid_path, quarantine_path, window, now, say)
@@ -224,7 +232,8 @@ def _validate(con, path: Path, parquet: Path, from_parquet: bool, spec: DatasetS
 
     window_text = "NULL"
     if (window is not None or now is not None) and columns:
-        window_text = _window_rows(con, spec, window, now, len(keys))
+        text_times = stored[spec.event_time_column] == "VARCHAR"
+        window_text = _window_rows(con, spec, window, now, len(keys), text_times)
         keys += [f"{spec.event_time_column}: in the future", f"{spec.event_time_column}: outside partition"]
     lap("event time")
 
@@ -304,7 +313,7 @@ def _column(col: ColumnSpec, stored: str, dtype: str, from_parquet: bool) -> _Co
     if base in _TIMES:
         return _Column(col, raw, f"CAST({raw} AS TIMESTAMP)", "false", f"CAST({raw} AS VARCHAR)", "'?'", null_text, dtype)
     if text:
-        typed = f"TRY_CAST({raw} AS TIMESTAMP)"
+        typed = f"CAST(TRY_CAST({raw} AS TIMESTAMPTZ) AS TIMESTAMP)"
         return _Column(col, raw, typed, f"({raw} IS NOT NULL AND {typed} IS NULL)", raw, "'?'", null_text, dtype)
     return None
 
@@ -364,16 +373,22 @@ def _check_sql(check: str, col: ColumnSpec, v: str) -> str | None:
     return None
 
 
-def _window_rows(con: duckdb.DuckDBPyConnection, spec: DatasetSpec, window, now, first_id: int) -> str:
+def _window_rows(con: duckdb.DuckDBPyConnection, spec: DatasetSpec, window, now, first_id: int, text_times: bool) -> str:
     """Add the contract-valid rows whose event time is in the future or outside the window to `bad`;
     return the SQL of their reason. The timestamp text is pandas' for the valid rows' series:
-    dates only when every time is midnight, else seconds, milliseconds or microseconds as needed."""
+    dates only when every time is midnight, else seconds, milliseconds or microseconds as needed;
+    text with a UTC offset is quoted too, after the UTC time."""
     ts = _ident("__v_" + spec.event_time_column)
     midnight, seconds, millis = con.execute(
         f"SELECT coalesce(bool_and({ts} = date_trunc('day', {ts})), true), coalesce(bool_and(epoch_us({ts}) % 1000000 = 0), true), "
         f"coalesce(bool_and(epoch_us({ts}) % 1000 = 0), true) FROM typed ANTI JOIN bad USING ({ROW})").fetchall()[0]
     fmt = "%Y-%m-%d" if midnight else "%Y-%m-%d %H:%M:%S" + ("" if seconds else ".%g" if millis else ".%f")
     got = f"' (got ' || strftime({ts}, {_lit(fmt)}) || ')'"
+    if text_times:
+        raw = _ident(spec.event_time_column)
+        zoned = f"regexp_matches(trim({raw}), {_lit(ZONED_TIME.pattern)})"
+        got = (f"CASE WHEN {zoned} THEN ' (got ' || strftime({ts}, {_lit(fmt)}) || ' UTC, delivered as ' || {raw} || ')' "
+               f"ELSE {got} END")
     name, parts, preds = spec.event_time_column, [], []
     if now is not None:
         future = f"{ts} > {_ts(now + FUTURE_TOLERANCE)}"
