@@ -11,7 +11,9 @@ from retrain_assets.core.contracts import (
     FUTURE_TOLERANCE,
     quarantine_records,
     repeated_id_reasons,
+    row_fingerprints,
     set_aside,
+    set_aside_repeats,
     undeclared_columns,
     validate_batch,
     validate_labels,
@@ -164,6 +166,31 @@ def test_a_time_with_an_offset_is_quoted_as_delivered_next_to_its_utc_time(spec,
     with lb.connect("256MB", 1) as con:
         got = lb.validate_large_batch(con, path, spec, tmp_path / "out", window=window)
     assert (got.n_valid, pd.read_parquet(got.quarantine_path)["reason"].tolist()) == (2, [reason])
+
+
+def test_a_redelivered_row_is_counted_and_a_changed_one_quarantined(spec):
+    first = validate_batch(text_batch(3), spec)
+    seen = {key: ("2025-01-01.csv (this partition)", p)
+            for key, p in zip(first.valid["application_id"], row_fingerprints(first.valid, spec))}
+    again = text_batch(4, income="50001")  # a0 and a2 unchanged, a1 changed, a3 new
+    result, redelivered = set_aside_repeats(validate_batch(again, spec), again,
+                                            row_fingerprints(validate_batch(again, spec).valid, spec), seen, "application_id")
+    assert redelivered == 2 and result.valid["application_id"].tolist() == ["a3"]
+    [reason] = result.quarantined["reason"]
+    assert reason.startswith("application_id: id already ingested with other values — drop the repeated row")
+    assert reason.endswith("(got a1, first ingested from 2025-01-01.csv (this partition))")
+    assert result.quarantined["income"].tolist() == ["50001"]  # as it arrived
+
+
+def test_row_fingerprints_survive_the_warehouse_round_trip(spec):
+    import duckdb
+
+    valid = validate_batch(text_batch(3, income=np.nan), spec).valid
+    with duckdb.connect() as con:
+        con.register("valid", valid)
+        stored = con.execute("create table t as select * from valid; select * from t").df()
+    assert row_fingerprints(stored, spec).tolist() == row_fingerprints(valid, spec).tolist()
+    assert row_fingerprints(valid, spec).nunique() == 3
 
 
 def test_set_aside_moves_rows_with_a_reason_and_keeps_their_delivered_values(spec):

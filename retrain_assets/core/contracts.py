@@ -236,12 +236,48 @@ def set_aside(result: ContractResult, original: pd.DataFrame, reasons: pd.Series
                           schema_errors=result.schema_errors)
 
 
-def repeated_id_reasons(ids: pd.Series, first_seen: Mapping, id_column: str) -> pd.Series:
-    """Per row, "" or why its id repeats one already ingested; `first_seen` maps id -> where."""
+def repeated_id_reasons(ids: pd.Series, first_seen: Mapping, id_column: str, changed: bool = False) -> pd.Series:
+    """Per row, "" or why its id repeats one already ingested (`changed`: with other values);
+    `first_seen` maps id -> where."""
     where = ids.map(first_seen)
-    text = (f"{id_column}: id already ingested — drop the repeated row, or give it an id of its own if it is "
-            "another record (got ")
+    text = (f"{id_column}: id already ingested{' with other values' if changed else ''} — drop the repeated row, or "
+            "give it an id of its own if it is another record (got ")
     return (text + ids.astype(str) + ", first ingested from " + where.astype(str) + ")").where(where.notna(), "")
+
+
+def row_fingerprints(frame: pd.DataFrame, spec: DatasetSpec) -> pd.Series:
+    """Per row, a 64-bit hash of its declared columns' values, equal for equal values however they
+    are typed (as the contract types them, or as the warehouse returns them): numbers as float64,
+    booleans and text as text, times as datetime64[ns], every kind of null alike."""
+    canonical = {}
+    for col in spec.columns:
+        values = frame[col.name]
+        if col.type in ("float", "int"):
+            canonical[col.name] = pd.to_numeric(values, errors="coerce").astype("float64")
+        elif col.type == "timestamp":
+            canonical[col.name] = pd.to_datetime(values).astype("datetime64[ns]")
+        else:
+            canonical[col.name] = values.map(lambda v: None if pd.isna(v) else str(v)).astype(object)
+    return pd.util.hash_pandas_object(pd.DataFrame(canonical, index=frame.index), index=False)
+
+
+def set_aside_repeats(result: ContractResult, original: pd.DataFrame, fingerprints: pd.Series, seen: Mapping,
+                      id_column: str) -> tuple[ContractResult, int]:
+    """Split off the valid rows whose id was already ingested; `seen` maps id -> (where, fingerprint
+    of the ingested row), `fingerprints` (from `row_fingerprints`) is aligned with `result.valid`.
+
+    A row equal to the ingested one is an idempotent redelivery (the same export again, say with
+    other line endings): dropped, neither stored twice nor quarantined, and counted (the returned
+    int). A row with the same id and other values is a conflict: quarantined, naming where the id
+    was first ingested."""
+    ids = result.valid[id_column]
+    found = [seen.get(key) for key in ids]
+    same = pd.Series([f is not None and f[1] == p for f, p in zip(found, fingerprints.reindex(ids.index))], index=ids.index,
+                     dtype=bool)
+    conflicts = {key: f[0] for key, f, s in zip(ids, found, same) if f is not None and not s}
+    result = set_aside(result, original, repeated_id_reasons(ids, conflicts, id_column, changed=True))
+    kept = ~same.reindex(result.valid.index).to_numpy()
+    return ContractResult(result.valid[kept], result.quarantined, result.schema_errors), int(same.sum())
 
 
 def undeclared_columns(frame: pd.DataFrame, spec: DatasetSpec) -> list[str]:

@@ -7,8 +7,8 @@ from pathlib import Path
 import dagster as dg
 import pandas as pd
 
-from retrain_assets.core.contracts import (ContractResult, empty_batch, quarantine_records, repeated_id_reasons,
-                                           set_aside, undeclared_columns, validate_batch)
+from retrain_assets.core.contracts import (ContractResult, empty_batch, quarantine_records, row_fingerprints,
+                                           set_aside_repeats, undeclared_columns, validate_batch)
 from retrain_assets.core.landing import BATCHES, LandingFileError, read_landing_file
 from retrain_assets.core.modeling import PARTITION_COLUMN
 from retrain_assets.core.privacy import pseudonymize, withhold_undeclared
@@ -85,14 +85,17 @@ def build_ingestion(spec: DatasetSpec, partitions_def: dg.PartitionsDefinition) 
             checked.append((file, frame, result))
 
         # An id enters raw_batches once: a row repeating an id of another partition or of an earlier
-        # file of this one is set aside, naming where the id was first ingested.
-        first_seen = _ids_in_other_partitions(warehouse, spec.id_column, [r.valid[spec.id_column] for _, _, r in checked],
-                                              start)
-        valid_parts, quarantine_parts, bad_files = [], [], Counter()
+        # file of this one is counted as a redelivery when its values are the same, and otherwise
+        # set aside, naming where the id was first ingested.
+        seen = _ingested_elsewhere(warehouse, spec, [r.valid[spec.id_column] for _, _, r in checked], start)
+        valid_parts, quarantine_parts, bad_files, redelivered = [], [], Counter(), Counter()
         for file, frame, result in checked:
-            result = set_aside(result, frame, repeated_id_reasons(result.valid[spec.id_column], first_seen, spec.id_column))
-            first_seen.update(dict.fromkeys(result.valid[spec.id_column], f"{file.path.name} (this partition)"))
-            valid_parts.append(pseudonymize(result.valid, spec.pii_columns, key).assign(source_file=file.path.name))
+            stored = pseudonymize(result.valid, spec.pii_columns, key)  # fingerprints compare stored values
+            prints = row_fingerprints(stored, spec)
+            result, redelivered[file.path.name] = set_aside_repeats(result, frame, prints, seen, spec.id_column)
+            where = f"{file.path.name} (this partition)"
+            seen.update(zip(result.valid[spec.id_column], ((where, p) for p in prints.loc[result.valid.index])))
+            valid_parts.append(stored.loc[result.valid.index].assign(source_file=file.path.name))
             if len(result.quarantined):
                 bad_files[file.path.name] = len(result.quarantined)
                 # Raw values stay in the restricted folder only; the warehouse gets pseudonyms.
@@ -108,7 +111,8 @@ def build_ingestion(spec: DatasetSpec, partitions_def: dg.PartitionsDefinition) 
         quarantined.insert(0, PARTITION_COLUMN, start)
         quarantined["quarantined_at"] = now
 
-        n_in = len(valid) + len(quarantined)
+        n_redelivered = sum(redelivered.values())
+        n_in = len(valid) + len(quarantined) + n_redelivered
         bad_share = len(quarantined) / n_in if n_in else 0.0
         reasons = Counter(r.split(" (got")[0] for rs in quarantined["reason"] for r in rs.split("; "))
         passed = not schema_errors and bad_share <= spec.policy.max_bad_row_share
@@ -123,6 +127,9 @@ def build_ingestion(spec: DatasetSpec, partitions_def: dg.PartitionsDefinition) 
             verdict = f"passed: {len(quarantined)} of {n_in} rows quarantined ({bad_share:.1%})" + (
                 f" from {by_file}; the quarantine table gives each row's reason: to add those rows, deliver them "
                 "corrected in a new file for the partition" if by_file else "")
+        if n_redelivered:
+            verdict += (f"; {n_redelivered} rows redelivered unchanged (" + ", ".join(
+                f"{name} {n}" for name, n in redelivered.items() if n) + "): counted, not stored twice")
         if undeclared:
             verdict += "; undeclared columns dropped: " + "; ".join(f"{name}: {', '.join(cols)}" for name, cols in
                                                                   undeclared.items()) + \
@@ -132,6 +139,7 @@ def build_ingestion(spec: DatasetSpec, partitions_def: dg.PartitionsDefinition) 
             "dagster/row_count": len(valid),
             "rows_in": n_in,
             "rows_quarantined": len(quarantined),
+            "rows_redelivered": n_redelivered,
             "files": [f.path.name for f in files],
         })
         yield dg.Output(quarantined, output_name="quarantine", metadata={"dagster/row_count": len(quarantined)})
@@ -143,6 +151,7 @@ def build_ingestion(spec: DatasetSpec, partitions_def: dg.PartitionsDefinition) 
             metadata={
                 "rows_in": n_in,
                 "rows_quarantined": len(quarantined),
+                "rows_redelivered": n_redelivered,
                 "bad_row_share": float(bad_share),
                 "max_bad_row_share": spec.policy.max_bad_row_share,
                 "schema_errors": dg.MetadataValue.json(schema_errors),
@@ -171,15 +180,19 @@ def _validate_file(path: Path, spec: DatasetSpec, window, now: pd.Timestamp,
     return frame, result
 
 
-def _ids_in_other_partitions(warehouse: Warehouse, id_col: str, ids: list[pd.Series], start: pd.Timestamp) -> dict:
-    """id -> where it was first ingested, for the batch's ids already in raw_batches under another
-    partition (re-ingesting a partition never flags its own rows). Only the batch's ids are looked up."""
+def _ingested_elsewhere(warehouse: Warehouse, spec: DatasetSpec, ids: list[pd.Series], start: pd.Timestamp) -> dict:
+    """id -> (where it was first ingested, the stored row's fingerprint), for the batch's ids already
+    in raw_batches under another partition (re-ingesting a partition never flags its own rows).
+    Only the batch's ids are looked up."""
     wanted = pd.concat(ids).dropna().unique().tolist() if ids else []
     if not wanted:
         return {}
-    column = '"' + id_col.replace('"', '""') + '"'
+    column = '"' + spec.id_column.replace('"', '""') + '"'
     found = warehouse.query(
-        f"select {column} as id, min({PARTITION_COLUMN}) as first_partition, "
-        f"arg_min(source_file, {PARTITION_COLUMN}) as first_file from raw_batches "
-        f"where {PARTITION_COLUMN} <> ? and {column} in (select unnest(?)) group by 1", [start, wanted])
-    return {row.id: f"partition {row.first_partition:%Y-%m-%d} ({row.first_file})" for row in found.itertuples()}
+        f"select * from raw_batches where {PARTITION_COLUMN} <> ? and {column} in (select unnest(?)) "
+        f"qualify row_number() over (partition by {column} order by {PARTITION_COLUMN}) = 1", [start, wanted])
+    if found.empty:  # also when nothing was ever ingested
+        return {}
+    where = [f"partition {p:%Y-%m-%d} ({f})" for p, f in zip(found[PARTITION_COLUMN], found["source_file"])]
+    return dict(zip(found[spec.id_column], zip(where, row_fingerprints(found, spec))))
+
