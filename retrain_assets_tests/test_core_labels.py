@@ -14,6 +14,7 @@ from retrain_assets.core.labels import (
     annotation_columns,
     annotator_agreement,
     apply_review_decisions,
+    combine_label_files,
     normalize_annotations,
     resolve_labels,
     suspect_labels,
@@ -287,6 +288,40 @@ def test_a_newer_annotation_by_the_same_annotator_supersedes_the_older(spec):
     assert result.gated.empty
     assert result.labels[["defaulted", "n_annotations"]].values.tolist() == [[1, 1], [0, 2]]
     assert result.annotations["gate"].tolist() == ["superseded", "", "", ""]
+
+
+def label_file(spec, name: str, rows: list[tuple]) -> pd.DataFrame:
+    """One file's normalized annotations from (id, label[, annotator]) tuples, labeled_at absent."""
+    frame = pd.DataFrame([{spec.id_column: r[0], spec.target.name: r[1], **({"annotator": r[2]} if len(r) > 2 else {})}
+                          for r in rows])
+    return normalize_annotations(frame, spec, DELIVERED, name)[0]
+
+
+def test_combining_label_files_collapses_repeats_keeps_conflicts_and_counts_add_up(spec):
+    older = label_file(spec, "old.csv", [("a1", "0"), ("a2", "1")])
+    newer = label_file(spec, "new.csv", [("a1", "1"), ("a3", "1"), ("a3", "1"), ("a4", "0"), ("a4", "1")])
+    combined, counts = combine_label_files([older, newer], spec)
+    assert counts == {"duplicate_rows_collapsed": 1, "replaced_by_newer_file": 1}  # a3's repeat; old.csv's a1
+    assert combined[["application_id", "label", "source_file"]].values.tolist() == [
+        ["a2", "1", "old.csv"], ["a1", "1", "new.csv"], ["a3", "1", "new.csv"], ["a4", "0", "new.csv"], ["a4", "1", "new.csv"]]
+    assert len(combined) + sum(counts.values()) == len(older) + len(newer)
+    assert combine_label_files([], spec)[0].columns.tolist() == annotation_columns(spec)
+
+
+def test_a_file_contradicting_itself_sends_the_row_to_review(spec):
+    rows = [("a1", "0"), ("a1", "1"),                      # no annotator column: one file, two answers
+            ("a2", "1", "ann"), ("a2", "0", "ann"), ("a2", "1", "bob"), ("a2", "1", "cat"),  # others agree: still review
+            ("a3", "1", "ann"), ("a3", "1", "ann")]        # identical rows are no conflict
+    result = resolve_labels(combine_label_files([label_file(spec, "f.csv", rows)], spec)[0], batch(spec), spec,
+                            LabelGates(min_agreement=0.5))
+    assert result.labels["application_id"].tolist() == ["a3"]
+    gated = result.gated.set_index("application_id")
+    assert gated["gate"].tolist() == ["conflicting", "conflicting"] and gated["proposed_label"].isna().all()
+    assert gated.loc["a1", "reasons"] == ("conflicting: f.csv gives this row 2 differing annotations by annotator unknown "
+                                          "('0' at 1.00, '1' at 1.00) — decide it in review, or deliver a corrected label file")
+    assert gated.loc["a2", "n_annotations"] == 4
+    assert result.annotations.loc[result.annotations["application_id"] == "a2", "gate"].tolist() == [
+        "conflicting", "conflicting", "", ""]
 
 
 def test_integer_ids_join_the_batch(int_spec):

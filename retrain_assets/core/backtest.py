@@ -30,7 +30,7 @@ from retrain_assets.core.bootstrap import batch_roc_auc
 from retrain_assets.core.contracts import repeated_id_reasons, set_aside, validate_batch
 from retrain_assets.core.drift import ReferenceProfile, build_reference_profile
 from retrain_assets.core.evaluation import ScoredModel, build_evaluation_report, inference_cost, promotion_gate
-from retrain_assets.core.labels import normalize_annotations, resolve_labels
+from retrain_assets.core.labels import combine_label_files, normalize_annotations, resolve_labels
 from retrain_assets.core.landing import BATCHES, LABELS
 from retrain_assets.core.modeling import PARTITION_COLUMN, feature_frame, model_family, predict_scores, split_holdout, target_vector
 from retrain_assets.core.monitoring import build_drift_report
@@ -231,7 +231,7 @@ def _check_partition(task) -> tuple[str, object, pd.DataFrame | None, list[tuple
     resolved, delivered_so_far = [], []
     for step_index, label_name, label_frame, delivered in label_files:
         delivered_so_far.append(normalize_annotations(label_frame, spec, delivered, label_name)[0])
-        every = pd.concat(delivered_so_far, ignore_index=True).drop_duplicates([spec.id_column, "annotator", "source"], keep="last")
+        every = combine_label_files(delivered_so_far, spec)[0]
         labels = resolve_labels(every, seen[[spec.id_column, spec.event_time_column]], spec, policy.labels).labels
         resolved.append((step_index, labels))
     return f"{start:%Y-%m-%d}", result, requests, resolved

@@ -23,8 +23,10 @@ SOURCES = ("human", "model", "heuristic")
 OPTIONAL_COLUMNS = ("source", "annotator", "confidence", "labeled_at")
 DEFAULT_SOURCE, DEFAULT_ANNOTATOR, DEFAULT_CONFIDENCE = "human", "unknown", 1.0
 # Per-annotation gates, in the order that picks a gated row's primary gate. `superseded` (an older
-# annotation of the same row by the same named annotator) never gates a row on its own.
-ANNOTATION_GATES = ("unknown_id", "outside_classes", "before_event", "low_confidence", "superseded")
+# annotation of the same row by the same named annotator) never gates a row on its own;
+# `conflicting` (one file gives the row differing annotations by one annotator) always does.
+ANNOTATION_GATES = ("unknown_id", "outside_classes", "before_event", "conflicting", "low_confidence", "superseded")
+CONFLICTING = "conflicting"
 DISPUTED = "disputed"
 REVIEW_ACTIONS = ("accept", "relabel", "reject")
 LABEL_COLUMNS = ["label_confidence", "n_annotations", "annotators", "review_action"]
@@ -105,6 +107,25 @@ def normalize_annotations(frame: pd.DataFrame, spec: DatasetSpec, delivered: pd.
     return annotations, quarantine_records(rejected, source_file)
 
 
+def combine_label_files(files: list[pd.DataFrame], spec: DatasetSpec) -> tuple[pd.DataFrame, dict]:
+    """The normalized annotations of a partition's label files, in delivery order -> (the
+    annotations that count, {"duplicate_rows_collapsed", "replaced_by_newer_file"}).
+
+    Per id, annotator and source, the newest file that has the row counts: a redelivery corrects
+    the earlier file, whose annotations of the row are counted as replaced. Within one file,
+    identical rows are one annotation (the repeats counted as collapsed); differing rows are all
+    kept, and `resolve_labels` gates their row as `conflicting`. Annotations that count +
+    collapsed + replaced = the annotations given."""
+    id_col = spec.id_column
+    every = pd.concat([f.assign(_file=i) for i, f in enumerate(files)], ignore_index=True) if files \
+        else _empty_annotations(spec).assign(_file=0)
+    replaced = every["_file"] < every.groupby([id_col, "annotator", "source"])["_file"].transform("max")
+    kept = every[~replaced]
+    repeat = kept.duplicated([id_col, "label", "source", "annotator", "confidence", "labeled_at", "_file"])
+    counts = {"duplicate_rows_collapsed": int(repeat.sum()), "replaced_by_newer_file": int(replaced.sum())}
+    return kept[~repeat].drop(columns="_file").reset_index(drop=True), counts
+
+
 @dataclass
 class Resolution:
     """The outcome of resolving one partition's annotations.
@@ -126,8 +147,11 @@ def resolve_labels(annotations: pd.DataFrame, batch: pd.DataFrame, spec: Dataset
     """Gate annotations, then resolve each row id by confidence-weighted majority vote.
 
     Per-annotation gates (left out of the vote): unknown_id (not in `batch`), outside_classes,
-    before_event (labeled before the row's event time), low_confidence (< gates.min_confidence),
-    superseded (a newer annotation of the row by the same named annotator exists). A row whose
+    before_event (labeled before the row's event time), conflicting (the same file gives the row
+    differing annotations by the same annotator and source at the same time; for the unnamed
+    annotator at any time), low_confidence (< gates.min_confidence), superseded (a newer
+    annotation of the row by the same named annotator exists). A row with a conflicting
+    annotation is gated as `conflicting` whatever the others say: a person decides it. A row whose
     winning class holds less than gates.min_agreement of the summed confidences, or whose vote
     ties, is gated as `disputed`; a row with no annotation left is gated with its primary gate.
     Output is ordered by id.
@@ -148,9 +172,10 @@ def resolve_labels(annotations: pd.DataFrame, batch: pd.DataFrame, spec: Dataset
     superseded = ann.index.isin(older[older].index)
     ann["gate"] = np.select(
         [~known, ~ann["label"].isin(classes).to_numpy(), (ann["labeled_at"] < event_of).to_numpy(),
-         (ann["confidence"] < gates.min_confidence).to_numpy(), superseded],
+         _conflicting(ann, id_col), (ann["confidence"] < gates.min_confidence).to_numpy(), superseded],
         list(ANNOTATION_GATES), default="",
     )
+    conflicted = set(ann.loc[ann["gate"] == CONFLICTING, id_col])
 
     failed = ann[ann["gate"] != ""]
     reason_of = pd.Series([_annotation_reason(row, event, classes, gates)
@@ -159,7 +184,7 @@ def resolve_labels(annotations: pd.DataFrame, batch: pd.DataFrame, spec: Dataset
 
     voting = ann[ann["gate"] == ""]
     vote = _vote(voting, id_col)
-    resolved = vote[~vote["tie"] & (vote["share"].round(9) >= gates.min_agreement)]
+    resolved = vote[~vote["tie"] & (vote["share"].round(9) >= gates.min_agreement) & ~vote.index.isin(conflicted)]
     voters = voting[voting[id_col].isin(resolved.index)]
     who = voters[[id_col, "annotator"]].drop_duplicates().sort_values("annotator", kind="stable").groupby(id_col)["annotator"]
     labels = _labels_frame(pd.DataFrame({
@@ -469,11 +494,33 @@ def _vote(voting: pd.DataFrame, id_col: str) -> pd.DataFrame:
     return top
 
 
+def _conflicting(ann: pd.DataFrame, id_col: str) -> np.ndarray:
+    """Annotations whose file gives their row another, differing annotation by the same annotator
+    and source at the same labeled_at (any labeled_at for the unnamed annotator: who is who is unknown)."""
+    moment = ann["labeled_at"].where(ann["annotator"] != DEFAULT_ANNOTATOR)
+    keyed = ann.assign(_moment=moment)
+    keys = [id_col, "annotator", "source", "source_file", "_moment"]
+    distinct = keyed.drop_duplicates([*keys, "label", "confidence"])
+    clashing = distinct[distinct.duplicated(keys, keep=False)][keys].drop_duplicates()
+    return keyed[keys].merge(clashing, on=keys, how="left", indicator=True)["_merge"].eq("both").to_numpy()
+
+
 def _gated_row(key, group: list[dict], vote: dict | None, spec: DatasetSpec, gates: LabelGates) -> dict:
     """One gated id: why (in words, with numbers), the primary gate, a proposed label and all its annotations."""
     failed = sorted((r for r in group if r["gate"]), key=lambda r: ANNOTATION_GATES.index(r["gate"]))
     per_annotation = [text for text in dict.fromkeys(r["_reason"] for r in failed) if text]
-    if vote is not None:
+    clashing = {(r["source_file"], r["annotator"], r["source"]) for r in group if r["gate"] == CONFLICTING}
+    clashes: dict = {}
+    for r in group:
+        if (r["source_file"], r["annotator"], r["source"]) in clashing:
+            clashes.setdefault((r["source_file"], r["annotator"]), []).append(f"'{r['label']}' at {r['confidence']:.2f}")
+    if clashes:
+        # A person decides: the file contradicts itself, so no label is proposed.
+        heads = [f"conflicting: {file} gives this row {len(given)} differing annotations by annotator {who} "
+                 f"({', '.join(given)}) — decide it in review, or deliver a corrected label file"
+                 for (file, who), given in clashes.items()]
+        reasons, gate, proposed = [*heads, *per_annotation], CONFLICTING, None
+    elif vote is not None:
         n_votes = sum(not r["gate"] for r in group)
         if not vote["share"] > 0:
             head = f"disputed: {n_votes} annotations all have confidence 0"

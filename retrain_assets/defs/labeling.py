@@ -11,7 +11,8 @@ import numpy as np
 import pandas as pd
 
 from retrain_assets.core.evaluation import classification_metrics
-from retrain_assets.core.labels import annotator_agreement, apply_review_decisions, normalize_annotations, resolve_labels
+from retrain_assets.core.labels import (annotator_agreement, apply_review_decisions, combine_label_files,
+                                        normalize_annotations, resolve_labels)
 from retrain_assets.core.landing import LABELS, REVIEWS, LandingFile, LandingFileError, read_landing_file
 from retrain_assets.core.modeling import PARTITION_COLUMN, predict_scores, target_vector
 from retrain_assets.core.review import applicable_decisions, build_queue, parse_decisions
@@ -46,7 +47,10 @@ def build_labeling(spec: DatasetSpec, partitions_def: dg.PartitionsDefinition) -
         outs={
             "labels": dg.AssetOut(description=(
                 f"Every annotation of '{target}' for the partition's rows: id, label, source, annotator, confidence, "
-                "labeled_at, file. The same annotator and source re-delivering a row: the newest file wins."),
+                "labeled_at, file. The same annotator and source re-delivering a row: the newest file wins. Within "
+                "one file, identical rows are stored once and differing ones all kept (their row goes to review as "
+                "`conflicting`); the metadata counts both, so rows delivered = stored + rejected + collapsed + "
+                "replaced."),
                 metadata={"partition_expr": PARTITION_COLUMN}, kinds={"duckdb"}),
             "rejected_labels": dg.AssetOut(description=(
                 "Label and review-file rows (or whole files) that cannot be used, with the reason and what to do, and "
@@ -62,7 +66,7 @@ def build_labeling(spec: DatasetSpec, partitions_def: dg.PartitionsDefinition) -
         files = landing.files_in_window(LABELS, start, end)
         if not files:
             raise dg.Failure(f"no label file for partition {context.partition_key} in {landing.root}/{LABELS}")
-        accepted, rejected = [], []
+        accepted, rejected, delivered, refused = [], [], 0, 0
 
         def read(file: LandingFile) -> pd.DataFrame | None:
             """The file's rows, or None after recording it in rejected_labels (kept as delivered)."""
@@ -73,16 +77,14 @@ def build_labeling(spec: DatasetSpec, partitions_def: dg.PartitionsDefinition) -
                 rejected.append(_unreadable(file, exc, landing.keep_raw_copy(file, context.partition_key)))
                 return None
 
-        for order, file in enumerate(files):
+        for file in files:
             if (frame := read(file)) is None:
                 continue
             annotations, bad = normalize_annotations(frame, spec, _delivered(file.path.name, end), file.path.name)
-            accepted.append(annotations.assign(delivery=order))
+            accepted.append(annotations)
             rejected.append(_with_fix(bad, landing, file, context.partition_key, LABEL_FIX))
-        annotations = pd.concat(accepted, ignore_index=True) if accepted else normalize_annotations(
-            pd.DataFrame(columns=[id_col, target]), spec, start, "")[0].assign(delivery=0)
-        annotations = (annotations.sort_values("delivery", kind="stable")
-                       .drop_duplicates([id_col, "annotator", "source"], keep="last").drop(columns="delivery"))
+            delivered, refused = delivered + len(frame), refused + len(bad)
+        annotations, counts = combine_label_files(accepted, spec)
         annotations.insert(1, PARTITION_COLUMN, start)
         decisions, decision_files = [], landing.files_in_window(REVIEWS, start, end)
         for file in decision_files:
@@ -100,7 +102,7 @@ def build_labeling(spec: DatasetSpec, partitions_def: dg.PartitionsDefinition) -
         rejected_frame.insert(0, PARTITION_COLUMN, start)
         yield dg.Output(annotations, output_name="labels", metadata={
             "dagster/row_count": len(annotations), "rows_annotated": int(annotations[id_col].nunique()),
-            "files": [f.path.name for f in files]})
+            "rows_delivered": delivered, "rows_rejected": refused, **counts, "files": [f.path.name for f in files]})
         yield dg.Output(rejected_frame, output_name="rejected_labels", metadata={"dagster/row_count": len(rejected_frame)})
         yield dg.Output(decisions_frame, output_name="review_decisions", metadata={
             "dagster/row_count": len(decisions_frame), "files": [f.path.name for f in decision_files]})
