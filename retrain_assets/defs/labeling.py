@@ -17,6 +17,7 @@ from retrain_assets.core.landing import LABELS, REVIEWS, LandingFile, LandingFil
 from retrain_assets.core.modeling import PARTITION_COLUMN, predict_scores, target_vector
 from retrain_assets.core.review import applicable_decisions, build_queue, parse_decisions
 from retrain_assets.core.spec import DatasetSpec
+from retrain_assets.defs.ingestion import CONTRACT_CHECK, unusable_batches
 from retrain_assets.defs.partitioning import partition_window
 from retrain_assets.defs.resources import CHAMPION, LandingZone, ModelRegistry, Warehouse
 from retrain_assets.defs.storage import WAREHOUSE_POOL
@@ -130,6 +131,11 @@ def build_labeling(spec: DatasetSpec, partitions_def: dg.PartitionsDefinition) -
     def resolve_labels_step(context: dg.AssetExecutionContext, raw_batches: pd.DataFrame, labels: pd.DataFrame,
                             model_registry: ModelRegistry, warehouse: Warehouse):
         start, _ = partition_window(context)
+        if blocked := unusable_batches(context.instance, [context.partition_key]):
+            # Automation never requests a blocked partition; a manual run or a backfill must not label it either.
+            raise dg.Failure(f"{blocked[context.partition_key].rstrip('.')}. labeled_batches joins labels only to a batch that "
+                             f"passed {CONTRACT_CHECK}, so nothing of this partition reaches training; it follows by "
+                             "itself once a corrected delivery passes.")
         resolution = resolve_labels(labels, raw_batches[[id_col, spec.event_time_column]], spec, gates)
         decisions, set_aside = applicable_decisions(
             warehouse.query(f"select * from review_decisions where {PARTITION_COLUMN} = ?", [start]), resolution.gated, spec)

@@ -14,6 +14,8 @@ import retrain_assets
 from retrain_assets.core.modeling import PARTITION_COLUMN, content_hash, feature_frame, split_holdout
 from retrain_assets.core.selection import select_model
 from retrain_assets.core.spec import DatasetSpec
+from retrain_assets.defs.ingestion import unusable_batches
+from retrain_assets.defs.partitioning import partitions_for
 from retrain_assets.defs.resources import CHALLENGER, CHAMPION, ModelRegistry, Warehouse
 from retrain_assets.defs.runs import refuse_if_model_job_running
 from retrain_assets.defs.storage import WAREHOUSE_POOL
@@ -55,24 +57,28 @@ def produced_candidate_version(instance: dg.DagsterInstance, candidate_model: pd
 def build_training(spec: DatasetSpec) -> dg.Definitions:
     """Training window and candidate model for `spec`."""
     policy = spec.policy
+    partitions_def = partitions_for(spec)
 
     @dg.asset(pool=WAREHOUSE_POOL, group_name="training", deps=["labeled_batches"], kinds={"duckdb", "pandas"})
     def training_set(context: dg.AssetExecutionContext, warehouse: Warehouse) -> dg.Output[pd.DataFrame]:
-        """The newest labeled partitions (policy.training_window_partitions), versioned by content hash."""
+        """The newest labeled partitions (policy.training_window_partitions) whose batch passed the
+        contract check, versioned by content hash. A partition blocked after it was labeled (a later
+        delivery broke it) is left out, and named in the metadata."""
         if not warehouse.has_table("labeled_batches"):
             raise dg.Failure("no labeled_batches table yet: labels must arrive for at least one batch before training")
+        labeled = warehouse.query(f"select distinct {PARTITION_COLUMN} as p from labeled_batches order by p desc")["p"]
+        keys = {partitions_def.get_partition_key_for_timestamp(pd.Timestamp(p).tz_localize("UTC").timestamp()): p
+                for p in labeled}
+        blocked = unusable_batches(context.instance, list(keys))
+        for why in blocked.values():
+            context.log.warning(f"left out of training: {why}")
+        usable = [f"{pd.Timestamp(p):%Y-%m-%d %H:%M:%S}" for key, p in keys.items() if key not in blocked]
         window = warehouse.query(
-            f"""
-            with recent as (
-                select distinct {PARTITION_COLUMN} from labeled_batches
-                order by {PARTITION_COLUMN} desc limit ?)
-            select * from labeled_batches where {PARTITION_COLUMN} in (select {PARTITION_COLUMN} from recent)
-            order by {PARTITION_COLUMN}, "{spec.id_column}"
-            """,
-            [policy.training_window_partitions],
-        )
+            f'select * from labeled_batches where {PARTITION_COLUMN} in (select unnest(?::TIMESTAMP[])) '
+            f'order by {PARTITION_COLUMN}, "{spec.id_column}"', [usable[:policy.training_window_partitions]])
         if window.empty:
-            raise dg.Failure("labeled_batches is empty: nothing to train on")
+            raise dg.Failure("labeled_batches is empty: nothing to train on" if not blocked else
+                             f"every labeled partition is blocked: {'; '.join(blocked.values())}")
         partitions = sorted(window[PARTITION_COLUMN].unique())
         data_version = content_hash(window)
         return dg.Output(
@@ -85,6 +91,7 @@ def build_training(spec: DatasetSpec) -> dg.Definitions:
                 "trained_through": f"{pd.Timestamp(partitions[-1]):%Y-%m-%d}",
                 "data_version": data_version,
                 "positive_rate": float((window[spec.target.name] == spec.target.positive).mean()),
+                "blocked_partitions_left_out": dg.MetadataValue.json(blocked),
             },
         )
 
