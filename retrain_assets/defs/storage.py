@@ -8,9 +8,9 @@ content. Here a crash at any point leaves either the old rows or the new ones.
 The writer lock: a step reads tables (a history it appends to, the partitions it joins) and then
 writes; two steps doing that at once would lose one's rows. Dagster's `warehouse` pool serializes
 them only on an instance configured with its limit, and a dead run can hold its slot; so the IO
-manager itself takes an exclusive lock on `<warehouse>.lock` for the whole step (for the whole run
-under the in-process executor). It is an OS file lock: the kernel releases it when its process
-dies, however it dies."""
+manager itself takes an exclusive lock on `<warehouse>.lock` from before a step starts until after
+it ends (for the whole run under the in-process executor, which sets resources up once per run).
+It is an OS file lock: the kernel releases it when its process dies, however it dies."""
 
 from __future__ import annotations
 
