@@ -18,7 +18,7 @@ import pandas as pd
 from retrain_assets.core.modeling import PARTITION_COLUMN, target_vector
 from retrain_assets.core.monitoring import finite_or_nan
 from retrain_assets.core.policy import PolicyHistory, decide_retrain
-from retrain_assets.core.rollout import CHAMPION_ARM, analyse_canary
+from retrain_assets.core.rollout import analyse_canary
 from retrain_assets.core.spec import DatasetSpec
 from retrain_assets.core.status import Trial, known_partitions, next_action
 from retrain_assets.settings import ProjectSettings
@@ -57,7 +57,7 @@ def read_status(settings: ProjectSettings, spec: DatasetSpec, lock_timeout_secon
         state = _deployment_state(registry)
         history = _policy_history(warehouse, state)
         champion = _champion(warehouse, registry, state.champion) if state.champion else None
-        trial = _trial(warehouse, spec, state) if state.challenger and state.champion else None
+        trial = _trial(warehouse, registry, spec, state) if state.challenger and state.champion else None
         drift = _last_drift(warehouse)
         reviews = _pending_reviews(database, settings, spec)
         awaiting = _awaiting_approval(warehouse, state)
@@ -85,7 +85,8 @@ def read_status(settings: ProjectSettings, spec: DatasetSpec, lock_timeout_secon
             "live_positives": trial.verdict.numbers.get("live_positives", 0),
             "min_live_positives": spec.policy.rollout.min_live_positives,
             "partitions_elapsed": trial.verdict.numbers.get("partitions_elapsed", 0),
-            "max_live_partitions": spec.policy.rollout.max_live_partitions},
+            "max_live_partitions": spec.policy.rollout.max_live_partitions,
+            "started_after_partition": trial.clock.started, "partitions_with_traffic": trial.clock.live},
         "awaiting_approval": awaiting,
         "drift": drift,
         "reviews": reviews,
@@ -112,9 +113,11 @@ def render(status: dict) -> str:
     trial = status["trial"]
     if trial:
         share = f" for {trial['canary_share']:.0%} of entities" if trial["mode"] == "canary" else " (scored, never answers)"
+        since = f" since {trial['started_after_partition']}" if trial["started_after_partition"] else ""
         lines.append(f"on trial     {trial['mode']} v{trial['version']}{share}: {trial['live_labeled_rows']}/"
                      f"{trial['min_live_labeled_rows']} labelled live rows, {trial['live_positives']}/{trial['min_live_positives']} "
-                     f"positives, {trial['partitions_elapsed']}/{trial['max_live_partitions']} partitions; verdict now: {trial['decision']}")
+                     f"positives, {trial['partitions_elapsed']}/{trial['max_live_partitions']} partitions{since} "
+                     f"({trial['partitions_with_traffic']} with live traffic); verdict now: {trial['decision']}")
     else:
         lines.append("on trial     none" + (f" (v{status['awaiting_approval']} awaits approval)" if status["awaiting_approval"] else ""))
     drift = status["drift"]
@@ -178,22 +181,19 @@ def _champion(warehouse, registry, version: str) -> dict:
             "holdout_roc_auc": None if auc is None or math.isnan(auc) else auc}
 
 
-def _trial(warehouse, spec: DatasetSpec, state) -> Trial:
+def _trial(warehouse, registry, spec: DatasetSpec, state) -> Trial:
     """The challenger on trial, with the verdict `canary_analysis` would reach on the live pairs logged so far."""
-    from retrain_assets.defs.serving import live_pairs
+    from retrain_assets.defs.serving import live_pairs, trial_clock_of
 
     version, mode = (state.canary, "canary") if state.canary else (state.shadow, "shadow")
     pairs = live_pairs(warehouse, spec, version, state.champion)
+    clock = trial_clock_of(warehouse, registry.version_tags(version), version)
     offline = warehouse.query("select diff_roc_auc, diff_roc_auc_lower from evaluation_report where challenger_version = ? "
                               "and champion_version = ? order by evaluated_at desc limit 1", [version, state.champion])
-    verdict = analyse_canary(target_vector(pairs, spec), pairs["trial_score"], pairs["champion_score"], int(pairs.attrs["partitions"]),
+    verdict = analyse_canary(target_vector(pairs, spec), pairs["trial_score"], pairs["champion_score"], clock.elapsed,
                              spec.policy, float(offline["diff_roc_auc"].iloc[0]) if len(offline) else None,
-                             float(offline["diff_roc_auc_lower"].iloc[0]) if len(offline) else None)
-    logged = warehouse.query(f"select max({PARTITION_COLUMN}) as p from prediction_logs where model_version = ? and role <> ?",
-                             [version, CHAMPION_ARM])
-    last = logged["p"].iloc[0] if len(logged) else None
-    return Trial(version, mode, state.canary_share if mode == "canary" else 0.0, verdict,
-                 f"{last:%Y-%m-%d}" if last is not None and pd.notna(last) else None)
+                             float(offline["diff_roc_auc_lower"].iloc[0]) if len(offline) else None, clock.live)
+    return Trial(version, mode, state.canary_share if mode == "canary" else 0.0, verdict, clock)
 
 
 def _last_drift(warehouse) -> dict | None:

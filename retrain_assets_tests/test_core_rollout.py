@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from retrain_assets.core.policy import BatchSignal, Policy, PolicyHistory, decide_retrain
-from retrain_assets.core.rollout import PROMOTE, ROLLBACK, WAIT, DeploymentState, analyse_canary, entity_bucket, route
+from retrain_assets.core.rollout import (PROMOTE, ROLLBACK, WAIT, DeploymentState, TrialClock, analyse_canary, entity_bucket,
+                                        route, trial_clock)
 from retrain_assets.core.spec import SpecError, parse_spec
 
 
@@ -100,3 +101,26 @@ def test_no_retrain_while_a_challenger_is_on_live_trial():
     assert not decision.retrain and decision.suppressed_by == "trial_running" and "v2 is on live trial" in decision.reason
     free = decide_retrain(PolicyHistory(**{**history.__dict__, "trial_version": None}), Policy())
     assert free.retrain and free.trigger == "performance"
+
+
+def test_a_trial_ages_with_every_delivered_partition_not_only_those_with_traffic():
+    days = [f"2025-02-{d:02d}" for d in range(1, 23)]
+    # Started after 2025-02-10; traffic logged on the 11th only, then 11 more days delivered without any.
+    clock = trial_clock("2025-02-10", days, ["2025-02-11"])
+    assert (clock.started, clock.elapsed, clock.live, clock.latest) == ("2025-02-10", 12, 1, "2025-02-22")
+    assert trial_clock("2025-02-10", days[:10], []).elapsed == 0  # no data since it started: no time passed
+    verdict = analyse_canary([], [], [], clock.elapsed, Policy(), live_partitions=clock.live)
+    assert verdict.decision == ROLLBACK
+    assert verdict.reason.startswith("expired: only 0 labelled live rows and 0 positives (need 300 and 30) in 12 "
+                                     "partitions since the trial started; live traffic logged in 1 partition")
+    silent = analyse_canary([], [], [], 7, Policy(), live_partitions=0)
+    assert "in 7 partitions since the trial started; no live traffic was logged for it" in silent.reason
+    assert silent.numbers["live_partitions"] == 0
+
+
+def test_a_trial_without_a_recorded_start_counts_from_its_first_traffic_or_its_training_window():
+    days = [f"2025-02-{d:02d}" for d in range(1, 23)]
+    assert trial_clock(None, days, ["2025-02-11", "2025-02-12"]) == trial_clock("2025-02-10", days, ["2025-02-11", "2025-02-12"])
+    assert trial_clock(None, days, [], trained_through="2025-02-15").elapsed == 7
+    assert trial_clock(None, [], []) == TrialClock()
+

@@ -576,6 +576,57 @@ def test_zz_shadow_mode_scores_the_challenger_without_answering(run, tmp_path):
     assert analysis["decision"] == "wait"  # nothing logged for it in the warehouse yet
 
 
+def test_zz_a_trial_no_traffic_reaches_expires_and_frees_the_retrain_policy(run, tmp_path, capsys):
+    """Runs after the shadow test, whose trial no logged request reached: the next batch lands
+    (data time moves on, still no traffic); `status` says the trial gets none, and under a policy
+    whose trials expire after one partition `rollout_job` rolls it back with that reason, which
+    frees the retrain policy of its one-rollout-at-a-time hold."""
+    import yaml
+
+    from retrain_assets.cli import main
+    from retrain_assets.core.landing import BATCHES, batch_file_name
+    from retrain_assets.core.scenario import Delivery, generate_day
+    from retrain_assets.defs import build_definitions
+    from retrain_assets.defs.automation import INGEST_ASSETS
+    from retrain_assets.replay import PipelineDriver
+
+    client = registry(run)
+    shadow = str(client.get_registered_model("loan_default").aliases["shadow"])
+    last_day = run.scenario.start_date + pd.Timedelta(days=run.scenario.days - 1)
+    assert client.get_model_version("loan_default", shadow).tags["trial_start_partition"] == f"{last_day:%Y-%m-%d}"
+    impatient = yaml.safe_load(run.scenario.spec_path.read_text())
+    impatient["policy"]["rollout"] = {"mode": "shadow", "max_live_partitions": 1}
+    # Columns in the spec's order: the warehouse inserts a batch's columns by position.
+    (tmp_path / "impatient.yaml").write_text(yaml.safe_dump(impatient, sort_keys=False))
+    defs = build_definitions(ProjectSettings(data_dir=run.settings.data_dir, spec_path=tmp_path / "impatient.yaml"))
+    driver = PipelineDriver(defs, run.instance, run.settings.landing_dir)
+    day = last_day + pd.Timedelta(days=1)
+    driver.deliver(Delivery(run.scenario.days, day + pd.Timedelta(days=1),
+                            {batch_file_name(day): generate_day(run.scenario, run.scenario.days)[0]}))
+    assert driver.execute("test", driver.asset_job, f"{day:%Y-%m-%d}", INGEST_ASSETS[BATCHES], {}).success
+    driver.tick_sensor("analyst_snapshot_sensor")
+
+    def status(spec_path) -> dict:
+        assert main(["status", "--data-dir", str(run.settings.data_dir), "--spec", str(spec_path), "--json"]) == 0
+        return json.loads(capsys.readouterr().out)
+
+    waiting = status(run.scenario.spec_path)  # the run's policy: 5 partitions to decide
+    assert waiting["trial"]["partitions_elapsed"] == 1 and waiting["trial"]["partitions_with_traffic"] == 0
+    assert waiting["next_action"]["text"].startswith(f"shadow v{shadow}: no live traffic in 1 partition since it started "
+                                                     f"(after partition {last_day:%Y-%m-%d})")
+    assert waiting["next_action"]["partition"] == f"{last_day + pd.Timedelta(days=5):%Y-%m-%d}"
+    assert waiting["decision_now"]["suppressed_by"] == "trial_running"  # the drift retrain the trial holds back
+
+    assert defs.resolve_job_def("rollout_job").execute_in_process(instance=run.instance).success
+    row = wh(run, "select * from deployed_model order by deployed_at desc limit 1").iloc[0]
+    assert row["action"] == "shadow_rollback" and row["candidate_version"] == shadow and row["shadow_version"] == ""
+    assert row["reason"].startswith("expired: only 0 labelled live rows and 0 positives (need 300 and 30) in 1 partition "
+                                    "since the trial started; no live traffic was logged for it")
+    driver.tick_sensor("analyst_snapshot_sensor")
+    freed = status(tmp_path / "impatient.yaml")
+    assert freed["trial"] is None and freed["decision_now"]["suppressed_by"] != "trial_running"
+
+
 def test_zz_approval_required_holds_every_promotion_until_approved(run, tmp_path, capsys):
     """Runs last: under `rollout.approval: required` a challenger that passed the gate waits; the
     pipeline re-running changes nothing; `retrain-assets approve` records who and why and only

@@ -9,7 +9,7 @@ from mlflow import MlflowClient
 
 from retrain_assets.cli import main
 from retrain_assets.core.policy import BatchSignal, Policy, PolicyHistory, decide_retrain
-from retrain_assets.core.rollout import CanaryVerdict
+from retrain_assets.core.rollout import CanaryVerdict, TrialClock, analyse_canary, trial_clock
 from retrain_assets.core.status import Trial, next_action, next_partition
 from retrain_assets_tests.conftest import read_table
 
@@ -144,9 +144,9 @@ def test_a_final_trial_verdict_is_applied_on_the_next_tick(decision, kind, verb)
 
 def test_a_trial_short_of_labels_says_how_many_and_when_it_expires():
     numbers = {"live_rows": 40, "live_positives": 5, "partitions_elapsed": 2}
-    trial = Trial("4", "canary", 0.2, CanaryVerdict("wait", "waiting for labels", numbers), last_partition=day(12))
+    trial = Trial("4", "canary", 0.2, CanaryVerdict("wait", "waiting for labels", numbers), TrialClock(day(10), 2, 2, day(12)))
     action = act(history(), trial=trial)
-    # Defaults: 300 rows, 30 positives, 7 partitions: 5 more logged partitions after day 12.
+    # Defaults: 300 rows, 30 positives, 7 partitions: 5 more partitions after day 12.
     assert (action.kind, action.partition) == ("trial", day(17))
     assert "canary v4 needs 260 more labelled live rows and 25 more positives" in action.text
     assert f"expires at partition {day(17)} → automatic rollback" in action.text
@@ -159,6 +159,19 @@ def test_a_trial_with_enough_rows_but_no_verdict_waits_for_more():
     assert action.kind == "trial" and "shadow v4 is not conclusive yet" in action.text
     assert action.partition == day(20)  # nothing logged yet: 7 partitions after the newest known one (day 13)
     assert "a freshness retrain waits for the trial to end" in action.text  # decide_retrain says trial_running
+
+
+def test_a_trial_that_no_traffic_reaches_says_so_and_still_expires_on_time():
+    """Started after day 10, days 11..13 delivered, no request reached it: 3 of its 7 partitions gone."""
+    clock = trial_clock(day(10), [day(d) for d in range(1, 14)], [])
+    numbers = analyse_canary([], [], [], clock.elapsed, Policy(), live_partitions=clock.live).numbers
+    trial = Trial("5", "canary", 0.2, CanaryVerdict("wait", "waiting for labels", numbers), clock)
+    action = act(history(labeled_through=13), trial=trial)
+    assert (action.kind, action.partition) == ("trial", day(17))
+    assert action.text.startswith(f"canary v5: no live traffic in 3 partitions since it started (after partition {day(10)}): "
+                                  f"is the prediction service getting requests? Without them it expires at partition "
+                                  f"{day(17)} → automatic rollback; a freshness retrain waits for the trial to end "
+                                  f"(at partition {day(17)} at the latest)")
 
 
 def test_next_partition_follows_the_granularity():

@@ -690,7 +690,7 @@ def _canary_analysis(spec: DatasetSpec) -> TableDoc:
     numbers = {
         "live_rows": "Logged request rows scored by both models with a label so far.",
         "live_positives": "Positives among them.",
-        "partitions_elapsed": "Partitions the trial has been logged in.",
+        "partitions_elapsed": "The trial's age: partitions delivered (a batch or a prediction log) since it started.",
         "offline_roc_auc_difference": "The offline (held-out) ROC AUC difference, for comparison.",
         "offline_roc_auc_difference_lower": "Its lower bound.",
         "live_challenger_roc_auc": "The trial version's live ROC AUC.",

@@ -4,13 +4,14 @@ traffic confirms a challenger (the canary analysis). Pure functions, no serving 
 Every request is scored by the champion and, while a rollout runs, by the challenger too; the
 canary answers only its share of entities, a shadow never answers. Both scores are logged, so
 the live comparison is paired on the same requests, with the promotion gate's bootstrap.
+A trial's age is data time: partitions delivered since it started, with or without traffic.
 """
 
 from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Iterable
 
 import numpy as np
 
@@ -64,6 +65,35 @@ def route(entity_id: Any, state: DeploymentState, salt: str) -> str:
 
 
 @dataclass(frozen=True)
+class TrialClock:
+    """A live trial's age in data time (partitions, never wall-clock): `started` is the newest data
+    partition when it started, `elapsed` the partitions delivered after it (a batch or a prediction
+    log), `live` the partitions in which the trial scored requests, `latest` the newest delivered."""
+
+    started: str | None = None
+    elapsed: int = 0
+    live: int = 0
+    latest: str | None = None
+
+
+def trial_clock(started: str | None, delivered: Iterable[str], logged: Iterable[str],
+                trained_through: str | None = None) -> TrialClock:
+    """The clock of a trial that started after partition `started`, from the partition keys
+    delivered so far and those in which the trial scored requests (`logged`).
+
+    Without a recorded start (a trial started by an older pipeline) it counts from the partition
+    before its first logged request, else from the end of its training window (`trained_through`).
+    """
+    logged = sorted(set(logged))
+    delivered = sorted(set(delivered) | set(logged))
+    if not started:
+        before = [p for p in delivered if logged and p < logged[0]]
+        started = before[-1] if before else None if logged else trained_through
+    after = [p for p in delivered if started is None or p > started]
+    return TrialClock(started, len(after), len(logged), delivered[-1] if delivered else None)
+
+
+@dataclass(frozen=True)
 class CanaryVerdict:
     """What live traffic says about the challenger on trial: promote, roll back or wait, and why."""
 
@@ -73,12 +103,15 @@ class CanaryVerdict:
 
 
 def analyse_canary(y: Any, challenger_scores: Any, champion_scores: Any, partitions_elapsed: int, policy: Policy,
-                   offline_difference: float | None = None, offline_lower: float | None = None) -> CanaryVerdict:
+                   offline_difference: float | None = None, offline_lower: float | None = None,
+                   live_partitions: int | None = None) -> CanaryVerdict:
     """Compare the challenger with the champion on the same labelled live requests.
 
-    Rules, with the promotion gate's statistics (paired stratified bootstrap of the ROC AUC
-    difference challenger - champion), in order:
-      - too few labelled rows or positives: wait, or roll back once `max_live_partitions` passed;
+    `partitions_elapsed` is the trial's age (`TrialClock.elapsed`), `live_partitions` how many
+    partitions logged traffic for it. Rules, with the promotion gate's statistics (paired
+    stratified bootstrap of the ROC AUC difference challenger - champion), in order:
+      - too few labelled rows or positives: wait, or roll back once `max_live_partitions` passed
+        (the trial expired: too little traffic, or none, reached it);
       - upper bound below 0 (significantly worse live): roll back;
       - upper bound below the offline interval's lower bound `offline_lower` (live contradicts the
         offline evaluation: the gain measured offline does not exist on live traffic, the mark of
@@ -94,11 +127,18 @@ def analyse_canary(y: Any, challenger_scores: Any, champion_scores: Any, partiti
         numbers["offline_roc_auc_difference"] = float(offline_difference)
     if offline_lower is not None:
         numbers["offline_roc_auc_difference_lower"] = float(offline_lower)
+    if live_partitions is not None:
+        numbers["live_partitions"] = live_partitions
     expired = partitions_elapsed >= rollout.max_live_partitions
     if n < rollout.min_live_labeled_rows or positives < rollout.min_live_positives or positives == n:
-        need = f"{n}/{rollout.min_live_labeled_rows} labelled live rows, {positives}/{rollout.min_live_positives} positives"
         if expired:
-            return CanaryVerdict(ROLLBACK, f"not enough live evidence after {partitions_elapsed} partitions ({need})", numbers)
+            traffic = ("" if live_partitions is None else "; no live traffic was logged for it" if not live_partitions
+                       else f"; live traffic logged in {_partitions(live_partitions)}")
+            return CanaryVerdict(ROLLBACK, f"expired: only {n} labelled live rows and {positives} positives (need "
+                                           f"{rollout.min_live_labeled_rows} and {rollout.min_live_positives}) in "
+                                           f"{_partitions(partitions_elapsed)} since the trial started{traffic}: not enough "
+                                           "live evidence", numbers)
+        need = f"{n}/{rollout.min_live_labeled_rows} labelled live rows, {positives}/{rollout.min_live_positives} positives"
         return CanaryVerdict(WAIT, f"waiting for labels: {need}", numbers)
 
     ci = paired_bootstrap(y, np.asarray(challenger_scores, float), np.asarray(champion_scores, float),
@@ -120,3 +160,8 @@ def analyse_canary(y: Any, challenger_scores: Any, champion_scores: Any, partiti
     if expired:
         return CanaryVerdict(ROLLBACK, f"{interval}: not shown non-inferior within {rollout.max_live_partitions} partitions{offline}", numbers)
     return CanaryVerdict(WAIT, f"{interval}: not conclusive yet (lower bound must exceed {bound:+.3f})", numbers)
+
+
+def _partitions(n: int) -> str:
+    return f"{n} partition{'' if n == 1 else 's'}"
+

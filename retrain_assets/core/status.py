@@ -15,22 +15,22 @@ import pandas as pd
 
 from retrain_assets.core.backtest import partition_window
 from retrain_assets.core.policy import BatchSignal, Policy, PolicyHistory, RetrainDecision, decide_retrain
-from retrain_assets.core.rollout import PROMOTE, ROLLBACK, CanaryVerdict
+from retrain_assets.core.rollout import PROMOTE, ROLLBACK, CanaryVerdict, TrialClock
 
 
 @dataclass(frozen=True)
 class Trial:
     """The challenger on live trial and what the next rollout run would decide about it.
 
-    `verdict` is `analyse_canary` on the live pairs logged so far; `last_partition` is the newest
-    partition the trial was logged in (None before its first logged request).
+    `verdict` is `analyse_canary` on the live pairs logged so far; `clock` its age in partitions
+    delivered since it started (`rollout.trial_clock`).
     """
 
     version: str
     mode: str
     share: float
     verdict: CanaryVerdict
-    last_partition: str | None = None
+    clock: TrialClock = TrialClock()
 
 
 @dataclass(frozen=True)
@@ -175,20 +175,27 @@ def _trial_action(trial: Trial, policy: Policy, granularity: str, decision: Retr
     if verdict.decision in (PROMOTE, ROLLBACK):
         verb = "promotes" if verdict.decision == PROMOTE else "rolls back"
         return NextAction(verdict.decision, f"the rollout sensor {verb} {name} on its next tick: {verdict.reason}", numbers=numbers)
-    elapsed = int(numbers.get("partitions_elapsed", 0))
-    start = trial.last_partition if elapsed and trial.last_partition else latest
+    clock = trial.clock
+    elapsed = int(numbers.get("partitions_elapsed", clock.elapsed))
+    # Partitions still to come, counted from the newest one delivered (from its start before any).
+    start = (clock.latest if elapsed else clock.started) or latest
     expires = next_partition(start, granularity, rollout.max_live_partitions - elapsed) if start else None
     expiry = (f"or it expires at partition {expires} → automatic rollback" if expires
-              else f"or it expires after {rollout.max_live_partitions} logged partitions → automatic rollback")
+              else f"or it expires after {rollout.max_live_partitions} partitions → automatic rollback")
     rows, positives = int(numbers.get("live_rows", 0)), int(numbers.get("live_positives", 0))
     short_rows = max(0, rollout.min_live_labeled_rows - rows)
     short_positives = max(0, rollout.min_live_positives - positives)
-    if short_rows or short_positives:
+    if clock.elapsed and not clock.live:
+        since = f" since it started (after partition {clock.started})" if clock.started else " since it started"
+        text = (f"{name}: no live traffic in {elapsed} partition{'s' if elapsed != 1 else ''}{since}: is the prediction "
+                f"service getting requests? Without them {expiry.removeprefix('or ')}")
+    elif short_rows or short_positives:
         need = " and ".join(part for part in (f"{short_rows} more labelled live rows" if short_rows else "",
                                               f"{short_positives} more positives" if short_positives else "") if part)
         text = f"{name} needs {need} to be judged, {expiry}"
     else:
         text = f"{name} is not conclusive yet ({verdict.reason}); more labels decide it, {expiry}"
     if decision.suppressed_by == "trial_running":
-        text += f"; a {decision.trigger} retrain waits for the trial to end"
+        text += f"; a {decision.trigger} retrain waits for the trial to end" + (f" (at partition {expires} at the latest)"
+                                                                                  if expires else "")
     return NextAction("trial", text, expires, numbers={**numbers, "expires_at": expires or ""})

@@ -15,6 +15,7 @@ from retrain_assets.core.spec import DatasetSpec
 from retrain_assets.core.timeline_html import render_timeline_html
 from retrain_assets.defs.evaluation import latest_evaluation
 from retrain_assets.defs.resources import ModelRegistry, Warehouse
+from retrain_assets.defs.serving import TRIAL_START_TAG, delivered_partitions
 from retrain_assets.defs.storage import WAREHOUSE_POOL
 
 # The table's columns, in order: the DuckDB IO manager inserts by position, so every row has all of them.
@@ -161,11 +162,15 @@ def build_deployment(spec: DatasetSpec) -> dg.Definitions:
             model_registry.end_trial()
             model_registry.promote(version)
             return record("initial" if state.champion is None else "promote", version, str(evaluation["gate_summary"]), **offline)
+        # The trial's clock: it expires once max_live_partitions partitions arrived after this one.
+        started = (delivered_partitions(warehouse) or [""])[-1]
+        model_registry.tag_version(version, {"rollout": rollout.mode, TRIAL_START_TAG: started})
         model_registry.start_trial(version, rollout.mode, rollout.canary_share)
-        model_registry.tag_version(version, {"rollout": rollout.mode})
         why = f"passed the offline gate ({evaluation['gate_summary']}); on live trial as {rollout.mode}"
         if rollout.mode == "canary":
             why += f" for {rollout.canary_share:.0%} of entities"
+        if started:
+            why += f", decided within {rollout.max_live_partitions} partitions after {started}"
         if superseded:
             why += f"; replaces the trial of v{superseded}"
         return record(f"{rollout.mode}_start", version, why, **offline)

@@ -12,7 +12,7 @@ import pandas as pd
 from retrain_assets.core.drift import dataset_drift, feature_drift
 from retrain_assets.core.landing import PREDICTIONS, LandingFileError, read_landing_file
 from retrain_assets.core.modeling import PARTITION_COLUMN, target_vector
-from retrain_assets.core.rollout import CHAMPION_ARM, analyse_canary
+from retrain_assets.core.rollout import CHAMPION_ARM, TrialClock, analyse_canary, trial_clock
 from retrain_assets.core.serving import typed_log
 from retrain_assets.core.spec import DatasetSpec
 from retrain_assets.defs.monitoring import latest_reference
@@ -25,6 +25,8 @@ ANALYSIS_NUMBERS = ("live_rows", "live_positives", "partitions_elapsed", "offlin
                     "offline_roc_auc_difference_lower", "live_challenger_roc_auc",
                     "live_champion_roc_auc", "live_roc_auc_difference", "live_roc_auc_difference_lower",
                     "live_roc_auc_difference_upper")
+# Registry tag on the version put on trial: the newest data partition when its trial started.
+TRIAL_START_TAG = "trial_start_partition"
 
 
 def build_serving(spec: DatasetSpec, partitions_def: dg.PartitionsDefinition) -> dg.Definitions:
@@ -87,23 +89,27 @@ def build_serving(spec: DatasetSpec, partitions_def: dg.PartitionsDefinition) ->
             "drifted": dg.MetadataValue.json(sorted(features.loc[features["drifted"].astype(bool), "feature"].tolist())),
         })
 
-    @dg.asset(pool=WAREHOUSE_POOL, group_name="serving", deps=["prediction_logs", "labeled_batches", "evaluation_report"], kinds={"duckdb", "mlflow"})
+    @dg.asset(pool=WAREHOUSE_POOL, group_name="serving", deps=["raw_batches", "prediction_logs", "labeled_batches", "evaluation_report"],
+              kinds={"duckdb", "mlflow"})
     def canary_analysis(context: dg.AssetExecutionContext, model_registry: ModelRegistry, warehouse: Warehouse) -> dg.Output[pd.DataFrame]:
         """The challenger on live trial (canary or shadow) vs the champion on the same logged
         requests whose labels have arrived: the promotion gate's paired bootstrap, and a verdict
-        (promote, roll back or wait) that `deployed_model` acts on. One row per analysis."""
+        (promote, roll back or wait) that `deployed_model` acts on. One row per analysis. The
+        trial's age is the partitions delivered since it started: one that no traffic reaches
+        expires and is rolled back like any other."""
         state = model_registry.deployment_state()
         trial, mode = (state.canary, "canary") if state.canary else (state.shadow, "shadow")
         if trial is None or state.champion is None:
             history = warehouse.query("select * from canary_analysis")
             return dg.Output(history, metadata={"status": "no challenger on live trial"})
         pairs = live_pairs(warehouse, spec, trial, state.champion)
+        clock = trial_clock_of(warehouse, model_registry.version_tags(trial), trial)
         offline = warehouse.query("select diff_roc_auc, diff_roc_auc_lower from evaluation_report where challenger_version = ? "
                                   "and champion_version = ? order by evaluated_at desc limit 1", [trial, state.champion])
         verdict = analyse_canary(target_vector(pairs, spec), pairs["trial_score"], pairs["champion_score"],
-                                 int(pairs.attrs["partitions"]), policy,
+                                 clock.elapsed, policy,
                                  float(offline["diff_roc_auc"].iloc[0]) if len(offline) else None,
-                                 float(offline["diff_roc_auc_lower"].iloc[0]) if len(offline) else None)
+                                 float(offline["diff_roc_auc_lower"].iloc[0]) if len(offline) else None, clock.live)
         row = pd.DataFrame([{
             "analysed_at": pd.Timestamp.now(tz="UTC").tz_convert(None), "analysis_id": context.run_id,
             "trial_version": trial, "mode": mode, "champion_version": state.champion, "decision": verdict.decision,
@@ -113,6 +119,7 @@ def build_serving(spec: DatasetSpec, partitions_def: dg.PartitionsDefinition) ->
         history = warehouse.with_history("canary_analysis", row)
         context.log.info(f"{mode} v{trial} vs champion v{state.champion}: {verdict.decision} - {verdict.reason}")
         return dg.Output(history, metadata={"decision": verdict.decision, "trial_version": trial, "mode": mode,
+                                            "trial_started_after": clock.started or "unknown",
                                             "reason": verdict.reason, **{k: float(v) for k, v in verdict.numbers.items()}})
 
     return dg.Definitions(assets=[ingest_prediction_logs, canary_analysis])
@@ -120,12 +127,10 @@ def build_serving(spec: DatasetSpec, partitions_def: dg.PartitionsDefinition) ->
 
 def live_pairs(warehouse: Warehouse, spec: DatasetSpec, trial: str, champion: str) -> pd.DataFrame:
     """Logged requests scored by both the trial version and the champion, joined in the warehouse
-    to their resolved labels (the newest partition's label of each entity);
-    `attrs["partitions"]` counts the partitions the trial was logged in."""
+    to their resolved labels (the newest partition's label of each entity)."""
     id_col, target = spec.id_column, spec.target.name
     trial_logs = (f"from prediction_logs t join prediction_logs c using (request_id, row_index) where t.model_version = ? "
                   f"and t.role <> '{CHAMPION_ARM}' and c.role = '{CHAMPION_ARM}' and c.model_version = ?")
-    counted = warehouse.query(f"select count(distinct t.{PARTITION_COLUMN}) as n {trial_logs}", [trial, champion])
     pairs = warehouse.query(
         f'with labels as (select cast("{id_col}" as varchar) as entity_id, "{target}" from labeled_batches '
         f'qualify row_number() over (partition by "{id_col}" order by {PARTITION_COLUMN} desc) = 1) '
@@ -133,5 +138,21 @@ def live_pairs(warehouse: Warehouse, spec: DatasetSpec, trial: str, champion: st
         f"{trial_logs.replace('where', 'join labels l on l.entity_id = t.entity_id where', 1)}", [trial, champion])
     if pairs.empty:
         pairs = pd.DataFrame(columns=["entity_id", "trial_score", "champion_score", target])
-    pairs.attrs["partitions"] = int(counted["n"].iloc[0]) if len(counted) else 0
     return pairs
+
+
+def delivered_partitions(warehouse: Warehouse) -> list[str]:
+    """Partition keys that data arrived for (a batch or a prediction log): the trials' clock."""
+    keys: set[str] = set()
+    for table in ("raw_batches", "prediction_logs"):
+        found = warehouse.query(f"select distinct {PARTITION_COLUMN} as p from {table}")
+        keys |= {f"{p:%Y-%m-%d}" for p in found["p"]} if len(found) else set()
+    return sorted(keys)
+
+
+def trial_clock_of(warehouse: Warehouse, tags: dict[str, str], version: str) -> TrialClock:
+    """The age of `version`'s live trial (`tags`: its registry tags) in partitions delivered since it started."""
+    logged = warehouse.query(f"select distinct {PARTITION_COLUMN} as p from prediction_logs where model_version = ? "
+                             f"and role <> '{CHAMPION_ARM}'", [version])
+    return trial_clock(tags.get(TRIAL_START_TAG), delivered_partitions(warehouse),
+                       [f"{p:%Y-%m-%d}" for p in logged["p"]] if len(logged) else [], tags.get("trained_through"))
