@@ -154,8 +154,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="larger request bodies get 413 before anything reads them (default: 2 MiB)")
 
     approve = command("approve", "approve a version that passed the gate (approval: required)",
-                      "Approve a version that passed the promotion gate, when policy.rollout.approval is `required`; "
-                      "recorded in deployed_model with who and why.")
+                      "Approve the newest evaluated version, when it passed the promotion gate and "
+                      "policy.rollout.approval is `required`: it rolls out at once, recorded in deployed_model with who "
+                      "and why. A version that cannot roll out (superseded by a newer evaluation, failed the gate, "
+                      "already rolled out) is refused with the reason, exit code 1.")
     approve.add_argument("version", help="the registered model version to approve (`retrain-assets status` names it)")
     _store_arguments(approve)
     _operator_arguments(approve)

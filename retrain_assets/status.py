@@ -219,14 +219,16 @@ def _pending_reviews(database: Path, settings: ProjectSettings, spec: DatasetSpe
 
 
 def _awaiting_approval(warehouse, state) -> str | None:
-    """The newest version the history says waits for an approval that neither came nor was overtaken."""
+    """The version the history says waits for an approval that neither came nor was overtaken: it
+    is still the newest evaluated challenger (only that one can roll out)."""
     history = warehouse.query("select action, candidate_version from deployed_model order by deployed_at")
-    if history.empty:
+    newest = warehouse.query("select challenger_version from evaluation_report order by evaluated_at desc limit 1")
+    if history.empty or newest.empty:
         return None
     waiting = history[history["action"] == "awaiting_approval"]["candidate_version"].astype(str)
     done = set(history[history["action"] != "awaiting_approval"]["candidate_version"].astype(str))
     open_ = [v for v in waiting if v not in done and v not in (state.champion, state.challenger)]
-    return open_[-1] if open_ else None
+    return open_[-1] if open_ and open_[-1] == str(newest["challenger_version"].iloc[0]) else None
 
 
 def _rows_per_partition(warehouse) -> int:

@@ -1,11 +1,12 @@
 """Canary routing and the live canary analysis (pure functions)."""
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from retrain_assets.core.policy import BatchSignal, Policy, PolicyHistory, decide_retrain
-from retrain_assets.core.rollout import (PROMOTE, ROLLBACK, WAIT, DeploymentState, TrialClock, analyse_canary, entity_bucket,
-                                        route, trial_clock)
+from retrain_assets.core.rollout import (PROMOTE, ROLLBACK, WAIT, DeploymentState, TrialClock, analyse_canary, approval_refusal,
+                                        entity_bucket, route, trial_clock)
 from retrain_assets.core.spec import SpecError, parse_spec
 
 
@@ -124,3 +125,41 @@ def test_a_trial_without_a_recorded_start_counts_from_its_first_traffic_or_its_t
     assert trial_clock(None, days, [], trained_through="2025-02-15").elapsed == 7
     assert trial_clock(None, [], []) == TrialClock()
 
+
+def evaluations(*rows) -> pd.DataFrame:
+    """evaluation_report rows (version, evaluated on Feb <day>, gate passed)."""
+    return pd.DataFrame([{"challenger_version": v, "evaluated_at": pd.Timestamp(f"2025-02-{d:02d} 06:00"), "gate_passed": ok,
+                          "gate_summary": "PROMOTE" if ok else "KEEP CHAMPION: calibration"} for v, d, ok in rows])
+
+
+def deployments(*rows) -> pd.DataFrame:
+    """deployed_model rows (action, candidate version, on Feb <day>)."""
+    return pd.DataFrame([{"action": a, "candidate_version": v, "deployed_at": pd.Timestamp(f"2025-02-{d:02d} 07:00")}
+                         for a, v, d in rows])
+
+
+def test_only_the_newest_evaluated_challenger_can_be_approved():
+    state = DeploymentState(champion="4")
+    history = deployments(("promote", "4", 1), ("awaiting_approval", "5", 3), ("awaiting_approval", "6", 5))
+    both = evaluations(("5", 3, True), ("6", 5, True))
+    assert approval_refusal("6", both, history, state) is None
+    refusal = approval_refusal("5", both, history, state)
+    assert refusal == ("cannot approve v5: it is superseded by v6 (evaluated 2025-02-05 06:00 UTC), and only the newest "
+                       "evaluated challenger can roll out: approve v6 instead (`retrain-assets approve 6`), or leave it "
+                       "unapproved and wait for the next retrain")
+    failed = approval_refusal("5", evaluations(("5", 3, True), ("6", 5, False)), history, state)
+    assert "superseded by v6" in failed and "v6 failed the promotion gate, so nothing rolls out" in failed
+    assert "already on live trial" in approval_refusal("6", both, history, DeploymentState(champion="4", canary="6"))
+
+
+@pytest.mark.parametrize("version, message", [
+    ("", "cannot approve v?: no evaluation of it"), ("9", "cannot approve v9: no evaluation of it"),
+    ("3", "cannot approve v3: it failed the promotion gate (KEEP CHAMPION: calibration)"),
+    ("4", "v4 is already champion"),
+    ("5", "cannot approve v5: its rollout already happened (canary_rollback at 2025-02-04 07:00 UTC)"),
+])
+def test_an_approval_that_cannot_roll_out_is_refused_with_why(version, message):
+    history = deployments(("promote", "4", 1), ("canary_start", "5", 3), ("canary_rollback", "5", 4), ("approve", "5", 5))
+    refusal = approval_refusal(version, evaluations(("3", 1, False), ("4", 1, True), ("5", 3, True)), history,
+                               DeploymentState(champion="4"))
+    assert refusal is not None and refusal.startswith(message), refusal

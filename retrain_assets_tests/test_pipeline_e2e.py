@@ -658,8 +658,23 @@ def test_zz_approval_required_holds_every_promotion_until_approved(run, tmp_path
     assert str(client.get_model_version_by_alias("loan_default", "champion").version) == champion
     assert "approved_by" not in client.get_model_version("loan_default", version).tags
 
+    # A newer challenger is evaluated: the older one can no longer roll out, and approving it says so.
+    spec["policy"]["random_seed"] = 12
+    (tmp_path / "newer.yaml").write_text(yaml.safe_dump(spec))
+    newer_defs = build_definitions(ProjectSettings(data_dir=run.settings.data_dir, spec_path=tmp_path / "newer.yaml"))
+    assert newer_defs.resolve_job_def("retrain_job").execute_in_process(instance=run.instance).success
+    older, version = version, wh(run, "select * from deployed_model order by deployed_at desc limit 1").iloc[0]["candidate_version"]
+    assert version != older
+    rows = len(wh(run, "select * from deployed_model"))
     args = ["approve", "--data-dir", str(run.settings.data_dir), "--spec", str(tmp_path / "approval.yaml"),
             "--dagster-home", str(tmp_path / "dagster_home")]
+    assert main([*args, older, "--by", "risk-lead", "--why", "reviewed the older report"]) == 1
+    assert (f"cannot approve v{older}: it is superseded by v{version} (evaluated " in (err := capsys.readouterr().err)
+            and f"approve v{version} instead" in err)
+    assert len(wh(run, "select * from deployed_model")) == rows  # refused: nothing recorded, nothing moved
+    assert "approved_by" not in client.get_model_version("loan_default", older).tags
+    assert str(client.get_model_version_by_alias("loan_default", "champion").version) == champion
+
     assert main([*args, "999", "--by", "risk-lead", "--why", "x"]) == 1
     assert "no evaluation of it" in capsys.readouterr().err
     assert main([*args, version, "--by", "risk-lead", "--why", "reviewed the evaluation report"]) == 0

@@ -10,7 +10,7 @@ import pandas as pd
 from pydantic import Field
 
 from retrain_assets.core.landing import write_text_atomically
-from retrain_assets.core.rollout import PROMOTE, ROLLBACK
+from retrain_assets.core.rollout import PROMOTE, ROLLBACK, approval_refusal, handled_versions
 from retrain_assets.core.spec import DatasetSpec
 from retrain_assets.core.timeline_html import render_timeline_html
 from retrain_assets.defs.evaluation import latest_evaluation
@@ -33,8 +33,9 @@ APPROVED_BY_TAG = "approved_by"
 class DeploymentCommand(dg.Config):
     """An operator's command (empty: reconcile with the newest evaluation and canary verdict)."""
 
-    command: str = Field(default="", description="'rollback' to restore the previous champion, 'approve' to let a "
-                                                 "version that passed the gate roll out; empty for the pipeline's own steps")
+    command: str = Field(default="", description="'rollback' to restore the previous champion, 'approve' to let the "
+                                                 "newest evaluated version, if it passed the gate, roll out; empty for the "
+                                                 "pipeline's own steps")
     version: str = Field(default="", description="the version to approve (with 'approve')")
     actor: str = Field(default="", description="who issued the command (recorded in the history)")
     reason: str = Field(default="", description="why (recorded in the history)")
@@ -104,7 +105,7 @@ def build_deployment(spec: DatasetSpec) -> dg.Definitions:
         if config.command and (not config.actor or not config.reason):
             raise dg.Failure(f"'{config.command}' needs an actor and a reason (both are recorded)")
         if config.command == "approve":
-            approve(config, evaluation_report, state, model_registry)
+            approve(config, evaluation_report, history, state, model_registry)
             earlier_rows.append(row_for("approve", config.version, f"approved by {config.actor}: {config.reason}",
                                         decided_by=config.actor))
         elif config.command == "rollback":
@@ -133,7 +134,7 @@ def build_deployment(spec: DatasetSpec) -> dg.Definitions:
 
         evaluation = latest_evaluation(evaluation_report)
         version = str(evaluation["challenger_version"])
-        handled = _handled_versions(history)
+        handled = handled_versions(history)
         offline = {"beat_version": str(evaluation["champion_version"]), "roc_auc_difference": float(evaluation["diff_roc_auc"]),
                    "roc_auc_difference_lower": float(evaluation["diff_roc_auc_lower"]),
                    "roc_auc_difference_upper": float(evaluation["diff_roc_auc_upper"])}
@@ -175,16 +176,14 @@ def build_deployment(spec: DatasetSpec) -> dg.Definitions:
             why += f"; replaces the trial of v{superseded}"
         return record(f"{rollout.mode}_start", version, why, **offline)
 
-    def approve(config: DeploymentCommand, evaluation_report: pd.DataFrame, state, model_registry: ModelRegistry) -> None:
-        """Record the approver on a version that passed the gate and is not serving yet."""
+    def approve(config: DeploymentCommand, evaluation_report: pd.DataFrame, history: pd.DataFrame, state,
+                model_registry: ModelRegistry) -> None:
+        """Record the approver on the version this run then rolls out, or refuse with why (see
+        `core.rollout.approval_refusal`): nothing is recorded for an approval that would change nothing."""
         version = config.version.strip()
-        rows = evaluation_report[evaluation_report["challenger_version"].astype(str) == version]
-        if not version or rows.empty:
-            raise dg.Failure(f"cannot approve v{version or '?'}: no evaluation of it; approve a version listed in evaluation_report")
-        if not bool(latest_evaluation(rows)["gate_passed"]):
-            raise dg.Failure(f"cannot approve v{version}: it failed the promotion gate ({latest_evaluation(rows)['gate_summary']})")
-        if version in (state.champion, state.challenger):
-            raise dg.Failure(f"v{version} is already {'champion' if version == state.champion else 'on live trial'}")
+        refusal = approval_refusal(version, evaluation_report, history, state)
+        if refusal:
+            raise dg.Failure(refusal)
         model_registry.tag_version(version, {APPROVED_BY_TAG: config.actor, "approved_at": pd.Timestamp.now(tz="UTC").isoformat(),
                                              "approval_reason": config.reason[:250]})
 
@@ -200,14 +199,6 @@ def _registry_drift(history: pd.DataFrame, state) -> str:
     actual = {"champion": state.champion, "canary": state.canary, "shadow": state.shadow}
     return ", ".join(f"{role} recorded v{recorded[role] or 'none'}, registry v{actual[role] or 'none'}"
                      for role in recorded if str(recorded[role] or "") != str(actual[role] or ""))
-
-
-def _handled_versions(history: pd.DataFrame) -> set[str]:
-    """Versions a rollout step has already acted on (waiting for, or receiving, an approval is not one)."""
-    if "candidate_version" not in history:
-        return set()
-    acted = history[~history["action"].isin(["awaiting_approval", "approve"])]
-    return set(acted["candidate_version"].astype(str))
 
 
 def _awaits_approval(history: pd.DataFrame, version: str) -> bool:
