@@ -19,8 +19,9 @@ INGEST_ASSETS = {BATCHES: [dg.AssetKey("raw_batches"), dg.AssetKey("quarantine")
                  PREDICTIONS: [dg.AssetKey("prediction_logs"), dg.AssetKey("live_drift")]}
 # A promoted canary needs its reference profile before the next batch is checked for drift.
 ROLLOUT_ASSETS = ["canary_analysis", "deployed_model", "reference_profile"]
-# New logged predictions or new labels can decide a live trial.
-ROLLOUT_INPUTS = ("prediction_logs", "labeled_batches")
+# New logged predictions or new labels can decide a live trial; a new batch ages it (a trial no
+# traffic reaches expires after max_live_partitions delivered partitions).
+ROLLOUT_INPUTS = ("prediction_logs", "labeled_batches", "raw_batches")
 RETRAIN_ASSETS = ["training_set", "candidate_model", "suspect_labels", "evaluation_report", "evaluation_metrics",
                   "evaluation_slices", "deployed_model", "reference_profile"]
 FRESHNESS_CHECK = dg.AssetCheckKey(dg.AssetKey("deployed_model"), "deployed_model_freshness")
@@ -127,7 +128,8 @@ def build_automation(spec: DatasetSpec, partitions_def: dg.TimeWindowPartitionsD
     @dg.sensor(job=rollout_job, minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.RUNNING)
     def rollout_sensor(context: dg.SensorEvaluationContext, model_registry: ModelRegistry) -> dg.SensorResult:
         """While a canary or shadow is on trial, re-run the canary analysis whenever new logged
-        predictions or labels arrived; `deployed_model` then promotes or rolls back."""
+        predictions, labels or batches arrived; `deployed_model` then promotes, rolls back or lets
+        an expired trial go."""
         state = model_registry.deployment_state()
         if state.challenger is None:
             return dg.SensorResult(skip_reason=dg.SkipReason("no challenger on live trial"), cursor=context.cursor)

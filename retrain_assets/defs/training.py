@@ -3,15 +3,11 @@
 
 import hashlib
 import json
-from functools import lru_cache
-from importlib.metadata import version as package_version
-from pathlib import Path
 
 import dagster as dg
 import pandas as pd
 
-import retrain_assets
-from retrain_assets.core.modeling import PARTITION_COLUMN, content_hash, feature_frame, split_holdout
+from retrain_assets.core.modeling import PARTITION_COLUMN, code_version, content_hash, feature_frame, split_holdout
 from retrain_assets.core.selection import select_model
 from retrain_assets.core.spec import DatasetSpec
 from retrain_assets.defs.ingestion import unusable_batches
@@ -19,22 +15,6 @@ from retrain_assets.defs.partitioning import partitions_for
 from retrain_assets.defs.resources import CHALLENGER, CHAMPION, ModelRegistry, Warehouse
 from retrain_assets.defs.runs import refuse_if_model_job_running
 from retrain_assets.defs.storage import WAREHOUSE_POOL
-
-
-@lru_cache(maxsize=1)
-def code_version() -> str:
-    """Package version plus a hash of the source that is running (every module of the imported
-    `retrain_assets` package, by relative path and content): any code change, committed or not,
-    installed or editable, gives a new code version, so a model trained by older code is never reused."""
-    return f"{package_version('retrain-assets')}+{source_hash(Path(retrain_assets.__file__).parent)}"
-
-
-def source_hash(package_dir: Path) -> str:
-    """sha256 over the package's `.py` files (relative path and bytes, in path order), 12 hex digits."""
-    digest = hashlib.sha256()
-    for path in sorted(package_dir.rglob("*.py")):
-        digest.update(path.relative_to(package_dir).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
-    return digest.hexdigest()[:12]
 
 
 def latest_materialization_metadata(instance: dg.DagsterInstance, asset: str) -> dict:
