@@ -55,13 +55,15 @@ test: $(STAMP) services browser
 test-ui: $(STAMP) browser
 	$(BIN)/python -m pytest -m ui -v
 
-# The fault suites at full strength: 6 SIGKILLs per stage (24 in all), bad inputs, security,
-# transactional writes, service hardening. `make test` runs the same suites with one kill per stage.
+# The fault suites at full strength: 6 SIGKILLs per stage (24 in all), a run worker killed under a
+# real daemon, bad inputs, security, transactional writes, service hardening, trial expiry and
+# approval rules. `make test` runs the same suites with one kill per stage.
 check-reliability: $(STAMP)
 	rm -f .reliability-report.txt
 	RETRAIN_ASSETS_CRASH_TRIALS=6 RETRAIN_ASSETS_RELIABILITY_REPORT=.reliability-report.txt $(BIN)/python -m pytest -v \
 		retrain_assets_tests/test_reliability.py retrain_assets_tests/test_dead_runs.py retrain_assets_tests/test_bad_inputs.py \
-		retrain_assets_tests/test_security.py retrain_assets_tests/test_storage.py retrain_assets_tests/test_service.py
+		retrain_assets_tests/test_security.py retrain_assets_tests/test_storage.py retrain_assets_tests/test_service.py \
+		retrain_assets_tests/test_core_rollout.py
 	cat .reliability-report.txt
 
 ui: $(STAMP)
