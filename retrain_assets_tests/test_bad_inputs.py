@@ -3,6 +3,7 @@ like the daemon. For each case the sensor keeps ticking, the outcome names the f
 fix, nothing downstream is built from the bad rows, and nothing is lost (quarantine keeps the rows
 or the file). README.md "Bad input: what happens" lists the same cases."""
 
+import gzip
 import io
 import json
 import re
@@ -371,7 +372,7 @@ def suite(tmp_path_factory):
     late.put(f"batches/{late.key}.csv", late.batch, of_case=False)
     after = driver.tick_sensor("landing_zone_sensor")
     return SimpleNamespace(settings=settings, defs=defs, driver=driver, slots=slots, good=good, late=late,
-                           outcomes=first + bad + after, after=after)
+                           outcomes=first + bad + after, after=after, scenario=scenario)
 
 
 def wh(suite, sql: str, *params) -> pd.DataFrame:
@@ -546,3 +547,147 @@ def test_the_sensor_warns_naming_what_it_ignores(suite, capfd):
     warned = capfd.readouterr().err
     assert f"ignored landing file {suite.slots['symlink_outside'].files[-1]}: a link to" in warned
     assert "outside the landing zone" in warned
+
+
+# --- deliveries that lost data or blocked a batch before (issue 19) ------------------------------
+
+FIRST_EXTRA_DAY = FIRST_CASE_DAY + len(CASES) + 1
+EXTRA = ("redelivered_crlf", "label_conflicts", "duplicate_header", "compressed_csv", "offset_times", "blocked_after_labeling")
+
+
+def run_assets(suite, keys: list[str], partition_key: str | None = None):
+    """A manual run (as from the UI or a backfill) of `keys`, outside every automation condition."""
+    return suite.defs.resolve_implicit_global_asset_job_def().execute_in_process(
+        instance=suite.driver.instance, partition_key=partition_key, asset_selection=[dg.AssetKey(k) for k in keys],
+        raise_on_error=False)
+
+
+def failure_message(result) -> str:
+    [failure] = [e for e in result.all_events if e.is_step_failure]
+    return failure.step_failure_data.error.message
+
+
+def partition_metadata(suite, asset: str, key: str) -> dict:
+    [record] = suite.driver.instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=[key]), limit=1).records
+    return {k: v.value for k, v in record.asset_materialization.metadata.items()}
+
+
+@pytest.fixture(scope="module")
+def extra(suite):
+    """One partition each, after the suite's, delivered together and ticked like the daemon: the
+    same rows again with CRLF line endings, a label file that contradicts itself, a duplicate
+    header, a gzip file named .csv, times with an offset that fall into the previous UTC day, and
+    a labeled partition that a later delivery blocks."""
+    slots = {}
+    for k, name in enumerate(EXTRA):
+        batch, labels = generate_day(suite.scenario, FIRST_EXTRA_DAY + k)
+        slots[name] = Slot(suite.settings.landing_dir, START + pd.Timedelta(days=FIRST_EXTRA_DAY + k), batch, labels,
+                           earlier=suite.good[0].batch)
+    s = SimpleNamespace(**slots)
+    for slot in (s.redelivered_crlf, s.label_conflicts, s.blocked_after_labeling):
+        slot.put(f"batches/{slot.key}.csv", slot.batch, of_case=False)
+        if slot is not s.label_conflicts:
+            slot.put(f"labels/{slot.key}__delivered.csv", slot.labels, of_case=False)
+    again = s.redelivered_crlf.batch.to_csv(index=False, lineterminator="\r\n")  # the same rows, other bytes
+    s.redelivered_crlf.put(s.redelivered_crlf.batch_file("reexport"), again)
+    labels = s.label_conflicts.labels
+    s.label_conflicts.bad_ids = [labels[ID].iloc[0]]
+    contradiction = labels.iloc[[0]].assign(defaulted=1 - labels["defaulted"].iloc[0])
+    s.label_conflicts.put(s.label_conflicts.label_file("conflicts"), pd.concat([labels, contradiction, labels.iloc[[1]]]))
+    twice = s.duplicate_header.batch.assign(other=s.duplicate_header.batch["credit_score"] - 100).to_csv(index=False)
+    s.duplicate_header.put(s.duplicate_header.batch_file("duplicate_header"), twice.replace(",other\n", ",credit_score\n", 1))
+    packed = gzip.compress(s.compressed_csv.batch.to_csv(index=False).encode())
+    s.compressed_csv.put(s.compressed_csv.batch_file("export"), packed)
+    zoned = s.offset_times.batch.assign(**{TIME: s.offset_times.batch[TIME].map(lambda t: t.isoformat() + "+01:00")})
+    s.offset_times.bad_ids = zoned.loc[s.offset_times.batch[TIME].dt.hour < 1, ID].tolist()  # before 01:00 at +01:00
+    s.offset_times.put(s.offset_times.batch_file("offsets"), zoned)
+    now = pd.Timestamp.now(tz="UTC").tz_convert(None).to_pydatetime()
+    s.outcomes = suite.driver.tick_sensor("landing_zone_sensor") + suite.driver.tick_automation(now)
+    # A later delivery blocks the labeled partition: half its rows are now bad.
+    late = s.blocked_after_labeling
+    bad = late.batch.assign(**{ID: late.batch[ID] + "-late", "age": 5})
+    late.put(late.batch_file("late"), bad)
+    s.outcomes += suite.driver.tick_sensor("landing_zone_sensor") + suite.driver.tick_automation(now)
+    return s
+
+
+def test_a_redelivery_with_other_bytes_is_counted_not_quarantined(suite, extra):
+    s = extra.redelivered_crlf
+    passed, description, metadata = contract_verdict(suite, s.key)
+    assert passed, description
+    assert metadata["rows_quarantined"] == 0 and metadata["rows_redelivered"] == len(s.batch)
+    assert metadata["rows_in"] == 2 * len(s.batch)  # rows in = stored + quarantined + redelivered
+    assert len(wh(suite, "select * from quarantine where partition_start = ?", s.key)) == 0
+    assert len(wh(suite, "select * from raw_batches where partition_start = ?", s.key)) == len(s.batch)
+    assert len(wh(suite, "select * from labeled_batches where partition_start = ?", s.key)) == len(s.batch)
+
+
+def test_conflicting_labels_in_one_file_go_to_review_and_counts_add_up(suite, extra):
+    s = extra.label_conflicts
+    name = Path(s.files[-1]).name
+    [conflicted] = s.bad_ids
+    labels = wh(suite, "select * from labels where partition_start = ? and source_file = ?", s.key, name)
+    assert sorted(labels.loc[labels[ID] == conflicted, "label"]) == ["0", "1"]  # both kept
+    queue = wh(suite, "select * from review_queue where partition_start = ?", s.key)
+    [item] = queue[queue[ID] == conflicted].itertuples()
+    assert item.gate == "conflicting" and name in item.reasons and item.status == "open"
+    assert conflicted not in set(wh(suite, f"select {ID} from labeled_batches where partition_start = ?", s.key)[ID])
+    metadata = partition_metadata(suite, "labels", s.key)
+    stored = len(wh(suite, "select * from labels where partition_start = ?", s.key))
+    rejected = len(wh(suite, "select * from rejected_labels where partition_start = ?", s.key))
+    assert metadata["rows_delivered"] == len(s.labels) + 2  # plus the contradiction and an identical repeat
+    assert metadata["duplicate_rows_collapsed"] == 1 and metadata["replaced_by_newer_file"] == 0
+    assert stored == len(s.labels) + 1 and stored + rejected + 1 == metadata["rows_delivered"]
+
+
+def test_a_duplicate_header_blocks_the_file_naming_the_column(suite, extra):
+    s = extra.duplicate_header
+    passed, description, _ = contract_verdict(suite, s.key)
+    assert not passed and "'credit_score'" in description and "more than once" in description
+    assert_names_file_and_fix(description, Path(s.files[-1]).name)
+    assert len(wh(suite, "select * from raw_batches where partition_start = ?", s.key)) == 0
+
+
+def test_a_compressed_file_named_csv_is_called_compressed(suite, extra):
+    s = extra.compressed_csv
+    passed, description, _ = contract_verdict(suite, s.key)
+    assert not passed and "gzip" in description and "not UTF-8" not in description
+    assert_names_file_and_fix(description, Path(s.files[-1]).name)
+
+
+def test_a_time_with_an_offset_outside_the_partition_shows_the_delivered_value(suite, extra):
+    s = extra.offset_times
+    passed, description, _ = contract_verdict(suite, s.key)
+    assert passed, description  # only the rows before 01:00 at +01:00 are in the previous UTC day
+    records = wh(suite, "select * from quarantine where partition_start = ?", s.key)
+    assert s.bad_ids and set(records["row_json"].map(lambda row: json.loads(row)[ID])) == set(s.bad_ids)
+    for reason, row in zip(records["reason"], records["row_json"]):
+        assert "outside partition" in reason and f"delivered as {json.loads(row)[TIME]}" in reason, reason
+
+
+def test_a_manual_run_refuses_to_label_a_blocked_batch(suite):
+    s = suite.slots["too_many_bad_rows"]  # its good rows are stored, its labels arrived
+    result = run_assets(suite, ["labeled_batches", "review_queue"], s.key)
+    assert not result.success
+    message = failure_message(result)
+    assert f"partition {s.key} is blocked" in message and "raw_batches_match_contract" in message
+    assert "deliver" in message
+    assert s.key not in suite.driver.instance.get_materialized_partitions(dg.AssetKey("labeled_batches"))
+
+
+def test_training_leaves_out_a_partition_blocked_after_it_was_labeled(suite, extra):
+    s = extra.blocked_after_labeling
+    assert len(wh(suite, "select * from labeled_batches where partition_start = ?", s.key)) == len(s.batch)
+    passed, _, _ = contract_verdict(suite, s.key)
+    assert not passed
+    result = run_assets(suite, ["training_set"])
+    assert result.success
+    trained = wh(suite, "select distinct strftime(partition_start, '%Y-%m-%d') as p from training_set")["p"]
+    # left out, and the window still holds its number of partitions (an older usable one moved in)
+    assert s.key not in set(trained) and len(trained) == suite.scenario.spec.policy.training_window_partitions
+    [record] = suite.driver.instance.fetch_materializations(dg.AssetKey("training_set"), limit=1).records
+    excluded = record.asset_materialization.metadata["blocked_partitions_left_out"].value
+    assert s.key in excluded and "raw_batches_match_contract" in excluded[s.key]
+    # and labeling it again by hand is refused too
+    assert not run_assets(suite, ["labeled_batches", "review_queue"], s.key).success
