@@ -193,9 +193,8 @@ def instance_at(home: Path) -> dg.DagsterInstance:
 
 
 def without_limits(stores: Stores) -> None:
-    """The instance as the own-data recipe's `mkdir -p $DAGSTER_HOME && dagster dev` made it: no
-    pool limit, no run monitoring, no run retries (the event log storage is kept: it holds the
-    copied history)."""
+    """The copied instance without the project's limits: no pool limit, no run monitoring, no run
+    retries (its event log storage is kept: it holds the history the retrain reads)."""
     path = stores.home / "dagster.yaml"
     config = yaml.safe_load(path.read_text())
     for key in ("concurrency", "run_monitoring", "run_retries"):
@@ -318,11 +317,12 @@ def test_a_run_killed_inside_a_stage_leaves_consistent_stores_and_completes_when
 
 def test_concurrent_partition_runs_keep_the_warehouse_whole_while_analysts_read(base, tmp_path):
     """Three partitions ingested by three runs at once, each with the multiprocess executor, on an
-    instance without the project's limits (`without_limits`): every run succeeds, every row lands once, no two
+    instance with no dagster.yaml at all (the own-data recipe's `mkdir -p $DAGSTER_HOME && dagster
+    dev`: no pool limit, no run monitoring; a fresh event log): every run succeeds, every row lands once, no two
     warehouse steps ever overlap (the IO manager's writer lock, not the instance's pool, serializes
     them), and an analyst republishing and querying the snapshot throughout never sees an error."""
     stores = base.copy(tmp_path / "stores")
-    without_limits(stores)
+    (stores.home / "dagster.yaml").unlink()
     scenario = load_scenario(stores.root / "scenario.yaml")
     expected = {}
     for day in range(BASE_DAYS + 3, BASE_DAYS + 6):

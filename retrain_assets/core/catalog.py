@@ -253,7 +253,8 @@ def _labels(spec: DatasetSpec) -> TableDoc:
     return TableDoc(
         "labels", "labeling", "ingest_labels", "one annotation of one row", f"Every annotation of '{spec.target.name}' "
         "delivered for the partition's rows, before gating and voting. When the same annotator and source deliver a row "
-        "again, the newest file wins.", PARTITIONED,
+        "again, the newest file wins; within one file, identical rows are stored once and differing rows for one id by "
+        "the same annotator are all kept (the row is gated `conflicting`).", PARTITIONED,
         (_id(spec, label_id_type(spec), "the annotation is about"), _partition(),
          ColumnDoc("label", VARCHAR, f"The label as delivered, as text (numeric classes normalized: \"1.0\" -> \"1\"); "
                                      "values outside the classes are kept here and gated."),
@@ -314,8 +315,8 @@ def _review_queue(spec: DatasetSpec) -> TableDoc:
          ColumnDoc("kind", VARCHAR, "`gated`: the labels did not pass the gates (`retrain-assets review` also lists the "
                                     "rows of suspect_labels as items of kind `suspect`)."),
          ColumnDoc("gate", VARCHAR, "The primary gate: `unknown_id` (no such row in the batch), `outside_classes`, "
-                                    "`before_event` (labeled before the event), `low_confidence` or `disputed` "
-                                    "(annotators disagree)."),
+                                    "`before_event` (labeled before the event), `low_confidence`, `disputed` "
+                                    "(annotators disagree) or `conflicting` (one file contradicts itself)."),
          ColumnDoc("reasons", VARCHAR, "Every reason in words, with the numbers, `; `-separated."),
          ColumnDoc("proposed_label", VARCHAR, "The label the vote (or the most common annotation) proposes; null when "
                                               "tied."),
