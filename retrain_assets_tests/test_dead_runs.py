@@ -10,6 +10,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -158,3 +159,49 @@ def test_a_run_whose_worker_is_killed_is_failed_retried_and_frees_the_warehouse(
                       "from raw_batches group by 1 order by 1")
     assert rows["p"].tolist() == sorted(partitions)
     assert (rows["n"] == rows["ids"]).all()  # every row once, the killed run's partition included
+
+
+SLOW_RUN = """
+import sys, time
+import dagster as dg
+import pandas as pd
+from retrain_assets.defs.storage import WarehouseIOManager
+
+@dg.asset
+def slow() -> pd.DataFrame:
+    print("STEP RUNNING", flush=True)
+    time.sleep(600)
+    return pd.DataFrame({"x": [1]})
+
+dg.materialize([slow], instance=dg.DagsterInstance.get(),
+               resources={"io_manager": WarehouseIOManager(database=sys.argv[1], schema="main")})
+"""
+
+
+def test_an_in_process_run_whose_process_died_is_failed_and_requested_again(tmp_path, monkeypatch):
+    """A run executed in process (the demo, the CLI) has no launcher that could notice its death:
+    killed, it stayed STARTED and, as a model job, would have held every later retrain. On an
+    instance without run retries the sensor also requests the same assets again, once."""
+    from retrain_assets.defs.runs import HOST_TAG, RECOVERS_TAG, build_recovery
+
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    child = subprocess.Popen([sys.executable, "-c", SLOW_RUN, str(tmp_path / "warehouse.duckdb")],
+                             env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                             text=True, start_new_session=True)
+    try:
+        assert child.stdout.readline().strip() == "STEP RUNNING"
+    finally:
+        os.killpg(child.pid, signal.SIGKILL)
+        child.wait(timeout=30)
+    with dg.DagsterInstance.get() as instance:
+        [run] = instance.get_runs()
+        assert run.status == dg.DagsterRunStatus.STARTED and run.tags[HOST_TAG] == socket.gethostname()
+        [sensor] = build_recovery().sensors
+        result = sensor(dg.build_sensor_context(instance=instance))
+        assert instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.FAILURE
+        [request] = result.run_requests
+        assert request.asset_selection == [dg.AssetKey("slow")] and request.tags[RECOVERS_TAG] == run.run_id
+        # Once: the next tick finds nothing to do.
+        assert not sensor(dg.build_sensor_context(instance=instance)).run_requests

@@ -3,9 +3,11 @@ and recovery of runs whose worker process died.
 
 Dagster's default run launcher cannot tell whether a run's worker still lives, so a run whose
 worker was killed (`kill -9`, out of memory, the host's `dagster dev` killed) stays STARTED for
-ever: its pool slots stay taken and it is never retried. `dead_run_sensor` finds such runs on this
-host, marks them failed with the reason, and has them run again once: through Dagster's run
-retries where the instance enables them, else by requesting the same assets and partition itself.
+ever: its pool slots stay taken, it is never retried, and (being a model job) it would hold every
+later retrain. The same holds for a run executed in process (the demo, the CLI) whose process
+died. `dead_run_sensor` finds such runs on this host, marks them failed with the reason, and has
+them run again once: through Dagster's run retries where the instance enables them, else by
+requesting the same assets and partition itself.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import psutil
 # On every run of the two jobs that move the registry aliases (retrain_job, rollout_job).
 MODEL_JOB_TAG = "retrain_assets/model_job"
 RECOVERS_TAG = "retrain_assets/recovers"
+HOST_TAG = "retrain_assets/host"
 GRPC_INFO_TAG = ".dagster/grpc_info"  # set by the default run launcher: where the run's code server is
 IN_PROGRESS = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
                dg.DagsterRunStatus.STARTED]
@@ -43,22 +46,44 @@ def refuse_if_model_job_running(context: dg.AssetExecutionContext) -> None:
                              "one model job at a time: this run stops here, the policy re-decides once that run ends")
 
 
-def run_worker(instance: dg.DagsterInstance, run: dg.DagsterRun) -> tuple[int, float] | None:
-    """(pid, when it was reported) of a run's worker process when it runs on this host under the
-    default run launcher, else None (another host, or nothing reported yet)."""
+def host_tags(run: dg.DagsterRun | None) -> dict[str, str]:
+    """The tag to add to a run that no launcher placed (an in-process run of the demo or the CLI):
+    this host's name, so that `dead_run_sensor` knows whose processes to look at."""
+    if run is None or GRPC_INFO_TAG in run.tags or HOST_TAG in run.tags:
+        return {}
+    return {HOST_TAG: socket.gethostname()}
+
+
+def runs_here(run: dg.DagsterRun) -> bool:
+    """Whether a run's orchestrating process runs on this host: launched through a local code
+    server (the default run launcher), or in process here (HOST_TAG)."""
+    if GRPC_INFO_TAG not in run.tags:
+        return run.tags.get(HOST_TAG) == socket.gethostname()
     try:
-        grpc = json.loads(run.tags.get(GRPC_INFO_TAG, ""))
+        grpc = json.loads(run.tags[GRPC_INFO_TAG])
     except ValueError:
-        return None
-    if not ("socket" in grpc or grpc.get("host") in LOCAL_HOSTS | {socket.gethostname()}):
+        return False
+    return "socket" in grpc or grpc.get("host") in LOCAL_HOSTS | {socket.gethostname()}
+
+
+def run_worker(instance: dg.DagsterInstance, run: dg.DagsterRun) -> tuple[int, float] | None:
+    """(pid, when it was reported) of the process orchestrating a run on this host, else None
+    (another host, or nothing reported yet). That process reports its pid in an engine event
+    ("Started process for run", or "Executing steps ..." for a run executed in process); a
+    resumed run reports a newer one."""
+    if not runs_here(run):
         return None
     records = instance.get_records_for_run(run.run_id, of_type=dg.DagsterEventType.ENGINE_EVENT, ascending=False).records
-    for record in records:  # newest first: a resumed run has a newer worker
+    found = None
+    for record in records:
         event = record.event_log_entry.dagster_event
         pid = event.engine_event_data.metadata.get("pid") if event and event.engine_event_data else None
-        if pid is not None and (event.message or "").startswith("Started process for run"):
-            return int(pid.value), record.event_log_entry.timestamp
-    return None
+        if pid is None or event.step_key is not None:  # a step's subprocess: its orchestrator watches it
+            continue
+        found = (int(pid.value), record.event_log_entry.timestamp)
+        if (event.message or "").startswith("Started process for run"):
+            break  # the newest worker of a launched run
+    return found
 
 
 def worker_alive(pid: int, reported_at: float) -> bool:
@@ -70,10 +95,18 @@ def worker_alive(pid: int, reported_at: float) -> bool:
         return False
 
 
-def rerun_request(run: dg.DagsterRun) -> dg.RunRequest:
+def planned_assets(instance: dg.DagsterInstance, run: dg.DagsterRun) -> list[dg.AssetKey]:
+    """The assets a run was to materialize: its asset selection, else what it planned (a job's run)."""
+    if run.asset_selection:
+        return sorted(run.asset_selection)
+    records = instance.get_records_for_run(run.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION_PLANNED).records
+    return sorted({r.event_log_entry.dagster_event.asset_key for r in records if r.event_log_entry.dagster_event})
+
+
+def rerun_request(run: dg.DagsterRun, assets: list[dg.AssetKey]) -> dg.RunRequest:
     """The same assets and partition as a dead run, once (tagged with the run it recovers)."""
     tags = {k: v for k, v in run.tags.items() if not k.startswith((".dagster", "dagster/"))}
-    return dg.RunRequest(run_key=f"recover:{run.run_id}", asset_selection=sorted(run.asset_selection or []),
+    return dg.RunRequest(run_key=f"recover:{run.run_id}", asset_selection=assets,
                          partition_key=run.tags.get("dagster/partition"), tags={**tags, RECOVERS_TAG: run.run_id})
 
 
@@ -97,8 +130,9 @@ def build_recovery() -> dg.Definitions:
             instance.report_run_failed(run, f"the run's worker process (pid {worker[0]}) is gone: it was killed or ran "
                                             f"out of memory; {'run retries re-run it' if retried else 'dead_run_sensor re-runs it once'}")
             context.log.warning(f"run {run.run_id} ({run.job_name}): worker pid {worker[0]} is gone; marked failed")
-            if not retried and RECOVERS_TAG not in run.tags and run.asset_selection:
-                requests.append(rerun_request(run))
+            assets = [] if retried or RECOVERS_TAG in run.tags else planned_assets(instance, run)
+            if assets:
+                requests.append(rerun_request(run, assets))
         skip = None if requests else dg.SkipReason(f"{len(started)} started runs, none with a dead worker on this host")
         return dg.SensorResult(run_requests=requests, skip_reason=skip)
 

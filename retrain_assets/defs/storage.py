@@ -27,6 +27,8 @@ from dagster._core.storage.db_io_manager import DbIOManager
 from dagster_duckdb.io_manager import DuckDbClient
 from dagster_duckdb_pandas import DuckDBPandasIOManager
 
+from retrain_assets.defs.runs import host_tags
+
 
 class TransactionalDuckDbClient(DuckDbClient):
     """DuckDbClient whose connection runs everything between connect and close as one transaction."""
@@ -125,6 +127,9 @@ class WarehouseIOManager(DuckDBPandasIOManager):
     def setup_for_execution(self, context) -> None:
         holder = f"pid {os.getpid()} on {socket.gethostname()}, run {context.run_id or 'none'}"
         self._held.enter_context(warehouse_writer_lock(self.database, holder, self.lock_timeout_seconds, context.log))
+        tags = host_tags(context.dagster_run)
+        if tags and context.instance is not None:
+            context.instance.add_run_tags(context.run_id, tags)
 
     def teardown_after_execution(self, context) -> None:
         self._held.close()
