@@ -91,6 +91,21 @@ def test_bad_value_quarantines_only_its_row_with_reason_naming_column(spec, colu
     assert result.bad_row_share == pytest.approx(1 / 3)
 
 
+INT_SPEC = {"name": "toy", "id": "rid", "event_time": "ts", "target": {"name": "y", "classes": [0, 1]},
+            "columns": {"rid": {"type": "int"}, "ts": {"type": "timestamp"}, "n": {"type": "int", "min": 0}}}
+
+
+def test_an_int_beyond_64_bits_is_quarantined_not_a_crash():
+    """Int columns without a declared max: a value Int64 storage cannot hold is a bad row."""
+    batch = pd.DataFrame({"rid": ["1", "2", "3", "-1e19", "-9223372036854775808"], "ts": "2025-01-01",
+                          "n": ["1e30", "99999999999999999999", "inf", "7", "7"]})
+    result = validate_batch(batch, parse_spec(INT_SPEC))
+    assert result.quarantined["reason"].tolist() == [
+        "n: not a whole number within 64 bits (got 1e+30)", "n: not a whole number within 64 bits (got 1e+20)",
+        "n: finite (got inf)", "rid: not a whole number within 64 bits (got -1e+19)"]
+    assert result.valid["rid"].tolist() == [-(2**63)] and str(result.valid["rid"].dtype) == "Int64"
+
+
 def test_quarantined_rows_keep_their_original_text(spec):
     result = validate_batch(text_batch(3, age="42.5"), spec)
     assert result.quarantined["age"].iloc[0] == "42.5"
@@ -241,6 +256,14 @@ def test_non_numeric_label_quarantines_only_its_row(int_id_spec):
     result = validate_labels(labels, int_id_spec)
     assert result.quarantined.index.tolist() == [1]
     assert result.valid["day_index"].tolist() == [1, 3]
+
+
+def test_a_label_id_that_is_no_storable_int_is_rejected_not_a_crash(int_id_spec):
+    labels = pd.DataFrame({"day_index": ["1", "1e30", "1.5", "inf"], "rain": ["0", "1", "1", "0"]})
+    result = validate_labels(labels, int_id_spec)
+    assert result.valid["day_index"].tolist() == [1]
+    assert result.quarantined["reason"].tolist() == ["day_index: not a whole number within 64 bits (got 1e+30)",
+                                                     "day_index: integral (got 1.5)", "day_index: finite (got inf)"]
 
 
 def test_label_file_without_id_column_is_a_schema_error(int_id_spec):

@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from retrain_assets.cli import main
+from retrain_assets.core import contracts
 from retrain_assets.core import large_batch as lb
 from retrain_assets.core.contracts import validate_batch
 from retrain_assets.core.drift import (
@@ -210,6 +211,34 @@ def test_bool_and_int_id_columns(tmp_path):
         assert_same_contract(expected, got)
     types = dict(duckdb.sql(f"select column_name, column_type from (describe from '{got.valid_path}')").fetchall())
     assert types["id"] == types["d"] == "BIGINT" and got.n_valid == 2
+
+
+def test_ints_beyond_64_bits_get_the_same_verdict_and_reason(tmp_path):
+    spec = parse_spec({"name": "t", "id": "id", "event_time": "ts", "target": {"name": "y", "classes": [0, 1]},
+                       "columns": {"id": {"type": "int"}, "ts": {"type": "timestamp"}, "n": {"type": "int", "min": 0}}})
+    frame = pd.DataFrame({"id": ["1", "2", "3", "-1e19", "-9223372036854775808", "6"], "ts": "2025-01-01 10:00:00",
+                          "n": ["1e30", "99999999999999999999", "inf", "7", "7", "9223372036854775807"]})
+    for fmt in ("parquet", "csv"):
+        expected, got, _ = both_paths(tmp_path, spec, frame, fmt, window=None, now=None)
+        assert_same_contract(expected, got)
+    assert got.rule_counts == {"n: not a whole number within 64 bits": 3, "n: finite": 1,
+                               "id: not a whole number within 64 bits": 1}
+    assert pd.read_parquet(got.valid_path)["id"].tolist() == [-(2**63)]
+
+
+def test_bool_and_missing_text_come_from_the_contract(tmp_path):
+    """check-batch builds its SQL from `contracts.BOOL_TEXT` and `MISSING_TEXT` (no copies), and
+    reads every spelling as the pandas path does."""
+    assert lb.BOOL_TEXT is contracts.BOOL_TEXT and lb.MISSING_TEXT is contracts.MISSING_TEXT
+    spec = parse_spec({"name": "t", "id": "id", "event_time": "ts", "target": {"name": "y", "classes": [0, 1]},
+                       "columns": {"id": {"type": "int"}, "ts": {"type": "timestamp"}, "b": {"type": "bool"},
+                                   "x": {"type": "float", "nullable": True}}})
+    missing, spellings = sorted(contracts.MISSING_TEXT), [f" {t.upper()} " for t in contracts.BOOL_TEXT] + ["maybe"]
+    n = max(len(missing), len(spellings))
+    frame = pd.DataFrame({"id": range(n), "ts": "2025-01-01", "b": (spellings * n)[:n], "x": (missing * n)[:n]})
+    expected, got, _ = both_paths(tmp_path, spec, frame, "csv", window=None, now=None)
+    assert_same_contract(expected, got)
+    assert got.n_quarantined == 2 and pd.read_parquet(got.valid_path)["x"].isna().all()
 
 
 def test_outputs_are_written_atomically(tmp_path, spec, scenario):

@@ -41,6 +41,10 @@ MISSING_TEXT = frozenset(("", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", 
 # What storage holds: timestamps as datetime64[ns], ints as Int64; a value outside cannot be stored.
 TIMESTAMP_RANGE = (pd.Timestamp.min, pd.Timestamp.max)
 INT_RANGE = (-(2**63), 2**63 - 1)
+# Int columns are validated as float64, which has no value nearer 2**63 - 1 than 2**63: the range
+# as float64 is [low, end). A value outside fails the check named INT_RANGE_CHECK with this text.
+INT_RANGE_FLOAT = (float(INT_RANGE[0]), float(INT_RANGE[1] + 1))
+INT_RANGE_CHECK, INT_RANGE_TEXT = "int64_range", "not a whole number within 64 bits"
 
 
 @dataclass(frozen=True)
@@ -71,12 +75,24 @@ def _parse_bool_text(series: pd.Series) -> pd.Series:
     return series
 
 
-def _column_checks(col: ColumnRule) -> list[pa.Check]:
+def _type_checks(column_type: str, bounded: bool = False) -> list[pa.Check]:
+    """Numbers finite; ints whole and storable as Int64 (unless `bounded`: the declared range
+    already keeps them inside, and says so itself)."""
     checks: list[pa.Check] = []
-    if col.type in ("float", "int"):
+    if column_type in ("float", "int"):
         checks.append(pa.Check(lambda s: ~s.isin([np.inf, -np.inf]), element_wise=False, name="finite", ignore_na=True))
-    if col.type == "int":
+    if column_type == "int":
         checks.append(pa.Check(lambda s: s.isna() | (s == s.round()), name="integral", ignore_na=False))
+        if not bounded:
+            low, end = INT_RANGE_FLOAT  # infinity is left to `finite`
+            checks.append(pa.Check(lambda s: s.isna() | np.isinf(s) | ((s >= low) & (s < end)), name=INT_RANGE_CHECK,
+                                   error=INT_RANGE_TEXT, ignore_na=False))
+    return checks
+
+
+def _column_checks(col: ColumnRule) -> list[pa.Check]:
+    bounded = col.min is not None and col.max is not None and INT_RANGE[0] <= col.min and col.max <= INT_RANGE[1]
+    checks = _type_checks(col.type, bounded)
     if col.min is not None and col.max is not None:
         checks.append(pa.Check.in_range(col.min, col.max))
     elif col.min is not None:
@@ -113,7 +129,7 @@ def label_schema(spec: DatasetSpec) -> pa.DataFrameSchema:
     id_col = spec.column(spec.id_column)
     return pa.DataFrameSchema(
         {
-            spec.id_column: pa.Column(PANDAS_DTYPES[id_col.type], nullable=False, coerce=True),
+            spec.id_column: pa.Column(PANDAS_DTYPES[id_col.type], checks=_type_checks(id_col.type), nullable=False, coerce=True),
             spec.target.name: pa.Column(
                 _class_dtype(spec.target.classes),
                 checks=[pa.Check.isin(list(spec.target.classes))],

@@ -8,23 +8,25 @@ valid file back: category counts and out-of-distribution rows are aggregated in 
 numeric feature is fetched one column at a time as a numpy array and run through `drift.py`'s
 own per-feature code; the verdicts then come from `drift.py`'s `drift_table`.
 
-Mirrored exactly (tested against the pandas path): missing columns (blocking schema errors), text
-that cannot be cast (coerce_dtype + dtype reasons; the checks of a column with cast failures are
-skipped for the uncastable rows, whose duplicates are judged among all rows, as pandera's first
-pass does), not_nullable (id and event time never null), finite, integral, in_range / >= / <=,
-isin, duplicate ids within the batch (every copy, nulls are not duplicates), event time in the
-future / outside the partition (only for rows that passed the contract, with pandas' timestamp
-text; text with a UTC offset is converted to UTC and quoted as delivered too), the refusal of a
-compressed file or a header naming a column twice (the landing zone's LandingFileError), the float
-text of values (Python `str(float)`), and every drift statistic: PSI and
-Jensen-Shannon from the exact bin and category counts, chi-square, KS (the exact statistic,
+Mirrored exactly (tested against the pandas path): missing columns (blocking schema errors), CSV
+text in `contracts.MISSING_TEXT` read as null, text that cannot be cast (coerce_dtype + dtype
+reasons; the checks of a column with cast failures are skipped for the uncastable rows, whose
+duplicates are judged among all rows, as pandera's first pass does), not_nullable (id and event
+time never null), finite, integral, whole numbers within 64 bits (`contracts.INT_RANGE`), in_range
+/ >= / <=, isin, duplicate ids within the batch (every copy, nulls are not duplicates), event time
+in the future / outside the partition (only for rows that passed the contract, with pandas'
+timestamp text; text with a UTC offset is converted to UTC and quoted as delivered too), the
+refusal of a compressed file or a header naming a column twice (the landing zone's
+LandingFileError), the float text of values (Python `str(float)`), and every drift statistic: PSI
+and Jensen-Shannon from the exact bin and category counts, chi-square, KS (the exact statistic,
 scipy's asymptotic p-value), Wasserstein-1, missing and out-of-distribution shares (the numeric
 statistics by `feature_drift`'s own code on the same values, so the same floats).
 
 Not mirrored exactly (by design or because pandas' behaviour depends on the data):
 - text is cast by DuckDB's rules: timestamps must be ISO 8601 (pandas infers one format from the
   data, and blocks a batch that mixes formats); numbers follow DuckDB's parser (" 42 ", "1e1",
-  "inf", "nan" agree with Python's float()); bool text accepts the spellings of `_BOOL_TEXT`.
+  "inf", "nan" agree with Python's float()); bool text accepts the spellings of
+  `contracts.BOOL_TEXT`.
 - a column whose stored type cannot be cast at all (e.g. a timestamp where a number is declared)
   is a blocking schema error here, with its own message.
 - timestamps are held to the microsecond (DuckDB's TIMESTAMP); a non-text value in a string
@@ -47,7 +49,15 @@ import duckdb
 import numpy as np
 import pandas as pd
 
-from retrain_assets.core.contracts import FUTURE_TOLERANCE, ZONED_TIME, batch_schema
+from retrain_assets.core.contracts import (
+    BOOL_TEXT,
+    FUTURE_TOLERANCE,
+    INT_RANGE_CHECK,
+    INT_RANGE_FLOAT,
+    MISSING_TEXT,
+    ZONED_TIME,
+    batch_schema,
+)
 from retrain_assets.core.drift import (
     DriftThresholds,
     ReferenceProfile,
@@ -59,10 +69,6 @@ from retrain_assets.core.drift import (
 from retrain_assets.core.landing import csv_header, refuse_compressed, refuse_repeated_columns
 from retrain_assets.core.spec import ColumnSpec, DatasetSpec
 
-# pandas.read_csv's default missing-value strings: a CSV batch reads them as null, as the pandas path does.
-CSV_NA_TEXT = ("", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN", "<NA>", "N/A",
-               "NA", "NULL", "NaN", "None", "n/a", "nan", "null")
-BOOL_TEXT = {"true": True, "false": False, "1": True, "0": False, "yes": True, "no": False, "t": True, "f": False}
 SQL_TYPES = {"float": "DOUBLE", "int": "DOUBLE", "bool": "BOOLEAN", "category": "VARCHAR", "string": "VARCHAR",
              "timestamp": "TIMESTAMP"}
 OUTPUT_TYPES = {**SQL_TYPES, "int": "BIGINT"}
@@ -259,10 +265,10 @@ def _validate(con, path: Path, parquet: Path, from_parquet: bool, spec: DatasetS
 
 
 def _stage_csv(con: duckdb.DuckDBPyConnection, path: Path, out_dir: Path) -> Path:
-    """A CSV batch staged as all-text Parquet, pandas' missing-value strings as null: DuckDB's CSV
+    """A CSV batch staged as all-text Parquet, `MISSING_TEXT` as null: DuckDB's CSV
     reader has no row numbers, and COPY keeps the file's row order."""
     names = [d[0] for d in con.execute(f"DESCRIBE SELECT * FROM read_csv({_lit(str(path))}, all_varchar = true, header = true)").fetchall()]
-    na = ", ".join(_lit(t) for t in CSV_NA_TEXT)
+    na = ", ".join(_lit(t) for t in sorted(MISSING_TEXT))
     cols = ", ".join(f"CASE WHEN {_ident(n)} IN ({na}) THEN NULL ELSE {_ident(n)} END AS {_ident(n)}" for n in names)
     staged = out_dir / f".{path.stem}.staged-{os.getpid()}.parquet"
     con.execute(f"COPY (SELECT {cols} FROM read_csv({_lit(str(path))}, all_varchar = true, header = true)) TO "
@@ -362,6 +368,9 @@ def _check_sql(check: str, col: ColumnSpec, v: str) -> str | None:
         return f"isinf({v})"
     if check == "integral":
         return f"(NOT isinf({v}) AND {v} <> trunc({v}))"
+    if check == INT_RANGE_CHECK:
+        low, end = INT_RANGE_FLOAT
+        return f"(NOT isinf({v}) AND ({v} < {low!r} OR {v} >= {end!r}))"
     if check == "in_range":
         return f"({v} < {col.min!r} OR {v} > {col.max!r})"
     if check == "greater_than_or_equal_to":
