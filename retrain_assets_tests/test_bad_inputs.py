@@ -1,7 +1,7 @@
 """The bad-input suite: malformed batch and label files delivered to the real Definitions, ticked
 like the daemon. For each case the sensor keeps ticking, the outcome names the file and what to
 fix, nothing downstream is built from the bad rows, and nothing is lost (quarantine keeps the rows
-or the file). README.md "Bad input: what happens" lists the same cases."""
+or the file). docs/own-data.md "Bad input: what happens" lists the same cases."""
 
 import gzip
 import io
@@ -532,9 +532,9 @@ def test_rematerializing_a_partition_does_not_flag_its_own_ids(suite):
     assert len(wh(suite, "select * from raw_batches where partition_start = ?", key)) == len(suite.good[0].batch)
 
 
-def test_every_case_is_in_the_readme_table():
-    readme = (REPO / "README.md").read_text()
-    section = readme.split("### Bad input: what happens", 1)[1].split("\n## ", 1)[0]
+def test_every_case_is_in_the_docs_table():
+    page = (REPO / "docs" / "own-data.md").read_text()
+    section = page.split("### Bad input: what happens", 1)[1].split("\n## ", 1)[0]
     rows = {line.split("|")[1].strip().strip("`") for line in section.splitlines() if line.startswith("| `")}
     assert {case.name for case in CASES} == rows
 

@@ -317,15 +317,18 @@ def test_review_cli_lists_shows_and_resolves_into_a_new_decision_file(run, capsy
     assert main([*base, "show", "2025-01-01/nope"]) == 2
 
 
-def readme_query(marker: str) -> str:
-    """The SQL statement of README.md that starts with the comment `marker` (docs stay runnable)."""
-    readme = (Path(__file__).parents[1] / "README.md").read_text()
-    start = readme.index(marker)
-    return readme[start:readme.index(";", start)]
+QUERIES_PAGE = Path(__file__).parents[1] / "docs" / "querying.md"
 
 
-def test_readme_lineage_query_answers_which_data_and_run_produced_the_champion(run):
-    answer = read_table(run.settings.snapshot_path, readme_query("-- 4. Which data and which run produced the current champion"))
+def documented_query(marker: str) -> str:
+    """The SQL statement of docs/querying.md that starts with the comment `marker` (docs stay runnable)."""
+    page = QUERIES_PAGE.read_text()
+    start = page.index(marker)
+    return page[start:page.index(";", start)]
+
+
+def test_documented_lineage_query_answers_which_data_and_run_produced_the_champion(run):
+    answer = read_table(run.settings.snapshot_path, documented_query("-- 4. Which data and which run produced the current champion"))
     assert len(answer) == 1
     row = answer.iloc[0]
     client = registry(run)
@@ -337,9 +340,9 @@ def test_readme_lineage_query_answers_which_data_and_run_produced_the_champion(r
     assert row["ci_low"] <= row["ci_high"]
 
 
-def test_every_readme_snapshot_query_runs(run):
-    readme = (Path(__file__).parents[1] / "README.md").read_text()
-    section = readme[readme.index("## Querying the analyst snapshot"):]
+def test_every_documented_snapshot_query_runs(run):
+    page = QUERIES_PAGE.read_text()
+    section = page[page.index("# Querying the analyst snapshot"):]
     block = section[section.index("```sql") + len("```sql"):section.index("```", section.index("```sql") + 6)]
     statements = [q for q in block.split(";") if q.strip() and not all(
         line.strip().startswith("--") or not line.strip() for line in q.splitlines())]
