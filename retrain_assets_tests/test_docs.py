@@ -247,3 +247,58 @@ def test_the_guide_documents_every_table_column_and_join():
     assert all(f"`{j.left}`" in guide for j in catalog.joins(spec))
     assert 4 <= len(docs.example_queries(spec)) <= 6 and guide.count("```sql") == len(docs.example_queries(spec))
     assert "read_only=True" in guide and "duckdb -readonly" in guide
+
+
+def markdown_pages() -> list[Path]:
+    return [REPO / "README.md", *sorted((REPO / "docs").glob("*.md")), REPO / "benchmarks" / "README.md"]
+
+
+def outside_code(text: str) -> list[str]:
+    """The lines of a markdown page outside its fenced code blocks."""
+    lines, fenced = [], False
+    for line in text.splitlines():
+        if line.lstrip().startswith("```"):
+            fenced = not fenced
+        elif not fenced:
+            lines.append(line)
+    return lines
+
+
+def heading_anchors(text: str) -> set[str]:
+    """The anchors GitHub gives a page's headings: lower case, punctuation dropped, spaces as hyphens, repeats numbered."""
+    anchors: set[str] = set()
+    for line in outside_code(text):
+        if match := re.match(r"#{1,6} (.+)", line):
+            slug = re.sub(r"[^\w\- ]", "", match[1].strip().lower()).replace(" ", "-")
+            anchor, n = slug, 0
+            while anchor in anchors:
+                n += 1
+                anchor = f"{slug}-{n}"
+            anchors.add(anchor)
+    return anchors
+
+
+@pytest.mark.parametrize("page", markdown_pages(), ids=lambda p: str(p.relative_to(REPO)))
+def test_every_relative_link_resolves_to_a_file_and_heading(page):
+    broken = []
+    for line in outside_code(page.read_text()):
+        for target in re.findall(r"\]\(([^)\s]+)\)", line):
+            if re.match(r"[a-z]+:", target):
+                continue  # http:, https:, mailto:
+            path, _, anchor = target.partition("#")
+            linked = (page.parent / path).resolve() if path else page
+            if not linked.exists():
+                broken.append(f"{target}: no file {linked.relative_to(REPO)}")
+            elif anchor and anchor not in heading_anchors(linked.read_text()):
+                broken.append(f"{target}: no heading #{anchor} in {linked.relative_to(REPO)}")
+    assert not broken, f"{page.relative_to(REPO)} links to what is not there: " + "; ".join(broken)
+
+
+def test_the_readme_command_table_has_one_row_per_cli_command():
+    from retrain_assets.cli import build_parser
+
+    help_text = build_parser().format_help()
+    listed = help_text.split("commands:\n", 1)[1].split("\n\n", 1)[0]
+    commands = [line.split()[0] for line in listed.splitlines() if line.startswith("  ") and not line.startswith("   ")]
+    rows = re.findall(r"^\| `retrain-assets ([\w-]+)` \|", (REPO / "README.md").read_text(), flags=re.MULTILINE)
+    assert len(commands) >= 10 and rows == commands, f"README's command table {rows} != `retrain-assets --help` {commands}"
