@@ -240,7 +240,7 @@ def _expected_error(exc: Exception) -> CliError | None:
     if isinstance(exc, StoreError):
         return CliError(str(exc), exc.hint)
     if isinstance(exc, SpecError):
-        return CliError(str(exc), "pass --spec with a dataset spec file (examples in data/specs/; the format is in README.md)")
+        return CliError(str(exc), "pass --spec with a dataset spec file (examples in data/specs/; the format is in docs/own-data.md)")
     if isinstance(exc, ScenarioError):
         return CliError(str(exc), f"pass --scenario with a scenario file; the built-in one is {DEFAULT_SCENARIO}")
     if isinstance(exc, LandingFileError):
@@ -808,10 +808,10 @@ def _closing(summary, dagster_home: Path, env_hint: str) -> None:
         f"failed runs: {len(failed)} (blocked batches and rejected challengers count as failed runs).\n"
         "\nWhere to look next:\n"
         f"  {env_hint}make ui           # Dagster UI on this instance: runs, checks, lineage\n"
-        f"  duckdb -readonly {summary.settings.snapshot_path}   # analyst snapshot (see README for queries)\n"
+        f"  .venv/bin/python -c \"import duckdb; duckdb.connect('{summary.settings.snapshot_path}', read_only=True).sql('show tables').show()\"   # analyst snapshot (queries: docs/querying.md)\n"
         f"  mlflow ui --backend-store-uri {summary.settings.default_tracking_uri}   # runs and registry\n"
         f"  {summary.settings.reports_dir}/evaluation/   # champion-vs-challenger reports (HTML); drift reports in drift/\n"
-        f"  {env_hint}RETRAIN_ASSETS_API_KEYS=me:<token> retrain-assets serve   # the prediction service (needs an API key; see README, Serving)\n"
+        f"  {env_hint}RETRAIN_ASSETS_API_KEYS=me:<token> retrain-assets serve   # the prediction service (needs an API key; see docs/serving.md)\n"
     )
 
 

@@ -140,8 +140,10 @@ def analyst_guide(spec: DatasetSpec) -> str:
         "From Python:", "", "```python", "import duckdb", "",
         f'with duckdb.connect("{snapshot}", read_only=True) as conn:',
         '    frame = conn.sql("select * from deployed_model order by deployed_at").df()', "```", "",
-        "With the duckdb command-line client:", "", "```sh", f"duckdb -readonly {snapshot}",
-        "D show tables;", "D describe evaluation_report;", "```", "",
+        "From a shell, with the project's Python (the project installs DuckDB's Python package, not the `duckdb` "
+        "command):", "", "```sh",
+        f'''.venv/bin/python -c "import duckdb; duckdb.connect('{snapshot}', read_only=True).sql('show tables').show()"''',
+        "```", "",
         "## Conventions", "",
         "- Timestamps are UTC without a time zone. `TIMESTAMP_NS` is a timestamp with nanosecond precision, "
         "`TIMESTAMP` with microseconds; they compare and join with each other.",
@@ -173,7 +175,7 @@ def analyst_guide(spec: DatasetSpec) -> str:
                   *_table(["column", "type", "description", "from"],
                           [[_code(c.name), c.type, c.description, "spec" if c.name in doc.spec_columns else ""]
                            for c in doc.columns]), ""]
-    lines += ["## Example queries", "", f"Run against the snapshot (`duckdb -readonly {snapshot}`).", ""]
+    lines += ["## Example queries", "", f"Run against the snapshot, opened read-only as above (`duckdb.connect(\"{snapshot}\", read_only=True).sql(...)`).", ""]
     for question, sql in example_queries(spec):
         lines += [f"**{question}**", "", "```sql", sql + ";", "```", ""]
     return "\n".join(lines).rstrip() + "\n"

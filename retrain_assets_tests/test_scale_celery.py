@@ -150,7 +150,7 @@ def celery_run(tmp_path_factory):
         env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "PYTHONWARNINGS": "ignore"}
         with dg.DagsterInstance.get() as instance:  # create its tables now: processes starting together would race
             # ...and the pool's row, which Dagster creates on the first claim: two first claims at
-            # once collide on its unique key (the README's setup step, `dagster instance concurrency set`).
+            # once collide on its unique key (the setup step of docs/scale.md, `dagster instance concurrency set`).
             instance.event_log_storage.set_concurrency_slots(WAREHOUSE_POOL, 1)
         try:
             land(scenario, celery.landing_dir)

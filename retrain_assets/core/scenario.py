@@ -4,7 +4,7 @@ landing zone one step at a time.
 
 A scenario file declares, for a dataset spec, how each column is drawn in the stable period, a
 logistic label model, phases that change either (covariate shift, concept drift) and incidents
-(a corrupt batch, a batch with some bad rows). The format is documented in README.md.
+(a corrupt batch, a batch with some bad rows). The format is documented in docs/own-data.md (Scenario files).
 """
 
 from __future__ import annotations
