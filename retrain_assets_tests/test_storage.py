@@ -37,3 +37,49 @@ def test_a_failed_write_keeps_the_previous_rows(tmp_path):
     # another: here it would have left both tables empty.
     assert read_table(tmp_path / "warehouse.duckdb", "select a from history order by a")["a"].tolist() == [1, 2, 3]
     assert read_table(tmp_path / "warehouse.duckdb", "select x from daily order by x")["x"].tolist() == [1.0, 2.0]
+
+
+def test_partitions_are_replaced_and_loaded_by_their_time_window(tmp_path):
+    database = str(tmp_path / "warehouse.duckdb")
+    days = {"2025-01-01": [1.0, 2.0], "2025-01-02": [3.0], "2025-01-03": []}
+
+    @dg.asset(partitions_def=PARTITIONS, metadata={"partition_expr": "day"})
+    def daily(context: dg.AssetExecutionContext) -> pd.DataFrame:
+        return pd.DataFrame({"x": days[context.partition_key], "day": pd.Timestamp(context.partition_key)})
+
+    @dg.asset(partitions_def=PARTITIONS, metadata={"partition_expr": "day"})
+    def doubled(daily: pd.DataFrame) -> pd.DataFrame:  # one partition's rows in
+        return daily.assign(x=daily["x"] * 2)
+
+    @dg.asset
+    def everything(daily: pd.DataFrame) -> pd.DataFrame:  # every partition's rows in
+        return daily
+
+    resources = {"io_manager": WarehouseIOManager(database=database, schema="main")}
+    for key in days:
+        assert dg.materialize([daily], resources=resources, partition_key=key).success
+    days["2025-01-01"] = [5.0]  # the partition delivered again: its rows replaced, the others kept
+    result = dg.materialize([daily], resources=resources, partition_key="2025-01-01")
+    assert read_table(tmp_path / "warehouse.duckdb", "select x from daily order by x")["x"].tolist() == [3.0, 5.0]
+    metadata = result.asset_materializations_for_node("daily")[0].metadata
+    assert metadata["dagster/partition_row_count"].value == 1 and metadata["dagster/storage_kind"].value == "duckdb"
+    assert metadata["Query"].value.endswith("day >= '2025-01-01 00:00:00' AND day < '2025-01-02 00:00:00'")
+
+    loaded = dg.materialize([daily, doubled], resources=resources, partition_key="2025-01-02", selection=[doubled])
+    assert loaded.output_for_node("doubled")["x"].tolist() == [6.0]
+    # an empty frame empties its partition; the table is still there
+    days["2025-01-02"] = []
+    assert dg.materialize([daily], resources=resources, partition_key="2025-01-02").success
+    result = dg.materialize([daily, everything], resources=resources, selection=[everything])
+    assert result.output_for_node("everything")["x"].tolist() == [5.0]
+    assert result.asset_materializations_for_node("everything")[0].metadata["dagster/row_count"].value == 1
+
+
+def test_an_empty_frame_creates_no_table(tmp_path):
+    @dg.asset
+    def nothing() -> pd.DataFrame:
+        return pd.DataFrame({"a": []})
+
+    database = tmp_path / "warehouse.duckdb"
+    assert dg.materialize([nothing], resources={"io_manager": WarehouseIOManager(database=str(database), schema="main")}).success
+    assert read_table(database, "select count(*) n from information_schema.tables where table_name = 'nothing'")["n"][0] == 0

@@ -1,5 +1,11 @@
-"""The warehouse IO manager: dagster-duckdb's pandas IO manager, with each output written in one
+"""The warehouse IO manager: pandas DataFrames <-> DuckDB tables, each output written in one
 transaction, and every step that uses it holding the warehouse's writer lock.
+
+Tables: as dagster-duckdb-pandas' DuckDBPandasIOManager lays them out (table = the asset key's last
+part; schema = the asset's `schema` metadata, else the IO manager's, else the key prefix, else
+`public`; a partitioned asset's partition is the rows whose `partition_expr` column lies in its time
+window), and with the same output metadata. It is our own small IO manager rather than a subclass
+because upstream offers no public hook for the one thing we change:
 
 Transactions: upstream deletes the partition (or, for a history table, every row) and inserts the
 new rows as two autocommitted statements: a process killed between them would lose the table's
@@ -20,44 +26,19 @@ import socket
 import time
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
+from typing import Any
 
+import dagster as dg
+import duckdb
+import pandas as pd
 from pydantic import Field, PrivateAttr
-
-from dagster._core.storage.db_io_manager import DbIOManager
-from dagster_duckdb.io_manager import DuckDbClient
-from dagster_duckdb_pandas import DuckDBPandasIOManager
 
 from retrain_assets.defs.runs import host_tags
 
-
-class TransactionalDuckDbClient(DuckDbClient):
-    """DuckDbClient whose connection runs everything between connect and close as one transaction."""
-
-    @staticmethod
-    @contextmanager
-    def connect(context, table_slice):
-        with DuckDbClient.connect(context, table_slice) as conn:
-            conn.execute("begin transaction")
-            try:
-                yield conn
-            except BaseException:
-                conn.execute("rollback")
-                conn.close()  # upstream's connect skips its close when the body raises
-                raise
-            conn.execute("commit")
-
-    @staticmethod
-    def delete_table_slice(context, table_slice, connection) -> None:
-        # A failed statement aborts a DuckDB transaction, so ask first instead of catching the
-        # "table does not exist" error the way upstream does.
-        exists = connection.execute(
-            "select count(*) from information_schema.tables where table_schema = ? and table_name = ?",
-            [table_slice.schema, table_slice.table],
-        ).fetchone()[0]
-        if exists:
-            DuckDbClient.delete_table_slice(context, table_slice, connection)
-
-
+DUCKDB_DATETIME_FORMAT = "%Y-%m-%d %H:%M:%S"
+# Opening the file while another process holds it fails at once: retry as upstream does (0.1 s,
+# doubling, 10 retries).
+CONNECT_RETRIES = 10
 LOCK_PROGRESS_SECONDS = 30.0
 
 
@@ -116,10 +97,15 @@ def current_holder(database: str | Path) -> str:
         return "unknown"
 
 
-class WarehouseIOManager(DuckDBPandasIOManager):
+class WarehouseIOManager(dg.ConfigurableIOManager):
     """Pandas DataFrames <-> DuckDB tables (partitioned by `partition_expr`), written atomically;
     a step using it holds the warehouse writer lock from its start to its end."""
 
+    database: str = Field(description="Path to the DuckDB database.")
+    connection_config: dict[str, Any] = Field(
+        description="DuckDB connection configuration options. See https://duckdb.org/docs/sql/configuration.html",
+        default={})
+    schema_: str | None = Field(default=None, alias="schema", description="Name of the schema to use.")
     lock_timeout_seconds: float = Field(default=6 * 3600.0, description=(
         "How long a step waits for the warehouse writer lock held by another step before it fails."))
     _held: ExitStack = PrivateAttr(default_factory=ExitStack)
@@ -134,11 +120,102 @@ class WarehouseIOManager(DuckDBPandasIOManager):
     def teardown_after_execution(self, context) -> None:
         self._held.close()
 
-    def create_io_manager(self, context) -> DbIOManager:
-        # As upstream's create_io_manager, with the transactional client.
-        return DbIOManager(db_client=TransactionalDuckDbClient(), database=self.database, schema=self.schema_,
-                           type_handlers=self.type_handlers(), default_load_type=self.default_load_type(),
-                           io_manager_name="DuckDBIOManager")
+    def handle_output(self, context: dg.OutputContext, obj: pd.DataFrame) -> None:
+        """Replace the output's partition (or the whole table) with `obj`, in one transaction. An
+        empty frame deletes the rows and, as upstream, creates no table when there is none."""
+        if not isinstance(obj, pd.DataFrame):
+            raise TypeError(f"{type(self).__name__} stores pandas DataFrames; {context.asset_key.to_user_string()} "
+                            f"returned {type(obj).__name__}: annotate it `-> None` or give it another IO manager")
+        table = self._table(context, context)
+        where = self._where(context, context)
+        with self._connect() as conn:
+            conn.execute("begin transaction")
+            try:
+                conn.execute(f"create schema if not exists {table.split('.')[0]}")
+                if self._exists(conn, table):
+                    conn.execute(f"delete from {table}" + (f" where {where}" if where else ""))
+                    if not obj.empty:
+                        conn.execute(f"insert into {table} select * from obj")
+                elif not obj.empty:
+                    conn.execute(f"create table {table} as select * from obj")
+            except BaseException:
+                conn.execute("rollback")
+                raise
+            conn.execute("commit")
+        if obj.empty:
+            context.log.warning("Skipping DuckDB write for empty DataFrame. An empty table will not be created.")
+        rows = "dagster/partition_row_count" if context.has_partition_key else "dagster/row_count"
+        context.add_output_metadata({
+            rows: obj.shape[0], "dagster/storage_kind": "duckdb",
+            "dataframe_columns": dg.MetadataValue.table_schema(dg.TableSchema(
+                columns=[dg.TableColumn(name=str(name), type=str(dtype)) for name, dtype in obj.dtypes.items()])),
+            "Query": self._select(context, table, where), "dagster/table_name": f"{self.database}.{table}",
+        })
+
+    def load_input(self, context: dg.InputContext) -> pd.DataFrame:
+        """The upstream asset's rows: the requested partitions' for a partitioned one."""
+        upstream = context.upstream_output
+        if context.has_asset_partitions and not context.asset_partition_keys:
+            return pd.DataFrame()
+        table = self._table(context, upstream)
+        with self._connect() as conn:
+            return conn.execute(self._select(context, table, self._where(context, upstream))).fetchdf()
+
+    def _table(self, context: dg.InputContext | dg.OutputContext, output: dg.OutputContext) -> str:
+        """`schema.table` of an asset (schema: its metadata, ours, its key prefix, `public`)."""
+        if not context.has_asset_key:
+            raise dg.DagsterInvariantViolationError(f"{type(self).__name__} stores assets only, not op outputs")
+        path = context.asset_key.path
+        schema = (output.definition_metadata or {}).get("schema") or self.schema_ or (path[-2] if len(path) > 1 else "public")
+        return f"{schema}.{path[-1]}"
+
+    @staticmethod
+    def _where(context: dg.InputContext | dg.OutputContext, output: dg.OutputContext) -> str:
+        """The SQL condition selecting the context's partitions ("" when unpartitioned)."""
+        if not context.has_asset_partitions:
+            return ""
+        expr = (output.definition_metadata or {}).get("partition_expr")
+        if expr is None:
+            raise ValueError(f"Asset '{context.asset_key}' has partitions, but no 'partition_expr' metadata value, so we "
+                             "don't know what column it's partitioned on. To specify a column, set this metadata value. "
+                             'E.g. @asset(metadata={"partition_expr": "your_partition_column"}).')
+        partitions = context.asset_partitions_def
+        if isinstance(partitions, dg.TimeWindowPartitionsDefinition):
+            start, end = (moment.strftime(DUCKDB_DATETIME_FORMAT) for moment in context.asset_partitions_time_window)
+            return f"{expr} >= '{start}' AND {expr} < '{end}'"
+        if isinstance(partitions, dg.MultiPartitionsDefinition):
+            raise NotImplementedError(f"{type(self).__name__} does not store multi-partitioned assets")
+        keys = ", ".join("'" + key.replace("'", "''") + "'" for key in context.asset_partition_keys)
+        return f"{expr} in ({keys})"
+
+    @staticmethod
+    def _select(context: dg.InputContext | dg.OutputContext, table: str, where: str) -> str:
+        """The query reading the rows (shown as the output's `Query` metadata, as upstream's)."""
+        columns = (context.definition_metadata or {}).get("columns")
+        return f"SELECT {', '.join(columns) if columns else '*'} FROM {table}" + (f" WHERE\n{where}" if where else "")
+
+    @staticmethod
+    def _exists(conn: duckdb.DuckDBPyConnection, table: str) -> bool:
+        # Asked, not caught: a failed statement aborts a DuckDB transaction.
+        schema, name = table.split(".")
+        return conn.execute("select count(*) from information_schema.tables where table_schema = ? and table_name = ?",
+                            [schema, name]).fetchone()[0] > 0
+
+    @contextmanager
+    def _connect(self):
+        config = {"custom_user_agent": "dagster", **self.connection_config}
+        for attempt in range(CONNECT_RETRIES + 1):
+            try:
+                conn = duckdb.connect(self.database, read_only=False, config=config)
+                break
+            except (RuntimeError, duckdb.IOException):
+                if attempt == CONNECT_RETRIES:
+                    raise
+                time.sleep(0.1 * 2 ** attempt)
+        try:
+            yield conn
+        finally:
+            conn.close()
 
 
 # Every asset that writes the warehouse runs in this Dagster concurrency pool. DuckDB allows one
