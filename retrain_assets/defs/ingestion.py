@@ -7,7 +7,6 @@ from pathlib import Path
 
 import dagster as dg
 import pandas as pd
-from dagster._core.event_api import PartitionKeyFilter
 
 from retrain_assets.core.contracts import (ContractResult, empty_batch, quarantine_records, row_fingerprints,
                                            set_aside_repeats, undeclared_columns, validate_batch)
@@ -224,8 +223,18 @@ def unusable_batches(instance: dg.DagsterInstance, partition_keys: Sequence[str]
         elif not info.is_current:
             why[key] = f"partition {key}'s newest raw_batches was stored without {CONTRACT_CHECK}: {again}"
         elif status != "SUCCEEDED":
-            record = storage.get_latest_asset_check_execution_by_key(
-                [CONTRACT_CHECK_KEY], partition_filter=PartitionKeyFilter(key=key)).get(CONTRACT_CHECK_KEY)
-            verdict = (record.evaluation.description or "") if record is not None and record.evaluation else ""
+            verdict = check_verdict(instance, info.latest_planned_run_id, key)
             why[key] = f"partition {key} is blocked by {CONTRACT_CHECK}: {verdict.removeprefix('BLOCKED: ')}"
     return why
+
+
+def check_verdict(instance: dg.DagsterInstance, run_id: str, partition_key: str) -> str:
+    """The description of the contract check's last evaluation of `partition_key` in run `run_id`
+    (the run that executed its latest check), "" if there is none."""
+    records = instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION,
+                                           ascending=False).records
+    for record in records:
+        evaluation = record.event_log_entry.dagster_event.asset_check_evaluation_data
+        if evaluation.asset_check_key == CONTRACT_CHECK_KEY and evaluation.partition == partition_key:
+            return evaluation.description or ""
+    return ""
