@@ -56,3 +56,41 @@ def test_snapshot_publish_waits_for_the_writer_lock_then_fails_clearly(warehouse
 def test_with_history_appends_to_an_existing_table(warehouse):
     assert warehouse.with_history("absent", pd.DataFrame({"x": [5]}))["x"].tolist() == [5]
     assert warehouse.with_history("t", pd.DataFrame({"x": [5]}))["x"].tolist() == [1, 5]
+
+
+def test_steps_of_one_dagster_run_share_one_mlflow_run(tmp_path):
+    import dagster as dg
+    import mlflow
+    from mlflow import MlflowClient
+
+    from retrain_assets.defs.resources import ModelRegistry
+
+    registry = ModelRegistry(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db", artifact_location=str(tmp_path / "artifacts"),
+                             experiment_name="e", model_name="m")
+
+    @dg.asset
+    def first(context: dg.AssetExecutionContext, model_registry: ModelRegistry) -> None:
+        with model_registry.tracking_run(context, tags={"data_version": "d1"}):
+            mlflow.log_param("first", 1)
+            with mlflow.start_run(run_name="trial-1", nested=True):
+                mlflow.log_metric("auc", 0.5)
+
+    @dg.asset(deps=[first])
+    def second(context: dg.AssetExecutionContext, model_registry: ModelRegistry) -> None:
+        with model_registry.tracking_run(context):
+            mlflow.log_param("second", 2)
+
+    @dg.asset(deps=[second])
+    def failing(context: dg.AssetExecutionContext, model_registry: ModelRegistry) -> None:
+        with model_registry.tracking_run(context):
+            raise RuntimeError("boom")
+
+    result = dg.materialize([first, second, failing], resources={"model_registry": registry}, raise_on_error=False)
+    assert not result.success and mlflow.active_run() is None
+    client = MlflowClient(tracking_uri=registry.tracking_uri)
+    runs = client.search_runs([client.get_experiment_by_name("e").experiment_id])
+    [run] = [r for r in runs if r.data.tags.get("dagster_run_id") == result.run_id]
+    [trial] = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == run.info.run_id]
+    assert len(runs) == 2 and trial.info.run_name == "trial-1" and trial.data.metrics == {"auc": 0.5}
+    assert run.data.params == {"first": "1", "second": "2"} and run.data.tags["data_version"] == "d1"
+    assert run.info.run_name == result.dagster_run.job_name and run.info.status == "FAILED"  # the last step raised

@@ -9,7 +9,6 @@ import time
 from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Iterator
 from urllib.parse import quote
 
@@ -245,7 +244,7 @@ _load_checked_cached = lru_cache(maxsize=16)(_load_checked)
 
 
 class ModelRegistry(dg.ConfigurableResource):
-    """MLflow tracking (through dagster-mlflow) and the model registry, behind one typed resource.
+    """MLflow tracking and the model registry, behind one typed resource.
 
     Aliases: `challenger` (newest candidate), `champion` (serving), `previous` (last champion).
     """
@@ -277,30 +276,30 @@ class ModelRegistry(dg.ConfigurableResource):
 
     @contextmanager
     def tracking_run(self, context: dg.AssetExecutionContext, tags: dict[str, str] | None = None):
-        """The MLflow run of this Dagster run, opened by dagster-mlflow (tagged `dagster_run_id`).
-
-        Steps of one Dagster run share one MLflow run; the run is ended when the step is done.
-        """
+        """The MLflow run of this Dagster run, active for the block: named after the job, tagged
+        `dagster_run_id` and `tags`. Steps of one Dagster run share one MLflow run (a step resumes
+        the run tagged with its Dagster run id, as dagster-mlflow's tracking resource does); the run
+        is ended when the block is done, FAILED (KILLED on an interrupt) when it raises. Nested
+        runs (`mlflow.start_run(nested=True)`) inside the block become its children."""
         import mlflow
-        from dagster_mlflow.resources import MlFlow
+        from mlflow.entities import RunStatus
 
         self._ensure_experiment()
-        shim = SimpleNamespace(
-            log=context.log,
-            dagster_run=SimpleNamespace(job_name=context.run.job_name),
-            run_id=context.run_id,
-            resource_config={
-                "experiment_name": self.experiment_name,
-                "mlflow_tracking_uri": self.tracking_uri,
-                "extra_tags": tags or {},
-            },
-        )
         with _tracking_uri(self.tracking_uri):
-            tracker = MlFlow(shim)
+            experiment = mlflow.set_experiment(self.experiment_name)
+            earlier = mlflow.search_runs(experiment_ids=[experiment.experiment_id], max_results=1, output_format="list",
+                                         filter_string=f"tags.dagster_run_id = '{context.run_id}'")
+            run = mlflow.start_run(run_id=earlier[0].info.run_id if earlier else None, run_name=context.run.job_name)
+            context.log.info(f"{'Resuming' if earlier else 'Starting'} MLflow run {run.info.run_id} "
+                             f"in experiment {self.experiment_name}")
             try:
-                yield tracker
+                mlflow.set_tags({"dagster_run_id": context.run_id, **(tags or {})})
+                yield run
+            except KeyboardInterrupt:
+                mlflow.end_run(status=RunStatus.to_string(RunStatus.KILLED))
+                raise
             except BaseException:
-                tracker.cleanup_on_error()
+                mlflow.end_run(status=RunStatus.to_string(RunStatus.FAILED))
                 raise
             mlflow.end_run()
 

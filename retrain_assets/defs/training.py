@@ -1,5 +1,5 @@
 """Training: the training window (`training_set`) and the model selected and trained on it
-(`candidate_model`), tracked in MLflow through dagster-mlflow and registered with alias `challenger`."""
+(`candidate_model`), tracked in MLflow (`ModelRegistry.tracking_run`) and registered with alias `challenger`."""
 
 import hashlib
 import json
