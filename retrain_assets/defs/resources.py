@@ -22,6 +22,7 @@ from retrain_assets.core.landing import LandingFile, safe_file_name, scan
 from retrain_assets.core.privacy import GENERATE_KEY_HINT, PII_KEY_ENV, PiiKeyError, check_key, development_key
 from retrain_assets.core.rollout import DeploymentState
 from retrain_assets.core.serving import directory_sha256
+from retrain_assets.defs.storage import connect_retrying
 from retrain_assets.settings import DEFAULT_MLFLOW_UI_URL, DEFAULT_REPORTS_URL
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
@@ -64,22 +65,9 @@ class Warehouse(dg.ConfigurableResource):
         return {name: dg.MetadataValue.path(str(path)),
                 f"{name}_url": dg.MetadataValue.url(f"{self.reports_url.rstrip('/')}/{quote(relative.as_posix())}")}
 
-    @contextmanager
-    def connect(self, read_only: bool = True) -> Iterator[duckdb.DuckDBPyConnection]:
-        """A short-lived connection, retried while another process holds the write lock."""
-        deadline = time.monotonic() + self.lock_timeout_seconds
-        while True:
-            try:
-                conn = duckdb.connect(self.database, read_only=read_only)
-                break
-            except duckdb.IOException:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.2)
-        try:
-            yield conn
-        finally:
-            conn.close()
+    def connect(self, read_only: bool = True):
+        """A short-lived connection, retried while another process holds the file."""
+        return connect_retrying(self.database, read_only, self.lock_timeout_seconds)
 
     def query(self, sql: str, params: list | None = None) -> pd.DataFrame:
         """Run a read-only query. A table that does not exist yet (nothing was ever written to
@@ -109,23 +97,18 @@ class Warehouse(dg.ConfigurableResource):
         target = Path(self.snapshot_path)
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-        deadline = time.monotonic() + self.lock_timeout_seconds
-        while True:
+        tmp.unlink(missing_ok=True)
+        try:
+            # Through the warehouse's own connection: DuckDB opens a file once per process, and
+            # this reuses an instance the process may already hold.
+            with connect_retrying(self.database, read_only=False, timeout_seconds=self.lock_timeout_seconds) as conn:
+                source = conn.execute("select current_database()").fetchone()[0]
+                conn.execute(f"attach '{tmp}' as snapshot_tmp")
+                conn.execute(f'copy from database "{source}" to snapshot_tmp')
+                conn.execute("detach snapshot_tmp")
+        except BaseException:
             tmp.unlink(missing_ok=True)
-            try:
-                # Through the warehouse's own connection: DuckDB opens a file once per process, and
-                # this reuses an instance the process may already hold.
-                with duckdb.connect(self.database) as conn:
-                    source = conn.execute("select current_database()").fetchone()[0]
-                    conn.execute(f"attach '{tmp}' as snapshot_tmp")
-                    conn.execute(f'copy from database "{source}" to snapshot_tmp')
-                    conn.execute("detach snapshot_tmp")
-                break
-            except duckdb.IOException:
-                if time.monotonic() > deadline:
-                    tmp.unlink(missing_ok=True)
-                    raise
-                time.sleep(0.2)
+            raise
         os.replace(tmp, target)
         return target
 

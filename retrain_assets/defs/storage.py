@@ -36,10 +36,29 @@ from pydantic import Field, PrivateAttr
 from retrain_assets.defs.runs import host_tags
 
 DUCKDB_DATETIME_FORMAT = "%Y-%m-%d %H:%M:%S"
-# Opening the file while another process holds it fails at once: retry as upstream does (0.1 s,
-# doubling, 10 retries).
-CONNECT_RETRIES = 10
+# A write connection waits this long for a reader (the snapshot publisher, a sensor) to let go of
+# DuckDB's own file lock; writers never wait on each other there (they hold the writer lock).
+WRITE_CONNECT_SECONDS = 100.0
 LOCK_PROGRESS_SECONDS = 30.0
+
+
+@contextmanager
+def connect_retrying(database: str, read_only: bool, timeout_seconds: float, config: dict | None = None):
+    """A short-lived DuckDB connection. DuckDB refuses to open a file another process holds
+    (IOException) at once: retry every 0.2 s until `timeout_seconds`, then raise."""
+    deadline = time.monotonic() + timeout_seconds
+    while True:
+        try:
+            conn = duckdb.connect(database, read_only=read_only, config=config or {})
+            break
+        except duckdb.IOException:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+    try:
+        yield conn
+    finally:
+        conn.close()
 
 
 class WarehouseLockTimeout(TimeoutError):
@@ -201,21 +220,9 @@ class WarehouseIOManager(dg.ConfigurableIOManager):
         return conn.execute("select count(*) from information_schema.tables where table_schema = ? and table_name = ?",
                             [schema, name]).fetchone()[0] > 0
 
-    @contextmanager
     def _connect(self):
-        config = {"custom_user_agent": "dagster", **self.connection_config}
-        for attempt in range(CONNECT_RETRIES + 1):
-            try:
-                conn = duckdb.connect(self.database, read_only=False, config=config)
-                break
-            except (RuntimeError, duckdb.IOException):
-                if attempt == CONNECT_RETRIES:
-                    raise
-                time.sleep(0.1 * 2 ** attempt)
-        try:
-            yield conn
-        finally:
-            conn.close()
+        return connect_retrying(self.database, read_only=False, timeout_seconds=WRITE_CONNECT_SECONDS,
+                                config={"custom_user_agent": "dagster", **self.connection_config})
 
 
 # Every asset that writes the warehouse runs in this Dagster concurrency pool. DuckDB allows one
