@@ -67,7 +67,7 @@ check-reliability: $(STAMP)
 	cat .reliability-report.txt
 
 ui: $(STAMP)
-	$(BIN)/python -m retrain_assets.ui
+	$(BIN)/python -m retrain_assets.apps.ui
 
 clean:
 	rm -rf data/landing data/warehouse data/snapshots data/mlflow data/replays data/reports data/restricted

@@ -36,9 +36,9 @@ import pandas as pd
 from sklearn.metrics import roc_auc_score
 from threadpoolctl import threadpool_limits
 
-from retrain_assets.core.active_learning import model_embedding, select_for_labeling
-from retrain_assets.core.modeling import feature_frame, predict_scores, target_vector, train_model
-from retrain_assets.core.scenario import generate_day, load_scenario
+from retrain_assets.core.labeling.active_learning import model_embedding, select_for_labeling
+from retrain_assets.core.training.modeling import feature_frame, predict_scores, target_vector, train_model
+from retrain_assets.core.offline.scenario import generate_day, load_scenario
 
 warnings.filterwarnings("ignore")
 

@@ -15,9 +15,9 @@ from pathlib import Path
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
-from retrain_assets.backtesting import run_backtest  # noqa: E402
-from retrain_assets.core.backtest import parse_policies  # noqa: E402
-from retrain_assets.core.scenario import history_deliveries, read_history  # noqa: E402
+from retrain_assets.apps.backtest import run_backtest  # noqa: E402
+from retrain_assets.core.offline.backtest import parse_policies  # noqa: E402
+from retrain_assets.core.offline.scenario import history_deliveries, read_history  # noqa: E402
 from retrain_assets.core.spec import load_spec  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]

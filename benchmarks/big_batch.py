@@ -84,8 +84,8 @@ def batch_sql(rows: int, salt: int, shifted: bool, breaks: bool) -> str:
 def generate(folder: Path, rows: int, reference_rows: int) -> dict:
     import duckdb
 
-    from retrain_assets.core.contracts import validate_batch
-    from retrain_assets.core.drift import build_reference_profile
+    from retrain_assets.core.ingestion.contracts import validate_batch
+    from retrain_assets.core.monitoring.drift import build_reference_profile
     from retrain_assets.core.spec import parse_spec
 
     spec = parse_spec(spec_dict())
@@ -108,7 +108,7 @@ def child(args) -> None:
     """One measured run; prints a JSON line with seconds and this process's peak RSS."""
     import pandas as pd
 
-    from retrain_assets.core.drift import ReferenceProfile
+    from retrain_assets.core.monitoring.drift import ReferenceProfile
     from retrain_assets.core.spec import load_spec
 
     folder = Path(args.folder)
@@ -117,7 +117,7 @@ def child(args) -> None:
     window = (pd.Timestamp(DAY), pd.Timestamp(DAY) + pd.Timedelta(days=1))
     started = time.perf_counter()
     if args.child == "sql":
-        from retrain_assets.core.large_batch import connect, large_batch_drift, validate_large_batch
+        from retrain_assets.core.ingestion.large_batch import connect, large_batch_drift, validate_large_batch
 
         con = connect(args.memory_limit, args.threads, folder / "spill")
         contract = validate_large_batch(con, args.batch, spec, folder / "out", window=window)
@@ -125,8 +125,8 @@ def child(args) -> None:
         features, summary = large_batch_drift(con, contract.valid_path, profile, spec.policy.drift)
         n_rows, n_bad = contract.n_rows, contract.n_quarantined
     else:
-        from retrain_assets.core.contracts import validate_batch
-        from retrain_assets.core.drift import dataset_drift, feature_drift
+        from retrain_assets.core.ingestion.contracts import validate_batch
+        from retrain_assets.core.monitoring.drift import dataset_drift, feature_drift
 
         result = validate_batch(pd.read_parquet(args.batch), spec, window=window)
         checked = time.perf_counter()

@@ -15,7 +15,7 @@ import time
 import numpy as np
 from sklearn.metrics import accuracy_score, average_precision_score, brier_score_loss, log_loss, roc_auc_score
 
-from retrain_assets.core.bootstrap import paired_bootstrap
+from retrain_assets.core.evaluation.bootstrap import paired_bootstrap
 
 SKLEARN = {
     "roc_auc": roc_auc_score,

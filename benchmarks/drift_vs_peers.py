@@ -158,7 +158,7 @@ def _version(dist: str) -> str:
 
 def load_ours() -> Tool:
     try:
-        from retrain_assets.core.drift import DriftThresholds, build_reference_profile, feature_drift
+        from retrain_assets.core.monitoring.drift import DriftThresholds, build_reference_profile, feature_drift
     except Exception as exc:  # drift.py missing or broken
         return Tool("ours", "ours", _version("retrain-assets"), None, unavailable=f"{type(exc).__name__}: {exc}")
 

@@ -36,10 +36,10 @@ import dagster as dg  # noqa: E402
 import duckdb  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from retrain_assets.core.scenario import load_scenario, scenario_deliveries  # noqa: E402
+from retrain_assets.core.offline.scenario import load_scenario, scenario_deliveries  # noqa: E402
 from retrain_assets.defs import build_definitions  # noqa: E402
-from retrain_assets.demo import open_instance, replay  # noqa: E402
-from retrain_assets.replay import PipelineDriver  # noqa: E402
+from retrain_assets.apps.demo import open_instance, replay  # noqa: E402
+from retrain_assets.apps.replay import PipelineDriver  # noqa: E402
 from retrain_assets.settings import ProjectSettings  # noqa: E402
 
 SCENARIO = Path(__file__).resolve().parents[1] / "data" / "scenarios" / "loan_default.yaml"
@@ -51,9 +51,9 @@ LABELS = [dg.AssetKey(k) for k in ("labels", "rejected_labels", "review_decision
 def calibration(defs: dg.Definitions, settings: ProjectSettings, champion: str, delivery):
     """A workload whose cost cannot depend on the history: `delivery`'s batch through the contract
     and the drift report against the champion, all in memory."""
-    from retrain_assets.core.contracts import validate_batch
-    from retrain_assets.core.modeling import predict_scores
-    from retrain_assets.core.monitoring import build_drift_report
+    from retrain_assets.core.ingestion.contracts import validate_batch
+    from retrain_assets.core.training.modeling import predict_scores
+    from retrain_assets.core.monitoring.batch_report import build_drift_report
     from retrain_assets.core.spec import load_spec
     from retrain_assets.defs.monitoring import latest_reference
 

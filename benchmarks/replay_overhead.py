@@ -22,8 +22,8 @@ warnings.filterwarnings("ignore")
 import dagster as dg  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from retrain_assets.core.scenario import load_scenario, scenario_deliveries  # noqa: E402
-from retrain_assets.demo import open_instance, replay  # noqa: E402
+from retrain_assets.core.offline.scenario import load_scenario, scenario_deliveries  # noqa: E402
+from retrain_assets.apps.demo import open_instance, replay  # noqa: E402
 from retrain_assets.settings import ProjectSettings  # noqa: E402
 
 SCENARIO = Path(__file__).resolve().parents[1] / "data" / "scenarios" / "loan_default.yaml"

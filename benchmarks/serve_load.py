@@ -57,7 +57,7 @@ SCENARIO = ROOT / "data" / "scenarios" / "loan_default.yaml"
 BIN = Path(sys.executable).parent
 TARGET_P99_MS = 20.0
 TARGET_THROUGHPUT_RATIO = 2.0
-API_KEYS_ENV = "RETRAIN_ASSETS_API_KEYS"  # as in retrain_assets.core.serving (not imported: the load generator stays light)
+API_KEYS_ENV = "RETRAIN_ASSETS_API_KEYS"  # as in retrain_assets.core.deployment.serving (not imported: the load generator stays light)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -273,10 +273,10 @@ def registry_setup(data_dir: Path):
     import mlflow
     import pandas as pd
 
-    from retrain_assets.core.modeling import feature_frame, train_model
-    from retrain_assets.core.scenario import generate_day, load_scenario
+    from retrain_assets.core.training.modeling import feature_frame, train_model
+    from retrain_assets.core.offline.scenario import generate_day, load_scenario
     from retrain_assets.core.spec import load_spec
-    from retrain_assets.defs.resources import model_registry_for
+    from retrain_assets.defs.shared.resources import model_registry_for
     from retrain_assets.settings import ProjectSettings
 
     settings = ProjectSettings(data_dir=data_dir.resolve(), spec_path=SPEC.resolve())
@@ -308,9 +308,9 @@ def registry_setup(data_dir: Path):
 def request_bodies(spec, scenario, needed: int, folder: Path) -> tuple[Path, Path, int]:
     """Single-row bodies from scenario days 20+ that pass the request contract: our server's full
     rows and MLflow's `dataframe_records` of the same rows' model features, one JSON per line."""
-    from retrain_assets.core.modeling import feature_frame
-    from retrain_assets.core.scenario import generate_day
-    from retrain_assets.core.serving import RequestError, parse_rows, row_validator
+    from retrain_assets.core.training.modeling import feature_frame
+    from retrain_assets.core.offline.scenario import generate_day
+    from retrain_assets.core.deployment.serving import RequestError, parse_rows, row_validator
 
     validator = row_validator(spec)
     ours, theirs, rejected = [], [], 0

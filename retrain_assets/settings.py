@@ -1,7 +1,7 @@
 """Where the project keeps its files: the one settings source, read from the environment.
 
 Every environment variable the project's settings depend on is listed in `ENVIRONMENT`, with its
-default and what it does; docs/configuration.md is generated from it (`python -m retrain_assets.docs`).
+default and what it does; docs/configuration.md is generated from it (`python -m retrain_assets.apps.docs`).
 """
 
 from __future__ import annotations

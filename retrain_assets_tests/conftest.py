@@ -82,6 +82,6 @@ def short_scenario_path(tmp_path) -> Path:
 @pytest.fixture(scope="session")
 def scenario():
     """The built-in loan-default scenario."""
-    from retrain_assets.core.scenario import load_scenario
+    from retrain_assets.core.offline.scenario import load_scenario
 
     return load_scenario(LOAN_SCENARIO)

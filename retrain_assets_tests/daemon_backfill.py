@@ -16,7 +16,7 @@ from pathlib import Path
 import duckdb
 import yaml
 
-from retrain_assets.defs.storage import WAREHOUSE_POOL
+from retrain_assets.defs.shared.io_manager import WAREHOUSE_POOL
 
 REPO = Path(__file__).resolve().parents[1]
 SCENARIO = REPO / "data" / "scenarios" / "loan_default.yaml"
@@ -43,8 +43,8 @@ def instance_yaml(max_concurrent_runs: int, storage: str) -> str:
 
 def land_batches(data_dir: Path, partitions: int) -> None:
     """The scenario's first `partitions` batch files (no incidents), as historic exports land."""
-    from retrain_assets.core.landing import write_atomically
-    from retrain_assets.core.scenario import load_scenario, scenario_deliveries
+    from retrain_assets.core.ingestion.landing import write_atomically
+    from retrain_assets.core.offline.scenario import load_scenario, scenario_deliveries
 
     scenario = dataclasses.replace(load_scenario(SCENARIO), incidents={})
     for delivery in islice(scenario_deliveries(scenario), partitions):

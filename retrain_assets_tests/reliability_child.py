@@ -21,7 +21,7 @@ import dagster as dg  # noqa: E402
 
 from retrain_assets.defs import build_definitions  # noqa: E402
 from retrain_assets.defs.automation import INGEST_ASSETS  # noqa: E402
-from retrain_assets.replay import PipelineDriver  # noqa: E402
+from retrain_assets.apps.replay import PipelineDriver  # noqa: E402
 from retrain_assets.settings import ProjectSettings  # noqa: E402
 
 DEBUG_LOGS = {"loggers": {"console": {"config": {"log_level": "DEBUG"}}}}

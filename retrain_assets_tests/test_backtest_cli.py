@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from retrain_assets.backtesting import run_backtest
-from retrain_assets.cli import main
-from retrain_assets.core.backtest import parse_policies
-from retrain_assets.core.scenario import history_deliveries, read_history
+from retrain_assets.apps.backtest import run_backtest
+from retrain_assets.apps.cli.main import main
+from retrain_assets.core.offline.backtest import parse_policies
+from retrain_assets.core.offline.scenario import history_deliveries, read_history
 from retrain_assets.core.spec import load_spec
 from retrain_assets_tests.conftest import RAINFALL_SAMPLE, RAINFALL_SPEC
 
@@ -109,7 +109,7 @@ def test_ctrl_c_stops_the_workers_and_writes_nothing(tmp_path):
 
     out = tmp_path / "interrupted"
     process = subprocess.Popen(
-        [sys.executable, "-m", "retrain_assets.cli", "backtest", "--days", "80", "--out", str(out), "--no-progress",
+        [sys.executable, "-m", "retrain_assets.apps.cli", "backtest", "--days", "80", "--out", str(out), "--no-progress",
          "--jobs", "2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         # As at a terminal. A child inherits an ignored SIGINT (e.g. from a shell's background job),
         # and Python then installs no KeyboardInterrupt handler: the backtest ran on, unaware.

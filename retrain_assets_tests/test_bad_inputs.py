@@ -18,11 +18,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from retrain_assets.core.landing import scan
-from retrain_assets.core.scenario import generate_day, load_scenario
+from retrain_assets.core.ingestion.landing import scan
+from retrain_assets.core.offline.scenario import generate_day, load_scenario
 from retrain_assets.defs import build_definitions
-from retrain_assets.defs.resources import LandingZone
-from retrain_assets.replay import PipelineDriver, sensor_resources
+from retrain_assets.defs.shared.resources import LandingZone
+from retrain_assets.apps.replay import PipelineDriver, sensor_resources
 from retrain_assets.settings import ProjectSettings
 from retrain_assets_tests.conftest import REPO, write_short_scenario
 

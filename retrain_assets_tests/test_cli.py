@@ -5,12 +5,12 @@ import json
 
 import pandas as pd
 
-from retrain_assets.cli import main
+from retrain_assets.apps.cli.main import main
 from retrain_assets_tests.conftest import LOAN_SPEC
 
 
 def write_days(scenario, days, path):
-    from retrain_assets.core.scenario import generate_day
+    from retrain_assets.core.offline.scenario import generate_day
 
     pd.concat([generate_day(scenario, d)[0] for d in days]).to_csv(path, index=False)
     return path
@@ -51,7 +51,7 @@ def test_drift_cli_rejects_a_file_that_breaks_the_contract(tmp_path, scenario, c
 
 
 def test_an_unreadable_review_file_does_not_break_the_review_listing(tmp_path):
-    from retrain_assets.reviewing import decided_item_ids
+    from retrain_assets.apps.review import decided_item_ids
 
     reviews = tmp_path / "reviews"
     reviews.mkdir()
@@ -174,7 +174,7 @@ class FakeTerminal:
 def test_progress_bars_draw_on_a_terminal_only(monkeypatch):
     import sys
 
-    from retrain_assets.demo import step_bar
+    from retrain_assets.apps.demo import step_bar
 
     terminal = FakeTerminal()
     monkeypatch.setattr(sys, "stderr", terminal)
@@ -204,7 +204,7 @@ def test_ctrl_c_that_a_dagster_run_swallows_still_stops_the_command():
 
     import pytest
 
-    from retrain_assets.cli import _interrupt_between_runs
+    from retrain_assets.apps.cli.main import _interrupt_between_runs
 
     previous = signal.signal(signal.SIGINT, lambda *_: None)  # what Dagster installs while a run executes
     try:

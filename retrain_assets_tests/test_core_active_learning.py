@@ -4,14 +4,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from retrain_assets.core.active_learning import (
+from retrain_assets.core.labeling.active_learning import (
     default_min_distance,
     model_embedding,
     select_for_labeling,
     uncertainty,
 )
-from retrain_assets.core.modeling import feature_frame, train_model
-from retrain_assets.core.scenario import generate_day
+from retrain_assets.core.training.modeling import feature_frame, train_model
+from retrain_assets.core.offline.scenario import generate_day
 
 
 def test_uncertainty_peaks_at_one_half_and_vanishes_at_certainty():

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from retrain_assets.core.backtest import (
+from retrain_assets.core.offline.backtest import (
     Lab,
     parse_policies,
     prepare_timeline,
@@ -17,10 +17,10 @@ from retrain_assets.core.backtest import (
     training_windows,
     window_rows,
 )
-from retrain_assets.core.backtest_report import summarize
-from retrain_assets.core.drift import DriftThresholds, build_reference_profile, feature_drift
+from retrain_assets.core.offline.backtest_report import summarize
+from retrain_assets.core.monitoring.drift import DriftThresholds, build_reference_profile, feature_drift
 from retrain_assets.core.policy import Policy, policy_key, with_overrides
-from retrain_assets.core.scenario import load_scenario, scenario_deliveries
+from retrain_assets.core.offline.scenario import load_scenario, scenario_deliveries
 from retrain_assets_tests.conftest import write_short_scenario
 
 FAST = {"model_families": "logistic_regression"}
@@ -177,7 +177,7 @@ def test_sweep_variants_share_trainings_and_differ_in_decisions(short):
 
 
 def test_labels_delivered_before_their_batch_are_refused():
-    from retrain_assets.core.scenario import Delivery, history_deliveries, read_history
+    from retrain_assets.core.offline.scenario import Delivery, history_deliveries, read_history
     from retrain_assets.core.spec import load_spec
     from retrain_assets_tests.conftest import RAINFALL_SAMPLE, RAINFALL_SPEC
 

@@ -11,7 +11,7 @@ import pytest
 from scipy import integrate, special, stats
 from sklearn.metrics import accuracy_score, average_precision_score, brier_score_loss, log_loss, roc_auc_score
 
-from retrain_assets.core.bootstrap import (
+from retrain_assets.core.evaluation.bootstrap import (
     BOOTSTRAP_METRICS,
     HIGHER_IS_BETTER,
     DifferenceCI,

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from retrain_assets.core.contracts import (
+from retrain_assets.core.ingestion.contracts import (
     FUTURE_TOLERANCE,
     quarantine_records,
     repeated_id_reasons,
@@ -174,7 +174,7 @@ def test_a_time_with_an_offset_is_quoted_as_delivered_next_to_its_utc_time(spec,
                            "(got 2024-12-31 23:30:00 UTC, delivered as 2025-01-01T00:30:00+01:00)")
     assert result.valid["applied_at"].tolist() == [pd.Timestamp("2025-01-01 09:00"), pd.Timestamp("2025-01-01 22:30")]
     # check-batch (DuckDB) converts the offset the same way and gives the same reason
-    from retrain_assets.core import large_batch as lb
+    from retrain_assets.core.ingestion import large_batch as lb
 
     path = tmp_path / "2025-01-01.csv"
     batch.to_csv(path, index=False)

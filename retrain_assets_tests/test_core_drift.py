@@ -12,8 +12,8 @@ import pytest
 from scipy import stats
 from scipy.spatial.distance import jensenshannon
 
-from retrain_assets.core import drift
-from retrain_assets.core.drift import (
+from retrain_assets.core.monitoring import drift
+from retrain_assets.core.monitoring.drift import (
     INSUFFICIENT_DATA,
     DriftThresholds,
     ReferenceProfile,

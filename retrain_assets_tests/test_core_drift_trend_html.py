@@ -7,10 +7,10 @@ import xml.etree.ElementTree as ET
 import pandas as pd
 import pytest
 
-from retrain_assets.core.drift import INSUFFICIENT_DATA
-from retrain_assets.core.drift_html import CURRENT_COLOR, REFERENCE_COLOR
-from retrain_assets.core.drift_trend_html import MISSING_COLOR, cell_color, drift_severity, render_drift_trend_html
-from retrain_assets.core.evaluation_html import WORSE_COLOR
+from retrain_assets.core.monitoring.drift import INSUFFICIENT_DATA
+from retrain_assets.core.reports.drift import CURRENT_COLOR, REFERENCE_COLOR
+from retrain_assets.core.reports.drift_trend import MISSING_COLOR, cell_color, drift_severity, render_drift_trend_html
+from retrain_assets.core.reports.evaluation import WORSE_COLOR
 
 NAN = float("nan")
 

@@ -10,10 +10,10 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from retrain_assets.core import estimation
-from retrain_assets.core.estimation import PerformanceEstimate, check_estimate, estimate_performance, expected_accuracy
-from retrain_assets.core.modeling import predict_scores, target_vector, train_model
-from retrain_assets.core.scenario import generate_day, load_scenario, phase_at
+from retrain_assets.core.monitoring import estimation
+from retrain_assets.core.monitoring.estimation import PerformanceEstimate, check_estimate, estimate_performance, expected_accuracy
+from retrain_assets.core.training.modeling import predict_scores, target_vector, train_model
+from retrain_assets.core.offline.scenario import generate_day, load_scenario, phase_at
 
 LOAN_SCENARIO = Path(__file__).resolve().parents[1] / "data" / "scenarios" / "loan_default.yaml"
 

@@ -18,7 +18,7 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 
-from retrain_assets.core.evaluation import (
+from retrain_assets.core.evaluation.report import (
     Criterion,
     GateResult,
     ScoredModel,

@@ -9,7 +9,7 @@ from html.parser import HTMLParser
 
 import pytest
 
-from retrain_assets.core.evaluation_html import BETTER_COLOR, WORSE_COLOR, ci_verdict, render_evaluation_html
+from retrain_assets.core.reports.evaluation import BETTER_COLOR, WORSE_COLOR, ci_verdict, render_evaluation_html
 
 NAN = float("nan")
 
@@ -204,5 +204,5 @@ def test_slice_regressions_highlighted(report):
 
 
 def test_module_does_not_import_dagster():
-    code = "import sys, retrain_assets.core.evaluation_html; assert 'dagster' not in sys.modules"
+    code = "import sys, retrain_assets.core.reports.evaluation; assert 'dagster' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import cohen_kappa_score
 
-from retrain_assets.core.labels import (
+from retrain_assets.core.labeling.labels import (
     SOURCES,
     annotation_columns,
     annotator_agreement,
@@ -19,7 +19,7 @@ from retrain_assets.core.labels import (
     resolve_labels,
     suspect_labels,
 )
-from retrain_assets.core.landing import read_landing_file
+from retrain_assets.core.ingestion.landing import read_landing_file
 from retrain_assets.core.policy import LabelGates
 from retrain_assets.core.spec import parse_spec
 

@@ -3,7 +3,7 @@
 import pandas as pd
 import pytest
 
-from retrain_assets.core.landing import (
+from retrain_assets.core.ingestion.landing import (
     FileTooLargeError,
     LandingFileError,
     batch_file_name,
@@ -148,7 +148,7 @@ def test_scan_ignores_a_file_it_cannot_open(tmp_path, monkeypatch):
     def unreadable(path):
         raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr("retrain_assets.core.landing.file_sha256", unreadable)
+    monkeypatch.setattr("retrain_assets.core.ingestion.landing.file_sha256", unreadable)
     found, ignored = scan(tmp_path)
     assert found == [] and ignored == ["batches/2025-01-01.csv: cannot be opened (Permission denied); "
                                        "deliver it again as a readable file"]
@@ -159,14 +159,14 @@ def test_scan_of_one_kind_and_window_hashes_only_those_files(tmp_path, monkeypat
         put(tmp_path, f"batches/{day}.csv")
         put(tmp_path, f"labels/{day}.csv")
     read = []
-    monkeypatch.setattr("retrain_assets.core.landing.file_sha256", lambda path: read.append(path.name) or "x")
+    monkeypatch.setattr("retrain_assets.core.ingestion.landing.file_sha256", lambda path: read.append(path.name) or "x")
     found, _ = scan(tmp_path, kinds=("batches",), window=(pd.Timestamp("2025-01-02"), pd.Timestamp("2025-01-03")))
     assert [(f.kind, f.path.name) for f in found] == [("batches", "2025-01-02.csv")]
     assert read == ["2025-01-02.csv"]  # a run's scan does not read the rest of the history
 
 
 def test_scan_reads_a_file_again_only_when_it_changed(tmp_path, monkeypatch):
-    import retrain_assets.core.landing as landing
+    import retrain_assets.core.ingestion.landing as landing
 
     path = put(tmp_path, "batches/2025-01-01.csv")
     first = scan(tmp_path)[0][0].sha256

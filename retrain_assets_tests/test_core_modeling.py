@@ -4,8 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from retrain_assets.core.modeling import content_hash, predict_scores, split_holdout, train_model
-from retrain_assets.core.scenario import generate_day
+from retrain_assets.core.training.modeling import content_hash, predict_scores, split_holdout, train_model
+from retrain_assets.core.offline.scenario import generate_day
 
 @pytest.fixture(scope="module")
 def labeled(scenario):

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from scipy.stats import ks_2samp
 
-from retrain_assets.core.multivariate import DomainClassifierResult, domain_classifier_drift, reference_sample
+from retrain_assets.core.monitoring.multivariate import DomainClassifierResult, domain_classifier_drift, reference_sample
 
 N = 1500
 

@@ -4,7 +4,7 @@ import pytest
 
 import math
 
-from retrain_assets.core.drift import DriftThresholds
+from retrain_assets.core.monitoring.drift import DriftThresholds
 from retrain_assets.core.policy import BatchSignal, Policy, PolicyHistory, PromotionThresholds, decide_retrain
 
 

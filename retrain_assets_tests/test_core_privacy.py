@@ -5,7 +5,7 @@ import stat
 import pandas as pd
 import pytest
 
-from retrain_assets.core.privacy import (WITHHELD, PiiKeyError, check_key, development_key, pseudonym, pseudonymize,
+from retrain_assets.core.ingestion.privacy import (WITHHELD, PiiKeyError, check_key, development_key, pseudonym, pseudonymize,
                                          withhold_undeclared)
 
 KEY = check_key("k" * 40)

@@ -3,7 +3,7 @@
 import pandas as pd
 import pytest
 
-from retrain_assets.core.review import applicable_decisions, build_queue, decision_rows, item_id, parse_decisions
+from retrain_assets.core.labeling.review import applicable_decisions, build_queue, decision_rows, item_id, parse_decisions
 
 NOW = pd.Timestamp("2025-01-10 12:00")
 

@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from retrain_assets.core.policy import BatchSignal, Policy, PolicyHistory, decide_retrain
-from retrain_assets.core.rollout import (PROMOTE, ROLLBACK, WAIT, DeploymentState, TrialClock, analyse_canary, approval_refusal,
+from retrain_assets.core.deployment.rollout import (PROMOTE, ROLLBACK, WAIT, DeploymentState, TrialClock, analyse_canary, approval_refusal,
                                         entity_bucket, route, trial_clock)
 from retrain_assets.core.spec import SpecError, parse_spec
 

@@ -4,8 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from retrain_assets.core.contracts import validate_batch
-from retrain_assets.core.scenario import generate_day, history_deliveries, phase_at, scenario_deliveries
+from retrain_assets.core.ingestion.contracts import validate_batch
+from retrain_assets.core.offline.scenario import generate_day, history_deliveries, phase_at, scenario_deliveries
 from retrain_assets.core.spec import parse_spec
 
 @pytest.fixture(scope="module")
@@ -83,7 +83,7 @@ def test_label_file_annotates_the_batch_it_names(scenario, deliveries):
 
 
 def test_annotators_label_their_share_with_their_error_rate(scenario):
-    from retrain_assets.core.scenario import annotate, generate_day
+    from retrain_assets.core.offline.scenario import annotate, generate_day
 
     frames = []
     for day in range(10):
@@ -104,7 +104,7 @@ def test_annotators_label_their_share_with_their_error_rate(scenario):
 def test_without_a_labeling_section_every_row_gets_its_true_label(scenario):
     from dataclasses import replace
 
-    from retrain_assets.core.scenario import annotate, generate_day
+    from retrain_assets.core.offline.scenario import annotate, generate_day
 
     batch, truth = generate_day(scenario, 3)
     assert annotate(replace(scenario, labeling={}), 3, batch, truth).equals(truth)

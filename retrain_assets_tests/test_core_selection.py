@@ -4,9 +4,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from retrain_assets.core.modeling import predict_scores, train_model
-from retrain_assets.core.scenario import generate_day
-from retrain_assets.core.selection import SEARCH_SPACE, select_model, time_ordered_folds
+from retrain_assets.core.training.modeling import predict_scores, train_model
+from retrain_assets.core.offline.scenario import generate_day
+from retrain_assets.core.training.selection import SEARCH_SPACE, select_model, time_ordered_folds
 
 FAMILIES = ("logistic_regression", "hist_gradient_boosting")
 

@@ -6,7 +6,7 @@ import xml.etree.ElementTree as ET
 import pandas as pd
 import pytest
 
-from retrain_assets.core.timeline_html import periods, render_timeline_html, timeline_events
+from retrain_assets.core.reports.timeline import periods, render_timeline_html, timeline_events
 
 T0 = pd.Timestamp("2025-01-05 06:00")
 

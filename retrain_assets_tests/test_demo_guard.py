@@ -10,7 +10,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from retrain_assets.demo import InstanceBusyError, ensure_no_daemon
+from retrain_assets.apps.demo import InstanceBusyError, ensure_no_daemon
 from retrain_assets_tests.conftest import REPO
 
 

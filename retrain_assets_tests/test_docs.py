@@ -11,7 +11,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from retrain_assets import docs
+from retrain_assets.apps import docs
 from retrain_assets.core import catalog
 from retrain_assets.core.policy import Policy
 from retrain_assets.core.spec import ColumnSpec, DatasetSpec, TargetSpec, load_spec, parse_spec
@@ -19,7 +19,7 @@ from retrain_assets.settings import ENVIRONMENT, ProjectSettings
 
 REPO = Path(__file__).resolve().parents[1]
 SPECS = sorted((REPO / "data" / "specs").glob("*.yaml"))
-FIX = "run `python -m retrain_assets.docs` and commit the result"
+FIX = "run `python -m retrain_assets.apps.docs` and commit the result"
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +51,7 @@ def test_check_names_the_stale_file_and_exits_1(tmp_path, monkeypatch, capsys):
     (tmp_path / docs.CONFIGURATION).write_text("edited by hand\n")
     assert docs.main(["--check"]) == 1
     err = capsys.readouterr().err
-    assert str(docs.CONFIGURATION) in err and "python -m retrain_assets.docs" in err
+    assert str(docs.CONFIGURATION) in err and "python -m retrain_assets.apps.docs" in err
     assert str(docs.ANALYST_GUIDE) not in err
 
 
@@ -209,10 +209,10 @@ def test_spec_columns_follow_the_spec():
 
 def test_catalog_columns_match_the_constants_the_tables_are_built_from():
     """A fast guard: the end-to-end test compares the catalog with a real warehouse."""
-    from retrain_assets.core.drift import FEATURE_COLUMNS
-    from retrain_assets.core.labels import annotation_columns
-    from retrain_assets.core.review import DECISION_FIELDS, QUEUE_COLUMNS
-    from retrain_assets.core.serving import LOG_COLUMN_TYPES
+    from retrain_assets.core.monitoring.drift import FEATURE_COLUMNS
+    from retrain_assets.core.labeling.labels import annotation_columns
+    from retrain_assets.core.labeling.review import DECISION_FIELDS, QUEUE_COLUMNS
+    from retrain_assets.core.deployment.serving import LOG_COLUMN_TYPES
     from retrain_assets.defs.deployment import DEPLOYMENT_COLUMNS
     from retrain_assets.defs.evaluation import MODEL_METRICS
     from retrain_assets.defs.labeling import REJECTED_COLUMNS
@@ -295,7 +295,7 @@ def test_every_relative_link_resolves_to_a_file_and_heading(page):
 
 
 def test_the_readme_command_table_has_one_row_per_cli_command():
-    from retrain_assets.cli import build_parser
+    from retrain_assets.apps.cli.main import build_parser
 
     help_text = build_parser().format_help()
     listed = help_text.split("commands:\n", 1)[1].split("\n\n", 1)[0]

@@ -9,19 +9,19 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from retrain_assets.cli import main
-from retrain_assets.core import contracts
-from retrain_assets.core import large_batch as lb
-from retrain_assets.core.contracts import validate_batch
-from retrain_assets.core.drift import (
+from retrain_assets.apps.cli.main import main
+from retrain_assets.core.ingestion import contracts
+from retrain_assets.core.ingestion import large_batch as lb
+from retrain_assets.core.ingestion.contracts import validate_batch
+from retrain_assets.core.monitoring.drift import (
     FEATURE_COLUMNS,
     build_reference_profile,
     dataset_drift,
     feature_drift,
     out_of_distribution_share,
 )
-from retrain_assets.core.landing import read_landing_file
-from retrain_assets.core.scenario import generate_day
+from retrain_assets.core.ingestion.landing import read_landing_file
+from retrain_assets.core.offline.scenario import generate_day
 from retrain_assets.core.spec import load_spec, parse_spec
 from retrain_assets_tests.conftest import LOAN_SPEC
 
@@ -53,7 +53,7 @@ def profile(spec, scenario):
 
 @pytest.fixture(scope="module")
 def scenario():
-    from retrain_assets.core.scenario import load_scenario
+    from retrain_assets.core.offline.scenario import load_scenario
     from retrain_assets_tests.conftest import LOAN_SCENARIO
 
     return load_scenario(LOAN_SCENARIO)

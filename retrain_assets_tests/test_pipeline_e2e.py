@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
-from retrain_assets.core.scenario import load_scenario, scenario_deliveries
-from retrain_assets.demo import replay, scripted_reviewer
+from retrain_assets.core.offline.scenario import load_scenario, scenario_deliveries
+from retrain_assets.apps.demo import replay, scripted_reviewer
 from retrain_assets.settings import ProjectSettings
 from retrain_assets_tests.conftest import read_table, write_short_scenario
 
@@ -259,8 +259,8 @@ def test_the_gated_share_check_runs_for_every_labeled_partition(run):
 
 
 def test_suspect_labels_are_capped_per_batch_after_each_retrain(run):
-    from retrain_assets.core.labels import suspect_labels
-    from retrain_assets.core.modeling import predict_scores, target_vector
+    from retrain_assets.core.labeling.labels import suspect_labels
+    from retrain_assets.core.training.modeling import predict_scores, target_vector
     import mlflow.sklearn
 
     suspects = wh(run, "select * from suspect_labels")
@@ -293,7 +293,7 @@ def test_labeling_requests_ask_for_the_champions_most_uncertain_unlabeled_rows(r
 
 
 def test_review_cli_lists_shows_and_resolves_into_a_new_decision_file(run, capsys):
-    from retrain_assets.cli import main
+    from retrain_assets.apps.cli.main import main
 
     base = ["review", "--data-dir", str(run.settings.data_dir), "--spec", str(run.scenario.spec_path)]
     assert main([*base, "list"]) == 0
@@ -424,7 +424,7 @@ def test_catalog_describes_every_warehouse_and_snapshot_table_column_by_column(r
     """core.catalog (the analyst guide, the assets' column schemas) against the real tables: every
     column, in order, with DuckDB's type; every table a run wrote rows to exists; the guide's queries run."""
     from retrain_assets.core.catalog import tables
-    from retrain_assets.docs import example_queries
+    from retrain_assets.apps.docs import example_queries
 
     def wrote_rows(asset: str) -> bool:
         for record in run.instance.fetch_materializations(dg.AssetKey(asset), limit=1000).records:
@@ -447,7 +447,7 @@ def test_catalog_describes_every_warehouse_and_snapshot_table_column_by_column(r
         assert written <= set(real), f"{database}: tables written but absent: {written - set(real)}"
         for name, actual in real.items():
             assert actual == catalog[name], (f"{database.parent.name}/{name}: the catalog says {catalog[name]}, the table has "
-                                             f"{actual}; update retrain_assets/core/catalog.py and run python -m retrain_assets.docs")
+                                             f"{actual}; update retrain_assets/core/catalog.py and run python -m retrain_assets.apps.docs")
     for question, query in example_queries(spec):
         assert len(read_table(run.settings.snapshot_path, query)) > 0, question
 
@@ -492,7 +492,7 @@ def test_zz_a_trial_that_expires_unproven_is_rolled_back_automatically(run, tmp_
     import yaml
 
     from retrain_assets.defs import build_definitions
-    from retrain_assets.replay import PipelineDriver
+    from retrain_assets.apps.replay import PipelineDriver
 
     client = registry(run)
     aliases = client.get_registered_model("loan_default").aliases
@@ -519,7 +519,7 @@ def test_zz_a_trial_that_expires_unproven_is_rolled_back_automatically(run, tmp_
 def test_zz_manual_rollback_is_audited_and_restores_previous(run, tmp_path, capsys):
     """Runs last: `retrain-assets rollback` makes `previous` champion again, ends any live trial,
     and records who did it and why."""
-    from retrain_assets.cli import main
+    from retrain_assets.apps.cli.main import main
 
     client = registry(run)
     before = str(client.get_model_version_by_alias("loan_default", "champion").version)
@@ -548,8 +548,8 @@ def test_zz_shadow_mode_scores_the_challenger_without_answering(run, tmp_path):
     import yaml
 
     from retrain_assets.defs import build_definitions
-    from retrain_assets.defs.resources import model_registry_for
-    from retrain_assets.service import ModelService, PredictionLog
+    from retrain_assets.defs.shared.resources import model_registry_for
+    from retrain_assets.apps.service import ModelService, PredictionLog
 
     shadow = yaml.safe_load(run.scenario.spec_path.read_text())
     shadow["policy"].update(min_roc_auc=0.5, rollout={"mode": "shadow"}, promotion={
@@ -586,12 +586,12 @@ def test_zz_a_trial_no_traffic_reaches_expires_and_frees_the_retrain_policy(run,
     frees the retrain policy of its one-rollout-at-a-time hold."""
     import yaml
 
-    from retrain_assets.cli import main
-    from retrain_assets.core.landing import BATCHES, batch_file_name
-    from retrain_assets.core.scenario import Delivery, generate_day
+    from retrain_assets.apps.cli.main import main
+    from retrain_assets.core.ingestion.landing import BATCHES, batch_file_name
+    from retrain_assets.core.offline.scenario import Delivery, generate_day
     from retrain_assets.defs import build_definitions
     from retrain_assets.defs.automation import INGEST_ASSETS
-    from retrain_assets.replay import PipelineDriver
+    from retrain_assets.apps.replay import PipelineDriver
 
     client = registry(run)
     shadow = str(client.get_registered_model("loan_default").aliases["shadow"])
@@ -636,7 +636,7 @@ def test_zz_approval_required_holds_every_promotion_until_approved(run, tmp_path
     then does the version roll out."""
     import yaml
 
-    from retrain_assets.cli import main
+    from retrain_assets.apps.cli.main import main
     from retrain_assets.defs import build_definitions
 
     spec = yaml.safe_load(run.scenario.spec_path.read_text())

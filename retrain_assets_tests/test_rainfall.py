@@ -4,9 +4,9 @@ monthly batches with nothing but its spec file: ingested clean, labeled late, a 
 import dagster as dg
 import pandas as pd
 
-from retrain_assets.core.scenario import history_deliveries, read_history
+from retrain_assets.core.offline.scenario import history_deliveries, read_history
 from retrain_assets.core.spec import load_spec
-from retrain_assets.demo import replay
+from retrain_assets.apps.demo import replay
 from retrain_assets.settings import ProjectSettings
 from retrain_assets_tests.conftest import RAINFALL_SAMPLE, RAINFALL_SPEC, read_table
 

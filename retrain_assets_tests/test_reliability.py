@@ -26,12 +26,12 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 
-from retrain_assets.core.landing import write_atomically
-from retrain_assets.core.scenario import generate_day, load_scenario, scenario_deliveries
+from retrain_assets.core.ingestion.landing import write_atomically
+from retrain_assets.core.offline.scenario import generate_day, load_scenario, scenario_deliveries
 from retrain_assets.defs import build_definitions
-from retrain_assets.defs.resources import CHECKSUM_TAG, ModelRegistry
-from retrain_assets.demo import replay
-from retrain_assets.replay import PipelineDriver
+from retrain_assets.defs.shared.resources import CHECKSUM_TAG, ModelRegistry
+from retrain_assets.apps.demo import replay
+from retrain_assets.apps.replay import PipelineDriver
 from retrain_assets.settings import ProjectSettings
 from retrain_assets_tests.conftest import REPO, write_short_scenario
 from retrain_assets_tests.daemon_backfill import pool_step_spans
@@ -414,7 +414,7 @@ def test_a_code_change_gives_a_new_code_version(tmp_path):
     the working directory (blind to uncommitted edits) or `0.1.0+unknown` outside a checkout."""
     copy = tmp_path / "retrain_assets"
     shutil.copytree(REPO / "retrain_assets", copy, ignore=shutil.ignore_patterns("__pycache__"))
-    script = "from retrain_assets.core.modeling import code_version; print(code_version())"
+    script = "from retrain_assets.core.training.modeling import code_version; print(code_version())"
 
     def version() -> str:
         env = {**os.environ, "PYTHONPATH": str(tmp_path)}
@@ -423,7 +423,7 @@ def test_a_code_change_gives_a_new_code_version(tmp_path):
 
     first = version()
     assert version() == first  # stable for the same source
-    selection = copy / "core" / "selection.py"
+    selection = copy / "core" / "training" / "selection.py"
     selection.write_text(selection.read_text() + "\n# an edit\n")
     assert version() != first
 
@@ -431,14 +431,14 @@ def test_a_code_change_gives_a_new_code_version(tmp_path):
 def test_the_demo_instance_config_is_the_repository_one():
     """The demo writes INSTANCE_YAML when an instance has no dagster.yaml: it must carry the same
     pool, run-monitoring and retry settings as the shipped `.dagster_home/dagster.yaml`."""
-    from retrain_assets.demo import INSTANCE_YAML
+    from retrain_assets.apps.demo import INSTANCE_YAML
 
     shipped = (REPO / ".dagster_home" / "dagster.yaml").read_text()
     assert shipped[shipped.index("telemetry:"):] == INSTANCE_YAML
 
 
 def test_a_registry_that_moved_without_a_history_row_is_noticed():
-    from retrain_assets.core.rollout import DeploymentState
+    from retrain_assets.core.deployment.rollout import DeploymentState
     from retrain_assets.defs.deployment import _registry_drift
 
     history = pd.DataFrame([{"deployed_at": pd.Timestamp("2025-01-01"), "champion_version": "1", "canary_version": "2",

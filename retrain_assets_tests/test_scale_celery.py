@@ -21,10 +21,10 @@ import pandas as pd
 import pytest
 import yaml
 
-from retrain_assets.core.landing import write_atomically
-from retrain_assets.core.scenario import load_scenario, scenario_deliveries
+from retrain_assets.core.ingestion.landing import write_atomically
+from retrain_assets.core.offline.scenario import load_scenario, scenario_deliveries
 from retrain_assets.defs import build_definitions
-from retrain_assets.defs.storage import WAREHOUSE_POOL
+from retrain_assets.defs.shared.io_manager import WAREHOUSE_POOL
 from retrain_assets.settings import ProjectSettings
 from retrain_assets_tests.conftest import REPO, read_table, write_short_scenario
 from retrain_assets_tests.postgres_server import running_postgres
@@ -229,7 +229,7 @@ def test_every_step_ran_on_a_celery_worker(celery_run):
 
 # The pool alone did not guarantee this here: in a fresh-clone run of 2026-12-02 two `ingest_batches`
 # steps of different runs ran on the two workers at once with the pool at 1. Each step now holds the
-# warehouse writer lock (defs/storage.py) from before STEP_START to after STEP_SUCCESS.
+# warehouse writer lock (defs/shared/io_manager.py) from before STEP_START to after STEP_SUCCESS.
 def test_warehouse_steps_never_overlapped_across_concurrent_runs(celery_run):
     runs = [(min(r.timestamp for r in records), max(r.timestamp for r in records)) for _, records in celery_run.records.values()]
     # The four runs were in progress at the same time: without the pool their steps could overlap.

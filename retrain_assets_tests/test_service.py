@@ -24,15 +24,15 @@ from mlflow.exceptions import MlflowException
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
-from retrain_assets.core.contracts import validate_batch
-from retrain_assets.core.landing import read_landing_file
-from retrain_assets.core.modeling import feature_frame, train_model
-from retrain_assets.core.rollout import DeploymentState
-from retrain_assets.core.scenario import generate_day
-from retrain_assets.core.serving import (API_KEYS_ENV, MAX_ROWS_PER_REQUEST, TOKEN_COMMAND, ApiKeyError, ApiKeys, RowScorer,
+from retrain_assets.core.ingestion.contracts import validate_batch
+from retrain_assets.core.ingestion.landing import read_landing_file
+from retrain_assets.core.training.modeling import feature_frame, train_model
+from retrain_assets.core.deployment.rollout import DeploymentState
+from retrain_assets.core.offline.scenario import generate_day
+from retrain_assets.core.deployment.serving import (API_KEYS_ENV, MAX_ROWS_PER_REQUEST, TOKEN_COMMAND, ApiKeyError, ApiKeys, RowScorer,
                                          load_api_keys, presented_token)
-from retrain_assets.defs.resources import CHECKSUM_TAG, ModelIntegrityError, ModelRegistry
-from retrain_assets.service import ModelService, PredictionLog, create_app
+from retrain_assets.defs.shared.resources import CHECKSUM_TAG, ModelIntegrityError, ModelRegistry
+from retrain_assets.apps.service import ModelService, PredictionLog, create_app
 
 TOKEN = secrets.token_urlsafe(32)  # a fresh key per test run: no credential lives in the repository
 KEYS = ApiKeys({"tester": TOKEN, "other-client": secrets.token_urlsafe(32)})
@@ -184,11 +184,11 @@ def test_predict_and_models_need_a_valid_key_and_health_stays_open(service, rows
 def test_a_refused_credential_is_logged_without_the_token(service, rows, caplog):
     wrong = secrets.token_urlsafe(32)
     app = create_app(service, KEYS, refresh_seconds=0, flush_seconds=0)
-    with TestClient(app) as client, caplog.at_level(logging.WARNING, logger="retrain_assets.service"):
+    with TestClient(app) as client, caplog.at_level(logging.WARNING, logger="retrain_assets.apps.service"):
         client.post("/predict", json=rows[0], headers={"Authorization": f"Bearer {wrong}"})
         client.get("/models", headers={"Authorization": ""})
         client.post("/predict", json=rows[0])
-    messages = [r.getMessage() for r in caplog.records if r.name == "retrain_assets.service" and r.levelno == logging.WARNING]
+    messages = [r.getMessage() for r in caplog.records if r.name == "retrain_assets.apps.service" and r.levelno == logging.WARNING]
     assert messages == ["unauthorized request from testclient:50000: POST /predict, credential invalid",
                         "unauthorized request from testclient:50000: GET /models, credential malformed: the Authorization "
                         "header must be 'Bearer <token>'",
@@ -319,7 +319,7 @@ def test_presented_token(authorization, api_key, expected):
 
 
 def test_serve_refuses_to_start_without_a_key(tmp_path, monkeypatch, capsys):
-    from retrain_assets.cli import main
+    from retrain_assets.apps.cli.main import main
 
     monkeypatch.delenv(API_KEYS_ENV, raising=False)
     assert main(["serve", "--data-dir", str(tmp_path), "--port", "1"]) == 2
@@ -444,7 +444,7 @@ def test_a_log_without_optional_fields_keeps_the_declared_schema(service, rows, 
     """A day on which no client sent `sex` (all null) stores the same column types as any other."""
     import duckdb
 
-    from retrain_assets.core.serving import typed_log
+    from retrain_assets.core.deployment.serving import typed_log
 
     service.refresh()
     service.predict({"rows": [{k: v for k, v in r.items() if k not in ("sex", "email", "applied_at")} for r in rows[:3]]})
@@ -463,7 +463,7 @@ def test_the_fast_scoring_path_reproduces_sklearn(registry, scenario, rows):
     from sklearn.dummy import DummyClassifier
     from sklearn.pipeline import Pipeline
 
-    from retrain_assets.core.serving import RowScorer
+    from retrain_assets.core.deployment.serving import RowScorer
 
     frame = pd.DataFrame(rows)
     frame.loc[::3, "income"] = None
@@ -490,7 +490,7 @@ def test_models_load_without_the_process_wide_tracking_uri(registry, tmp_path):
 
 
 def test_a_failed_flush_keeps_every_record_for_the_next_try(service, rows, tmp_path, monkeypatch):
-    import retrain_assets.service as service_module
+    import retrain_assets.apps.service as service_module
 
     service.refresh()
     service.predict({"rows": rows[:4]})

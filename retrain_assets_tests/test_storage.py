@@ -4,7 +4,7 @@
 import dagster as dg
 import pandas as pd
 
-from retrain_assets.defs.storage import WarehouseIOManager
+from retrain_assets.defs.shared.io_manager import WarehouseIOManager
 from retrain_assets_tests.conftest import read_table
 
 PARTITIONS = dg.DailyPartitionsDefinition(start_date="2025-01-01")

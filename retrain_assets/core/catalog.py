@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from retrain_assets.core.bootstrap import BOOTSTRAP_METRICS, HIGHER_IS_BETTER
+from retrain_assets.core.evaluation.bootstrap import BOOTSTRAP_METRICS, HIGHER_IS_BETTER
 from retrain_assets.core.spec import ColumnSpec, DatasetSpec
 
 VARCHAR, DOUBLE, BIGINT, BOOLEAN = "VARCHAR", "DOUBLE", "BIGINT", "BOOLEAN"

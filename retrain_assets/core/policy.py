@@ -10,7 +10,7 @@ import math
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, Mapping
 
-from retrain_assets.core.drift import DriftThresholds
+from retrain_assets.core.monitoring.drift import DriftThresholds
 
 MODEL_FAMILIES = ("logistic_regression", "hist_gradient_boosting")
 COMPARISONS = ("non_inferiority", "superiority")
@@ -20,7 +20,7 @@ APPROVAL_MODES = ("automatic", "required")
 
 def param(default: Any, doc: str, group: str = "") -> Any:
     """A policy parameter with its meaning (`doc`, rendered into docs/configuration.md by
-    `retrain_assets.docs`) and, for top-level ones, the decision it belongs to (`group`)."""
+    `retrain_assets.apps.docs`) and, for top-level ones, the decision it belongs to (`group`)."""
     return field(default=default, metadata={"doc": doc, "group": group})
 
 

@@ -2,7 +2,7 @@
 
 Ingestion, contracts and features all read the spec. Each field's metadata names its YAML key
 (`key`), the value it takes (`type`) and what it means (`doc`): docs/configuration.md is
-generated from them (`python -m retrain_assets.docs`).
+generated from them (`python -m retrain_assets.apps.docs`).
 """
 
 from __future__ import annotations

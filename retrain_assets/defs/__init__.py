@@ -6,21 +6,21 @@ import os
 
 import dagster as dg
 
-from retrain_assets.core.privacy import PII_KEY_ENV
+from retrain_assets.core.ingestion.privacy import PII_KEY_ENV
 from retrain_assets.core.spec import load_spec
 from retrain_assets.defs.automation import build_automation
-from retrain_assets.defs.catalog import describe_assets
+from retrain_assets.defs.shared.catalog import describe_assets
 from retrain_assets.defs.curation import build_curation
 from retrain_assets.defs.deployment import build_deployment
 from retrain_assets.defs.evaluation import build_evaluation
 from retrain_assets.defs.ingestion import build_ingestion
 from retrain_assets.defs.labeling import build_labeling
 from retrain_assets.defs.monitoring import build_monitoring
-from retrain_assets.defs.partitioning import partitions_for
+from retrain_assets.defs.shared.partitioning import partitions_for
 from retrain_assets.defs.serving import build_serving
-from retrain_assets.defs.storage import WarehouseIOManager
-from retrain_assets.defs.resources import LandingZone, Warehouse, model_registry_for
-from retrain_assets.defs.runs import build_recovery
+from retrain_assets.defs.shared.io_manager import WarehouseIOManager
+from retrain_assets.defs.shared.resources import LandingZone, Warehouse, model_registry_for
+from retrain_assets.defs.shared.runs import build_recovery
 from retrain_assets.defs.training import build_training
 from retrain_assets.settings import ProjectSettings
 

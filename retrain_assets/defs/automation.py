@@ -8,10 +8,10 @@ from pathlib import Path
 
 import dagster as dg
 
-from retrain_assets.core.landing import BATCHES, LABELS, PREDICTIONS, REVIEWS, scan
+from retrain_assets.core.ingestion.landing import BATCHES, LABELS, PREDICTIONS, REVIEWS, scan
 from retrain_assets.core.spec import DatasetSpec
-from retrain_assets.defs.resources import LandingZone, ModelRegistry, Warehouse
-from retrain_assets.defs.runs import MODEL_JOB_TAG, model_jobs_in_progress
+from retrain_assets.defs.shared.resources import LandingZone, ModelRegistry, Warehouse
+from retrain_assets.defs.shared.runs import MODEL_JOB_TAG, model_jobs_in_progress
 from retrain_assets.defs.training import latest_materialization_metadata
 
 INGEST_ASSETS = {BATCHES: [dg.AssetKey("raw_batches"), dg.AssetKey("quarantine")],

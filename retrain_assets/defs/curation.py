@@ -8,14 +8,14 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 
-from retrain_assets.core.active_learning import model_embedding, select_for_labeling, uncertainty
-from retrain_assets.core.labels import suspect_labels as find_suspects
-from retrain_assets.core.landing import REQUESTS, write_atomically
-from retrain_assets.core.modeling import PARTITION_COLUMN, feature_frame, predict_scores, target_vector
-from retrain_assets.core.review import item_id
+from retrain_assets.core.labeling.active_learning import model_embedding, select_for_labeling, uncertainty
+from retrain_assets.core.labeling.labels import suspect_labels as find_suspects
+from retrain_assets.core.ingestion.landing import REQUESTS, write_atomically
+from retrain_assets.core.training.modeling import PARTITION_COLUMN, feature_frame, predict_scores, target_vector
+from retrain_assets.core.labeling.review import item_id
 from retrain_assets.core.spec import DatasetSpec
-from retrain_assets.defs.resources import CHAMPION, LandingZone, ModelRegistry, Warehouse
-from retrain_assets.defs.storage import WAREHOUSE_POOL
+from retrain_assets.defs.shared.resources import CHAMPION, LandingZone, ModelRegistry, Warehouse
+from retrain_assets.defs.shared.io_manager import WAREHOUSE_POOL
 from retrain_assets.defs.training import produced_candidate_version
 
 

@@ -9,14 +9,14 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field
 
-from retrain_assets.core.landing import write_text_atomically
-from retrain_assets.core.rollout import PROMOTE, ROLLBACK, approval_refusal, handled_versions
+from retrain_assets.core.ingestion.landing import write_text_atomically
+from retrain_assets.core.deployment.rollout import PROMOTE, ROLLBACK, approval_refusal, handled_versions
 from retrain_assets.core.spec import DatasetSpec
-from retrain_assets.core.timeline_html import render_timeline_html
+from retrain_assets.core.reports.timeline import render_timeline_html
 from retrain_assets.defs.evaluation import latest_evaluation
-from retrain_assets.defs.resources import ModelRegistry, Warehouse
+from retrain_assets.defs.shared.resources import ModelRegistry, Warehouse
 from retrain_assets.defs.serving import TRIAL_START_TAG, delivered_partitions
-from retrain_assets.defs.storage import WAREHOUSE_POOL
+from retrain_assets.defs.shared.io_manager import WAREHOUSE_POOL
 
 # The table's columns, in order: the DuckDB IO manager inserts by position, so every row has all of them.
 DEPLOYMENT_COLUMNS = ("deployed_at", "action", "candidate_version", "champion_version", "previous_version", "canary_version",

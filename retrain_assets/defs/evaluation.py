@@ -13,15 +13,15 @@ from pathlib import Path
 import dagster as dg
 import pandas as pd
 
-from retrain_assets.core.bootstrap import BOOTSTRAP_METRICS
-from retrain_assets.core.evaluation import CHALLENGER, CHAMPION, ScoredModel, build_evaluation_report, inference_cost, promotion_gate
-from retrain_assets.core.evaluation_html import render_evaluation_html
-from retrain_assets.core.landing import write_text_atomically
-from retrain_assets.core.modeling import feature_frame, model_family, predict_scores, split_holdout, target_vector
+from retrain_assets.core.evaluation.bootstrap import BOOTSTRAP_METRICS
+from retrain_assets.core.evaluation.report import CHALLENGER, CHAMPION, ScoredModel, build_evaluation_report, inference_cost, promotion_gate
+from retrain_assets.core.reports.evaluation import render_evaluation_html
+from retrain_assets.core.ingestion.landing import write_text_atomically
+from retrain_assets.core.training.modeling import feature_frame, model_family, predict_scores, split_holdout, target_vector
 from retrain_assets.core.spec import DatasetSpec
-from retrain_assets.defs.resources import CHAMPION as CHAMPION_ALIAS
-from retrain_assets.defs.resources import ModelRegistry, Warehouse
-from retrain_assets.defs.storage import WAREHOUSE_POOL
+from retrain_assets.defs.shared.resources import CHAMPION as CHAMPION_ALIAS
+from retrain_assets.defs.shared.resources import ModelRegistry, Warehouse
+from retrain_assets.defs.shared.io_manager import WAREHOUSE_POOL
 from retrain_assets.defs.training import produced_candidate_version
 
 PROMOTION_GATE = "evaluation_report_promotion_gate"

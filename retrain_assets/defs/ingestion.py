@@ -8,15 +8,15 @@ from pathlib import Path
 import dagster as dg
 import pandas as pd
 
-from retrain_assets.core.contracts import (ContractResult, empty_batch, quarantine_records, row_fingerprints,
+from retrain_assets.core.ingestion.contracts import (ContractResult, empty_batch, quarantine_records, row_fingerprints,
                                            set_aside_repeats, undeclared_columns, validate_batch)
-from retrain_assets.core.landing import BATCHES, LandingFileError, read_landing_file
-from retrain_assets.core.modeling import PARTITION_COLUMN
-from retrain_assets.core.privacy import pseudonymize, withhold_undeclared
+from retrain_assets.core.ingestion.landing import BATCHES, LandingFileError, read_landing_file
+from retrain_assets.core.training.modeling import PARTITION_COLUMN
+from retrain_assets.core.ingestion.privacy import pseudonymize, withhold_undeclared
 from retrain_assets.core.spec import DatasetSpec
-from retrain_assets.defs.partitioning import partition_window
-from retrain_assets.defs.resources import LandingZone, Warehouse
-from retrain_assets.defs.storage import WAREHOUSE_POOL
+from retrain_assets.defs.shared.partitioning import partition_window
+from retrain_assets.defs.shared.resources import LandingZone, Warehouse
+from retrain_assets.defs.shared.io_manager import WAREHOUSE_POOL
 
 CONTRACT_CHECK = "raw_batches_match_contract"
 CONTRACT_CHECK_KEY = dg.AssetCheckKey(dg.AssetKey("raw_batches"), CONTRACT_CHECK)

@@ -10,17 +10,17 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 
-from retrain_assets.core.evaluation import classification_metrics
-from retrain_assets.core.labels import (annotator_agreement, apply_review_decisions, combine_label_files,
+from retrain_assets.core.evaluation.report import classification_metrics
+from retrain_assets.core.labeling.labels import (annotator_agreement, apply_review_decisions, combine_label_files,
                                         normalize_annotations, resolve_labels)
-from retrain_assets.core.landing import LABELS, REVIEWS, LandingFile, LandingFileError, read_landing_file
-from retrain_assets.core.modeling import PARTITION_COLUMN, predict_scores, target_vector
-from retrain_assets.core.review import applicable_decisions, build_queue, parse_decisions
+from retrain_assets.core.ingestion.landing import LABELS, REVIEWS, LandingFile, LandingFileError, read_landing_file
+from retrain_assets.core.training.modeling import PARTITION_COLUMN, predict_scores, target_vector
+from retrain_assets.core.labeling.review import applicable_decisions, build_queue, parse_decisions
 from retrain_assets.core.spec import DatasetSpec
 from retrain_assets.defs.ingestion import CONTRACT_CHECK, unusable_batches
-from retrain_assets.defs.partitioning import partition_window
-from retrain_assets.defs.resources import CHAMPION, LandingZone, ModelRegistry, Warehouse
-from retrain_assets.defs.storage import WAREHOUSE_POOL
+from retrain_assets.defs.shared.partitioning import partition_window
+from retrain_assets.defs.shared.resources import CHAMPION, LandingZone, ModelRegistry, Warehouse
+from retrain_assets.defs.shared.io_manager import WAREHOUSE_POOL
 
 # Eager, but for every partition (history replays land old partitions) and never past a failed
 # blocking check upstream (a blocked batch must not reach training).

@@ -9,18 +9,18 @@ from pathlib import Path
 import dagster as dg
 import pandas as pd
 
-from retrain_assets.core.drift import ReferenceProfile, build_reference_profile
-from retrain_assets.core.drift_html import render_drift_html
-from retrain_assets.core.drift_trend_html import TREND_COLUMNS, render_drift_trend_html
-from retrain_assets.core.landing import write_text_atomically
-from retrain_assets.core.modeling import PARTITION_COLUMN, content_hash, predict_scores, split_holdout, target_vector
-from retrain_assets.core.monitoring import build_drift_report, finite_or_nan
-from retrain_assets.core.multivariate import reference_sample
+from retrain_assets.core.monitoring.drift import ReferenceProfile, build_reference_profile
+from retrain_assets.core.reports.drift import render_drift_html
+from retrain_assets.core.reports.drift_trend import TREND_COLUMNS, render_drift_trend_html
+from retrain_assets.core.ingestion.landing import write_text_atomically
+from retrain_assets.core.training.modeling import PARTITION_COLUMN, content_hash, predict_scores, split_holdout, target_vector
+from retrain_assets.core.monitoring.batch_report import build_drift_report, finite_or_nan
+from retrain_assets.core.monitoring.multivariate import reference_sample
 from retrain_assets.core.policy import BatchSignal, PolicyHistory, decide_retrain
 from retrain_assets.core.spec import DatasetSpec
-from retrain_assets.defs.partitioning import partition_window
-from retrain_assets.defs.resources import CHAMPION, ModelRegistry, Warehouse
-from retrain_assets.defs.storage import WAREHOUSE_POOL
+from retrain_assets.defs.shared.partitioning import partition_window
+from retrain_assets.defs.shared.resources import CHAMPION, ModelRegistry, Warehouse
+from retrain_assets.defs.shared.io_manager import WAREHOUSE_POOL
 from retrain_assets.defs.training import latest_materialization_metadata
 
 DRIFT_CHECK = "drift_report_policy"

@@ -9,16 +9,16 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 
-from retrain_assets.core.drift import dataset_drift, feature_drift
-from retrain_assets.core.landing import PREDICTIONS, LandingFileError, read_landing_file
-from retrain_assets.core.modeling import PARTITION_COLUMN, target_vector
-from retrain_assets.core.rollout import CHAMPION_ARM, TrialClock, analyse_canary, trial_clock
-from retrain_assets.core.serving import typed_log
+from retrain_assets.core.monitoring.drift import dataset_drift, feature_drift
+from retrain_assets.core.ingestion.landing import PREDICTIONS, LandingFileError, read_landing_file
+from retrain_assets.core.training.modeling import PARTITION_COLUMN, target_vector
+from retrain_assets.core.deployment.rollout import CHAMPION_ARM, TrialClock, analyse_canary, trial_clock
+from retrain_assets.core.deployment.serving import typed_log
 from retrain_assets.core.spec import DatasetSpec
 from retrain_assets.defs.monitoring import latest_reference
-from retrain_assets.defs.partitioning import partition_window
-from retrain_assets.defs.resources import LandingZone, ModelRegistry, Warehouse
-from retrain_assets.defs.storage import WAREHOUSE_POOL
+from retrain_assets.defs.shared.partitioning import partition_window
+from retrain_assets.defs.shared.resources import LandingZone, ModelRegistry, Warehouse
+from retrain_assets.defs.shared.io_manager import WAREHOUSE_POOL
 
 LOG_KEY = ["request_id", "row_index", "role", "model_version"]
 ANALYSIS_NUMBERS = ("live_rows", "live_positives", "partitions_elapsed", "offline_roc_auc_difference",

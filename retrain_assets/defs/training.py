@@ -7,14 +7,14 @@ import json
 import dagster as dg
 import pandas as pd
 
-from retrain_assets.core.modeling import PARTITION_COLUMN, code_version, content_hash, feature_frame, split_holdout
-from retrain_assets.core.selection import select_model
+from retrain_assets.core.training.modeling import PARTITION_COLUMN, code_version, content_hash, feature_frame, split_holdout
+from retrain_assets.core.training.selection import select_model
 from retrain_assets.core.spec import DatasetSpec
 from retrain_assets.defs.ingestion import unusable_batches
-from retrain_assets.defs.partitioning import partitions_for
-from retrain_assets.defs.resources import CHALLENGER, CHAMPION, ModelRegistry, Warehouse
-from retrain_assets.defs.runs import refuse_if_model_job_running
-from retrain_assets.defs.storage import WAREHOUSE_POOL
+from retrain_assets.defs.shared.partitioning import partitions_for
+from retrain_assets.defs.shared.resources import CHALLENGER, CHAMPION, ModelRegistry, Warehouse
+from retrain_assets.defs.shared.runs import refuse_if_model_job_running
+from retrain_assets.defs.shared.io_manager import WAREHOUSE_POOL
 
 
 def latest_materialization_metadata(instance: dg.DagsterInstance, asset: str) -> dict:

@@ -1,0 +1,1 @@
+"""`retrain-assets`: the command line, one module per command."""

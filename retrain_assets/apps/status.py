@@ -1,0 +1,253 @@
+"""`retrain-assets status`: the champion, the trial on live traffic, the last drift verdict, the
+pending reviews and what the automation does next, read from the project's stores.
+
+Read-only and short-lived: the warehouse through read-only DuckDB connections (the analysts'
+snapshot when there is one: a running pipeline holds the warehouse's write lock), the registry
+through the project's resource. The decision logic is `core.status.next_action`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+
+from retrain_assets.core.training.modeling import PARTITION_COLUMN, target_vector
+from retrain_assets.core.monitoring.batch_report import finite_or_nan
+from retrain_assets.core.policy import PolicyHistory, decide_retrain
+from retrain_assets.core.deployment.rollout import analyse_canary
+from retrain_assets.core.spec import DatasetSpec
+from retrain_assets.core.monitoring.next_action import Trial, known_partitions, next_action
+from retrain_assets.settings import ProjectSettings
+
+SETUP_HINT = ("run `make demo` to try the built-in scenario, or point --data-dir and --spec (RETRAIN_ASSETS_DATA_DIR, "
+              "RETRAIN_ASSETS_SPEC) at the stores of your pipeline")
+# The steps that make a version champion; its tenure starts at the newest of them.
+CHAMPION_ACTIONS = ("initial", "promote", "canary_promote", "shadow_promote", "manual_rollback", "reconciled")
+
+
+class StoreError(RuntimeError):
+    """A store is missing or cannot be read; `hint` says what to run."""
+
+    def __init__(self, message: str, hint: str = SETUP_HINT):
+        super().__init__(message)
+        self.hint = hint
+
+
+def read_status(settings: ProjectSettings, spec: DatasetSpec, lock_timeout_seconds: float = 5.0) -> dict:
+    """Everything `status` shows, as JSON-ready values (raises StoreError when a store is missing)."""
+    from retrain_assets.defs.shared.resources import Warehouse, model_registry_for
+
+    database = settings.snapshot_path if settings.snapshot_path.exists() else settings.warehouse_path
+    if not database.exists():
+        raise StoreError(f"no pipeline stores in {settings.data_dir} yet (no {settings.warehouse_path.relative_to(settings.data_dir)}, "
+                         f"no {settings.snapshot_path.relative_to(settings.data_dir)})")
+    registry = model_registry_for(settings, spec, in_dagster=False)
+    sqlite = registry.tracking_uri.removeprefix("sqlite:///")
+    if registry.tracking_uri.startswith("sqlite:///") and not Path(sqlite).exists():
+        # MLflow would create an empty store here; a status must not write anything.
+        raise StoreError(f"no MLflow registry at {sqlite} yet: no model was ever trained on these stores")
+    warehouse = Warehouse(database=str(database), snapshot_path=str(settings.snapshot_path),
+                          reports_dir=str(settings.reports_dir), lock_timeout_seconds=lock_timeout_seconds)
+    try:
+        warehouse.query("select 1")  # a locked warehouse fails here, before the registry is asked anything
+        state = _deployment_state(registry)
+        history = _policy_history(warehouse, state)
+        champion = _champion(warehouse, registry, state.champion) if state.champion else None
+        trial = _trial(warehouse, registry, spec, state) if state.challenger and state.champion else None
+        drift = _last_drift(warehouse)
+        reviews = _pending_reviews(database, settings, spec)
+        awaiting = _awaiting_approval(warehouse, state)
+        decision = warehouse.query("select decided_at, partition, retrain, trigger, suppressed_by, reason from retrain_decisions "
+                                   "order by decided_at desc limit 1")
+        rows = _rows_per_partition(warehouse)
+        landed = warehouse.query(f"select distinct {PARTITION_COLUMN} as p from raw_batches")
+    except duckdb.IOException as exc:
+        raise StoreError(f"cannot open {database} read-only: {str(exc).splitlines()[0]}",
+                         "a running pipeline holds the warehouse's write lock: retry in a moment; once the pipeline has "
+                         f"published the analyst snapshot ({settings.snapshot_path}), status reads that instead") from None
+    landed = [f"{p:%Y-%m-%d}" for p in landed["p"]] if len(landed) else []
+    action = next_action(history, spec.policy, spec.partitions.granularity, trial, awaiting, rows, landed)
+    now = decide_retrain(history, spec.policy)
+    known = sorted(set(known_partitions(history)) | set(landed))
+    return _plain({
+        "dataset": spec.name, "data_dir": str(settings.data_dir), "database": str(database),
+        "latest_partition": known[-1] if known else None,
+        "champion": champion,
+        "trial": None if trial is None else {
+            "mode": trial.mode, "version": trial.version, "canary_share": trial.share,
+            "decision": trial.verdict.decision, "reason": trial.verdict.reason,
+            "live_labeled_rows": trial.verdict.numbers.get("live_rows", 0),
+            "min_live_labeled_rows": spec.policy.rollout.min_live_labeled_rows,
+            "live_positives": trial.verdict.numbers.get("live_positives", 0),
+            "min_live_positives": spec.policy.rollout.min_live_positives,
+            "partitions_elapsed": trial.verdict.numbers.get("partitions_elapsed", 0),
+            "max_live_partitions": spec.policy.rollout.max_live_partitions,
+            "started_after_partition": trial.clock.started, "partitions_with_traffic": trial.clock.live},
+        "awaiting_approval": awaiting,
+        "drift": drift,
+        "reviews": reviews,
+        "last_decision": decision.iloc[0].to_dict() if len(decision) else None,
+        "decision_now": {"retrain": now.retrain, "trigger": now.trigger, "suppressed_by": now.suppressed_by, "reason": now.reason},
+        "next_action": asdict(action),
+    })
+
+
+def render(status: dict) -> str:
+    """The status as a few aligned lines."""
+    lines = [f"{status['dataset']}: stores in {status['data_dir']} (read {status['database']}); "
+             f"latest partition {status['latest_partition'] or 'none'}"]
+    champion = status["champion"]
+    if champion:
+        trained = (f", trained on {champion['trained_from']}..{champion['trained_through']}" if champion["trained_through"] else "")
+        trained += f", held out {champion['holdout_partitions']}" if champion["holdout_partitions"] else ""
+        since = f" since {champion['since']} ({champion['how']})" if champion["since"] else ""
+        auc = f", holdout ROC AUC {champion['holdout_roc_auc']:.3f}" if champion["holdout_roc_auc"] is not None else ""
+        family = f" {champion['model_family']}" if champion["model_family"] else ""
+        lines.append(f"champion     v{champion['version']}{family}{since}{trained}{auc}")
+    else:
+        lines.append("champion     none yet")
+    trial = status["trial"]
+    if trial:
+        share = f" for {trial['canary_share']:.0%} of entities" if trial["mode"] == "canary" else " (scored, never answers)"
+        since = f" since {trial['started_after_partition']}" if trial["started_after_partition"] else ""
+        lines.append(f"on trial     {trial['mode']} v{trial['version']}{share}: {trial['live_labeled_rows']}/"
+                     f"{trial['min_live_labeled_rows']} labelled live rows, {trial['live_positives']}/{trial['min_live_positives']} "
+                     f"positives, {trial['partitions_elapsed']}/{trial['max_live_partitions']} partitions{since} "
+                     f"({trial['partitions_with_traffic']} with live traffic); verdict now: {trial['decision']}")
+    else:
+        lines.append("on trial     none" + (f" (v{status['awaiting_approval']} awaits approval)" if status["awaiting_approval"] else ""))
+    drift = status["drift"]
+    if drift:
+        features = f": {', '.join(drift['drifted_features'])}" if drift["drifted_features"] else ""
+        lines.append(f"last drift   {drift['partition']} vs v{drift['champion_version']}: dataset drift "
+                     f"{'YES' if drift['dataset_drifted'] else 'no'}, {drift['n_drifted']}/{drift['n_features']} features "
+                     f"drifted (share {drift['drift_share']:.2f}){features}")
+    else:
+        lines.append("last drift   no drift report yet (the first one follows the first champion)")
+    reviews = status["reviews"]
+    lines.append(f"reviews      {reviews['pending']} pending ({reviews['gated']} gated, {reviews['suspect']} suspect)"
+                 + ("; `retrain-assets review list`" if reviews["pending"] else ""))
+    decision = status["last_decision"]
+    if decision:
+        verdict = "RETRAIN" if decision["retrain"] else "hold" if decision["suppressed_by"] else "no retrain"
+        lines.append(f"last policy  {decision['partition']}: {verdict} [{decision['trigger']}"
+                     f"{', ' + decision['suppressed_by'] if decision['suppressed_by'] else ''}]: {decision['reason']}")
+    action = status["next_action"]
+    lines.append(f"next         {action['text']}")
+    return "\n".join(lines)
+
+
+def _deployment_state(registry):
+    """The registry's aliases; a registry that cannot be reached is an error, not "no champion"."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        registry.client().search_registered_models(max_results=1)
+    except MlflowException as exc:
+        raise StoreError(f"cannot read the MLflow registry at {registry.tracking_uri}: {str(exc).splitlines()[0]}",
+                         "start the MLflow server, or unset MLFLOW_TRACKING_URI to use the embedded store under --data-dir") from None
+    return registry.deployment_state()
+
+
+def _policy_history(warehouse, state) -> PolicyHistory:
+    """What `decide_retrain` reads, from the warehouse alone: as `defs.monitoring.gather_history`,
+    with the labelled partitions read from `labeled_batches` instead of the Dagster instance's records."""
+    from retrain_assets.defs.monitoring import history_from_warehouse
+
+    labeled = warehouse.query(f"select distinct {PARTITION_COLUMN} as p from labeled_batches order by p")
+    return history_from_warehouse(warehouse, state, [f"{p:%Y-%m-%d}" for p in labeled["p"]] if len(labeled) else [])
+
+
+def _champion(warehouse, registry, version: str) -> dict:
+    """The champion's lineage (registry tags) and since when it serves (the deployment history)."""
+    tags = registry.version_tags(version)
+    history = warehouse.query("select deployed_at, action, champion_version, holdout_roc_auc from deployed_model order by deployed_at")
+    since, how, auc = None, "", None
+    if len(history):
+        other = history.index[history["champion_version"].astype(str) != version]
+        tenure = history.loc[other[-1] + 1:] if len(other) else history
+        started = tenure[tenure["action"].isin(CHAMPION_ACTIONS)]
+        first = started.iloc[0] if len(started) else (tenure.iloc[0] if len(tenure) else None)
+        if first is not None:
+            since, how = f"{first['deployed_at']:%Y-%m-%d %H:%M}", str(first["action"])
+        auc = finite_or_nan(history["holdout_roc_auc"].iloc[-1]) if str(history["champion_version"].iloc[-1]) == version else None
+    return {"version": version, "since": since, "how": how, "model_family": tags.get("model_family", ""),
+            "trained_from": tags.get("train_from", ""), "trained_through": tags.get("trained_through", ""),
+            "holdout_partitions": tags.get("holdout_partitions", ""),
+            "holdout_roc_auc": None if auc is None or math.isnan(auc) else auc}
+
+
+def _trial(warehouse, registry, spec: DatasetSpec, state) -> Trial:
+    """The challenger on trial, with the verdict `canary_analysis` would reach on the live pairs logged so far."""
+    from retrain_assets.defs.serving import live_pairs, trial_clock_of
+
+    version, mode = (state.canary, "canary") if state.canary else (state.shadow, "shadow")
+    pairs = live_pairs(warehouse, spec, version, state.champion)
+    clock = trial_clock_of(warehouse, registry.version_tags(version), version)
+    offline = warehouse.query("select diff_roc_auc, diff_roc_auc_lower from evaluation_report where challenger_version = ? "
+                              "and champion_version = ? order by evaluated_at desc limit 1", [version, state.champion])
+    verdict = analyse_canary(target_vector(pairs, spec), pairs["trial_score"], pairs["champion_score"], clock.elapsed,
+                             spec.policy, float(offline["diff_roc_auc"].iloc[0]) if len(offline) else None,
+                             float(offline["diff_roc_auc_lower"].iloc[0]) if len(offline) else None, clock.live)
+    return Trial(version, mode, state.canary_share if mode == "canary" else 0.0, verdict, clock)
+
+
+def _last_drift(warehouse) -> dict | None:
+    """The newest partition's drift verdict, with its drifted features (highest score first)."""
+    report = warehouse.query(f"select * from drift_report where {PARTITION_COLUMN} = (select max({PARTITION_COLUMN}) from drift_report)")
+    if report.empty:
+        return None
+    first = report.iloc[0]
+    drifted = report[report["drifted"].astype(bool)].sort_values("drift_score", ascending=False)
+    return {"partition": f"{first[PARTITION_COLUMN]:%Y-%m-%d}", "champion_version": str(first["champion_version"]),
+            "dataset_drifted": bool(first["dataset_drifted"]), "drift_share": float(first["drift_share"]),
+            "n_drifted": int(first["n_drifted"]), "n_features": int(first["n_features"]),
+            "drifted_features": drifted["feature"].astype(str).tolist()}
+
+
+def _pending_reviews(database: Path, settings: ProjectSettings, spec: DatasetSpec) -> dict:
+    """Open review items not decided yet (what `retrain-assets review list` shows)."""
+    from retrain_assets.apps.review import review_items
+
+    items = review_items(database, settings.landing_dir, spec, status="open")
+    kinds = items["kind"].value_counts() if len(items) else {}
+    return {"pending": len(items), "gated": int(kinds.get("gated", 0)), "suspect": int(kinds.get("suspect", 0))}
+
+
+def _awaiting_approval(warehouse, state) -> str | None:
+    """The version the history says waits for an approval that neither came nor was overtaken: it
+    is still the newest evaluated challenger (only that one can roll out)."""
+    history = warehouse.query("select action, candidate_version from deployed_model order by deployed_at")
+    newest = warehouse.query("select challenger_version from evaluation_report order by evaluated_at desc limit 1")
+    if history.empty or newest.empty:
+        return None
+    waiting = history[history["action"] == "awaiting_approval"]["candidate_version"].astype(str)
+    done = set(history[history["action"] != "awaiting_approval"]["candidate_version"].astype(str))
+    open_ = [v for v in waiting if v not in done and v not in (state.champion, state.challenger)]
+    return open_[-1] if open_ and open_[-1] == str(newest["challenger_version"].iloc[0]) else None
+
+
+def _rows_per_partition(warehouse) -> int:
+    """Labelled rows a partition usually brings (median of the newest 7), for the projections."""
+    counts = warehouse.query(f"select count(*) as n from labeled_batches group by {PARTITION_COLUMN} "
+                             f"order by {PARTITION_COLUMN} desc limit 7")
+    return int(counts["n"].median()) if len(counts) else 0
+
+
+def _plain(value):
+    """JSON-ready: NaN as None, numpy and pandas scalars as Python ones, timestamps as text."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, pd.Timestamp):
+        return value.isoformat()
+    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
+        value = value.item()
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return value

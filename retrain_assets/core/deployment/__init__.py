@@ -1,0 +1,1 @@
+"""Deployment: the prediction service's request contract and log, canary routing and the live trial's verdict."""

@@ -1,0 +1,266 @@
+"""The deployment timeline: which model version served when, as one self-contained HTML page
+(inline SVG, no scripts or external assets) built from the `deployed_model` history and, for the
+candidates the promotion gate rejected, the `evaluation_report` history."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pandas as pd
+
+from retrain_assets.core.reports.drift import CURRENT_COLOR, REFERENCE_COLOR, _e
+from retrain_assets.core.reports.drift_trend import optional_bool
+from retrain_assets.core.reports.evaluation import BETTER_COLOR, UNCLEAR_COLOR, WORSE_COLOR, finite_float
+
+MANUAL_COLOR, REJECTED_COLOR, SHADOW_FILL = "#7b3294", "#333333", "#fde0c5"
+CHAMPION_FILLS = (REFERENCE_COLOR, "#72a0cf")  # alternate, so neighbouring periods stay apart
+WIDTH, LEFT, RIGHT, TOP, LANE = 1200, 170, 40, 30, 34
+# lane, label, colour, marker shape; an action not listed here goes to "other".
+EVENT_KINDS = {
+    "promotion": ("promotions", BETTER_COLOR, "up"),
+    "trial_start": ("trial starts", CURRENT_COLOR, "circle"),
+    "rejected": ("gate failed", REJECTED_COLOR, "cross"),
+    "auto_rollback": ("automatic rollbacks", WORSE_COLOR, "down"),
+    "manual_rollback": ("manual rollbacks", MANUAL_COLOR, "diamond"),
+    "other": ("approvals & other", UNCLEAR_COLOR, "square"),
+}
+ACTION_KINDS = {"initial": "promotion", "promote": "promotion", "canary_promote": "promotion", "shadow_promote": "promotion",
+                "canary_start": "trial_start", "shadow_start": "trial_start", "gate_failed": "rejected",
+                "canary_rollback": "auto_rollback", "shadow_rollback": "auto_rollback", "manual_rollback": "manual_rollback"}
+ACTION_LABELS = {"initial": "first champion", "promote": "promoted", "canary_promote": "promoted after canary",
+                 "shadow_promote": "promoted after shadow", "canary_start": "canary started", "shadow_start": "shadow started",
+                 "canary_rollback": "canary rolled back", "shadow_rollback": "shadow rolled back",
+                 "manual_rollback": "manual rollback", "awaiting_approval": "awaiting approval", "approve": "approved",
+                 "reconciled": "reconciled with registry", "gate_failed": "rejected by the gate"}
+_CSS = """
+body{font-family:system-ui,sans-serif;margin:2em;color:#222;max-width:1240px} table{border-collapse:collapse;margin:.5em 0}
+td,th{border:1px solid #ccc;padding:4px 8px;font-size:13px;text-align:left;vertical-align:top} th{background:#f4f4f4}
+td.when{white-space:nowrap;font-variant-numeric:tabular-nums} td.action{white-space:nowrap} .meta{color:#555;font-size:14px}
+.note{color:#555;font-size:13px;font-style:italic} .legend{font-size:13px;margin:.6em 0;line-height:1.9}
+.legend>span{margin-right:1.6em;white-space:nowrap} .legend svg{vertical-align:-2px;margin-right:4px}
+.swatch{display:inline-block;width:18px;height:11px;vertical-align:-1px;margin-right:4px}
+tr.promotion td.action{color:#2e8540;font-weight:bold} tr.auto_rollback td.action{color:#d62728;font-weight:bold}
+tr.manual_rollback td.action{color:#7b3294;font-weight:bold} tr.rejected td.action{color:#333;font-weight:bold}
+tr.trial_start td.action{color:#c45f00} figure{margin:.5em 0} figcaption{font-size:13px;color:#444;line-height:1.45}
+"""
+
+
+def timeline_events(deployments: pd.DataFrame, evaluations: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Every step, oldest first: the deployment history's rows plus one `gate_failed` row per
+    evaluation whose challenger the promotion gate rejected. Columns: when, action, kind, version,
+    champion, trial, trial_mode, canary_share, reason, decided_by."""
+    rows = []
+    for r in _records(deployments):
+        canary, shadow = _text(r.get("canary_version")), _text(r.get("shadow_version"))
+        action = _text(r.get("action"))
+        rows.append({"when": r.get("deployed_at"), "action": action, "kind": ACTION_KINDS.get(action, "other"),
+                     "version": _text(r.get("candidate_version")), "champion": _text(r.get("champion_version")),
+                     "trial": canary or shadow, "trial_mode": "canary" if canary else "shadow" if shadow else "",
+                     "canary_share": finite_float(r.get("canary_share")), "reason": _text(r.get("reason")),
+                     "decided_by": _text(r.get("decided_by"))})
+    for r in _records(evaluations):
+        if optional_bool(r.get("gate_passed")) is False:
+            rows.append({"when": r.get("evaluated_at"), "action": "gate_failed", "kind": "rejected",
+                         "version": _text(r.get("challenger_version")), "champion": None, "trial": None, "trial_mode": "",
+                         "canary_share": None, "reason": _text(r.get("gate_summary")), "decided_by": "promotion gate"})
+    events = pd.DataFrame(rows, columns=["when", "action", "kind", "version", "champion", "trial", "trial_mode", "canary_share",
+                                         "reason", "decided_by"])
+    events["when"] = pd.to_datetime(events["when"], errors="coerce")
+    return events.sort_values("when", kind="stable", na_position="last").reset_index(drop=True)
+
+
+def periods(events: pd.DataFrame, role: str, end: pd.Timestamp) -> list[dict]:
+    """Spans during which `role` ("champion" or "trial") stayed one version: start, end, version
+    (and mode and share for a trial); the one still running ends at `end` and is `open`. Rows
+    without that state (a gate verdict) do not end a span."""
+    spans: list[dict] = []
+    current: dict | None = None
+    for r in events[events["when"].notna() & (events["kind"] != "rejected")].to_dict("records"):
+        version = r[role] or ""
+        key = (version, r["trial_mode"]) if role == "trial" else (version, "")
+        if current is not None and key != current["key"]:
+            current["end"] = r["when"]
+            spans.append(current)
+            current = None
+        if current is None and version:
+            current = {"key": key, "version": version, "start": r["when"], "end": end, "mode": r["trial_mode"],
+                       "share": finite_float(r["canary_share"])}
+    if current is not None:
+        spans.append({**current, "open": True})
+    return spans
+
+
+def render_timeline_html(deployments: pd.DataFrame, evaluations: pd.DataFrame | None = None, title: str = "Deployment timeline",
+                         now: Any = None) -> str:
+    """The page: current state, a champion lane and a live-trial lane of periods, one marker lane per
+    kind of step (promotions, trial starts, gate rejections, automatic and manual rollbacks, other),
+    and the table of every step. `now` (naive UTC, like the tables' times) ends the open periods
+    (default: the newest step)."""
+    events = timeline_events(deployments, evaluations)
+    head = (f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{_e(title)}</title>'
+            f"<style>{_CSS}</style></head><body><h1>{_e(title)}</h1>")
+    if events.empty:
+        return head + '<p class="note">No deployment step recorded yet: the first model has not been promoted.</p></body></html>'
+    timed = events[events["when"].notna()]
+    end = max([t for t in (pd.to_datetime(now, errors="coerce"), timed["when"].max()) if pd.notna(t)], default=pd.NaT)
+    champions, trials = periods(events, "champion", end), periods(events, "trial", end)
+    chart = _chart(timed, champions, trials, end) if len(timed) else '<p class="note">No step has a time: nothing to draw.</p>'
+    caption = ("<figcaption>How to read it: time runs left to right. The top lane shows which version was champion "
+               "(answering requests) and since when; the second lane shows a challenger on live trial: a canary answers a "
+               "share of entities, a shadow is scored on every request without answering. Below, one row of markers per "
+               "kind of step; hover a band or a marker for the version, time and reason. Rejected candidates never "
+               "served: the promotion gate stopped them before deployment.</figcaption>")
+    return (head + _state(champions, trials, end) + _legend() + f"<figure>{chart}{caption}</figure>" + _table(events)
+            + "</body></html>")
+
+
+def _state(champions: list[dict], trials: list[dict], end) -> str:
+    serving = [p for p in champions if p.get("open")]
+    trial = [p for p in trials if p.get("open")]
+    words = (f"champion <b>v{_e(serving[-1]['version'])}</b> since {_when(serving[-1]['start'])}" if serving
+             else "no champion")
+    if trial:
+        t = trial[-1]
+        share = f" for {t['share']:.0%} of entities" if t["mode"] == "canary" and t["share"] is not None else ""
+        words += f"; on live trial: {_e(t['mode'])} <b>v{_e(t['version'])}</b>{share} since {_when(t['start'])}"
+    return f'<p class="meta">Serving at {_when(end)}: {words}.</p>'
+
+
+def _legend() -> str:
+    items = [f'<span><span class="swatch" style="background:{CHAMPION_FILLS[0]}"></span>champion period</span>',
+             f'<span><span class="swatch" style="background:{CURRENT_COLOR}"></span>canary trial</span>',
+             f'<span><span class="swatch" style="background:{SHADOW_FILL};outline:1.5px dashed {CURRENT_COLOR};'
+             'outline-offset:-1.5px"></span>shadow trial</span>']
+    for kind, (label, color, shape) in EVENT_KINDS.items():
+        items.append(f'<span><svg width="14" height="14">{_marker(shape, 7, 7, 5.5, color)}</svg>{_e(label)}</span>')
+    return f'<p class="legend">{"".join(items)}</p>'
+
+
+def _chart(timed: pd.DataFrame, champions: list[dict], trials: list[dict], end) -> str:
+    t0 = timed["when"].min()
+    span = max((end - t0).total_seconds(), 1.0)
+    plot = WIDTH - LEFT - RIGHT
+    pad, tail = 0.02 * plot, 0.07 * plot  # room on the right for a period that has just begun
+
+    def x(t) -> float:
+        return LEFT + pad + (plot - pad - tail) * (t - t0).total_seconds() / span
+
+    lanes = list(EVENT_KINDS)
+    bottom = TOP + LANE * (2 + len(lanes))
+    height = bottom + 44
+    out = [f'<rect x="{LEFT}" y="{TOP}" width="{plot}" height="{bottom - TOP}" fill="#fafafa" stroke="#bbb"/>']
+    names = ["champion", "live trial", *(EVENT_KINDS[k][0] for k in lanes)]
+    for i, name in enumerate(names):
+        y = TOP + LANE * i
+        if i:
+            out.append(f'<line x1="{LEFT}" y1="{y}" x2="{LEFT + plot}" y2="{y}" stroke="{"#999" if i == 2 else "#e6e6e6"}"/>')
+        weight = ' font-weight="bold"' if i < 2 else ""
+        out.append(f'<text x="{LEFT - 8}" y="{y + LANE / 2 + 4}" font-size="12" text-anchor="end"{weight}>{_e(name)}</text>')
+    for tick in _ticks(t0, end):
+        out.append(f'<line x1="{x(tick):.1f}" y1="{TOP}" x2="{x(tick):.1f}" y2="{bottom + 5}" stroke="#e0e0e0"/>'
+                   f'<text x="{x(tick):.1f}" y="{bottom + 18}" font-size="11" text-anchor="middle">'
+                   f"{_e(_tick_label(tick, span))}</text>")
+    out.append(f'<text x="{LEFT + plot / 2}" y="{height - 6}" font-size="12" text-anchor="middle">time (UTC)</text>')
+    for i, p in enumerate(champions):
+        out.append(_band(p, x, TOP, CHAMPION_FILLS[i % 2], "champion", f"champion v{p['version']}"))
+    for p in trials:
+        share = f" ({p['share']:.0%})" if p["mode"] == "canary" and p["share"] is not None else ""
+        fill = CURRENT_COLOR if p["mode"] == "canary" else SHADOW_FILL
+        out.append(_band(p, x, TOP + LANE, fill, f"trial {p['mode']}", f"{p['mode']} v{p['version']}{share}"))
+    for j, kind in enumerate(lanes):
+        label, color, shape = EVENT_KINDS[kind]
+        y, last = TOP + LANE * (2 + j) + LANE / 2, -1e9
+        for r in timed[timed["kind"] == kind].to_dict("records"):
+            cx = x(r["when"])
+            dy = 7 if cx - last < 9 and last > 0 else 0  # two steps at the same moment: the second one lower
+            last = cx if not dy else -1e9
+            tip = f"{_when(r['when'])}: {ACTION_LABELS.get(r['action'], r['action'])} v{r['version'] or '?'}: {r['reason']}"
+            out.append(f'<g class="marker {kind}">{_marker(shape, cx, y + dy - (4 if dy else 0), 6, color)}'
+                       f"<title>{_e(tip)}</title></g>")
+            if kind in ("promotion", "auto_rollback", "manual_rollback"):
+                out.append(f'<line x1="{cx:.1f}" y1="{TOP}" x2="{cx:.1f}" y2="{TOP + 2 * LANE}" stroke="{color}" '
+                           'stroke-width="1" stroke-dasharray="2,2" opacity="0.8"/>')
+    return (f'<svg width="{WIDTH}" height="{height}" viewBox="0 0 {WIDTH} {height}" role="img" '
+            f'aria-label="deployment timeline">{"".join(out)}</svg>')
+
+
+def _band(p: dict, x, y: float, fill: str, css: str, label: str) -> str:
+    x1, x2 = x(p["start"]), x(p["end"])
+    if p.get("open"):  # a period still running stays visible even when it began a moment ago
+        x2 = min(max(x2, x1 + 60), WIDTH - RIGHT)
+    w = max(x2 - x1, 2.0)
+    text_color = "#fff" if fill in (*CHAMPION_FILLS, CURRENT_COLOR) else "#7a3b00"
+    stroke = f' stroke="{CURRENT_COLOR}" stroke-dasharray="4,2"' if css == "trial shadow" else ' stroke="#fff"'
+    text = (f'<text x="{x1 + 5:.1f}" y="{y + LANE / 2 + 4}" font-size="12" fill="{text_color}">{_e(label)}</text>'
+            if w >= 7.5 * len(label) + 10 else
+            f'<text x="{x1 + 3:.1f}" y="{y + LANE / 2 + 4}" font-size="10" fill="{text_color}">v{_e(p["version"])}</text>'
+            if w >= 8 * len(p["version"]) + 14 else "")
+    return (f'<g class="band {css}"><rect x="{x1:.1f}" y="{y + 4}" width="{w:.1f}" height="{LANE - 8}" rx="3" fill="{fill}"'
+            f"{stroke}/>{text}<title>{_e(label)}: {_when(p['start'])} → {_when(p['end'])}</title></g>")
+
+
+def _marker(shape: str, cx: float, cy: float, r: float, color: str) -> str:
+    if shape == "circle":
+        return f'<circle cx="{cx:.1f}" cy="{cy:.1f}" r="{r * 0.85:.1f}" fill="{color}" stroke="#fff"/>'
+    if shape == "cross":
+        d = r * 0.8
+        return (f'<path d="M{cx - d:.1f},{cy - d:.1f}L{cx + d:.1f},{cy + d:.1f}'
+                f'M{cx - d:.1f},{cy + d:.1f}L{cx + d:.1f},{cy - d:.1f}" '
+                f'stroke="{color}" stroke-width="2.5" fill="none"/>')
+    points = {"up": [(0, -r), (r, r * 0.8), (-r, r * 0.8)], "down": [(0, r), (r, -r * 0.8), (-r, -r * 0.8)],
+              "diamond": [(0, -r), (r, 0), (0, r), (-r, 0)],
+              "square": [(-r * 0.75, -r * 0.75), (r * 0.75, -r * 0.75), (r * 0.75, r * 0.75), (-r * 0.75, r * 0.75)]}[shape]
+    xy = " ".join(f"{cx + dx:.1f},{cy + dy:.1f}" for dx, dy in points)
+    return f'<polygon points="{xy}" fill="{color}" stroke="#fff" stroke-width="0.8"/>'
+
+
+def _table(events: pd.DataFrame) -> str:
+    rows = "".join(
+        f'<tr class="{_e(r["kind"])}"><td>{i + 1}</td><td class="when">{_when(r["when"])}</td>'
+        f'<td class="action">{_e(ACTION_LABELS.get(r["action"], r["action"] or "–"))}</td>'
+        f'<td>{_v(r["version"])}</td><td>{_v(r["champion"])}</td><td>{_trial(r)}</td>'
+        f'<td>{_e(r["reason"] or "–")}</td><td>{_e(r["decided_by"] or "–")}</td></tr>'
+        for i, r in enumerate(events.to_dict("records"))
+    )
+    return (f"<h2>Steps ({len(events)})</h2><table><tr><th>#</th><th>when (UTC)</th><th>action</th><th>version</th>"
+            f"<th>champion after</th><th>on trial after</th><th>reason</th><th>decided by</th></tr>{rows}</table>")
+
+
+def _trial(row: dict) -> str:
+    return f"{_v(row['trial'])} ({_e(row['trial_mode'])})" if row["trial"] else "–"
+
+
+def _ticks(t0: pd.Timestamp, t1: pd.Timestamp) -> list[pd.Timestamp]:
+    """At most ~12 round instants between t0 and t1."""
+    seconds = max((t1 - t0).total_seconds(), 1.0)
+    steps = [1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400, 172800, 604800,
+             1209600, 2592000, 7776000, 15552000, 31536000]
+    step = next((s for s in steps if seconds / s <= 12), steps[-1])
+    first = pd.Timestamp(-(-t0.value // (step * 10**9)) * step * 10**9)
+    return [t for t in pd.date_range(first, t1, freq=pd.Timedelta(seconds=step))]
+
+
+def _tick_label(t: pd.Timestamp, span: float) -> str:
+    if span >= 3 * 86400:
+        return f"{t:%Y-%m-%d}"
+    if span >= 86400:
+        return f"{t:%m-%d %H:%M}"
+    return f"{t:%H:%M}" if span >= 600 else f"{t:%H:%M:%S}"
+
+
+def _records(frame: pd.DataFrame | None) -> list[dict]:
+    return [] if frame is None or frame.empty else frame.to_dict("records")
+
+
+def _when(value: Any) -> str:
+    return "–" if value is None or pd.isna(value) else _e(f"{pd.Timestamp(value):%Y-%m-%d %H:%M:%S}")
+
+
+def _v(value: Any) -> str:
+    return f"v{_e(value)}" if value else "–"
+
+
+def _text(value: Any) -> str:
+    return "" if value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA else str(value)
+

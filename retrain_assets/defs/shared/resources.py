@@ -1,0 +1,474 @@
+"""Typed resources: the DuckDB warehouse, the landing zone and the MLflow model registry."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from contextlib import contextmanager
+from functools import lru_cache
+from pathlib import Path
+from typing import Iterator
+from urllib.parse import quote
+
+import dagster as dg
+import duckdb
+import pandas as pd
+import sklearn
+from pydantic import Field
+
+from retrain_assets.core.ingestion.landing import LandingFile, safe_file_name, scan
+from retrain_assets.core.ingestion.privacy import GENERATE_KEY_HINT, PII_KEY_ENV, PiiKeyError, check_key, development_key
+from retrain_assets.core.deployment.rollout import DeploymentState
+from retrain_assets.core.deployment.serving import directory_sha256
+from retrain_assets.defs.shared.io_manager import connect_retrying
+from retrain_assets.settings import DEFAULT_MLFLOW_UI_URL, DEFAULT_REPORTS_URL
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+CHAMPION, CHALLENGER, PREVIOUS = "champion", "challenger", "previous"
+CANARY, SHADOW = "canary", "shadow"
+SKOPS_TRUSTED_TYPES = ["numpy.dtype", "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor"]
+CANARY_SHARE_TAG, CHECKSUM_TAG = "canary_share", "artifact_sha256"
+
+
+class ModelIntegrityError(RuntimeError):
+    """A registered model's artifacts do not match the checksum recorded when it was registered."""
+
+
+def is_not_found(exc: Exception) -> bool:
+    """Whether an MLflow error says the registered model (or version) does not exist: the one
+    failure that may read as an empty answer. Any other (a locked store, a server that does not
+    answer) is an outage and must raise, or a busy registry would read as "no model"."""
+    return getattr(exc, "error_code", None) == "RESOURCE_DOES_NOT_EXIST"
+
+
+class Warehouse(dg.ConfigurableResource):
+    """Read access to the DuckDB warehouse, and publication of the analysts' snapshot.
+
+    DuckDB allows one writing process per file, so connections here are short-lived and retried
+    while another process holds the lock.
+    """
+
+    database: str = Field(description="Path of the warehouse DuckDB file written by the IO manager.")
+    snapshot_path: str = Field(description="Path of the read-only snapshot analysts query.")
+    reports_dir: str = Field(description="Folder for the HTML reports linked from asset metadata.")
+    reports_url: str = Field(default=DEFAULT_REPORTS_URL,
+                             description="Where `reports_dir` is served (`make ui` starts that server), for clickable links.")
+    lock_timeout_seconds: float = Field(default=30.0, description="How long to retry while another process holds the lock.")
+
+    def report_links(self, path: Path | str, name: str = "html_report") -> dict[str, dg.MetadataValue]:
+        """Metadata for a report under `reports_dir`: its file path and its served URL (a link in the UI)."""
+        relative = Path(path).resolve().relative_to(Path(self.reports_dir).resolve())
+        return {name: dg.MetadataValue.path(str(path)),
+                f"{name}_url": dg.MetadataValue.url(f"{self.reports_url.rstrip('/')}/{quote(relative.as_posix())}")}
+
+    def connect(self, read_only: bool = True):
+        """A short-lived connection, retried while another process holds the file."""
+        return connect_retrying(self.database, read_only, self.lock_timeout_seconds)
+
+    def query(self, sql: str, params: list | None = None) -> pd.DataFrame:
+        """Run a read-only query. A table that does not exist yet (nothing was ever written to
+        it) reads as an empty result, as does an absent warehouse file."""
+        if not Path(self.database).exists():
+            return pd.DataFrame()
+        with self.connect() as conn:
+            try:
+                return conn.execute(sql, params or []).df()
+            except duckdb.CatalogException:
+                return pd.DataFrame()
+
+    def has_table(self, table: str) -> bool:
+        """Whether `main.<table>` exists."""
+        found = self.query(
+            "select count(*) as n from information_schema.tables where table_schema = 'main' and table_name = ?", [table]
+        )
+        return bool(len(found)) and int(found["n"].iloc[0]) > 0
+
+    def with_history(self, table: str, new_rows: pd.DataFrame) -> pd.DataFrame:
+        """`new_rows` appended to what `table` already holds: model-level tables keep their history."""
+        history = self.query(f'select * from "{table}"')
+        return pd.concat([history, new_rows], ignore_index=True) if len(history) else new_rows.reset_index(drop=True)
+
+    def publish_snapshot(self) -> Path:
+        """Copy the warehouse into a new file and rename it over the snapshot (atomic for readers)."""
+        target = Path(self.snapshot_path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+        tmp.unlink(missing_ok=True)
+        try:
+            # Through the warehouse's own connection: DuckDB opens a file once per process, and
+            # this reuses an instance the process may already hold.
+            with connect_retrying(self.database, read_only=False, timeout_seconds=self.lock_timeout_seconds) as conn:
+                source = conn.execute("select current_database()").fetchone()[0]
+                conn.execute(f"attach '{tmp}' as snapshot_tmp")
+                conn.execute(f'copy from database "{source}" to snapshot_tmp')
+                conn.execute("detach snapshot_tmp")
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        os.replace(tmp, target)
+        return target
+
+
+class LandingZone(dg.ConfigurableResource):
+    """The raw layer: the folder where batch and label files land (see core.landing for the naming
+    rules), the owner-only folder that keeps quarantined files as delivered, and the key that
+    pseudonymizes PII before anything leaves this layer."""
+
+    root: str = Field(description="Landing-zone folder with batches/ and labels/ inside.")
+    restricted_root: str = Field(description="Owner-only folder (0700) for raw copies of quarantined files.")
+    pii_key: str | None = Field(default=None, description=f"Pseudonymization key; set {PII_KEY_ENV} (read via dg.EnvVar).")
+    production: bool = Field(default=False, description="Refuse to run without a configured PII key.")
+    max_file_bytes: int = Field(default=1 << 30, description=(
+        "Largest landing file read (default 1 GiB; a file is held in memory whole): a larger one is not read, "
+        "its batch is blocked and the file stays in the landing zone."))
+
+    def files_in_window(self, kind: str, start: pd.Timestamp, end: pd.Timestamp) -> list[LandingFile]:
+        """Files of `kind` whose name date falls in [start, end), oldest name first."""
+        found, _ = scan(Path(self.root), kinds=(kind,), window=(start, end))
+        return found
+
+    def pii_key_bytes(self) -> bytes:
+        """The pseudonymization key; in development a generated key under the restricted folder."""
+        if self.pii_key:
+            return check_key(self.pii_key)
+        if self.production:
+            raise PiiKeyError(f"{PII_KEY_ENV} is not set and RETRAIN_ASSETS_MODE=production: PII columns cannot be "
+                              f"pseudonymized. Generate a key with {GENERATE_KEY_HINT}, keep it in your secret "
+                              f"store and export it as {PII_KEY_ENV} for the Dagster code location.")
+        return check_key(development_key(self._restricted() / "pii.key"))
+
+    def keep_raw_copy(self, file: LandingFile, partition_key: str) -> str:
+        """Copy a delivered file, byte for byte, into the restricted quarantine (owner-only); returns
+        its path relative to the restricted folder. Idempotent: the name carries the content hash.
+        A file over `max_file_bytes` is not copied ("" is returned): it stays in the landing zone."""
+        if file.path.stat().st_size > self.max_file_bytes:
+            return ""
+        relative = Path("quarantine") / file.kind / partition_key / f"{file.sha256[:16]}__{safe_file_name(file.path.name)}"
+        target = self._restricted() / relative
+        if not target.resolve().is_relative_to(self._restricted().resolve()):  # belt and braces over safe_file_name
+            raise ValueError(f"the raw copy of {file.path.name!r} would land outside {self.restricted_root}")
+        if not target.exists():
+            target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".copy.")  # 0600
+            os.close(fd)
+            try:
+                shutil.copyfile(file.path, tmp)
+                os.replace(tmp, target)
+            except BaseException:
+                Path(tmp).unlink(missing_ok=True)
+                raise
+        return str(relative)
+
+    def _restricted(self) -> Path:
+        root = Path(self.restricted_root)
+        root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        return root
+
+
+@contextmanager
+def _tracking_uri(uri: str) -> Iterator[None]:
+    """MLflow's global tracking URI set for a block. mlflow.set_tracking_uri also exports
+    MLFLOW_TRACKING_URI, which `model_registry_for` reads as the user's choice: restore it after,
+    or one store's URI leaks into every later run of the process (and its child processes)."""
+    import mlflow
+
+    previous = os.environ.get("MLFLOW_TRACKING_URI")
+    mlflow.set_tracking_uri(uri)
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = previous
+
+
+def _client(tracking_uri: str):
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+
+
+def _download(client, model_name: str, version: str, folder: str) -> str:
+    """Copy a version's model artifacts into `folder`; returns the local model directory."""
+    import mlflow.artifacts
+
+    source = client.get_model_version(model_name, version).source
+    if source.startswith("models:/"):
+        # A logged model (MLflow 3): resolve its artifact location through our own client, so
+        # nothing depends on the process-wide tracking URI.
+        source = client.get_logged_model(source.removeprefix("models:/").split("/")[0]).artifact_location
+    return mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=folder)
+
+
+def _load_checked(tracking_uri: str, model_name: str, version: str, expected: str | None):
+    """A version's pipeline, loaded from artifacts whose checksum is `expected` (the registration's);
+    raises ModelIntegrityError on a mismatch or a missing checksum."""
+    import mlflow.sklearn
+
+    if expected is None:
+        raise ModelIntegrityError(f"{model_name} v{version} has no {CHECKSUM_TAG} tag: it was not registered "
+                                  "by retrain-assets; re-register it before loading it")
+    with tempfile.TemporaryDirectory() as tmp:
+        local = Path(_download(_client(tracking_uri), model_name, version, tmp))
+        actual = directory_sha256(local)
+        if actual != expected:
+            raise ModelIntegrityError(f"{model_name} v{version}: artifact checksum {actual[:12]}... does not match "
+                                      f"the {expected[:12]}... recorded at registration; refusing to load it")
+        return mlflow.sklearn.load_model(str(local))
+
+
+# Keyed by the recorded checksum too: a version is verified once per process, not on every load.
+_load_checked_cached = lru_cache(maxsize=16)(_load_checked)
+
+
+class ModelRegistry(dg.ConfigurableResource):
+    """MLflow tracking and the model registry, behind one typed resource.
+
+    Aliases: `challenger` (newest candidate), `champion` (serving), `previous` (last champion).
+    """
+
+    tracking_uri: str = Field(description="MLflow tracking/registry URI (SQLite file by default).")
+    artifact_location: str = Field(description="Where run artifacts (models) are stored: a folder, or an artifact-store URI "
+                                               "(s3://..., file://...) used as given.")
+    experiment_name: str = Field(description="MLflow experiment for training runs.")
+    model_name: str = Field(description="Registered model name.")
+    ui_url: str = Field(default=DEFAULT_MLFLOW_UI_URL, description="The MLflow UI, for run links in asset metadata.")
+
+    def run_link(self, run_id: str) -> dict[str, dg.MetadataValue]:
+        """Metadata linking an MLflow run: its id and its page in the MLflow UI."""
+        experiment = self.client().get_run(run_id).info.experiment_id
+        return {"mlflow_run_id": dg.MetadataValue.text(run_id),
+                "mlflow_run": dg.MetadataValue.url(f"{self.ui_url.rstrip('/')}/#/experiments/{experiment}/runs/{run_id}")}
+
+    def client(self):
+        return _client(self.tracking_uri)
+
+    def _ensure_experiment(self) -> None:
+        client = self.client()
+        if client.get_experiment_by_name(self.experiment_name) is None:
+            location = self.artifact_location
+            if "://" not in location:
+                Path(location).mkdir(parents=True, exist_ok=True)
+                location = Path(location).as_uri()
+            client.create_experiment(self.experiment_name, artifact_location=location)
+
+    @contextmanager
+    def tracking_run(self, context: dg.AssetExecutionContext, tags: dict[str, str] | None = None):
+        """The MLflow run of this Dagster run, active for the block: named after the job, tagged
+        `dagster_run_id` and `tags`. Steps of one Dagster run share one MLflow run (a step resumes
+        the run tagged with its Dagster run id, as dagster-mlflow's tracking resource does); the run
+        is ended when the block is done, FAILED (KILLED on an interrupt) when it raises. Nested
+        runs (`mlflow.start_run(nested=True)`) inside the block become its children."""
+        import mlflow
+        from mlflow.entities import RunStatus
+
+        self._ensure_experiment()
+        with _tracking_uri(self.tracking_uri):
+            experiment = mlflow.set_experiment(self.experiment_name)
+            earlier = mlflow.search_runs(experiment_ids=[experiment.experiment_id], max_results=1, output_format="list",
+                                         filter_string=f"tags.dagster_run_id = '{context.run_id}'")
+            run = mlflow.start_run(run_id=earlier[0].info.run_id if earlier else None, run_name=context.run.job_name)
+            context.log.info(f"{'Resuming' if earlier else 'Starting'} MLflow run {run.info.run_id} "
+                             f"in experiment {self.experiment_name}")
+            try:
+                mlflow.set_tags({"dagster_run_id": context.run_id, **(tags or {})})
+                yield run
+            except KeyboardInterrupt:
+                mlflow.end_run(status=RunStatus.to_string(RunStatus.KILLED))
+                raise
+            except BaseException:
+                mlflow.end_run(status=RunStatus.to_string(RunStatus.FAILED))
+                raise
+            mlflow.end_run()
+
+    def log_and_register(self, pipeline, input_example: pd.DataFrame) -> tuple[str, str]:
+        """Log the fitted pipeline to the active run and register it; returns (version, run_id).
+
+        Requirements are passed explicitly: inferring them costs seconds per model.
+        """
+        import mlflow
+        import mlflow.sklearn
+        from mlflow.models import infer_signature
+
+        signature = infer_signature(input_example, pipeline.predict_proba(input_example))
+        info = mlflow.sklearn.log_model(
+            pipeline,
+            name="model",
+            signature=signature,
+            pip_requirements=[f"scikit-learn=={sklearn.__version__}", f"pandas=={pd.__version__}"],
+            # MLflow stores sklearn models with skops (no arbitrary pickle). OneHotEncoder keeps a
+            # dtype; gradient boosting keeps TreePredictor, whose node indices skops cannot vouch
+            # for: the checksum recorded below, verified before serving, is what protects them.
+            skops_trusted_types=SKOPS_TRUSTED_TYPES,
+        )
+        run_id = mlflow.active_run().info.run_id
+        client = self.client()
+        if self._registered_model() is None:
+            client.create_registered_model(self.model_name, description="Managed by retrain-assets: aliases champion, challenger, previous.")
+        version = client.create_model_version(self.model_name, source=info.model_uri, run_id=run_id, model_id=info.model_id)
+        with tempfile.TemporaryDirectory() as tmp:
+            checksum = directory_sha256(Path(self.download(str(version.version), tmp)))
+        client.set_model_version_tag(self.model_name, version.version, CHECKSUM_TAG, checksum)
+        return str(version.version), run_id
+
+    def download(self, version: str, folder: str) -> str:
+        """Copy a version's model artifacts into `folder`; returns the local model directory."""
+        return _download(self.client(), self.model_name, version, folder)
+
+    def load_verified(self, version: str):
+        """Load a version after checking its artifacts against the checksum recorded at registration,
+        every time (the service keeps what it loaded); raises ModelIntegrityError on a mismatch or a
+        missing checksum."""
+        return _load_checked(self.tracking_uri, self.model_name, version, self.version_tags(version).get(CHECKSUM_TAG))
+
+    def log_evaluation(self, run_id: str, report: dict, gate_passed: bool, html: str) -> None:
+        """Evaluation metrics (per model, and the differences with their interval bounds) and the
+        report (JSON and HTML) on the challenger's training run."""
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        values = {"eval_gate_passed": float(gate_passed)}
+        for role, metrics in report["models"].items():
+            values.update({f"eval_{role}_{k}": v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)})
+        for d in report["differences"]:
+            values.update({f"eval_diff_{d['metric']}": d["difference"], f"eval_diff_{d['metric']}_lower": d["lower"],
+                           f"eval_diff_{d['metric']}_upper": d["upper"]})
+        client = self.client()
+        client.log_batch(run_id, metrics=[Metric(k, float(v), now, 0) for k, v in values.items()])
+        client.log_dict(run_id, report, "evaluation/report.json")
+        client.log_text(run_id, html, "evaluation/report.html")
+
+    def version_for(self, alias: str) -> str | None:
+        """The version an alias points at, or None when the alias is not set."""
+        return self._aliases().get(alias)
+
+    def set_alias(self, alias: str, version: str) -> None:
+        self.client().set_registered_model_alias(self.model_name, alias, version)
+
+    def tag_version(self, version: str, tags: dict[str, str]) -> None:
+        client = self.client()
+        for key, value in tags.items():
+            client.set_model_version_tag(self.model_name, version, key, str(value))
+
+    def version_with_tag(self, key: str, value: str) -> str | None:
+        """The newest version tagged `key=value`, or None."""
+        found = self.client().search_model_versions(f"name='{self.model_name}' and tags.{key}='{value}'")
+        return str(max(int(v.version) for v in found)) if found else None
+
+    def version_tags(self, version: str) -> dict[str, str]:
+        """The registry tags of one version."""
+        return dict(self.client().get_model_version(self.model_name, version).tags or {})
+
+    def load(self, version: str):
+        """The sklearn pipeline of a registered version, verified against its recorded checksum
+        (ModelIntegrityError otherwise); cached per version and checksum."""
+        expected = self.version_tags(version).get(CHECKSUM_TAG)
+        if expected is None:  # not cached: lru_cache keeps results, never errors
+            return _load_checked(self.tracking_uri, self.model_name, version, None)
+        return _load_checked_cached(self.tracking_uri, self.model_name, version, expected)
+
+    def promote(self, version: str) -> str | None:
+        """Make `version` the champion and the old champion `previous`; returns the old champion.
+        A trial (canary or shadow) of `version` ends with it."""
+        aliases = self._aliases()
+        old = aliases.get(CHAMPION)
+        if old == version:
+            return old
+        if old is not None:
+            self.set_alias(PREVIOUS, old)
+        self.set_alias(CHAMPION, version)
+        for alias in (CHALLENGER, CANARY, SHADOW):
+            if aliases.get(alias) == version:
+                self.delete_alias(alias)
+        return old
+
+    def _registered_model(self):
+        """The registered model, or None before its first version is registered; any other registry
+        failure raises (`is_not_found`)."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return self.client().get_registered_model(self.model_name)
+        except MlflowException as exc:
+            if is_not_found(exc):
+                return None
+            raise
+
+    def _aliases(self) -> dict[str, str]:
+        """Every alias of the registered model and its version, in one registry call ({} before the first)."""
+        model = self._registered_model()
+        return {k: str(v) for k, v in (model.aliases or {}).items()} if model is not None else {}
+
+    def delete_alias(self, alias: str) -> None:
+        """Remove an alias (no error when it is not set, or the model does not exist)."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            self.client().delete_registered_model_alias(self.model_name, alias)
+        except MlflowException as exc:
+            if not is_not_found(exc):
+                raise
+
+    def deployment_state(self) -> DeploymentState:
+        """Champion, trial (canary or shadow) and canary share, read in one registry call. No
+        registered model means no champion; a registry that cannot answer raises."""
+        model = self._registered_model()
+        if model is None:
+            return DeploymentState(champion=None)
+        aliases = {k: str(v) for k, v in (model.aliases or {}).items()}
+        canary = aliases.get(CANARY)
+        share = float(model.tags.get(CANARY_SHARE_TAG, 0.0)) if canary else 0.0
+        return DeploymentState(champion=aliases.get(CHAMPION), canary=canary, shadow=aliases.get(SHADOW),
+                               canary_share=share, previous=aliases.get(PREVIOUS))
+
+    def start_trial(self, version: str, mode: str, canary_share: float) -> None:
+        """Put `version` on live trial as `canary` (answering `canary_share` of entities) or
+        `shadow` (scored, never answering), replacing any running trial."""
+        self.end_trial()
+        if mode == CANARY:
+            self.client().set_registered_model_tag(self.model_name, CANARY_SHARE_TAG, str(canary_share))
+        self.set_alias(mode, version)
+
+    def end_trial(self) -> None:
+        """Stop any canary or shadow trial (the champion keeps serving)."""
+        from mlflow.exceptions import MlflowException
+
+        for alias in (CANARY, SHADOW):
+            self.delete_alias(alias)
+        try:
+            self.client().delete_registered_model_tag(self.model_name, CANARY_SHARE_TAG)
+        except MlflowException as exc:
+            if not is_not_found(exc):
+                raise
+
+    def rollback_to_previous(self) -> tuple[str, str]:
+        """Make `previous` the champion again and end any trial; returns (rolled-back, restored)."""
+        state = self.deployment_state()
+        if state.previous is None or state.champion is None:
+            raise ValueError("no previous version to roll back to: the registry has no 'previous' alias "
+                             f"(champion: {state.champion or 'none'})")
+        self.end_trial()
+        self.set_alias(CHAMPION, state.previous)
+        self.delete_alias(PREVIOUS)
+        return state.champion, state.previous
+
+
+def model_registry_for(settings, spec, in_dagster: bool = True) -> ModelRegistry:
+    """The registry resource for a spec under `settings` (MLFLOW_TRACKING_URI overrides the embedded
+    store; inside Dagster it stays an `EnvVar`, so the URI never lands in run config). The artifact
+    location only applies when the experiment is created: an existing experiment keeps its own."""
+    tracking_uri = settings.default_tracking_uri
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        tracking_uri = dg.EnvVar("MLFLOW_TRACKING_URI") if in_dagster else os.environ["MLFLOW_TRACKING_URI"]
+    return ModelRegistry(
+        tracking_uri=tracking_uri,
+        artifact_location=settings.artifact_location,
+        experiment_name=f"{spec.name}-retraining",
+        model_name=spec.name,
+        ui_url=settings.mlflow_ui_url,
+    )
