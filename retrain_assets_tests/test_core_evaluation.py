@@ -32,7 +32,7 @@ from retrain_assets.core.evaluation.report import (
     inference_cost,
     promotion_gate,
 )
-from retrain_assets.core.policy import Policy, PromotionThresholds
+from retrain_assets.core.policy.definition import Policy, PromotionThresholds
 
 COST = {"latency_ms_per_1000_rows": 5.0, "model_size_bytes": 1000.0}
 

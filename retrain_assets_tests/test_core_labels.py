@@ -20,7 +20,7 @@ from retrain_assets.core.labeling.labels import (
     suspect_labels,
 )
 from retrain_assets.core.ingestion.landing import read_landing_file
-from retrain_assets.core.policy import LabelGates
+from retrain_assets.core.policy.definition import LabelGates
 from retrain_assets.core.spec import parse_spec
 
 DELIVERED = pd.Timestamp("2025-01-05 08:00:00")

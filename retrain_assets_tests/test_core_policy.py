@@ -5,7 +5,8 @@ import pytest
 import math
 
 from retrain_assets.core.monitoring.drift import DriftThresholds
-from retrain_assets.core.policy import BatchSignal, Policy, PolicyHistory, PromotionThresholds, decide_retrain
+from retrain_assets.core.policy.definition import Policy, PromotionThresholds
+from retrain_assets.core.policy.retrain import BatchSignal, PolicyHistory, decide_retrain
 
 
 def days(first: int, last: int) -> list[str]:

@@ -13,7 +13,7 @@ import pytest
 
 from retrain_assets.apps import docs
 from retrain_assets.core import catalog
-from retrain_assets.core.policy import Policy
+from retrain_assets.core.policy.definition import Policy
 from retrain_assets.core.spec import ColumnSpec, DatasetSpec, TargetSpec, load_spec, parse_spec
 from retrain_assets.settings import ENVIRONMENT, ProjectSettings
 
@@ -74,7 +74,7 @@ def test_every_policy_parameter_is_documented_with_its_default_and_meaning(confi
         _, _, shown, meaning = documented_row(configuration, key)
         expected = "null" if default is None else "[" + ", ".join(default) + "]" if isinstance(default, tuple) else str(default)
         assert shown == f"`{expected}`", f"{key}: documented default {shown}, the code says {expected}: {FIX}"
-        assert len(meaning) > 10, f"{key} has no meaning documented: give it a `doc` in retrain_assets/core/policy.py"
+        assert len(meaning) > 10, f"{key} has no meaning documented: give it a `doc` in retrain_assets/core/policy/definition.py"
 
 
 SPEC_CONTAINERS = {"raw": "", "target_raw": "target.", "part_raw": "partitions.", "body": "columns.<name>."}

@@ -8,7 +8,8 @@ import pytest
 from mlflow import MlflowClient
 
 from retrain_assets.apps.cli.main import main
-from retrain_assets.core.policy import BatchSignal, Policy, PolicyHistory, decide_retrain
+from retrain_assets.core.policy.definition import Policy
+from retrain_assets.core.policy.retrain import BatchSignal, PolicyHistory, decide_retrain
 from retrain_assets.core.deployment.rollout import CanaryVerdict, TrialClock, analyse_canary, trial_clock
 from retrain_assets.core.monitoring.next_action import Trial, next_action, next_partition
 from retrain_assets_tests.conftest import read_table

@@ -37,7 +37,7 @@ from retrain_assets.core.offline.backtest import (
 )
 from retrain_assets.core.offline.backtest_report import DEFAULT_WINDOW, markdown_table, per_batch, render_plot, render_tradeoff, summarize
 from retrain_assets.core.ingestion.landing import write_text_atomically
-from retrain_assets.core.policy import Policy
+from retrain_assets.core.policy.definition import Policy
 from retrain_assets.core.offline.scenario import Delivery, history_deliveries, read_history
 from retrain_assets.core.spec import DatasetSpec
 

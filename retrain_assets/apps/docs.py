@@ -3,7 +3,7 @@
 - docs/analyst-guide.md: the analysts' snapshot, every table and column (`core.catalog`), how the
   tables join, and example queries;
 - docs/configuration.md: the dataset spec format (`core.spec` field metadata), the policy
-  (`core.policy`), the environment variables (`settings.ENVIRONMENT`) and the Dagster resources'
+  (`core.policy.definition`), the environment variables (`settings.ENVIRONMENT`) and the Dagster resources'
   fields (their pydantic descriptions).
 
     python -m retrain_assets.apps.docs           # regenerate both files
@@ -23,7 +23,7 @@ from types import NoneType, UnionType
 from typing import Any
 
 from retrain_assets.core import catalog
-from retrain_assets.core.policy import SECTIONS, Policy, policy_key
+from retrain_assets.core.policy.definition import SECTIONS, Policy, policy_key
 from retrain_assets.core.spec import DatasetSpec, load_spec
 from retrain_assets.settings import DEFAULT_DATA_DIR, ENVIRONMENT, ProjectSettings
 
@@ -311,7 +311,7 @@ def configuration(root: Path | None = None) -> str:
     root = root or REPO
     lines = [HEADER, "", "# Configuration reference", "",
              "What can be configured, with each default and meaning, generated from the code: the dataset spec "
-             "(`retrain_assets/core/spec.py`), the policy (`retrain_assets/core/policy.py`), the environment "
+             "(`retrain_assets/core/spec.py`), the policy (`retrain_assets/core/policy/definition.py`), the environment "
              "(`retrain_assets/settings.py`) and the Dagster resources (`retrain_assets/defs/`).", "",
              "## Dataset spec", "",
              f"A dataset is declared in one YAML file (example: `{BUILTIN_SPEC.as_posix()}`), named by "

@@ -17,7 +17,7 @@ import pandas as pd
 
 from retrain_assets.core.training.modeling import PARTITION_COLUMN, target_vector
 from retrain_assets.core.monitoring.batch_report import finite_or_nan
-from retrain_assets.core.policy import PolicyHistory, decide_retrain
+from retrain_assets.core.policy.retrain import PolicyHistory, decide_retrain
 from retrain_assets.core.deployment.rollout import analyse_canary
 from retrain_assets.core.spec import DatasetSpec
 from retrain_assets.core.monitoring.next_action import Trial, known_partitions, next_action

@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from retrain_assets.core.policy import Policy
+from retrain_assets.core.policy.definition import Policy
 
 COLUMN_TYPES = ("float", "int", "bool", "category", "string", "timestamp")
 GRANULARITIES = ("daily", "weekly", "monthly")

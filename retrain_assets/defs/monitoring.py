@@ -16,7 +16,7 @@ from retrain_assets.core.ingestion.landing import write_text_atomically
 from retrain_assets.core.training.modeling import PARTITION_COLUMN, content_hash, predict_scores, split_holdout, target_vector
 from retrain_assets.core.monitoring.batch_report import build_drift_report, finite_or_nan
 from retrain_assets.core.monitoring.multivariate import reference_sample
-from retrain_assets.core.policy import BatchSignal, PolicyHistory, decide_retrain
+from retrain_assets.core.policy.retrain import BatchSignal, PolicyHistory, decide_retrain
 from retrain_assets.core.spec import DatasetSpec
 from retrain_assets.defs.shared.partitioning import partition_window
 from retrain_assets.defs.shared.resources import CHAMPION, ModelRegistry, Warehouse

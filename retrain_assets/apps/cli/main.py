@@ -529,7 +529,7 @@ def _backtest(args, argv: list[str] | None) -> int:
     from retrain_assets.core.offline.backtest import parse_policies
     from retrain_assets.core.offline.backtest_report import markdown_table
     from retrain_assets.core.ingestion.landing import LandingFileError
-    from retrain_assets.core.policy import with_overrides
+    from retrain_assets.core.policy.definition import with_overrides
     from retrain_assets.core.offline.scenario import ScenarioError, load_scenario, scenario_deliveries
     from retrain_assets.core.spec import SpecError, load_spec
 

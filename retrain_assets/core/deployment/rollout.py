@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from retrain_assets.core.evaluation.bootstrap import paired_bootstrap
-from retrain_assets.core.policy import Policy
+from retrain_assets.core.policy.definition import Policy
 
 CHAMPION_ARM, CANARY_ARM, SHADOW_ARM = "champion", "canary", "shadow"
 PROMOTE, ROLLBACK, WAIT = "promote", "rollback", "wait"

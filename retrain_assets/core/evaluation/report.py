@@ -20,7 +20,7 @@ from fairlearn.metrics import MetricFrame, demographic_parity_difference, equal_
 from sklearn.metrics import roc_auc_score
 
 from retrain_assets.core.evaluation.bootstrap import batch_average_precision, batch_roc_auc, paired_bootstrap
-from retrain_assets.core.policy import Policy
+from retrain_assets.core.policy.definition import Policy
 
 CALIBRATION_BINS = 10
 CHALLENGER, CHAMPION = "challenger", "champion"

@@ -16,7 +16,7 @@ import pandas as pd
 from sklearn.metrics import cohen_kappa_score
 
 from retrain_assets.core.ingestion.contracts import quarantine_records
-from retrain_assets.core.policy import LabelGates
+from retrain_assets.core.policy.definition import LabelGates
 from retrain_assets.core.spec import DatasetSpec
 
 SOURCES = ("human", "model", "heuristic")

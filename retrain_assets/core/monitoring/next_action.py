@@ -14,7 +14,8 @@ from typing import Iterable, Iterator
 import pandas as pd
 
 from retrain_assets.core.offline.backtest import partition_window
-from retrain_assets.core.policy import BatchSignal, Policy, PolicyHistory, RetrainDecision, decide_retrain
+from retrain_assets.core.policy.definition import Policy
+from retrain_assets.core.policy.retrain import BatchSignal, PolicyHistory, RetrainDecision, decide_retrain
 from retrain_assets.core.deployment.rollout import PROMOTE, ROLLBACK, CanaryVerdict, TrialClock
 
 

@@ -34,7 +34,8 @@ from retrain_assets.core.labeling.labels import combine_label_files, normalize_a
 from retrain_assets.core.ingestion.landing import BATCHES, LABELS
 from retrain_assets.core.training.modeling import PARTITION_COLUMN, feature_frame, model_family, predict_scores, split_holdout, target_vector
 from retrain_assets.core.monitoring.batch_report import build_drift_report
-from retrain_assets.core.policy import BatchSignal, Policy, PolicyHistory, RetrainDecision, decide_retrain, with_overrides
+from retrain_assets.core.policy.definition import Policy, with_overrides
+from retrain_assets.core.policy.retrain import BatchSignal, PolicyHistory, RetrainDecision, decide_retrain
 from retrain_assets.core.offline.scenario import Delivery
 from retrain_assets.core.training.selection import select_model
 from retrain_assets.core.spec import DatasetSpec
