@@ -102,7 +102,7 @@ def test_the_artifact_location_comes_from_the_environment(tmp_path, monkeypatch,
 def test_an_artifact_uri_reaches_the_experiment_verbatim(tmp_path):
     from mlflow import MlflowClient
 
-    from retrain_assets.defs.shared.resources import ModelRegistry
+    from retrain_assets.defs.shared.registry import ModelRegistry
 
     uri = (tmp_path / "elsewhere").as_uri()
     registry = ModelRegistry(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db", artifact_location=uri,

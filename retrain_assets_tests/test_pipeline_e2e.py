@@ -548,7 +548,7 @@ def test_zz_shadow_mode_scores_the_challenger_without_answering(run, tmp_path):
     import yaml
 
     from retrain_assets.defs import build_definitions
-    from retrain_assets.defs.shared.resources import model_registry_for
+    from retrain_assets.defs.shared.registry import model_registry_for
     from retrain_assets.apps.service import ModelService, PredictionLog
 
     shadow = yaml.safe_load(run.scenario.spec_path.read_text())

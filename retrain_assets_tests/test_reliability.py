@@ -29,7 +29,7 @@ from mlflow import MlflowClient
 from retrain_assets.core.ingestion.landing import write_atomically
 from retrain_assets.core.offline.scenario import generate_day, load_scenario, scenario_deliveries
 from retrain_assets.defs import build_definitions
-from retrain_assets.defs.shared.resources import CHECKSUM_TAG, ModelRegistry
+from retrain_assets.defs.shared.registry import CHECKSUM_TAG, ModelRegistry
 from retrain_assets.apps.demo import replay
 from retrain_assets.apps.replay import PipelineDriver
 from retrain_assets.settings import ProjectSettings

@@ -225,7 +225,7 @@ class LiveTraffic:
 
         from retrain_assets.core.deployment.serving import ApiKeys
         from retrain_assets.core.spec import load_spec
-        from retrain_assets.defs.shared.resources import model_registry_for
+        from retrain_assets.defs.shared.registry import model_registry_for
         from retrain_assets.apps.service import ModelService, PredictionLog, create_app
 
         spec = load_spec(settings.spec_path)

@@ -289,7 +289,9 @@ def spec_keys() -> list[dict[str, Any]]:
 def resource_classes() -> list[tuple[str, type, str]]:
     """(resource key, class, what it is) of every Dagster resource, and the deployment command config."""
     from retrain_assets.defs.deployment import DeploymentCommand
-    from retrain_assets.defs.shared.resources import LandingZone, ModelRegistry, Warehouse
+    from retrain_assets.defs.shared.landing import LandingZone
+    from retrain_assets.defs.shared.registry import ModelRegistry
+    from retrain_assets.defs.shared.warehouse import Warehouse
     from retrain_assets.defs.shared.io_manager import WarehouseIOManager
 
     return [("warehouse", Warehouse, "Resource"), ("landing", LandingZone, "Resource"),

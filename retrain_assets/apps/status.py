@@ -39,7 +39,8 @@ class StoreError(RuntimeError):
 
 def read_status(settings: ProjectSettings, spec: DatasetSpec, lock_timeout_seconds: float = 5.0) -> dict:
     """Everything `status` shows, as JSON-ready values (raises StoreError when a store is missing)."""
-    from retrain_assets.defs.shared.resources import Warehouse, model_registry_for
+    from retrain_assets.defs.shared.registry import model_registry_for
+    from retrain_assets.defs.shared.warehouse import Warehouse
 
     database = settings.snapshot_path if settings.snapshot_path.exists() else settings.warehouse_path
     if not database.exists():

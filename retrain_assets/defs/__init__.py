@@ -19,7 +19,9 @@ from retrain_assets.defs.monitoring import build_monitoring
 from retrain_assets.defs.shared.partitioning import partitions_for
 from retrain_assets.defs.serving import build_serving
 from retrain_assets.defs.shared.io_manager import WarehouseIOManager
-from retrain_assets.defs.shared.resources import LandingZone, Warehouse, model_registry_for
+from retrain_assets.defs.shared.landing import LandingZone
+from retrain_assets.defs.shared.registry import model_registry_for
+from retrain_assets.defs.shared.warehouse import Warehouse
 from retrain_assets.defs.shared.runs import build_recovery
 from retrain_assets.defs.training import build_training
 from retrain_assets.settings import ProjectSettings

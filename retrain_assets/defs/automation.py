@@ -10,7 +10,9 @@ import dagster as dg
 
 from retrain_assets.core.ingestion.landing import BATCHES, LABELS, PREDICTIONS, REVIEWS, scan
 from retrain_assets.core.spec import DatasetSpec
-from retrain_assets.defs.shared.resources import LandingZone, ModelRegistry, Warehouse
+from retrain_assets.defs.shared.landing import LandingZone
+from retrain_assets.defs.shared.registry import ModelRegistry
+from retrain_assets.defs.shared.warehouse import Warehouse
 from retrain_assets.defs.shared.runs import MODEL_JOB_TAG, model_jobs_in_progress
 from retrain_assets.defs.training import latest_materialization_metadata
 

@@ -14,7 +14,9 @@ from retrain_assets.core.ingestion.landing import REQUESTS, write_atomically
 from retrain_assets.core.training.modeling import PARTITION_COLUMN, feature_frame, predict_scores, target_vector
 from retrain_assets.core.labeling.review import item_id
 from retrain_assets.core.spec import DatasetSpec
-from retrain_assets.defs.shared.resources import CHAMPION, LandingZone, ModelRegistry, Warehouse
+from retrain_assets.defs.shared.landing import LandingZone
+from retrain_assets.defs.shared.registry import CHAMPION, ModelRegistry
+from retrain_assets.defs.shared.warehouse import Warehouse
 from retrain_assets.defs.shared.io_manager import WAREHOUSE_POOL
 from retrain_assets.defs.training import produced_candidate_version
 

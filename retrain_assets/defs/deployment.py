@@ -14,7 +14,8 @@ from retrain_assets.core.deployment.rollout import PROMOTE, ROLLBACK, approval_r
 from retrain_assets.core.spec import DatasetSpec
 from retrain_assets.core.reports.timeline import render_timeline_html
 from retrain_assets.defs.evaluation import latest_evaluation
-from retrain_assets.defs.shared.resources import ModelRegistry, Warehouse
+from retrain_assets.defs.shared.registry import ModelRegistry
+from retrain_assets.defs.shared.warehouse import Warehouse
 from retrain_assets.defs.serving import TRIAL_START_TAG, delivered_partitions
 from retrain_assets.defs.shared.io_manager import WAREHOUSE_POOL
 

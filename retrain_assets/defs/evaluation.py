@@ -19,8 +19,9 @@ from retrain_assets.core.reports.evaluation import render_evaluation_html
 from retrain_assets.core.ingestion.landing import write_text_atomically
 from retrain_assets.core.training.modeling import feature_frame, model_family, predict_scores, split_holdout, target_vector
 from retrain_assets.core.spec import DatasetSpec
-from retrain_assets.defs.shared.resources import CHAMPION as CHAMPION_ALIAS
-from retrain_assets.defs.shared.resources import ModelRegistry, Warehouse
+from retrain_assets.defs.shared.registry import CHAMPION as CHAMPION_ALIAS
+from retrain_assets.defs.shared.registry import ModelRegistry
+from retrain_assets.defs.shared.warehouse import Warehouse
 from retrain_assets.defs.shared.io_manager import WAREHOUSE_POOL
 from retrain_assets.defs.training import produced_candidate_version
 

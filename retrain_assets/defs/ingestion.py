@@ -15,7 +15,8 @@ from retrain_assets.core.training.modeling import PARTITION_COLUMN
 from retrain_assets.core.ingestion.privacy import pseudonymize, withhold_undeclared
 from retrain_assets.core.spec import DatasetSpec
 from retrain_assets.defs.shared.partitioning import partition_window
-from retrain_assets.defs.shared.resources import LandingZone, Warehouse
+from retrain_assets.defs.shared.landing import LandingZone
+from retrain_assets.defs.shared.warehouse import Warehouse
 from retrain_assets.defs.shared.io_manager import WAREHOUSE_POOL
 
 CONTRACT_CHECK = "raw_batches_match_contract"

@@ -19,7 +19,9 @@ from retrain_assets.core.labeling.review import applicable_decisions, build_queu
 from retrain_assets.core.spec import DatasetSpec
 from retrain_assets.defs.ingestion import CONTRACT_CHECK, unusable_batches
 from retrain_assets.defs.shared.partitioning import partition_window
-from retrain_assets.defs.shared.resources import CHAMPION, LandingZone, ModelRegistry, Warehouse
+from retrain_assets.defs.shared.landing import LandingZone
+from retrain_assets.defs.shared.registry import CHAMPION, ModelRegistry
+from retrain_assets.defs.shared.warehouse import Warehouse
 from retrain_assets.defs.shared.io_manager import WAREHOUSE_POOL
 
 # Eager, but for every partition (history replays land old partitions) and never past a failed

@@ -17,7 +17,9 @@ from retrain_assets.core.deployment.serving import typed_log
 from retrain_assets.core.spec import DatasetSpec
 from retrain_assets.defs.monitoring import latest_reference
 from retrain_assets.defs.shared.partitioning import partition_window
-from retrain_assets.defs.shared.resources import LandingZone, ModelRegistry, Warehouse
+from retrain_assets.defs.shared.landing import LandingZone
+from retrain_assets.defs.shared.registry import ModelRegistry
+from retrain_assets.defs.shared.warehouse import Warehouse
 from retrain_assets.defs.shared.io_manager import WAREHOUSE_POOL
 
 LOG_KEY = ["request_id", "row_index", "role", "model_version"]

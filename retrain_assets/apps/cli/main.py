@@ -361,7 +361,7 @@ def _serve(args) -> int:
 
     from retrain_assets.core.deployment.serving import DEFAULT_MAX_BODY_BYTES, ApiKeyError, load_api_keys
     from retrain_assets.core.spec import load_spec
-    from retrain_assets.defs.shared.resources import model_registry_for
+    from retrain_assets.defs.shared.registry import model_registry_for
     from retrain_assets.apps.service import ModelService, PredictionLog, create_app
 
     try:
@@ -780,7 +780,7 @@ def _check_batch(args) -> int:
 def _champion_profile(data_dir: Path):
     """(profile, description) of the champion's reference in the warehouse, or why there is none."""
     from retrain_assets.defs.monitoring import latest_reference
-    from retrain_assets.defs.shared.resources import Warehouse
+    from retrain_assets.defs.shared.warehouse import Warehouse
     from retrain_assets.settings import ProjectSettings
 
     settings = ProjectSettings(data_dir=data_dir.resolve(), spec_path=Path())

@@ -1,29 +1,23 @@
-"""Typed resources: the DuckDB warehouse, the landing zone and the MLflow model registry."""
+"""The MLflow model registry resource: the experiment, registered versions and the aliases a rollout moves."""
 
 from __future__ import annotations
 
 import os
-import shutil
 import tempfile
 import time
 from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 from typing import Iterator
-from urllib.parse import quote
 
 import dagster as dg
-import duckdb
 import pandas as pd
 import sklearn
 from pydantic import Field
 
-from retrain_assets.core.ingestion.landing import LandingFile, safe_file_name, scan
-from retrain_assets.core.ingestion.privacy import GENERATE_KEY_HINT, PII_KEY_ENV, PiiKeyError, check_key, development_key
 from retrain_assets.core.deployment.rollout import DeploymentState
 from retrain_assets.core.deployment.serving import directory_sha256
-from retrain_assets.defs.shared.io_manager import connect_retrying
-from retrain_assets.settings import DEFAULT_MLFLOW_UI_URL, DEFAULT_REPORTS_URL
+from retrain_assets.settings import DEFAULT_MLFLOW_UI_URL
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
@@ -43,131 +37,6 @@ def is_not_found(exc: Exception) -> bool:
     failure that may read as an empty answer. Any other (a locked store, a server that does not
     answer) is an outage and must raise, or a busy registry would read as "no model"."""
     return getattr(exc, "error_code", None) == "RESOURCE_DOES_NOT_EXIST"
-
-
-class Warehouse(dg.ConfigurableResource):
-    """Read access to the DuckDB warehouse, and publication of the analysts' snapshot.
-
-    DuckDB allows one writing process per file, so connections here are short-lived and retried
-    while another process holds the lock.
-    """
-
-    database: str = Field(description="Path of the warehouse DuckDB file written by the IO manager.")
-    snapshot_path: str = Field(description="Path of the read-only snapshot analysts query.")
-    reports_dir: str = Field(description="Folder for the HTML reports linked from asset metadata.")
-    reports_url: str = Field(default=DEFAULT_REPORTS_URL,
-                             description="Where `reports_dir` is served (`make ui` starts that server), for clickable links.")
-    lock_timeout_seconds: float = Field(default=30.0, description="How long to retry while another process holds the lock.")
-
-    def report_links(self, path: Path | str, name: str = "html_report") -> dict[str, dg.MetadataValue]:
-        """Metadata for a report under `reports_dir`: its file path and its served URL (a link in the UI)."""
-        relative = Path(path).resolve().relative_to(Path(self.reports_dir).resolve())
-        return {name: dg.MetadataValue.path(str(path)),
-                f"{name}_url": dg.MetadataValue.url(f"{self.reports_url.rstrip('/')}/{quote(relative.as_posix())}")}
-
-    def connect(self, read_only: bool = True):
-        """A short-lived connection, retried while another process holds the file."""
-        return connect_retrying(self.database, read_only, self.lock_timeout_seconds)
-
-    def query(self, sql: str, params: list | None = None) -> pd.DataFrame:
-        """Run a read-only query. A table that does not exist yet (nothing was ever written to
-        it) reads as an empty result, as does an absent warehouse file."""
-        if not Path(self.database).exists():
-            return pd.DataFrame()
-        with self.connect() as conn:
-            try:
-                return conn.execute(sql, params or []).df()
-            except duckdb.CatalogException:
-                return pd.DataFrame()
-
-    def has_table(self, table: str) -> bool:
-        """Whether `main.<table>` exists."""
-        found = self.query(
-            "select count(*) as n from information_schema.tables where table_schema = 'main' and table_name = ?", [table]
-        )
-        return bool(len(found)) and int(found["n"].iloc[0]) > 0
-
-    def with_history(self, table: str, new_rows: pd.DataFrame) -> pd.DataFrame:
-        """`new_rows` appended to what `table` already holds: model-level tables keep their history."""
-        history = self.query(f'select * from "{table}"')
-        return pd.concat([history, new_rows], ignore_index=True) if len(history) else new_rows.reset_index(drop=True)
-
-    def publish_snapshot(self) -> Path:
-        """Copy the warehouse into a new file and rename it over the snapshot (atomic for readers)."""
-        target = Path(self.snapshot_path)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-        tmp.unlink(missing_ok=True)
-        try:
-            # Through the warehouse's own connection: DuckDB opens a file once per process, and
-            # this reuses an instance the process may already hold.
-            with connect_retrying(self.database, read_only=False, timeout_seconds=self.lock_timeout_seconds) as conn:
-                source = conn.execute("select current_database()").fetchone()[0]
-                conn.execute(f"attach '{tmp}' as snapshot_tmp")
-                conn.execute(f'copy from database "{source}" to snapshot_tmp')
-                conn.execute("detach snapshot_tmp")
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-        os.replace(tmp, target)
-        return target
-
-
-class LandingZone(dg.ConfigurableResource):
-    """The raw layer: the folder where batch and label files land (see core.landing for the naming
-    rules), the owner-only folder that keeps quarantined files as delivered, and the key that
-    pseudonymizes PII before anything leaves this layer."""
-
-    root: str = Field(description="Landing-zone folder with batches/ and labels/ inside.")
-    restricted_root: str = Field(description="Owner-only folder (0700) for raw copies of quarantined files.")
-    pii_key: str | None = Field(default=None, description=f"Pseudonymization key; set {PII_KEY_ENV} (read via dg.EnvVar).")
-    production: bool = Field(default=False, description="Refuse to run without a configured PII key.")
-    max_file_bytes: int = Field(default=1 << 30, description=(
-        "Largest landing file read (default 1 GiB; a file is held in memory whole): a larger one is not read, "
-        "its batch is blocked and the file stays in the landing zone."))
-
-    def files_in_window(self, kind: str, start: pd.Timestamp, end: pd.Timestamp) -> list[LandingFile]:
-        """Files of `kind` whose name date falls in [start, end), oldest name first."""
-        found, _ = scan(Path(self.root), kinds=(kind,), window=(start, end))
-        return found
-
-    def pii_key_bytes(self) -> bytes:
-        """The pseudonymization key; in development a generated key under the restricted folder."""
-        if self.pii_key:
-            return check_key(self.pii_key)
-        if self.production:
-            raise PiiKeyError(f"{PII_KEY_ENV} is not set and RETRAIN_ASSETS_MODE=production: PII columns cannot be "
-                              f"pseudonymized. Generate a key with {GENERATE_KEY_HINT}, keep it in your secret "
-                              f"store and export it as {PII_KEY_ENV} for the Dagster code location.")
-        return check_key(development_key(self._restricted() / "pii.key"))
-
-    def keep_raw_copy(self, file: LandingFile, partition_key: str) -> str:
-        """Copy a delivered file, byte for byte, into the restricted quarantine (owner-only); returns
-        its path relative to the restricted folder. Idempotent: the name carries the content hash.
-        A file over `max_file_bytes` is not copied ("" is returned): it stays in the landing zone."""
-        if file.path.stat().st_size > self.max_file_bytes:
-            return ""
-        relative = Path("quarantine") / file.kind / partition_key / f"{file.sha256[:16]}__{safe_file_name(file.path.name)}"
-        target = self._restricted() / relative
-        if not target.resolve().is_relative_to(self._restricted().resolve()):  # belt and braces over safe_file_name
-            raise ValueError(f"the raw copy of {file.path.name!r} would land outside {self.restricted_root}")
-        if not target.exists():
-            target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".copy.")  # 0600
-            os.close(fd)
-            try:
-                shutil.copyfile(file.path, tmp)
-                os.replace(tmp, target)
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
-        return str(relative)
-
-    def _restricted(self) -> Path:
-        root = Path(self.restricted_root)
-        root.mkdir(parents=True, exist_ok=True, mode=0o700)
-        return root
-
 
 @contextmanager
 def _tracking_uri(uri: str) -> Iterator[None]:
