@@ -55,7 +55,7 @@ def calibration(defs: dg.Definitions, settings: ProjectSettings, champion: str, 
     from retrain_assets.core.training.modeling import predict_scores
     from retrain_assets.core.monitoring.batch_report import build_drift_report
     from retrain_assets.core.spec import load_spec
-    from retrain_assets.defs.monitoring import latest_reference
+    from retrain_assets.defs.shared.lookups import latest_reference
 
     spec = load_spec(settings.spec_path)
     profile, _ = latest_reference(defs.resources["warehouse"], champion)

@@ -372,7 +372,7 @@ def test_a_retrain_that_died_before_its_evaluation_leaves_the_policy_free_to_ret
     """A retrain_job run killed during its evaluation step (kill -9 of `dagster dev`) had already
     moved training_set's window: the policy then held with "only 0 new labeled rows" for good. A
     retrain counts once its challenger is evaluated: until then the new labels still count."""
-    from retrain_assets.defs.monitoring import gather_history
+    from retrain_assets.defs.shared.lookups import gather_history
 
     stores = base.copy(tmp_path / "stores")
     defs = build_definitions(stores.settings)

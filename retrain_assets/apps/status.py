@@ -157,7 +157,7 @@ def _deployment_state(registry):
 def _policy_history(warehouse, state) -> PolicyHistory:
     """What `decide_retrain` reads, from the warehouse alone: as `defs.monitoring.gather_history`,
     with the labelled partitions read from `labeled_batches` instead of the Dagster instance's records."""
-    from retrain_assets.defs.monitoring import history_from_warehouse
+    from retrain_assets.defs.shared.lookups import history_from_warehouse
 
     labeled = warehouse.query(f"select distinct {PARTITION_COLUMN} as p from labeled_batches order by p")
     return history_from_warehouse(warehouse, state, [f"{p:%Y-%m-%d}" for p in labeled["p"]] if len(labeled) else [])
@@ -184,7 +184,7 @@ def _champion(warehouse, registry, version: str) -> dict:
 
 def _trial(warehouse, registry, spec: DatasetSpec, state) -> Trial:
     """The challenger on trial, with the verdict `canary_analysis` would reach on the live pairs logged so far."""
-    from retrain_assets.defs.serving import live_pairs, trial_clock_of
+    from retrain_assets.defs.shared.lookups import live_pairs, trial_clock_of
 
     version, mode = (state.canary, "canary") if state.canary else (state.shadow, "shadow")
     pairs = live_pairs(warehouse, spec, version, state.champion)

@@ -14,7 +14,7 @@ from retrain_assets.defs.shared.landing import LandingZone
 from retrain_assets.defs.shared.registry import ModelRegistry
 from retrain_assets.defs.shared.warehouse import Warehouse
 from retrain_assets.defs.shared.runs import MODEL_JOB_TAG, model_jobs_in_progress
-from retrain_assets.defs.training import latest_materialization_metadata
+from retrain_assets.defs.shared.lookups import latest_materialization_metadata
 
 INGEST_ASSETS = {BATCHES: [dg.AssetKey("raw_batches"), dg.AssetKey("quarantine")],
                  LABELS: [dg.AssetKey("labels"), dg.AssetKey("rejected_labels"), dg.AssetKey("review_decisions")],

@@ -18,7 +18,7 @@ from retrain_assets.defs.shared.landing import LandingZone
 from retrain_assets.defs.shared.registry import CHAMPION, ModelRegistry
 from retrain_assets.defs.shared.warehouse import Warehouse
 from retrain_assets.defs.shared.io_manager import WAREHOUSE_POOL
-from retrain_assets.defs.training import produced_candidate_version
+from retrain_assets.defs.shared.lookups import produced_candidate_version
 
 
 def build_curation(spec: DatasetSpec) -> dg.Definitions:

@@ -13,10 +13,10 @@ from retrain_assets.core.ingestion.landing import write_text_atomically
 from retrain_assets.core.deployment.rollout import PROMOTE, ROLLBACK, approval_refusal, handled_versions
 from retrain_assets.core.spec import DatasetSpec
 from retrain_assets.core.reports.timeline import render_timeline_html
-from retrain_assets.defs.evaluation import latest_evaluation
+from retrain_assets.defs.shared.lookups import latest_evaluation
 from retrain_assets.defs.shared.registry import ModelRegistry
 from retrain_assets.defs.shared.warehouse import Warehouse
-from retrain_assets.defs.serving import TRIAL_START_TAG, delivered_partitions
+from retrain_assets.defs.shared.lookups import TRIAL_START_TAG, delivered_partitions
 from retrain_assets.defs.shared.io_manager import WAREHOUSE_POOL
 
 # The table's columns, in order: the DuckDB IO manager inserts by position, so every row has all of them.

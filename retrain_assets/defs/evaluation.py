@@ -23,17 +23,12 @@ from retrain_assets.defs.shared.registry import CHAMPION as CHAMPION_ALIAS
 from retrain_assets.defs.shared.registry import ModelRegistry
 from retrain_assets.defs.shared.warehouse import Warehouse
 from retrain_assets.defs.shared.io_manager import WAREHOUSE_POOL
-from retrain_assets.defs.training import produced_candidate_version
+from retrain_assets.defs.shared.lookups import latest_evaluation, produced_candidate_version
 
 PROMOTION_GATE = "evaluation_report_promotion_gate"
 MODEL_METRICS = ("roc_auc", "pr_auc", "log_loss", "brier", "ece", "accuracy", "f1", "precision", "recall", "threshold",
                  "n_rows", "positive_rate", "latency_ms_per_1000_rows", "model_size_bytes",
                  "demographic_parity_difference", "equal_opportunity_difference")
-
-
-def latest_evaluation(report: pd.DataFrame) -> pd.Series:
-    """The newest row of the evaluation history."""
-    return report.sort_values("evaluated_at").iloc[-1]
 
 
 def report_rows(report: dict, gate, evaluated_at: pd.Timestamp, run_id: str, mlflow_run_id: str, html_path: str):

@@ -2,7 +2,6 @@
 `quarantine` (every rejected row with its reason). The contract check blocks the batch."""
 
 from collections import Counter
-from collections.abc import Sequence
 from pathlib import Path
 
 import dagster as dg
@@ -18,9 +17,8 @@ from retrain_assets.defs.shared.partitioning import partition_window
 from retrain_assets.defs.shared.landing import LandingZone
 from retrain_assets.defs.shared.warehouse import Warehouse
 from retrain_assets.defs.shared.io_manager import WAREHOUSE_POOL
+from retrain_assets.defs.shared.lookups import CONTRACT_CHECK
 
-CONTRACT_CHECK = "raw_batches_match_contract"
-CONTRACT_CHECK_KEY = dg.AssetCheckKey(dg.AssetKey("raw_batches"), CONTRACT_CHECK)
 # The one quarantine record of an unreadable file: its name and where it lies in the landing zone.
 UNREADABLE_FILE_COLUMNS = ("file", "landing_path")
 EMPTY_QUARANTINE = pd.DataFrame({"source_file": pd.Series(dtype=str), "row_number": pd.Series(dtype="int64"),
@@ -200,42 +198,3 @@ def _ingested_elsewhere(warehouse: Warehouse, spec: DatasetSpec, ids: list[pd.Se
     return dict(zip(found[spec.id_column], zip(where, row_fingerprints(found, spec))))
 
 
-def unusable_batches(instance: dg.DagsterInstance, partition_keys: Sequence[str]) -> dict[str, str]:
-    """Partition key -> why its batch must not be labeled or trained on, for each of
-    `partition_keys` whose newest contract check did not pass on its newest `raw_batches`: the
-    check failed (blocked), never completed (its ingestion run died before checking) or never ran.
-
-    One rule, one source of truth: the check's records in the Dagster instance, which the
-    automation conditions (`all_deps_blocking_checks_passed`) read too. So a manual run or a
-    backfill refuses what automation never requests."""
-    storage = instance.event_log_storage
-    infos = {info.partition_key: info
-             for info in storage.get_asset_check_partition_info([CONTRACT_CHECK_KEY], partition_keys=list(partition_keys))}
-    again = "re-ingest the partition (its files are still in the landing zone: materialize ingest_batches for it)"
-    why = {}
-    for key in partition_keys:
-        info = infos.get(key)
-        status = info.latest_execution_status.value if info is not None else None
-        if status is None:
-            why[key] = f"partition {key} was never checked by {CONTRACT_CHECK}: {again}"
-        elif status == "PLANNED":
-            why[key] = (f"partition {key} has no completed {CONTRACT_CHECK}: ingestion run {info.latest_planned_run_id} "
-                        f"ended before checking, or is still running; {again}")
-        elif not info.is_current:
-            why[key] = f"partition {key}'s newest raw_batches was stored without {CONTRACT_CHECK}: {again}"
-        elif status != "SUCCEEDED":
-            verdict = check_verdict(instance, info.latest_planned_run_id, key)
-            why[key] = f"partition {key} is blocked by {CONTRACT_CHECK}: {verdict.removeprefix('BLOCKED: ')}"
-    return why
-
-
-def check_verdict(instance: dg.DagsterInstance, run_id: str, partition_key: str) -> str:
-    """The description of the contract check's last evaluation of `partition_key` in run `run_id`
-    (the run that executed its latest check), "" if there is none."""
-    records = instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION,
-                                           ascending=False).records
-    for record in records:
-        evaluation = record.event_log_entry.dagster_event.asset_check_evaluation_data
-        if evaluation.asset_check_key == CONTRACT_CHECK_KEY and evaluation.partition == partition_key:
-            return evaluation.description or ""
-    return ""

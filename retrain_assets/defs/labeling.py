@@ -17,7 +17,7 @@ from retrain_assets.core.ingestion.landing import LABELS, REVIEWS, LandingFile, 
 from retrain_assets.core.training.modeling import PARTITION_COLUMN, predict_scores, target_vector
 from retrain_assets.core.labeling.review import applicable_decisions, build_queue, parse_decisions
 from retrain_assets.core.spec import DatasetSpec
-from retrain_assets.defs.ingestion import CONTRACT_CHECK, unusable_batches
+from retrain_assets.defs.shared.lookups import CONTRACT_CHECK, unusable_batches
 from retrain_assets.defs.shared.partitioning import partition_window
 from retrain_assets.defs.shared.landing import LandingZone
 from retrain_assets.defs.shared.registry import CHAMPION, ModelRegistry

@@ -2,33 +2,31 @@
 check), and `retrain_decisions`, where the retrain policy is applied and every decision recorded
 (with the freshness check on `deployed_model`)."""
 
-import io
 import math
 from pathlib import Path
 
 import dagster as dg
 import pandas as pd
 
-from retrain_assets.core.monitoring.drift import ReferenceProfile, build_reference_profile
+from retrain_assets.core.monitoring.drift import build_reference_profile
 from retrain_assets.core.reports.drift import render_drift_html
 from retrain_assets.core.reports.drift_trend import TREND_COLUMNS, render_drift_trend_html
 from retrain_assets.core.ingestion.landing import write_text_atomically
 from retrain_assets.core.training.modeling import PARTITION_COLUMN, content_hash, predict_scores, split_holdout, target_vector
-from retrain_assets.core.monitoring.batch_report import build_drift_report, finite_or_nan
+from retrain_assets.core.monitoring.batch_report import build_drift_report
 from retrain_assets.core.monitoring.multivariate import reference_sample
-from retrain_assets.core.policy.retrain import BatchSignal, PolicyHistory, decide_retrain
+from retrain_assets.core.policy.retrain import decide_retrain
 from retrain_assets.core.spec import DatasetSpec
 from retrain_assets.defs.shared.partitioning import partition_window
 from retrain_assets.defs.shared.registry import CHAMPION, ModelRegistry
 from retrain_assets.defs.shared.warehouse import Warehouse
 from retrain_assets.defs.shared.io_manager import WAREHOUSE_POOL
-from retrain_assets.defs.training import latest_materialization_metadata
+from retrain_assets.defs.shared.lookups import latest_materialization_metadata
+from retrain_assets.defs.shared.lookups import latest_reference, gather_history
 
 DRIFT_CHECK = "drift_report_policy"
 DECISION_NUMBERS = ("labeled_partitions", "drifted_batches", "window_batches", "model_age_partitions", "realized_roc_auc",
                     "estimated_roc_auc", "baseline_roc_auc", "new_labeled_rows", "drifted_labeled_rows")
-SUMMARY_COLUMNS = ["partition_start", "champion_version", "dataset_drifted", "drift_share", "estimated_roc_auc", "realized_roc_auc",
-                   "n_labeled"]
 
 # Re-run the batch's report when its raw rows or its labels change; labels are optional (the report
 # exists before they arrive), the raw batch is not, and a blocked batch is never reported on. A new
@@ -42,16 +40,6 @@ FOLLOW_BATCH_AND_LABELS = (
     & ~dg.AutomationCondition.in_progress()
     & dg.AutomationCondition.all_deps_blocking_checks_passed()
 ).with_label("on_batch_or_labels")
-
-
-def latest_reference(warehouse: Warehouse, version: str) -> tuple[ReferenceProfile, pd.DataFrame] | None:
-    """The reference profile and row sample stored for a champion version, if any."""
-    found = warehouse.query("select profile_json, sample_json from reference_profile where model_version = ? "
-                            "order by created_at desc limit 1", [version])
-    if found.empty:
-        return None
-    sample = pd.read_json(io.StringIO(found["sample_json"].iloc[0]), orient="split")
-    return ReferenceProfile.from_json(found["profile_json"].iloc[0]), sample
 
 
 def build_monitoring(spec: DatasetSpec, partitions_def: dg.PartitionsDefinition) -> dg.Definitions:
@@ -211,44 +199,3 @@ def build_monitoring(spec: DatasetSpec, partitions_def: dg.PartitionsDefinition)
     return dg.Definitions(assets=[reference_profile, drift_report, retrain_decisions], asset_checks=[deployed_model_freshness])
 
 
-def gather_history(instance: dg.DagsterInstance, model_registry: ModelRegistry, warehouse: Warehouse) -> PolicyHistory:
-    """Collect what the policy reads from the instance, the registry and the warehouse."""
-    labeled = sorted(instance.get_materialized_partitions(dg.AssetKey("labeled_batches")))
-    return history_from_warehouse(warehouse, model_registry.deployment_state(), labeled)
-
-
-def last_evaluated_window_end(warehouse: Warehouse) -> str | None:
-    """The newest partition of the training window (held-out tail included) of the newest challenger
-    that reached an evaluation verdict; None before the first.
-
-    A retrain counts once its challenger is evaluated, not when `training_set` moves: a run that
-    dies between the two (killed, out of memory) leaves the policy free to retrain again."""
-    found = warehouse.query(
-        "select c.trained_through, c.holdout_partitions from evaluation_report e "
-        "join candidate_model c on c.model_version = e.challenger_version order by e.evaluated_at desc limit 1")
-    if found.empty:
-        return None
-    row = found.iloc[0]
-    return max([str(row["trained_through"]), *[p for p in str(row["holdout_partitions"] or "").split(",") if p]])
-
-
-def history_from_warehouse(warehouse: Warehouse, state, labeled: list[str]) -> PolicyHistory:
-    """The policy's history from the warehouse tables, given the registry's `state` and the labelled
-    partitions (the pipeline reads those from the Dagster instance; `retrain-assets status` from
-    the warehouse)."""
-    trained_through = last_evaluated_window_end(warehouse)
-    frame = warehouse.query(f"select distinct {', '.join(SUMMARY_COLUMNS)} from drift_report order by partition_start")
-    signals = [BatchSignal(f"{r.partition_start:%Y-%m-%d}", str(r.champion_version), bool(r.dataset_drifted), float(r.drift_share),
-                           finite_or_nan(r.estimated_roc_auc), finite_or_nan(r.realized_roc_auc), int(r.n_labeled))
-               for r in frame.itertuples()]
-    deployed = warehouse.query("select holdout_roc_auc from deployed_model order by deployed_at desc limit 1")
-    baseline = float(deployed["holdout_roc_auc"].iloc[0]) if len(deployed) else None
-    new_rows = 0
-    if trained_through:
-        counted = warehouse.query(f"select count(*) as n from labeled_batches where {PARTITION_COLUMN} > ?", [pd.Timestamp(trained_through)])
-        new_rows = int(counted["n"].iloc[0]) if len(counted) else 0
-    past = warehouse.query("select partition, trigger from retrain_decisions where retrain order by decided_at")
-    triggers = list(zip(past["partition"], past["trigger"])) if len(past) else []
-    return PolicyHistory(labeled_partitions=labeled, signals=signals, champion_version=state.champion,
-                         champion_holdout_roc_auc=baseline, last_trained_through=trained_through, new_labeled_rows=new_rows,
-                         past_triggers=triggers, trial_version=state.challenger)

@@ -12,15 +12,16 @@ import pandas as pd
 from retrain_assets.core.monitoring.drift import dataset_drift, feature_drift
 from retrain_assets.core.ingestion.landing import PREDICTIONS, LandingFileError, read_landing_file
 from retrain_assets.core.training.modeling import PARTITION_COLUMN, target_vector
-from retrain_assets.core.deployment.rollout import CHAMPION_ARM, TrialClock, analyse_canary, trial_clock
+from retrain_assets.core.deployment.rollout import CHAMPION_ARM, analyse_canary
 from retrain_assets.core.deployment.serving import typed_log
 from retrain_assets.core.spec import DatasetSpec
-from retrain_assets.defs.monitoring import latest_reference
+from retrain_assets.defs.shared.lookups import latest_reference
 from retrain_assets.defs.shared.partitioning import partition_window
 from retrain_assets.defs.shared.landing import LandingZone
 from retrain_assets.defs.shared.registry import ModelRegistry
 from retrain_assets.defs.shared.warehouse import Warehouse
 from retrain_assets.defs.shared.io_manager import WAREHOUSE_POOL
+from retrain_assets.defs.shared.lookups import live_pairs, trial_clock_of
 
 LOG_KEY = ["request_id", "row_index", "role", "model_version"]
 ANALYSIS_NUMBERS = ("live_rows", "live_positives", "partitions_elapsed", "offline_roc_auc_difference",
@@ -28,7 +29,6 @@ ANALYSIS_NUMBERS = ("live_rows", "live_positives", "partitions_elapsed", "offlin
                     "live_champion_roc_auc", "live_roc_auc_difference", "live_roc_auc_difference_lower",
                     "live_roc_auc_difference_upper")
 # Registry tag on the version put on trial: the newest data partition when its trial started.
-TRIAL_START_TAG = "trial_start_partition"
 
 
 def build_serving(spec: DatasetSpec, partitions_def: dg.PartitionsDefinition) -> dg.Definitions:
@@ -127,34 +127,3 @@ def build_serving(spec: DatasetSpec, partitions_def: dg.PartitionsDefinition) ->
     return dg.Definitions(assets=[ingest_prediction_logs, canary_analysis])
 
 
-def live_pairs(warehouse: Warehouse, spec: DatasetSpec, trial: str, champion: str) -> pd.DataFrame:
-    """Logged requests scored by both the trial version and the champion, joined in the warehouse
-    to their resolved labels (the newest partition's label of each entity)."""
-    id_col, target = spec.id_column, spec.target.name
-    trial_logs = (f"from prediction_logs t join prediction_logs c using (request_id, row_index) where t.model_version = ? "
-                  f"and t.role <> '{CHAMPION_ARM}' and c.role = '{CHAMPION_ARM}' and c.model_version = ?")
-    pairs = warehouse.query(
-        f'with labels as (select cast("{id_col}" as varchar) as entity_id, "{target}" from labeled_batches '
-        f'qualify row_number() over (partition by "{id_col}" order by {PARTITION_COLUMN} desc) = 1) '
-        f"select t.entity_id, t.score as trial_score, c.score as champion_score, l.\"{target}\" "
-        f"{trial_logs.replace('where', 'join labels l on l.entity_id = t.entity_id where', 1)}", [trial, champion])
-    if pairs.empty:
-        pairs = pd.DataFrame(columns=["entity_id", "trial_score", "champion_score", target])
-    return pairs
-
-
-def delivered_partitions(warehouse: Warehouse) -> list[str]:
-    """Partition keys that data arrived for (a batch or a prediction log): the trials' clock."""
-    keys: set[str] = set()
-    for table in ("raw_batches", "prediction_logs"):
-        found = warehouse.query(f"select distinct {PARTITION_COLUMN} as p from {table}")
-        keys |= {f"{p:%Y-%m-%d}" for p in found["p"]} if len(found) else set()
-    return sorted(keys)
-
-
-def trial_clock_of(warehouse: Warehouse, tags: dict[str, str], version: str) -> TrialClock:
-    """The age of `version`'s live trial (`tags`: its registry tags) in partitions delivered since it started."""
-    logged = warehouse.query(f"select distinct {PARTITION_COLUMN} as p from prediction_logs where model_version = ? "
-                             f"and role <> '{CHAMPION_ARM}'", [version])
-    return trial_clock(tags.get(TRIAL_START_TAG), delivered_partitions(warehouse),
-                       [f"{p:%Y-%m-%d}" for p in logged["p"]] if len(logged) else [], tags.get("trained_through"))

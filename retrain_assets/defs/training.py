@@ -10,29 +10,13 @@ import pandas as pd
 from retrain_assets.core.training.modeling import PARTITION_COLUMN, code_version, content_hash, feature_frame, split_holdout
 from retrain_assets.core.training.selection import select_model
 from retrain_assets.core.spec import DatasetSpec
-from retrain_assets.defs.ingestion import unusable_batches
+from retrain_assets.defs.shared.lookups import unusable_batches
 from retrain_assets.defs.shared.partitioning import partitions_for
 from retrain_assets.defs.shared.registry import CHALLENGER, CHAMPION, ModelRegistry
 from retrain_assets.defs.shared.warehouse import Warehouse
 from retrain_assets.defs.shared.runs import refuse_if_model_job_running
 from retrain_assets.defs.shared.io_manager import WAREHOUSE_POOL
-
-
-def latest_materialization_metadata(instance: dg.DagsterInstance, asset: str) -> dict:
-    """Metadata values of an asset's newest materialization ({} when it was never materialized)."""
-    event = instance.get_latest_materialization_event(dg.AssetKey(asset))
-    if event is None or event.asset_materialization is None:
-        return {}
-    return {k: v.value for k, v in event.asset_materialization.metadata.items()}
-
-
-def produced_candidate_version(instance: dg.DagsterInstance, candidate_model: pd.DataFrame) -> str:
-    """The version candidate_model produced in its newest run: a reused version is not the newest
-    row of its history table, so the run's metadata says which it was (newest row as fallback)."""
-    produced = latest_materialization_metadata(instance, "candidate_model").get("model_version")
-    if produced is not None:
-        return str(produced)
-    return str(candidate_model.sort_values("created_at")["model_version"].iloc[-1])
+from retrain_assets.defs.shared.lookups import latest_materialization_metadata
 
 
 def build_training(spec: DatasetSpec) -> dg.Definitions:

@@ -779,7 +779,7 @@ def _check_batch(args) -> int:
 
 def _champion_profile(data_dir: Path):
     """(profile, description) of the champion's reference in the warehouse, or why there is none."""
-    from retrain_assets.defs.monitoring import latest_reference
+    from retrain_assets.defs.shared.lookups import latest_reference
     from retrain_assets.defs.shared.warehouse import Warehouse
     from retrain_assets.settings import ProjectSettings
 

@@ -203,7 +203,7 @@ class WarehouseIOManager(dg.ConfigurableIOManager):
             start, end = (moment.strftime(DUCKDB_DATETIME_FORMAT) for moment in context.asset_partitions_time_window)
             return f"{expr} >= '{start}' AND {expr} < '{end}'"
         if isinstance(partitions, dg.MultiPartitionsDefinition):
-            raise NotImplementedError(f"WarehouseIOManager does not store multi-partitioned assets")
+            raise NotImplementedError("WarehouseIOManager does not store multi-partitioned assets")
         keys = ", ".join("'" + key.replace("'", "''") + "'" for key in context.asset_partition_keys)
         return f"{expr} in ({keys})"
 

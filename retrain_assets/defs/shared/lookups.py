@@ -1,0 +1,174 @@
+"""What stage wiring reads from the Dagster instance and the warehouse: the lookups and warehouse readers
+every stage (and `status`) shares, in one place, so no stage imports another."""
+
+from __future__ import annotations
+
+import io
+from typing import Sequence
+
+import dagster as dg
+import pandas as pd
+
+from retrain_assets.core.deployment.rollout import CHAMPION_ARM, TrialClock, trial_clock
+from retrain_assets.core.monitoring.batch_report import finite_or_nan
+from retrain_assets.core.monitoring.drift import ReferenceProfile
+from retrain_assets.core.policy.retrain import BatchSignal, PolicyHistory
+from retrain_assets.core.spec import DatasetSpec
+from retrain_assets.core.training.modeling import PARTITION_COLUMN
+from retrain_assets.defs.shared.registry import ModelRegistry
+from retrain_assets.defs.shared.warehouse import Warehouse
+
+CONTRACT_CHECK = "raw_batches_match_contract"
+CONTRACT_CHECK_KEY = dg.AssetCheckKey(dg.AssetKey("raw_batches"), CONTRACT_CHECK)
+TRIAL_START_TAG = "trial_start_partition"
+SUMMARY_COLUMNS = ["partition_start", "champion_version", "dataset_drifted", "drift_share", "estimated_roc_auc", "realized_roc_auc",
+                   "n_labeled"]
+
+
+def unusable_batches(instance: dg.DagsterInstance, partition_keys: Sequence[str]) -> dict[str, str]:
+    """Partition key -> why its batch must not be labeled or trained on, for each of
+    `partition_keys` whose newest contract check did not pass on its newest `raw_batches`: the
+    check failed (blocked), never completed (its ingestion run died before checking) or never ran.
+
+    One rule, one source of truth: the check's records in the Dagster instance, which the
+    automation conditions (`all_deps_blocking_checks_passed`) read too. So a manual run or a
+    backfill refuses what automation never requests."""
+    storage = instance.event_log_storage
+    infos = {info.partition_key: info
+             for info in storage.get_asset_check_partition_info([CONTRACT_CHECK_KEY], partition_keys=list(partition_keys))}
+    again = "re-ingest the partition (its files are still in the landing zone: materialize ingest_batches for it)"
+    why = {}
+    for key in partition_keys:
+        info = infos.get(key)
+        status = info.latest_execution_status.value if info is not None else None
+        if status is None:
+            why[key] = f"partition {key} was never checked by {CONTRACT_CHECK}: {again}"
+        elif status == "PLANNED":
+            why[key] = (f"partition {key} has no completed {CONTRACT_CHECK}: ingestion run {info.latest_planned_run_id} "
+                        f"ended before checking, or is still running; {again}")
+        elif not info.is_current:
+            why[key] = f"partition {key}'s newest raw_batches was stored without {CONTRACT_CHECK}: {again}"
+        elif status != "SUCCEEDED":
+            verdict = check_verdict(instance, info.latest_planned_run_id, key)
+            why[key] = f"partition {key} is blocked by {CONTRACT_CHECK}: {verdict.removeprefix('BLOCKED: ')}"
+    return why
+
+
+def check_verdict(instance: dg.DagsterInstance, run_id: str, partition_key: str) -> str:
+    """The description of the contract check's last evaluation of `partition_key` in run `run_id`
+    (the run that executed its latest check), "" if there is none."""
+    records = instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION,
+                                           ascending=False).records
+    for record in records:
+        evaluation = record.event_log_entry.dagster_event.asset_check_evaluation_data
+        if evaluation.asset_check_key == CONTRACT_CHECK_KEY and evaluation.partition == partition_key:
+            return evaluation.description or ""
+    return ""
+
+
+def latest_materialization_metadata(instance: dg.DagsterInstance, asset: str) -> dict:
+    """Metadata values of an asset's newest materialization ({} when it was never materialized)."""
+    event = instance.get_latest_materialization_event(dg.AssetKey(asset))
+    if event is None or event.asset_materialization is None:
+        return {}
+    return {k: v.value for k, v in event.asset_materialization.metadata.items()}
+
+
+def produced_candidate_version(instance: dg.DagsterInstance, candidate_model: pd.DataFrame) -> str:
+    """The version candidate_model produced in its newest run: a reused version is not the newest
+    row of its history table, so the run's metadata says which it was (newest row as fallback)."""
+    produced = latest_materialization_metadata(instance, "candidate_model").get("model_version")
+    if produced is not None:
+        return str(produced)
+    return str(candidate_model.sort_values("created_at")["model_version"].iloc[-1])
+
+
+def latest_evaluation(report: pd.DataFrame) -> pd.Series:
+    """The newest row of the evaluation history."""
+    return report.sort_values("evaluated_at").iloc[-1]
+
+
+def live_pairs(warehouse: Warehouse, spec: DatasetSpec, trial: str, champion: str) -> pd.DataFrame:
+    """Logged requests scored by both the trial version and the champion, joined in the warehouse
+    to their resolved labels (the newest partition's label of each entity)."""
+    id_col, target = spec.id_column, spec.target.name
+    trial_logs = (f"from prediction_logs t join prediction_logs c using (request_id, row_index) where t.model_version = ? "
+                  f"and t.role <> '{CHAMPION_ARM}' and c.role = '{CHAMPION_ARM}' and c.model_version = ?")
+    pairs = warehouse.query(
+        f'with labels as (select cast("{id_col}" as varchar) as entity_id, "{target}" from labeled_batches '
+        f'qualify row_number() over (partition by "{id_col}" order by {PARTITION_COLUMN} desc) = 1) '
+        f"select t.entity_id, t.score as trial_score, c.score as champion_score, l.\"{target}\" "
+        f"{trial_logs.replace('where', 'join labels l on l.entity_id = t.entity_id where', 1)}", [trial, champion])
+    if pairs.empty:
+        pairs = pd.DataFrame(columns=["entity_id", "trial_score", "champion_score", target])
+    return pairs
+
+
+def delivered_partitions(warehouse: Warehouse) -> list[str]:
+    """Partition keys that data arrived for (a batch or a prediction log): the trials' clock."""
+    keys: set[str] = set()
+    for table in ("raw_batches", "prediction_logs"):
+        found = warehouse.query(f"select distinct {PARTITION_COLUMN} as p from {table}")
+        keys |= {f"{p:%Y-%m-%d}" for p in found["p"]} if len(found) else set()
+    return sorted(keys)
+
+
+def trial_clock_of(warehouse: Warehouse, tags: dict[str, str], version: str) -> TrialClock:
+    """The age of `version`'s live trial (`tags`: its registry tags) in partitions delivered since it started."""
+    logged = warehouse.query(f"select distinct {PARTITION_COLUMN} as p from prediction_logs where model_version = ? "
+                             f"and role <> '{CHAMPION_ARM}'", [version])
+    return trial_clock(tags.get(TRIAL_START_TAG), delivered_partitions(warehouse),
+                       [f"{p:%Y-%m-%d}" for p in logged["p"]] if len(logged) else [], tags.get("trained_through"))
+
+
+def latest_reference(warehouse: Warehouse, version: str) -> tuple[ReferenceProfile, pd.DataFrame] | None:
+    """The reference profile and row sample stored for a champion version, if any."""
+    found = warehouse.query("select profile_json, sample_json from reference_profile where model_version = ? "
+                            "order by created_at desc limit 1", [version])
+    if found.empty:
+        return None
+    sample = pd.read_json(io.StringIO(found["sample_json"].iloc[0]), orient="split")
+    return ReferenceProfile.from_json(found["profile_json"].iloc[0]), sample
+
+
+def gather_history(instance: dg.DagsterInstance, model_registry: ModelRegistry, warehouse: Warehouse) -> PolicyHistory:
+    """Collect what the policy reads from the instance, the registry and the warehouse."""
+    labeled = sorted(instance.get_materialized_partitions(dg.AssetKey("labeled_batches")))
+    return history_from_warehouse(warehouse, model_registry.deployment_state(), labeled)
+
+
+def last_evaluated_window_end(warehouse: Warehouse) -> str | None:
+    """The newest partition of the training window (held-out tail included) of the newest challenger
+    that reached an evaluation verdict; None before the first.
+
+    A retrain counts once its challenger is evaluated, not when `training_set` moves: a run that
+    dies between the two (killed, out of memory) leaves the policy free to retrain again."""
+    found = warehouse.query(
+        "select c.trained_through, c.holdout_partitions from evaluation_report e "
+        "join candidate_model c on c.model_version = e.challenger_version order by e.evaluated_at desc limit 1")
+    if found.empty:
+        return None
+    row = found.iloc[0]
+    return max([str(row["trained_through"]), *[p for p in str(row["holdout_partitions"] or "").split(",") if p]])
+
+
+def history_from_warehouse(warehouse: Warehouse, state, labeled: list[str]) -> PolicyHistory:
+    """The policy's history from the warehouse tables, given the registry's `state` and the labelled
+    partitions (the pipeline reads those from the Dagster instance; `retrain-assets status` from
+    the warehouse)."""
+    trained_through = last_evaluated_window_end(warehouse)
+    frame = warehouse.query(f"select distinct {', '.join(SUMMARY_COLUMNS)} from drift_report order by partition_start")
+    signals = [BatchSignal(f"{r.partition_start:%Y-%m-%d}", str(r.champion_version), bool(r.dataset_drifted), float(r.drift_share),
+                           finite_or_nan(r.estimated_roc_auc), finite_or_nan(r.realized_roc_auc), int(r.n_labeled))
+               for r in frame.itertuples()]
+    deployed = warehouse.query("select holdout_roc_auc from deployed_model order by deployed_at desc limit 1")
+    baseline = float(deployed["holdout_roc_auc"].iloc[0]) if len(deployed) else None
+    new_rows = 0
+    if trained_through:
+        counted = warehouse.query(f"select count(*) as n from labeled_batches where {PARTITION_COLUMN} > ?", [pd.Timestamp(trained_through)])
+        new_rows = int(counted["n"].iloc[0]) if len(counted) else 0
+    past = warehouse.query("select partition, trigger from retrain_decisions where retrain order by decided_at")
+    triggers = list(zip(past["partition"], past["trigger"])) if len(past) else []
+    return PolicyHistory(labeled_partitions=labeled, signals=signals, champion_version=state.champion,
+                         champion_holdout_roc_auc=baseline, last_trained_through=trained_through, new_labeled_rows=new_rows,
+                         past_triggers=triggers, trial_version=state.challenger)
