@@ -1,4 +1,4 @@
-"""The asset catalog: every table asset carries its column schema (from core/catalog.py, the same
+"""The asset catalog: every table asset carries its column schema (from core/catalog/, the same
 source as docs/analyst-guide.md) and the dataset's owners, so the Dagster UI explains each asset."""
 
 from __future__ import annotations
