@@ -443,11 +443,11 @@ def test_catalog_describes_every_warehouse_and_snapshot_table_column_by_column(r
     for database in (run.settings.warehouse_path, run.settings.snapshot_path):
         found = read_table(database, columns)
         real = {name: list(zip(g["column_name"], g["data_type"])) for name, g in found.groupby("table_name", sort=False)}
-        assert set(real) <= set(catalog), f"{database}: tables missing from core/catalog.py: {set(real) - set(catalog)}"
+        assert set(real) <= set(catalog), f"{database}: tables missing from core/catalog/: {set(real) - set(catalog)}"
         assert written <= set(real), f"{database}: tables written but absent: {written - set(real)}"
         for name, actual in real.items():
             assert actual == catalog[name], (f"{database.parent.name}/{name}: the catalog says {catalog[name]}, the table has "
-                                             f"{actual}; update retrain_assets/core/catalog.py and run python -m retrain_assets.apps.docs")
+                                             f"{actual}; update retrain_assets/core/catalog/ and run python -m retrain_assets.apps.docs")
     for question, query in example_queries(spec):
         assert len(read_table(run.settings.snapshot_path, query)) > 0, question
 
