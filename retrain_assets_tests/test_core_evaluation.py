@@ -18,20 +18,16 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 
-from retrain_assets.core.evaluation.report import (
-    Criterion,
-    GateResult,
-    ScoredModel,
-    build_evaluation_report,
+from retrain_assets.core.evaluation.gate import Criterion, GateResult, promotion_gate
+from retrain_assets.core.evaluation.metrics import (
     calibration_bins,
     classification_metrics,
     expected_calibration_error,
-    fairness_gap_increase,
     fairness_gaps,
     group_metrics,
     inference_cost,
-    promotion_gate,
 )
+from retrain_assets.core.evaluation.report import ScoredModel, build_evaluation_report, fairness_gap_increase
 from retrain_assets.core.policy.definition import Policy, PromotionThresholds
 
 COST = {"latency_ms_per_1000_rows": 5.0, "model_size_bytes": 1000.0}

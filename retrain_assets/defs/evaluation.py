@@ -14,7 +14,9 @@ import dagster as dg
 import pandas as pd
 
 from retrain_assets.core.evaluation.bootstrap import BOOTSTRAP_METRICS
-from retrain_assets.core.evaluation.report import CHALLENGER, CHAMPION, ScoredModel, build_evaluation_report, inference_cost, promotion_gate
+from retrain_assets.core.evaluation.gate import promotion_gate
+from retrain_assets.core.evaluation.metrics import inference_cost
+from retrain_assets.core.evaluation.report import CHALLENGER, CHAMPION, ScoredModel, build_evaluation_report
 from retrain_assets.core.reports.evaluation import render_evaluation_html
 from retrain_assets.core.ingestion.landing import write_text_atomically
 from retrain_assets.core.training.modeling import feature_frame, model_family, predict_scores, split_holdout, target_vector

@@ -10,7 +10,7 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 
-from retrain_assets.core.evaluation.report import classification_metrics
+from retrain_assets.core.evaluation.metrics import classification_metrics
 from retrain_assets.core.labeling.labels import (annotator_agreement, apply_review_decisions, combine_label_files,
                                         normalize_annotations, resolve_labels)
 from retrain_assets.core.ingestion.landing import LABELS, REVIEWS, LandingFile, LandingFileError, read_landing_file

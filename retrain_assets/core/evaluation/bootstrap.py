@@ -210,19 +210,20 @@ def paired_bootstrap(
         for m in mean_metrics:
             diffs[m][lo : lo + size] = row_diff[m][idx].mean(axis=1)
 
+    return {m: _difference_ci(m, full[m], diffs[m], confidence) for m in metrics}
+
+
+def _difference_ci(metric: str, full: tuple[float, float], diffs: np.ndarray, confidence: float) -> DifferenceCI:
+    """The percentile interval of one metric's resampled differences, around its full-sample values."""
     alpha = (1.0 - confidence) / 2.0
-    out: dict[str, DifferenceCI] = {}
-    for m in metrics:
-        d = diffs[m]
-        lower, upper = np.quantile(d, [alpha, 1.0 - alpha])
-        higher = HIGHER_IS_BETTER[m]
-        not_better = d <= 0 if higher else d >= 0
-        c, h = full[m]
-        out[m] = DifferenceCI(
-            metric=m, challenger=c, champion=h, difference=c - h, lower=float(lower), upper=float(upper),
-            confidence=float(confidence), higher_is_better=higher, p_not_better=float(not_better.mean()),
-        )  # fmt: skip
-    return out
+    lower, upper = np.quantile(diffs, [alpha, 1.0 - alpha])
+    higher = HIGHER_IS_BETTER[metric]
+    not_better = diffs <= 0 if higher else diffs >= 0
+    c, h = full
+    return DifferenceCI(
+        metric=metric, challenger=c, champion=h, difference=c - h, lower=float(lower), upper=float(upper),
+        confidence=float(confidence), higher_is_better=higher, p_not_better=float(not_better.mean()),
+    )  # fmt: skip
 
 
 def _row_losses(metric: str, y: np.ndarray, p: np.ndarray, threshold: float) -> np.ndarray:

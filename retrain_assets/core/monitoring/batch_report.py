@@ -20,7 +20,7 @@ from retrain_assets.core.monitoring.drift import (
     prediction_drift,
 )
 from retrain_assets.core.monitoring.estimation import check_estimate, estimate_performance
-from retrain_assets.core.evaluation.report import classification_metrics
+from retrain_assets.core.evaluation.metrics import classification_metrics
 from retrain_assets.core.monitoring.multivariate import domain_classifier_drift
 from retrain_assets.core.spec import DatasetSpec
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.stats import rankdata
 
-from retrain_assets.core.evaluation.report import classification_metrics
+from retrain_assets.core.evaluation.metrics import classification_metrics
 
 # Label draws are simulated in blocks of about this many cells (draws x rows) to bound memory.
 _BLOCK_CELLS = 2_000_000

@@ -29,7 +29,9 @@ import pandas as pd
 from retrain_assets.core.evaluation.bootstrap import batch_roc_auc
 from retrain_assets.core.ingestion.contracts import repeated_id_reasons, set_aside, validate_batch
 from retrain_assets.core.monitoring.drift import ReferenceProfile, build_reference_profile
-from retrain_assets.core.evaluation.report import ScoredModel, build_evaluation_report, inference_cost, promotion_gate
+from retrain_assets.core.evaluation.gate import promotion_gate
+from retrain_assets.core.evaluation.metrics import inference_cost
+from retrain_assets.core.evaluation.report import ScoredModel, build_evaluation_report
 from retrain_assets.core.labeling.labels import combine_label_files, normalize_annotations, resolve_labels
 from retrain_assets.core.ingestion.landing import BATCHES, LABELS
 from retrain_assets.core.training.modeling import PARTITION_COLUMN, feature_frame, model_family, predict_scores, split_holdout, target_vector
