@@ -168,6 +168,7 @@ def build_evaluation(spec: DatasetSpec) -> dg.Definitions:
                     description="Promotion gate from the policy: absolute SLOs (ROC AUC, calibration, latency, fairness), "
                                 "then superiority or non-inferiority on the bootstrap interval, slices and fairness vs the champion.")
     def evaluation_report_promotion_gate(evaluation_report: pd.DataFrame) -> dg.AssetCheckResult:
+        """The gate applied again to the newest evaluation's report, criterion by criterion."""
         newest = latest_evaluation(evaluation_report)
         gate = promotion_gate(json.loads(newest["report_json"]), policy)
         return dg.AssetCheckResult(
