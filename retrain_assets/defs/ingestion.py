@@ -12,6 +12,7 @@ from retrain_assets.core.ingestion.contracts import (ContractResult, empty_batch
 from retrain_assets.core.ingestion.landing import BATCHES, LandingFileError, read_landing_file
 from retrain_assets.core.training.modeling import PARTITION_COLUMN
 from retrain_assets.core.ingestion.privacy import pseudonymize, withhold_undeclared
+from retrain_assets.core.policy.batches import block_reason
 from retrain_assets.core.spec import DatasetSpec
 from retrain_assets.defs.shared.partitioning import partition_window
 from retrain_assets.defs.shared.landing import LandingZone
@@ -116,14 +117,14 @@ def build_ingestion(spec: DatasetSpec, partitions_def: dg.PartitionsDefinition) 
         n_in = len(valid) + len(quarantined) + n_redelivered
         bad_share = len(quarantined) / n_in if n_in else 0.0
         reasons = Counter(r.split(" (got")[0] for rs in quarantined["reason"] for r in rs.split("; "))
-        passed = not schema_errors and bad_share <= spec.policy.max_bad_row_share
+        blocked = block_reason(schema_errors, bad_share, spec.policy.max_bad_row_share)
+        passed = not blocked
         by_file = ", ".join(f"{name} {n}" for name, n in bad_files.items())
         if schema_errors:
-            verdict = "BLOCKED: a file cannot be read or breaks the schema — " + "; ".join(schema_errors)
-        elif not passed:
-            verdict = (f"BLOCKED: {bad_share:.1%} of rows break the contract (limit {spec.policy.max_bad_row_share:.0%}; "
-                       f"quarantined rows by file: {by_file}): fix those rows in the export and deliver the file "
-                       "again; the quarantine table gives each row's reason.")
+            verdict = f"BLOCKED: {blocked}"
+        elif blocked:
+            verdict = (f"BLOCKED: {blocked}; quarantined rows by file: {by_file}. Fix those rows in the export and "
+                       "deliver the file again; the quarantine table gives each row's reason.")
         else:
             verdict = f"passed: {len(quarantined)} of {n_in} rows quarantined ({bad_share:.1%})" + (
                 f" from {by_file}; the quarantine table gives each row's reason: to add those rows, deliver them "

@@ -67,6 +67,7 @@ from retrain_assets.core.monitoring.drift import (
     numeric_feature_drift,
 )
 from retrain_assets.core.ingestion.landing import csv_header, refuse_compressed, refuse_repeated_columns
+from retrain_assets.core.policy.batches import block_reason
 from retrain_assets.core.spec import ColumnSpec, DatasetSpec
 
 SQL_TYPES = {"float": "DOUBLE", "int": "DOUBLE", "bool": "BOOLEAN", "category": "VARCHAR", "string": "VARCHAR",
@@ -102,8 +103,8 @@ class BatchContract:
         return self.n_quarantined / self.n_rows if self.n_rows else 0.0
 
     def blocked(self, max_bad_row_share: float) -> bool:
-        """Blocked like the ingestion check: a schema error, or more than the allowed share of bad rows."""
-        return bool(self.schema_errors) or self.bad_row_share > max_bad_row_share
+        """Blocked by the policy's rule (`core.policy.batches.block_reason`), as the ingestion check is."""
+        return bool(block_reason(self.schema_errors, self.bad_row_share, max_bad_row_share))
 
 
 def connect(memory_limit: str = "1GB", threads: int = 2, temp_directory: str | Path | None = None) -> duckdb.DuckDBPyConnection:

@@ -34,6 +34,7 @@ from retrain_assets.core.evaluation.metrics import inference_cost
 from retrain_assets.core.evaluation.report import ScoredModel, build_evaluation_report
 from retrain_assets.core.labeling.labels import combine_label_files, normalize_annotations, resolve_labels
 from retrain_assets.core.ingestion.landing import BATCHES, LABELS
+from retrain_assets.core.policy.batches import block_reason
 from retrain_assets.core.training.modeling import PARTITION_COLUMN, feature_frame, model_family, predict_scores, split_holdout, target_vector
 from retrain_assets.core.monitoring.batch_report import build_drift_report
 from retrain_assets.core.policy.definition import Policy, with_overrides
@@ -194,11 +195,7 @@ def prepare_timeline(deliveries: Iterable[Delivery], spec: DatasetSpec, map_fn: 
     for (delivery, name, frame), (key, result, requests, resolved) in zip(batches, checked):
         result = set_aside(result, frame, repeated_id_reasons(result.valid[spec.id_column], first_seen, spec.id_column))
         first_seen.update(dict.fromkeys(result.valid[spec.id_column], key))
-        blocked = ""
-        if result.schema_errors:
-            blocked = "schema: " + "; ".join(result.schema_errors)
-        elif result.bad_row_share > policy.max_bad_row_share:
-            blocked = f"{result.bad_row_share:.0%} of rows break the contract (limit {policy.max_bad_row_share:.0%})"
+        blocked = block_reason(result.schema_errors, result.bad_row_share, policy.max_bad_row_share)
         start = pd.Timestamp(key)
         valid = result.valid.assign(**{PARTITION_COLUMN: start}).reset_index(drop=True)
         if not blocked:
