@@ -8,9 +8,8 @@ import pandas as pd
 import pytest
 
 from retrain_assets.core.monitoring.drift import INSUFFICIENT_DATA
-from retrain_assets.core.reports.drift import CURRENT_COLOR, REFERENCE_COLOR
+from retrain_assets.core.reports.html import CURRENT_COLOR, REFERENCE_COLOR, WORSE_COLOR
 from retrain_assets.core.reports.drift_trend import MISSING_COLOR, cell_color, drift_severity, render_drift_trend_html
-from retrain_assets.core.reports.evaluation import WORSE_COLOR
 
 NAN = float("nan")
 

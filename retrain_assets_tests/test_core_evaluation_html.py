@@ -9,7 +9,8 @@ from html.parser import HTMLParser
 
 import pytest
 
-from retrain_assets.core.reports.evaluation import BETTER_COLOR, WORSE_COLOR, ci_verdict, render_evaluation_html
+from retrain_assets.core.reports.evaluation import ci_verdict, render_evaluation_html
+from retrain_assets.core.reports.html import BETTER_COLOR, WORSE_COLOR
 
 NAN = float("nan")
 

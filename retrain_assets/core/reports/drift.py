@@ -3,14 +3,13 @@ no scripts or external assets, so it opens from disk, from an e-mail or from the
 
 from __future__ import annotations
 
-import html
 import math
 from typing import Any
 
 import numpy as np
 import pandas as pd
+from retrain_assets.core.reports.html import CURRENT_COLOR, REFERENCE_COLOR, escape
 
-REFERENCE_COLOR, CURRENT_COLOR = "#4c78a8", "#f58518"
 _SUMMARY_LABELS = {
     "drift_share": "Drifted-feature share", "dataset_drifted": "Dataset drifted", "ood_share": "Out-of-distribution rows",
     "multivariate_auc": "Domain-classifier AUC", "estimated_roc_auc": "Estimated ROC AUC",
@@ -22,13 +21,13 @@ _SUMMARY_LABELS = {
 def render_drift_html(title: str, features: pd.DataFrame, summary: dict[str, Any], profile, current: pd.DataFrame) -> str:
     """The report page: summary numbers, the per-feature table, and a chart per feature."""
     rows = "".join(
-        f"<tr class={'drift' if r.drifted else 'ok'}><td>{_e(r.feature)}</td><td>{_e(r.kind)}</td><td>{_e(r.test)}</td>"
+        f"<tr class={'drift' if r.drifted else 'ok'}><td>{escape(r.feature)}</td><td>{escape(r.kind)}</td><td>{escape(r.test)}</td>"
         f"<td>{_num(r.drift_score)}</td><td>{_num(r.threshold)}</td><td>{_num(r.psi)}</td><td>{_num(r.p_value)}</td>"
         f"<td>{_num(r.p_value_adjusted)}</td><td>{'DRIFT' if r.drifted else 'ok'}</td></tr>"
         for r in features.sort_values(["drifted", "drift_score"], ascending=[False, False]).itertuples()
     )
     summary_items = "".join(
-        f"<li><b>{_e(_SUMMARY_LABELS.get(k, k))}</b>: {_num(v) if v is None or isinstance(v, (float, bool)) else _e(v)}</li>"
+        f"<li><b>{escape(_SUMMARY_LABELS.get(k, k))}</b>: {_num(v) if v is None or isinstance(v, (float, bool)) else escape(v)}</li>"
         for k, v in summary.items() if k in _SUMMARY_LABELS
     )
     charts = []
@@ -38,11 +37,11 @@ def render_drift_html(title: str, features: pd.DataFrame, summary: dict[str, Any
     for name, categorical in profile.categorical.items():
         if name in current:
             charts.append(_chart(name, *_category_bins(categorical, current[name])))
-    return f"""<!doctype html><html><head><meta charset="utf-8"><title>{_e(title)}</title><style>
+    return f"""<!doctype html><html><head><meta charset="utf-8"><title>{escape(title)}</title><style>
 body{{font-family:system-ui,sans-serif;margin:2em;color:#222}} table{{border-collapse:collapse}}
 td,th{{border:1px solid #ccc;padding:4px 8px;font-size:13px}} tr.drift td{{background:#fde2e1}}
 .charts{{display:flex;flex-wrap:wrap;gap:16px}} figure{{margin:0}} figcaption{{font-size:13px}}
-</style></head><body><h1>{_e(title)}</h1><ul>{summary_items}</ul>
+</style></head><body><h1>{escape(title)}</h1><ul>{summary_items}</ul>
 <p><span style="color:{REFERENCE_COLOR}">&#9632; reference (champion's training data)</span> &nbsp;
 <span style="color:{CURRENT_COLOR}">&#9632; current batch</span></p>
 <table><tr><th>feature</th><th>kind</th><th>test</th><th>score</th><th>threshold</th><th>PSI</th><th>p-value</th>
@@ -78,10 +77,10 @@ def _chart(name: str, labels: list[str], ref: np.ndarray, cur: np.ndarray, width
         for j, (value, color) in enumerate(((r, REFERENCE_COLOR), (c, CURRENT_COLOR))):
             h = (height - 20) * value / top
             bars.append(f'<rect x="{i * slot + j * slot / 2 + 1:.1f}" y="{height - 20 - h:.1f}" width="{slot / 2 - 2:.1f}" '
-                        f'height="{h:.1f}" fill="{color}"><title>{_e(labels[i])}: {value:.1%}</title></rect>')
-        bars.append(f'<text x="{i * slot + slot / 2:.1f}" y="{height - 6}" font-size="8" text-anchor="middle">{_e(labels[i][:9])}</text>')
-    return (f'<figure><svg width="{width}" height="{height}" role="img" aria-label="{_e(name)}">{"".join(bars)}</svg>'
-            f"<figcaption>{_e(name)}</figcaption></figure>")
+                        f'height="{h:.1f}" fill="{color}"><title>{escape(labels[i])}: {value:.1%}</title></rect>')
+        bars.append(f'<text x="{i * slot + slot / 2:.1f}" y="{height - 6}" font-size="8" text-anchor="middle">{escape(labels[i][:9])}</text>')
+    return (f'<figure><svg width="{width}" height="{height}" role="img" aria-label="{escape(name)}">{"".join(bars)}</svg>'
+            f"<figcaption>{escape(name)}</figcaption></figure>")
 
 
 def _short(value: float) -> str:
@@ -99,6 +98,3 @@ def _num(value: Any) -> str:
         return "yes" if value else "no"
     return f"{float(value):.4g}"
 
-
-def _e(value: Any) -> str:
-    return html.escape(str(value))

@@ -10,9 +10,9 @@ from typing import Any
 import pandas as pd
 
 from retrain_assets.core.monitoring.drift import INSUFFICIENT_DATA
-from retrain_assets.core.reports.drift import CURRENT_COLOR, REFERENCE_COLOR, _e
-from retrain_assets.core.reports.evaluation import WORSE_COLOR, finite_float
+
 from retrain_assets.core.training.modeling import PARTITION_COLUMN
+from retrain_assets.core.reports.html import CURRENT_COLOR, REFERENCE_COLOR, WORSE_COLOR, escape, finite_float, optional_bool
 
 P_VALUE_TESTS = ("ks", "chi2")
 # The drift_report columns the page reads (the table has ~40): a caller selects only these.
@@ -88,17 +88,17 @@ def render_drift_trend_html(history: pd.DataFrame, share_threshold: float | None
     if share_threshold is None and "dataset_drift_share" in history and history["dataset_drift_share"].notna().any():
         share_threshold = float(history["dataset_drift_share"].dropna().iloc[-1])
     parts = partition_summary(history) if len(history) and PARTITION_COLUMN in history else pd.DataFrame()
-    head = (f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{_e(title)}</title>'
-            f"<style>{_CSS}</style></head><body><h1>{_e(title)}</h1>")
+    head = (f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{escape(title)}</title>'
+            f"<style>{_CSS}</style></head><body><h1>{escape(title)}</h1>")
     if parts.empty:
         return (head + '<p class="note">No drift report yet: the trend appears once a batch was compared with a champion.</p>'
                 "</body></html>")
     drifted = [optional_bool(v) for v in parts["dataset_drifted"]]
     versions = sorted({str(v) for v in parts["champion_version"] if _present(v)}, key=lambda v: (len(v), v))
-    span = _e(parts["label"].iloc[0]) if len(parts) == 1 else f"{_e(parts['label'].iloc[0])} … {_e(parts['label'].iloc[-1])}"
+    span = escape(parts["label"].iloc[0]) if len(parts) == 1 else f"{escape(parts['label'].iloc[0])} … {escape(parts['label'].iloc[-1])}"
     meta = (f'<p class="meta">{len(parts)} partition{"s" if len(parts) != 1 else ""} ({span}); dataset drift in '
             f"<b>{sum(d is True for d in drifted)}</b>; compared against champion{'s' if len(versions) != 1 else ''} "
-            f"{', '.join(f'v{_e(v)}' for v in versions) or '–'}; dataset-drift threshold: "
+            f"{', '.join(f'v{escape(v)}' for v in versions) or '–'}; dataset-drift threshold: "
             f"{'–' if share_threshold is None else f'{share_threshold:.0%} of features'}.</p>")
     legend = (f'<p class="legend"><span><span class="swatch" style="background:{REFERENCE_COLOR}"></span>drifted-feature share'
               f'</span><span><span class="swatch" style="background:{WORSE_COLOR}"></span>dataset judged drifted</span>'
@@ -188,11 +188,11 @@ def _chart(parts: pd.DataFrame, features: dict, drifted: list[bool | None], thre
                f"{parts['champion_version'].iloc[i] if _present(parts['champion_version'].iloc[i]) else '?'}")
         if share is None:
             out.append(f'<text class="missing" x="{x(i):.1f}" y="{y(0) - 4:.1f}" font-size="10" fill="#999" '
-                       f'text-anchor="middle">–<title>{_e(tip)}</title></text>')
+                       f'text-anchor="middle">–<title>{escape(tip)}</title></text>')
             continue
         color = WORSE_COLOR if flag else REFERENCE_COLOR if flag is False else MISSING_COLOR
         out.append(f'<circle class="point {state}" cx="{x(i):.1f}" cy="{y(share):.1f}" r="{r + (1 if flag else 0):.1f}" '
-                   f'fill="{color}" stroke="#fff" stroke-width="{0.8 if r > 2 else 0}"><title>{_e(tip)}</title></circle>')
+                   f'fill="{color}" stroke="#fff" stroke-width="{0.8 if r > 2 else 0}"><title>{escape(tip)}</title></circle>')
     # Heat strip: the batch verdict, then one row per feature.
     rw = max(slot - (1 if slot > 4 else 0), 0.5)
     out.append(f'<text x="{LEFT - 6}" y="{heat_top + ROW - 4}" font-size="11" font-weight="bold" text-anchor="end">'
@@ -200,26 +200,26 @@ def _chart(parts: pd.DataFrame, features: dict, drifted: list[bool | None], thre
     for i, flag in enumerate(drifted):
         color = WORSE_COLOR if flag else OK_LIGHT if flag is False else MISSING_COLOR
         out.append(f'<rect class="verdict{" drifted" if flag else ""}" x="{LEFT + slot * i:.2f}" y="{heat_top + 1}" '
-                   f'width="{rw:.2f}" height="{ROW - 2}" fill="{color}"><title>{_e(parts["label"].iloc[i])}: '
+                   f'width="{rw:.2f}" height="{ROW - 2}" fill="{color}"><title>{escape(parts["label"].iloc[i])}: '
                    f'{"dataset drifted" if flag else "not drifted" if flag is False else "unknown"}</title></rect>')
     out.extend(_champion_row(parts, slot, rw, heat_top + ROW))
     for j, (name, by_partition) in enumerate(features.items()):
         top = heat_top + ROW * (j + 2)
-        out.append(f'<text x="{LEFT - 6}" y="{top + ROW - 4}" font-size="11" text-anchor="end">{_e(name[:28])}'
-                   f"<title>{_e(name)}</title></text>")
+        out.append(f'<text x="{LEFT - 6}" y="{top + ROW - 4}" font-size="11" text-anchor="end">{escape(name[:28])}'
+                   f"<title>{escape(name)}</title></text>")
         for i in range(n):
             flag, severity, tip = by_partition.get(i, (None, math.nan, f"{name} on {parts['label'].iloc[i]}: no data"))
             out.append(f'<rect class="cell" x="{LEFT + slot * i:.2f}" y="{top + 1}" width="{rw:.2f}" height="{ROW - 2}" '
-                       f'fill="{cell_color(flag, severity)}"><title>{_e(tip)}</title></rect>')
+                       f'fill="{cell_color(flag, severity)}"><title>{escape(tip)}</title></rect>')
     # Partition labels, thinned so they never overlap; ticks on both panels.
     step = max(1, math.ceil(n * LABEL_SPACING / plot))
     for i in range(0, n, step):
         out.append(f'<line x1="{x(i):.1f}" y1="{heat_bottom}" x2="{x(i):.1f}" y2="{heat_bottom + 5}" stroke="#555"/>'
                    f'<line x1="{x(i):.1f}" y1="{y(0):.1f}" x2="{x(i):.1f}" y2="{y(0) + 5:.1f}" stroke="#555"/>'
                    f'<text x="{x(i):.1f}" y="{heat_bottom + 18}" font-size="11" text-anchor="middle">'
-                   f'{_e(parts["label"].iloc[i])}</text>'
+                   f'{escape(parts["label"].iloc[i])}</text>'
                    f'<text x="{x(i):.1f}" y="{y(0) + 17:.1f}" font-size="10" fill="#777" text-anchor="middle">'
-                   f'{_e(parts["label"].iloc[i][5:])}</text>')
+                   f'{escape(parts["label"].iloc[i][5:])}</text>')
     out.append(f'<text x="{LEFT + plot / 2}" y="{height - 6}" font-size="12" text-anchor="middle">partition</text>')
     out.extend(_champion_changes(parts, x, slot, heat_bottom))
     return (f'<svg width="{WIDTH}" height="{height}" viewBox="0 0 {WIDTH} {height}" role="img" '
@@ -236,10 +236,10 @@ def _champion_row(parts: pd.DataFrame, slot: float, rw: float, top: float) -> li
         version = str(version) if _present(version) else ""
         label = f"v{version}" if version else "?"
         text = (f'<text x="{LEFT + slot * (i + 0.5):.1f}" y="{top + ROW - 4}" font-size="10" text-anchor="middle">'
-                f"{_e(label)}</text>" if slot >= 7 * len(label) + 6 else "")
+                f"{escape(label)}</text>" if slot >= 7 * len(label) + 6 else "")
         out.append(f'<g class="champion-cell"><rect x="{LEFT + slot * i:.2f}" y="{top + 1}" width="{rw:.2f}" height="{ROW - 2}" '
-                   f'fill="{colors.get(version, MISSING_COLOR)}"/>{text}<title>{_e(parts["label"].iloc[i])}: compared '
-                   f"against champion {_e(label)}</title></g>")
+                   f'fill="{colors.get(version, MISSING_COLOR)}"/>{text}<title>{escape(parts["label"].iloc[i])}: compared '
+                   f"against champion {escape(label)}</title></g>")
     return out
 
 
@@ -254,13 +254,13 @@ def _champion_changes(parts: pd.DataFrame, x, slot: float, bottom: float) -> lis
         if last is not None and version != last:
             edge = x(i) - slot / 2
             out.append(f'<line class="champion-change" x1="{edge:.1f}" y1="{SHARE_TOP - 14}" x2="{edge:.1f}" y2="{bottom}" '
-                       f'stroke="{CHANGE_COLOR}" stroke-width="1.3" stroke-dasharray="4,3"><title>champion v{_e(last)} → '
-                       f"v{_e(version)} from {_e(parts['label'].iloc[i])}</title></line>")
+                       f'stroke="{CHANGE_COLOR}" stroke-width="1.3" stroke-dasharray="4,3"><title>champion v{escape(last)} → '
+                       f"v{escape(version)} from {escape(parts['label'].iloc[i])}</title></line>")
         if version != last and x(i) - last_label >= 34:
             anchor = "start" if last is None else "middle"
             pos = x(i) - slot / 2 if last is not None else x(i) - min(slot / 2, 4)
             out.append(f'<text class="champion-label" x="{pos:.1f}" y="{SHARE_TOP - 18}" font-size="11" fill="{CHANGE_COLOR}" '
-                       f'text-anchor="{anchor}">{"champion " if last is None else ""}v{_e(version)}</text>')
+                       f'text-anchor="{anchor}">{"champion " if last is None else ""}v{escape(version)}</text>')
             last_label = x(i)
         last = version
     return out
@@ -270,13 +270,6 @@ def _mix(a: str, b: str, t: float) -> str:
     t = min(max(t, 0.0), 1.0)
     ca, cb = ([int(c[k:k + 2], 16) for k in (1, 3, 5)] for c in (a, b))
     return "#" + "".join(f"{round(p + (q - p) * t):02x}" for p, q in zip(ca, cb))
-
-
-def optional_bool(value: Any) -> bool | None:
-    """A flag from a table cell; None for a missing one (None, NaN, pd.NA)."""
-    if value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA:
-        return None
-    return bool(value)
 
 
 def _present(value: Any) -> bool:

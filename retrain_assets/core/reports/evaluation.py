@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import math
 from typing import Any
+from retrain_assets.core.reports.html import BETTER_COLOR, CURRENT_COLOR, REFERENCE_COLOR, UNCLEAR_COLOR, WORSE_COLOR, escape, finite_float
 
-from retrain_assets.core.reports.drift import CURRENT_COLOR, REFERENCE_COLOR, _e
 
 ROLE_COLORS = {"challenger": CURRENT_COLOR, "champion": REFERENCE_COLOR}
-BETTER_COLOR, WORSE_COLOR, UNCLEAR_COLOR = "#2e8540", "#d62728", "#8c8c8c"
 _CI_COLORS = {"better": BETTER_COLOR, "worse": WORSE_COLOR, "unclear": UNCLEAR_COLOR}
 _METRIC_LABELS = {
     "model_version": "Model version", "model_family": "Model family", "roc_auc": "ROC AUC", "pr_auc": "PR AUC",
@@ -48,8 +47,8 @@ def render_evaluation_html(report: dict) -> str:
         _slices(report.get("slices") or [], has_champion, finite_float(report.get("slice_margin")) or 0.0),
         _fairness(report.get("fairness") or [], models, roles),
     ]
-    return (f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{_e(title)}</title>'
-            f"<style>{_CSS}</style></head><body><h1>{_e(title)}</h1>{''.join(sections)}</body></html>")
+    return (f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{escape(title)}</title>'
+            f"<style>{_CSS}</style></head><body><h1>{escape(title)}</h1>{''.join(sections)}</body></html>")
 
 
 def ci_verdict(lower: Any, upper: Any, higher_is_better: bool) -> str:
@@ -68,18 +67,18 @@ def _header(report: dict, has_champion: bool) -> str:
     if not partitions:
         holdout = "–"
     else:
-        span = _e(partitions[0]) if len(partitions) == 1 else f"{_e(partitions[0])} … {_e(partitions[-1])}"
+        span = escape(partitions[0]) if len(partitions) == 1 else f"{escape(partitions[0])} … {escape(partitions[-1])}"
         holdout = f"{span} ({len(partitions)} partition{'s' if len(partitions) != 1 else ''})"
     n_rows = finite_float(report.get("n_rows"))
-    versions = f"challenger version <b>{_e(report.get('challenger_version', '–'))}</b>"
+    versions = f"challenger version <b>{escape(report.get('challenger_version', '–'))}</b>"
     if has_champion:
         comparison = str(report.get("comparison") or "–").replace("_", "-")
         confidence = finite_float(report.get("confidence"))
-        versions += (f" vs champion version <b>{_e(report.get('champion_version', '–'))}</b>; comparison "
-                     f"<b>{_e(comparison)}</b> at {f'{confidence:.0%}' if confidence is not None else '–'} confidence")
+        versions += (f" vs champion version <b>{escape(report.get('champion_version', '–'))}</b>; comparison "
+                     f"<b>{escape(comparison)}</b> at {f'{confidence:.0%}' if confidence is not None else '–'} confidence")
     first = ("" if has_champion else '<p class="note">First model: there is no champion, so the challenger was '
              "judged on absolute SLOs alone.</p>")
-    return (f'<p class="meta">Evaluated at {_e(report.get("evaluated_at") or "–")}; {versions}.<br>'
+    return (f'<p class="meta">Evaluated at {escape(report.get("evaluated_at") or "–")}; {versions}.<br>'
             f"Holdout: {holdout}, {f'{n_rows:,.0f}' if n_rows is not None else '–'} rows.</p>{first}")
 
 
@@ -88,11 +87,11 @@ def _verdict(gate: dict, has_champion: bool) -> str:
     word = "PROMOTE" if passed else "KEEP CHAMPION" if has_champion else "DO NOT PROMOTE"
     rows = "".join(
         f'<tr class="{"passed" if c.get("passed") else "failed"}"><td class="mark">{"✓" if c.get("passed") else "✗"}</td>'
-        f'<td>{_e(c.get("name", ""))}</td><td>{_e(c.get("detail", ""))}</td></tr>'
+        f'<td>{escape(c.get("name", ""))}</td><td>{escape(c.get("detail", ""))}</td></tr>'
         for c in gate.get("criteria") or []
     )
     table = f"<table><tr><th></th><th>criterion</th><th>detail</th></tr>{rows}</table>" if rows else ""
-    summary = f"<p>{_e(gate['summary'])}</p>" if gate.get("summary") else ""
+    summary = f"<p>{escape(gate['summary'])}</p>" if gate.get("summary") else ""
     return f'<div class="verdict {"pass" if passed else "fail"}"><h2>{word}</h2>{summary}{table}</div>'
 
 
@@ -103,7 +102,7 @@ def _metrics_table(models: dict, roles: list[str]) -> str:
         return '<p class="note">No metrics.</p>'
     head = "".join(f"<th>{r}</th>" for r in roles)
     rows = "".join(
-        f"<tr><td>{_e(_METRIC_LABELS.get(k, k))}</td>"
+        f"<tr><td>{escape(_METRIC_LABELS.get(k, k))}</td>"
         + "".join(f'<td class="n">{_metric_value(k, (models.get(r) or {}).get(k))}</td>' for r in roles) + "</tr>"
         for k in keys
     )
@@ -132,7 +131,7 @@ def _differences(differences: list[dict], has_champion: bool, confidence: Any) -
         text = {"better": '<span class="better">better</span>', "worse": '<span class="worse-text">worse</span>',
                 "unclear": '<span class="unclear">unclear</span>'}[verdict]
         rows.append(
-            f"<tr><td>{_e(_METRIC_LABELS.get(d.get('metric'), d.get('metric', '')))}</td>"
+            f"<tr><td>{escape(_METRIC_LABELS.get(d.get('metric'), d.get('metric', '')))}</td>"
             f'<td class="n">{_fmt(d.get("challenger"))}</td><td class="n">{_fmt(d.get("champion"))}</td>'
             f'<td class="n">{_fmt(d.get("difference"), signed=True)}</td><td class="n">{_fmt(d.get("lower"), signed=True)}</td>'
             f'<td class="n">{_fmt(d.get("upper"), signed=True)}</td><td>{text}</td>'
@@ -163,7 +162,7 @@ def _forest_plot(differences: list[dict], width: int = 980, row: int = 44) -> st
             return cx + (x1 - cx) * value / scale
 
         name = _METRIC_LABELS.get(d.get("metric"), str(d.get("metric", "")))
-        parts.append(f'<text x="{x0 - 30}" y="{y + 4}" font-size="13" text-anchor="end">{_e(name)}</text>'
+        parts.append(f'<text x="{x0 - 30}" y="{y + 4}" font-size="13" text-anchor="end">{escape(name)}</text>'
                      f'<text x="{x0 - 30}" y="{y + 17}" font-size="10" fill="#777" text-anchor="end">'
                      f'{"higher" if higher else "lower"} is better</text>'
                      f'<line x1="{x0}" y1="{y}" x2="{x1}" y2="{y}" stroke="#ddd"/>'
@@ -171,7 +170,7 @@ def _forest_plot(differences: list[dict], width: int = 980, row: int = 44) -> st
                      f'<text x="{x1}" y="{y + 15}" font-size="9" fill="#777" text-anchor="middle">{_fmt(scale, signed=True)}</text>'
                      f'<text x="{x1 if higher else x0}" y="{y - 7}" font-size="9" fill="#777" '
                      f'text-anchor="{"end" if higher else "start"}">{"better →" if higher else "← better"}</text>')
-        mark = [f'<g class="ci ci-{verdict}" stroke="{color}" fill="{color}"><title>{_e(name)}: '
+        mark = [f'<g class="ci ci-{verdict}" stroke="{color}" fill="{color}"><title>{escape(name)}: '
                 f'{_fmt(diff, signed=True)} [{_fmt(lo, signed=True)}, {_fmt(hi, signed=True)}]</title>']
         if lo is not None and hi is not None:
             mark.append(f'<line x1="{x(lo):.1f}" y1="{y}" x2="{x(hi):.1f}" y2="{y}" stroke-width="3"/>'
@@ -215,16 +214,16 @@ def _calibration(calibration: dict, models: dict, roles: list[str]) -> str:
         color = ROLE_COLORS.get(role, UNCLEAR_COLOR)
         biggest = max(c for _, _, c in points) or 1.0
         xy = " ".join(f"{px(x):.1f},{py(y):.1f}" for x, y, _ in points)
-        parts.append(f'<g class="calibration-{_e(role)}"><polyline points="{xy}" fill="none" stroke="{color}" stroke-width="2"/>')
+        parts.append(f'<g class="calibration-{escape(role)}"><polyline points="{xy}" fill="none" stroke="{color}" stroke-width="2"/>')
         parts.extend(f'<circle cx="{px(x):.1f}" cy="{py(y):.1f}" r="{2 + 6 * math.sqrt(c / biggest):.1f}" fill="{color}" '
-                     f'fill-opacity="0.75" stroke="#fff"><title>{_e(role)}: predicted {x:.3f}, observed {y:.3f}, '
+                     f'fill-opacity="0.75" stroke="#fff"><title>{escape(role)}: predicted {x:.3f}, observed {y:.3f}, '
                      f"{c:.0f} rows</title></circle>" for x, y, c in points)
         parts.append("</g>")
         drawn.append(role)
     for i, role in enumerate(r for r in roles if r in drawn):
         y = top + 14 + 18 * i
         parts.append(f'<circle cx="{left + 14}" cy="{y - 4}" r="5" fill="{ROLE_COLORS.get(role, UNCLEAR_COLOR)}"/>'
-                     f'<text x="{left + 24}" y="{y}" font-size="12">{_e(role)}</text>')
+                     f'<text x="{left + 24}" y="{y}" font-size="12">{escape(role)}</text>')
     if not drawn:
         parts.append(f'<text x="{px(0.5)}" y="{py(0.5)}" font-size="12" text-anchor="middle" fill="#777">no data</text>')
     caption = "; ".join(f"{role} ECE {_fmt((models.get(role) or {}).get('ece'))}" for role in roles)
@@ -256,7 +255,7 @@ def _slices(slices: list[dict], has_champion: bool, margin: float = 0.0) -> str:
         challenger = finite_float((by_role.get("challenger") or {}).get("roc_auc"))
         champion = finite_float((by_role.get("champion") or {}).get("roc_auc"))
         delta = challenger - champion if challenger is not None and champion is not None else None
-        cells = f'<td>{_e(column)}</td><td>{_e(value)}</td><td class="n">{_count(base.get("n_rows"))}</td>' \
+        cells = f'<td>{escape(column)}</td><td>{escape(value)}</td><td class="n">{_count(base.get("n_rows"))}</td>' \
                 f'<td class="n">{_pct(base.get("positive_rate"))}</td>'
         if has_champion:
             cells += (f'<td class="n">{_fmt(champion)}</td><td class="n">{_fmt(challenger)}</td>'
@@ -284,14 +283,14 @@ def _delta_bars(bars: list[tuple[str, float | None]], width: int = 640, row: int
     parts = []
     for i, (label, delta) in enumerate(bars):
         y = top + row * i
-        parts.append(f'<text x="{x0 - 8}" y="{y + row / 2 + 4}" font-size="11" text-anchor="end">{_e(label[:32])}</text>')
+        parts.append(f'<text x="{x0 - 8}" y="{y + row / 2 + 4}" font-size="11" text-anchor="end">{escape(label[:32])}</text>')
         if delta is None:
             parts.append(f'<text x="{cx + 6}" y="{y + row / 2 + 4}" font-size="11" fill="#777">–</text>')
             continue
         end = cx + (x1 - cx) * delta / scale
         color = WORSE_COLOR if delta < 0 else BETTER_COLOR
         parts.append(f'<rect x="{min(cx, end):.1f}" y="{y + 3}" width="{abs(end - cx):.1f}" height="{row - 6}" fill="{color}">'
-                     f"<title>{_e(label)}: {_fmt(delta, signed=True)}</title></rect>"
+                     f"<title>{escape(label)}: {_fmt(delta, signed=True)}</title></rect>"
                      f'<text x="{x1 + 8}" y="{y + row / 2 + 4}" font-size="10" fill="{color}">{_fmt(delta, signed=True)}</text>')
     axis = top + row * len(bars)
     parts.append(f'<line x1="{cx}" y1="{top}" x2="{cx}" y2="{axis}" stroke="#555"/>'
@@ -309,7 +308,7 @@ def _fairness(fairness: list[dict], models: dict, roles: list[str]) -> str:
         rows = []
         for (attribute, group), by_role in _group(fairness, ("attribute", "group")).items():
             base = by_role.get("challenger") or by_role.get("champion") or {}
-            rows.append(f'<tr><td>{_e(attribute)}</td><td>{_e(group)}</td><td class="n">{_count(base.get("n_rows"))}</td>'
+            rows.append(f'<tr><td>{escape(attribute)}</td><td>{escape(group)}</td><td class="n">{_count(base.get("n_rows"))}</td>'
                         + "".join(f'<td class="n">{_pct((by_role.get(r) or {}).get("selection_rate"))}</td>' for r in roles)
                         + "".join(f'<td class="n">{_pct((by_role.get(r) or {}).get("true_positive_rate"))}</td>' for r in roles)
                         + "</tr>")
@@ -332,20 +331,9 @@ def _group(rows: list[dict], keys: tuple[str, str]) -> dict[tuple[str, str], dic
     return grouped
 
 
-def finite_float(value: Any) -> float | None:
-    """A finite float, or None for None/NaN/inf/non-numbers (the reports' one number parser)."""
-    if value is None or isinstance(value, (bool, str)):
-        return None
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return number if math.isfinite(number) else None
-
-
 def _fmt(value: Any, signed: bool = False) -> str:
     if isinstance(value, str):
-        return _e(value)
+        return escape(value)
     if isinstance(value, bool):
         return "yes" if value else "no"
     number = finite_float(value)

@@ -8,10 +8,8 @@ import math
 from typing import Any
 
 import pandas as pd
+from retrain_assets.core.reports.html import BETTER_COLOR, CURRENT_COLOR, REFERENCE_COLOR, UNCLEAR_COLOR, WORSE_COLOR, escape, finite_float, optional_bool
 
-from retrain_assets.core.reports.drift import CURRENT_COLOR, REFERENCE_COLOR, _e
-from retrain_assets.core.reports.drift_trend import optional_bool
-from retrain_assets.core.reports.evaluation import BETTER_COLOR, UNCLEAR_COLOR, WORSE_COLOR, finite_float
 
 MANUAL_COLOR, REJECTED_COLOR, SHADOW_FILL = "#7b3294", "#333333", "#fde0c5"
 CHAMPION_FILLS = (REFERENCE_COLOR, "#72a0cf")  # alternate, so neighbouring periods stay apart
@@ -98,8 +96,8 @@ def render_timeline_html(deployments: pd.DataFrame, evaluations: pd.DataFrame | 
     and the table of every step. `now` (naive UTC, like the tables' times) ends the open periods
     (default: the newest step)."""
     events = timeline_events(deployments, evaluations)
-    head = (f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{_e(title)}</title>'
-            f"<style>{_CSS}</style></head><body><h1>{_e(title)}</h1>")
+    head = (f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{escape(title)}</title>'
+            f"<style>{_CSS}</style></head><body><h1>{escape(title)}</h1>")
     if events.empty:
         return head + '<p class="note">No deployment step recorded yet: the first model has not been promoted.</p></body></html>'
     timed = events[events["when"].notna()]
@@ -118,12 +116,12 @@ def render_timeline_html(deployments: pd.DataFrame, evaluations: pd.DataFrame | 
 def _state(champions: list[dict], trials: list[dict], end) -> str:
     serving = [p for p in champions if p.get("open")]
     trial = [p for p in trials if p.get("open")]
-    words = (f"champion <b>v{_e(serving[-1]['version'])}</b> since {_when(serving[-1]['start'])}" if serving
+    words = (f"champion <b>v{escape(serving[-1]['version'])}</b> since {_when(serving[-1]['start'])}" if serving
              else "no champion")
     if trial:
         t = trial[-1]
         share = f" for {t['share']:.0%} of entities" if t["mode"] == "canary" and t["share"] is not None else ""
-        words += f"; on live trial: {_e(t['mode'])} <b>v{_e(t['version'])}</b>{share} since {_when(t['start'])}"
+        words += f"; on live trial: {escape(t['mode'])} <b>v{escape(t['version'])}</b>{share} since {_when(t['start'])}"
     return f'<p class="meta">Serving at {_when(end)}: {words}.</p>'
 
 
@@ -133,7 +131,7 @@ def _legend() -> str:
              f'<span><span class="swatch" style="background:{SHADOW_FILL};outline:1.5px dashed {CURRENT_COLOR};'
              'outline-offset:-1.5px"></span>shadow trial</span>']
     for kind, (label, color, shape) in EVENT_KINDS.items():
-        items.append(f'<span><svg width="14" height="14">{_marker(shape, 7, 7, 5.5, color)}</svg>{_e(label)}</span>')
+        items.append(f'<span><svg width="14" height="14">{_marker(shape, 7, 7, 5.5, color)}</svg>{escape(label)}</span>')
     return f'<p class="legend">{"".join(items)}</p>'
 
 
@@ -156,11 +154,11 @@ def _chart(timed: pd.DataFrame, champions: list[dict], trials: list[dict], end) 
         if i:
             out.append(f'<line x1="{LEFT}" y1="{y}" x2="{LEFT + plot}" y2="{y}" stroke="{"#999" if i == 2 else "#e6e6e6"}"/>')
         weight = ' font-weight="bold"' if i < 2 else ""
-        out.append(f'<text x="{LEFT - 8}" y="{y + LANE / 2 + 4}" font-size="12" text-anchor="end"{weight}>{_e(name)}</text>')
+        out.append(f'<text x="{LEFT - 8}" y="{y + LANE / 2 + 4}" font-size="12" text-anchor="end"{weight}>{escape(name)}</text>')
     for tick in _ticks(t0, end):
         out.append(f'<line x1="{x(tick):.1f}" y1="{TOP}" x2="{x(tick):.1f}" y2="{bottom + 5}" stroke="#e0e0e0"/>'
                    f'<text x="{x(tick):.1f}" y="{bottom + 18}" font-size="11" text-anchor="middle">'
-                   f"{_e(_tick_label(tick, span))}</text>")
+                   f"{escape(_tick_label(tick, span))}</text>")
     out.append(f'<text x="{LEFT + plot / 2}" y="{height - 6}" font-size="12" text-anchor="middle">time (UTC)</text>')
     for i, p in enumerate(champions):
         out.append(_band(p, x, TOP, CHAMPION_FILLS[i % 2], "champion", f"champion v{p['version']}"))
@@ -177,7 +175,7 @@ def _chart(timed: pd.DataFrame, champions: list[dict], trials: list[dict], end) 
             last = cx if not dy else -1e9
             tip = f"{_when(r['when'])}: {ACTION_LABELS.get(r['action'], r['action'])} v{r['version'] or '?'}: {r['reason']}"
             out.append(f'<g class="marker {kind}">{_marker(shape, cx, y + dy - (4 if dy else 0), 6, color)}'
-                       f"<title>{_e(tip)}</title></g>")
+                       f"<title>{escape(tip)}</title></g>")
             if kind in ("promotion", "auto_rollback", "manual_rollback"):
                 out.append(f'<line x1="{cx:.1f}" y1="{TOP}" x2="{cx:.1f}" y2="{TOP + 2 * LANE}" stroke="{color}" '
                            'stroke-width="1" stroke-dasharray="2,2" opacity="0.8"/>')
@@ -192,12 +190,12 @@ def _band(p: dict, x, y: float, fill: str, css: str, label: str) -> str:
     w = max(x2 - x1, 2.0)
     text_color = "#fff" if fill in (*CHAMPION_FILLS, CURRENT_COLOR) else "#7a3b00"
     stroke = f' stroke="{CURRENT_COLOR}" stroke-dasharray="4,2"' if css == "trial shadow" else ' stroke="#fff"'
-    text = (f'<text x="{x1 + 5:.1f}" y="{y + LANE / 2 + 4}" font-size="12" fill="{text_color}">{_e(label)}</text>'
+    text = (f'<text x="{x1 + 5:.1f}" y="{y + LANE / 2 + 4}" font-size="12" fill="{text_color}">{escape(label)}</text>'
             if w >= 7.5 * len(label) + 10 else
-            f'<text x="{x1 + 3:.1f}" y="{y + LANE / 2 + 4}" font-size="10" fill="{text_color}">v{_e(p["version"])}</text>'
+            f'<text x="{x1 + 3:.1f}" y="{y + LANE / 2 + 4}" font-size="10" fill="{text_color}">v{escape(p["version"])}</text>'
             if w >= 8 * len(p["version"]) + 14 else "")
     return (f'<g class="band {css}"><rect x="{x1:.1f}" y="{y + 4}" width="{w:.1f}" height="{LANE - 8}" rx="3" fill="{fill}"'
-            f"{stroke}/>{text}<title>{_e(label)}: {_when(p['start'])} → {_when(p['end'])}</title></g>")
+            f"{stroke}/>{text}<title>{escape(label)}: {_when(p['start'])} → {_when(p['end'])}</title></g>")
 
 
 def _marker(shape: str, cx: float, cy: float, r: float, color: str) -> str:
@@ -217,10 +215,10 @@ def _marker(shape: str, cx: float, cy: float, r: float, color: str) -> str:
 
 def _table(events: pd.DataFrame) -> str:
     rows = "".join(
-        f'<tr class="{_e(r["kind"])}"><td>{i + 1}</td><td class="when">{_when(r["when"])}</td>'
-        f'<td class="action">{_e(ACTION_LABELS.get(r["action"], r["action"] or "–"))}</td>'
+        f'<tr class="{escape(r["kind"])}"><td>{i + 1}</td><td class="when">{_when(r["when"])}</td>'
+        f'<td class="action">{escape(ACTION_LABELS.get(r["action"], r["action"] or "–"))}</td>'
         f'<td>{_v(r["version"])}</td><td>{_v(r["champion"])}</td><td>{_trial(r)}</td>'
-        f'<td>{_e(r["reason"] or "–")}</td><td>{_e(r["decided_by"] or "–")}</td></tr>'
+        f'<td>{escape(r["reason"] or "–")}</td><td>{escape(r["decided_by"] or "–")}</td></tr>'
         for i, r in enumerate(events.to_dict("records"))
     )
     return (f"<h2>Steps ({len(events)})</h2><table><tr><th>#</th><th>when (UTC)</th><th>action</th><th>version</th>"
@@ -228,7 +226,7 @@ def _table(events: pd.DataFrame) -> str:
 
 
 def _trial(row: dict) -> str:
-    return f"{_v(row['trial'])} ({_e(row['trial_mode'])})" if row["trial"] else "–"
+    return f"{_v(row['trial'])} ({escape(row['trial_mode'])})" if row["trial"] else "–"
 
 
 def _ticks(t0: pd.Timestamp, t1: pd.Timestamp) -> list[pd.Timestamp]:
@@ -254,11 +252,11 @@ def _records(frame: pd.DataFrame | None) -> list[dict]:
 
 
 def _when(value: Any) -> str:
-    return "–" if value is None or pd.isna(value) else _e(f"{pd.Timestamp(value):%Y-%m-%d %H:%M:%S}")
+    return "–" if value is None or pd.isna(value) else escape(f"{pd.Timestamp(value):%Y-%m-%d %H:%M:%S}")
 
 
 def _v(value: Any) -> str:
-    return f"v{_e(value)}" if value else "–"
+    return f"v{escape(value)}" if value else "–"
 
 
 def _text(value: Any) -> str:
