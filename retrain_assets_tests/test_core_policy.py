@@ -4,8 +4,7 @@ import pytest
 
 import math
 
-from retrain_assets.core.monitoring.drift import DriftThresholds
-from retrain_assets.core.policy.definition import Policy, PromotionThresholds
+from retrain_assets.core.policy.definition import DriftThresholds, Policy, PromotionThresholds
 from retrain_assets.core.policy.retrain import BatchSignal, PolicyHistory, decide_retrain
 
 
