@@ -43,7 +43,7 @@ def instance_yaml(max_concurrent_runs: int, storage: str) -> str:
 
 def land_batches(data_dir: Path, partitions: int) -> None:
     """The scenario's first `partitions` batch files (no incidents), as historic exports land."""
-    from retrain_assets.core.ingestion.landing import write_atomically
+    from retrain_assets.core.files import write_atomically
     from retrain_assets.core.offline.scenario import load_scenario, scenario_deliveries
 
     scenario = dataclasses.replace(load_scenario(SCENARIO), incidents={})

@@ -7,7 +7,7 @@ import dagster as dg
 import pandas as pd
 import pytest
 
-from retrain_assets.core.ingestion.landing import write_atomically
+from retrain_assets.core.files import write_atomically
 from retrain_assets.core.offline.scenario import generate_day, load_scenario
 from retrain_assets.defs import build_definitions
 from retrain_assets.apps.replay import PipelineDriver, sensor_resources

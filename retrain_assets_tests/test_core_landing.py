@@ -11,8 +11,8 @@ from retrain_assets.core.ingestion.landing import (
     label_file_name,
     read_landing_file,
     scan,
-    write_atomically,
 )
+from retrain_assets.core.files import write_atomically
 
 CSV = "application_id,age,income\na1,042,1.50\na2,7,\n"
 

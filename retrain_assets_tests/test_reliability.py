@@ -26,7 +26,7 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 
-from retrain_assets.core.ingestion.landing import write_atomically
+from retrain_assets.core.files import write_atomically
 from retrain_assets.core.offline.scenario import generate_day, load_scenario, scenario_deliveries
 from retrain_assets.defs import build_definitions
 from retrain_assets.defs.shared.registry import CHECKSUM_TAG, ModelRegistry

@@ -21,7 +21,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from retrain_assets.core.ingestion.landing import write_atomically
+from retrain_assets.core.files import write_atomically
 from retrain_assets.core.offline.scenario import load_scenario, scenario_deliveries
 from retrain_assets.defs import build_definitions
 from retrain_assets.defs.shared.io_manager import WAREHOUSE_POOL

@@ -4,7 +4,7 @@ config or any event the UI shows."""
 
 import dagster as dg
 
-from retrain_assets.core.ingestion.landing import write_atomically
+from retrain_assets.core.files import write_atomically
 from retrain_assets.core.ingestion.privacy import PII_KEY_ENV, check_key, pseudonym
 from retrain_assets.core.offline.scenario import generate_day, load_scenario
 from retrain_assets.defs import build_definitions

@@ -36,7 +36,7 @@ from retrain_assets.core.offline.backtest import (
     window_rows,
 )
 from retrain_assets.core.offline.backtest_report import DEFAULT_WINDOW, markdown_table, per_batch, render_plot, render_tradeoff, summarize
-from retrain_assets.core.ingestion.landing import write_text_atomically
+from retrain_assets.core.files import write_text_atomically
 from retrain_assets.core.policy.definition import Policy
 from retrain_assets.core.offline.scenario import Delivery, history_deliveries, read_history
 from retrain_assets.core.spec import DatasetSpec

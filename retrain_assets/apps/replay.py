@@ -12,7 +12,7 @@ from typing import Any
 
 import dagster as dg
 
-from retrain_assets.core.ingestion.landing import write_atomically
+from retrain_assets.core.files import write_atomically
 from retrain_assets.core.offline.scenario import Delivery
 
 RUN_KEY_TAG, SENSOR_NAME_TAG = "dagster/run_key", "dagster/sensor_name"

@@ -31,7 +31,9 @@ from contextlib import asynccontextmanager
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse
 
-from retrain_assets.core.ingestion.landing import PREDICTIONS, write_atomically
+from retrain_assets.core.ingestion.landing import PREDICTIONS
+
+from retrain_assets.core.files import write_atomically
 from retrain_assets.core.deployment.rollout import CANARY_ARM, CHAMPION_ARM, SHADOW_ARM, DeploymentState, route
 from retrain_assets.core.deployment.serving import (DEFAULT_MAX_BODY_BYTES, ApiKeys, RequestError, RowScorer, log_records, parse_body,
                                          parse_rows, presented_token, row_validator)

@@ -10,7 +10,8 @@ import pandas as pd
 
 from retrain_assets.core.labeling.active_learning import model_embedding, select_for_labeling, uncertainty
 from retrain_assets.core.labeling.labels import suspect_labels as find_suspects
-from retrain_assets.core.ingestion.landing import REQUESTS, write_atomically
+from retrain_assets.core.ingestion.landing import REQUESTS
+from retrain_assets.core.files import write_atomically
 from retrain_assets.core.training.modeling import PARTITION_COLUMN, feature_frame, predict_scores, target_vector
 from retrain_assets.core.labeling.review import item_id
 from retrain_assets.core.spec import DatasetSpec

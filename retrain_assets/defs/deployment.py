@@ -9,7 +9,7 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field
 
-from retrain_assets.core.ingestion.landing import write_text_atomically
+from retrain_assets.core.files import write_text_atomically
 from retrain_assets.core.deployment.rollout import PROMOTE, ROLLBACK, approval_refusal, handled_versions
 from retrain_assets.core.spec import DatasetSpec
 from retrain_assets.core.reports.timeline import render_timeline_html

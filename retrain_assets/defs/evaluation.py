@@ -18,7 +18,7 @@ from retrain_assets.core.evaluation.gate import promotion_gate
 from retrain_assets.core.evaluation.metrics import inference_cost
 from retrain_assets.core.evaluation.report import CHALLENGER, CHAMPION, ScoredModel, build_evaluation_report
 from retrain_assets.core.reports.evaluation import render_evaluation_html
-from retrain_assets.core.ingestion.landing import write_text_atomically
+from retrain_assets.core.files import write_text_atomically
 from retrain_assets.core.training.modeling import feature_frame, model_family, predict_scores, split_holdout, target_vector
 from retrain_assets.core.spec import DatasetSpec
 from retrain_assets.defs.shared.registry import CHAMPION as CHAMPION_ALIAS

@@ -11,7 +11,7 @@ import pandas as pd
 from retrain_assets.core.monitoring.drift import build_reference_profile
 from retrain_assets.core.reports.drift import render_drift_html
 from retrain_assets.core.reports.drift_trend import TREND_COLUMNS, render_drift_trend_html
-from retrain_assets.core.ingestion.landing import write_text_atomically
+from retrain_assets.core.files import write_text_atomically
 from retrain_assets.core.training.modeling import PARTITION_COLUMN, content_hash, predict_scores, split_holdout, target_vector
 from retrain_assets.core.monitoring.batch_report import build_drift_report
 from retrain_assets.core.monitoring.multivariate import reference_sample

@@ -659,7 +659,8 @@ def _drift(args) -> int:
     from retrain_assets.core.ingestion.contracts import validate_batch
     from retrain_assets.core.monitoring.drift import build_reference_profile
     from retrain_assets.core.reports.drift import render_drift_html
-    from retrain_assets.core.ingestion.landing import LandingFileError, read_landing_file, write_text_atomically
+    from retrain_assets.core.ingestion.landing import LandingFileError, read_landing_file
+    from retrain_assets.core.files import write_text_atomically
     from retrain_assets.core.monitoring.batch_report import build_drift_report
     from retrain_assets.core.monitoring.multivariate import reference_sample
     from retrain_assets.core.spec import load_spec
