@@ -11,7 +11,8 @@ from retrain_assets.apps.cli.main import main
 from retrain_assets.core.policy.definition import Policy
 from retrain_assets.core.policy.retrain import BatchSignal, PolicyHistory, decide_retrain
 from retrain_assets.core.deployment.rollout import CanaryVerdict, TrialClock, analyse_canary, trial_clock
-from retrain_assets.core.monitoring.next_action import Trial, next_action, next_partition
+from retrain_assets.core.monitoring.next_action import Trial, next_action
+from retrain_assets.core.partitions import next_partition
 from retrain_assets_tests.conftest import read_table
 
 POLICY = replace(Policy(), min_partitions_first_model=4, max_model_age_partitions=5, min_new_labeled_rows=100,

@@ -339,7 +339,7 @@ def scripted_reviewer(scenario, settings: ProjectSettings, every_steps: int = 2,
     checking the loan file would."""
     import pandas as pd
 
-    from retrain_assets.core.training.modeling import PARTITION_COLUMN
+    from retrain_assets.core.partitions import PARTITION_COLUMN
     from retrain_assets.core.offline.scenario import generate_day
     from retrain_assets.apps.review import review_items, submit_decisions
 

@@ -13,7 +13,7 @@ import pandas as pd
 from retrain_assets.core.ingestion.landing import LandingFileError, REVIEWS, read_landing_file, review_file_name
 
 from retrain_assets.core.files import write_atomically
-from retrain_assets.core.training.modeling import PARTITION_COLUMN
+from retrain_assets.core.partitions import PARTITION_COLUMN
 from retrain_assets.core.labeling.review import decision_rows
 from retrain_assets.core.spec import DatasetSpec
 

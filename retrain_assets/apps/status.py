@@ -15,7 +15,9 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 
-from retrain_assets.core.training.modeling import PARTITION_COLUMN, target_vector
+from retrain_assets.core.training.modeling import target_vector
+
+from retrain_assets.core.partitions import PARTITION_COLUMN
 from retrain_assets.core.monitoring.batch_report import finite_or_nan
 from retrain_assets.core.policy.retrain import PolicyHistory, decide_retrain
 from retrain_assets.core.deployment.rollout import analyse_canary

@@ -12,7 +12,8 @@ from retrain_assets.core.labeling.active_learning import model_embedding, select
 from retrain_assets.core.labeling.labels import suspect_labels as find_suspects
 from retrain_assets.core.ingestion.landing import REQUESTS
 from retrain_assets.core.files import write_atomically
-from retrain_assets.core.training.modeling import PARTITION_COLUMN, feature_frame, predict_scores, target_vector
+from retrain_assets.core.training.modeling import feature_frame, predict_scores, target_vector
+from retrain_assets.core.partitions import PARTITION_COLUMN
 from retrain_assets.core.labeling.review import item_id
 from retrain_assets.core.spec import DatasetSpec
 from retrain_assets.defs.shared.landing import LandingZone

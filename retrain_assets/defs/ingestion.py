@@ -10,7 +10,7 @@ import pandas as pd
 from retrain_assets.core.ingestion.contracts import (ContractResult, empty_batch, quarantine_records, row_fingerprints,
                                            set_aside_repeats, undeclared_columns, validate_batch)
 from retrain_assets.core.ingestion.landing import BATCHES, LandingFileError, read_landing_file
-from retrain_assets.core.training.modeling import PARTITION_COLUMN
+from retrain_assets.core.partitions import PARTITION_COLUMN
 from retrain_assets.core.ingestion.privacy import pseudonymize, withhold_undeclared
 from retrain_assets.core.policy.batches import block_reason
 from retrain_assets.core.spec import DatasetSpec

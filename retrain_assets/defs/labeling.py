@@ -14,7 +14,8 @@ from retrain_assets.core.evaluation.metrics import classification_metrics
 from retrain_assets.core.labeling.labels import (annotator_agreement, apply_review_decisions, combine_label_files,
                                         normalize_annotations, resolve_labels)
 from retrain_assets.core.ingestion.landing import LABELS, REVIEWS, LandingFile, LandingFileError, read_landing_file
-from retrain_assets.core.training.modeling import PARTITION_COLUMN, predict_scores, target_vector
+from retrain_assets.core.training.modeling import predict_scores, target_vector
+from retrain_assets.core.partitions import PARTITION_COLUMN
 from retrain_assets.core.labeling.review import applicable_decisions, build_queue, parse_decisions
 from retrain_assets.core.spec import DatasetSpec
 from retrain_assets.defs.shared.lookups import CONTRACT_CHECK, unusable_batches

@@ -12,7 +12,8 @@ from retrain_assets.core.monitoring.drift import build_reference_profile
 from retrain_assets.core.reports.drift import render_drift_html
 from retrain_assets.core.reports.drift_trend import TREND_COLUMNS, render_drift_trend_html
 from retrain_assets.core.files import write_text_atomically
-from retrain_assets.core.training.modeling import PARTITION_COLUMN, content_hash, predict_scores, split_holdout, target_vector
+from retrain_assets.core.training.modeling import content_hash, predict_scores, split_holdout, target_vector
+from retrain_assets.core.partitions import PARTITION_COLUMN
 from retrain_assets.core.monitoring.batch_report import build_drift_report
 from retrain_assets.core.monitoring.multivariate import reference_sample
 from retrain_assets.core.policy.retrain import decide_retrain

@@ -11,7 +11,8 @@ import pandas as pd
 
 from retrain_assets.core.monitoring.drift import dataset_drift, feature_drift
 from retrain_assets.core.ingestion.landing import PREDICTIONS, LandingFileError, read_landing_file
-from retrain_assets.core.training.modeling import PARTITION_COLUMN, target_vector
+from retrain_assets.core.training.modeling import target_vector
+from retrain_assets.core.partitions import PARTITION_COLUMN
 from retrain_assets.core.deployment.rollout import CHAMPION_ARM, analyse_canary
 from retrain_assets.core.deployment.serving import typed_log
 from retrain_assets.core.spec import DatasetSpec

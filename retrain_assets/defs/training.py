@@ -7,7 +7,9 @@ import json
 import dagster as dg
 import pandas as pd
 
-from retrain_assets.core.training.modeling import PARTITION_COLUMN, code_version, content_hash, feature_frame, split_holdout
+from retrain_assets.core.training.modeling import code_version, content_hash, feature_frame, split_holdout
+
+from retrain_assets.core.partitions import PARTITION_COLUMN
 from retrain_assets.core.training.selection import select_model
 from retrain_assets.core.spec import DatasetSpec
 from retrain_assets.defs.shared.lookups import unusable_batches

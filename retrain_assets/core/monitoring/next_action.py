@@ -11,9 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Iterable, Iterator
 
-import pandas as pd
 
-from retrain_assets.core.offline.backtest import partition_window
+from retrain_assets.core.partitions import next_partition
 from retrain_assets.core.policy.definition import Policy
 from retrain_assets.core.policy.retrain import BatchSignal, PolicyHistory, RetrainDecision, decide_retrain
 from retrain_assets.core.deployment.rollout import PROMOTE, ROLLBACK, CanaryVerdict, TrialClock
@@ -47,14 +46,6 @@ class NextAction:
     partition: str | None = None
     command: str = ""
     numbers: dict = field(default_factory=dict)
-
-
-def next_partition(partition: str, granularity: str, steps: int = 1) -> str:
-    """The key of the partition `steps` after `partition` ("YYYY-MM-DD" at every granularity)."""
-    start = pd.Timestamp(partition)
-    for _ in range(steps):
-        start = partition_window(start, granularity)[1]
-    return f"{start:%Y-%m-%d}"
 
 
 def known_partitions(history: PolicyHistory) -> list[str]:

@@ -34,8 +34,10 @@ from retrain_assets.core.evaluation.metrics import inference_cost
 from retrain_assets.core.evaluation.report import ScoredModel, build_evaluation_report
 from retrain_assets.core.labeling.labels import combine_label_files, normalize_annotations, resolve_labels
 from retrain_assets.core.ingestion.landing import BATCHES, LABELS
+from retrain_assets.core.partitions import partition_bounds
 from retrain_assets.core.policy.batches import block_reason
-from retrain_assets.core.training.modeling import PARTITION_COLUMN, feature_frame, model_family, predict_scores, split_holdout, target_vector
+from retrain_assets.core.training.modeling import feature_frame, model_family, predict_scores, split_holdout, target_vector
+from retrain_assets.core.partitions import PARTITION_COLUMN
 from retrain_assets.core.monitoring.batch_report import build_drift_report
 from retrain_assets.core.policy.definition import Policy, with_overrides
 from retrain_assets.core.policy.retrain import BatchSignal, PolicyHistory, RetrainDecision, decide_retrain
@@ -45,7 +47,6 @@ from retrain_assets.core.spec import DatasetSpec
 
 POLICY_KINDS = ("static", "periodic", "drift", "every-batch")
 ORACLE = "every-batch"
-_PERIOD = {"daily": pd.DateOffset(days=1), "weekly": pd.DateOffset(weeks=1), "monthly": pd.DateOffset(months=1)}
 
 
 # --------------------------------------------------------------------------------------------
@@ -144,11 +145,6 @@ class Timeline:
     truth: dict[str, pd.Series]
 
 
-def partition_window(start: pd.Timestamp, granularity: str) -> tuple[pd.Timestamp, pd.Timestamp]:
-    """[start, end) of the partition that starts at `start`."""
-    return start, start + _PERIOD[granularity]
-
-
 def prepare_timeline(deliveries: Iterable[Delivery], spec: DatasetSpec, map_fn: Callable = map,
                      policy: Policy | None = None) -> Timeline:
     """Run each delivery's batch and label files through the contracts and the label gates.
@@ -222,7 +218,7 @@ def _check_partition(task) -> tuple[str, object, pd.DataFrame | None, list[tuple
     requests) and its resolved labels after each label delivery, by the step that delivered them."""
     spec, policy, name, frame, requests, label_files = task
     start = pd.Timestamp(name.split("/")[1][:10])
-    result = validate_batch(frame, spec, partition_window(start, spec.partitions.granularity))
+    result = validate_batch(frame, spec, partition_bounds(start, spec.partitions.granularity))
     if requests is not None and not requests.equals(frame):
         requests = validate_batch(requests, spec).valid.assign(**{PARTITION_COLUMN: start}).reset_index(drop=True)
     else:

@@ -11,7 +11,7 @@ import pandas as pd
 
 from retrain_assets.core.monitoring.drift import INSUFFICIENT_DATA
 
-from retrain_assets.core.training.modeling import PARTITION_COLUMN
+from retrain_assets.core.partitions import PARTITION_COLUMN
 from retrain_assets.core.reports.html import CURRENT_COLOR, REFERENCE_COLOR, WORSE_COLOR, escape, finite_float, optional_bool
 
 P_VALUE_TESTS = ("ks", "chi2")

@@ -21,9 +21,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
+from retrain_assets.core.partitions import PARTITION_COLUMN
 from retrain_assets.core.spec import DatasetSpec
-
-PARTITION_COLUMN = "partition_start"
 
 
 def feature_frame(df: pd.DataFrame, spec: DatasetSpec) -> pd.DataFrame:

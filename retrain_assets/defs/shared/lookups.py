@@ -14,7 +14,7 @@ from retrain_assets.core.monitoring.batch_report import finite_or_nan
 from retrain_assets.core.monitoring.drift import ReferenceProfile
 from retrain_assets.core.policy.retrain import BatchSignal, PolicyHistory
 from retrain_assets.core.spec import DatasetSpec
-from retrain_assets.core.training.modeling import PARTITION_COLUMN
+from retrain_assets.core.partitions import PARTITION_COLUMN
 from retrain_assets.defs.shared.registry import ModelRegistry
 from retrain_assets.defs.shared.warehouse import Warehouse
 
