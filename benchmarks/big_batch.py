@@ -117,7 +117,8 @@ def child(args) -> None:
     window = (pd.Timestamp(DAY), pd.Timestamp(DAY) + pd.Timedelta(days=1))
     started = time.perf_counter()
     if args.child == "sql":
-        from retrain_assets.core.ingestion.large_batch import connect, large_batch_drift, validate_large_batch
+        from retrain_assets.core.ingestion.large_batch import connect, validate_large_batch
+        from retrain_assets.core.monitoring.large_batch_drift import large_batch_drift
 
         con = connect(args.memory_limit, args.threads, folder / "spill")
         contract = validate_large_batch(con, args.batch, spec, folder / "out", window=window)

@@ -1,5 +1,6 @@
-"""The DuckDB path for big batches (`core.large_batch`, `retrain-assets check-batch`) against the
-pandas path (`validate_batch`, `feature_drift`, `dataset_drift`) on small files."""
+"""The DuckDB path for big batches (`core.ingestion.large_batch`, `core.monitoring.large_batch_drift`,
+`retrain-assets check-batch`) against the pandas path (`validate_batch`, `feature_drift`,
+`dataset_drift`) on small files."""
 
 import dataclasses
 import warnings
@@ -11,6 +12,7 @@ import pytest
 
 from retrain_assets.apps.cli.main import main
 from retrain_assets.core.ingestion import contracts
+from retrain_assets.core.ingestion import contract_sql
 from retrain_assets.core.ingestion import large_batch as lb
 from retrain_assets.core.ingestion.contracts import validate_batch
 from retrain_assets.core.monitoring.drift import (
@@ -20,6 +22,7 @@ from retrain_assets.core.monitoring.drift import (
     feature_drift,
     out_of_distribution_share,
 )
+from retrain_assets.core.monitoring.large_batch_drift import large_batch_drift
 from retrain_assets.core.ingestion.landing import read_landing_file
 from retrain_assets.core.offline.scenario import generate_day
 from retrain_assets.core.spec import load_spec, parse_spec
@@ -90,7 +93,7 @@ def both_paths(tmp_path, spec, frame, fmt="parquet", window=WINDOW, now=NOW, pro
     got = lb.validate_large_batch(con, path, spec, tmp_path / "out", window=window, now=now)
     drift = None
     if profile is not None and not got.schema_errors:
-        drift = lb.large_batch_drift(con, got.valid_path, profile, thresholds or spec.policy.drift)
+        drift = large_batch_drift(con, got.valid_path, profile, thresholds or spec.policy.drift)
     con.close()
     return expected, got, drift
 
@@ -229,7 +232,7 @@ def test_ints_beyond_64_bits_get_the_same_verdict_and_reason(tmp_path):
 def test_bool_and_missing_text_come_from_the_contract(tmp_path):
     """check-batch builds its SQL from `contracts.BOOL_TEXT` and `MISSING_TEXT` (no copies), and
     reads every spelling as the pandas path does."""
-    assert lb.BOOL_TEXT is contracts.BOOL_TEXT and lb.MISSING_TEXT is contracts.MISSING_TEXT
+    assert contract_sql.BOOL_TEXT is contracts.BOOL_TEXT and lb.MISSING_TEXT is contracts.MISSING_TEXT
     spec = parse_spec({"name": "t", "id": "id", "event_time": "ts", "target": {"name": "y", "classes": [0, 1]},
                        "columns": {"id": {"type": "int"}, "ts": {"type": "timestamp"}, "b": {"type": "bool"},
                                    "x": {"type": "float", "nullable": True}}})

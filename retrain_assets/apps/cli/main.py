@@ -716,7 +716,8 @@ def _check_batch(args) -> int:
     import pandas as pd
 
     from retrain_assets.core.monitoring.drift import ReferenceProfile
-    from retrain_assets.core.ingestion.large_batch import connect, large_batch_drift, validate_large_batch
+    from retrain_assets.core.ingestion.large_batch import connect, validate_large_batch
+    from retrain_assets.core.monitoring.large_batch_drift import large_batch_drift
     from retrain_assets.core.spec import load_spec
 
     def fail(message: str, hint: str = "", code: int = 2) -> int:
