@@ -5,7 +5,7 @@ import pytest
 import math
 
 from retrain_assets.core.policy.definition import DriftThresholds, Policy, PromotionThresholds
-from retrain_assets.core.policy.retrain import BatchSignal, PolicyHistory, decide_retrain
+from retrain_assets.core.policy.retrain import BatchSignal, DriftClause, PolicyHistory, decide_retrain, drift_clause
 
 
 def days(first: int, last: int) -> list[str]:
@@ -112,6 +112,33 @@ def test_drift_in_k_of_last_n_batches_triggers_once_drifted_batches_are_labeled(
     assert not waiting.retrain and waiting.suppressed_by == "awaiting_drift_labels"
     two = decide_retrain(history([signal(6), signal(7, drifted=True, labeled=60), signal(8, drifted=True, labeled=60)]), POLICY)
     assert two.retrain and two.trigger == "drift" and two.numbers["drifted_labeled_rows"] == 120
+
+
+@pytest.mark.parametrize("verdicts, expected", [
+    ([], DriftClause(0, 0, False)),                                   # no batch scored against the champion yet
+    ([True], DriftClause(1, 1, False)),                               # one drifted batch is not enough
+    ([True, True], DriftClause(2, 2, True)),                          # a short history can already hold
+    ([True, False, False, True], DriftClause(1, 3, False)),           # only the last n count: the oldest drift fell out
+    ([True, False, True], DriftClause(2, 3, True)),                   # k of n need not be consecutive
+    ([True, True, True, False, False], DriftClause(1, 3, False)),
+])
+def test_drift_clause_counts_drifted_batches_among_the_last_n(verdicts, expected):
+    assert drift_clause(verdicts, POLICY) == expected
+
+
+def test_drift_clause_follows_k_and_n_of_the_policy():
+    strict = Policy(drift_window_batches=5, drift_min_batches=4)
+    assert drift_clause([True, True, True, False, True], strict) == DriftClause(4, 5, True)
+    assert drift_clause([True, True, True, True, False, True], strict) == DriftClause(4, 5, True)
+    assert drift_clause([True, True, False, False, True, True], strict) == DriftClause(3, 5, False)
+    assert drift_clause([True], Policy(drift_window_batches=1, drift_min_batches=1)) == DriftClause(1, 1, True)
+
+
+def test_decision_numbers_are_the_drift_clause():
+    signals = [signal(6, drifted=True), signal(7), signal(8, drifted=True), signal(9, drifted=True)]
+    clause = drift_clause([s.dataset_drifted for s in signals], POLICY)
+    numbers = decide_retrain(history(signals), POLICY).numbers
+    assert (numbers["drifted_batches"], numbers["window_batches"]) == (clause.drifted_batches, clause.window_batches) == (2, 3)
 
 
 def test_signals_scored_against_an_older_champion_do_not_count():

@@ -16,7 +16,7 @@ from retrain_assets.core.training.modeling import content_hash, predict_scores, 
 from retrain_assets.core.partitions import PARTITION_COLUMN
 from retrain_assets.core.monitoring.batch_report import build_drift_report
 from retrain_assets.core.monitoring.multivariate import reference_sample
-from retrain_assets.core.policy.retrain import decide_retrain
+from retrain_assets.core.policy.retrain import decide_retrain, drift_clause
 from retrain_assets.core.spec import DatasetSpec
 from retrain_assets.defs.shared.partitioning import partition_window
 from retrain_assets.defs.shared.registry import CHAMPION, ModelRegistry
@@ -149,17 +149,16 @@ def build_monitoring(spec: DatasetSpec, partitions_def: dg.PartitionsDefinition)
 
     def _drift_check(warehouse: Warehouse, start, champion: str, summary: dict) -> dg.AssetCheckResult:
         earlier = warehouse.query(f"select distinct {PARTITION_COLUMN}, dataset_drifted from drift_report where champion_version = ? "
-                                  f"and {PARTITION_COLUMN} < ? order by {PARTITION_COLUMN} desc limit ?",
-                                  [champion, start, policy.drift_window_batches - 1])
-        recent = [bool(summary["dataset_drifted"]), *(earlier["dataset_drifted"].astype(bool).tolist() if len(earlier) else [])]
-        n = sum(recent)
-        clause = n >= policy.drift_min_batches
-        words = (f"{summary['n_drifted']}/{summary['n_features']} features drifted in this batch; dataset drift in {n} of the "
-                 f"last {len(recent)} batches (clause needs {policy.drift_min_batches} of {policy.drift_window_batches})")
+                                  f"and {PARTITION_COLUMN} < ? order by {PARTITION_COLUMN}", [champion, start])
+        verdicts = earlier["dataset_drifted"].astype(bool).tolist() if len(earlier) else []  # the table reads empty before its first write
+        drift = drift_clause([*verdicts, bool(summary["dataset_drifted"])], policy)
+        words = (f"{summary['n_drifted']}/{summary['n_features']} features drifted in this batch; dataset drift in "
+                 f"{drift.drifted_batches} of the last {drift.window_batches} batches (clause needs {policy.drift_min_batches} "
+                 f"of {policy.drift_window_batches})")
         return dg.AssetCheckResult(
-            check_name=DRIFT_CHECK, passed=not summary["dataset_drifted"] and not clause,
-            severity=dg.AssetCheckSeverity.ERROR if clause else dg.AssetCheckSeverity.WARN,
-            description=words, metadata={"drifted_batches": n, "drift_share": summary["drift_share"]},
+            check_name=DRIFT_CHECK, passed=not summary["dataset_drifted"] and not drift.holds,
+            severity=dg.AssetCheckSeverity.ERROR if drift.holds else dg.AssetCheckSeverity.WARN,
+            description=words, metadata={"drifted_batches": drift.drifted_batches, "drift_share": summary["drift_share"]},
         )
 
     @dg.asset(pool=WAREHOUSE_POOL, group_name="monitoring", deps=["drift_report", "labeled_batches", "deployed_model"], kinds={"duckdb"})

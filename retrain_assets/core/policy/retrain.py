@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Sequence
 
 from retrain_assets.core.policy.definition import Policy
 
@@ -52,6 +53,26 @@ class RetrainDecision:
     numbers: dict = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class DriftClause:
+    """The k-of-n drift clause on one champion's batches: `drifted_batches` of the last
+    `window_batches` (at most `policy.drift_window_batches`) had dataset drift, and the clause
+    `holds` when that is at least `policy.drift_min_batches`. Hysteresis and the wait for the
+    drifted batches' labels are guards `decide_retrain` applies on top."""
+
+    drifted_batches: int
+    window_batches: int
+    holds: bool
+
+
+def drift_clause(dataset_drifted: Sequence[bool], policy: Policy) -> DriftClause:
+    """The drift clause over the dataset-drift verdicts of the batches scored against the current
+    champion, oldest first (the retrain decision and the `drift_report` check both ask it)."""
+    recent = dataset_drifted[-policy.drift_window_batches:]
+    drifted = sum(bool(verdict) for verdict in recent)
+    return DriftClause(drifted, len(recent), drifted >= policy.drift_min_batches)
+
+
 def decide_retrain(history: PolicyHistory, policy: Policy) -> RetrainDecision:
     """Apply the retrain policy to the pipeline's history. Clauses, in order:
 
@@ -69,14 +90,13 @@ def decide_retrain(history: PolicyHistory, policy: Policy) -> RetrainDecision:
                                numbers={"labeled_partitions": len(labeled)})
 
     signals = [s for s in history.signals if s.champion_version == history.champion_version]
-    recent = signals[-policy.drift_window_batches:]
-    n_drifted = sum(s.dataset_drifted for s in recent)
+    drift = drift_clause([s.dataset_drifted for s in signals], policy)
     age = sum(p > history.last_trained_through for p in labeled)
     realized = _recent_mean([s.realized_roc_auc for s in signals], policy.drift_window_batches)
     estimated = _recent_mean([s.estimated_roc_auc for s in signals], policy.drift_window_batches)
     performance, source = (realized, "realized") if not math.isnan(realized) else (estimated, "estimated")
     baseline = history.champion_holdout_roc_auc
-    numbers = {"drifted_batches": n_drifted, "window_batches": len(recent), "model_age_partitions": age,
+    numbers = {"drifted_batches": drift.drifted_batches, "window_batches": drift.window_batches, "model_age_partitions": age,
                "realized_roc_auc": realized, "estimated_roc_auc": estimated,
                "baseline_roc_auc": baseline if baseline is not None else float("nan"),
                "new_labeled_rows": history.new_labeled_rows}
@@ -91,23 +111,24 @@ def decide_retrain(history: PolicyHistory, policy: Policy) -> RetrainDecision:
     held: tuple[str, str] | None = None
     drifted_labeled = sum(s.n_labeled for s in signals if s.dataset_drifted)
     numbers["drifted_labeled_rows"] = drifted_labeled
-    if n_drifted >= policy.drift_min_batches:
+    in_window = f"{drift.drifted_batches}/{drift.window_batches}"
+    if drift.holds:
         if _drift_disarmed(history, signals, policy):
-            held = ("hysteresis", f"drift in {n_drifted}/{len(recent)} batches, but the alarm is not re-armed since the last "
+            held = ("hysteresis", f"drift in {in_window} batches, but the alarm is not re-armed since the last "
                                   f"drift retrain (needs a batch with drift share < {policy.drift_rearm_share})")
         elif drifted_labeled < policy.min_new_labeled_rows:
             # Retraining before the drifted batches are labeled would train on the old regime only.
-            held = ("awaiting_drift_labels", f"drift in {n_drifted}/{len(recent)} batches; waiting for labels of the drifted "
+            held = ("awaiting_drift_labels", f"drift in {in_window} batches; waiting for labels of the drifted "
                                              f"batches ({drifted_labeled}/{policy.min_new_labeled_rows} rows)")
         else:
-            fired.append(("drift", f"dataset drift in {n_drifted} of the last {len(recent)} batches "
+            fired.append(("drift", f"dataset drift in {drift.drifted_batches} of the last {drift.window_batches} batches "
                                    f"({drifted_labeled} labeled rows from drifted batches)"))
     if age >= policy.max_model_age_partitions:
         fired.append(("freshness", f"model is stale: {age} partitions labeled after {history.last_trained_through}"))
     if not fired and held:
         return RetrainDecision(False, held[1], "drift", held[0], numbers)
     if not fired:
-        return RetrainDecision(False, f"healthy: drift in {n_drifted}/{len(recent)} batches, {source} ROC AUC "
+        return RetrainDecision(False, f"healthy: drift in {in_window} batches, {source} ROC AUC "
                                       f"{performance:.3f}, {age}/{policy.max_model_age_partitions} new labeled partitions", numbers=numbers)
 
     trigger, why = fired[0][0], "; ".join(text for _, text in fired)
