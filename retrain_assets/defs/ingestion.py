@@ -12,7 +12,7 @@ from retrain_assets.core.ingestion.contracts import (ContractResult, empty_batch
 from retrain_assets.core.ingestion.landing import BATCHES, LandingFileError, read_landing_file
 from retrain_assets.core.partitions import PARTITION_COLUMN
 from retrain_assets.core.ingestion.privacy import pseudonymize, withhold_undeclared
-from retrain_assets.core.policy.batches import block_reason
+from retrain_assets.core.policy.batches import contract_verdict
 from retrain_assets.core.spec import DatasetSpec
 from retrain_assets.defs.shared.partitioning import partition_window
 from retrain_assets.defs.shared.landing import LandingZone
@@ -72,19 +72,7 @@ def build_ingestion(spec: DatasetSpec, partitions_def: dg.PartitionsDefinition) 
             )
         key = landing.pii_key_bytes()
         now = pd.Timestamp.now(tz="UTC").tz_convert(None)
-        checked, schema_errors, undeclared, seen = [], [], {}, set()
-        for file in files:
-            if file.sha256 in seen:
-                context.log.warning(f"{file.path.name} repeats the content of an earlier file; ingested once")
-                continue
-            seen.add(file.sha256)
-            frame, result = _validate_file(file.path, spec, (start, end), now, landing.max_file_bytes)
-            schema_errors += result.schema_errors
-            if extra := undeclared_columns(frame, spec):
-                undeclared[file.path.name] = extra
-                context.log.warning(f"{file.path.name}: undeclared columns {extra} were dropped; "
-                                    "declare them in the spec or stop exporting them")
-            checked.append((file, frame, result))
+        checked, schema_errors, undeclared = _read_files(context, files, spec, (start, end), now, landing.max_file_bytes)
 
         # An id enters raw_batches once: a row repeating an id of another partition or of an earlier
         # file of this one is counted as a redelivery when its values are the same, and otherwise
@@ -117,25 +105,8 @@ def build_ingestion(spec: DatasetSpec, partitions_def: dg.PartitionsDefinition) 
         n_in = len(valid) + len(quarantined) + n_redelivered
         bad_share = len(quarantined) / n_in if n_in else 0.0
         reasons = Counter(r.split(" (got")[0] for rs in quarantined["reason"] for r in rs.split("; "))
-        blocked = block_reason(schema_errors, bad_share, spec.policy.max_bad_row_share)
-        passed = not blocked
-        by_file = ", ".join(f"{name} {n}" for name, n in bad_files.items())
-        if schema_errors:
-            verdict = f"BLOCKED: {blocked}"
-        elif blocked:
-            verdict = (f"BLOCKED: {blocked}; quarantined rows by file: {by_file}. Fix those rows in the export and "
-                       "deliver the file again; the quarantine table gives each row's reason.")
-        else:
-            verdict = f"passed: {len(quarantined)} of {n_in} rows quarantined ({bad_share:.1%})" + (
-                f" from {by_file}; the quarantine table gives each row's reason: to add those rows, deliver them "
-                "corrected in a new file for the partition" if by_file else "")
-        if n_redelivered:
-            verdict += (f"; {n_redelivered} rows redelivered unchanged (" + ", ".join(
-                f"{name} {n}" for name, n in redelivered.items() if n) + "): counted, not stored twice")
-        if undeclared:
-            verdict += "; undeclared columns dropped: " + "; ".join(f"{name}: {', '.join(cols)}" for name, cols in
-                                                                  undeclared.items()) + \
-                " (declare them in the spec or stop exporting them)"
+        passed, verdict = contract_verdict(schema_errors, len(quarantined), n_in, bad_files, redelivered, undeclared,
+                                           spec.policy.max_bad_row_share)
 
         yield dg.Output(valid, output_name="raw_batches", metadata={
             "dagster/row_count": len(valid),
@@ -163,6 +134,26 @@ def build_ingestion(spec: DatasetSpec, partitions_def: dg.PartitionsDefinition) 
         )
 
     return dg.Definitions(assets=[ingest_batches])
+
+
+def _read_files(context, files, spec: DatasetSpec, window, now: pd.Timestamp, max_bytes: int):
+    """Read and validate each file of the partition once (a file repeating an earlier one's content
+    is skipped): the (file, frame, result) triples, every schema error, and the undeclared columns
+    dropped per file."""
+    checked, schema_errors, undeclared, seen = [], [], {}, set()
+    for file in files:
+        if file.sha256 in seen:
+            context.log.warning(f"{file.path.name} repeats the content of an earlier file; ingested once")
+            continue
+        seen.add(file.sha256)
+        frame, result = _validate_file(file.path, spec, window, now, max_bytes)
+        schema_errors += result.schema_errors
+        if extra := undeclared_columns(frame, spec):
+            undeclared[file.path.name] = extra
+            context.log.warning(f"{file.path.name}: undeclared columns {extra} were dropped; "
+                                "declare them in the spec or stop exporting them")
+        checked.append((file, frame, result))
+    return checked, schema_errors, undeclared
 
 
 def _validate_file(path: Path, spec: DatasetSpec, window, now: pd.Timestamp,
