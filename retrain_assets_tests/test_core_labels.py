@@ -9,16 +9,10 @@ import pandas as pd
 import pytest
 from sklearn.metrics import cohen_kappa_score
 
-from retrain_assets.core.labeling.labels import (
-    SOURCES,
-    annotation_columns,
-    annotator_agreement,
-    apply_review_decisions,
-    combine_label_files,
-    normalize_annotations,
-    resolve_labels,
-    suspect_labels,
-)
+from retrain_assets.core.labeling.label_files import (SOURCES, annotation_columns, combine_label_files,
+                                                      normalize_annotations)
+from retrain_assets.core.labeling.label_quality import annotator_agreement, suspect_labels
+from retrain_assets.core.labeling.resolution import apply_review_decisions, resolve_labels
 from retrain_assets.core.ingestion.landing import read_landing_file
 from retrain_assets.core.policy.definition import LabelGates
 from retrain_assets.core.spec import parse_spec

@@ -210,7 +210,7 @@ def test_spec_columns_follow_the_spec():
 def test_catalog_columns_match_the_constants_the_tables_are_built_from():
     """A fast guard: the end-to-end test compares the catalog with a real warehouse."""
     from retrain_assets.core.monitoring.drift import FEATURE_COLUMNS
-    from retrain_assets.core.labeling.labels import annotation_columns
+    from retrain_assets.core.labeling.label_files import annotation_columns
     from retrain_assets.core.labeling.review import DECISION_FIELDS, QUEUE_COLUMNS
     from retrain_assets.core.deployment.serving import LOG_COLUMN_TYPES
     from retrain_assets.defs.deployment import DEPLOYMENT_COLUMNS

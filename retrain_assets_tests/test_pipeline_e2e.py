@@ -259,7 +259,7 @@ def test_the_gated_share_check_runs_for_every_labeled_partition(run):
 
 
 def test_suspect_labels_are_capped_per_batch_after_each_retrain(run):
-    from retrain_assets.core.labeling.labels import suspect_labels
+    from retrain_assets.core.labeling.label_quality import suspect_labels
     from retrain_assets.core.training.modeling import predict_scores, target_vector
     import mlflow.sklearn
 

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from retrain_assets.core.labeling.active_learning import model_embedding, select_for_labeling, uncertainty
-from retrain_assets.core.labeling.labels import suspect_labels as find_suspects
+from retrain_assets.core.labeling.label_quality import suspect_labels as find_suspects
 from retrain_assets.core.ingestion.landing import REQUESTS
 from retrain_assets.core.files import write_atomically
 from retrain_assets.core.training.modeling import feature_frame, predict_scores, target_vector

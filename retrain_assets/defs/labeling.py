@@ -11,8 +11,9 @@ import numpy as np
 import pandas as pd
 
 from retrain_assets.core.evaluation.metrics import classification_metrics
-from retrain_assets.core.labeling.labels import (annotator_agreement, apply_review_decisions, combine_label_files,
-                                        normalize_annotations, resolve_labels)
+from retrain_assets.core.labeling.label_files import combine_label_files, normalize_annotations
+from retrain_assets.core.labeling.label_quality import annotator_agreement
+from retrain_assets.core.labeling.resolution import apply_review_decisions, resolve_labels
 from retrain_assets.core.ingestion.landing import LABELS, REVIEWS, LandingFile, LandingFileError, read_landing_file
 from retrain_assets.core.training.modeling import predict_scores, target_vector
 from retrain_assets.core.partitions import PARTITION_COLUMN

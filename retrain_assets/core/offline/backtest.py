@@ -32,7 +32,8 @@ from retrain_assets.core.monitoring.drift import ReferenceProfile, build_referen
 from retrain_assets.core.evaluation.gate import promotion_gate
 from retrain_assets.core.evaluation.metrics import inference_cost
 from retrain_assets.core.evaluation.report import ScoredModel, build_evaluation_report
-from retrain_assets.core.labeling.labels import combine_label_files, normalize_annotations, resolve_labels
+from retrain_assets.core.labeling.label_files import combine_label_files, normalize_annotations
+from retrain_assets.core.labeling.resolution import resolve_labels
 from retrain_assets.core.ingestion.landing import BATCHES, LABELS
 from retrain_assets.core.partitions import partition_bounds
 from retrain_assets.core.policy.batches import block_reason

@@ -1,0 +1,79 @@
+"""How far labels can be trusted: inter-annotator agreement over rows several annotators labeled,
+and confident-learning suspects, labels a trained model confidently disputes.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from itertools import combinations
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import cohen_kappa_score
+
+from retrain_assets.core.labeling.label_files import label_text, naive_utc
+from retrain_assets.core.spec import DatasetSpec
+
+
+
+def annotator_agreement(annotations: pd.DataFrame, spec: DatasetSpec, min_overlap: int = 10) -> dict:
+    """Inter-annotator agreement over rows labeled by at least two distinct annotators.
+
+    Uses only annotations that voted (gate == "") when a gate column exists; every source counts
+    as an annotator, and an annotator's newest annotation of a row stands for it. Returns
+    {"overlapping_rows", "agreement_rate" (share of those rows with one label only; NaN if none),
+    "pairs": [{"annotator_a", "annotator_b", "overlap", "agreement", "cohen_kappa"}]} for every
+    pair sharing at least `min_overlap` rows (kappa NaN when undefined, e.g. a single label).
+    """
+    id_col = spec.id_column
+    ann = annotations if "gate" not in annotations.columns else annotations[annotations["gate"] == ""]
+    if "labeled_at" in ann.columns:
+        ann = ann.assign(_at=naive_utc(ann["labeled_at"])).sort_values("_at", kind="stable")
+    ann = ann.drop_duplicates([id_col, "annotator"], keep="last")
+    ann = ann.assign(label=ann["label"].map(lambda v: label_text(v, spec.target.classes)))
+    wide = ann.pivot(index=id_col, columns="annotator", values="label")
+    overlapping = wide[wide.notna().sum(axis=1) >= 2]
+    pairs = []
+    for a, b in combinations(sorted(wide.columns), 2):
+        shared = wide[[a, b]].dropna()
+        if len(shared) == 0 or len(shared) < min_overlap:
+            continue
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            kappa = float(cohen_kappa_score(shared[a].astype(str), shared[b].astype(str)))
+        pairs.append({"annotator_a": str(a), "annotator_b": str(b), "overlap": int(len(shared)),
+                      "agreement": float((shared[a] == shared[b]).mean()),
+                      "cohen_kappa": kappa if math.isfinite(kappa) else float("nan")})
+    return {
+        "overlapping_rows": int(len(overlapping)),
+        "agreement_rate": float((overlapping.nunique(axis=1) == 1).mean()) if len(overlapping) else float("nan"),
+        "pairs": pairs,
+    }
+
+
+def suspect_labels(y: np.ndarray, proba_positive: np.ndarray, cap: int) -> np.ndarray:
+    """Positions of labels the model confidently disagrees with, most confident disagreement first, at most `cap`.
+
+    Confident-learning thresholds (as in cleanlab's confident joint): t_c is the mean predicted
+    probability of class c over the rows labeled c. A row labeled i is suspect when the other class
+    j has probability >= t_j and its own probability p_i < t_i. Ordered by p_i ascending, ties by
+    position. Binary labels {0, 1} only; no rows, a single class or cap <= 0 give an empty array.
+    """
+    y = np.asarray(y).ravel()
+    p = np.asarray(proba_positive, dtype=float).ravel()
+    if len(y) != len(p):
+        raise ValueError(f"{len(y)} labels but {len(p)} probabilities")
+    if len(y) and not np.isin(y, (0, 1)).all():
+        raise ValueError("suspect_labels needs binary labels in {0, 1}")
+    y = y.astype(int)
+    if cap <= 0 or len(np.unique(y)) < 2:
+        return np.empty(0, dtype=np.intp)
+    proba = np.column_stack([1.0 - p, p])
+    thresholds = np.array([proba[y == c, c].mean() for c in (0, 1)])
+    rows = np.arange(len(y))
+    self_confidence = proba[rows, y]
+    other = 1 - y
+    suspect = (proba[rows, other] >= thresholds[other]) & (self_confidence < thresholds[y])
+    found = rows[suspect]
+    return found[np.argsort(self_confidence[found], kind="stable")][:cap].astype(np.intp)
