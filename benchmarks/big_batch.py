@@ -85,7 +85,7 @@ def generate(folder: Path, rows: int, reference_rows: int) -> dict:
     import duckdb
 
     from retrain_assets.core.ingestion.contracts import validate_batch
-    from retrain_assets.core.monitoring.drift import build_reference_profile
+    from retrain_assets.core.monitoring.profile import build_reference_profile
     from retrain_assets.core.spec import parse_spec
 
     spec = parse_spec(spec_dict())
@@ -108,7 +108,7 @@ def child(args) -> None:
     """One measured run; prints a JSON line with seconds and this process's peak RSS."""
     import pandas as pd
 
-    from retrain_assets.core.monitoring.drift import ReferenceProfile
+    from retrain_assets.core.monitoring.profile import ReferenceProfile
     from retrain_assets.core.spec import load_spec
 
     folder = Path(args.folder)

@@ -158,7 +158,9 @@ def _version(dist: str) -> str:
 
 def load_ours() -> Tool:
     try:
-        from retrain_assets.core.monitoring.drift import DriftThresholds, build_reference_profile, feature_drift
+        from retrain_assets.core.monitoring.drift import feature_drift
+        from retrain_assets.core.monitoring.profile import build_reference_profile
+        from retrain_assets.core.policy.definition import DriftThresholds
     except Exception as exc:  # drift.py missing or broken
         return Tool("ours", "ours", _version("retrain-assets"), None, unavailable=f"{type(exc).__name__}: {exc}")
 

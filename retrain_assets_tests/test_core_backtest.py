@@ -18,7 +18,9 @@ from retrain_assets.core.offline.backtest import (
     window_rows,
 )
 from retrain_assets.core.offline.backtest_report import summarize
-from retrain_assets.core.monitoring.drift import DriftThresholds, build_reference_profile, feature_drift
+from retrain_assets.core.monitoring.drift import feature_drift
+from retrain_assets.core.monitoring.profile import build_reference_profile
+from retrain_assets.core.policy.definition import DriftThresholds
 from retrain_assets.core.policy.definition import Policy, policy_key, with_overrides
 from retrain_assets.core.offline.scenario import load_scenario, scenario_deliveries
 from retrain_assets_tests.conftest import write_short_scenario

@@ -13,28 +13,27 @@ from scipy import stats
 from scipy.spatial.distance import jensenshannon
 
 from retrain_assets.core.monitoring import drift
-from retrain_assets.core.monitoring.drift import (
-    INSUFFICIENT_DATA,
-    DriftThresholds,
-    ReferenceProfile,
-    benjamini_hochberg,
-    build_reference_profile,
-    categorical_profile,
+from retrain_assets.core.monitoring.distances import (
     chi_square_test,
-    dataset_drift,
-    feature_drift,
     jensen_shannon_categorical,
     jensen_shannon_numeric,
     ks_test,
-    label_drift,
-    numeric_profile,
-    out_of_distribution_share,
-    prediction_drift,
     psi,
     psi_categorical,
     psi_numeric,
     wasserstein_normalized,
 )
+from retrain_assets.core.monitoring.drift import (
+    INSUFFICIENT_DATA,
+    benjamini_hochberg,
+    dataset_drift,
+    feature_drift,
+    label_drift,
+    out_of_distribution_share,
+    prediction_drift,
+)
+from retrain_assets.core.monitoring.profile import ReferenceProfile, build_reference_profile, categorical_profile, numeric_profile
+from retrain_assets.core.policy.definition import DriftThresholds
 
 # (reference size, current size): large reference vs small batch, tiny batches, a batch
 # longer than the reference (the statistics then walk the reference's values instead).

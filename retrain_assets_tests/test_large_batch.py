@@ -15,13 +15,8 @@ from retrain_assets.core.ingestion import contracts
 from retrain_assets.core.ingestion import contract_sql
 from retrain_assets.core.ingestion import large_batch as lb
 from retrain_assets.core.ingestion.contracts import validate_batch
-from retrain_assets.core.monitoring.drift import (
-    FEATURE_COLUMNS,
-    build_reference_profile,
-    dataset_drift,
-    feature_drift,
-    out_of_distribution_share,
-)
+from retrain_assets.core.monitoring.drift import FEATURE_COLUMNS, dataset_drift, feature_drift, out_of_distribution_share
+from retrain_assets.core.monitoring.profile import build_reference_profile
 from retrain_assets.core.monitoring.large_batch_drift import large_batch_drift
 from retrain_assets.core.ingestion.landing import read_landing_file
 from retrain_assets.core.offline.scenario import generate_day

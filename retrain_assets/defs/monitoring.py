@@ -8,7 +8,7 @@ from pathlib import Path
 import dagster as dg
 import pandas as pd
 
-from retrain_assets.core.monitoring.drift import build_reference_profile
+from retrain_assets.core.monitoring.profile import build_reference_profile
 from retrain_assets.core.reports.drift import render_drift_html
 from retrain_assets.core.reports.drift_trend import TREND_COLUMNS, render_drift_trend_html
 from retrain_assets.core.files import write_text_atomically

@@ -657,7 +657,7 @@ def _drift(args) -> int:
     import json
 
     from retrain_assets.core.ingestion.contracts import validate_batch
-    from retrain_assets.core.monitoring.drift import build_reference_profile
+    from retrain_assets.core.monitoring.profile import build_reference_profile
     from retrain_assets.core.reports.drift import render_drift_html
     from retrain_assets.core.ingestion.landing import LandingFileError, read_landing_file
     from retrain_assets.core.files import write_text_atomically
@@ -715,7 +715,7 @@ def _check_batch(args) -> int:
 
     import pandas as pd
 
-    from retrain_assets.core.monitoring.drift import ReferenceProfile
+    from retrain_assets.core.monitoring.profile import ReferenceProfile
     from retrain_assets.core.ingestion.large_batch import connect, validate_large_batch
     from retrain_assets.core.monitoring.large_batch_drift import large_batch_drift
     from retrain_assets.core.spec import load_spec

@@ -11,14 +11,14 @@ import numpy as np
 import pandas as pd
 
 from retrain_assets.core.monitoring.drift import (
-    DriftThresholds,
-    ReferenceProfile,
     dataset_drift,
     feature_drift,
     label_drift,
     out_of_distribution_share,
     prediction_drift,
 )
+from retrain_assets.core.monitoring.profile import ReferenceProfile
+from retrain_assets.core.policy.definition import DriftThresholds
 from retrain_assets.core.monitoring.estimation import check_estimate, estimate_performance
 from retrain_assets.core.evaluation.metrics import classification_metrics
 from retrain_assets.core.monitoring.multivariate import domain_classifier_drift

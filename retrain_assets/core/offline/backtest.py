@@ -28,7 +28,7 @@ import pandas as pd
 
 from retrain_assets.core.evaluation.bootstrap import batch_roc_auc
 from retrain_assets.core.ingestion.contracts import repeated_id_reasons, set_aside, validate_batch
-from retrain_assets.core.monitoring.drift import ReferenceProfile, build_reference_profile
+from retrain_assets.core.monitoring.profile import ReferenceProfile, build_reference_profile
 from retrain_assets.core.evaluation.gate import promotion_gate
 from retrain_assets.core.evaluation.metrics import inference_cost
 from retrain_assets.core.evaluation.report import ScoredModel, build_evaluation_report

@@ -11,7 +11,7 @@ import pandas as pd
 
 from retrain_assets.core.deployment.rollout import CHAMPION_ARM, TrialClock, trial_clock
 from retrain_assets.core.monitoring.batch_report import finite_or_nan
-from retrain_assets.core.monitoring.drift import ReferenceProfile
+from retrain_assets.core.monitoring.profile import ReferenceProfile
 from retrain_assets.core.policy.retrain import BatchSignal, PolicyHistory
 from retrain_assets.core.spec import DatasetSpec
 from retrain_assets.core.partitions import PARTITION_COLUMN

@@ -1,0 +1,233 @@
+"""The reference profile drift is measured against: the champion's training data summarised once.
+
+`build_reference_profile` turns the reference rows into a compact, JSON-serialisable
+`ReferenceProfile`: per numeric feature its moments, reference-quantile bins and a sorted
+(sub)sample with prefix sums; per categorical feature its category counts; plus the champion's
+score distribution and the label prior. Missing values and categories follow `values.py`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from retrain_assets.core.monitoring.values import (
+    binary_labels,
+    bin_counts_of,
+    category_counts,
+    numeric_values,
+    prefix_sums_of,
+)
+from retrain_assets.core.policy.definition import DriftThresholds
+
+
+@dataclass(eq=False)
+class NumericProfile:
+    """Reference summary of one numeric feature.
+
+    `std` is the population standard deviation (ddof=0) of the non-missing values. `bin_edges`
+    are the unique interior `n_bins`-quantiles (linear interpolation) and `bin_counts` the
+    reference counts of the len(bin_edges)+1 bins (-inf, e1], (e1, e2], ..., (ek, +inf).
+    `sorted_values` are the sorted non-missing values, or, above `max_reference_sample`, that many
+    evenly spaced order statistics (always including min and max). `prefix_sums[k]` is the sum of
+    the k smallest kept values (length len(sorted_values) + 1, prefix_sums[0] == 0).
+    """
+
+    name: str
+    n: int
+    n_missing: int
+    mean: float
+    std: float
+    min: float
+    max: float
+    bin_edges: np.ndarray
+    bin_counts: np.ndarray
+    sorted_values: np.ndarray
+    prefix_sums: np.ndarray
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, NumericProfile):
+            return NotImplemented
+        scalars = ("mean", "std", "min", "max")
+        return (
+            (self.name, self.n, self.n_missing) == (other.name, other.n, other.n_missing)
+            and all(_same_float(getattr(self, s), getattr(other, s)) for s in scalars)
+            and all(
+                np.array_equal(getattr(self, a), getattr(other, a), equal_nan=True)
+                for a in ("bin_edges", "bin_counts", "sorted_values", "prefix_sums")
+            )
+        )
+
+
+@dataclass
+class CategoricalProfile:
+    """Reference summary of one categorical feature: counts per category (as strings)."""
+
+    name: str
+    n: int
+    n_missing: int
+    counts: dict[str, int]
+
+
+@dataclass
+class ReferenceProfile:
+    """What drift is measured against: the training window's features, scores and label prior."""
+
+    numeric: dict[str, NumericProfile]
+    categorical: dict[str, CategoricalProfile]
+    n_rows: int
+    scores: NumericProfile | None = None
+    positive_rate: float | None = None
+    created_from: str = ""
+
+    def to_json(self) -> str:
+        """Lossless JSON: floats are written with repr precision, NaN as null.
+
+        `prefix_sums` are not stored; `from_json` recomputes them (bit-identical, same cumsum).
+        """
+        payload = {
+            "format": 1,
+            "n_rows": self.n_rows,
+            "created_from": self.created_from,
+            "positive_rate": _float_or_none(self.positive_rate),
+            "numeric": {k: _numeric_to_dict(p) for k, p in self.numeric.items()},
+            "categorical": {
+                k: {"name": p.name, "n": p.n, "n_missing": p.n_missing, "counts": p.counts} for k, p in self.categorical.items()
+            },
+            "scores": _numeric_to_dict(self.scores) if self.scores is not None else None,
+        }
+        return json.dumps(payload, allow_nan=False)
+
+    @classmethod
+    def from_json(cls, text: str) -> ReferenceProfile:
+        """Inverse of `to_json`."""
+        raw = json.loads(text)
+        if raw.get("format") != 1:
+            raise ValueError(f"unsupported reference profile format {raw.get('format')!r}")
+        rate = raw.get("positive_rate")
+        return cls(
+            numeric={k: _numeric_from_dict(d) for k, d in raw["numeric"].items()},
+            categorical={
+                k: CategoricalProfile(d["name"], int(d["n"]), int(d["n_missing"]), {str(c): int(v) for c, v in d["counts"].items()})
+                for k, d in raw["categorical"].items()
+            },
+            n_rows=int(raw["n_rows"]),
+            scores=_numeric_from_dict(raw["scores"]) if raw.get("scores") is not None else None,
+            positive_rate=None if rate is None else float(rate),
+            created_from=str(raw.get("created_from", "")),
+        )
+
+
+def build_reference_profile(
+    df: pd.DataFrame,
+    numeric: list[str],
+    categorical: list[str],
+    scores: np.ndarray | None = None,
+    labels: np.ndarray | None = None,
+    thresholds: DriftThresholds = DriftThresholds(),
+    created_from: str = "",
+) -> ReferenceProfile:
+    """Profile the reference rows (usually the champion's training window).
+
+    `scores` are the champion's scores on these rows and `labels` their 0/1 labels; either may
+    be None. The label prior is the mean of the non-missing labels (None when there are none).
+    """
+    missing = [c for c in [*numeric, *categorical] if c not in df.columns]
+    if missing:
+        raise KeyError(f"reference frame lacks columns {missing}")
+    positive_rate = None
+    if labels is not None:
+        y = binary_labels(labels)
+        positive_rate = float(y.mean()) if len(y) else None
+    return ReferenceProfile(
+        numeric={c: numeric_profile(c, df[c], thresholds) for c in numeric},
+        categorical={c: categorical_profile(c, df[c]) for c in categorical},
+        n_rows=int(len(df)),
+        scores=numeric_profile("score", scores, thresholds) if scores is not None else None,
+        positive_rate=positive_rate,
+        created_from=created_from,
+    )
+
+
+def numeric_profile(name: str, values: Any, thresholds: DriftThresholds = DriftThresholds()) -> NumericProfile:
+    """Profile one numeric column (see `NumericProfile` for the conventions)."""
+    finite, n_missing = numeric_values(values)
+    full = np.sort(finite)
+    n = len(full)
+    if n:
+        edges = np.unique(np.quantile(full, np.arange(1, thresholds.n_bins) / thresholds.n_bins))
+        mean, std, lo, hi = float(np.mean(full)), float(np.std(full)), float(full[0]), float(full[-1])
+    else:
+        edges = np.empty(0)
+        mean = std = lo = hi = math.nan
+    if n > thresholds.max_reference_sample:
+        kept = full[np.round(np.linspace(0, n - 1, thresholds.max_reference_sample)).astype(np.int64)]
+    else:
+        kept = full
+    return NumericProfile(
+        name=name,
+        n=n,
+        n_missing=n_missing,
+        mean=mean,
+        std=std,
+        min=lo,
+        max=hi,
+        bin_edges=edges.astype(np.float64),
+        bin_counts=bin_counts_of(full, edges),
+        sorted_values=np.ascontiguousarray(kept, dtype=np.float64),
+        prefix_sums=prefix_sums_of(kept),
+    )
+
+
+def categorical_profile(name: str, values: Any) -> CategoricalProfile:
+    """Profile one categorical column: non-missing counts per category string."""
+    counts, n_missing = category_counts(values)
+    return CategoricalProfile(name=name, n=int(sum(counts.values())), n_missing=n_missing, counts=counts)
+
+
+def _same_float(a: float, b: float) -> bool:
+    return a == b or (math.isnan(a) and math.isnan(b))
+
+
+def _float_or_none(x: float | None) -> float | None:
+    return None if x is None or math.isnan(x) else float(x)
+
+
+def _numeric_to_dict(p: NumericProfile) -> dict[str, Any]:
+    return {
+        "name": p.name,
+        "n": p.n,
+        "n_missing": p.n_missing,
+        "mean": _float_or_none(p.mean),
+        "std": _float_or_none(p.std),
+        "min": _float_or_none(p.min),
+        "max": _float_or_none(p.max),
+        "bin_edges": p.bin_edges.tolist(),
+        "bin_counts": [int(c) for c in p.bin_counts],
+        "sorted_values": p.sorted_values.tolist(),
+    }
+
+
+def _numeric_from_dict(d: dict[str, Any]) -> NumericProfile:
+    def num(x: Any) -> float:
+        return math.nan if x is None else float(x)
+
+    kept = np.asarray(d["sorted_values"], dtype=np.float64)
+    return NumericProfile(
+        name=str(d["name"]),
+        n=int(d["n"]),
+        n_missing=int(d["n_missing"]),
+        mean=num(d["mean"]),
+        std=num(d["std"]),
+        min=num(d["min"]),
+        max=num(d["max"]),
+        bin_edges=np.asarray(d["bin_edges"], dtype=np.float64),
+        bin_counts=np.asarray(d["bin_counts"], dtype=np.int64),
+        sorted_values=kept,
+        prefix_sums=prefix_sums_of(kept),
+    )

@@ -1,0 +1,95 @@
+"""How a batch or reference column is read, for the profile and every drift statistic.
+
+Conventions shared by every function of `profile.py`, `distances.py` and `drift.py`:
+- Missing values (None, NaN, and for numeric features also +/-inf and text that is not a number)
+  are dropped and counted as missing; statistics use the non-missing values only.
+- Categories are compared as strings (`str(value)`, with integral floats written as integers,
+  so an integer-coded column that turned float by gaining NaN still matches); a current
+  category never seen in the reference falls into one extra "unseen" bucket, which has zero
+  reference mass.
+- Numeric bins are the reference's interior quantile edges e1 < ... < ek (duplicates removed),
+  giving the k+1 bins (-inf, e1], (e1, e2], ..., (ek, +inf).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+
+def as_float_array(values: Any) -> np.ndarray:
+    """Values as float64, with non-numbers (None, pd.NA, text) as NaN."""
+    if isinstance(values, pd.Series):
+        if pd.api.types.is_numeric_dtype(values.dtype) or pd.api.types.is_bool_dtype(values.dtype):
+            return values.to_numpy(dtype=np.float64, na_value=np.nan)
+        return pd.to_numeric(values, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+    arr = np.asarray(values)
+    if arr.dtype.kind in "fiub":
+        return arr.astype(np.float64, copy=False).reshape(-1)
+    return as_float_array(pd.Series(arr.reshape(-1), dtype=object))
+
+
+def numeric_values(values: Any) -> tuple[np.ndarray, int]:
+    """Finite values (unsorted) and the count of the others (missing, infinite, not a number)."""
+    if values is None:
+        return np.empty(0), 0
+    x = as_float_array(values)
+    ok = np.isfinite(x)
+    finite = x[ok]
+    return finite, int(len(x) - len(finite))
+
+
+def sorted_numeric(values: Any) -> np.ndarray:
+    """The finite values, sorted."""
+    return np.sort(numeric_values(values)[0])
+
+
+def binary_labels(labels: Any) -> np.ndarray:
+    """The non-missing labels as 0.0/1.0; anything else is an error."""
+    y = as_float_array(labels)
+    y = y[~np.isnan(y)]
+    if not np.isin(y, (0.0, 1.0)).all():
+        raise ValueError("labels must be 0/1 (or bool); map the positive class to 1 first")
+    return y
+
+
+def factorize(values: Any) -> tuple[np.ndarray, list[str]]:
+    """Codes per row (-1 for missing) and the distinct values as strings (may repeat)."""
+    if isinstance(values, pd.Series):
+        s = values
+    else:
+        s = pd.Series(values if isinstance(values, np.ndarray) else list(values), dtype=None if isinstance(values, np.ndarray) else object)
+    if isinstance(s.dtype, pd.CategoricalDtype):
+        return np.asarray(s.cat.codes, dtype=np.int64), [_category_key(c) for c in s.cat.categories]
+    codes, uniques = pd.factorize(s, use_na_sentinel=True)
+    return np.asarray(codes, dtype=np.int64), [_category_key(u) for u in uniques]
+
+
+def _category_key(value: Any) -> str:
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def category_counts(values: Any) -> tuple[dict[str, int], int]:
+    """Non-missing counts per category string, and the missing count."""
+    codes, keys = factorize(values)
+    counts = np.bincount(codes + 1, minlength=len(keys) + 1)
+    out: dict[str, int] = {}
+    for key, count in zip(keys, counts[1:].tolist()):
+        if count:
+            out[key] = out.get(key, 0) + int(count)
+    return out, int(counts[0])
+
+
+def bin_counts_of(sorted_values: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """Counts of sorted values in (-inf, e1], (e1, e2], ..., (ek, +inf)."""
+    le = np.searchsorted(sorted_values, edges, side="right")
+    return np.diff(np.concatenate(([0], le, [len(sorted_values)]))).astype(np.int64)
+
+
+def prefix_sums_of(sorted_values: np.ndarray) -> np.ndarray:
+    """Sums of the k smallest values for k = 0..n (length n + 1, starting at 0.0)."""
+    return np.concatenate(([0.0], np.cumsum(sorted_values, dtype=np.float64)))
