@@ -7,8 +7,9 @@ import pytest
 from retrain_assets.core.policy.definition import Policy
 
 from retrain_assets.core.policy.retrain import BatchSignal, PolicyHistory, decide_retrain
-from retrain_assets.core.deployment.rollout import (PROMOTE, ROLLBACK, WAIT, DeploymentState, TrialClock, analyse_canary, approval_refusal,
-                                        entity_bucket, route, trial_clock)
+from retrain_assets.core.deployment.rollout import (PROMOTE, ROLLBACK, WAIT, DeploymentState, TrialClock, analyse_canary,
+                                                   entity_bucket, route, trial_clock)
+from retrain_assets.core.policy.rollout import approval_refusal
 from retrain_assets.core.spec import SpecError, parse_spec
 
 

@@ -439,7 +439,7 @@ def test_the_demo_instance_config_is_the_repository_one():
 
 def test_a_registry_that_moved_without_a_history_row_is_noticed():
     from retrain_assets.core.deployment.rollout import DeploymentState
-    from retrain_assets.defs.deployment import _registry_drift
+    from retrain_assets.core.policy.rollout import registry_drift as _registry_drift
 
     history = pd.DataFrame([{"deployed_at": pd.Timestamp("2025-01-01"), "champion_version": "1", "canary_version": "2",
                              "shadow_version": ""},

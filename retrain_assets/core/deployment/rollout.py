@@ -5,6 +5,7 @@ Every request is scored by the champion and, while a rollout runs, by the challe
 canary answers only its share of entities, a shadow never answers. Both scores are logged, so
 the live comparison is paired on the same requests, with the promotion gate's bootstrap.
 A trial's age is data time: partitions delivered since it started, with or without traffic.
+Which step the deployment takes on a verdict, an evaluation or a command is `core.policy.rollout`.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 import numpy as np
-import pandas as pd
 
 from retrain_assets.core.evaluation.bootstrap import paired_bootstrap
 from retrain_assets.core.policy.definition import Policy
@@ -165,50 +165,3 @@ def analyse_canary(y: Any, challenger_scores: Any, champion_scores: Any, partiti
 
 def _partitions(n: int) -> str:
     return f"{n} partition{'' if n == 1 else 's'}"
-
-
-# Deployment-history actions that are not a rollout step of their candidate.
-NOT_ROLLOUT_STEPS = ("awaiting_approval", "approve")
-
-
-def handled_versions(history: pd.DataFrame) -> set[str]:
-    """Versions a rollout step has already acted on (waiting for, or receiving, an approval is not one)."""
-    if "candidate_version" not in history:
-        return set()
-    return set(history.loc[~history["action"].isin(NOT_ROLLOUT_STEPS), "candidate_version"].astype(str))
-
-
-def approval_refusal(version: str, evaluations: pd.DataFrame, history: pd.DataFrame, state: DeploymentState) -> str | None:
-    """Why approving `version` cannot roll it out, or None when it can.
-
-    The deployment step acts on the newest evaluation only, so an approval is refused for a version
-    without a passing evaluation, one already serving, one whose rollout already happened (a
-    version rolls out once), and one superseded by a newer evaluated challenger (named, with what
-    to do instead). `evaluations` is `evaluation_report`, `history` is `deployed_model`.
-    """
-    rows = evaluations[evaluations["challenger_version"].astype(str) == version] if version else evaluations.iloc[:0]
-    if rows.empty:
-        return f"cannot approve v{version or '?'}: no evaluation of it; approve a version listed in evaluation_report"
-    own = rows.sort_values("evaluated_at").iloc[-1]
-    if not bool(own["gate_passed"]):
-        return f"cannot approve v{version}: it failed the promotion gate ({own['gate_summary']})"
-    if version in (state.champion, state.challenger):
-        return f"v{version} is already {'champion' if version == state.champion else 'on live trial'}"
-    handled = handled_versions(history)
-    if version in handled:
-        steps = history[(history["candidate_version"].astype(str) == version) & ~history["action"].isin(NOT_ROLLOUT_STEPS)]
-        step = steps.sort_values("deployed_at").iloc[-1]
-        return (f"cannot approve v{version}: its rollout already happened ({step['action']} at "
-                f"{pd.Timestamp(step['deployed_at']):%Y-%m-%d %H:%M} UTC); a version rolls out once")
-    newest = evaluations.sort_values("evaluated_at").iloc[-1]
-    new = str(newest["challenger_version"])
-    if new == version:
-        return None
-    if not bool(newest["gate_passed"]):
-        instead = f"v{new} failed the promotion gate, so nothing rolls out until a newer challenger passes it"
-    elif new in handled or new in (state.champion, state.challenger):
-        instead = f"v{new} has had its rollout; nothing waits for an approval"
-    else:
-        instead = f"approve v{new} instead (`retrain-assets approve {new}`), or leave it unapproved and wait for the next retrain"
-    return (f"cannot approve v{version}: it is superseded by v{new} (evaluated {pd.Timestamp(newest['evaluated_at']):%Y-%m-%d %H:%M} "
-            f"UTC), and only the newest evaluated challenger can roll out: {instead}")
