@@ -95,29 +95,8 @@ def build_training(spec: DatasetSpec) -> dg.Definitions:
                 "model_version": reused, "reused": True, "data_version": data_version,
                 "selection": f"reused v{reused}: same data version, code version and search settings"})
         with model_registry.tracking_run(context, tags={k: lineage[k] for k in ("data_version", "code_version", "dataset")}):
-            import mlflow
-
-            context.log.info(f"model search: {', '.join(policy.model_families)} with {policy.cv_folds} time-ordered folds "
-                             f"on {len(train_keys)} partitions ({len(train)} rows)")
-            selection = select_model(train, spec, policy.random_seed, policy.model_families, policy.cv_folds)
-            for number, trial in enumerate(selection.trials, start=1):
-                context.log.info(f"trial {number}/{len(selection.trials)}: {trial.family} {trial.params} "
-                                 f"mean ROC AUC {trial.mean_roc_auc:.4f} ± {trial.std_roc_auc:.4f}")
-                with mlflow.start_run(run_name=f"trial-{number}-{trial.family}", nested=True):
-                    mlflow.log_params({"model_family": trial.family, **trial.params})
-                    mlflow.log_metrics({"cv_roc_auc_mean": trial.mean_roc_auc, "cv_roc_auc_std": trial.std_roc_auc,
-                                        **{f"cv_roc_auc_fold_{i}": v for i, v in enumerate(trial.fold_roc_auc)}})
-            context.log.info(selection.note)
+            selection = _search_and_log(context, train, spec, policy, len(train_keys), lineage["holdout_partitions"])
             trained = selection.model
-            mlflow.log_params({**trained.params, "train_rows": trained.n_train_rows, "train_partitions": len(train_keys),
-                               "holdout_partitions": lineage["holdout_partitions"], "cv_folds": selection.n_folds,
-                               "search_families": ",".join(policy.model_families)})
-            mlflow.log_metric("train_positive_rate", trained.train_positive_rate)
-            if selection.chosen is not None:
-                mlflow.log_metric("cv_roc_auc_mean", selection.chosen.mean_roc_auc)
-            mlflow.log_dict(selection.search_space(policy.model_families), "selection/search_space.json")
-            mlflow.log_dict({"chosen": selection.chosen.to_dict() if selection.chosen else None, "note": selection.note,
-                             "trials": [t.to_dict() for t in selection.trials]}, "selection/trials.json")
             context.log.info(f"registering the {trained.params['model_family']} model in {model_registry.model_name}")
             version, run_id = model_registry.log_and_register(trained.pipeline, feature_frame(train.head(5), spec))
         # training_key goes last (dicts keep order): its presence marks a fully registered version.
@@ -155,6 +134,35 @@ def build_training(spec: DatasetSpec) -> dg.Definitions:
         })
 
     return dg.Definitions(assets=[training_set, candidate_model])
+
+
+def _search_and_log(context, train: pd.DataFrame, spec: DatasetSpec, policy, n_partitions: int, holdout: str):
+    """Run the model search on `train` inside the open MLflow run: one nested run per trial, the
+    chosen model's params and metrics, the search space and every trial as JSON."""
+    import mlflow
+
+    context.log.info(f"model search: {', '.join(policy.model_families)} with {policy.cv_folds} time-ordered folds "
+                     f"on {n_partitions} partitions ({len(train)} rows)")
+    selection = select_model(train, spec, policy.random_seed, policy.model_families, policy.cv_folds)
+    for number, trial in enumerate(selection.trials, start=1):
+        context.log.info(f"trial {number}/{len(selection.trials)}: {trial.family} {trial.params} "
+                         f"mean ROC AUC {trial.mean_roc_auc:.4f} ± {trial.std_roc_auc:.4f}")
+        with mlflow.start_run(run_name=f"trial-{number}-{trial.family}", nested=True):
+            mlflow.log_params({"model_family": trial.family, **trial.params})
+            mlflow.log_metrics({"cv_roc_auc_mean": trial.mean_roc_auc, "cv_roc_auc_std": trial.std_roc_auc,
+                                **{f"cv_roc_auc_fold_{i}": v for i, v in enumerate(trial.fold_roc_auc)}})
+    context.log.info(selection.note)
+    trained = selection.model
+    mlflow.log_params({**trained.params, "train_rows": trained.n_train_rows, "train_partitions": n_partitions,
+                       "holdout_partitions": holdout, "cv_folds": selection.n_folds,
+                       "search_families": ",".join(policy.model_families)})
+    mlflow.log_metric("train_positive_rate", trained.train_positive_rate)
+    if selection.chosen is not None:
+        mlflow.log_metric("cv_roc_auc_mean", selection.chosen.mean_roc_auc)
+    mlflow.log_dict(selection.search_space(policy.model_families), "selection/search_space.json")
+    mlflow.log_dict({"chosen": selection.chosen.to_dict() if selection.chosen else None, "note": selection.note,
+                     "trials": [t.to_dict() for t in selection.trials]}, "selection/trials.json")
+    return selection
 
 
 def training_key(lineage: dict, policy) -> str:
