@@ -7,16 +7,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from retrain_assets.core.offline.backtest import (
-    Lab,
-    parse_policies,
-    prepare_timeline,
-    replay_policy,
-    served_metrics,
-    train_windows_in_order,
-    training_windows,
-    window_rows,
-)
+from retrain_assets.core.offline.backtest import parse_policies, replay_policy, served_metrics
+from retrain_assets.core.offline.lab import Lab, train_windows_in_order, training_windows, window_rows
+from retrain_assets.core.offline.timeline import prepare_timeline
 from retrain_assets.core.offline.backtest_report import summarize
 from retrain_assets.core.monitoring.drift import feature_drift
 from retrain_assets.core.monitoring.profile import build_reference_profile

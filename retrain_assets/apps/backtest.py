@@ -20,21 +20,9 @@ from typing import Callable, Iterable, Iterator
 import pandas as pd
 from tqdm import tqdm
 
-from retrain_assets.core.offline.backtest import (
-    ORACLE,
-    BacktestPolicy,
-    Lab,
-    Model,
-    PolicyReplay,
-    Timeline,
-    prepare_timeline,
-    replay_policy,
-    served_metrics,
-    train_windows_in_order,
-    training_settings,
-    training_windows,
-    window_rows,
-)
+from retrain_assets.core.offline.backtest import ORACLE, BacktestPolicy, PolicyReplay, replay_policy, served_metrics
+from retrain_assets.core.offline.lab import Lab, Model, train_windows_in_order, training_settings, training_windows, window_rows
+from retrain_assets.core.offline.timeline import Timeline, prepare_timeline
 from retrain_assets.core.offline.backtest_report import DEFAULT_WINDOW, markdown_table, per_batch, render_plot, render_tradeoff, summarize
 from retrain_assets.core.files import write_text_atomically
 from retrain_assets.core.policy.definition import Policy

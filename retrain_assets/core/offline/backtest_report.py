@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from retrain_assets.core.offline.backtest import ORACLE, PolicyReplay, Timeline, pooled_metrics
+from retrain_assets.core.offline.backtest import ORACLE, PolicyReplay, pooled_metrics
+from retrain_assets.core.offline.timeline import Timeline
 
 SUMMARY_COLUMNS = ["policy", "retrains", "promoted", "mean_roc_auc", "worst_window_roc_auc", "mean_accuracy",
                    "worst_window_accuracy", "roc_auc_gap_pp", "retrain_share_of_oracle", "training_seconds",
