@@ -1,6 +1,7 @@
-"""The package's import rules, read from the source with `ast`: `core/` is pure Python (no Dagster
-or dagster-* import anywhere in it), and no module uses a private Dagster path (`dagster._core...`,
-`dagster_duckdb._x...`), which can change in any Dagster release."""
+"""The package's structure, read from the source with `ast`: `core/` is pure Python (no Dagster
+or dagster-* import anywhere in it), no module uses a private Dagster path (`dagster._core...`,
+`dagster_duckdb._x...`), which can change in any Dagster release, modules and functions stay small,
+and stage wiring in `defs/` never imports another stage."""
 
 import ast
 from pathlib import Path
@@ -60,3 +61,54 @@ def test_no_private_dagster_imports(path):
 ])
 def test_private_paths_are_recognized(name, private):
     assert is_private_dagster(name) is private
+
+
+MAX_MODULE_LINES, MAX_FUNCTION_LINES = 400, 80
+LONG_REASON = "Long because"
+
+
+def own_lines(node: ast.AST) -> int:
+    """A function's lines minus those of the functions and classes nested in it (a Dagster factory's
+    assets are measured on their own)."""
+    lines = set(range(node.lineno, node.end_lineno + 1))
+    for child in ast.walk(node):
+        if child is not node and isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            lines -= set(range(child.lineno, child.end_lineno + 1))
+    return len(lines)
+
+
+@pytest.mark.parametrize("path", MODULES, ids=relative)
+def test_modules_stay_small(path):
+    n = len(path.read_text().splitlines())
+    assert n <= MAX_MODULE_LINES, f"{relative(path)} has {n} lines (limit {MAX_MODULE_LINES}): split it by job"
+
+
+@pytest.mark.parametrize("path", MODULES, ids=relative)
+def test_functions_stay_short_or_say_why(path):
+    long = [f"{node.name} ({own_lines(node)} lines, line {node.lineno})"
+            for node in ast.walk(ast.parse(path.read_text()))
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and own_lines(node) > MAX_FUNCTION_LINES
+            and LONG_REASON not in (ast.get_docstring(node) or "")]
+    assert not long, (f"{relative(path)}: {', '.join(long)} over {MAX_FUNCTION_LINES} lines of their own: extract "
+                      f"well-named helpers, or give the reason in the docstring ('{LONG_REASON} ...')")
+
+
+STAGE_WIRING = [p for p in (PACKAGE / "defs").glob("*.py") if p.name != "__init__.py"]
+
+
+@pytest.mark.parametrize("path", STAGE_WIRING, ids=relative)
+def test_stage_wiring_never_imports_another_stage(path):
+    stages = {p.stem for p in STAGE_WIRING}
+    sideways = sorted({name for name in imported_modules(path)
+                       if name.startswith("retrain_assets.defs.") and name.split(".")[2] in stages - {path.stem}})
+    assert not sideways, (f"{relative(path)} imports {sideways}: what stages share goes in "
+                          "retrain_assets/defs/shared/ (lookups.py for instance and warehouse readers)")
+
+
+def test_the_limits_catch_what_they_should(tmp_path):
+    long_body = "\n".join(f"    x{i} = {i}" for i in range(MAX_FUNCTION_LINES + 1))
+    source = f"def factory():\n    def nested():\n{long_body.replace('    x', '        x')}\n    return nested\n\ndef flat():\n{long_body}\n"
+    tree = ast.parse(source)
+    sizes = {node.name: own_lines(node) for node in ast.walk(tree) if isinstance(node, ast.FunctionDef)}
+    assert sizes["flat"] > MAX_FUNCTION_LINES and sizes["nested"] > MAX_FUNCTION_LINES
+    assert sizes["factory"] < 5
