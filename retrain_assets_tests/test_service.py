@@ -29,8 +29,9 @@ from retrain_assets.core.ingestion.landing import read_landing_file
 from retrain_assets.core.training.modeling import feature_frame, train_model
 from retrain_assets.core.deployment.rollout import DeploymentState
 from retrain_assets.core.offline.scenario import generate_day
-from retrain_assets.core.deployment.serving import (API_KEYS_ENV, MAX_ROWS_PER_REQUEST, TOKEN_COMMAND, ApiKeyError, ApiKeys, RowScorer,
-                                         load_api_keys, presented_token)
+from retrain_assets.core.deployment.scoring import RowScorer
+from retrain_assets.core.deployment.serving import (API_KEYS_ENV, MAX_ROWS_PER_REQUEST, TOKEN_COMMAND, ApiKeyError, ApiKeys,
+                                                    load_api_keys, presented_token)
 from retrain_assets.defs.shared.registry import CHECKSUM_TAG, ModelIntegrityError, ModelRegistry
 from retrain_assets.apps.service import ModelService, PredictionLog, create_app
 
@@ -463,7 +464,7 @@ def test_the_fast_scoring_path_reproduces_sklearn(registry, scenario, rows):
     from sklearn.dummy import DummyClassifier
     from sklearn.pipeline import Pipeline
 
-    from retrain_assets.core.deployment.serving import RowScorer
+    from retrain_assets.core.deployment.scoring import RowScorer
 
     frame = pd.DataFrame(rows)
     frame.loc[::3, "income"] = None

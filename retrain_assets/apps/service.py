@@ -6,7 +6,7 @@ The loaded models are one immutable `LoadedDeployment`; a request takes a refere
 and a promotion or rollback builds and verifies the next one completely before swapping the
 reference, so no request sees a half-loaded model.
 
-`/predict` and `/models` need an API key (`core.serving.ApiKeys`); `/health` is open. A request
+`/predict` and `/models` need an API key (`core.deployment.serving.ApiKeys`); `/health` is open. A request
 passes, in this order and before any model sees it: the key (401), the Content-Type (415), the
 body size (413, from Content-Length and while reading), the JSON and the row contract (422).
 A prediction is answered only once its log records are buffered: with the buffer full (the log
@@ -35,8 +35,9 @@ from retrain_assets.core.ingestion.landing import PREDICTIONS
 
 from retrain_assets.core.files import write_atomically
 from retrain_assets.core.deployment.rollout import CANARY_ARM, CHAMPION_ARM, SHADOW_ARM, DeploymentState, route
-from retrain_assets.core.deployment.serving import (DEFAULT_MAX_BODY_BYTES, ApiKeys, RequestError, RowScorer, log_records, parse_body,
-                                         parse_rows, presented_token, row_validator)
+from retrain_assets.core.deployment.scoring import RowScorer
+from retrain_assets.core.deployment.serving import (DEFAULT_MAX_BODY_BYTES, ApiKeys, RequestError, log_records, parse_body, parse_rows,
+                                                    presented_token, row_validator)
 from retrain_assets.core.spec import DatasetSpec
 
 logger = logging.getLogger("retrain_assets.apps.service")
@@ -230,31 +231,11 @@ def create_app(service: ModelService, api_keys: ApiKeys, refresh_seconds: float 
     stop = threading.Event()
     rejected = {"unauthorized_requests": 0}
 
-    def background() -> None:
-        """Follow the registry and flush the log until stopped; no failure ends the loop: a failed
-        flush keeps its records for the next try, and /health reports what failed."""
-        last_refresh = last_flush = time.monotonic()
-        while not stop.wait(0.2):
-            now = time.monotonic()
-            if refresh_seconds and now - last_refresh >= refresh_seconds:
-                last_refresh = now
-                try:
-                    service.refresh()
-                    service.loop_error = ""
-                except Exception as exc:  # noqa: BLE001 - the loop must outlive any failure
-                    service.loop_error = f"registry refresh failed: {type(exc).__name__}: {exc}"
-                    logger.exception(service.loop_error)
-            if flush_seconds and now - last_flush >= flush_seconds:
-                last_flush = now
-                try:
-                    service.log.flush()
-                except Exception:  # noqa: BLE001 - the loop must outlive any failure
-                    logger.exception(f"prediction log flush failed, {service.log.pending} records kept for the next try")
-
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         service.refresh()
-        worker = threading.Thread(target=background, name="registry-and-log", daemon=True)
+        worker = threading.Thread(target=_follow_registry_and_flush, args=(service, stop, refresh_seconds, flush_seconds),
+                                  name="registry-and-log", daemon=True)
         worker.start()
         yield
         stop.set()
@@ -264,19 +245,7 @@ def create_app(service: ModelService, api_keys: ApiKeys, refresh_seconds: float 
     app = FastAPI(title=f"retrain-assets: {service.spec.name}", lifespan=lifespan,
                   description="Scores rows with the registry's champion; canary/shadow challengers on live trial.")
 
-    async def authenticated(request: Request) -> str:
-        """The calling client's name. Without a valid key: 401, a warning in the log (who, what,
-        why; never the token) and one more `unauthorized_requests` in /health. Reads no body."""
-        token, problem = presented_token(request.headers.getlist("authorization"), request.headers.getlist("x-api-key"))
-        client = api_keys.identify(token) if token is not None else None
-        if client is not None:
-            return client
-        problem = problem or "invalid"
-        rejected["unauthorized_requests"] += 1
-        peer = f"{request.client.host}:{request.client.port}" if request.client else "unknown"
-        logger.warning(f"unauthorized request from {peer}: {request.method} {request.url.path}, credential {problem}")
-        raise HTTPException(401, headers={"WWW-Authenticate": "Bearer"},
-                            detail=f"credential {problem}: send 'Authorization: Bearer <token>' or 'X-API-Key: <token>'")
+    authenticated = _authenticator(api_keys, rejected)
 
     @app.post("/predict", dependencies=[Depends(authenticated)])
     async def predict(request: Request) -> JSONResponse:
@@ -304,6 +273,49 @@ def create_app(service: ModelService, api_keys: ApiKeys, refresh_seconds: float 
         return service.models()
 
     return app
+
+
+def _follow_registry_and_flush(service: ModelService, stop: threading.Event, refresh_seconds: float,
+                               flush_seconds: float) -> None:
+    """Follow the registry and flush the log until `stop` is set (0 seconds: never); no failure
+    ends the loop: a failed flush keeps its records for the next try, and /health reports what failed."""
+    last_refresh = last_flush = time.monotonic()
+    while not stop.wait(0.2):
+        now = time.monotonic()
+        if refresh_seconds and now - last_refresh >= refresh_seconds:
+            last_refresh = now
+            try:
+                service.refresh()
+                service.loop_error = ""
+            except Exception as exc:  # noqa: BLE001 - the loop must outlive any failure
+                service.loop_error = f"registry refresh failed: {type(exc).__name__}: {exc}"
+                logger.exception(service.loop_error)
+        if flush_seconds and now - last_flush >= flush_seconds:
+            last_flush = now
+            try:
+                service.log.flush()
+            except Exception:  # noqa: BLE001 - the loop must outlive any failure
+                logger.exception(f"prediction log flush failed, {service.log.pending} records kept for the next try")
+
+
+def _authenticator(api_keys: ApiKeys, rejected: dict[str, int]):
+    """The FastAPI dependency that names the calling client; it counts refusals in `rejected`."""
+
+    async def authenticated(request: Request) -> str:
+        """The calling client's name. Without a valid key: 401, a warning in the log (who, what,
+        why; never the token) and one more `unauthorized_requests` in /health. Reads no body."""
+        token, problem = presented_token(request.headers.getlist("authorization"), request.headers.getlist("x-api-key"))
+        client = api_keys.identify(token) if token is not None else None
+        if client is not None:
+            return client
+        problem = problem or "invalid"
+        rejected["unauthorized_requests"] += 1
+        peer = f"{request.client.host}:{request.client.port}" if request.client else "unknown"
+        logger.warning(f"unauthorized request from {peer}: {request.method} {request.url.path}, credential {problem}")
+        raise HTTPException(401, headers={"WWW-Authenticate": "Bearer"},
+                            detail=f"credential {problem}: send 'Authorization: Bearer <token>' or 'X-API-Key: <token>'")
+
+    return authenticated
 
 
 async def _limited_body(request: Request, limit: int) -> bytes | None:
