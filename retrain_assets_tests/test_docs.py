@@ -214,7 +214,6 @@ def test_catalog_columns_match_the_constants_the_tables_are_built_from():
     from retrain_assets.core.labeling.review import DECISION_FIELDS, QUEUE_COLUMNS
     from retrain_assets.core.deployment.serving import LOG_COLUMN_TYPES
     from retrain_assets.defs.deployment import DEPLOYMENT_COLUMNS
-    from retrain_assets.defs.evaluation import MODEL_METRICS
     from retrain_assets.defs.labeling import REJECTED_COLUMNS
     from retrain_assets.defs.monitoring import DECISION_NUMBERS
     from retrain_assets.defs.serving import ANALYSIS_NUMBERS
@@ -229,7 +228,7 @@ def test_catalog_columns_match_the_constants_the_tables_are_built_from():
     assert names("review_decisions") == ["partition_start", spec.id_column, *DECISION_FIELDS, "source_file"]
     assert [n for n in names("labels") if n != "partition_start"] == annotation_columns(spec)
     assert names("deployed_model") == list(DEPLOYMENT_COLUMNS)
-    assert names("evaluation_metrics")[5:] == list(MODEL_METRICS) == list(catalog.MODEL_METRICS)
+    assert names("evaluation_metrics")[5:] == list(catalog.MODEL_METRICS)
     assert names("rejected_labels") == ["partition_start", *REJECTED_COLUMNS]
     assert names("retrain_decisions")[-len(DECISION_NUMBERS):] == list(DECISION_NUMBERS)
     assert names("canary_analysis")[-len(ANALYSIS_NUMBERS):] == list(ANALYSIS_NUMBERS)

@@ -17,7 +17,8 @@ from retrain_assets.core.partitions import PARTITION_COLUMN
 from retrain_assets.core.labeling.review import item_id
 from retrain_assets.core.spec import DatasetSpec
 from retrain_assets.defs.shared.landing import LandingZone
-from retrain_assets.defs.shared.registry import CHAMPION, ModelRegistry
+from retrain_assets.defs.shared.registry import ModelRegistry
+from retrain_assets.core.roles import CHAMPION
 from retrain_assets.defs.shared.warehouse import Warehouse
 from retrain_assets.defs.shared.io_manager import WAREHOUSE_POOL
 from retrain_assets.defs.shared.lookups import produced_candidate_version

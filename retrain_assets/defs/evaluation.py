@@ -13,24 +13,22 @@ from pathlib import Path
 import dagster as dg
 import pandas as pd
 
+from retrain_assets.core.catalog import MODEL_METRICS
 from retrain_assets.core.evaluation.bootstrap import BOOTSTRAP_METRICS
 from retrain_assets.core.evaluation.gate import promotion_gate
 from retrain_assets.core.evaluation.metrics import inference_cost
-from retrain_assets.core.evaluation.report import CHALLENGER, CHAMPION, ScoredModel, build_evaluation_report
+from retrain_assets.core.evaluation.report import ScoredModel, build_evaluation_report
+from retrain_assets.core.roles import CHALLENGER, CHAMPION
 from retrain_assets.core.reports.evaluation import render_evaluation_html
 from retrain_assets.core.files import write_text_atomically
 from retrain_assets.core.training.modeling import feature_frame, model_family, predict_scores, split_holdout, target_vector
 from retrain_assets.core.spec import DatasetSpec
-from retrain_assets.defs.shared.registry import CHAMPION as CHAMPION_ALIAS
 from retrain_assets.defs.shared.registry import ModelRegistry
 from retrain_assets.defs.shared.warehouse import Warehouse
 from retrain_assets.defs.shared.io_manager import WAREHOUSE_POOL
 from retrain_assets.defs.shared.lookups import latest_evaluation, produced_candidate_version
 
 PROMOTION_GATE = "evaluation_report_promotion_gate"
-MODEL_METRICS = ("roc_auc", "pr_auc", "log_loss", "brier", "ece", "accuracy", "f1", "precision", "recall", "threshold",
-                 "n_rows", "positive_rate", "latency_ms_per_1000_rows", "model_size_bytes",
-                 "demographic_parity_difference", "equal_opportunity_difference")
 
 
 def report_rows(report: dict, gate, evaluated_at: pd.Timestamp, run_id: str, mlflow_run_id: str, html_path: str):
@@ -110,7 +108,7 @@ def build_evaluation(spec: DatasetSpec) -> dg.Definitions:
         y = target_vector(holdout, spec)
         produced = produced_candidate_version(context.instance, candidate_model)
         candidate = candidate_model[candidate_model["model_version"].astype(str) == produced].sort_values("created_at").iloc[-1]
-        versions = {CHALLENGER: str(candidate["model_version"]), CHAMPION: model_registry.version_for(CHAMPION_ALIAS)}
+        versions = {CHALLENGER: str(candidate["model_version"]), CHAMPION: model_registry.version_for(CHAMPION)}
         previous = warehouse.query("select * from evaluation_report")
         if len(previous):
             newest = latest_evaluation(previous)

@@ -22,7 +22,8 @@ from retrain_assets.core.spec import DatasetSpec
 from retrain_assets.defs.shared.lookups import CONTRACT_CHECK, unusable_batches
 from retrain_assets.defs.shared.partitioning import partition_window
 from retrain_assets.defs.shared.landing import LandingZone
-from retrain_assets.defs.shared.registry import CHAMPION, ModelRegistry
+from retrain_assets.defs.shared.registry import ModelRegistry
+from retrain_assets.core.roles import CHAMPION
 from retrain_assets.defs.shared.warehouse import Warehouse
 from retrain_assets.defs.shared.io_manager import WAREHOUSE_POOL
 

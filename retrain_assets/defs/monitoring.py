@@ -19,7 +19,8 @@ from retrain_assets.core.monitoring.multivariate import reference_sample
 from retrain_assets.core.policy.retrain import decide_retrain, drift_clause
 from retrain_assets.core.spec import DatasetSpec
 from retrain_assets.defs.shared.partitioning import partition_window
-from retrain_assets.defs.shared.registry import CHAMPION, ModelRegistry
+from retrain_assets.defs.shared.registry import ModelRegistry
+from retrain_assets.core.roles import CHAMPION
 from retrain_assets.defs.shared.warehouse import Warehouse
 from retrain_assets.defs.shared.io_manager import WAREHOUSE_POOL
 from retrain_assets.defs.shared.lookups import latest_materialization_metadata

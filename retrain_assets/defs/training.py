@@ -14,7 +14,8 @@ from retrain_assets.core.training.selection import select_model
 from retrain_assets.core.spec import DatasetSpec
 from retrain_assets.defs.shared.lookups import unusable_batches
 from retrain_assets.defs.shared.partitioning import partitions_for
-from retrain_assets.defs.shared.registry import CHALLENGER, CHAMPION, ModelRegistry
+from retrain_assets.defs.shared.registry import ModelRegistry
+from retrain_assets.core.roles import CHALLENGER, CHAMPION
 from retrain_assets.defs.shared.warehouse import Warehouse
 from retrain_assets.defs.shared.runs import refuse_if_model_job_running
 from retrain_assets.defs.shared.io_manager import WAREHOUSE_POOL

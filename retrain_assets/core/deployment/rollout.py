@@ -18,8 +18,9 @@ import numpy as np
 
 from retrain_assets.core.evaluation.bootstrap import paired_bootstrap
 from retrain_assets.core.policy.definition import Policy
+from retrain_assets.core.roles import CANARY, CHAMPION, SHADOW
 
-CHAMPION_ARM, CANARY_ARM, SHADOW_ARM = "champion", "canary", "shadow"
+CHAMPION_ARM, CANARY_ARM, SHADOW_ARM = CHAMPION, CANARY, SHADOW  # the roles a request can be routed to
 PROMOTE, ROLLBACK, WAIT = "promote", "rollback", "wait"
 
 

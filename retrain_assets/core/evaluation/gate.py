@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from retrain_assets.core.evaluation.metrics import FAIRNESS_GAPS
-from retrain_assets.core.evaluation.report import CHALLENGER, CHAMPION
+from retrain_assets.core.roles import CHALLENGER, CHAMPION
 from retrain_assets.core.policy.definition import Policy
 
 

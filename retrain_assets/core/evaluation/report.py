@@ -21,8 +21,8 @@ from retrain_assets.core.evaluation.metrics import (
     group_metrics,
 )
 from retrain_assets.core.policy.definition import Policy
+from retrain_assets.core.roles import CHALLENGER, CHAMPION
 
-CHALLENGER, CHAMPION = "challenger", "champion"
 
 
 def fairness_gap_increase(y_true: np.ndarray, challenger_scores: np.ndarray, champion_scores: np.ndarray, sensitive: pd.Series,

@@ -16,14 +16,13 @@ import sklearn
 from pydantic import Field
 
 from retrain_assets.core.deployment.rollout import DeploymentState
+from retrain_assets.core.roles import CANARY, CHALLENGER, CHAMPION, PREVIOUS, SHADOW
 from retrain_assets.core.deployment.serving import directory_sha256
 from retrain_assets.settings import DEFAULT_MLFLOW_UI_URL
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
-CHAMPION, CHALLENGER, PREVIOUS = "champion", "challenger", "previous"
-CANARY, SHADOW = "canary", "shadow"
 SKOPS_TRUSTED_TYPES = ["numpy.dtype", "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor"]
 CANARY_SHARE_TAG, CHECKSUM_TAG = "canary_share", "artifact_sha256"
 
