@@ -15,10 +15,10 @@ from pydantic import Field
 from retrain_assets.core.files import write_text_atomically
 from retrain_assets.core.deployment.rollout import PROMOTE, ROLLBACK, DeploymentState
 from retrain_assets.core.policy.rollout import (APPROVED_BY_TAG, Command, CommandRefused, RolloutFacts, Transition,
-                                              next_steps)
+                                              newest_evaluation, next_steps)
 from retrain_assets.core.spec import DatasetSpec
 from retrain_assets.core.reports.timeline import render_timeline_html
-from retrain_assets.defs.shared.lookups import TRIAL_START_TAG, delivered_partitions, latest_evaluation
+from retrain_assets.defs.shared.lookups import TRIAL_START_TAG, delivered_partitions
 from retrain_assets.defs.shared.registry import ModelRegistry
 from retrain_assets.defs.shared.warehouse import Warehouse
 from retrain_assets.defs.shared.io_manager import WAREHOUSE_POOL
@@ -89,7 +89,7 @@ def build_deployment(spec: DatasetSpec) -> dg.Definitions:
 def _rollout_facts(config: DeploymentCommand, state: DeploymentState, history: pd.DataFrame, evaluations: pd.DataFrame,
                    model_registry: ModelRegistry, warehouse: Warehouse, approval_required: bool) -> RolloutFacts:
     """Read what the rollout state machine decides on (the approval tag only when approval is required)."""
-    newest = str(latest_evaluation(evaluations)["challenger_version"]) if len(evaluations) else ""
+    newest = str(newest_evaluation(evaluations)["challenger_version"]) if len(evaluations) else ""
     approved = approval_required and bool(newest) and bool(model_registry.version_tags(newest).get(APPROVED_BY_TAG))
     return RolloutFacts(state, history, evaluations, verdict=_final_verdict(warehouse, state), approved=approved,
                         newest_partition=(delivered_partitions(warehouse) or [""])[-1],
@@ -129,7 +129,7 @@ def _move_registry(model_registry: ModelRegistry, move: tuple) -> None:
 def _history_row(step: Transition, after: DeploymentState, evaluations: pd.DataFrame, run_id: str) -> dict:
     """The `deployed_model` row of one step, with the registry's state after its moves."""
     rows = evaluations[evaluations["challenger_version"].astype(str) == str(after.champion)]
-    auc = float(latest_evaluation(rows)["challenger_roc_auc"]) if len(rows) else float("nan")
+    auc = float(newest_evaluation(rows)["challenger_roc_auc"]) if len(rows) else float("nan")
     # Each row its own time: an approval and the step it unlocks are two ordered rows.
     return {"deployed_at": pd.Timestamp.now(tz="UTC").tz_convert(None), "action": step.action,
             "candidate_version": step.candidate, "champion_version": after.champion or "",

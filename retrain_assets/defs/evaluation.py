@@ -26,7 +26,8 @@ from retrain_assets.core.spec import DatasetSpec
 from retrain_assets.defs.shared.registry import ModelRegistry
 from retrain_assets.defs.shared.warehouse import Warehouse
 from retrain_assets.defs.shared.io_manager import WAREHOUSE_POOL
-from retrain_assets.defs.shared.lookups import latest_evaluation, produced_candidate_version
+from retrain_assets.core.policy.rollout import newest_evaluation
+from retrain_assets.defs.shared.lookups import produced_candidate_version
 
 PROMOTION_GATE = "evaluation_report_promotion_gate"
 
@@ -111,7 +112,7 @@ def build_evaluation(spec: DatasetSpec) -> dg.Definitions:
         versions = {CHALLENGER: str(candidate["model_version"]), CHAMPION: model_registry.version_for(CHAMPION)}
         previous = warehouse.query("select * from evaluation_report")
         if len(previous):
-            newest = latest_evaluation(previous)
+            newest = newest_evaluation(previous)
             evaluated_against = str(newest["champion_version"] or "") or None
             if str(newest["challenger_version"]) == versions[CHALLENGER] and versions[CHAMPION] in (evaluated_against,
                                                                                                    versions[CHALLENGER]):
@@ -167,7 +168,7 @@ def build_evaluation(spec: DatasetSpec) -> dg.Definitions:
                                 "then superiority or non-inferiority on the bootstrap interval, slices and fairness vs the champion.")
     def evaluation_report_promotion_gate(evaluation_report: pd.DataFrame) -> dg.AssetCheckResult:
         """The gate applied again to the newest evaluation's report, criterion by criterion."""
-        newest = latest_evaluation(evaluation_report)
+        newest = newest_evaluation(evaluation_report)
         gate = promotion_gate(json.loads(newest["report_json"]), policy)
         return dg.AssetCheckResult(
             passed=gate.passed,

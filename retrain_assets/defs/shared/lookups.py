@@ -83,11 +83,6 @@ def produced_candidate_version(instance: dg.DagsterInstance, candidate_model: pd
     return str(candidate_model.sort_values("created_at")["model_version"].iloc[-1])
 
 
-def latest_evaluation(report: pd.DataFrame) -> pd.Series:
-    """The newest row of the evaluation history."""
-    return report.sort_values("evaluated_at").iloc[-1]
-
-
 def live_pairs(warehouse: Warehouse, spec: DatasetSpec, trial: str, champion: str) -> pd.DataFrame:
     """Logged requests scored by both the trial version and the champion, joined in the warehouse
     to their resolved labels (the newest partition's label of each entity)."""
