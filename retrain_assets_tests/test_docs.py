@@ -4,6 +4,7 @@ catalog's types are DuckDB's and its columns follow the code that builds each ta
 
 import ast
 import dataclasses
+import importlib
 import re
 import shutil
 from pathlib import Path
@@ -301,3 +302,32 @@ def test_the_readme_command_table_has_one_row_per_cli_command():
     commands = [line.split()[0] for line in listed.splitlines() if line.startswith("  ") and not line.startswith("   ")]
     rows = re.findall(r"^\| `retrain-assets ([\w-]+)` \|", (REPO / "README.md").read_text(), flags=re.MULTILINE)
     assert len(commands) >= 10 and rows == commands, f"README's command table {rows} != `retrain-assets --help` {commands}"
+
+
+CODE_PATH = re.compile(r"`((?:retrain_assets/)?(?:core|defs|apps)/[\w/]*?(?:\.py|/))`")
+CODE_NAME = re.compile(r"`((?:retrain_assets\.)?(?:core|defs|apps)\.[\w.]+)`")
+
+
+def resolves(dotted: str) -> bool:
+    """Whether `dotted` names a module of the package, or an attribute of one."""
+    parts = dotted.removeprefix("retrain_assets.").split(".")
+    for cut in range(len(parts), 0, -1):
+        try:
+            target = importlib.import_module("retrain_assets." + ".".join(parts[:cut]))
+        except ModuleNotFoundError:
+            continue
+        for name in parts[cut:]:
+            if not hasattr(target, name):
+                return False
+            target = getattr(target, name)
+        return True
+    return False
+
+
+@pytest.mark.parametrize("page", markdown_pages(), ids=lambda p: str(p.relative_to(REPO)))
+def test_code_the_docs_name_exists(page):
+    text = page.read_text()
+    package = REPO / "retrain_assets"
+    missing = [p for p in CODE_PATH.findall(text) if not (package / p.removeprefix("retrain_assets/")).exists()]
+    missing += [n for n in CODE_NAME.findall(text) if not resolves(n)]
+    assert not missing, f"{page.relative_to(REPO)} names code that is not there: {missing}"
