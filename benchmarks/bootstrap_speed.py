@@ -2,7 +2,7 @@
 
 Baseline: a Python loop over the same stratified, paired resamples, calling scikit-learn's
 metrics (roc_auc_score, average_precision_score, log_loss, brier_score_loss, accuracy_score) on
-each. Subject: `core.bootstrap.paired_bootstrap`, vectorised. The two draw different resamples,
+each. Subject: `core.evaluation.bootstrap.paired_bootstrap`, vectorised. The two draw different resamples,
 so their intervals agree up to Monte-Carlo error (printed side by side; exact agreement on
 identical resamples is tested in test_core_bootstrap.py). Prints seconds for each and the ratio.
 

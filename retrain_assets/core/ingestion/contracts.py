@@ -33,7 +33,7 @@ FUTURE_TOLERANCE = pd.Timedelta(days=1)
 ZONED_TIME = re.compile(r"\d{2}:\d{2}(:\d{2}(\.\d+)?)?\s*([zZ]|[+-]\d{2}(:?\d{2})?)$")
 
 # The value rules every row meets wherever it arrives: a batch file (`batch_schema`) or a request
-# to the prediction service (`core.serving.request_model`) — both are built from these.
+# to the prediction service (`core.deployment.serving.request_model`) — both are built from these.
 BOOL_TEXT = {"true": True, "false": False, "1": True, "0": False, "yes": True, "no": False, "t": True, "f": False}
 # Text that means "no value": pandas.read_csv's defaults, with which CSV batches are read.
 MISSING_TEXT = frozenset(("", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN", "<NA>",

@@ -64,7 +64,7 @@ class RolloutPolicy:
     ROC AUC difference (challenger - champion, on the same logged requests), `comparison`,
     `non_inferiority_margin`, `confidence_level` and `bootstrap_resamples` of `promotion`. A trial
     is rolled back when live traffic shows it significantly worse, or when the live interval lies
-    entirely below the offline one (see `core.rollout.analyse_canary`).
+    entirely below the offline one (see `core.deployment.rollout.analyse_canary`).
     """
 
     mode: str = param("canary", "`canary` (the challenger answers `canary_share` of the entities), `shadow` (the "

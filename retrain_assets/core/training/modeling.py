@@ -1,7 +1,7 @@
 """Training: spec-driven features inside one scikit-learn Pipeline, so serving cannot skew from
 training, plus the time-ordered split, the content hash that versions a training set and the
 code version that says which code trained a model.
-The model search over families and hyperparameters is in `core.selection`.
+The model search over families and hyperparameters is in `core.training.selection`.
 """
 
 from __future__ import annotations
