@@ -204,12 +204,12 @@ def test_ctrl_c_that_a_dagster_run_swallows_still_stops_the_command():
 
     import pytest
 
-    from retrain_assets.apps.cli.main import _interrupt_between_runs
+    from retrain_assets.apps.cli.common import interrupt_between_runs
 
     previous = signal.signal(signal.SIGINT, lambda *_: None)  # what Dagster installs while a run executes
     try:
         with pytest.raises(KeyboardInterrupt):
-            with _interrupt_between_runs() as check:
+            with interrupt_between_runs() as check:
                 check()  # nothing pressed yet
                 os.kill(os.getpid(), signal.SIGINT)
                 time.sleep(0.05)

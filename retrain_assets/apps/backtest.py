@@ -11,7 +11,7 @@ import queue
 import threading
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from itertools import islice
 from multiprocessing import get_context
 from pathlib import Path
@@ -26,8 +26,8 @@ from retrain_assets.core.offline.timeline import Timeline, prepare_timeline
 from retrain_assets.core.offline.backtest_report import DEFAULT_WINDOW, markdown_table, per_batch, render_plot, render_tradeoff, summarize
 from retrain_assets.core.files import write_text_atomically
 from retrain_assets.core.policy.definition import Policy
-from retrain_assets.core.offline.scenario import Delivery, history_deliveries, read_history
-from retrain_assets.core.spec import DatasetSpec
+from retrain_assets.core.offline.scenario import Delivery, history_deliveries, load_scenario, read_history, scenario_deliveries
+from retrain_assets.core.spec import DatasetSpec, load_spec
 
 # Expected cost order: the oracle trains on every batch, drift variants compute drift reports.
 _COST_RANK = {ORACLE: 0, "drift": 1, "periodic": 2, "static": 3}
@@ -51,6 +51,21 @@ def history_from_files(paths: list[Path], spec: DatasetSpec, start_date: str | N
     order given and replayed as the spec's partitions; labels land `label_delay` batches later."""
     history = pd.concat([read_history(path, spec) for path in paths], ignore_index=True)
     return history_deliveries(history, spec, start_date, label_delay)
+
+
+def backtest_history(data: list[Path] | None, spec_path: Path | None, scenario_path: Path, days: int | None,
+                     start_date: str | None, label_delay: int) -> tuple[DatasetSpec, Iterator[Delivery], str]:
+    """The spec, the deliveries and a description of the history to replay: the tables in `data`
+    (described by the spec at `spec_path`), else the scenario at `scenario_path`, `days` long when
+    given, whose own spec the one at `spec_path` replaces when given."""
+    if data:
+        spec = load_spec(spec_path)
+        return spec, history_from_files(data, spec, start_date, label_delay), ", ".join(p.name for p in data)
+    scenario = load_scenario(scenario_path)
+    if days is not None:
+        scenario = replace(scenario, days=days)
+    spec = scenario.spec if spec_path is None else load_spec(spec_path)
+    return spec, scenario_deliveries(scenario), f"scenario {scenario.name}"
 
 
 def run_backtest(deliveries: Iterable[Delivery], spec: DatasetSpec, policies: list[BacktestPolicy], base: Policy,

@@ -16,8 +16,20 @@ from retrain_assets.core.files import write_atomically
 from retrain_assets.core.partitions import PARTITION_COLUMN
 from retrain_assets.core.labeling.review import decision_rows
 from retrain_assets.core.spec import DatasetSpec
+from retrain_assets.apps.status import StoreError, readable_database
+from retrain_assets.settings import ProjectSettings
 
 ITEM_COLUMNS = ["item_id", "kind", "gate", "proposed_label", "champion_score", "reasons"]
+
+
+def review_database(settings: ProjectSettings) -> Path:
+    """The database the review queue is read from: the analysts' snapshot, else the warehouse
+    itself (read-only: a review never writes either); StoreError when neither exists yet."""
+    database = readable_database(settings)
+    if not database.exists():
+        raise StoreError(f"no pipeline stores in {settings.data_dir} yet (no analyst snapshot {settings.snapshot_path}, "
+                         "no warehouse): the review queue fills once labels arrive")
+    return database
 
 
 def _query(database: Path, sql: str, params: list | None = None) -> pd.DataFrame:

@@ -39,12 +39,18 @@ class StoreError(RuntimeError):
         self.hint = hint
 
 
+def readable_database(settings: ProjectSettings) -> Path:
+    """The database the read-only commands read: the analysts' snapshot when there is one (a running
+    pipeline holds the warehouse's write lock), else the warehouse itself."""
+    return settings.snapshot_path if settings.snapshot_path.exists() else settings.warehouse_path
+
+
 def read_status(settings: ProjectSettings, spec: DatasetSpec, lock_timeout_seconds: float = 5.0) -> dict:
     """Everything `status` shows, as JSON-ready values (raises StoreError when a store is missing)."""
     from retrain_assets.defs.shared.registry import model_registry_for
     from retrain_assets.defs.shared.warehouse import Warehouse
 
-    database = settings.snapshot_path if settings.snapshot_path.exists() else settings.warehouse_path
+    database = readable_database(settings)
     if not database.exists():
         raise StoreError(f"no pipeline stores in {settings.data_dir} yet (no {settings.warehouse_path.relative_to(settings.data_dir)}, "
                          f"no {settings.snapshot_path.relative_to(settings.data_dir)})")

@@ -167,3 +167,10 @@ def history_from_warehouse(warehouse: Warehouse, state, labeled: list[str]) -> P
     return PolicyHistory(labeled_partitions=labeled, signals=signals, champion_version=state.champion,
                          champion_holdout_roc_auc=baseline, last_trained_through=trained_through, new_labeled_rows=new_rows,
                          past_triggers=triggers, trial_version=state.challenger)
+
+
+def deployed_champion_version(warehouse: Warehouse) -> str:
+    """The champion version the deployment history names last ("" before the first deployment):
+    the warehouse alone, for readers that have no registry."""
+    deployed = warehouse.query("select champion_version from deployed_model order by deployed_at desc limit 1")
+    return str(deployed["champion_version"].iloc[0] or "") if len(deployed) else ""

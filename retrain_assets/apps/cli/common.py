@@ -1,0 +1,157 @@
+"""What the commands share: the expected-failure exception, the options several commands take
+(spelled and defaulted once), the project settings of --data-dir and --spec, and the Ctrl-C
+handling and closing summary of the commands that run the pipeline in process."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import os
+import signal
+import threading
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Callable
+
+from retrain_assets.settings import DEFAULT_DATA_DIR, DEFAULT_SPEC
+
+DEFAULT_SCENARIO = Path("data/scenarios/loan_default.yaml")
+LOCKED_HINT = ("a running pipeline (`dagster dev`, a demo, a backfill) holds the warehouse's write lock: retry when its "
+               "run is done; readers use the analyst snapshot, which the pipeline publishes after each run, when there is one")
+
+
+class CliError(Exception):
+    """An expected failure: printed as one line (and a hint of what to run), exit code 2."""
+
+    def __init__(self, message: str, hint: str = "", code: int = 2):
+        super().__init__(message)
+        self.hint, self.code = hint, code
+
+
+def add_command(subparsers, name: str, run: Callable[[argparse.Namespace], int], help: str,
+                description: str = "") -> argparse.ArgumentParser:
+    """A command's parser, listed with `help`, whose `run(args)` runs it; its description is `help`
+    as a sentence unless one is given."""
+    parser = subparsers.add_parser(name, help=help, description=description or help[0].upper() + help[1:] + ".")
+    parser.set_defaults(run=run)
+    return parser
+
+
+def store_arguments(parser: argparse.ArgumentParser, suppress: bool = False) -> None:
+    """--data-dir and --spec, spelled and defaulted the same by every command that reads the stores.
+    `suppress`: for a subcommand's subcommand, where they repeat the parent's options."""
+    data_dir = argparse.SUPPRESS if suppress else Path(os.environ.get("RETRAIN_ASSETS_DATA_DIR", DEFAULT_DATA_DIR))
+    spec = argparse.SUPPRESS if suppress else Path(os.environ.get("RETRAIN_ASSETS_SPEC", str(DEFAULT_SPEC)))
+    parser.add_argument("--data-dir", type=Path, default=data_dir,
+                        help=f"landing zone and stores (default: $RETRAIN_ASSETS_DATA_DIR or {DEFAULT_DATA_DIR})")
+    parser.add_argument("--spec", type=Path, default=spec,
+                        help=f"dataset spec (default: $RETRAIN_ASSETS_SPEC or {DEFAULT_SPEC})")
+
+
+def dagster_home_argument(parser: argparse.ArgumentParser) -> None:
+    """--dagster-home: the Dagster instance folder ($DAGSTER_HOME by default)."""
+    parser.add_argument("--dagster-home", type=Path, default=Path(os.environ.get("DAGSTER_HOME", ".dagster_home")),
+                        help="Dagster instance folder (default: $DAGSTER_HOME or .dagster_home)")
+
+
+def operator_arguments(parser: argparse.ArgumentParser) -> None:
+    """--dagster-home, --by and --why of a deployment step an operator decides."""
+    dagster_home_argument(parser)
+    parser.add_argument("--by", default=os.environ.get("RETRAIN_ASSETS_OPERATOR", os.environ.get("USER", "")),
+                        help="who decides, recorded in the deployment history (default: $RETRAIN_ASSETS_OPERATOR or $USER)")
+    parser.add_argument("--why", required=True, help="the reason, recorded in the deployment history")
+
+
+def progress_argument(parser: argparse.ArgumentParser) -> None:
+    """--no-progress: no progress bars."""
+    parser.add_argument("--no-progress", action="store_true",
+                        help="no progress bars (they go to stderr, and only when it is a terminal)")
+
+
+def json_argument(parser: argparse.ArgumentParser, help: str = "print JSON instead of text") -> None:
+    """--json: print JSON instead of text (`help` says which JSON)."""
+    parser.add_argument("--json", action="store_true", help=help)
+
+
+def project_settings(args):
+    """The project's settings (ProjectSettings.from_env) with the stores and spec of --data-dir and --spec."""
+    from retrain_assets.settings import ProjectSettings
+
+    try:
+        settings = ProjectSettings.from_env()
+    except ValueError as exc:
+        raise CliError(str(exc), "fix the environment variable (see retrain_assets/settings.py)") from None
+    return dataclasses.replace(settings, data_dir=args.data_dir.resolve(), spec_path=args.spec.resolve())
+
+
+def require_stores(settings) -> None:
+    """Refuse to run a command that reads the stores (and would create empty ones) where there are none."""
+    from retrain_assets.apps.status import StoreError
+
+    if not settings.warehouse_path.exists():
+        raise StoreError(f"no pipeline stores in {settings.data_dir} yet (no {settings.warehouse_path})")
+
+
+def quiet_libraries() -> None:
+    """The table is the demo's output; run logs stay in the Dagster instance and the UI."""
+    for name in ("mlflow", "alembic"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+@contextmanager
+def interrupt_between_runs():
+    """Ctrl-C while Dagster runs execute in this process: Dagster turns an interrupt inside a run
+    into a failed run and carries on, so the command would not stop. The signal still reaches the
+    wakeup file descriptor (written at the C level, whichever Python handler Dagster installed):
+    `check()` reads it and raises KeyboardInterrupt, as does leaving the block."""
+    if threading.current_thread() is not threading.main_thread():
+        yield lambda: None
+        return
+    read, write = os.pipe()
+    os.set_blocking(read, False)
+    os.set_blocking(write, False)
+    previous = signal.set_wakeup_fd(write, warn_on_full_buffer=False)
+
+    def check() -> None:
+        try:
+            received = os.read(read, 1024)
+        except BlockingIOError:
+            received = b""
+        if signal.SIGINT in received:
+            raise KeyboardInterrupt
+
+    try:
+        yield check
+        check()
+    finally:
+        signal.set_wakeup_fd(previous)
+        os.close(read)
+        os.close(write)
+
+
+def checked_print(check):
+    """`print`, then stop if Ctrl-C was pressed (a replay echoes one row per step)."""
+    def echo(line: str) -> None:
+        print(line)
+        check()
+
+    return echo
+
+
+def print_replay_summary(summary, env_hint: str) -> None:
+    """The closing lines of a demo or replay: what ran, and where to look next (`env_hint`: the
+    environment that points the commands at the replay's stores)."""
+    failed = [o for o in summary.outcomes if not o.success]
+    print(
+        f"\n{summary.runs} runs in {summary.seconds:.1f} s; {len(summary.deployments)} champions "
+        f"(versions {', '.join(summary.deployments) or 'none'}); canaries rolled back: {', '.join(f'v{v}' for v in summary.rolled_back) or 'none'}; "
+        f"blocked batches: {', '.join(summary.blocked_partitions) or 'none'}; "
+        f"failed runs: {len(failed)} (blocked batches and rejected challengers count as failed runs).\n"
+        "\nWhere to look next:\n"
+        f"  {env_hint}make ui           # Dagster UI on this instance: runs, checks, lineage\n"
+        f"  .venv/bin/python -c \"import duckdb; duckdb.connect('{summary.settings.snapshot_path}', read_only=True).sql('show tables').show()\"   # analyst snapshot (queries: docs/querying.md)\n"
+        f"  mlflow ui --backend-store-uri {summary.settings.default_tracking_uri}   # runs and registry\n"
+        f"  {summary.settings.reports_dir}/evaluation/   # champion-vs-challenger reports (HTML); drift reports in drift/\n"
+        f"  {env_hint}RETRAIN_ASSETS_API_KEYS=me:<token> retrain-assets serve   # the prediction service (needs an API key; see docs/serving.md)\n"
+    )

@@ -1,0 +1,61 @@
+"""`retrain-assets drift`: compare two files for drift (JSON + HTML, no pipeline)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from retrain_assets.apps.cli.common import CliError, add_command, json_argument
+
+
+def add_parser(subparsers) -> None:
+    """The two files, the spec, the output folder, --json."""
+    drift = add_command(subparsers, "drift", run, "compare two files for drift (JSON + HTML, no pipeline)")
+    drift.add_argument("--reference", type=Path, required=True, help="CSV/Parquet the model was trained on (the reference)")
+    drift.add_argument("--current", type=Path, required=True, help="CSV/Parquet batch to check")
+    drift.add_argument("--spec", type=Path, required=True, help="dataset spec file (columns, types, policy.drift thresholds)")
+    drift.add_argument("--out", type=Path, default=Path("drift_report"), help="output folder (default: %(default)s)")
+    json_argument(drift, "print the report (the drift_report.json written to --out) instead of the summary")
+
+
+def run(args) -> int:
+    """Check both files against the spec's contract, compare them (`apps.drift`), print the verdict."""
+    from retrain_assets.core.spec import load_spec
+    from retrain_assets.apps.drift import compare_files
+
+    spec = load_spec(args.spec)
+    reference = _contract_clean("reference", args.reference, spec, args)
+    current = _contract_clean("current", args.current, spec, args)
+    result, report = compare_files(reference, current, spec, args.reference, args.current, args.out)
+    if args.json:
+        print(report)
+        return 0
+    summary = result.summary
+    print(f"{summary['n_drifted']}/{summary['n_features']} features drifted (share {summary['drift_share']:.2f}); "
+          f"dataset drift: {'YES' if summary['dataset_drifted'] else 'no'}; out-of-distribution rows: {summary['ood_share']:.1%}; "
+          f"domain-classifier AUC: {summary['multivariate_auc']:.3f}")
+    for row in result.features[result.features["drifted"]].itertuples():
+        print(f"  {row.feature}: {row.test} = {row.drift_score:.4g} (threshold {row.threshold:.4g})")
+    print(f"wrote {args.out / 'drift_report.json'} and {args.out / 'drift_report.html'}")
+    return 0
+
+
+def _contract_clean(role: str, path: Path, spec, args):
+    """The rows of the `role` file (--reference or --current) that keep the spec's contract; a file
+    that is missing, unreadable or breaks the schema is an error, quarantined rows a note."""
+    from retrain_assets.core.ingestion.contracts import validate_batch
+    from retrain_assets.core.ingestion.landing import LandingFileError, read_landing_file
+
+    if not path.is_file():
+        raise CliError(f"no {role} file at {path}", f"pass --{role} with a CSV or Parquet file")
+    try:
+        checked = validate_batch(read_landing_file(path), spec)
+    except LandingFileError as exc:
+        raise CliError(f"{role}: {exc}") from None
+    if checked.schema_errors:
+        raise CliError(f"{role} file {path} breaks the spec's contract: {'; '.join(checked.schema_errors)}",
+                       f"check the columns against {args.spec}, or pass the spec the file was exported with")
+    if len(checked.quarantined):
+        print(f"{role}: {len(checked.quarantined)} of {checked.n_rows} rows break the contract and are left out "
+              f"(first reason: {checked.quarantined['reason'].iloc[0]})", file=sys.stderr if args.json else sys.stdout)
+    return checked.valid
