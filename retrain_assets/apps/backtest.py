@@ -1,4 +1,4 @@
-"""`retrain-assets backtest`: the imperative shell around `core.backtest`. Loads the history (a
+"""`retrain-assets backtest`: the imperative shell around `core.offline`. Loads the history (a
 scenario or history tables), runs the per-partition checks, the trainings and the policy replays
 on a pool of processes, shows progress, and writes the table, the plots and the JSON."""
 

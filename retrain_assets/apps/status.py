@@ -3,7 +3,7 @@ pending reviews and what the automation does next, read from the project's store
 
 Read-only and short-lived: the warehouse through read-only DuckDB connections (the analysts'
 snapshot when there is one: a running pipeline holds the warehouse's write lock), the registry
-through the project's resource. The decision logic is `core.status.next_action`.
+through the project's resource. The decision logic is `core.monitoring.next_action`.
 """
 
 from __future__ import annotations
