@@ -16,7 +16,7 @@ from retrain_assets.core.files import write_atomically
 from retrain_assets.core.partitions import PARTITION_COLUMN
 from retrain_assets.core.labeling.review import decision_rows
 from retrain_assets.core.spec import DatasetSpec
-from retrain_assets.apps.status import StoreError, readable_database
+from retrain_assets.apps.stores import StoreError, readable_database
 from retrain_assets.settings import ProjectSettings
 
 ITEM_COLUMNS = ["item_id", "kind", "gate", "proposed_label", "champion_score", "reasons"]

@@ -24,25 +24,11 @@ from retrain_assets.core.deployment.rollout import analyse_canary
 from retrain_assets.core.spec import DatasetSpec
 from retrain_assets.core.monitoring.next_action import Trial, known_partitions, next_action
 from retrain_assets.settings import ProjectSettings
+from retrain_assets.apps.review import review_items
+from retrain_assets.apps.stores import StoreError, readable_database
 
-SETUP_HINT = ("run `make demo` to try the built-in scenario, or point --data-dir and --spec (RETRAIN_ASSETS_DATA_DIR, "
-              "RETRAIN_ASSETS_SPEC) at the stores of your pipeline")
 # The steps that make a version champion; its tenure starts at the newest of them.
 CHAMPION_ACTIONS = ("initial", "promote", "canary_promote", "shadow_promote", "manual_rollback", "reconciled")
-
-
-class StoreError(RuntimeError):
-    """A store is missing or cannot be read; `hint` says what to run."""
-
-    def __init__(self, message: str, hint: str = SETUP_HINT):
-        super().__init__(message)
-        self.hint = hint
-
-
-def readable_database(settings: ProjectSettings) -> Path:
-    """The database the read-only commands read: the analysts' snapshot when there is one (a running
-    pipeline holds the warehouse's write lock), else the warehouse itself."""
-    return settings.snapshot_path if settings.snapshot_path.exists() else settings.warehouse_path
 
 
 def read_status(settings: ProjectSettings, spec: DatasetSpec, lock_timeout_seconds: float = 5.0) -> dict:
@@ -220,8 +206,6 @@ def _last_drift(warehouse) -> dict | None:
 
 def _pending_reviews(database: Path, settings: ProjectSettings, spec: DatasetSpec) -> dict:
     """Open review items not decided yet (what `retrain-assets review list` shows)."""
-    from retrain_assets.apps.review import review_items
-
     items = review_items(database, settings.landing_dir, spec, status="open")
     kinds = items["kind"].value_counts() if len(items) else {}
     return {"pending": len(items), "gated": int(kinds.get("gated", 0)), "suspect": int(kinds.get("suspect", 0))}

@@ -107,7 +107,7 @@ def _reference_profile(args):
     from retrain_assets.core.monitoring.profile import ReferenceProfile
     from retrain_assets.defs.shared.lookups import deployed_champion_version, latest_reference
     from retrain_assets.defs.shared.warehouse import Warehouse
-    from retrain_assets.apps.status import readable_database
+    from retrain_assets.apps.stores import readable_database
     from retrain_assets.settings import ProjectSettings
 
     if args.reference is not None:

@@ -87,7 +87,7 @@ def project_settings(args):
 
 def require_stores(settings) -> None:
     """Refuse to run a command that reads the stores (and would create empty ones) where there are none."""
-    from retrain_assets.apps.status import StoreError
+    from retrain_assets.apps.stores import StoreError
 
     if not settings.warehouse_path.exists():
         raise StoreError(f"no pipeline stores in {settings.data_dir} yet (no {settings.warehouse_path})")

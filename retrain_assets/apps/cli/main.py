@@ -93,7 +93,7 @@ def _expected_error(exc: Exception) -> CliError | None:
     from retrain_assets.core.offline.scenario import ScenarioError
     from retrain_assets.core.spec import SpecError
     from retrain_assets.apps.demo import InstanceBusyError
-    from retrain_assets.apps.status import StoreError
+    from retrain_assets.apps.stores import StoreError
 
     if isinstance(exc, CliError):
         return exc

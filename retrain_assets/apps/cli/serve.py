@@ -34,7 +34,7 @@ def run(args) -> int:
     from retrain_assets.core.spec import load_spec
     from retrain_assets.defs.shared.registry import model_registry_for
     from retrain_assets.apps.service import ModelService, PredictionLog, create_app
-    from retrain_assets.apps.status import StoreError
+    from retrain_assets.apps.stores import StoreError
 
     try:
         api_keys = load_api_keys(os.environ, args.api_keys_file)
