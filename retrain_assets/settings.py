@@ -82,6 +82,9 @@ class ProjectSettings:
     celery_backend: str | None = None  # None: the broker
     reports_url: str = DEFAULT_REPORTS_URL
     mlflow_ui_url: str = DEFAULT_MLFLOW_UI_URL
+    # Only for runs executed in process one at a time (the replay): the IO manager then holds the
+    # warehouse open for a whole run (WarehouseIOManager.one_connection_per_run).
+    warehouse_connection_per_run: bool = False
 
     def __post_init__(self):
         if self.executor not in EXECUTORS:

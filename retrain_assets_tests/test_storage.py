@@ -2,9 +2,11 @@
 (here: an insert DuckDB refuses after the old rows were deleted) leaves the old rows in place."""
 
 import dagster as dg
+import duckdb
 import pandas as pd
+import pytest
 
-from retrain_assets.defs.shared.io_manager import WarehouseIOManager
+from retrain_assets.defs.shared.io_manager import WarehouseIOManager, connect_retrying
 from retrain_assets_tests.conftest import read_table
 
 PARTITIONS = dg.DailyPartitionsDefinition(start_date="2025-01-01")
@@ -83,3 +85,27 @@ def test_an_empty_frame_creates_no_table(tmp_path):
     database = tmp_path / "warehouse.duckdb"
     assert dg.materialize([nothing], resources={"io_manager": WarehouseIOManager(database=str(database), schema="main")}).success
     assert read_table(database, "select count(*) n from information_schema.tables where table_name = 'nothing'")["n"][0] == 0
+
+
+def test_one_connection_per_run_serves_the_runs_connections_and_lets_go_after(tmp_path):
+    """With `one_connection_per_run` (the replay driver's runs) the run holds the file from its
+    start: a read-only connection asked for during the run is served from it (DuckDB would refuse
+    to open the file read-only beside it), and the file is released when the run ends."""
+    database = str(tmp_path / "warehouse.duckdb")
+    seen = []
+
+    @dg.asset
+    def first() -> pd.DataFrame:
+        return pd.DataFrame({"a": [1, 2]})
+
+    @dg.asset(deps=[first])
+    def second() -> None:
+        with pytest.raises(duckdb.ConnectionException):
+            duckdb.connect(database, read_only=True)
+        with connect_retrying(database, read_only=True, timeout_seconds=1.0) as conn:
+            seen.append(conn.execute("select count(*) from first").fetchone()[0])
+
+    io_manager = WarehouseIOManager(database=database, schema="main", one_connection_per_run=True)
+    assert dg.materialize([first, second], resources={"io_manager": io_manager}).success
+    assert seen == [2]
+    assert read_table(tmp_path / "warehouse.duckdb", "select count(*) as n from first")["n"].tolist() == [2]

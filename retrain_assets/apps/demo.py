@@ -10,7 +10,7 @@ import os
 import shutil
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from retrain_assets.core.offline.scenario import Delivery
 from retrain_assets.defs import build_definitions
-from retrain_assets.apps.replay import PipelineDriver, RunOutcome
+from retrain_assets.apps.replay import PipelineDriver, RunOutcome, fewer_garbage_collections, instance_databases_open
 from retrain_assets.settings import ProjectSettings
 
 STORE_DIRS = ("landing", "warehouse", "snapshots", "mlflow", "reports", "restricted")
@@ -159,7 +159,8 @@ def replay(
     steps on stderr (see `step_bar`); the echoed rows stay as they are.
     """
     started = time.perf_counter()
-    defs = build_definitions(settings)
+    # The driver executes one run at a time in this process: each run opens the warehouse once.
+    defs = build_definitions(replace(settings, warehouse_connection_per_run=True))
     driver = PipelineDriver(defs, instance, settings.landing_dir, console_log_level)
     rows, outcomes, deployments, blocked, labeled = [], [], [], [], set()
     champion, live_auc = "-", float("nan")
@@ -167,26 +168,27 @@ def replay(
     bar = step_bar(total, unit, progress)
     echo = _around(bar, echo)
     echo(HEADER)
-    for n, delivery in enumerate(deliveries):
-        if n == 0:
-            driver.start(delivery.as_of.to_pydatetime())
-        served = traffic.send(delivery.requests) if delivery.requests is not None else ""
-        driver.deliver(delivery)
-        step_outcomes = driver.tick(delivery.as_of.to_pydatetime())
-        row = StepRow(label=label(delivery))
-        if served:
-            row.actions.append(served)
-        for outcome in step_outcomes:
-            champion, live_auc = _apply(outcome, row, champion, live_auc, deployments, blocked, labeled)
-        row.champion, row.live_auc = champion, live_auc
-        row.actions += [note for note in delivery.notes if note != "stable"]
-        if reviewer is not None:
-            row.actions += reviewer(delivery)
-        rows.append(row)
-        outcomes += step_outcomes
-        echo(row.render())
-        bar.set_postfix_str(row.label, refresh=False)
-        bar.update(1)
+    with instance_databases_open(instance), fewer_garbage_collections():
+        for n, delivery in enumerate(deliveries):
+            if n == 0:
+                driver.start(delivery.as_of.to_pydatetime())
+            served = traffic.send(delivery.requests) if delivery.requests is not None else ""
+            driver.deliver(delivery)
+            step_outcomes = driver.tick(delivery.as_of.to_pydatetime())
+            row = StepRow(label=label(delivery))
+            if served:
+                row.actions.append(served)
+            for outcome in step_outcomes:
+                champion, live_auc = _apply(outcome, row, champion, live_auc, deployments, blocked, labeled)
+            row.champion, row.live_auc = champion, live_auc
+            row.actions += [note for note in delivery.notes if note != "stable"]
+            if reviewer is not None:
+                row.actions += reviewer(delivery)
+            rows.append(row)
+            outcomes += step_outcomes
+            echo(row.render())
+            bar.set_postfix_str(row.label, refresh=False)
+            bar.update(1)
     bar.close()
     traffic.close()
     return ReplaySummary(rows, outcomes, time.perf_counter() - started, deployments, blocked, settings)

@@ -5,15 +5,20 @@ instance (so `make ui` shows them), deduplicate run keys like the daemon does.""
 from __future__ import annotations
 
 import datetime as dt
+import gc
+import socket
+import sqlite3
 import warnings
+from contextlib import ExitStack, closing, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import dagster as dg
 
 from retrain_assets.core.files import write_atomically
 from retrain_assets.core.offline.scenario import Delivery
+from retrain_assets.defs.shared.runs import HOST_TAG
 
 RUN_KEY_TAG, SENSOR_NAME_TAG = "dagster/run_key", "dagster/sensor_name"
 
@@ -48,6 +53,41 @@ def sensor_resources(defs: dg.Definitions) -> dict[str, Any]:
     return {key: value for key, value in (defs.resources or {}).items() if key != "io_manager"}
 
 
+@contextmanager
+def instance_databases_open(instance: dg.DagsterInstance) -> Iterator[None]:
+    """Keep an idle connection to each SQLite database of a persistent instance for the block.
+
+    Dagster's SQLite storages open and close a connection for every read and write, and SQLite
+    checkpoints its write-ahead log into the database (and syncs it) whenever the last connection
+    to a file closes: each of the ~30 events of a run paid that. With one more connection open,
+    checkpoints come on SQLite's own schedule (every 1000 pages); every commit is still durable.
+    Nothing happens for an instance without SQLite files (an ephemeral one).
+    """
+    root = Path(instance.root_directory)
+    with ExitStack() as stack:
+        for path in sorted([*root.glob("*.db"), *root.glob("*/*.db")]):
+            conn = stack.enter_context(closing(sqlite3.connect(path)))
+            conn.execute("select count(*) from sqlite_master").fetchall()  # opens the file and its log
+        yield
+
+
+@contextmanager
+def fewer_garbage_collections(young: int = 10_000) -> Iterator[None]:
+    """Collect garbage less often for the block (Python's thresholds are 700, 10, 10).
+
+    A replay allocates millions of short-lived objects (events, SQL statements, frames): over 12
+    days of the built-in scenario the collector ran ~3,400 young and 11 full collections, each full
+    one ~0.15 s over the ~500 MB heap, 2.9 s of a 27 s replay; with these thresholds, 1.4 s and no
+    full collection, at the same peak memory. The previous thresholds come back after the block.
+    """
+    previous = gc.get_threshold()
+    gc.set_threshold(young, 20, 20)
+    try:
+        yield
+    finally:
+        gc.set_threshold(*previous)
+
+
 class PipelineDriver:
     """Ticks sensors and automation in process and executes what they request."""
 
@@ -60,6 +100,8 @@ class PipelineDriver:
         self.cursors: dict[str, str | None] = {}
         self.automation_cursor = None
         self.asset_job = defs.resolve_implicit_global_asset_job_def()
+        # Runs executed here are on this host from the start: dead_run_sensor knows whose they are.
+        self.host_tags = {HOST_TAG: socket.gethostname()}
         warnings.filterwarnings("ignore", category=dg.BetaWarning)
         warnings.filterwarnings("ignore", category=dg.PreviewWarning)
 
@@ -143,7 +185,7 @@ class PipelineDriver:
             instance=self.instance,
             partition_key=partition_key,
             asset_selection=list(asset_selection) if asset_selection else None,
-            tags=tags,
+            tags={**tags, **self.host_tags},
             run_config=self.run_config,
             raise_on_error=False,
         )

@@ -33,7 +33,8 @@ def build_definitions(settings: ProjectSettings) -> dg.Definitions:
     settings.ensure_dirs()
     partitions_def = partitions_for(spec)
     resources = {
-        "io_manager": WarehouseIOManager(database=str(settings.warehouse_path), schema="main"),
+        "io_manager": WarehouseIOManager(database=str(settings.warehouse_path), schema="main",
+                                         one_connection_per_run=settings.warehouse_connection_per_run),
         "warehouse": Warehouse(database=str(settings.warehouse_path), snapshot_path=str(settings.snapshot_path),
                                reports_dir=str(settings.reports_dir), reports_url=settings.reports_url),
         "landing": LandingZone(root=str(settings.landing_dir), restricted_root=str(settings.restricted_dir),

@@ -16,13 +16,21 @@ writes; two steps doing that at once would lose one's rows. Dagster's `warehouse
 them only on an instance configured with its limit, and a dead run can hold its slot; so the IO
 manager itself takes an exclusive lock on `<warehouse>.lock` from before a step starts until after
 it ends (for the whole run under the in-process executor, which sets resources up once per run).
-It is an OS file lock: the kernel releases it when its process dies, however it dies."""
+It is an OS file lock: the kernel releases it when its process dies, however it dies.
+
+One connection per run (opt-in, `one_connection_per_run`): opening a DuckDB file costs ~15-25 ms
+(a new database instance: threads, catalog), and a run opens it for every input, output and query.
+Runs executed in process one at a time (the replay driver) let the IO manager open the file once,
+after it took the writer lock, and serve every connection this process makes to that file until
+the run ends from that one (`connect_retrying`). Off by default: while it is held no other process
+can open the file, so a long step of a deployed pipeline would keep its sensors and readers out."""
 
 from __future__ import annotations
 
 import fcntl
 import os
 import socket
+import threading
 import time
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -42,10 +50,28 @@ WRITE_CONNECT_SECONDS = 100.0
 LOCK_PROGRESS_SECONDS = 30.0
 
 
+# Files a WarehouseIOManager with one_connection_per_run holds open for its run, by resolved path.
+_HELD_CONNECTIONS: dict[str, duckdb.DuckDBPyConnection] = {}
+_HELD_LOCK = threading.Lock()
+
+
 @contextmanager
 def connect_retrying(database: str, read_only: bool, timeout_seconds: float, config: dict | None = None):
     """A short-lived DuckDB connection. DuckDB refuses to open a file another process holds
-    (IOException) at once: retry every 0.2 s until `timeout_seconds`, then raise."""
+    (IOException) at once: retry every 0.2 s until `timeout_seconds`, then raise.
+
+    While this process holds the file for a run (`held_connection`), the connection is a cursor on
+    that one instead, whatever `read_only` asks: DuckDB opens a file in one mode per process, and
+    the holder is the run that took the writer lock."""
+    with _HELD_LOCK:
+        held = _HELD_CONNECTIONS.get(str(Path(database).resolve()))
+        cursor = held.cursor() if held is not None else None
+    if cursor is not None:
+        try:
+            yield cursor
+        finally:
+            cursor.close()
+        return
     deadline = time.monotonic() + timeout_seconds
     while True:
         try:
@@ -59,6 +85,23 @@ def connect_retrying(database: str, read_only: bool, timeout_seconds: float, con
         yield conn
     finally:
         conn.close()
+
+
+@contextmanager
+def held_connection(database: str, config: dict | None = None):
+    """Open `database` for writing and serve every `connect_retrying` of this process to it from
+    that connection until the block ends. Only for a holder of the writer lock."""
+    key = str(Path(database).resolve())
+    with connect_retrying(database, read_only=False, timeout_seconds=WRITE_CONNECT_SECONDS, config=config) as conn:
+        with _HELD_LOCK:
+            if key in _HELD_CONNECTIONS:
+                raise RuntimeError(f"{database} is already held open by this process")
+            _HELD_CONNECTIONS[key] = conn
+        try:
+            yield conn
+        finally:
+            with _HELD_LOCK:
+                del _HELD_CONNECTIONS[key]
 
 
 class WarehouseLockTimeout(TimeoutError):
@@ -127,11 +170,21 @@ class WarehouseIOManager(dg.ConfigurableIOManager):
     schema_: str | None = Field(default=None, alias="schema", description="Name of the schema to use.")
     lock_timeout_seconds: float = Field(default=6 * 3600.0, description=(
         "How long a step waits for the warehouse writer lock held by another step before it fails."))
+    one_connection_per_run: bool = Field(default=False, description=(
+        "Open the warehouse once per run, after taking the writer lock, and serve every connection this "
+        "process makes to it during the run from that one (for runs executed in process one at a time). "
+        "Other processes cannot open the file while a run holds it."))
     _held: ExitStack = PrivateAttr(default_factory=ExitStack)
 
     def setup_for_execution(self, context) -> None:
         holder = f"pid {os.getpid()} on {socket.gethostname()}, run {context.run_id or 'none'}"
         self._held.enter_context(warehouse_writer_lock(self.database, holder, self.lock_timeout_seconds, context.log))
+        if self.one_connection_per_run:
+            try:
+                self._held.enter_context(held_connection(self.database, self._connection_config()))
+            except BaseException:
+                self._held.close()
+                raise
         tags = host_tags(context.dagster_run)
         if tags and context.instance is not None:
             context.instance.add_run_tags(context.run_id, tags)
@@ -222,7 +275,10 @@ class WarehouseIOManager(dg.ConfigurableIOManager):
 
     def _connect(self):
         return connect_retrying(self.database, read_only=False, timeout_seconds=WRITE_CONNECT_SECONDS,
-                                config={"custom_user_agent": "dagster", **self.connection_config})
+                                config=self._connection_config())
+
+    def _connection_config(self) -> dict[str, Any]:
+        return {"custom_user_agent": "dagster", **self.connection_config}
 
 
 # Every asset that writes the warehouse runs in this Dagster concurrency pool. DuckDB allows one
