@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import datetime as dt
 import gc
-import socket
 import sqlite3
 import warnings
 from contextlib import ExitStack, closing, contextmanager
@@ -18,7 +17,7 @@ import dagster as dg
 
 from retrain_assets.core.files import write_atomically
 from retrain_assets.core.offline.scenario import Delivery
-from retrain_assets.defs.shared.runs import HOST_TAG
+from retrain_assets.defs.shared.runs import this_host_tag
 
 RUN_KEY_TAG, SENSOR_NAME_TAG = "dagster/run_key", "dagster/sensor_name"
 
@@ -101,7 +100,7 @@ class PipelineDriver:
         self.automation_cursor = None
         self.asset_job = defs.resolve_implicit_global_asset_job_def()
         # Runs executed here are on this host from the start: dead_run_sensor knows whose they are.
-        self.host_tags = {HOST_TAG: socket.gethostname()}
+        self.host_tags = this_host_tag()
         warnings.filterwarnings("ignore", category=dg.BetaWarning)
         warnings.filterwarnings("ignore", category=dg.PreviewWarning)
 

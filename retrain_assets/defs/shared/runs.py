@@ -46,12 +46,18 @@ def refuse_if_model_job_running(context: dg.AssetExecutionContext) -> None:
                              "one model job at a time: this run stops here, the policy re-decides once that run ends")
 
 
+def this_host_tag() -> dict[str, str]:
+    """The tag that says a run executes in a process of this host, so that `dead_run_sensor` knows
+    whose processes to look at."""
+    return {HOST_TAG: socket.gethostname()}
+
+
 def host_tags(run: dg.DagsterRun | None) -> dict[str, str]:
-    """The tag to add to a run that no launcher placed (an in-process run of the demo or the CLI):
-    this host's name, so that `dead_run_sensor` knows whose processes to look at."""
+    """The tag to add to a run that no launcher placed and nobody tagged at creation (an in-process
+    run of the CLI): `this_host_tag`."""
     if run is None or GRPC_INFO_TAG in run.tags or HOST_TAG in run.tags:
         return {}
-    return {HOST_TAG: socket.gethostname()}
+    return this_host_tag()
 
 
 def runs_here(run: dg.DagsterRun) -> bool:
