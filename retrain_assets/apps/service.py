@@ -34,7 +34,8 @@ from fastapi.responses import JSONResponse
 from retrain_assets.core.ingestion.landing import PREDICTIONS
 
 from retrain_assets.core.files import write_atomically
-from retrain_assets.core.deployment.rollout import CANARY_ARM, CHAMPION_ARM, SHADOW_ARM, DeploymentState, route
+from retrain_assets.core.deployment.rollout import DeploymentState, route
+from retrain_assets.core.roles import CANARY, CHAMPION, SHADOW
 from retrain_assets.core.deployment.scoring import RowScorer
 from retrain_assets.core.deployment.serving import (DEFAULT_MAX_BODY_BYTES, ApiKeys, RequestError, log_records, parse_body, parse_rows,
                                                     presented_token, row_validator)
@@ -184,11 +185,11 @@ class ModelService:
         state = loaded.state
         if state.champion is None:
             raise NoModelError(self.last_error or "no champion in the registry yet: run the pipeline until a model is promoted")
-        roles = [(CHAMPION_ARM, state.champion)]
+        roles = [(CHAMPION, state.champion)]
         if state.canary:
-            roles.append((CANARY_ARM, state.canary))
+            roles.append((CANARY, state.canary))
         if state.shadow:
-            roles.append((SHADOW_ARM, state.shadow))
+            roles.append((SHADOW, state.shadow))
         scores = {(role, version): loaded.models[version].score(rows) for role, version in roles}
         salt = f"{self.spec.name}:{state.canary}"
         arms = [route(row[self.spec.id_column], state, salt) for row in rows]

@@ -13,7 +13,8 @@ from retrain_assets.core.monitoring.drift import dataset_drift, feature_drift
 from retrain_assets.core.ingestion.landing import PREDICTIONS, LandingFileError, read_landing_file
 from retrain_assets.core.training.modeling import target_vector
 from retrain_assets.core.partitions import PARTITION_COLUMN
-from retrain_assets.core.deployment.rollout import CHAMPION_ARM, analyse_canary
+from retrain_assets.core.deployment.rollout import analyse_canary
+from retrain_assets.core.roles import CHAMPION
 from retrain_assets.core.deployment.serving import typed_log
 from retrain_assets.core.spec import DatasetSpec
 from retrain_assets.defs.shared.lookups import latest_reference
@@ -73,7 +74,7 @@ def build_serving(spec: DatasetSpec, partitions_def: dg.PartitionsDefinition) ->
             "p99_latency_ms": float(np.percentile(logs["latency_ms"], 99)),
         })
         # The champion scores every request row once: its records are the live inputs, whichever arm answered.
-        yield _live_drift(logs[logs["role"] == CHAMPION_ARM], start, warehouse)
+        yield _live_drift(logs[logs["role"] == CHAMPION], start, warehouse)
 
     def _live_drift(served: pd.DataFrame, start: pd.Timestamp, warehouse: Warehouse) -> dg.Output:
         versions = served["model_version"].value_counts()

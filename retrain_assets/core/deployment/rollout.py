@@ -20,7 +20,6 @@ from retrain_assets.core.evaluation.bootstrap import paired_bootstrap
 from retrain_assets.core.policy.definition import Policy
 from retrain_assets.core.roles import CANARY, CHAMPION, SHADOW
 
-CHAMPION_ARM, CANARY_ARM, SHADOW_ARM = CHAMPION, CANARY, SHADOW  # the roles a request can be routed to
 PROMOTE, ROLLBACK, WAIT = "promote", "rollback", "wait"
 
 
@@ -42,11 +41,11 @@ class DeploymentState:
 
     def describe(self) -> list[dict[str, Any]]:
         """One entry per serving role with its traffic share (what `GET /models` returns)."""
-        roles = [{"role": CHAMPION_ARM, "version": self.champion, "traffic_share": 1.0 - (self.canary_share if self.canary else 0.0)}]
+        roles = [{"role": CHAMPION, "version": self.champion, "traffic_share": 1.0 - (self.canary_share if self.canary else 0.0)}]
         if self.canary:
-            roles.append({"role": CANARY_ARM, "version": self.canary, "traffic_share": self.canary_share})
+            roles.append({"role": CANARY, "version": self.canary, "traffic_share": self.canary_share})
         if self.shadow:
-            roles.append({"role": SHADOW_ARM, "version": self.shadow, "traffic_share": 0.0})
+            roles.append({"role": SHADOW, "version": self.shadow, "traffic_share": 0.0})
         return [r for r in roles if r["version"]]
 
 
@@ -62,8 +61,8 @@ def route(entity_id: Any, state: DeploymentState, salt: str) -> str:
     The salt should name the canary version, so each rollout tries a different slice of entities.
     """
     if state.canary and entity_bucket(entity_id, salt) < state.canary_share:
-        return CANARY_ARM
-    return CHAMPION_ARM
+        return CANARY
+    return CHAMPION
 
 
 @dataclass(frozen=True)

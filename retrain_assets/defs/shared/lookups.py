@@ -9,7 +9,8 @@ from typing import Sequence
 import dagster as dg
 import pandas as pd
 
-from retrain_assets.core.deployment.rollout import CHAMPION_ARM, TrialClock, trial_clock
+from retrain_assets.core.deployment.rollout import TrialClock, trial_clock
+from retrain_assets.core.roles import CHAMPION
 from retrain_assets.core.monitoring.batch_report import finite_or_nan
 from retrain_assets.core.monitoring.profile import ReferenceProfile
 from retrain_assets.core.policy.retrain import BatchSignal, PolicyHistory
@@ -88,7 +89,7 @@ def live_pairs(warehouse: Warehouse, spec: DatasetSpec, trial: str, champion: st
     to their resolved labels (the newest partition's label of each entity)."""
     id_col, target = spec.id_column, spec.target.name
     trial_logs = (f"from prediction_logs t join prediction_logs c using (request_id, row_index) where t.model_version = ? "
-                  f"and t.role <> '{CHAMPION_ARM}' and c.role = '{CHAMPION_ARM}' and c.model_version = ?")
+                  f"and t.role <> '{CHAMPION}' and c.role = '{CHAMPION}' and c.model_version = ?")
     pairs = warehouse.query(
         f'with labels as (select cast("{id_col}" as varchar) as entity_id, "{target}" from labeled_batches '
         f'qualify row_number() over (partition by "{id_col}" order by {PARTITION_COLUMN} desc) = 1) '
@@ -111,7 +112,7 @@ def delivered_partitions(warehouse: Warehouse) -> list[str]:
 def trial_clock_of(warehouse: Warehouse, tags: dict[str, str], version: str) -> TrialClock:
     """The age of `version`'s live trial (`tags`: its registry tags) in partitions delivered since it started."""
     logged = warehouse.query(f"select distinct {PARTITION_COLUMN} as p from prediction_logs where model_version = ? "
-                             f"and role <> '{CHAMPION_ARM}'", [version])
+                             f"and role <> '{CHAMPION}'", [version])
     return trial_clock(tags.get(TRIAL_START_TAG), delivered_partitions(warehouse),
                        [f"{p:%Y-%m-%d}" for p in logged["p"]] if len(logged) else [], tags.get("trained_through"))
 
