@@ -37,7 +37,7 @@ import duckdb  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from retrain_assets.core.offline.scenario import load_scenario, scenario_deliveries  # noqa: E402
-from retrain_assets.defs import build_definitions  # noqa: E402
+from retrain_assets.pipeline import build_definitions  # noqa: E402
 from retrain_assets.apps.demo import open_instance, replay  # noqa: E402
 from retrain_assets.apps.replay import PipelineDriver  # noqa: E402
 from retrain_assets.settings import ProjectSettings  # noqa: E402
@@ -55,7 +55,7 @@ def calibration(defs: dg.Definitions, settings: ProjectSettings, champion: str, 
     from retrain_assets.core.training.modeling import predict_scores
     from retrain_assets.core.monitoring.batch_report import build_drift_report
     from retrain_assets.core.spec import load_spec
-    from retrain_assets.defs.shared.lookups import latest_reference
+    from retrain_assets.pipeline.shared.lookups import latest_reference
 
     spec = load_spec(settings.spec_path)
     profile, _ = latest_reference(defs.resources["warehouse"], champion)

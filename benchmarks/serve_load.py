@@ -276,7 +276,7 @@ def registry_setup(data_dir: Path):
     from retrain_assets.core.training.modeling import feature_frame, train_model
     from retrain_assets.core.offline.scenario import generate_day, load_scenario
     from retrain_assets.core.spec import load_spec
-    from retrain_assets.defs.shared.registry import model_registry_for
+    from retrain_assets.pipeline.shared.registry import model_registry_for
     from retrain_assets.settings import ProjectSettings
 
     settings = ProjectSettings(data_dir=data_dir.resolve(), spec_path=SPEC.resolve())

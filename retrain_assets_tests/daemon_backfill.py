@@ -16,7 +16,7 @@ from pathlib import Path
 import duckdb
 import yaml
 
-from retrain_assets.defs.shared.io_manager import WAREHOUSE_POOL
+from retrain_assets.pipeline.shared.io_manager import WAREHOUSE_POOL
 
 REPO = Path(__file__).resolve().parents[1]
 SCENARIO = REPO / "data" / "scenarios" / "loan_default.yaml"

@@ -19,8 +19,8 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 import dagster as dg  # noqa: E402
 
-from retrain_assets.defs import build_definitions  # noqa: E402
-from retrain_assets.defs.automation import INGEST_ASSETS  # noqa: E402
+from retrain_assets.pipeline import build_definitions  # noqa: E402
+from retrain_assets.pipeline.automation import INGEST_ASSETS  # noqa: E402
 from retrain_assets.apps.replay import PipelineDriver  # noqa: E402
 from retrain_assets.settings import ProjectSettings  # noqa: E402
 

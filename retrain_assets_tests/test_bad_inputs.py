@@ -20,8 +20,8 @@ import pytest
 
 from retrain_assets.core.ingestion.landing import scan
 from retrain_assets.core.offline.scenario import generate_day, load_scenario
-from retrain_assets.defs import build_definitions
-from retrain_assets.defs.shared.landing import LandingZone
+from retrain_assets.pipeline import build_definitions
+from retrain_assets.pipeline.shared.landing import LandingZone
 from retrain_assets.apps.replay import PipelineDriver, sensor_resources
 from retrain_assets.settings import ProjectSettings
 from retrain_assets_tests.conftest import REPO, write_short_scenario

@@ -19,8 +19,8 @@ import psutil
 import pytest
 import yaml
 
-from retrain_assets.defs.shared.runs import run_worker
-from retrain_assets.defs.shared.io_manager import WAREHOUSE_POOL
+from retrain_assets.pipeline.shared.runs import run_worker
+from retrain_assets.pipeline.shared.io_manager import WAREHOUSE_POOL
 from retrain_assets_tests.conftest import LOAN_SPEC, REPO, read_table
 from retrain_assets_tests.daemon_backfill import BIN, land_batches
 
@@ -165,7 +165,7 @@ SLOW_RUN = """
 import sys, time
 import dagster as dg
 import pandas as pd
-from retrain_assets.defs.shared.io_manager import WarehouseIOManager
+from retrain_assets.pipeline.shared.io_manager import WarehouseIOManager
 
 @dg.asset
 def slow() -> pd.DataFrame:
@@ -182,7 +182,7 @@ def test_an_in_process_run_whose_process_died_is_failed_and_requested_again(tmp_
     """A run executed in process (the demo, the CLI) has no launcher that could notice its death:
     killed, it stayed STARTED and, as a model job, would have held every later retrain. On an
     instance without run retries the sensor also requests the same assets again, once."""
-    from retrain_assets.defs.shared.runs import HOST_TAG, RECOVERS_TAG, build_recovery
+    from retrain_assets.pipeline.shared.runs import HOST_TAG, RECOVERS_TAG, build_recovery
 
     home = tmp_path / "home"
     home.mkdir()

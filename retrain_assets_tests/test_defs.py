@@ -6,7 +6,7 @@ import sys
 import dagster as dg
 import pytest
 
-from retrain_assets.defs import build_definitions
+from retrain_assets.pipeline import build_definitions
 from retrain_assets.settings import ProjectSettings
 from retrain_assets_tests.conftest import LOAN_SPEC, RAINFALL_SPEC
 
@@ -102,7 +102,7 @@ def test_the_artifact_location_comes_from_the_environment(tmp_path, monkeypatch,
 def test_an_artifact_uri_reaches_the_experiment_verbatim(tmp_path):
     from mlflow import MlflowClient
 
-    from retrain_assets.defs.shared.registry import ModelRegistry
+    from retrain_assets.pipeline.shared.registry import ModelRegistry
 
     uri = (tmp_path / "elsewhere").as_uri()
     registry = ModelRegistry(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db", artifact_location=uri,

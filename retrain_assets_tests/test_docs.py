@@ -214,10 +214,10 @@ def test_catalog_columns_match_the_constants_the_tables_are_built_from():
     from retrain_assets.core.labeling.label_files import annotation_columns
     from retrain_assets.core.labeling.review import DECISION_FIELDS, QUEUE_COLUMNS
     from retrain_assets.core.deployment.serving import LOG_COLUMN_TYPES
-    from retrain_assets.defs.deployment import DEPLOYMENT_COLUMNS
-    from retrain_assets.defs.labeling import REJECTED_COLUMNS
-    from retrain_assets.defs.monitoring import DECISION_NUMBERS
-    from retrain_assets.defs.serving import ANALYSIS_NUMBERS
+    from retrain_assets.pipeline.deployment import DEPLOYMENT_COLUMNS
+    from retrain_assets.pipeline.labeling import REJECTED_COLUMNS
+    from retrain_assets.pipeline.monitoring import DECISION_NUMBERS
+    from retrain_assets.pipeline.serving import ANALYSIS_NUMBERS
 
     spec = load_spec(REPO / "data" / "specs" / "loan_default.yaml")
 

@@ -1,7 +1,7 @@
 """The package's structure, read from the source with `ast`: `core/` is pure Python (no Dagster
 or dagster-* import anywhere in it), no module uses a private Dagster path (`dagster._core...`,
 `dagster_duckdb._x...`), which can change in any Dagster release, modules and functions stay small,
-and stage wiring in `defs/` never imports another stage."""
+and stage wiring in `pipeline/` never imports another stage."""
 
 import ast
 from pathlib import Path
@@ -40,7 +40,7 @@ def relative(path: Path) -> str:
 
 
 def test_every_module_is_found():
-    assert PACKAGE / "core" / "spec.py" in MODULES and PACKAGE / "defs" / "shared" / "io_manager.py" in MODULES
+    assert PACKAGE / "core" / "spec.py" in MODULES and PACKAGE / "pipeline" / "shared" / "io_manager.py" in MODULES
 
 
 @pytest.mark.parametrize("path", [p for p in MODULES if "core" in p.relative_to(PACKAGE).parts[:-1]], ids=relative)
@@ -93,16 +93,16 @@ def test_functions_stay_short_or_say_why(path):
                       f"well-named helpers, or give the reason in the docstring ('{LONG_REASON} ...')")
 
 
-STAGE_WIRING = [p for p in (PACKAGE / "defs").glob("*.py") if p.name != "__init__.py"]
+STAGE_WIRING = [p for p in (PACKAGE / "pipeline").glob("*.py") if p.name != "__init__.py"]
 
 
 @pytest.mark.parametrize("path", STAGE_WIRING, ids=relative)
 def test_stage_wiring_never_imports_another_stage(path):
     stages = {p.stem for p in STAGE_WIRING}
     sideways = sorted({name for name in imported_modules(path)
-                       if name.startswith("retrain_assets.defs.") and name.split(".")[2] in stages - {path.stem}})
+                       if name.startswith("retrain_assets.pipeline.") and name.split(".")[2] in stages - {path.stem}})
     assert not sideways, (f"{relative(path)} imports {sideways}: what stages share goes in "
-                          "retrain_assets/defs/shared/ (lookups.py for instance and warehouse readers)")
+                          "retrain_assets/pipeline/shared/ (lookups.py for instance and warehouse readers)")
 
 
 def test_the_limits_catch_what_they_should(tmp_path):

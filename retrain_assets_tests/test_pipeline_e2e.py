@@ -462,7 +462,7 @@ def test_zz_a_failed_gate_leaves_the_champion_untouched_and_is_recorded(run, tmp
     """Runs last: re-runs the retrain job under a spec whose ROC AUC SLO no model can meet."""
     import yaml
 
-    from retrain_assets.defs import build_definitions
+    from retrain_assets.pipeline import build_definitions
 
     strict = yaml.safe_load(run.scenario.spec_path.read_text())
     strict["policy"]["min_roc_auc"] = 0.99
@@ -491,7 +491,7 @@ def test_zz_a_trial_that_expires_unproven_is_rolled_back_automatically(run, tmp_
     trials expire after one partition, `rollout_job` rolls it back on its own and records why."""
     import yaml
 
-    from retrain_assets.defs import build_definitions
+    from retrain_assets.pipeline import build_definitions
     from retrain_assets.apps.replay import PipelineDriver
 
     client = registry(run)
@@ -547,8 +547,8 @@ def test_zz_shadow_mode_scores_the_challenger_without_answering(run, tmp_path):
     analysis judges it as a shadow."""
     import yaml
 
-    from retrain_assets.defs import build_definitions
-    from retrain_assets.defs.shared.registry import model_registry_for
+    from retrain_assets.pipeline import build_definitions
+    from retrain_assets.pipeline.shared.registry import model_registry_for
     from retrain_assets.apps.service import ModelService, PredictionLog
 
     shadow = yaml.safe_load(run.scenario.spec_path.read_text())
@@ -589,8 +589,8 @@ def test_zz_a_trial_no_traffic_reaches_expires_and_frees_the_retrain_policy(run,
     from retrain_assets.apps.cli.main import main
     from retrain_assets.core.ingestion.landing import BATCHES, batch_file_name
     from retrain_assets.core.offline.scenario import Delivery, generate_day
-    from retrain_assets.defs import build_definitions
-    from retrain_assets.defs.automation import INGEST_ASSETS
+    from retrain_assets.pipeline import build_definitions
+    from retrain_assets.pipeline.automation import INGEST_ASSETS
     from retrain_assets.apps.replay import PipelineDriver
 
     client = registry(run)
@@ -637,7 +637,7 @@ def test_zz_approval_required_holds_every_promotion_until_approved(run, tmp_path
     import yaml
 
     from retrain_assets.apps.cli.main import main
-    from retrain_assets.defs import build_definitions
+    from retrain_assets.pipeline import build_definitions
 
     spec = yaml.safe_load(run.scenario.spec_path.read_text())
     # Another seed: a new model (the same settings would reuse the version on shadow trial).

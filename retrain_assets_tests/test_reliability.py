@@ -28,8 +28,8 @@ from mlflow import MlflowClient
 
 from retrain_assets.core.files import write_atomically
 from retrain_assets.core.offline.scenario import generate_day, load_scenario, scenario_deliveries
-from retrain_assets.defs import build_definitions
-from retrain_assets.defs.shared.registry import CHECKSUM_TAG, ModelRegistry
+from retrain_assets.pipeline import build_definitions
+from retrain_assets.pipeline.shared.registry import CHECKSUM_TAG, ModelRegistry
 from retrain_assets.apps.demo import replay
 from retrain_assets.apps.replay import PipelineDriver
 from retrain_assets.settings import ProjectSettings
@@ -372,7 +372,7 @@ def test_a_retrain_that_died_before_its_evaluation_leaves_the_policy_free_to_ret
     """A retrain_job run killed during its evaluation step (kill -9 of `dagster dev`) had already
     moved training_set's window: the policy then held with "only 0 new labeled rows" for good. A
     retrain counts once its challenger is evaluated: until then the new labels still count."""
-    from retrain_assets.defs.shared.lookups import gather_history
+    from retrain_assets.pipeline.shared.lookups import gather_history
 
     stores = base.copy(tmp_path / "stores")
     defs = build_definitions(stores.settings)

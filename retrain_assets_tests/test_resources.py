@@ -8,7 +8,7 @@ import duckdb
 import pandas as pd
 import pytest
 
-from retrain_assets.defs.shared.warehouse import Warehouse
+from retrain_assets.pipeline.shared.warehouse import Warehouse
 
 
 @pytest.fixture
@@ -63,7 +63,7 @@ def test_steps_of_one_dagster_run_share_one_mlflow_run(tmp_path):
     import mlflow
     from mlflow import MlflowClient
 
-    from retrain_assets.defs.shared.registry import ModelRegistry
+    from retrain_assets.pipeline.shared.registry import ModelRegistry
 
     registry = ModelRegistry(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db", artifact_location=str(tmp_path / "artifacts"),
                              experiment_name="e", model_name="m")

@@ -23,8 +23,8 @@ import yaml
 
 from retrain_assets.core.files import write_atomically
 from retrain_assets.core.offline.scenario import load_scenario, scenario_deliveries
-from retrain_assets.defs import build_definitions
-from retrain_assets.defs.shared.io_manager import WAREHOUSE_POOL
+from retrain_assets.pipeline import build_definitions
+from retrain_assets.pipeline.shared.io_manager import WAREHOUSE_POOL
 from retrain_assets.settings import ProjectSettings
 from retrain_assets_tests.conftest import REPO, read_table, write_short_scenario
 from retrain_assets_tests.postgres_server import running_postgres

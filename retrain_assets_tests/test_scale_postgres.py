@@ -16,7 +16,7 @@ import yaml
 from mlflow import MlflowClient
 
 from retrain_assets.core.offline.scenario import load_scenario, scenario_deliveries
-from retrain_assets.defs import build_definitions
+from retrain_assets.pipeline import build_definitions
 from retrain_assets.apps.replay import PipelineDriver
 from retrain_assets.settings import ProjectSettings
 from retrain_assets_tests.conftest import REPO, write_short_scenario

@@ -7,7 +7,7 @@ import dagster as dg
 from retrain_assets.core.files import write_atomically
 from retrain_assets.core.ingestion.privacy import PII_KEY_ENV, check_key, pseudonym
 from retrain_assets.core.offline.scenario import generate_day, load_scenario
-from retrain_assets.defs import build_definitions
+from retrain_assets.pipeline import build_definitions
 from retrain_assets.settings import ProjectSettings
 from retrain_assets_tests.conftest import read_table
 

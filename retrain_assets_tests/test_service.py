@@ -32,7 +32,7 @@ from retrain_assets.core.offline.scenario import generate_day
 from retrain_assets.core.deployment.scoring import RowScorer
 from retrain_assets.core.deployment.serving import (API_KEYS_ENV, MAX_ROWS_PER_REQUEST, TOKEN_COMMAND, ApiKeyError, ApiKeys,
                                                     load_api_keys, presented_token)
-from retrain_assets.defs.shared.registry import CHECKSUM_TAG, ModelIntegrityError, ModelRegistry
+from retrain_assets.pipeline.shared.registry import CHECKSUM_TAG, ModelIntegrityError, ModelRegistry
 from retrain_assets.apps.service import ModelService, PredictionLog, create_app
 
 TOKEN = secrets.token_urlsafe(32)  # a fresh key per test run: no credential lives in the repository

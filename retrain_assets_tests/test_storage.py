@@ -6,7 +6,7 @@ import duckdb
 import pandas as pd
 import pytest
 
-from retrain_assets.defs.shared.io_manager import WarehouseIOManager, connect_retrying
+from retrain_assets.pipeline.shared.io_manager import WarehouseIOManager, connect_retrying
 from retrain_assets_tests.conftest import read_table
 
 PARTITIONS = dg.DailyPartitionsDefinition(start_date="2025-01-01")

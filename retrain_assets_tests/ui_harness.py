@@ -27,7 +27,7 @@ import pandas as pd
 import pytest
 
 from retrain_assets.core.offline.scenario import load_scenario, scenario_deliveries
-from retrain_assets.defs import build_definitions
+from retrain_assets.pipeline import build_definitions
 from retrain_assets.apps.demo import INSTANCE_YAML, ReplaySummary, replay, scripted_reviewer
 from retrain_assets.apps.reports_server import make_server
 from retrain_assets.settings import ProjectSettings

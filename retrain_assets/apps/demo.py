@@ -18,7 +18,7 @@ import dagster as dg
 from tqdm import tqdm
 
 from retrain_assets.core.offline.scenario import Delivery
-from retrain_assets.defs import build_definitions
+from retrain_assets.pipeline import build_definitions
 from retrain_assets.apps.replay import PipelineDriver, RunOutcome, fewer_garbage_collections, instance_databases_open
 from retrain_assets.settings import ProjectSettings
 
@@ -34,7 +34,7 @@ event_log_storage:
     base_dir:
       env: DAGSTER_HOME
 # DuckDB allows one writing process per file: every asset that writes the warehouse is in the
-# `warehouse` pool (retrain_assets/defs/shared/io_manager.py), and one step at a time may hold it, across
+# `warehouse` pool (retrain_assets/pipeline/shared/io_manager.py), and one step at a time may hold it, across
 # all runs. Concurrent runs (a backfill, several landing files at once) queue their writing steps.
 concurrency:
   pools:
@@ -227,7 +227,7 @@ class LiveTraffic:
 
         from retrain_assets.core.deployment.serving import ApiKeys
         from retrain_assets.core.spec import load_spec
-        from retrain_assets.defs.shared.registry import model_registry_for
+        from retrain_assets.pipeline.shared.registry import model_registry_for
         from retrain_assets.apps.service import ModelService, PredictionLog, create_app
 
         spec = load_spec(settings.spec_path)

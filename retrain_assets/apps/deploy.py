@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import dagster as dg
 
-from retrain_assets.defs import build_definitions
+from retrain_assets.pipeline import build_definitions
 from retrain_assets.settings import ProjectSettings
 
 

@@ -288,11 +288,11 @@ def spec_keys() -> list[dict[str, Any]]:
 
 def resource_classes() -> list[tuple[str, type, str]]:
     """(resource key, class, what it is) of every Dagster resource, and the deployment command config."""
-    from retrain_assets.defs.deployment import DeploymentCommand
-    from retrain_assets.defs.shared.landing import LandingZone
-    from retrain_assets.defs.shared.registry import ModelRegistry
-    from retrain_assets.defs.shared.warehouse import Warehouse
-    from retrain_assets.defs.shared.io_manager import WarehouseIOManager
+    from retrain_assets.pipeline.deployment import DeploymentCommand
+    from retrain_assets.pipeline.shared.landing import LandingZone
+    from retrain_assets.pipeline.shared.registry import ModelRegistry
+    from retrain_assets.pipeline.shared.warehouse import Warehouse
+    from retrain_assets.pipeline.shared.io_manager import WarehouseIOManager
 
     return [("warehouse", Warehouse, "Resource"), ("landing", LandingZone, "Resource"),
             ("model_registry", ModelRegistry, "Resource"), ("io_manager", WarehouseIOManager, "IO manager"),
@@ -314,7 +314,7 @@ def configuration(root: Path | None = None) -> str:
     lines = [HEADER, "", "# Configuration reference", "",
              "What can be configured, with each default and meaning, generated from the code: the dataset spec "
              "(`retrain_assets/core/spec.py`), the policy (`retrain_assets/core/policy/definition.py`), the environment "
-             "(`retrain_assets/settings.py`) and the Dagster resources (`retrain_assets/defs/`).", "",
+             "(`retrain_assets/settings.py`) and the Dagster resources (`retrain_assets/pipeline/`).", "",
              "## Dataset spec", "",
              f"A dataset is declared in one YAML file (example: `{BUILTIN_SPEC.as_posix()}`), named by "
              "`RETRAIN_ASSETS_SPEC`. Unknown keys under a column or the policy are errors.", "",
@@ -341,7 +341,7 @@ def configuration(root: Path | None = None) -> str:
               *_table(["variable", "default", "meaning"], [[_code(v.name), v.default, v.meaning] for v in ENVIRONMENT]),
               "", "## Dagster resources", "",
               "The typed resources the assets receive, with their fields; the project sets them from the settings above "
-              "(`retrain_assets/defs/__init__.py`).", ""]
+              "(`retrain_assets/pipeline/__init__.py`).", ""]
     for key, cls, kind in resource_classes():
         summary = (inspect.getdoc(cls) or "").split("\n\n")[0].replace("\n", " ")
         lines += [f"### `{key}`: `{cls.__name__}`", "", f"{kind}. {summary}", "",

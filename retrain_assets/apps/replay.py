@@ -17,7 +17,7 @@ import dagster as dg
 
 from retrain_assets.core.files import write_atomically
 from retrain_assets.core.offline.scenario import Delivery
-from retrain_assets.defs.shared.runs import this_host_tag
+from retrain_assets.pipeline.shared.runs import this_host_tag
 
 RUN_KEY_TAG, SENSOR_NAME_TAG = "dagster/run_key", "dagster/sensor_name"
 

@@ -33,8 +33,8 @@ CHAMPION_ACTIONS = ("initial", "promote", "canary_promote", "shadow_promote", "m
 
 def read_status(settings: ProjectSettings, spec: DatasetSpec, lock_timeout_seconds: float = 5.0) -> dict:
     """Everything `status` shows, as JSON-ready values (raises StoreError when a store is missing)."""
-    from retrain_assets.defs.shared.registry import model_registry_for
-    from retrain_assets.defs.shared.warehouse import Warehouse
+    from retrain_assets.pipeline.shared.registry import model_registry_for
+    from retrain_assets.pipeline.shared.warehouse import Warehouse
 
     database = readable_database(settings)
     if not database.exists():
@@ -151,7 +151,7 @@ def _deployment_state(registry):
 def _policy_history(warehouse, state) -> PolicyHistory:
     """What `decide_retrain` reads, from the warehouse alone: as `defs.monitoring.gather_history`,
     with the labelled partitions read from `labeled_batches` instead of the Dagster instance's records."""
-    from retrain_assets.defs.shared.lookups import history_from_warehouse
+    from retrain_assets.pipeline.shared.lookups import history_from_warehouse
 
     labeled = warehouse.query(f"select distinct {PARTITION_COLUMN} as p from labeled_batches order by p")
     return history_from_warehouse(warehouse, state, [f"{p:%Y-%m-%d}" for p in labeled["p"]] if len(labeled) else [])
@@ -178,7 +178,7 @@ def _champion(warehouse, registry, version: str) -> dict:
 
 def _trial(warehouse, registry, spec: DatasetSpec, state) -> Trial:
     """The challenger on trial, with the verdict `canary_analysis` would reach on the live pairs logged so far."""
-    from retrain_assets.defs.shared.lookups import live_pairs, trial_clock_of
+    from retrain_assets.pipeline.shared.lookups import live_pairs, trial_clock_of
 
     version, mode = (state.canary, "canary") if state.canary else (state.shadow, "shadow")
     pairs = live_pairs(warehouse, spec, version, state.champion)

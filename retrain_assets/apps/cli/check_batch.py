@@ -105,8 +105,8 @@ def _reference_profile(args):
     pipeline holds the warehouse's lock). The deployment history names the champion, not MLflow:
     the check needs no registry, only the warehouse file."""
     from retrain_assets.core.monitoring.profile import ReferenceProfile
-    from retrain_assets.defs.shared.lookups import deployed_champion_version, latest_reference
-    from retrain_assets.defs.shared.warehouse import Warehouse
+    from retrain_assets.pipeline.shared.lookups import deployed_champion_version, latest_reference
+    from retrain_assets.pipeline.shared.warehouse import Warehouse
     from retrain_assets.apps.stores import readable_database
     from retrain_assets.settings import ProjectSettings
 

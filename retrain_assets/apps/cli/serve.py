@@ -32,7 +32,7 @@ def run(args) -> int:
 
     from retrain_assets.core.deployment.serving import DEFAULT_MAX_BODY_BYTES, ApiKeyError, load_api_keys
     from retrain_assets.core.spec import load_spec
-    from retrain_assets.defs.shared.registry import model_registry_for
+    from retrain_assets.pipeline.shared.registry import model_registry_for
     from retrain_assets.apps.service import ModelService, PredictionLog, create_app
     from retrain_assets.apps.stores import StoreError
 

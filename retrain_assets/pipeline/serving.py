@@ -17,13 +17,13 @@ from retrain_assets.core.deployment.rollout import analyse_canary
 from retrain_assets.core.roles import CHAMPION
 from retrain_assets.core.deployment.serving import typed_log
 from retrain_assets.core.spec import DatasetSpec
-from retrain_assets.defs.shared.lookups import latest_reference
-from retrain_assets.defs.shared.partitioning import partition_window
-from retrain_assets.defs.shared.landing import LandingZone
-from retrain_assets.defs.shared.registry import ModelRegistry
-from retrain_assets.defs.shared.warehouse import Warehouse
-from retrain_assets.defs.shared.io_manager import WAREHOUSE_POOL
-from retrain_assets.defs.shared.lookups import live_pairs, trial_clock_of
+from retrain_assets.pipeline.shared.lookups import latest_reference
+from retrain_assets.pipeline.shared.partitioning import partition_window
+from retrain_assets.pipeline.shared.landing import LandingZone
+from retrain_assets.pipeline.shared.registry import ModelRegistry
+from retrain_assets.pipeline.shared.warehouse import Warehouse
+from retrain_assets.pipeline.shared.io_manager import WAREHOUSE_POOL
+from retrain_assets.pipeline.shared.lookups import live_pairs, trial_clock_of
 
 LOG_KEY = ["request_id", "row_index", "role", "model_version"]
 ANALYSIS_NUMBERS = ("live_rows", "live_positives", "partitions_elapsed", "offline_roc_auc_difference",

@@ -18,13 +18,13 @@ from retrain_assets.core.monitoring.batch_report import build_drift_report
 from retrain_assets.core.monitoring.multivariate import reference_sample
 from retrain_assets.core.policy.retrain import decide_retrain, drift_clause
 from retrain_assets.core.spec import DatasetSpec
-from retrain_assets.defs.shared.partitioning import partition_window
-from retrain_assets.defs.shared.registry import ModelRegistry
+from retrain_assets.pipeline.shared.partitioning import partition_window
+from retrain_assets.pipeline.shared.registry import ModelRegistry
 from retrain_assets.core.roles import CHAMPION
-from retrain_assets.defs.shared.warehouse import Warehouse
-from retrain_assets.defs.shared.io_manager import WAREHOUSE_POOL
-from retrain_assets.defs.shared.lookups import latest_materialization_metadata
-from retrain_assets.defs.shared.lookups import latest_reference, gather_history
+from retrain_assets.pipeline.shared.warehouse import Warehouse
+from retrain_assets.pipeline.shared.io_manager import WAREHOUSE_POOL
+from retrain_assets.pipeline.shared.lookups import latest_materialization_metadata
+from retrain_assets.pipeline.shared.lookups import latest_reference, gather_history
 
 DRIFT_CHECK = "drift_report_policy"
 DECISION_NUMBERS = ("labeled_partitions", "drifted_batches", "window_batches", "model_age_partitions", "realized_roc_auc",

@@ -16,12 +16,12 @@ from retrain_assets.core.training.modeling import feature_frame, predict_scores,
 from retrain_assets.core.partitions import PARTITION_COLUMN
 from retrain_assets.core.labeling.review import item_id
 from retrain_assets.core.spec import DatasetSpec
-from retrain_assets.defs.shared.landing import LandingZone
-from retrain_assets.defs.shared.registry import ModelRegistry
+from retrain_assets.pipeline.shared.landing import LandingZone
+from retrain_assets.pipeline.shared.registry import ModelRegistry
 from retrain_assets.core.roles import CHAMPION
-from retrain_assets.defs.shared.warehouse import Warehouse
-from retrain_assets.defs.shared.io_manager import WAREHOUSE_POOL
-from retrain_assets.defs.shared.lookups import produced_candidate_version
+from retrain_assets.pipeline.shared.warehouse import Warehouse
+from retrain_assets.pipeline.shared.io_manager import WAREHOUSE_POOL
+from retrain_assets.pipeline.shared.lookups import produced_candidate_version
 
 
 def build_curation(spec: DatasetSpec) -> dg.Definitions:

@@ -10,11 +10,11 @@ import dagster as dg
 
 from retrain_assets.core.ingestion.landing import BATCHES, LABELS, PREDICTIONS, REVIEWS, scan
 from retrain_assets.core.spec import DatasetSpec
-from retrain_assets.defs.shared.landing import LandingZone
-from retrain_assets.defs.shared.registry import ModelRegistry
-from retrain_assets.defs.shared.warehouse import Warehouse
-from retrain_assets.defs.shared.runs import MODEL_JOB_TAG, model_jobs_in_progress
-from retrain_assets.defs.shared.lookups import latest_materialization_metadata
+from retrain_assets.pipeline.shared.landing import LandingZone
+from retrain_assets.pipeline.shared.registry import ModelRegistry
+from retrain_assets.pipeline.shared.warehouse import Warehouse
+from retrain_assets.pipeline.shared.runs import MODEL_JOB_TAG, model_jobs_in_progress
+from retrain_assets.pipeline.shared.lookups import latest_materialization_metadata
 
 INGEST_ASSETS = {BATCHES: [dg.AssetKey("raw_batches"), dg.AssetKey("quarantine")],
                  LABELS: [dg.AssetKey("labels"), dg.AssetKey("rejected_labels"), dg.AssetKey("review_decisions")],

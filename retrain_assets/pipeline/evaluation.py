@@ -23,11 +23,11 @@ from retrain_assets.core.reports.evaluation import render_evaluation_html
 from retrain_assets.core.files import write_text_atomically
 from retrain_assets.core.training.modeling import feature_frame, model_family, predict_scores, split_holdout, target_vector
 from retrain_assets.core.spec import DatasetSpec
-from retrain_assets.defs.shared.registry import ModelRegistry
-from retrain_assets.defs.shared.warehouse import Warehouse
-from retrain_assets.defs.shared.io_manager import WAREHOUSE_POOL
+from retrain_assets.pipeline.shared.registry import ModelRegistry
+from retrain_assets.pipeline.shared.warehouse import Warehouse
+from retrain_assets.pipeline.shared.io_manager import WAREHOUSE_POOL
 from retrain_assets.core.policy.rollout import newest_evaluation
-from retrain_assets.defs.shared.lookups import produced_candidate_version
+from retrain_assets.pipeline.shared.lookups import produced_candidate_version
 
 PROMOTION_GATE = "evaluation_report_promotion_gate"
 

@@ -14,11 +14,11 @@ from retrain_assets.core.partitions import PARTITION_COLUMN
 from retrain_assets.core.ingestion.privacy import pseudonymize, withhold_undeclared
 from retrain_assets.core.policy.batches import contract_verdict
 from retrain_assets.core.spec import DatasetSpec
-from retrain_assets.defs.shared.partitioning import partition_window
-from retrain_assets.defs.shared.landing import LandingZone
-from retrain_assets.defs.shared.warehouse import Warehouse
-from retrain_assets.defs.shared.io_manager import WAREHOUSE_POOL
-from retrain_assets.defs.shared.lookups import CONTRACT_CHECK
+from retrain_assets.pipeline.shared.partitioning import partition_window
+from retrain_assets.pipeline.shared.landing import LandingZone
+from retrain_assets.pipeline.shared.warehouse import Warehouse
+from retrain_assets.pipeline.shared.io_manager import WAREHOUSE_POOL
+from retrain_assets.pipeline.shared.lookups import CONTRACT_CHECK
 
 # The one quarantine record of an unreadable file: its name and where it lies in the landing zone.
 UNREADABLE_FILE_COLUMNS = ("file", "landing_path")

@@ -16,8 +16,8 @@ from retrain_assets.core.monitoring.profile import ReferenceProfile
 from retrain_assets.core.policy.retrain import BatchSignal, PolicyHistory
 from retrain_assets.core.spec import DatasetSpec
 from retrain_assets.core.partitions import PARTITION_COLUMN
-from retrain_assets.defs.shared.registry import ModelRegistry
-from retrain_assets.defs.shared.warehouse import Warehouse
+from retrain_assets.pipeline.shared.registry import ModelRegistry
+from retrain_assets.pipeline.shared.warehouse import Warehouse
 
 CONTRACT_CHECK = "raw_batches_match_contract"
 CONTRACT_CHECK_KEY = dg.AssetCheckKey(dg.AssetKey("raw_batches"), CONTRACT_CHECK)

@@ -8,22 +8,22 @@ import dagster as dg
 
 from retrain_assets.core.ingestion.privacy import PII_KEY_ENV
 from retrain_assets.core.spec import load_spec
-from retrain_assets.defs.automation import build_automation
-from retrain_assets.defs.shared.catalog import describe_assets
-from retrain_assets.defs.curation import build_curation
-from retrain_assets.defs.deployment import build_deployment
-from retrain_assets.defs.evaluation import build_evaluation
-from retrain_assets.defs.ingestion import build_ingestion
-from retrain_assets.defs.labeling import build_labeling
-from retrain_assets.defs.monitoring import build_monitoring
-from retrain_assets.defs.shared.partitioning import partitions_for
-from retrain_assets.defs.serving import build_serving
-from retrain_assets.defs.shared.io_manager import WarehouseIOManager
-from retrain_assets.defs.shared.landing import LandingZone
-from retrain_assets.defs.shared.registry import model_registry_for
-from retrain_assets.defs.shared.warehouse import Warehouse
-from retrain_assets.defs.shared.runs import build_recovery
-from retrain_assets.defs.training import build_training
+from retrain_assets.pipeline.automation import build_automation
+from retrain_assets.pipeline.shared.catalog import describe_assets
+from retrain_assets.pipeline.curation import build_curation
+from retrain_assets.pipeline.deployment import build_deployment
+from retrain_assets.pipeline.evaluation import build_evaluation
+from retrain_assets.pipeline.ingestion import build_ingestion
+from retrain_assets.pipeline.labeling import build_labeling
+from retrain_assets.pipeline.monitoring import build_monitoring
+from retrain_assets.pipeline.shared.partitioning import partitions_for
+from retrain_assets.pipeline.serving import build_serving
+from retrain_assets.pipeline.shared.io_manager import WarehouseIOManager
+from retrain_assets.pipeline.shared.landing import LandingZone
+from retrain_assets.pipeline.shared.registry import model_registry_for
+from retrain_assets.pipeline.shared.warehouse import Warehouse
+from retrain_assets.pipeline.shared.runs import build_recovery
+from retrain_assets.pipeline.training import build_training
 from retrain_assets.settings import ProjectSettings
 
 

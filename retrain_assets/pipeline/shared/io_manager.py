@@ -41,7 +41,7 @@ import duckdb
 import pandas as pd
 from pydantic import Field, PrivateAttr
 
-from retrain_assets.defs.shared.runs import host_tags
+from retrain_assets.pipeline.shared.runs import host_tags
 
 DUCKDB_DATETIME_FORMAT = "%Y-%m-%d %H:%M:%S"
 # A write connection waits this long for a reader (the snapshot publisher, a sensor) to let go of

@@ -11,7 +11,7 @@ import duckdb
 import pandas as pd
 from pydantic import Field
 
-from retrain_assets.defs.shared.io_manager import connect_retrying
+from retrain_assets.pipeline.shared.io_manager import connect_retrying
 from retrain_assets.settings import DEFAULT_REPORTS_URL
 
 

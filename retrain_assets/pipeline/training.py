@@ -12,14 +12,14 @@ from retrain_assets.core.training.modeling import code_version, content_hash, fe
 from retrain_assets.core.partitions import PARTITION_COLUMN
 from retrain_assets.core.training.selection import select_model
 from retrain_assets.core.spec import DatasetSpec
-from retrain_assets.defs.shared.lookups import unusable_batches
-from retrain_assets.defs.shared.partitioning import partitions_for
-from retrain_assets.defs.shared.registry import ModelRegistry
+from retrain_assets.pipeline.shared.lookups import unusable_batches
+from retrain_assets.pipeline.shared.partitioning import partitions_for
+from retrain_assets.pipeline.shared.registry import ModelRegistry
 from retrain_assets.core.roles import CHALLENGER, CHAMPION
-from retrain_assets.defs.shared.warehouse import Warehouse
-from retrain_assets.defs.shared.runs import refuse_if_model_job_running
-from retrain_assets.defs.shared.io_manager import WAREHOUSE_POOL
-from retrain_assets.defs.shared.lookups import latest_materialization_metadata
+from retrain_assets.pipeline.shared.warehouse import Warehouse
+from retrain_assets.pipeline.shared.runs import refuse_if_model_job_running
+from retrain_assets.pipeline.shared.io_manager import WAREHOUSE_POOL
+from retrain_assets.pipeline.shared.lookups import latest_materialization_metadata
 
 
 def build_training(spec: DatasetSpec) -> dg.Definitions:

@@ -18,10 +18,10 @@ from retrain_assets.core.policy.rollout import (APPROVED_BY_TAG, Command, Comman
                                               newest_evaluation, next_steps)
 from retrain_assets.core.spec import DatasetSpec
 from retrain_assets.core.reports.timeline import render_timeline_html
-from retrain_assets.defs.shared.lookups import TRIAL_START_TAG, delivered_partitions
-from retrain_assets.defs.shared.registry import ModelRegistry
-from retrain_assets.defs.shared.warehouse import Warehouse
-from retrain_assets.defs.shared.io_manager import WAREHOUSE_POOL
+from retrain_assets.pipeline.shared.lookups import TRIAL_START_TAG, delivered_partitions
+from retrain_assets.pipeline.shared.registry import ModelRegistry
+from retrain_assets.pipeline.shared.warehouse import Warehouse
+from retrain_assets.pipeline.shared.io_manager import WAREHOUSE_POOL
 
 # The table's columns, in order: the DuckDB IO manager inserts by position, so every row has all of them.
 DEPLOYMENT_COLUMNS = ("deployed_at", "action", "candidate_version", "champion_version", "previous_version", "canary_version",

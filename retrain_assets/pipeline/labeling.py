@@ -19,13 +19,13 @@ from retrain_assets.core.training.modeling import predict_scores, target_vector
 from retrain_assets.core.partitions import PARTITION_COLUMN
 from retrain_assets.core.labeling.review import applicable_decisions, build_queue, parse_decisions
 from retrain_assets.core.spec import DatasetSpec
-from retrain_assets.defs.shared.lookups import CONTRACT_CHECK, unusable_batches
-from retrain_assets.defs.shared.partitioning import partition_window
-from retrain_assets.defs.shared.landing import LandingZone
-from retrain_assets.defs.shared.registry import ModelRegistry
+from retrain_assets.pipeline.shared.lookups import CONTRACT_CHECK, unusable_batches
+from retrain_assets.pipeline.shared.partitioning import partition_window
+from retrain_assets.pipeline.shared.landing import LandingZone
+from retrain_assets.pipeline.shared.registry import ModelRegistry
 from retrain_assets.core.roles import CHAMPION
-from retrain_assets.defs.shared.warehouse import Warehouse
-from retrain_assets.defs.shared.io_manager import WAREHOUSE_POOL
+from retrain_assets.pipeline.shared.warehouse import Warehouse
+from retrain_assets.pipeline.shared.io_manager import WAREHOUSE_POOL
 
 # Eager, but for every partition (history replays land old partitions) and never past a failed
 # blocking check upstream (a blocked batch must not reach training).
