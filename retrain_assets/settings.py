@@ -7,8 +7,10 @@ default and what it does; docs/configuration.md is generated from it (`python -m
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 DEFAULT_DATA_DIR = "data"
 DEFAULT_SPEC = Path("data/specs/loan_default.yaml")
@@ -42,7 +44,7 @@ ENVIRONMENT = (
     EnvironmentVariable("RETRAIN_ASSETS_MODE", MODES[0],
                         f"One of {', '.join(MODES)}: production refuses to run without RETRAIN_ASSETS_PII_KEY instead of "
                         "generating a development key."),
-    EnvironmentVariable("RETRAIN_ASSETS_PII_KEY", "in development: a random key kept under <data dir>/restricted",
+    EnvironmentVariable("RETRAIN_ASSETS_PII_KEY", "in development: a random key kept under <data dir>/restricted/<dataset>",
                         "Key of the keyed hash that pseudonymizes PII columns (read by Dagster through dg.EnvVar)."),
     EnvironmentVariable("RETRAIN_ASSETS_EXECUTOR", EXECUTORS[0],
                         "How a run executes its steps: `multiprocess` (Dagster's default executor: one process per "
@@ -71,10 +73,17 @@ ENVIRONMENT = (
 
 @dataclass(frozen=True)
 class ProjectSettings:
-    """Paths of every store the pipeline uses; all embedded by default."""
+    """Paths of every store one dataset's pipeline uses; all embedded by default.
+
+    The deployment shares the data folder and the MLflow store; inside them each dataset has its
+    own landing folder, warehouse file, snapshot, reports and restricted folder, named after the
+    spec's `name`, so two datasets never touch each other's files.
+    """
 
     data_dir: Path
     spec_path: Path
+    # A partial spec merged over the spec file (the `overrides` of a dataset's defs.yaml).
+    spec_overrides: dict[str, Any] = field(default_factory=dict, compare=False)
     production: bool = False
     artifact_root: str | None = None  # None: <data dir>/mlflow/artifacts
     executor: str = EXECUTORS[0]
@@ -105,26 +114,48 @@ class ProjectSettings:
                    reports_url=(os.environ.get("RETRAIN_ASSETS_REPORTS_URL") or DEFAULT_REPORTS_URL).rstrip("/"),
                    mlflow_ui_url=(os.environ.get("RETRAIN_ASSETS_MLFLOW_UI_URL") or DEFAULT_MLFLOW_UI_URL).rstrip("/"))
 
+    @cached_property
+    def spec(self):
+        """The dataset spec: the spec file with `spec_overrides` merged over it."""
+        from retrain_assets.core.spec import load_spec
+
+        return load_spec(self.spec_path, self.spec_overrides)
+
+    @property
+    def dataset(self) -> str:
+        """The dataset's name (the spec's `name`): every per-dataset store is named after it."""
+        return self.spec.name
+
     @property
     def landing_dir(self) -> Path:
-        return self.data_dir / "landing"
+        return self.data_dir / "landing" / self.dataset
 
     @property
     def warehouse_path(self) -> Path:
-        return self.data_dir / "warehouse" / "warehouse.duckdb"
+        return self.data_dir / "warehouse" / f"{self.dataset}.duckdb"
 
     @property
     def snapshot_path(self) -> Path:
-        return self.data_dir / "snapshots" / "warehouse.duckdb"
+        return self.data_dir / "snapshots" / f"{self.dataset}.duckdb"
 
     @property
     def restricted_dir(self) -> Path:
         """Owner-only folder for raw values: quarantined files as delivered, the development PII key."""
-        return self.data_dir / "restricted"
+        return self.data_dir / "restricted" / self.dataset
+
+    @property
+    def reports_root(self) -> Path:
+        """The folder `make ui`'s report server serves: one subfolder per dataset."""
+        return self.data_dir / "reports"
 
     @property
     def reports_dir(self) -> Path:
-        return self.data_dir / "reports"
+        return self.reports_root / self.dataset
+
+    @property
+    def dataset_reports_url(self) -> str:
+        """Where `reports_dir` is served."""
+        return f"{self.reports_url}/{self.dataset}"
 
     @property
     def mlflow_dir(self) -> Path:
@@ -144,8 +175,9 @@ class ProjectSettings:
         for path in (self.landing_dir / "batches", self.landing_dir / "labels", self.warehouse_path.parent,
                      self.snapshot_path.parent, self.mlflow_dir / "artifacts"):
             path.mkdir(parents=True, exist_ok=True)
-        self.restricted_dir.mkdir(parents=True, exist_ok=True)
-        self.restricted_dir.chmod(0o700)
+        for path in (self.restricted_dir.parent, self.restricted_dir):
+            path.mkdir(parents=True, exist_ok=True)
+            path.chmod(0o700)
 
 
 def _artifact_root(value: str | None) -> str | None:

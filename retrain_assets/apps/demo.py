@@ -226,11 +226,10 @@ class LiveTraffic:
         from fastapi.testclient import TestClient
 
         from retrain_assets.core.deployment.serving import ApiKeys
-        from retrain_assets.core.spec import load_spec
         from retrain_assets.pipeline.shared.registry import model_registry_for
         from retrain_assets.apps.service import ModelService, PredictionLog, create_app
 
-        spec = load_spec(settings.spec_path)
+        spec = settings.spec
         self.service = ModelService(spec, model_registry_for(settings, spec, in_dagster=False),
                                     PredictionLog(settings.landing_dir, server_id="demo-service"))
         token = secrets.token_urlsafe(32)

@@ -18,6 +18,7 @@ from retrain_assets.core.policy.definition import Policy
 
 COLUMN_TYPES = ("float", "int", "bool", "category", "string", "timestamp")
 GRANULARITIES = ("daily", "weekly", "monthly")
+_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
 _EMAIL, _TEAM = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+"), re.compile(r"team:[A-Za-z0-9_.-]+")
 
 
@@ -130,8 +131,9 @@ class DatasetSpec:
         return [n for n in self.feature_columns if self.column(n).type in ("category", "string")]
 
 
-def load_spec(path: str | Path) -> DatasetSpec:
-    """Read and validate a dataset spec YAML file."""
+def load_spec(path: str | Path, overrides: dict[str, Any] | None = None) -> DatasetSpec:
+    """Read and validate a dataset spec YAML file, with `overrides` (a partial spec, e.g. from a
+    dataset's defs.yaml) merged over it key by key."""
     path = Path(path)
     if not path.is_file():
         raise SpecError(f"dataset spec not found: {path}")
@@ -140,9 +142,20 @@ def load_spec(path: str | Path) -> DatasetSpec:
     if not isinstance(raw, dict):
         raise SpecError(f"{path}: expected a mapping at the top level")
     try:
-        return parse_spec(raw)
+        return parse_spec(merge_overrides(raw, overrides or {}))
     except SpecError as exc:
         raise SpecError(f"{path}: {exc}") from None
+
+
+def merge_overrides(raw: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """`raw` with `overrides` merged in: mappings merge key by key, any other value replaces."""
+    merged = dict(raw)
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = merge_overrides(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
 
 
 def parse_spec(raw: dict[str, Any]) -> DatasetSpec:
@@ -150,6 +163,9 @@ def parse_spec(raw: dict[str, Any]) -> DatasetSpec:
     for key in ("name", "id", "event_time", "target", "columns"):
         if key not in raw:
             raise SpecError(f"missing required key '{key}'")
+    if not _NAME.fullmatch(str(raw["name"])):
+        raise SpecError(f"name {raw['name']!r} must start with a letter and hold only letters, digits and _ "
+                        "(it prefixes the dataset's asset keys, jobs, tables and MLflow names)")
     columns = tuple(_parse_column(name, body or {}) for name, body in raw["columns"].items())
     names = {c.name for c in columns}
 

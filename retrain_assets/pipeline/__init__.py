@@ -7,7 +7,6 @@ import os
 import dagster as dg
 
 from retrain_assets.core.ingestion.privacy import PII_KEY_ENV
-from retrain_assets.core.spec import load_spec
 from retrain_assets.pipeline.automation import build_automation
 from retrain_assets.pipeline.shared.catalog import describe_assets
 from retrain_assets.pipeline.curation import build_curation
@@ -29,14 +28,14 @@ from retrain_assets.settings import ProjectSettings
 
 def build_definitions(settings: ProjectSettings) -> dg.Definitions:
     """All assets, checks, sensors and resources for the dataset spec named in `settings`."""
-    spec = load_spec(settings.spec_path)
+    spec = settings.spec
     settings.ensure_dirs()
     partitions_def = partitions_for(spec)
     resources = {
         "io_manager": WarehouseIOManager(database=str(settings.warehouse_path), schema="main",
                                          one_connection_per_run=settings.warehouse_connection_per_run),
         "warehouse": Warehouse(database=str(settings.warehouse_path), snapshot_path=str(settings.snapshot_path),
-                               reports_dir=str(settings.reports_dir), reports_url=settings.reports_url),
+                               reports_dir=str(settings.reports_dir), reports_url=settings.dataset_reports_url),
         "landing": LandingZone(root=str(settings.landing_dir), restricted_root=str(settings.restricted_dir),
                                # EnvVar: the key is read at run time and never lands in run config or the UI.
                                pii_key=dg.EnvVar(PII_KEY_ENV) if os.environ.get(PII_KEY_ENV) else None,

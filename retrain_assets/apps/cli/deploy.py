@@ -33,14 +33,13 @@ def add_parser(subparsers) -> None:
 
 def run(args) -> int:
     """Run the step on the project's Dagster instance; a step the pipeline refuses is exit code 1."""
-    from retrain_assets.core.spec import load_spec
     from retrain_assets.apps.demo import open_instance
     from retrain_assets.apps.deploy import deployed_metadata, run_operator_step, step_failures
 
     if not args.by.strip():
         raise CliError("say who you are with --by (or set RETRAIN_ASSETS_OPERATOR)")
     settings = project_settings(args)
-    load_spec(settings.spec_path)
+    settings.spec
     require_stores(settings)
     quiet_libraries()
     instance = open_instance(args.dagster_home)

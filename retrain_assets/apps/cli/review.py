@@ -31,11 +31,10 @@ def add_parser(subparsers) -> None:
 
 def run(args) -> int:
     """Run the review action asked for, on the review queue of the stores (`apps.review`)."""
-    from retrain_assets.core.spec import load_spec
     from retrain_assets.apps.review import review_database
 
     settings = project_settings(args)
-    spec = load_spec(settings.spec_path)
+    spec = settings.spec
     database = review_database(settings)
     action = {"list": _list, "show": _show, "resolve": _resolve}[args.review_command]
     return action(args, database, settings.landing_dir, spec)

@@ -31,7 +31,6 @@ def run(args) -> int:
     import uvicorn
 
     from retrain_assets.core.deployment.serving import DEFAULT_MAX_BODY_BYTES, ApiKeyError, load_api_keys
-    from retrain_assets.core.spec import load_spec
     from retrain_assets.pipeline.shared.registry import model_registry_for
     from retrain_assets.apps.service import ModelService, PredictionLog, create_app
     from retrain_assets.apps.stores import StoreError
@@ -44,7 +43,7 @@ def run(args) -> int:
     if max_body_bytes < 1:
         raise CliError(f"--max-body-bytes must be positive, not {max_body_bytes}")
     settings = project_settings(args)
-    spec = load_spec(settings.spec_path)
+    spec = settings.spec
     registry = model_registry_for(settings, spec, in_dagster=False)
     if registry.tracking_uri == settings.default_tracking_uri and not (settings.mlflow_dir / "mlflow.db").exists():
         raise StoreError(f"no MLflow registry at {settings.mlflow_dir / 'mlflow.db'}: no model to serve yet")

@@ -19,11 +19,10 @@ def run(args) -> int:
     """Print the status (`apps.status`), as text or JSON."""
     import json
 
-    from retrain_assets.core.spec import load_spec
     from retrain_assets.apps.status import read_status, render
 
     settings = project_settings(args)
-    spec = load_spec(settings.spec_path)
+    spec = settings.spec
     status = read_status(settings, spec)
     print(json.dumps(status, indent=2) if args.json else render(status))
     return 0
