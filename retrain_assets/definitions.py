@@ -1,6 +1,11 @@
-"""Entry point for `dagster dev` / workspace.yaml: the pipeline for the configured dataset spec."""
+"""The code location (`dagster dev`, `dg`, workspace.yaml): every dataset declared in the defs
+folder (retrain_assets/defs/<name>/defs.yaml) and what the deployment shares (defs/deployment.py)."""
 
-from retrain_assets.pipeline import build_definitions
-from retrain_assets.settings import ProjectSettings
+from pathlib import Path
 
-defs = build_definitions(ProjectSettings.from_env())
+import dagster as dg
+
+
+@dg.definitions
+def defs() -> dg.Definitions:
+    return dg.load_from_defs_folder(path_within_project=Path(__file__).parent)

@@ -6,6 +6,7 @@ default and what it does; docs/configuration.md is generated from it (`python -m
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -84,6 +85,8 @@ class ProjectSettings:
     spec_path: Path
     # A partial spec merged over the spec file (the `overrides` of a dataset's defs.yaml).
     spec_overrides: dict[str, Any] = field(default_factory=dict, compare=False)
+    # Set by `for_every_dataset`: the stores' paths hold "{dataset}" (the deployment-wide resources).
+    dataset_placeholder: str | None = None
     production: bool = False
     artifact_root: str | None = None  # None: <data dir>/mlflow/artifacts
     executor: str = EXECUTORS[0]
@@ -124,7 +127,12 @@ class ProjectSettings:
     @property
     def dataset(self) -> str:
         """The dataset's name (the spec's `name`): every per-dataset store is named after it."""
-        return self.spec.name
+        return self.dataset_placeholder or self.spec.name
+
+    def for_every_dataset(self) -> "ProjectSettings":
+        """These settings with `{dataset}` in place of the dataset's name in every per-dataset path:
+        what the deployment-wide resources are configured with (each run fills in its dataset)."""
+        return dataclasses.replace(self, dataset_placeholder="{dataset}")
 
     @property
     def landing_dir(self) -> Path:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import dagster as dg
 
 from retrain_assets.pipeline import build_definitions
+from retrain_assets.pipeline.shared.namespace import Namespace
 from retrain_assets.settings import ProjectSettings
 
 
@@ -16,12 +17,14 @@ def run_operator_step(settings: ProjectSettings, instance: dg.DagsterInstance, c
     operator; a step the pipeline refuses is a failed result, not an exception. An approval may
     promote a first model, so its reference profile follows."""
     job = build_definitions(settings).resolve_implicit_global_asset_job_def()
+    ns = Namespace(settings.dataset)
     config = {"command": command, "actor": actor, "reason": reason, "version": version}
-    assets = [dg.AssetKey("deployed_model")] + ([dg.AssetKey("reference_profile")] if command == "approve" else [])
+    assets = ns.keys("deployed_model", *(["reference_profile"] if command == "approve" else []))
     return job.execute_in_process(
         instance=instance, asset_selection=assets, raise_on_error=False,
-        run_config={"ops": {"deployed_model": {"config": config}}, "loggers": {"console": {"config": {"log_level": "CRITICAL"}}}},
-        tags={"retrain_assets/manual": command, "retrain_assets/actor": actor[:60]},
+        run_config={"ops": {ns.name("deployed_model"): {"config": config}},
+                    "loggers": {"console": {"config": {"log_level": "CRITICAL"}}}},
+        tags={"retrain_assets/manual": command, "retrain_assets/actor": actor[:60], **ns.tags},
     )
 
 
@@ -32,7 +35,9 @@ def step_failures(result: dg.ExecuteInProcessResult) -> str:
 
 def deployed_metadata(result: dg.ExecuteInProcessResult) -> dict:
     """The metadata values of the run's `deployed_model` materialization."""
-    return {k: v.value for k, v in result.asset_materializations_for_node("deployed_model")[0].metadata.items()}
+    [materialization] = [m for m in result.get_asset_materialization_events()
+                         if m.asset_key.path[-1] == "deployed_model"]
+    return {k: v.value for k, v in materialization.step_materialization_data.materialization.metadata.items()}
 
 
 def _failure_text(event) -> str:

@@ -17,6 +17,7 @@ import dagster as dg
 
 from retrain_assets.core.files import write_atomically
 from retrain_assets.core.offline.scenario import Delivery
+from retrain_assets.pipeline.shared.namespace import Namespace
 from retrain_assets.pipeline.shared.runs import this_host_tag
 
 RUN_KEY_TAG, SENSOR_NAME_TAG = "dagster/run_key", "dagster/sensor_name"
@@ -38,7 +39,7 @@ class RunOutcome:
         outcome = cls(requested_by, partition_key, result.success)
         for event in result.get_asset_materialization_events():
             mat = event.step_materialization_data.materialization
-            outcome.materializations[mat.asset_key.to_user_string()] = {k: v.value for k, v in mat.metadata.items()}
+            outcome.materializations[mat.asset_key.path[-1]] = {k: v.value for k, v in mat.metadata.items()}
         for evaluation in result.get_asset_check_evaluations():
             outcome.checks[evaluation.check_name] = (evaluation.passed, evaluation.description or "")
         if not result.success:
@@ -90,8 +91,11 @@ def fewer_garbage_collections(young: int = 10_000) -> Iterator[None]:
 class PipelineDriver:
     """Ticks sensors and automation in process and executes what they request."""
 
-    def __init__(self, defs: dg.Definitions, instance: dg.DagsterInstance, landing_dir: Path, console_log_level: str = "WARNING"):
+    def __init__(self, defs: dg.Definitions, instance: dg.DagsterInstance, landing_dir: Path, console_log_level: str = "WARNING",
+                 dataset: str | None = None):
         self.defs = defs
+        # The dataset whose sensors this drives (default: the one dataset `defs` holds).
+        self.ns = Namespace(dataset or _only_dataset(defs))
         # Run logs always go to the instance (the UI shows them); this only sets what the console echoes.
         self.run_config = {"loggers": {"console": {"config": {"log_level": console_log_level}}}}
         self.instance = instance
@@ -129,8 +133,10 @@ class PipelineDriver:
         self.tick_sensor("analyst_snapshot_sensor")
         return outcomes
 
-    def tick_sensor(self, name: str) -> list[RunOutcome]:
-        """Evaluate one sensor and execute its new run requests (run keys already used are skipped)."""
+    def tick_sensor(self, local: str) -> list[RunOutcome]:
+        """Evaluate one of the dataset's sensors (its name without the dataset prefix) and execute its
+        new run requests (run keys already used are skipped)."""
+        name = self.ns.name(local)
         sensor = self.defs.resolve_sensor_def(name)
         context = dg.build_sensor_context(
             instance=self.instance, cursor=self.cursors.get(name), definitions=self.defs, sensor_name=name,
@@ -152,7 +158,7 @@ class PipelineDriver:
             job = self.defs.resolve_job_def(request.job_name) if request.job_name else (
                 self.defs.resolve_job_def(sensor.job_name) if sensor.has_jobs and not sensor.asset_selection else self.asset_job
             )
-            outcomes.append(self.execute(name, job, request.partition_key, request.asset_selection, tags))
+            outcomes.append(self.execute(local, job, request.partition_key, request.asset_selection, tags))
         return outcomes
 
     def tick_automation(self, evaluation_time: dt.datetime) -> list[RunOutcome]:
@@ -170,7 +176,8 @@ class PipelineDriver:
             if not by_partition:
                 break
             for partition, keys in sorted(by_partition.items(), key=lambda kv: kv[0] or ""):
-                tags = {SENSOR_NAME_TAG: "automation_condition_sensor", "retrain_assets/launched_by": "automation"}
+                tags = {SENSOR_NAME_TAG: self.ns.name("automation_condition_sensor"),
+                        "retrain_assets/launched_by": "automation", **self.ns.tags}
                 outcomes.append(self.execute("automation", self.asset_job, partition, keys, tags))
         return outcomes
 
@@ -189,3 +196,11 @@ class PipelineDriver:
             raise_on_error=False,
         )
         return RunOutcome.from_result(requested_by, partition_key, result)
+
+
+def _only_dataset(defs: dg.Definitions) -> str:
+    """The dataset prefix every asset of `defs` shares."""
+    prefixes = {key.path[0] for key in defs.resolve_all_asset_keys()}
+    if len(prefixes) != 1:
+        raise ValueError(f"the definitions hold {len(prefixes)} datasets ({', '.join(sorted(prefixes))}): name the one to drive")
+    return prefixes.pop()

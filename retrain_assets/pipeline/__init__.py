@@ -27,21 +27,17 @@ from retrain_assets.settings import ProjectSettings
 
 
 def build_definitions(settings: ProjectSettings) -> dg.Definitions:
-    """All assets, checks, sensors and resources for the dataset spec named in `settings`."""
+    """One dataset's pipeline (the spec named in `settings`) with the deployment's resources: a
+    code location of a single dataset (tests, the demo's replay, `retrain-assets replay`)."""
+    return dg.Definitions.merge(build_dataset_definitions(settings), deployment_definitions(settings))
+
+
+def build_dataset_definitions(settings: ProjectSettings) -> dg.Definitions:
+    """All assets, checks, jobs and sensors of the dataset spec named in `settings`, every key under
+    the dataset's prefix (pipeline/shared/namespace.py): what one `DatasetPipeline` component builds."""
     spec = settings.spec
     settings.ensure_dirs()
     partitions_def = partitions_for(spec)
-    resources = {
-        "io_manager": WarehouseIOManager(database=str(settings.warehouse_path), schema="main",
-                                         one_connection_per_run=settings.warehouse_connection_per_run),
-        "warehouse": Warehouse(database=str(settings.warehouse_path), snapshot_path=str(settings.snapshot_path),
-                               reports_dir=str(settings.reports_dir), reports_url=settings.dataset_reports_url),
-        "landing": LandingZone(root=str(settings.landing_dir), restricted_root=str(settings.restricted_dir),
-                               # EnvVar: the key is read at run time and never lands in run config or the UI.
-                               pii_key=dg.EnvVar(PII_KEY_ENV) if os.environ.get(PII_KEY_ENV) else None,
-                               production=settings.production),
-        "model_registry": model_registry_for(settings, spec),
-    }
     return describe_assets(dg.Definitions.merge(
         build_ingestion(spec, partitions_def),
         build_labeling(spec, partitions_def),
@@ -51,10 +47,27 @@ def build_definitions(settings: ProjectSettings) -> dg.Definitions:
         build_deployment(spec),
         build_monitoring(spec, partitions_def),
         build_serving(spec, partitions_def),
-        build_automation(spec, partitions_def),
-        build_recovery(),
-        dg.Definitions(resources=resources, executor=executor_for(settings)),
+        build_automation(spec, partitions_def, settings),
+        build_recovery(spec.name),
     ), spec)
+
+
+def deployment_definitions(settings: ProjectSettings) -> dg.Definitions:
+    """What every dataset of the deployment shares: the resources (one set: each run opens its own
+    dataset's stores, `{dataset}` in their paths) and the executor."""
+    every = settings.for_every_dataset()
+    resources = {
+        "io_manager": WarehouseIOManager(database=str(every.warehouse_path), schema="main",
+                                         one_connection_per_run=settings.warehouse_connection_per_run),
+        "warehouse": Warehouse(database=str(every.warehouse_path), snapshot_path=str(every.snapshot_path),
+                               reports_dir=str(every.reports_dir), reports_url=every.dataset_reports_url),
+        "landing": LandingZone(root=str(every.landing_dir), restricted_root=str(every.restricted_dir),
+                               # EnvVar: the key is read at run time and never lands in run config or the UI.
+                               pii_key=dg.EnvVar(PII_KEY_ENV) if os.environ.get(PII_KEY_ENV) else None,
+                               production=settings.production),
+        "model_registry": model_registry_for(every),
+    }
+    return dg.Definitions(resources=resources, executor=executor_for(settings))
 
 
 def executor_for(settings: ProjectSettings) -> dg.ExecutorDefinition | None:
@@ -70,3 +83,8 @@ def executor_for(settings: ProjectSettings) -> dg.ExecutorDefinition | None:
         return celery_executor.configured({"broker": settings.celery_broker,
                                            "backend": settings.celery_backend or settings.celery_broker})
     return None
+
+
+from retrain_assets.pipeline.component import DatasetPipeline  # noqa: E402  (the component type dg finds here)
+
+__all__ = ["DatasetPipeline", "build_dataset_definitions", "build_definitions", "deployment_definitions"]

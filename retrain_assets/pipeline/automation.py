@@ -1,6 +1,6 @@
-"""Sensors: the landing zone starts ingestion, the retrain policy starts the retrain chain, and
-the analysts' snapshot is republished when the warehouse changed. Per-partition follow-up work
-(labeled_batches) is declarative automation on the asset itself."""
+"""Sensors of one dataset: its landing zone starts ingestion, its retrain policy starts the retrain
+chain, and the analysts' snapshot is republished when its warehouse changed. Per-partition
+follow-up work (labeled_batches) is declarative automation on the asset itself."""
 
 import hashlib
 import json
@@ -10,15 +10,15 @@ import dagster as dg
 
 from retrain_assets.core.ingestion.landing import BATCHES, LABELS, PREDICTIONS, REVIEWS, scan
 from retrain_assets.core.spec import DatasetSpec
-from retrain_assets.pipeline.shared.landing import LandingZone
-from retrain_assets.pipeline.shared.registry import ModelRegistry
+from retrain_assets.pipeline.shared.namespace import Namespace
+from retrain_assets.pipeline.shared.registry import model_registry_for
 from retrain_assets.pipeline.shared.warehouse import Warehouse
 from retrain_assets.pipeline.shared.runs import MODEL_JOB_TAG, model_jobs_in_progress
 from retrain_assets.pipeline.shared.lookups import latest_materialization_metadata
+from retrain_assets.settings import ProjectSettings
 
-INGEST_ASSETS = {BATCHES: [dg.AssetKey("raw_batches"), dg.AssetKey("quarantine")],
-                 LABELS: [dg.AssetKey("labels"), dg.AssetKey("rejected_labels"), dg.AssetKey("review_decisions")],
-                 PREDICTIONS: [dg.AssetKey("prediction_logs"), dg.AssetKey("live_drift")]}
+INGEST_ASSETS = {BATCHES: ["raw_batches", "quarantine"], LABELS: ["labels", "rejected_labels", "review_decisions"],
+                 PREDICTIONS: ["prediction_logs", "live_drift"]}
 # A promoted canary needs its reference profile before the next batch is checked for drift.
 ROLLOUT_ASSETS = ["canary_analysis", "deployed_model", "reference_profile"]
 # New logged predictions or new labels can decide a live trial; a new batch ages it (a trial no
@@ -26,26 +26,31 @@ ROLLOUT_ASSETS = ["canary_analysis", "deployed_model", "reference_profile"]
 ROLLOUT_INPUTS = ("prediction_logs", "labeled_batches", "raw_batches")
 RETRAIN_ASSETS = ["training_set", "candidate_model", "suspect_labels", "evaluation_report", "evaluation_metrics",
                   "evaluation_slices", "deployed_model", "reference_profile"]
-FRESHNESS_CHECK = dg.AssetCheckKey(dg.AssetKey("deployed_model"), "deployed_model_freshness")
+FRESHNESS_CHECK = "deployed_model_freshness"
 # A new materialization of any of these can change the retrain decision.
 POLICY_INPUTS = ("drift_report", "labeled_batches", "deployed_model", "training_set")
 
 
-def build_automation(spec: DatasetSpec, partitions_def: dg.TimeWindowPartitionsDefinition) -> dg.Definitions:
-    """Sensors and the retrain job for `spec`."""
+def build_automation(spec: DatasetSpec, partitions_def: dg.TimeWindowPartitionsDefinition,
+                     settings: ProjectSettings) -> dg.Definitions:
+    """Sensors and the retrain job for `spec`. Sensors read the dataset's stores from `settings`
+    (a sensor tick belongs to no run, so the run-scoped resources cannot tell which dataset)."""
+    ns = Namespace(spec.name)
+    landing_root = settings.landing_dir
     retrain_job = dg.define_asset_job(
-        "retrain_job",
-        selection=dg.AssetSelection.assets(*RETRAIN_ASSETS),
+        ns.name("retrain_job"),
+        selection=dg.AssetSelection.assets(*ns.keys(*RETRAIN_ASSETS)),
         description="Training window -> candidate model -> evaluation (promotion gate) -> deployment.",
-        run_tags={MODEL_JOB_TAG: "retrain"},
+        run_tags={MODEL_JOB_TAG: "retrain", **ns.tags},
     )
 
     @dg.sensor(
-        target=dg.AssetSelection.assets(*(key for keys in INGEST_ASSETS.values() for key in keys)),
+        name=ns.name("landing_zone_sensor"),
+        target=dg.AssetSelection.assets(*(ns.key(key) for keys in INGEST_ASSETS.values() for key in keys)),
         minimum_interval_seconds=30,
         default_status=dg.DefaultSensorStatus.RUNNING,
     )
-    def landing_zone_sensor(context: dg.SensorEvaluationContext, landing: LandingZone) -> dg.SensorResult:
+    def landing_zone_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
         """New batch, label or prediction-log files -> an ingestion run for their partition.
 
         The run key hashes the distinct contents of all files of the partition, so the same file
@@ -53,7 +58,7 @@ def build_automation(spec: DatasetSpec, partitions_def: dg.TimeWindowPartitionsD
         partition idempotently.
         """
         requested = set(json.loads(context.cursor)) if context.cursor else set()
-        files, ignored = scan(Path(landing.root))
+        files, ignored = scan(landing_root)
         by_partition: dict[tuple[str, str], set[str]] = {}
         # Once per tick: asking the partitions definition per file costs ~0.3 ms each (a year of files, 0.5 s).
         first_window, last_window = partitions_def.get_first_partition_window(), partitions_def.get_last_partition_window()
@@ -73,30 +78,33 @@ def build_automation(spec: DatasetSpec, partitions_def: dg.TimeWindowPartitionsD
             if run_key in requested:
                 continue
             requested.add(run_key)
-            run_requests.append(dg.RunRequest(run_key=run_key, partition_key=key, asset_selection=INGEST_ASSETS[kind],
-                                              tags={"landing_kind": kind}))
+            run_requests.append(dg.RunRequest(run_key=run_key, partition_key=key, asset_selection=ns.keys(*INGEST_ASSETS[kind]),
+                                              tags={"landing_kind": kind, **ns.tags}))
         for message in ignored:
             context.log.warning(f"ignored landing file {message}")
         skip = None if run_requests else dg.SkipReason(f"no new landing files ({len(files)} known, {len(ignored)} ignored)")
         return dg.SensorResult(run_requests=run_requests, cursor=json.dumps(sorted(requested)), skip_reason=skip)
 
     policy_job = dg.define_asset_job(
-        "policy_job",
-        selection=dg.AssetSelection.assets("retrain_decisions", "labeling_requests") | dg.AssetSelection.checks(FRESHNESS_CHECK),
+        ns.name("policy_job"),
+        selection=dg.AssetSelection.assets(*ns.keys("retrain_decisions", "labeling_requests"))
+        | dg.AssetSelection.checks(ns.check("deployed_model", FRESHNESS_CHECK)),
+        run_tags=ns.tags,
         description="Apply the retrain policy to the latest monitoring data and record the decision; "
                     "ask annotators for the rows the champion is least sure about.",
     )
 
-    @dg.sensor(jobs=[policy_job, retrain_job], minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.RUNNING)
+    @dg.sensor(name=ns.name("retrain_sensor"), jobs=[policy_job, retrain_job], minimum_interval_seconds=60,
+               default_status=dg.DefaultSensorStatus.RUNNING)
     def retrain_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
         """Thin shell around the policy: re-decide when monitoring inputs changed (`policy_job`
         records the decision in `retrain_decisions`), and launch `retrain_job` once for every
         decision that says retrain."""
         cursor = json.loads(context.cursor) if context.cursor else {"inputs": "", "acted": ""}
-        decision = latest_materialization_metadata(context.instance, "retrain_decisions")
+        decision = latest_materialization_metadata(context.instance, ns.key("retrain_decisions"))
         decision_id = str(decision.get("decision_id", ""))
         if decision.get("retrain") and decision_id and decision_id != cursor["acted"]:
-            busy = model_jobs_in_progress(context.instance)
+            busy = model_jobs_in_progress(context.instance, spec.name)
             if busy:
                 # One model job at a time, whatever the instance's limits: a retrain already under
                 # way answers this decision; after a rollout the decision is taken up again.
@@ -106,37 +114,40 @@ def build_automation(spec: DatasetSpec, partitions_def: dg.TimeWindowPartitionsD
                     f"retrain decided, but {busy[0].job_name} run {busy[0].run_id} is still in progress"), cursor=json.dumps(cursor))
             cursor["acted"] = decision_id
             return dg.SensorResult(
-                run_requests=[dg.RunRequest(run_key=f"retrain:{decision_id}", job_name="retrain_job",
+                run_requests=[dg.RunRequest(run_key=f"retrain:{decision_id}", job_name=retrain_job.name,
                                             tags={"retrain_trigger": str(decision.get("trigger")),
                                                   "retrain_reason": str(decision.get("reason"))[:200]})],
                 cursor=json.dumps(cursor))
-        storage_ids = [_latest_storage_id(context.instance, key) for key in POLICY_INPUTS]
+        storage_ids = [_latest_storage_id(context.instance, ns.key(key)) for key in POLICY_INPUTS]
         inputs = ",".join(map(str, storage_ids))
         if inputs == cursor["inputs"] or not any(storage_ids):
             return dg.SensorResult(skip_reason=dg.SkipReason(f"no new monitoring data; last decision: {decision.get('reason', 'none')}"),
                                    cursor=json.dumps(cursor))
         cursor["inputs"] = inputs
-        return dg.SensorResult(run_requests=[dg.RunRequest(run_key=f"policy:{inputs}", job_name="policy_job")],
+        return dg.SensorResult(run_requests=[dg.RunRequest(run_key=f"policy:{inputs}", job_name=policy_job.name)],
                                cursor=json.dumps(cursor))
 
     rollout_job = dg.define_asset_job(
-        "rollout_job",
-        selection=dg.AssetSelection.assets(*ROLLOUT_ASSETS),
+        ns.name("rollout_job"),
+        selection=dg.AssetSelection.assets(*ns.keys(*ROLLOUT_ASSETS)),
         description="Judge the challenger on live trial against the champion on logged, labelled requests; "
                     "promote it or roll it back (recorded in deployed_model).",
-        run_tags={MODEL_JOB_TAG: "rollout"},
+        run_tags={MODEL_JOB_TAG: "rollout", **ns.tags},
     )
+    model_registry = model_registry_for(settings, spec, in_dagster=False)
 
-    @dg.sensor(job=rollout_job, minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.RUNNING)
-    def rollout_sensor(context: dg.SensorEvaluationContext, model_registry: ModelRegistry) -> dg.SensorResult:
+    @dg.sensor(name=ns.name("rollout_sensor"), job=rollout_job, minimum_interval_seconds=60,
+               default_status=dg.DefaultSensorStatus.RUNNING)
+    def rollout_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
         """While a canary or shadow is on trial, re-run the canary analysis whenever new logged
         predictions, labels or batches arrived; `deployed_model` then promotes, rolls back or lets
         an expired trial go."""
         state = model_registry.deployment_state()
         if state.challenger is None:
             return dg.SensorResult(skip_reason=dg.SkipReason("no challenger on live trial"), cursor=context.cursor)
-        inputs = f"{state.challenger}:" + ",".join(str(_latest_storage_id(context.instance, key)) for key in ROLLOUT_INPUTS)
-        busy = model_jobs_in_progress(context.instance)
+        inputs = f"{state.challenger}:" + ",".join(str(_latest_storage_id(context.instance, ns.key(key)))
+                                                   for key in ROLLOUT_INPUTS)
+        busy = model_jobs_in_progress(context.instance, spec.name)
         if busy:  # the cursor stays: the trial is judged once that run has ended
             return dg.SensorResult(skip_reason=dg.SkipReason(f"{busy[0].job_name} run {busy[0].run_id} is still in progress"),
                                    cursor=context.cursor)
@@ -146,8 +157,12 @@ def build_automation(spec: DatasetSpec, partitions_def: dg.TimeWindowPartitionsD
         return dg.SensorResult(run_requests=[dg.RunRequest(run_key=f"rollout:{inputs}", tags={"trial_version": state.challenger})],
                                cursor=inputs)
 
-    @dg.sensor(minimum_interval_seconds=30, default_status=dg.DefaultSensorStatus.RUNNING)
-    def analyst_snapshot_sensor(context: dg.SensorEvaluationContext, warehouse: Warehouse) -> dg.SkipReason:
+    warehouse = Warehouse(database=str(settings.warehouse_path), snapshot_path=str(settings.snapshot_path),
+                          reports_dir=str(settings.reports_dir))
+
+    @dg.sensor(name=ns.name("analyst_snapshot_sensor"), minimum_interval_seconds=30,
+               default_status=dg.DefaultSensorStatus.RUNNING)
+    def analyst_snapshot_sensor(context: dg.SensorEvaluationContext) -> dg.SkipReason:
         """Republish the read-only analyst snapshot whenever the warehouse file changed."""
         source, target = Path(warehouse.database), Path(warehouse.snapshot_path)
         if not source.exists():
@@ -159,11 +174,11 @@ def build_automation(spec: DatasetSpec, partitions_def: dg.TimeWindowPartitionsD
 
     # Dagster's implicit automation sensor starts STOPPED; declare it so `dagster dev` runs it.
     automation_sensor = dg.AutomationConditionSensorDefinition(
-        "automation_condition_sensor",
-        target=dg.AssetSelection.all(),
+        ns.name("automation_condition_sensor"),
+        target=ns.selection(),
         default_status=dg.DefaultSensorStatus.RUNNING,
         minimum_interval_seconds=30,
-        run_tags={"retrain_assets/launched_by": "automation"},
+        run_tags={"retrain_assets/launched_by": "automation", **ns.tags},
         description="Evaluates the assets' AutomationConditions (labeled_batches follows raw_batches and labels).",
     )
     return dg.Definitions(
@@ -172,6 +187,6 @@ def build_automation(spec: DatasetSpec, partitions_def: dg.TimeWindowPartitionsD
     )
 
 
-def _latest_storage_id(instance: dg.DagsterInstance, asset: str) -> int:
-    records = instance.fetch_materializations(dg.AssetKey(asset), limit=1).records
+def _latest_storage_id(instance: dg.DagsterInstance, asset: dg.AssetKey) -> int:
+    records = instance.fetch_materializations(asset, limit=1).records
     return records[0].storage_id if records else 0

@@ -20,15 +20,16 @@ from retrain_assets.pipeline.shared.landing import LandingZone
 from retrain_assets.pipeline.shared.registry import ModelRegistry
 from retrain_assets.core.roles import CHAMPION
 from retrain_assets.pipeline.shared.warehouse import Warehouse
-from retrain_assets.pipeline.shared.io_manager import WAREHOUSE_POOL
+from retrain_assets.pipeline.shared.namespace import Namespace
 from retrain_assets.pipeline.shared.lookups import produced_candidate_version
 
 
 def build_curation(spec: DatasetSpec) -> dg.Definitions:
     """Suspect labels and labeling requests for `spec`."""
+    ns = Namespace(spec.name)
     gates, id_col, target = spec.policy.labels, spec.id_column, spec.target.name
 
-    @dg.asset(pool=WAREHOUSE_POOL, group_name="curation", deps=["candidate_model"], kinds={"duckdb", "scikitlearn"})
+    @dg.asset(key_prefix=ns.prefix, ins=ns.ins("training_set"), pool=ns.pool, group_name=ns.name("curation"), deps=ns.keys("candidate_model"), kinds={"duckdb", "scikitlearn"})
     def suspect_labels(context: dg.AssetExecutionContext, training_set: pd.DataFrame, model_registry: ModelRegistry,
                        warehouse: Warehouse) -> dg.Output[pd.DataFrame]:
         """Every label flagged for re-review so far: after each retrain, per batch of the training window,
@@ -36,7 +37,7 @@ def build_curation(spec: DatasetSpec) -> dg.Definitions:
         (confident learning: the other class beats its per-class threshold over the window, the given
         one does not)."""
         version = produced_candidate_version(
-            context.instance, warehouse.query("select model_version, created_at from candidate_model"))
+            context.instance, ns, warehouse.query("select model_version, created_at from candidate_model"))
         earlier = warehouse.query("select * from suspect_labels")
         if len(earlier) and (earlier["model_version"].astype(str) == version).any():
             return dg.Output(earlier, metadata={"dagster/row_count": len(earlier), "new_suspects": 0, "model_version": version,
@@ -65,7 +66,7 @@ def build_curation(spec: DatasetSpec) -> dg.Definitions:
         history = warehouse.with_history("suspect_labels", new)
         return dg.Output(history, metadata={"dagster/row_count": len(history), "new_suspects": len(new), "model_version": version})
 
-    @dg.asset(pool=WAREHOUSE_POOL, group_name="curation", deps=["raw_batches", "labels", "deployed_model"], kinds={"duckdb", "scikitlearn"})
+    @dg.asset(key_prefix=ns.prefix, pool=ns.pool, group_name=ns.name("curation"), deps=ns.keys("raw_batches", "labels", "deployed_model"), kinds={"duckdb", "scikitlearn"})
     def labeling_requests(context: dg.AssetExecutionContext, model_registry: ModelRegistry, warehouse: Warehouse,
                           landing: LandingZone) -> dg.Output[pd.DataFrame]:
         """The rows annotators should label next: the champion's most uncertain among the recent unlabeled
@@ -91,7 +92,7 @@ def build_curation(spec: DatasetSpec) -> dg.Definitions:
             id_col: pool[id_col].iloc[picks].astype(str).to_numpy(), "champion_version": champion,
             "champion_score": proba[picks], "uncertainty": uncertainty(proba[picks]), "rank": np.arange(1, len(picks) + 1)})
         newest = pd.Timestamp(pool[PARTITION_COLUMN].max())
-        path = Path(landing.root) / REQUESTS / f"{newest:%Y-%m-%d}__labeling_requests.csv"
+        path = Path(landing.root_path) / REQUESTS / f"{newest:%Y-%m-%d}__labeling_requests.csv"
         write_atomically(requests.drop(columns=["requested_at"]), path)
         context.log.info(f"asked for {len(requests)} labels in {path}")
         return dg.Output(warehouse.with_history("labeling_requests", requests), metadata={

@@ -21,7 +21,7 @@ from retrain_assets.core.reports.timeline import render_timeline_html
 from retrain_assets.pipeline.shared.lookups import TRIAL_START_TAG, delivered_partitions
 from retrain_assets.pipeline.shared.registry import ModelRegistry
 from retrain_assets.pipeline.shared.warehouse import Warehouse
-from retrain_assets.pipeline.shared.io_manager import WAREHOUSE_POOL
+from retrain_assets.pipeline.shared.namespace import Namespace
 
 # The table's columns, in order: the DuckDB IO manager inserts by position, so every row has all of them.
 DEPLOYMENT_COLUMNS = ("deployed_at", "action", "candidate_version", "champion_version", "previous_version", "canary_version",
@@ -44,9 +44,10 @@ class DeploymentCommand(dg.Config):
 
 def build_deployment(spec: DatasetSpec) -> dg.Definitions:
     """Deployment state for `spec`'s model."""
+    ns = Namespace(spec.name)
     rollout = spec.policy.rollout
 
-    @dg.asset(pool=WAREHOUSE_POOL, group_name="deployment", deps=["canary_analysis"], kinds={"mlflow", "duckdb"})
+    @dg.asset(key_prefix=ns.prefix, ins=ns.ins("evaluation_report"), pool=ns.pool, group_name=ns.name("deployment"), deps=ns.keys("canary_analysis"), kinds={"mlflow", "duckdb"})
     def deployed_model(
         context: dg.AssetExecutionContext, config: DeploymentCommand, evaluation_report: pd.DataFrame,
         model_registry: ModelRegistry, warehouse: Warehouse,
@@ -141,7 +142,7 @@ def _history_row(step: Transition, after: DeploymentState, evaluations: pd.DataF
 
 def _timeline_links(warehouse: Warehouse, evaluations: pd.DataFrame, name: str, table: pd.DataFrame) -> dict:
     """Rewrite the timeline page from the history this run ends with; its metadata links."""
-    path = Path(warehouse.reports_dir) / "deployment" / "timeline.html"
+    path = Path(warehouse.reports_path) / "deployment" / "timeline.html"
     write_text_atomically(render_timeline_html(table, evaluations, f"Deployment timeline: {name}",
                                                now=pd.Timestamp.now(tz="UTC").tz_convert(None)), path)
     return warehouse.report_links(path, name="timeline")

@@ -25,7 +25,7 @@ from retrain_assets.core.training.modeling import feature_frame, model_family, p
 from retrain_assets.core.spec import DatasetSpec
 from retrain_assets.pipeline.shared.registry import ModelRegistry
 from retrain_assets.pipeline.shared.warehouse import Warehouse
-from retrain_assets.pipeline.shared.io_manager import WAREHOUSE_POOL
+from retrain_assets.pipeline.shared.namespace import Namespace
 from retrain_assets.core.policy.rollout import newest_evaluation
 from retrain_assets.pipeline.shared.lookups import produced_candidate_version
 
@@ -88,17 +88,20 @@ def report_markdown(report: dict, gate) -> str:
 
 def build_evaluation(spec: DatasetSpec) -> dg.Definitions:
     """Evaluation report and promotion gate for `spec`."""
+    ns = Namespace(spec.name)
     policy = spec.policy
 
     @dg.multi_asset(
-        pool=WAREHOUSE_POOL,
-        group_name="evaluation",
+        name=ns.name("evaluation"),
+        ins=ns.ins("training_set", "candidate_model"),
+        pool=ns.pool,
+        group_name=ns.name("evaluation"),
         outs={
-            "evaluation_report": dg.AssetOut(kinds={"duckdb", "scikitlearn"}, description=(
+            "evaluation_report": dg.AssetOut(key_prefix=ns.prefix, kinds={"duckdb", "scikitlearn"}, description=(
                 "One row per evaluation: challenger vs champion on the same time-held-out window, the "
                 "challenger - champion differences with paired bootstrap intervals, and the gate verdict.")),
-            "evaluation_metrics": dg.AssetOut(kinds={"duckdb"}, description="Every metric of each model, per evaluation."),
-            "evaluation_slices": dg.AssetOut(kinds={"duckdb"}, description=(
+            "evaluation_metrics": dg.AssetOut(key_prefix=ns.prefix, kinds={"duckdb"}, description="Every metric of each model, per evaluation."),
+            "evaluation_slices": dg.AssetOut(key_prefix=ns.prefix, kinds={"duckdb"}, description=(
                 "Per-segment metrics and per-group fairness rates of each model, per evaluation.")),
         },
     )
@@ -107,7 +110,7 @@ def build_evaluation(spec: DatasetSpec) -> dg.Definitions:
         """Score challenger and champion on the held-out window and write the report."""
         _, holdout, holdout_keys = split_holdout(training_set, policy.holdout_share)
         y = target_vector(holdout, spec)
-        produced = produced_candidate_version(context.instance, candidate_model)
+        produced = produced_candidate_version(context.instance, ns, candidate_model)
         candidate = candidate_model[candidate_model["model_version"].astype(str) == produced].sort_values("created_at").iloc[-1]
         versions = {CHALLENGER: str(candidate["model_version"]), CHAMPION: model_registry.version_for(CHAMPION)}
         previous = warehouse.query("select * from evaluation_report")
@@ -138,7 +141,7 @@ def build_evaluation(spec: DatasetSpec) -> dg.Definitions:
         evaluated_at = pd.Timestamp.now(tz="UTC").tz_convert(None)
         report["evaluated_at"] = f"{evaluated_at:%Y-%m-%d %H:%M:%S} UTC"
         html = render_evaluation_html({**report, "gate": gate.to_dict()})
-        html_path = Path(warehouse.reports_dir) / "evaluation" / f"{spec.name}-v{versions[CHALLENGER]}.html"
+        html_path = Path(warehouse.reports_path) / "evaluation" / f"{spec.name}-v{versions[CHALLENGER]}.html"
         write_text_atomically(html, html_path)
         mlflow_run_id = str(candidate["mlflow_run_id"])
         model_registry.log_evaluation(mlflow_run_id, report, gate.passed, html)
@@ -163,7 +166,7 @@ def build_evaluation(spec: DatasetSpec) -> dg.Definitions:
         yield dg.Output(warehouse.with_history("evaluation_slices", slices), output_name="evaluation_slices",
                         metadata={"dagster/row_count": len(slices), **warehouse.report_links(html_path)})
 
-    @dg.asset_check(asset="evaluation_report", blocking=True, name=PROMOTION_GATE,
+    @dg.asset_check(asset=ns.key("evaluation_report"), blocking=True, name=PROMOTION_GATE,
                     description="Promotion gate from the policy: absolute SLOs (ROC AUC, calibration, latency, fairness), "
                                 "then superiority or non-inferiority on the bootstrap interval, slices and fairness vs the champion.")
     def evaluation_report_promotion_gate(evaluation_report: pd.DataFrame) -> dg.AssetCheckResult:

@@ -17,7 +17,7 @@ from retrain_assets.core.spec import DatasetSpec
 from retrain_assets.pipeline.shared.partitioning import partition_window
 from retrain_assets.pipeline.shared.landing import LandingZone
 from retrain_assets.pipeline.shared.warehouse import Warehouse
-from retrain_assets.pipeline.shared.io_manager import WAREHOUSE_POOL
+from retrain_assets.pipeline.shared.namespace import Namespace
 from retrain_assets.pipeline.shared.lookups import CONTRACT_CHECK
 
 # The one quarantine record of an unreadable file: its name and where it lies in the landing zone.
@@ -29,19 +29,22 @@ EMPTY_QUARANTINE = pd.DataFrame({"source_file": pd.Series(dtype=str), "row_numbe
 
 def build_ingestion(spec: DatasetSpec, partitions_def: dg.PartitionsDefinition) -> dg.Definitions:
     """The partitioned ingestion multi-asset for `spec`."""
+    ns = Namespace(spec.name)
 
     @dg.multi_asset(
-        pool=WAREHOUSE_POOL,
-        name="ingest_batches",
+        pool=ns.pool,
+        name=ns.name("ingest_batches"),
         partitions_def=partitions_def,
-        group_name="ingestion",
+        group_name=ns.name("ingestion"),
         outs={
             "raw_batches": dg.AssetOut(
+                key_prefix=ns.prefix,
                 description=f"Rows of each {spec.partitions.granularity} batch of '{spec.name}' that honour the data contract.",
                 metadata={"partition_expr": PARTITION_COLUMN},
                 kinds={"duckdb", "pandas"},
             ),
             "quarantine": dg.AssetOut(
+                key_prefix=ns.prefix,
                 description=("Rows rejected by the contract, with the reason, per partition: the row as JSON with PII "
                              "pseudonymized, and `raw_copy`, the delivered file kept byte for byte in the restricted "
                              "(owner-only) folder."),
@@ -52,7 +55,7 @@ def build_ingestion(spec: DatasetSpec, partitions_def: dg.PartitionsDefinition) 
         check_specs=[
             dg.AssetCheckSpec(
                 CONTRACT_CHECK,
-                asset="raw_batches",
+                asset=ns.key("raw_batches"),
                 blocking=True,
                 partitions_def=partitions_def,
                 description=(
@@ -67,7 +70,7 @@ def build_ingestion(spec: DatasetSpec, partitions_def: dg.PartitionsDefinition) 
         files = landing.files_in_window(BATCHES, start, end)
         if not files:
             raise dg.Failure(
-                f"no batch file for partition {context.partition_key} in {landing.root}/{BATCHES}: "
+                f"no batch file for partition {context.partition_key} in {landing.root_path}/{BATCHES}: "
                 f"expected a file named {start:%Y-%m-%d}[...].csv or .parquet"
             )
         key = landing.pii_key_bytes()
@@ -118,7 +121,7 @@ def build_ingestion(spec: DatasetSpec, partitions_def: dg.PartitionsDefinition) 
         yield dg.Output(quarantined, output_name="quarantine", metadata={"dagster/row_count": len(quarantined)})
         yield dg.AssetCheckResult(
             check_name=CONTRACT_CHECK,
-            asset_key="raw_batches",
+            asset_key=ns.key("raw_batches"),
             passed=passed,
             description=verdict,
             metadata={

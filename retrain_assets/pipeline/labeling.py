@@ -25,7 +25,7 @@ from retrain_assets.pipeline.shared.landing import LandingZone
 from retrain_assets.pipeline.shared.registry import ModelRegistry
 from retrain_assets.core.roles import CHAMPION
 from retrain_assets.pipeline.shared.warehouse import Warehouse
-from retrain_assets.pipeline.shared.io_manager import WAREHOUSE_POOL
+from retrain_assets.pipeline.shared.namespace import Namespace
 
 # Eager, but for every partition (history replays land old partitions) and never past a failed
 # blocking check upstream (a blocked batch must not reach training).
@@ -42,27 +42,28 @@ REVIEW_FIX = "record the decision again with `retrain-assets review`"
 
 def build_labeling(spec: DatasetSpec, partitions_def: dg.PartitionsDefinition) -> dg.Definitions:
     """Label ingestion, label resolution and the review queue for `spec`."""
+    ns = Namespace(spec.name)
     target, id_col = spec.target.name, spec.id_column
     gates = spec.policy.labels
 
     @dg.multi_asset(
-        pool=WAREHOUSE_POOL,
-        name="ingest_labels",
+        pool=ns.pool,
+        name=ns.name("ingest_labels"),
         partitions_def=partitions_def,
-        group_name="labeling",
+        group_name=ns.name("labeling"),
         outs={
-            "labels": dg.AssetOut(description=(
+            "labels": dg.AssetOut(key_prefix=ns.prefix, description=(
                 f"Every annotation of '{target}' for the partition's rows: id, label, source, annotator, confidence, "
                 "labeled_at, file. The same annotator and source re-delivering a row: the newest file wins. Within "
                 "one file, identical rows are stored once and differing ones all kept (their row goes to review as "
                 "`conflicting`); the metadata counts both, so rows delivered = stored + rejected + collapsed + "
                 "replaced."),
                 metadata={"partition_expr": PARTITION_COLUMN}, kinds={"duckdb"}),
-            "rejected_labels": dg.AssetOut(description=(
+            "rejected_labels": dg.AssetOut(key_prefix=ns.prefix, description=(
                 "Label and review-file rows (or whole files) that cannot be used, with the reason and what to do, and "
                 "`raw_copy`, the file kept byte for byte in the restricted folder."),
                                            metadata={"partition_expr": PARTITION_COLUMN}, kinds={"duckdb"}),
-            "review_decisions": dg.AssetOut(description=(
+            "review_decisions": dg.AssetOut(key_prefix=ns.prefix, description=(
                 "Append-only audit of review decisions: who, when, the item, the label before and after, and why."),
                 metadata={"partition_expr": PARTITION_COLUMN}, kinds={"duckdb"}),
         },
@@ -71,7 +72,7 @@ def build_labeling(spec: DatasetSpec, partitions_def: dg.PartitionsDefinition) -
         start, end = partition_window(context)
         files = landing.files_in_window(LABELS, start, end)
         if not files:
-            raise dg.Failure(f"no label file for partition {context.partition_key} in {landing.root}/{LABELS}")
+            raise dg.Failure(f"no label file for partition {context.partition_key} in {landing.root_path}/{LABELS}")
         accepted, rejected, delivered, refused = [], [], 0, 0
 
         def read(file: LandingFile) -> pd.DataFrame | None:
@@ -114,29 +115,30 @@ def build_labeling(spec: DatasetSpec, partitions_def: dg.PartitionsDefinition) -
             "dagster/row_count": len(decisions_frame), "files": [f.path.name for f in decision_files]})
 
     @dg.multi_asset(
-        pool=WAREHOUSE_POOL,
-        name="resolve_labels",
+        ins=ns.ins("raw_batches", "labels"),
+        pool=ns.pool,
+        name=ns.name("resolve_labels"),
         partitions_def=partitions_def,
-        group_name="labeling",
+        group_name=ns.name("labeling"),
         outs={
-            "labeled_batches": dg.AssetOut(description=(
+            "labeled_batches": dg.AssetOut(key_prefix=ns.prefix, description=(
                 "Contract-clean batch rows joined with their resolved labels: what training and monitoring read."),
                 metadata={"partition_expr": PARTITION_COLUMN}, automation_condition=FOLLOW_UPSTREAM, kinds={"duckdb", "pandas"}),
-            "review_queue": dg.AssetOut(description=(
+            "review_queue": dg.AssetOut(key_prefix=ns.prefix, description=(
                 "Every label item gated in the partition (low confidence, disputed, unknown id, outside the classes, "
                 "before its event) with the reasons, the annotations, the champion's score and the review status."),
                 metadata={"partition_expr": PARTITION_COLUMN}, automation_condition=FOLLOW_UPSTREAM, kinds={"duckdb"}),
         },
-        deps=["review_decisions"],
+        deps=ns.keys("review_decisions"),
         check_specs=[dg.AssetCheckSpec(
-            GATED_SHARE_CHECK, asset="labeled_batches", partitions_def=partitions_def,
+            GATED_SHARE_CHECK, asset=ns.key("labeled_batches"), partitions_def=partitions_def,
             description=f"Fails when more than {gates.max_gated_share:.0%} of the partition's annotated rows were gated "
                         "(policy.labels.max_gated_share): the labeling itself needs attention.")],
     )
     def resolve_labels_step(context: dg.AssetExecutionContext, raw_batches: pd.DataFrame, labels: pd.DataFrame,
                             model_registry: ModelRegistry, warehouse: Warehouse):
         start, _ = partition_window(context)
-        if blocked := unusable_batches(context.instance, [context.partition_key]):
+        if blocked := unusable_batches(context.instance, ns, [context.partition_key]):
             # Automation never requests a blocked partition; a manual run or a backfill must not label it either.
             raise dg.Failure(f"{blocked[context.partition_key].rstrip('.')}. labeled_batches joins labels only to a batch that "
                              f"passed {CONTRACT_CHECK}, so nothing of this partition reaches training; it follows by "
@@ -182,7 +184,7 @@ def build_labeling(spec: DatasetSpec, partitions_def: dg.PartitionsDefinition) -
             "by_gate": dg.MetadataValue.json(queue[queue["status"] == "open"]["gate"].value_counts().to_dict())})
         by_gate = resolution.gated["gate"].value_counts().to_dict() if len(resolution.gated) else {}
         yield dg.AssetCheckResult(
-            check_name=GATED_SHARE_CHECK, asset_key="labeled_batches",
+            check_name=GATED_SHARE_CHECK, asset_key=ns.key("labeled_batches"),
             passed=gated_share <= gates.max_gated_share,
             severity=dg.AssetCheckSeverity.ERROR,
             description=(f"{len(resolution.gated)} of {annotated} annotated rows gated ({gated_share:.1%}; "

@@ -22,7 +22,7 @@ from retrain_assets.pipeline.shared.partitioning import partition_window
 from retrain_assets.pipeline.shared.registry import ModelRegistry
 from retrain_assets.core.roles import CHAMPION
 from retrain_assets.pipeline.shared.warehouse import Warehouse
-from retrain_assets.pipeline.shared.io_manager import WAREHOUSE_POOL
+from retrain_assets.pipeline.shared.namespace import Namespace
 from retrain_assets.pipeline.shared.lookups import latest_materialization_metadata
 from retrain_assets.pipeline.shared.lookups import latest_reference, gather_history
 
@@ -46,9 +46,10 @@ FOLLOW_BATCH_AND_LABELS = (
 
 def build_monitoring(spec: DatasetSpec, partitions_def: dg.PartitionsDefinition) -> dg.Definitions:
     """Reference profile, drift report, retrain decisions and their checks for `spec`."""
+    ns = Namespace(spec.name)
     policy = spec.policy
 
-    @dg.asset(pool=WAREHOUSE_POOL, group_name="monitoring", deps=["deployed_model"], kinds={"duckdb"})
+    @dg.asset(key_prefix=ns.prefix, ins=ns.ins("training_set"), pool=ns.pool, group_name=ns.name("monitoring"), deps=ns.keys("deployed_model"), kinds={"duckdb"})
     def reference_profile(
         context: dg.AssetExecutionContext, training_set: pd.DataFrame, model_registry: ModelRegistry, warehouse: Warehouse
     ) -> dg.Output[pd.DataFrame]:
@@ -65,7 +66,7 @@ def build_monitoring(spec: DatasetSpec, partitions_def: dg.PartitionsDefinition)
                              metadata={"model_version": champion, "status": "profile of this champion already stored"})
         train, _, _ = split_holdout(training_set, policy.holdout_share)
         scores = predict_scores(model_registry.load(champion), train, spec)
-        data_version = str(latest_materialization_metadata(context.instance, "training_set").get("data_version", ""))
+        data_version = str(latest_materialization_metadata(context.instance, ns.key("training_set")).get("data_version", ""))
         profile = build_reference_profile(train, spec.numeric_features, spec.categorical_features, scores=scores,
                                           labels=target_vector(train, spec), thresholds=policy.drift, created_from=data_version)
         sample = reference_sample(train, spec.feature_columns, seed=policy.random_seed)
@@ -76,13 +77,15 @@ def build_monitoring(spec: DatasetSpec, partitions_def: dg.PartitionsDefinition)
                          metadata={"model_version": champion, "reference_rows": len(train), "data_version": data_version})
 
     @dg.asset(
-        pool=WAREHOUSE_POOL,
+        key_prefix=ns.prefix,
+        ins=ns.ins("raw_batches"),
+        pool=ns.pool,
         partitions_def=partitions_def,
-        group_name="monitoring",
-        deps=["labeled_batches", "reference_profile"],
+        group_name=ns.name("monitoring"),
+        deps=ns.keys("labeled_batches", "reference_profile"),
         metadata={"partition_expr": PARTITION_COLUMN},
         automation_condition=FOLLOW_BATCH_AND_LABELS,
-        check_specs=[dg.AssetCheckSpec(DRIFT_CHECK, asset="drift_report", partitions_def=partitions_def, blocking=False,
+        check_specs=[dg.AssetCheckSpec(DRIFT_CHECK, asset=ns.key("drift_report"), partitions_def=partitions_def, blocking=False,
                                        description=f"WARN when this batch drifted; ERROR when {policy.drift_min_batches} of the "
                                                    f"last {policy.drift_window_batches} batches drifted (the policy's drift clause).")],
         kinds={"duckdb", "html"},
@@ -122,14 +125,14 @@ def build_monitoring(spec: DatasetSpec, partitions_def: dg.PartitionsDefinition)
                                             # nullable boolean: a first report without labels must not create a "NULL"-typed column
                                             "estimate_reliable": pd.array([summary["estimate_reliable"]] * len(result.features),
                                                                           dtype="boolean")})
-        html_path = Path(warehouse.reports_dir) / "drift" / f"{context.partition_key}.html"
+        html_path = Path(warehouse.reports_path) / "drift" / f"{context.partition_key}.html"
         write_text_atomically(render_drift_html(f"Drift report {context.partition_key} vs champion v{champion}",
                                                 result.features, summary, profile, raw_batches), html_path)
         # The trend across partitions: the other partitions' stored rows plus this run's (the table
         # reads empty before its first write).
         others = warehouse.query(f"select {', '.join(TREND_COLUMNS)} from drift_report where {PARTITION_COLUMN} <> ?", [start])
         history = pd.concat([others, report[list(TREND_COLUMNS)]], ignore_index=True) if len(others) else report
-        trend_path = Path(warehouse.reports_dir) / "drift" / "trend.html"
+        trend_path = Path(warehouse.reports_path) / "drift" / "trend.html"
         write_text_atomically(render_drift_trend_html(history, policy.drift.dataset_drift_share, f"Drift over time: {spec.name}"),
                               trend_path)
         top = result.features.sort_values(["drifted", "drift_score"], ascending=[False, False]).head(8)
@@ -162,11 +165,11 @@ def build_monitoring(spec: DatasetSpec, partitions_def: dg.PartitionsDefinition)
             description=words, metadata={"drifted_batches": drift.drifted_batches, "drift_share": summary["drift_share"]},
         )
 
-    @dg.asset(pool=WAREHOUSE_POOL, group_name="monitoring", deps=["drift_report", "labeled_batches", "deployed_model"], kinds={"duckdb"})
+    @dg.asset(key_prefix=ns.prefix, pool=ns.pool, group_name=ns.name("monitoring"), deps=ns.keys("drift_report", "labeled_batches", "deployed_model"), kinds={"duckdb"})
     def retrain_decisions(context: dg.AssetExecutionContext, model_registry: ModelRegistry, warehouse: Warehouse) -> dg.Output[pd.DataFrame]:
         """Every retrain decision (triggered or suppressed), with the reason and the numbers.
         The retrain sensor launches `retrain_job` for each decision that says retrain."""
-        history = gather_history(context.instance, model_registry, warehouse)
+        history = gather_history(context.instance, ns, model_registry, warehouse)
         decision = decide_retrain(history, policy)
         known = sorted(set(history.labeled_partitions) | {s.partition for s in history.signals})
         row = pd.DataFrame([{
@@ -186,10 +189,10 @@ def build_monitoring(spec: DatasetSpec, partitions_def: dg.PartitionsDefinition)
             "model_age_partitions": int(decision.numbers.get("model_age_partitions", 0)),
         })
 
-    @dg.asset_check(asset="deployed_model", name="deployed_model_freshness", additional_deps=["retrain_decisions"],
+    @dg.asset_check(asset=ns.key("deployed_model"), name="deployed_model_freshness", additional_deps=ns.keys("retrain_decisions"),
                     description=f"WARN when the champion is older than {policy.max_model_age_partitions} newly labeled partitions.")
     def deployed_model_freshness(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
-        age = latest_materialization_metadata(context.instance, "retrain_decisions").get("model_age_partitions")
+        age = latest_materialization_metadata(context.instance, ns.key("retrain_decisions")).get("model_age_partitions")
         if age is None:
             return dg.AssetCheckResult(passed=True, description="no retrain decision recorded yet")
         fresh = int(age) < policy.max_model_age_partitions

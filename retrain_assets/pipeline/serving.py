@@ -22,7 +22,7 @@ from retrain_assets.pipeline.shared.partitioning import partition_window
 from retrain_assets.pipeline.shared.landing import LandingZone
 from retrain_assets.pipeline.shared.registry import ModelRegistry
 from retrain_assets.pipeline.shared.warehouse import Warehouse
-from retrain_assets.pipeline.shared.io_manager import WAREHOUSE_POOL
+from retrain_assets.pipeline.shared.namespace import Namespace
 from retrain_assets.pipeline.shared.lookups import live_pairs, trial_clock_of
 
 LOG_KEY = ["request_id", "row_index", "role", "model_version"]
@@ -35,19 +35,22 @@ ANALYSIS_NUMBERS = ("live_rows", "live_positives", "partitions_elapsed", "offlin
 
 def build_serving(spec: DatasetSpec, partitions_def: dg.PartitionsDefinition) -> dg.Definitions:
     """Prediction-log ingestion, live drift and the canary analysis for `spec`."""
+    ns = Namespace(spec.name)
     policy = spec.policy
 
     @dg.multi_asset(
-        pool=WAREHOUSE_POOL,
-        name="ingest_prediction_logs",
+        pool=ns.pool,
+        name=ns.name("ingest_prediction_logs"),
         partitions_def=partitions_def,
-        group_name="serving",
+        group_name=ns.name("serving"),
         outs={
             "prediction_logs": dg.AssetOut(
+                key_prefix=ns.prefix,
                 description="Every prediction the service made for requests of this partition: request and entity id, "
                             "features, which model scored it in which role, whether it answered, score and latency.",
                 metadata={"partition_expr": PARTITION_COLUMN}, kinds={"duckdb", "pandas"}),
             "live_drift": dg.AssetOut(
+                key_prefix=ns.prefix,
                 description="Drift of the live request inputs (every logged request row) against the serving "
                             "champion's reference profile: drift reports on live traffic, before any batch lands.",
                 metadata={"partition_expr": PARTITION_COLUMN}, kinds={"duckdb"}),
@@ -62,7 +65,7 @@ def build_serving(spec: DatasetSpec, partitions_def: dg.PartitionsDefinition) ->
             except LandingFileError as exc:  # a torn or foreign file: the rest of the log still counts
                 context.log.error(f"prediction log {exc}")
         if not frames:
-            raise dg.Failure(f"no prediction-log file for partition {context.partition_key} in {landing.root}/{PREDICTIONS}")
+            raise dg.Failure(f"no prediction-log file for partition {context.partition_key} in {landing.root_path}/{PREDICTIONS}")
         logs = typed_log(pd.concat(frames, ignore_index=True).drop_duplicates(LOG_KEY, keep="first"), spec)
         logs.insert(0, PARTITION_COLUMN, start)
         served = logs[logs["served"].astype(bool)]
@@ -93,7 +96,7 @@ def build_serving(spec: DatasetSpec, partitions_def: dg.PartitionsDefinition) ->
             "drifted": dg.MetadataValue.json(sorted(features.loc[features["drifted"].astype(bool), "feature"].tolist())),
         })
 
-    @dg.asset(pool=WAREHOUSE_POOL, group_name="serving", deps=["raw_batches", "prediction_logs", "labeled_batches", "evaluation_report"],
+    @dg.asset(key_prefix=ns.prefix, pool=ns.pool, group_name=ns.name("serving"), deps=ns.keys("raw_batches", "prediction_logs", "labeled_batches", "evaluation_report"),
               kinds={"duckdb", "mlflow"})
     def canary_analysis(context: dg.AssetExecutionContext, model_registry: ModelRegistry, warehouse: Warehouse) -> dg.Output[pd.DataFrame]:
         """The challenger on live trial (canary or shadow) vs the champion on the same logged

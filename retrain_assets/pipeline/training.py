@@ -18,16 +18,17 @@ from retrain_assets.pipeline.shared.registry import ModelRegistry
 from retrain_assets.core.roles import CHALLENGER, CHAMPION
 from retrain_assets.pipeline.shared.warehouse import Warehouse
 from retrain_assets.pipeline.shared.runs import refuse_if_model_job_running
-from retrain_assets.pipeline.shared.io_manager import WAREHOUSE_POOL
+from retrain_assets.pipeline.shared.namespace import Namespace
 from retrain_assets.pipeline.shared.lookups import latest_materialization_metadata
 
 
 def build_training(spec: DatasetSpec) -> dg.Definitions:
     """Training window and candidate model for `spec`."""
+    ns = Namespace(spec.name)
     policy = spec.policy
     partitions_def = partitions_for(spec)
 
-    @dg.asset(pool=WAREHOUSE_POOL, group_name="training", deps=["labeled_batches"], kinds={"duckdb", "pandas"})
+    @dg.asset(key_prefix=ns.prefix, pool=ns.pool, group_name=ns.name("training"), deps=ns.keys("labeled_batches"), kinds={"duckdb", "pandas"})
     def training_set(context: dg.AssetExecutionContext, warehouse: Warehouse) -> dg.Output[pd.DataFrame]:
         """The newest labeled partitions (policy.training_window_partitions) whose batch passed the
         contract check, versioned by content hash. A partition blocked after it was labeled (a later
@@ -37,7 +38,7 @@ def build_training(spec: DatasetSpec) -> dg.Definitions:
         labeled = warehouse.query(f"select distinct {PARTITION_COLUMN} as p from labeled_batches order by p desc")["p"]
         keys = {partitions_def.get_partition_key_for_timestamp(pd.Timestamp(p).tz_localize("UTC").timestamp()): p
                 for p in labeled}
-        blocked = unusable_batches(context.instance, list(keys))
+        blocked = unusable_batches(context.instance, ns, list(keys))
         for why in blocked.values():
             context.log.warning(f"left out of training: {why}")
         usable = [f"{pd.Timestamp(p):%Y-%m-%d %H:%M:%S}" for key, p in keys.items() if key not in blocked]
@@ -63,7 +64,7 @@ def build_training(spec: DatasetSpec) -> dg.Definitions:
             },
         )
 
-    @dg.asset(pool=WAREHOUSE_POOL, group_name="training", kinds={"duckdb", "mlflow", "scikitlearn"})
+    @dg.asset(key_prefix=ns.prefix, ins=ns.ins("training_set"), pool=ns.pool, group_name=ns.name("training"), kinds={"duckdb", "mlflow", "scikitlearn"})
     def candidate_model(
         context: dg.AssetExecutionContext, training_set: pd.DataFrame, model_registry: ModelRegistry, warehouse: Warehouse
     ) -> dg.Output[pd.DataFrame]:
@@ -71,7 +72,7 @@ def build_training(spec: DatasetSpec) -> dg.Definitions:
         families on the window minus its held-out tail, and is registered as `challenger` with
         its lineage (training partitions, data version, code version, Dagster run) as tags."""
         refuse_if_model_job_running(context)
-        upstream = latest_materialization_metadata(context.instance, "training_set")
+        upstream = latest_materialization_metadata(context.instance, ns.key("training_set"))
         data_version = str(upstream.get("data_version", content_hash(training_set)))
         train, _, holdout_keys = split_holdout(training_set, policy.holdout_share)
         train_keys = [f"{pd.Timestamp(k):%Y-%m-%d}" for k in sorted(train[PARTITION_COLUMN].unique())]
@@ -98,7 +99,7 @@ def build_training(spec: DatasetSpec) -> dg.Definitions:
         with model_registry.tracking_run(context, tags={k: lineage[k] for k in ("data_version", "code_version", "dataset")}):
             selection = _search_and_log(context, train, spec, policy, len(train_keys), lineage["holdout_partitions"])
             trained = selection.model
-            context.log.info(f"registering the {trained.params['model_family']} model in {model_registry.model_name}")
+            context.log.info(f"registering the {trained.params['model_family']} model in {model_registry.registered_model}")
             version, run_id = model_registry.log_and_register(trained.pipeline, feature_frame(train.head(5), spec))
         # training_key goes last (dicts keep order): its presence marks a fully registered version.
         model_registry.tag_version(version, {**{k: v for k, v in lineage.items() if k != "training_key"},

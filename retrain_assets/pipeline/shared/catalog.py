@@ -19,7 +19,7 @@ def describe_assets(defs: dg.Definitions, spec: DatasetSpec) -> dg.Definitions:
     docs = {doc.name: doc for doc in tables(spec)}
 
     def describe(asset: dg.AssetSpec) -> dg.AssetSpec:
-        doc = docs.get(asset.key.to_user_string())
+        doc = docs.get(asset.key.path[-1])  # <dataset>/<table>
         metadata = {**asset.metadata}
         if doc is not None:
             metadata["dagster/column_schema"] = table_schema(doc)

@@ -41,6 +41,7 @@ import duckdb
 import pandas as pd
 from pydantic import Field, PrivateAttr
 
+from retrain_assets.pipeline.shared.namespace import dataset_of_run, fill_dataset
 from retrain_assets.pipeline.shared.runs import host_tags
 
 DUCKDB_DATETIME_FORMAT = "%Y-%m-%d %H:%M:%S"
@@ -163,7 +164,7 @@ class WarehouseIOManager(dg.ConfigurableIOManager):
     """Pandas DataFrames <-> DuckDB tables (partitioned by `partition_expr`), written atomically;
     a step using it holds the warehouse writer lock from its start to its end."""
 
-    database: str = Field(description="Path to the DuckDB database.")
+    database: str = Field(description="Path to the DuckDB database (`{dataset}`: the run's dataset, one file each).")
     connection_config: dict[str, Any] = Field(
         description="DuckDB connection configuration options. See https://duckdb.org/docs/sql/configuration.html",
         default={})
@@ -175,17 +176,19 @@ class WarehouseIOManager(dg.ConfigurableIOManager):
         "process makes to it during the run from that one (for runs executed in process one at a time). "
         "Other processes cannot open the file while a run holds it."))
     _held: ExitStack = PrivateAttr(default_factory=ExitStack)
+    _database: str = PrivateAttr(default="")
 
     def setup_for_execution(self, context) -> None:
+        self._database = fill_dataset(self.database, dataset_of_run(context.run), "the warehouse database")
         holder = f"pid {os.getpid()} on {socket.gethostname()}, run {context.run_id or 'none'}"
-        self._held.enter_context(warehouse_writer_lock(self.database, holder, self.lock_timeout_seconds, context.log))
+        self._held.enter_context(warehouse_writer_lock(self._database, holder, self.lock_timeout_seconds, context.log))
         if self.one_connection_per_run:
             try:
-                self._held.enter_context(held_connection(self.database, self._connection_config()))
+                self._held.enter_context(held_connection(self._database, self._connection_config()))
             except BaseException:
                 self._held.close()
                 raise
-        tags = host_tags(context.dagster_run)
+        tags = host_tags(context.run)
         if tags and context.instance is not None:
             context.instance.add_run_tags(context.run_id, tags)
 
@@ -221,7 +224,7 @@ class WarehouseIOManager(dg.ConfigurableIOManager):
             rows: obj.shape[0], "dagster/storage_kind": "duckdb",
             "dataframe_columns": dg.MetadataValue.table_schema(dg.TableSchema(
                 columns=[dg.TableColumn(name=str(name), type=str(dtype)) for name, dtype in obj.dtypes.items()])),
-            "Query": self._select(context, table, where), "dagster/table_name": f"{self.database}.{table}",
+            "Query": self._select(context, table, where), "dagster/table_name": f"{self._database}.{table}",
         })
 
     def load_input(self, context: dg.InputContext) -> pd.DataFrame:
@@ -274,14 +277,8 @@ class WarehouseIOManager(dg.ConfigurableIOManager):
                             [schema, name]).fetchone()[0] > 0
 
     def _connect(self):
-        return connect_retrying(self.database, read_only=False, timeout_seconds=WRITE_CONNECT_SECONDS,
+        return connect_retrying(self._database, read_only=False, timeout_seconds=WRITE_CONNECT_SECONDS,
                                 config=self._connection_config())
 
     def _connection_config(self) -> dict[str, Any]:
         return {"custom_user_agent": "dagster", **self.connection_config}
-
-
-# Every asset that writes the warehouse runs in this Dagster concurrency pool. DuckDB allows one
-# writing process per file; with the pool's limit at 1 (dagster.yaml: concurrency.pools) steps of
-# concurrent runs take turns instead of fighting over the file lock.
-WAREHOUSE_POOL = "warehouse"

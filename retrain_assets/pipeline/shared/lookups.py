@@ -16,17 +16,17 @@ from retrain_assets.core.monitoring.profile import ReferenceProfile
 from retrain_assets.core.policy.retrain import BatchSignal, PolicyHistory
 from retrain_assets.core.spec import DatasetSpec
 from retrain_assets.core.partitions import PARTITION_COLUMN
+from retrain_assets.pipeline.shared.namespace import Namespace
 from retrain_assets.pipeline.shared.registry import ModelRegistry
 from retrain_assets.pipeline.shared.warehouse import Warehouse
 
 CONTRACT_CHECK = "raw_batches_match_contract"
-CONTRACT_CHECK_KEY = dg.AssetCheckKey(dg.AssetKey("raw_batches"), CONTRACT_CHECK)
 TRIAL_START_TAG = "trial_start_partition"
 SUMMARY_COLUMNS = ["partition_start", "champion_version", "dataset_drifted", "drift_share", "estimated_roc_auc", "realized_roc_auc",
                    "n_labeled"]
 
 
-def unusable_batches(instance: dg.DagsterInstance, partition_keys: Sequence[str]) -> dict[str, str]:
+def unusable_batches(instance: dg.DagsterInstance, ns: Namespace, partition_keys: Sequence[str]) -> dict[str, str]:
     """Partition key -> why its batch must not be labeled or trained on, for each of
     `partition_keys` whose newest contract check did not pass on its newest `raw_batches`: the
     check failed (blocked), never completed (its ingestion run died before checking) or never ran.
@@ -35,8 +35,9 @@ def unusable_batches(instance: dg.DagsterInstance, partition_keys: Sequence[str]
     automation conditions (`all_deps_blocking_checks_passed`) read too. So a manual run or a
     backfill refuses what automation never requests."""
     storage = instance.event_log_storage
+    check_key = ns.check("raw_batches", CONTRACT_CHECK)
     infos = {info.partition_key: info
-             for info in storage.get_asset_check_partition_info([CONTRACT_CHECK_KEY], partition_keys=list(partition_keys))}
+             for info in storage.get_asset_check_partition_info([check_key], partition_keys=list(partition_keys))}
     again = "re-ingest the partition (its files are still in the landing zone: materialize ingest_batches for it)"
     why = {}
     for key in partition_keys:
@@ -50,35 +51,35 @@ def unusable_batches(instance: dg.DagsterInstance, partition_keys: Sequence[str]
         elif not info.is_current:
             why[key] = f"partition {key}'s newest raw_batches was stored without {CONTRACT_CHECK}: {again}"
         elif status != "SUCCEEDED":
-            verdict = check_verdict(instance, info.latest_planned_run_id, key)
+            verdict = check_verdict(instance, check_key, info.latest_planned_run_id, key)
             why[key] = f"partition {key} is blocked by {CONTRACT_CHECK}: {verdict.removeprefix('BLOCKED: ')}"
     return why
 
 
-def check_verdict(instance: dg.DagsterInstance, run_id: str, partition_key: str) -> str:
-    """The description of the contract check's last evaluation of `partition_key` in run `run_id`
+def check_verdict(instance: dg.DagsterInstance, check_key: dg.AssetCheckKey, run_id: str, partition_key: str) -> str:
+    """The description of the check's last evaluation of `partition_key` in run `run_id`
     (the run that executed its latest check), "" if there is none."""
     records = instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION,
                                            ascending=False).records
     for record in records:
         evaluation = record.event_log_entry.dagster_event.asset_check_evaluation_data
-        if evaluation.asset_check_key == CONTRACT_CHECK_KEY and evaluation.partition == partition_key:
+        if evaluation.asset_check_key == check_key and evaluation.partition == partition_key:
             return evaluation.description or ""
     return ""
 
 
-def latest_materialization_metadata(instance: dg.DagsterInstance, asset: str) -> dict:
+def latest_materialization_metadata(instance: dg.DagsterInstance, asset: dg.AssetKey) -> dict:
     """Metadata values of an asset's newest materialization ({} when it was never materialized)."""
-    event = instance.get_latest_materialization_event(dg.AssetKey(asset))
+    event = instance.get_latest_materialization_event(asset)
     if event is None or event.asset_materialization is None:
         return {}
     return {k: v.value for k, v in event.asset_materialization.metadata.items()}
 
 
-def produced_candidate_version(instance: dg.DagsterInstance, candidate_model: pd.DataFrame) -> str:
+def produced_candidate_version(instance: dg.DagsterInstance, ns: Namespace, candidate_model: pd.DataFrame) -> str:
     """The version candidate_model produced in its newest run: a reused version is not the newest
     row of its history table, so the run's metadata says which it was (newest row as fallback)."""
-    produced = latest_materialization_metadata(instance, "candidate_model").get("model_version")
+    produced = latest_materialization_metadata(instance, ns.key("candidate_model")).get("model_version")
     if produced is not None:
         return str(produced)
     return str(candidate_model.sort_values("created_at")["model_version"].iloc[-1])
@@ -127,9 +128,10 @@ def latest_reference(warehouse: Warehouse, version: str) -> tuple[ReferenceProfi
     return ReferenceProfile.from_json(found["profile_json"].iloc[0]), sample
 
 
-def gather_history(instance: dg.DagsterInstance, model_registry: ModelRegistry, warehouse: Warehouse) -> PolicyHistory:
+def gather_history(instance: dg.DagsterInstance, ns: Namespace, model_registry: ModelRegistry,
+                   warehouse: Warehouse) -> PolicyHistory:
     """Collect what the policy reads from the instance, the registry and the warehouse."""
-    labeled = sorted(instance.get_materialized_partitions(dg.AssetKey("labeled_batches")))
+    labeled = sorted(instance.get_materialized_partitions(ns.key("labeled_batches")))
     return history_from_warehouse(warehouse, model_registry.deployment_state(), labeled)
 
 

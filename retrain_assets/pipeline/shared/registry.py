@@ -16,6 +16,7 @@ import sklearn
 from pydantic import Field
 
 from retrain_assets.core.deployment.rollout import DeploymentState
+from retrain_assets.pipeline.shared.namespace import DatasetScopedResource
 from retrain_assets.core.roles import CANARY, CHALLENGER, CHAMPION, PREVIOUS, SHADOW
 from retrain_assets.core.deployment.serving import directory_sha256
 from retrain_assets.settings import DEFAULT_MLFLOW_UI_URL
@@ -94,7 +95,7 @@ def _load_checked(tracking_uri: str, model_name: str, version: str, expected: st
 _load_checked_cached = lru_cache(maxsize=16)(_load_checked)
 
 
-class ModelRegistry(dg.ConfigurableResource):
+class ModelRegistry(DatasetScopedResource):
     """MLflow tracking and the model registry, behind one typed resource.
 
     Aliases: `challenger` (newest candidate), `champion` (serving), `previous` (last champion).
@@ -103,9 +104,19 @@ class ModelRegistry(dg.ConfigurableResource):
     tracking_uri: str = Field(description="MLflow tracking/registry URI (SQLite file by default).")
     artifact_location: str = Field(description="Where run artifacts (models) are stored: a folder, or an artifact-store URI "
                                                "(s3://..., file://...) used as given.")
-    experiment_name: str = Field(description="MLflow experiment for training runs.")
-    model_name: str = Field(description="Registered model name.")
+    experiment_name: str = Field(description="MLflow experiment for training runs (`{dataset}`: the run's dataset).")
+    model_name: str = Field(description="Registered model name (`{dataset}`: the run's dataset).")
     ui_url: str = Field(default=DEFAULT_MLFLOW_UI_URL, description="The MLflow UI, for run links in asset metadata.")
+
+    @property
+    def experiment(self) -> str:
+        """The MLflow experiment of this store's dataset."""
+        return self.filled(self.experiment_name, "experiment_name")
+
+    @property
+    def registered_model(self) -> str:
+        """The registered model of this store's dataset."""
+        return self.filled(self.model_name, "model_name")
 
     def run_link(self, run_id: str) -> dict[str, dg.MetadataValue]:
         """Metadata linking an MLflow run: its id and its page in the MLflow UI."""
@@ -118,12 +129,12 @@ class ModelRegistry(dg.ConfigurableResource):
 
     def _ensure_experiment(self) -> None:
         client = self.client()
-        if client.get_experiment_by_name(self.experiment_name) is None:
+        if client.get_experiment_by_name(self.experiment) is None:
             location = self.artifact_location
             if "://" not in location:
                 Path(location).mkdir(parents=True, exist_ok=True)
                 location = Path(location).as_uri()
-            client.create_experiment(self.experiment_name, artifact_location=location)
+            client.create_experiment(self.experiment, artifact_location=location)
 
     @contextmanager
     def tracking_run(self, context: dg.AssetExecutionContext, tags: dict[str, str] | None = None):
@@ -137,12 +148,12 @@ class ModelRegistry(dg.ConfigurableResource):
 
         self._ensure_experiment()
         with _tracking_uri(self.tracking_uri):
-            experiment = mlflow.set_experiment(self.experiment_name)
+            experiment = mlflow.set_experiment(self.experiment)
             earlier = mlflow.search_runs(experiment_ids=[experiment.experiment_id], max_results=1, output_format="list",
                                          filter_string=f"tags.dagster_run_id = '{context.run_id}'")
             run = mlflow.start_run(run_id=earlier[0].info.run_id if earlier else None, run_name=context.run.job_name)
             context.log.info(f"{'Resuming' if earlier else 'Starting'} MLflow run {run.info.run_id} "
-                             f"in experiment {self.experiment_name}")
+                             f"in experiment {self.experiment}")
             try:
                 mlflow.set_tags({"dagster_run_id": context.run_id, **(tags or {})})
                 yield run
@@ -177,22 +188,22 @@ class ModelRegistry(dg.ConfigurableResource):
         run_id = mlflow.active_run().info.run_id
         client = self.client()
         if self._registered_model() is None:
-            client.create_registered_model(self.model_name, description="Managed by retrain-assets: aliases champion, challenger, previous.")
-        version = client.create_model_version(self.model_name, source=info.model_uri, run_id=run_id, model_id=info.model_id)
+            client.create_registered_model(self.registered_model, description="Managed by retrain-assets: aliases champion, challenger, previous.")
+        version = client.create_model_version(self.registered_model, source=info.model_uri, run_id=run_id, model_id=info.model_id)
         with tempfile.TemporaryDirectory() as tmp:
             checksum = directory_sha256(Path(self.download(str(version.version), tmp)))
-        client.set_model_version_tag(self.model_name, version.version, CHECKSUM_TAG, checksum)
+        client.set_model_version_tag(self.registered_model, version.version, CHECKSUM_TAG, checksum)
         return str(version.version), run_id
 
     def download(self, version: str, folder: str) -> str:
         """Copy a version's model artifacts into `folder`; returns the local model directory."""
-        return _download(self.client(), self.model_name, version, folder)
+        return _download(self.client(), self.registered_model, version, folder)
 
     def load_verified(self, version: str):
         """Load a version after checking its artifacts against the checksum recorded at registration,
         every time (the service keeps what it loaded); raises ModelIntegrityError on a mismatch or a
         missing checksum."""
-        return _load_checked(self.tracking_uri, self.model_name, version, self.version_tags(version).get(CHECKSUM_TAG))
+        return _load_checked(self.tracking_uri, self.registered_model, version, self.version_tags(version).get(CHECKSUM_TAG))
 
     def log_evaluation(self, run_id: str, report: dict, gate_passed: bool, html: str) -> None:
         """Evaluation metrics (per model, and the differences with their interval bounds) and the
@@ -216,29 +227,29 @@ class ModelRegistry(dg.ConfigurableResource):
         return self._aliases().get(alias)
 
     def set_alias(self, alias: str, version: str) -> None:
-        self.client().set_registered_model_alias(self.model_name, alias, version)
+        self.client().set_registered_model_alias(self.registered_model, alias, version)
 
     def tag_version(self, version: str, tags: dict[str, str]) -> None:
         client = self.client()
         for key, value in tags.items():
-            client.set_model_version_tag(self.model_name, version, key, str(value))
+            client.set_model_version_tag(self.registered_model, version, key, str(value))
 
     def version_with_tag(self, key: str, value: str) -> str | None:
         """The newest version tagged `key=value`, or None."""
-        found = self.client().search_model_versions(f"name='{self.model_name}' and tags.{key}='{value}'")
+        found = self.client().search_model_versions(f"name='{self.registered_model}' and tags.{key}='{value}'")
         return str(max(int(v.version) for v in found)) if found else None
 
     def version_tags(self, version: str) -> dict[str, str]:
         """The registry tags of one version."""
-        return dict(self.client().get_model_version(self.model_name, version).tags or {})
+        return dict(self.client().get_model_version(self.registered_model, version).tags or {})
 
     def load(self, version: str):
         """The sklearn pipeline of a registered version, verified against its recorded checksum
         (ModelIntegrityError otherwise); cached per version and checksum."""
         expected = self.version_tags(version).get(CHECKSUM_TAG)
         if expected is None:  # not cached: lru_cache keeps results, never errors
-            return _load_checked(self.tracking_uri, self.model_name, version, None)
-        return _load_checked_cached(self.tracking_uri, self.model_name, version, expected)
+            return _load_checked(self.tracking_uri, self.registered_model, version, None)
+        return _load_checked_cached(self.tracking_uri, self.registered_model, version, expected)
 
     def promote(self, version: str) -> str | None:
         """Make `version` the champion and the old champion `previous`; returns the old champion.
@@ -261,7 +272,7 @@ class ModelRegistry(dg.ConfigurableResource):
         from mlflow.exceptions import MlflowException
 
         try:
-            return self.client().get_registered_model(self.model_name)
+            return self.client().get_registered_model(self.registered_model)
         except MlflowException as exc:
             if is_not_found(exc):
                 return None
@@ -277,7 +288,7 @@ class ModelRegistry(dg.ConfigurableResource):
         from mlflow.exceptions import MlflowException
 
         try:
-            self.client().delete_registered_model_alias(self.model_name, alias)
+            self.client().delete_registered_model_alias(self.registered_model, alias)
         except MlflowException as exc:
             if not is_not_found(exc):
                 raise
@@ -299,7 +310,7 @@ class ModelRegistry(dg.ConfigurableResource):
         `shadow` (scored, never answering), replacing any running trial."""
         self.end_trial()
         if mode == CANARY:
-            self.client().set_registered_model_tag(self.model_name, CANARY_SHARE_TAG, str(canary_share))
+            self.client().set_registered_model_tag(self.registered_model, CANARY_SHARE_TAG, str(canary_share))
         self.set_alias(mode, version)
 
     def end_trial(self) -> None:
@@ -309,7 +320,7 @@ class ModelRegistry(dg.ConfigurableResource):
         for alias in (CANARY, SHADOW):
             self.delete_alias(alias)
         try:
-            self.client().delete_registered_model_tag(self.model_name, CANARY_SHARE_TAG)
+            self.client().delete_registered_model_tag(self.registered_model, CANARY_SHARE_TAG)
         except MlflowException as exc:
             if not is_not_found(exc):
                 raise
@@ -326,17 +337,19 @@ class ModelRegistry(dg.ConfigurableResource):
         return state.champion, state.previous
 
 
-def model_registry_for(settings, spec, in_dagster: bool = True) -> ModelRegistry:
-    """The registry resource for a spec under `settings` (MLFLOW_TRACKING_URI overrides the embedded
-    store; inside Dagster it stays an `EnvVar`, so the URI never lands in run config). The artifact
+def model_registry_for(settings, spec=None, in_dagster: bool = True) -> ModelRegistry:
+    """The registry resource of `spec` (default: the settings' dataset; `{dataset}` for the
+    deployment-wide resource) under `settings`. MLFLOW_TRACKING_URI overrides the embedded store;
+    inside Dagster it stays an `EnvVar`, so the URI never lands in run config. The artifact
     location only applies when the experiment is created: an existing experiment keeps its own."""
+    name = spec.name if spec is not None else settings.dataset
     tracking_uri = settings.default_tracking_uri
     if os.environ.get("MLFLOW_TRACKING_URI"):
         tracking_uri = dg.EnvVar("MLFLOW_TRACKING_URI") if in_dagster else os.environ["MLFLOW_TRACKING_URI"]
     return ModelRegistry(
         tracking_uri=tracking_uri,
         artifact_location=settings.artifact_location,
-        experiment_name=f"{spec.name}-retraining",
-        model_name=spec.name,
+        experiment_name=f"{name}-retraining",
+        model_name=name,
         ui_url=settings.mlflow_ui_url,
     )

@@ -18,6 +18,8 @@ import socket
 import dagster as dg
 import psutil
 
+from retrain_assets.pipeline.shared.namespace import DATASET_TAG, Namespace, dataset_of_run
+
 # On every run of the two jobs that move the registry aliases (retrain_job, rollout_job).
 MODEL_JOB_TAG = "retrain_assets/model_job"
 RECOVERS_TAG = "retrain_assets/recovers"
@@ -28,9 +30,12 @@ IN_PROGRESS = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.D
 LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1", "0.0.0.0"}
 
 
-def model_jobs_in_progress(instance: dg.DagsterInstance, exclude_run_id: str | None = None) -> list[dg.DagsterRun]:
-    """Runs of the model jobs queued or in progress, oldest first (`exclude_run_id` left out)."""
-    runs = instance.get_runs(dg.RunsFilter(statuses=IN_PROGRESS, tags={MODEL_JOB_TAG: ["retrain", "rollout"]}))
+def model_jobs_in_progress(instance: dg.DagsterInstance, dataset: str,
+                           exclude_run_id: str | None = None) -> list[dg.DagsterRun]:
+    """Runs of `dataset`'s model jobs queued or in progress, oldest first (`exclude_run_id` left
+    out). Each dataset has its own registry entry: another dataset's retrain never holds this one."""
+    runs = instance.get_runs(dg.RunsFilter(statuses=IN_PROGRESS, tags={MODEL_JOB_TAG: ["retrain", "rollout"],
+                                                                        DATASET_TAG: dataset}))
     return [run for run in reversed(runs) if run.run_id != exclude_run_id]
 
 
@@ -38,7 +43,7 @@ def refuse_if_model_job_running(context: dg.AssetExecutionContext) -> None:
     """Fail this step when an older model-job run is still running: two runs moving the registry
     aliases at once (a backfill, a manual run and the sensor's) would train, judge or promote twice."""
     mine = context.instance.get_run_record_by_id(context.run_id)
-    for run in model_jobs_in_progress(context.instance, exclude_run_id=context.run_id):
+    for run in model_jobs_in_progress(context.instance, dataset_of_run(context.run), exclude_run_id=context.run_id):
         other = context.instance.get_run_record_by_id(run.run_id)
         if other is not None and mine is not None and other.create_timestamp < mine.create_timestamp \
                 and run.status != dg.DagsterRunStatus.QUEUED:
@@ -116,19 +121,24 @@ def rerun_request(run: dg.DagsterRun, assets: list[dg.AssetKey]) -> dg.RunReques
                          partition_key=run.tags.get("dagster/partition"), tags={**tags, RECOVERS_TAG: run.run_id})
 
 
-def build_recovery() -> dg.Definitions:
-    """The dead-run sensor."""
+def build_recovery(dataset: str) -> dg.Definitions:
+    """The dead-run sensor of `dataset`'s runs (re-run assets share a partitions definition only
+    within one dataset)."""
+    ns = Namespace(dataset)
 
-    @dg.sensor(target=dg.AssetSelection.all(), minimum_interval_seconds=30, default_status=dg.DefaultSensorStatus.RUNNING)
+    @dg.sensor(name=ns.name("dead_run_sensor"), target=ns.selection(), minimum_interval_seconds=30,
+               default_status=dg.DefaultSensorStatus.RUNNING)
     def dead_run_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
-        """Runs left STARTED by a dead worker on this host: marked failed with the reason, then
-        retried once (by the instance's run retries, or here when the instance has none)."""
+        """Runs of the dataset left STARTED by a dead worker on this host: marked failed with the
+        reason, then retried once (by the instance's run retries, or here when the instance has none)."""
         instance = context.instance
         if not isinstance(instance.run_launcher, dg.DefaultRunLauncher):
             return dg.SensorResult(skip_reason=dg.SkipReason(
                 f"{type(instance.run_launcher).__name__} runs workers elsewhere: run monitoring checks them"))
         requests, started = [], instance.get_runs(dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED]))
         for run in started:
+            if dataset_of_run(run) != dataset:
+                continue
             worker = run_worker(instance, run)
             if worker is None or worker_alive(*worker):
                 continue
