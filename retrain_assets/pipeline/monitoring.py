@@ -2,6 +2,7 @@
 check), and `retrain_decisions`, where the retrain policy is applied and every decision recorded
 (with the freshness check on `deployed_model`)."""
 
+import datetime as dt
 import math
 from pathlib import Path
 
@@ -165,7 +166,9 @@ def build_monitoring(spec: DatasetSpec, partitions_def: dg.PartitionsDefinition)
             description=words, metadata={"drifted_batches": drift.drifted_batches, "drift_share": summary["drift_share"]},
         )
 
-    @dg.asset(key_prefix=ns.prefix, pool=ns.pool, group_name=ns.name("monitoring"), deps=ns.keys("drift_report", "labeled_batches", "deployed_model"), kinds={"duckdb"})
+    @dg.asset(key_prefix=ns.prefix, pool=ns.pool, group_name=ns.name("monitoring"),
+              deps=ns.keys("drift_report", "labeled_batches", "deployed_model"), kinds={"duckdb"},
+              freshness_policy=decisions_freshness(spec))
     def retrain_decisions(context: dg.AssetExecutionContext, model_registry: ModelRegistry, warehouse: Warehouse) -> dg.Output[pd.DataFrame]:
         """Every retrain decision (triggered or suppressed), with the reason and the numbers.
         The retrain sensor launches `retrain_job` for each decision that says retrain."""
@@ -189,6 +192,12 @@ def build_monitoring(spec: DatasetSpec, partitions_def: dg.PartitionsDefinition)
             "model_age_partitions": int(decision.numbers.get("model_age_partitions", 0)),
         })
 
+    # Why a check and not Dagster's FreshnessPolicy: a model's age is counted in data time (newly
+    # labeled partitions since its training window), while a FreshnessPolicy measures wall-clock time
+    # since the asset's last materialization, at the asset level (any partition). A replay of six
+    # weeks in three minutes would read as fresh, a champion promoted yesterday on year-old data too.
+    # The wall-clock expectation that does fit, "the policy decides at least once per period", is
+    # retrain_decisions' FreshnessPolicy (decisions_freshness).
     @dg.asset_check(asset=ns.key("deployed_model"), name="deployed_model_freshness", additional_deps=ns.keys("retrain_decisions"),
                     description=f"WARN when the champion is older than {policy.max_model_age_partitions} newly labeled partitions.")
     def deployed_model_freshness(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
@@ -203,3 +212,9 @@ def build_monitoring(spec: DatasetSpec, partitions_def: dg.PartitionsDefinition)
     return dg.Definitions(assets=[reference_profile, drift_report, retrain_decisions], asset_checks=[deployed_model_freshness])
 
 
+def decisions_freshness(spec: DatasetSpec) -> dg.FreshnessPolicy:
+    """Wall-clock liveness of the monitoring loop: a batch lands every period and each one leads to a
+    retrain decision, so no decision for a period warns and none for two periods fails."""
+    period = {"daily": dt.timedelta(days=1), "weekly": dt.timedelta(weeks=1),
+              "monthly": dt.timedelta(days=31)}[spec.partitions.granularity]
+    return dg.FreshnessPolicy.time_window(fail_window=2 * period, warn_window=period)
