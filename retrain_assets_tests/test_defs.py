@@ -16,14 +16,15 @@ ASSETS = {"raw_batches", "quarantine", "labels", "rejected_labels", "review_deci
           "prediction_logs", "live_drift", "canary_analysis"}
 
 
-@pytest.mark.parametrize("spec", [LOAN_SPEC, RAINFALL_SPEC])
-def test_definitions_validate_for_shipped_specs(tmp_path, spec):
+@pytest.mark.parametrize("spec, name", [(LOAN_SPEC, "loan_default"), (RAINFALL_SPEC, "rainfall")])
+def test_definitions_validate_for_shipped_specs(tmp_path, spec, name):
     defs = build_definitions(ProjectSettings(data_dir=tmp_path, spec_path=spec))
     dg.Definitions.validate_loadable(defs)
-    assert {k.to_user_string() for k in defs.resolve_all_asset_keys()} == ASSETS
+    assert {k.to_user_string() for k in defs.resolve_all_asset_keys()} == {f"{name}/{asset}" for asset in ASSETS}
     sensors = {s.name: s for s in defs.sensors}
-    assert set(sensors) == {"landing_zone_sensor", "retrain_sensor", "rollout_sensor", "analyst_snapshot_sensor",
-                            "automation_condition_sensor", "dead_run_sensor"}
+    assert set(sensors) == {f"{name}__{sensor}" for sensor in (
+        "landing_zone_sensor", "retrain_sensor", "rollout_sensor", "analyst_snapshot_sensor", "automation_condition_sensor",
+        "dead_run_sensor")}
     # Everything the pipeline needs to run unattended starts RUNNING under `dagster dev`.
     assert {s.default_status for s in sensors.values()} == {dg.DefaultSensorStatus.RUNNING}
 
@@ -52,7 +53,8 @@ def test_every_asset_explains_itself_in_the_catalog(tmp_path, spec):
     graph = build_definitions(ProjectSettings(data_dir=tmp_path, spec_path=spec)).resolve_asset_graph()
     groups = set()
     for key in graph.get_all_asset_keys():
-        node, name = graph.get(key), key.to_user_string()
+        node, name = graph.get(key), key.path[-1]
+        assert key.path[0] == dataset.name, key
         assert len(node.description or "") > 30, name
         assert set(node.owners) == set(dataset.owners) and node.owners, name
         assert "duckdb" in node.kinds and node.kinds & {"duckdb", "scikitlearn", "mlflow", "pandas", "html"} == node.kinds, name
@@ -60,25 +62,35 @@ def test_every_asset_explains_itself_in_the_catalog(tmp_path, spec):
         assert [(c.name, c.type, c.description) for c in schema.columns] == \
             [(c.name, c.type, c.description) for c in table_columns(name, dataset)], name
         assert all(c.description for c in schema.columns), name
-        assert node.group_name == table(name, dataset).stage, name
-        groups.add(node.group_name)
+        assert node.group_name == f"{dataset.name}__{table(name, dataset).stage}", name
+        groups.add(node.group_name.removeprefix(f"{dataset.name}__"))
     assert groups == set(STAGES)
-    models = {key.to_user_string() for key in graph.get_all_asset_keys() if "mlflow" in graph.get(key).kinds}
+    models = {key.path[-1] for key in graph.get_all_asset_keys() if "mlflow" in graph.get(key).kinds}
     assert {"candidate_model", "deployed_model", "canary_analysis"} <= models
 
 
 def test_partition_granularity_comes_from_the_spec(tmp_path):
     monthly = build_definitions(ProjectSettings(data_dir=tmp_path, spec_path=RAINFALL_SPEC))
-    partitions = monthly.resolve_assets_def("raw_batches").partitions_def
+    partitions = monthly.resolve_assets_def(dg.AssetKey(["rainfall", "raw_batches"])).partitions_def
     assert partitions.get_partition_keys()[:2] == ["1970-01-01", "1970-02-01"]
 
 
-def test_definitions_module_reads_the_environment(tmp_path, monkeypatch):
+def test_the_code_location_loads_every_dataset_of_the_defs_folder(tmp_path, monkeypatch):
+    """retrain_assets.definitions loads the defs folder: both shipped datasets side by side, nothing
+    shared but the deployment's resources, whose paths each run fills with its dataset."""
     monkeypatch.setenv("RETRAIN_ASSETS_DATA_DIR", str(tmp_path))
-    monkeypatch.setenv("RETRAIN_ASSETS_SPEC", str(RAINFALL_SPEC))
     module = importlib.reload(importlib.import_module("retrain_assets.definitions"))
-    assert module.defs.resources["model_registry"].model_name == "rainfall"
-    assert (tmp_path / "landing" / "batches").is_dir()
+    defs = module.defs()
+    keys = defs.resolve_all_asset_keys()
+    assert {key.path[0] for key in keys} == {"loan_default", "rainfall"}
+    assert len(keys) == 2 * len(ASSETS)
+    assert {job.name for job in defs.resolve_all_job_defs() if not job.name.startswith("__")} == {
+        f"{name}__{job}" for name in ("loan_default", "rainfall") for job in ("retrain_job", "policy_job", "rollout_job")}
+    registry = defs.resources["model_registry"]
+    assert (registry.model_name, registry.experiment_name) == ("{dataset}", "{dataset}-retraining")
+    assert registry.for_dataset("rainfall").registered_model == "rainfall"
+    assert defs.resources["warehouse"].for_dataset("rainfall").database_path == str(tmp_path.resolve() / "warehouse" / "rainfall.duckdb")
+    assert (tmp_path / "landing" / "rainfall" / "batches").is_dir() and (tmp_path / "landing" / "loan_default" / "batches").is_dir()
 
 
 @pytest.mark.parametrize("value, expected", [
@@ -121,7 +133,7 @@ def test_the_executor_is_chosen_by_configuration(tmp_path, monkeypatch, name, ex
     defs = build_definitions(ProjectSettings.from_env())
     # The implicit asset job (backfills, sensors' asset runs) and every named job use it.
     assert {defs.resolve_implicit_global_asset_job_def().executor_def.name} | {
-        defs.resolve_job_def(job).executor_def.name for job in ("retrain_job", "policy_job", "rollout_job")} == {executor}
+        defs.resolve_job_def(f"loan_default__{job}").executor_def.name for job in ("retrain_job", "policy_job", "rollout_job")} == {executor}
 
 
 def test_an_unknown_executor_fails_naming_the_valid_ones(monkeypatch):
