@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import dagster as dg
+from pydantic import Field
 
 # On every run: the dataset whose assets it materializes (resources open that dataset's stores).
 DATASET_TAG = "retrain_assets/dataset"
@@ -104,7 +105,9 @@ class DatasetScopedResource(dg.ConfigurableResource):
     dataset's part of it (the run's dataset, `dataset_of_run`), so one set of resources serves every
     dataset of the code location. `for_dataset` binds it outside a run (sensors, the command line)."""
 
-    dataset: str = ""  # "" : the run's dataset
+    dataset: str = Field(default="", description=(
+        "The dataset whose stores this opens; empty: each run's own (its retrain_assets/dataset tag, else the "
+        "prefix of the assets it materializes)."))
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         self._run_dataset = dataset_of_run(context.run)
