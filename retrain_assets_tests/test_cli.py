@@ -2,11 +2,12 @@
 
 import io
 import json
+from pathlib import Path
 
 import pandas as pd
 
 from retrain_assets.apps.cli.main import main
-from retrain_assets_tests.conftest import LOAN_SPEC
+from retrain_assets_tests.conftest import LOAN_SPEC, RAINFALL_SAMPLE, RAINFALL_SPEC, REPO
 
 
 def write_days(scenario, days, path):
@@ -78,10 +79,14 @@ def test_help_lists_the_commands_first_hour_ones_first(capsys):
 
 
 def test_commands_that_read_the_stores_spell_their_options_the_same(capsys):
-    for command in ("status", "review", "serve", "approve", "rollback"):
+    for command in ("status", "review", "serve", "approve", "rollback", "check-batch"):
         main([command, "--help"])
         usage = capsys.readouterr().out
-        assert "--data-dir DATA_DIR" in usage and "--spec SPEC" in usage
+        assert "--data-dir DATA_DIR" in usage and "--dataset NAME" in usage and "--spec SPEC" in usage
+    for command in ("replay", "backtest"):
+        main([command, "--help"])
+        usage = capsys.readouterr().out
+        assert "--dataset NAME" in usage and "--spec SPEC" in usage
     for command in ("status", "drift"):
         main([command, "--help"])
         assert "--json" in capsys.readouterr().out
@@ -94,14 +99,15 @@ def missing_inputs(tmp_path):
     """Each command run against a data folder that does not exist or files that are not there."""
     none, spec, nope = str(tmp_path / "none"), str(LOAN_SPEC), str(tmp_path / "nope.csv")
     home = ["--dagster-home", str(tmp_path / "home")]
+    loan = ["--dataset", "loan_default"]
     return [
         (["status", "--data-dir", none], "no pipeline stores in", "make demo"),
         (["status", "--spec", str(tmp_path / "nope.yaml"), "--data-dir", none], "dataset spec not found", "--spec"),
-        (["review", "list", "--data-dir", none], "no pipeline stores in", "make demo"),
-        (["review", "--data-dir", none, "show", "x"], "no pipeline stores in", "make demo"),
-        (["approve", "3", "--data-dir", none, "--by", "me", "--why", "x", *home], "no pipeline stores in", "make demo"),
-        (["rollback", "--data-dir", none, "--by", "me", "--why", "x", *home], "no pipeline stores in", "make demo"),
-        (["serve", "--data-dir", none], "no MLflow registry at", "make demo"),
+        (["review", "list", "--data-dir", none, *loan], "no pipeline stores in", "make demo"),
+        (["review", "--data-dir", none, *loan, "show", "x"], "no pipeline stores in", "make demo"),
+        (["approve", "3", "--data-dir", none, *loan, "--by", "me", "--why", "x", *home], "no pipeline stores in", "make demo"),
+        (["rollback", "--data-dir", none, *loan, "--by", "me", "--why", "x", *home], "no pipeline stores in", "make demo"),
+        (["serve", "--data-dir", none, *loan], "no MLflow registry at", "make demo"),
         (["drift", "--reference", nope, "--current", nope, "--spec", spec], "no reference file at", "--reference"),
         (["check-batch", nope, "--spec", spec], "no batch file at", "Parquet or CSV"),
         (["replay", "--spec", spec, "--source", nope, "--data-dir", none], "no history file at", "--source"),
@@ -137,7 +143,7 @@ def test_a_locked_warehouse_is_an_error_with_a_hint(tmp_path, capsys):
 
     import duckdb
 
-    database = tmp_path / "data" / "warehouse" / "warehouse.duckdb"
+    database = tmp_path / "data" / "warehouse" / "loan_default.duckdb"
     database.parent.mkdir(parents=True)
     duckdb.connect(str(database)).close()
     (tmp_path / "data" / "mlflow").mkdir()
@@ -216,3 +222,157 @@ def test_ctrl_c_that_a_dagster_run_swallows_still_stops_the_command():
                 check()
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+# ---------------------------------------------------------------------------------------------
+# Which dataset a command is about: --dataset, --spec (or $RETRAIN_ASSETS_SPEC), else the only one.
+
+SHIPPED_HISTORY = REPO / "data" / "histories" / "rainfall.parquet"
+RAINFALL_CSV = REPO.parent / "shared" / "data" / "rainfall" / "rainfall_data.csv"  # the source; not in a user's clone
+
+
+def declare(tmp_path, monkeypatch, specs: dict[str, Path]) -> None:
+    """Make `specs` (folder name -> spec file) the declared datasets, in a defs folder under tmp_path."""
+    from retrain_assets import datasets
+
+    defs = tmp_path / "defs"
+    for folder, spec in specs.items():
+        (defs / folder).mkdir(parents=True)
+        (defs / folder / "defs.yaml").write_text(f"type: {datasets.COMPONENT_TYPE}\nattributes:\n  spec: {spec}\n")
+    declared = datasets.declared_datasets
+    monkeypatch.setattr(datasets, "declared_datasets", lambda: declared(defs, root=tmp_path))
+    monkeypatch.delenv("RETRAIN_ASSETS_SPEC", raising=False)
+
+
+def settings_of(argv: list[str]):
+    from retrain_assets.apps.cli.common import project_settings
+    from retrain_assets.apps.cli.main import build_parser
+
+    return project_settings(build_parser().parse_args(argv))
+
+
+def test_the_only_declared_dataset_is_the_default(tmp_path, monkeypatch):
+    declare(tmp_path, monkeypatch, {"weather": RAINFALL_SPEC})
+    data = tmp_path / "data"
+    settings = settings_of(["review", "--data-dir", str(data), "list"])
+    assert (settings.dataset, settings.spec_path) == ("rainfall", RAINFALL_SPEC)
+    assert settings.warehouse_path == data / "warehouse" / "rainfall.duckdb" and settings.landing_dir == data / "landing" / "rainfall"
+    assert settings_of(["status", "--data-dir", str(data), "--dataset", "rainfall"]).spec_path == RAINFALL_SPEC
+    assert settings_of(["status", "--spec", str(LOAN_SPEC)]).dataset == "loan_default"  # an ad-hoc spec
+    monkeypatch.setenv("RETRAIN_ASSETS_SPEC", str(LOAN_SPEC))  # the environment's spec is the default when set
+    assert settings_of(["approve", "1", "--why", "x"]).dataset == "loan_default"
+    assert settings_of(["approve", "1", "--why", "x", "--dataset", "rainfall"]).dataset == "rainfall"
+
+
+def dataset_errors(tmp_path):
+    """Every command that takes --dataset, with the arguments it needs besides (nothing is created)."""
+    data, batch = ["--data-dir", str(tmp_path / "none")], str(RAINFALL_SAMPLE)
+    return [["status", *data], ["review", *data, "list"], ["approve", "3", *data, "--by", "me", "--why", "x"],
+            ["rollback", *data, "--by", "me", "--why", "x"], ["replay", *data], ["check-batch", batch, *data]]
+
+
+def test_several_datasets_and_no_choice_is_an_error_that_lists_them(tmp_path, monkeypatch, capsys):
+    declare(tmp_path, monkeypatch, {"loans": LOAN_SPEC, "weather": RAINFALL_SPEC})
+    for argv in dataset_errors(tmp_path)[1:]:  # `status` shows them all instead
+        assert main(argv) == 2, argv
+        first, hint = capsys.readouterr().err.strip().splitlines()
+        assert "2 datasets: pass --dataset with one of loan_default, rainfall" in first, argv
+        assert hint.startswith("hint: pass --dataset with one of them, or --spec FILE"), argv
+    assert not (tmp_path / "none").exists()
+
+
+def test_an_unknown_dataset_and_both_flags_are_errors(tmp_path, monkeypatch, capsys):
+    declare(tmp_path, monkeypatch, {"loans": LOAN_SPEC, "weather": RAINFALL_SPEC})
+    for argv in [*dataset_errors(tmp_path), ["backtest", "--out", str(tmp_path / "none")]]:
+        assert main([*argv, "--dataset", "nope"]) == 2, argv
+        first, hint = capsys.readouterr().err.strip().splitlines()
+        assert first.endswith("no dataset 'nope' in this deployment; the datasets are: loan_default, rainfall"), argv
+        assert main([*argv, "--dataset", "rainfall", "--spec", str(LOAN_SPEC)]) == 2, argv
+        first, hint = capsys.readouterr().err.strip().splitlines()
+        assert first.endswith("pass either --dataset NAME or --spec FILE, not both") and hint.startswith("hint: "), argv
+    # The same when the two are given at two levels of `review`.
+    assert main(["review", "--dataset", "rainfall", "list", "--spec", str(LOAN_SPEC)]) == 2
+    assert "not both" in capsys.readouterr().err
+    assert not (tmp_path / "none").exists()
+
+
+FAKE_STATUS = {"latest_partition": "2025-01-10", "champion": None, "trial": None, "awaiting_approval": None, "drift": None,
+               "reviews": {"pending": 0, "gated": 0, "suspect": 0}, "last_decision": None, "next_action": {"text": "wait"}}
+
+
+def test_status_without_a_choice_shows_every_dataset(tmp_path, monkeypatch, capsys):
+    import retrain_assets.apps.status as status
+
+    declare(tmp_path, monkeypatch, {"loans": LOAN_SPEC, "weather": RAINFALL_SPEC})
+    data = tmp_path / "data"
+    argv = ["status", "--data-dir", str(data)]
+    assert main(argv) == 2  # no dataset has stores yet
+    assert "no pipeline stores in" in capsys.readouterr().err
+    (data / "warehouse").mkdir(parents=True)
+    (data / "warehouse" / "loan_default.duckdb").touch()  # read_status is faked: only the file must be there
+    seen = []
+    monkeypatch.setattr(status, "read_status", lambda settings, spec: seen.append(spec.name) or
+                        {**FAKE_STATUS, "dataset": spec.name, "data_dir": str(settings.data_dir), "database": "db"})
+    assert main(argv) == 0
+    loans, weather = capsys.readouterr().out.strip().split("\n\n")
+    assert loans.startswith(f"loan_default: stores in {data}") and loans.splitlines()[-1] == "next         wait"
+    assert weather == f"rainfall: no stores yet in {data} (no warehouse/rainfall.duckdb, no snapshots/rainfall.duckdb)"
+    assert main([*argv, "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert [s["dataset"] for s in listed] == ["loan_default", "rainfall"] and "no_stores" in listed[1]
+    assert main([*argv, "--dataset", "loan_default"]) == 0 and capsys.readouterr().out.startswith("loan_default: stores")
+    assert seen == ["loan_default"] * 3
+
+
+def test_replay_and_backtest_of_a_dataset_use_its_shipped_history(tmp_path, monkeypatch, capsys):
+    import retrain_assets.apps.backtest as backtest
+    import retrain_assets.apps.demo as demo
+    import retrain_assets.core.offline.scenario as scenario
+
+    read = []
+    real_read = scenario.read_history
+    monkeypatch.setattr(scenario, "read_history", lambda path, spec: read.append((path, spec.name)) or real_read(path, spec))
+    starts = []
+    real_deliveries = scenario.history_deliveries
+    monkeypatch.setattr(scenario, "history_deliveries",
+                        lambda history, spec, start, delay: starts.append(start) or real_deliveries(history, spec, start, delay))
+
+    def stop(*args):  # before the replay resets any store, before the backtest replays anything
+        raise demo.InstanceBusyError("stopped")
+
+    monkeypatch.setattr(demo, "ensure_no_daemon", stop)
+    monkeypatch.setattr(backtest, "history_from_files", lambda paths, spec, start, delay: read.append((paths, start)) or stop())
+    out = str(tmp_path / "none")
+    assert main(["replay", "--dataset", "rainfall", "--data-dir", out]) == 2
+    assert main(["replay", "--dataset", "rainfall", "--data-dir", out, "--source", str(RAINFALL_SAMPLE), "--start-date", "1980-01-01"]) == 2
+    assert main(["backtest", "--dataset", "rainfall", "--out", out]) == 2
+    assert main(["backtest", "--dataset", "rainfall", "--out", out, "--data", str(RAINFALL_SAMPLE)]) == 2
+    assert read == [(SHIPPED_HISTORY, "rainfall"), (RAINFALL_SAMPLE, "rainfall"), ([SHIPPED_HISTORY], "1970-01-01"),
+                    ([RAINFALL_SAMPLE], None)]
+    assert starts == ["1970-01-01", "1980-01-01"]
+    assert "stopped" in capsys.readouterr().err and not (tmp_path / "none").exists()
+
+
+def test_the_shipped_rainfall_history_reads_as_the_replay_expects():
+    import pyarrow.parquet as pq
+
+    from retrain_assets.core.offline.scenario import read_history
+    from retrain_assets.core.spec import load_spec
+
+    spec = load_spec(RAINFALL_SPEC)
+    history = read_history(SHIPPED_HISTORY, spec)
+    assert len(history) == 18_159 and history.columns.tolist() == [*spec.feature_columns, "rain"]
+    assert set(history["rain"]) == {0, 1} and history["rain"].dtype == "int64" and not history.isna().any().any()
+    assert pq.ParquetFile(SHIPPED_HISTORY).metadata.row_group(0).column(0).compression == "ZSTD"
+    sample = read_history(RAINFALL_SAMPLE, spec)  # the tests' first three years, read from CSV text
+    pd.testing.assert_frame_equal(history.head(len(sample)), sample.astype(history.dtypes.to_dict()))
+
+
+def test_the_shipped_rainfall_history_is_the_csv_it_was_made_from():
+    import pytest
+
+    if not RAINFALL_CSV.is_file():
+        pytest.skip(f"no {RAINFALL_CSV} (the shared data folder is not part of a clone)")
+    made = pd.read_csv(RAINFALL_CSV, index_col=0, float_precision="round_trip")
+    assert made.index.tolist() == list(range(18_159))  # the unnamed index column is the row position
+    pd.testing.assert_frame_equal(pd.read_parquet(SHIPPED_HISTORY), made.reset_index(drop=True))

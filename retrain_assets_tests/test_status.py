@@ -187,7 +187,8 @@ def test_next_partition_follows_the_granularity():
 # this on its 16-day run (one replay for both files).
 
 def check_status_against_stores(settings, spec_path, capsys) -> None:
-    """`status` (and `--json`) agree with the registry, the snapshot and `review list`."""
+    """`status` (and `--json`, and the summary of every dataset) agree with the registry, the
+    snapshot and `review list`."""
     args = ["--data-dir", str(settings.data_dir), "--spec", str(spec_path)]
     assert main(["status", *args]) == 0
     out = capsys.readouterr().out
@@ -207,6 +208,12 @@ def check_status_against_stores(settings, spec_path, capsys) -> None:
     listed = capsys.readouterr().out
     open_items = int(listed.rsplit("\n", 2)[-2].split()[0]) if "open items" in listed else 0
     assert lines["reviews"].startswith(f"{open_items} pending")
+
+    # Without --dataset or --spec: a block per declared dataset, one line for those with no stores.
+    assert main(["status", "--data-dir", str(settings.data_dir)]) == 0
+    blocks = {block.split(":")[0]: block for block in capsys.readouterr().out.strip().split("\n\n")}
+    assert blocks["loan_default"].startswith(f"loan_default: stores in {settings.data_dir}")
+    assert blocks.get("rainfall", "rainfall: no stores yet").startswith("rainfall: no stores yet")
 
     assert main(["status", *args, "--json"]) == 0
     status = json.loads(capsys.readouterr().out)

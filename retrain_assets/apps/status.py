@@ -91,6 +91,29 @@ def read_status(settings: ProjectSettings, spec: DatasetSpec, lock_timeout_secon
     })
 
 
+def read_statuses(settings_per_dataset: list[ProjectSettings]) -> list[dict]:
+    """`read_status` of every dataset in the list; a dataset with no stores yet gets only its name and
+    `no_stores` (what is missing). StoreError when none of them has stores."""
+    statuses = []
+    for settings in settings_per_dataset:
+        if readable_database(settings).exists():
+            statuses.append(read_status(settings, settings.spec))
+        else:
+            statuses.append({"dataset": settings.dataset, "data_dir": str(settings.data_dir),
+                             "no_stores": f"no {settings.warehouse_path.relative_to(settings.data_dir)}, "
+                                          f"no {settings.snapshot_path.relative_to(settings.data_dir)}"})
+    if statuses and all("no_stores" in status for status in statuses):
+        names = ", ".join(status["dataset"] for status in statuses)
+        raise StoreError(f"no pipeline stores in {settings_per_dataset[0].data_dir} yet for any dataset ({names})")
+    return statuses
+
+
+def render_all(statuses: list[dict]) -> str:
+    """Every dataset's status (`render`), one block each; a dataset with no stores is one line."""
+    return "\n\n".join(f"{status['dataset']}: no stores yet in {status['data_dir']} ({status['no_stores']})"
+                        if "no_stores" in status else render(status) for status in statuses)
+
+
 def render(status: dict) -> str:
     """The status as a few aligned lines."""
     lines = [f"{status['dataset']}: stores in {status['data_dir']} (read {status['database']}); "

@@ -5,17 +5,20 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from retrain_assets.apps.cli.common import DEFAULT_SCENARIO, CliError, add_command, progress_argument
+from retrain_assets.apps.cli.common import DEFAULT_SCENARIO, CliError, add_command, chosen_dataset, dataset_arguments, progress_argument
 
 
 def add_parser(subparsers) -> None:
-    """The history (tables and spec, or a scenario), the policies and sweeps, the windows, the workers, the output folder."""
+    """The history (a declared dataset's, tables and spec, or a scenario), the policies and sweeps, the windows, the
+    workers, the output folder."""
     back = add_command(subparsers, "backtest", run, "compare retraining policies on a history: accuracy vs cost",
                        "Replay a history under several retraining policies (test-then-train) and compare accuracy "
                        "against retraining cost; writes a table, plots and JSON.")
-    back.add_argument("--spec", type=Path, default=None, help="dataset spec file (with --data; a scenario names its own)")
+    dataset_arguments(back, default="none: --data with --spec, else the built-in scenario; with --dataset, "
+                                    "its shipped history unless --data is given")
     back.add_argument("--data", type=Path, nargs="+", default=None,
-                      help="history table(s), CSV or Parquet, rows in time order, target included (read in the order given)")
+                      help="history table(s), CSV or Parquet, rows in time order, target included (read in the order given); "
+                           "described by --dataset or --spec (a scenario names its own spec)")
     back.add_argument("--scenario", type=Path, default=None,
                       help=f"generate the history from a scenario file instead (default without --data: {DEFAULT_SCENARIO})")
     back.add_argument("--days", type=int, default=None,
@@ -42,7 +45,7 @@ def add_parser(subparsers) -> None:
 
 def run(args) -> int:
     """Load the history and the policies, replay them (`apps.backtest`), print the table and write the outputs."""
-    from retrain_assets.apps.backtest import backtest_history, default_jobs, run_backtest, write_outputs
+    from retrain_assets.apps.backtest import default_jobs, run_backtest, write_outputs
     from retrain_assets.core.offline.backtest import parse_policies
     from retrain_assets.core.offline.backtest_report import markdown_table
     from retrain_assets.core.ingestion.landing import LandingFileError
@@ -50,17 +53,17 @@ def run(args) -> int:
     from retrain_assets.core.offline.scenario import ScenarioError
     from retrain_assets.core.spec import SpecError
 
-    if args.data and args.scenario:
-        raise CliError("pass either --data (with --spec) or --scenario, not both")
-    if args.data and args.days is not None:
-        raise CliError("--days generates a scenario's days; with --data use --batches")
-    if args.data and args.spec is None:
-        raise CliError("--data needs --spec: the dataset spec declares the columns, the target and the partitions")
+    entry = chosen_dataset(args, only_by_default=False)
+    if (args.data or entry) and args.scenario:
+        raise CliError(f"pass either {'--dataset' if entry else '--data (with --spec)'} or --scenario, not both")
+    if (args.data or entry) and args.days is not None:
+        raise CliError("--days generates a scenario's days; with --data or --dataset use --batches")
+    if args.data and entry is None and args.spec is None:
+        raise CliError("--data needs --spec (or --dataset): the dataset spec declares the columns, the target and the partitions")
     if args.days is not None and args.days < 2:
         raise CliError("--days must be at least 2")
     try:
-        spec, deliveries, source = backtest_history(args.data, args.spec, args.scenario or DEFAULT_SCENARIO, args.days,
-                                                    args.start_date, args.label_delay)
+        spec, deliveries, source = _history(args, entry)
         base = with_overrides(spec.policy, dict(_pairs(args.overrides, "--set")))
         sweeps = {key: values.split(",") for key, values in _pairs(args.sweep, "--sweep")}
         policies = parse_policies(args.policies, base, sweeps)
@@ -91,6 +94,21 @@ def run(args) -> int:
     print(f"\n{result.seconds['total']:.1f} s in all ({phases}).")
     print("wrote " + ", ".join(str(p) for p in paths.values()))
     return 0
+
+
+def _history(args, entry):
+    """(spec, deliveries, description) of the history to replay: the declared dataset's (its --data, else
+    the history its defs.yaml ships, from its start date), else `apps.backtest.backtest_history`'s."""
+    from retrain_assets.apps.backtest import backtest_history, history_from_files
+
+    if entry is None:
+        return backtest_history(args.data, args.spec, args.scenario or DEFAULT_SCENARIO, args.days, args.start_date,
+                                args.label_delay)
+    if not args.data and entry.history is None:
+        raise CliError(f"dataset '{entry.name}' ships no history to backtest", "pass --data with its history table(s)")
+    data, start_date = args.data or [entry.history], args.start_date or (None if args.data else entry.history_start_date)
+    spec = entry.spec
+    return spec, history_from_files(data, spec, start_date, args.label_delay), ", ".join(path.name for path in data)
 
 
 def _pairs(items: list[str], flag: str) -> list[tuple[str, str]]:

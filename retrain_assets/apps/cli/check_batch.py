@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from retrain_assets.apps.cli.common import CliError, add_command, store_arguments
+from retrain_assets.apps.cli.common import CliError, add_command, project_settings, store_arguments
 
 NO_CHAMPION_HINT = "; pass --reference PROFILE.json, or run the pipeline until a champion is deployed"
 
@@ -19,7 +19,7 @@ def add_parser(subparsers) -> None:
     check.add_argument("--reference", type=Path, default=None,
                        help="reference profile JSON (ReferenceProfile.to_json); default: the champion's profile in the "
                             "warehouse's reference_profile table (read-only)")
-    store_arguments(check)  # --data-dir: where the warehouse is, for the default reference
+    store_arguments(check)  # the dataset's spec, and its warehouse for the default reference
     check.add_argument("--memory-limit", default="2GB", help="DuckDB memory_limit; larger work spills to --out (default: %(default)s)")
     check.add_argument("--threads", type=int, default=2, help="DuckDB threads (default: %(default)s)")
     check.add_argument("--window", nargs=2, metavar=("START", "END"), default=None,
@@ -35,8 +35,6 @@ def run(args) -> int:
 
     import pandas as pd
 
-    from retrain_assets.core.spec import load_spec
-
     started = time.perf_counter()
 
     def say(line: str) -> None:
@@ -44,12 +42,13 @@ def run(args) -> int:
 
     if not args.path.is_file():
         raise CliError(f"no batch file at {args.path}", "pass the path of a Parquet or CSV batch")
-    spec = load_spec(args.spec)
+    settings = project_settings(args)
+    spec = settings.spec
     try:
         window = tuple(pd.Timestamp(t) for t in args.window) if args.window else None
     except ValueError as exc:
         raise CliError(f"--window: {exc}", "pass two dates, e.g. --window 2025-03-01 2025-03-02") from None
-    profile, source = _reference_profile(args)
+    profile, source = _reference_profile(args, settings)
     contract, drift = _check(args, spec, window, profile, source, say)
     if drift is not None:
         features, summary = drift
@@ -99,23 +98,21 @@ def _check(args, spec, window, profile, source: str, say):
             con.close()
 
 
-def _reference_profile(args):
+def _reference_profile(args, settings):
     """(profile, description) of the reference: the --reference file, else the champion's reference
-    profile in the warehouse of --data-dir (the analysts' snapshot when there is one: a running
+    profile in the dataset's warehouse under --data-dir (the analysts' snapshot when there is one: a running
     pipeline holds the warehouse's lock). The deployment history names the champion, not MLflow:
     the check needs no registry, only the warehouse file."""
     from retrain_assets.core.monitoring.profile import ReferenceProfile
     from retrain_assets.pipeline.shared.lookups import deployed_champion_version, latest_reference
     from retrain_assets.pipeline.shared.warehouse import Warehouse
     from retrain_assets.apps.stores import readable_database
-    from retrain_assets.settings import ProjectSettings
 
     if args.reference is not None:
         if not args.reference.is_file():
             raise CliError(f"no reference profile at {args.reference}", "pass a JSON written by ReferenceProfile.to_json, "
                            "or leave --reference out to use the champion's profile in the warehouse")
         return ReferenceProfile.from_json(args.reference.read_text()), str(args.reference)
-    settings = ProjectSettings(data_dir=args.data_dir.resolve(), spec_path=Path())
     database = readable_database(settings)
     if not database.exists():
         raise CliError(f"no warehouse at {settings.warehouse_path}{NO_CHAMPION_HINT}")

@@ -1,6 +1,7 @@
 """What the commands share: the expected-failure exception, the options several commands take
-(spelled and defaulted once), the project settings of --data-dir and --spec, and the Ctrl-C
-handling and closing summary of the commands that run the pipeline in process."""
+(spelled and defaulted once), the dataset of --dataset or --spec and the project settings of
+--data-dir, and the Ctrl-C handling and closing summary of the commands that run the pipeline in
+process."""
 
 from __future__ import annotations
 
@@ -14,11 +15,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable
 
-from retrain_assets.settings import DEFAULT_DATA_DIR, DEFAULT_SPEC
+from retrain_assets.settings import DEFAULT_DATA_DIR
 
 DEFAULT_SCENARIO = Path("data/scenarios/loan_default.yaml")
 LOCKED_HINT = ("a running pipeline (`dagster dev`, a demo, a backfill) holds the warehouse's write lock: retry when its "
                "run is done; readers use the analyst snapshot, which the pipeline publishes after each run, when there is one")
+# What a command that needs one dataset does without --dataset or --spec (`chosen_dataset`).
+ONLY_DATASET = "$RETRAIN_ASSETS_SPEC when set, else the only declared dataset"
 
 
 class CliError(Exception):
@@ -38,15 +41,56 @@ def add_command(subparsers, name: str, run: Callable[[argparse.Namespace], int],
     return parser
 
 
-def store_arguments(parser: argparse.ArgumentParser, suppress: bool = False) -> None:
-    """--data-dir and --spec, spelled and defaulted the same by every command that reads the stores.
-    `suppress`: for a subcommand's subcommand, where they repeat the parent's options."""
+def store_arguments(parser: argparse.ArgumentParser, suppress: bool = False, default: str = ONLY_DATASET) -> None:
+    """--data-dir, --dataset and --spec, spelled and defaulted the same by every command that reads
+    the stores. `suppress`: for a subcommand's subcommand, where they repeat the parent's options;
+    `default`: what the command does with neither --dataset nor --spec, for the help."""
     data_dir = argparse.SUPPRESS if suppress else Path(os.environ.get("RETRAIN_ASSETS_DATA_DIR", DEFAULT_DATA_DIR))
-    spec = argparse.SUPPRESS if suppress else Path(os.environ.get("RETRAIN_ASSETS_SPEC", str(DEFAULT_SPEC)))
     parser.add_argument("--data-dir", type=Path, default=data_dir,
                         help=f"landing zone and stores (default: $RETRAIN_ASSETS_DATA_DIR or {DEFAULT_DATA_DIR})")
-    parser.add_argument("--spec", type=Path, default=spec,
-                        help=f"dataset spec (default: $RETRAIN_ASSETS_SPEC or {DEFAULT_SPEC})")
+    dataset_arguments(parser, suppress, default)
+
+
+def dataset_arguments(parser: argparse.ArgumentParser, suppress: bool = False, default: str = ONLY_DATASET) -> None:
+    """--dataset (one declared in retrain_assets/defs/) and --spec (a spec file of your own); one or
+    the other, never both (`chosen_dataset` says which dataset a command is about). `default`: what
+    the command does with neither, for the help."""
+    unset = argparse.SUPPRESS if suppress else None
+    parser.add_argument("--dataset", default=unset, metavar="NAME",
+                        help=f"a dataset declared in retrain_assets/defs/<name>/defs.yaml (default: {default})")
+    parser.add_argument("--spec", type=Path, default=unset,
+                        help="a dataset spec file of your own, instead of --dataset")
+
+
+def chosen_dataset(args, only_by_default: bool = True):
+    """The declared dataset (a `datasets.DatasetEntry`) a command is about, or None for a spec file
+    of the user's own (`spec_file`).
+
+    --dataset NAME picks a declared dataset; --spec FILE, or else $RETRAIN_ASSETS_SPEC, names a spec
+    file; with none of them, the only declared dataset (`only_by_default`; else None: the command
+    has another default, as the backtest's built-in scenario). Both flags, an unknown name, or
+    several datasets and no choice raise a CliError whose message lists the datasets.
+    """
+    from retrain_assets import datasets
+
+    name, spec = getattr(args, "dataset", None), getattr(args, "spec", None)
+    if name is not None and spec is not None:
+        raise CliError("pass either --dataset NAME or --spec FILE, not both",
+                       "--dataset names a dataset declared in retrain_assets/defs/; --spec a spec file of your own")
+    if spec is not None or (name is None and (os.environ.get("RETRAIN_ASSETS_SPEC") or not only_by_default)):
+        return None
+    entries = datasets.declared_datasets()
+    try:
+        return datasets.choose_dataset(entries, name)
+    except datasets.DatasetChoiceError as exc:
+        raise CliError(str(exc), "pass --dataset with one of them, or --spec FILE for a spec of your own" if entries
+                       else "pass --spec FILE with a dataset spec of your own") from None
+
+
+def spec_file(args) -> Path | None:
+    """The spec file of --spec, else $RETRAIN_ASSETS_SPEC; None when neither is given."""
+    spec = getattr(args, "spec", None) or os.environ.get("RETRAIN_ASSETS_SPEC")
+    return Path(spec) if spec else None
 
 
 def dagster_home_argument(parser: argparse.ArgumentParser) -> None:
@@ -75,14 +119,22 @@ def json_argument(parser: argparse.ArgumentParser, help: str = "print JSON inste
 
 
 def project_settings(args):
-    """The project's settings (ProjectSettings.from_env) with the stores and spec of --data-dir and --spec."""
+    """The project's settings (ProjectSettings.from_env) for the dataset of --dataset or --spec
+    (`chosen_dataset`), with the stores of --data-dir."""
+    entry = chosen_dataset(args)
+    return dataset_settings(args, entry.spec_path if entry else spec_file(args), entry.overrides if entry else {})
+
+
+def dataset_settings(args, spec_path: Path, overrides: dict | None = None):
+    """ProjectSettings.from_env for the spec at `spec_path` (with `overrides`) and the stores of --data-dir."""
     from retrain_assets.settings import ProjectSettings
 
     try:
         settings = ProjectSettings.from_env()
     except ValueError as exc:
         raise CliError(str(exc), "fix the environment variable (see retrain_assets/settings.py)") from None
-    return dataclasses.replace(settings, data_dir=args.data_dir.resolve(), spec_path=args.spec.resolve())
+    return dataclasses.replace(settings, data_dir=args.data_dir.resolve(), spec_path=Path(spec_path).resolve(),
+                               spec_overrides=dict(overrides or {}))
 
 
 def require_stores(settings) -> None:

@@ -28,7 +28,9 @@ EPILOG = """examples:
   retrain-assets backtest --days 120 --sweep psi_threshold=0.1,0.2,0.3
 
 Commands that read the stores take --data-dir (default: $RETRAIN_ASSETS_DATA_DIR
-or data) and --spec (default: $RETRAIN_ASSETS_SPEC or the loan_default spec).
+or data) and --dataset NAME, a dataset declared in retrain_assets/defs/ (default:
+the only one; `status` shows every one), or --spec FILE, a spec of your own
+(default: $RETRAIN_ASSETS_SPEC when set).
 `retrain-assets COMMAND --help` shows a command's options."""
 # What an interrupted command leaves behind.
 INTERRUPTED = {"demo": "; the stores hold the days replayed so far (run the demo again to start over)",
@@ -94,13 +96,17 @@ def _expected_error(exc: Exception) -> CliError | None:
     from retrain_assets.core.spec import SpecError
     from retrain_assets.apps.demo import InstanceBusyError
     from retrain_assets.apps.stores import StoreError
+    from retrain_assets.datasets import DatasetChoiceError
 
     if isinstance(exc, CliError):
         return exc
     if isinstance(exc, StoreError):
         return CliError(str(exc), exc.hint)
     if isinstance(exc, SpecError):
-        return CliError(str(exc), "pass --spec with a dataset spec file (examples in data/specs/; the format is in docs/own-data.md)")
+        return CliError(str(exc), "pass --dataset NAME, or --spec with a dataset spec file (examples in data/specs/; the format "
+                        "is in docs/own-data.md)")
+    if isinstance(exc, DatasetChoiceError):  # a defs.yaml that declares no usable dataset
+        return CliError(str(exc), "fix that defs.yaml (retrain_assets/defs/rainfall/defs.yaml is an example), or pass --spec FILE")
     if isinstance(exc, ScenarioError):
         return CliError(str(exc), f"pass --scenario with a scenario file; the built-in one is {DEFAULT_SCENARIO}")
     if isinstance(exc, LandingFileError):
