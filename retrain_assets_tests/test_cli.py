@@ -1,4 +1,5 @@
-"""`retrain-assets drift` on two files: the same report as the pipeline, as JSON and HTML."""
+"""The command line: `drift` on two files, errors with a hint, progress bars, which dataset a command is
+about (--dataset, --spec, the status of every dataset) and the shipped rainfall history."""
 
 import io
 import json
