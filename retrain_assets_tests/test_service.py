@@ -34,16 +34,20 @@ from retrain_assets.core.deployment.serving import (API_KEYS_ENV, MAX_ROWS_PER_R
                                                     load_api_keys, presented_token)
 from retrain_assets.pipeline.shared.registry import CHECKSUM_TAG, ModelIntegrityError, ModelRegistry
 from retrain_assets.apps.service import ModelService, PredictionLog, create_app
+from retrain_assets.core.offline.scenario import read_history
+from retrain_assets.core.spec import load_spec
+from retrain_assets_tests.conftest import RAINFALL_SAMPLE, RAINFALL_SPEC
 
 TOKEN = secrets.token_urlsafe(32)  # a fresh key per test run: no credential lives in the repository
 KEYS = ApiKeys({"tester": TOKEN, "other-client": secrets.token_urlsafe(32)})
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
+PREDICT, MODELS, HEALTH = "/v1/loan_default/predict", "/v1/loan_default/models", "/v1/loan_default/health"
 
 
 def serving_client(service, **options) -> TestClient:
     """A test client of the app around `service` that sends the tester's key (no background loop
     unless `refresh_seconds`/`flush_seconds` are given)."""
-    return TestClient(create_app(service, KEYS, **{"refresh_seconds": 0, "flush_seconds": 0, **options}), headers=AUTH)
+    return TestClient(create_app([service], KEYS, **{"refresh_seconds": 0, "flush_seconds": 0, **options}), headers=AUTH)
 
 
 def wait_for(condition, timeout: float = 5.0) -> None:
@@ -100,10 +104,10 @@ def service(registry, scenario, tmp_path):
 
 def test_predict_one_and_many_rows_and_log_every_prediction(service, rows, tmp_path):
     with serving_client(service) as client:
-        one = client.post("/predict", json=rows[0])
-        many = client.post("/predict", json={"rows": rows[1:11]})
+        one = client.post(PREDICT, json=rows[0])
+        many = client.post(PREDICT, json={"rows": rows[1:11]})
         assert client.get("/health").json()["status"] == "ok"
-        assert client.get("/models").json()["deployment"] == [{"role": "champion", "version": "1", "traffic_share": 1.0}]
+        assert client.get(MODELS).json()["deployment"] == [{"role": "champion", "version": "1", "traffic_share": 1.0}]
     assert one.status_code == 200 and len(one.json()["predictions"]) == 1
     body = many.json()
     assert [p["id"] for p in body["predictions"]] == [r["application_id"] for r in rows[1:11]]
@@ -121,11 +125,11 @@ def test_bad_input_gets_422_with_each_broken_field_never_500(service, rows):
     bad = dict(rows[0], income=-5.0, purpose="yacht", credit_score="high")
     del bad["age"]
     with serving_client(service) as client:
-        response = client.post("/predict", json={"rows": [rows[1], bad]})
-        not_json = client.post("/predict", content=b"{not json", headers={"content-type": "application/json"})
-        extra = client.post("/predict", json=dict(rows[0], incme=1.0))
-        empty = client.post("/predict", json={"rows": []})
-        infinite = client.post("/predict", headers={"content-type": "application/json"}, content=b'{"rows": [%s]}' % (
+        response = client.post(PREDICT, json={"rows": [rows[1], bad]})
+        not_json = client.post(PREDICT, content=b"{not json", headers={"content-type": "application/json"})
+        extra = client.post(PREDICT, json=dict(rows[0], incme=1.0))
+        empty = client.post(PREDICT, json={"rows": []})
+        infinite = client.post(PREDICT, headers={"content-type": "application/json"}, content=b'{"rows": [%s]}' % (
             json.dumps(dict(rows[0], income=1.0)).replace("1.0", "Infinity", 1).encode()))
     assert response.status_code == 422
     fields = {(e["row"], e["field"]) for e in response.json()["detail"]}
@@ -152,23 +156,23 @@ def scored(monkeypatch) -> list[int]:
 
 def test_predict_and_models_need_a_valid_key_and_health_stays_open(service, rows, scored):
     wrong_length = TOKEN[:-1]
-    with TestClient(create_app(service, KEYS, refresh_seconds=0, flush_seconds=0)) as client:
+    with TestClient(create_app([service], KEYS, refresh_seconds=0, flush_seconds=0)) as client:
         refused = {
-            "no header": client.post("/predict", json=rows[0]),
-            "wrong token": client.post("/predict", json=rows[0], headers={"Authorization": f"Bearer {secrets.token_urlsafe(32)}"}),
-            "wrong length": client.post("/predict", json=rows[0], headers={"Authorization": f"Bearer {wrong_length}"}),
-            "wrong X-API-Key": client.post("/predict", json=rows[0], headers={"X-API-Key": "x" * 43}),
-            "basic scheme": client.post("/predict", json=rows[0], headers={"Authorization": f"Basic {TOKEN}"}),
-            "bearer without token": client.post("/predict", json=rows[0], headers={"Authorization": "Bearer"}),
-            "token with a space": client.post("/predict", json=rows[0], headers={"Authorization": f"Bearer {TOKEN} x"}),
-            "two credentials": client.post("/predict", json=rows[0], headers={**AUTH, "X-API-Key": TOKEN}),
-            "models without key": client.get("/models"),
+            "no header": client.post(PREDICT, json=rows[0]),
+            "wrong token": client.post(PREDICT, json=rows[0], headers={"Authorization": f"Bearer {secrets.token_urlsafe(32)}"}),
+            "wrong length": client.post(PREDICT, json=rows[0], headers={"Authorization": f"Bearer {wrong_length}"}),
+            "wrong X-API-Key": client.post(PREDICT, json=rows[0], headers={"X-API-Key": "x" * 43}),
+            "basic scheme": client.post(PREDICT, json=rows[0], headers={"Authorization": f"Basic {TOKEN}"}),
+            "bearer without token": client.post(PREDICT, json=rows[0], headers={"Authorization": "Bearer"}),
+            "token with a space": client.post(PREDICT, json=rows[0], headers={"Authorization": f"Bearer {TOKEN} x"}),
+            "two credentials": client.post(PREDICT, json=rows[0], headers={**AUTH, "X-API-Key": TOKEN}),
+            "models without key": client.get(MODELS),
         }
         assert scored == [] and service.log.pending == 0  # nothing refused reached a model
-        bearer = client.post("/predict", json=rows[0], headers=AUTH)
-        lower_case = client.post("/predict", json=rows[0], headers={"authorization": f"bearer {TOKEN}"})
-        api_key = client.post("/predict", json=rows[0], headers={"X-API-Key": TOKEN})
-        models = client.get("/models", headers={"X-API-Key": TOKEN})
+        bearer = client.post(PREDICT, json=rows[0], headers=AUTH)
+        lower_case = client.post(PREDICT, json=rows[0], headers={"authorization": f"bearer {TOKEN}"})
+        api_key = client.post(PREDICT, json=rows[0], headers={"X-API-Key": TOKEN})
+        models = client.get(MODELS, headers={"X-API-Key": TOKEN})
         health = client.get("/health")
     for case, response in refused.items():
         assert response.status_code == 401, case
@@ -184,16 +188,16 @@ def test_predict_and_models_need_a_valid_key_and_health_stays_open(service, rows
 
 def test_a_refused_credential_is_logged_without_the_token(service, rows, caplog):
     wrong = secrets.token_urlsafe(32)
-    app = create_app(service, KEYS, refresh_seconds=0, flush_seconds=0)
+    app = create_app([service], KEYS, refresh_seconds=0, flush_seconds=0)
     with TestClient(app) as client, caplog.at_level(logging.WARNING, logger="retrain_assets.apps.service"):
-        client.post("/predict", json=rows[0], headers={"Authorization": f"Bearer {wrong}"})
-        client.get("/models", headers={"Authorization": ""})
-        client.post("/predict", json=rows[0])
+        client.post(PREDICT, json=rows[0], headers={"Authorization": f"Bearer {wrong}"})
+        client.get(MODELS, headers={"Authorization": ""})
+        client.post(PREDICT, json=rows[0])
     messages = [r.getMessage() for r in caplog.records if r.name == "retrain_assets.apps.service" and r.levelno == logging.WARNING]
-    assert messages == ["unauthorized request from testclient:50000: POST /predict, credential invalid",
-                        "unauthorized request from testclient:50000: GET /models, credential malformed: the Authorization "
+    assert messages == ["unauthorized request from testclient:50000: POST /v1/loan_default/predict, credential invalid",
+                        "unauthorized request from testclient:50000: GET /v1/loan_default/models, credential malformed: the Authorization "
                         "header must be 'Bearer <token>'",
-                        "unauthorized request from testclient:50000: POST /predict, credential missing"]
+                        "unauthorized request from testclient:50000: POST /v1/loan_default/predict, credential missing"]
     assert wrong not in caplog.text and TOKEN not in caplog.text
 
 
@@ -201,9 +205,9 @@ def test_oversized_bodies_get_413_before_anything_reads_them(service, rows, scor
     body = json.dumps({"rows": rows}).encode()
     limit = len(body) - 1
     with serving_client(service, max_body_bytes=limit) as client:
-        declared = client.post("/predict", content=body, headers={"content-type": "application/json"})
-        streamed = client.post("/predict", content=iter([body[:1000], body[1000:]]), headers={"content-type": "application/json"})
-        fits = client.post("/predict", json={"rows": rows[:-1]})
+        declared = client.post(PREDICT, content=body, headers={"content-type": "application/json"})
+        streamed = client.post(PREDICT, content=iter([body[:1000], body[1000:]]), headers={"content-type": "application/json"})
+        fits = client.post(PREDICT, json={"rows": rows[:-1]})
     assert "content-length" not in streamed.request.headers and streamed.request.headers["transfer-encoding"] == "chunked"
     assert declared.status_code == 413 and streamed.status_code == 413
     assert f"larger than {limit} bytes" in declared.json()["detail"]
@@ -212,7 +216,7 @@ def test_oversized_bodies_get_413_before_anything_reads_them(service, rows, scor
 
 def test_a_body_without_content_length_is_read_only_up_to_the_limit(service):
     """A client streams an endless body: the service stops reading one chunk past the limit."""
-    app = create_app(service, KEYS, refresh_seconds=0, flush_seconds=0, max_body_bytes=10_000)
+    app = create_app([service], KEYS, refresh_seconds=0, flush_seconds=0, max_body_bytes=10_000)
     chunks_read, sent = [], []
 
     async def receive():
@@ -223,7 +227,7 @@ def test_a_body_without_content_length_is_read_only_up_to_the_limit(service):
         sent.append(message)
 
     scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
-             "path": "/predict", "raw_path": b"/predict", "query_string": b"", "root_path": "",
+             "path": PREDICT, "raw_path": PREDICT.encode(), "query_string": b"", "root_path": "",
              "client": ("127.0.0.1", 40000), "server": ("127.0.0.1", 8000),
              "headers": [(b"host", b"127.0.0.1"), (b"content-type", b"application/json"),
                          (b"transfer-encoding", b"chunked"), (b"authorization", f"Bearer {TOKEN}".encode())]}
@@ -234,13 +238,13 @@ def test_a_body_without_content_length_is_read_only_up_to_the_limit(service):
 def test_wrong_content_type_malformed_json_and_too_many_rows_never_reach_a_model(service, rows, scored):
     too_many = (rows * (MAX_ROWS_PER_REQUEST // len(rows) + 1))[:MAX_ROWS_PER_REQUEST + 1]
     with serving_client(service) as client:
-        text = client.post("/predict", content=json.dumps(rows[0]), headers={"content-type": "text/plain"})
-        untyped = client.post("/predict", content=json.dumps(rows[0]).encode())
-        form = client.post("/predict", data={"application_id": "a-1"})
-        bad_json = client.post("/predict", content=b'{"rows": [', headers={"content-type": "application/json"})
-        nested = client.post("/predict", content=b"[" * 100_000 + b"]" * 100_000, headers={"content-type": "application/json"})
-        crowded = client.post("/predict", json={"rows": too_many})
-        charset = client.post("/predict", content=json.dumps(rows[0]), headers={"content-type": "application/json; charset=utf-8"})
+        text = client.post(PREDICT, content=json.dumps(rows[0]), headers={"content-type": "text/plain"})
+        untyped = client.post(PREDICT, content=json.dumps(rows[0]).encode())
+        form = client.post(PREDICT, data={"application_id": "a-1"})
+        bad_json = client.post(PREDICT, content=b'{"rows": [', headers={"content-type": "application/json"})
+        nested = client.post(PREDICT, content=b"[" * 100_000 + b"]" * 100_000, headers={"content-type": "application/json"})
+        crowded = client.post(PREDICT, json={"rows": too_many})
+        charset = client.post(PREDICT, content=json.dumps(rows[0]), headers={"content-type": "application/json; charset=utf-8"})
     assert [r.status_code for r in (text, untyped, form)] == [415] * 3
     assert text.json()["detail"] == "Content-Type must be application/json, not text/plain"
     assert bad_json.status_code == 422 and "not valid JSON" in bad_json.json()["detail"][0]["message"]
@@ -433,10 +437,12 @@ def test_no_champion_answers_503_with_the_reason(scenario, rows, tmp_path):
 
     service = ModelService(scenario.spec, EmptyRegistry(), PredictionLog(tmp_path))
     with serving_client(service) as client:
-        assert client.get("/health").status_code == 503
-        response = client.post("/predict", json=rows[0])
-        invalid = client.post("/predict", json={"application_id": "x"})
-    assert response.status_code == 503 and "no champion in the registry yet" in response.json()["detail"]
+        assert client.get("/health").status_code == 503 and client.get(HEALTH).status_code == 503
+        response = client.post(PREDICT, json=rows[0])
+        invalid = client.post(PREDICT, json={"application_id": "x"})
+        models = client.get(MODELS)
+    assert response.status_code == 503 and "no champion in the registry yet for 'loan_default'" in response.json()["detail"]
+    assert models.status_code == 503 and models.json()["detail"] == response.json()["detail"]
     assert invalid.status_code == 422  # the contract is checked before anything else
     assert service.log.pending == 0
 
@@ -491,7 +497,7 @@ def test_models_load_without_the_process_wide_tracking_uri(registry, tmp_path):
 
 
 def test_a_failed_flush_keeps_every_record_for_the_next_try(service, rows, tmp_path, monkeypatch):
-    import retrain_assets.apps.service as service_module
+    import retrain_assets.apps.service.log as service_module
 
     service.refresh()
     service.predict({"rows": rows[:4]})
@@ -565,17 +571,17 @@ def test_a_locked_registry_keeps_the_loaded_models_serving_and_reports_degraded(
     with the reason, and the loop picks the registry up again once the lock is gone."""
     with serving_client(service, refresh_seconds=0.2) as client:
         with locked_store(registry):
-            wait_for(lambda: client.get("/health").json()["status"] != "ok")
-            health = client.get("/health")
+            wait_for(lambda: client.get(HEALTH).json()["status"] != "ok")
+            health = client.get(HEALTH)
             assert health.status_code == 200 and health.json()["status"] == "degraded"
             assert "registry unreachable" in health.json()["last_error"] and "database is locked" in health.json()["last_error"]
-            answer = client.post("/predict", json=rows[0])
+            answer = client.post(PREDICT, json=rows[0])
             assert answer.status_code == 200 and answer.json()["predictions"][0]["model_version"] == "1"
             for read in (registry.deployment_state, lambda: registry.version_for("champion"), registry.end_trial):
                 with pytest.raises(MlflowException) as raised:
                     read()
                 assert raised.value.error_code == "TEMPORARILY_UNAVAILABLE"
-        wait_for(lambda: client.get("/health").json()["status"] == "ok")
+        wait_for(lambda: client.get(HEALTH).json()["status"] == "ok")
     # A model that is not registered (yet) is the one failure that reads as empty.
     unknown = registry.model_copy(update={"model_name": "never-registered"})
     assert unknown.deployment_state().champion is None and unknown.version_for("champion") is None
@@ -601,13 +607,13 @@ def test_a_row_the_log_cannot_store_is_refused_before_it_is_answered(service, ro
     """A timestamp outside what the log stores, and text with a lone surrogate (in a value or a
     field name), get 422; the background loop keeps logging what was answered."""
     with serving_client(service, refresh_seconds=0.2, flush_seconds=0.2) as client:
-        ancient = client.post("/predict", json=dict(rows[0], applied_at="0001-01-01T00:00:00"))
-        surrogates = [client.post("/predict", content=body, headers={"content-type": "application/json"})
+        ancient = client.post(PREDICT, json=dict(rows[0], applied_at="0001-01-01T00:00:00"))
+        surrogates = [client.post(PREDICT, content=body, headers={"content-type": "application/json"})
                       for body in (json.dumps(dict(rows[0], application_id="s-\ud800")).encode(),
                                    json.dumps({**rows[0], "s-\udfff": 1}).encode())]
-        answered = client.post("/predict", json={"rows": rows[:2]})
+        answered = client.post(PREDICT, json={"rows": rows[:2]})
         wait_for(lambda: service.log.pending == 0)
-        health = client.get("/health").json()
+        health = client.get(HEALTH).json()
     assert ancient.status_code == 422 and ancient.json()["detail"][0]["field"] == "applied_at"
     assert "range that can be stored" in ancient.json()["detail"][0]["message"]
     assert [r.status_code for r in surrogates] == [422, 422]
@@ -630,11 +636,11 @@ def test_the_loop_survives_a_failing_flush_and_a_full_log_refuses_with_503(regis
     try:
         with serving_client(service, refresh_seconds=0.2, flush_seconds=0.2) as client:
             log.append([unstorable])
-            wait_for(lambda: "AttributeError" in client.get("/health").json()["log_error"])
-            assert client.get("/health").json()["status"] == "degraded"
+            wait_for(lambda: "AttributeError" in client.get(HEALTH).json()["log_error"])
+            assert client.get(HEALTH).json()["status"] == "degraded"
             registry.promote("2")  # a rollout the loop must still follow
-            wait_for(lambda: client.get("/models").json()["deployment"][0]["version"] == "2")
-            answers = [client.post("/predict", json=row) for row in rows[:4]]
+            wait_for(lambda: client.get(MODELS).json()["deployment"][0]["version"] == "2")
+            answers = [client.post(PREDICT, json=row) for row in rows[:4]]
             assert [a.status_code for a in answers] == [200, 200, 200, 503]
             assert answers[-1].json()["detail"].startswith("prediction log full: 4 records not yet written")
             assert "AttributeError" in answers[-1].json()["detail"]
@@ -647,8 +653,8 @@ def test_the_loop_survives_a_failing_flush_and_a_full_log_refuses_with_503(regis
                 return False
 
             wait_for(drop_unstorable)
-            wait_for(lambda: log.pending == 0 and client.get("/health").json()["status"] == "ok")
-            assert client.post("/predict", json=rows[4]).status_code == 200
+            wait_for(lambda: log.pending == 0 and client.get(HEALTH).json()["status"] == "ok")
+            assert client.post(PREDICT, json=rows[4]).status_code == 200
     finally:
         registry.promote("1")
     logged = pd.concat(pd.read_parquet(f) for f in (tmp_path / "landing" / "predictions").glob("*.parquet"))
@@ -664,10 +670,291 @@ def test_a_request_row_is_accepted_exactly_when_a_batch_row_would_be(service, ro
     with serving_client(service) as client:
         for field, value in cases:
             row = dict(rows[0], **{field: value})
-            answer = client.post("/predict", json=row)
+            answer = client.post(PREDICT, json=row)
             pd.DataFrame([row]).to_csv(csv, index=False)
             batch = validate_batch(read_landing_file(csv), scenario.spec)
             assert answer.status_code in (200, 422), (field, value)
             assert (answer.status_code == 200) == (len(batch.valid) == 1), (field, value, answer.json(), batch.quarantined.get("reason"))
             if answer.status_code == 422:
                 assert [e["field"] for e in answer.json()["detail"]] == [field]
+
+
+# ---------------------------------------------------------------------------------------------
+# Several datasets in one service: the rainfall model (the real NOAA sample) next to the loan model
+# ---------------------------------------------------------------------------------------------
+
+RAIN_PREDICT, RAIN_MODELS, RAIN_HEALTH = "/v1/rainfall/predict", "/v1/rainfall/models", "/v1/rainfall/health"
+
+
+def rainfall_history():
+    """The first three years of the rainfall history, with the id and date the replay gives them."""
+    spec = load_spec(RAINFALL_SPEC)
+    history = read_history(RAINFALL_SAMPLE, spec)
+    history.insert(0, spec.id_column, range(len(history)))
+    history[spec.event_time_column] = pd.Timestamp("1970-01-01") + pd.to_timedelta(history[spec.id_column], unit="D")
+    return spec, history
+
+
+@pytest.fixture(scope="module")
+def rainfall_registry(registry):
+    """Two rainfall versions, registered in the loan models' MLflow store (one store per deployment)."""
+    spec, history = rainfall_history()
+    reg = registry.model_copy(update={"model_name": spec.name})
+    mlflow.set_tracking_uri(reg.tracking_uri)
+    for rows, params in ((history.iloc[:400], {"C": 1.0}), (history.iloc[400:800], {"C": 0.01})):
+        model = train_model(rows, spec, 7, "logistic_regression", params)
+        with mlflow.start_run():
+            reg.log_and_register(model.pipeline, feature_frame(rows.head(5), spec))
+    return reg
+
+
+@pytest.fixture
+def rainfall_service(rainfall_registry, tmp_path):
+    """Rainfall: champion v1 with v2 as canary on half of the days; its log under landing/rainfall."""
+    rainfall_registry.promote("1")
+    rainfall_registry.start_trial("2", "canary", 0.5)
+    return ModelService(load_spec(RAINFALL_SPEC), rainfall_registry, PredictionLog(tmp_path / "landing" / "rainfall", server_id="test"))
+
+
+@pytest.fixture
+def rain_rows() -> list[dict]:
+    _, history = rainfall_history()
+    return json_rows(history.iloc[900:960].drop(columns=["rain"]))
+
+
+def logged(folder: Path) -> pd.DataFrame:
+    return pd.concat(pd.read_parquet(f) for f in sorted((folder / "predictions").glob("*.parquet")))
+
+
+def test_two_datasets_served_at_once_route_and_log_separately(registry, scenario, rainfall_service, rows, rain_rows, tmp_path):
+    """One app, two datasets: each request is checked against its own dataset's contract, routed
+    by its own deployment (loan: champion alone; rainfall: a canary) and logged in its own landing
+    folder; /health summarizes both."""
+    loan = ModelService(scenario.spec, registry, PredictionLog(tmp_path / "landing" / "loan_default", server_id="test"))
+    with TestClient(create_app([loan, rainfall_service], KEYS, refresh_seconds=0, flush_seconds=0), headers=AUTH) as client:
+        loan_answer = client.post(PREDICT, json={"rows": rows[:10]})
+        rain_answer = client.post(RAIN_PREDICT, json={"rows": rain_rows})
+        crossed = client.post(RAIN_PREDICT, json=rows[0])  # a loan row is no rainfall row
+        models = {name: client.get(f"/v1/{name}/models").json()["deployment"] for name in ("loan_default", "rainfall")}
+        health = client.get("/health")
+        rain_health = client.get(RAIN_HEALTH).json()
+    assert loan_answer.status_code == 200 and rain_answer.status_code == 200
+    assert {(p["arm"], p["model_version"]) for p in loan_answer.json()["predictions"]} == {("champion", "1")}
+    rain_arms = {(p["arm"], p["model_version"]) for p in rain_answer.json()["predictions"]}
+    assert rain_arms == {("champion", "1"), ("canary", "2")}
+    assert [p["id"] for p in rain_answer.json()["predictions"]] == [r["day_index"] for r in rain_rows]
+    assert crossed.status_code == 422 and "application_id" in {e["field"] for e in crossed.json()["detail"]}
+    assert models == {"loan_default": [{"role": "champion", "version": "1", "traffic_share": 1.0}],
+                      "rainfall": [{"role": "champion", "version": "1", "traffic_share": 0.5},
+                                   {"role": "canary", "version": "2", "traffic_share": 0.5}]}
+    assert health.status_code == 200 and health.json()["status"] == "ok"
+    assert {name: body["status"] for name, body in health.json()["datasets"].items()} == {"loan_default": "ok", "rainfall": "ok"}
+    assert rain_health["model"] == "rainfall" and rain_health["champion"] == "1"
+    loan_log, rain_log = logged(tmp_path / "landing" / "loan_default"), logged(tmp_path / "landing" / "rainfall")
+    assert set(loan_log["entity_id"]) == {r["application_id"] for r in rows[:10]} and len(loan_log) == 10
+    assert set(rain_log["entity_id"]) == {str(r["day_index"]) for r in rain_rows}
+    assert len(rain_log) == 2 * len(rain_rows) and set(rain_log["role"]) == {"champion", "canary"}  # both score every row
+    assert "temperature" in rain_log.columns and "income" not in rain_log.columns
+
+
+def test_a_key_scoped_to_other_datasets_gets_403_and_is_counted(registry, scenario, rainfall_service, rows, rain_rows, scored,
+                                                                caplog, tmp_path):
+    weather = secrets.token_urlsafe(32)
+    keys = ApiKeys({"tester": TOKEN, "weather": weather}, scopes={"weather": ["rainfall"]})
+    loan = ModelService(scenario.spec, registry, PredictionLog(tmp_path / "landing" / "loan_default"))
+    app = create_app([loan, rainfall_service], keys, refresh_seconds=0, flush_seconds=0)
+    with TestClient(app) as client, caplog.at_level(logging.WARNING, logger="retrain_assets.apps.service"):
+        as_weather = {"Authorization": f"Bearer {weather}"}
+        forbidden = [client.post(PREDICT, json=rows[0], headers=as_weather), client.get(MODELS, headers=as_weather)]
+        assert scored == []  # nothing forbidden reached a model
+        allowed = client.post(RAIN_PREDICT, json=rain_rows[:2], headers=as_weather)
+        everywhere = [client.post(PREDICT, json=rows[0], headers=AUTH), client.post(RAIN_PREDICT, json=rain_rows[:2], headers=AUTH)]
+        unauthorized = client.post(RAIN_PREDICT, json=rain_rows[:2])
+        health = client.get("/health").json()
+    assert [r.status_code for r in forbidden] == [403, 403]
+    assert forbidden[0].json()["detail"] == "the key of 'weather' may not call 'loan_default'; it may call: rainfall"
+    assert allowed.status_code == 200 and [r.status_code for r in everywhere] == [200, 200]
+    assert unauthorized.status_code == 401
+    assert health["datasets"]["loan_default"]["unauthorized_requests"] == 2
+    assert health["datasets"]["rainfall"]["unauthorized_requests"] == 1 and health["unauthorized_requests"] == 3
+    refusals = [r.getMessage() for r in caplog.records if r.getMessage().startswith(("forbidden", "unauthorized"))]
+    assert refusals == ["forbidden request from testclient:50000: POST /v1/loan_default/predict, client weather may call rainfall only",
+                        "forbidden request from testclient:50000: GET /v1/loan_default/models, client weather may call rainfall only",
+                        "unauthorized request from testclient:50000: POST /v1/rainfall/predict, credential missing"]
+    assert weather not in caplog.text
+
+
+def test_an_unknown_dataset_gets_404_naming_the_served_ones(service, rows, scored):
+    with serving_client(service) as client:
+        answers = [client.post("/v1/loan_defualt/predict", json=rows[0]), client.get("/v1/rainfall/models"),
+                   client.get("/v1/rainfall/health"), client.post("/v1/rainfall/predict", json=rows[0], headers={"X-API-Key": "x" * 20})]
+        moved = client.post("/predict", json=rows[0])
+        health = client.get("/health").json()
+    assert [a.status_code for a in answers] == [404] * 4
+    assert answers[0].json() == {"detail": "no dataset 'loan_defualt' is served here; the served datasets are: loan_default",
+                                 "datasets": ["loan_default"]}
+    assert moved.status_code == 404 and moved.json()["detail"].startswith("/predict is /v1/<dataset>/predict now")
+    assert scored == [] and health["unauthorized_requests"] == 0  # a wrong path is no refused credential
+
+
+def test_one_datasets_registry_down_answers_503_while_the_other_serves(service, rainfall_service, rows, rain_rows):
+    """Rainfall's registry fails from the start: its routes answer 503 with the reason, loan keeps
+    serving, /health says degraded; once the registry answers, rainfall's own loop loads it."""
+    class Down:
+        def __init__(self, registry):
+            self.registry, self.down = registry, True
+
+        def deployment_state(self):
+            if self.down:
+                raise ConnectionError("mlflow.example:5000 does not answer")
+            return self.registry.deployment_state()
+
+        def load_verified(self, version):
+            return self.registry.load_verified(version)
+
+    rainfall = Down(rainfall_service.registry)
+    rainfall_service.registry = rainfall
+    app = create_app([service, rainfall_service], KEYS, refresh_seconds=0.2, flush_seconds=0)
+    with TestClient(app, headers=AUTH) as client:
+        down = [client.post(RAIN_PREDICT, json=rain_rows[:2]), client.get(RAIN_MODELS), client.get(RAIN_HEALTH)]
+        loan = client.post(PREDICT, json=rows[0])
+        health = client.get("/health")
+        rainfall.down = False
+        wait_for(lambda: client.get(RAIN_HEALTH).status_code == 200)
+        recovered = client.post(RAIN_PREDICT, json=rain_rows[:2])
+    assert [d.status_code for d in down] == [503, 503, 503]
+    assert down[0].json()["detail"] == "registry unreachable: mlflow.example:5000 does not answer" == down[1].json()["detail"]
+    assert down[2].json()["status"] == "no_model" and "does not answer" in down[2].json()["last_error"]
+    assert loan.status_code == 200
+    assert health.status_code == 200 and health.json()["status"] == "degraded"
+    assert {n: b["status"] for n, b in health.json()["datasets"].items()} == {"loan_default": "ok", "rainfall": "no_model"}
+    assert recovered.status_code == 200
+
+
+def test_a_hanging_registry_delays_neither_the_start_nor_the_other_datasets(service, registry, rainfall_service, rows,
+                                                                           rain_rows, monkeypatch):
+    """Rainfall's registry hangs: the app starts after the first-load wait, rainfall answers 503
+    'not loaded yet', and loan follows a promotion while rainfall's read still hangs."""
+    import retrain_assets.apps.service.app as app_module
+
+    release = threading.Event()
+
+    class Hanging:
+        def deployment_state(self):
+            release.wait(30)
+            raise ConnectionError("gave up")
+
+    monkeypatch.setattr(app_module, "FIRST_LOAD_WAIT_SECONDS", 0.5)
+    rainfall_service.registry = Hanging()
+    started = time.monotonic()
+    try:
+        with TestClient(create_app([service, rainfall_service], KEYS, refresh_seconds=0.2, flush_seconds=0), headers=AUTH) as client:
+            assert time.monotonic() - started < 10
+            waiting = client.post(RAIN_PREDICT, json=rain_rows[0])
+            registry.promote("2")
+            wait_for(lambda: client.get(MODELS).json()["deployment"][0]["version"] == "2")
+            assert client.post(PREDICT, json=rows[0]).json()["predictions"][0]["model_version"] == "2"
+            release.set()
+    finally:
+        release.set()
+        registry.promote("1")
+    assert waiting.status_code == 503 and waiting.json()["detail"].startswith("not loaded yet")
+
+
+DATASETS = {"loan_default", "rainfall"}
+
+
+def test_keys_scoped_to_datasets_from_a_file_or_the_environment(tmp_path):
+    a, b, c = (secrets.token_urlsafe(32) for _ in range(3))
+    file = tmp_path / "keys.txt"
+    file.write_text(f"alice:{a}:loan_default, rainfall\nbob:{b}\ncarol:{c}:rainfall   # the weather team\n")
+    from_file = load_api_keys({}, file, DATASETS)
+    from_env = load_api_keys({API_KEYS_ENV: f"alice:{a}:loan_default,rainfall; bob:{b} ;carol:{c}:rainfall"}, None, DATASETS)
+    one_each = load_api_keys({API_KEYS_ENV: f"carol:{c}:rainfall,bob:{b}"}, None, DATASETS)  # commas: one dataset per scope
+    for keys in (from_file, from_env):
+        assert keys.names == ["alice", "bob", "carol"] and keys.identify(c) == "carol"
+        assert [keys.scope(n) for n in keys.names] == [frozenset(DATASETS), None, frozenset({"rainfall"})]
+    assert one_each.scope("carol") == frozenset({"rainfall"}) and one_each.allows("bob", "loan_default")
+    assert not one_each.allows("carol", "loan_default")
+
+
+@pytest.mark.parametrize("entries, message", [
+    ("alice:{a}:loan_defualt", "entry 1: 'alice' is scoped to 'loan_defualt', not a dataset of this deployment; the datasets "
+                               "are: loan_default, rainfall"),
+    ("alice:{a}:", "entry 1: the datasets of 'alice' \\(after the second ':'\\) must be dataset names separated by commas"),
+    ("alice:{a}:rainfall,,loan_default;bob:{b}", "entry 1: the datasets of .alice. .after the second .:.. must be dataset names"),
+    ("alice:{a}:loan_default,rainfall,bob:{b}", f"entry 2: an entry without ':' after a scoped key; to scope a key to several "
+                                                f"datasets, separate the entries of {API_KEYS_ENV} with ';'"),
+])
+def test_broken_scopes_are_refused(entries, message):
+    a, b = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
+    with pytest.raises(ApiKeyError, match=message) as refused:
+        load_api_keys({API_KEYS_ENV: entries.format(a=a, b=b)}, None, DATASETS)
+    assert a not in str(refused.value) and b not in str(refused.value)
+
+
+def test_serve_refuses_a_scope_naming_no_dataset_and_an_ambiguous_choice(tmp_path, monkeypatch, capsys):
+    from retrain_assets.apps.cli.main import main
+
+    monkeypatch.delenv("RETRAIN_ASSETS_SPEC", raising=False)
+    monkeypatch.setenv(API_KEYS_ENV, f"alice:{TOKEN}:loan_defualt")
+    assert main(["serve", "--data-dir", str(tmp_path)]) == 2
+    error = capsys.readouterr().err
+    assert "'alice' is scoped to 'loan_defualt', not a dataset of this deployment" in error and "loan_default, rainfall" in error
+    monkeypatch.setenv(API_KEYS_ENV, f"alice:{TOKEN}")
+    assert main(["serve", "--data-dir", str(tmp_path), "--dataset", "rainfall", "--spec", "x.yaml"]) == 2
+    assert "pass either --dataset NAME (repeatable) or --spec FILE, not both" in capsys.readouterr().err
+    assert main(["serve", "--data-dir", str(tmp_path), "--dataset", "weather"]) == 2
+    assert "no dataset 'weather' in this deployment; the datasets are: loan_default, rainfall" in capsys.readouterr().err
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_serve_runs_every_declared_dataset_on_uvicorn(registry, rainfall_service, rows, rain_rows, tmp_path):
+    """`retrain-assets serve` as its own process on a real port: every declared dataset is served
+    (its routes and log folder printed at start), scoped keys hold, and SIGINT flushes each
+    dataset's log into its own landing folder."""
+    import os
+    import signal
+
+    import httpx
+
+    weather = secrets.token_urlsafe(32)
+    port = free_port()
+    env = {**os.environ, "MLFLOW_TRACKING_URI": registry.tracking_uri, API_KEYS_ENV: f"tester:{TOKEN};weather:{weather}:rainfall"}
+    env.pop("RETRAIN_ASSETS_SPEC", None)
+    server = subprocess.Popen([sys.executable, "-m", "retrain_assets.apps.cli", "serve", "--data-dir", str(tmp_path),
+                               "--port", str(port), "--refresh-seconds", "0.5", "--flush-seconds", "60"],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
+            deadline = time.monotonic() + 120
+            while True:
+                assert server.poll() is None and time.monotonic() < deadline, "the server did not start"
+                try:
+                    if client.get("/health").status_code in (200, 503):
+                        break
+                except httpx.TransportError:
+                    time.sleep(0.2)
+            loan = client.post(PREDICT, json={"rows": rows[:3]}, headers=AUTH)
+            rain = client.post(RAIN_PREDICT, json={"rows": rain_rows[:4]}, headers={"X-API-Key": weather})
+            forbidden = client.post(PREDICT, json=rows[0], headers={"X-API-Key": weather})
+            datasets = client.get("/health").json()["datasets"]
+    finally:
+        server.send_signal(signal.SIGINT)
+        output, _ = server.communicate(timeout=60)
+    assert server.returncode == 0, output
+    assert [loan.status_code, rain.status_code, forbidden.status_code] == [200, 200, 403]
+    assert {"loan_default", "rainfall"} <= set(datasets) and datasets["rainfall"]["champion"] == "1"
+    for name, clients in (("loan_default", "tester"), ("rainfall", "tester, weather")):
+        assert (f"  {name}: POST /v1/{name}/predict, GET /v1/{name}/models, GET /v1/{name}/health; keys of {clients}; "
+                f"prediction log -> {tmp_path.resolve() / 'landing' / name / 'predictions'}") in output
+    assert TOKEN not in output and weather not in output
+    assert len(logged(tmp_path / "landing" / "loan_default")) == 3
+    assert set(logged(tmp_path / "landing" / "rainfall")["entity_id"]) == {str(r["day_index"]) for r in rain_rows[:4]}

@@ -233,7 +233,7 @@ class LiveTraffic:
         self.service = ModelService(spec, model_registry_for(settings, spec, in_dagster=False),
                                     PredictionLog(settings.landing_dir, server_id="demo-service"))
         token = secrets.token_urlsafe(32)
-        app = create_app(self.service, ApiKeys({"demo-client": token}), refresh_seconds=0, flush_seconds=0)
+        app = create_app([self.service], ApiKeys({"demo-client": token}), refresh_seconds=0, flush_seconds=0)
         self.client = TestClient(app, headers={"Authorization": f"Bearer {token}"})
         self.client.__enter__()
         self.rows_per_request = rows_per_request
@@ -251,12 +251,12 @@ class LiveTraffic:
         rejected = 0
         for lo in range(0, len(rows), self.rows_per_request):
             chunk = rows[lo:lo + self.rows_per_request]
-            response = self.client.post("/predict", json={"rows": chunk})
+            response = self.client.post(f"/v1/{self.service.spec.name}/predict", json={"rows": chunk})
             if response.status_code == 422:  # a client drops the rows the contract names and resends the rest
                 bad = {e["row"] for e in response.json()["detail"]}
                 rejected += len(bad)
                 chunk = [r for i, r in enumerate(chunk) if i not in bad]
-                response = self.client.post("/predict", json={"rows": chunk}) if chunk else None
+                response = self.client.post(f"/v1/{self.service.spec.name}/predict", json={"rows": chunk}) if chunk else None
             if response is None:
                 continue
             response.raise_for_status()

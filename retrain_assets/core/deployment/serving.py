@@ -8,6 +8,7 @@ and each broken field is named. What the contract accepts, the prediction log ca
 
 Clients authenticate with an API key from configuration (`ApiKeys`); the service keeps only the
 keys' SHA-256 digests and compares a presented token against every one of them in constant time.
+A key may be scoped to some of the deployment's datasets (`client_name:token:dataset_a,dataset_b`).
 The rows are scored by `core.deployment.scoring.RowScorer`.
 """
 
@@ -19,7 +20,7 @@ import hmac
 import json
 import math
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional
 
@@ -37,7 +38,7 @@ MIN_TOKEN_CHARS = 16
 TOKEN_COMMAND = 'python -c "import secrets; print(secrets.token_urlsafe(32))"'
 CLIENT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}")
 KEYS_HOWTO = (f"set {API_KEYS_ENV}=\"client_name:token,...\" or pass --api-keys-file PATH (one client_name:token "
-              f"per line); generate a token with: {TOKEN_COMMAND}")
+              f"or client_name:token:dataset_a,dataset_b per line); generate a token with: {TOKEN_COMMAND}")
 # The prediction log's own columns and their types (the logged features take the spec's).
 LOG_COLUMN_TYPES = {"request_id": "string", "row_index": "int64", "entity_id": "string", "arm": "string", "role": "string",
                     "model_version": "string", "served": "bool", "score": "float64", "latency_ms": "float64"}
@@ -171,20 +172,34 @@ class ApiKeyError(ValueError):
 
 
 class ApiKeys:
-    """The clients allowed to call the service, held as SHA-256 digests of their tokens only.
+    """The clients allowed to call the service, held as SHA-256 digests of their tokens only, and
+    the datasets each may call (`scopes`: client -> dataset names; a client without one may call
+    every dataset).
 
     `identify` hashes the presented token and compares the digest with every configured one
     (`hmac.compare_digest`, no early exit): the time taken depends neither on how long the
     presented token is nor on which key, if any, it matches."""
 
-    def __init__(self, tokens: Mapping[str, str]):
+    def __init__(self, tokens: Mapping[str, str], scopes: Mapping[str, Iterable[str]] | None = None):
         if not tokens:
             raise ApiKeyError(f"no API key configured: {KEYS_HOWTO}")
         self._digests = tuple((name, _digest(token)) for name, token in tokens.items())
+        self._scopes = {name: frozenset(datasets) for name, datasets in (scopes or {}).items()}
+        if set(self._scopes) - set(tokens):
+            raise ValueError(f"scopes of clients without a key: {sorted(set(self._scopes) - set(tokens))}")
 
     @property
     def names(self) -> list[str]:
         return [name for name, _ in self._digests]
+
+    def scope(self, client: str) -> frozenset[str] | None:
+        """The datasets `client` may call; None: every dataset."""
+        return self._scopes.get(client)
+
+    def allows(self, client: str, dataset: str) -> bool:
+        """Whether `client` (an identified name) may call `dataset`."""
+        scope = self._scopes.get(client)
+        return scope is None or dataset in scope
 
     def identify(self, token: str) -> str | None:
         """The client name the token belongs to, or None."""
@@ -197,16 +212,18 @@ def _digest(token: str) -> bytes:
     return hashlib.sha256(token.encode("utf-8", "surrogateescape")).digest()
 
 
-def parse_api_keys(entries: Iterable[tuple[str, str]]) -> ApiKeys:
+def parse_api_keys(entries: Iterable[tuple[str, str]], datasets: Collection[str] | None = None) -> ApiKeys:
     """API keys from `(where, text)` entries, `where` naming the entry in error messages.
 
-    An entry is `client_name:token` or a bare `token` without `:` (named `key-1`, `key-2`, ... in
-    order); a blank entry or one starting with `#` is skipped, and ` # ...` after an entry is a
-    comment. Refused, with the entry's place and never its token: an empty token, a token shorter
-    than MIN_TOKEN_CHARS or with spaces or non-printable characters, a client name that is not
-    `[A-Za-z0-9][A-Za-z0-9_.@-]*` (it goes into logs; not echoed, it may be half a token), a
-    duplicate name or token."""
+    An entry is `client_name:token`, `client_name:token:dataset_a,dataset_b` (the client may call
+    only those datasets; each must be one of `datasets` when given) or a bare `token` without `:`
+    (named `key-1`, `key-2`, ... in order); a blank entry or one starting with `#` is skipped, and
+    ` # ...` after an entry is a comment. Refused, with the entry's place and never its token: an
+    empty token, a token shorter than MIN_TOKEN_CHARS or with spaces or non-printable characters,
+    a client name that is not `[A-Za-z0-9][A-Za-z0-9_.@-]*` (it goes into logs; not echoed, it may
+    be half a token), a duplicate name or token, an empty scope or one naming an unknown dataset."""
     tokens: dict[str, str] = {}
+    scopes: dict[str, list[str]] = {}
     where_of: dict[str, str] = {}
     bare = 0
     for where, text in entries:
@@ -214,33 +231,58 @@ def parse_api_keys(entries: Iterable[tuple[str, str]]) -> ApiKeys:
         if not entry or entry.startswith("#"):
             continue
         if ":" in entry:
-            name, token = (part.strip() for part in entry.split(":", 1))
+            name, token, *scope = (part.strip() for part in entry.split(":", 2))
         else:
             bare += 1
-            name, token = f"key-{bare}", entry
+            (name, token), scope = (f"key-{bare}", entry), []
         if not CLIENT_NAME.fullmatch(name):
             raise ApiKeyError(f"{where}: the client name (before the first ':') must match {CLIENT_NAME.pattern}")
-        if not token:
-            raise ApiKeyError(f"{where}: the token of {name!r} is empty; generate one with: {TOKEN_COMMAND}")
-        if not (token.isascii() and token.isprintable()) or any(c.isspace() for c in token):
-            raise ApiKeyError(f"{where}: the token of {name!r} has spaces or non-printable characters; "
-                              f"generate one with: {TOKEN_COMMAND}")
-        if len(token) < MIN_TOKEN_CHARS:
-            raise ApiKeyError(f"{where}: the token of {name!r} is shorter than {MIN_TOKEN_CHARS} characters; "
-                              f"generate one with: {TOKEN_COMMAND}")
+        _check_token(where, name, token)
         if name in tokens:
             raise ApiKeyError(f"{where}: client name {name!r} is already used at {where_of[name]}")
         if token in tokens.values():
             other = next(n for n, t in tokens.items() if t == token)
             raise ApiKeyError(f"{where}: the token of {name!r} is the token of {other!r} ({where_of[other]}); "
                               "give every client its own")
+        if scope:
+            scopes[name] = _scope(where, name, scope[0], datasets)
         tokens[name], where_of[name] = token, where
-    return ApiKeys(tokens)
+    return ApiKeys(tokens, scopes)
 
 
-def load_api_keys(environ: Mapping[str, str], keys_file: Path | None) -> ApiKeys:
-    """The configured API keys: `--api-keys-file` or the API_KEYS_ENV variable (comma-separated),
-    not both. Raises ApiKeyError, saying how to configure one, when there is none."""
+def _check_token(where: str, name: str, token: str) -> None:
+    """Refuse an empty, short or unprintable token (a token holds no `:`: the second one starts the scope)."""
+    if not token:
+        raise ApiKeyError(f"{where}: the token of {name!r} is empty; generate one with: {TOKEN_COMMAND}")
+    if not (token.isascii() and token.isprintable()) or any(c.isspace() for c in token):
+        raise ApiKeyError(f"{where}: the token of {name!r} has spaces or non-printable characters; "
+                          f"generate one with: {TOKEN_COMMAND}")
+    if len(token) < MIN_TOKEN_CHARS:
+        raise ApiKeyError(f"{where}: the token of {name!r} is shorter than {MIN_TOKEN_CHARS} characters; "
+                          f"generate one with: {TOKEN_COMMAND}")
+
+
+def _scope(where: str, name: str, text: str, datasets: Collection[str] | None) -> list[str]:
+    """The dataset names after a key's second `:` (comma-separated), each known when `datasets` is given."""
+    names = [part.strip() for part in text.split(",")]
+    if not all(names) or any(c.isspace() for n in names for c in n):
+        raise ApiKeyError(f"{where}: the datasets of {name!r} (after the second ':') must be dataset names separated by "
+                          "commas; leave the second ':' out to allow every dataset")
+    unknown = [n for n in names if datasets is not None and n not in datasets]
+    if unknown:
+        raise ApiKeyError(f"{where}: {name!r} is scoped to {', '.join(map(repr, unknown))}, not a dataset of this "
+                          f"deployment; the datasets are: {', '.join(sorted(datasets or ())) or 'none'}")
+    return names
+
+
+def load_api_keys(environ: Mapping[str, str], keys_file: Path | None, datasets: Collection[str] | None = None) -> ApiKeys:
+    """The configured API keys: `--api-keys-file` or the API_KEYS_ENV variable, not both; scoped
+    keys must name `datasets` (when given). Raises ApiKeyError, saying how to configure one, when
+    there is none.
+
+    The variable's entries are separated by `;` when it holds one, else by commas (then a key can
+    be scoped to one dataset only: an entry without `:` right after a scoped one is refused, as it
+    reads both as a second dataset and as a bare token)."""
     from_env = environ.get(API_KEYS_ENV, "").strip()
     if keys_file is not None and from_env:
         raise ApiKeyError(f"both {API_KEYS_ENV} and --api-keys-file are set: configure the keys in one of them")
@@ -249,8 +291,15 @@ def load_api_keys(environ: Mapping[str, str], keys_file: Path | None) -> ApiKeys
             lines = Path(keys_file).read_text(encoding="utf-8").splitlines()
         except (OSError, UnicodeDecodeError) as exc:
             raise ApiKeyError(f"cannot read the API-key file {keys_file}: {exc}") from None
-        return parse_api_keys((f"{keys_file} line {n}", line) for n, line in enumerate(lines, 1))
-    return parse_api_keys((f"{API_KEYS_ENV} entry {n}", entry) for n, entry in enumerate(from_env.split(","), 1))
+        return parse_api_keys(((f"{keys_file} line {n}", line) for n, line in enumerate(lines, 1)), datasets)
+    separator = ";" if ";" in from_env else ","
+    entries = [(f"{API_KEYS_ENV} entry {n}", entry) for n, entry in enumerate(from_env.split(separator), 1)]
+    if separator == ",":
+        for (_, previous), (where, entry) in zip(entries, entries[1:]):
+            if previous.count(":") >= 2 and entry.strip() and ":" not in entry:
+                raise ApiKeyError(f"{where}: an entry without ':' after a scoped key; to scope a key to several datasets, "
+                                  f"separate the entries of {API_KEYS_ENV} with ';' (client:token:dataset_a,dataset_b;...)")
+    return parse_api_keys(entries, datasets)
 
 
 def presented_token(authorization: list[str], api_key: list[str]) -> tuple[str | None, str]:
