@@ -18,7 +18,7 @@ minimal HTTP/1.1 client over keep-alive loopback connections). Two phases per se
 Also printed: each server's CPU time per request (all its processes) and the load average.
 
 Afterwards our server gets SIGINT (graceful: it flushes its prediction log) and every answered
-request must be in landing/predictions/*.parquet, one served row each.
+request must be in landing/<dataset>/predictions/*.parquet, one served row each.
 
 Our server needs an API key: a random one per run, handed to the server and the load generator
 in the environment (RETRAIN_ASSETS_API_KEYS), never on a command line or in the output; every
@@ -223,13 +223,13 @@ def wait_http_ok(port: int, path: str, proc: subprocess.Popen, timeout: float = 
     raise TimeoutError(f"{path} on port {port} not 200 after {timeout:.0f} s")
 
 
-def wait_serving(port: int, version: str, headers: dict, timeout: float = 60.0) -> float:
-    """Poll our server's GET /models until `version` is the champion; returns the wall time."""
+def wait_serving(port: int, dataset: str, version: str, headers: dict, timeout: float = 60.0) -> float:
+    """Poll our server's GET /v1/<dataset>/models until `version` is the champion; returns the wall time."""
     deadline = time.monotonic() + timeout
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     try:
         while time.monotonic() < deadline:
-            conn.request("GET", "/models", headers=headers)
+            conn.request("GET", f"/v1/{dataset}/models", headers=headers)
             deployment = json.loads(conn.getresponse().read())["deployment"]
             if any(d["role"] == "champion" and d["version"] == version for d in deployment):
                 return time.time()
@@ -505,13 +505,13 @@ def main() -> int:
         procs.append(theirs)
         wait_http_ok(port, "/health", ours)
         wait_http_ok(port2, "/ping", theirs)
-        servers = {"ours": (port, "/predict", ours_bodies, ours, keyed),
+        servers = {"ours": (port, f"/v1/{spec.name}/predict", ours_bodies, ours, keyed),
                    "mlflow": (port2, "/invocations", mlflow_bodies, theirs, env)}
         duration = args.requests / args.rate
 
         def swaps(t0_wall: float) -> dict:
             """Promote at 1/3, roll back at 2/3 of the scheduled run, each only once the server
-            serves the previous change (GET /models every 0.1 s), so that v2 really serves."""
+            serves the previous change (GET /v1/<dataset>/models every 0.1 s), so that v2 really serves."""
             events = {}
             for label, at, action, version in (("promote v2", 1 / 3, lambda: reg.promote("2"), "2"),
                                                ("rollback to v1", 2 / 3, reg.rollback_to_previous, "1")):
@@ -521,7 +521,7 @@ def main() -> int:
                 begun = time.time()
                 action()
                 returned = time.time()
-                serving = wait_serving(port, version, auth)
+                serving = wait_serving(port, spec.name, version, auth)
                 events[label] = (begun - t0_wall, returned - t0_wall, serving - t0_wall)
             return events
 
@@ -580,7 +580,7 @@ def main() -> int:
                 print(f"  error ({name}): {sample}")
 
         events = fixed["ours"]["events"]
-        print("swaps during our fixed-rate phase (s after t0: registry call start-end, GET /models shows it): "
+        print("swaps during our fixed-rate phase (s after t0: registry call start-end, GET /v1/<dataset>/models shows it): "
               + "; ".join(f"{k} {v[0]:.2f}-{v[1]:.2f}, {v[2]:.2f}" for k, v in events.items()))
         print(f"answers per version: {counts}; version changes in answer order: "
               + ", ".join(f"v{v} from {t:.2f} s" for t, v in changes))
