@@ -111,7 +111,7 @@ class PipelineDriver:
     def start(self, evaluation_time: dt.datetime) -> None:
         """First automation tick: like a daemon that was already running, history is 'handled'."""
         self.automation_cursor = dg.evaluate_automation_conditions(
-            defs=self.defs, instance=self.instance, evaluation_time=evaluation_time
+            defs=self.defs, instance=self.instance, asset_selection=self.ns.selection(), evaluation_time=evaluation_time
         ).cursor
 
     def deliver(self, delivery: Delivery) -> None:
@@ -166,11 +166,14 @@ class PipelineDriver:
         outcomes: list[RunOutcome] = []
         for _ in range(10):
             result = dg.evaluate_automation_conditions(
-                defs=self.defs, instance=self.instance, cursor=self.automation_cursor, evaluation_time=evaluation_time
+                defs=self.defs, instance=self.instance, asset_selection=self.ns.selection(),
+                cursor=self.automation_cursor, evaluation_time=evaluation_time,
             )
             self.automation_cursor = result.cursor
             by_partition: dict[str | None, list[dg.AssetKey]] = {}
             for key in self.defs.resolve_all_asset_keys():
+                if key.path[0] != self.ns.dataset:
+                    continue
                 for partition in result.get_requested_partitions(key):
                     by_partition.setdefault(partition, []).append(key)
             if not by_partition:

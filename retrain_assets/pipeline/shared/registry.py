@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import tempfile
 import time
@@ -59,7 +60,28 @@ def _tracking_uri(uri: str) -> Iterator[None]:
 def _client(tracking_uri: str):
     from mlflow import MlflowClient
 
+    _create_sqlite_store_once(tracking_uri)
     return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+
+
+def _create_sqlite_store_once(tracking_uri: str) -> None:
+    """Create an embedded SQLite store once, under a file lock: MLflow creates its schema on first
+    use, and two processes doing it at once (two datasets' first runs) fail with "table already
+    exists". A marker file next to the database says it was created completely."""
+    if not tracking_uri.startswith("sqlite:///"):
+        return
+    from mlflow import MlflowClient
+
+    database = Path(tracking_uri.removeprefix("sqlite:///"))
+    ready = database.with_name(f".{database.name}.ready")
+    if ready.exists():
+        return
+    database.parent.mkdir(parents=True, exist_ok=True)
+    with open(database.with_name(f".{database.name}.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not ready.exists():
+            MlflowClient(tracking_uri=tracking_uri).search_experiments(max_results=1)  # creates the schema
+            ready.touch()
 
 
 def _download(client, model_name: str, version: str, folder: str) -> str:
