@@ -35,8 +35,10 @@ ENVIRONMENT = (
     EnvironmentVariable("RETRAIN_ASSETS_DATA_DIR", DEFAULT_DATA_DIR,
                         "Folder of the landing zone, warehouse, snapshots, reports and MLflow store (relative to the "
                         "working directory)."),
-    EnvironmentVariable("RETRAIN_ASSETS_SPEC", str(DEFAULT_SPEC),
-                        "Dataset spec file (relative to the working directory, not to the data folder)."),
+    EnvironmentVariable("RETRAIN_ASSETS_SPEC", "unset",
+                        "A spec file of your own for the command line when no --dataset or --spec is given (relative to "
+                        "the working directory). The code location does not read it: it serves the datasets declared in "
+                        "retrain_assets/defs/<name>/defs.yaml."),
     EnvironmentVariable("MLFLOW_TRACKING_URI", "SQLite under <data dir>/mlflow",
                         "Optional MLflow server or database (e.g. postgresql+psycopg2://user:pw@host:5432/mlflow)."),
     EnvironmentVariable("RETRAIN_ASSETS_ARTIFACT_LOCATION", "<data dir>/mlflow/artifacts",

@@ -34,7 +34,7 @@ event_log_storage:
     base_dir:
       env: DAGSTER_HOME
 # DuckDB allows one writing process per file: every asset that writes the warehouse is in the
-# `warehouse` pool (retrain_assets/pipeline/shared/io_manager.py), and one step at a time may hold it, across
+# dataset's `<dataset>__warehouse` pool (retrain_assets/pipeline/shared/namespace.py), and one step at a time may hold it, across
 # all runs. Concurrent runs (a backfill, several landing files at once) queue their writing steps.
 concurrency:
   pools:
