@@ -128,18 +128,31 @@ def analyst_guide(spec: DatasetSpec) -> str:
     snapshot = settings.snapshot_path.as_posix()
     lines = [
         HEADER, "", "# Analyst guide: the warehouse snapshot", "",
-        "Everything the pipeline knows is in a DuckDB database; analysts read a copy of it, the *snapshot*, which the "
-        "`analyst_snapshot_sensor` republishes whenever the warehouse changed. This guide describes every table and "
-        "column, how the tables relate, and gives example queries.", "",
+        "Everything the pipeline knows about a dataset is in that dataset's DuckDB warehouse; analysts read the "
+        "*snapshot*: Parquet files that the `analyst_snapshot` asset publishes after pipeline runs, and DuckDB catalogs "
+        "of views over them. This guide describes every table and column, how the tables relate, and gives example "
+        "queries.", "",
         "## Opening the snapshot", "",
-        f"The snapshot is `{snapshot}` under the data folder (`<data dir>/snapshots/warehouse.duckdb`, "
-        f"where the data folder is `RETRAIN_ASSETS_DATA_DIR`, default `{DEFAULT_DATA_DIR}`). Always open it read-only, "
-        "and never open the warehouse itself (`<data dir>/warehouse/warehouse.duckdb`): the pipeline writes it, and "
-        "DuckDB allows one writing process per file. Each publish writes a new file and renames it over the old one, "
-        "so a reader sees either the old or the new snapshot, never a half-written one; reconnect to see new data.", "",
+        f"Each dataset has its catalog, `<data dir>/snapshots/<dataset>.duckdb` (here `{snapshot}`; the data folder is "
+        f"`RETRAIN_ASSETS_DATA_DIR`, default `{DEFAULT_DATA_DIR}`), with a view per table: query the tables by their "
+        "plain names. `<data dir>/snapshots/analysts.duckdb` holds every dataset of the deployment, a schema per dataset "
+        "(`loan_default.raw_batches`, `rainfall.raw_batches`, ...), so a team's models are queryable side by side. "
+        "Always open a catalog read-only, and never open a warehouse itself (`<data dir>/warehouse/<dataset>.duckdb`): "
+        "the pipeline writes it, and DuckDB allows one writing process per file.", "",
+        "Underneath, each table is a folder of Parquet files, `<data dir>/snapshots/<dataset>/<table>/`: one file per "
+        "partition (`<partition key>.parquet`) for a partitioned table, one `all.parquet` for the others; any Parquet "
+        "reader can read them. A run of a partition republishes that partition's file (removed when the partition has "
+        "no rows any more), and the other tables when they changed, so publishing costs what changed, not the size of "
+        "the warehouse. Each file is written beside its target and renamed over it: a query sees every file either old "
+        "or new, never half-written. A view reads its folder with `read_parquet(..., union_by_name = true)` at each "
+        "query: new partitions show up without reconnecting, and a column added later reads as NULL in the partitions "
+        "written before it. A table appears once it has a file: reconnect to see a new table.", "",
         "From Python:", "", "```python", "import duckdb", "",
         f'with duckdb.connect("{snapshot}", read_only=True) as conn:',
-        '    frame = conn.sql("select * from deployed_model order by deployed_at").df()', "```", "",
+        '    frame = conn.sql("select * from deployed_model order by deployed_at").df()', "",
+        f'with duckdb.connect("{settings.snapshot_path.parent.as_posix()}/analysts.duckdb", read_only=True) as conn:',
+        "    batches = conn.sql(\"select 'loan_default' as dataset, count(*) as rows from loan_default.raw_batches \"",
+        "                       \"union all select 'rainfall', count(*) from rainfall.raw_batches\").df()", "```", "",
         "From a shell, with the project's Python (the project installs DuckDB's Python package, not the `duckdb` "
         "command):", "", "```sh",
         f'''.venv/bin/python -c "import duckdb; duckdb.connect('{snapshot}', read_only=True).sql('show tables').show()"''',
