@@ -39,18 +39,18 @@ def test_dg_checks_and_lists_both_datasets_each_under_its_prefix(tmp_path):
     assert "All definitions loaded successfully" in dg_command(["check", "defs"], PROJECT_ROOT, tmp_path)
     found = listed(PROJECT_ROOT, tmp_path)
     by_dataset = {name: [a for a in found["assets"] if a["asset_key_parts"][0] == name] for name in SHIPPED}
-    assert len(found["assets"]) == sum(map(len, by_dataset.values())) and all(len(v) == 21 for v in by_dataset.values())
+    assert len(found["assets"]) == sum(map(len, by_dataset.values())) and all(len(v) == 23 for v in by_dataset.values())
     for name, assets in by_dataset.items():
         ns = Namespace(name)
         assert {a["group_name"] for a in assets} == {ns.name(stage) for stage in (
-            "ingestion", "labeling", "curation", "training", "evaluation", "deployment", "monitoring", "serving")}
+            "ingestion", "labeling", "curation", "training", "evaluation", "deployment", "monitoring", "serving", "analysts")}
         # Lineage stays inside the dataset: no dependency crosses to the other one.
         assert all(dep.startswith(f"{name}/") for a in assets for dep in a["dependency_keys"])
         assert all(a["source"].startswith(f"retrain_assets/defs/{name}/defs.yaml") for a in assets)
         assert {j["name"] for j in found["jobs"] if j["name"].startswith(f"{name}__")} == {
             ns.name(job) for job in ("retrain_job", "policy_job", "rollout_job")}
     sensors = [s["name"] for s in found["sensors"]]
-    assert all(s.split("__")[0] in SHIPPED for s in sensors) and len(sensors) == 12
+    assert all(s.split("__")[0] in SHIPPED for s in sensors) and len(sensors) == 10
     assert {r["name"] for r in found["resources"]} >= {"io_manager", "warehouse", "landing", "model_registry"}
 
 
@@ -76,7 +76,7 @@ def test_a_third_dataset_is_a_spec_file_and_one_scaffolded_defs_yaml(tmp_path):
                                                                                                "weather"]
     found = listed(project, tmp_path / "data", project)
     weather = [a for a in found["assets"] if a["asset_key_parts"][0] == "weather"]
-    assert len(weather) == 21 and {o["team"] for a in weather for o in a["owners"]} == {"forecasting"}
+    assert len(weather) == 23 and {o["team"] for a in weather for o in a["owners"]} == {"forecasting"}
     assert (tmp_path / "data" / "landing" / "weather" / "batches").is_dir()
 
 

@@ -121,7 +121,8 @@ class PipelineDriver:
 
     def tick(self, evaluation_time: dt.datetime) -> list[RunOutcome]:
         """One daemon cycle: ingestion sensor, automation until quiet, the retrain sensor until it
-        has nothing more to launch (decide, then act on the decision), snapshot."""
+        has nothing more to launch (decide, then act on the decision), the rollout sensor, and
+        automation again (what those runs changed reaches the analysts' snapshot)."""
         outcomes = self.tick_sensor("landing_zone_sensor")
         outcomes += self.tick_automation(evaluation_time)
         for _ in range(4):
@@ -130,7 +131,8 @@ class PipelineDriver:
                 break
             outcomes += launched
         outcomes += self.tick_sensor("rollout_sensor")
-        self.tick_sensor("analyst_snapshot_sensor")
+        # A rollout's new champion is published to the analysts' snapshot like any other change.
+        outcomes += self.tick_automation(evaluation_time)
         return outcomes
 
     def tick_sensor(self, local: str) -> list[RunOutcome]:

@@ -7,6 +7,7 @@ import os
 import dagster as dg
 
 from retrain_assets.core.ingestion.privacy import PII_KEY_ENV
+from retrain_assets.pipeline.analysts import build_analysts
 from retrain_assets.pipeline.automation import build_automation
 from retrain_assets.pipeline.shared.catalog import describe_assets
 from retrain_assets.pipeline.curation import build_curation
@@ -47,6 +48,7 @@ def build_dataset_definitions(settings: ProjectSettings) -> dg.Definitions:
         build_deployment(spec),
         build_monitoring(spec, partitions_def),
         build_serving(spec, partitions_def),
+        build_analysts(spec, partitions_def),
         build_automation(spec, partitions_def, settings),
         build_recovery(spec.name),
     ), spec)

@@ -1,10 +1,9 @@
 """Sensors of one dataset: its landing zone starts ingestion, its retrain policy starts the retrain
-chain, and the analysts' snapshot is republished when its warehouse changed. Per-partition
-follow-up work (labeled_batches) is declarative automation on the asset itself."""
+chain, a trial on live traffic is judged as its evidence arrives. Per-partition follow-up work
+(labeled_batches, drift_report, the analysts' snapshot) is declarative automation on the assets."""
 
 import hashlib
 import json
-from pathlib import Path
 
 import dagster as dg
 
@@ -12,7 +11,6 @@ from retrain_assets.core.ingestion.landing import BATCHES, LABELS, PREDICTIONS, 
 from retrain_assets.core.spec import DatasetSpec
 from retrain_assets.pipeline.shared.namespace import Namespace
 from retrain_assets.pipeline.shared.registry import model_registry_for
-from retrain_assets.pipeline.shared.warehouse import Warehouse
 from retrain_assets.pipeline.shared.runs import MODEL_JOB_TAG, model_jobs_in_progress
 from retrain_assets.pipeline.shared.lookups import latest_materialization_metadata
 from retrain_assets.settings import ProjectSettings
@@ -157,21 +155,6 @@ def build_automation(spec: DatasetSpec, partitions_def: dg.TimeWindowPartitionsD
         return dg.SensorResult(run_requests=[dg.RunRequest(run_key=f"rollout:{inputs}", tags={"trial_version": state.challenger})],
                                cursor=inputs)
 
-    warehouse = Warehouse(database=str(settings.warehouse_path), snapshot_path=str(settings.snapshot_path),
-                          reports_dir=str(settings.reports_dir))
-
-    @dg.sensor(name=ns.name("analyst_snapshot_sensor"), minimum_interval_seconds=30,
-               default_status=dg.DefaultSensorStatus.RUNNING)
-    def analyst_snapshot_sensor(context: dg.SensorEvaluationContext) -> dg.SkipReason:
-        """Republish the read-only analyst snapshot whenever the warehouse file changed."""
-        source, target = Path(warehouse.database), Path(warehouse.snapshot_path)
-        if not source.exists():
-            return dg.SkipReason("no warehouse yet")
-        if target.exists() and target.stat().st_mtime >= source.stat().st_mtime:
-            return dg.SkipReason("snapshot is up to date")
-        warehouse.publish_snapshot()
-        return dg.SkipReason(f"published snapshot {target}")
-
     # Dagster's implicit automation sensor starts STOPPED; declare it so `dagster dev` runs it.
     automation_sensor = dg.AutomationConditionSensorDefinition(
         ns.name("automation_condition_sensor"),
@@ -183,7 +166,7 @@ def build_automation(spec: DatasetSpec, partitions_def: dg.TimeWindowPartitionsD
     )
     return dg.Definitions(
         jobs=[retrain_job, policy_job, rollout_job],
-        sensors=[landing_zone_sensor, retrain_sensor, rollout_sensor, analyst_snapshot_sensor, automation_sensor],
+        sensors=[landing_zone_sensor, retrain_sensor, rollout_sensor, automation_sensor],
     )
 
 

@@ -1,8 +1,7 @@
-"""The DuckDB warehouse resource: short-lived, retried read connections and the analysts' snapshot."""
+"""The DuckDB warehouse resource: short-lived, retried read connections, report links."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from urllib.parse import quote
 
@@ -17,7 +16,7 @@ from retrain_assets.settings import DEFAULT_REPORTS_URL
 
 
 class Warehouse(DatasetScopedResource):
-    """Read access to a dataset's DuckDB warehouse, and publication of the analysts' snapshot.
+    """Read access to a dataset's DuckDB warehouse, where its reports and analysts' snapshot go.
 
     DuckDB allows one writing process per file, so connections here are short-lived and retried
     while another process holds the lock. Paths may hold `{dataset}`: a run opens its dataset's.
@@ -78,23 +77,3 @@ class Warehouse(DatasetScopedResource):
         """`new_rows` appended to what `table` already holds: model-level tables keep their history."""
         history = self.query(f'select * from "{table}"')
         return pd.concat([history, new_rows], ignore_index=True) if len(history) else new_rows.reset_index(drop=True)
-
-    def publish_snapshot(self) -> Path:
-        """Copy the warehouse into a new file and rename it over the snapshot (atomic for readers)."""
-        target = Path(self.snapshot_file)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-        tmp.unlink(missing_ok=True)
-        try:
-            # Through the warehouse's own connection: DuckDB opens a file once per process, and
-            # this reuses an instance the process may already hold.
-            with connect_retrying(self.database_path, read_only=False, timeout_seconds=self.lock_timeout_seconds) as conn:
-                source = conn.execute("select current_database()").fetchone()[0]
-                conn.execute(f"attach '{tmp}' as snapshot_tmp")
-                conn.execute(f'copy from database "{source}" to snapshot_tmp')
-                conn.execute("detach snapshot_tmp")
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-        os.replace(tmp, target)
-        return target
