@@ -61,8 +61,9 @@ ENVIRONMENT = (
     EnvironmentVariable("RETRAIN_ASSETS_MLFLOW_UI_URL", DEFAULT_MLFLOW_UI_URL,
                         "The MLflow UI, for the run links in asset metadata (the default is the server `make ui` starts)."),
     EnvironmentVariable("RETRAIN_ASSETS_API_KEYS", "none: `serve` refuses to start",
-                        "The prediction service's client keys, one `client_name:token` per line (`retrain-assets serve`; "
-                        "or --api-keys-file)."),
+                        "The prediction service's client keys (`retrain-assets serve`; or --api-keys-file): "
+                        "`client_name:token` for every dataset, or `client_name:token:dataset_a,dataset_b` for those "
+                        "only; one per line, or separated by `;`."),
     EnvironmentVariable("RETRAIN_ASSETS_REVIEWER", "none: `review resolve` asks for --reviewer",
                         "Your name, recorded with every review decision (`retrain-assets review resolve`)."),
     EnvironmentVariable("RETRAIN_ASSETS_OPERATOR", "$USER",
