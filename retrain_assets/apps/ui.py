@@ -22,7 +22,7 @@ def main() -> int:
     settings = ProjectSettings.from_env()
     bin_dir = Path(sys.executable).parent
     try:
-        reports = make_server(settings.reports_dir, *bind_address(settings.reports_url, 3030))
+        reports = make_server(settings.reports_root, *bind_address(settings.reports_url, 3030))  # every dataset's reports
     except OSError as error:
         print(f"cannot serve the reports on {settings.reports_url}: {error.strerror}. Set RETRAIN_ASSETS_REPORTS_URL "
               "to a free port (e.g. http://127.0.0.1:3031).", file=sys.stderr)
