@@ -16,12 +16,13 @@ from pathlib import Path
 import duckdb
 import yaml
 
-from retrain_assets.pipeline.shared.io_manager import WAREHOUSE_POOL
+from retrain_assets.pipeline.shared.namespace import Namespace
 
 REPO = Path(__file__).resolve().parents[1]
 SCENARIO = REPO / "data" / "scenarios" / "loan_default.yaml"
 BIN = Path(sys.executable).parent
-OTHER_SENSORS = ("retrain_sensor", "rollout_sensor", "analyst_snapshot_sensor", "automation_condition_sensor")
+DATASET = "loan_default"  # the code location serves every declared dataset; the batches land for this one
+OTHER_SENSORS = ("retrain_sensor", "rollout_sensor", "automation_condition_sensor")  # automation: drift, the snapshot
 
 
 class BackfillError(RuntimeError):
@@ -50,7 +51,7 @@ def land_batches(data_dir: Path, partitions: int) -> None:
     for delivery in islice(scenario_deliveries(scenario), partitions):
         for relative, frame in delivery.files.items():
             if relative.startswith("batches/"):
-                write_atomically(frame, data_dir / "landing" / relative)
+                write_atomically(frame, data_dir / "landing" / DATASET / relative)
 
 
 def run_backfill(tmp: Path, partitions: int, workers: int, timeout: float, pg_env: dict[str, str]) -> dict:
@@ -66,10 +67,10 @@ def run_backfill(tmp: Path, partitions: int, workers: int, timeout: float, pg_en
            "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "1", "PYTHONWARNINGS": "ignore"}
     with _instance(home, pg_env) as instance:
         # The pool's row is created by the first claim; runs starting together would race to create it.
-        instance.event_log_storage.set_concurrency_slots(WAREHOUSE_POOL, 1)
+        instance.event_log_storage.set_concurrency_slots(Namespace(DATASET).pool, 1)
     for sensor in OTHER_SENSORS:
-        subprocess.run([BIN / "dagster", "sensor", "stop", sensor, "-w", "workspace.yaml"], cwd=REPO, env=env,
-                       check=True, stdout=subprocess.DEVNULL)
+        subprocess.run([BIN / "dagster", "sensor", "stop", Namespace(DATASET).name(sensor), "-w", "workspace.yaml"], cwd=REPO,
+                       env=env, check=True, stdout=subprocess.DEVNULL)
     with open(tmp / f"daemon-{workers}.log", "w") as log:
         daemon = subprocess.Popen([BIN / "dagster-daemon", "run", "-w", "workspace.yaml"], cwd=REPO, env=env,
                                   stdout=subprocess.DEVNULL, stderr=log, start_new_session=True)
@@ -96,7 +97,7 @@ def run_backfill(tmp: Path, partitions: int, workers: int, timeout: float, pg_en
         daemon.wait(timeout=60)
     start, end = min(s for s, _ in spans), max(e for _, e in spans)
     overlap = max(sum(1 for s, e in spans if s <= t < e) for t, _ in spans)
-    with duckdb.connect(str(data / "warehouse" / "warehouse.duckdb"), read_only=True) as conn:
+    with duckdb.connect(str(data / "warehouse" / f"{DATASET}.duckdb"), read_only=True) as conn:
         # `email` is pseudonymized with a key of each data dir's own (development mode): left out.
         rows = conn.execute("select * exclude (source_file, email) from raw_batches order by application_id").fetchall()
     overlapping, latest_end = 0, float("-inf")

@@ -1,8 +1,9 @@
 """A run whose worker is killed under a real `dagster-daemon` (the default run launcher, the repo's
-dagster.yaml: warehouse pool at 1, run monitoring, one run retry), killed together with its code
-server. Nothing of Dagster's own can then see that the worker died: before `dead_run_sensor`, the run stayed STARTED for ever, its pool slot stayed taken
-and the next partition's run never got past it. Now the run is marked failed with the reason, run
-again, and the partition behind it completes."""
+dagster.yaml: the dataset's `loan_default__warehouse` pool at 1, run monitoring, one run retry),
+killed together with its code server. Nothing of Dagster's own can then see that the worker died:
+before the dataset's `loan_default__dead_run_sensor`, the run stayed STARTED for ever, its pool
+slot stayed taken and the next partition's run never got past it. Now the run is marked failed
+with the reason, run again, and the partition behind it completes."""
 
 from __future__ import annotations
 
@@ -20,9 +21,9 @@ import pytest
 import yaml
 
 from retrain_assets.pipeline.shared.runs import run_worker
-from retrain_assets.pipeline.shared.io_manager import WAREHOUSE_POOL
+from retrain_assets.pipeline.shared.namespace import Namespace
 from retrain_assets_tests.conftest import LOAN_SPEC, REPO, read_table
-from retrain_assets_tests.daemon_backfill import BIN, land_batches
+from retrain_assets_tests.daemon_backfill import BIN, DATASET, land_batches
 
 TIMEOUT = 240.0
 
@@ -107,7 +108,7 @@ def deployment(tmp_path, monkeypatch):
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))  # the instance yaml reads it
     deployment = Deployment(tmp_path)
     instance = dg.DagsterInstance.from_config(str(deployment.home))
-    instance.event_log_storage.set_concurrency_slots(WAREHOUSE_POOL, 1)
+    instance.event_log_storage.set_concurrency_slots(Namespace(DATASET).pool, 1)
     deployment.start_code_server()
     deployment.start_daemon()
     try:
@@ -152,9 +153,11 @@ def test_a_run_whose_worker_is_killed_is_failed_retried_and_frees_the_warehouse(
     retries, runs = wait_for("the retry and the other partition's run finished", all_partitions_ingested, TIMEOUT, log)
     assert [r.status for r in retries] == [dg.DagsterRunStatus.SUCCESS]
     assert {r.status for r in runs if r.run_id != victim.run_id} == {dg.DagsterRunStatus.SUCCESS}
-    partitions = {r.tags.get("dagster/partition") for r in runs}
-    assert len(partitions) == 2
-    rows = read_table(data / "warehouse" / "warehouse.duckdb",
+    # The ingestion runs' partitions (the sensors may meanwhile start an unpartitioned policy run).
+    raw_batches = Namespace(DATASET).key("raw_batches")
+    partitions = {r.tags.get("dagster/partition") for r in runs if raw_batches in (r.asset_selection or ())}
+    assert len(partitions) == 2, [(r.job_name, r.asset_selection, r.tags.get("dagster/partition")) for r in runs]
+    rows = read_table(data / "warehouse" / f"{DATASET}.duckdb",
                       "select strftime(partition_start, '%Y-%m-%d') as p, count(*) as n, count(distinct application_id) as ids "
                       "from raw_batches group by 1 order by 1")
     assert rows["p"].tolist() == sorted(partitions)
@@ -167,41 +170,74 @@ import dagster as dg
 import pandas as pd
 from retrain_assets.pipeline.shared.io_manager import WarehouseIOManager
 
-@dg.asset
+@dg.asset(key_prefix=["loan_default"])
 def slow() -> pd.DataFrame:
     print("STEP RUNNING", flush=True)
     time.sleep(600)
     return pd.DataFrame({"x": [1]})
 
-dg.materialize([slow], instance=dg.DagsterInstance.get(),
+dg.materialize([slow], instance=dg.DagsterInstance.get(), tags={"retrain_assets/dataset": "loan_default"},
                resources={"io_manager": WarehouseIOManager(database=sys.argv[1], schema="main")})
 """
 
+# Another code location's run on the same instance, over two key prefixes (its own IO manager).
+FOREIGN_RUN = """
+import time
+import dagster as dg
 
-def test_an_in_process_run_whose_process_died_is_failed_and_requested_again(tmp_path, monkeypatch):
-    """A run executed in process (the demo, the CLI) has no launcher that could notice its death:
-    killed, it stayed STARTED and, as a model job, would have held every later retrain. On an
-    instance without run retries the sensor also requests the same assets again, once."""
-    from retrain_assets.pipeline.shared.runs import HOST_TAG, RECOVERS_TAG, build_recovery
+@dg.asset(key_prefix=["team_a"])
+def first() -> None:
+    print("STEP RUNNING", flush=True)
+    time.sleep(600)
 
-    home = tmp_path / "home"
-    home.mkdir()
-    monkeypatch.setenv("DAGSTER_HOME", str(home))
-    child = subprocess.Popen([sys.executable, "-c", SLOW_RUN, str(tmp_path / "warehouse.duckdb")],
-                             env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                             text=True, start_new_session=True)
+@dg.asset(key_prefix=["team_b"], deps=[first])
+def second() -> None:
+    pass
+
+dg.Definitions(assets=[first, second]).resolve_implicit_global_asset_job_def().execute_in_process(
+    instance=dg.DagsterInstance.get(), asset_selection=[first.key, second.key])
+"""
+
+
+def started_and_killed(script: str, *args: str) -> None:
+    """Run `script` in its own process until its step runs, then SIGKILL it."""
+    child = subprocess.Popen([sys.executable, "-c", script, *args], env={**os.environ, "PYTHONPATH": str(REPO)},
+                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, start_new_session=True)
     try:
         assert child.stdout.readline().strip() == "STEP RUNNING"
     finally:
         os.killpg(child.pid, signal.SIGKILL)
         child.wait(timeout=30)
+
+
+def test_an_in_process_run_whose_process_died_is_failed_and_requested_again(tmp_path, monkeypatch):
+    """A run executed in process (the demo, the CLI) has no launcher that could notice its death:
+    killed, it stayed STARTED and, as a model job, would have held every later retrain. On an
+    instance without run retries the sensor also requests the same assets again, once. Each
+    dataset's sensor looks after its own runs (every run of ours carries its dataset's tag)."""
+    from retrain_assets.pipeline.shared.runs import HOST_TAG, RECOVERS_TAG, build_recovery
+
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    started_and_killed(SLOW_RUN, str(tmp_path / "warehouse.duckdb"))
+    # ...while a run of another code location over two key prefixes is left STARTED too: it names
+    # no dataset of ours, and must not stop the sensor from recovering the dataset's run.
+    started_and_killed(FOREIGN_RUN)
     with dg.DagsterInstance.get() as instance:
-        [run] = instance.get_runs()
+        run, foreign = instance.get_runs()[::-1]
+        assert {key.path[0] for key in foreign.asset_selection} == {"team_a", "team_b"}
+        assert foreign.status == dg.DagsterRunStatus.STARTED
         assert run.status == dg.DagsterRunStatus.STARTED and run.tags[HOST_TAG] == socket.gethostname()
-        [sensor] = build_recovery().sensors
+        # Another dataset's sensor leaves the run alone: each dataset recovers its own runs.
+        [other] = build_recovery("rainfall").sensors
+        assert not other(dg.build_sensor_context(instance=instance)).run_requests
+        assert instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.STARTED
+        [sensor] = build_recovery("loan_default").sensors
         result = sensor(dg.build_sensor_context(instance=instance))
         assert instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.FAILURE
         [request] = result.run_requests
-        assert request.asset_selection == [dg.AssetKey("slow")] and request.tags[RECOVERS_TAG] == run.run_id
+        assert request.asset_selection == [dg.AssetKey(["loan_default", "slow"])] and request.tags[RECOVERS_TAG] == run.run_id
         # Once: the next tick finds nothing to do.
         assert not sensor(dg.build_sensor_context(instance=instance)).run_requests
+        assert instance.get_run_by_id(foreign.run_id).status == dg.DagsterRunStatus.STARTED  # not ours to judge

@@ -114,6 +114,16 @@ def planned_assets(instance: dg.DagsterInstance, run: dg.DagsterRun) -> list[dg.
     return sorted({r.event_log_entry.dagster_event.asset_key for r in records if r.event_log_entry.dagster_event})
 
 
+def belongs_to(run: dg.DagsterRun, dataset: str) -> bool:
+    """Whether `run` is one of `dataset`'s runs. A run over several key prefixes (another code
+    location's on a shared instance, or one our resources refuse) is none of ours: telling so must
+    not stop the sensor, or one such run would leave every dead run of every dataset unrecovered."""
+    try:
+        return dataset_of_run(run) == dataset
+    except dg.DagsterInvariantViolationError:
+        return False
+
+
 def rerun_request(run: dg.DagsterRun, assets: list[dg.AssetKey]) -> dg.RunRequest:
     """The same assets and partition as a dead run, once (tagged with the run it recovers)."""
     tags = {k: v for k, v in run.tags.items() if not k.startswith((".dagster", "dagster/"))}
@@ -137,7 +147,7 @@ def build_recovery(dataset: str) -> dg.Definitions:
                 f"{type(instance.run_launcher).__name__} runs workers elsewhere: run monitoring checks them"))
         requests, started = [], instance.get_runs(dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED]))
         for run in started:
-            if dataset_of_run(run) != dataset:
+            if not belongs_to(run, dataset):
                 continue
             worker = run_worker(instance, run)
             if worker is None or worker_alive(*worker):
