@@ -33,9 +33,11 @@ event_log_storage:
   config:
     base_dir:
       env: DAGSTER_HOME
-# DuckDB allows one writing process per file: every asset that writes the warehouse is in the
-# dataset's `<dataset>__warehouse` pool (retrain_assets/pipeline/shared/namespace.py), and one step at a time may hold it, across
-# all runs. Concurrent runs (a backfill, several landing files at once) queue their writing steps.
+# DuckDB allows one writing process per file: every asset that writes a dataset's warehouse is in
+# that dataset's `<dataset>__warehouse` pool (retrain_assets/pipeline/shared/namespace.py,
+# Namespace.pool), and one step at a time may hold it, across all runs; two datasets (two files)
+# never wait for each other. Concurrent runs (a backfill, several landing files at once) queue
+# their writing steps.
 concurrency:
   pools:
     default_limit: 1
@@ -50,6 +52,9 @@ run_retries:
   enabled: true
   max_retries: 1
   retry_on_asset_or_op_failure: false
+# Evaluate FreshnessPolicies (retrain_decisions: the policy decides at least once per period).
+freshness:
+  enabled: true
 """
 HEADER = (f"{'step':<12}{'rows in':>8}{'quarant.':>9}{'labeled':>8}{'gated':>6}{'drift':>7}  {'champion':>8}{'live AUC':>9}"
           "  action")
