@@ -21,6 +21,7 @@ import dagster as dg  # noqa: E402
 
 from retrain_assets.pipeline import build_definitions  # noqa: E402
 from retrain_assets.pipeline.automation import INGEST_ASSETS  # noqa: E402
+from retrain_assets.pipeline.shared.namespace import Namespace  # noqa: E402
 from retrain_assets.apps.replay import PipelineDriver  # noqa: E402
 from retrain_assets.settings import ProjectSettings  # noqa: E402
 
@@ -35,7 +36,8 @@ def definitions() -> dg.Definitions:
 def ingestion_job() -> dg.JobDefinition:
     """Batch ingestion as a named job (a reconstructable target for the multiprocess executor)."""
     defs = definitions()
-    job = dg.define_asset_job("ingest_partition", selection=["raw_batches", "quarantine"])
+    ns = Namespace(ProjectSettings.from_env().dataset)
+    job = dg.define_asset_job("ingest_partition", selection=ns.keys("raw_batches", "quarantine"), run_tags=ns.tags)
     return dg.Definitions.merge(defs, dg.Definitions(jobs=[job])).resolve_job_def("ingest_partition")
 
 
@@ -43,6 +45,7 @@ def main(stage: str, argument: str = "") -> int:
     defs = definitions()
     instance = dg.DagsterInstance.get()
     settings = ProjectSettings.from_env()
+    ns = Namespace(settings.dataset)
     if stage == "ingestion":
         for path in sorted(Path(argument).rglob("*.*")):
             target = settings.landing_dir / path.relative_to(argument)
@@ -57,20 +60,22 @@ def main(stage: str, argument: str = "") -> int:
         for path in sorted(Path(argument).rglob("*.*")):
             kind = path.parent.name
             result = job.execute_in_process(instance=instance, partition_key=path.name[:10], run_config=DEBUG_LOGS,
-                                            asset_selection=INGEST_ASSETS[kind], raise_on_error=False)
+                                            asset_selection=ns.keys(*INGEST_ASSETS[kind]), raise_on_error=False)
             ok = ok and result.success
     elif stage == "partition":
         result = dg.execute_job(dg.reconstructable(ingestion_job), instance=instance, tags={"dagster/partition": argument},
                                 run_config=DEBUG_LOGS)
         ok = result.success
     else:
-        job = defs.resolve_job_def("retrain_job")
-        selection = [dg.AssetKey(a) for a in TRAINING_ASSETS] if stage in ("training", "registration") else None
+        job = defs.resolve_job_def(ns.name("retrain_job"))
+        selection = ns.keys(*TRAINING_ASSETS) if stage in ("training", "registration") else None
         result = job.execute_in_process(instance=instance, asset_selection=selection, run_config=DEBUG_LOGS,
                                         raise_on_error=False)
         ok = result.success
-        if ok and stage == "promotion":
-            defs.resources["warehouse"].publish_snapshot()
+        if ok and stage == "promotion":  # what automation then runs: the model-level tables reach the analysts
+            ok = defs.resolve_implicit_global_asset_job_def().execute_in_process(
+                instance=instance, asset_selection=[ns.key("analyst_snapshot_history")], run_config=DEBUG_LOGS,
+                raise_on_error=False).success
     print(f"CHILD DONE {stage} {'ok' if ok else 'failed'}", file=sys.stderr, flush=True)
     return 0 if ok else 1
 

@@ -1,6 +1,6 @@
 """Reliability against the real stores: re-runs are idempotent, a run killed with SIGKILL at a
 random point inside each stage leaves every store consistent and the stage completes when run
-again, and concurrent partition runs (multiprocess executor, `warehouse` pool) neither corrupt
+again, and concurrent partition runs (multiprocess executor, `loan_default__warehouse` pool) neither corrupt
 nor deadlock the warehouse while analysts read the snapshot.
 
 `make test` kills each stage once; `make check-reliability` sets RETRAIN_ASSETS_CRASH_TRIALS=6
@@ -29,7 +29,9 @@ from mlflow import MlflowClient
 from retrain_assets.core.files import write_atomically
 from retrain_assets.core.offline.scenario import generate_day, load_scenario, scenario_deliveries
 from retrain_assets.pipeline import build_definitions
+from retrain_assets.pipeline.shared.namespace import Namespace
 from retrain_assets.pipeline.shared.registry import CHECKSUM_TAG, ModelRegistry
+from retrain_assets.pipeline.shared.snapshots import partitioned_tables, publish_all
 from retrain_assets.apps.demo import replay
 from retrain_assets.apps.replay import PipelineDriver
 from retrain_assets.settings import ProjectSettings
@@ -42,7 +44,8 @@ BASE_DAYS = 6  # replayed before the tests: a champion exists; then one more day
 # Quick mode's kill point per stage: (log lines after the marker, longest extra delay in seconds).
 # Calibrated runs print 33, 18, 7 and 21 lines; registration is one long pause after its marker.
 QUICK_KILL = {"ingestion": (12, 0.05), "training": (6, 0.3), "registration": (0, 1.0), "promotion": (8, 0.05)}
-MODEL = "loan_default"
+MODEL = "loan_default"  # the dataset, and its registered model's name
+NS = Namespace(MODEL)
 # Columns that record when or by which run a row was written: a re-run may change them and
 # nothing else (the table's data is compared with them left out).
 BOOKKEEPING = {"quarantined_at", "computed_at", "dagster_run_id", "ingested_at"}
@@ -77,7 +80,16 @@ class Stores:
         shutil.copytree(self.root, target, symlinks=True)
         relative = lambda p: target / p.relative_to(self.root)  # noqa: E731
         settings = ProjectSettings(data_dir=relative(self.settings.data_dir), spec_path=relative(self.settings.spec_path))
+        # The snapshot's catalogs name their Parquet folders by absolute path: the copy publishes its own.
+        shutil.rmtree(settings.snapshot_path.parent, ignore_errors=True)
+        publish_snapshot(settings)
         return Stores(target, settings, relative(self.home), relative(self.staged))
+
+
+def publish_snapshot(settings: ProjectSettings) -> None:
+    """Publish the dataset's whole analyst snapshot from its warehouse (what its two snapshot assets
+    keep up to date, partition by partition)."""
+    publish_all(settings.warehouse_path, settings.snapshot_path.parent, settings.dataset, partitioned_tables(settings.spec))
 
 
 @pytest.fixture(scope="module")
@@ -111,7 +123,7 @@ def base(tmp_path_factory) -> Stores:
         for relative in deliveries[BASE_DAYS].files:
             if relative.startswith("labels/"):
                 assert job.execute_in_process(instance=instance, partition_key=Path(relative).name[:10],
-                                              asset_selection=[dg.AssetKey("labeled_batches"), dg.AssetKey("review_queue")]).success
+                                              asset_selection=NS.keys("labeled_batches", "review_queue")).success
         staged = root / "staged"
         for relative, frame in deliveries[BASE_DAYS + 1].files.items():
             write_atomically(frame, staged / relative)
@@ -270,7 +282,7 @@ def test_the_same_file_twice_and_a_rematerialized_partition_leave_the_same_wareh
     job = defs.resolve_implicit_global_asset_job_def()
     for _ in range(2):
         assert job.execute_in_process(instance=instance, partition_key=day.name[:10],
-                                      asset_selection=[dg.AssetKey("raw_batches"), dg.AssetKey("quarantine")]).success
+                                      asset_selection=NS.keys("raw_batches", "quarantine")).success
         assert table_fingerprints(stores.settings.warehouse_path, BOOKKEEPING) == once_data
     instance.dispose()
 
@@ -331,13 +343,12 @@ def test_concurrent_partition_runs_keep_the_warehouse_whole_while_analysts_read(
         write_atomically(batch, stores.settings.landing_dir / "batches" / f"{key}.csv")
         expected[key] = len(batch)
 
-    warehouse = build_definitions(stores.settings).resources["warehouse"]
     stop, reads, errors = threading.Event(), [], []
 
     def analyst() -> None:
         while not stop.is_set():
             try:
-                warehouse.publish_snapshot()
+                publish_snapshot(stores.settings)
                 with duckdb.connect(str(stores.settings.snapshot_path), read_only=True) as conn:
                     reads.append(conn.execute("select count(*) from raw_batches").fetchone()[0])
             except Exception as exc:  # noqa: BLE001 - any failure is the finding
@@ -378,11 +389,12 @@ def test_a_retrain_that_died_before_its_evaluation_leaves_the_policy_free_to_ret
     defs = build_definitions(stores.settings)
     instance = instance_at(stores.home)
     try:
-        before = gather_history(instance, defs.resources["model_registry"], defs.resources["warehouse"])
+        registry, warehouse = (defs.resources[name].for_dataset(MODEL) for name in ("model_registry", "warehouse"))
+        before = gather_history(instance, NS, registry, warehouse)
         assert before.new_labeled_rows > 0
         # training_set and candidate_model done; the evaluation never ran (the run died there).
         assert run_stage(stores, "training")[0] == "ok"
-        after = gather_history(instance, defs.resources["model_registry"], defs.resources["warehouse"])
+        after = gather_history(instance, NS, registry, warehouse)
     finally:
         instance.dispose()
     assert (after.last_trained_through, after.new_labeled_rows) == (before.last_trained_through, before.new_labeled_rows)

@@ -1,8 +1,10 @@
 """The same Definitions on a distributed executor: a backfill of four partitions through two real
 dagster-celery workers (local Redis broker, PostgreSQL instance), checked against the in-process run of the same
-partitions. Every warehouse-writing step holds the warehouse writer lock (and is in the `warehouse`
-pool, limit 1): the event log must show that no two of them ever overlapped, across the concurrent
-runs of the backfill."""
+partitions. Every warehouse-writing step holds the warehouse writer lock (and is in the dataset's
+`loan_default__warehouse` pool, limit 1): the event log must show that no two of them ever
+overlapped, across the concurrent runs of the backfill. The code location serves the dataset as its
+defs.yaml declares it (the repository's loan_default spec); the in-process side uses the short
+scenario's spec, which differs from it in retrain policy only, which no backfilled asset reads."""
 
 from __future__ import annotations
 
@@ -24,7 +26,7 @@ import yaml
 from retrain_assets.core.files import write_atomically
 from retrain_assets.core.offline.scenario import load_scenario, scenario_deliveries
 from retrain_assets.pipeline import build_definitions
-from retrain_assets.pipeline.shared.io_manager import WAREHOUSE_POOL
+from retrain_assets.pipeline.shared.namespace import Namespace
 from retrain_assets.settings import ProjectSettings
 from retrain_assets_tests.conftest import REPO, read_table, write_short_scenario
 from retrain_assets_tests.postgres_server import running_postgres
@@ -32,6 +34,7 @@ from retrain_assets_tests.redis_server import redis_server
 
 pytest.importorskip("dagster_celery", reason="the Celery executor needs pip install 'retrain-assets[scale]'")
 
+NS = Namespace("loan_default")  # the code location's dataset whose backfill this is
 # A champion is trained on four days before the backfill (in process), so drift_report has a reference
 # and resolve_labels a model to score with; the backfill takes the next four days (day 5 has bad rows).
 SEED_PARTITIONS = ["2025-01-01", "2025-01-02", "2025-01-03", "2025-01-05"]  # 2025-01-04 is the corrupt batch
@@ -71,8 +74,8 @@ def seed(settings: ProjectSettings) -> None:
     job = defs.resolve_implicit_global_asset_job_def()
     for key in SEED_PARTITIONS:
         job.execute_in_process(instance=instance, partition_key=key, raise_on_error=False, run_config=QUIET,
-                               asset_selection=[dg.AssetKey(a) for a in PARTITIONED if a != "drift_report"])
-    assert defs.resolve_job_def("retrain_job").execute_in_process(instance=instance, run_config=QUIET).success
+                               asset_selection=NS.keys(*(a for a in PARTITIONED if a != "drift_report")))
+    assert defs.resolve_job_def(NS.name("retrain_job")).execute_in_process(instance=instance, run_config=QUIET).success
 
 
 def backfill_in_process(settings: ProjectSettings) -> float:
@@ -81,7 +84,7 @@ def backfill_in_process(settings: ProjectSettings) -> float:
     instance = dg.DagsterInstance.ephemeral()
     for key in BACKFILL_PARTITIONS:
         job.execute_in_process(instance=instance, partition_key=key, raise_on_error=False, run_config=QUIET,
-                               asset_selection=[dg.AssetKey(a) for a in PARTITIONED])
+                               asset_selection=NS.keys(*PARTITIONED))
     return time.perf_counter() - started
 
 
@@ -151,7 +154,7 @@ def celery_run(tmp_path_factory):
         with dg.DagsterInstance.get() as instance:  # create its tables now: processes starting together would race
             # ...and the pool's row, which Dagster creates on the first claim: two first claims at
             # once collide on its unique key (the setup step of docs/scale.md, `dagster instance concurrency set`).
-            instance.event_log_storage.set_concurrency_slots(WAREHOUSE_POOL, 1)
+            instance.event_log_storage.set_concurrency_slots(NS.pool, 1)
         try:
             land(scenario, celery.landing_dir)
             logs = [root / f"{name}.log" for name in WORKERS]
@@ -166,8 +169,9 @@ def celery_run(tmp_path_factory):
             wait_for_workers(broker, set(WORKERS), logs)
             backfill_started = time.perf_counter()
             # The backfill: one run per partition, all at once, each from the CLI an operator would use.
+            selection = ",".join(asset.to_user_string() for asset in NS.keys(*PARTITIONED))
             runs = [spawn([str(BIN / "dagster"), "asset", "materialize", "-m", "retrain_assets.definitions",
-                           "--select", ",".join(PARTITIONED), "--partition", key, "--config-json", json.dumps(QUIET)],
+                           "--select", selection, "--partition", key, "--config-json", json.dumps(QUIET)],
                           env, root / f"run_{key}.log") for key in BACKFILL_PARTITIONS]
             processes += runs
             local_seconds = backfill_in_process(local)  # meanwhile, on its own copy of the stores
@@ -211,7 +215,7 @@ def test_the_backfill_succeeds_one_run_per_partition(celery_run):
     for run, records in celery_run.records.values():
         assert run.status == dg.DagsterRunStatus.SUCCESS
         assert run.tags.get("dagster/partition") in BACKFILL_PARTITIONS
-        assert set(steps_of(records)) == {"ingest_batches", "ingest_labels", "resolve_labels", "drift_report"}
+        assert set(steps_of(records)) == {NS.name(op) for op in ("ingest_batches", "ingest_labels", "resolve_labels", "drift_report")}
 
 
 def test_every_step_ran_on_a_celery_worker(celery_run):
@@ -229,7 +233,7 @@ def test_every_step_ran_on_a_celery_worker(celery_run):
 
 # The pool alone did not guarantee this here: in a fresh-clone run of 2026-12-02 two `ingest_batches`
 # steps of different runs ran on the two workers at once with the pool at 1. Each step now holds the
-# warehouse writer lock (defs/shared/io_manager.py) from before STEP_START to after STEP_SUCCESS.
+# warehouse writer lock (pipeline/shared/io_manager.py) from before STEP_START to after STEP_SUCCESS.
 def test_warehouse_steps_never_overlapped_across_concurrent_runs(celery_run):
     runs = [(min(r.timestamp for r in records), max(r.timestamp for r in records)) for _, records in celery_run.records.values()]
     # The four runs were in progress at the same time: without the pool their steps could overlap.

@@ -18,6 +18,7 @@ from mlflow import MlflowClient
 from retrain_assets.core.offline.scenario import load_scenario, scenario_deliveries
 from retrain_assets.pipeline import build_definitions
 from retrain_assets.apps.replay import PipelineDriver
+from retrain_assets.pipeline.shared.namespace import Namespace
 from retrain_assets.settings import ProjectSettings
 from retrain_assets_tests.conftest import REPO, write_short_scenario
 from retrain_assets_tests.postgres_server import running_postgres
@@ -26,6 +27,7 @@ PRODUCTION_YAML = REPO / "deploy" / "production" / "dagster.yaml"
 EMBEDDED_YAML = REPO / ".dagster_home" / "dagster.yaml"
 CORRUPT_DAY = "2025-01-04"  # day 3 of the short scenario
 DAYS = 5  # labels arrive two days late: days 0-2 are labeled by day 4 (day 3 is blocked)
+NS = Namespace("loan_default")
 
 
 @pytest.fixture(scope="module")
@@ -93,7 +95,7 @@ def test_the_limited_jobs_carry_the_tag_the_limit_names(tmp_path, short_scenario
     limits = yaml.safe_load(PRODUCTION_YAML.read_text())["concurrency"]["runs"]["tag_concurrency_limits"]
     key = limits[0]["key"]
     defs = build_definitions(ProjectSettings(data_dir=tmp_path / "data", spec_path=tmp_path / "spec.yaml"))
-    tagged = {name: defs.resolve_job_def(name).run_tags.get(key) for name in ("retrain_job", "rollout_job", "policy_job")}
+    tagged = {name: defs.resolve_job_def(NS.name(name)).run_tags.get(key) for name in ("retrain_job", "rollout_job", "policy_job")}
     assert tagged == {"retrain_job": "retrain", "rollout_job": "rollout", "policy_job": None}
 
 
@@ -111,11 +113,11 @@ def test_real_definitions_ingest_train_and_register_on_postgres(pipeline, instan
         cur.execute("select count(*) from runs")
         assert cur.fetchone()[0] == len(pipeline.outcomes)
         cur.execute("select count(*) from event_logs where dagster_event_type = 'ASSET_MATERIALIZATION'"
-                    " and asset_key = %s", ['["raw_batches"]'])
+                    " and asset_key = %s", [NS.key("raw_batches").to_string()])
         assert cur.fetchone()[0] == DAYS  # the blocked batch too (empty; its blocking check failed)
-        cur.execute("select count(*) from runs where pipeline_name = 'retrain_job' and status = 'SUCCESS'")
+        cur.execute("select count(*) from runs where pipeline_name = %s and status = 'SUCCESS'", [NS.name("retrain_job")])
         assert cur.fetchone()[0] == 1
-    assert CORRUPT_DAY not in instance.get_materialized_partitions(dg.AssetKey("labeled_batches"))
+    assert CORRUPT_DAY not in instance.get_materialized_partitions(NS.key("labeled_batches"))
     print(f"{len(pipeline.outcomes)} runs on the production profile in {pipeline.seconds:.1f} s")
 
 
