@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = ProjectSettings.from_env()
     host, port = bind_address(settings.reports_url, 3030)
     parser = argparse.ArgumentParser(prog="python -m retrain_assets.apps.reports_server", description=__doc__.splitlines()[0])
-    parser.add_argument("--dir", type=Path, default=settings.reports_dir, help="folder to serve (default: %(default)s)")
+    parser.add_argument("--dir", type=Path, default=settings.reports_root, help="folder to serve, every dataset's reports below it (default: %(default)s)")
     parser.add_argument("--host", default=host, help="address to bind (default: %(default)s)")
     parser.add_argument("--port", type=int, default=port, help="port (default: %(default)s)")
     args = parser.parse_args(argv)
