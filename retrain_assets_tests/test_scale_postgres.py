@@ -84,7 +84,8 @@ def test_production_profile_loads_postgres_storage_and_the_queued_coordinator(in
     queue = instance.get_concurrency_config().run_queue_config
     assert queue.max_concurrent_runs == 4
     assert {(limit["key"], limit["limit"]) for limit in queue.tag_concurrency_limits} == {
-        ("retrain_assets/model_job", 1), ("dagster/backfill", 2)}
+        ("retrain_assets/model_job_dataset", 1), ("dagster/backfill", 2)}
+    assert queue.tag_concurrency_limits[0]["value"] == {"applyLimitPerUniqueValue": True}  # one model job per dataset
     assert instance.get_concurrency_config().pool_config.default_pool_limit == 1
     assert instance.run_monitoring_enabled and instance.run_retries_enabled and instance.run_retries_max_retries == 1
     # Every connection field came from the environment; the URL carries the server's real password.
@@ -96,7 +97,7 @@ def test_the_limited_jobs_carry_the_tag_the_limit_names(tmp_path, short_scenario
     key = limits[0]["key"]
     defs = build_definitions(ProjectSettings(data_dir=tmp_path / "data", spec_path=tmp_path / "spec.yaml"))
     tagged = {name: defs.resolve_job_def(NS.name(name)).run_tags.get(key) for name in ("retrain_job", "rollout_job", "policy_job")}
-    assert tagged == {"retrain_job": "retrain", "rollout_job": "rollout", "policy_job": None}
+    assert tagged == {"retrain_job": NS.dataset, "rollout_job": NS.dataset, "policy_job": None}
 
 
 def test_real_definitions_ingest_train_and_register_on_postgres(pipeline, instance, pg):

@@ -11,7 +11,7 @@ from retrain_assets.core.ingestion.landing import BATCHES, LABELS, PREDICTIONS, 
 from retrain_assets.core.spec import DatasetSpec
 from retrain_assets.pipeline.shared.namespace import Namespace
 from retrain_assets.pipeline.shared.registry import model_registry_for
-from retrain_assets.pipeline.shared.runs import MODEL_JOB_TAG, model_jobs_in_progress
+from retrain_assets.pipeline.shared.runs import MODEL_JOB_DATASET_TAG, MODEL_JOB_TAG, model_jobs_in_progress
 from retrain_assets.pipeline.shared.lookups import latest_materialization_metadata
 from retrain_assets.settings import ProjectSettings
 
@@ -39,7 +39,7 @@ def build_automation(spec: DatasetSpec, partitions_def: dg.TimeWindowPartitionsD
         ns.name("retrain_job"),
         selection=dg.AssetSelection.assets(*ns.keys(*RETRAIN_ASSETS)),
         description="Training window -> candidate model -> evaluation (promotion gate) -> deployment.",
-        run_tags={MODEL_JOB_TAG: "retrain", **ns.tags},
+        run_tags={MODEL_JOB_TAG: "retrain", MODEL_JOB_DATASET_TAG: spec.name, **ns.tags},
     )
 
     @dg.sensor(
@@ -130,7 +130,7 @@ def build_automation(spec: DatasetSpec, partitions_def: dg.TimeWindowPartitionsD
         selection=dg.AssetSelection.assets(*ns.keys(*ROLLOUT_ASSETS)),
         description="Judge the challenger on live trial against the champion on logged, labelled requests; "
                     "promote it or roll it back (recorded in deployed_model).",
-        run_tags={MODEL_JOB_TAG: "rollout", **ns.tags},
+        run_tags={MODEL_JOB_TAG: "rollout", MODEL_JOB_DATASET_TAG: spec.name, **ns.tags},
     )
     model_registry = model_registry_for(settings, spec, in_dagster=False)
 

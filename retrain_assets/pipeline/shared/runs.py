@@ -22,6 +22,9 @@ from retrain_assets.pipeline.shared.namespace import DATASET_TAG, Namespace, dat
 
 # On every run of the two jobs that move the registry aliases (retrain_job, rollout_job).
 MODEL_JOB_TAG = "retrain_assets/model_job"
+# Also on every model-job run: its dataset, so a run queue can allow one model job per dataset
+# (deploy/production/dagster.yaml: applyLimitPerUniqueValue).
+MODEL_JOB_DATASET_TAG = "retrain_assets/model_job_dataset"
 RECOVERS_TAG = "retrain_assets/recovers"
 HOST_TAG = "retrain_assets/host"
 GRPC_INFO_TAG = ".dagster/grpc_info"  # set by the default run launcher: where the run's code server is
