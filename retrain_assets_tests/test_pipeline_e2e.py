@@ -364,6 +364,8 @@ def test_each_batch_is_reported_against_the_champion_of_its_day(run):
     report = wh(run, "select * from drift_report")
     assert (report.groupby("partition_start").size() == len(run.scenario.spec.feature_columns)).all()
     assert set(report["champion_version"]) <= set(run.summary.deployments)
+    # A new champion does not re-score history: the batches reported before it keep their champion.
+    assert len(set(report["champion_version"])) >= 2, set(report["champion_version"])
     for key in report["partition_start"].dt.strftime("%Y-%m-%d").unique():
         page = run.settings.reports_dir / "drift" / f"{key}.html"
         assert page.exists() and page.read_text().count("<svg") == len(run.scenario.spec.feature_columns)

@@ -31,18 +31,22 @@ DRIFT_CHECK = "drift_report_policy"
 DECISION_NUMBERS = ("labeled_partitions", "drifted_batches", "window_batches", "model_age_partitions", "realized_roc_auc",
                     "estimated_roc_auc", "baseline_roc_auc", "new_labeled_rows", "drifted_labeled_rows")
 
-# Re-run the batch's report when its raw rows or its labels change; labels are optional (the report
-# exists before they arrive), the raw batch is not, and a blocked batch is never reported on. A new
-# champion reference does not re-score history: each report is kept against the champion of its day.
-_RAW_MISSING = dg.AutomationCondition.any_deps_match(dg.AutomationCondition.missing()).allow(dg.AssetSelection.assets("raw_batches"))
-FOLLOW_BATCH_AND_LABELS = (
-    (dg.AutomationCondition.newly_missing()
-     | dg.AutomationCondition.any_deps_updated().ignore(dg.AssetSelection.assets("reference_profile"))).since_last_handled()
-    & ~_RAW_MISSING
-    & ~dg.AutomationCondition.any_deps_in_progress()
-    & ~dg.AutomationCondition.in_progress()
-    & dg.AutomationCondition.all_deps_blocking_checks_passed()
-).with_label("on_batch_or_labels")
+
+def follow_batch_and_labels(ns: Namespace) -> dg.AutomationCondition:
+    """Re-run the batch's report when its raw rows or its labels change; labels are optional (the report
+    exists before they arrive), the raw batch is not, and a blocked batch is never reported on. A new
+    champion reference does not re-score history: each report is kept against the champion of its day.
+    The keys are the dataset's own: an unprefixed key would select nothing."""
+    raw_missing = dg.AutomationCondition.any_deps_match(dg.AutomationCondition.missing()).allow(
+        dg.AssetSelection.assets(ns.key("raw_batches")))
+    return (
+        (dg.AutomationCondition.newly_missing()
+         | dg.AutomationCondition.any_deps_updated().ignore(dg.AssetSelection.assets(ns.key("reference_profile")))).since_last_handled()
+        & ~raw_missing
+        & ~dg.AutomationCondition.any_deps_in_progress()
+        & ~dg.AutomationCondition.in_progress()
+        & dg.AutomationCondition.all_deps_blocking_checks_passed()
+    ).with_label("on_batch_or_labels")
 
 
 def build_monitoring(spec: DatasetSpec, partitions_def: dg.PartitionsDefinition) -> dg.Definitions:
@@ -85,7 +89,7 @@ def build_monitoring(spec: DatasetSpec, partitions_def: dg.PartitionsDefinition)
         group_name=ns.name("monitoring"),
         deps=ns.keys("labeled_batches", "reference_profile"),
         metadata={"partition_expr": PARTITION_COLUMN},
-        automation_condition=FOLLOW_BATCH_AND_LABELS,
+        automation_condition=follow_batch_and_labels(ns),
         check_specs=[dg.AssetCheckSpec(DRIFT_CHECK, asset=ns.key("drift_report"), partitions_def=partitions_def, blocking=False,
                                        description=f"WARN when this batch drifted; ERROR when {policy.drift_min_batches} of the "
                                                    f"last {policy.drift_window_batches} batches drifted (the policy's drift clause).")],
