@@ -13,11 +13,13 @@ from mlflow import MlflowClient
 
 from retrain_assets.core.offline.scenario import load_scenario, scenario_deliveries
 from retrain_assets.apps.demo import replay, scripted_reviewer
+from retrain_assets.pipeline.shared.namespace import Namespace
 from retrain_assets.settings import ProjectSettings
 from retrain_assets_tests.conftest import read_table, write_short_scenario
 
 CORRUPT_DAY, BAD_ROWS_DAY = "2025-01-04", "2025-01-06"  # days 3 and 5 of the short scenario
 SHIFT_DAY = "2025-01-11"  # day 10: covariate shift starts
+LOAN = Namespace("loan_default")  # the short scenario's spec name: its assets' prefix, its jobs' prefix
 
 
 @pytest.fixture(scope="module")
@@ -103,7 +105,7 @@ def test_model_version_carries_lineage(run):
     assert len(version.tags["data_version"]) == 64
     mlflow_run = client.get_run(version.run_id)
     assert mlflow_run.data.tags["dagster_run_id"] == version.tags["dagster_run_id"]
-    assert run.instance.get_run_by_id(version.tags["dagster_run_id"]).job_name == "retrain_job"
+    assert run.instance.get_run_by_id(version.tags["dagster_run_id"]).job_name == LOAN.name("retrain_job")
     assert "eval_challenger_roc_auc" in mlflow_run.data.metrics
     assert mlflow_run.data.params["seed"] == "7"
     assert version.tags["code_version"] == training["code_version"]
@@ -129,7 +131,7 @@ def test_corrupt_batch_is_quarantined_and_blocked(run):
     assert int(labels["n"].iloc[0]) > 0
     labeled = wh(run, f"select count(*) as n from labeled_batches where partition_start = '{CORRUPT_DAY}'")
     assert int(labeled["n"].iloc[0]) == 0
-    assert CORRUPT_DAY not in run.instance.get_materialized_partitions(dg.AssetKey("labeled_batches"))
+    assert CORRUPT_DAY not in run.instance.get_materialized_partitions(LOAN.key("labeled_batches"))
 
 
 def test_pii_is_pseudonymized_before_it_leaves_the_raw_layer(run):
@@ -335,7 +337,7 @@ def test_documented_lineage_query_answers_which_data_and_run_produced_the_champi
     champion = client.get_model_version_by_alias("loan_default", "champion")
     assert row["champion"] == str(champion.version)
     assert row["data_version"] == champion.tags["data_version"] and row["training_run"] == champion.tags["dagster_run_id"]
-    assert run.instance.get_run_by_id(row["training_run"]).job_name == "retrain_job"
+    assert run.instance.get_run_by_id(row["training_run"]).job_name == LOAN.name("retrain_job")
     assert row["beat"] == wh(run, "select previous_version from deployed_model order by deployed_at desc limit 1").iloc[0, 0]
     assert row["ci_low"] <= row["ci_high"]
 
@@ -382,7 +384,7 @@ def test_every_retrain_decision_is_recorded_and_acted_on_once(run):
     decisions = wh(run, "select * from retrain_decisions order by decided_at")
     assert decisions["trigger"].iloc[decisions["retrain"].to_numpy().argmax()] == "first_model"
     assert {"reason", "suppressed_by", "model_age_partitions", "drifted_batches"} <= set(decisions.columns)
-    retrain_runs = run.instance.get_runs(filters=dg.RunsFilter(job_name="retrain_job"))
+    retrain_runs = run.instance.get_runs(filters=dg.RunsFilter(job_name=LOAN.name("retrain_job")))
     assert len(retrain_runs) == int(decisions["retrain"].sum())
     assert {r.tags["retrain_trigger"] for r in retrain_runs} <= {"first_model", "drift", "performance", "freshness"}
     held = decisions[~decisions["retrain"] & (decisions["suppressed_by"] != "")]
@@ -403,7 +405,7 @@ def test_drift_trend_page_covers_every_reported_partition_and_is_linked(run):
     assert page.count('<circle class="point') == batches["drift_share"].notna().sum() == len(batches)
     assert page.count('<circle class="point drifted') == batches["dataset_drifted"].sum() > 0
     assert all(f"{p:%Y-%m-%d}: share" in page for p in batches["partition_start"])
-    metadata = run.instance.get_latest_materialization_event(dg.AssetKey("drift_report")).asset_materialization.metadata
+    metadata = run.instance.get_latest_materialization_event(LOAN.key("drift_report")).asset_materialization.metadata
     assert metadata["drift_trend"].path.endswith("drift/trend.html") and metadata["drift_trend_url"].url.endswith("/drift/trend.html")
 
 
@@ -417,7 +419,7 @@ def test_deployment_timeline_lists_every_deployment_step_and_is_linked(run):
     promotions = steps["action"].isin(["initial", "promote", "canary_promote", "shadow_promote"]).sum()
     assert page.count('<g class="band champion">') == promotions
     assert page.count('<g class="marker promotion">') == promotions and '<g class="marker trial_start">' in page
-    metadata = run.instance.get_latest_materialization_event(dg.AssetKey("deployed_model")).asset_materialization.metadata
+    metadata = run.instance.get_latest_materialization_event(LOAN.key("deployed_model")).asset_materialization.metadata
     assert metadata["timeline"].path.endswith("deployment/timeline.html")
     assert metadata["timeline_url"].url.endswith("/deployment/timeline.html")
 
@@ -429,7 +431,7 @@ def test_catalog_describes_every_warehouse_and_snapshot_table_column_by_column(r
     from retrain_assets.apps.docs import example_queries
 
     def wrote_rows(asset: str) -> bool:
-        for record in run.instance.fetch_materializations(dg.AssetKey(asset), limit=1000).records:
+        for record in run.instance.fetch_materializations(LOAN.key(asset), limit=1000).records:
             metadata = record.asset_materialization.metadata
             count = metadata.get("dagster/partition_row_count") or metadata.get("dagster/row_count")
             if count is not None and count.value > 0:
@@ -473,7 +475,7 @@ def test_zz_a_failed_gate_leaves_the_champion_untouched_and_is_recorded(run, tmp
     champion_before = str(client.get_model_version_by_alias("loan_default", "champion").version)
     deployed_before = wh(run, "select count(*) as n from deployed_model")["n"].iloc[0]
     defs = build_definitions(ProjectSettings(data_dir=run.settings.data_dir, spec_path=tmp_path / "strict.yaml"))
-    result = defs.resolve_job_def("retrain_job").execute_in_process(instance=run.instance, raise_on_error=False)
+    result = defs.resolve_job_def(LOAN.name("retrain_job")).execute_in_process(instance=run.instance, raise_on_error=False)
     assert not result.success
 
     row = wh(run, "select * from evaluation_report order by evaluated_at").iloc[-1]
@@ -485,7 +487,7 @@ def test_zz_a_failed_gate_leaves_the_champion_untouched_and_is_recorded(run, tmp
     gate = [e for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"
             and e.event_specific_data.check_name == "evaluation_report_promotion_gate"]
     assert len(gate) == 1 and not gate[0].event_specific_data.passed
-    assert "deployed_model" not in {e.asset_key.to_user_string() for e in result.all_events if e.event_type_value == "ASSET_MATERIALIZATION"}
+    assert LOAN.key("deployed_model") not in {e.asset_key for e in result.all_events if e.event_type_value == "ASSET_MATERIALIZATION"}
 
 
 def test_zz_a_trial_that_expires_unproven_is_rolled_back_automatically(run, tmp_path):
@@ -504,7 +506,7 @@ def test_zz_a_trial_that_expires_unproven_is_rolled_back_automatically(run, tmp_
     impatient["policy"]["rollout"] = {"max_live_partitions": 1, "min_live_labeled_rows": 100_000}
     (tmp_path / "impatient.yaml").write_text(yaml.safe_dump(impatient))
     defs = build_definitions(ProjectSettings(data_dir=run.settings.data_dir, spec_path=tmp_path / "impatient.yaml"))
-    result = defs.resolve_job_def("rollout_job").execute_in_process(instance=run.instance)
+    result = defs.resolve_job_def(LOAN.name("rollout_job")).execute_in_process(instance=run.instance)
     assert result.success
     row = wh(run, "select * from deployed_model order by deployed_at desc limit 1").iloc[0]
     assert row["action"] == "canary_rollback" and row["candidate_version"] == canary
@@ -560,7 +562,7 @@ def test_zz_shadow_mode_scores_the_challenger_without_answering(run, tmp_path):
     (tmp_path / "shadow.yaml").write_text(yaml.safe_dump(shadow))
     settings = ProjectSettings(data_dir=run.settings.data_dir, spec_path=tmp_path / "shadow.yaml")
     defs = build_definitions(settings)
-    assert defs.resolve_job_def("retrain_job").execute_in_process(instance=run.instance).success
+    assert defs.resolve_job_def(LOAN.name("retrain_job")).execute_in_process(instance=run.instance).success
     row = wh(run, "select * from deployed_model order by deployed_at desc limit 1").iloc[0]
     assert row["action"] == "shadow_start" and row["shadow_version"] == row["candidate_version"]
     aliases = registry(run).get_registered_model("loan_default").aliases
@@ -575,10 +577,19 @@ def test_zz_shadow_mode_scores_the_challenger_without_answering(run, tmp_path):
     log = pd.DataFrame(service.log._buffer)
     assert set(log.loc[~log["served"], "role"]) == {"shadow"} and len(log) == 40
 
-    assert defs.resolve_job_def("rollout_job").execute_in_process(instance=run.instance).success
+    assert defs.resolve_job_def(LOAN.name("rollout_job")).execute_in_process(instance=run.instance).success
     analysis = wh(run, "select * from canary_analysis order by analysed_at desc limit 1").iloc[0]
     assert analysis["mode"] == "shadow" and analysis["trial_version"] == row["candidate_version"]
     assert analysis["decision"] == "wait"  # nothing logged for it in the warehouse yet
+
+
+def publish_snapshot(driver, partition: str | None = None) -> None:
+    """What automation runs after pipeline runs (the jobs these tests execute directly have none):
+    publish `partition` of the partitioned tables and the model-level tables to the analysts' snapshot,
+    which `status` reads."""
+    if partition is not None:
+        assert driver.execute("test", driver.asset_job, partition, LOAN.keys("analyst_snapshot"), LOAN.tags).success
+    assert driver.execute("test", driver.asset_job, None, LOAN.keys("analyst_snapshot_history"), LOAN.tags).success
 
 
 def test_zz_a_trial_no_traffic_reaches_expires_and_frees_the_retrain_policy(run, tmp_path, capsys):
@@ -608,8 +619,8 @@ def test_zz_a_trial_no_traffic_reaches_expires_and_frees_the_retrain_policy(run,
     day = last_day + pd.Timedelta(days=1)
     driver.deliver(Delivery(run.scenario.days, day + pd.Timedelta(days=1),
                             {batch_file_name(day): generate_day(run.scenario, run.scenario.days)[0]}))
-    assert driver.execute("test", driver.asset_job, f"{day:%Y-%m-%d}", INGEST_ASSETS[BATCHES], {}).success
-    driver.tick_sensor("analyst_snapshot_sensor")
+    assert driver.execute("test", driver.asset_job, f"{day:%Y-%m-%d}", LOAN.keys(*INGEST_ASSETS[BATCHES]), {}).success
+    publish_snapshot(driver, f"{day:%Y-%m-%d}")
 
     def status(spec_path) -> dict:
         assert main(["status", "--data-dir", str(run.settings.data_dir), "--spec", str(spec_path), "--json"]) == 0
@@ -622,12 +633,12 @@ def test_zz_a_trial_no_traffic_reaches_expires_and_frees_the_retrain_policy(run,
     assert waiting["next_action"]["partition"] == f"{last_day + pd.Timedelta(days=5):%Y-%m-%d}"
     assert waiting["decision_now"]["suppressed_by"] == "trial_running"  # the drift retrain the trial holds back
 
-    assert defs.resolve_job_def("rollout_job").execute_in_process(instance=run.instance).success
+    assert defs.resolve_job_def(LOAN.name("rollout_job")).execute_in_process(instance=run.instance).success
     row = wh(run, "select * from deployed_model order by deployed_at desc limit 1").iloc[0]
     assert row["action"] == "shadow_rollback" and row["candidate_version"] == shadow and row["shadow_version"] == ""
     assert row["reason"].startswith("expired: only 0 labelled live rows and 0 positives (need 300 and 30) in 1 partition "
                                     "since the trial started; no live traffic was logged for it")
-    driver.tick_sensor("analyst_snapshot_sensor")
+    publish_snapshot(driver)
     freed = status(tmp_path / "impatient.yaml")
     assert freed["trial"] is None and freed["decision_now"]["suppressed_by"] != "trial_running"
 
@@ -651,14 +662,14 @@ def test_zz_approval_required_holds_every_promotion_until_approved(run, tmp_path
     defs = build_definitions(settings)
     client = registry(run)
     champion = str(client.get_model_version_by_alias("loan_default", "champion").version)
-    assert defs.resolve_job_def("retrain_job").execute_in_process(instance=run.instance).success
+    assert defs.resolve_job_def(LOAN.name("retrain_job")).execute_in_process(instance=run.instance).success
     waiting = wh(run, "select * from deployed_model order by deployed_at desc limit 1").iloc[0]
     version = waiting["candidate_version"]
     assert waiting["action"] == "awaiting_approval" and f"retrain-assets approve {version}" in waiting["reason"]
     assert waiting["champion_version"] == champion
     # The pipeline acting again changes nothing and records nothing new.
     rows = len(wh(run, "select * from deployed_model"))
-    assert defs.resolve_job_def("rollout_job").execute_in_process(instance=run.instance).success
+    assert defs.resolve_job_def(LOAN.name("rollout_job")).execute_in_process(instance=run.instance).success
     assert len(wh(run, "select * from deployed_model")) == rows
     assert str(client.get_model_version_by_alias("loan_default", "champion").version) == champion
     assert "approved_by" not in client.get_model_version("loan_default", version).tags
@@ -667,7 +678,7 @@ def test_zz_approval_required_holds_every_promotion_until_approved(run, tmp_path
     spec["policy"]["random_seed"] = 12
     (tmp_path / "newer.yaml").write_text(yaml.safe_dump(spec))
     newer_defs = build_definitions(ProjectSettings(data_dir=run.settings.data_dir, spec_path=tmp_path / "newer.yaml"))
-    assert newer_defs.resolve_job_def("retrain_job").execute_in_process(instance=run.instance).success
+    assert newer_defs.resolve_job_def(LOAN.name("retrain_job")).execute_in_process(instance=run.instance).success
     older, version = version, wh(run, "select * from deployed_model order by deployed_at desc limit 1").iloc[0]["candidate_version"]
     assert version != older
     rows = len(wh(run, "select * from deployed_model"))

@@ -27,7 +27,7 @@ def test_rainfall_history_replays_as_monthly_batches(tmp_path):
     raw = read_table(settings.warehouse_path, "select count(*) as n, count(distinct partition_start) as p from raw_batches")
     assert (int(raw["n"].iloc[0]), int(raw["p"].iloc[0])) == (expected_rows, BATCHES)
     assert read_table(settings.warehouse_path, "select min(partition_start) as s from raw_batches")["s"].iloc[0] == pd.Timestamp("1970-01-01")
-    labeled = instance.get_materialized_partitions(dg.AssetKey("labeled_batches"))
+    labeled = instance.get_materialized_partitions(dg.AssetKey([spec.name, "labeled_batches"]))
     assert len(labeled) == BATCHES - 1  # the last month's labels are still on their way
     assert summary.deployments == ["1"]
     deployed = read_table(settings.warehouse_path, "select * from deployed_model")
