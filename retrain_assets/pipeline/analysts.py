@@ -34,9 +34,10 @@ def build_analysts(spec: DatasetSpec, partitions_def: dg.PartitionsDefinition) -
     @dg.asset(key_prefix=ns.prefix, name="analyst_snapshot", partitions_def=partitions_def, pool=ns.pool,
               group_name=ns.name("analysts"), deps=ns.keys(*partitioned), automation_condition=PUBLISH_ON_CHANGE,
               kinds={"duckdb", "parquet"},
+              # Code spans: the UI renders descriptions as Markdown, where a bare <dataset> is an HTML tag.
               description=("The analysts' copy of one partition of every partitioned table (Parquet under "
-                           "<data dir>/snapshots/<dataset>/), with the catalogs they open: <dataset>.duckdb and "
-                           "analysts.duckdb (docs/analyst-guide.md)."))
+                           "`<data dir>/snapshots/<dataset>/`), with the catalogs they open: `<dataset>.duckdb` and "
+                           "`analysts.duckdb` (docs/analyst-guide.md)."))
     def analyst_snapshot(context: dg.AssetExecutionContext, warehouse: Warehouse) -> dg.MaterializeResult:
         start, end = partition_window(context)
         result = publish_partition(warehouse.database_path, Path(warehouse.snapshot_file).parent, spec.name,
