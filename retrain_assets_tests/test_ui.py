@@ -1,5 +1,7 @@
 """The Dagster UI in a real browser: the short demo in a persistent instance, served by
 dagster-webserver, checked page by page in headless Chromium against what the instance recorded.
+The webserver loads the code location `retrain_assets.definitions`, every dataset of the defs folder:
+the demo fills loan_default; rainfall is shown beside it, under its own prefix, never materialized.
 
 `make test-ui` runs this module; screenshots land in ui-artifacts/ (RETRAIN_ASSETS_UI_ARTIFACTS),
 RETRAIN_ASSETS_UPDATE_SCREENSHOT=1 also rewrites docs/images/asset-graph.png."""
@@ -16,6 +18,7 @@ from urllib.parse import quote
 import dagster as dg
 import pytest
 
+from retrain_assets.datasets import declared_datasets
 from retrain_assets_tests.ui_harness import (
     LOADING, README_SCREENSHOT, SKIP_COMMUNITY_DIALOG, UPDATE_SCREENSHOT_ENV, Ui, chromium, dagster_webserver,
     fill_demo, free_port, fresh_artifacts_dir, reports_server, require_chromium, settle,
@@ -30,6 +33,10 @@ DAYS = 9
 CORRUPT_DAY = "2025-01-04"
 # Below this zoom the graph draws bare name boxes (Dagster 1.13's minimal-node scale).
 FULL_NODE_SCALE = 0.6
+# Each box the graph draws (an asset's node, a group's frame) with its position in the graph's layout
+# and the name it shows: nodes and groups are `foreignObject`s in one coordinate system.
+BOXES = """els => els.map(e => ({x: +e.getAttribute('x'), y: +e.getAttribute('y'), width: +e.getAttribute('width'),
+    height: +e.getAttribute('height'), label: e.querySelector('[data-tooltip]')?.getAttribute('data-tooltip') ?? null}))"""
 
 
 @pytest.fixture(scope="module")
@@ -73,14 +80,28 @@ def soft(problems: list[str], label: str, check) -> None:
         problems.append(f"{label}: {str(error).splitlines()[0]}")
 
 
+def title(key: str) -> str:
+    """An asset page's title: the UI writes a key's parts with " / " between them."""
+    return f"Assets | {key.replace('/', ' / ')}"
+
+
 def test_the_demo_produced_what_the_ui_must_show(ui):
     summary, facts = ui.demo.summary, ui.facts
     assert summary.blocked_partitions == [CORRUPT_DAY]
     assert summary.deployments, "the short demo made no champion: no evaluation or drift report to check in the UI"
-    assert facts.latest_with("evaluation_report", "html_report_url"), "evaluation_report has no html_report_url"
-    assert facts.latest_with("drift_report", "html_report_url"), "no drift_report partition has an html_report_url"
-    contract = facts.checks["raw_batches_match_contract"]
+    assert facts.latest_with(ui.key("evaluation_report"), "html_report_url"), "evaluation_report has no html_report_url"
+    assert facts.latest_with(ui.key("drift_report"), "html_report_url"), "no drift_report partition has an html_report_url"
+    contract = facts.checks[f"{ui.key('raw_batches')}:raw_batches_match_contract"]
     assert [e.partition for e in contract.evaluations if not e.passed] == [CORRUPT_DAY]
+    # The code location serves every dataset of the defs folder, each the whole pipeline under its prefix.
+    served = {asset.dataset for asset in facts.assets.values()}
+    assert served == {entry.name for entry in declared_datasets()} and {ui.dataset, "rainfall"} <= served
+    names = {dataset: sorted(a.name for a in facts.of_dataset(dataset).assets.values()) for dataset in served}
+    assert all(found == names[ui.dataset] for found in names.values()), names
+    assert all(a.group.startswith(f"{a.dataset}__") for a in facts.assets.values())
+    assert all(dep.startswith(f"{a.dataset}/") for a in facts.assets.values() for dep in a.upstream + a.downstream)
+    materialized = [a.key for a in facts.assets.values() if a.dataset != ui.dataset and a.latest is not None]
+    assert not materialized, f"the demo fills only {ui.dataset}, yet {materialized} were materialized"
 
 
 def graph_path(ui) -> str:
@@ -90,42 +111,66 @@ def graph_path(ui) -> str:
 
 
 def open_graph(ui, page):
-    """Load the graph (it zooms to fit the window on load) and wait until its layout is drawn."""
+    """Load the graph (it zooms to fit the window's width on load) and wait until its layout is drawn."""
     ui.open(page, graph_path(ui))
     page.get_by_role("slider").wait_for()  # the zoom slider: its value is the zoom
     page.locator("foreignObject").first.wait_for()
     return float(page.get_by_role("slider").get_attribute("aria-valuenow"))
 
 
-def test_asset_graph_shows_every_asset_and_whether_it_was_materialized(ui):
-    from playwright.sync_api import expect
-
-    facts = ui.facts
-    width, height = 3200, 2400
+def open_whole_graph(ui, width: int = 3200, height: int = 2400):
+    """The graph at full-node zoom, all of it in the window: the UI draws only the nodes inside the
+    window, so the window is made wide enough for full nodes, then as tall as the graph."""
     page = ui.page(width, height)
     scale = open_graph(ui, page)
     if scale < FULL_NODE_SCALE:  # more assets than fit at full-node zoom: a bigger window, same picture
         grow = FULL_NODE_SCALE / scale * 1.05
-        scale = open_graph(ui, ui.page(math.ceil(width * grow), math.ceil(height * grow)))
-    nodes = page.locator("foreignObject > div").filter(has_text="Latest event")  # an SVG element has no innerText
+        width, height = math.ceil(width * grow), math.ceil(height * grow)
+        scale = open_graph(ui, ui.page(width, height))
+    pane = page.locator("[data-svg-viewport]")
+    needed = float(pane.locator("svg").first.get_attribute("height")) * scale + 60
+    if pane.bounding_box()["height"] < needed:
+        open_graph(ui, ui.page(width, math.ceil(height + needed - pane.bounding_box()["height"])))
+    return page
+
+
+def group_of(box: dict, groups: dict[str, dict]) -> str | None:
+    """The group whose frame holds the node `box`."""
+    inside = [name for name, frame in groups.items()
+              if frame["x"] <= box["x"] and box["x"] + box["width"] <= frame["x"] + frame["width"]
+              and frame["y"] <= box["y"] and box["y"] + box["height"] <= frame["y"] + frame["height"]]
+    return inside[0] if len(inside) == 1 else None
+
+
+def test_asset_graph_shows_every_asset_and_whether_it_was_materialized(ui):
+    """Every dataset's assets, each node in its dataset's group (`loan_default__ingestion`, `rainfall__ingestion`:
+    a node shows the asset's name, its group frame the dataset), materialized or not as the instance says."""
+    from playwright.sync_api import expect
+
+    facts = ui.facts
+    page = open_whole_graph(ui)
+    nodes = page.locator("foreignObject").filter(has_text="Latest event")
     with ui.diagnosed(page, "asset-graph"):
         expect(nodes).to_have_count(len(facts.assets), timeout=60_000)
         expect(page.locator(LOADING)).to_have_count(0, timeout=60_000)  # each node's status loads on its own
-        names = [node.locator("[data-tooltip]").first.get_attribute("data-tooltip") for node in nodes.all()]
-        assert sorted(names) == sorted(facts.assets)
+        all_groups = {asset.group for asset in facts.assets.values()}
+        for group in all_groups:
+            expect(page.locator(f'[data-tooltip="{group}"]')).to_be_visible()
+        groups = {box["label"]: box for box in page.locator("foreignObject").evaluate_all(BOXES) if box["label"] in all_groups}
+        by_place = {(asset.group, asset.name): asset for asset in facts.assets.values()}
+        shown = [(group_of(box, groups), box["label"]) for box in nodes.evaluate_all(BOXES)]
+        assert sorted(shown, key=str) == sorted(by_place, key=str)
         problems = []
-        for key, asset in facts.assets.items():
-            node = nodes.filter(has=page.locator(f'[data-tooltip="{key}"]'))
+        for node, place in zip(nodes.all(), shown):
+            asset, node = by_place[place], node.locator("xpath=./div")  # the node's card: an SVG element has no innerText
             latest_event = node.get_by_text("Latest event", exact=True).locator("xpath=following-sibling::*[1]").inner_text()
             text = " | ".join(node.inner_text().split("\n"))
             if asset.latest is not None:
                 if not re.search(r"\bago\b|\bnow\b|\d", latest_event) or "Never materialized" in text:
-                    problems.append(f"{key}: materialized (run {asset.latest.run_id[:8]}) but its node shows: {text}")
+                    problems.append(f"{asset.key}: materialized (run {asset.latest.run_id[:8]}) but its node shows: {text}")
             elif latest_event.strip() not in ("", "–") or (not asset.partitioned and "Never materialized" not in text):
-                problems.append(f"{key}: never materialized but its node shows: {text}")
+                problems.append(f"{asset.key}: never materialized but its node shows: {text}")
         assert not problems, "\n".join(problems)
-        for group in {asset.group for asset in facts.assets.values()}:
-            expect(page.locator(f'[data-tooltip="{group}"]')).to_be_visible()
     ui.shot(page, "01-asset-graph", whole=False)
     if os.environ.get(UPDATE_SCREENSHOT_ENV) == "1":
         readme_picture(ui)
@@ -163,13 +208,15 @@ def readme_picture(ui, width: int = 1600) -> None:
 
 
 def test_asset_pages_show_latest_materialization_description_and_metadata(ui):
+    """Every asset page of every dataset: description, latest materialization (or none), columns, lineage."""
     from playwright.sync_api import expect
 
     page = ui.page()
     problems = []
     for key, asset in ui.facts.assets.items():
-        ui.visit(page, f"/assets/{key}", ready="Latest materialization", title=f"Assets | {key}")
+        ui.visit(page, f"/assets/{key}", ready="Latest materialization", title=title(key))
         with ui.diagnosed(page, f"asset-{key}"):
+            problems += lineage_problems(page, asset)
             if not asset.description:
                 problems.append(f"{key}: the definition has no description")
             else:
@@ -187,6 +234,23 @@ def test_asset_pages_show_latest_materialization_description_and_metadata(ui):
                     problems.append(f"{key}: columns {missing} of its definition's column schema not shown")
         ui.shot(page, f"asset-{key}")
     assert not problems, "\n".join(problems)
+
+
+def lineage_problems(page, asset) -> list[str]:
+    """The page's upstream and downstream assets are the definitions' (all inside the asset's dataset)."""
+    from playwright.sync_api import expect
+
+    problems = []
+    for heading, expected in (("Upstream assets", asset.upstream), ("Downstream assets", asset.downstream)):
+        label = page.get_by_text(heading, exact=True)
+        soft(problems, f"{asset.key} {heading}", lambda: expect(label).to_be_visible())
+        links = label.locator("xpath=following-sibling::*[1]").locator("a[href^='/assets/']")
+        if expected:
+            soft(problems, f"{asset.key} {heading} links", lambda: expect(links.first).to_be_visible())
+        shown = sorted({href.removeprefix("/assets/") for href in links.evaluate_all("els => els.map(e => e.getAttribute('href'))")})
+        if shown != expected:
+            problems.append(f"{asset.key}: {heading} shows {shown}, the definitions say {expected}")
+    return problems
 
 
 def latest_materialization_problems(page, key, latest) -> list[str]:
@@ -243,17 +307,18 @@ def check_rows(page) -> list[tuple[str, str]]:
 def test_checks_show_blocking_and_their_results(ui):
     from playwright.sync_api import expect
 
-    facts = ui.facts
+    facts = ui.facts.of_dataset(ui.dataset)  # the checks the demo evaluated
     assert {"raw_batches_match_contract", "evaluation_report_promotion_gate"} <= {
-        name for name, check in facts.checks.items() if check.blocking}
+        check.name for check in facts.checks.values() if check.blocking}
     page, previous = ui.page(), None
-    for name, check in sorted(facts.checks.items(), key=lambda item: (item[1].asset, item[0])):
+    for check in sorted(facts.checks.values(), key=lambda check: (check.asset, check.name)):
+        name = check.name
         assert check.evaluations, f"{name} was never evaluated in the short demo"
         path = f"/assets/{check.asset}?view=checks&checkDetail={name}"
         if check.asset == previous:  # same title, same texts: reload to be sure this check's page is shown
             ui.open(page, path, ready="Latest execution")
         else:
-            ui.visit(page, path, ready="Latest execution", title=f"Assets | {check.asset}")
+            ui.visit(page, path, ready="Latest execution", title=title(check.asset))
         previous = check.asset
         with ui.diagnosed(page, f"checks-{name}"):
             details = page.locator("body")
@@ -310,13 +375,13 @@ def assert_is_the_report(ui, report, url: str, path: str, name: str, title: str 
 
 
 def test_drift_report_opens_from_the_partition_metadata(ui):
-    materialization = ui.facts.latest_with("drift_report", "html_report_url")
+    key = ui.key("drift_report")
+    materialization = ui.facts.latest_with(key, "html_report_url")
     partition, metadata = materialization.partition, materialization.metadata
-    newest_of_partition = next(m for m in ui.facts.assets["drift_report"].materializations if m.partition == partition)
+    newest_of_partition = next(m for m in ui.facts.assets[key].materializations if m.partition == partition)
     assert newest_of_partition is materialization  # the partition's page shows this materialization
     page = ui.page(1600, 1800)  # the partition's metadata below its header, in one picture
-    ui.visit(page, f"/assets/drift_report?view=partitions&partition={partition}", ready="Latest materialization",
-             title="Assets | drift_report")
+    ui.visit(page, f"/assets/{key}?view=partitions&partition={partition}", ready="Latest materialization", title=title(key))
     ui.shot(page, f"asset-drift_report-partition-{partition}", whole=False)  # the partition list is 700 rows long
     url = metadata["html_report_url"].url
     report = open_report_link(ui, page, "html_report_url", url, "drift_report-html_report_url")
@@ -326,10 +391,11 @@ def test_drift_report_opens_from_the_partition_metadata(ui):
 
 
 def test_evaluation_report_opens_from_the_asset_metadata(ui):
-    latest = ui.facts.assets["evaluation_report"].latest
+    key = ui.key("evaluation_report")
+    latest = ui.facts.assets[key].latest
     assert "html_report_url" in latest.metadata
     page = ui.page()
-    ui.visit(page, "/assets/evaluation_report", ready="Latest materialization", title="Assets | evaluation_report")
+    ui.visit(page, f"/assets/{key}", ready="Latest materialization", title=title(key))
     url = latest.metadata["html_report_url"].url
     report = open_report_link(ui, page, "html_report_url", url, "evaluation_report-html_report_url")
     version = latest.metadata["challenger_version"].value
@@ -345,13 +411,13 @@ def test_every_other_report_link_opens(ui):
     links = [(key, name, value.url) for key, asset in ui.facts.assets.items() if asset.latest is not None
              for name, value in asset.latest.metadata.items()
              if isinstance(value, dg.UrlMetadataValue) and value.url.startswith(reports_url + "/")
-             and (key, name) not in {("drift_report", "html_report_url"), ("evaluation_report", "html_report_url")}]
+             and (key, name) not in {(ui.key("drift_report"), "html_report_url"), (ui.key("evaluation_report"), "html_report_url")}]
     if not links:
         pytest.skip("no other report links in this build's metadata")
     page = ui.page()
     for key, name, url in links:
         path = ui.facts.assets[key].latest.metadata[name.removesuffix("_url")].path
-        ui.visit(page, f"/assets/{key}", ready="Latest materialization", title=f"Assets | {key}")
+        ui.visit(page, f"/assets/{key}", ready="Latest materialization", title=title(key))
         report = open_report_link(ui, page, name, url, f"{key}-{name}")
         assert_is_the_report(ui, report, url, path, f"{key}-{name}")
         report.close()

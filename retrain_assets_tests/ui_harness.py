@@ -1,11 +1,14 @@
 """The real thing for the UI tests: the short demo replayed into a persistent Dagster instance,
 dagster-webserver and the reports server on free ports, headless Debian Chromium through Playwright.
 
-What the instance holds is read once, right after the replay, into plain `InstanceFacts`: the
-tests compare the pages with it instead of hard-coding what the demo produces."""
+The webserver serves the code location `retrain_assets.definitions`: every dataset of the defs
+folder (loan_default, which the demo fills, and rainfall, never materialized here). What those
+Definitions hold and what the instance recorded is read once, right after the replay, into plain
+`InstanceFacts`: the tests compare the pages with it instead of hard-coding what the demo produces."""
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import re
@@ -27,7 +30,6 @@ import pandas as pd
 import pytest
 
 from retrain_assets.core.offline.scenario import load_scenario, scenario_deliveries
-from retrain_assets.pipeline import build_definitions
 from retrain_assets.apps.demo import INSTANCE_YAML, ReplaySummary, replay, scripted_reviewer
 from retrain_assets.apps.reports_server import make_server
 from retrain_assets.settings import ProjectSettings
@@ -103,13 +105,21 @@ class CheckEvaluation:
 
 @dataclass
 class AssetFacts:
-    key: str
+    key: str  # as the UI writes it in URLs: "loan_default/raw_batches"
+    dataset: str  # the key's prefix
     group: str
     description: str
     partitioned: bool
     checks: list[str]
     columns: list[str]  # of the column schema in the definition's metadata
+    upstream: list[str]  # keys of the assets it depends on (lineage)
+    downstream: list[str]  # keys of the assets that depend on it
     materializations: list[Materialization]  # newest first
+
+    @property
+    def name(self) -> str:
+        """The key without its dataset prefix: what the graph's node shows (its group box names the dataset)."""
+        return self.key.split("/", 1)[1]
 
     @property
     def latest(self) -> Materialization | None:
@@ -118,7 +128,7 @@ class AssetFacts:
 
 @dataclass
 class CheckFacts:
-    asset: str
+    asset: str  # the checked asset's key
     name: str
     blocking: bool
     description: str
@@ -127,8 +137,13 @@ class CheckFacts:
 
 @dataclass
 class InstanceFacts:
-    assets: dict[str, AssetFacts]
-    checks: dict[str, CheckFacts]
+    assets: dict[str, AssetFacts]  # by key
+    checks: dict[str, CheckFacts]  # by check key: "loan_default/raw_batches:raw_batches_match_contract"
+
+    def of_dataset(self, dataset: str) -> "InstanceFacts":
+        """The assets and checks under one dataset's prefix."""
+        return InstanceFacts({key: a for key, a in self.assets.items() if a.dataset == dataset},
+                             {key: c for key, c in self.checks.items() if self.assets[c.asset].dataset == dataset})
 
     def latest_with(self, asset: str, metadata_key: str) -> Materialization | None:
         """The newest materialization of `asset` whose metadata has `metadata_key`."""
@@ -144,9 +159,11 @@ def read_facts(defs: dg.Definitions, instance: dg.DagsterInstance) -> InstanceFa
         records = instance.fetch_materializations(key, limit=10_000, ascending=False).records
         schema = node.metadata.get("dagster/column_schema")
         assets[key.to_user_string()] = AssetFacts(
-            key=key.to_user_string(), group=node.group_name, description=node.description or "",
+            key=key.to_user_string(), dataset=key.path[0], group=node.group_name, description=node.description or "",
             partitioned=node.is_partitioned, checks=sorted(k.name for k in node.check_keys),
             columns=[c.name for c in getattr(schema, "schema", schema).columns] if schema is not None else [],
+            upstream=sorted(k.to_user_string() for k in node.parent_keys),
+            downstream=sorted(k.to_user_string() for k in node.child_keys),
             materializations=[Materialization(r.run_id, r.timestamp, r.asset_materialization.partition,
                                               dict(r.asset_materialization.metadata)) for r in records])
     evaluations: dict[tuple[str, str], list[CheckEvaluation]] = {}
@@ -159,9 +176,25 @@ def read_facts(defs: dg.Definitions, instance: dg.DagsterInstance) -> InstanceFa
     for check_key in graph.asset_check_keys:
         spec = graph.get_check_spec(check_key)
         asset = check_key.asset_key.to_user_string()
-        checks[check_key.name] = CheckFacts(asset, check_key.name, spec.blocking, spec.description or "",
-                                            evaluations.get((asset, check_key.name), []))
+        checks[check_key.to_user_string()] = CheckFacts(asset, check_key.name, spec.blocking, spec.description or "",
+                                                        evaluations.get((asset, check_key.name), []))
     return InstanceFacts(assets, checks)
+
+
+def location_env(home: Path, settings: ProjectSettings) -> dict[str, str | None]:
+    """The environment the code location `retrain_assets.definitions` reads (ProjectSettings.from_env)
+    to serve the demo's instance and stores (None: unset, e.g. the registry is the demo's own SQLite
+    store). It serves the datasets of the defs folder, not the demo's spec file: same asset graph."""
+    return {"DAGSTER_HOME": str(home), "RETRAIN_ASSETS_DATA_DIR": str(settings.data_dir),
+            "RETRAIN_ASSETS_REPORTS_URL": settings.reports_url, "RETRAIN_ASSETS_MLFLOW_UI_URL": settings.mlflow_ui_url,
+            "DAGSTER_DISABLE_TELEMETRY": "1", "RETRAIN_ASSETS_SPEC": None, "MLFLOW_TRACKING_URI": None,
+            "RETRAIN_ASSETS_ARTIFACT_LOCATION": None, "RETRAIN_ASSETS_EXECUTOR": None, "RETRAIN_ASSETS_MODE": None}
+
+
+def served_definitions(home: Path, settings: ProjectSettings) -> dg.Definitions:
+    """The Definitions the webserver serves (every dataset of the defs folder), built here with its environment."""
+    with environ(location_env(home, settings)):
+        return importlib.import_module("retrain_assets.definitions").defs()
 
 
 @dataclass
@@ -194,7 +227,7 @@ def fill_demo(folder: Path, reports_url: str, mlflow_ui_url: str, days: int = 16
             summary = replay(scenario_deliveries(scenario), settings, instance,
                              label=lambda d: f"{d.as_of - pd.Timedelta(days=1):%Y-%m-%d}", echo=lambda line: None,
                              reviewer=scripted_reviewer(scenario, settings))
-            facts = read_facts(build_definitions(settings), instance)
+            facts = read_facts(served_definitions(home, settings), instance)
     return Demo(folder, home, settings, summary, facts, time.perf_counter() - started)
 
 
@@ -215,12 +248,10 @@ def reports_server(directory: Path) -> Iterator[str]:
 
 
 def webserver_env(demo: Demo) -> dict[str, str]:
-    """The environment `retrain_assets.definitions` reads (ProjectSettings.from_env), matching the replay."""
-    env = {**os.environ, "DAGSTER_HOME": str(demo.home), "RETRAIN_ASSETS_DATA_DIR": str(demo.settings.data_dir),
-           "RETRAIN_ASSETS_SPEC": str(demo.settings.spec_path), "RETRAIN_ASSETS_REPORTS_URL": demo.settings.reports_url,
-           "RETRAIN_ASSETS_MLFLOW_UI_URL": demo.settings.mlflow_ui_url, "DAGSTER_DISABLE_TELEMETRY": "1"}
-    for name in ("MLFLOW_TRACKING_URI", "RETRAIN_ASSETS_ARTIFACT_LOCATION", "RETRAIN_ASSETS_EXECUTOR", "RETRAIN_ASSETS_MODE"):
-        env.pop(name, None)
+    """The webserver's environment: this one with the code location's settings for the demo."""
+    env = dict(os.environ)
+    for name, value in location_env(demo.home, demo.settings).items():
+        env.pop(name, None) if value is None else env.__setitem__(name, value)
     return env
 
 
@@ -353,6 +384,15 @@ class Ui:
     def facts(self) -> InstanceFacts:
         return self.demo.facts
 
+    @property
+    def dataset(self) -> str:
+        """The dataset the demo filled; the webserver serves the others too, never materialized."""
+        return self.demo.settings.dataset
+
+    def key(self, name: str) -> str:
+        """The key of the demo dataset's asset `name`: "loan_default/raw_batches"."""
+        return f"{self.dataset}/{name}"
+
     def page(self, width: int = 1600, height: int = 1000):
         """The module's one tab on the UI (opened on first use), at this viewport size."""
         if self._page is None or self._page.is_closed():
@@ -387,12 +427,16 @@ class Ui:
         expect(page.locator(LOADING)).to_have_count(0, timeout=60_000)
         return page
 
+    def artifact(self, name: str, suffix: str) -> Path:
+        """The file for `name` in the artifacts folder (an asset key's "/" becomes "__", as in op names)."""
+        return self.artifacts / f"{name.replace('/', '__')}{suffix}"
+
     def shot(self, page, name: str, whole: bool = True) -> Path:
         """A PNG of the page; `whole`: all of it. The UI scrolls inside its own panes, so the window
         is made as tall as their content for the picture (Playwright's full_page sees one screen)."""
         from playwright.sync_api import expect
 
-        path = self.artifacts / f"{name}.png"
+        path = self.artifact(name, ".png")
         size = page.viewport_size
         tallest = page.evaluate(TALLEST_CONTENT) if whole else 0
         if tallest > size["height"]:
@@ -410,10 +454,10 @@ class Ui:
         try:
             yield
         except Exception as error:
-            dump = self.artifacts / f"{name}.failure.html"
+            dump = self.artifact(name, ".failure.html")
             try:
                 dump.write_text(page.content())
-                page.screenshot(path=str(self.artifacts / f"{name}.failure.png"), full_page=True)
+                page.screenshot(path=str(self.artifact(name, ".failure.png")), full_page=True)
             except Exception:  # the page itself is gone: the original error says why
                 pass
             raise AssertionError(f"{error}\n(page {page.url}; DOM saved to {dump})") from error
