@@ -1,13 +1,15 @@
-"""The warehouse resource on real DuckDB files: atomic snapshots, lock handling, history tables."""
+"""The warehouse resource on real DuckDB files: snapshots replaced atomically, lock handling, history tables."""
 
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import duckdb
 import pandas as pd
 import pytest
 
+from retrain_assets.pipeline.shared.snapshots import publish_history
 from retrain_assets.pipeline.shared.warehouse import Warehouse
 
 
@@ -20,24 +22,31 @@ def warehouse(tmp_path):
                      reports_dir=str(tmp_path / "reports"))
 
 
+def publish(warehouse: Warehouse, timeout_seconds: float = 120.0):
+    """The analysts' snapshot of the warehouse's unpartitioned tables, as `analyst_snapshot_history` publishes it."""
+    return publish_history(warehouse.database, Path(warehouse.snapshot_path).parent, "demo", (), timeout_seconds)
+
+
 def test_snapshot_readers_keep_a_consistent_view_across_publishes(warehouse):
-    warehouse.publish_snapshot()
-    reader = duckdb.connect(warehouse.snapshot_path, read_only=True)
+    publish(warehouse)
+    catalog = Path(warehouse.snapshot_path).parent / "demo.duckdb"
+    reader = duckdb.connect(str(catalog), read_only=True)
+    assert reader.execute("select count(*) from t").fetchone()[0] == 1
     with duckdb.connect(warehouse.database) as writer:
         writer.execute("insert into t values (2)")
-    warehouse.publish_snapshot()
-    # The open reader still sees the snapshot it opened; an analyst connecting now (another
-    # process: DuckDB caches open databases per process) sees the new one.
-    assert reader.execute("select count(*) from t").fetchone()[0] == 1
+    publish(warehouse)
+    # The table's file is replaced by a rename: an analyst connecting now (another process) sees
+    # the new rows, and the reader's next query does too, never a half-written file.
     fresh = subprocess.run([sys.executable, "-c", (
         "import duckdb; print(duckdb.connect(%r, read_only=True).execute('select count(*) from t').fetchone()[0])"
-    ) % warehouse.snapshot_path], capture_output=True, text=True, check=True)
+    ) % str(catalog)], capture_output=True, text=True, check=True)
     assert fresh.stdout.strip() == "2"
+    assert reader.execute("select count(*) from t").fetchone()[0] == 2
     reader.close()
 
 
 def test_snapshot_publish_waits_for_the_writer_lock_then_fails_clearly(warehouse, tmp_path):
-    impatient = warehouse.model_copy(update={"lock_timeout_seconds": 0.5})
+    publish(warehouse)
     holder = subprocess.Popen([sys.executable, "-c", (
         "import duckdb, time; c = duckdb.connect(%r); c.execute('select 1'); print('locked', flush=True); time.sleep(5)"
     ) % warehouse.database], stdout=subprocess.PIPE, text=True)
@@ -45,12 +54,13 @@ def test_snapshot_publish_waits_for_the_writer_lock_then_fails_clearly(warehouse
         assert holder.stdout.readline().strip() == "locked"
         started = time.monotonic()
         with pytest.raises(duckdb.IOException):
-            impatient.publish_snapshot()
+            publish(warehouse, timeout_seconds=0.5)
         assert time.monotonic() - started >= 0.5
     finally:
         holder.kill()
-    assert not list((tmp_path / "snap").glob(".*.tmp"))
-    warehouse.publish_snapshot()  # lock released: publishing works again
+    assert not list((tmp_path / "snap").rglob(".*.tmp"))
+    holder.wait()
+    assert publish(warehouse).dataset == "demo"  # lock released: publishing works again
 
 
 def test_with_history_appends_to_an_existing_table(warehouse):
