@@ -10,9 +10,19 @@ import pytest
 from retrain_assets.core.files import write_atomically
 from retrain_assets.core.offline.scenario import generate_day, load_scenario
 from retrain_assets.pipeline import build_definitions
-from retrain_assets.apps.replay import PipelineDriver, sensor_resources
+from retrain_assets.apps.replay import PipelineDriver
+from retrain_assets.pipeline.shared.namespace import Namespace
 from retrain_assets.settings import ProjectSettings
 from retrain_assets_tests.conftest import read_table
+
+
+NS = Namespace("loan_default")  # the short scenario's spec is the loan spec
+
+
+def sensor(defs, local: str) -> dg.SensorDefinition:
+    """A sensor of the loan dataset by its local name. Sensors take no resources: they read the
+    dataset's stores from the settings the definitions were built with."""
+    return defs.resolve_sensor_def(NS.name(local))
 
 
 @pytest.fixture
@@ -59,7 +69,7 @@ def test_rematerializing_a_partition_is_idempotent(pipeline):
     job = defs.resolve_implicit_global_asset_job_def()
     for _ in range(2):
         result = job.execute_in_process(instance=driver.instance, partition_key="2025-01-01",
-                                        asset_selection=[dg.AssetKey("raw_batches"), dg.AssetKey("quarantine")])
+                                        asset_selection=NS.keys("raw_batches", "quarantine"))
         assert result.success
     assert raw_rows(settings, "2025-01-01") == len(batch)
 
@@ -71,8 +81,8 @@ def test_landing_sensor_ignores_unplaceable_files_and_keeps_ticking(pipeline):
     (batches / "notes.txt").write_text("not a batch")
     (batches / "latest.csv").write_text("a,b\n1,2\n")
     (batches / "1999-01-01.csv").write_text("a,b\n1,2\n")  # before the dataset's first partition
-    context = dg.build_sensor_context(instance=driver.instance, definitions=defs, resources=sensor_resources(defs))
-    result = defs.resolve_sensor_def("landing_zone_sensor")(context)
+    context = dg.build_sensor_context(instance=driver.instance, definitions=defs)
+    result = sensor(defs, "landing_zone_sensor")(context)
     assert not result.run_requests
     assert "3 ignored" in result.skip_reason.skip_message
 
@@ -82,21 +92,22 @@ def test_landing_sensor_run_keys_name_partition_and_content(pipeline):
     batch, labels = generate_day(scenario, 0)
     write_atomically(batch, settings.landing_dir / "batches" / "2025-01-01.csv")
     write_atomically(labels, settings.landing_dir / "labels" / "2025-01-01__delivered_2025-01-03.csv")
-    context = dg.build_sensor_context(instance=driver.instance, definitions=defs, resources=sensor_resources(defs))
-    result = defs.resolve_sensor_def("landing_zone_sensor")(context)
+    context = dg.build_sensor_context(instance=driver.instance, definitions=defs)
+    result = sensor(defs, "landing_zone_sensor")(context)
     keys = sorted(r.run_key for r in result.run_requests)
     assert [k.split(":")[:2] for k in keys] == [["batches", "2025-01-01"], ["labels", "2025-01-01"]]
-    selections = {r.run_key.split(":")[0]: {k.to_user_string() for k in r.asset_selection} for r in result.run_requests}
-    assert selections == {"batches": {"raw_batches", "quarantine"}, "labels": {"labels", "rejected_labels", "review_decisions"}}
+    selections = {r.run_key.split(":")[0]: set(r.asset_selection) for r in result.run_requests}
+    assert selections == {"batches": set(NS.keys("raw_batches", "quarantine")),
+                          "labels": set(NS.keys("labels", "rejected_labels", "review_decisions"))}
     # A second tick with the returned cursor requests nothing new.
-    again = dg.build_sensor_context(instance=driver.instance, definitions=defs, resources=sensor_resources(defs), cursor=result.cursor)
-    assert not defs.resolve_sensor_def("landing_zone_sensor")(again).run_requests
+    again = dg.build_sensor_context(instance=driver.instance, definitions=defs, cursor=result.cursor)
+    assert not sensor(defs, "landing_zone_sensor")(again).run_requests
 
 
 def test_retrain_sensor_is_quiet_until_monitoring_data_exists(pipeline):
     _, _, defs, driver = pipeline
-    context = dg.build_sensor_context(instance=driver.instance, definitions=defs, resources=sensor_resources(defs))
-    result = defs.resolve_sensor_def("retrain_sensor")(context)
+    context = dg.build_sensor_context(instance=driver.instance, definitions=defs)
+    result = sensor(defs, "retrain_sensor")(context)
     assert not result.run_requests
     assert result.skip_reason.skip_message.startswith("no new monitoring data")
 
@@ -114,5 +125,6 @@ def test_labeled_batches_wait_for_labels_then_follow_automatically(pipeline):
     driver.tick_sensor("landing_zone_sensor")
     [outcome] = driver.tick_automation(when)
     assert outcome.requested_by == "automation" and outcome.partition_key == "2025-01-01"
-    assert set(outcome.materializations) == {"labeled_batches", "review_queue", "drift_report"}
+    # analyst_snapshot republishes the partition's tables in the same tick as the writers (pipeline/analysts.py).
+    assert set(outcome.materializations) == {"labeled_batches", "review_queue", "drift_report", "analyst_snapshot"}
     assert outcome.materializations["labeled_batches"]["dagster/row_count"] == len(batch)

@@ -22,7 +22,7 @@ from retrain_assets.core.ingestion.landing import scan
 from retrain_assets.core.offline.scenario import generate_day, load_scenario
 from retrain_assets.pipeline import build_definitions
 from retrain_assets.pipeline.shared.landing import LandingZone
-from retrain_assets.apps.replay import PipelineDriver, sensor_resources
+from retrain_assets.apps.replay import PipelineDriver
 from retrain_assets.settings import ProjectSettings
 from retrain_assets_tests.conftest import REPO, write_short_scenario
 
@@ -371,7 +371,7 @@ def suite(tmp_path_factory):
     late = slot(FIRST_CASE_DAY + len(CASES))
     late.put(f"batches/{late.key}.csv", late.batch, of_case=False)
     after = driver.tick_sensor("landing_zone_sensor")
-    return SimpleNamespace(settings=settings, defs=defs, driver=driver, slots=slots, good=good, late=late,
+    return SimpleNamespace(settings=settings, defs=defs, driver=driver, ns=driver.ns, slots=slots, good=good, late=late,
                            outcomes=first + bad + after, after=after, scenario=scenario)
 
 
@@ -448,7 +448,7 @@ def expect_blocked(suite, case, s, relative, name):
     assert_names_file_and_fix(description, name)
     # Its labels arrived, but nothing downstream was built from the blocked batch.
     assert len(wh(suite, "select * from labels where partition_start = ?", s.key)) > 0
-    assert s.key not in suite.driver.instance.get_materialized_partitions(dg.AssetKey("labeled_batches"))
+    assert s.key not in suite.driver.instance.get_materialized_partitions(suite.ns.key("labeled_batches"))
     records = wh(suite, "select * from quarantine where partition_start = ? and source_file = ?", s.key, name)
     if case.name == "too_many_bad_rows":  # the bad rows are quarantined; the good ones stored, blocked with the batch
         assert len(records) == len(s.bad_ids)
@@ -527,7 +527,7 @@ def test_rematerializing_a_partition_does_not_flag_its_own_ids(suite):
     key = suite.good[0].key
     job = suite.defs.resolve_implicit_global_asset_job_def()
     assert job.execute_in_process(instance=suite.driver.instance, partition_key=key,
-                                  asset_selection=[dg.AssetKey("raw_batches"), dg.AssetKey("quarantine")]).success
+                                  asset_selection=suite.ns.keys("raw_batches", "quarantine")).success
     assert len(wh(suite, "select * from quarantine where partition_start = ?", key)) == 0
     assert len(wh(suite, "select * from raw_batches where partition_start = ?", key)) == len(suite.good[0].batch)
 
@@ -540,9 +540,9 @@ def test_every_case_is_in_the_docs_table():
 
 
 def test_the_sensor_warns_naming_what_it_ignores(suite, capfd):
-    context = dg.build_sensor_context(instance=suite.driver.instance, definitions=suite.defs, resources=sensor_resources(suite.defs),
-                                      cursor=suite.driver.cursors["landing_zone_sensor"])
-    result = suite.defs.resolve_sensor_def("landing_zone_sensor")(context)
+    name = suite.ns.name("landing_zone_sensor")  # it reads the landing zone from the settings, no resources
+    context = dg.build_sensor_context(instance=suite.driver.instance, definitions=suite.defs, cursor=suite.driver.cursors[name])
+    result = suite.defs.resolve_sensor_def(name)(context)
     assert not result.run_requests and "1 ignored" in result.skip_reason.skip_message
     warned = capfd.readouterr().err
     assert f"ignored landing file {suite.slots['symlink_outside'].files[-1]}: a link to" in warned
@@ -558,7 +558,7 @@ EXTRA = ("redelivered_crlf", "label_conflicts", "duplicate_header", "compressed_
 def run_assets(suite, keys: list[str], partition_key: str | None = None):
     """A manual run (as from the UI or a backfill) of `keys`, outside every automation condition."""
     return suite.defs.resolve_implicit_global_asset_job_def().execute_in_process(
-        instance=suite.driver.instance, partition_key=partition_key, asset_selection=[dg.AssetKey(k) for k in keys],
+        instance=suite.driver.instance, partition_key=partition_key, asset_selection=suite.ns.keys(*keys),
         raise_on_error=False)
 
 
@@ -569,7 +569,7 @@ def failure_message(result) -> str:
 
 def partition_metadata(suite, asset: str, key: str) -> dict:
     [record] = suite.driver.instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=[key]), limit=1).records
+        dg.AssetRecordsFilter(asset_key=suite.ns.key(asset), asset_partitions=[key]), limit=1).records
     return {k: v.value for k, v in record.asset_materialization.metadata.items()}
 
 
@@ -673,7 +673,7 @@ def test_a_manual_run_refuses_to_label_a_blocked_batch(suite):
     message = failure_message(result)
     assert f"partition {s.key} is blocked" in message and "raw_batches_match_contract" in message
     assert "deliver" in message
-    assert s.key not in suite.driver.instance.get_materialized_partitions(dg.AssetKey("labeled_batches"))
+    assert s.key not in suite.driver.instance.get_materialized_partitions(suite.ns.key("labeled_batches"))
 
 
 def test_training_leaves_out_a_partition_blocked_after_it_was_labeled(suite, extra):
@@ -686,7 +686,7 @@ def test_training_leaves_out_a_partition_blocked_after_it_was_labeled(suite, ext
     trained = wh(suite, "select distinct strftime(partition_start, '%Y-%m-%d') as p from training_set")["p"]
     # left out, and the window still holds its number of partitions (an older usable one moved in)
     assert s.key not in set(trained) and len(trained) == suite.scenario.spec.policy.training_window_partitions
-    [record] = suite.driver.instance.fetch_materializations(dg.AssetKey("training_set"), limit=1).records
+    [record] = suite.driver.instance.fetch_materializations(suite.ns.key("training_set"), limit=1).records
     excluded = record.asset_materialization.metadata["blocked_partitions_left_out"].value
     assert s.key in excluded and "raw_batches_match_contract" in excluded[s.key]
     # and labeling it again by hand is refused too

@@ -21,6 +21,7 @@ from retrain_assets.core.monitoring.large_batch_drift import large_batch_drift
 from retrain_assets.core.ingestion.landing import read_landing_file
 from retrain_assets.core.offline.scenario import generate_day
 from retrain_assets.core.spec import load_spec, parse_spec
+from retrain_assets.settings import ProjectSettings
 from retrain_assets_tests.conftest import LOAN_SPEC
 
 WINDOW = (pd.Timestamp("2025-01-04"), pd.Timestamp("2025-01-06"))
@@ -275,7 +276,7 @@ def test_check_batch_cli_reads_the_champion_profile(tmp_path, spec, scenario, pr
     args = ["check-batch", str(batch), "--spec", str(LOAN_SPEC), "--data-dir", str(tmp_path / "data"), "--out", str(tmp_path / "o")]
     assert main(args) == 2
     assert "no warehouse" in capsys.readouterr().err
-    database = tmp_path / "data" / "warehouse" / "warehouse.duckdb"
+    database = ProjectSettings(data_dir=tmp_path / "data", spec_path=LOAN_SPEC).warehouse_path  # the dataset's own file
     database.parent.mkdir(parents=True)
     with duckdb.connect(str(database)) as con:
         con.execute("create table deployed_model as select timestamp '2025-01-02' as deployed_at, '3' as champion_version")

@@ -8,6 +8,7 @@ from retrain_assets.core.files import write_atomically
 from retrain_assets.core.ingestion.privacy import PII_KEY_ENV, check_key, pseudonym
 from retrain_assets.core.offline.scenario import generate_day, load_scenario
 from retrain_assets.pipeline import build_definitions
+from retrain_assets.pipeline.shared.namespace import Namespace
 from retrain_assets.settings import ProjectSettings
 from retrain_assets_tests.conftest import read_table
 
@@ -23,7 +24,7 @@ def ingest(tmp_path, short_scenario_path, production: bool):
     instance = dg.DagsterInstance.ephemeral()
     result = defs.resolve_implicit_global_asset_job_def().execute_in_process(
         instance=instance, partition_key="2025-01-01", raise_on_error=False,
-        asset_selection=[dg.AssetKey("raw_batches"), dg.AssetKey("quarantine")])
+        asset_selection=Namespace(settings.dataset).keys("raw_batches", "quarantine"))
     return settings, batch, instance, result
 
 
