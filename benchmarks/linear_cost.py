@@ -1,18 +1,23 @@
-"""Does day 365 cost what day 1 cost? Ingest and drift-check a year of daily partitions.
+"""Does day 365 cost what day 1 cost? Ingest, drift-check and publish a year of daily partitions.
 
 The built-in scenario runs through the real Definitions on a persistent instance. A short warm-up
 replay (sensors and automation, like `make demo`) trains and promotes a champion. Then every day of
 the year is delivered and handled by the same runs the pipeline launches for it: ingestion, and
 the label join for the batch whose labels arrived, then the drift report against the champion;
-and the landing sensor's tick that notices the day's files (it sees the whole landing zone).
-The champion stays fixed, so every day does the same work; only the history behind it grows.
+the landing sensor's tick that notices the day's files (it sees the whole landing zone); and the
+analysts' snapshot of the two partitions those runs changed (`<dataset>/analyst_snapshot` of the
+labeled day and of the new day, which declarative automation requests after them: the pipeline
+runs each with that partition's other automated steps, here each is its own run so that it is
+timed apart). The champion stays fixed, so every day does the same work; only the history behind it grows.
 Each run's wall time and this process's CPU time (all threads, DuckDB's included: steady when
 other programs load the machine, which wall time is not) are recorded. This machine's speed
 drifts by up to a third over minutes (a shared VM), so before every partition the benchmark also
 times a calibration workload that cannot depend on the history: the contract and the drift report
 of the first timed batch, in memory, against the same champion. The baseline is the benchmark's own first partitions: the
 ratio is the median of the last `--window` partitions over the median of the first `--window`,
-raw and normalized by the calibration's medians over the same partitions.
+raw and normalized by the calibration's medians over the same partitions. For the snapshot it also
+gives the publish's own seconds and the warehouse rows it read (DuckDB's profile, the asset's
+`rows_scanned`): O(new data) means that count does not grow with the history.
 
     .venv/bin/python benchmarks/linear_cost.py [--days 365] [--rows-per-day 1000] [--window 15]
 """
@@ -38,14 +43,32 @@ import pandas as pd  # noqa: E402
 
 from retrain_assets.core.offline.scenario import load_scenario, scenario_deliveries  # noqa: E402
 from retrain_assets.pipeline import build_definitions  # noqa: E402
+from retrain_assets.pipeline.shared.namespace import Namespace  # noqa: E402
 from retrain_assets.apps.demo import open_instance, replay  # noqa: E402
-from retrain_assets.apps.replay import PipelineDriver  # noqa: E402
+from retrain_assets.apps.replay import PipelineDriver, sensor_resources  # noqa: E402
 from retrain_assets.settings import ProjectSettings  # noqa: E402
 
 SCENARIO = Path(__file__).resolve().parents[1] / "data" / "scenarios" / "loan_default.yaml"
 WARM_UP_DAYS = 14  # the default policy trains the first model once 7 partitions are labeled
-INGEST_AND_DRIFT = [dg.AssetKey(k) for k in ("raw_batches", "quarantine", "drift_report")]
-LABELS = [dg.AssetKey(k) for k in ("labels", "rejected_labels", "review_decisions", "labeled_batches", "review_queue")]
+INGEST, DRIFT = ("raw_batches", "quarantine"), ("drift_report",)
+LABELS = ("labels", "rejected_labels", "review_decisions", "labeled_batches", "review_queue")
+SNAPSHOT = "analyst_snapshot"
+
+
+@dataclasses.dataclass
+class Costs:
+    """What one timed partition cost, per figure (seconds unless named otherwise)."""
+
+    calibration: float
+    sensor_tick: float
+    ingest_drift: float  # the ingestion and drift-report runs, wall
+    ingest_drift_cpu: float
+    label_join: float
+    snapshot: float  # the two analyst_snapshot runs, wall
+    snapshot_cpu: float
+    publish: float  # the two publishes' own seconds (the asset's `seconds`: no Dagster run around it)
+    rows_scanned: int  # warehouse rows the two publishes read
+    rows_written: int  # rows they wrote to Parquet
 
 
 def calibration(defs: dg.Definitions, settings: ProjectSettings, champion: str, delivery):
@@ -58,8 +81,9 @@ def calibration(defs: dg.Definitions, settings: ProjectSettings, champion: str, 
     from retrain_assets.pipeline.shared.lookups import latest_reference
 
     spec = load_spec(settings.spec_path)
-    profile, _ = latest_reference(defs.resources["warehouse"], champion)
-    model = defs.resources["model_registry"].load(champion)
+    # The deployment-wide resources open a dataset's stores per run; outside a run, bind the dataset.
+    profile, _ = latest_reference(defs.resources["warehouse"].for_dataset(settings.dataset), champion)
+    model = defs.resources["model_registry"].for_dataset(settings.dataset).load(champion)
     batch = next(frame for relative, frame in delivery.files.items() if relative.startswith("batches/"))
 
     def run() -> None:
@@ -68,6 +92,120 @@ def calibration(defs: dg.Definitions, settings: ProjectSettings, champion: str, 
             build_drift_report(profile, valid, spec, spec.policy.drift, scores=predict_scores(model, valid, spec))
 
     return run
+
+
+class Bench:
+    """The timed part: the driver, the landing sensor's cursor, and one partition at a time."""
+
+    def __init__(self, settings: ProjectSettings, instance: dg.DagsterInstance, champion: str, label_delay_days: int):
+        self.defs = build_definitions(settings)
+        self.settings, self.instance, self.champion, self.label_delay = settings, instance, champion, label_delay_days
+        self.ns = Namespace(settings.dataset)
+        self.driver = PipelineDriver(self.defs, instance, settings.landing_dir, console_log_level="CRITICAL",
+                                     dataset=settings.dataset)
+        self.sensor = self.defs.resolve_sensor_def(self.ns.name("landing_zone_sensor"))
+        self.cursor, self.calibrate = None, None
+
+    def run(self, partition: str, assets: tuple[str, ...], what: str):
+        """One run of `assets` of `partition`, with the tags the pipeline's runs carry; (outcome, wall, CPU)."""
+        t, c = time.perf_counter(), time.process_time()
+        outcome = self.driver.execute("benchmark", self.driver.asset_job, partition, self.ns.keys(*assets), self.ns.tags)
+        wall, cpu = time.perf_counter() - t, time.process_time() - c
+        if not outcome.success:
+            raise SystemExit(f"partition {partition}, {what}: {outcome.error}")
+        return outcome, wall, cpu
+
+    def tick(self, day: str) -> float:
+        """The landing sensor's tick, as the daemon makes it; its duration."""
+        ts = time.perf_counter()
+        tick = self.sensor(dg.build_sensor_context(instance=self.instance, cursor=self.cursor, definitions=self.defs,
+                                                   sensor_name=self.sensor.name, resources=sensor_resources(self.defs)))
+        self.cursor = tick.cursor
+        elapsed = time.perf_counter() - ts
+        if day not in {r.partition_key for r in tick.run_requests or []}:
+            raise SystemExit(f"partition {day}: the landing sensor did not request its ingestion")
+        return elapsed
+
+    def partition(self, delivery, profile: Path | None) -> tuple[str, Costs]:
+        """Deliver a day and handle it; its partition key and what each part cost."""
+        self.driver.deliver(delivery)
+        day = f"{delivery.as_of - pd.Timedelta(days=1):%Y-%m-%d}"
+        labeled_day = f"{delivery.as_of - pd.Timedelta(days=1 + self.label_delay):%Y-%m-%d}"
+        if self.calibrate is None:
+            self.calibrate = calibration(self.defs, self.settings, self.champion, delivery)
+        tc = time.perf_counter()
+        self.calibrate()
+        calibrated = time.perf_counter() - tc
+        sensor_tick = self.tick(day)
+        profiler = cProfile.Profile() if profile else None
+        if profiler:
+            profiler.enable()
+        _, ingest_wall, ingest_cpu = self.run(day, INGEST, "ingestion")
+        _, label_wall, _ = self.run(labeled_day, LABELS, "label join")
+        drifted, drift_wall, drift_cpu = self.run(day, DRIFT, "drift report")
+        # What the automation publishes after these runs: the partitions whose tables they wrote.
+        published = [self.run(key, (SNAPSHOT,), "analyst snapshot") for key in (labeled_day, day)]
+        if profiler:
+            profiler.disable()
+            profile.parent.mkdir(parents=True, exist_ok=True)
+            profiler.dump_stats(profile)
+        if "drift_report" not in drifted.materializations or \
+                str(drifted.materializations["drift_report"].get("champion_version")) != self.champion:
+            raise SystemExit(f"partition {day}: no drift report against champion v{self.champion}")
+        meta = [outcome.materializations.get(SNAPSHOT) for outcome, _, _ in published]
+        if not all(meta):
+            raise SystemExit(f"partition {day}: the analyst snapshot was not published")
+        if any("rows_scanned" not in m for m in meta):
+            raise SystemExit(f"partition {day}: the publish did not say how many warehouse rows it read (DuckDB gave no profile)")
+        return day, Costs(calibrated, sensor_tick, ingest_wall + drift_wall, ingest_cpu + drift_cpu, label_wall,
+                          sum(wall for _, wall, _ in published), sum(cpu for _, _, cpu in published),
+                          sum(float(m["seconds"]) for m in meta), sum(int(m["rows_scanned"]) for m in meta),
+                          sum(int(m["rows_written"]) for m in meta))
+
+
+def counts(settings: ProjectSettings) -> tuple[int, int, int]:
+    """Rows and partitions of raw_batches in the warehouse, and the rows the analysts' snapshot shows of it."""
+    with duckdb.connect(str(settings.warehouse_path), read_only=True) as conn:
+        rows, partitions = conn.execute("select count(*), count(distinct partition_start) from raw_batches").fetchone()
+    with duckdb.connect(str(settings.snapshot_path), read_only=True) as conn:
+        published = conn.execute("select count(*) from raw_batches").fetchone()[0]
+    return rows, partitions, published
+
+
+def report(costs: list[Costs], history: tuple[int, int, int], args: argparse.Namespace) -> None:
+    """The first and last windows' medians of every figure, and their ratios."""
+    w, days = args.window, args.days
+
+    def medians(field: str) -> tuple[float, float]:
+        values = [getattr(c, field) for c in costs]
+        return statistics.median(values[:w]), statistics.median(values[-w:])
+
+    (first, last), (cpu_first, cpu_last) = medians("ingest_drift"), medians("ingest_drift_cpu")
+    cal_first, cal_last = medians("calibration")
+    speed = cal_last / cal_first
+    print(f"history at the end: {history[0]} rows in {history[1]} partitions of raw_batches "
+          f"({history[2]} rows of it in the analysts' snapshot)")
+    print(f"ingest + drift-check, median of partitions 1-{w}: {first:.3f} s; of {days - w + 1}-{days}: {last:.3f} s")
+    print(f"ratio last/first: {last / first:.2f}x wall (target <= 1.2x); CPU time {cpu_first:.3f} s -> {cpu_last:.3f} s: "
+          f"{cpu_last / cpu_first:.2f}x")
+    print(f"calibration workload (same work every time) {cal_first:.3f} s -> {cal_last:.3f} s: machine speed {speed:.2f}x;"
+          f" ingest + drift-check normalized by it: {(last / first) / speed:.2f}x")
+    lab_first, lab_last = medians("label_join")
+    print(f"label join (not in the target), median first {lab_first:.3f} s, last {lab_last:.3f} s: {lab_last / lab_first:.2f}x")
+    sen_first, sen_last = medians("sensor_tick")
+    print(f"landing sensor tick, median first {sen_first:.3f} s, last {sen_last:.3f} s: {sen_last / sen_first:.2f}x")
+    (snap_first, snap_last), (snap_cpu_first, snap_cpu_last) = medians("snapshot"), medians("snapshot_cpu")
+    (pub_first, pub_last), (scan_first, scan_last) = medians("publish"), medians("rows_scanned")
+    written_first, written_last = medians("rows_written")
+    print(f"analyst snapshot (2 runs: the labeled day's and the new day's partition), median first {snap_first:.3f} s, "
+          f"last {snap_last:.3f} s: {snap_last / snap_first:.2f}x wall (target <= 1.2x), normalized {(snap_last / snap_first) / speed:.2f}x; "
+          f"CPU {snap_cpu_first:.3f} s -> {snap_cpu_last:.3f} s: {snap_cpu_last / snap_cpu_first:.2f}x")
+    print(f"  the publishes alone (asset metadata `seconds`) {pub_first:.3f} s -> {pub_last:.3f} s: {pub_last / pub_first:.2f}x; "
+          f"warehouse rows read {scan_first:.0f} -> {scan_last:.0f} ({scan_last / scan_first:.2f}x), "
+          f"rows written {written_first:.0f} -> {written_last:.0f}")
+    print(f"partition 1 alone: {costs[0].ingest_drift:.3f} s (snapshot {costs[0].snapshot:.3f} s); "
+          f"partition {days} alone: {costs[-1].ingest_drift:.3f} s (snapshot {costs[-1].snapshot:.3f} s)")
+    print(f"reproduce: .venv/bin/python benchmarks/linear_cost.py --days {days} --rows-per-day {args.rows_per_day} --window {w}")
 
 
 def main() -> None:
@@ -93,73 +231,21 @@ def main() -> None:
             raise SystemExit(f"no champion after the {WARM_UP_DAYS}-day warm-up: the benchmark needs one to drift-check")
         print(f"warm-up: {WARM_UP_DAYS} days, {summary.runs} runs, champion v{champion} ({time.perf_counter() - started:.0f} s)", flush=True)
 
-        defs = build_definitions(settings)
-        driver = PipelineDriver(defs, instance, settings.landing_dir, console_log_level="CRITICAL")
-        timings, cpu_timings, label_timings, sensor_timings, calibrations = [], [], [], [], []
-        calibrate = None
-        sensor = defs.resolve_sensor_def("landing_zone_sensor")
-        cursor = None
+        bench = Bench(settings, instance, champion, scenario.label_delay_days)
+        costs: list[Costs] = []
         for n, delivery in enumerate(deliveries, start=1):
-            driver.deliver(delivery)
-            day = f"{delivery.as_of - pd.Timedelta(days=1):%Y-%m-%d}"
-            if calibrate is None:
-                calibrate = calibration(defs, settings, champion, delivery)
-            tc = time.perf_counter()
-            calibrate()
-            calibrations.append(time.perf_counter() - tc)
-            ts = time.perf_counter()
-            tick = sensor(dg.build_sensor_context(instance=instance, cursor=cursor, definitions=defs,
-                                                  sensor_name=sensor.name, resources=defs.resources))
-            cursor = tick.cursor
-            sensor_timings.append(time.perf_counter() - ts)
-            if day not in {r.partition_key for r in tick.run_requests or []}:
-                raise SystemExit(f"partition {day}: the landing sensor did not request its ingestion")
-            profiler = cProfile.Profile() if args.profile and n in (1, 2, args.days - 1, args.days) else None
-            if profiler:
-                profiler.enable()
-            t0, c0 = time.perf_counter(), time.process_time()
-            ingested = driver.execute("benchmark", driver.asset_job, day, INGEST_AND_DRIFT[:2], {})
-            labeled_day = f"{delivery.as_of - pd.Timedelta(days=1 + scenario.label_delay_days):%Y-%m-%d}"
-            t1, c1 = time.perf_counter(), time.process_time()
-            labeled = driver.execute("benchmark", driver.asset_job, labeled_day, LABELS, {})
-            t2, c2 = time.perf_counter(), time.process_time()
-            drifted = driver.execute("benchmark", driver.asset_job, day, INGEST_AND_DRIFT[2:], {})
-            t3, c3 = time.perf_counter(), time.process_time()
-            if profiler:
-                profiler.disable()
-                args.profile.mkdir(parents=True, exist_ok=True)
-                profiler.dump_stats(args.profile / f"partition-{n}.pstats")
-            for outcome in (ingested, labeled, drifted):
-                if not outcome.success:
-                    raise SystemExit(f"partition {day}: {outcome.error}")
-            if "drift_report" not in drifted.materializations or \
-                    str(drifted.materializations["drift_report"].get("champion_version")) != champion:
-                raise SystemExit(f"partition {day}: no drift report against champion v{champion}")
-            timings.append((t1 - t0) + (t3 - t2))
-            cpu_timings.append((c1 - c0) + (c3 - c2))
-            label_timings.append(t2 - t1)
+            profiled = args.profile and n in (1, 2, args.days - 1, args.days)
+            day, cost = bench.partition(delivery, args.profile / f"partition-{n}.pstats" if profiled else None)
+            costs.append(cost)
             if n % 30 == 0 or n == args.days:
-                print(f"partition {n:3d} ({day}): ingest+drift {timings[-1]:.2f} s wall, {cpu_timings[-1]:.2f} s CPU; "
-                      f"label join {label_timings[-1]:.2f} s; sensor tick {sensor_timings[-1]:.3f} s", flush=True)
-        with duckdb.connect(str(settings.warehouse_path), read_only=True) as conn:
-            history = conn.execute("select count(*), count(distinct partition_start) from raw_batches").fetchone()
-    w = args.window
-    first, last = statistics.median(timings[:w]), statistics.median(timings[-w:])
-    cpu_first, cpu_last = statistics.median(cpu_timings[:w]), statistics.median(cpu_timings[-w:])
-    cal_first, cal_last = statistics.median(calibrations[:w]), statistics.median(calibrations[-w:])
-    lab_first, lab_last = statistics.median(label_timings[:w]), statistics.median(label_timings[-w:])
-    print(f"history at the end: {history[0]} rows in {history[1]} partitions of raw_batches")
-    print(f"ingest + drift-check, median of partitions 1-{w}: {first:.3f} s; of {args.days - w + 1}-{args.days}: {last:.3f} s")
-    print(f"ratio last/first: {last / first:.2f}x wall (target <= 1.2x); CPU time {cpu_first:.3f} s -> {cpu_last:.3f} s: "
-          f"{cpu_last / cpu_first:.2f}x")
-    print(f"calibration workload (same work every time) {cal_first:.3f} s -> {cal_last:.3f} s: machine speed {cal_last / cal_first:.2f}x;"
-          f" ingest + drift-check normalized by it: {(last / cal_last) / (first / cal_first):.2f}x")
-    print(f"label join (not in the target), median first {lab_first:.3f} s, last {lab_last:.3f} s: {lab_last / lab_first:.2f}x")
-    sen_first, sen_last = statistics.median(sensor_timings[:w]), statistics.median(sensor_timings[-w:])
-    print(f"landing sensor tick, median first {sen_first:.3f} s, last {sen_last:.3f} s: {sen_last / sen_first:.2f}x")
-    print(f"partition 1 alone: {timings[0]:.3f} s; partition {args.days} alone: {timings[-1]:.3f} s")
-    print(f"reproduce: .venv/bin/python benchmarks/linear_cost.py --days {args.days} --rows-per-day {args.rows_per_day} "
-          f"--window {args.window}")
+                print(f"partition {n:3d} ({day}): ingest+drift {cost.ingest_drift:.2f} s wall, {cost.ingest_drift_cpu:.2f} s CPU; "
+                      f"label join {cost.label_join:.2f} s; sensor tick {cost.sensor_tick:.3f} s; snapshot {cost.snapshot:.2f} s "
+                      f"(publish {cost.publish:.3f} s, {cost.rows_scanned} rows read); calibration {cost.calibration:.3f} s "
+                      f"({time.perf_counter() - started:.0f} s in)", flush=True)
+        history = counts(settings)
+    if history[2] != history[0]:
+        raise SystemExit(f"the analysts' snapshot shows {history[2]} rows of raw_batches, the warehouse holds {history[0]}")
+    report(costs, history, args)
 
 
 if __name__ == "__main__":
