@@ -27,7 +27,7 @@ from retrain_assets_tests.conftest import RAINFALL_SAMPLE, RAINFALL_SPEC, REPO, 
 
 # rainfall: a model after four months, held to an SLO no model of it meets, so its gate fails.
 RAINFALL_OVERRIDES = {"policy": {"min_partitions_first_model": 4, "min_roc_auc": 0.99}}
-LOAN_DAYS, RAINFALL_MONTHS = 12, 7
+LOAN_DAYS, RAINFALL_MONTHS = 12, 6
 CORRUPT_DAY = "2025-01-04"  # day 3 of the short scenario, counted from 0
 
 
@@ -138,7 +138,7 @@ def test_two_processes_replaying_two_datasets_at_once_lose_nothing(tmp_path):
     (home / "dagster.yaml").write_text((REPO / ".dagster_home" / "dagster.yaml").read_text())
     scenario = write_short_scenario(tmp_path)
     open_instance(home).dispose()  # its storage created once, before both processes open it
-    steps = {"loan_default": 6, "rainfall": 6}
+    steps = {"loan_default": 5, "rainfall": 5}
     env = {**os.environ, "DAGSTER_HOME": str(home)}
     children = {name: subprocess.Popen([sys.executable, "-m", "retrain_assets_tests.isolation_child", str(tmp_path / "data"),
                                         str(scenario), name, str(n)], env=env, cwd=REPO, stdout=subprocess.PIPE,
