@@ -17,13 +17,14 @@ from retrain_assets.settings import ProjectSettings
 
 INGEST_ASSETS = {BATCHES: ["raw_batches", "quarantine"], LABELS: ["labels", "rejected_labels", "review_decisions"],
                  PREDICTIONS: ["prediction_logs", "live_drift"]}
-# A promoted canary needs its reference profile before the next batch is checked for drift.
-ROLLOUT_ASSETS = ["canary_analysis", "deployed_model", "reference_profile"]
+# A promoted canary needs its reference profile before the next batch is checked for drift. The model
+# jobs and policy_job publish what they wrote to the analysts' snapshot in the same run.
+ROLLOUT_ASSETS = ["canary_analysis", "deployed_model", "reference_profile", "analyst_snapshot_history"]
 # New logged predictions or new labels can decide a live trial; a new batch ages it (a trial no
 # traffic reaches expires after max_live_partitions delivered partitions).
 ROLLOUT_INPUTS = ("prediction_logs", "labeled_batches", "raw_batches")
 RETRAIN_ASSETS = ["training_set", "candidate_model", "suspect_labels", "evaluation_report", "evaluation_metrics",
-                  "evaluation_slices", "deployed_model", "reference_profile"]
+                  "evaluation_slices", "deployed_model", "reference_profile", "analyst_snapshot_history"]
 FRESHNESS_CHECK = "deployed_model_freshness"
 # A new materialization of any of these can change the retrain decision.
 POLICY_INPUTS = ("drift_report", "labeled_batches", "deployed_model", "training_set")
@@ -85,7 +86,7 @@ def build_automation(spec: DatasetSpec, partitions_def: dg.TimeWindowPartitionsD
 
     policy_job = dg.define_asset_job(
         ns.name("policy_job"),
-        selection=dg.AssetSelection.assets(*ns.keys("retrain_decisions", "labeling_requests"))
+        selection=dg.AssetSelection.assets(*ns.keys("retrain_decisions", "labeling_requests", "analyst_snapshot_history"))
         | dg.AssetSelection.checks(ns.check("deployed_model", FRESHNESS_CHECK)),
         run_tags=ns.tags,
         description="Apply the retrain policy to the latest monitoring data and record the decision; "
