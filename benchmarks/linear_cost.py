@@ -45,7 +45,7 @@ from retrain_assets.core.offline.scenario import load_scenario, scenario_deliver
 from retrain_assets.pipeline import build_definitions  # noqa: E402
 from retrain_assets.pipeline.shared.namespace import Namespace  # noqa: E402
 from retrain_assets.apps.demo import open_instance, replay  # noqa: E402
-from retrain_assets.apps.replay import PipelineDriver, sensor_resources  # noqa: E402
+from retrain_assets.apps.replay import PipelineDriver  # noqa: E402
 from retrain_assets.settings import ProjectSettings  # noqa: E402
 
 SCENARIO = Path(__file__).resolve().parents[1] / "data" / "scenarios" / "loan_default.yaml"
@@ -119,7 +119,7 @@ class Bench:
         """The landing sensor's tick, as the daemon makes it; its duration."""
         ts = time.perf_counter()
         tick = self.sensor(dg.build_sensor_context(instance=self.instance, cursor=self.cursor, definitions=self.defs,
-                                                   sensor_name=self.sensor.name, resources=sensor_resources(self.defs)))
+                                                   sensor_name=self.sensor.name))
         self.cursor = tick.cursor
         elapsed = time.perf_counter() - ts
         if day not in {r.partition_key for r in tick.run_requests or []}:

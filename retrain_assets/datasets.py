@@ -7,6 +7,7 @@ same files here, without Dagster, to know which datasets exist.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -37,8 +38,9 @@ class DatasetEntry:
         """The dataset's name: the spec's `name` (after overrides)."""
         return self.spec.name
 
-    @property
+    @cached_property
     def spec(self):
+        """The spec file with the overrides merged over it (read once per entry)."""
         from retrain_assets.core.spec import load_spec
 
         return load_spec(self.spec_path, self.overrides)

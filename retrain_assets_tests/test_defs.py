@@ -149,3 +149,15 @@ def test_the_celery_executor_without_its_package_says_what_to_install(tmp_path, 
     monkeypatch.setitem(sys.modules, "dagster_celery", None)  # as if not installed
     with pytest.raises(ImportError, match=r"pip install 'retrain-assets\[scale\]'"):
         build_definitions(ProjectSettings(data_dir=tmp_path, spec_path=LOAN_SPEC, executor="celery"))
+
+
+@pytest.mark.parametrize("spec, period_days", [(LOAN_SPEC, 1), (RAINFALL_SPEC, 31)])
+def test_retrain_decisions_carry_a_freshness_policy_of_the_spec_period(tmp_path, spec, period_days):
+    """A decision is expected every period (wall clock): warn after one period without, fail after two."""
+    import datetime as dt
+
+    defs = build_definitions(ProjectSettings(data_dir=tmp_path, spec_path=spec))
+    name = ProjectSettings(data_dir=tmp_path, spec_path=spec).dataset
+    policy = defs.resolve_asset_graph().get(dg.AssetKey([name, "retrain_decisions"])).freshness_policy
+    windows = (policy.warn_window.to_timedelta(), policy.fail_window.to_timedelta())
+    assert windows == (dt.timedelta(days=period_days), dt.timedelta(days=2 * period_days))

@@ -47,12 +47,6 @@ class RunOutcome:
         return outcome
 
 
-def sensor_resources(defs: dg.Definitions) -> dict[str, Any]:
-    """The resources sensors may ask for, as the daemon gives them: all but the IO manager, whose
-    setup takes the warehouse writer lock for a step."""
-    return {key: value for key, value in (defs.resources or {}).items() if key != "io_manager"}
-
-
 @contextmanager
 def instance_databases_open(instance: dg.DagsterInstance) -> Iterator[None]:
     """Keep an idle connection to each SQLite database of a persistent instance for the block.
@@ -142,7 +136,6 @@ class PipelineDriver:
         sensor = self.defs.resolve_sensor_def(name)
         context = dg.build_sensor_context(
             instance=self.instance, cursor=self.cursors.get(name), definitions=self.defs, sensor_name=name,
-            resources=sensor_resources(self.defs),
         )
         result = sensor(context)
         if isinstance(result, dg.SensorResult):

@@ -2,7 +2,6 @@
 check), and `retrain_decisions`, where the retrain policy is applied and every decision recorded
 (with the freshness check on `deployed_model`)."""
 
-import datetime as dt
 import math
 from pathlib import Path
 
@@ -14,7 +13,7 @@ from retrain_assets.core.reports.drift import render_drift_html
 from retrain_assets.core.reports.drift_trend import TREND_COLUMNS, render_drift_trend_html
 from retrain_assets.core.files import write_text_atomically
 from retrain_assets.core.training.modeling import content_hash, predict_scores, split_holdout, target_vector
-from retrain_assets.core.partitions import PARTITION_COLUMN
+from retrain_assets.core.partitions import PARTITION_COLUMN, PERIODS
 from retrain_assets.core.monitoring.batch_report import build_drift_report
 from retrain_assets.core.monitoring.multivariate import reference_sample
 from retrain_assets.core.policy.retrain import decide_retrain, drift_clause
@@ -219,6 +218,6 @@ def build_monitoring(spec: DatasetSpec, partitions_def: dg.PartitionsDefinition)
 def decisions_freshness(spec: DatasetSpec) -> dg.FreshnessPolicy:
     """Wall-clock liveness of the monitoring loop: a batch lands every period and each one leads to a
     retrain decision, so no decision for a period warns and none for two periods fails."""
-    period = {"daily": dt.timedelta(days=1), "weekly": dt.timedelta(weeks=1),
-              "monthly": dt.timedelta(days=31)}[spec.partitions.granularity]
+    first = pd.Timestamp(spec.partitions.start_date)
+    period = (first + PERIODS[spec.partitions.granularity] - first).to_pytimedelta()  # a month: the first one's length
     return dg.FreshnessPolicy.time_window(fail_window=2 * period, warn_window=period)

@@ -61,11 +61,6 @@ class Namespace:
         return dg.AssetSelection.key_prefixes(self.prefix)
 
 
-def local_name(name: str) -> str:
-    """A job, sensor or group name without its dataset prefix."""
-    return name.split(SEPARATOR, 1)[-1]
-
-
 def dataset_of_run(run: dg.DagsterRun | None) -> str | None:
     """The dataset a run belongs to: its DATASET_TAG, else the common prefix of the assets and checks
     it selects (a run launched from the UI's asset graph). None for a run that names no dataset;
