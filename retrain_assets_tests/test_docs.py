@@ -85,7 +85,7 @@ def spec_keys_read_by_the_parser() -> set[str]:
     """The YAML keys `parse_spec` and `_parse_column` read, from their source (not the generator)."""
     tree = ast.parse((REPO / "retrain_assets" / "core" / "spec.py").read_text())
     keys: set[str] = set()
-    for func in (n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name in ("parse_spec", "_parse_column")):
+    for func in (n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name in ("parse_spec", "_parse_column", "_parse_target")):
         for node in ast.walk(func):
             if isinstance(node, ast.Subscript) and isinstance(node.value, ast.Name) and node.value.id in SPEC_CONTAINERS \
                     and isinstance(node.slice, ast.Constant):

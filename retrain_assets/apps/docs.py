@@ -281,10 +281,10 @@ def spec_keys() -> list[dict[str, Any]]:
             path = prefix.rstrip(".") if meta["key"] is None else prefix + meta["key"]
             nested, args = hints[f.name], typing.get_args(hints[f.name])
             item = args[0] if typing.get_origin(nested) is tuple and args and is_dataclass(args[0]) else None
-            if f.default is not MISSING:
-                default = _value(f.default)
-            elif meta.get("default_doc"):
+            if meta.get("default_doc"):
                 default = meta["default_doc"]
+            elif f.default is not MISSING:
+                default = _value(f.default)
             elif f.default_factory is not MISSING:
                 default = "the policy defaults" if nested is Policy else "see below"
             else:

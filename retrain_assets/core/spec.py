@@ -18,6 +18,7 @@ from retrain_assets.core.policy.definition import Policy
 
 COLUMN_TYPES = ("float", "int", "bool", "category", "string", "timestamp")
 GRANULARITIES = ("daily", "weekly", "monthly")
+TASK_TYPES = ("binary", "multiclass", "regression")
 _NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
 _EMAIL, _TEAM = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+"), re.compile(r"team:[A-Za-z0-9_.-]+")
 
@@ -53,12 +54,25 @@ class ColumnSpec:
 
 @dataclass(frozen=True)
 class TargetSpec:
-    """The label column and its classes; `positive` is the class scored by the model."""
+    """The label column and the task it defines: binary (two classes, `positive` is the class the
+    model scores), multiclass (three or more classes) or regression (a number, optionally within
+    [min, max])."""
 
     name: str = spec_field("name", "string", "Name of the label column in label files (not listed under `columns`).")
-    classes: tuple[Any, ...] = spec_field("classes", "list of two values", "The two classes (binary classification).")
-    positive: Any = spec_field("positive", "one of `classes`", "The class the model scores (the score is its probability).",
-                               default_doc="the last of `classes`")
+    classes: tuple[Any, ...] = spec_field("classes", "list of values", "The classes: exactly two for `binary`, three or "
+                                          "more for `multiclass`; not used by `regression`.", ())
+    positive: Any = spec_field("positive", "one of `classes`", "Binary only: the class the model scores (the score is its "
+                               "probability).", None, default_doc="binary: the last of `classes`")
+    type: str = spec_field("type", "string", f"The task: one of {', '.join(TASK_TYPES)}.", "binary")
+    min: float | None = spec_field("min", "number", "Regression only: the smallest valid label; a smaller one is "
+                                   "quarantined.", None)
+    max: float | None = spec_field("max", "number", "Regression only: the largest valid label; a larger one is "
+                                   "quarantined.", None)
+
+    @property
+    def is_classification(self) -> bool:
+        """Binary or multiclass: the label is one of `classes`."""
+        return self.type != "regression"
 
 
 @dataclass(frozen=True)
@@ -72,14 +86,15 @@ class PartitionSpec:
 
 @dataclass(frozen=True)
 class DatasetSpec:
-    """A declared tabular classification dataset."""
+    """A declared tabular dataset whose label arrives later: a classifier's or a regressor's."""
 
     name: str = spec_field("name", "string", "Dataset name; also the MLflow registered model name.")
     id_column: str = spec_field("id", "column name", "Column holding the unique row id (unique within a batch; "
                                                      "labels join on it).")
     event_time_column: str = spec_field("event_time", "column name", "Timestamp column (type `timestamp`); rows must "
                                                                      "fall inside their file's partition.")
-    target: TargetSpec = spec_field("target", "mapping", "The binary label, delivered in label files, not in batches.")
+    target: TargetSpec = spec_field("target", "mapping", "The label and its task (binary, multiclass or regression), "
+                                    "delivered in label files, not in batches.")
     columns: tuple[ColumnSpec, ...] = spec_field("columns", "mapping of column name to column",
                                                  "Every column a batch file carries, in order.")
     partitions: PartitionSpec = spec_field("partitions", "mapping", "How batches are cut in time.",
@@ -169,16 +184,7 @@ def parse_spec(raw: dict[str, Any]) -> DatasetSpec:
     columns = tuple(_parse_column(name, body or {}) for name, body in raw["columns"].items())
     names = {c.name for c in columns}
 
-    target_raw = raw["target"]
-    if not isinstance(target_raw, dict) or "name" not in target_raw or "classes" not in target_raw:
-        raise SpecError("'target' needs 'name' and 'classes'")
-    classes = tuple(target_raw["classes"])
-    if len(classes) != 2:
-        raise SpecError(f"target.classes must list exactly two classes (binary), got {list(classes)}")
-    positive = target_raw.get("positive", classes[-1])
-    if positive not in classes:
-        raise SpecError(f"target.positive {positive!r} is not one of target.classes {list(classes)}")
-    target = TargetSpec(name=str(target_raw["name"]), classes=classes, positive=positive)
+    target = _parse_target(raw["target"])
     if target.name in names:
         raise SpecError(f"target '{target.name}' must not be listed under columns: labels arrive in label files")
 
@@ -227,6 +233,55 @@ def parse_spec(raw: dict[str, Any]) -> DatasetSpec:
     if not spec.feature_columns:
         raise SpecError("no feature columns left after removing id, event_time, pii and sensitive_attribute")
     return spec
+
+
+def _parse_target(target_raw: Any) -> TargetSpec:
+    """The `target` mapping, checked against its task's rules."""
+    if not isinstance(target_raw, dict) or "name" not in target_raw:
+        raise SpecError("'target' needs a 'name'")
+    unknown = set(target_raw) - {"name", "type", "classes", "positive", "min", "max"}
+    if unknown:
+        raise SpecError(f"target: unknown keys {sorted(unknown)}")
+    task = str(target_raw.get("type", "binary"))
+    if task not in TASK_TYPES:
+        raise SpecError(f"target.type must be one of {list(TASK_TYPES)}, got {task!r}")
+    name = str(target_raw["name"])
+    if task == "regression":
+        for key in ("classes", "positive"):
+            if key in target_raw:
+                raise SpecError(f"target.{key} does not apply to a regression target (a number); remove it")
+        low, high = _number_or_none(target_raw.get("min"), "target.min"), _number_or_none(target_raw.get("max"), "target.max")
+        if low is not None and high is not None and not low < high:
+            raise SpecError(f"target.min ({low}) must be below target.max ({high})")
+        return TargetSpec(name=name, type=task, min=low, max=high)
+    for key in ("min", "max"):
+        if key in target_raw:
+            raise SpecError(f"target.{key} applies to regression targets only; remove it or set type: regression")
+    classes = tuple(target_raw.get("classes") or ())
+    if len(set(map(str, classes))) != len(classes):
+        raise SpecError(f"target.classes lists a class twice: {list(classes)}")
+    if task == "binary":
+        if len(classes) != 2:
+            more = "; for three or more classes set target.type: multiclass" if len(classes) > 2 else ""
+            raise SpecError(f"target.classes must list exactly two classes (binary), got {list(classes)}{more}")
+        positive = target_raw.get("positive", classes[-1])
+        if positive not in classes:
+            raise SpecError(f"target.positive {positive!r} is not one of target.classes {list(classes)}")
+        return TargetSpec(name=name, type=task, classes=classes, positive=positive)
+    if len(classes) < 3:
+        raise SpecError(f"a multiclass target needs three or more target.classes, got {list(classes)}"
+                        + ("; for two classes set target.type: binary" if len(classes) == 2 else ""))
+    if "positive" in target_raw:
+        raise SpecError("target.positive applies to binary targets only: a multiclass model scores every class")
+    return TargetSpec(name=name, type=task, classes=classes)
+
+
+def _number_or_none(value: Any, key: str) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
+        raise SpecError(f"{key} must be a number, got {value!r}")
+    return float(value)
 
 
 def _owners(raw: Any) -> tuple[str, ...]:

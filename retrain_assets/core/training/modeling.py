@@ -23,6 +23,7 @@ from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 from retrain_assets.core.partitions import PARTITION_COLUMN
 from retrain_assets.core.spec import DatasetSpec
+from retrain_assets.core.tasks import encode_labels
 
 
 def feature_frame(df: pd.DataFrame, spec: DatasetSpec) -> pd.DataFrame:
@@ -39,8 +40,9 @@ def feature_frame(df: pd.DataFrame, spec: DatasetSpec) -> pd.DataFrame:
 
 
 def target_vector(df: pd.DataFrame, spec: DatasetSpec) -> np.ndarray:
-    """1 where the row's label is the spec's positive class, else 0."""
-    return (df[spec.target.name] == spec.target.positive).to_numpy(dtype=int)
+    """The rows' labels as the model takes them (`core.tasks.encode_labels`): binary 1 for the
+    positive class else 0, multiclass the class index, regression the number."""
+    return encode_labels(df[spec.target.name], spec.target)
 
 
 DEFAULT_PARAMS = {
