@@ -122,3 +122,14 @@ def test_the_pipeline_refuses_a_task_it_does_not_run_yet():
     require_pipeline_task(TargetSpec(name="y", type="binary", classes=(0, 1), positive=1))
     with pytest.raises(ValueError, match="runs binary targets end to end"):
         require_pipeline_task(TargetSpec(name="y", type="regression"))
+
+
+def test_each_task_gets_its_model_families_unless_the_spec_states_them():
+    regression = parse_spec(_spec({"name": "y", "type": "regression"}))
+    assert regression.policy.model_families == ("ridge", "hist_gradient_boosting")
+    multi = parse_spec(_spec({"name": "y", "type": "multiclass", "classes": ["a", "b", "c"]}))
+    assert multi.policy.model_families == ("logistic_regression", "hist_gradient_boosting")
+    stated = parse_spec({**_spec({"name": "y", "type": "regression"}), "policy": {"model_families": ["ridge"]}})
+    assert stated.policy.model_families == ("ridge",)
+    with pytest.raises(SpecError, match=r"\['logistic_regression'\] cannot train a regression target; use some of"):
+        parse_spec({**_spec({"name": "y", "type": "regression"}), "policy": {"model_families": ["logistic_regression"]}})

@@ -8,13 +8,13 @@ generated from them (`python -m retrain_assets.apps.docs`).
 from __future__ import annotations
 
 import re
-from dataclasses import MISSING, dataclass, field
+from dataclasses import MISSING, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from retrain_assets.core.policy.definition import Policy
+from retrain_assets.core.policy.definition import TASK_FAMILIES, Policy
 
 COLUMN_TYPES = ("float", "int", "bool", "category", "string", "timestamp")
 GRANULARITIES = ("daily", "weekly", "monthly")
@@ -215,6 +215,7 @@ def parse_spec(raw: dict[str, Any]) -> DatasetSpec:
         policy = Policy.from_mapping(raw.get("policy", {}) or {})
     except (TypeError, ValueError) as exc:
         raise SpecError(f"policy: {exc}") from None
+    policy = _task_families(policy, target, "model_families" in (raw.get("policy") or {}))
 
     spec = DatasetSpec(
         name=str(raw["name"]),
@@ -274,6 +275,17 @@ def _parse_target(target_raw: Any) -> TargetSpec:
     if "positive" in target_raw:
         raise SpecError("target.positive applies to binary targets only: a multiclass model scores every class")
     return TargetSpec(name=name, type=task, classes=classes)
+
+
+def _task_families(policy: Policy, target: TargetSpec, stated: bool) -> Policy:
+    """The policy with its task's model families when the spec states none; stated ones must fit the task."""
+    allowed = TASK_FAMILIES[target.type]
+    if not stated:
+        return replace(policy, model_families=allowed)
+    wrong = [f for f in policy.model_families if f not in allowed]
+    if wrong:
+        raise SpecError(f"policy.model_families: {wrong} cannot train a {target.type} target; use some of {list(allowed)}")
+    return policy
 
 
 def _number_or_none(value: Any, key: str) -> float | None:

@@ -10,6 +10,9 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Any, Mapping
 
 MODEL_FAMILIES = ("logistic_regression", "hist_gradient_boosting")
+# The families each task can train; a spec that does not set `model_families` gets its task's.
+TASK_FAMILIES = {"binary": MODEL_FAMILIES, "multiclass": MODEL_FAMILIES, "regression": ("ridge", "hist_gradient_boosting")}
+ALL_FAMILIES = tuple(dict.fromkeys(f for families in TASK_FAMILIES.values() for f in families))
 COMPARISONS = ("non_inferiority", "superiority")
 ROLLOUT_MODES = ("canary", "shadow", "direct")
 APPROVAL_MODES = ("automatic", "required")
@@ -216,7 +219,9 @@ class Policy:
     random_seed: int = param(7, "Seed for every random choice in training and evaluation.", "training")
     model_families: tuple[str, ...] = param(MODEL_FAMILIES, "The families the model search tries, each with a small grid "
                                                             "(regularised logistic regression, histogram gradient "
-                                                            "boosting): a list, or a comma-separated string.", "training")
+                                                            "boosting): a list, or a comma-separated string. A "
+                                                            "regression target defaults to `ridge, hist_gradient_boosting` "
+                                                            "(regularised linear regression, gradient boosting).", "training")
     cv_folds: int = param(3, "Time-ordered cross-validation folds over the training partitions.", "training")
     min_partitions_first_model: int = param(7, "Labeled partitions needed before the first model is trained.", "retraining")
     drift_window_batches: int = param(3, "Drift clause: the last n batches scored against the current champion that it "
@@ -276,9 +281,9 @@ class Policy:
         for name in ("cooldown_partitions", "min_new_labeled_rows"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must not be negative")
-        unknown = sorted(set(self.model_families) - set(MODEL_FAMILIES))
+        unknown = sorted(set(self.model_families) - set(ALL_FAMILIES))
         if unknown or not self.model_families:
-            raise ValueError(f"model_families must name at least one of {list(MODEL_FAMILIES)}; unknown: {unknown}")
+            raise ValueError(f"model_families must name at least one of {list(ALL_FAMILIES)}; unknown: {unknown}")
         if self.cv_folds < 2:
             raise ValueError("cv_folds must be at least 2")
         self.promotion.validate()
