@@ -1,7 +1,8 @@
 """Active learning: which unlabeled rows to send for labeling first when labels are expensive.
 
-Uncertainty sampling picks the rows the champion is least sure about (scores near 0.5), where a
-label moves the decision boundary most. A batch of the k most uncertain rows tends to be a
+Uncertainty sampling picks the rows the champion is least sure about, where a label moves the
+model most: binary, scores near 0.5; multiclass, a small margin between the two most probable
+classes; regression, a wide spread of the model's members (`spread_from_members`). A batch of the k most uncertain rows tends to be a
 cluster of near-identical rows, whose labels teach the same thing k times, so picks closer than a
 minimum distance to an earlier pick (in the champion's own feature space) are skipped.
 """
@@ -18,9 +19,29 @@ MAX_CANDIDATES_FOR_DEFAULT = 256
 
 
 def uncertainty(proba_positive: np.ndarray) -> np.ndarray:
-    """1 - |2p - 1|: 1 at p = 0.5, 0 at p in {0, 1}."""
+    """Binary (1-D positive-class probabilities): 1 - |2p - 1|, 1 at p = 0.5, 0 at p in {0, 1}.
+    Multiclass (2-D, rows x classes): the margin uncertainty 1 - (p_first - p_second), 1 when the
+    two most probable classes tie, 0 when one class has all the probability; with two classes it
+    equals the binary formula. (Margin rather than entropy: it ranks by the decision the label
+    would settle, and probability spread over unlikely classes does not count.)"""
     p = np.asarray(proba_positive, dtype=float)
+    if p.ndim == 2:
+        if p.shape[1] < 2:
+            raise ValueError(f"multiclass uncertainty needs two or more class columns, got {p.shape}")
+        top_two = np.sort(p, axis=1)[:, -2:]
+        return 1.0 - (top_two[:, 1] - top_two[:, 0])
     return 1.0 - np.abs(2.0 * p - 1.0)
+
+
+def spread_from_members(member_predictions) -> np.ndarray:
+    """Regression uncertainty: per row, the standard deviation (population, ddof 0) of the
+    predictions of the model's members (bootstrap refits, an ensemble's members, or quantile
+    models), in the label's units. `member_predictions`: (members, rows), or a list of per-member
+    arrays; one member gives zeros."""
+    members = np.asarray(member_predictions, dtype=float)
+    if members.ndim != 2:
+        raise ValueError(f"expected member predictions of shape (members, rows), got {members.shape}")
+    return members.std(axis=0)
 
 
 def default_min_distance(embedding: np.ndarray, candidates: np.ndarray) -> float:
@@ -37,7 +58,15 @@ def default_min_distance(embedding: np.ndarray, candidates: np.ndarray) -> float
 
 def select_for_labeling(proba_positive: np.ndarray, embedding: np.ndarray, k: int,
                         min_distance: float | None = None) -> np.ndarray:
-    """Positions of the k most informative rows, in the order they were picked.
+    """Positions of the k most informative rows by `uncertainty` of the champion's probabilities
+    (binary 1-D, multiclass 2-D); see `select_by_uncertainty`."""
+    return select_by_uncertainty(uncertainty(proba_positive).ravel(), embedding, k, min_distance)
+
+
+def select_by_uncertainty(uncertainties: np.ndarray, embedding: np.ndarray, k: int,
+                          min_distance: float | None = None) -> np.ndarray:
+    """Positions of the k most informative rows, in the order they were picked (regression:
+    `uncertainties` = `spread_from_members`).
 
     Highest uncertainty first (ties by position), skipping any candidate closer than
     `min_distance` (Euclidean, in `embedding`) to a row already picked, so the picks are not
@@ -47,7 +76,7 @@ def select_for_labeling(proba_positive: np.ndarray, embedding: np.ndarray, k: in
     gives an empty array; k > rows gives all rows. Memory is O(rows): one distance-to-nearest-pick
     per row, updated after each pick.
     """
-    u = uncertainty(proba_positive).ravel()
+    u = np.asarray(uncertainties, dtype=float).ravel()
     n = len(u)
     x = np.asarray(embedding, dtype=float)
     if x.ndim == 1:

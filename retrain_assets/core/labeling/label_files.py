@@ -11,7 +11,8 @@ import numpy as np
 import pandas as pd
 
 from retrain_assets.core.ingestion.contracts import quarantine_records
-from retrain_assets.core.spec import DatasetSpec
+from retrain_assets.core.spec import DatasetSpec, TargetSpec
+from retrain_assets.core.tasks import BINARY, REGRESSION, label_number, label_problem
 
 SOURCES = ("human", "model", "heuristic")
 OPTIONAL_COLUMNS = ("source", "annotator", "confidence", "labeled_at")
@@ -33,9 +34,13 @@ def normalize_annotations(frame: pd.DataFrame, spec: DatasetSpec, delivered: pd.
 
     The file carries the id and target columns and optionally source, annotator, confidence and
     labeled_at; an absent column or empty cell defaults to "human", "unknown", 1.0 and `delivered`.
-    The target becomes `label`, text as delivered (numeric classes normalized: "1.0" -> "1");
-    labels outside the classes are kept here and gated later. Rows that are structurally unusable
-    come back as `quarantine_records` (source_file, row_number, reason, row_json).
+    The target becomes `label`, as text (`canonical_label`: numeric classes normalized, "1.0" ->
+    "1"; regression numbers written one way, "21.50" and 21.5 -> "21.5"). Binary: labels outside
+    the classes are kept here and gated later (`outside_classes`, then review). Multiclass and
+    regression: a label that breaks the task's contract (`core.tasks.label_problem`: an unknown
+    class; not a finite number; outside target.min / target.max) is rejected with that reason.
+    Rows that are unusable come back as `quarantine_records` (source_file, row_number, reason,
+    row_json): annotations + rejected = the file's rows.
     """
     id_col, target = spec.id_column, spec.target.name
     frame = frame.reset_index(drop=True)
@@ -54,8 +59,11 @@ def normalize_annotations(frame: pd.DataFrame, spec: DatasetSpec, delivered: pd.
     problems.append(_reason(~_present(frame[id_col]), f"{id_col}: missing id"))
     problems.append(_reason(bad_ids, f"{id_col}: not an integer id (got ", frame[id_col], ")"))
 
-    labels = frame[target].map(lambda v: label_text(v, spec.target.classes))
+    labels = frame[target].map(lambda v: canonical_label(v, spec.target))
     problems.append(_reason(labels.isna(), f"{target}: missing label"))
+    if spec.target.type != BINARY:
+        broken = labels.map(lambda v: None if v is None else label_problem(v, spec.target))
+        problems.append(_reason(broken.notna(), "", broken))
 
     sources = _column_or_empty(frame, "source", n)
     sources = sources.where(_present(sources), DEFAULT_SOURCE).astype(str).str.strip().str.lower()
@@ -118,7 +126,7 @@ def prepared_annotations(annotations: pd.DataFrame, spec: DatasetSpec) -> pd.Dat
         raise ValueError(f"annotations miss columns {missing}; expected {annotation_columns(spec)}")
     ann = annotations.drop(columns=["gate"], errors="ignore").reset_index(drop=True).copy()
     ann[spec.id_column] = parse_ids(ann[spec.id_column], spec)[0]
-    ann["label"] = ann["label"].map(lambda v: label_text(v, spec.target.classes)).astype(object)
+    ann["label"] = ann["label"].map(lambda v: canonical_label(v, spec.target)).astype(object)
     ann["annotator"] = ann["annotator"].astype(str)
     ann["confidence"] = pd.to_numeric(ann["confidence"], errors="coerce").astype(float)
     ann["labeled_at"] = naive_utc(ann["labeled_at"])
@@ -138,6 +146,26 @@ def parse_ids(series: pd.Series, spec: DatasetSpec) -> tuple[pd.Series, pd.Serie
         return ids, present & ~integral
     text = series.map(lambda v: v if isinstance(v, str) else str(v)).where(present, None).astype(object)
     return text, pd.Series(False, index=series.index)
+
+
+def canonical_label(value, target: TargetSpec) -> str | None:
+    """A delivered label as the one text annotations store (None when empty): classification
+    `label_text`; regression the number written one way (integral values without ".0": "21.50",
+    21.5 -> "21.5"; "21.0", 21 -> "21"), text that is not a number as delivered (the contract
+    refuses it)."""
+    if target.type != REGRESSION:
+        return label_text(value, target.classes)
+    if _is_empty(value):
+        return None
+    number = label_number(value)
+    return str(value).strip() if number is None else number_text(number)
+
+
+def number_text(number: float) -> str:
+    """A regression label as text, one spelling per value: integral values without ".0", others
+    with every digit (repr), so the text reads back as the same float."""
+    number = float(number)
+    return str(int(number)) if number.is_integer() and abs(number) < 2**53 else repr(number)
 
 
 def label_text(value, classes: tuple) -> str | None:

@@ -11,7 +11,8 @@ from __future__ import annotations
 import pandas as pd
 
 from retrain_assets.core.ingestion.contracts import quarantine_records
-from retrain_assets.core.spec import DatasetSpec
+from retrain_assets.core.spec import DatasetSpec, TargetSpec
+from retrain_assets.core.tasks import label_problem
 
 ACTIONS = ("accept", "relabel", "reject")
 DECISION_FIELDS = ["item_id", "action", "label_before", "label_after", "reviewer", "decided_at", "why"]
@@ -36,9 +37,11 @@ def decision_rows(spec: DatasetSpec, items: list[dict], reviewer: str, decided_a
     for item in items:
         if item["action"] not in ACTIONS:
             raise ValueError(f"action must be one of {list(ACTIONS)}, got {item['action']!r}")
-        if item["action"] == "relabel" and str(item.get("label_after", "")) not in {str(c) for c in spec.target.classes}:
-            raise ValueError(f"relabel needs a label from the declared classes {list(spec.target.classes)}, "
-                             f"got {item.get('label_after')!r}")
+        if item["action"] == "relabel" and (problem := relabel_problem(item.get("label_after", ""), spec.target)):
+            if spec.target.is_classification:
+                problem = (f"relabel needs a label from the declared classes {list(spec.target.classes)}, "
+                           f"got {item.get('label_after')!r}")
+            raise ValueError(problem)
         rows.append({spec.id_column: item[spec.id_column], "item_id": item["item_id"], "action": item["action"],
                      "label_before": "" if item.get("label_before") is None else str(item["label_before"]),
                      "label_after": "" if item.get("label_after") is None else str(item["label_after"]),
@@ -60,8 +63,9 @@ def parse_decisions(frame: pd.DataFrame, spec: DatasetSpec, source_file: str) ->
     reasons[~frame["action"].isin(ACTIONS)] = f"action must be one of {list(ACTIONS)}"
     reasons[frame["reviewer"].astype(str).str.strip() == ""] = "empty reviewer: every decision needs a name"
     reasons[decided_at.isna()] = "decided_at is not a timestamp"
-    relabel_bad = (frame["action"] == "relabel") & ~frame["label_after"].astype(str).isin({str(c) for c in spec.target.classes})
-    reasons[relabel_bad] = f"relabel needs label_after from the declared classes {list(spec.target.classes)}"
+    relabel_why = frame["label_after"].map(lambda v: relabel_problem(v, spec.target))
+    relabel_bad = (frame["action"] == "relabel") & relabel_why.notna()
+    reasons[relabel_bad] = relabel_why[relabel_bad]
     ok = reasons == ""
     valid = frame[ok].assign(decided_at=decided_at[ok], source_file=source_file)
     rejected = quarantine_records(frame[~ok].assign(reason=reasons[~ok]), source_file) if (~ok).any() else \
@@ -85,14 +89,28 @@ def applicable_decisions(decisions: pd.DataFrame, gated: pd.DataFrame, spec: Dat
     newest = newest_decisions(decisions, spec)
     if newest.empty or gated.empty:
         return newest, []
-    classes = {str(c) for c in spec.target.classes}
     proposed = gated.set_index(gated[spec.id_column].astype(str))["proposed_label"]
     keys = newest[spec.id_column].astype(str)
+    unusable = keys.map(proposed).map(lambda v: relabel_problem(v, spec.target) is not None)
     no_label = (newest["action"] == "accept") & (newest["label_after"].fillna("").astype(str) == "") & keys.isin(proposed.index) \
-        & ~keys.map(proposed).astype(str).isin(classes)
+        & unusable
+    valid = "from the classes" if spec.target.is_classification else "within the label contract"
     messages = [f"{row['item_id'] if 'item_id' in row else row[spec.id_column]}: accept by {row['reviewer']} set aside, the item has "
-                "no proposed label from the classes; relabel it instead" for row in newest[no_label].to_dict("records")]
+                f"no proposed label {valid}; relabel it instead" for row in newest[no_label].to_dict("records")]
     return newest[~no_label], messages
+
+
+def relabel_problem(label_after, target: TargetSpec) -> str | None:
+    """Why `label_after` cannot be a reviewed label, or None: classification needs one of the
+    declared classes (compared as text); regression a finite number within target.min / target.max."""
+    if target.is_classification:
+        if str(label_after if label_after is not None else "") in {str(c) for c in target.classes}:
+            return None
+        return f"relabel needs label_after from the declared classes {list(target.classes)}"
+    if label_after is None or (isinstance(label_after, float) and pd.isna(label_after)) or not str(label_after).strip():
+        return f"relabel needs label_after, a number for {target.name}; got none"
+    problem = label_problem(label_after, target)
+    return None if problem is None else f"relabel needs label_after within the label contract: {problem}"
 
 
 def build_queue(partition: str, gated: pd.DataFrame, previous: pd.DataFrame, decisions: pd.DataFrame, spec: DatasetSpec,

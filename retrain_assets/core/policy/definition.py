@@ -39,6 +39,11 @@ class LabelGates:
                                       "annotations' votes is disputed and goes to review.")
     max_gated_share: float = param(0.2, "The labeled-batch check fails when more than this share of a partition's "
                                         "annotated rows were gated.")
+    max_label_spread: float = param(0.05, "Regression: a row whose annotations deviate from their confidence-weighted "
+                                          "median by more than this share of the label scale (weighted mean absolute "
+                                          "deviation / (target.max - target.min), or the reference labels' 1st-99th "
+                                          "percentile range) is disputed and goes to review. 0.05: five times the ~1 % "
+                                          "reading and rounding noise of careful annotators.")
     max_suspects_per_batch: int = param(5, "After a retrain, at most this many labels per batch that the new model "
                                            "confidently disagrees with are queued for re-review.")
     labeling_requests: int = param(20, "How many rows the active-learning request asks annotators to label.")
@@ -51,6 +56,8 @@ class LabelGates:
                 raise ValueError(f"labels.{name} must be within [0, 1]")
         if not 0.5 <= self.min_agreement <= 1.0:
             raise ValueError("labels.min_agreement must be within [0.5, 1]")
+        if not self.max_label_spread > 0:
+            raise ValueError("labels.max_label_spread must be positive")
         for name in ("max_suspects_per_batch", "labeling_requests"):
             if getattr(self, name) < 0:
                 raise ValueError(f"labels.{name} must not be negative")
