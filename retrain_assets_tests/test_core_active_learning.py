@@ -7,7 +7,9 @@ import pytest
 from retrain_assets.core.labeling.active_learning import (
     default_min_distance,
     model_embedding,
+    select_by_uncertainty,
     select_for_labeling,
+    spread_from_members,
     uncertainty,
 )
 from retrain_assets.core.training.modeling import feature_frame, train_model
@@ -105,3 +107,30 @@ def test_model_embedding_is_the_fitted_preprocessing_output(scenario):
     assert direct == pytest.approx(pipeline.predict_proba(features)[:, 1])
     picks = select_for_labeling(direct, embedding, 15)
     assert len(set(picks.tolist())) == 15
+
+
+# --- per task -----------------------------------------------------------------------------------------
+
+
+def test_multiclass_uncertainty_is_the_margin_between_the_two_most_probable_classes():
+    proba = np.array([[0.4, 0.4, 0.2], [1.0, 0.0, 0.0], [0.5, 0.2, 0.3], [0.1, 0.6, 0.3]])
+    assert uncertainty(proba) == pytest.approx([1.0, 0.0, 0.8, 0.7])
+    p = np.random.default_rng(0).uniform(size=50)
+    assert uncertainty(np.column_stack([1 - p, p])) == pytest.approx(uncertainty(p))  # two classes: the binary formula
+    embedding = np.arange(4, dtype=float).reshape(-1, 1) * 10
+    assert select_for_labeling(proba, embedding, 2).tolist() == [0, 2]
+    with pytest.raises(ValueError, match="two or more class columns"):
+        uncertainty(np.ones((3, 1)))
+
+
+def test_regression_uncertainty_is_the_members_spread():
+    members = np.random.default_rng(1).normal(size=(5, 30))
+    assert spread_from_members(members) == pytest.approx(np.std(members, axis=0))
+    assert spread_from_members([[1.0, 2.0], [3.0, 2.0]]).tolist() == [1.0, 0.0]
+    assert spread_from_members([[4.0, 5.0]]).tolist() == [0.0, 0.0]  # one member: no disagreement
+    with pytest.raises(ValueError, match="members, rows"):
+        spread_from_members(np.ones(3))
+    spread = np.array([0.1, 3.0, 0.5, 2.0])
+    embedding = np.arange(4, dtype=float).reshape(-1, 1) * 10
+    assert select_by_uncertainty(spread, embedding, 3).tolist() == [1, 3, 2]
+    assert select_by_uncertainty(spread, np.zeros((4, 1)), 2, min_distance=1.0).tolist() == [1, 3]  # guard, then top-up

@@ -4,6 +4,7 @@ import pandas as pd
 import pytest
 
 from retrain_assets.core.labeling.review import applicable_decisions, build_queue, decision_rows, item_id, parse_decisions
+from retrain_assets.core.spec import parse_spec
 
 NOW = pd.Timestamp("2025-01-10 12:00")
 
@@ -107,3 +108,42 @@ def test_a_queue_without_any_proposed_label_stores_as_text(scenario, tmp_path):
         conn.execute("insert into review_queue select * from later")  # failed on a "NULL"-typed column
         assert conn.execute("select data_type from information_schema.columns where column_name = 'proposed_label'"
                             ).fetchone()[0] == "VARCHAR"
+
+
+# --- per task -----------------------------------------------------------------------------------------
+
+
+def _task_spec(target: dict):
+    return parse_spec({"name": "demo", "id": "application_id", "event_time": "at", "target": target,
+                       "columns": {"application_id": {"type": "string"}, "at": {"type": "timestamp"}, "x": {"type": "float"}}})
+
+
+def test_regression_decisions_need_a_number_within_the_range():
+    spec = _task_spec({"name": "y", "type": "regression", "min": 0, "max": 50})
+    item = {"item_id": "2025-01-05/a", "application_id": "a", "action": "relabel", "label_before": "10", "why": "meter"}
+    assert decision_rows(spec, [{**item, "label_after": "12.5"}], "ana", NOW)["label_after"].tolist() == ["12.5"]
+    with pytest.raises(ValueError, match="relabel needs label_after within the label contract: y: 'x' is not a number"):
+        decision_rows(spec, [{**item, "label_after": "x"}], "ana", NOW)
+    frame = pd.DataFrame({"application_id": ["a", "b", "c", "d"], "action": ["relabel"] * 3 + ["accept"],
+                          "label_after": ["12.5", "60", "", ""], "reviewer": "ana", "decided_at": NOW.isoformat()})
+    valid, rejected = parse_decisions(frame, spec, "reviews/r.csv")
+    assert valid["application_id"].tolist() == ["a", "d"]
+    assert rejected["reason"].tolist() == [
+        "relabel needs label_after within the label contract: y: 60 is above the declared maximum 50 (target.max): "
+        "correct the label file, or widen target.max in the spec",
+        "relabel needs label_after, a number for y; got none"]
+    items = gated(("a", "disputed", "25"), ("b", "low_confidence", None))
+    newest, messages = applicable_decisions(decisions(("a", "accept", "", "2025-01-06"), ("b", "accept", "", "2025-01-06")),
+                                            items, spec)
+    assert newest["application_id"].tolist() == ["a"]
+    assert messages == ["2025-01-05/b: accept by ana set aside, the item has no proposed label within the label contract; "
+                        "relabel it instead"]
+
+
+def test_multiclass_decisions_need_a_declared_class():
+    spec = _task_spec({"name": "y", "type": "multiclass", "classes": ["sun", "rain", "fog"]})
+    frame = pd.DataFrame({"application_id": ["a", "b"], "action": ["relabel", "relabel"], "label_after": ["fog", "hail"],
+                          "reviewer": "ana", "decided_at": NOW.isoformat()})
+    valid, rejected = parse_decisions(frame, spec, "reviews/r.csv")
+    assert valid["application_id"].tolist() == ["a"]
+    assert rejected["reason"].tolist() == ["relabel needs label_after from the declared classes ['sun', 'rain', 'fog']"]
