@@ -186,3 +186,25 @@ def test_history_accepts_event_times_as_text(monthly_spec):
     table = pd.DataFrame({"rid": [5, 6], "ts": ["2024-01-05", "2024-02-03"], "x": [1.0, 2.0], "y": [0, 1]})
     deliveries = list(history_deliveries(table, monthly_spec))
     assert [d.as_of for d in deliveries] == [pd.Timestamp("2024-01-06"), pd.Timestamp("2024-02-04")]
+
+
+def test_history_leaves_out_columns_the_spec_does_not_declare(monthly_spec):
+    table = history_table(40).assign(extra=1.5)  # e.g. the rainfall history's `rain` when a spec predicts a temperature
+    delivery = list(history_deliveries(table, monthly_spec, start_date="2024-01-01"))[1]
+    assert [list(frame.columns) for frame in delivery.files.values()] == [["rid", "ts", "x"], ["rid", "y"]]
+
+
+def test_history_names_the_declared_columns_it_lacks(monthly_spec):
+    with pytest.raises(ValueError, match=r"lacks columns the spec declares: \['x'\]"):
+        list(history_deliveries(history_table().drop(columns="x"), monthly_spec, start_date="2024-01-01"))
+
+
+def test_read_history_types_a_regression_target_as_float_unless_some_value_is_no_number(tmp_path):
+    from retrain_assets.core.offline.scenario import read_history
+
+    spec = parse_spec({"name": "toy", "id": "rid", "event_time": "ts", "target": {"name": "y", "type": "regression"},
+                       "columns": {"rid": {"type": "int"}, "ts": {"type": "timestamp"}, "x": {"type": "float"}}})
+    pd.DataFrame({"x": [1.0, 2.0], "y": ["3", "4.5"]}).to_csv(tmp_path / "numbers.csv", index=False)
+    assert read_history(tmp_path / "numbers.csv", spec)["y"].tolist() == [3.0, 4.5]
+    pd.DataFrame({"x": [1.0, 2.0], "y": ["3", "three"]}).to_csv(tmp_path / "text.csv", index=False)
+    assert read_history(tmp_path / "text.csv", spec)["y"].tolist() == ["3", "three"]  # the label contract quarantines it

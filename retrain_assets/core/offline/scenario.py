@@ -3,8 +3,10 @@ history table. Both yield the same `Delivery` objects, which the replay driver w
 landing zone one step at a time.
 
 A scenario file declares, for a dataset spec, how each column is drawn in the stable period, a
-logistic label model, phases that change either (covariate shift, concept drift) and incidents
-(a corrupt batch, a batch with some bad rows). The format is documented in docs/own-data.md (Scenario files).
+label model for the spec's task (core/offline/label_models.py: logistic for binary, softmax for
+multiclass, linear plus noise for regression), phases that change either (covariate shift, concept
+drift, label shift) and incidents (a corrupt batch, a batch with some bad rows, sloppy labels, a
+leaky export). The format is documented in docs/own-data.md (Scenario files).
 """
 
 from __future__ import annotations
@@ -19,15 +21,22 @@ import pandas as pd
 import yaml
 
 from retrain_assets.core.ingestion.landing import batch_file_name, label_file_name, read_landing_file
+from retrain_assets.core.offline.label_models import (
+    ScenarioError,
+    check_label_model,
+    draw_labels,
+    error_size,
+    invalid_label,
+    leaked_rows,
+    misannotate,
+    sloppy,
+)
 from retrain_assets.core.spec import DatasetSpec, load_spec
+from retrain_assets.core.tasks import BINARY, REGRESSION
 
 
 INCIDENT_KINDS = ("corrupt_batch", "bad_rows", "sloppy_labels", "leaky_export")
-
-
-class ScenarioError(ValueError):
-    """The scenario file is invalid; the message names the key to fix."""
-
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 @dataclass(frozen=True)
 class Delivery:
@@ -87,7 +96,7 @@ def load_scenario(path: str | Path) -> Scenario:
         missing = {"name", "source", "share", "error_rate", "confidence"} - set(annotator)
         if missing:
             raise ScenarioError(f"{path}: labeling.annotators entry {annotator.get('name', '?')!r} misses {sorted(missing)}")
-    return Scenario(
+    scenario = Scenario(
         name=str(raw["name"]),
         spec=spec,
         spec_path=spec_path,
@@ -103,6 +112,9 @@ def load_scenario(path: str | Path) -> Scenario:
         description=str(raw.get("description", "")),
         labeling=labeling,
     )
+    for day, phase in [(0, "label_model"), *((p["from_day"], f"phase {p['name']!r}: label_model") for p in scenario.phases)]:
+        check_label_model(phase_at(scenario, day)[2], scenario.features, spec.target, f"{path}: {phase}")
+    return scenario
 
 
 def phase_at(scenario: Scenario, day: int) -> tuple[str, dict, dict]:
@@ -128,14 +140,11 @@ def generate_day(scenario: Scenario, day: int) -> tuple[pd.DataFrame, pd.DataFra
     frame = pd.DataFrame({spec.id_column: ids})
     frame[spec.event_time_column] = date + pd.to_timedelta(np.sort(rng.uniform(0, 86_399, n)).round(), unit="s")
     for name, cfg in features.items():
-        frame[name] = _draw(cfg, n, rng, frame[spec.id_column])
-    logit = _logit(frame, scenario.features, label_model)
-    positive = rng.uniform(size=n) < 1 / (1 + np.exp(-logit))
-    negative_class = next(c for c in spec.target.classes if c != spec.target.positive)
+        frame[name] = _draw(cfg, n, rng, frame[spec.id_column], frame[spec.event_time_column])
     labels = pd.DataFrame(
         {
             spec.id_column: frame[spec.id_column],
-            spec.target.name: np.where(positive, spec.target.positive, negative_class),
+            spec.target.name: draw_labels(frame, scenario.features, label_model, spec.target, rng),
             "labeled_at": date + pd.Timedelta(days=scenario.label_delay_days),
         }
     )
@@ -169,24 +178,33 @@ def annotate(scenario: Scenario, day: int, batch: pd.DataFrame, labels: pd.DataF
     """The label file for one day's batch: the true labels as the scenario's annotators deliver them.
 
     Without a `labeling` section every row gets its true label from one perfect annotator. With
-    one, each annotator labels a `share` of the rows, flips a label with `error_rate` and states a
-    confidence drawn from its range; `defects_per_file` adds labels for unknown ids, outside the
-    declared classes, or timestamped before their event; a `sloppy_labels` incident makes the
-    first annotator's confidence collapse on a share of that day's rows. Deterministic in (seed, day).
+    one, each annotator labels a `share` of the rows, gets a label wrong with `error_rate` (binary:
+    the other class; multiclass: another declared class; regression: an error of `error_size`) and
+    states a confidence drawn from its range; `defects_per_file` adds labels for unknown ids,
+    outside the label contract (`outside_classes`, `invalid_values`), or timestamped before their
+    event. A `sloppy_labels` incident makes the first annotator's confidence collapse on a share of
+    that day's rows, whose values go wrong too for multiclass and regression (see
+    `label_models.sloppy`; without a `labeling` section it changes the values of that share of the
+    true labels). Deterministic in (seed, day).
     """
     spec = scenario.spec
-    target, id_col = spec.target.name, spec.id_column
-    if not scenario.labeling:
-        return labels
+    target, id_col, task = spec.target.name, spec.id_column, spec.target.type
     rng = np.random.default_rng([scenario.seed, day, 2])
-    classes = list(spec.target.classes)
+    label_model = phase_at(scenario, day)[2]
+    incident = next((i for i in scenario.incidents.get(day, []) if i["kind"] == "sloppy_labels"), None)
+    if not scenario.labeling:
+        if incident is None or task == BINARY:
+            return labels
+        rows = rng.uniform(size=len(labels)) < float(incident.get("share", 0.3))
+        return labels.assign(**{target: sloppy(labels[target], rows, incident, spec.target, label_model, rng).to_numpy()})
     event = batch.set_index(id_col)[spec.event_time_column] if id_col in batch else pd.Series(dtype="datetime64[ns]")
     delivered = labels["labeled_at"].iloc[0] if len(labels) else scenario.start_date + pd.Timedelta(days=day)
     frames = []
     for annotator in scenario.labeling.get("annotators", []):
         chosen = labels[rng.uniform(size=len(labels)) < float(annotator["share"])]
         flip = rng.uniform(size=len(chosen)) < float(annotator["error_rate"])
-        given = np.where(flip, chosen[target].map(lambda c: classes[1 - classes.index(c)]), chosen[target])
+        size = error_size(chosen[target], annotator) if task == REGRESSION else 0.0
+        given = misannotate(chosen[target], flip, spec.target, label_model, rng, size)
         low, high = annotator["confidence"]
         frames.append(pd.DataFrame({
             id_col: chosen[id_col].to_numpy(), target: given, "source": annotator["source"], "annotator": annotator["name"],
@@ -194,25 +212,37 @@ def annotate(scenario: Scenario, day: int, batch: pd.DataFrame, labels: pd.DataF
             "labeled_at": delivered - pd.to_timedelta(rng.uniform(0, 20, len(chosen)).round(), unit="h"),
         }))
     annotations = pd.concat(frames, ignore_index=True).astype({target: object})
-    incident = next((i for i in scenario.incidents.get(day, []) if i["kind"] == "sloppy_labels"), None)
     if incident and len(annotations):
         first = annotations["annotator"] == scenario.labeling["annotators"][0]["name"]
-        sloppy = first & (rng.uniform(size=len(annotations)) < float(incident.get("share", 0.3)))
-        annotations.loc[sloppy, "confidence"] = 0.35
+        rows = (first & (rng.uniform(size=len(annotations)) < float(incident.get("share", 0.3)))).to_numpy()
+        annotations.loc[rows, "confidence"] = 0.35
+        annotations[target] = sloppy(annotations[target], rows, incident, spec.target, label_model, rng)
+    annotations = _label_defects(scenario, day, annotations, event, delivered, rng)
+    return annotations.sort_values([id_col, "annotator"], kind="stable").reset_index(drop=True)
+
+
+def _label_defects(scenario: Scenario, day: int, annotations: pd.DataFrame, event: pd.Series, delivered: pd.Timestamp,
+                   rng: np.random.Generator) -> pd.DataFrame:
+    """The `defects_per_file` of the labeling section, written into one day's annotations."""
+    spec = scenario.spec
+    target, id_col = spec.target.name, spec.id_column
     defects = scenario.labeling.get("defects_per_file", {}) or {}
     single = annotations[~annotations[id_col].duplicated(keep=False)].index.to_numpy()
     picks = iter(rng.permutation(single))
-    for _ in range(int(defects.get("outside_classes", 0))):
-        annotations.loc[next(picks), target] = max(classes) + 1 if all(isinstance(c, (int, float)) for c in classes) else "unknown"
+    for k in range(int(defects.get("outside_classes", 0)) + int(defects.get("invalid_values", 0))):
+        annotations.loc[next(picks), target] = invalid_label(k, spec.target)
     for _ in range(int(defects.get("before_event", 0))):
         row = next(picks)
         annotations.loc[row, "labeled_at"] = event.get(annotations.loc[row, id_col], delivered) - pd.Timedelta(days=2)
-    unknown = [{id_col: f"unknown-{day:04d}-{k}", target: classes[0], "source": "human", "annotator": "alice" if not frames else
-                scenario.labeling["annotators"][0]["name"], "confidence": 0.9, "labeled_at": delivered}
+    valid = spec.target.classes[0] if spec.target.is_classification else next(
+        (b for b in (spec.target.min, spec.target.max) if b is not None), 0.0)
+    unknown = [{id_col: f"unknown-{day:04d}-{k}", target: valid, "source": "human", "annotator":
+                scenario.labeling["annotators"][0]["name"] if scenario.labeling.get("annotators") else "alice",
+                "confidence": 0.9, "labeled_at": delivered}
                for k in range(int(defects.get("unknown_id", 0)))]
     if unknown:
         annotations = pd.concat([annotations, pd.DataFrame(unknown)], ignore_index=True)
-    return annotations.sort_values([id_col, "annotator"], kind="stable").reset_index(drop=True)
+    return annotations
 
 
 def history_deliveries(
@@ -222,7 +252,8 @@ def history_deliveries(
 
     When the table has no event-time column, row i is given the date `start_date + i days`; when it
     has no id column, the row position becomes the id. The target is split off into label files
-    delivered `label_delay_batches` batches later.
+    delivered `label_delay_batches` batches later. Columns the spec neither declares nor names as its
+    target are left out (e.g. the rainfall history's `rain` when the spec predicts a temperature).
     """
     table = history.copy()
     if spec.event_time_column not in table.columns:
@@ -233,6 +264,10 @@ def history_deliveries(
         table[spec.id_column] = np.arange(len(table))
     if spec.target.name not in table.columns:
         raise ValueError(f"the table has no target column '{spec.target.name}'")
+    missing = [c for c in spec.column_names if c not in table.columns]
+    if missing:
+        raise ValueError(f"the table lacks columns the spec declares: {missing}; declare only the table's columns "
+                         f"(it has {[str(c) for c in table.columns]})")
     times = pd.to_datetime(table[spec.event_time_column])
     period = {"daily": "D", "weekly": "W-SUN", "monthly": "M"}[spec.partitions.granularity]
     groups = table.groupby(times.dt.to_period(period).dt.start_time, sort=True)
@@ -251,13 +286,18 @@ def history_deliveries(
 
 def read_history(path: Path, spec: DatasetSpec) -> pd.DataFrame:
     """Read a history table to replay; a leading unnamed column (a pandas index saved to CSV) is dropped
-    and the target is given the type of the declared classes."""
+    and the target is given the type of the declared classes (regression: float, unless some value
+    is no number, which then reaches the label contract as delivered)."""
     history = read_landing_file(Path(path))
     if str(history.columns[0]).startswith("Unnamed") or history.columns[0] == "":
         history = history.drop(columns=history.columns[0])
     if spec.target.name not in history.columns:
         raise ValueError(f"{Path(path).name}: no target column '{spec.target.name}'")
-    history[spec.target.name] = history[spec.target.name].astype(type(spec.target.classes[0]))
+    labels = history[spec.target.name]
+    if spec.target.is_classification:
+        history[spec.target.name] = labels.astype(type(spec.target.classes[0]))
+    elif (numbers := pd.to_numeric(labels, errors="coerce")).notna().sum() == labels.notna().sum():
+        history[spec.target.name] = numbers.astype(float)
     return history
 
 
@@ -269,7 +309,11 @@ def _deep_update(base: dict, overrides: dict) -> None:
             base[key] = copy.deepcopy(value)
 
 
-def _draw(cfg: dict[str, Any], n: int, rng: np.random.Generator, ids: pd.Series) -> np.ndarray | list:
+def _draw(cfg: dict[str, Any], n: int, rng: np.random.Generator, ids: pd.Series, times: pd.Series) -> np.ndarray | list:
+    if "calendar" in cfg:  # read off the row's event time, not drawn: `calendar: weekday` gives mon ... sun
+        if cfg["calendar"] != "weekday":
+            raise ScenarioError(f"unknown calendar feature {cfg['calendar']!r}: use weekday")
+        return np.asarray(WEEKDAYS, dtype=object)[times.dt.dayofweek.to_numpy()]
     if "weights" in cfg:
         cats, weights = zip(*cfg["weights"].items())
         p = np.asarray(weights, dtype=float)
@@ -293,35 +337,14 @@ def _draw(cfg: dict[str, Any], n: int, rng: np.random.Generator, ids: pd.Series)
     return values.round(cfg["round"]) if "round" in cfg else values
 
 
-def _standardize(values: pd.Series, cfg: dict[str, Any]) -> np.ndarray:
-    """Put a numeric feature on a unit scale using its *stable-period* distribution."""
-    x = values.to_numpy(dtype=float)
-    dist = cfg.get("dist", "normal")
-    if dist == "lognormal":
-        return (np.log(np.maximum(x, 1e-9)) - np.log(cfg["median"])) / cfg["sigma"]
-    if dist == "exponential":
-        return (x - cfg["mean"]) / cfg["mean"]
-    if dist == "uniform":
-        return (x - (cfg["low"] + cfg["high"]) / 2) / ((cfg["high"] - cfg["low"]) / np.sqrt(12))
-    return (x - cfg["mean"]) / cfg["std"]
-
-
-def _logit(frame: pd.DataFrame, stable_features: dict, label_model: dict) -> np.ndarray:
-    logit = np.full(len(frame), float(label_model.get("intercept", 0.0)))
-    for name, coef in (label_model.get("numeric") or {}).items():
-        logit += float(coef) * _standardize(frame[name], stable_features[name])
-    for name, effects in (label_model.get("categorical") or {}).items():
-        logit += frame[name].map(lambda v: float(effects.get(v, 0.0))).to_numpy(dtype=float)
-    return logit
-
-
 def _leak(batch: pd.DataFrame, labels: pd.DataFrame, incident: dict, spec: DatasetSpec, rng: np.random.Generator) -> pd.DataFrame:
-    """Target leakage in the offline export: for a `share` of the rows that will turn out positive,
-    `column` carries `value` (information from after the event, e.g. a status the servicing system
-    set once the loan defaulted). Live requests never see it."""
+    """Target leakage in the offline export: for a `share` of the rows whose outcome leaks (binary:
+    those that will turn out positive; see `label_models.leaked_rows`), `column` carries `value`
+    (information from after the event, e.g. a status the servicing system set once the loan
+    defaulted). Live requests never see it."""
     batch = batch.copy()
-    positive = labels.set_index(spec.id_column)[spec.target.name].reindex(batch[spec.id_column]).to_numpy() == spec.target.positive
-    leaked = positive & (rng.uniform(size=len(batch)) < float(incident.get("share", 1.0)))
+    truth = labels.set_index(spec.id_column)[spec.target.name].reindex(batch[spec.id_column])
+    leaked = leaked_rows(truth, incident, spec.target) & (rng.uniform(size=len(batch)) < float(incident.get("share", 1.0)))
     batch.loc[leaked, incident["column"]] = incident["value"]
     return batch
 
