@@ -12,8 +12,8 @@ import pytest
 from scipy.stats import median_abs_deviation
 
 from retrain_assets.core.labeling.label_files import normalize_annotations
-from retrain_assets.core.labeling.label_quality import (RESIDUAL_CUTOFF, residual_z, suspect_classes, suspect_labels,
-                                                        suspect_values)
+from retrain_assets.core.labeling.label_quality import (RESIDUAL_CUTOFF, annotator_agreement, residual_z, suspect_classes,
+                                                        suspect_labels, suspect_values)
 from retrain_assets.core.labeling.numeric_labels import (label_scale, reference_scale, weighted_median,
                                                          weighted_spread)
 from retrain_assets.core.labeling.resolution import apply_review_decisions, resolve_labels
@@ -297,3 +297,13 @@ def test_regression_suspects_are_residual_outliers_largest_first():
     y_tied = predicted.copy()
     y_tied[:3] += [0.5, -0.5, 40.0]
     assert suspect_values(y_tied, predicted, cap=5).tolist() == [2]
+
+
+def test_regression_agreement_reports_the_mean_absolute_difference_instead_of_kappa():
+    ann = annotations(REGRESSION, [(1, "20", "a", 1.0), (1, "20.0", "b", 1.0), (2, "10", "a", 1.0), (2, "13", "b", 1.0),
+                                   (3, "7", "a", 1.0)])
+    agreement = annotator_agreement(ann, REGRESSION, min_overlap=2)
+    assert agreement["overlapping_rows"] == 2 and agreement["agreement_rate"] == 0.5
+    (pair,) = agreement["pairs"]
+    assert (pair["overlap"], pair["agreement"], pair["mean_abs_difference"]) == (2, 0.5, 1.5)
+    assert np.isnan(pair["cohen_kappa"])

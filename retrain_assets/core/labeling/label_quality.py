@@ -32,6 +32,8 @@ def annotator_agreement(annotations: pd.DataFrame, spec: DatasetSpec, min_overla
     {"overlapping_rows", "agreement_rate" (share of those rows with one label only; NaN if none),
     "pairs": [{"annotator_a", "annotator_b", "overlap", "agreement", "cohen_kappa"}]} for every
     pair sharing at least `min_overlap` rows (kappa NaN when undefined, e.g. a single label).
+    Regression: agreement means the same number; kappa (for categories) is NaN, and each pair also
+    has "mean_abs_difference" over its shared rows, in the label's units.
     """
     id_col = spec.id_column
     ann = annotations if "gate" not in annotations.columns else annotations[annotations["gate"] == ""]
@@ -46,12 +48,18 @@ def annotator_agreement(annotations: pd.DataFrame, spec: DatasetSpec, min_overla
         shared = wide[[a, b]].dropna()
         if len(shared) == 0 or len(shared) < min_overlap:
             continue
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            kappa = float(cohen_kappa_score(shared[a].astype(str), shared[b].astype(str)))
-        pairs.append({"annotator_a": str(a), "annotator_b": str(b), "overlap": int(len(shared)),
-                      "agreement": float((shared[a] == shared[b]).mean()),
-                      "cohen_kappa": kappa if math.isfinite(kappa) else float("nan")})
+        kappa = float("nan")
+        if spec.target.is_classification:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                kappa = float(cohen_kappa_score(shared[a].astype(str), shared[b].astype(str)))
+        pair = {"annotator_a": str(a), "annotator_b": str(b), "overlap": int(len(shared)),
+                "agreement": float((shared[a] == shared[b]).mean()),
+                "cohen_kappa": kappa if math.isfinite(kappa) else float("nan")}
+        if not spec.target.is_classification:
+            numbers = shared.apply(pd.to_numeric, errors="coerce")
+            pair["mean_abs_difference"] = float((numbers[a] - numbers[b]).abs().mean())
+        pairs.append(pair)
     return {
         "overlapping_rows": int(len(overlapping)),
         "agreement_rate": float((overlapping.nunique(axis=1) == 1).mean()) if len(overlapping) else float("nan"),
