@@ -4,6 +4,15 @@
 `ReferenceProfile`: per numeric feature its moments, reference-quantile bins and a sorted
 (sub)sample with prefix sums; per categorical feature its category counts; plus the champion's
 score distribution and the label prior. Missing values and categories follow `values.py`.
+
+Per task (`core.tasks`), the prediction and label parts differ:
+- binary: `scores` profiles the positive-class score, `positive_rate` is the label prior;
+- multiclass: `classes` (as text, in `target.classes` order), `label_counts` and
+  `predicted_counts` (reference rows per true and per predicted class) and `mean_probabilities`
+  (each class's mean predicted probability); `scores` is None;
+- regression: `scores` profiles the predicted values and `label_values` the labels.
+The JSON of a binary profile is what it always was (the task keys are written for the other
+tasks only), so profiles stored before tasks existed load as binary.
 """
 
 from __future__ import annotations
@@ -17,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from retrain_assets.core.monitoring.values import (
+    as_float_array,
     binary_labels,
     bin_counts_of,
     category_counts,
@@ -24,6 +34,8 @@ from retrain_assets.core.monitoring.values import (
     prefix_sums_of,
 )
 from retrain_assets.core.policy.definition import DriftThresholds
+from retrain_assets.core.spec import TargetSpec
+from retrain_assets.core.tasks import BINARY, MULTICLASS, REGRESSION, class_texts
 
 
 @dataclass(eq=False)
@@ -76,7 +88,8 @@ class CategoricalProfile:
 
 @dataclass
 class ReferenceProfile:
-    """What drift is measured against: the training window's features, scores and label prior."""
+    """What drift is measured against: the training window's features, predictions and labels
+    (per task, see the module doc)."""
 
     numeric: dict[str, NumericProfile]
     categorical: dict[str, CategoricalProfile]
@@ -84,6 +97,12 @@ class ReferenceProfile:
     scores: NumericProfile | None = None
     positive_rate: float | None = None
     created_from: str = ""
+    task: str = BINARY
+    classes: list[str] | None = None
+    label_counts: list[int] | None = None
+    predicted_counts: list[int] | None = None
+    mean_probabilities: list[float] | None = None
+    label_values: NumericProfile | None = None
 
     def to_json(self) -> str:
         """Lossless JSON: floats are written with repr precision, NaN as null.
@@ -101,6 +120,15 @@ class ReferenceProfile:
             },
             "scores": _numeric_to_dict(self.scores) if self.scores is not None else None,
         }
+        if self.task != BINARY:
+            payload.update(
+                task=self.task,
+                classes=self.classes,
+                label_counts=self.label_counts,
+                predicted_counts=self.predicted_counts,
+                mean_probabilities=None if self.mean_probabilities is None else [_float_or_none(x) for x in self.mean_probabilities],
+                label_values=_numeric_to_dict(self.label_values) if self.label_values is not None else None,
+            )
         return json.dumps(payload, allow_nan=False)
 
     @classmethod
@@ -120,6 +148,13 @@ class ReferenceProfile:
             scores=_numeric_from_dict(raw["scores"]) if raw.get("scores") is not None else None,
             positive_rate=None if rate is None else float(rate),
             created_from=str(raw.get("created_from", "")),
+            task=str(raw.get("task", BINARY)),
+            classes=None if raw.get("classes") is None else [str(c) for c in raw["classes"]],
+            label_counts=_ints_or_none(raw.get("label_counts")),
+            predicted_counts=_ints_or_none(raw.get("predicted_counts")),
+            mean_probabilities=None if raw.get("mean_probabilities") is None
+            else [math.nan if x is None else float(x) for x in raw["mean_probabilities"]],
+            label_values=_numeric_from_dict(raw["label_values"]) if raw.get("label_values") is not None else None,
         )
 
 
@@ -131,15 +166,22 @@ def build_reference_profile(
     labels: np.ndarray | None = None,
     thresholds: DriftThresholds = DriftThresholds(),
     created_from: str = "",
+    target: TargetSpec | None = None,
 ) -> ReferenceProfile:
     """Profile the reference rows (usually the champion's training window).
 
-    `scores` are the champion's scores on these rows and `labels` their 0/1 labels; either may
-    be None. The label prior is the mean of the non-missing labels (None when there are none).
+    `scores` are the champion's predictions on these rows and `labels` their labels encoded as
+    `core.tasks.encode_labels` does; either may be None. Binary (also when `target` is None):
+    0/1 labels, and the label prior is the mean of the non-missing labels (None when there are
+    none). Multiclass: (rows, k) probabilities and class indices; regression: predicted values
+    and numeric labels (see the module doc for what is kept).
     """
     missing = [c for c in [*numeric, *categorical] if c not in df.columns]
     if missing:
         raise KeyError(f"reference frame lacks columns {missing}")
+    if target is not None and target.type != BINARY:
+        base = build_reference_profile(df, numeric, categorical, None, None, thresholds, created_from)
+        return _with_task_outputs(base, target, scores, labels, thresholds)
     positive_rate = None
     if labels is not None:
         y = binary_labels(labels)
@@ -152,6 +194,48 @@ def build_reference_profile(
         positive_rate=positive_rate,
         created_from=created_from,
     )
+
+
+def _with_task_outputs(
+    profile: ReferenceProfile, target: TargetSpec, predictions: Any, labels: Any, thresholds: DriftThresholds
+) -> ReferenceProfile:
+    """A feature profile completed with a multiclass or regression target's prediction and label parts."""
+    profile.task = target.type
+    if target.type == REGRESSION:
+        profile.scores = numeric_profile("prediction", predictions, thresholds) if predictions is not None else None
+        profile.label_values = numeric_profile("label", labels, thresholds) if labels is not None else None
+        return profile
+    if target.type != MULTICLASS:
+        raise ValueError(f"unknown task {target.type!r}")
+    profile.classes = class_texts(target)
+    k = len(profile.classes)
+    if labels is not None:
+        profile.label_counts = class_counts(labels, k)
+    if predictions is not None:
+        proba = class_probabilities(predictions, k)
+        profile.predicted_counts = np.bincount(proba.argmax(axis=1), minlength=k).astype(int).tolist()
+        means = proba.mean(axis=0) if len(proba) else np.full(k, math.nan)
+        profile.mean_probabilities = [float(x) for x in means]
+    return profile
+
+
+def class_counts(labels: Any, k: int) -> list[int]:
+    """Rows per class of multiclass labels given as class indices 0..k-1; missing labels are dropped."""
+    y = as_float_array(labels if labels is not None else [])
+    y = y[~np.isnan(y)]
+    if not np.isin(y, np.arange(k)).all():
+        raise ValueError(f"multiclass labels must be class indices 0..{k - 1} (core.tasks.encode_labels)")
+    return np.bincount(y.astype(np.int64), minlength=k).astype(int).tolist()
+
+
+def class_probabilities(predictions: Any, k: int) -> np.ndarray:
+    """Multiclass predictions as a finite (rows, k) float array of probabilities."""
+    proba = np.asarray(predictions, dtype=np.float64)
+    if proba.ndim != 2 or proba.shape[1] != k:
+        raise ValueError(f"expected class probabilities of shape (rows, {k}), got {proba.shape}")
+    if not np.all(np.isfinite(proba)) or (proba.size and (proba.min() < 0 or proba.max() > 1)):
+        raise ValueError("class probabilities must be finite and in [0, 1]")
+    return proba
 
 
 def numeric_profile(name: str, values: Any, thresholds: DriftThresholds = DriftThresholds()) -> NumericProfile:
@@ -192,6 +276,10 @@ def categorical_profile(name: str, values: Any) -> CategoricalProfile:
 
 def _same_float(a: float, b: float) -> bool:
     return a == b or (math.isnan(a) and math.isnan(b))
+
+
+def _ints_or_none(values: list | None) -> list[int] | None:
+    return None if values is None else [int(v) for v in values]
 
 
 def _float_or_none(x: float | None) -> float | None:
