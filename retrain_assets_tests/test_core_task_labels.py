@@ -122,8 +122,9 @@ def test_weighted_median_with_equal_weights_is_numpy_s_median(n):
     assert weighted_spread(values, np.ones(n), 3.0) == pytest.approx(float(np.mean(np.abs(values - 3.0))))
 
 
-def test_label_scale_prefers_the_declared_range_then_the_caller_s_then_the_observed():
-    assert label_scale(REGRESSION.target, scale=7.0, observed=["1", "2"]) == 100.0
+def test_label_scale_prefers_the_caller_s_then_the_declared_range_then_the_observed():
+    assert label_scale(REGRESSION.target, scale=7.0, observed=["1", "2"]) == 7.0
+    assert label_scale(REGRESSION.target, observed=["1", "2"]) == 100.0
     assert label_scale(OPEN_REGRESSION.target, scale=7.0, observed=["1", "2"]) == 7.0
     assert label_scale(OPEN_REGRESSION.target, observed=["1", "4.5", "x"]) == 3.5
     assert label_scale(OPEN_REGRESSION.target) == 0.0

@@ -65,9 +65,9 @@ def resolve_labels(annotations: pd.DataFrame, batch: pd.DataFrame, spec: Dataset
     winning class holds less than gates.min_agreement of the summed confidences, or whose vote
     ties, is gated as `disputed`. Regression: the row's label is the weighted median of its
     annotations; a row whose annotations' weighted mean absolute deviation from that median
-    exceeds gates.max_label_spread of the label scale is `disputed` (scale: target.max -
-    target.min when both are declared, else `scale` from the caller, e.g. `numeric_labels.
-    reference_scale` of the reference labels, else the range of this partition's annotations).
+    exceeds gates.max_label_spread of the label scale is `disputed` (`numeric_labels.label_scale`:
+    `scale` from the caller, e.g. `numeric_labels.reference_scale` of the reference labels, else
+    target.max - target.min when both are declared, else the range of this partition's annotations).
     A row with no annotation left is gated with its primary gate. Output is ordered by id.
     """
     id_col = spec.id_column

@@ -41,8 +41,8 @@ class LabelGates:
                                         "annotated rows were gated.")
     max_label_spread: float = param(0.05, "Regression: a row whose annotations deviate from their confidence-weighted "
                                           "median by more than this share of the label scale (weighted mean absolute "
-                                          "deviation / (target.max - target.min), or the reference labels' 1st-99th "
-                                          "percentile range) is disputed and goes to review. 0.05: five times the ~1 % "
+                                          "deviation / the reference labels' 1st-99th percentile range, else target.max - "
+                                          "target.min) is disputed and goes to review. 0.05: five times the ~1 % "
                                           "reading and rounding noise of careful annotators.")
     max_suspects_per_batch: int = param(5, "After a retrain, at most this many labels per batch that the new model "
                                            "confidently disagrees with are queued for re-review.")
