@@ -204,3 +204,56 @@ def test_hysteresis_does_not_hide_other_clauses():
     drifting = [signal(6, drifted=True, labeled=200), signal(7, drifted=True, labeled=200)]
     stale = decide_retrain(history(drifting, labeled=days(1, 15), triggers=[("2025-01-02", "drift")]), POLICY)
     assert stale.retrain and stale.trigger == "freshness"
+
+
+# --- policy.performance: the primary metric and its thresholds per task -----------------------
+
+def test_binary_performance_rules_resolve_to_the_existing_numbers():
+    from retrain_assets.core.policy.performance import performance_rules
+
+    policy = Policy()
+    rules = performance_rules(policy)
+    assert (rules.metric, rules.label, rules.higher_is_better, rules.slo, rules.min_skill) == ("roc_auc", "ROC AUC", True,
+                                                                                               policy.min_roc_auc, None)
+    assert rules.margin(0.9) == policy.promotion.non_inferiority_margin
+    assert rules.slice_margin(0.7) == policy.promotion.max_slice_roc_auc_regression
+    assert rules.drop(0.8) == policy.max_roc_auc_drop
+    assert rules.worse_by(0.80, 0.85) == pytest.approx(0.05) and not rules.meets_slo(0.6)
+
+
+def test_error_metric_rules_are_relative_to_the_value_compared_against():
+    from retrain_assets.core.policy.performance import performance_rules
+    from retrain_assets.core.spec import TargetSpec
+
+    regression, multiclass = TargetSpec(name="y", type="regression"), TargetSpec(name="y", classes=("a", "b", "c"), type="multiclass")
+    rules = performance_rules(Policy(), regression)
+    assert (rules.metric, rules.higher_is_better, rules.slo, rules.min_skill) == ("mae", False, None, 0.1)
+    assert rules.margin(50.0) == pytest.approx(1.0)                   # relative_margin 2 % of the champion's MAE
+    assert rules.slice_margin(20.0) == pytest.approx(1.0)              # max_slice_roc_auc_regression as a share: 5 %
+    assert rules.drop(10.0) == pytest.approx(0.5)                      # max_roc_auc_drop as a share: 5 %
+    assert rules.worse_by(11.0, 10.0) == 1.0 and rules.meets_slo(1e9)
+    assert performance_rules(Policy(), multiclass).slo == Policy().min_roc_auc
+    stated = Policy.from_mapping({"performance": {"primary_metric": "rmse", "min_value": "3.5", "non_inferiority_margin": 0.2,
+                                                  "max_slice_regression": 0.4, "max_drop": 0.3}})
+    rules = performance_rules(stated, regression)
+    assert (rules.metric, rules.slo, rules.margin(100.0), rules.slice_margin(100.0), rules.drop(100.0)) == ("rmse", 3.5, 0.2, 0.4, 0.3)
+    assert not rules.meets_slo(3.6) and rules.meets_slo(3.4)           # an error metric's SLO is a ceiling
+    with pytest.raises(ValueError, match="macro_roc_auc"):
+        performance_rules(stated, multiclass)
+
+
+def test_the_primary_metric_must_fit_the_task_when_the_spec_is_parsed():
+    from retrain_assets.core.policy.definition import with_overrides
+    from retrain_assets.core.spec import SpecError, parse_spec
+
+    raw = {"name": "demo", "id": "id", "event_time": "at", "target": {"name": "y", "type": "regression"},
+           "columns": {"id": {"type": "int"}, "at": {"type": "timestamp"}, "x": {"type": "float"}},
+           "policy": {"performance": {"primary_metric": "r2"}}}
+    assert parse_spec(raw).policy.performance.primary_metric == "r2"
+    raw["policy"]["performance"]["primary_metric"] = "ece"
+    with pytest.raises(SpecError, match=r"'ece' is not a metric a regression target's gate can compare; use one of \['mae'"):
+        parse_spec(raw)
+    assert with_overrides(Policy(), {"performance.primary_metric": "log_loss"}).performance.primary_metric == "log_loss"
+    assert with_overrides(Policy(), {"primary_metric": "null"}).performance.primary_metric is None
+    with pytest.raises(ValueError, match="performance.relative_margin must not be negative"):
+        Policy.from_mapping({"performance": {"relative_margin": -0.1}})

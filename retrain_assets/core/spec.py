@@ -216,6 +216,7 @@ def parse_spec(raw: dict[str, Any]) -> DatasetSpec:
     except (TypeError, ValueError) as exc:
         raise SpecError(f"policy: {exc}") from None
     policy = _task_families(policy, target, "model_families" in (raw.get("policy") or {}))
+    _check_primary_metric(policy, target)
 
     spec = DatasetSpec(
         name=str(raw["name"]),
@@ -286,6 +287,15 @@ def _task_families(policy: Policy, target: TargetSpec, stated: bool) -> Policy:
     if wrong:
         raise SpecError(f"policy.model_families: {wrong} cannot train a {target.type} target; use some of {list(allowed)}")
     return policy
+
+
+def _check_primary_metric(policy: Policy, target: TargetSpec) -> None:
+    """`policy.performance.primary_metric` must be one the task's gate can compare."""
+    from retrain_assets.core.policy.performance import primary_metric_problem  # imports core.tasks, which imports this module
+
+    problem = primary_metric_problem(policy.performance.primary_metric, target.type)
+    if problem:
+        raise SpecError(problem)
 
 
 def _number_or_none(value: Any, key: str) -> float | None:

@@ -127,14 +127,16 @@ def fairness_gaps(y_true: np.ndarray, scores: np.ndarray, sensitive: pd.Series, 
 
 def inference_cost(model, features: pd.DataFrame, repeats: int = 3) -> dict[str, float]:
     """Time to score one batch of 1,000 rows (best of `repeats`; the given rows, repeated or cut
-    to 1,000) and the model's serialized (pickle) size."""
+    to 1,000) with `predict_proba` when the model has it (a classifier), else `predict` (a
+    regressor), and the model's serialized (pickle) size."""
     if features.empty:
         raise ValueError("need at least one row to time the model")
     batch = features.iloc[np.arange(1000) % len(features)]
+    score = model.predict_proba if hasattr(model, "predict_proba") else model.predict
     best = math.inf
     for _ in range(repeats):
         started = time.perf_counter()
-        model.predict_proba(batch)
+        score(batch)
         best = min(best, time.perf_counter() - started)
     buffer = io.BytesIO()
     pickle.dump(model, buffer, protocol=pickle.HIGHEST_PROTOCOL)

@@ -20,9 +20,15 @@ from retrain_assets.core.evaluation.metrics import (
     fairness_gaps,
     group_metrics,
 )
+from retrain_assets.core.evaluation.task_bootstrap import fairness_gap_increase as task_fairness_gap_increase
+from retrain_assets.core.evaluation.task_bootstrap import task_paired_bootstrap
+from retrain_assets.core.evaluation.task_metrics import GROUP_METRICS, fairness_gap, task_calibration, task_metrics
+from retrain_assets.core.evaluation.task_metrics import group_metrics as task_group_metrics
 from retrain_assets.core.policy.definition import Policy
+from retrain_assets.core.policy.performance import performance_rules
 from retrain_assets.core.roles import CHALLENGER, CHAMPION
-
+from retrain_assets.core.spec import TargetSpec
+from retrain_assets.core.tasks import BINARY, MULTICLASS, REGRESSION
 
 
 def fairness_gap_increase(y_true: np.ndarray, challenger_scores: np.ndarray, champion_scores: np.ndarray, sensitive: pd.Series,
@@ -93,13 +99,25 @@ def build_evaluation_report(
     sensitive_attribute: str | None,
     policy: Policy,
     holdout_partitions: list[str],
+    *,
+    target: TargetSpec | None = None,
+    baseline: float | None = None,
 ) -> dict:
     """The evaluation as a JSON-able dict (no gate yet; see `promotion_gate`).
 
     Both models are scored on the same rows; the differences are challenger - champion with a
-    paired, stratified bootstrap interval at `policy.promotion.confidence_level`.
+    paired bootstrap interval at `policy.promotion.confidence_level`. `target` None is binary
+    (`y_true` 0/1, scores the positive-class probabilities); multiclass and regression take the
+    task's labels and prediction shapes (`core.tasks`) and are built by `task_report`; regression
+    needs `baseline`, the training window's mean label.
     """
+    if target is not None and target.type != BINARY:
+        return task_report(holdout, y_true, challenger, champion, segments, sensitive_attribute, policy,
+                           holdout_partitions, target=target, baseline=baseline)
     promotion = policy.promotion
+    primary = performance_rules(policy, target).metric
+    slice_columns = ["value", "n_rows", "positive_rate", "roc_auc", "accuracy"]
+    slice_columns += [primary] if primary not in slice_columns else []
     threshold = promotion.operating_threshold
     scored = {CHALLENGER: challenger, **({CHAMPION: champion} if champion is not None else {})}
     models, calibration, slices, fairness = {}, {}, [], []
@@ -111,8 +129,12 @@ def build_evaluation_report(
         calibration[role] = calibration_bins(y_true, model.scores)
         for column in segments:
             table = group_metrics(y_true, model.scores, holdout[column], threshold)
-            slices += [{"column": column, "role": role, **row} for row in
-                       table[["value", "n_rows", "positive_rate", "roc_auc", "accuracy"]].to_dict("records")]
+            if primary not in table:  # a primary metric other than ROC AUC: the slices compare it
+                groups = holdout[column].astype(str).to_numpy()
+                y, scores = np.asarray(y_true), np.asarray(model.scores)
+                table[primary] = [classification_metrics(y[groups == value], scores[groups == value], threshold)[primary]
+                                  for value in table["value"]]
+            slices += [{"column": column, "role": role, **row} for row in table[slice_columns].to_dict("records")]
         if sensitive_attribute:
             table = group_metrics(y_true, model.scores, holdout[sensitive_attribute], threshold)
             fairness += [{"attribute": sensitive_attribute, "group": row.pop("value"), "role": role, **row} for row in
@@ -127,18 +149,78 @@ def build_evaluation_report(
                                confidence=promotion.confidence_level, seed=policy.random_seed, threshold=threshold)
         differences = [ci.to_dict() for ci in cis.values()]
     return {
-        "title": f"Evaluation of version {challenger.version}" + (f" vs champion {champion.version}" if champion else " (first model)"),
-        "holdout_partitions": list(holdout_partitions),
-        "n_rows": int(len(y_true)),
-        "challenger_version": challenger.version,
-        "champion_version": champion.version if champion else None,
+        **_header(challenger, champion, holdout_partitions, len(y_true)),
         "comparison": promotion.comparison,
         "confidence": promotion.confidence_level,
         "slice_margin": promotion.max_slice_roc_auc_regression,
-        "models": models,
-        "differences": differences,
-        "calibration": calibration,
-        "slices": slices,
-        "fairness": fairness,
-        "fairness_changes": fairness_changes,
+        **_results(models, differences, calibration, slices, fairness, fairness_changes),
+        **({"primary_metric": primary} if primary != "roc_auc" else {}),
+    }
+
+
+def _header(challenger: ScoredModel, champion: ScoredModel | None, holdout_partitions: list[str], n_rows: int) -> dict:
+    """The report's first keys: title, holdout, row count and both versions."""
+    return {
+        "title": f"Evaluation of version {challenger.version}" + (f" vs champion {champion.version}" if champion else " (first model)"),
+        "holdout_partitions": list(holdout_partitions),
+        "n_rows": int(n_rows),
+        "challenger_version": challenger.version,
+        "champion_version": champion.version if champion else None,
+    }
+
+
+def _results(models: dict, differences: list, calibration: dict, slices: list, fairness: list, fairness_changes: dict) -> dict:
+    """The report's measured parts, in the order the report shows them."""
+    return {"models": models, "differences": differences, "calibration": calibration, "slices": slices,
+            "fairness": fairness, "fairness_changes": fairness_changes}
+
+
+def task_report(holdout: pd.DataFrame, y_true: np.ndarray, challenger: ScoredModel, champion: ScoredModel | None,
+                segments: list[str], sensitive_attribute: str | None, policy: Policy, holdout_partitions: list[str], *,
+                target: TargetSpec, baseline: float | None) -> dict:
+    """The multiclass or regression evaluation: `task_metrics` per model (plus the task's fairness
+    gap), `differences` from `task_paired_bootstrap` on the task's metrics, calibration per task,
+    slices (`task_metrics.GROUP_METRICS`) and fairness groups per task, and the `primary_metric`
+    the gate compares. `slice_margin` is the absolute slice margin, None when it is relative to
+    the champion's slice value (see `core.policy.performance`)."""
+    if target.type == REGRESSION and baseline is None:
+        raise ValueError("a regression evaluation needs the baseline (the training window's mean label)")
+    promotion, rules = policy.promotion, performance_rules(policy, target)
+    y = np.asarray(y_true, dtype=float if target.type == REGRESSION else int)
+    scored = {CHALLENGER: challenger, **({CHAMPION: champion} if champion is not None else {})}
+    models, calibration, slices, fairness = {}, {}, [], []
+    fairness_column = "accuracy" if target.type == MULTICLASS else "mae"
+    for role, model in scored.items():
+        metrics = task_metrics(target, y, model.scores, baseline=baseline)
+        if sensitive_attribute:
+            metrics.update(fairness_gap(target, y, model.scores, holdout[sensitive_attribute]))
+        models[role] = {"model_version": model.version, "model_family": model.family, **metrics, **model.cost}
+        calibration[role] = task_calibration(target, y, model.scores)
+        for column in segments:
+            table = task_group_metrics(target, y, model.scores, holdout[column])
+            slices += [{"column": column, "role": role, **row} for row in table.to_dict("records")]
+        if sensitive_attribute:
+            table = task_group_metrics(target, y, model.scores, holdout[sensitive_attribute])
+            fairness += [{"attribute": sensitive_attribute, "group": row.pop("value"), "role": role, **row} for row in
+                         table[["value", "n_rows", fairness_column]].to_dict("records")]
+    differences, fairness_changes = [], {}
+    comparable = len(np.unique(y)) >= 2  # multiclass: one class leaves macro AUC undefined; regression: R² needs spread
+    if champion is not None and comparable:
+        if sensitive_attribute:
+            fairness_changes = task_fairness_gap_increase(target, y, challenger.scores, champion.scores,
+                                                          holdout[sensitive_attribute], promotion.bootstrap_resamples,
+                                                          promotion.confidence_level, policy.random_seed)
+        cis = task_paired_bootstrap(target, y, challenger.scores, champion.scores, n_resamples=promotion.bootstrap_resamples,
+                                    confidence=promotion.confidence_level, seed=policy.random_seed)
+        differences = [ci.to_dict() for ci in cis.values()]
+    return {
+        **_header(challenger, champion, holdout_partitions, len(y)),
+        "task": target.type,
+        "primary_metric": rules.metric,
+        "baseline": baseline,
+        "comparison": promotion.comparison,
+        "confidence": promotion.confidence_level,
+        "slice_margin": rules.slice_value,
+        "slice_metrics": [m for m in GROUP_METRICS[target.type] if m != "n_rows"],
+        **_results(models, differences, calibration, slices, fairness, fairness_changes),
     }

@@ -155,6 +155,34 @@ class PromotionThresholds:
 
 
 @dataclass(frozen=True)
+class PerformancePolicy:
+    """The primary metric and its thresholds in its own units (spec key `policy.performance`);
+    `core.policy.performance.performance_rules` resolves the empty ones per task."""
+
+    primary_metric: str | None = param(None, "The metric the gate and the performance clause compare (binary roc_auc, pr_auc, "
+                                             "log_loss, brier, accuracy; multiclass macro_roc_auc, log_loss, macro_f1, "
+                                             "accuracy; regression mae, rmse, r2). Empty: roc_auc, macro_roc_auc, mae.")
+    min_value: float | None = param(None, "Absolute SLO on the primary metric: a floor when higher is better, else a ceiling. "
+                                          "Empty: `min_roc_auc` for ROC AUC and macro ROC AUC, none for the others.")
+    min_skill: float = param(0.1, "Regression SLO: skill = 1 - MAE / MAE of predicting the training mean at least this.")
+    non_inferiority_margin: float | None = param(None, "Against the champion. Empty: `promotion.non_inferiority_margin` "
+                                                       "when higher is better, else `relative_margin` x the champion's value.")
+    relative_margin: float = param(0.02, "The share of the champion's value an error metric may worsen by.")
+    max_slice_regression: float | None = param(None, "Largest worsening in a segment slice. Empty: `promotion.max_slice_"
+                                                     "roc_auc_regression`, for an error metric as a share of the champion's.")
+    max_drop: float | None = param(None, "The performance clause's drop from the value at promotion. Empty: "
+                                         "`max_roc_auc_drop` when higher is better, else that number as a share of it.")
+
+    def validate(self) -> None:
+        """Raise ValueError when a threshold is outside its meaningful range."""
+        for name in ("non_inferiority_margin", "relative_margin", "max_slice_regression", "max_drop"):
+            if (getattr(self, name) or 0.0) < 0:
+                raise ValueError(f"performance.{name} must not be negative")
+        if self.min_skill > 1.0:
+            raise ValueError("performance.min_skill must be at most 1")
+
+
+@dataclass(frozen=True)
 class DriftThresholds:
     """When a feature, a batch or a score distribution counts as drifted.
 
@@ -214,7 +242,7 @@ class DriftThresholds:
 class Policy:
     """Thresholds for contracts, training, retraining (see `decide_retrain`) and promotion; each
     field's `doc` says what it does and `group` which decision it belongs to. The nested sections
-    are spec keys `policy.promotion`, `policy.rollout`, `policy.labels` and `policy.drift`.
+    are spec keys `policy.promotion`, `policy.rollout`, `policy.labels`, `policy.drift` and `policy.performance`.
     """
 
     max_bad_row_share: float = param(0.2, "A batch is blocked when more than this share of its rows break the contract "
@@ -255,6 +283,7 @@ class Policy:
                                                            "promotes or rolls back.")
     labels: LabelGates = nested_section(LabelGates, "What a label must pass to reach training.")
     drift: DriftThresholds = nested_section(DriftThresholds, "When a feature, a batch or a score distribution counts as drifted.")
+    performance: PerformancePolicy = nested_section(PerformancePolicy, "The primary metric and its thresholds per task.")
 
     @classmethod
     def from_mapping(cls, overrides: Mapping[str, Any]) -> "Policy":
@@ -296,11 +325,14 @@ class Policy:
         self.promotion.validate()
         self.rollout.validate()
         self.labels.validate()
+        self.performance.validate()
 
 
 def _typed(key: str, default: Any, value: Any) -> Any:
     if default is None:  # an optional threshold (e.g. drift.psi_threshold): null switches it off
-        return None if value is None or str(value).lower() in ("none", "null") else float(value)
+        if value is None or str(value).lower() in ("none", "null"):
+            return None
+        return str(value) if key.endswith("primary_metric") else float(value)
     if isinstance(default, str):
         return str(value)
     if isinstance(default, bool):
@@ -327,7 +359,8 @@ def _nested(cls: type, prefix: str, overrides: Mapping[str, Any]) -> Any:
     return cls(**{k: _typed(f"{prefix}.{k}", getattr(cls, k), v) for k, v in overrides.items()})
 
 
-SECTIONS = {"drift": DriftThresholds, "promotion": PromotionThresholds, "rollout": RolloutPolicy, "labels": LabelGates}
+SECTIONS = {"drift": DriftThresholds, "promotion": PromotionThresholds, "rollout": RolloutPolicy, "labels": LabelGates,
+            "performance": PerformancePolicy}
 
 
 def policy_key(name: str) -> str:
