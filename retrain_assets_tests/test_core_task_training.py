@@ -25,7 +25,7 @@ from retrain_assets.core.training.modeling import (
     target_vector,
     train_model,
 )
-from retrain_assets.core.training.selection import Trial, fold_metrics, macro_roc_auc, select_model, time_ordered_folds
+from retrain_assets.core.training.selection import Trial, fold_metrics, select_model, time_ordered_folds
 from retrain_assets.core.training.uncertainty import bootstrap_ensemble, prediction_spread, uncertainty_members
 
 CLASSES = ["sun", "rain", "fog", "snow"]  # "snow" never occurs in the frame
@@ -156,17 +156,6 @@ def test_untrainable_windows_and_unknown_families_fail_loudly():
         train_model(frame("binary"), task_spec("binary"), seed=7, family="ridge")
     with pytest.raises(ValueError, match="unknown model families .*'logistic_regression'.* for a regression target"):
         select_model(frame("regression"), task_spec("regression"), 7, ("logistic_regression",), 3)
-
-
-def test_macro_roc_auc_is_sklearns_over_the_classes_present():
-    rng = np.random.default_rng(1)
-    proba = rng.dirichlet([1, 1, 1, 1], size=80)
-    y = rng.integers(0, 4, size=80)
-    assert macro_roc_auc(y, proba) == pytest.approx(roc_auc_score(y, proba, multi_class="ovr", average="macro"), abs=1e-12)
-    y3 = np.where(y == 3, 0, y)  # class 3 absent: the mean over the three present classes
-    per_class = [roc_auc_score(y3 == c, proba[:, c]) for c in range(3)]
-    assert macro_roc_auc(y3, proba) == pytest.approx(np.mean(per_class), abs=1e-12)
-    assert np.isnan(macro_roc_auc(np.zeros(5, dtype=int), proba[:5]))
 
 
 @pytest.mark.parametrize("task", ["multiclass", "regression"])

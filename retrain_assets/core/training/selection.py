@@ -16,6 +16,7 @@ from sklearn.metrics import log_loss, mean_absolute_error, roc_auc_score, root_m
 from sklearn.model_selection import TimeSeriesSplit
 from sklearn.pipeline import Pipeline
 
+from retrain_assets.core.evaluation.task_metrics import macro_roc_auc
 from retrain_assets.core.spec import DatasetSpec, TargetSpec
 from retrain_assets.core.tasks import BINARY, METRICS, MULTICLASS, REGRESSION, higher_is_better, primary_metric
 from retrain_assets.core.training.families import TASK_SEARCH_SPACE
@@ -135,20 +136,10 @@ def time_ordered_folds(partitions: pd.Series, n_folds: int) -> list[tuple[np.nda
     return folds
 
 
-def macro_roc_auc(y: np.ndarray, proba: np.ndarray) -> float:
-    """Unweighted mean of one-vs-rest ROC AUC over the classes present in `y` (encoded indices
-    into `proba`'s columns); NaN when fewer than two classes are present. With every class
-    present this is `roc_auc_score(y, proba, multi_class="ovr", average="macro")`."""
-    present = np.unique(y)
-    if len(present) < 2:
-        return float("nan")
-    return float(np.mean([roc_auc_score(y == c, proba[:, c]) for c in present]))
-
-
 def fold_metrics(y: np.ndarray, outputs: np.ndarray, target: TargetSpec) -> tuple[float, float]:
     """The task's primary and second metric on one validation fold (encoded labels, task-shaped
     outputs): binary ROC AUC (NaN with one class) and log loss; multiclass macro one-vs-rest ROC AUC
-    (`macro_roc_auc`) and log loss over the declared classes; regression MAE and RMSE."""
+    (`core.evaluation.task_metrics.macro_roc_auc`) and log loss over the declared classes; regression MAE and RMSE."""
     if target.type == BINARY:
         auc = float(roc_auc_score(y, outputs)) if len(np.unique(y)) == 2 else float("nan")
         return auc, float(log_loss(y, np.clip(outputs, 1e-15, 1 - 1e-15), labels=[0, 1]))
