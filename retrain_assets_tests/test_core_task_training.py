@@ -41,10 +41,12 @@ def one_thread():
         yield
 
 
-def task_spec(task: str):
+FEATURES = {"x1": {"type": "float"}, "x2": {"type": "float"}, "region": {"type": "category", "categories": ["n", "s", "e"]}}
+
+
+def task_spec(task: str, features: tuple[str, ...] = ("x1", "x2", "region")):
     return parse_spec({"name": "demo", "id": "id", "event_time": "at", "target": TARGETS[task],
-                       "columns": {"id": {"type": "int"}, "at": {"type": "timestamp"}, "x1": {"type": "float"},
-                                   "x2": {"type": "float"}, "region": {"type": "category", "categories": ["n", "s", "e"]}}})
+                       "columns": {"id": {"type": "int"}, "at": {"type": "timestamp"}, **{f: FEATURES[f] for f in features}}})
 
 
 def frame(task: str, n_partitions: int = 8, rows: int = 40, seed: int = 0) -> pd.DataFrame:
@@ -271,3 +273,15 @@ def test_the_fast_row_scorer_maps_a_two_class_multiclass_model():
     predicted = scorer.predict(rows)
     np.testing.assert_allclose(predicted, predict_outputs(pipeline, pd.DataFrame.from_records(rows), spec), rtol=0, atol=1e-9)
     assert (predicted[:, [0, 3]] == 0).all()
+
+
+@pytest.mark.parametrize("features", [("x1", "x2"), ("region",)])
+@pytest.mark.parametrize("task", ["multiclass", "regression"])
+def test_the_fast_row_scorer_serves_numeric_only_and_categorical_only_specs(task, features):
+    spec, df = task_spec(task, features), frame(task)
+    pipeline = train_model(df, spec, seed=7).pipeline
+    scorer = RowScorer(pipeline, spec)
+    rows = [{k: v for k, v in row.items() if k in features} for row in request_rows(df.iloc[:40])]
+    assert scorer.fast
+    np.testing.assert_allclose(scorer.predict(rows), predict_outputs(pipeline, pd.DataFrame.from_records(rows), spec),
+                               rtol=1e-9, atol=1e-9)

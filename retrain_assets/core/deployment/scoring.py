@@ -19,7 +19,8 @@ class RowScorer:
     sklearn's per-call overhead (frame checks, column selection) is milliseconds for a one-row
     frame, most of a single-row request. For the pipeline `core.training.modeling.build_pipeline`
     makes (median impute + scale, most-frequent impute + one-hot with declared categories, then
-    the task's estimator) the preprocessing is replayed with numpy from the fitted parameters; a
+    the task's estimator; numeric features, categorical ones or both) the preprocessing is replayed
+    with numpy from the fitted parameters; a
     linear model is a dot product (logistic: sigmoid, or softmax for a multinomial model; ridge:
     the value itself), gradient boosting gets the array. The fast path is used only if it
     reproduces sklearn on probe rows (to 1e-9, relative to the predictions' scale when that
@@ -57,21 +58,28 @@ class RowScorer:
 
     def _compile(self) -> None:
         features, self.estimator = self.pipeline.named_steps["features"], self.pipeline.named_steps["model"]
-        numeric, categorical = features.named_transformers_["numeric"], features.named_transformers_["categorical"]
         self.numeric, self.categorical = list(self.spec.numeric_features), list(self.spec.categorical_features)
-        self.median = numeric.named_steps["impute"].statistics_.astype(float)
-        self.mean, self.scale = numeric.named_steps["scale"].mean_, numeric.named_steps["scale"].scale_
-        encoder = categorical.named_steps["onehot"]
-        if encoder.handle_unknown != "ignore" or [t[0] for t in features.transformers_ if t[0] != "remainder"] != ["numeric", "categorical"]:
+        expected = ["numeric"] * bool(self.numeric) + ["categorical"] * bool(self.categorical)
+        if [t[0] for t in features.transformers_ if t[0] != "remainder"] != expected:
             raise ValueError("not the pipeline shape the fast path reproduces")
-        # None is not sklearn's missing marker in an object column: it reaches the encoder as an unknown category.
-        self.lookup = [{str(v): i for i, v in enumerate(c)} for c in encoder.categories_]
+        self.median, self.mean, self.scale, self.lookup = np.zeros(0), np.zeros(0), np.ones(0), []
+        if self.numeric:
+            numeric = features.named_transformers_["numeric"]
+            self.median = numeric.named_steps["impute"].statistics_.astype(float)
+            self.mean, self.scale = numeric.named_steps["scale"].mean_, numeric.named_steps["scale"].scale_
+        if self.categorical:
+            encoder = features.named_transformers_["categorical"].named_steps["onehot"]
+            if encoder.handle_unknown != "ignore":
+                raise ValueError("not the pipeline shape the fast path reproduces")
+            # None is not sklearn's missing marker in an object column: it reaches the encoder as an unknown category.
+            self.lookup = [{str(v): i for i, v in enumerate(c)} for c in encoder.categories_]
         self.width = len(self.numeric) + sum(len(c) for c in self.lookup)
         self.linear = hasattr(self.estimator, "coef_")
 
     def _fast(self, rows: list[dict[str, Any]]) -> np.ndarray:
         x = np.zeros((len(rows), self.width))
-        values = np.array([[np.nan if r.get(n) is None else float(r[n]) for n in self.numeric] for r in rows], dtype=float)
+        values = np.array([[np.nan if r.get(n) is None else float(r[n]) for n in self.numeric] for r in rows],
+                          dtype=float).reshape(len(rows), len(self.numeric))
         values = np.where(np.isnan(values), self.median, values)
         x[:, :len(self.numeric)] = (values - self.mean) / self.scale
         offset = len(self.numeric)
