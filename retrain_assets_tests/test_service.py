@@ -175,13 +175,13 @@ def test_bad_input_gets_422_with_each_broken_field_never_500(service, rows):
 def scored(monkeypatch) -> list[int]:
     """Every model call (rows scored per call): a rejected request must never reach a model."""
     calls: list[int] = []
-    score = RowScorer.score
+    predict = RowScorer.predict
 
     def spy(self, rows):
         calls.append(len(rows))
-        return score(self, rows)
+        return predict(self, rows)
 
-    monkeypatch.setattr(RowScorer, "score", spy)
+    monkeypatch.setattr(RowScorer, "predict", spy)
     return calls
 
 

@@ -14,6 +14,7 @@ from typing import Any
 import pandas as pd
 
 from retrain_assets.apps.service.log import PredictionLog
+from retrain_assets.core.deployment.outputs import answer_fields
 from retrain_assets.core.deployment.rollout import DeploymentState, route
 from retrain_assets.core.deployment.scoring import RowScorer
 from retrain_assets.core.deployment.serving import log_records, parse_rows, row_validator
@@ -46,9 +47,6 @@ class ModelService:
         self.registry = registry
         self.log = log
         self.validator = row_validator(spec)
-        self.threshold = spec.policy.promotion.operating_threshold
-        negative = next(c for c in spec.target.classes if c != spec.target.positive)
-        self.classes = (negative, spec.target.positive)
         self.loaded = LoadedDeployment(DeploymentState(champion=None))
         self.last_error = "not loaded yet: the first read of the registry has not finished"
         self.loop_error = ""
@@ -110,18 +108,17 @@ class ModelService:
             roles.append((CANARY, state.canary))
         if state.shadow:
             roles.append((SHADOW, state.shadow))
-        scores = {(role, version): loaded.models[version].score(rows) for role, version in roles}
+        outputs = {(role, version): loaded.models[version].predict(rows) for role, version in roles}
         salt = f"{self.spec.name}:{state.canary}"
         arms = [route(row[self.spec.id_column], state, salt) for row in rows]
         versions = {role: version for role, version in roles}
         request_id = uuid.uuid4().hex
         predictions = []
         for i, (row, arm) in enumerate(zip(rows, arms)):
-            score = float(scores[(arm, versions[arm])][i])
-            predictions.append({"id": row[self.spec.id_column], "score": score,
-                                "label": self.classes[int(score >= self.threshold)], "model_version": versions[arm], "arm": arm})
+            predictions.append({"id": row[self.spec.id_column], **answer_fields(outputs[(arm, versions[arm])][i], self.spec),
+                                "model_version": versions[arm], "arm": arm})
         latency_ms = (time.perf_counter() - started) * 1000
-        self.log.append(log_records(rows, self.spec, request_id, {k: v.tolist() for k, v in scores.items()}, arms,
+        self.log.append(log_records(rows, self.spec, request_id, {k: v.tolist() for k, v in outputs.items()}, arms,
                                     pd.Timestamp.now(tz="UTC").tz_localize(None), latency_ms))
         return {"request_id": request_id, "predictions": predictions}
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 from retrain_assets.core.catalog.monitoring import feature_drift_columns
 from retrain_assets.core.catalog.model import (BIGINT, BOOLEAN, DOUBLE, HISTORY, LOG_TYPES, PARTITIONED, TIMESTAMP_NS,
                                                VARCHAR, ColumnDoc, TableDoc, batch_columns, partition_column)
+from retrain_assets.core.deployment.outputs import score_meaning
 from retrain_assets.core.spec import DatasetSpec
+from retrain_assets.core.tasks import MULTICLASS, class_texts
 
 
 def _prediction_logs(spec: DatasetSpec) -> TableDoc:
@@ -31,11 +33,20 @@ def _prediction_logs(spec: DatasetSpec) -> TableDoc:
          ColumnDoc("role", VARCHAR, "Who made this score: `champion`, `canary` or `shadow`."),
          ColumnDoc("model_version", VARCHAR, "The model that made the score."),
          ColumnDoc("served", BOOLEAN, "Whether this score was the answer (role = arm)."),
-         ColumnDoc("score", DOUBLE, "Probability of the positive class."),
+         ColumnDoc("score", DOUBLE, score_meaning(spec)),
+         *_multiclass_columns(spec),
          ColumnDoc("latency_ms", DOUBLE, "Time the service took for the whole request, in milliseconds."),
          *logged,
          ColumnDoc("source_file", VARCHAR, "Prediction-log file the record came from.")),
         tuple(c.name for c in logged))
+
+
+def _multiclass_columns(spec: DatasetSpec) -> tuple[ColumnDoc, ...]:
+    if spec.target.type != MULTICLASS:
+        return ()
+    return (ColumnDoc("predicted_label", VARCHAR, "The predicted (most probable) class, as text."),
+            ColumnDoc("class_probabilities", "DOUBLE[]", f"Probability of each class, in the spec's order "
+                                                         f"{class_texts(spec.target)}."))
 
 
 def _live_drift(spec: DatasetSpec) -> TableDoc:

@@ -27,6 +27,7 @@ from typing import Annotated, Any, Literal, Optional
 import pandas as pd
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter, ValidationError, create_model
 
+from retrain_assets.core.deployment.outputs import TASK_LOG_COLUMNS, log_fields
 from retrain_assets.core.ingestion.contracts import BOOL_TEXT, INT_RANGE, MISSING_TEXT, TIMESTAMP_RANGE, ColumnRule, column_rules
 from retrain_assets.core.ingestion.landing import file_sha256
 from retrain_assets.core.spec import DatasetSpec
@@ -352,19 +353,21 @@ def directory_sha256(folder: Path) -> str:
     return digest.hexdigest()
 
 
-def log_records(rows: list[dict[str, Any]], spec: DatasetSpec, request_id: str, scores: dict[tuple[str, str], list[float]],
+def log_records(rows: list[dict[str, Any]], spec: DatasetSpec, request_id: str, outputs: dict[tuple[str, str], list[Any]],
                 answered_by: list[str], logged_at: pd.Timestamp, latency_ms: float) -> list[dict[str, Any]]:
     """Prediction-log records for one request: one per (row, scoring model), `served` marking the
-    answer the client got. `scores` maps (role, version) to the row scores; `answered_by` gives
-    each row's answering role. PII columns are never logged."""
+    answer the client got. `outputs` maps (role, version) to the rows' model outputs (the task's
+    fields per `core.deployment.outputs.log_fields`); `answered_by` gives each row's answering role.
+    PII columns are never logged."""
     kept = [c for c in spec.column_names if c not in spec.pii_columns and c not in (spec.id_column, spec.event_time_column)]
     records = []
-    for (role, version), row_scores in scores.items():
-        for i, (row, score) in enumerate(zip(rows, row_scores)):
+    for (role, version), row_outputs in outputs.items():
+        for i, (row, output) in enumerate(zip(rows, row_outputs)):
             records.append({
                 "request_id": request_id, "row_index": i, "entity_id": str(row[spec.id_column]),
                 "event_time": _naive_utc(row.get(spec.event_time_column), logged_at), "logged_at": logged_at,
-                "arm": answered_by[i], "role": role, "model_version": version, "served": answered_by[i] == role, "score": float(score), "latency_ms": latency_ms,
+                "arm": answered_by[i], "role": role, "model_version": version, "served": answered_by[i] == role,
+                **log_fields(output, spec), "latency_ms": latency_ms,
                 **{c: row.get(c) for c in kept},
             })
     return records
@@ -385,4 +388,4 @@ def typed_log(frame: pd.DataFrame, spec: DatasetSpec) -> pd.DataFrame:
             out[col.name] = pd.to_datetime(out[col.name], errors="coerce")
         else:
             out[col.name] = out[col.name].astype("string")
-    return out.astype(LOG_COLUMN_TYPES)
+    return out.astype({**LOG_COLUMN_TYPES, **{c: t for c, t in TASK_LOG_COLUMNS.get(spec.target.type, {}).items() if t != "object"}})

@@ -196,7 +196,9 @@ class ModelRegistry(DatasetScopedResource):
         import mlflow.sklearn
         from mlflow.models import infer_signature
 
-        signature = infer_signature(input_example, pipeline.predict_proba(input_example))
+        # Classifiers answer with class probabilities, regressors with the value.
+        outputs = pipeline.predict_proba(input_example) if hasattr(pipeline, "predict_proba") else pipeline.predict(input_example)
+        signature = infer_signature(input_example, outputs)
         info = mlflow.sklearn.log_model(
             pipeline,
             name="model",

@@ -1,0 +1,57 @@
+"""What one model's output for one request row becomes, per task: the fields of the service's
+answer and of the prediction-log record (see `core.tasks` for the prediction shapes).
+
+- binary: `score` (probability of the positive class) and `label` (the class at the operating
+  threshold);
+- multiclass: `label` (the most probable class), `score` (its probability) and `probabilities`
+  (every declared class -> its probability); the log keeps `predicted_label` and
+  `class_probabilities` (a list in `target.classes` order);
+- regression: `prediction` (the predicted value); the log keeps it as `score`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from retrain_assets.core.spec import DatasetSpec
+from retrain_assets.core.tasks import BINARY, MULTICLASS, class_texts
+
+# Log columns beyond the common ones (`core.deployment.serving.LOG_COLUMN_TYPES`), per task.
+TASK_LOG_COLUMNS: dict[str, dict[str, str]] = {MULTICLASS: {"predicted_label": "string", "class_probabilities": "object"}}
+
+
+def answer_fields(output: Any, spec: DatasetSpec) -> dict[str, Any]:
+    """The answer's fields for one row from its model output (a float, or a probability row for multiclass)."""
+    target = spec.target
+    if target.type == BINARY:
+        score = float(output)
+        negative = next(c for c in target.classes if c != target.positive)
+        label = target.positive if score >= spec.policy.promotion.operating_threshold else negative
+        return {"score": score, "label": label}
+    if target.type == MULTICLASS:
+        proba = np.asarray(output, dtype=float)
+        top = int(proba.argmax())
+        return {"label": target.classes[top], "score": float(proba[top]),
+                "probabilities": {text: float(p) for text, p in zip(class_texts(target), proba)}}
+    return {"prediction": float(output)}
+
+
+def log_fields(output: Any, spec: DatasetSpec) -> dict[str, Any]:
+    """The prediction-log fields of one row's model output (`score` for every task)."""
+    if spec.target.type == MULTICLASS:
+        proba = np.asarray(output, dtype=float)
+        top = int(proba.argmax())
+        return {"score": float(proba[top]), "predicted_label": class_texts(spec.target)[top],
+                "class_probabilities": [float(p) for p in proba]}
+    return {"score": float(output)}
+
+
+def score_meaning(spec: DatasetSpec) -> str:
+    """What the logged `score` holds for the spec's task, for the catalog."""
+    if spec.target.type == BINARY:
+        return f"Probability of the positive class ({spec.target.positive!r})."
+    if spec.target.type == MULTICLASS:
+        return "Probability of the predicted (most probable) class."
+    return f"The predicted value of {spec.target.name}."
