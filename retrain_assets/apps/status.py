@@ -15,12 +15,13 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 
-from retrain_assets.core.training.modeling import target_vector
-
 from retrain_assets.core.partitions import PARTITION_COLUMN
 from retrain_assets.core.monitoring.batch_report import finite_or_nan
 from retrain_assets.core.policy.retrain import PolicyHistory, decide_retrain
-from retrain_assets.core.deployment.rollout import analyse_canary
+from retrain_assets.core.deployment.rollout import MIN_LIVE_CLASS_ROWS
+from retrain_assets.core.evaluation.gate import UNIT_METRICS
+from retrain_assets.core.policy.performance import performance_rules
+from retrain_assets.core.tasks import BINARY, METRICS, MULTICLASS
 from retrain_assets.core.spec import DatasetSpec
 from retrain_assets.core.monitoring.next_action import Trial, known_partitions, next_action
 from retrain_assets.settings import ProjectSettings
@@ -51,7 +52,7 @@ def read_status(settings: ProjectSettings, spec: DatasetSpec, lock_timeout_secon
         warehouse.query("select 1")  # a locked warehouse fails here, before the registry is asked anything
         state = _deployment_state(registry)
         history = _policy_history(warehouse, state)
-        champion = _champion(warehouse, registry, state.champion) if state.champion else None
+        champion = _champion(warehouse, registry, state.champion, spec) if state.champion else None
         trial = _trial(warehouse, registry, spec, state) if state.challenger and state.champion else None
         drift = _last_drift(warehouse)
         reviews = _pending_reviews(database, settings, spec)
@@ -69,7 +70,8 @@ def read_status(settings: ProjectSettings, spec: DatasetSpec, lock_timeout_secon
     now = decide_retrain(history, spec.policy)
     known = sorted(set(known_partitions(history)) | set(landed))
     return _plain({
-        "dataset": spec.name, "data_dir": str(settings.data_dir), "database": str(database),
+        "dataset": spec.name, "task": spec.target.type,
+        "performance_metric": performance_rules(spec.policy, spec.target).metric, "data_dir": str(settings.data_dir), "database": str(database),
         "latest_partition": known[-1] if known else None,
         "champion": champion,
         "trial": None if trial is None else {
@@ -77,8 +79,13 @@ def read_status(settings: ProjectSettings, spec: DatasetSpec, lock_timeout_secon
             "decision": trial.verdict.decision, "reason": trial.verdict.reason,
             "live_labeled_rows": trial.verdict.numbers.get("live_rows", 0),
             "min_live_labeled_rows": spec.policy.rollout.min_live_labeled_rows,
-            "live_positives": trial.verdict.numbers.get("live_positives", 0),
-            "min_live_positives": spec.policy.rollout.min_live_positives,
+            "live_positives": trial.verdict.numbers.get("live_positives", 0) if spec.target.type == BINARY else None,
+            "min_live_positives": spec.policy.rollout.min_live_positives if spec.target.type == BINARY else None,
+            "live_classes": trial.verdict.numbers.get("live_classes"),
+            "live_min_class_rows": trial.verdict.numbers.get("live_min_class_rows"),
+            "min_live_class_rows": MIN_LIVE_CLASS_ROWS if spec.target.type == MULTICLASS else None,
+            "performance_metric": trial.verdict.metric,
+            "live_performance_difference": trial.verdict.numbers.get("live_performance_difference"),
             "partitions_elapsed": trial.verdict.numbers.get("partitions_elapsed", 0),
             "max_live_partitions": spec.policy.rollout.max_live_partitions,
             "started_after_partition": trial.clock.started, "partitions_with_traffic": trial.clock.live},
@@ -116,14 +123,18 @@ def render_all(statuses: list[dict]) -> str:
 
 def render(status: dict) -> str:
     """The status as a few aligned lines."""
-    lines = [f"{status['dataset']}: stores in {status['data_dir']} (read {status['database']}); "
-             f"latest partition {status['latest_partition'] or 'none'}"]
     champion = status["champion"]
+    task = status.get("task", BINARY)
+    about = "" if task == BINARY else f"{task} target, primary metric {METRICS[status['performance_metric']].label}; "
+    lines = [f"{status['dataset']}: {about}stores in {status['data_dir']} (read {status['database']}); "
+             f"latest partition {status['latest_partition'] or 'none'}"]
     if champion:
         trained = (f", trained on {champion['trained_from']}..{champion['trained_through']}" if champion["trained_through"] else "")
         trained += f", held out {champion['holdout_partitions']}" if champion["holdout_partitions"] else ""
         since = f" since {champion['since']} ({champion['how']})" if champion["since"] else ""
-        auc = f", holdout ROC AUC {champion['holdout_roc_auc']:.3f}" if champion["holdout_roc_auc"] is not None else ""
+        value, metric = champion["holdout_performance"], champion["performance_metric"]
+        shown = "" if value is None else f"{value:.4g}" if metric in UNIT_METRICS else f"{value:.3f}"
+        auc = f", holdout {champion['performance_label']} {shown}" if value is not None else ""
         family = f" {champion['model_family']}" if champion["model_family"] else ""
         lines.append(f"champion     v{champion['version']}{family}{since}{trained}{auc}")
     else:
@@ -133,9 +144,9 @@ def render(status: dict) -> str:
         share = f" for {trial['canary_share']:.0%} of entities" if trial["mode"] == "canary" else " (scored, never answers)"
         since = f" since {trial['started_after_partition']}" if trial["started_after_partition"] else ""
         lines.append(f"on trial     {trial['mode']} v{trial['version']}{share}: {trial['live_labeled_rows']}/"
-                     f"{trial['min_live_labeled_rows']} labelled live rows, {trial['live_positives']}/{trial['min_live_positives']} "
-                     f"positives, {trial['partitions_elapsed']}/{trial['max_live_partitions']} partitions{since} "
-                     f"({trial['partitions_with_traffic']} with live traffic); verdict now: {trial['decision']}")
+                     f"{trial['min_live_labeled_rows']} labelled live rows, {_evidence(trial)}{trial['partitions_elapsed']}/"
+                     f"{trial['max_live_partitions']} partitions{since} ({trial['partitions_with_traffic']} with live traffic); "
+                     f"verdict now: {trial['decision']}")
     else:
         lines.append("on trial     none" + (f" (v{status['awaiting_approval']} awaits approval)" if status["awaiting_approval"] else ""))
     drift = status["drift"]
@@ -159,6 +170,17 @@ def render(status: dict) -> str:
     return "\n".join(lines)
 
 
+def _evidence(trial: dict) -> str:
+    """The trial's evidence beyond its labelled rows, per task: binary the positives, multiclass the
+    classes present and the rarest one's rows, regression nothing; with a trailing ", "."""
+    if trial["min_live_positives"] is not None:
+        return f"{trial['live_positives']}/{trial['min_live_positives']} positives, "
+    if trial["min_live_class_rows"] is not None:
+        return (f"{trial['live_classes'] or 0} classes, the rarest with {trial['live_min_class_rows'] or 0}/"
+                f"{trial['min_live_class_rows']} rows, ")
+    return ""
+
+
 def _deployment_state(registry):
     """The registry's aliases; a registry that cannot be reached is an error, not "no champion"."""
     from mlflow.exceptions import MlflowException
@@ -180,11 +202,13 @@ def _policy_history(warehouse, state) -> PolicyHistory:
     return history_from_warehouse(warehouse, state, [f"{p:%Y-%m-%d}" for p in labeled["p"]] if len(labeled) else [])
 
 
-def _champion(warehouse, registry, version: str) -> dict:
-    """The champion's lineage (registry tags) and since when it serves (the deployment history)."""
+def _champion(warehouse, registry, version: str, spec: DatasetSpec) -> dict:
+    """The champion's lineage (registry tags), since when it serves (the deployment history) and its
+    held-out value of the primary metric (`holdout_performance`; binary also `holdout_roc_auc`)."""
     tags = registry.version_tags(version)
-    history = warehouse.query("select deployed_at, action, champion_version, holdout_roc_auc from deployed_model order by deployed_at")
-    since, how, auc = None, "", None
+    history = warehouse.query("select * from deployed_model order by deployed_at")
+    metric = performance_rules(spec.policy, spec.target).metric
+    since, how, auc, value = None, "", None, None
     if len(history):
         other = history.index[history["champion_version"].astype(str) != version]
         tenure = history.loc[other[-1] + 1:] if len(other) else history
@@ -192,25 +216,25 @@ def _champion(warehouse, registry, version: str) -> dict:
         first = started.iloc[0] if len(started) else (tenure.iloc[0] if len(tenure) else None)
         if first is not None:
             since, how = f"{first['deployed_at']:%Y-%m-%d %H:%M}", str(first["action"])
-        auc = finite_or_nan(history["holdout_roc_auc"].iloc[-1]) if str(history["champion_version"].iloc[-1]) == version else None
+        if str(history["champion_version"].iloc[-1]) == version:
+            last = history.iloc[-1]
+            auc = finite_or_nan(last["holdout_roc_auc"])
+            value = finite_or_nan(last.get("holdout_performance", auc if metric == "roc_auc" else math.nan))
+            value = auc if math.isnan(value) and metric == "roc_auc" else value
     return {"version": version, "since": since, "how": how, "model_family": tags.get("model_family", ""),
             "trained_from": tags.get("train_from", ""), "trained_through": tags.get("trained_through", ""),
             "holdout_partitions": tags.get("holdout_partitions", ""),
-            "holdout_roc_auc": None if auc is None or math.isnan(auc) else auc}
+            "holdout_roc_auc": None if auc is None or math.isnan(auc) else auc,
+            "performance_metric": metric, "performance_label": METRICS[metric].label,
+            "holdout_performance": None if value is None or math.isnan(value) else value}
 
 
 def _trial(warehouse, registry, spec: DatasetSpec, state) -> Trial:
     """The challenger on trial, with the verdict `canary_analysis` would reach on the live pairs logged so far."""
-    from retrain_assets.pipeline.shared.lookups import live_pairs, trial_clock_of
+    from retrain_assets.pipeline.serving import judge_trial
 
     version, mode = (state.canary, "canary") if state.canary else (state.shadow, "shadow")
-    pairs = live_pairs(warehouse, spec, version, state.champion)
-    clock = trial_clock_of(warehouse, registry.version_tags(version), version)
-    offline = warehouse.query("select diff_roc_auc, diff_roc_auc_lower from evaluation_report where challenger_version = ? "
-                              "and champion_version = ? order by evaluated_at desc limit 1", [version, state.champion])
-    verdict = analyse_canary(target_vector(pairs, spec), pairs["trial_score"], pairs["champion_score"], clock.elapsed,
-                             spec.policy, float(offline["diff_roc_auc"].iloc[0]) if len(offline) else None,
-                             float(offline["diff_roc_auc_lower"].iloc[0]) if len(offline) else None, clock.live)
+    verdict, clock = judge_trial(warehouse, spec, registry.version_tags(version), version, state.champion)
     return Trial(version, mode, state.canary_share if mode == "canary" else 0.0, verdict, clock)
 
 

@@ -5,6 +5,7 @@ roll back to `previous` (`retrain-assets rollback`). Every step is one row with 
 Which step comes next is decided by the pure state machine `core.policy.rollout.next_steps`; this
 module reads its facts, makes the registry moves it returns and appends the rows."""
 
+import math
 from functools import partial
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from retrain_assets.core.files import write_text_atomically
 from retrain_assets.core.deployment.rollout import PROMOTE, ROLLBACK, DeploymentState
 from retrain_assets.core.policy.rollout import (APPROVED_BY_TAG, Command, CommandRefused, RolloutFacts, Transition,
                                               newest_evaluation, next_steps)
+from retrain_assets.core.policy.performance import performance_rules
 from retrain_assets.core.spec import DatasetSpec
 from retrain_assets.core.reports.timeline import render_timeline_html
 from retrain_assets.pipeline.shared.lookups import TRIAL_START_TAG, delivered_partitions
@@ -27,8 +29,17 @@ from retrain_assets.pipeline.shared.namespace import Namespace
 DEPLOYMENT_COLUMNS = ("deployed_at", "action", "candidate_version", "champion_version", "previous_version", "canary_version",
                       "shadow_version", "canary_share", "traffic_share", "holdout_roc_auc", "beat_version", "roc_auc_difference",
                       "roc_auc_difference_lower", "roc_auc_difference_upper", "live_roc_auc_difference",
-                      "live_roc_auc_difference_lower", "live_roc_auc_difference_upper", "reason", "decided_by", "analysis_id",
-                      "dagster_run_id")
+                      "live_roc_auc_difference_lower", "live_roc_auc_difference_upper", "performance_metric",
+                      "holdout_performance", "performance_difference", "performance_difference_lower",
+                      "performance_difference_upper", "live_performance_difference", "live_performance_difference_lower",
+                      "live_performance_difference_upper", "reason", "decided_by", "analysis_id", "dagster_run_id")
+# Binary's ROC AUC columns that say the same as the task-neutral ones when the primary metric is ROC AUC
+# (an evaluation or analysis recorded before the task-neutral columns existed).
+ROC_AUC_FALLBACK = {"performance_difference": "roc_auc_difference", "performance_difference_lower": "roc_auc_difference_lower",
+                    "performance_difference_upper": "roc_auc_difference_upper",
+                    "live_performance_difference": "live_roc_auc_difference",
+                    "live_performance_difference_lower": "live_roc_auc_difference_lower",
+                    "live_performance_difference_upper": "live_roc_auc_difference_upper"}
 
 
 class DeploymentCommand(dg.Config):
@@ -46,6 +57,7 @@ def build_deployment(spec: DatasetSpec) -> dg.Definitions:
     """Deployment state for `spec`'s model."""
     ns = Namespace(spec.name)
     rollout = spec.policy.rollout
+    metric = performance_rules(spec.policy, spec.target).metric
 
     @dg.asset(key_prefix=ns.prefix, ins=ns.ins("evaluation_report"), pool=ns.pool, group_name=ns.name("deployment"), deps=ns.keys("canary_analysis"), kinds={"mlflow", "duckdb"})
     def deployed_model(
@@ -63,7 +75,7 @@ def build_deployment(spec: DatasetSpec) -> dg.Definitions:
             steps = next_steps(facts, rollout)
         except CommandRefused as exc:
             raise dg.Failure(str(exc)) from None
-        timeline = partial(_timeline_links, warehouse, evaluation_report, spec.name)
+        timeline = partial(_timeline_links, warehouse, evaluation_report, spec)
         if steps[-1].action == "none":
             return dg.Output(history, metadata={"action": "none", "reason": steps[-1].reason,
                                                 "champion_version": state.champion or "none", **timeline(history)})
@@ -71,7 +83,7 @@ def build_deployment(spec: DatasetSpec) -> dg.Definitions:
         for step in steps:
             for move in step.moves:
                 _move_registry(model_registry, move)
-            rows.append(_history_row(step, model_registry.deployment_state(), evaluation_report, context.run_id))
+            rows.append(history_row(step, model_registry.deployment_state(), evaluation_report, context.run_id, metric))
         new = pd.DataFrame(rows).reindex(columns=list(DEPLOYMENT_COLUMNS))
         new["beat_version"] = new["beat_version"].fillna("")
         table = warehouse.with_history("deployed_model", new)
@@ -81,7 +93,8 @@ def build_deployment(spec: DatasetSpec) -> dg.Definitions:
                                           "champion_version": row["champion_version"] or "none",
                                           "canary_version": row["canary_version"] or "none",
                                           "shadow_version": row["shadow_version"] or "none",
-                                          "holdout_roc_auc": row["holdout_roc_auc"], "reason": row["reason"],
+                                          "holdout_roc_auc": row["holdout_roc_auc"], "performance_metric": metric,
+                                          "holdout_performance": row["holdout_performance"], "reason": row["reason"],
                                           "deployments": len(table), **timeline(table)})
 
     return dg.Definitions(assets=[deployed_model])
@@ -127,22 +140,36 @@ def _move_registry(model_registry: ModelRegistry, move: tuple) -> None:
     calls[op](*args)
 
 
-def _history_row(step: Transition, after: DeploymentState, evaluations: pd.DataFrame, run_id: str) -> dict:
-    """The `deployed_model` row of one step, with the registry's state after its moves."""
+def history_row(step: Transition, after: DeploymentState, evaluations: pd.DataFrame, run_id: str,
+                metric: str = "roc_auc") -> dict:
+    """The `deployed_model` row of one step, with the registry's state after its moves. `metric` is
+    the primary metric (`performance_rules(...).metric`): `holdout_performance` is the champion's
+    `challenger_performance` in its own evaluation (`challenger_roc_auc` for an evaluation_report
+    without it, when the metric is ROC AUC); the step's offline and live differences are on it."""
     rows = evaluations[evaluations["challenger_version"].astype(str) == str(after.champion)]
-    auc = float(newest_evaluation(rows)["challenger_roc_auc"]) if len(rows) else float("nan")
+    own = newest_evaluation(rows) if len(rows) else pd.Series(dtype=object)
+    auc = float(own.get("challenger_roc_auc", float("nan")))
+    holdout = float(own.get("challenger_performance", float("nan")))
+    if math.isnan(holdout) and metric == "roc_auc":
+        holdout = auc
+    details = dict(step.details)
+    if metric == "roc_auc":
+        details.update({k: details[old] for k, old in ROC_AUC_FALLBACK.items()
+                        if old in details and math.isnan(float(details.get(k, math.nan)))})
     # Each row its own time: an approval and the step it unlocks are two ordered rows.
     return {"deployed_at": pd.Timestamp.now(tz="UTC").tz_convert(None), "action": step.action,
             "candidate_version": step.candidate, "champion_version": after.champion or "",
             "previous_version": after.previous or "", "canary_version": after.canary or "",
             "shadow_version": after.shadow or "", "canary_share": after.canary_share,
-            "traffic_share": 1.0 - after.canary_share, "holdout_roc_auc": auc, "reason": step.reason,
-            "decided_by": step.decided_by, "analysis_id": step.analysis_id, "dagster_run_id": run_id, **step.details}
+            "traffic_share": 1.0 - after.canary_share, "holdout_roc_auc": auc, "performance_metric": metric,
+            "holdout_performance": holdout, "reason": step.reason, "decided_by": step.decided_by,
+            "analysis_id": step.analysis_id, "dagster_run_id": run_id, **details}
 
 
-def _timeline_links(warehouse: Warehouse, evaluations: pd.DataFrame, name: str, table: pd.DataFrame) -> dict:
+def _timeline_links(warehouse: Warehouse, evaluations: pd.DataFrame, spec: DatasetSpec, table: pd.DataFrame) -> dict:
     """Rewrite the timeline page from the history this run ends with; its metadata links."""
     path = Path(warehouse.reports_path) / "deployment" / "timeline.html"
-    write_text_atomically(render_timeline_html(table, evaluations, f"Deployment timeline: {name}",
-                                               now=pd.Timestamp.now(tz="UTC").tz_convert(None)), path)
+    write_text_atomically(render_timeline_html(table, evaluations, f"Deployment timeline: {spec.name}",
+                                               now=pd.Timestamp.now(tz="UTC").tz_convert(None), task=spec.target.type,
+                                               metric=performance_rules(spec.policy, spec.target).metric), path)
     return warehouse.report_links(path, name="timeline")

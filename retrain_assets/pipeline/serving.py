@@ -11,9 +11,9 @@ import pandas as pd
 
 from retrain_assets.core.monitoring.drift import dataset_drift, feature_drift
 from retrain_assets.core.ingestion.landing import PREDICTIONS, LandingFileError, read_landing_file
-from retrain_assets.core.training.modeling import target_vector
 from retrain_assets.core.partitions import PARTITION_COLUMN
-from retrain_assets.core.deployment.rollout import analyse_canary
+from retrain_assets.core.deployment.rollout import CanaryVerdict, TrialClock, analyse_canary, live_inputs
+from retrain_assets.core.policy.performance import performance_rules
 from retrain_assets.core.roles import CHAMPION
 from retrain_assets.core.deployment.serving import typed_log
 from retrain_assets.core.spec import DatasetSpec
@@ -26,11 +26,41 @@ from retrain_assets.pipeline.shared.namespace import Namespace
 from retrain_assets.pipeline.shared.lookups import live_pairs, trial_clock_of
 
 LOG_KEY = ["request_id", "row_index", "role", "model_version"]
+# The analysis' numbers, in column order: binary's own (NaN for the other tasks), then every task's.
 ANALYSIS_NUMBERS = ("live_rows", "live_positives", "partitions_elapsed", "offline_roc_auc_difference",
                     "offline_roc_auc_difference_lower", "live_challenger_roc_auc",
                     "live_champion_roc_auc", "live_roc_auc_difference", "live_roc_auc_difference_lower",
-                    "live_roc_auc_difference_upper")
-# Registry tag on the version put on trial: the newest data partition when its trial started.
+                    "live_roc_auc_difference_upper", "live_classes", "live_min_class_rows",
+                    "offline_performance_difference", "offline_performance_difference_lower",
+                    "offline_performance_difference_upper", "live_challenger_performance", "live_champion_performance",
+                    "live_performance_difference", "live_performance_difference_lower", "live_performance_difference_upper")
+
+
+def judge_trial(warehouse: Warehouse, spec: DatasetSpec, tags: dict[str, str], trial: str,
+                champion: str) -> tuple[CanaryVerdict, TrialClock]:
+    """The verdict of the live trial of `trial` (registry `tags`) against `champion` on the pairs
+    logged so far, on the task's primary metric, with the offline difference of the newest
+    evaluation of the pair; and the trial's clock. `canary_analysis` records it, `status` shows it."""
+    pairs = live_pairs(warehouse, spec, trial, champion)
+    clock = trial_clock_of(warehouse, tags, trial)
+    found = warehouse.query("select * from evaluation_report where challenger_version = ? and champion_version = ? "
+                            "order by evaluated_at desc limit 1", [trial, champion])
+    offline = found.iloc[0].to_dict() if len(found) else {}
+    # An evaluation_report written before the task-neutral columns: binary's ROC AUC ones say the same.
+    legacy = performance_rules(spec.policy, spec.target).metric == "roc_auc"
+
+    def number(name: str, fallback: str) -> float | None:
+        for value in (offline.get(name), offline.get(fallback) if legacy else None):
+            if value is not None and not pd.isna(value):
+                return float(value)
+        return None
+
+    y, trial_outputs, champion_outputs = live_inputs(pairs, spec.target)
+    verdict = analyse_canary(y, trial_outputs, champion_outputs, clock.elapsed, spec.policy,
+                             number("performance_difference", "diff_roc_auc"),
+                             number("performance_difference_lower", "diff_roc_auc_lower"), clock.live, spec.target,
+                             number("performance_difference_upper", "diff_roc_auc_upper"))
+    return verdict, clock
 
 
 def build_serving(spec: DatasetSpec, partitions_def: dg.PartitionsDefinition) -> dg.Definitions:
@@ -109,23 +139,18 @@ def build_serving(spec: DatasetSpec, partitions_def: dg.PartitionsDefinition) ->
         if trial is None or state.champion is None:
             history = warehouse.query("select * from canary_analysis")
             return dg.Output(history, metadata={"status": "no challenger on live trial"})
-        pairs = live_pairs(warehouse, spec, trial, state.champion)
-        clock = trial_clock_of(warehouse, model_registry.version_tags(trial), trial)
-        offline = warehouse.query("select diff_roc_auc, diff_roc_auc_lower from evaluation_report where challenger_version = ? "
-                                  "and champion_version = ? order by evaluated_at desc limit 1", [trial, state.champion])
-        verdict = analyse_canary(target_vector(pairs, spec), pairs["trial_score"], pairs["champion_score"],
-                                 clock.elapsed, policy,
-                                 float(offline["diff_roc_auc"].iloc[0]) if len(offline) else None,
-                                 float(offline["diff_roc_auc_lower"].iloc[0]) if len(offline) else None, clock.live)
+        verdict, clock = judge_trial(warehouse, spec, model_registry.version_tags(trial), trial, state.champion)
         row = pd.DataFrame([{
             "analysed_at": pd.Timestamp.now(tz="UTC").tz_convert(None), "analysis_id": context.run_id,
             "trial_version": trial, "mode": mode, "champion_version": state.champion, "decision": verdict.decision,
             "reason": verdict.reason, "numbers_json": json.dumps(verdict.numbers, default=float),
+            "performance_metric": verdict.metric,
             **{k: float(verdict.numbers.get(k, float("nan"))) for k in ANALYSIS_NUMBERS},
         }])
         history = warehouse.with_history("canary_analysis", row)
         context.log.info(f"{mode} v{trial} vs champion v{state.champion}: {verdict.decision} - {verdict.reason}")
         return dg.Output(history, metadata={"decision": verdict.decision, "trial_version": trial, "mode": mode,
+                                            "performance_metric": verdict.metric,
                                             "trial_started_after": clock.started or "unknown",
                                             "reason": verdict.reason, **{k: float(v) for k, v in verdict.numbers.items()}})
 

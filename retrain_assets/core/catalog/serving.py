@@ -6,8 +6,10 @@ from retrain_assets.core.catalog.monitoring import feature_drift_columns
 from retrain_assets.core.catalog.model import (BIGINT, BOOLEAN, DOUBLE, HISTORY, LOG_TYPES, PARTITIONED, TIMESTAMP_NS,
                                                VARCHAR, ColumnDoc, TableDoc, batch_columns, partition_column)
 from retrain_assets.core.deployment.outputs import score_meaning
+from retrain_assets.core.deployment.rollout import MIN_LIVE_CLASS_ROWS
+from retrain_assets.core.policy.performance import performance_rules
 from retrain_assets.core.spec import DatasetSpec
-from retrain_assets.core.tasks import MULTICLASS, class_texts
+from retrain_assets.core.tasks import BINARY, MULTICLASS, class_texts
 
 
 def _prediction_logs(spec: DatasetSpec) -> TableDoc:
@@ -63,22 +65,38 @@ def _live_drift(spec: DatasetSpec) -> TableDoc:
 
 
 def _canary_analysis(spec: DatasetSpec) -> TableDoc:
+    rules = performance_rules(spec.policy, spec.target)
+    label, task = rules.label, spec.target.type
+    better = "positive" if rules.higher_is_better else "negative"
+    binary = "" if task == BINARY else f" (binary only: NaN for this {task} target)"
     numbers = {
         "live_rows": "Logged request rows scored by both models with a label so far.",
-        "live_positives": "Positives among them.",
+        "live_positives": "Positives among them" + binary + ".",
         "partitions_elapsed": "The trial's age: partitions delivered (a batch or a prediction log) since it started.",
-        "offline_roc_auc_difference": "The offline (held-out) ROC AUC difference, for comparison.",
-        "offline_roc_auc_difference_lower": "Its lower bound.",
-        "live_challenger_roc_auc": "The trial version's live ROC AUC.",
-        "live_champion_roc_auc": "The champion's live ROC AUC on the same rows.",
-        "live_roc_auc_difference": "Live ROC AUC difference trial - champion.",
-        "live_roc_auc_difference_lower": "Lower bound of its paired bootstrap interval.",
-        "live_roc_auc_difference_upper": "Upper bound.",
+        "offline_roc_auc_difference": "The offline (held-out) ROC AUC difference, for comparison" + binary + ".",
+        "offline_roc_auc_difference_lower": "Its lower bound" + binary + ".",
+        "live_challenger_roc_auc": "The trial version's live ROC AUC" + binary + ".",
+        "live_champion_roc_auc": "The champion's live ROC AUC on the same rows" + binary + ".",
+        "live_roc_auc_difference": "Live ROC AUC difference trial - champion" + binary + ".",
+        "live_roc_auc_difference_lower": "Lower bound of its paired bootstrap interval" + binary + ".",
+        "live_roc_auc_difference_upper": "Upper bound" + binary + ".",
+        "live_classes": "Classes present among the labelled live rows (multiclass only).",
+        "live_min_class_rows": f"Labelled live rows of the rarest class present (multiclass only; the analysis waits "
+                               f"for {MIN_LIVE_CLASS_ROWS} of each).",
+        "offline_performance_difference": f"The offline (held-out) {label} difference challenger - champion from "
+                                          "evaluation_report, for comparison.",
+        "offline_performance_difference_lower": "Its lower bound.",
+        "offline_performance_difference_upper": "Its upper bound.",
+        "live_challenger_performance": f"The trial version's live {label}.",
+        "live_champion_performance": f"The champion's live {label} on the same rows.",
+        "live_performance_difference": f"Live {label} difference trial - champion ({better} is better).",
+        "live_performance_difference_lower": "Lower bound of its paired bootstrap interval.",
+        "live_performance_difference_upper": "Upper bound.",
     }
     return TableDoc(
         "canary_analysis", "serving", "canary_analysis", "one analysis of the version on live trial",
-        "The challenger on live trial (canary or shadow) against the champion on the same logged requests whose labels "
-        "have arrived, and the verdict `deployed_model` acts on.", HISTORY,
+        f"The challenger on live trial (canary or shadow) against the champion on the same logged requests whose labels "
+        f"have arrived, on the primary metric ({label}), and the verdict `deployed_model` acts on.", HISTORY,
         (ColumnDoc("analysed_at", TIMESTAMP_NS, "When (naive UTC)."),
          ColumnDoc("analysis_id", VARCHAR, "Dagster run id of the analysis; joins deployed_model.analysis_id."),
          ColumnDoc("trial_version", VARCHAR, "The version on trial."),
@@ -87,6 +105,8 @@ def _canary_analysis(spec: DatasetSpec) -> TableDoc:
          ColumnDoc("decision", VARCHAR, "`wait`, `promote` or `rollback`."),
          ColumnDoc("reason", VARCHAR, "The verdict in words, with the numbers."),
          ColumnDoc("numbers_json", VARCHAR, "The numbers below, as JSON (only those computed)."),
+         ColumnDoc("performance_metric", VARCHAR, f"The primary metric compared (`{rules.metric}`: {label}; "
+                                                  "policy.performance.primary_metric)."),
          *(ColumnDoc(name, DOUBLE, text + " NaN when not computed.") for name, text in numbers.items())))
 
 

@@ -12,13 +12,20 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Iterable
 
 import numpy as np
+import pandas as pd
 
 from retrain_assets.core.evaluation.bootstrap import paired_bootstrap
+from retrain_assets.core.evaluation.gate import UNIT_METRICS
+from retrain_assets.core.evaluation.task_bootstrap import task_paired_bootstrap
 from retrain_assets.core.policy.definition import Policy
+from retrain_assets.core.policy.performance import performance_rules
 from retrain_assets.core.roles import CANARY, CHAMPION, SHADOW
+from retrain_assets.core.spec import TargetSpec
+from retrain_assets.core.tasks import BINARY, MULTICLASS, REGRESSION, encode_labels
 
 PROMOTE, ROLLBACK, WAIT = "promote", "rollback", "wait"
 
@@ -96,71 +103,162 @@ def trial_clock(started: str | None, delivered: Iterable[str], logged: Iterable[
 
 @dataclass(frozen=True)
 class CanaryVerdict:
-    """What live traffic says about the challenger on trial: promote, roll back or wait, and why."""
+    """What live traffic says about the challenger on trial: promote, roll back or wait, and why;
+    `metric` is the primary metric compared (`core.policy.performance`)."""
 
     decision: str
     reason: str
     numbers: dict[str, float] = field(default_factory=dict)
+    metric: str = "roc_auc"
+
+
+# The fewest labelled live rows each class present needs before a multiclass trial is judged (its
+# one-vs-rest ROC AUC and the class-stratified bootstrap rest on them).
+MIN_LIVE_CLASS_ROWS = 5
+
+
+def live_inputs(pairs: pd.DataFrame, target: TargetSpec) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(labels, trial outputs, champion outputs) of the live pairs in the task's shapes (`core.tasks`):
+    labels encoded by `encode_labels`; binary and regression outputs the logged `trial_score` /
+    `champion_score`, multiclass the (rows, classes) `trial_probabilities` / `champion_probabilities`.
+    Multiclass rows without a logged probability row of the declared width are left out."""
+    y = encode_labels(pairs[target.name], target) if len(pairs) else np.zeros(0, dtype=float if target.type == REGRESSION else int)
+    if target.type != MULTICLASS:
+        return y, pairs["trial_score"].to_numpy(dtype=float), pairs["champion_score"].to_numpy(dtype=float)
+    k = len(target.classes)
+
+    def rows(column: str) -> list:
+        return [None if v is None or (np.ndim(v) == 0) or len(v) != k else np.asarray(v, dtype=float) for v in pairs[column]]
+
+    trial, champion = rows("trial_probabilities"), rows("champion_probabilities")
+    keep = [t is not None and c is not None for t, c in zip(trial, champion)]
+    pick = [i for i, ok in enumerate(keep) if ok]
+    stack = (lambda p: np.vstack([p[i] for i in pick]) if pick else np.zeros((0, k)))
+    return np.asarray(y)[pick], stack(trial), stack(champion)
 
 
 def analyse_canary(y: Any, challenger_scores: Any, champion_scores: Any, partitions_elapsed: int, policy: Policy,
                    offline_difference: float | None = None, offline_lower: float | None = None,
-                   live_partitions: int | None = None) -> CanaryVerdict:
-    """Compare the challenger with the champion on the same labelled live requests.
+                   live_partitions: int | None = None, target: TargetSpec | None = None,
+                   offline_upper: float | None = None) -> CanaryVerdict:
+    """Compare the challenger with the champion on the same labelled live requests, on the task's
+    primary metric (`performance_rules(policy, target)`; `target` None: binary).
 
-    `partitions_elapsed` is the trial's age (`TrialClock.elapsed`), `live_partitions` how many
-    partitions logged traffic for it. Rules, with the promotion gate's statistics (paired
-    stratified bootstrap of the ROC AUC difference challenger - champion), in order:
-      - too few labelled rows or positives: wait, or roll back once `max_live_partitions` passed
-        (the trial expired: too little traffic, or none, reached it);
-      - upper bound below 0 (significantly worse live): roll back;
-      - upper bound below the offline interval's lower bound `offline_lower` (live contradicts the
-        offline evaluation: the gain measured offline does not exist on live traffic, the mark of
-        target leakage or training/serving skew): roll back;
-      - lower bound above -margin (above 0 under `superiority`): promote;
+    `y` and the outputs are in the task's shapes (`live_inputs`). `partitions_elapsed` is the
+    trial's age (`TrialClock.elapsed`), `live_partitions` how many partitions logged traffic for it.
+    The offline numbers are the evaluation's interval of the same difference. Rules, with the
+    promotion gate's statistics (`task_paired_bootstrap` of challenger - champion), in order:
+      - too little evidence (`_evidence`: binary `min_live_labeled_rows` rows and
+        `min_live_positives` positives; multiclass the rows and `MIN_LIVE_CLASS_ROWS` of each class
+        present, two classes at least; regression the rows): wait, or roll back once
+        `max_live_partitions` passed (the trial expired: too little traffic, or none, reached it);
+      - significantly worse live (upper bound below 0; for an error metric, lower bound above 0):
+        roll back;
+      - live contradicts the offline evaluation (the live interval lies wholly on the worse side of
+        the offline interval's conservative bound: `offline_lower`, or `offline_upper` for an
+        error metric): the gain measured offline does not exist on live traffic, the mark of target
+        leakage or training/serving skew: roll back;
+      - non-inferior: the conservative bound beyond -margin (+margin for an error metric; 0 under
+        `superiority`; margin `performance_rules(...).margin(live champion value)`): promote;
       - otherwise wait for more labels, and roll back once `max_live_partitions` passed.
     """
     rollout, gate = policy.rollout, policy.promotion
-    y = np.asarray(y, dtype=int)
-    n, positives = int(len(y)), int(y.sum()) if len(y) else 0
-    numbers: dict[str, float] = {"live_rows": n, "live_positives": positives, "partitions_elapsed": partitions_elapsed}
-    if offline_difference is not None:
-        numbers["offline_roc_auc_difference"] = float(offline_difference)
-    if offline_lower is not None:
-        numbers["offline_roc_auc_difference_lower"] = float(offline_lower)
+    rules = performance_rules(policy, target)
+    task = target.type if target is not None else BINARY
+    y = np.asarray(y, dtype=float if task == REGRESSION else int)
+    numbers, short = _evidence(y, task, rollout, rules.metric)
+    numbers["partitions_elapsed"] = partitions_elapsed
+    for name, value in (("difference", offline_difference), ("difference_lower", offline_lower),
+                        ("difference_upper", offline_upper)):
+        if value is not None and rules.metric == "roc_auc" and name != "difference_upper":
+            numbers[f"offline_roc_auc_{name}"] = float(value)
+        if value is not None:
+            numbers[f"offline_performance_{name}"] = float(value)
     if live_partitions is not None:
         numbers["live_partitions"] = live_partitions
     expired = partitions_elapsed >= rollout.max_live_partitions
-    if n < rollout.min_live_labeled_rows or positives < rollout.min_live_positives or positives == n:
+    if short:
         if expired:
             traffic = ("" if live_partitions is None else "; no live traffic was logged for it" if not live_partitions
                        else f"; live traffic logged in {_partitions(live_partitions)}")
-            return CanaryVerdict(ROLLBACK, f"expired: only {n} labelled live rows and {positives} positives (need "
-                                           f"{rollout.min_live_labeled_rows} and {rollout.min_live_positives}) in "
-                                           f"{_partitions(partitions_elapsed)} since the trial started{traffic}: not enough "
-                                           "live evidence", numbers)
-        need = f"{n}/{rollout.min_live_labeled_rows} labelled live rows, {positives}/{rollout.min_live_positives} positives"
-        return CanaryVerdict(WAIT, f"waiting for labels: {need}", numbers)
+            return CanaryVerdict(ROLLBACK, f"expired: only {short[1]} in {_partitions(partitions_elapsed)} since the trial "
+                                           f"started{traffic}: not enough live evidence", numbers, rules.metric)
+        return CanaryVerdict(WAIT, f"waiting for labels: {short[0]}", numbers, rules.metric)
+    return _judge(y, challenger_scores, champion_scores, policy, rules, target, numbers, expired,
+                  offline_difference, offline_lower if rules.higher_is_better else offline_upper)
 
-    ci = paired_bootstrap(y, np.asarray(challenger_scores, float), np.asarray(champion_scores, float),
-                          n_resamples=gate.bootstrap_resamples, confidence=gate.confidence_level, seed=policy.random_seed,
-                          threshold=gate.operating_threshold, metrics=("roc_auc",))["roc_auc"]
-    numbers.update({"live_challenger_roc_auc": ci.challenger, "live_champion_roc_auc": ci.champion,
-                    "live_roc_auc_difference": ci.difference, "live_roc_auc_difference_lower": ci.lower,
-                    "live_roc_auc_difference_upper": ci.upper})
-    bound = 0.0 if gate.comparison == "superiority" else -gate.non_inferiority_margin
-    interval = f"live ROC AUC {ci.challenger:.3f} vs {ci.champion:.3f}, difference {ci.difference:+.4f} [{ci.lower:+.4f}, {ci.upper:+.4f}] on {n} rows"
-    offline = f"; offline it was {offline_difference:+.4f}" if offline_difference is not None else ""
-    if ci.upper < 0:
-        return CanaryVerdict(ROLLBACK, f"{interval}: significantly worse than the champion on live traffic{offline}", numbers)
-    if offline_lower is not None and ci.upper < offline_lower:
-        return CanaryVerdict(ROLLBACK, f"{interval}: live contradicts the offline evaluation (offline difference at least "
-                                       f"{offline_lower:+.4f}): leakage or training/serving skew suspected", numbers)
-    if ci.lower > bound:
-        return CanaryVerdict(PROMOTE, f"{interval}: lower bound above {bound:+.3f}{offline}", numbers)
+
+def _evidence(y: np.ndarray, task: str, rollout, metric: str) -> tuple[dict[str, float], tuple[str, str] | None]:
+    """The evidence numbers, and None when there is enough, else (what is still missing, what the
+    trial had: for the expiry reason)."""
+    n, need = int(len(y)), rollout.min_live_labeled_rows
+    if task == BINARY:
+        positives = int(y.sum()) if n else 0
+        numbers = {"live_rows": n, "live_positives": positives}
+        if n >= need and positives >= rollout.min_live_positives and positives != n:
+            return numbers, None
+        return numbers, (f"{n}/{need} labelled live rows, {positives}/{rollout.min_live_positives} positives",
+                         f"{n} labelled live rows and {positives} positives (need {need} and {rollout.min_live_positives})")
+    if task == MULTICLASS:
+        classes, counts = np.unique(y, return_counts=True)
+        fewest = int(counts.min()) if n else 0
+        numbers = {"live_rows": n, "live_classes": len(classes), "live_min_class_rows": fewest}
+        if n >= need and len(classes) >= 2 and fewest >= MIN_LIVE_CLASS_ROWS:
+            return numbers, None
+        rule = f"{MIN_LIVE_CLASS_ROWS} of each class present, two classes at least"
+        return numbers, (f"{n}/{need} labelled live rows, {len(classes)} classes present, the rarest with "
+                         f"{fewest}/{MIN_LIVE_CLASS_ROWS} rows",
+                         f"{n} labelled live rows in {len(classes)} classes, the rarest with {fewest} (need {need}, {rule})")
+    numbers = {"live_rows": n}
+    constant = metric == "r2" and n and np.ptp(y) == 0
+    if n >= max(need, 2) and not constant:
+        return numbers, None
+    same = "; the labels are all equal, R² is undefined" if constant else ""
+    return numbers, (f"{n}/{need} labelled live rows{same}", f"{n} labelled live rows (need {need}){same}")
+
+
+def _judge(y, challenger_scores, champion_scores, policy: Policy, rules, target, numbers: dict,
+           expired: bool, offline_difference: float | None, offline_bound: float | None) -> CanaryVerdict:
+    """The verdict on enough live evidence (the rules after the evidence in `analyse_canary`)."""
+    gate, metric, higher = policy.promotion, rules.metric, rules.higher_is_better
+    args = (y, np.asarray(challenger_scores, float), np.asarray(champion_scores, float))
+    kwargs = dict(n_resamples=gate.bootstrap_resamples, confidence=gate.confidence_level, seed=policy.random_seed,
+                  threshold=gate.operating_threshold, metrics=(metric,))
+    ci = (paired_bootstrap(*args, **kwargs) if target is None else task_paired_bootstrap(target, *args, **kwargs))[metric]
+    numbers.update({"live_challenger_performance": ci.challenger, "live_champion_performance": ci.champion,
+                    "live_performance_difference": ci.difference, "live_performance_difference_lower": ci.lower,
+                    "live_performance_difference_upper": ci.upper})
+    if metric == "roc_auc":  # binary's own columns keep their names
+        numbers.update({"live_challenger_roc_auc": ci.challenger, "live_champion_roc_auc": ci.champion,
+                        "live_roc_auc_difference": ci.difference, "live_roc_auc_difference_lower": ci.lower,
+                        "live_roc_auc_difference_upper": ci.upper})
+
+    def shown(value: float, sign: str = "", digits: int = 3) -> str:
+        return f"{value:{sign}.4g}" if metric in UNIT_METRICS else f"{value:{sign}.{digits}f}"
+
+    interval = (f"live {rules.label} {shown(ci.challenger)} vs {shown(ci.champion)}, difference {shown(ci.difference, '+', 4)} "
+                f"[{shown(ci.lower, '+', 4)}, {shown(ci.upper, '+', 4)}] on {len(y)} rows")
+    offline = f"; offline it was {shown(offline_difference, '+', 4)}" if offline_difference is not None else ""
+    margin = 0.0 if gate.comparison == "superiority" else rules.margin(ci.champion)
+    bound = -margin if higher and margin else margin  # superiority: 0, never -0
+    # The interval's end on the challenger's worse side (conservative) and on its better side.
+    worst, best = (ci.lower, ci.upper) if higher else (ci.upper, ci.lower)
+    better = (lambda a, b: a > b) if higher else (lambda a, b: a < b)
+    verdict = partial(CanaryVerdict, numbers=numbers, metric=metric)
+    if better(0.0, best):
+        return verdict(ROLLBACK, f"{interval}: significantly worse than the champion on live traffic{offline}")
+    if offline_bound is not None and better(offline_bound, best):
+        side = "at least" if higher else "at most"
+        return verdict(ROLLBACK, f"{interval}: live contradicts the offline evaluation (offline difference {side} "
+                                 f"{shown(offline_bound, '+', 4)}): leakage or training/serving skew suspected")
+    edge, word = ("lower", "above") if higher else ("upper", "below")
+    if better(worst, bound):
+        return verdict(PROMOTE, f"{interval}: {edge} bound {word} {shown(bound, '+')}{offline}")
     if expired:
-        return CanaryVerdict(ROLLBACK, f"{interval}: not shown non-inferior within {rollout.max_live_partitions} partitions{offline}", numbers)
-    return CanaryVerdict(WAIT, f"{interval}: not conclusive yet (lower bound must exceed {bound:+.3f})", numbers)
+        return verdict(ROLLBACK, f"{interval}: not shown non-inferior within {policy.rollout.max_live_partitions} "
+                                 f"partitions{offline}")
+    must = "exceed" if higher else "stay below"
+    return verdict(WAIT, f"{interval}: not conclusive yet ({edge} bound must {must} {shown(bound, '+')})")
 
 
 def _partitions(n: int) -> str:

@@ -23,6 +23,10 @@ APPROVED_BY_TAG = "approved_by"
 # Deployment-history actions that are not a rollout step of their candidate.
 NOT_ROLLOUT_STEPS = ("awaiting_approval", "approve")
 LIVE_COLUMNS = ("live_roc_auc_difference", "live_roc_auc_difference_lower", "live_roc_auc_difference_upper")
+# The task-neutral differences on the primary metric (`core.policy.performance`), carried into the
+# history when the evaluation (offline) or the canary analysis (live) has them.
+OFFLINE_PERFORMANCE_COLUMNS = ("performance_difference", "performance_difference_lower", "performance_difference_upper")
+LIVE_PERFORMANCE_COLUMNS = tuple(f"live_{name}" for name in OFFLINE_PERFORMANCE_COLUMNS)
 
 
 class CommandRefused(ValueError):
@@ -139,6 +143,7 @@ def _verdict_step(verdict: Mapping[str, Any]) -> Transition:
     """Apply a final canary verdict: promote the version on trial, or end its trial."""
     trial, mode, reason = str(verdict["trial_version"]), str(verdict["mode"]), str(verdict["reason"])
     live = {k: float(verdict[k]) for k in LIVE_COLUMNS}
+    live.update({k: float(verdict[k]) for k in LIVE_PERFORMANCE_COLUMNS if k in verdict})
     if verdict["decision"] == PROMOTE:
         moves = (("promote", trial), ("end_trial",), ("tag_version", trial, {"rollout": "promoted"}))
         return Transition(f"{mode}_promote", trial, reason, moves, analysis_id=str(verdict["analysis_id"]), details=live)
@@ -161,7 +166,8 @@ def _step_for_newest_evaluation(facts: RolloutFacts, rollout: RolloutPolicy) -> 
             else f"v{version} awaits approval" if waiting and version not in handled else f"v{version} was already handled"))
     offline = {"beat_version": str(evaluation["champion_version"]), "roc_auc_difference": float(evaluation["diff_roc_auc"]),
                "roc_auc_difference_lower": float(evaluation["diff_roc_auc_lower"]),
-               "roc_auc_difference_upper": float(evaluation["diff_roc_auc_upper"])}
+               "roc_auc_difference_upper": float(evaluation["diff_roc_auc_upper"]),
+               **{k: float(evaluation[k]) for k in OFFLINE_PERFORMANCE_COLUMNS if k in evaluation.index}}
     if waiting:
         return Transition("awaiting_approval", version, f"passed the offline gate ({evaluation['gate_summary']}); "
                           f"policy.rollout.approval is 'required': run `retrain-assets approve {version} --by <you> "

@@ -8,6 +8,7 @@ import math
 from typing import Any
 
 import pandas as pd
+from retrain_assets.core.tasks import METRICS
 from retrain_assets.core.reports.html import BETTER_COLOR, CURRENT_COLOR, REFERENCE_COLOR, UNCLEAR_COLOR, WORSE_COLOR, escape, finite_float, optional_bool
 
 
@@ -47,7 +48,10 @@ tr.trial_start td.action{color:#c45f00} figure{margin:.5em 0} figcaption{font-si
 def timeline_events(deployments: pd.DataFrame, evaluations: pd.DataFrame | None = None) -> pd.DataFrame:
     """Every step, oldest first: the deployment history's rows plus one `gate_failed` row per
     evaluation whose challenger the promotion gate rejected. Columns: when, action, kind, version,
-    champion, trial, trial_mode, canary_share, reason, decided_by."""
+    champion, trial, trial_mode, canary_share, reason, decided_by, and the step's differences
+    challenger - champion on the primary metric: offline and live, each (difference, lower, upper)
+    or None (`performance_difference*` / `live_performance_difference*`; binary's ROC AUC
+    columns for a history recorded before those)."""
     rows = []
     for r in _records(deployments):
         canary, shadow = _text(r.get("canary_version")), _text(r.get("shadow_version"))
@@ -56,14 +60,15 @@ def timeline_events(deployments: pd.DataFrame, evaluations: pd.DataFrame | None 
                      "version": _text(r.get("candidate_version")), "champion": _text(r.get("champion_version")),
                      "trial": canary or shadow, "trial_mode": "canary" if canary else "shadow" if shadow else "",
                      "canary_share": finite_float(r.get("canary_share")), "reason": _text(r.get("reason")),
-                     "decided_by": _text(r.get("decided_by"))})
+                     "decided_by": _text(r.get("decided_by")), "offline": _interval(r, ""), "live": _interval(r, "live_")})
     for r in _records(evaluations):
         if optional_bool(r.get("gate_passed")) is False:
             rows.append({"when": r.get("evaluated_at"), "action": "gate_failed", "kind": "rejected",
                          "version": _text(r.get("challenger_version")), "champion": None, "trial": None, "trial_mode": "",
-                         "canary_share": None, "reason": _text(r.get("gate_summary")), "decided_by": "promotion gate"})
+                         "canary_share": None, "reason": _text(r.get("gate_summary")), "decided_by": "promotion gate",
+                         "offline": None, "live": None})
     events = pd.DataFrame(rows, columns=["when", "action", "kind", "version", "champion", "trial", "trial_mode", "canary_share",
-                                         "reason", "decided_by"])
+                                         "reason", "decided_by", "offline", "live"])
     events["when"] = pd.to_datetime(events["when"], errors="coerce")
     return events.sort_values("when", kind="stable", na_position="last").reset_index(drop=True)
 
@@ -90,14 +95,19 @@ def periods(events: pd.DataFrame, role: str, end: pd.Timestamp) -> list[dict]:
 
 
 def render_timeline_html(deployments: pd.DataFrame, evaluations: pd.DataFrame | None = None, title: str = "Deployment timeline",
-                         now: Any = None) -> str:
+                         now: Any = None, task: str = "", metric: str = "") -> str:
     """The page: current state, a champion lane and a live-trial lane of periods, one marker lane per
     kind of step (promotions, trial starts, gate rejections, automatic and manual rollbacks, other),
-    and the table of every step. `now` (naive UTC, like the tables' times) ends the open periods
-    (default: the newest step)."""
+    and the table of every step with its offline and live differences on the primary metric
+    (`metric`, else the history's `performance_metric`, else ROC AUC). `now` (naive UTC, like the
+    tables' times) ends the open periods (default: the newest step); `task` is named on the page."""
     events = timeline_events(deployments, evaluations)
+    metric = metric or _recorded_metric(deployments)
     head = (f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{escape(title)}</title>'
             f"<style>{_CSS}</style></head><body><h1>{escape(title)}</h1>")
+    if task or metric != "roc_auc":
+        head += (f'<p class="meta">{escape(task + " target; " if task else "")}primary metric: '
+                 f"{escape(METRICS[metric].label)} (the promotion gate and the live trials compare it)</p>")
     if events.empty:
         return head + '<p class="note">No deployment step recorded yet: the first model has not been promoted.</p></body></html>'
     timed = events[events["when"].notna()]
@@ -109,7 +119,7 @@ def render_timeline_html(deployments: pd.DataFrame, evaluations: pd.DataFrame | 
                "share of entities, a shadow is scored on every request without answering. Below, one row of markers per "
                "kind of step; hover a band or a marker for the version, time and reason. Rejected candidates never "
                "served: the promotion gate stopped them before deployment.</figcaption>")
-    return (head + _state(champions, trials, end) + _legend() + f"<figure>{chart}{caption}</figure>" + _table(events)
+    return (head + _state(champions, trials, end) + _legend() + f"<figure>{chart}{caption}</figure>" + _table(events, METRICS[metric].label)
             + "</body></html>")
 
 
@@ -213,16 +223,42 @@ def _marker(shape: str, cx: float, cy: float, r: float, color: str) -> str:
     return f'<polygon points="{xy}" fill="{color}" stroke="#fff" stroke-width="0.8"/>'
 
 
-def _table(events: pd.DataFrame) -> str:
+def _table(events: pd.DataFrame, label: str = "ROC AUC") -> str:
     rows = "".join(
         f'<tr class="{escape(r["kind"])}"><td>{i + 1}</td><td class="when">{_when(r["when"])}</td>'
         f'<td class="action">{escape(ACTION_LABELS.get(r["action"], r["action"] or "–"))}</td>'
         f'<td>{_v(r["version"])}</td><td>{_v(r["champion"])}</td><td>{_trial(r)}</td>'
+        f'<td class="when">{_differences(r)}</td>'
         f'<td>{escape(r["reason"] or "–")}</td><td>{escape(r["decided_by"] or "–")}</td></tr>'
         for i, r in enumerate(events.to_dict("records"))
     )
     return (f"<h2>Steps ({len(events)})</h2><table><tr><th>#</th><th>when (UTC)</th><th>action</th><th>version</th>"
-            f"<th>champion after</th><th>on trial after</th><th>reason</th><th>decided by</th></tr>{rows}</table>")
+            f"<th>champion after</th><th>on trial after</th><th>{escape(label)} difference<br>(challenger - champion)</th>"
+            f"<th>reason</th><th>decided by</th></tr>{rows}</table>")
+
+
+def _interval(row: dict, prefix: str) -> tuple[float, float, float] | None:
+    """(difference, lower, upper) of the row's `<prefix>performance_difference*` columns, else of
+    its ROC AUC ones (a history recorded before the task-neutral columns); None when not finite."""
+    for stem in (f"{prefix}performance_difference", f"{prefix}roc_auc_difference"):
+        values = tuple(finite_float(row.get(stem + suffix)) for suffix in ("", "_lower", "_upper"))
+        if all(v is not None for v in values):
+            return values
+    return None
+
+
+def _differences(row: dict) -> str:
+    parts = [f"{name} {d:+.4g} [{lo:+.4g}, {hi:+.4g}]" for name, value in (("offline", row["offline"]), ("live", row["live"]))
+             if value is not None for d, lo, hi in (value,)]
+    return "<br>".join(escape(p) for p in parts) or "–"
+
+
+def _recorded_metric(deployments: pd.DataFrame | None) -> str:
+    """The newest `performance_metric` the history names (ROC AUC for an older history)."""
+    if deployments is None or deployments.empty or "performance_metric" not in deployments:
+        return "roc_auc"
+    names = [m for m in deployments["performance_metric"].tolist() if _text(m) in METRICS]
+    return names[-1] if names else "roc_auc"
 
 
 def _trial(row: dict) -> str:

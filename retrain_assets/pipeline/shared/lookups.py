@@ -11,6 +11,7 @@ import pandas as pd
 
 from retrain_assets.core.deployment.rollout import TrialClock, trial_clock
 from retrain_assets.core.roles import CHAMPION
+from retrain_assets.core.tasks import MULTICLASS
 from retrain_assets.core.monitoring.batch_report import finite_or_nan
 from retrain_assets.core.monitoring.profile import ReferenceProfile
 from retrain_assets.core.policy.retrain import BatchSignal, PolicyHistory
@@ -87,17 +88,26 @@ def produced_candidate_version(instance: dg.DagsterInstance, ns: Namespace, cand
 
 def live_pairs(warehouse: Warehouse, spec: DatasetSpec, trial: str, champion: str) -> pd.DataFrame:
     """Logged requests scored by both the trial version and the champion, joined in the warehouse
-    to their resolved labels (the newest partition's label of each entity)."""
+    to their resolved labels (the newest partition's label of each entity): `trial_score` and
+    `champion_score` (the logged `score`: binary P(positive), multiclass the top class's
+    probability, regression the prediction) and, for multiclass, `trial_probabilities` and
+    `champion_probabilities` (the logged `class_probabilities`). `core.deployment.rollout.live_inputs`
+    turns them into the task's arrays."""
     id_col, target = spec.id_column, spec.target.name
+    rows = ["trial_score", "champion_score"]
+    if spec.target.type == MULTICLASS:
+        rows += ["trial_probabilities", "champion_probabilities"]
+    logged = {"trial_score": "t.score", "champion_score": "c.score", "trial_probabilities": "t.class_probabilities",
+              "champion_probabilities": "c.class_probabilities"}
     trial_logs = (f"from prediction_logs t join prediction_logs c using (request_id, row_index) where t.model_version = ? "
                   f"and t.role <> '{CHAMPION}' and c.role = '{CHAMPION}' and c.model_version = ?")
     pairs = warehouse.query(
         f'with labels as (select cast("{id_col}" as varchar) as entity_id, "{target}" from labeled_batches '
         f'qualify row_number() over (partition by "{id_col}" order by {PARTITION_COLUMN} desc) = 1) '
-        f"select t.entity_id, t.score as trial_score, c.score as champion_score, l.\"{target}\" "
+        f"select t.entity_id, {', '.join(f'{logged[r]} as {r}' for r in rows)}, l.\"{target}\" "
         f"{trial_logs.replace('where', 'join labels l on l.entity_id = t.entity_id where', 1)}", [trial, champion])
     if pairs.empty:
-        pairs = pd.DataFrame(columns=["entity_id", "trial_score", "champion_score", target])
+        pairs = pd.DataFrame(columns=["entity_id", *rows, target])
     return pairs
 
 
