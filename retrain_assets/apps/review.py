@@ -14,7 +14,7 @@ from retrain_assets.core.ingestion.landing import LandingFileError, REVIEWS, rea
 
 from retrain_assets.core.files import write_atomically
 from retrain_assets.core.partitions import PARTITION_COLUMN
-from retrain_assets.core.labeling.review import decision_rows
+from retrain_assets.core.labeling.review import decision_rows, relabel_problem
 from retrain_assets.core.spec import DatasetSpec
 from retrain_assets.apps.stores import StoreError, readable_database
 from retrain_assets.settings import ProjectSettings
@@ -108,6 +108,15 @@ def _blank(value) -> bool:
         return False
 
 
+def label_hint(spec: DatasetSpec) -> str:
+    """What a reviewed label must be, for messages: one of the classes, or a number within the label contract."""
+    target = spec.target
+    if target.is_classification:
+        return f"one of {list(target.classes)}"
+    bounds = [f">= {target.min:g}" if target.min is not None else "", f"<= {target.max:g}" if target.max is not None else ""]
+    return "a number" + (f" {' and '.join(b for b in bounds if b)}" if any(bounds) else "")
+
+
 def submit_decisions(landing_dir: Path, spec: DatasetSpec, items: pd.DataFrame, actions: list[dict], reviewer: str,
                      now: pd.Timestamp) -> list[Path]:
     """Write one new decision file per partition for `actions` ({item_id, action, label_after?, why}).
@@ -121,10 +130,10 @@ def submit_decisions(landing_dir: Path, spec: DatasetSpec, items: pd.DataFrame, 
     by_partition: dict[pd.Timestamp, list[dict]] = {}
     for action in actions:
         item = known.loc[action["item_id"]]
-        if action["action"] == "accept" and not action.get("label_after") and \
-                str(item["proposed_label"]) not in {str(c) for c in spec.target.classes}:
-            raise ValueError(f"{action['item_id']}: nothing to accept (the proposed label is {item['proposed_label']!r}); "
-                             f"use --action relabel --label <one of {list(spec.target.classes)}>")
+        proposed = None if _blank(item["proposed_label"]) else item["proposed_label"]
+        if action["action"] == "accept" and not action.get("label_after") and relabel_problem(proposed, spec.target):
+            raise ValueError(f"{action['item_id']}: nothing to accept (the proposed label is {proposed!r}); "
+                             f"use --action relabel --label <{label_hint(spec)}>")
         if item["gate"] == "unknown_id" and action["action"] != "reject":
             raise ValueError(f"{action['item_id']}: the row is not in the partition's contract-clean batch (quarantined or never "
                              "delivered), so its label cannot be trained on: reject it, or fix and re-deliver the batch")

@@ -10,12 +10,15 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 
-from retrain_assets.core.evaluation.metrics import classification_metrics
+from retrain_assets.core.evaluation.task_metrics import task_metrics
 from retrain_assets.core.labeling.label_files import combine_label_files, normalize_annotations
 from retrain_assets.core.labeling.label_quality import annotator_agreement
+from retrain_assets.core.labeling.numeric_labels import label_scale, reference_scale
 from retrain_assets.core.labeling.resolution import apply_review_decisions, resolve_labels
 from retrain_assets.core.ingestion.landing import LABELS, REVIEWS, LandingFile, LandingFileError, read_landing_file
-from retrain_assets.core.training.modeling import predict_scores, target_vector
+from retrain_assets.core.policy.performance import performance_rules
+from retrain_assets.core.tasks import BINARY, MULTICLASS, REGRESSION, class_texts
+from retrain_assets.core.training.modeling import predict_outputs, target_vector
 from retrain_assets.core.partitions import PARTITION_COLUMN
 from retrain_assets.core.labeling.review import applicable_decisions, build_queue, parse_decisions
 from retrain_assets.core.spec import DatasetSpec
@@ -38,6 +41,9 @@ GATED_SHARE_CHECK = "labeled_batches_gated_share"
 REJECTED_COLUMNS = ["source_file", "row_number", "reason", "row_json", "raw_copy"]
 LABEL_FIX = "correct the row and deliver it in a new label file for the partition"
 REVIEW_FIX = "record the decision again with `retrain-assets review`"
+# Regression: the label scale is measured on the labeled history when it holds at least this many
+# labels (a 1st-99th percentile range of fewer rows moves with every label); else the core's fallback.
+MIN_REFERENCE_LABELS = 100
 
 
 def build_labeling(spec: DatasetSpec, partitions_def: dg.PartitionsDefinition) -> dg.Definitions:
@@ -125,8 +131,9 @@ def build_labeling(spec: DatasetSpec, partitions_def: dg.PartitionsDefinition) -
                 "Contract-clean batch rows joined with their resolved labels: what training and monitoring read."),
                 metadata={"partition_expr": PARTITION_COLUMN}, automation_condition=FOLLOW_UPSTREAM, kinds={"duckdb", "pandas"}),
             "review_queue": dg.AssetOut(key_prefix=ns.prefix, description=(
-                "Every label item gated in the partition (low confidence, disputed, unknown id, outside the classes, "
-                "before its event) with the reasons, the annotations, the champion's score and the review status."),
+                "Every label item gated in the partition (low confidence, disputed, unknown id, outside the classes or "
+                "the label contract, before its event) with the reasons, the annotations, the champion's score (binary "
+                "P(positive), multiclass the top class's probability, regression the prediction) and the review status."),
                 metadata={"partition_expr": PARTITION_COLUMN}, automation_condition=FOLLOW_UPSTREAM, kinds={"duckdb"}),
         },
         deps=ns.keys("review_decisions"),
@@ -143,7 +150,8 @@ def build_labeling(spec: DatasetSpec, partitions_def: dg.PartitionsDefinition) -
             raise dg.Failure(f"{blocked[context.partition_key].rstrip('.')}. labeled_batches joins labels only to a batch that "
                              f"passed {CONTRACT_CHECK}, so nothing of this partition reaches training; it follows by "
                              "itself once a corrected delivery passes.")
-        resolution = resolve_labels(labels, raw_batches[[id_col, spec.event_time_column]], spec, gates)
+        scale, scale_source = reference_label_scale(warehouse, spec, start)
+        resolution = resolve_labels(labels, raw_batches[[id_col, spec.event_time_column]], spec, gates, scale=scale)
         decisions, set_aside = applicable_decisions(
             warehouse.query(f"select * from review_decisions where {PARTITION_COLUMN} = ?", [start]), resolution.gated, spec)
         for message in set_aside:
@@ -152,9 +160,10 @@ def build_labeling(spec: DatasetSpec, partitions_def: dg.PartitionsDefinition) -
         resolved = reviewed.labels[[id_col, target, "label_confidence", "review_action"]]
         joined = raw_batches.merge(resolved, on=id_col, how="inner", validate="one_to_one")
         champion = model_registry.version_for(CHAMPION)
-        scores = pd.Series(dtype=float)
+        outputs, scores = None, pd.Series(dtype=float)
         if champion is not None and len(raw_batches):
-            scores = pd.Series(predict_scores(model_registry.load(champion), raw_batches, spec), index=raw_batches[id_col])
+            outputs = predict_outputs(model_registry.load(champion), raw_batches, spec)
+            scores = pd.Series(champion_score(outputs, spec), index=raw_batches[id_col])
         previous = warehouse.query(f"select * from review_queue where {PARTITION_COLUMN} = ?", [start])
         queue = build_queue(context.partition_key, resolution.gated, previous, decisions, spec, champion, scores,
                             pd.Timestamp.now(tz="UTC").tz_convert(None))
@@ -173,11 +182,15 @@ def build_labeling(spec: DatasetSpec, partitions_def: dg.PartitionsDefinition) -
             "human_decisions_set_aside": len(set_aside),
             "annotator_agreement_rate": float(agreement["agreement_rate"]),
             "annotator_pairs": dg.MetadataValue.md(_pairs_markdown(agreement["pairs"])),
-            "positive_rate": float(np.mean(target_vector(joined, spec))) if len(joined) else float("nan"),
+            **label_summary_metadata(joined, spec),
         }
-        if champion is not None and len(joined):
-            live = classification_metrics(target_vector(joined, spec), scores.loc[joined[id_col]].to_numpy())
-            metadata.update({"champion_version": champion, "champion_roc_auc": live["roc_auc"], "champion_accuracy": live["accuracy"]})
+        if spec.target.type == REGRESSION:
+            voted = resolution.annotations.loc[resolution.annotations["gate"] == "", "label"]
+            metadata.update({"label_scale": label_scale(spec.target, scale, voted),
+                             "label_scale_source": scale_source or _fallback_source(spec)})
+        if outputs is not None and len(joined):
+            rows = pd.Series(np.arange(len(raw_batches)), index=raw_batches[id_col]).loc[joined[id_col]].to_numpy()
+            metadata.update({"champion_version": champion, **champion_live_metrics(joined, outputs[rows], spec)})
         yield dg.Output(joined, output_name="labeled_batches", metadata=metadata)
         yield dg.Output(queue, output_name="review_queue", metadata={
             "dagster/row_count": len(queue), "open": int((queue["status"] == "open").sum()),
@@ -193,6 +206,65 @@ def build_labeling(spec: DatasetSpec, partitions_def: dg.PartitionsDefinition) -
         )
 
     return dg.Definitions(assets=[ingest_labels, resolve_labels_step])
+
+
+def champion_score(outputs: np.ndarray, spec: DatasetSpec) -> np.ndarray:
+    """The champion's score of each row in one number (the review queue's `champion_score`): binary
+    P(positive), multiclass the top class's probability, regression the predicted value."""
+    values = np.asarray(outputs, dtype=float)
+    return values.max(axis=1) if spec.target.type == MULTICLASS else values
+
+
+def reference_label_scale(warehouse: Warehouse, spec: DatasetSpec, start: pd.Timestamp) -> tuple[float | None, str]:
+    """Regression: the scale a row's annotation spread is measured against, `reference_scale` (the
+    1st-99th percentile range) of the resolved labels of the newest policy.training_window_partitions
+    labeled partitions before `start`, and where it came from. (None, "") for classification, or when
+    that history holds fewer than MIN_REFERENCE_LABELS labels: the core then falls back to the
+    declared range (`numeric_labels.label_scale`)."""
+    if spec.target.type != REGRESSION:
+        return None, ""
+    history = warehouse.query(
+        f'select "{spec.target.name}" as label, {PARTITION_COLUMN} from labeled_batches where {PARTITION_COLUMN} in '
+        f"(select distinct {PARTITION_COLUMN} from labeled_batches where {PARTITION_COLUMN} < ? order by 1 desc limit ?)",
+        [start, spec.policy.training_window_partitions])
+    if len(history) < MIN_REFERENCE_LABELS or (scale := reference_scale(history["label"])) is None:
+        return None, ""
+    return scale, (f"1st-99th percentile range of {len(history)} labels of the {history[PARTITION_COLUMN].nunique()} "
+                   "labeled partitions before this one")
+
+
+def _fallback_source(spec: DatasetSpec) -> str:
+    """Where `numeric_labels.label_scale` takes the scale from without a measured one."""
+    target = spec.target
+    if target.min is not None and target.max is not None and target.max > target.min:
+        return (f"declared range target.max - target.min (fewer than {MIN_REFERENCE_LABELS} labels in the labeled "
+                "history before this partition)")
+    return "range of this partition's annotations (no labeled history, no declared range)"
+
+
+def label_summary_metadata(joined: pd.DataFrame, spec: DatasetSpec) -> dict:
+    """The resolved labels in a few numbers: binary `positive_rate`; multiclass `class_shares`
+    (every declared class, as text); regression `label_mean` (NaN without rows)."""
+    y = target_vector(joined, spec) if len(joined) else np.empty(0)
+    if spec.target.type == BINARY:
+        return {"positive_rate": float(np.mean(y)) if len(y) else float("nan")}
+    if spec.target.type == MULTICLASS:
+        counts = np.bincount(y.astype(int), minlength=len(spec.target.classes))
+        shares = {c: float(k / len(y)) if len(y) else float("nan") for c, k in zip(class_texts(spec.target), counts)}
+        return {"class_shares": dg.MetadataValue.json(shares)}
+    return {"label_mean": float(np.mean(y)) if len(y) else float("nan")}
+
+
+def champion_live_metrics(joined: pd.DataFrame, outputs: np.ndarray, spec: DatasetSpec) -> dict:
+    """The champion's metrics on the partition's labeled rows (`outputs` in the task's shape, one per
+    row of `joined`): binary `champion_roc_auc` and `champion_accuracy` as before; every task
+    `performance_metric` (the policy's primary metric) and `champion_<metric>` (its value)."""
+    metric = performance_rules(spec.policy, spec.target).metric
+    y = target_vector(joined, spec)
+    # A regression baseline only enters the skill; the primary metric (MAE, RMSE or R²) does not use it.
+    live = task_metrics(spec.target, y, outputs, baseline=float(np.mean(y)) if spec.target.type == REGRESSION else None)
+    binary = {"champion_roc_auc": live["roc_auc"], "champion_accuracy": live["accuracy"]} if spec.target.type == BINARY else {}
+    return {**binary, "performance_metric": metric, f"champion_{metric}": float(live[metric])}
 
 
 def _delivered(name: str, fallback: pd.Timestamp) -> pd.Timestamp:

@@ -21,7 +21,8 @@ def add_parser(subparsers) -> None:
     resolve = review_sub.add_parser("resolve", help="decide one or more items; the pipeline applies it on its next tick")
     resolve.add_argument("item_ids", nargs="+")
     resolve.add_argument("--action", choices=["accept", "relabel", "reject"], required=True)
-    resolve.add_argument("--label", default=None, help="the label to set (required with --action relabel)")
+    resolve.add_argument("--label", default=None, help="the label to set: one of the declared classes, or a number for a "
+                                                       "regression target (required with --action relabel)")
     resolve.add_argument("--reviewer", default=os.environ.get("RETRAIN_ASSETS_REVIEWER", ""),
                          help="your name, recorded in the audit table (default: $RETRAIN_ASSETS_REVIEWER)")
     resolve.add_argument("--why", required=True, help="the reason, recorded in the audit table")
@@ -77,10 +78,10 @@ def _resolve(args, database, landing_dir, spec) -> int:
     """Write the decision files for the open items named."""
     import pandas as pd
 
-    from retrain_assets.apps.review import review_items, submit_decisions
+    from retrain_assets.apps.review import label_hint, review_items, submit_decisions
 
     if args.action == "relabel" and args.label is None:
-        raise CliError("--action relabel needs --label", f"add --label <one of {list(spec.target.classes)}>")
+        raise CliError("--action relabel needs --label", f"add --label <{label_hint(spec)}>")
     if not args.reviewer.strip():
         raise CliError("say who you are with --reviewer NAME (or RETRAIN_ASSETS_REVIEWER)")
     items = review_items(database, landing_dir, spec, status="open")
