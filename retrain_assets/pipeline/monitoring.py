@@ -3,6 +3,7 @@ check), and `retrain_decisions`, where the retrain policy is applied and every d
 (with the freshness check on `deployed_model`)."""
 
 import math
+import pickle
 from pathlib import Path
 
 import dagster as dg
@@ -12,7 +13,10 @@ from retrain_assets.core.monitoring.profile import build_reference_profile
 from retrain_assets.core.reports.drift import render_drift_html
 from retrain_assets.core.reports.drift_trend import TREND_COLUMNS, render_drift_trend_html
 from retrain_assets.core.files import write_text_atomically
-from retrain_assets.core.training.modeling import content_hash, predict_scores, split_holdout, target_vector
+from retrain_assets.core.monitoring.loss_estimation import fit_loss_model
+from retrain_assets.core.policy.performance import performance_rules
+from retrain_assets.core.tasks import REGRESSION
+from retrain_assets.core.training.modeling import content_hash, predict_outputs, split_holdout, target_vector
 from retrain_assets.core.partitions import PARTITION_COLUMN, PERIODS
 from retrain_assets.core.monitoring.batch_report import build_drift_report
 from retrain_assets.core.monitoring.multivariate import reference_sample
@@ -24,11 +28,12 @@ from retrain_assets.core.roles import CHAMPION
 from retrain_assets.pipeline.shared.warehouse import Warehouse
 from retrain_assets.pipeline.shared.namespace import Namespace
 from retrain_assets.pipeline.shared.lookups import latest_materialization_metadata
-from retrain_assets.pipeline.shared.lookups import latest_reference, gather_history
+from retrain_assets.pipeline.shared.lookups import gather_history, latest_loss_model, latest_reference
 
 DRIFT_CHECK = "drift_report_policy"
 DECISION_NUMBERS = ("labeled_partitions", "drifted_batches", "window_batches", "model_age_partitions", "realized_roc_auc",
-                    "estimated_roc_auc", "baseline_roc_auc", "new_labeled_rows", "drifted_labeled_rows")
+                    "estimated_roc_auc", "baseline_roc_auc", "new_labeled_rows", "drifted_labeled_rows", "realized_performance",
+                    "estimated_performance", "baseline_performance")
 
 
 def follow_batch_and_labels(ns: Namespace) -> dg.AutomationCondition:
@@ -52,14 +57,17 @@ def build_monitoring(spec: DatasetSpec, partitions_def: dg.PartitionsDefinition)
     """Reference profile, drift report, retrain decisions and their checks for `spec`."""
     ns = Namespace(spec.name)
     policy = spec.policy
+    rules = performance_rules(policy, spec.target)
 
     @dg.asset(key_prefix=ns.prefix, ins=ns.ins("training_set"), pool=ns.pool, group_name=ns.name("monitoring"), deps=ns.keys("deployed_model"), kinds={"duckdb"})
     def reference_profile(
         context: dg.AssetExecutionContext, training_set: pd.DataFrame, model_registry: ModelRegistry, warehouse: Warehouse
     ) -> dg.Output[pd.DataFrame]:
         """Distribution profile of the rows the champion was trained on (quantile bins, sorted
-        values, category counts, score distribution, label prior) plus a row sample, one row per
-        champion version. Checking a batch against it costs time in the batch's size only."""
+        values, category counts, the champion's predictions and the labels in the task's terms)
+        plus a row sample, one row per champion version; for regression also the model of the
+        champion's error fitted on its held-out rows (the label-free estimate's loss model).
+        Checking a batch against it costs time in the batch's size only."""
         champion = model_registry.version_for(CHAMPION)
         if champion is None:  # the gate rejected the first model, or it awaits approval
             return dg.Output(warehouse.query("select * from reference_profile"),
@@ -68,17 +76,21 @@ def build_monitoring(spec: DatasetSpec, partitions_def: dg.PartitionsDefinition)
             # A champion restored by a rollback keeps the profile of the data it was trained on.
             return dg.Output(warehouse.query("select * from reference_profile"),
                              metadata={"model_version": champion, "status": "profile of this champion already stored"})
-        train, _, _ = split_holdout(training_set, policy.holdout_share)
-        scores = predict_scores(model_registry.load(champion), train, spec)
+        train, holdout, _ = split_holdout(training_set, policy.holdout_share)
+        model = model_registry.load(champion)
         data_version = str(latest_materialization_metadata(context.instance, ns.key("training_set")).get("data_version", ""))
-        profile = build_reference_profile(train, spec.numeric_features, spec.categorical_features, scores=scores,
-                                          labels=target_vector(train, spec), thresholds=policy.drift, created_from=data_version)
+        profile = build_reference_profile(train, spec.numeric_features, spec.categorical_features,
+                                          scores=predict_outputs(model, train, spec), labels=target_vector(train, spec),
+                                          thresholds=policy.drift, created_from=data_version, target=spec.target)
         sample = reference_sample(train, spec.feature_columns, seed=policy.random_seed)
+        loss_model, loss_note = champion_loss_model(model, holdout, spec)
         row = pd.DataFrame([{"model_version": champion, "data_version": data_version,
                              "created_at": pd.Timestamp.now(tz="UTC").tz_convert(None), "n_rows": len(train),
-                             "profile_json": profile.to_json(), "sample_json": sample.to_json(orient="split", date_format="iso")}])
+                             "profile_json": profile.to_json(), "sample_json": sample.to_json(orient="split", date_format="iso"),
+                             "loss_model": loss_model}])
         return dg.Output(warehouse.with_history("reference_profile", row),
-                         metadata={"model_version": champion, "reference_rows": len(train), "data_version": data_version})
+                         metadata={"model_version": champion, "reference_rows": len(train), "data_version": data_version,
+                                   **({"loss_model": loss_note} if loss_note else {})})
 
     @dg.asset(
         key_prefix=ns.prefix,
@@ -109,6 +121,7 @@ def build_monitoring(spec: DatasetSpec, partitions_def: dg.PartitionsDefinition)
             return
         profile, sample = reference
         model = model_registry.load(champion)
+        loss_model = latest_loss_model(warehouse, champion) if spec.target.type == REGRESSION else None
         labeled = warehouse.query(f"select * from labeled_batches where {PARTITION_COLUMN} = ?", [start])
         batch_hash = content_hash(raw_batches)
         # Labels of a batch change more often than its rows (late labels, review decisions): the
@@ -117,9 +130,10 @@ def build_monitoring(spec: DatasetSpec, partitions_def: dg.PartitionsDefinition)
                                   "champion_version = ? and batch_hash = ? limit 1", [start, champion, batch_hash])
         result = build_drift_report(
             profile, raw_batches, spec, policy.drift, reference_rows=sample if earlier.empty else None,
-            scores=predict_scores(model, raw_batches, spec) if len(raw_batches) else None,
-            labeled_scores=predict_scores(model, labeled, spec) if len(labeled) else None,
+            scores=predict_outputs(model, raw_batches, spec) if len(raw_batches) else None,
+            labeled_scores=predict_outputs(model, labeled, spec) if len(labeled) else None,
             labels=target_vector(labeled, spec) if len(labeled) else None, seed=policy.random_seed,
+            labeled_rows=labeled, loss_model=loss_model, metric=rules.metric,
         )
         if not earlier.empty:
             result.summary["multivariate_auc"] = float(earlier["multivariate_auc"].iloc[0])
@@ -137,8 +151,8 @@ def build_monitoring(spec: DatasetSpec, partitions_def: dg.PartitionsDefinition)
         others = warehouse.query(f"select {', '.join(TREND_COLUMNS)} from drift_report where {PARTITION_COLUMN} <> ?", [start])
         history = pd.concat([others, report[list(TREND_COLUMNS)]], ignore_index=True) if len(others) else report
         trend_path = Path(warehouse.reports_path) / "drift" / "trend.html"
-        write_text_atomically(render_drift_trend_html(history, policy.drift.dataset_drift_share, f"Drift over time: {spec.name}"),
-                              trend_path)
+        write_text_atomically(render_drift_trend_html(history, policy.drift.dataset_drift_share, f"Drift over time: {spec.name}",
+                                                      metric_label=rules.label), trend_path)
         top = result.features.sort_values(["drifted", "drift_score"], ascending=[False, False]).head(8)
         yield dg.Output(report, metadata={
             "dagster/row_count": len(report),
@@ -147,6 +161,9 @@ def build_monitoring(spec: DatasetSpec, partitions_def: dg.PartitionsDefinition)
             "dataset_drifted": summary["dataset_drifted"],
             "estimated_roc_auc": summary["estimated_roc_auc"],
             "realized_roc_auc": summary["realized_roc_auc"],
+            "performance_metric": rules.metric,
+            "estimated_performance": summary["estimated_performance"],
+            "realized_performance": summary["realized_performance"],
             "champion_version": champion,
             "top_drifted_features": dg.MetadataValue.md(
                 top[["feature", "test", "drift_score", "threshold", "psi", "p_value_adjusted", "drifted"]].to_markdown(index=False, floatfmt=".4g")),
@@ -175,8 +192,8 @@ def build_monitoring(spec: DatasetSpec, partitions_def: dg.PartitionsDefinition)
     def retrain_decisions(context: dg.AssetExecutionContext, model_registry: ModelRegistry, warehouse: Warehouse) -> dg.Output[pd.DataFrame]:
         """Every retrain decision (triggered or suppressed), with the reason and the numbers.
         The retrain sensor launches `retrain_job` for each decision that says retrain."""
-        history = gather_history(context.instance, ns, model_registry, warehouse)
-        decision = decide_retrain(history, policy)
+        history = gather_history(context.instance, ns, model_registry, warehouse, spec.target)
+        decision = decide_retrain(history, policy, spec.target)
         known = sorted(set(history.labeled_partitions) | {s.partition for s in history.signals})
         row = pd.DataFrame([{
             "decided_at": pd.Timestamp.now(tz="UTC").tz_convert(None),
@@ -187,6 +204,7 @@ def build_monitoring(spec: DatasetSpec, partitions_def: dg.PartitionsDefinition)
             "trigger": decision.trigger,
             "suppressed_by": decision.suppressed_by,
             "reason": decision.reason,
+            "performance_metric": rules.metric,
             **{k: float(decision.numbers.get(k, math.nan)) for k in DECISION_NUMBERS},
         }])
         return dg.Output(warehouse.with_history("retrain_decisions", row), metadata={
@@ -213,6 +231,20 @@ def build_monitoring(spec: DatasetSpec, partitions_def: dg.PartitionsDefinition)
                                                f"(limit {policy.max_model_age_partitions})", metadata={"model_age_partitions": int(age)})
 
     return dg.Definitions(assets=[reference_profile, drift_report, retrain_decisions], asset_checks=[deployed_model_freshness])
+
+
+def champion_loss_model(model, holdout: pd.DataFrame, spec: DatasetSpec) -> tuple[bytes, str]:
+    """A regression champion's loss model (`fit_loss_model` on its held-out rows: the newest
+    partitions of its training window, which it was not trained on), pickled for the
+    `reference_profile.loss_model` column, and a note when there is none; b"" for classification."""
+    if spec.target.type != REGRESSION:
+        return b"", ""
+    try:
+        fitted = fit_loss_model(holdout, predict_outputs(model, holdout, spec), target_vector(holdout, spec), spec,
+                                seed=spec.policy.random_seed)
+    except ValueError as error:  # too few held-out rows
+        return b"", f"no loss model, so no label-free estimate: {error}"
+    return pickle.dumps(fitted, protocol=pickle.HIGHEST_PROTOCOL), ""
 
 
 def decisions_freshness(spec: DatasetSpec) -> dg.FreshnessPolicy:

@@ -5,7 +5,11 @@ from __future__ import annotations
 
 from retrain_assets.core.catalog.model import (BIGINT, BOOLEAN, DOUBLE, HISTORY, PARTITIONED, TIMESTAMP, TIMESTAMP_NS,
                                                VARCHAR, ColumnDoc, TableDoc, partition_column)
+from retrain_assets.core.policy.performance import performance_rules
 from retrain_assets.core.spec import DatasetSpec
+from retrain_assets.core.tasks import BINARY, MULTICLASS, REGRESSION
+
+BLOB = "BLOB"
 
 
 def _reference_profile(spec: DatasetSpec) -> TableDoc:
@@ -19,7 +23,17 @@ def _reference_profile(spec: DatasetSpec) -> TableDoc:
          ColumnDoc("n_rows", BIGINT, "Training rows profiled (the window minus its held-out partitions)."),
          ColumnDoc("profile_json", VARCHAR, "The profile, as JSON."),
          ColumnDoc("sample_json", VARCHAR, "A sample of the feature rows (pandas `split` JSON), for the multivariate "
-                                           "test.")))
+                                           "test."),
+         ColumnDoc("loss_model", BLOB, _loss_model_text(spec))))
+
+
+def _loss_model_text(spec: DatasetSpec) -> str:
+    if spec.target.type != REGRESSION:
+        return "Empty: the loss model of the label-free estimate is for regression targets only."
+    return ("The model of the champion's absolute and squared error (`core.monitoring.loss_estimation.LossModel`, "
+            "pickled), fitted on the champion's held-out rows (the newest partitions of its training window, which it "
+            "was not trained on): the label-free MAE / RMSE estimate of every batch. Empty when the held-out rows were "
+            "too few to fit one (then the estimate is NaN).")
 
 
 def feature_drift_columns(spec: DatasetSpec) -> tuple[ColumnDoc, ...]:
@@ -78,6 +92,52 @@ _SUMMARY = (
 )
 
 
+def _task_summary(spec: DatasetSpec) -> tuple[tuple[str, str, str], ...]:
+    """The task-neutral columns (`core.monitoring.batch_report.TASK_COLUMNS`), described for the spec's task."""
+    task, rules = spec.target.type, performance_rules(spec.policy, spec.target)
+    metric = f"{rules.label} (`{rules.metric}`)"
+    estimate = {BINARY: "from its scores, assuming they are calibrated",
+                MULTICLASS: "confidence-based, one-vs-rest: from its class probabilities, assuming they are calibrated",
+                REGRESSION: "direct loss estimation: reference_profile.loss_model's prediction of its error on each row"}[task]
+    labels = {BINARY: "positive rate (as the two-class shares)", MULTICLASS: "class shares",
+              REGRESSION: "label values (over the reference labels' decile bins)"}[task]
+    prediction_test = {BINARY: "Kolmogorov-Smirnov p-value of the scores", MULTICLASS: "chi-square goodness-of-fit p-value of "
+                       "the predicted-class shares against the reference's", REGRESSION: "Kolmogorov-Smirnov p-value of the "
+                       "predicted values"}[task]
+    return (
+        ("performance_metric", VARCHAR, f"The primary metric the performance columns report: `{rules.metric}` "
+                                        f"(policy.performance.primary_metric, else the task's)."),
+        ("estimated_performance", DOUBLE, f"Label-free estimate of the champion's {metric} on the batch ({estimate}); "
+                                          "NaN when the metric has no label-free estimate."),
+        ("estimated_performance_low", DOUBLE, "Lower end of the estimate's 95 % band."),
+        ("estimated_performance_high", DOUBLE, "Upper end of the estimate's 95 % band."),
+        ("realized_performance", DOUBLE, f"The champion's {metric} on the batch's labeled rows (NaN until labels arrive)."),
+        ("label_drift_distance", DOUBLE, f"Jensen-Shannon distance (base 2, 0..1) of the labeled rows' {labels} from "
+                                         "the reference's; NaN until labels arrive."),
+        ("prediction_drift_p_value", DOUBLE, f"Prediction drift: {prediction_test}."),
+        ("prediction_drift_distance", DOUBLE, "Prediction drift: Jensen-Shannon distance (base 2) of the champion's "
+                                              f"{_predictions(task)} on the batch from those on the reference."),
+        ("task_drift_json", VARCHAR, "The full label and prediction drift numbers as JSON: `{\"label\": ..., "
+                                     f"\"prediction\": ...}}` ({_drift_keys(task)}); NaN written as null; empty when neither "
+                                     "was computed."),
+    )
+
+
+def _predictions(task: str) -> str:
+    return {BINARY: "scores", MULTICLASS: "predicted classes", REGRESSION: "predicted values"}[task]
+
+
+def _drift_keys(task: str) -> str:
+    if task == BINARY:
+        return "label: reference_positive_rate, current_positive_rate, difference, p_value; prediction: ks_statistic, " \
+               "ks_p_value, psi, jensen_shannon, wasserstein_norm"
+    if task == MULTICLASS:
+        return ("per class c: reference_share_c, current_share_c, share_difference_c, with chi2_statistic, chi2_p_value, "
+                "jensen_shannon, psi; prediction adds reference_/current_mean_probability_c and mean_probability_difference_c")
+    return ("the numeric tests: ks_statistic, ks_p_value, psi, jensen_shannon, wasserstein_norm, reference_mean, current_mean, "
+            "mean_difference")
+
+
 def _drift_report(spec: DatasetSpec) -> TableDoc:
     return TableDoc(
         "drift_report", "monitoring", "drift_report", "one feature of one batch",
@@ -86,14 +146,39 @@ def _drift_report(spec: DatasetSpec) -> TableDoc:
         "on every feature row of the batch. Re-run when the batch's labels change.", PARTITIONED,
         (*feature_drift_columns(spec), partition_column(),
          ColumnDoc("computed_at", TIMESTAMP, "When the report was computed (naive UTC)."),
-         *(ColumnDoc(name, type_, text) for name, type_, text in _SUMMARY),
+         *(ColumnDoc(name, type_, text) for name, type_, text in _summary(spec)),
          ColumnDoc("champion_version", VARCHAR, "The champion compared with; joins reference_profile.model_version."),
          ColumnDoc("batch_hash", VARCHAR, "Content hash of the batch's raw rows."),
          ColumnDoc("estimate_reliable", BOOLEAN, "Whether the realized metrics fell inside the estimate's band (false "
                                                  "is the mark of concept drift); null until labels arrive.")))
 
 
+def _summary(spec: DatasetSpec) -> tuple[tuple[str, str, str], ...]:
+    """The batch-level columns: binary's (NaN for the other tasks; multiclass fills the accuracy ones), then the task-neutral ones."""
+    task = spec.target.type
+    label_p = {BINARY: "Exact binomial test of the batch's positive rate against the reference's.",
+               MULTICLASS: "Chi-square goodness-of-fit test of the labeled rows' class shares against the reference's.",
+               REGRESSION: "Kolmogorov-Smirnov test of the labeled rows' values against the reference's."}[task]
+    accuracy = "" if task == BINARY else (" Multiclass: of the top class too." if task == MULTICLASS else " NaN for regression.")
+    out = []
+    for name, type_, text in _SUMMARY:
+        if name == "label_drift_p_value":
+            text = label_p + " NaN until labels arrive."
+        elif task != BINARY and name in ("estimated_accuracy", "realized_accuracy"):
+            text += accuracy
+        elif task != BINARY and name in _BINARY_ONLY:
+            text += f" Binary targets only (NaN for a {task} target)."
+        out.append((name, type_, text))
+    return (*out, *_task_summary(spec))
+
+
+_BINARY_ONLY = ("prediction_psi", "prediction_ks_p_value", "estimated_roc_auc", "estimated_roc_auc_low", "estimated_roc_auc_high",
+                "realized_roc_auc", "current_positive_rate")
+
+
 def _retrain_decisions(spec: DatasetSpec) -> TableDoc:
+    rules = performance_rules(spec.policy, spec.target)
+    metric = f"{rules.label} (`{rules.metric}`)"
     numbers = {
         "labeled_partitions": "Labeled partitions (before the first model).",
         "drifted_batches": "Batches among the last policy.drift_window_batches that drifted.",
@@ -104,7 +189,14 @@ def _retrain_decisions(spec: DatasetSpec) -> TableDoc:
         "baseline_roc_auc": "The champion's held-out ROC AUC at promotion.",
         "new_labeled_rows": "Labeled rows since the last training window.",
         "drifted_labeled_rows": "Labeled rows of the drifted batches.",
+        "realized_performance": f"The champion's recent realized {metric} (mean of the newest batches with labels): what the "
+                                "performance clause compares.",
+        "estimated_performance": f"The champion's recent label-free estimated {metric} (compared when nothing is realized yet).",
+        "baseline_performance": f"The champion's held-out {metric} at promotion (deployed_model.holdout_performance).",
     }
+    if spec.target.type != BINARY:
+        for name in ("realized_roc_auc", "estimated_roc_auc", "baseline_roc_auc"):
+            numbers[name] += f" Binary targets only (NaN for a {spec.target.type} target)."
     return TableDoc(
         "retrain_decisions", "monitoring", "retrain_decisions", "one application of the retrain policy",
         "Every retrain decision, triggered or suppressed, with the reason and the numbers; a decision that says retrain "
@@ -121,6 +213,7 @@ def _retrain_decisions(spec: DatasetSpec) -> TableDoc:
                                              "`awaiting_drift_labels`, `trial_running`, `min_new_labels`, `cooldown`, "
                                              "`budget`, or empty."),
          ColumnDoc("reason", VARCHAR, "The decision in words, with the numbers."),
+         ColumnDoc("performance_metric", VARCHAR, f"The primary metric the performance clause compares: `{rules.metric}`."),
          *(ColumnDoc(name, DOUBLE, text + " NaN when not computed.") for name, text in numbers.items())))
 
 

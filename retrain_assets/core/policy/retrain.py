@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 from retrain_assets.core.policy.definition import Policy
+from retrain_assets.core.policy.performance import PerformanceRules, performance_rules
+from retrain_assets.core.spec import TargetSpec
 
 
 @dataclass(frozen=True)
@@ -21,6 +23,10 @@ class BatchSignal:
     estimated_roc_auc: float = float("nan")
     realized_roc_auc: float = float("nan")
     n_labeled: int = 0
+    # The primary metric's values (`drift_report.estimated_performance` / `realized_performance`);
+    # NaN: the ROC AUC fields stand for them (a binary history recorded before they existed).
+    estimated_performance: float = float("nan")
+    realized_performance: float = float("nan")
 
 
 @dataclass(frozen=True)
@@ -29,7 +35,10 @@ class PolicyHistory:
 
     `last_trained_through` is the newest partition of the last training window (None: never
     trained); `past_triggers` lists (partition, trigger) of earlier retrain decisions, oldest first;
-    `trial_version` is the challenger on live trial (canary or shadow), if any.
+    `trial_version` is the challenger on live trial (canary or shadow), if any;
+    `champion_baseline_performance` is the champion's held-out value of the primary metric at
+    promotion (None: `champion_holdout_roc_auc` stands for it, as in a binary history); `target`
+    names the task whose primary metric the performance clause compares (None: binary).
     """
 
     labeled_partitions: list[str]
@@ -40,6 +49,8 @@ class PolicyHistory:
     new_labeled_rows: int = 0
     past_triggers: list[tuple[str, str]] = field(default_factory=list)
     trial_version: str | None = None
+    champion_baseline_performance: float | None = None
+    target: TargetSpec | None = None
 
 
 @dataclass(frozen=True)
@@ -73,13 +84,16 @@ def drift_clause(dataset_drifted: Sequence[bool], policy: Policy) -> DriftClause
     return DriftClause(drifted, len(recent), drifted >= policy.drift_min_batches)
 
 
-def decide_retrain(history: PolicyHistory, policy: Policy) -> RetrainDecision:
+def decide_retrain(history: PolicyHistory, policy: Policy, target: TargetSpec | None = None) -> RetrainDecision:
     """Apply the retrain policy to the pipeline's history. Clauses, in order:
 
     first model -> performance -> drift (k of n, with hysteresis) -> freshness; a firing clause is
     then subject to the guards: no live trial running (one rollout at a time: a new challenger
     would be judged against a champion whose successor is still on trial), minimum new labels,
-    cooldown, budget.
+    cooldown, budget. The performance clause compares the task's primary metric
+    (`performance_rules(policy, target)`; target None: `history.target`, None: binary) in its own
+    units: realized (else estimated) misses the SLO, or is worse than the champion's baseline by
+    more than `drop`.
     """
     labeled = sorted(set(history.labeled_partitions))
     if history.last_trained_through is None:
@@ -92,22 +106,17 @@ def decide_retrain(history: PolicyHistory, policy: Policy) -> RetrainDecision:
     signals = [s for s in history.signals if s.champion_version == history.champion_version]
     drift = drift_clause([s.dataset_drifted for s in signals], policy)
     age = sum(p > history.last_trained_through for p in labeled)
-    realized = _recent_mean([s.realized_roc_auc for s in signals], policy.drift_window_batches)
-    estimated = _recent_mean([s.estimated_roc_auc for s in signals], policy.drift_window_batches)
-    performance, source = (realized, "realized") if not math.isnan(realized) else (estimated, "estimated")
-    baseline = history.champion_holdout_roc_auc
+    rules = performance_rules(policy, target if target is not None else history.target)
     numbers = {"drifted_batches": drift.drifted_batches, "window_batches": drift.window_batches, "model_age_partitions": age,
-               "realized_roc_auc": realized, "estimated_roc_auc": estimated,
-               "baseline_roc_auc": baseline if baseline is not None else float("nan"),
-               "new_labeled_rows": history.new_labeled_rows}
+               **_performance_numbers(history, signals, rules, policy.drift_window_batches)}
+    realized, estimated, baseline = numbers["realized_performance"], numbers["estimated_performance"], numbers["baseline_performance"]
+    performance, source = (realized, "realized") if not math.isnan(realized) else (estimated, "estimated")
 
     fired: list[tuple[str, str]] = []
     if not math.isnan(performance):
-        if performance < policy.min_roc_auc:
-            fired.append(("performance", f"{source} ROC AUC {performance:.3f} below the SLO {policy.min_roc_auc:.3f}"))
-        elif baseline is not None and performance < baseline - policy.max_roc_auc_drop:
-            fired.append(("performance", f"{source} ROC AUC {performance:.3f} dropped more than {policy.max_roc_auc_drop:.2f} "
-                                         f"below the champion's {baseline:.3f}"))
+        clause = performance_clause(rules, performance, None if math.isnan(baseline) else baseline, source)
+        if clause:
+            fired.append(("performance", clause))
     held: tuple[str, str] | None = None
     drifted_labeled = sum(s.n_labeled for s in signals if s.dataset_drifted)
     numbers["drifted_labeled_rows"] = drifted_labeled
@@ -128,8 +137,8 @@ def decide_retrain(history: PolicyHistory, policy: Policy) -> RetrainDecision:
     if not fired and held:
         return RetrainDecision(False, held[1], "drift", held[0], numbers)
     if not fired:
-        return RetrainDecision(False, f"healthy: drift in {in_window} batches, {source} ROC AUC "
-                                      f"{performance:.3f}, {age}/{policy.max_model_age_partitions} new labeled partitions", numbers=numbers)
+        return RetrainDecision(False, f"healthy: drift in {in_window} batches, {source} {rules.label} "
+                                      f"{_shown(performance, rules)}, {age}/{policy.max_model_age_partitions} new labeled partitions", numbers=numbers)
 
     trigger, why = fired[0][0], "; ".join(text for _, text in fired)
     if history.trial_version:
@@ -150,6 +159,58 @@ def decide_retrain(history: PolicyHistory, policy: Policy) -> RetrainDecision:
             return RetrainDecision(False, f"{why} — but the budget is spent: {used} retrains in the last "
                                           f"{policy.budget_window_partitions} batches", trigger, "budget", numbers)
     return RetrainDecision(True, why, trigger, numbers=numbers)
+
+
+def _performance_numbers(history: PolicyHistory, signals: list[BatchSignal], rules: PerformanceRules, window: int) -> dict:
+    """The recent realized and estimated values (means over the newest `window` batches that have
+    one) and the baseline, of the primary metric and, for binary's columns, of ROC AUC. The
+    baseline is the champion's held-out value at promotion (NaN when unknown); a history without
+    `champion_baseline_performance` falls back on `champion_holdout_roc_auc` when the metric is ROC AUC."""
+    baseline = history.champion_baseline_performance
+    if (baseline is None or math.isnan(baseline)) and rules.metric == "roc_auc":
+        baseline = history.champion_holdout_roc_auc
+    nan = float("nan")
+    return {"realized_roc_auc": _recent_mean([s.realized_roc_auc for s in signals], window),
+            "estimated_roc_auc": _recent_mean([s.estimated_roc_auc for s in signals], window),
+            "baseline_roc_auc": history.champion_holdout_roc_auc if history.champion_holdout_roc_auc is not None else nan,
+            "new_labeled_rows": history.new_labeled_rows,
+            "realized_performance": _recent_mean([_performance(s.realized_performance, s.realized_roc_auc) for s in signals], window),
+            "estimated_performance": _recent_mean([_performance(s.estimated_performance, s.estimated_roc_auc) for s in signals],
+                                                  window),
+            "baseline_performance": baseline if baseline is not None else nan}
+
+
+def performance_clause(rules: PerformanceRules, performance: float, baseline: float | None, source: str) -> str:
+    """Why the performance clause holds for `performance` (the `source` "realized" or "estimated"
+    value of the primary metric) against the champion's `baseline` at promotion; "" when it does not.
+
+    It holds when the value misses the SLO, or is worse than the baseline by more than
+    `rules.drop(baseline)`: for binary ROC AUC exactly `value < min_roc_auc` and
+    `value < baseline - max_roc_auc_drop` (the limit is formed first, so the numbers decide as they always did).
+    """
+    words = f"{source} {rules.label} {_shown(performance, rules)}"
+    if not rules.meets_slo(performance):
+        side = "below" if rules.higher_is_better else "above"
+        return f"{words} {side} the SLO {_shown(rules.slo, rules)}"
+    if baseline is None or math.isnan(baseline):
+        return ""
+    drop = rules.drop(baseline)
+    limit = baseline - drop if rules.higher_is_better else baseline + drop
+    if rules.worse_by(performance, limit) > 0:
+        if rules.higher_is_better:
+            return f"{words} dropped more than {drop:.2f} below the champion's {_shown(baseline, rules)}"
+        return f"{words} rose more than {drop:.4g} above the champion's {_shown(baseline, rules)}"
+    return ""
+
+
+def _shown(value: float, rules: PerformanceRules) -> str:
+    """A metric value as the reasons print it: 3 decimals for a score in [0, 1], 4 significant digits for an error."""
+    return f"{value:.3f}" if rules.higher_is_better else f"{value:.4g}"
+
+
+def _performance(value: float, roc_auc: float) -> float:
+    """A signal's primary-metric value; a history recorded before the task-neutral columns has ROC AUC only."""
+    return roc_auc if math.isnan(value) else value
 
 
 def _recent_mean(values: list[float], n: int) -> float:

@@ -3,12 +3,14 @@ no scripts or external assets, so it opens from disk, from an e-mail or from the
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Any
 
 import numpy as np
 import pandas as pd
 from retrain_assets.core.reports.html import CURRENT_COLOR, REFERENCE_COLOR, escape
+from retrain_assets.core.tasks import BINARY, METRICS, MULTICLASS
 
 _SUMMARY_LABELS = {
     "drift_share": "Drifted-feature share", "dataset_drifted": "Dataset drifted", "ood_share": "Out-of-distribution rows",
@@ -26,9 +28,10 @@ def render_drift_html(title: str, features: pd.DataFrame, summary: dict[str, Any
         f"<td>{_num(r.p_value_adjusted)}</td><td>{'DRIFT' if r.drifted else 'ok'}</td></tr>"
         for r in features.sort_values(["drifted", "drift_score"], ascending=[False, False]).itertuples()
     )
+    labels = _summary_labels(summary, getattr(profile, "task", BINARY))
     summary_items = "".join(
-        f"<li><b>{escape(_SUMMARY_LABELS.get(k, k))}</b>: {_num(v) if v is None or isinstance(v, (float, bool)) else escape(v)}</li>"
-        for k, v in summary.items() if k in _SUMMARY_LABELS
+        f"<li><b>{escape(labels.get(k, k))}</b>: {_num(v) if v is None or isinstance(v, (float, bool)) else escape(v)}</li>"
+        for k, v in summary.items() if k in labels
     )
     charts = []
     for name, numeric in profile.numeric.items():
@@ -46,7 +49,52 @@ td,th{{border:1px solid #ccc;padding:4px 8px;font-size:13px}} tr.drift td{{backg
 <span style="color:{CURRENT_COLOR}">&#9632; current batch</span></p>
 <table><tr><th>feature</th><th>kind</th><th>test</th><th>score</th><th>threshold</th><th>PSI</th><th>p-value</th>
 <th>p (BH-adjusted)</th><th>verdict</th></tr>{rows}</table>
-<h2>Distributions</h2><div class="charts">{''.join(charts)}</div></body></html>"""
+{_task_section(summary, getattr(profile, "task", BINARY))}<h2>Distributions</h2><div class="charts">{''.join(charts)}</div></body></html>"""
+
+
+def _summary_labels(summary: dict[str, Any], task: str) -> dict[str, str]:
+    """The summary numbers a page lists, in words: binary's as always; the other tasks name their
+    primary metric (`core.tasks.METRICS[...].label`) and the task-neutral drift numbers."""
+    if task == BINARY:
+        return _SUMMARY_LABELS
+    metric = str(summary.get("performance_metric") or "")
+    words = METRICS[metric].label if metric in METRICS else metric
+    labels = {k: v for k, v in _SUMMARY_LABELS.items() if k in ("drift_share", "dataset_drifted", "ood_share", "multivariate_auc",
+                                                                 "estimate_reliable", "label_drift_p_value")}
+    labels.update(estimated_performance=f"Estimated {words}", estimated_performance_low=f"Estimated {words}, band low",
+                  estimated_performance_high=f"Estimated {words}, band high", realized_performance=f"Realized {words}",
+                  label_drift_distance="Label-drift distance (Jensen-Shannon)", prediction_drift_p_value="Prediction-drift p-value",
+                  prediction_drift_distance="Prediction-drift distance (Jensen-Shannon)", n_labeled="Labeled rows")
+    if task == MULTICLASS:
+        labels.update(estimated_accuracy="Estimated accuracy", realized_accuracy="Realized accuracy")
+    return labels
+
+
+def _task_section(summary: dict[str, Any], task: str) -> str:
+    """Multiclass: label and predicted class shares, reference vs batch; regression: the numeric
+    drift of labels and predicted values. Empty for binary (its numbers are in the summary list)."""
+    drift = json.loads(summary.get("task_drift_json") or "{}") if task != BINARY else {}
+    if not drift:
+        return ""
+    if task == MULTICLASS:
+        keys = [k for part in drift.values() for k in part if k.startswith("reference_share_")]
+        classes = list(dict.fromkeys(k.removeprefix("reference_share_") for k in keys))  # declared order, once each
+        head = "<tr><th>class</th><th>labels: reference</th><th>labels: batch</th><th>predicted: reference</th><th>predicted: batch</th></tr>"
+        rows = "".join(
+            f"<tr><td>{escape(c)}</td>" + "".join(
+                f"<td>{_share(drift.get(part, {}).get(f'{side}_share_{c}'))}</td>"
+                for part in ("label", "prediction") for side in ("reference", "current")) + "</tr>"
+            for c in classes)
+        return f"<h2>Class shares</h2><table>{head}{rows}</table>"
+    names = ("reference_mean", "current_mean", "mean_difference", "ks_p_value", "jensen_shannon", "wasserstein_norm", "psi")
+    head = "<tr><th></th>" + "".join(f"<th>{escape(n.replace('_', ' '))}</th>" for n in names) + "</tr>"
+    rows = "".join(f"<tr><td>{what}</td>" + "".join(f"<td>{_num(drift[part].get(n))}</td>" for n in names) + "</tr>"
+                   for part, what in (("label", "labels"), ("prediction", "predicted values")) if part in drift)
+    return f"<h2>Label and prediction drift</h2><table>{head}{rows}</table>"
+
+
+def _share(value: Any) -> str:
+    return "–" if value is None else f"{float(value):.1%}"
 
 
 def _numeric_bins(profile, values: pd.Series) -> tuple[list[str], np.ndarray, np.ndarray]:

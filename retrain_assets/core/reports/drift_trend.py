@@ -15,9 +15,12 @@ from retrain_assets.core.partitions import PARTITION_COLUMN
 from retrain_assets.core.reports.html import CURRENT_COLOR, REFERENCE_COLOR, WORSE_COLOR, escape, finite_float, optional_bool
 
 P_VALUE_TESTS = ("ks", "chi2")
+# The champion's label-free estimate (with its band) and realized value of the primary metric.
+PERFORMANCE_COLUMNS = ("estimated_performance", "estimated_performance_low", "estimated_performance_high", "realized_performance")
+PERFORMANCE_HEIGHT = 160
 # The drift_report columns the page reads (the table has ~40): a caller selects only these.
 TREND_COLUMNS = (PARTITION_COLUMN, "feature", "drift_score", "threshold", "test", "drifted", "drift_share",
-                 "dataset_drifted", "champion_version")
+                 "dataset_drifted", "champion_version", *PERFORMANCE_COLUMNS)
 OK_LIGHT, MISSING_COLOR, CHANGE_COLOR = "#f1f5fa", "#d9d9d9", "#555555"
 WIDTH, LEFT, RIGHT = 1200, 190, 40
 SHARE_TOP, SHARE_HEIGHT, HEAT_GAP, ROW = 40, 200, 44, 16
@@ -77,13 +80,15 @@ def partition_summary(history: pd.DataFrame) -> pd.DataFrame:
 
 
 def render_drift_trend_html(history: pd.DataFrame, share_threshold: float | None = None,
-                            title: str = "Drift over time") -> str:
+                            title: str = "Drift over time", metric_label: str | None = None) -> str:
     """The page: drifted-feature share per partition (with the dataset-drift threshold), the
     partitions judged drifted, a feature x partition heat strip, and champion changes.
 
     history: `drift_report` rows (one per partition and feature), columns TREND_COLUMNS; any but
     partition_start may be missing. share_threshold: the policy's dataset_drift_share
-    (falls back on a `dataset_drift_share` column, else no threshold line).
+    (falls back on a `dataset_drift_share` column, else no threshold line). metric_label: the
+    primary metric in words (`core.tasks.METRICS[...].label`); with it, and PERFORMANCE_COLUMNS
+    holding numbers, a second chart shows the label-free estimate (band) and realized value per partition.
     """
     if share_threshold is None and "dataset_drift_share" in history and history["dataset_drift_share"].notna().any():
         share_threshold = float(history["dataset_drift_share"].dropna().iloc[-1])
@@ -121,7 +126,52 @@ def render_drift_trend_html(history: pd.DataFrame, share_threshold: float | None
                "labels changed, shows the champion of the day it was re-scored). Hover a point or cell for its numbers."
                "</figcaption>")
     return (head + meta + legend + f"<figure>{_chart(parts, _features(history, parts), drifted, share_threshold)}"
-            f"{caption}</figure></body></html>")
+            f"{caption}</figure>{_performance_figure(history, parts, metric_label)}</body></html>")
+
+
+def _performance_figure(history: pd.DataFrame, parts: pd.DataFrame, metric_label: str | None) -> str:
+    """Estimated (point and band) and realized primary metric per partition; "" without numbers."""
+    if metric_label is None or not set(PERFORMANCE_COLUMNS) <= set(history):
+        return ""
+    frame = history[[PARTITION_COLUMN, *PERFORMANCE_COLUMNS]].copy()
+    frame[PARTITION_COLUMN] = pd.to_datetime(frame[PARTITION_COLUMN], errors="coerce")
+    values = frame.groupby(PARTITION_COLUMN).first().reindex(parts[PARTITION_COLUMN])
+    numbers = [finite_float(v) for c in PERFORMANCE_COLUMNS for v in values[c]]
+    numbers = [v for v in numbers if v is not None]
+    if not numbers:
+        return ""
+    low, high = min(numbers), max(numbers)
+    pad = (high - low) * 0.08 or abs(high) * 0.05 or 1.0
+    low, high = low - pad, high + pad
+    plot, slot = WIDTH - LEFT - RIGHT, (WIDTH - LEFT - RIGHT) / len(parts)
+
+    def x(i: int) -> float:
+        return LEFT + slot * (i + 0.5)
+
+    def y(v: float) -> float:
+        return 10 + (PERFORMANCE_HEIGHT - 20) * (high - v) / (high - low)
+
+    out = [f'<rect x="{LEFT}" y="10" width="{plot}" height="{PERFORMANCE_HEIGHT - 20}" fill="#fafafa" stroke="#bbb"/>']
+    for tick in (low + pad, (low + high) / 2, high - pad):
+        out.append(f'<text x="{LEFT - 6}" y="{y(tick) + 4:.1f}" font-size="11" text-anchor="end">{_num(tick)}</text>')
+    for i, row in enumerate(values.itertuples(index=False)):
+        est, lo, hi, real = (finite_float(getattr(row, c)) for c in PERFORMANCE_COLUMNS)
+        label = escape(parts["label"].iloc[i])
+        if lo is not None and hi is not None:
+            out.append(f'<line class="band" x1="{x(i):.1f}" y1="{y(lo):.1f}" x2="{x(i):.1f}" y2="{y(hi):.1f}" '
+                       f'stroke="{REFERENCE_COLOR}" stroke-opacity="0.5" stroke-width="{max(min(slot * 0.5, 6), 1):.1f}"/>')
+        if est is not None:
+            out.append(f'<circle class="estimated" cx="{x(i):.1f}" cy="{y(est):.1f}" r="2.5" fill="{REFERENCE_COLOR}">'
+                       f"<title>{label}: estimated {escape(metric_label)} {_num(est)} [{_num(lo)}, {_num(hi)}]</title></circle>")
+        if real is not None:
+            out.append(f'<circle class="realized" cx="{x(i):.1f}" cy="{y(real):.1f}" r="2.5" fill="{CURRENT_COLOR}">'
+                       f"<title>{label}: realized {escape(metric_label)} {_num(real)}</title></circle>")
+    svg = (f'<svg width="{WIDTH}" height="{PERFORMANCE_HEIGHT}" viewBox="0 0 {WIDTH} {PERFORMANCE_HEIGHT}" role="img" '
+           f'aria-label="{escape(metric_label)} over time">{"".join(out)}</svg>')
+    return (f'<figure class="performance">{svg}<figcaption>The champion\'s {escape(metric_label)} per partition: '
+            f'<span style="color:{REFERENCE_COLOR}">&#9679; label-free estimate</span> with its 95 % band, '
+            f'<span style="color:{CURRENT_COLOR}">&#9679; realized</span> once labels arrived. A realized value outside '
+            "the band means the champion no longer behaves as on its reference (concept drift).</figcaption></figure>")
 
 
 def _features(history: pd.DataFrame, parts: pd.DataFrame) -> dict[str, dict[int, tuple[bool | None, float, str]]]:

@@ -4,6 +4,8 @@ every stage (and `status`) shares, in one place, so no stage imports another."""
 from __future__ import annotations
 
 import io
+import math
+import pickle
 from typing import Sequence
 
 import dagster as dg
@@ -13,9 +15,10 @@ from retrain_assets.core.deployment.rollout import TrialClock, trial_clock
 from retrain_assets.core.roles import CHAMPION
 from retrain_assets.core.tasks import MULTICLASS
 from retrain_assets.core.monitoring.batch_report import finite_or_nan
+from retrain_assets.core.monitoring.loss_estimation import LossModel
 from retrain_assets.core.monitoring.profile import ReferenceProfile
 from retrain_assets.core.policy.retrain import BatchSignal, PolicyHistory
-from retrain_assets.core.spec import DatasetSpec
+from retrain_assets.core.spec import DatasetSpec, TargetSpec
 from retrain_assets.core.partitions import PARTITION_COLUMN
 from retrain_assets.pipeline.shared.namespace import Namespace
 from retrain_assets.pipeline.shared.registry import ModelRegistry
@@ -24,7 +27,7 @@ from retrain_assets.pipeline.shared.warehouse import Warehouse
 CONTRACT_CHECK = "raw_batches_match_contract"
 TRIAL_START_TAG = "trial_start_partition"
 SUMMARY_COLUMNS = ["partition_start", "champion_version", "dataset_drifted", "drift_share", "estimated_roc_auc", "realized_roc_auc",
-                   "n_labeled"]
+                   "n_labeled", "estimated_performance", "realized_performance"]
 
 
 def unusable_batches(instance: dg.DagsterInstance, ns: Namespace, partition_keys: Sequence[str]) -> dict[str, str]:
@@ -128,6 +131,24 @@ def trial_clock_of(warehouse: Warehouse, tags: dict[str, str], version: str) -> 
                        [f"{p:%Y-%m-%d}" for p in logged["p"]] if len(logged) else [], tags.get("trained_through"))
 
 
+def latest_loss_model(warehouse: Warehouse, version: str) -> LossModel | None:
+    """The regression champion's loss model stored with its reference profile (the pickled
+    `reference_profile.loss_model`), None when there is none (classification, too few held-out rows)."""
+    if "loss_model" not in table_columns(warehouse, "reference_profile"):
+        return None
+    found = warehouse.query("select loss_model from reference_profile where model_version = ? "
+                            "order by created_at desc limit 1", [version])
+    blob = found["loss_model"].iloc[0] if len(found) else None
+    return pickle.loads(bytes(blob)) if blob is not None and len(blob) else None
+
+
+def table_columns(warehouse: Warehouse, table: str) -> set[str]:
+    """The columns `main.<table>` has (empty when it does not exist)."""
+    found = warehouse.query("select column_name from information_schema.columns where table_schema = 'main' "
+                            "and table_name = ?", [table])
+    return set(found["column_name"]) if len(found) else set()
+
+
 def latest_reference(warehouse: Warehouse, version: str) -> tuple[ReferenceProfile, pd.DataFrame] | None:
     """The reference profile and row sample stored for a champion version, if any."""
     found = warehouse.query("select profile_json, sample_json from reference_profile where model_version = ? "
@@ -139,10 +160,10 @@ def latest_reference(warehouse: Warehouse, version: str) -> tuple[ReferenceProfi
 
 
 def gather_history(instance: dg.DagsterInstance, ns: Namespace, model_registry: ModelRegistry,
-                   warehouse: Warehouse) -> PolicyHistory:
+                   warehouse: Warehouse, target: TargetSpec | None = None) -> PolicyHistory:
     """Collect what the policy reads from the instance, the registry and the warehouse."""
     labeled = sorted(instance.get_materialized_partitions(ns.key("labeled_batches")))
-    return history_from_warehouse(warehouse, model_registry.deployment_state(), labeled)
+    return history_from_warehouse(warehouse, model_registry.deployment_state(), labeled, target)
 
 
 def last_evaluated_window_end(warehouse: Warehouse) -> str | None:
@@ -160,17 +181,24 @@ def last_evaluated_window_end(warehouse: Warehouse) -> str | None:
     return max([str(row["trained_through"]), *[p for p in str(row["holdout_partitions"] or "").split(",") if p]])
 
 
-def history_from_warehouse(warehouse: Warehouse, state, labeled: list[str]) -> PolicyHistory:
+def history_from_warehouse(warehouse: Warehouse, state, labeled: list[str], target: TargetSpec | None = None) -> PolicyHistory:
     """The policy's history from the warehouse tables, given the registry's `state` and the labelled
     partitions (the pipeline reads those from the Dagster instance; `retrain-assets status` from
-    the warehouse)."""
+    the warehouse). `target` (None: binary) is the task whose primary metric the performance
+    clause compares; the baseline is deployed_model.holdout_performance (holdout_roc_auc in a
+    deployment history written before that column existed)."""
     trained_through = last_evaluated_window_end(warehouse)
-    frame = warehouse.query(f"select distinct {', '.join(SUMMARY_COLUMNS)} from drift_report order by partition_start")
+    present = table_columns(warehouse, "drift_report")
+    frame = warehouse.query(f"select distinct {', '.join(c for c in SUMMARY_COLUMNS if c in present)} from drift_report "
+                            "order by partition_start") if present else pd.DataFrame()
     signals = [BatchSignal(f"{r.partition_start:%Y-%m-%d}", str(r.champion_version), bool(r.dataset_drifted), float(r.drift_share),
-                           finite_or_nan(r.estimated_roc_auc), finite_or_nan(r.realized_roc_auc), int(r.n_labeled))
+                           finite_or_nan(r.estimated_roc_auc), finite_or_nan(r.realized_roc_auc), int(r.n_labeled),
+                           finite_or_nan(getattr(r, "estimated_performance", None)),
+                           finite_or_nan(getattr(r, "realized_performance", None)))
                for r in frame.itertuples()]
-    deployed = warehouse.query("select holdout_roc_auc from deployed_model order by deployed_at desc limit 1")
+    deployed = warehouse.query("select * from deployed_model order by deployed_at desc limit 1")
     baseline = float(deployed["holdout_roc_auc"].iloc[0]) if len(deployed) else None
+    performance = finite_or_nan(deployed["holdout_performance"].iloc[0]) if len(deployed) and "holdout_performance" in deployed else math.nan
     new_rows = 0
     if trained_through:
         counted = warehouse.query(f"select count(*) as n from labeled_batches where {PARTITION_COLUMN} > ?", [pd.Timestamp(trained_through)])
@@ -179,7 +207,8 @@ def history_from_warehouse(warehouse: Warehouse, state, labeled: list[str]) -> P
     triggers = list(zip(past["partition"], past["trigger"])) if len(past) else []
     return PolicyHistory(labeled_partitions=labeled, signals=signals, champion_version=state.champion,
                          champion_holdout_roc_auc=baseline, last_trained_through=trained_through, new_labeled_rows=new_rows,
-                         past_triggers=triggers, trial_version=state.challenger)
+                         past_triggers=triggers, trial_version=state.challenger,
+                         champion_baseline_performance=None if math.isnan(performance) else performance, target=target)
 
 
 def deployed_champion_version(warehouse: Warehouse) -> str:
