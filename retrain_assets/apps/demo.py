@@ -18,7 +18,9 @@ import dagster as dg
 from tqdm import tqdm
 
 from retrain_assets.core.offline.scenario import Delivery
+from retrain_assets.core.policy.performance import PerformanceRules, performance_rules
 from retrain_assets.pipeline import build_definitions
+from retrain_assets.apps.live_traffic import LiveTraffic
 from retrain_assets.apps.replay import PipelineDriver, RunOutcome, fewer_garbage_collections, instance_databases_open
 from retrain_assets.settings import ProjectSettings
 
@@ -56,8 +58,12 @@ run_retries:
 freshness:
   enabled: true
 """
-HEADER = (f"{'step':<12}{'rows in':>8}{'quarant.':>9}{'labeled':>8}{'gated':>6}{'drift':>7}  {'champion':>8}{'live AUC':>9}"
-          "  action")
+def header(metric_words: str = "AUC") -> str:
+    """The replay table's header; the live column names the task's primary metric (short words)."""
+    live = f"live {metric_words}"[:9]
+    return (f"{'step':<12}{'rows in':>8}{'quarant.':>9}{'labeled':>8}{'gated':>6}{'drift':>7}  {'champion':>8}{live:>9}"
+            "  action")
+
 
 
 @dataclass
@@ -71,7 +77,7 @@ class StepRow:
     gated: int = 0
     drift: str = "-"
     champion: str = "-"
-    live_auc: float = float("nan")
+    live_auc: float = float("nan")  # the champion's live primary metric (ROC AUC for a binary target)
     actions: list[str] = field(default_factory=list)
 
     def render(self) -> str:
@@ -100,6 +106,11 @@ class ReplaySummary:
         """Versions whose live trial ended in an automatic rollback."""
         return [str(o.materializations["deployed_model"]["candidate_version"]) for o in self.outcomes
                 if str(o.materializations.get("deployed_model", {}).get("action", "")).endswith("_rollback")]
+
+
+# Short words for the replay table's live column (at most 4 characters after "live ").
+SHORT_WORDS = {"roc_auc": "AUC", "macro_roc_auc": "mAUC", "mae": "MAE", "rmse": "RMSE", "log_loss": "LL",
+               "accuracy": "acc", "macro_f1": "mF1", "r2": "R2", "pr_auc": "PR"}
 
 
 class InstanceBusyError(RuntimeError):
@@ -172,7 +183,8 @@ def replay(
     traffic = LiveTraffic(settings)
     bar = step_bar(total, unit, progress)
     echo = _around(bar, echo)
-    echo(HEADER)
+    rules = performance_rules(settings.spec.policy, settings.spec.target)
+    echo(header(SHORT_WORDS.get(rules.metric, rules.metric)))
     with instance_databases_open(instance), fewer_garbage_collections():
         for n, delivery in enumerate(deliveries):
             if n == 0:
@@ -184,7 +196,7 @@ def replay(
             if served:
                 row.actions.append(served)
             for outcome in step_outcomes:
-                champion, live_auc = _apply(outcome, row, champion, live_auc, deployments, blocked, labeled)
+                champion, live_auc = _apply(outcome, row, champion, live_auc, deployments, blocked, labeled, rules)
             row.champion, row.live_auc = champion, live_auc
             row.actions += [note for note in delivery.notes if note != "stable"]
             if reviewer is not None:
@@ -218,68 +230,8 @@ def _around(bar: tqdm, echo: Callable[[str], None]) -> Callable[[str], None]:
     return write
 
 
-class LiveTraffic:
-    """The prediction service in process, driven through its HTTP API like a client would; it
-    follows the registry before each day's requests and writes its prediction log after them.
-    Its API key is random per run and only ever held by the service and the client."""
-
-    def __init__(self, settings: ProjectSettings, rows_per_request: int = 50):
-        import secrets
-        import warnings
-
-        warnings.filterwarnings("ignore", message=".*httpx.*")  # Starlette's test client nags about a successor package
-        from fastapi.testclient import TestClient
-
-        from retrain_assets.core.deployment.serving import ApiKeys
-        from retrain_assets.pipeline.shared.registry import model_registry_for
-        from retrain_assets.apps.service import ModelService, PredictionLog, create_app
-
-        spec = settings.spec
-        self.service = ModelService(spec, model_registry_for(settings, spec, in_dagster=False),
-                                    PredictionLog(settings.landing_dir, server_id="demo-service"))
-        token = secrets.token_urlsafe(32)
-        app = create_app([self.service], ApiKeys({"demo-client": token}), refresh_seconds=0, flush_seconds=0)
-        self.client = TestClient(app, headers={"Authorization": f"Bearer {token}"})
-        self.client.__enter__()
-        self.rows_per_request = rows_per_request
-
-    def send(self, requests) -> str:
-        """Serve one day's requests; returns a note when a canary or shadow answered or scored."""
-        import json
-
-        self.service.refresh()
-        state = self.service.loaded.state
-        if state.champion is None:
-            return ""
-        rows = json.loads(requests.to_json(orient="records", date_format="iso"))
-        answered: dict[str, int] = {}
-        rejected = 0
-        for lo in range(0, len(rows), self.rows_per_request):
-            chunk = rows[lo:lo + self.rows_per_request]
-            response = self.client.post(f"/v1/{self.service.spec.name}/predict", json={"rows": chunk})
-            if response.status_code == 422:  # a client drops the rows the contract names and resends the rest
-                bad = {e["row"] for e in response.json()["detail"]}
-                rejected += len(bad)
-                chunk = [r for i, r in enumerate(chunk) if i not in bad]
-                response = self.client.post(f"/v1/{self.service.spec.name}/predict", json={"rows": chunk}) if chunk else None
-            if response is None:
-                continue
-            response.raise_for_status()
-            for p in response.json()["predictions"]:
-                answered[p["arm"]] = answered.get(p["arm"], 0) + 1
-        self.service.log.flush()
-        notes = [f"{rejected} rows rejected by the contract (422)"] if rejected else []
-        if state.canary:
-            notes.insert(0, f"served {answered.get('canary', 0)}/{len(rows)} by canary v{state.canary}")
-        if state.shadow:
-            notes.insert(0, f"shadow v{state.shadow} scored {len(rows)}")
-        return "; ".join(notes)
-
-    def close(self) -> None:
-        self.client.__exit__(None, None, None)
-
-
-def _apply(outcome: RunOutcome, row: StepRow, champion: str, live_auc: float, deployments: list, blocked: list, labeled: set):
+def _apply(outcome: RunOutcome, row: StepRow, champion: str, live_auc: float, deployments: list, blocked: list, labeled: set,
+           rules: PerformanceRules):
     mats = outcome.materializations
     if "raw_batches" in mats:
         meta = mats["raw_batches"]
@@ -296,8 +248,8 @@ def _apply(outcome: RunOutcome, row: StepRow, champion: str, live_auc: float, de
         meta = mats["labeled_batches"]
         row.labeled += int(meta.get("dagster/row_count", 0))
         row.gated += int(meta.get("gated_rows", 0))
-        if "champion_roc_auc" in meta:
-            live_auc = float(meta["champion_roc_auc"])
+        if f"champion_{rules.metric}" in meta:
+            live_auc = float(meta[f"champion_{rules.metric}"])
         passed, description = outcome.checks.get("labeled_batches_gated_share", (True, ""))
         if not passed:
             row.actions.append(f"labels of {outcome.partition_key}: too many gated ({description.split(':')[0]})")
@@ -319,7 +271,8 @@ def _apply(outcome: RunOutcome, row: StepRow, champion: str, live_auc: float, de
         version = mats["candidate_model"]["model_version"]
         gate_passed, gate = outcome.checks.get("evaluation_report_promotion_gate", (False, outcome.error))
         if action in ("initial", "promote"):
-            row.actions.append(f"trained v{version} -> champion (holdout AUC {deployed['holdout_roc_auc']:.3f})")
+            holdout = deployed.get("holdout_performance", deployed.get("holdout_roc_auc"))
+            row.actions.append(f"trained v{version} -> champion (holdout {rules.label} {float(holdout):.3f})")
         elif action.endswith("_start"):
             row.actions.append(f"trained v{version} -> passed the gate, {action.removesuffix('_start')} on live traffic")
         else:
@@ -338,11 +291,11 @@ def _apply(outcome: RunOutcome, row: StepRow, champion: str, live_auc: float, de
 
 def scripted_reviewer(scenario, settings: ProjectSettings, every_steps: int = 2, per_session: int = 30,
                       partitions_per_session: int = 3, name: str = "demo-reviewer"):
-    """A reviewer for the built-in scenario: every `every_steps` steps it works through the oldest
+    """A reviewer for a generated scenario: every `every_steps` steps it works through the oldest
     open items (of at most `partitions_per_session` batches: each decided batch is re-resolved on
-    the next tick) using the scenario's true labels: accept when the proposed label is right,
-    relabel when not, reject labels for rows that are not in the clean batch, as a person
-    checking the loan file would."""
+    the next tick) using the scenario's true labels: accept when the proposed label is right
+    (regression: within 1 % of the label's true value), relabel when not, reject labels for rows
+    that are not in the clean batch, as a person checking the source record would."""
     import pandas as pd
 
     from retrain_assets.core.partitions import PARTITION_COLUMN
@@ -372,14 +325,24 @@ def scripted_reviewer(scenario, settings: ProjectSettings, every_steps: int = 2,
         for item in items.to_dict("records"):
             label = true_label(item[PARTITION_COLUMN], item[spec.id_column])
             if label is None or item["gate"] == "unknown_id":
-                actions.append({"item_id": item["item_id"], "action": "reject", "why": "no such application in the clean batch"})
-            elif str(item["proposed_label"]) == label:
-                actions.append({"item_id": item["item_id"], "action": "accept", "why": "checked against the loan file"})
+                actions.append({"item_id": item["item_id"], "action": "reject", "why": "no such row in the clean batch"})
+            elif _same_label(item["proposed_label"], label, spec):
+                actions.append({"item_id": item["item_id"], "action": "accept", "why": "checked against the source record"})
             else:
                 actions.append({"item_id": item["item_id"], "action": "relabel", "label_after": label,
-                                "why": "checked against the loan file: the label was wrong"})
+                                "why": "checked against the source record: the label was wrong"})
         submit_decisions(settings.landing_dir, spec, items, actions, name, delivery.as_of)
         counts = pd.Series([a["action"] for a in actions]).value_counts()
         return [f"reviewed {len(actions)}: " + ", ".join(f"{counts.get(a, 0)} {a}" for a in ("accept", "relabel", "reject"))]
 
     return review
+
+
+def _same_label(proposed, true: str, spec) -> bool:
+    """Whether a proposed label is the true one: the same class, or (regression) a number within 1 %."""
+    if spec.target.is_classification:
+        return str(proposed) == true
+    from retrain_assets.core.tasks import label_number
+
+    guess, value = label_number(proposed), label_number(true)
+    return guess is not None and value is not None and abs(guess - value) <= 0.01 * max(abs(value), 1.0)
