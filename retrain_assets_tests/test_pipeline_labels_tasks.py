@@ -16,6 +16,7 @@ import pytest
 
 from retrain_assets.apps.review import review_items, submit_decisions
 from retrain_assets.core import tasks
+from retrain_assets.core.catalog import table_columns
 from retrain_assets.core.evaluation.task_metrics import macro_roc_auc
 from retrain_assets.core.labeling.label_quality import residual_z
 from retrain_assets.core.offline.scenario import generate_day, load_scenario
@@ -305,3 +306,13 @@ def test_review_relabels_per_task(stage):
     [path] = submit_decisions(settings.landing_dir, spec, items, [{"item_id": item["item_id"], "action": "relabel",
                                                                    "label_after": label, "why": "checked"}], "ana", now)
     assert pd.read_csv(path, dtype=str)["label_after"].tolist() == [label]
+
+
+@pytest.mark.parametrize("name", ["labels", "rejected_labels", "labeled_batches", "review_queue", "suspect_labels",
+                                  "labeling_requests"])
+def test_the_catalog_describes_the_stage_tables_per_task(stage, name):
+    """Column by column, names and DuckDB types, as the end-to-end test does for binary."""
+    real = _read(stage.settings.warehouse_path, "select column_name, data_type from information_schema.columns "
+                 "where table_name = ? order by ordinal_position", name)
+    documented = [(c.name, c.type) for c in table_columns(name, stage.spec)]
+    assert list(zip(real["column_name"], real["data_type"])) == documented
