@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 
 import dagster as dg
+import numpy as np
 import pandas as pd
 
 from retrain_assets.core.catalog import MODEL_METRICS
@@ -20,8 +21,11 @@ from retrain_assets.core.evaluation.metrics import inference_cost
 from retrain_assets.core.evaluation.report import ScoredModel, build_evaluation_report
 from retrain_assets.core.roles import CHALLENGER, CHAMPION
 from retrain_assets.core.reports.evaluation import render_evaluation_html
+from retrain_assets.core.reports.evaluation_tasks import task_figures
+from retrain_assets.core.policy.performance import performance_rules
+from retrain_assets.core.tasks import BINARY, METRICS, MULTICLASS, REGRESSION, TASK_METRICS
 from retrain_assets.core.files import write_text_atomically
-from retrain_assets.core.training.modeling import feature_frame, model_family, predict_scores, split_holdout, target_vector
+from retrain_assets.core.training.modeling import feature_frame, model_family, predict_outputs, split_holdout, target_vector
 from retrain_assets.core.spec import DatasetSpec
 from retrain_assets.pipeline.shared.registry import ModelRegistry
 from retrain_assets.pipeline.shared.warehouse import Warehouse
@@ -32,8 +36,15 @@ from retrain_assets.pipeline.shared.lookups import produced_candidate_version
 PROMOTION_GATE = "evaluation_report_promotion_gate"
 
 
-def report_rows(report: dict, gate, evaluated_at: pd.Timestamp, run_id: str, mlflow_run_id: str, html_path: str):
-    """The report flattened into the three warehouse tables' new rows."""
+SLICE_METRICS = ("positive_rate", "roc_auc", "accuracy", "selection_rate", "true_positive_rate", "macro_roc_auc", "log_loss",
+                 "macro_f1", "mae", "rmse", "r2")  # evaluation_slices' metric columns, binary's first
+
+
+def report_rows(report: dict, gate, evaluated_at: pd.Timestamp, run_id: str, mlflow_run_id: str, html_path: str,
+                metric: str = "roc_auc"):
+    """The report flattened into the three warehouse tables' new rows; `metric` is the gate's primary
+    metric (`performance_rules(policy, target).metric`), the `*_performance` columns' metric."""
+    nan = float("nan")
     models = report["models"]
     summary = {
         "evaluated_at": evaluated_at,
@@ -44,45 +55,65 @@ def report_rows(report: dict, gate, evaluated_at: pd.Timestamp, run_id: str, mlf
         "n_rows": report["n_rows"],
         "comparison": report["comparison"],
         "confidence": report["confidence"],
-        "challenger_roc_auc": models[CHALLENGER]["roc_auc"],
-        "champion_roc_auc": models.get(CHAMPION, {}).get("roc_auc", float("nan")),
+        "challenger_roc_auc": models[CHALLENGER].get("roc_auc", nan),
+        "champion_roc_auc": models.get(CHAMPION, {}).get("roc_auc", nan),
     }
     differences = {d["metric"]: d for d in report["differences"]}
-    for metric in BOOTSTRAP_METRICS:
-        d = differences.get(metric, {})
+    for name in BOOTSTRAP_METRICS:
+        d = differences.get(name, {})
         for suffix, key in (("", "difference"), ("_lower", "lower"), ("_upper", "upper")):
-            summary[f"diff_{metric}{suffix}"] = d.get(key, float("nan"))
+            summary[f"diff_{name}{suffix}"] = d.get(key, nan)
+    primary = differences.get(metric, {})
+    summary.update({"performance_metric": metric, "challenger_performance": models[CHALLENGER].get(metric, nan),
+                    "champion_performance": models.get(CHAMPION, {}).get(metric, nan),
+                    **{f"performance_difference{suffix}": primary.get(key, nan)
+                       for suffix, key in (("", "difference"), ("_lower", "lower"), ("_upper", "upper"))}})
     summary.update({"gate_passed": gate.passed, "gate_summary": gate.summary, "report_html": html_path,
                     "report_json": json.dumps({**report, "gate": gate.to_dict()}, default=float),
                     "mlflow_run_id": mlflow_run_id, "dagster_run_id": run_id})
     metrics = pd.DataFrame([{"evaluated_at": evaluated_at, "challenger_version": report["challenger_version"], "role": role,
                              "model_version": m["model_version"], "model_family": m["model_family"],
-                             **{k: m.get(k, float("nan")) for k in MODEL_METRICS}} for role, m in models.items()])
+                             **{k: m.get(k, nan) for k in MODEL_METRICS}} for role, m in models.items()])
     slices = pd.DataFrame(
         [{"kind": "segment", "slice_column": s["column"], "slice_value": s["value"], "role": s["role"], "n_rows": s["n_rows"],
-          "positive_rate": s["positive_rate"], "roc_auc": s["roc_auc"], "accuracy": s["accuracy"]} for s in report["slices"]]
+          **{k: s.get(k, nan) for k in SLICE_METRICS}, "performance": s.get(metric, nan)} for s in report["slices"]]
         + [{"kind": "fairness", "slice_column": f["attribute"], "slice_value": f["group"], "role": f["role"], "n_rows": f["n_rows"],
-            "selection_rate": f["selection_rate"], "true_positive_rate": f["true_positive_rate"]} for f in report["fairness"]],
-        columns=["kind", "slice_column", "slice_value", "role", "n_rows", "positive_rate", "roc_auc", "accuracy", "selection_rate",
-                 "true_positive_rate"],
+            **{k: f.get(k, nan) for k in SLICE_METRICS if k not in ("positive_rate", "roc_auc")},
+            "performance": f.get(metric, nan)} for f in report["fairness"]],
+        columns=["kind", "slice_column", "slice_value", "role", "n_rows", *SLICE_METRICS, "performance_metric", "performance"],
     )
+    slices["performance_metric"] = metric
     slices.insert(0, "challenger_version", report["challenger_version"])
     slices.insert(0, "evaluated_at", evaluated_at)
     return pd.DataFrame([summary]), metrics, slices
 
 
+# The metrics the UI's markdown table lists per task (binary: as before).
+_MARKDOWN_METRICS = {
+    BINARY: ("roc_auc", "pr_auc", "log_loss", "brier", "ece", "f1", "precision", "recall", "latency_ms_per_1000_rows",
+             "model_size_bytes", "demographic_parity_difference", "equal_opportunity_difference"),
+    MULTICLASS: (*TASK_METRICS[MULTICLASS], "latency_ms_per_1000_rows", "model_size_bytes", "accuracy_difference"),
+    REGRESSION: (*TASK_METRICS[REGRESSION], "baseline_mae", "skill", "latency_ms_per_1000_rows", "model_size_bytes",
+                 "relative_mae_difference"),
+}
+
+
 def report_markdown(report: dict, gate) -> str:
     """The report as the Dagster UI shows it: verdict, per-criterion results, metrics, differences."""
+    task = report.get("task", BINARY)
     lines = [f"**{gate.summary.split(':')[0]}** — {report['title']}", "", "| criterion | result | detail |", "|---|---|---|"]
     lines += [f"| {c.name} | {'pass' if c.passed else '**FAIL**'} | {c.detail} |" for c in gate.criteria]
     roles = list(report["models"])
     lines += ["", "| metric | " + " | ".join(roles) + " |", "|---" * (len(roles) + 1) + "|"]
-    for key in ("roc_auc", "pr_auc", "log_loss", "brier", "ece", "f1", "precision", "recall", "latency_ms_per_1000_rows",
-                "model_size_bytes", "demographic_parity_difference", "equal_opportunity_difference"):
-        lines.append(f"| {key} | " + " | ".join(f"{report['models'][r].get(key, float('nan')):.4g}" for r in roles) + " |")
+    for key in _MARKDOWN_METRICS[task]:
+        if task != BINARY and not any(key in report["models"][r] for r in roles):
+            continue  # a fairness gap without a sensitive attribute
+        name = key if task == BINARY else METRICS[key].label if key in METRICS else key
+        lines.append(f"| {name} | " + " | ".join(f"{report['models'][r].get(key, float('nan')):.4g}" for r in roles) + " |")
     if report["differences"]:
         lines += ["", f"| challenger − champion | difference | {report['confidence']:.0%} CI |", "|---|---|---|"]
-        lines += [f"| {d['metric']} | {d['difference']:+.4f} | [{d['lower']:+.4f}, {d['upper']:+.4f}] |" for d in report["differences"]]
+        lines += [f"| {d['metric'] if task == BINARY else METRICS[d['metric']].label} | {d['difference']:+.4f} | "
+                  f"[{d['lower']:+.4f}, {d['upper']:+.4f}] |" for d in report["differences"]]
     return "\n".join(lines)
 
 
@@ -90,6 +121,7 @@ def build_evaluation(spec: DatasetSpec) -> dg.Definitions:
     """Evaluation report and promotion gate for `spec`."""
     ns = Namespace(spec.name)
     policy = spec.policy
+    rules = performance_rules(policy, spec.target)
 
     @dg.multi_asset(
         name=ns.name("evaluation"),
@@ -108,8 +140,7 @@ def build_evaluation(spec: DatasetSpec) -> dg.Definitions:
     def evaluation(context: dg.AssetExecutionContext, training_set: pd.DataFrame, candidate_model: pd.DataFrame,
                    model_registry: ModelRegistry, warehouse: Warehouse):
         """Score challenger and champion on the held-out window and write the report."""
-        _, holdout, holdout_keys = split_holdout(training_set, policy.holdout_share)
-        y = target_vector(holdout, spec)
+        train, holdout, holdout_keys = split_holdout(training_set, policy.holdout_share)
         produced = produced_candidate_version(context.instance, ns, candidate_model)
         candidate = candidate_model[candidate_model["model_version"].astype(str) == produced].sort_values("created_at").iloc[-1]
         versions = {CHALLENGER: str(candidate["model_version"]), CHAMPION: model_registry.version_for(CHAMPION)}
@@ -132,12 +163,11 @@ def build_evaluation(spec: DatasetSpec) -> dg.Definitions:
             if version is None or (role == CHAMPION and version == versions[CHALLENGER]):
                 continue
             model = model_registry.load(version)
-            scored[role] = ScoredModel(version, model_family(model), predict_scores(model, holdout, spec),
+            scored[role] = ScoredModel(version, model_family(model), predict_outputs(model, holdout, spec),
                                        inference_cost(model, features))
             context.log.info(f"scored {role} version {version} on {len(holdout)} held-out rows")
-        report = build_evaluation_report(holdout, y, scored[CHALLENGER], scored.get(CHAMPION), list(spec.segment_columns),
-                                         spec.sensitive_attribute, policy, holdout_keys)
-        gate = promotion_gate(report, policy)
+        report = evaluate_holdout(train, holdout, holdout_keys, scored, spec)
+        gate = promotion_gate(report, policy, target=spec.target)
         evaluated_at = pd.Timestamp.now(tz="UTC").tz_convert(None)
         report["evaluated_at"] = f"{evaluated_at:%Y-%m-%d %H:%M:%S} UTC"
         html = render_evaluation_html({**report, "gate": gate.to_dict()})
@@ -150,12 +180,15 @@ def build_evaluation(spec: DatasetSpec) -> dg.Definitions:
             "evaluated_against": versions[CHAMPION] or "none (first model)",
             "evaluation_dagster_run_id": context.run_id,
         })
-        summary, metrics, slices = report_rows(report, gate, evaluated_at, context.run_id, mlflow_run_id, str(html_path))
+        summary, metrics, slices = report_rows(report, gate, evaluated_at, context.run_id, mlflow_run_id, str(html_path),
+                                               rules.metric)
         context.log.info(gate.summary)
         yield dg.Output(warehouse.with_history("evaluation_report", summary), output_name="evaluation_report", metadata={
             "challenger_version": versions[CHALLENGER],
             "champion_version": versions[CHAMPION] or "none",
-            "challenger_roc_auc": float(report["models"][CHALLENGER]["roc_auc"]),
+            **({"challenger_roc_auc": float(report["models"][CHALLENGER]["roc_auc"])} if spec.target.type == BINARY else {}),
+            "performance_metric": rules.metric,
+            "challenger_performance": float(report["models"][CHALLENGER][rules.metric]),
             "gate": gate.headline,
             "report": dg.MetadataValue.md(report_markdown(report, gate)),
             **warehouse.report_links(html_path),
@@ -167,12 +200,11 @@ def build_evaluation(spec: DatasetSpec) -> dg.Definitions:
                         metadata={"dagster/row_count": len(slices), **warehouse.report_links(html_path)})
 
     @dg.asset_check(asset=ns.key("evaluation_report"), blocking=True, name=PROMOTION_GATE,
-                    description="Promotion gate from the policy: absolute SLOs (ROC AUC, calibration, latency, fairness), "
-                                "then superiority or non-inferiority on the bootstrap interval, slices and fairness vs the champion.")
+                    description=gate_description(spec))
     def evaluation_report_promotion_gate(evaluation_report: pd.DataFrame) -> dg.AssetCheckResult:
         """The gate applied again to the newest evaluation's report, criterion by criterion."""
         newest = newest_evaluation(evaluation_report)
-        gate = promotion_gate(json.loads(newest["report_json"]), policy)
+        gate = promotion_gate(json.loads(newest["report_json"]), policy, target=spec.target)
         return dg.AssetCheckResult(
             passed=gate.passed,
             description=gate.headline,
@@ -184,3 +216,29 @@ def build_evaluation(spec: DatasetSpec) -> dg.Definitions:
         )
 
     return dg.Definitions(assets=[evaluation], asset_checks=[evaluation_report_promotion_gate])
+
+
+def evaluate_holdout(train: pd.DataFrame, holdout: pd.DataFrame, holdout_keys: list[str], scored: dict, spec: DatasetSpec) -> dict:
+    """The evaluation report of the scored models (role -> `ScoredModel`, predictions in the task's
+    shape) on the held-out rows: regression's baseline is the mean label of the challenger's
+    training rows; multiclass and regression reports also carry what the HTML page draws
+    (`core.reports.evaluation_tasks.task_figures`)."""
+    target = spec.target
+    y = target_vector(holdout, spec)
+    baseline = float(np.mean(target_vector(train, spec))) if target.type == REGRESSION else None
+    report = build_evaluation_report(holdout, y, scored[CHALLENGER], scored.get(CHAMPION), list(spec.segment_columns),
+                                     spec.sensitive_attribute, spec.policy, holdout_keys, target=target, baseline=baseline)
+    if target.type != BINARY:
+        rules = performance_rules(spec.policy, target)
+        report.update(task_figures(target, y, {role: m.scores for role, m in scored.items()},
+                                   None if rules.slice_value is not None else rules.slice_share))
+    return report
+
+
+def gate_description(spec: DatasetSpec) -> str:
+    """The blocking check's description, in the words of the task's primary metric."""
+    rules = performance_rules(spec.policy, spec.target)
+    slos = [rules.label] + (["skill over the training mean"] if rules.min_skill is not None else [])
+    slos += [] if spec.target.type == REGRESSION else ["calibration"]
+    return (f"Promotion gate from the policy: absolute SLOs ({', '.join(slos)}, latency, fairness), then superiority or "
+            f"non-inferiority on the bootstrap interval of the {rules.label} difference, slices and fairness vs the champion.")

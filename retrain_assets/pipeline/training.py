@@ -3,15 +3,18 @@
 
 import hashlib
 import json
+import math
 
 import dagster as dg
 import pandas as pd
 
-from retrain_assets.core.training.modeling import code_version, content_hash, feature_frame, split_holdout
+from retrain_assets.core.training.modeling import (code_version, content_hash, feature_frame, label_summary, split_holdout,
+                                                   target_vector)
 
 from retrain_assets.core.partitions import PARTITION_COLUMN
 from retrain_assets.core.training.selection import select_model
 from retrain_assets.core.spec import DatasetSpec
+from retrain_assets.core.tasks import BINARY, METRICS, primary_metric
 from retrain_assets.pipeline.shared.lookups import unusable_batches
 from retrain_assets.pipeline.shared.partitioning import partitions_for
 from retrain_assets.pipeline.shared.registry import ModelRegistry
@@ -59,7 +62,7 @@ def build_training(spec: DatasetSpec) -> dg.Definitions:
                 "trained_from": f"{pd.Timestamp(partitions[0]):%Y-%m-%d}",
                 "trained_through": f"{pd.Timestamp(partitions[-1]):%Y-%m-%d}",
                 "data_version": data_version,
-                "positive_rate": float((window[spec.target.name] == spec.target.positive).mean()),
+                **training_label_metadata(window, spec),
                 "blocked_partitions_left_out": dg.MetadataValue.json(blocked),
             },
         )
@@ -111,7 +114,9 @@ def build_training(spec: DatasetSpec) -> dg.Definitions:
             "model_version": version,
             "model_family": trained.params["model_family"],
             "hyperparameters": json.dumps({k: v for k, v in trained.params.items() if k not in ("model_family", "seed")}),
-            "cv_roc_auc": selection.chosen.mean_roc_auc if selection.chosen else float("nan"),
+            "cv_roc_auc": selection.chosen.mean_roc_auc if selection.chosen and spec.target.type == BINARY else float("nan"),
+            "cv_metric": selection.chosen.metric if selection.chosen else primary_metric(spec.target),
+            "cv_performance": selection.chosen.mean_score if selection.chosen else float("nan"),
             "search_trials": len(selection.trials),
             "mlflow_run_id": run_id,
             "data_version": data_version,
@@ -120,6 +125,7 @@ def build_training(spec: DatasetSpec) -> dg.Definitions:
             "trained_through": lineage["trained_through"],
             "training_partitions": ",".join(train_keys),
             "train_rows": trained.n_train_rows,
+            "train_label_mean": trained.train_label_mean,
             "holdout_partitions": lineage["holdout_partitions"],
             "dagster_run_id": context.run_id,
             "created_at": pd.Timestamp.now(tz="UTC").tz_convert(None),
@@ -148,19 +154,23 @@ def _search_and_log(context, train: pd.DataFrame, spec: DatasetSpec, policy, n_p
     selection = select_model(train, spec, policy.random_seed, policy.model_families, policy.cv_folds)
     for number, trial in enumerate(selection.trials, start=1):
         context.log.info(f"trial {number}/{len(selection.trials)}: {trial.family} {trial.params} "
-                         f"mean ROC AUC {trial.mean_roc_auc:.4f} ± {trial.std_roc_auc:.4f}")
+                         f"mean {METRICS[trial.metric].label} {trial.mean_score:.4f} ± {trial.std_score:.4f}")
         with mlflow.start_run(run_name=f"trial-{number}-{trial.family}", nested=True):
             mlflow.log_params({"model_family": trial.family, **trial.params})
-            mlflow.log_metrics({"cv_roc_auc_mean": trial.mean_roc_auc, "cv_roc_auc_std": trial.std_roc_auc,
-                                **{f"cv_roc_auc_fold_{i}": v for i, v in enumerate(trial.fold_roc_auc)}})
+            mlflow.log_metrics(trial_metrics(trial))
     context.log.info(selection.note)
     trained = selection.model
     mlflow.log_params({**trained.params, "train_rows": trained.n_train_rows, "train_partitions": n_partitions,
                        "holdout_partitions": holdout, "cv_folds": selection.n_folds,
                        "search_families": ",".join(policy.model_families)})
-    mlflow.log_metric("train_positive_rate", trained.train_positive_rate)
+    if spec.target.type == BINARY:
+        mlflow.log_metric("train_positive_rate", trained.train_positive_rate)
+    else:
+        mlflow.log_dict(trained.label_summary, "selection/label_summary.json")
+    if not math.isnan(trained.train_label_mean):  # multiclass: no mean label (its summary has the class shares)
+        mlflow.log_metric("train_label_mean", trained.train_label_mean)
     if selection.chosen is not None:
-        mlflow.log_metric("cv_roc_auc_mean", selection.chosen.mean_roc_auc)
+        mlflow.log_metric(f"cv_{selection.chosen.metric}_mean", selection.chosen.mean_score)
     mlflow.log_dict(selection.search_space(policy.model_families), "selection/search_space.json")
     mlflow.log_dict({"chosen": selection.chosen.to_dict() if selection.chosen else None, "note": selection.note,
                      "trials": [t.to_dict() for t in selection.trials]}, "selection/trials.json")
@@ -184,9 +194,30 @@ def _partition_list(keys: list[str]) -> str:
     return joined if len(joined) <= MAX_TAG_CHARS else f"{keys[0]}..{keys[-1]} ({len(keys)} partitions)"
 
 
+def trial_metrics(trial) -> dict[str, float]:
+    """A trial's MLflow metrics: `cv_<metric>_mean`, `cv_<metric>_std` and `cv_<metric>_fold_<i>` of the
+    task's primary metric (binary: `cv_roc_auc_*`, as before)."""
+    return {f"cv_{trial.metric}_mean": trial.mean_score, f"cv_{trial.metric}_std": trial.std_score,
+            **{f"cv_{trial.metric}_fold_{i}": v for i, v in enumerate(trial.fold_scores)}}
+
+
+def training_label_metadata(window: pd.DataFrame, spec: DatasetSpec) -> dict:
+    """What the training window's labels look like, for training_set's metadata: binary
+    `positive_rate` (as before); multiclass `class_shares` (every declared class); regression
+    `label_mean`, `label_std`, `label_min`, `label_max`."""
+    target = spec.target
+    if target.type == BINARY:
+        return {"positive_rate": float((window[target.name] == target.positive).mean())}
+    summary = label_summary(target_vector(window, spec), target)
+    if "class_shares" in summary:
+        return {"class_shares": dg.MetadataValue.json(summary["class_shares"])}
+    return {f"label_{key}": value for key, value in summary.items() if key != "n"}
+
+
 def _trials_markdown(selection) -> str:
     if not selection.trials:
         return selection.note
-    rows = [f"| {i} | {t.family} | `{json.dumps(t.params)}` | {t.mean_roc_auc:.4f} | {t.std_roc_auc:.4f} |"
+    label = METRICS[selection.trials[0].metric].label
+    rows = [f"| {i} | {t.family} | `{json.dumps(t.params)}` | {t.mean_score:.4f} | {t.std_score:.4f} |"
             f"{' chosen' if t is selection.chosen else ''} |" for i, t in enumerate(selection.trials, start=1)]
-    return "\n".join(["| # | family | params | CV ROC AUC | std | |", "|---|---|---|---|---|---|", *rows])
+    return "\n".join([f"| # | family | params | CV {label} | std | |", "|---|---|---|---|---|---|", *rows])

@@ -5,7 +5,10 @@ from __future__ import annotations
 from retrain_assets.core.catalog.labeling import labeled_columns
 from retrain_assets.core.catalog.model import (BIGINT, DOUBLE, HISTORY, MLFLOW_RUN_ID, REPLACED, RUN_ID, TIMESTAMP_NS,
                                                VARCHAR, VERSION_NOTE, ColumnDoc, TableDoc)
+from retrain_assets.core.policy.performance import performance_rules
 from retrain_assets.core.spec import DatasetSpec
+from retrain_assets.core.tasks import BINARY, METRICS, MULTICLASS, primary_metric
+from retrain_assets.core.training.families import TASK_SEARCH_SPACE
 
 
 def _training_set(spec: DatasetSpec) -> TableDoc:
@@ -17,15 +20,28 @@ def _training_set(spec: DatasetSpec) -> TableDoc:
 
 
 def _candidate_model(spec: DatasetSpec) -> TableDoc:
+    task = spec.target.type
+    families = " or ".join(f"`{family}`" for family in TASK_SEARCH_SPACE[task])
+    cv = METRICS[primary_metric(spec.target)]
+    mean_label = {BINARY: "the share of positive labels", MULTICLASS: "NaN: a class has no mean (training_set's "
+                  "metadata has the class shares)"}.get(task, "the mean label, the baseline the evaluation's skill "
+                                                        "compares against")
+    decides = performance_rules(spec.policy, spec.target)
+    decides_note = "" if decides.metric == cv.name else f"; the gate compares {decides.label} (policy.performance)"
     return TableDoc(
         "candidate_model", "training", "candidate_model", "one trained and registered model version",
         "Every model trained so far, with its lineage; the newest won a time-ordered cross-validated search and was "
         "registered in MLflow as `challenger`.", HISTORY,
         (ColumnDoc("model_version", VARCHAR, f"The model, {VERSION_NOTE}; the `*_version` columns of the other tables "
                                              "join it."),
-         ColumnDoc("model_family", VARCHAR, "`logistic_regression` or `hist_gradient_boosting`."),
+         ColumnDoc("model_family", VARCHAR, f"{families}."),
          ColumnDoc("hyperparameters", VARCHAR, "The chosen hyperparameters, as JSON."),
-         ColumnDoc("cv_roc_auc", DOUBLE, "Mean ROC AUC of the chosen configuration over the time-ordered CV folds."),
+         ColumnDoc("cv_roc_auc", DOUBLE, "Mean ROC AUC of the chosen configuration over the time-ordered CV folds "
+                                         "(binary targets; NaN for the other tasks: see `cv_performance`)."),
+         ColumnDoc("cv_metric", VARCHAR, f"The metric the model search scored: `{cv.name}` ({cv.label}, "
+                                         f"{'higher' if cv.higher_is_better else 'lower'} is better){decides_note}."),
+         ColumnDoc("cv_performance", DOUBLE, f"Mean {cv.label} of the chosen configuration over the time-ordered CV "
+                                             "folds (NaN when the search was skipped)."),
          ColumnDoc("search_trials", BIGINT, "Configurations the model search tried (each a nested MLflow run)."),
          MLFLOW_RUN_ID,
          ColumnDoc("data_version", VARCHAR, "SHA-256 (64 hex characters) of the training_set content the model was "
@@ -35,6 +51,7 @@ def _candidate_model(spec: DatasetSpec) -> TableDoc:
          ColumnDoc("trained_through", VARCHAR, "Last training partition, `YYYY-MM-DD`."),
          ColumnDoc("training_partitions", VARCHAR, "Every training partition, comma-separated `YYYY-MM-DD`."),
          ColumnDoc("train_rows", BIGINT, "Rows trained on."),
+         ColumnDoc("train_label_mean", DOUBLE, f"Mean training label: {mean_label}."),
          ColumnDoc("holdout_partitions", VARCHAR, "Held-out partitions (never trained on), comma-separated."),
          RUN_ID,
          ColumnDoc("created_at", TIMESTAMP_NS, "When the version was registered (naive UTC).")))

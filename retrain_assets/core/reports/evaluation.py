@@ -3,12 +3,17 @@ external assets, so it opens from disk, from an MLflow artifact view or from a l
 
 from __future__ import annotations
 
-import math
 from typing import Any
-from retrain_assets.core.reports.html import BETTER_COLOR, CURRENT_COLOR, REFERENCE_COLOR, UNCLEAR_COLOR, WORSE_COLOR, escape, finite_float
+from retrain_assets.core.reports.evaluation_tasks import (ROLE_COLORS, confusion_section, headline, point_series,
+                                                         regression_section)
+from retrain_assets.core.reports.evaluation_tasks import count as _count
+from retrain_assets.core.reports.evaluation_tasks import fmt as _fmt
+from retrain_assets.core.reports.evaluation_tasks import group as _group
+from retrain_assets.core.reports.evaluation_tasks import pct as _pct
+from retrain_assets.core.reports.evaluation_tasks import slice_margin_words, task_fairness
+from retrain_assets.core.reports.html import BETTER_COLOR, UNCLEAR_COLOR, WORSE_COLOR, escape, finite_float
+from retrain_assets.core.tasks import METRICS
 
-
-ROLE_COLORS = {"challenger": CURRENT_COLOR, "champion": REFERENCE_COLOR}
 _CI_COLORS = {"better": BETTER_COLOR, "worse": WORSE_COLOR, "unclear": UNCLEAR_COLOR}
 _METRIC_LABELS = {
     "model_version": "Model version", "model_family": "Model family", "roc_auc": "ROC AUC", "pr_auc": "PR AUC",
@@ -17,6 +22,10 @@ _METRIC_LABELS = {
     "latency_ms_per_1000_rows": "Latency per 1000 rows", "model_size_bytes": "Model size",
     "demographic_parity_difference": "Demographic parity difference",
     "equal_opportunity_difference": "Equal opportunity difference",
+    "macro_roc_auc": "Macro ROC AUC (one-vs-rest)", "macro_f1": "Macro F1", "mae": "MAE", "rmse": "RMSE", "r2": "R²",
+    "baseline_mae": "MAE of the training-mean baseline", "baseline_rmse": "RMSE of the training-mean baseline",
+    "skill": "Skill over the baseline (1 − MAE / baseline MAE)", "label_mean": "Mean held-out label",
+    "accuracy_difference": "Accuracy gap between groups", "relative_mae_difference": "Relative MAE gap between groups",
 }
 _CSS = """
 body{font-family:system-ui,sans-serif;margin:2em;color:#222;max-width:1200px} table{border-collapse:collapse;margin:.5em 0}
@@ -39,13 +48,15 @@ def render_evaluation_html(report: dict) -> str:
     has_champion = report.get("champion_version") is not None or "champion" in models
     roles = ["challenger", "champion"] if has_champion else ["challenger"]
     title = report.get("title") or "Model evaluation"
+    task = report.get("task", "binary")
     sections = [
-        _header(report, has_champion), _verdict(report.get("gate") or {}, has_champion),
+        _header(report, has_champion), _verdict(report.get("gate") or {}, has_champion), headline(report, roles),
         "<h2>Metrics</h2>" + _metrics_table(models, roles),
         _differences(report.get("differences") or [], has_champion, report.get("confidence")),
-        _calibration(report.get("calibration") or {}, models, roles),
-        _slices(report.get("slices") or [], has_champion, finite_float(report.get("slice_margin")) or 0.0),
-        _fairness(report.get("fairness") or [], models, roles),
+        regression_section(report, roles) if task == "regression" else _calibration(report, models, roles),
+        confusion_section(report, roles) if task == "multiclass" else "",
+        _slices(report, has_champion),
+        _fairness(report.get("fairness") or [], models, roles) if task == "binary" else task_fairness(report, roles),
     ]
     return (f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{escape(title)}</title>'
             f"<style>{_CSS}</style></head><body><h1>{escape(title)}</h1>{''.join(sections)}</body></html>")
@@ -97,7 +108,8 @@ def _verdict(gate: dict, has_champion: bool) -> str:
 
 def _metrics_table(models: dict, roles: list[str]) -> str:
     keys = list(_METRIC_LABELS) + sorted({k for r in roles for k in models.get(r) or {}} - set(_METRIC_LABELS))
-    keys = [k for k in keys if any(k in (models.get(r) or {}) for r in roles)]
+    keys = [k for k in keys if any(k in (models.get(r) or {}) and not isinstance((models.get(r) or {})[k], list)
+                                   for r in roles)]  # class shares: see the confusion matrix section
     if not keys:
         return '<p class="note">No metrics.</p>'
     head = "".join(f"<th>{r}</th>" for r in roles)
@@ -186,7 +198,15 @@ def _forest_plot(differences: list[dict], width: int = 980, row: int = 44) -> st
             f"{''.join(parts)}</svg>")
 
 
-def _calibration(calibration: dict, models: dict, roles: list[str]) -> str:
+def _calibration(report: dict, models: dict, roles: list[str]) -> str:
+    """Reliability diagram: binary the positive-class score, multiclass the top-label confidence."""
+    calibration = report.get("calibration") or {}
+    top_label = report.get("task") == "multiclass"
+    if top_label:
+        calibration = {role: {"mean_predicted": c.get("mean_confidence"), "fraction_positive": c.get("fraction_correct"),
+                              "count": c.get("count")} for role, c in calibration.items()}
+    x_label, y_label = ("mean top-label confidence", "fraction correct") if top_label else ("mean predicted probability",
+                                                                                             "fraction positive")
     size, left, bottom, top, right = 300, 52, 44, 14, 16
     width, height = left + size + right, top + size + bottom
 
@@ -203,22 +223,15 @@ def _calibration(calibration: dict, models: dict, roles: list[str]) -> str:
                      f'<text x="{px(tick)}" y="{py(0) + 17}" font-size="11" text-anchor="middle">{tick:g}</text>'
                      f'<line x1="{px(0) - 5}" y1="{py(tick)}" x2="{px(0)}" y2="{py(tick)}" stroke="#555"/>'
                      f'<text x="{px(0) - 8}" y="{py(tick) + 4}" font-size="11" text-anchor="end">{tick:g}</text>')
-    parts.append(f'<text x="{px(0.5)}" y="{height - 8}" font-size="12" text-anchor="middle">mean predicted probability</text>'
+    parts.append(f'<text x="{px(0.5)}" y="{height - 8}" font-size="12" text-anchor="middle">{x_label}</text>'
                  f'<text transform="translate(14 {py(0.5)}) rotate(-90)" font-size="12" text-anchor="middle">'
-                 "fraction positive</text>")
+                 f"{y_label}</text>")
     drawn = []
     for role in reversed(roles):  # challenger last, on top
         points = _calibration_points(calibration.get(role) or {})
         if not points:
             continue
-        color = ROLE_COLORS.get(role, UNCLEAR_COLOR)
-        biggest = max(c for _, _, c in points) or 1.0
-        xy = " ".join(f"{px(x):.1f},{py(y):.1f}" for x, y, _ in points)
-        parts.append(f'<g class="calibration-{escape(role)}"><polyline points="{xy}" fill="none" stroke="{color}" stroke-width="2"/>')
-        parts.extend(f'<circle cx="{px(x):.1f}" cy="{py(y):.1f}" r="{2 + 6 * math.sqrt(c / biggest):.1f}" fill="{color}" '
-                     f'fill-opacity="0.75" stroke="#fff"><title>{escape(role)}: predicted {x:.3f}, observed {y:.3f}, '
-                     f"{c:.0f} rows</title></circle>" for x, y, c in points)
-        parts.append("</g>")
+        parts.append(point_series("calibration", role, points, px, py, lambda x, y: f"predicted {x:.3f}, observed {y:.3f}"))
         drawn.append(role)
     for i, role in enumerate(r for r in roles if r in drawn):
         y = top + 14 + 18 * i
@@ -226,9 +239,11 @@ def _calibration(calibration: dict, models: dict, roles: list[str]) -> str:
                      f'<text x="{left + 24}" y="{y}" font-size="12">{escape(role)}</text>')
     if not drawn:
         parts.append(f'<text x="{px(0.5)}" y="{py(0.5)}" font-size="12" text-anchor="middle" fill="#777">no data</text>')
-    caption = "; ".join(f"{role} ECE {_fmt((models.get(role) or {}).get('ece'))}" for role in roles)
+    ece = "top-label ECE" if top_label else "ECE"
+    caption = "; ".join(f"{role} {ece} {_fmt((models.get(role) or {}).get('ece'))}" for role in roles)
     return (f'<h2>Calibration</h2><figure><svg width="{width}" height="{height}" role="img" aria-label="reliability diagram">'
-            f"{''.join(parts)}</svg><figcaption>Reliability diagram (10 equal-width bins; point area ∝ rows). "
+            f"{''.join(parts)}</svg><figcaption>{'Top-label r' if top_label else 'R'}eliability diagram (10 equal-width bins; "
+            "point area ∝ rows). "
             f"{caption}.</figcaption></figure>")
 
 
@@ -244,38 +259,47 @@ def _calibration_points(curve: dict) -> list[tuple[float, float, float]]:
     return points
 
 
-def _slices(slices: list[dict], has_champion: bool, margin: float = 0.0) -> str:
-    """Slice table and delta chart; rows losing more than `margin` ROC AUC are highlighted."""
+def _slices(report: dict, has_champion: bool) -> str:
+    """Slice table and delta chart in the primary metric; rows worse than the gate's slice margin
+    (absolute, or a share of the champion's slice value) are highlighted."""
+    slices = report.get("slices") or []
     if not slices:
         return '<h2>Slices</h2><p class="note">No slices.</p>'
-    grouped = _group(slices, ("column", "value"))
+    metric = report.get("primary_metric") or "roc_auc"
+    label, higher = (METRICS[metric].label, METRICS[metric].higher_is_better) if metric in METRICS else (metric, True)
+    binary = report.get("task", "binary") == "binary"
+    margin, share = finite_float(report.get("slice_margin")), finite_float(report.get("slice_margin_share"))
+    margin = 0.0 if binary and margin is None else margin  # a binary report always has one (older fixtures may not)
     rows, bars = [], []
-    for (column, value), by_role in grouped.items():
+    for (column, value), by_role in _group(slices, ("column", "value")).items():
         base = by_role.get("challenger") or by_role.get("champion") or {}
-        challenger = finite_float((by_role.get("challenger") or {}).get("roc_auc"))
-        champion = finite_float((by_role.get("champion") or {}).get("roc_auc"))
+        challenger = finite_float((by_role.get("challenger") or {}).get(metric))
+        champion = finite_float((by_role.get("champion") or {}).get(metric))
         delta = challenger - champion if challenger is not None and champion is not None else None
         cells = f'<td>{escape(column)}</td><td>{escape(value)}</td><td class="n">{_count(base.get("n_rows"))}</td>' \
-                f'<td class="n">{_pct(base.get("positive_rate"))}</td>'
+                + (f'<td class="n">{_pct(base.get("positive_rate"))}</td>' if binary else "")
         if has_champion:
             cells += (f'<td class="n">{_fmt(champion)}</td><td class="n">{_fmt(challenger)}</td>'
                       f'<td class="n">{_fmt(delta, signed=True)}</td>')
         else:
             cells += f'<td class="n">{_fmt(challenger)}</td>'
-        worse = ' class="worse"' if delta is not None and delta < -margin else ""
+        allowed = margin if margin is not None else share * abs(champion) if share is not None and champion is not None else None
+        worse_by = None if delta is None else -delta if higher else delta
+        worse = ' class="worse"' if worse_by is not None and allowed is not None and worse_by > allowed else ""
         rows.append(f"<tr{worse}>{cells}</tr>")
         bars.append((f"{column} = {value}", delta))
-    head = ("<th>champion ROC AUC</th><th>challenger ROC AUC</th><th>Δ (challenger − champion)</th>"
-            if has_champion else "<th>challenger ROC AUC</th>")
-    table = (f"<table><tr><th>column</th><th>value</th><th>rows</th><th>positive rate</th>{head}</tr>"
+    head = (f"<th>champion {label}</th><th>challenger {label}</th><th>Δ (challenger − champion)</th>"
+            if has_champion else f"<th>challenger {label}</th>")
+    table = (f"<table><tr><th>column</th><th>value</th><th>rows</th>{'<th>positive rate</th>' if binary else ''}{head}</tr>"
              f"{''.join(rows)}</table>")
-    chart = (f"<figure>{_delta_bars(bars)}<figcaption>ROC AUC change per slice (challenger − champion); highlighted rows "
-             f"lose more than the gate's margin ({_fmt(margin)}).</figcaption></figure>"
-             if has_champion else "")
+    chart = (f"<figure>{_delta_bars(bars, higher, label)}<figcaption>{escape(label)} change per slice (challenger − champion; "
+             f"{'higher' if higher else 'lower'} is better); highlighted rows are worse by more than the gate's margin "
+             f"({escape(slice_margin_words(report, label))}).</figcaption></figure>" if has_champion else "")
     return f"<h2>Slices</h2>{table}{chart}"
 
 
-def _delta_bars(bars: list[tuple[str, float | None]], width: int = 640, row: int = 20) -> str:
+def _delta_bars(bars: list[tuple[str, float | None]], higher: bool = True, label: str = "ROC AUC", width: int = 640,
+                row: int = 20) -> str:
     x0, x1, top = 200, 540, 8
     cx = (x0 + x1) / 2
     scale = max((abs(d) for _, d in bars if d is not None), default=0.0) or 1.0
@@ -288,7 +312,7 @@ def _delta_bars(bars: list[tuple[str, float | None]], width: int = 640, row: int
             parts.append(f'<text x="{cx + 6}" y="{y + row / 2 + 4}" font-size="11" fill="#777">–</text>')
             continue
         end = cx + (x1 - cx) * delta / scale
-        color = WORSE_COLOR if delta < 0 else BETTER_COLOR
+        color = WORSE_COLOR if (delta < 0) == higher else BETTER_COLOR
         parts.append(f'<rect x="{min(cx, end):.1f}" y="{y + 3}" width="{abs(end - cx):.1f}" height="{row - 6}" fill="{color}">'
                      f"<title>{escape(label)}: {_fmt(delta, signed=True)}</title></rect>"
                      f'<text x="{x1 + 8}" y="{y + row / 2 + 4}" font-size="10" fill="{color}">{_fmt(delta, signed=True)}</text>')
@@ -298,7 +322,7 @@ def _delta_bars(bars: list[tuple[str, float | None]], width: int = 640, row: int
                  f'<text x="{x0}" y="{axis + 14}" font-size="9" fill="#777" text-anchor="middle">{_fmt(-scale, signed=True)}</text>'
                  f'<text x="{cx}" y="{axis + 14}" font-size="9" fill="#777" text-anchor="middle">0</text>'
                  f'<text x="{x1}" y="{axis + 14}" font-size="9" fill="#777" text-anchor="middle">{_fmt(scale, signed=True)}</text>')
-    return f'<svg width="{width}" height="{height}" role="img" aria-label="slice ROC AUC deltas">{"".join(parts)}</svg>'
+    return f'<svg width="{width}" height="{height}" role="img" aria-label="slice {escape(label)} deltas">{"".join(parts)}</svg>'
 
 
 def _fairness(fairness: list[dict], models: dict, roles: list[str]) -> str:
@@ -321,39 +345,6 @@ def _fairness(fairness: list[dict], models: dict, roles: list[str]) -> str:
     )
     parts.append(f"<table><tr><th>gap (largest between groups)</th>{''.join(f'<th>{r}</th>' for r in roles)}</tr>{gaps}</table>")
     return "".join(parts)
-
-
-def _group(rows: list[dict], keys: tuple[str, str]) -> dict[tuple[str, str], dict[str, dict]]:
-    """(key1, key2) -> role -> row, in first-seen order."""
-    grouped: dict[tuple[str, str], dict[str, dict]] = {}
-    for r in rows:
-        grouped.setdefault((str(r.get(keys[0], "")), str(r.get(keys[1], ""))), {})[str(r.get("role", ""))] = r
-    return grouped
-
-
-def _fmt(value: Any, signed: bool = False) -> str:
-    if isinstance(value, str):
-        return escape(value)
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    number = finite_float(value)
-    if number is None:
-        return "–"
-    if signed:
-        return "0" if number == 0 else f"{number:+.4f}".replace("-", "−")
-    if number.is_integer() and abs(number) >= 1:
-        return f"{int(number)}"
-    return f"{number:.4f}" if abs(number) < 1000 else f"{number:.4g}"
-
-
-def _pct(value: Any) -> str:
-    number = finite_float(value)
-    return "–" if number is None else f"{number:.1%}"
-
-
-def _count(value: Any) -> str:
-    number = finite_float(value)
-    return "–" if number is None else f"{number:,.0f}"
 
 
 def _bytes(value: Any) -> str:
