@@ -18,12 +18,21 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 import pandas as pd
+from threadpoolctl import threadpool_limits
 from tqdm import tqdm
 
-from retrain_assets.core.offline.backtest import ORACLE, BacktestPolicy, PolicyReplay, replay_policy, served_metrics
+from retrain_assets.core.offline.backtest import ORACLE, BacktestPolicy, PolicyReplay, primary_metric, replay_policy, served_metrics
 from retrain_assets.core.offline.lab import Lab, Model, train_windows_in_order, training_settings, training_windows, window_rows
 from retrain_assets.core.offline.timeline import Timeline, prepare_timeline
-from retrain_assets.core.offline.backtest_report import DEFAULT_WINDOW, markdown_table, per_batch, render_plot, render_tradeoff, summarize
+from retrain_assets.core.offline.backtest_report import (
+    DEFAULT_WINDOW,
+    markdown_table,
+    metric_words,
+    per_batch,
+    render_plot,
+    render_tradeoff,
+    summarize,
+)
 from retrain_assets.core.files import write_text_atomically
 from retrain_assets.core.policy.definition import Policy
 from retrain_assets.core.offline.scenario import Delivery, history_deliveries, load_scenario, read_history, scenario_deliveries
@@ -86,6 +95,9 @@ def run_backtest(deliveries: Iterable[Delivery], spec: DatasetSpec, policies: li
     # multiprocessing's Pool, not concurrent.futures: on Ctrl-C (or any failure) `terminate` stops
     # the workers at once, where an executor's shutdown waits for them and could hang.
     pool = get_context("spawn").Pool(jobs, initializer=_one_thread_per_worker) if jobs > 1 else None
+    # One process: one BLAS/OpenMP thread too, as in the workers (measured on a loaded two-core
+    # host: a multiclass training took 35-140 s with OpenMP threads, 2.2 s with one).
+    limits = threadpool_limits(limits=1) if pool is None else None
     try:
         deliveries = list(deliveries)
         with _bar(len(deliveries), "checking batches and labels", "batch", progress) as bar:
@@ -113,6 +125,8 @@ def run_backtest(deliveries: Iterable[Delivery], spec: DatasetSpec, policies: li
         if pool:
             pool.close()
             pool.join()
+        if limits is not None:
+            limits.restore_original_limits()
     if not any(r.serving for r in replays):
         labeled = len(timeline.labeled_rows)
         raise ValueError(f"no policy ever had a model to serve: {labeled} of {len(timeline.steps)} batches got labels, and the "
@@ -120,8 +134,9 @@ def run_backtest(deliveries: Iterable[Delivery], spec: DatasetSpec, policies: li
                          "and one more batch to be scored on; replay a longer history")
     threshold = base.promotion.operating_threshold
     served = {r.policy.name: served_metrics(timeline, r) for r in replays}
-    table = summarize(replays, served, threshold, window_batches)
-    per = {r.policy.name: per_batch(served[r.policy.name], r, threshold, window_batches) for r in replays}
+    judged = {"target": spec.target, "metric": primary_metric(base, spec.target)}
+    table = summarize(replays, served, threshold, window_batches, **judged)
+    per = {r.policy.name: per_batch(served[r.policy.name], r, threshold, window_batches, **judged) for r in replays}
     seconds["total"] = time.perf_counter() - started
     return BacktestResult(table, replays, per, timeline, window_batches, title or spec.name, seconds)
 
@@ -232,15 +247,17 @@ def _bar(total: int, what: str, unit: str, enabled: bool):
 
 def write_outputs(result: BacktestResult, out_dir: Path, command: str, source: str) -> dict[str, Path]:
     """backtest.json (everything), backtest.png (metric over time), backtest.md (the table) and,
-    with more than one drift variant, tradeoff.png (retrains vs mean ROC AUC)."""
+    with more than one drift variant, tradeoff.png (retrains vs the mean primary metric)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     title = f"{result.title}: {source}"
     window = result.window_batches
     paths = {"json": out_dir / "backtest.json", "plot": out_dir / "backtest.png", "table": out_dir / "backtest.md"}
-    render_plot(result.timeline, result.replays, result.batches, paths["plot"], title, window)
+    metric = str(result.table["performance_metric"].iloc[0])
+    render_plot(result.timeline, result.replays, result.batches, paths["plot"], title, window, metric)
     if sum(r.policy.kind == "drift" for r in result.replays) > 1:
         paths["tradeoff"] = out_dir / "tradeoff.png"
-        render_tradeoff(result.table, paths["tradeoff"], f"{title}: retrains vs mean ROC AUC")
+        words = "ROC AUC" if metric == "roc_auc" else metric_words(metric)
+        render_tradeoff(result.table, paths["tradeoff"], f"{title}: retrains vs mean {words}", metric)
     table = markdown_table(result.table)
     write_text_atomically(f"{table}\n", paths["table"])
     timeline = result.timeline
@@ -249,6 +266,8 @@ def write_outputs(result: BacktestResult, out_dir: Path, command: str, source: s
         "source": source,
         "dataset": timeline.spec.name,
         "granularity": timeline.spec.partitions.granularity,
+        "task": timeline.spec.target.type,
+        "performance_metric": metric,
         "window_batches": window,
         "seconds": result.seconds,
         "batches": [{"step": s.index, "partition": s.partition, "rows": s.n_rows, "quarantined": s.n_quarantined,

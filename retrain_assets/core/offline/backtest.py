@@ -10,6 +10,13 @@ decides, and a retrained challenger replaces the champion only when it passes th
 it serves from the next step on. The live trial (canary or shadow) is not simulated: a challenger
 that passes the gate is promoted directly.
 
+Every task runs every policy: the gate is the task's (`promotion_gate(..., target=)`), the
+champion's baseline is its holdout value of the task's primary metric, and the drift policy's
+performance clause reads that metric through `core.policy.performance.performance_rules`
+(`task_decision`). Served answers are judged on the primary metric: ROC AUC for binary, macro
+one-vs-rest ROC AUC for multiclass, MAE for regression (lower is better), unless
+`policy.performance.primary_metric` names another.
+
 The timeline (what landed on each step, through the contracts and label gates) is
 `timeline.prepare_timeline`; `lab.Lab` holds everything that does not depend on the policy
 (trainings by window, evaluations by challenger and champion, reference profiles, drift reports,
@@ -20,7 +27,8 @@ module holds the policies, the replay of one policy, and the judging of the answ
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+import re
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 import numpy as np
@@ -28,10 +36,13 @@ import pandas as pd
 
 from retrain_assets.core.evaluation.bootstrap import batch_roc_auc
 from retrain_assets.core.evaluation.gate import promotion_gate
-from retrain_assets.core.offline.lab import Lab, Model
+from retrain_assets.core.offline.lab import Lab, Model, task_performance
 from retrain_assets.core.offline.timeline import Timeline
 from retrain_assets.core.policy.definition import Policy, with_overrides
+from retrain_assets.core.policy.performance import PerformanceRules, performance_rules
 from retrain_assets.core.policy.retrain import BatchSignal, PolicyHistory, RetrainDecision, decide_retrain
+from retrain_assets.core.spec import TargetSpec
+from retrain_assets.core.tasks import BINARY, MULTICLASS, encode_labels
 
 POLICY_KINDS = ("static", "periodic", "drift", "every-batch")
 ORACLE = "every-batch"
@@ -128,6 +139,7 @@ class PolicyReplay:
     decisions: dict[int, RetrainDecision] = field(default_factory=dict)
     retrains: list[Retrain] = field(default_factory=list)
     drift: dict[str, BatchSignal] = field(default_factory=dict)
+    monitoring: dict[str, dict] = field(default_factory=dict)  # multiclass / regression: label and prediction drift
 
 
 def replay_policy(lab: Lab, policy: BacktestPolicy, progress: Callable[[int], None] | None = None) -> PolicyReplay:
@@ -147,17 +159,19 @@ def replay_policy(lab: Lab, policy: BacktestPolicy, progress: Callable[[int], No
             out.scores[step.index] = lab.scores(champion, step)
         if policy.reads_drift and champion is not None and step.batch is not None:
             signals[step.partition] = lab.signal(champion, step, step.partition in labeled, rules)
+            out.monitoring[step.partition] = lab.monitored(champion, step, step.partition in labeled, rules)
         for partition in step.labeled:
             if partition not in labeled:
                 labeled.append(partition)
             if policy.reads_drift and champion is not None:
                 signals[partition] = lab.signal(champion, lab.step_of[partition], True, rules)
+                out.monitoring[partition] = lab.monitored(champion, lab.step_of[partition], True, rules)
         new_rows = sum(len(timeline.labeled_rows[p]) for p in labeled if trained_through is None or p > trained_through)
         history = PolicyHistory(
             labeled_partitions=list(labeled), signals=[signals[p] for p in sorted(signals)],
             champion_version=champion.key if champion else None, champion_holdout_roc_auc=baseline,
             last_trained_through=trained_through, new_labeled_rows=new_rows, past_triggers=list(triggers))
-        decision = _decide(policy, history, step.index, last_retrain_step, champion is not None)
+        decision = _decide(policy, history, step.index, last_retrain_step, champion is not None, timeline.spec.target)
         out.decisions[step.index] = decision
         if decision.retrain:
             known = sorted(set(labeled) | set(signals))
@@ -166,11 +180,11 @@ def replay_policy(lab: Lab, policy: BacktestPolicy, progress: Callable[[int], No
             model = lab.train(labeled, rules)
             trained_through = model.trained_through
             report, eval_seconds = lab.evaluate(model, champion, rules)
-            gate = promotion_gate(report, rules)
+            gate = promotion_gate(report, rules, target=timeline.spec.target)
             out.retrains.append(Retrain(step.index, step.partition, decision.trigger, decision.reason, model.key, model.family, gate.passed,
                                         gate.headline, model.train_seconds, eval_seconds))
             if gate.passed:
-                champion, baseline = model, float(report["models"]["challenger"]["roc_auc"])
+                champion, baseline = model, float(report["models"]["challenger"][primary_metric(rules, timeline.spec.target)])
         if progress:
             progress(1)
     out.drift = signals
@@ -178,11 +192,11 @@ def replay_policy(lab: Lab, policy: BacktestPolicy, progress: Callable[[int], No
 
 
 def _decide(policy: BacktestPolicy, history: PolicyHistory, step: int, last_retrain_step: int | None,
-            has_champion: bool) -> RetrainDecision:
-    """The pipeline's `decide_retrain` for `drift`; the baselines share its first-model rule and
-    then retrain on their own schedule, whenever new labeled partitions exist."""
+            has_champion: bool, target: TargetSpec | None = None) -> RetrainDecision:
+    """The pipeline's `decide_retrain` for `drift` (`task_decision`); the baselines share its
+    first-model rule and then retrain on their own schedule, whenever new labeled partitions exist."""
     if policy.kind == "drift" or history.last_trained_through is None:
-        return decide_retrain(history, policy.policy)
+        return task_decision(history, policy.policy, target)
     fresh = any(p > history.last_trained_through for p in history.labeled_partitions)
     if not has_champion:
         return RetrainDecision(fresh, "no champion yet: the last challenger failed the gate", "first_model" if fresh else "none")
@@ -196,13 +210,58 @@ def _decide(policy: BacktestPolicy, history: PolicyHistory, step: int, last_retr
                            f"{step - last_retrain_step}/{policy.every} batches since the last retrain")
 
 
+def primary_metric(policy: Policy, target: TargetSpec | None) -> str:
+    """The metric a backtest judges and the performance clause reads: binary keeps ROC AUC (the
+    drift report's estimate is of ROC AUC); the other tasks `performance_rules(...).metric`."""
+    return "roc_auc" if target is None or target.type == BINARY else performance_rules(policy, target).metric
+
+
+def task_decision(history: PolicyHistory, policy: Policy, target: TargetSpec | None) -> RetrainDecision:
+    """`decide_retrain` for any task. Binary (or no target): unchanged. Multiclass and regression:
+    the signals and the champion's baseline hold the primary metric in its units (`lab.Lab`); they
+    are oriented so that higher is better (an error metric is negated), the SLO is
+    `performance_rules(...).slo` (none: never fires) and the drop `rules.drop(baseline)`, so the
+    same clauses, guards and order decide; the reason and numbers then say the metric's name and
+    values (`realized_performance`, `estimated_performance`, `baseline_performance`)."""
+    if target is None or target.type == BINARY:
+        return decide_retrain(history, policy)
+    rules = performance_rules(policy, target)
+    sign = 1.0 if rules.higher_is_better else -1.0
+    baseline = history.champion_holdout_roc_auc
+    oriented = replace(history, champion_holdout_roc_auc=None if baseline is None else sign * baseline,
+                       signals=[replace(s, estimated_roc_auc=sign * s.estimated_roc_auc, realized_roc_auc=sign * s.realized_roc_auc)
+                                for s in history.signals])
+    thresholds = replace(policy, min_roc_auc=-math.inf if rules.slo is None else sign * rules.slo,
+                         max_roc_auc_drop=0.0 if baseline is None else rules.drop(baseline))
+    return _in_metric_words(decide_retrain(oriented, thresholds), rules, sign)
+
+
+def _in_metric_words(decision: RetrainDecision, rules: PerformanceRules, sign: float) -> RetrainDecision:
+    """A decision made on oriented values, told in the metric's name, units and direction."""
+    def value(match: re.Match) -> str:
+        return f"{match.group(1)} {rules.label} {sign * float(match.group(2)):.4g}"
+
+    reason = re.sub(r"(realized|estimated) ROC AUC (-?(?:\d+\.\d+|nan|inf))", value, decision.reason)
+    reason = re.sub(r"dropped more than (\S+) below the champion's (-?\d+\.\d+)",
+                    lambda m: f"is worse by more than {float(m.group(1)):.4g} than the champion's {sign * float(m.group(2)):.4g}",
+                    reason)
+    reason = re.sub(r"below the SLO (-?\d+\.\d+)",
+                    lambda m: f"{'below' if sign > 0 else 'above'} the SLO {sign * float(m.group(1)):.4g}", reason)
+    numbers = {k: v for k, v in decision.numbers.items() if not k.endswith("_roc_auc")}
+    if "realized_roc_auc" in decision.numbers:
+        numbers.update(performance_metric=rules.metric, **{f"{who}_performance": sign * decision.numbers[f"{who}_roc_auc"]
+                                                           for who in ("realized", "estimated", "baseline")})
+    return replace(decision, reason=reason, numbers=numbers)
+
+
 # --------------------------------------------------------------------------------------------
 # Judging a replay
 
 
 def served_metrics(timeline: Timeline, replay: PolicyReplay) -> pd.DataFrame:
-    """One row per served step: step, partition, model, and the 0/1 labels `y` and `scores` of the
-    step's requests that got a resolved label."""
+    """One row per served step: step, partition, model, and the labels `y` (encoded as
+    `core.tasks.encode_labels`: binary 0/1) and `scores` (the task's outputs) of the step's
+    requests that got a resolved label."""
     spec, rows = timeline.spec, []
     for step in timeline.steps:
         if step.index not in replay.serving:
@@ -214,7 +273,9 @@ def served_metrics(timeline: Timeline, replay: PolicyReplay) -> pd.DataFrame:
         else:
             found = truth.index.get_indexer(step.requests[spec.id_column].to_numpy())
             known = found >= 0
-            y, scores = (truth.to_numpy()[found[known]] == spec.target.positive).astype(int), scores[known]
+            values = truth.to_numpy()[found[known]]
+            y = (values == spec.target.positive).astype(int) if spec.target.type == BINARY else encode_labels(values, spec.target)
+            scores = scores[known]
         rows.append({"step": step.index, "partition": step.partition, "model": replay.serving[step.index], "y": y, "scores": scores})
     return pd.DataFrame(rows, columns=["step", "partition", "model", "y", "scores"])
 
@@ -225,3 +286,15 @@ def pooled_metrics(y: np.ndarray, scores: np.ndarray, threshold: float) -> tuple
         return math.nan, math.nan
     auc = float(batch_roc_auc(y, scores[None, :])[0]) if 0 < y.sum() < len(y) else math.nan
     return auc, float(np.mean((scores >= threshold) == (y == 1)))
+
+
+def outcome_metrics(target: TargetSpec | None, metric: str, y: np.ndarray, scores: np.ndarray,
+                    threshold: float) -> tuple[float, float]:
+    """The primary metric and accuracy of pooled served answers: binary `pooled_metrics` (ROC AUC
+    and accuracy at `threshold`); multiclass `metric` and the top class's accuracy; regression
+    `metric` and NaN (no accuracy)."""
+    if target is None or target.type == BINARY:
+        return pooled_metrics(y, scores, threshold)
+    value = task_performance(target, metric, y, scores)
+    accuracy = task_performance(target, "accuracy", y, scores) if target.type == MULTICLASS else math.nan
+    return value, accuracy

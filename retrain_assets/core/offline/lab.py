@@ -2,11 +2,21 @@
 window (`train_window`, as `training_set` + `candidate_model` do), the evaluation of a challenger
 against a champion, reference profiles, drift reports and scores. `Lab` caches them, so the
 policies and sweep variants replayed in one process train each window once; `training_windows`
-and `train_windows_in_order` let a caller train them ahead, e.g. in parallel."""
+and `train_windows_in_order` let a caller train them ahead, e.g. in parallel.
+
+Every task: predictions are `predict_outputs` (binary the positive-class probability, as before;
+multiclass class probabilities; regression values), evaluations and gates take the spec's target
+(regression: the challenger's training-label mean is the baseline), and a batch's signal carries
+the task's primary metric (`performance_rules(policy, target).metric`), estimated without labels
+(binary: the drift report's; multiclass: one-vs-rest CBPE; regression: direct loss estimation
+with a loss model fitted on the champion's holdout rows) and realized on the labeled rows. For
+binary the signal's `*_roc_auc` fields are ROC AUC as before; for the other tasks they hold the
+primary metric in its own units (`core.offline.backtest` orients them for the retrain policy)."""
 
 from __future__ import annotations
 
 import hashlib
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Iterable
@@ -16,14 +26,20 @@ import pandas as pd
 
 from retrain_assets.core.evaluation.report import ScoredModel, build_evaluation_report
 from retrain_assets.core.evaluation.metrics import inference_cost
+from retrain_assets.core.evaluation.task_metrics import task_metrics
 from retrain_assets.core.monitoring.batch_report import build_drift_report
+from retrain_assets.core.monitoring.loss_estimation import LossModel, fit_loss_model
 from retrain_assets.core.monitoring.profile import ReferenceProfile, build_reference_profile
+from retrain_assets.core.monitoring.task_drift import task_label_drift, task_prediction_drift
+from retrain_assets.core.monitoring.task_estimation import estimate_task_performance
 from retrain_assets.core.offline.timeline import Step, Timeline
 from retrain_assets.core.policy.definition import Policy
+from retrain_assets.core.policy.performance import performance_rules
 from retrain_assets.core.policy.retrain import BatchSignal
-from retrain_assets.core.training.modeling import feature_frame, model_family, predict_scores, split_holdout, target_vector
+from retrain_assets.core.tasks import BINARY, MULTICLASS
+from retrain_assets.core.training.modeling import feature_frame, model_family, predict_outputs, split_holdout, target_vector
 from retrain_assets.core.training.selection import select_model
-from retrain_assets.core.spec import DatasetSpec
+from retrain_assets.core.spec import DatasetSpec, TargetSpec
 
 
 @dataclass
@@ -39,6 +55,7 @@ class Model:
     note: str
     cost: dict = field(default_factory=dict)
     holdout_scores: np.ndarray | None = None
+    label_mean: float = float("nan")  # mean training label: a regression evaluation's baseline
 
     @property
     def holdout_share(self) -> float:
@@ -83,11 +100,11 @@ def train_window(rows: pd.DataFrame, window: tuple[str, ...], spec: DatasetSpec,
     # What every evaluation of this challenger needs, computed once, right after training: its
     # latency and size (the gate's SLOs) and its scores on its own holdout.
     cost = inference_cost(selection.model.pipeline, feature_frame(holdout, spec))
-    holdout_scores = predict_scores(selection.model.pipeline, holdout, spec)
+    holdout_scores = predict_outputs(selection.model.pipeline, holdout, spec)
     settings = training_settings(policy)
     tag = "" if settings == training_settings(base) else "~" + hashlib.sha1(repr(settings).encode()).hexdigest()[:6]
     return Model(window[-1] + tag, selection.model.pipeline, model_family(selection.model.pipeline), window,
-                 settings, seconds, selection.note, cost, holdout_scores)
+                 settings, seconds, selection.note, cost, holdout_scores, selection.model.train_label_mean)
 
 
 def report_key(challenger: Model, champion: Model | None, policy: Policy) -> tuple:
@@ -98,13 +115,15 @@ def report_key(challenger: Model, champion: Model | None, policy: Policy) -> tup
 def evaluate_models(challenger: Model, champion: Model | None, holdout: pd.DataFrame, holdout_keys: list[str],
                     spec: DatasetSpec, policy: Policy) -> tuple[dict, float]:
     """`build_evaluation_report` of challenger vs champion on the challenger's holdout, and the
-    seconds it took (the gate is applied by the caller)."""
+    seconds it took (the gate is applied by the caller). Multiclass and regression reports take
+    the spec's target; regression's baseline is the challenger's training-label mean."""
     started = time.perf_counter()
     scored = [ScoredModel(challenger.key, challenger.family, challenger.holdout_scores, challenger.cost)]
     if champion is not None:
-        scored.append(ScoredModel(champion.key, champion.family, predict_scores(champion.pipeline, holdout, spec), champion.cost))
+        scored.append(ScoredModel(champion.key, champion.family, predict_outputs(champion.pipeline, holdout, spec), champion.cost))
+    task = {} if spec.target.type == BINARY else {"target": spec.target, "baseline": challenger.label_mean}
     report = build_evaluation_report(holdout, target_vector(holdout, spec), scored[0], scored[1] if champion else None,
-                                     list(spec.segment_columns), spec.sensitive_attribute, policy, holdout_keys)
+                                     list(spec.segment_columns), spec.sensitive_attribute, policy, holdout_keys, **task)
     return report, time.perf_counter() - started
 
 
@@ -139,6 +158,8 @@ class Lab:
         self._profiles: dict[tuple, ReferenceProfile] = {}
         self._signals: dict[tuple, BatchSignal] = {}
         self._scores: dict[tuple[str, int], np.ndarray] = {}
+        self._loss_models: dict[str, LossModel] = {}
+        self.monitoring: dict[tuple, dict] = {}  # per signal key: the task's label / prediction drift numbers
         for model in models:  # trained elsewhere, e.g. in other processes
             self._models[(model.window, model.settings)] = model
 
@@ -171,15 +192,19 @@ class Lab:
         key = (model.key, policy.drift)
         if key not in self._profiles:
             train = self.frames(model)[0]
+            task = {} if self.spec.target.type == BINARY else {"target": self.spec.target}
             self._profiles[key] = build_reference_profile(
-                train, self.spec.numeric_features, self.spec.categorical_features, scores=predict_scores(model.pipeline, train, self.spec),
-                labels=target_vector(train, self.spec), thresholds=policy.drift, created_from=model.key)
+                train, self.spec.numeric_features, self.spec.categorical_features, scores=predict_outputs(model.pipeline, train, self.spec),
+                labels=target_vector(train, self.spec), thresholds=policy.drift, created_from=model.key, **task)
         return self._profiles[key]
 
     def signal(self, model: Model, step: Step, labeled: bool, policy: Policy) -> BatchSignal:
         """The drift report of a clean batch against `model`'s reference, as the policy reads it.
-        The domain classifier is left out: no retrain clause reads it."""
-        key = (model.key, step.partition, labeled, policy.drift, policy.random_seed)
+        The domain classifier is left out: no retrain clause reads it. Multiclass and regression:
+        `task_signal`."""
+        key = signal_key(model, step, labeled, policy)
+        if key not in self._signals and self.spec.target.type != BINARY:
+            self._signals[key] = self.task_signal(model, step, labeled, policy, key)
         if key not in self._signals:
             rows = self.timeline.labeled_rows[step.partition] if labeled else None
             scores, labeled_scores = self._score(model, step, step.batch), None
@@ -196,6 +221,47 @@ class Lab:
                                              int(summary["n_labeled"]))
         return self._signals[key]
 
+    def monitored(self, model: Model, step: Step, labeled: bool, policy: Policy) -> dict:
+        """The task's label and prediction drift numbers of a signal computed before (empty for binary)."""
+        return self.monitoring.get(signal_key(model, step, labeled, policy), {})
+
+    def task_signal(self, model: Model, step: Step, labeled: bool, policy: Policy, key: tuple) -> BatchSignal:
+        """A multiclass or regression batch's signal: the feature drift verdict of the drift
+        report, the primary metric estimated on every batch row and realized on the labeled rows
+        (their fields hold the metric's value; see the module docstring), and in `monitoring` the
+        task's label and prediction drift."""
+        spec, rules = self.spec, performance_rules(policy, self.spec.target)
+        profile = self.profile(model, policy)
+        summary = build_drift_report(profile, step.batch, spec, policy.drift, seed=policy.random_seed).summary
+        outputs = self._score(model, step, step.batch)
+        estimated = self._estimate(model, step, outputs, rules.metric, policy) if len(step.batch) else math.nan
+        rows = self.timeline.labeled_rows[step.partition] if labeled else None
+        realized, numbers = math.nan, {"prediction_drift_p_value": math.nan, "label_drift_p_value": math.nan}
+        if len(outputs):
+            numbers["prediction_drift_p_value"] = drift_p_value(task_prediction_drift(profile, outputs, spec.target))
+        if rows is not None and len(rows):
+            position = pd.Series(np.arange(len(step.batch)), index=step.batch[spec.id_column].to_numpy())
+            y = target_vector(rows, spec)
+            realized = task_performance(spec.target, rules.metric, y, outputs[position.loc[rows[spec.id_column].to_numpy()].to_numpy()])
+            numbers["label_drift_p_value"] = drift_p_value(task_label_drift(profile, y, spec.target))
+        self.monitoring[key] = numbers
+        return BatchSignal(step.partition, model.key, bool(summary["dataset_drifted"]), float(summary["drift_share"]),
+                           estimated, realized, 0 if rows is None else len(rows))
+
+    def _estimate(self, model: Model, step: Step, outputs: np.ndarray, metric: str, policy: Policy) -> float:
+        """The label-free estimate of `metric` on the batch (NaN when the task's estimate lacks it:
+        e.g. log loss or R²). Regression fits the champion's loss model on its holdout rows once."""
+        loss_model = None
+        if self.spec.target.type != MULTICLASS:
+            if model.key not in self._loss_models:
+                holdout = self.frames(model)[1]
+                self._loss_models[model.key] = fit_loss_model(holdout, model.holdout_scores, target_vector(holdout, self.spec),
+                                                              self.spec, policy.random_seed)
+            loss_model = self._loss_models[model.key]
+        estimate = estimate_task_performance(self.spec.target, outputs, frame=step.batch, loss_model=loss_model,
+                                             seed=policy.random_seed)
+        return float(getattr(estimate, metric, math.nan))
+
     def scores(self, model: Model, step: Step) -> np.ndarray:
         """The model's answers to the step's requests."""
         return self._score(model, step, step.requests)
@@ -204,5 +270,28 @@ class Lab:
         """Scores of the step's requests or of its clean batch (one computation when they are the same rows)."""
         key = (model.key, step.index, rows is step.requests)
         if key not in self._scores:
-            self._scores[key] = predict_scores(model.pipeline, rows, self.spec) if len(rows) else np.array([])
+            self._scores[key] = predict_outputs(model.pipeline, rows, self.spec) if len(rows) else empty_outputs(self.spec.target)
         return self._scores[key]
+
+
+def signal_key(model: Model, step: Step, labeled: bool, policy: Policy) -> tuple:
+    """What a batch's signal depends on."""
+    return model.key, step.partition, labeled, policy.drift, policy.random_seed
+
+
+def task_performance(target: TargetSpec, metric: str, y: np.ndarray, outputs: np.ndarray) -> float:
+    """`metric` of a multiclass or regression model's `outputs` against encoded labels `y` (NaN
+    without rows, or where the metric is undefined, e.g. macro ROC AUC with one class)."""
+    if not len(y):
+        return math.nan
+    return float(task_metrics(target, y, outputs, baseline=math.nan).get(metric, math.nan))
+
+
+def drift_p_value(numbers: dict) -> float:
+    """The p-value of a task drift test: chi-square for class shares, Kolmogorov-Smirnov for numbers."""
+    return float(numbers.get("chi2_p_value", numbers.get("ks_p_value", math.nan)))
+
+
+def empty_outputs(target: TargetSpec) -> np.ndarray:
+    """A model's outputs for no rows, in the task's shape."""
+    return np.zeros((0, len(target.classes))) if target.type == MULTICLASS else np.array([])

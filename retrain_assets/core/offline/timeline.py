@@ -12,6 +12,7 @@ import pandas as pd
 from retrain_assets.core.ingestion.contracts import repeated_id_reasons, set_aside, validate_batch
 from retrain_assets.core.ingestion.landing import BATCHES, LABELS
 from retrain_assets.core.labeling.label_files import combine_label_files, normalize_annotations
+from retrain_assets.core.labeling.numeric_labels import reference_scale
 from retrain_assets.core.labeling.resolution import resolve_labels
 from retrain_assets.core.partitions import PARTITION_COLUMN, partition_bounds
 from retrain_assets.core.policy.batches import block_reason
@@ -62,7 +63,9 @@ def prepare_timeline(deliveries: Iterable[Delivery], spec: DatasetSpec, map_fn: 
     against the partition's requests, with every annotation of the partition delivered so far
     (gated labels stay out, as they do until a reviewer decides). The per-partition checks are
     independent, so `map_fn` may run them in parallel (e.g. a process pool's `map`). `policy`
-    (default: the spec's) gives `max_bad_row_share` and the label gates.
+    (default: the spec's) gives `max_bad_row_share` and the label gates. A regression target's
+    annotation spread is measured against one label scale for the whole history
+    (`label_scale_of`), as the pipeline measures it against its reference labels.
     """
     policy = policy or spec.policy
     batches: list[tuple[Delivery, str, pd.DataFrame]] = []
@@ -85,7 +88,8 @@ def prepare_timeline(deliveries: Iterable[Delivery], spec: DatasetSpec, map_fn: 
         if files[0][0] < landed[key]:
             raise ValueError(f"{files[0][1]}: labels for partition {key} delivered before its batch; a backtest must "
                              "never see a label before the rows it labels")
-    tasks = [(spec, policy, name, frame, delivery.requests, label_files.get(name.split("/")[1][:10], []))
+    scale = label_scale_of(label_files, spec, policy)
+    tasks = [(spec, policy, name, frame, delivery.requests, label_files.get(name.split("/")[1][:10], []), scale)
              for delivery, name, frame in batches]
     checked = list(map_fn(_check_partition, tasks))
 
@@ -122,7 +126,7 @@ def prepare_timeline(deliveries: Iterable[Delivery], spec: DatasetSpec, map_fn: 
 def _check_partition(task) -> tuple[str, object, pd.DataFrame | None, list[tuple[int, pd.DataFrame]]]:
     """One partition's contract result, its validated requests (None: the batch's rows are the
     requests) and its resolved labels after each label delivery, by the step that delivered them."""
-    spec, policy, name, frame, requests, label_files = task
+    spec, policy, name, frame, requests, label_files, scale = task
     start = pd.Timestamp(name.split("/")[1][:10])
     result = validate_batch(frame, spec, partition_bounds(start, spec.partitions.granularity))
     if requests is not None and not requests.equals(frame):
@@ -134,6 +138,19 @@ def _check_partition(task) -> tuple[str, object, pd.DataFrame | None, list[tuple
     for step_index, label_name, label_frame, delivered in label_files:
         delivered_so_far.append(normalize_annotations(label_frame, spec, delivered, label_name)[0])
         every = combine_label_files(delivered_so_far, spec)[0]
-        labels = resolve_labels(every, seen[[spec.id_column, spec.event_time_column]], spec, policy.labels).labels
+        labels = resolve_labels(every, seen[[spec.id_column, spec.event_time_column]], spec, policy.labels, scale=scale).labels
         resolved.append((step_index, labels))
     return f"{start:%Y-%m-%d}", result, requests, resolved
+
+
+def label_scale_of(label_files: dict[str, list], spec: DatasetSpec, policy: Policy) -> float | None:
+    """A regression history's label scale: `reference_scale` of the annotations delivered for its
+    first `policy.min_partitions_first_model` labeled partitions (the rows the first model learns
+    from; the pipeline measures the scale on its reference labels). None for classification, or
+    when those annotations hold no spread (`resolve_labels` then falls back to the declared range)."""
+    if spec.target.is_classification:
+        return None
+    first = sorted(label_files)[:policy.min_partitions_first_model]
+    values = [normalize_annotations(frame, spec, delivered, name)[0]["label"]
+              for key in first for _, name, frame, delivered in label_files[key]]
+    return reference_scale(pd.concat(values, ignore_index=True)) if values else None
