@@ -151,6 +151,17 @@ def test_a_trial_short_of_labels_says_how_many_and_when_it_expires():
     # Defaults: 300 rows, 30 positives, 7 partitions: 5 more partitions after day 12.
     assert (action.kind, action.partition) == ("trial", day(17))
     assert "canary v4 needs 260 more labelled live rows and 25 more positives" in action.text
+
+
+@pytest.mark.parametrize("numbers, need", [
+    ({"live_rows": 40, "live_min_class_rows": 3, "live_classes": 5}, "needs 260 more labelled live rows and 2 more rows of its rarest class"),
+    ({"live_rows": 40}, "needs 260 more labelled live rows to be judged"),
+])
+def test_a_multiclass_or_regression_trial_waits_for_its_own_evidence_not_positives(numbers, need):
+    trial = Trial("4", "canary", 0.2, CanaryVerdict("wait", "waiting for labels", {**numbers, "partitions_elapsed": 2}),
+                  TrialClock(day(10), 2, 2, day(12)))
+    action = act(history(), trial=trial)
+    assert need in action.text and "positives" not in action.text
     assert f"expires at partition {day(17)} → automatic rollback" in action.text
 
 

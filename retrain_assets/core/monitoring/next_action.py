@@ -15,7 +15,7 @@ from typing import Iterable, Iterator
 from retrain_assets.core.partitions import next_partition
 from retrain_assets.core.policy.definition import Policy
 from retrain_assets.core.policy.retrain import BatchSignal, PolicyHistory, RetrainDecision, decide_retrain
-from retrain_assets.core.deployment.rollout import PROMOTE, ROLLBACK, CanaryVerdict, TrialClock
+from retrain_assets.core.deployment.rollout import MIN_LIVE_CLASS_ROWS, PROMOTE, ROLLBACK, CanaryVerdict, TrialClock
 
 
 @dataclass(frozen=True)
@@ -174,16 +174,24 @@ def _trial_action(trial: Trial, policy: Policy, granularity: str, decision: Retr
     expires = next_partition(start, granularity, rollout.max_live_partitions - elapsed) if start else None
     expiry = (f"or it expires at partition {expires} → automatic rollback" if expires
               else f"or it expires after {rollout.max_live_partitions} partitions → automatic rollback")
-    rows, positives = int(numbers.get("live_rows", 0)), int(numbers.get("live_positives", 0))
+    rows = int(numbers.get("live_rows", 0))
     short_rows = max(0, rollout.min_live_labeled_rows - rows)
-    short_positives = max(0, rollout.min_live_positives - positives)
+    # Binary trials wait for positives, multiclass ones for rows of every class present, regression for rows only.
+    if "live_positives" in numbers:
+        short_other = max(0, rollout.min_live_positives - int(numbers["live_positives"]))
+        other_words = f"{short_other} more positives"
+    elif numbers.get("live_min_class_rows") is not None:
+        short_other = max(0, MIN_LIVE_CLASS_ROWS - int(numbers["live_min_class_rows"]))
+        other_words = f"{short_other} more rows of its rarest class"
+    else:
+        short_other, other_words = 0, ""
     if clock.elapsed and not clock.live:
         since = f" since it started (after partition {clock.started})" if clock.started else " since it started"
         text = (f"{name}: no live traffic in {elapsed} partition{'s' if elapsed != 1 else ''}{since}: is the prediction "
                 f"service getting requests? Without them {expiry.removeprefix('or ')}")
-    elif short_rows or short_positives:
+    elif short_rows or short_other:
         need = " and ".join(part for part in (f"{short_rows} more labelled live rows" if short_rows else "",
-                                              f"{short_positives} more positives" if short_positives else "") if part)
+                                              other_words if short_other else "") if part)
         text = f"{name} needs {need} to be judged, {expiry}"
     else:
         text = f"{name} is not conclusive yet ({verdict.reason}); more labels decide it, {expiry}"
