@@ -31,14 +31,31 @@ def test_a_failed_write_keeps_the_previous_rows(tmp_path):
     resources = {"io_manager": WarehouseIOManager(database=database, schema="main")}
     assert dg.materialize(assets, resources=resources, partition_key="2025-01-02").success
 
-    # Same tables, one column too many: DuckDB refuses the insert after the delete ran.
-    frames.update(history=pd.DataFrame({"a": [9], "b": [9]}), daily=pd.DataFrame({"x": [9.0], "y": [9.0]}))
+    # Same tables, values their columns cannot hold: DuckDB refuses the insert after the delete ran.
+    frames.update(history=pd.DataFrame({"a": ["nine"]}), daily=pd.DataFrame({"x": ["nine"]}))
     result = dg.materialize(assets, resources=resources, partition_key="2025-01-02", raise_on_error=False)
     assert not result.success
     # Upstream's DuckDBPandasIOManager deletes in one autocommitted statement and inserts in
     # another: here it would have left both tables empty.
     assert read_table(tmp_path / "warehouse.duckdb", "select a from history order by a")["a"].tolist() == [1, 2, 3]
     assert read_table(tmp_path / "warehouse.duckdb", "select x from daily order by x")["x"].tolist() == [1.0, 2.0]
+
+
+def test_a_table_written_by_an_older_version_takes_the_new_columns(tmp_path):
+    """An upgrade that adds a column to a table (e.g. the task-neutral performance columns) writes into
+    a warehouse made by the previous version: the column is added, old rows keep NULL there."""
+    database = str(tmp_path / "warehouse.duckdb")
+    frames = {"history": pd.DataFrame({"a": [1, 2]}), "daily": pd.DataFrame({"x": [1.0]})}
+    assets = history_and_partitioned(frames)
+    resources = {"io_manager": WarehouseIOManager(database=database, schema="main")}
+    assert dg.materialize(assets, resources=resources, partition_key="2025-01-01").success
+    frames.update(history=pd.DataFrame({"a": [1, 2, 3], "new metric": [0.1, 0.2, 0.3]}),
+                  daily=pd.DataFrame({"new metric": [0.5], "x": [2.0]}))  # another column order too
+    assert dg.materialize(assets, resources=resources, partition_key="2025-01-02").success
+    daily = read_table(tmp_path / "warehouse.duckdb", 'select day, x, "new metric" from daily order by day')
+    assert daily["x"].tolist() == [1.0, 2.0] and daily["new metric"].isna().tolist() == [True, False]
+    history = read_table(tmp_path / "warehouse.duckdb", 'select * from history order by a')
+    assert history["new metric"].tolist() == [0.1, 0.2, 0.3]
 
 
 def test_partitions_are_replaced_and_loaded_by_their_time_window(tmp_path):

@@ -19,7 +19,7 @@ def _target_doc(spec: DatasetSpec) -> ColumnDoc:
         bounds = [f"at least {target.min:g}" if target.min is not None else "", f"at most {target.max:g}" if target.max is
                   not None else ""]
         within = " and ".join(b for b in bounds if b)
-        return ColumnDoc(target.name, DOUBLE, "The resolved label: the confidence-weighted median of the row's annotations "
+        return ColumnDoc(target.name, target_type(spec), "The resolved label: the confidence-weighted median of the row's annotations "
                                               "(a finite number" + (f", {within}" if within else "") + ").")
     if target.type == MULTICLASS:
         return ColumnDoc(target.name, target_type(spec), f"The resolved label: one of {classes} (the class with the "

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from retrain_assets.core.spec import ColumnSpec, DatasetSpec
+from retrain_assets.core.tasks import label_dtype
 
 VARCHAR, DOUBLE, BIGINT, BOOLEAN = "VARCHAR", "DOUBLE", "BIGINT", "BOOLEAN"
 TIMESTAMP, TIMESTAMP_NS = "TIMESTAMP", "TIMESTAMP_NS"
@@ -126,15 +127,9 @@ def label_id_type(spec: DatasetSpec) -> str:
 
 
 def target_type(spec: DatasetSpec) -> str:
-    """Type of the resolved label: typed like the declared classes."""
-    classes = spec.target.classes
-    if all(isinstance(c, bool) for c in classes):
-        return BOOLEAN
-    if all(isinstance(c, int) for c in classes):
-        return BIGINT
-    if all(isinstance(c, (int, float)) for c in classes):
-        return DOUBLE
-    return VARCHAR
+    """Type of the resolved label (`core.tasks.label_dtype`): a number for regression, else typed like
+    the declared classes."""
+    return {bool: BOOLEAN, "int64": BIGINT, "float64": DOUBLE}.get(label_dtype(spec.target), VARCHAR)
 
 
 def partition_column(what: str = "batch") -> ColumnDoc:

@@ -210,7 +210,8 @@ class WarehouseIOManager(dg.ConfigurableIOManager):
                 if self._exists(conn, table):
                     conn.execute(f"delete from {table}" + (f" where {where}" if where else ""))
                     if not obj.empty:
-                        conn.execute(f"insert into {table} select * from obj")
+                        add_missing_columns(conn, table, obj)
+                        conn.execute(f"insert into {table} by name select * from obj")
                 elif not obj.empty:
                     conn.execute(f"create table {table} as select * from obj")
             except BaseException:
@@ -282,3 +283,22 @@ class WarehouseIOManager(dg.ConfigurableIOManager):
 
     def _connection_config(self) -> dict[str, Any]:
         return {"custom_user_agent": "dagster", **self.connection_config}
+
+
+def add_missing_columns(conn, table: str, frame: pd.DataFrame) -> list[str]:
+    """Add to `table` the columns of `frame` it lacks (typed as DuckDB reads them), so that a table
+    written by an older version takes the rows of this one: its old rows keep NULL there, nothing is
+    rewritten. Returns the added column names."""
+    conn.register("_incoming_frame", frame)
+    try:
+        incoming = conn.execute("describe select * from _incoming_frame").fetchall()
+    finally:
+        conn.unregister("_incoming_frame")
+    have = {row[0] for row in conn.execute(f"describe {table}").fetchall()}
+    added = []
+    for name, column_type, *_ in incoming:
+        if name not in have:
+            quoted = '"' + name.replace('"', '""') + '"'
+            conn.execute(f"alter table {table} add column {quoted} {column_type}")
+            added.append(name)
+    return added
