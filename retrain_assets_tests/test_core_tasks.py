@@ -17,7 +17,6 @@ from retrain_assets.core.tasks import (
     label_problem,
     predicted_classes,
     primary_metric,
-    require_pipeline_task,
 )
 
 
@@ -116,12 +115,6 @@ def test_predicted_class_is_the_most_probable_one():
     assert predicted_classes(proba, target).tolist() == ["b", "a", "c"]
     with pytest.raises(ValueError, match="shape"):
         predicted_classes(proba[:, :2], target)
-
-
-def test_the_pipeline_refuses_a_task_it_does_not_run_yet():
-    require_pipeline_task(TargetSpec(name="y", type="binary", classes=(0, 1), positive=1))
-    with pytest.raises(ValueError, match="runs binary targets end to end"):
-        require_pipeline_task(TargetSpec(name="y", type="regression"))
 
 
 def test_each_task_gets_its_model_families_unless_the_spec_states_them():

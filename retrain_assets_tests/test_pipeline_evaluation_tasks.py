@@ -177,7 +177,6 @@ def _resources(tmp_path):
 def test_assets_train_evaluate_and_gate_per_task(task, tmp_path, monkeypatch):
     """training_set -> candidate_model -> evaluation (+ the blocking gate) twice: the first model
     is judged on the SLOs; the second, trained on the same rows plus 3 more days, against it."""
-    monkeypatch.setattr(tasks, "PIPELINE_TASKS", ("binary", "multiclass", "regression"))
     # Ingestion's contract check never ran here (no raw_batches): every labeled partition counts as checked.
     monkeypatch.setattr("retrain_assets.pipeline.training.unusable_batches", lambda instance, ns, keys: {})
     spec, window = _scenario_window(task, range(12), rows_per_day=120)

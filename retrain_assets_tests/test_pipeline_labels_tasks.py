@@ -59,7 +59,6 @@ def _labels_file(scenario, day: int, batch: pd.DataFrame, labels: pd.DataFrame) 
 @pytest.fixture(scope="module", params=["ticket_router", "demand"])
 def stage(request, tmp_path_factory):
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(tasks, "PIPELINE_TASKS", (tasks.BINARY, tasks.MULTICLASS, tasks.REGRESSION))
         # mlflow.set_tracking_uri exports the variable; the context restores it (unset) for the next task.
         patch.delenv("MLFLOW_TRACKING_URI", raising=False)
         yield _run_stage(request.param, tmp_path_factory.mktemp(request.param))

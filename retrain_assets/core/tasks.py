@@ -163,14 +163,3 @@ def predicted_classes(probabilities: np.ndarray, target: TargetSpec) -> np.ndarr
         raise ValueError(f"expected probabilities of shape (rows, {len(target.classes)}), got {proba.shape}")
     return np.asarray(target.classes, dtype=object)[proba.argmax(axis=1)]
 
-
-# The tasks the pipeline's stages run end to end; the core statistics above serve all three.
-PIPELINE_TASKS: tuple[str, ...] = (BINARY,)
-
-
-def require_pipeline_task(target: TargetSpec) -> None:
-    """Refuse, with what to do instead, a target whose task the pipeline's stages do not run yet."""
-    if target.type not in PIPELINE_TASKS:
-        raise ValueError(f"target.type {target.type!r}: this version of the pipeline runs {', '.join(PIPELINE_TASKS)} "
-                         f"targets end to end; {target.type} is supported by the spec and the core statistics only, "
-                         "so the pipeline refuses it rather than train or serve it wrongly")
