@@ -11,6 +11,6 @@ from retrain_assets_tests.task_pipeline import replay_task, write_short_task_sce
 def run(tmp_path_factory):
     folder = tmp_path_factory.mktemp("tickets")
     # ~150 rows a day over five classes: macro ROC AUC intervals of about +-0.04 on a 3-day holdout.
-    scenario = write_short_task_scenario(folder, "ticket_router", days=24, rows_per_day=150, phase_days=(10, 15),
+    scenario = write_short_task_scenario(folder, "ticket_router", days=20, rows_per_day=150, phase_days=(10, 15),
                                          policy={"promotion": {"non_inferiority_margin": 0.05}})
     return replay_task(folder, scenario)

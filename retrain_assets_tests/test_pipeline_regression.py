@@ -11,6 +11,6 @@ from retrain_assets_tests.task_pipeline import replay_task, write_short_task_sce
 def run(tmp_path_factory):
     folder = tmp_path_factory.mktemp("demand")
     # ~150 rows a day: a 2 % margin on MAE is inside the noise of a 3-day holdout, so 10 %.
-    scenario = write_short_task_scenario(folder, "demand", days=24, rows_per_day=150, phase_days=(10, 15),
+    scenario = write_short_task_scenario(folder, "demand", days=20, rows_per_day=150, phase_days=(10, 15),
                                          policy={"performance": {"relative_margin": 0.1}})
     return replay_task(folder, scenario)
