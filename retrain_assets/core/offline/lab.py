@@ -158,7 +158,7 @@ class Lab:
         self._profiles: dict[tuple, ReferenceProfile] = {}
         self._signals: dict[tuple, BatchSignal] = {}
         self._scores: dict[tuple[str, int], np.ndarray] = {}
-        self._loss_models: dict[str, LossModel] = {}
+        self._loss_models: dict[str, LossModel | None] = {}
         self.monitoring: dict[tuple, dict] = {}  # per signal key: the task's label / prediction drift numbers
         for model in models:  # trained elsewhere, e.g. in other processes
             self._models[(model.window, model.settings)] = model
@@ -250,14 +250,20 @@ class Lab:
 
     def _estimate(self, model: Model, step: Step, outputs: np.ndarray, metric: str, policy: Policy) -> float:
         """The label-free estimate of `metric` on the batch (NaN when the task's estimate lacks it:
-        e.g. log loss or R²). Regression fits the champion's loss model on its holdout rows once."""
+        e.g. log loss or R²). Regression fits the champion's loss model on its holdout rows once
+        (too few holdout rows for one: NaN, the clause then reads realized values only)."""
         loss_model = None
         if self.spec.target.type != MULTICLASS:
             if model.key not in self._loss_models:
                 holdout = self.frames(model)[1]
-                self._loss_models[model.key] = fit_loss_model(holdout, model.holdout_scores, target_vector(holdout, self.spec),
-                                                              self.spec, policy.random_seed)
+                try:
+                    self._loss_models[model.key] = fit_loss_model(holdout, model.holdout_scores, target_vector(holdout, self.spec),
+                                                                  self.spec, policy.random_seed)
+                except ValueError:  # fewer rows than the loss model's folds need
+                    self._loss_models[model.key] = None
             loss_model = self._loss_models[model.key]
+            if loss_model is None:
+                return math.nan
         estimate = estimate_task_performance(self.spec.target, outputs, frame=step.batch, loss_model=loss_model,
                                              seed=policy.random_seed)
         return float(getattr(estimate, metric, math.nan))
