@@ -10,11 +10,11 @@ import pytest
 from sklearn.metrics import mean_absolute_error, roc_auc_score
 
 from retrain_assets.apps.backtest import run_backtest
-from retrain_assets.core.offline.backtest import parse_policies, primary_metric, task_decision
+from retrain_assets.core.offline.backtest import parse_policies, primary_metric
 from retrain_assets.core.offline.backtest_report import markdown_table
 from retrain_assets.core.offline.scenario import load_scenario, scenario_deliveries
 from retrain_assets.core.policy.definition import with_overrides
-from retrain_assets.core.policy.retrain import BatchSignal, PolicyHistory
+from retrain_assets.core.policy.retrain import BatchSignal, PolicyHistory, decide_retrain
 
 POLICIES = "static,periodic:3,drift,every-batch"
 SHORT = {"min_partitions_first_model": "4", "training_window_partitions": "8", "cv_folds": "2", "cooldown_partitions": "1"}
@@ -62,7 +62,7 @@ def test_every_policy_runs_and_reports_the_tasks_metric(which, metric, words, re
         judged = batches[batches["n_rows"] > 0]  # the last days' labels arrive after the history ends
         assert len(judged) >= 5 and judged["performance"].notna().all() and len(batches) == len(replay.serving)
     drift = next(r for r in result.replays if r.policy.kind == "drift")
-    assert drift.drift and all(not np.isnan(s.estimated_roc_auc) for s in drift.drift.values())  # the metric's estimate
+    assert drift.drift and all(not np.isnan(s.estimated_performance) for s in drift.drift.values())  # the metric's estimate
 
 
 def test_served_answers_are_judged_against_scikit_learn(demand, tickets):
@@ -104,15 +104,16 @@ def test_the_performance_clause_reads_the_tasks_metric_and_direction():
     assert primary_metric(policy, target) == "mae"
 
     def decide(realized: float):
-        signals = [BatchSignal(p, "m1", False, 0.0, realized, realized, 100) for p in ("2025-01-02", "2025-01-03")]
+        signals = [BatchSignal(p, "m1", False, 0.0, n_labeled=100, estimated_performance=realized, realized_performance=realized)
+                   for p in ("2025-01-02", "2025-01-03")]
         history = PolicyHistory(labeled_partitions=["2025-01-01", "2025-01-02", "2025-01-03"], signals=signals,
-                                champion_version="m1", champion_holdout_roc_auc=10.0, last_trained_through="2025-01-01",
-                                new_labeled_rows=10_000)
-        return task_decision(history, replace(policy, max_model_age_partitions=99), target)
+                                champion_version="m1", champion_baseline_performance=10.0, last_trained_through="2025-01-01",
+                                new_labeled_rows=10_000, target=target)
+        return decide_retrain(history, replace(policy, max_model_age_partitions=99), target)
 
     worse = decide(10.6)
     assert worse.retrain and worse.trigger == "performance"
-    assert "realized MAE 10.6 is worse by more than 0.5 than the champion's 10" in worse.reason
-    assert worse.numbers["realized_performance"] == pytest.approx(10.6) and worse.numbers["performance_metric"] == "mae"
+    assert "realized MAE 10.6 rose more than 0.5 above the champion's 10" in worse.reason
+    assert worse.numbers["realized_performance"] == pytest.approx(10.6) and worse.numbers["baseline_performance"] == 10.0
     better = decide(9.0)
     assert not better.retrain and "realized MAE 9" in better.reason and "ROC AUC" not in better.reason

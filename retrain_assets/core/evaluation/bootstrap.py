@@ -259,12 +259,7 @@ def _validate(
         raise ValueError("y_true is empty")
     if y.min() == y.max():
         raise ValueError(f"y_true has only one class ({int(y[0])}); the bootstrap needs both positives and negatives")
-    if isinstance(n_resamples, bool) or int(n_resamples) != n_resamples or n_resamples < 100:
-        raise ValueError(f"n_resamples must be an integer >= 100, got {n_resamples!r}")
-    if not 0.0 < confidence < 1.0:
-        raise ValueError(f"confidence must be within (0, 1), got {confidence!r}")
-    if int(max_cells) != max_cells or max_cells < 1:
-        raise ValueError(f"max_cells must be a positive integer, got {max_cells!r}")
+    check_resampling(n_resamples, confidence, max_cells)
     if not metrics:
         raise ValueError("metrics must not be empty")
     unknown = [m for m in metrics if m not in HIGHER_IS_BETTER]
@@ -274,3 +269,13 @@ def _validate(
         raise ValueError("scores must be finite")
     if {"log_loss", "brier"} & set(metrics) and (min(chal.min(), champ.min()) < 0.0 or max(chal.max(), champ.max()) > 1.0):
         raise ValueError("log_loss and brier need probabilities within [0, 1]")
+
+
+def check_resampling(n_resamples: Any, confidence: float, max_cells: Any) -> None:
+    """Raise ValueError for bootstrap settings no bootstrap can use (every task's shares this rule)."""
+    if isinstance(n_resamples, bool) or int(n_resamples) != n_resamples or n_resamples < 100:
+        raise ValueError(f"n_resamples must be an integer >= 100, got {n_resamples!r}")
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence must be within (0, 1), got {confidence!r}")
+    if int(max_cells) != max_cells or max_cells < 1:
+        raise ValueError(f"max_cells must be a positive integer, got {max_cells!r}")

@@ -24,6 +24,7 @@ from retrain_assets.core.evaluation.bootstrap import (
     DifferenceCI,
     _rank_keys,
     _sorted_key_metrics,
+    check_resampling,
     paired_bootstrap,
 )
 from retrain_assets.core.evaluation.task_metrics import LOG_LOSS_EPS
@@ -53,12 +54,7 @@ def task_paired_bootstrap(
     unknown = [m for m in metrics if m not in TASK_BOOTSTRAP_METRICS[target.type]]
     if unknown:
         raise ValueError(f"unknown {target.type} metric(s) {unknown}; known: {list(TASK_BOOTSTRAP_METRICS[target.type])}")
-    if isinstance(n_resamples, bool) or int(n_resamples) != n_resamples or n_resamples < 100:
-        raise ValueError(f"n_resamples must be an integer >= 100, got {n_resamples!r}")
-    if not 0.0 < confidence < 1.0:
-        raise ValueError(f"confidence must be within (0, 1), got {confidence!r}")
-    if int(max_cells) != max_cells or max_cells < 1:
-        raise ValueError(f"max_cells must be a positive integer, got {max_cells!r}")
+    check_resampling(n_resamples, confidence, max_cells)
     run = _multiclass if target.type == MULTICLASS else _regression
     full, diffs = run(y, challenger, champion, metrics, int(n_resamples), np.random.default_rng(seed), int(max_cells))
     return {m: _difference_ci(m, full[m], diffs[m], confidence) for m in metrics}

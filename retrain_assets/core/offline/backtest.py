@@ -12,8 +12,8 @@ that passes the gate is promoted directly.
 
 Every task runs every policy: the gate is the task's (`promotion_gate(..., target=)`), the
 champion's baseline is its holdout value of the task's primary metric, and the drift policy's
-performance clause reads that metric through `core.policy.performance.performance_rules`
-(`task_decision`). Served answers are judged on the primary metric: ROC AUC for binary, macro
+performance clause is the pipeline's own (`core.policy.retrain.decide_retrain` with the task).
+Served answers are judged on the primary metric: ROC AUC for binary, macro
 one-vs-rest ROC AUC for multiclass, MAE for regression (lower is better), unless
 `policy.performance.primary_metric` names another.
 
@@ -27,8 +27,7 @@ module holds the policies, the replay of one policy, and the judging of the answ
 from __future__ import annotations
 
 import math
-import re
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
@@ -39,7 +38,7 @@ from retrain_assets.core.evaluation.gate import promotion_gate
 from retrain_assets.core.offline.lab import Lab, Model, task_performance
 from retrain_assets.core.offline.timeline import Timeline
 from retrain_assets.core.policy.definition import Policy, with_overrides
-from retrain_assets.core.policy.performance import PerformanceRules, performance_rules
+from retrain_assets.core.policy.performance import performance_rules
 from retrain_assets.core.policy.retrain import BatchSignal, PolicyHistory, RetrainDecision, decide_retrain
 from retrain_assets.core.spec import TargetSpec
 from retrain_assets.core.tasks import BINARY, MULTICLASS, encode_labels
@@ -169,8 +168,10 @@ def replay_policy(lab: Lab, policy: BacktestPolicy, progress: Callable[[int], No
         new_rows = sum(len(timeline.labeled_rows[p]) for p in labeled if trained_through is None or p > trained_through)
         history = PolicyHistory(
             labeled_partitions=list(labeled), signals=[signals[p] for p in sorted(signals)],
-            champion_version=champion.key if champion else None, champion_holdout_roc_auc=baseline,
-            last_trained_through=trained_through, new_labeled_rows=new_rows, past_triggers=list(triggers))
+            champion_version=champion.key if champion else None,
+            champion_holdout_roc_auc=baseline if primary_metric(rules, timeline.spec.target) == "roc_auc" else None,
+            last_trained_through=trained_through, new_labeled_rows=new_rows, past_triggers=list(triggers),
+            champion_baseline_performance=baseline, target=timeline.spec.target)
         decision = _decide(policy, history, step.index, last_retrain_step, champion is not None, timeline.spec.target)
         out.decisions[step.index] = decision
         if decision.retrain:
@@ -193,10 +194,10 @@ def replay_policy(lab: Lab, policy: BacktestPolicy, progress: Callable[[int], No
 
 def _decide(policy: BacktestPolicy, history: PolicyHistory, step: int, last_retrain_step: int | None,
             has_champion: bool, target: TargetSpec | None = None) -> RetrainDecision:
-    """The pipeline's `decide_retrain` for `drift` (`task_decision`); the baselines share its
+    """The pipeline's `decide_retrain` for `drift`; the baselines share its
     first-model rule and then retrain on their own schedule, whenever new labeled partitions exist."""
     if policy.kind == "drift" or history.last_trained_through is None:
-        return task_decision(history, policy.policy, target)
+        return decide_retrain(history, policy.policy, target)
     fresh = any(p > history.last_trained_through for p in history.labeled_partitions)
     if not has_champion:
         return RetrainDecision(fresh, "no champion yet: the last challenger failed the gate", "first_model" if fresh else "none")
@@ -214,44 +215,6 @@ def primary_metric(policy: Policy, target: TargetSpec | None) -> str:
     """The metric a backtest judges and the performance clause reads: binary keeps ROC AUC (the
     drift report's estimate is of ROC AUC); the other tasks `performance_rules(...).metric`."""
     return "roc_auc" if target is None or target.type == BINARY else performance_rules(policy, target).metric
-
-
-def task_decision(history: PolicyHistory, policy: Policy, target: TargetSpec | None) -> RetrainDecision:
-    """`decide_retrain` for any task. Binary (or no target): unchanged. Multiclass and regression:
-    the signals and the champion's baseline hold the primary metric in its units (`lab.Lab`); they
-    are oriented so that higher is better (an error metric is negated), the SLO is
-    `performance_rules(...).slo` (none: never fires) and the drop `rules.drop(baseline)`, so the
-    same clauses, guards and order decide; the reason and numbers then say the metric's name and
-    values (`realized_performance`, `estimated_performance`, `baseline_performance`)."""
-    if target is None or target.type == BINARY:
-        return decide_retrain(history, policy)
-    rules = performance_rules(policy, target)
-    sign = 1.0 if rules.higher_is_better else -1.0
-    baseline = history.champion_holdout_roc_auc
-    oriented = replace(history, champion_holdout_roc_auc=None if baseline is None else sign * baseline,
-                       signals=[replace(s, estimated_roc_auc=sign * s.estimated_roc_auc, realized_roc_auc=sign * s.realized_roc_auc)
-                                for s in history.signals])
-    thresholds = replace(policy, min_roc_auc=-math.inf if rules.slo is None else sign * rules.slo,
-                         max_roc_auc_drop=0.0 if baseline is None else rules.drop(baseline))
-    return _in_metric_words(decide_retrain(oriented, thresholds), rules, sign)
-
-
-def _in_metric_words(decision: RetrainDecision, rules: PerformanceRules, sign: float) -> RetrainDecision:
-    """A decision made on oriented values, told in the metric's name, units and direction."""
-    def value(match: re.Match) -> str:
-        return f"{match.group(1)} {rules.label} {sign * float(match.group(2)):.4g}"
-
-    reason = re.sub(r"(realized|estimated) ROC AUC (-?(?:\d+\.\d+|nan|inf))", value, decision.reason)
-    reason = re.sub(r"dropped more than (\S+) below the champion's (-?\d+\.\d+)",
-                    lambda m: f"is worse by more than {float(m.group(1)):.4g} than the champion's {sign * float(m.group(2)):.4g}",
-                    reason)
-    reason = re.sub(r"below the SLO (-?\d+\.\d+)",
-                    lambda m: f"{'below' if sign > 0 else 'above'} the SLO {sign * float(m.group(1)):.4g}", reason)
-    numbers = {k: v for k, v in decision.numbers.items() if not k.endswith("_roc_auc")}
-    if "realized_roc_auc" in decision.numbers:
-        numbers.update(performance_metric=rules.metric, **{f"{who}_performance": sign * decision.numbers[f"{who}_roc_auc"]
-                                                           for who in ("realized", "estimated", "baseline")})
-    return replace(decision, reason=reason, numbers=numbers)
 
 
 # --------------------------------------------------------------------------------------------

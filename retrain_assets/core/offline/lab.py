@@ -228,7 +228,7 @@ class Lab:
     def task_signal(self, model: Model, step: Step, labeled: bool, policy: Policy, key: tuple) -> BatchSignal:
         """A multiclass or regression batch's signal: the feature drift verdict of the drift
         report, the primary metric estimated on every batch row and realized on the labeled rows
-        (their fields hold the metric's value; see the module docstring), and in `monitoring` the
+        (`estimated_performance`, `realized_performance`), and in `monitoring` the
         task's label and prediction drift."""
         spec, rules = self.spec, performance_rules(policy, self.spec.target)
         profile = self.profile(model, policy)
@@ -246,7 +246,8 @@ class Lab:
             numbers["label_drift_p_value"] = drift_p_value(task_label_drift(profile, y, spec.target))
         self.monitoring[key] = numbers
         return BatchSignal(step.partition, model.key, bool(summary["dataset_drifted"]), float(summary["drift_share"]),
-                           estimated, realized, 0 if rows is None else len(rows))
+                           n_labeled=0 if rows is None else len(rows), estimated_performance=estimated,
+                           realized_performance=realized)
 
     def _estimate(self, model: Model, step: Step, outputs: np.ndarray, metric: str, policy: Policy) -> float:
         """The label-free estimate of `metric` on the batch (NaN when the task's estimate lacks it:
