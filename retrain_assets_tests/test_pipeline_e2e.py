@@ -3,7 +3,6 @@ models registered, evaluated and promoted; the corrupt batch quarantined and blo
 
 import json
 from pathlib import Path
-from types import SimpleNamespace
 
 import dagster as dg
 import numpy as np
@@ -11,11 +10,11 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
-from retrain_assets.core.offline.scenario import load_scenario, scenario_deliveries
-from retrain_assets.apps.demo import replay, scripted_reviewer
+from retrain_assets.core.offline.scenario import scenario_deliveries
 from retrain_assets.pipeline.shared.namespace import Namespace
 from retrain_assets.settings import ProjectSettings
 from retrain_assets_tests.conftest import read_table, write_short_scenario
+from retrain_assets_tests.task_pipeline import replay_task
 
 CORRUPT_DAY, BAD_ROWS_DAY = "2025-01-04", "2025-01-06"  # days 3 and 5 of the short scenario
 SHIFT_DAY = "2025-01-11"  # day 10: covariate shift starts
@@ -25,14 +24,7 @@ LOAN = Namespace("loan_default")  # the short scenario's spec name: its assets' 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     folder = tmp_path_factory.mktemp("short")
-    scenario = load_scenario(write_short_scenario(folder))
-    settings = ProjectSettings(data_dir=folder / "data", spec_path=scenario.spec_path)
-    instance = dg.DagsterInstance.ephemeral()
-    lines: list[str] = []
-    summary = replay(scenario_deliveries(scenario), settings, instance,
-                     label=lambda d: f"{d.as_of - pd.Timedelta(days=1):%Y-%m-%d}", echo=lines.append,
-                     reviewer=scripted_reviewer(scenario, settings))
-    return SimpleNamespace(summary=summary, settings=settings, instance=instance, scenario=scenario, lines=lines)
+    return replay_task(folder, write_short_scenario(folder))
 
 
 def wh(run, sql: str) -> pd.DataFrame:
