@@ -124,6 +124,16 @@ def test_a_canary_is_promoted_on_live_numbers_and_every_prediction_is_logged(run
         np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-6)
 
 
+def test_a_regressors_answers_carry_a_conformal_interval_from_its_holdout(run):
+    from retrain_assets.core.deployment.outputs import INTERVAL_TAG
+
+    champion = registry(run).get_model_version_by_alias(run.spec.name, "champion")
+    if run.spec.target.type != "regression":
+        assert INTERVAL_TAG not in champion.tags
+        return
+    assert 0 < float(champion.tags[INTERVAL_TAG]) < float("inf")
+
+
 def test_status_names_the_task_and_its_metric(run, capsys):
     from retrain_assets.apps.cli.main import main
 

@@ -355,3 +355,20 @@ def test_a_binary_primary_metric_other_than_roc_auc_is_compared_and_sliced():
     found = criteria(promotion_gate(report, policy))
     assert "log loss difference" in found["non_inferiority"][1] and "upper bound" in found["non_inferiority"][1]
     assert "log loss" in found["slices"][1]
+
+
+def test_the_conformal_half_width_is_the_finite_sample_quantile_and_covers_new_rows():
+    from retrain_assets.core.evaluation.task_metrics import conformal_half_width
+
+    rng = np.random.default_rng(3)
+    y = rng.normal(size=199)
+    pred = y + rng.normal(scale=2.0, size=199)
+    # ceil(200 * 0.9) = 180th smallest absolute residual of 199
+    assert conformal_half_width(y, pred, 0.9) == np.sort(np.abs(pred - y))[179]
+    assert conformal_half_width(y[:5], pred[:5], 0.9) == float("inf")  # 5 rows cannot promise 90 %
+    covered = []
+    for trial in range(200):
+        calibration, new = rng.normal(scale=2.0, size=100), rng.normal(scale=2.0, size=50)
+        width = conformal_half_width(np.zeros(100), calibration, 0.9)
+        covered.append(np.mean(np.abs(new) <= width))
+    assert 0.89 <= np.mean(covered) <= 0.93  # at least the level on average, not much more

@@ -12,6 +12,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from retrain_assets.apps.service import ModelService, PredictionLog, create_app
+from retrain_assets.core.deployment.outputs import INTERVAL_TAG
 from retrain_assets.core.deployment.serving import ApiKeys, typed_log
 from retrain_assets.core.spec import parse_spec
 from retrain_assets.core.training.modeling import feature_frame, train_model
@@ -63,6 +64,8 @@ def task_service(request, tmp_path_factory):
         with mlflow.start_run():
             registry.log_and_register(model.pipeline, feature_frame(train.head(5), spec))
         models.append(model.pipeline)
+    if spec.target.type == "regression":  # the evaluation tags a regressor with its interval's half width
+        registry.tag_version("1", {INTERVAL_TAG: "2.5"})
     registry.promote("1")
     service = ModelService(spec, registry, PredictionLog(folder / "landing", server_id="test"))
     return spec, service, models, folder
@@ -95,7 +98,8 @@ def test_each_task_answers_in_its_own_shape_and_matches_the_model(task_service):
         assert set(answers[0]) == {"id", "label", "score", "probabilities", "model_version", "arm"}
     else:
         np.testing.assert_allclose([a["prediction"] for a in answers], models[0].predict(features), atol=1e-9)
-        assert set(answers[0]) == {"id", "prediction", "model_version", "arm"}
+        assert set(answers[0]) == {"id", "prediction", "interval", "model_version", "arm"}
+        assert all(a["interval"] == {"low": a["prediction"] - 2.5, "high": a["prediction"] + 2.5, "level": 0.9} for a in answers)
 
 
 def test_the_log_keeps_what_the_task_needs_and_a_canary_answers_its_share(task_service):
@@ -120,3 +124,6 @@ def test_the_log_keeps_what_the_task_needs_and_a_canary_answers_its_share(task_s
         np.testing.assert_allclose(trial["score"], probabilities.max(axis=1))
     else:
         assert "class_probabilities" not in log.columns
+        # version 2 was never evaluated: its answers carry no interval, the prediction still serves
+        assert all("interval" not in a for a in answers if a["model_version"] == "2")
+        assert all("interval" in a for a in answers if a["model_version"] == "1")

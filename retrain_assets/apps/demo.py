@@ -58,11 +58,16 @@ run_retries:
 freshness:
   enabled: true
 """
+def live_width(metric_words: str) -> int:
+    """Width of the table's live column: 9, wider when the metric's words need it (one space before)."""
+    return max(9, len(f"live {metric_words}") + 1)
+
+
 def header(metric_words: str = "AUC") -> str:
     """The replay table's header; the live column names the task's primary metric (short words)."""
-    live = f"live {metric_words}"[:9]
-    return (f"{'step':<12}{'rows in':>8}{'quarant.':>9}{'labeled':>8}{'gated':>6}{'drift':>7}  {'champion':>8}{live:>9}"
-            "  action")
+    live = f"live {metric_words}"
+    return (f"{'step':<12}{'rows in':>8}{'quarant.':>9}{'labeled':>8}{'gated':>6}{'drift':>7}  {'champion':>8}"
+            f"{live:>{live_width(metric_words)}}  action")
 
 
 
@@ -79,11 +84,12 @@ class StepRow:
     champion: str = "-"
     live_auc: float = float("nan")  # the champion's live primary metric (ROC AUC for a binary target)
     actions: list[str] = field(default_factory=list)
+    width: int = 9  # of the live column (`live_width`)
 
     def render(self) -> str:
         auc = f"{self.live_auc:.3f}" if not math.isnan(self.live_auc) else "-"
         return (f"{self.label:<12}{self.rows_in:>8}{self.quarantined:>9}{self.labeled:>8}{self.gated:>6}{self.drift:>7}  "
-                f"{self.champion:>8}{auc:>9}  {'; '.join(self.actions) or '-'}")
+                f"{self.champion:>8}{auc:>{self.width}}  {'; '.join(self.actions) or '-'}")
 
 
 @dataclass
@@ -184,7 +190,8 @@ def replay(
     bar = step_bar(total, unit, progress)
     echo = _around(bar, echo)
     rules = performance_rules(settings.spec.policy, settings.spec.target)
-    echo(header(SHORT_WORDS.get(rules.metric, rules.metric)))
+    words = SHORT_WORDS.get(rules.metric, rules.metric)
+    echo(header(words))
     with instance_databases_open(instance), fewer_garbage_collections():
         for n, delivery in enumerate(deliveries):
             if n == 0:
@@ -192,7 +199,7 @@ def replay(
             served = traffic.send(delivery.requests) if delivery.requests is not None else ""
             driver.deliver(delivery)
             step_outcomes = driver.tick(delivery.as_of.to_pydatetime())
-            row = StepRow(label=label(delivery))
+            row = StepRow(label=label(delivery), width=live_width(words))
             if served:
                 row.actions.append(served)
             for outcome in step_outcomes:

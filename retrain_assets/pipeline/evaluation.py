@@ -15,10 +15,12 @@ import numpy as np
 import pandas as pd
 
 from retrain_assets.core.catalog import MODEL_METRICS
+from retrain_assets.core.deployment.outputs import INTERVAL_LEVEL, INTERVAL_TAG
 from retrain_assets.core.evaluation.bootstrap import BOOTSTRAP_METRICS
 from retrain_assets.core.evaluation.gate import promotion_gate
 from retrain_assets.core.evaluation.metrics import inference_cost
 from retrain_assets.core.evaluation.report import ScoredModel, build_evaluation_report
+from retrain_assets.core.evaluation.task_metrics import conformal_half_width
 from retrain_assets.core.roles import CHALLENGER, CHAMPION
 from retrain_assets.core.reports.evaluation import render_evaluation_html
 from retrain_assets.core.reports.evaluation_tasks import task_figures
@@ -179,6 +181,8 @@ def build_evaluation(spec: DatasetSpec) -> dg.Definitions:
             "promotion_gate": "passed" if gate.passed else "failed",
             "evaluated_against": versions[CHAMPION] or "none (first model)",
             "evaluation_dagster_run_id": context.run_id,
+            **({INTERVAL_TAG: repr(conformal_half_width(target_vector(holdout, spec), scored[CHALLENGER].scores, INTERVAL_LEVEL))}
+               if spec.target.type == REGRESSION else {}),
         })
         summary, metrics, slices = report_rows(report, gate, evaluated_at, context.run_id, mlflow_run_id, str(html_path),
                                                rules.metric)

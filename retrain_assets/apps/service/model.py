@@ -14,12 +14,13 @@ from typing import Any
 import pandas as pd
 
 from retrain_assets.apps.service.log import PredictionLog
-from retrain_assets.core.deployment.outputs import answer_fields
+from retrain_assets.core.deployment.outputs import INTERVAL_TAG, answer_fields
 from retrain_assets.core.deployment.rollout import DeploymentState, route
 from retrain_assets.core.deployment.scoring import RowScorer
 from retrain_assets.core.deployment.serving import log_records, parse_rows, row_validator
 from retrain_assets.core.roles import CANARY, CHAMPION, SHADOW
 from retrain_assets.core.spec import DatasetSpec
+from retrain_assets.core.tasks import REGRESSION
 
 logger = logging.getLogger("retrain_assets.apps.service")
 RETRY_FAILED_SECONDS = 30.0
@@ -37,6 +38,7 @@ class LoadedDeployment:
     state: DeploymentState
     models: dict[str, Any] = field(default_factory=dict)
     loaded_at: float = 0.0
+    half_widths: dict[str, float | None] = field(default_factory=dict)  # regression: version -> interval half width
 
 
 class ModelService:
@@ -89,10 +91,23 @@ class ModelService:
             # The last two versions swapped out stay loaded (verified when loaded): a rollback to them is instant.
             retired = {v: m for v, m in {**self._retired, **self.loaded.models}.items() if v not in models}
             self._retired = dict(list(retired.items())[-2:])
-            self.loaded = LoadedDeployment(state, models, time.time())
+            self.loaded = LoadedDeployment(state, models, time.time(), {v: self._half_width(v) for v in models})
             self.last_error = ""
             logger.info(f"serving {state.describe()}")
             return True
+
+    def _half_width(self, version: str) -> float | None:
+        """A regression version's interval half width (its `INTERVAL_TAG`); None for other tasks, for
+        a version evaluated before intervals existed, or when the registry cannot say (the answer
+        then has no interval: the prediction still serves)."""
+        if self.spec.target.type != REGRESSION:
+            return None
+        try:
+            tag = self.registry.version_tags(version).get(INTERVAL_TAG)
+        except Exception as exc:  # registry unreachable: serve without the interval
+            logger.warning(f"v{version}: no prediction interval, the registry did not answer: {exc}")
+            return None
+        return float(tag) if tag is not None else None
 
     def predict(self, payload: Any) -> dict[str, Any]:
         """Validate and score a request body; the answer comes from each row's arm. The request id
@@ -115,8 +130,9 @@ class ModelService:
         request_id = uuid.uuid4().hex
         predictions = []
         for i, (row, arm) in enumerate(zip(rows, arms)):
-            predictions.append({"id": row[self.spec.id_column], **answer_fields(outputs[(arm, versions[arm])][i], self.spec),
-                                "model_version": versions[arm], "arm": arm})
+            version = versions[arm]
+            fields = answer_fields(outputs[(arm, version)][i], self.spec, loaded.half_widths.get(version))
+            predictions.append({"id": row[self.spec.id_column], **fields, "model_version": version, "arm": arm})
         latency_ms = (time.perf_counter() - started) * 1000
         self.log.append(log_records(rows, self.spec, request_id, {k: v.tolist() for k, v in outputs.items()}, arms,
                                     pd.Timestamp.now(tz="UTC").tz_localize(None), latency_ms))

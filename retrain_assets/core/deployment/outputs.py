@@ -6,7 +6,9 @@ answer and of the prediction-log record (see `core.tasks` for the prediction sha
 - multiclass: `label` (the most probable class), `score` (its probability) and `probabilities`
   (every declared class -> its probability); the log keeps `predicted_label` and
   `class_probabilities` (a list in `target.classes` order);
-- regression: `prediction` (the predicted value); the log keeps it as `score`.
+- regression: `prediction` (the predicted value) and, when the version carries one, `interval`
+  (`low`, `high`, `level`: a split-conformal interval from its holdout residuals, see
+  `core.evaluation.task_metrics.conformal_half_width`); the log keeps the prediction as `score`.
 """
 
 from __future__ import annotations
@@ -18,12 +20,17 @@ import numpy as np
 from retrain_assets.core.spec import DatasetSpec
 from retrain_assets.core.tasks import BINARY, MULTICLASS, class_texts
 
+# The regression interval's coverage, and the model-version tag holding its half width.
+INTERVAL_LEVEL = 0.9
+INTERVAL_TAG = "prediction_interval_half_width"
+
 # Log columns beyond the common ones (`core.deployment.serving.LOG_COLUMN_TYPES`), per task.
 TASK_LOG_COLUMNS: dict[str, dict[str, str]] = {MULTICLASS: {"predicted_label": "string", "class_probabilities": "object"}}
 
 
-def answer_fields(output: Any, spec: DatasetSpec) -> dict[str, Any]:
-    """The answer's fields for one row from its model output (a float, or a probability row for multiclass)."""
+def answer_fields(output: Any, spec: DatasetSpec, half_width: float | None = None) -> dict[str, Any]:
+    """The answer's fields for one row from its model output (a float, or a probability row for
+    multiclass); `half_width` (regression, optional) adds the interval."""
     target = spec.target
     if target.type == BINARY:
         score = float(output)
@@ -35,7 +42,10 @@ def answer_fields(output: Any, spec: DatasetSpec) -> dict[str, Any]:
         top = int(proba.argmax())
         return {"label": target.classes[top], "score": float(proba[top]),
                 "probabilities": {text: float(p) for text, p in zip(class_texts(target), proba)}}
-    return {"prediction": float(output)}
+    value = float(output)
+    if half_width is None or not np.isfinite(half_width):
+        return {"prediction": value}
+    return {"prediction": value, "interval": {"low": value - half_width, "high": value + half_width, "level": INTERVAL_LEVEL}}
 
 
 def log_fields(output: Any, spec: DatasetSpec) -> dict[str, Any]:

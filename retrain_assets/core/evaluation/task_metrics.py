@@ -116,6 +116,20 @@ def regression_metrics(y, pred, baseline: float) -> dict[str, float]:
     }
 
 
+def conformal_half_width(y, pred, level: float) -> float:
+    """Split-conformal half width of a regression prediction interval: the ceil((n + 1) * level)-th
+    smallest absolute residual on rows the model was not trained on (its holdout), so that
+    `prediction ± half width` holds a new row's label with probability at least `level` while the
+    rows keep coming from the holdout's distribution. Infinite when n is too small for the level."""
+    y, pred = _numbers(y, pred)
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"level must be within (0, 1), got {level!r}")
+    rank = int(np.ceil((len(y) + 1) * level))
+    if rank > len(y):
+        return float("inf")
+    return float(np.sort(np.abs(pred - y))[rank - 1])
+
+
 def _numbers(y, pred) -> tuple[np.ndarray, np.ndarray]:
     y, pred = np.asarray(y, dtype=float), np.asarray(pred, dtype=float)
     if y.ndim != 1 or y.shape != pred.shape:
