@@ -5,7 +5,13 @@ with two registered versions. Baseline: `mlflow models serve` on version 1 of th
 in the same run, with its default worker count (1 uvicorn worker) and no swaps. Both servers run
 for the whole measurement, each idle while the other is measured.
 
-The load generator is a separate process (this script with `--client`: asyncio on uvloop, its own
+Any built-in scenario (`--scenario`, default loan_default: binary) supplies the data: demand
+(regression) and ticket_router (multiclass) run the same phases and checks. v1 is trained on
+scenario days 0-9, v2 on days 10-19, both with the spec's first model family; the request bodies
+come from days 20+. A regressor's versions carry the 90 % interval tag the evaluation would set,
+computed here on the other version's days, so that answers carry an interval as in production.
+
+The load generator is a separate process (`serve_load_client.py`: asyncio on uvloop, its own
 minimal HTTP/1.1 client over keep-alive loopback connections). Two phases per server:
 - fixed rate: N single-row requests, open loop: request i is scheduled at t0 + i/rate and its
   latency runs from that scheduled time, so time spent waiting for a free connection counts (no
@@ -16,6 +22,9 @@ minimal HTTP/1.1 client over keep-alive loopback connections). Two phases per se
   alternate between the servers (ours/mlflow, mlflow/ours, ...) so that background load on the
   machine hits both alike.
 Also printed: each server's CPU time per request (all its processes) and the load average.
+Every answer of our server must carry the task's fields (binary: score in [0, 1] and label;
+multiclass: a declared label, probabilities over the declared classes summing to 1, the score
+its top one; regression: a finite prediction inside its interval).
 
 Afterwards our server gets SIGINT (graceful: it flushes its prediction log) and every answered
 request must be in landing/<dataset>/predictions/*.parquet, one served row each.
@@ -24,20 +33,20 @@ Our server needs an API key: a random one per run, handed to the server and the 
 in the environment (RETRAIN_ASSETS_API_KEYS), never on a command line or in the output; every
 request to our server carries it as `Authorization: Bearer`. `mlflow models serve` has no keys.
 
-    .venv/bin/python benchmarks/serve_load.py [--requests 3000] [--rate 200] [--concurrency 8] [--quick]
+    .venv/bin/python benchmarks/serve_load.py [--scenario data/scenarios/demand.yaml]
+        [--requests 3000] [--rate 200] [--concurrency 8] [--quick]
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import http.client
 import json
+import math
 import os
+import re
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -45,6 +54,9 @@ import time
 from pathlib import Path
 
 import numpy as np
+from serve_load_client import API_KEYS_ENV, auth_header
+from serve_load_procs import (free_port, prediction_log_summary, run_phase, start_server, stop_server, summarize,
+                              versions_seen, wait_http_ok, wait_serving)
 
 os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
 os.environ["DO_NOT_TRACK"] = "1"
@@ -52,218 +64,17 @@ os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
 os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
 
 ROOT = Path(__file__).resolve().parents[1]
-SPEC = ROOT / "data" / "specs" / "loan_default.yaml"
-SCENARIO = ROOT / "data" / "scenarios" / "loan_default.yaml"
+SCENARIO = Path("data") / "scenarios" / "loan_default.yaml"  # relative to ROOT unless absolute
 BIN = Path(sys.executable).parent
 TARGET_P99_MS = 20.0
 TARGET_THROUGHPUT_RATIO = 2.0
-API_KEYS_ENV = "RETRAIN_ASSETS_API_KEYS"  # as in retrain_assets.core.deployment.serving (not imported: the load generator stays light)
 
 
-# ---------------------------------------------------------------------------------------------
-# Load generator (runs in its own process: `serve_load.py --client ...`)
-# ---------------------------------------------------------------------------------------------
-
-class Connection:
-    """One keep-alive HTTP/1.1 connection; just enough protocol for these two servers."""
-
-    def __init__(self, port: int):
-        self.port = port
-        self.reader: asyncio.StreamReader | None = None
-        self.writer: asyncio.StreamWriter | None = None
-
-    async def open(self) -> None:
-        self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port)
-        self.writer.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-    def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
-        self.reader = self.writer = None
-
-    async def send(self, request: bytes) -> tuple[int, bytes]:
-        if self.writer is None:
-            await self.open()
-        self.writer.write(request)
-        head = await self.reader.readuntil(b"\r\n\r\n")
-        status = int(head[9:12])
-        headers = {}
-        for line in head.split(b"\r\n")[1:]:
-            if b":" in line:
-                key, value = line.split(b":", 1)
-                headers[key.strip().lower()] = value.strip()
-        if b"content-length" in headers:
-            body = await self.reader.readexactly(int(headers[b"content-length"]))
-        elif headers.get(b"transfer-encoding", b"").lower() == b"chunked":
-            parts = []
-            while True:
-                size = int((await self.reader.readuntil(b"\r\n")).split(b";")[0], 16)
-                chunk = await self.reader.readexactly(size + 2)
-                if size == 0:
-                    break
-                parts.append(chunk[:-2])
-            body = b"".join(parts)
-        else:
-            raise ConnectionError("response without content-length or chunked encoding")
-        if headers.get(b"connection", b"").lower() == b"close":
-            self.close()
-        return status, body
-
-
-def http_request(port: int, path: str, body: bytes, auth: str) -> bytes:
-    head = (f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n{auth}"
-            f"Content-Length: {len(body)}\r\n\r\n").encode()
-    return head + body
-
-
-def auth_header(env: dict) -> dict:
-    """The Authorization header for our server, from the key this run put in `env`."""
-    token = env.get(API_KEYS_ENV, "").partition(":")[2]
-    return {"Authorization": f"Bearer {token}"} if token else {}
-
-
-async def run_client(args) -> dict:
-    auth = "".join(f"{k}: {v}\r\n" for k, v in auth_header(os.environ).items())
-    bodies = [http_request(args.port, args.path, line.encode(), auth) for line in Path(args.bodies).read_text().splitlines()]
-    clock = time.perf_counter  # not loop.time(): uvloop's is cached at millisecond resolution
-    connections = [Connection(args.port) for _ in range(args.connections)]
-    await asyncio.gather(*(c.open() for c in connections))
-    pool: asyncio.Queue[Connection] = asyncio.Queue()
-    for c in connections:
-        pool.put_nowait(c)
-
-    async def call(i: int) -> tuple[float, float, int, str]:
-        """(send time, done time, status, body or error)."""
-        conn = await pool.get()
-        sent = clock()
-        try:
-            status, body = await conn.send(bodies[i % len(bodies)])
-            text = body.decode()
-        except Exception as exc:  # an error, counted; the connection is replaced
-            conn.close()
-            status, text = -1, f"{type(exc).__name__}: {exc}"
-        done = clock()
-        pool.put_nowait(conn)
-        return sent, done, status, text
-
-    # Warm-up: one request at a time, round the connections; not measured.
-    warm = [await call(i) for i in range(args.warmup)]
-    warmup_ok = sum(1 for w in warm if w[2] == 200)
-
-    cpu_start = time.process_time()
-    results: list = [None] * args.requests
-    offset = args.warmup  # warm-up and measured requests use different rows
-    if args.mode == "fixed":
-        t0 = clock() + 0.3
-        print(f"T0 {time.time() + (t0 - clock()):.6f}", flush=True)
-
-        async def scheduled(i: int, at: float) -> None:
-            sent, done, status, text = await call(offset + i)
-            results[i] = (at - t0, sent - t0, done - t0, status, text)
-
-        tasks = []
-        for i in range(args.requests):
-            at = t0 + i / args.rate
-            delay = at - clock()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            tasks.append(asyncio.create_task(scheduled(i, at)))
-        await asyncio.gather(*tasks)
-    else:  # closed loop: `connections` workers, each sends its next request when the last returns
-        t0 = clock()
-        print(f"T0 {time.time():.6f}", flush=True)
-        counter = iter(range(args.requests))
-
-        async def worker() -> None:
-            for i in counter:
-                sent, done, status, text = await call(offset + i)
-                results[i] = (sent - t0, sent - t0, done - t0, status, text)
-
-        await asyncio.gather(*(worker() for _ in range(args.connections)))
-    for c in connections:
-        c.close()
-    return {"warmup": args.warmup, "warmup_ok": warmup_ok, "results": results, "client_cpu": time.process_time() - cpu_start}
-
-
-def client_main(args) -> None:
-    try:
-        import uvloop
-        runner = uvloop.run
-    except ImportError:  # pragma: no cover
-        runner = asyncio.run
-    out = runner(run_client(args))
-    Path(args.out).write_text(json.dumps(out))
-
-
-# ---------------------------------------------------------------------------------------------
-# Orchestration (parent process)
-# ---------------------------------------------------------------------------------------------
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_http_ok(port: int, path: str, proc: subprocess.Popen, timeout: float = 180.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode} before {path} answered")
-        try:
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-            conn.request("GET", path)
-            if conn.getresponse().status == 200:
-                conn.close()
-                return
-            conn.close()
-        except OSError:
-            pass
-        time.sleep(0.2)
-    raise TimeoutError(f"{path} on port {port} not 200 after {timeout:.0f} s")
-
-
-def wait_serving(port: int, dataset: str, version: str, headers: dict, timeout: float = 60.0) -> float:
-    """Poll our server's GET /v1/<dataset>/models until `version` is the champion; returns the wall time."""
-    deadline = time.monotonic() + timeout
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
-    try:
-        while time.monotonic() < deadline:
-            conn.request("GET", f"/v1/{dataset}/models", headers=headers)
-            deployment = json.loads(conn.getresponse().read())["deployment"]
-            if any(d["role"] == "champion" and d["version"] == version for d in deployment):
-                return time.time()
-            time.sleep(0.1)
-    finally:
-        conn.close()
-    raise TimeoutError(f"the server did not serve v{version} within {timeout:.0f} s")
-
-
-def start_server(command: list[str], log_path: Path, env: dict) -> subprocess.Popen:
-    with open(log_path, "wb") as log:
-        # Own session: the whole process group can be killed on the way out.
-        return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT, start_new_session=True)
-
-
-def stop_server(proc: subprocess.Popen, graceful_timeout: float = 30.0) -> int | None:
-    """SIGINT to its process group (uvicorn's graceful shutdown: lifespan end, log flush; `mlflow
-    models serve` runs uvicorn as a child), then SIGKILL to whatever is left of the group."""
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGINT)
-        try:
-            proc.wait(graceful_timeout)
-        except subprocess.TimeoutExpired:
-            pass
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)  # its own group (start_new_session): stragglers only
-    except (ProcessLookupError, PermissionError):
-        pass
-    proc.wait()
-    return proc.returncode
-
-
-def registry_setup(data_dir: Path):
-    """Train and register two versions (v1: days 0-9, C=1; v2: days 10-19, C=0.1); v1 is champion."""
+def registry_setup(data_dir: Path, scenario_path: Path):
+    """Train and register two versions of the scenario's spec with its first model family (v1:
+    days 0-9, v2: days 10-19; a logistic regression with C=1 and C=0.1); v1 is champion. A
+    regressor's versions get the interval tag (`core.deployment.outputs.INTERVAL_TAG`), each from
+    its absolute residuals on the other version's days."""
     import logging
     import warnings
 
@@ -273,21 +84,24 @@ def registry_setup(data_dir: Path):
     import mlflow
     import pandas as pd
 
-    from retrain_assets.core.training.modeling import feature_frame, train_model
+    from retrain_assets.core.deployment.outputs import INTERVAL_LEVEL, INTERVAL_TAG
+    from retrain_assets.core.evaluation.task_metrics import conformal_half_width
     from retrain_assets.core.offline.scenario import generate_day, load_scenario
-    from retrain_assets.core.spec import load_spec
+    from retrain_assets.core.tasks import REGRESSION
+    from retrain_assets.core.training.modeling import feature_frame, target_vector, train_model
     from retrain_assets.pipeline.shared.registry import model_registry_for
     from retrain_assets.settings import ProjectSettings
 
-    settings = ProjectSettings(data_dir=data_dir.resolve(), spec_path=SPEC.resolve())
+    scenario = load_scenario(scenario_path)
+    spec = scenario.spec
+    settings = ProjectSettings(data_dir=data_dir.resolve(), spec_path=scenario.spec_path)
     settings.ensure_dirs()
     os.environ["MLFLOW_TRACKING_URI"] = settings.default_tracking_uri  # every process: this temp registry
-    spec = load_spec(SPEC)
-    scenario = load_scenario(SCENARIO)
     reg = model_registry_for(settings, spec, in_dagster=False)
     reg._ensure_experiment()
     mlflow.set_tracking_uri(reg.tracking_uri)
     mlflow.set_experiment(reg.experiment_name)
+    family = spec.policy.model_families[0]
 
     def labeled(days) -> pd.DataFrame:
         frames = []
@@ -296,13 +110,23 @@ def registry_setup(data_dir: Path):
             frames.append(batch.merge(labels[[spec.id_column, spec.target.name]], on=spec.id_column))
         return pd.concat(frames, ignore_index=True)
 
-    for days, params in ((range(0, 10), {"C": 1.0}), (range(10, 20), {"C": 0.1})):
-        train = labeled(days)
-        model = train_model(train, spec, 7, "logistic_regression", params)
+    windows = [labeled(range(0, 10)), labeled(range(10, 20))]
+    grid = [{"C": 1.0}, {"C": 0.1}] if family == "logistic_regression" else [None, None]
+    half_widths = []
+    for i, (train, params) in enumerate(zip(windows, grid)):
+        model = train_model(train, spec, 7, family, params)
         with mlflow.start_run():
-            reg.log_and_register(model.pipeline, feature_frame(train.head(5), spec))
+            version, _ = reg.log_and_register(model.pipeline, feature_frame(train.head(5), spec))
+        if spec.target.type == REGRESSION:
+            other = windows[1 - i]
+            half = conformal_half_width(target_vector(other, spec), model.pipeline.predict(feature_frame(other, spec)),
+                                        INTERVAL_LEVEL)
+            reg.tag_version(version, {INTERVAL_TAG: repr(half)})
+            half_widths.append(half)
     reg.promote("1")
-    return settings, spec, scenario, reg
+    setup = f"{family}" + (f", {grid[0]} / {grid[1]}" if grid[0] else "") + (
+        f"; interval half widths v1 {half_widths[0]:.3g}, v2 {half_widths[1]:.3g}" if half_widths else "")
+    return settings, spec, scenario, reg, setup
 
 
 def request_bodies(spec, scenario, needed: int, folder: Path) -> tuple[Path, Path, int]:
@@ -336,105 +160,31 @@ def request_bodies(spec, scenario, needed: int, folder: Path) -> tuple[Path, Pat
     return ours_path, theirs_path, rejected
 
 
-def group_cpu_seconds(pgid: int) -> float:
-    """User + system CPU seconds of the live processes of a process group (a server and its workers)."""
-    total = 0
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[2]) == pgid:  # fields after "(comm)": state, ppid, pgrp, ..., utime (11), stime (12)
-            total += int(fields[11]) + int(fields[12])
-    return total / os.sysconf("SC_CLK_TCK")
 
+def answer_problems(phases: list[dict], spec) -> tuple[int, int, list[str]]:
+    """(answers checked, answers without the task's fields, a few of them) over our server's
+    successful answers, against what `core.deployment.outputs.answer_fields` promises; a
+    regression answer must carry its interval (every version here has the tag)."""
+    from retrain_assets.core.tasks import BINARY, MULTICLASS, class_texts
 
-def run_phase(port: int, path: str, bodies: Path, mode: str, requests: int, rate: float, connections: int,
-              warmup: int, out: Path, server: subprocess.Popen, env: dict, during=None) -> dict:
-    """Start the load generator process; `during(t0_wall)` runs in this process meanwhile. Also
-    measures the server's CPU time and the machine's load average over the phase."""
-    cpu_before, load_before = group_cpu_seconds(server.pid), os.getloadavg()[0]
-    command = [sys.executable, str(Path(__file__).resolve()), "--client", "--port", str(port), "--path", path,
-               "--bodies", str(bodies), "--mode", mode, "--requests", str(requests), "--rate", str(rate),
-               "--connections", str(connections), "--warmup", str(warmup), "--out", str(out)]
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, cwd=ROOT, env=env, start_new_session=True)
-    try:
-        line = proc.stdout.readline()
-        if not line.startswith("T0 "):
-            raise RuntimeError(f"load generator failed to start: {line!r}")
-        t0_wall = float(line.split()[1])
-        events = during(t0_wall) if during else {}
-        if proc.wait(timeout=max(600.0, 10 * requests / max(rate, 1))) != 0:
-            raise RuntimeError(f"load generator exited with {proc.returncode}")
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-    data = json.loads(out.read_text())
-    data.update(t0_wall=t0_wall, events=events, server_cpu=group_cpu_seconds(server.pid) - cpu_before,
-                load=(load_before, os.getloadavg()[0]))
-    return data
-
-
-def summarize(phases: list[dict], mode: str) -> dict:
-    """Latency percentiles over all requests of the phases (rounds); rate = successful requests over
-    the summed round durations; CPU per request over all rounds."""
-
-    res = [r for data in phases for r in data["results"]]
-    ok = [r for r in res if r[3] == 200]
-    errors = [r for r in res if r[3] != 200]
-    latency = np.array([(r[2] - r[0]) * 1000 for r in ok]) if ok else np.array([np.nan])
-    service = np.array([(r[2] - r[1]) * 1000 for r in ok]) if ok else np.array([np.nan])
-    lag = np.array([(r[1] - r[0]) * 1000 for r in res])
-    span = 0.0
-    for data in phases:  # a fixed-rate round starts at its first scheduled send, a closed-loop one at its first send
-        start = min(r[0] if mode == "fixed" else r[1] for r in data["results"])
-        span += max(r[2] for r in data["results"]) - start
-    warmup = sum(d["warmup"] for d in phases)
-    return {
-        "n": len(res), "ok": len(ok), "errors": len(errors),
-        "error_samples": sorted({f"{r[3]} {r[4][:160]}" for r in errors})[:5],
-        "p50": float(np.percentile(latency, 50)), "p99": float(np.percentile(latency, 99)), "max": float(latency.max()),
-        "svc_p50": float(np.percentile(service, 50)), "svc_p99": float(np.percentile(service, 99)),
-        "send_lag_max": float(lag.max()), "rate": len(ok) / span if span > 0 else float("nan"), "span": span,
-        "cpu_ms": 1000 * sum(d["server_cpu"] for d in phases) / (len(res) + warmup),  # warm-up requests included
-        "client_cpu_ms": 1000 * sum(d["client_cpu"] for d in phases) / len(res),
-        "load": (min(d["load"][0] for d in phases), max(max(d["load"]) for d in phases)),
-    }
-
-
-def versions_seen(data: dict) -> dict:
-    """Which model version answered each successful request, in the order the answers arrived
-    (the server answers in the order it scores; send times lag that by the queue when it is busy)."""
-    answers = sorted((r[2], json.loads(r[4])["predictions"][0]["model_version"]) for r in data["results"] if r[3] == 200)
-    counts: dict[str, int] = {}
-    changes: list[tuple[float, str]] = []
-    for sent, version in answers:
-        counts[version] = counts.get(version, 0) + 1
-        if not changes or changes[-1][1] != version:
-            changes.append((sent, version))
-    v2 = [t for t, v in answers if v == "2"]
-    swapped = False
-    if v2 and "promote v2" in data["events"]:
-        first, last = min(v2), max(v2)
-        promote, rollback = data["events"]["promote v2"], data["events"]["rollback to v1"]
-        v1_before = any(v == "1" and t < first for t, v in answers)
-        v1_between = sum(1 for t, v in answers if v == "1" and first < t < last)
-        v1_after = any(v == "1" and t > last and t >= rollback[0] for t, v in answers)
-        swapped = v1_before and v1_after and v1_between == 0 and first >= promote[0] and last >= rollback[0]
-    return {"counts": counts, "changes": changes, "swapped": swapped, "answers": answers}
-
-
-def prediction_log_summary(landing: Path) -> dict:
-    import pandas as pd
-
-    files = sorted((landing / "predictions").glob("*.parquet"))
-    if not files:
-        return {"files": 0, "rows": 0, "served": 0, "requests": 0, "versions": {}}
-    log = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
-    served = log[log["served"]]
-    return {"files": len(files), "rows": len(log), "served": len(served), "requests": log["request_id"].nunique(),
-            "versions": {str(k): int(v) for k, v in served["model_version"].value_counts().sort_index().items()}}
+    target, checked, bad, samples = spec.target, 0, 0, []
+    texts = class_texts(target)
+    for p in (p for data in phases for r in data["results"] if r[3] == 200 for p in json.loads(r[4])["predictions"]):
+        checked += 1
+        if target.type == BINARY:
+            ok = 0.0 <= p.get("score", -1.0) <= 1.0 and str(p.get("label")) in texts
+        elif target.type == MULTICLASS:
+            probs = p.get("probabilities") or {}
+            ok = (sorted(probs) == sorted(texts) and math.isclose(sum(probs.values()), 1.0, abs_tol=1e-9)
+                  and str(p.get("label")) in texts and p.get("score") == max(probs.values()))
+        else:
+            value, interval = p.get("prediction"), p.get("interval") or {}
+            ok = (isinstance(value, (int, float)) and math.isfinite(value)
+                  and interval.get("low", math.inf) <= value <= interval.get("high", -math.inf))
+        if not ok:
+            bad += 1
+            samples = samples if len(samples) >= 3 else samples + [json.dumps(p)[:200]]
+    return checked, bad, samples
 
 
 def main() -> int:
@@ -451,28 +201,24 @@ def main() -> int:
     parser.add_argument("--warmup", type=int, default=200, help="closed-loop warm-up requests before each fixed-rate phase")
     parser.add_argument("--quick", action="store_true", help="smoke run: 300 requests, 300 saturation requests, 50 warm-up")
     parser.add_argument("--keep", action="store_true", help="keep the temporary data dir (printed)")
-    # load-generator mode (internal)
-    parser.add_argument("--client", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
-    parser.add_argument("--path", help=argparse.SUPPRESS)
-    parser.add_argument("--bodies", help=argparse.SUPPRESS)
-    parser.add_argument("--mode", choices=["fixed", "closed"], help=argparse.SUPPRESS)
-    parser.add_argument("--out", help=argparse.SUPPRESS)
+    parser.add_argument("--scenario", type=Path, default=SCENARIO,
+                        help="scenario file whose spec and days the run uses (default %(default)s: binary; "
+                             "data/scenarios/demand.yaml: regression, data/scenarios/ticket_router.yaml: multiclass)")
     args = parser.parse_args()
-    if args.client:
-        client_main(args)
-        return 0
+    scenario_path = args.scenario if args.scenario.is_absolute() else ROOT / args.scenario
     if args.quick:
         args.requests, args.saturation_requests, args.warmup = 300, 300, 50
     saturation_requests = args.saturation_requests or args.requests
     per_round = [saturation_requests // args.rounds + (1 if r < saturation_requests % args.rounds else 0) for r in range(args.rounds)]
 
-    reproduce = ".venv/bin/python benchmarks/serve_load.py" + (" --quick" if args.quick else f" --requests {args.requests}")
+    reproduce = ".venv/bin/python benchmarks/serve_load.py" + ("" if args.scenario == SCENARIO else f" --scenario {args.scenario}")
+    reproduce += " --quick" if args.quick else f" --requests {args.requests}"
     reproduce += f" --rate {args.rate:g} --concurrency {args.concurrency}"
     for flag, value, default in (("--saturation-requests", args.saturation_requests, None), ("--rounds", args.rounds, 3),
                                  ("--connections", args.connections, 16), ("--warmup", args.warmup, 50 if args.quick else 200)):
         if value is not None and value != default and not (args.quick and flag == "--saturation-requests"):
             reproduce += f" {flag} {value}"
+
     def terminate(signum, frame):  # SIGTERM too runs the cleanup below (servers, load generator, temp dir)
         raise KeyboardInterrupt(f"signal {signum}")
 
@@ -485,18 +231,19 @@ def main() -> int:
     env.pop(API_KEYS_ENV, None)  # only our server and its load generator get this run's key
     try:
         started = time.perf_counter()
-        settings, spec, scenario, reg = registry_setup(tmp / "data")
+        settings, spec, scenario, reg, setup = registry_setup(tmp / "data", scenario_path)
         env["MLFLOW_TRACKING_URI"] = os.environ["MLFLOW_TRACKING_URI"]
         keyed = {**env, API_KEYS_ENV: f"serve-load:{secrets.token_urlsafe(32)}"}  # environment only, never printed
         auth = auth_header(keyed)
         needed = args.warmup + max(args.requests, saturation_requests)
         ours_bodies, mlflow_bodies, rejected = request_bodies(spec, scenario, needed, tmp)
-        print(f"registry: 2 versions of '{spec.name}' in {time.perf_counter() - started:.1f} s; {needed} single-row "
+        task = f"spec '{spec.name}' ({spec.target.type}, target {spec.target.name}) from {args.scenario}"
+        print(f"{task}\nregistry: 2 versions ({setup}) in {time.perf_counter() - started:.1f} s; {needed} single-row "
               f"bodies from scenario days 20+ ({rejected} rows failing the contract skipped); temp dir {tmp}", flush=True)
 
         # Both servers run for the whole measurement, each idle while the other is measured.
         port, port2 = free_port(), free_port()
-        ours = start_server([str(BIN / "retrain-assets"), "serve", "--data-dir", str(settings.data_dir), "--spec", str(SPEC),
+        ours = start_server([str(BIN / "retrain-assets"), "serve", "--data-dir", str(settings.data_dir), "--spec", str(scenario.spec_path),
                              "--host", "127.0.0.1", "--port", str(port), "--refresh-seconds", "0.5", "--flush-seconds", "5"],
                             tmp / "ours.log", keyed)
         procs.append(ours)
@@ -551,8 +298,9 @@ def main() -> int:
         sa, sb = summarize(saturation["ours"], "closed"), summarize(saturation["mlflow"], "closed")
         seen = versions_seen(fixed["ours"])
         counts, changes = seen["counts"], seen["changes"]
+        answers_checked, bad_answers, bad_samples = answer_problems([fixed["ours"], *saturation["ours"]], spec)
         print()
-        print(f"Single-row requests on loopback. Fixed rate {args.rate:g}/s x {args.requests}: open loop, latency from the "
+        print(f"{task[0].upper()}{task[1:]}. Single-row requests on loopback. Fixed rate {args.rate:g}/s x {args.requests}: open loop, latency from the "
               f"scheduled send, {args.connections} keep-alive connections, after {args.warmup} warm-up requests. Saturation: "
               f"{args.concurrency} connections x {saturation_requests}, closed loop. One load-generator process; "
               f"{os.cpu_count()} cores.")
@@ -575,6 +323,11 @@ def main() -> int:
         print("1-min load average during the phases (min-max): "
               + ", ".join(f"{n} {x['load'][0]:.1f}-{x['load'][1]:.1f}" for n, x in
                           (("ours fixed", a), ("mlflow fixed", b), ("ours sat.", sa), ("mlflow sat.", sb))))
+        slow = sorted(set(re.findall(r"v\d+ is scored through scikit-learn", (tmp / "ours.log").read_text(errors="replace"))))
+        print("our scoring path: " + ("; ".join(slow) if slow else
+                                      "the numpy fast path for every version (no 'scored through scikit-learn' warning)"))
+        for sample in bad_samples:
+            print(f"  answer without the {spec.target.type} fields: {sample}")
         for name, s in (("ours", a), ("mlflow", b), ("ours sat.", sa), ("mlflow sat.", sb)):
             for sample in s["error_samples"]:
                 print(f"  error ({name}): {sample}")
@@ -611,6 +364,8 @@ def main() -> int:
             (f"our achieved rate within 2 % of {args.rate:g}/s", a["rate"] >= 0.98 * args.rate, f"{a['rate']:.1f}/s"),
             ("zero errors on our server", a["errors"] == 0 and sa["errors"] == 0, f"{a['errors']} + {sa['errors']}"),
             ("promotion and rollback served under load", swapped, f"answers per version {counts}"),
+            (f"every answer carries the {spec.target.type} fields", answers_checked > 0 and bad_answers == 0,
+             f"{answers_checked - bad_answers} of {answers_checked} answers"),
             ("every request logged", logged_all, f"{log['served']} logged / {expected} answered"),
             (f"throughput >= {TARGET_THROUGHPUT_RATIO:g}x mlflow's", throughput_ratio >= TARGET_THROUGHPUT_RATIO,
              f"{sa['rate']:.1f} vs {sb['rate']:.1f} req/s = {throughput_ratio:.2f}x"),
