@@ -11,6 +11,7 @@ from retrain_assets_tests.task_pipeline import replay_task, write_short_task_sce
 def run(tmp_path_factory):
     folder = tmp_path_factory.mktemp("demand")
     # ~150 rows a day: a 2 % margin on MAE is inside the noise of a 3-day holdout, so 10 %.
-    scenario = write_short_task_scenario(folder, "demand", days=20, rows_per_day=150, phase_days=(10, 15),
-                                         policy={"performance": {"relative_margin": 0.1}})
+    # The first canary promoted on live numbers comes on day 15: 17 days replay it.
+    scenario = write_short_task_scenario(folder, "demand", days=17, rows_per_day=150, phase_days=(10, 15),
+                                         policy={"performance": {"relative_margin": 0.1}, "promotion": {"bootstrap_resamples": 1000}})
     return replay_task(folder, scenario)
