@@ -19,9 +19,8 @@ from retrain_assets.core.partitions import PARTITION_COLUMN
 from retrain_assets.core.monitoring.batch_report import finite_or_nan
 from retrain_assets.core.policy.retrain import PolicyHistory, decide_retrain
 from retrain_assets.core.deployment.rollout import MIN_LIVE_CLASS_ROWS
-from retrain_assets.core.evaluation.gate import UNIT_METRICS
 from retrain_assets.core.policy.performance import performance_rules
-from retrain_assets.core.tasks import BINARY, METRICS, MULTICLASS
+from retrain_assets.core.tasks import BINARY, METRICS, MULTICLASS, format_metric
 from retrain_assets.core.spec import DatasetSpec
 from retrain_assets.core.monitoring.next_action import Trial, known_partitions, next_action
 from retrain_assets.settings import ProjectSettings
@@ -133,7 +132,7 @@ def render(status: dict) -> str:
         trained += f", held out {champion['holdout_partitions']}" if champion["holdout_partitions"] else ""
         since = f" since {champion['since']} ({champion['how']})" if champion["since"] else ""
         value, metric = champion["holdout_performance"], champion["performance_metric"]
-        shown = "" if value is None else f"{value:.4g}" if metric in UNIT_METRICS else f"{value:.3f}"
+        shown = "" if value is None else format_metric(value, metric)
         auc = f", holdout {champion['performance_label']} {shown}" if value is not None else ""
         family = f" {champion['model_family']}" if champion["model_family"] else ""
         lines.append(f"champion     v{champion['version']}{family}{since}{trained}{auc}")

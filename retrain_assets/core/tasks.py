@@ -63,6 +63,16 @@ TASK_METRICS: dict[str, tuple[str, ...]] = {
 PRIMARY_METRICS: dict[str, str] = {task: names[0] for task, names in TASK_METRICS.items()}
 
 
+# Metrics in the label's own units (any scale): shown with four significant digits, not three decimals.
+UNIT_METRICS = ("mae", "rmse")
+
+
+def format_metric(value: float, metric: str, digits: int = 3, sign: str = "") -> str:
+    """A metric's value as reasons and tables print it: `digits` decimals for a score, four
+    significant digits for a metric in the label's units; `sign` "+" shows the sign."""
+    return f"{value:{sign}.4g}" if metric in UNIT_METRICS else f"{value:{sign}.{digits}f}"
+
+
 def primary_metric(target: TargetSpec) -> str:
     """The metric the task's decisions compare (binary ROC AUC, multiclass macro ROC AUC, regression MAE)."""
     return PRIMARY_METRICS[target.type]

@@ -18,14 +18,12 @@ from typing import Any, Iterable
 import numpy as np
 import pandas as pd
 
-from retrain_assets.core.evaluation.bootstrap import paired_bootstrap
-from retrain_assets.core.evaluation.gate import UNIT_METRICS
 from retrain_assets.core.evaluation.task_bootstrap import task_paired_bootstrap
 from retrain_assets.core.policy.definition import Policy
 from retrain_assets.core.policy.performance import performance_rules
 from retrain_assets.core.roles import CANARY, CHAMPION, SHADOW
 from retrain_assets.core.spec import TargetSpec
-from retrain_assets.core.tasks import BINARY, MULTICLASS, REGRESSION, encode_labels
+from retrain_assets.core.tasks import BINARY, MULTICLASS, REGRESSION, encode_labels, format_metric
 
 PROMOTE, ROLLBACK, WAIT = "promote", "rollback", "wait"
 
@@ -162,8 +160,7 @@ def analyse_canary(y: Any, challenger_scores: Any, champion_scores: Any, partiti
         `superiority`; margin `performance_rules(...).margin(live champion value)`): promote;
       - otherwise wait for more labels, and roll back once `max_live_partitions` passed.
     """
-    rollout, gate = policy.rollout, policy.promotion
-    rules = performance_rules(policy, target)
+    rollout, rules = policy.rollout, performance_rules(policy, target)
     task = target.type if target is not None else BINARY
     y = np.asarray(y, dtype=float if task == REGRESSION else int)
     numbers, short = _evidence(y, task, rollout, rules.metric)
@@ -224,7 +221,7 @@ def _judge(y, challenger_scores, champion_scores, policy: Policy, rules, target,
     args = (y, np.asarray(challenger_scores, float), np.asarray(champion_scores, float))
     kwargs = dict(n_resamples=gate.bootstrap_resamples, confidence=gate.confidence_level, seed=policy.random_seed,
                   threshold=gate.operating_threshold, metrics=(metric,))
-    ci = (paired_bootstrap(*args, **kwargs) if target is None else task_paired_bootstrap(target, *args, **kwargs))[metric]
+    ci = task_paired_bootstrap(target, *args, **kwargs)[metric]
     numbers.update({"live_challenger_performance": ci.challenger, "live_champion_performance": ci.champion,
                     "live_performance_difference": ci.difference, "live_performance_difference_lower": ci.lower,
                     "live_performance_difference_upper": ci.upper})
@@ -234,7 +231,7 @@ def _judge(y, challenger_scores, champion_scores, policy: Policy, rules, target,
                         "live_roc_auc_difference_upper": ci.upper})
 
     def shown(value: float, sign: str = "", digits: int = 3) -> str:
-        return f"{value:{sign}.4g}" if metric in UNIT_METRICS else f"{value:{sign}.{digits}f}"
+        return format_metric(value, metric, digits, sign)
 
     interval = (f"live {rules.label} {shown(ci.challenger)} vs {shown(ci.champion)}, difference {shown(ci.difference, '+', 4)} "
                 f"[{shown(ci.lower, '+', 4)}, {shown(ci.upper, '+', 4)}] on {len(y)} rows")

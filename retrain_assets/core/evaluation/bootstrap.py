@@ -14,8 +14,10 @@ from typing import Any
 
 import numpy as np
 
+from retrain_assets.core.tasks import higher_is_better
+
 BOOTSTRAP_METRICS: tuple[str, ...] = ("roc_auc", "pr_auc", "log_loss", "brier", "accuracy")
-HIGHER_IS_BETTER: dict[str, bool] = {"roc_auc": True, "pr_auc": True, "log_loss": False, "brier": False, "accuracy": True}
+HIGHER_IS_BETTER: dict[str, bool] = {m: higher_is_better(m) for m in BOOTSTRAP_METRICS}
 LOG_LOSS_EPS = 1e-15
 
 
@@ -172,7 +174,6 @@ def paired_bootstrap(
     n, n_pos = len(y), int(y.sum())
     counts = np.where(np.arange(n) < n_pos, n_pos, n - n_pos).astype(np.float64)
     offsets = np.where(np.arange(n) < n_pos, 0, n_pos)
-    last = (counts - 1).astype(np.intp)
 
     rank_metrics = [m for m in metrics if m in ("roc_auc", "pr_auc")]
     mean_metrics = [m for m in metrics if m not in rank_metrics]
@@ -193,14 +194,9 @@ def paired_bootstrap(
         full[m] = float(a.mean()), float(b.mean())
         row_diff[m] = a - b
 
-    rng = np.random.default_rng(seed)
-    chunk = max(1, max_cells // n)
     diffs = {m: np.empty(n_resamples) for m in metrics}
-    for lo in range(0, n_resamples, chunk):
-        size = min(chunk, n_resamples - lo)
-        idx = (rng.random((size, n)) * counts).astype(np.intp)
-        np.minimum(idx, last, out=idx)  # guards against u * count rounding up to count
-        idx += offsets
+    for lo, idx in resample_chunks(np.random.default_rng(seed), n_resamples, max_cells, counts, offsets):
+        size = len(idx)
         if rank_metrics:
             auc_c, ap_c = _sorted_key_metrics(keys["challenger"][idx], n_pos)
             auc_h, ap_h = _sorted_key_metrics(keys["champion"][idx], n_pos)
@@ -210,14 +206,28 @@ def paired_bootstrap(
         for m in mean_metrics:
             diffs[m][lo : lo + size] = row_diff[m][idx].mean(axis=1)
 
-    return {m: _difference_ci(m, full[m], diffs[m], confidence) for m in metrics}
+    return {m: difference_ci(m, full[m], diffs[m], confidence) for m in metrics}
 
 
-def _difference_ci(metric: str, full: tuple[float, float], diffs: np.ndarray, confidence: float) -> DifferenceCI:
+def resample_chunks(rng: np.random.Generator, n_resamples: int, max_cells: int, counts: np.ndarray, offsets: np.ndarray):
+    """Resampled row indices in chunks of at most `max_cells` cells: (first resample, index matrix).
+    Column j of a resample draws uniformly from rows offsets[j] .. offsets[j] + counts[j] - 1 (one
+    stratum), consuming one uniform draw per row in order, so the chunking never changes the draws."""
+    n = len(counts)
+    last = (counts - 1).astype(np.intp)
+    chunk = max(1, max_cells // n)
+    for lo in range(0, n_resamples, chunk):
+        idx = (rng.random((min(chunk, n_resamples - lo), n)) * counts).astype(np.intp)
+        np.minimum(idx, last, out=idx)  # guards against u * count rounding up to count
+        idx += offsets
+        yield lo, idx
+
+
+def difference_ci(metric: str, full: tuple[float, float], diffs: np.ndarray, confidence: float) -> DifferenceCI:
     """The percentile interval of one metric's resampled differences, around its full-sample values."""
     alpha = (1.0 - confidence) / 2.0
     lower, upper = np.quantile(diffs, [alpha, 1.0 - alpha])
-    higher = HIGHER_IS_BETTER[metric]
+    higher = higher_is_better(metric)
     not_better = diffs <= 0 if higher else diffs >= 0
     c, h = full
     return DifferenceCI(

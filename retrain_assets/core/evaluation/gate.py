@@ -17,10 +17,7 @@ from retrain_assets.core.roles import CHALLENGER, CHAMPION
 from retrain_assets.core.policy.definition import Policy
 from retrain_assets.core.policy.performance import PerformanceRules, performance_rules
 from retrain_assets.core.spec import TargetSpec
-from retrain_assets.core.tasks import BINARY, MULTICLASS, REGRESSION
-
-# Metrics in the label's own units (any scale): shown with four significant digits, not three decimals.
-UNIT_METRICS = ("mae", "rmse")
+from retrain_assets.core.tasks import BINARY, MULTICLASS, REGRESSION, format_metric
 
 
 @dataclass(frozen=True)
@@ -107,27 +104,22 @@ def _missing(value) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value))
 
 
-def _shown(value: float, metric: str, digits: int = 3, sign: str = "") -> str:
-    """A metric's value as the criteria print it: three decimals, or four significant digits in label units."""
-    return f"{value:{sign}.4g}" if metric in UNIT_METRICS else f"{value:{sign}.{digits}f}"
-
-
 def _at_least(name: str, label: str, value: float, floor: float, digits: int = 3, metric: str = "") -> Criterion:
     ok = value >= floor
-    shown = _shown(value, metric, digits), _shown(floor, metric, digits)
+    shown = format_metric(value, metric, digits), format_metric(floor, metric, digits)
     return Criterion(name, ok, f"{label} {shown[0]} {'>=' if ok else '<'} SLO {shown[1]}")
 
 
 def _at_most(name: str, label: str, value: float, ceiling: float, digits: int = 3, metric: str = "") -> Criterion:
     ok = value <= ceiling
-    shown = _shown(value, metric, digits), _shown(ceiling, metric, digits)
+    shown = format_metric(value, metric, digits), format_metric(ceiling, metric, digits)
     return Criterion(name, ok, f"{label} {shown[0]} {'<=' if ok else '>'} SLO {shown[1]}")
 
 
 def _primary_slo(rules: PerformanceRules, value: float) -> Criterion:
     name = f"slo_{rules.metric}"
     if rules.slo is None:
-        return Criterion(name, True, f"{rules.label} {_shown(value, rules.metric)}: no absolute SLO set "
+        return Criterion(name, True, f"{rules.label} {format_metric(value, rules.metric)}: no absolute SLO set "
                                      "(policy.performance.min_value)")
     check = _at_least if rules.higher_is_better else _at_most
     return check(name, rules.label, value, rules.slo, metric=rules.metric)
@@ -171,7 +163,7 @@ def _comparison(report: dict, policy: Policy, rules: PerformanceRules) -> Criter
     its lower bound (> 0, > -margin), else on its upper bound (< 0, < +margin)."""
     promotion, metric, higher = policy.promotion, rules.metric, rules.higher_is_better
     ci = next(d for d in report["differences"] if d["metric"] == metric)
-    signed = [_shown(ci[key], metric, 4, "+") for key in ("difference", "lower", "upper")]
+    signed = [format_metric(ci[key], metric, 4, "+") for key in ("difference", "lower", "upper")]
     interval = f"{rules.label} difference {signed[0]} [{promotion.confidence_level:.0%} CI {signed[1]}, {signed[2]}]"
     bound, value = ("lower", ci["lower"]) if higher else ("upper", ci["upper"])
     margin = 0.0 if promotion.comparison == "superiority" else rules.margin(ci["champion"])
@@ -179,7 +171,7 @@ def _comparison(report: dict, policy: Policy, rules: PerformanceRules) -> Criter
     said = (">" if ok else "<=") if higher else ("<" if ok else ">=")
     if promotion.comparison == "superiority":
         return Criterion("superiority", ok, f"superiority: {interval}; {bound} bound {said} 0")
-    limit = f"{'-' if higher else '+'}{_shown(margin, metric)}"
+    limit = f"{'-' if higher else '+'}{format_metric(margin, metric)}"
     return Criterion("non_inferiority", ok, f"non-inferiority: {interval}; {bound} bound {said} {limit} (margin)")
 
 
@@ -204,8 +196,8 @@ def _slices(report: dict, policy: Policy, rules: PerformanceRules, task: str = B
     worst = worse.idxmax()
     regressed = worse[worse > margins]
     delta = comparable.loc[worst, (metric, CHALLENGER)] - comparable.loc[worst, (metric, CHAMPION)]
-    worst_text = (f"{worst[0]}={worst[1]} {_shown(comparable.loc[worst, (metric, CHALLENGER)], metric)} vs "
-                  f"{_shown(comparable.loc[worst, (metric, CHAMPION)], metric)} ({_shown(delta, metric, sign='+')})")
+    worst_text = (f"{worst[0]}={worst[1]} {format_metric(comparable.loc[worst, (metric, CHALLENGER)], metric)} vs "
+                  f"{format_metric(comparable.loc[worst, (metric, CHAMPION)], metric)} ({format_metric(delta, metric, sign='+')})")
     margin_text = (f"{rules.slice_value:.3f} {rules.label}" if rules.slice_value is not None
                    else f"{rules.slice_share:.0%} of the champion's {rules.label}")
     head = f"slices: {len(regressed)} of {len(comparable)} regress by more than {margin_text}; worst {worst_text}"

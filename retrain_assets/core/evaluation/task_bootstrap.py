@@ -21,15 +21,17 @@ import pandas as pd
 
 from retrain_assets.core.evaluation.bootstrap import (
     BOOTSTRAP_METRICS,
+    LOG_LOSS_EPS,
     DifferenceCI,
     _rank_keys,
     _sorted_key_metrics,
     check_resampling,
+    difference_ci,
     paired_bootstrap,
+    resample_chunks,
 )
-from retrain_assets.core.evaluation.task_metrics import LOG_LOSS_EPS
 from retrain_assets.core.spec import TargetSpec
-from retrain_assets.core.tasks import BINARY, METRICS, MULTICLASS, REGRESSION
+from retrain_assets.core.tasks import BINARY, MULTICLASS, REGRESSION
 
 # The metrics each task's bootstrap compares (the ones a gate can compare: ECE and binary F1 are not).
 TASK_BOOTSTRAP_METRICS: dict[str, tuple[str, ...]] = {
@@ -40,45 +42,25 @@ TASK_BOOTSTRAP_METRICS: dict[str, tuple[str, ...]] = {
 
 
 def task_paired_bootstrap(
-    target: TargetSpec, y: Any, challenger: Any, champion: Any, *, n_resamples: int = 2000, confidence: float = 0.95,
+    target: TargetSpec | None, y: Any, challenger: Any, champion: Any, *, n_resamples: int = 2000, confidence: float = 0.95,
     seed: int = 0, threshold: float = 0.5, metrics: tuple[str, ...] | None = None, max_cells: int = 4_000_000,
 ) -> dict[str, DifferenceCI]:  # fmt: skip
     """Percentile intervals of challenger - champion per metric name (default: the task's
     `TASK_BOOTSTRAP_METRICS`). `y` and the predictions are in the task's shapes (`core.tasks`):
     multiclass class indices and (rows, classes) probabilities, regression numbers. `threshold`
-    is used by binary only."""
-    metrics = tuple(dict.fromkeys(metrics or TASK_BOOTSTRAP_METRICS[target.type]))
-    if target.type == BINARY:
+    is used by binary only; `target` None is binary."""
+    task = target.type if target is not None else BINARY
+    metrics = tuple(dict.fromkeys(metrics or TASK_BOOTSTRAP_METRICS[task]))
+    if task == BINARY:
         return paired_bootstrap(y, challenger, champion, n_resamples=n_resamples, confidence=confidence, seed=seed,
                                 threshold=threshold, metrics=metrics, max_cells=max_cells)
-    unknown = [m for m in metrics if m not in TASK_BOOTSTRAP_METRICS[target.type]]
+    unknown = [m for m in metrics if m not in TASK_BOOTSTRAP_METRICS[task]]
     if unknown:
-        raise ValueError(f"unknown {target.type} metric(s) {unknown}; known: {list(TASK_BOOTSTRAP_METRICS[target.type])}")
+        raise ValueError(f"unknown {task} metric(s) {unknown}; known: {list(TASK_BOOTSTRAP_METRICS[task])}")
     check_resampling(n_resamples, confidence, max_cells)
-    run = _multiclass if target.type == MULTICLASS else _regression
+    run = _multiclass if task == MULTICLASS else _regression
     full, diffs = run(y, challenger, champion, metrics, int(n_resamples), np.random.default_rng(seed), int(max_cells))
-    return {m: _difference_ci(m, full[m], diffs[m], confidence) for m in metrics}
-
-
-def _difference_ci(metric: str, full: tuple[float, float], diffs: np.ndarray, confidence: float) -> DifferenceCI:
-    alpha = (1.0 - confidence) / 2.0
-    lower, upper = np.quantile(diffs, [alpha, 1.0 - alpha])
-    higher = METRICS[metric].higher_is_better
-    not_better = diffs <= 0 if higher else diffs >= 0
-    return DifferenceCI(metric=metric, challenger=full[0], champion=full[1], difference=full[0] - full[1],
-                        lower=float(lower), upper=float(upper), confidence=float(confidence), higher_is_better=higher,
-                        p_not_better=float(not_better.mean()))
-
-
-def _chunks(rng: np.random.Generator, n_resamples: int, n: int, max_cells: int, counts: np.ndarray, offsets: np.ndarray):
-    """(start, index matrix) per chunk: row j of a resample draws from rows offsets[j] .. offsets[j] + counts[j] - 1."""
-    last = (counts - 1).astype(np.intp)
-    chunk = max(1, max_cells // n)
-    for lo in range(0, n_resamples, chunk):
-        size = min(chunk, n_resamples - lo)
-        idx = (rng.random((size, n)) * counts).astype(np.intp)
-        np.minimum(idx, last, out=idx)  # guards against u * count rounding up to count
-        yield lo, idx + offsets
+    return {m: difference_ci(m, full[m], diffs[m], confidence) for m in metrics}
 
 
 def _multiclass(y, chal, champ, metrics, n_resamples, rng, max_cells):
@@ -126,7 +108,7 @@ def _multiclass(y, chal, champ, metrics, n_resamples, rng, max_cells):
         if m in metrics:
             full[m] = float(fn("chal", everything)[0]), float(fn("champ", everything)[0])
     diffs = {m: np.empty(n_resamples) for m in metrics}
-    for lo, idx in _chunks(rng, n_resamples, n, max_cells, counts, offsets):
+    for lo, idx in resample_chunks(rng, n_resamples, max_cells, counts, offsets):
         for m in metrics:
             if m in row_diff:
                 values = row_diff[m][idx].mean(axis=1)
@@ -165,7 +147,7 @@ def _regression(y, chal, champ, metrics, n_resamples, rng, max_cells):
     full = {m: (float(point[m][0][0]), float(point[m][1][0])) for m in metrics}
     diffs = {m: np.empty(n_resamples) for m in metrics}
     counts, offsets = np.full(n, float(n)), np.zeros(n, dtype=np.intp)
-    for lo, idx in _chunks(rng, n_resamples, n, max_cells, counts, offsets):
+    for lo, idx in resample_chunks(rng, n_resamples, max_cells, counts, offsets):
         resampled = values(idx)
         for m in metrics:
             diffs[m][lo : lo + len(idx)] = resampled[m][0] - resampled[m][1]
@@ -207,7 +189,7 @@ def fairness_gap_increase(target: TargetSpec, y: Any, challenger: Any, champion:
     n = len(y)
     increases = np.empty(n_resamples)
     counts, offsets = np.full(n, float(n)), np.zeros(n, dtype=np.intp)
-    for lo, idx in _chunks(np.random.default_rng(seed), n_resamples, n, max_cells, counts, offsets):
+    for lo, idx in resample_chunks(np.random.default_rng(seed), n_resamples, max_cells, counts, offsets):
         weights = np.bincount((idx + n * np.arange(len(idx))[:, None]).ravel(), minlength=len(idx) * n).reshape(len(idx), n)
         increases[lo : lo + len(idx)] = gaps(weights.astype(float))
     alpha = (1 - confidence) / 2

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from retrain_assets.core.evaluation.bootstrap import batch_roc_auc
+from retrain_assets.core.evaluation.bootstrap import LOG_LOSS_EPS, batch_roc_auc
 from retrain_assets.core.evaluation.metrics import (
     CALIBRATION_BINS,
     calibration_bins,
@@ -22,7 +22,6 @@ from retrain_assets.core.evaluation.metrics import (
 from retrain_assets.core.spec import TargetSpec
 from retrain_assets.core.tasks import BINARY, MULTICLASS, REGRESSION
 
-LOG_LOSS_EPS = 1e-15
 # The fairness gap of each task (binary: see `metrics.FAIRNESS_GAPS`), with the words people read.
 TASK_FAIRNESS_GAPS = {
     MULTICLASS: {"accuracy_difference": "accuracy gap"},

@@ -10,6 +10,7 @@ from typing import Sequence
 from retrain_assets.core.policy.definition import Policy
 from retrain_assets.core.policy.performance import PerformanceRules, performance_rules
 from retrain_assets.core.spec import TargetSpec
+from retrain_assets.core.tasks import format_metric
 
 
 @dataclass(frozen=True)
@@ -138,7 +139,7 @@ def decide_retrain(history: PolicyHistory, policy: Policy, target: TargetSpec | 
         return RetrainDecision(False, held[1], "drift", held[0], numbers)
     if not fired:
         return RetrainDecision(False, f"healthy: drift in {in_window} batches, {source} {rules.label} "
-                                      f"{_shown(performance, rules)}, {age}/{policy.max_model_age_partitions} new labeled partitions", numbers=numbers)
+                                      f"{format_metric(performance, rules.metric)}, {age}/{policy.max_model_age_partitions} new labeled partitions", numbers=numbers)
 
     trigger, why = fired[0][0], "; ".join(text for _, text in fired)
     if history.trial_version:
@@ -188,24 +189,19 @@ def performance_clause(rules: PerformanceRules, performance: float, baseline: fl
     `rules.drop(baseline)`: for binary ROC AUC exactly `value < min_roc_auc` and
     `value < baseline - max_roc_auc_drop` (the limit is formed first, so the numbers decide as they always did).
     """
-    words = f"{source} {rules.label} {_shown(performance, rules)}"
+    words = f"{source} {rules.label} {format_metric(performance, rules.metric)}"
     if not rules.meets_slo(performance):
         side = "below" if rules.higher_is_better else "above"
-        return f"{words} {side} the SLO {_shown(rules.slo, rules)}"
+        return f"{words} {side} the SLO {format_metric(rules.slo, rules.metric)}"
     if baseline is None or math.isnan(baseline):
         return ""
     drop = rules.drop(baseline)
     limit = baseline - drop if rules.higher_is_better else baseline + drop
     if rules.worse_by(performance, limit) > 0:
         if rules.higher_is_better:
-            return f"{words} dropped more than {drop:.2f} below the champion's {_shown(baseline, rules)}"
-        return f"{words} rose more than {drop:.4g} above the champion's {_shown(baseline, rules)}"
+            return f"{words} dropped more than {drop:.2f} below the champion's {format_metric(baseline, rules.metric)}"
+        return f"{words} rose more than {drop:.4g} above the champion's {format_metric(baseline, rules.metric)}"
     return ""
-
-
-def _shown(value: float, rules: PerformanceRules) -> str:
-    """A metric value as the reasons print it: 3 decimals for a score in [0, 1], 4 significant digits for an error."""
-    return f"{value:.3f}" if rules.higher_is_better else f"{value:.4g}"
 
 
 def _performance(value: float, roc_auc: float) -> float:
