@@ -166,6 +166,14 @@ def label_dtype(target: TargetSpec) -> Any:
     return object
 
 
+def scores(predictions: Any, target: TargetSpec) -> np.ndarray:
+    """The predictions in one number per row (the `score` the prediction log, the review queue and the
+    labeling requests keep): binary P(positive), multiclass the top class's probability, regression
+    the predicted value."""
+    values = np.asarray(predictions, dtype=float)
+    return values.max(axis=1) if target.type == MULTICLASS else values
+
+
 def predicted_classes(probabilities: np.ndarray, target: TargetSpec) -> np.ndarray:
     """Multiclass: the most probable class of each row (ties: the earlier class in `target.classes`)."""
     proba = np.asarray(probabilities, dtype=float)

@@ -18,6 +18,7 @@ from retrain_assets.core.labeling.label_quality import suspect_labels as find_su
 from retrain_assets.core.ingestion.landing import REQUESTS
 from retrain_assets.core.files import write_atomically
 from retrain_assets.core.tasks import BINARY, MULTICLASS, REGRESSION, predicted_classes
+from retrain_assets.core.tasks import scores as task_scores
 from retrain_assets.core.training.families import estimator_family, family_params
 from retrain_assets.core.training.modeling import feature_frame, predict_outputs, target_vector
 from retrain_assets.core.training.uncertainty import bootstrap_ensemble
@@ -192,5 +193,4 @@ def request_picks(model, pool: pd.DataFrame, spec: DatasetSpec, k: int, members=
         picks = select_by_uncertainty(spread, embedding, k)
         return picks, outputs[picks], spread[picks]
     picks = select_for_labeling(outputs, embedding, k)
-    scores = outputs.max(axis=1) if spec.target.type == MULTICLASS else outputs
-    return picks, scores[picks], uncertainty(outputs[picks])
+    return picks, task_scores(outputs, spec.target)[picks], uncertainty(outputs[picks])

@@ -18,6 +18,7 @@ from retrain_assets.core.labeling.resolution import apply_review_decisions, reso
 from retrain_assets.core.ingestion.landing import LABELS, REVIEWS, LandingFile, LandingFileError, read_landing_file
 from retrain_assets.core.policy.performance import performance_rules
 from retrain_assets.core.tasks import BINARY, MULTICLASS, REGRESSION, class_texts
+from retrain_assets.core.tasks import scores as task_scores
 from retrain_assets.core.training.modeling import predict_outputs, target_vector
 from retrain_assets.core.partitions import PARTITION_COLUMN
 from retrain_assets.core.labeling.review import applicable_decisions, build_queue, parse_decisions
@@ -163,7 +164,7 @@ def build_labeling(spec: DatasetSpec, partitions_def: dg.PartitionsDefinition) -
         outputs, scores = None, pd.Series(dtype=float)
         if champion is not None and len(raw_batches):
             outputs = predict_outputs(model_registry.load(champion), raw_batches, spec)
-            scores = pd.Series(champion_score(outputs, spec), index=raw_batches[id_col])
+            scores = pd.Series(task_scores(outputs, spec.target), index=raw_batches[id_col])
         previous = warehouse.query(f"select * from review_queue where {PARTITION_COLUMN} = ?", [start])
         queue = build_queue(context.partition_key, resolution.gated, previous, decisions, spec, champion, scores,
                             pd.Timestamp.now(tz="UTC").tz_convert(None))
@@ -206,13 +207,6 @@ def build_labeling(spec: DatasetSpec, partitions_def: dg.PartitionsDefinition) -
         )
 
     return dg.Definitions(assets=[ingest_labels, resolve_labels_step])
-
-
-def champion_score(outputs: np.ndarray, spec: DatasetSpec) -> np.ndarray:
-    """The champion's score of each row in one number (the review queue's `champion_score`): binary
-    P(positive), multiclass the top class's probability, regression the predicted value."""
-    values = np.asarray(outputs, dtype=float)
-    return values.max(axis=1) if spec.target.type == MULTICLASS else values
 
 
 def reference_label_scale(warehouse: Warehouse, spec: DatasetSpec, start: pd.Timestamp) -> tuple[float | None, str]:

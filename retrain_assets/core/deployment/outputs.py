@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from retrain_assets.core.spec import DatasetSpec
-from retrain_assets.core.tasks import BINARY, MULTICLASS, class_texts
+from retrain_assets.core.tasks import BINARY, MULTICLASS, class_texts, scores
 
 # The regression interval's coverage, and the model-version tag holding its half width.
 INTERVAL_LEVEL = 0.9
@@ -50,12 +50,12 @@ def answer_fields(output: Any, spec: DatasetSpec, half_width: float | None = Non
 
 def log_fields(output: Any, spec: DatasetSpec) -> dict[str, Any]:
     """The prediction-log fields of one row's model output (`score` for every task)."""
+    score = float(scores(np.asarray(output, dtype=float)[None], spec.target)[0])
     if spec.target.type == MULTICLASS:
         proba = np.asarray(output, dtype=float)
-        top = int(proba.argmax())
-        return {"score": float(proba[top]), "predicted_label": class_texts(spec.target)[top],
+        return {"score": score, "predicted_label": class_texts(spec.target)[int(proba.argmax())],
                 "class_probabilities": [float(p) for p in proba]}
-    return {"score": float(output)}
+    return {"score": score}
 
 
 def score_meaning(spec: DatasetSpec) -> str:
