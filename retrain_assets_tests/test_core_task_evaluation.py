@@ -34,7 +34,7 @@ from retrain_assets.core.evaluation.task_metrics import (
     top_label_calibration,
 )
 from retrain_assets.core.policy.definition import Policy
-from retrain_assets.core.policy.performance import COMPARABLE_METRICS
+from retrain_assets.core.tasks import COMPARABLE_METRICS
 from retrain_assets.core.spec import TargetSpec
 
 MULTI = TargetSpec(name="weather", classes=("sun", "rain", "fog", "snow"), type="multiclass")

@@ -15,10 +15,10 @@ from typing import Any
 import yaml
 
 from retrain_assets.core.policy.definition import TASK_FAMILIES, Policy
+from retrain_assets.core.tasks import TASK_TYPES, primary_metric_problem
 
 COLUMN_TYPES = ("float", "int", "bool", "category", "string", "timestamp")
 GRANULARITIES = ("daily", "weekly", "monthly")
-TASK_TYPES = ("binary", "multiclass", "regression")
 _NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
 _EMAIL, _TEAM = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+"), re.compile(r"team:[A-Za-z0-9_.-]+")
 
@@ -291,8 +291,6 @@ def _task_families(policy: Policy, target: TargetSpec, stated: bool) -> Policy:
 
 def _check_primary_metric(policy: Policy, target: TargetSpec) -> None:
     """`policy.performance.primary_metric` must be one the task's gate can compare."""
-    from retrain_assets.core.policy.performance import primary_metric_problem  # imports core.tasks, which imports this module
-
     problem = primary_metric_problem(policy.performance.primary_metric, target.type)
     if problem:
         raise SpecError(problem)

@@ -16,13 +16,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
-from retrain_assets.core.spec import TASK_TYPES, TargetSpec
+if TYPE_CHECKING:  # the spec validates targets with this module's rules: no import back at run time
+    from retrain_assets.core.spec import TargetSpec
 
+TASK_TYPES = ("binary", "multiclass", "regression")
 BINARY, MULTICLASS, REGRESSION = TASK_TYPES
 
 
@@ -61,6 +63,19 @@ TASK_METRICS: dict[str, tuple[str, ...]] = {
     REGRESSION: ("mae", "rmse", "r2"),
 }
 PRIMARY_METRICS: dict[str, str] = {task: names[0] for task, names in TASK_METRICS.items()}
+# The metrics a task's paired bootstrap compares (`evaluation.task_bootstrap.TASK_BOOTSTRAP_METRICS`):
+# the ones that can be a primary metric. ECE and binary F1 are reported but not compared.
+COMPARABLE_METRICS: dict[str, tuple[str, ...]] = {
+    task: tuple(m for m in names if m not in ("ece", "f1")) for task, names in TASK_METRICS.items()
+}
+
+
+def primary_metric_problem(metric: str | None, task: str) -> str | None:
+    """Why `performance.primary_metric` cannot be the primary metric of `task`; None when it can."""
+    if metric is None or metric in COMPARABLE_METRICS[task]:
+        return None
+    return (f"policy.performance.primary_metric {metric!r} is not a metric a {task} target's gate can compare; "
+            f"use one of {list(COMPARABLE_METRICS[task])} (or leave it empty for {PRIMARY_METRICS[task]})")
 
 
 # Metrics in the label's own units (any scale): shown with four significant digits, not three decimals.

@@ -25,23 +25,10 @@ from dataclasses import dataclass
 
 from retrain_assets.core.policy.definition import Policy
 from retrain_assets.core.spec import TargetSpec
-from retrain_assets.core.tasks import BINARY, METRICS, PRIMARY_METRICS, REGRESSION, TASK_METRICS
+from retrain_assets.core.tasks import BINARY, METRICS, PRIMARY_METRICS, REGRESSION, primary_metric_problem
 
-# The metrics a task's paired bootstrap compares (`evaluation.task_bootstrap.TASK_BOOTSTRAP_METRICS`):
-# the ones that can be a primary metric. ECE and binary F1 are reported but not compared.
-COMPARABLE_METRICS: dict[str, tuple[str, ...]] = {
-    task: tuple(m for m in names if m not in ("ece", "f1")) for task, names in TASK_METRICS.items()
-}
 # The metrics whose SLO defaults to `Policy.min_roc_auc`.
 AUC_METRICS = ("roc_auc", "macro_roc_auc")
-
-
-def primary_metric_problem(metric: str | None, task: str) -> str | None:
-    """Why `performance.primary_metric` cannot be the primary metric of `task`; None when it can."""
-    if metric is None or metric in COMPARABLE_METRICS[task]:
-        return None
-    return (f"policy.performance.primary_metric {metric!r} is not a metric a {task} target's gate can compare; "
-            f"use one of {list(COMPARABLE_METRICS[task])} (or leave it empty for {PRIMARY_METRICS[task]})")
 
 
 @dataclass(frozen=True)
