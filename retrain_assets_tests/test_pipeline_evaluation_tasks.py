@@ -17,6 +17,7 @@ import pytest
 from sklearn.metrics import confusion_matrix
 
 from retrain_assets.core import tasks
+from retrain_assets.core.spec import TargetSpec
 from retrain_assets.core.catalog import table_columns
 from retrain_assets.core.evaluation.gate import promotion_gate
 from retrain_assets.core.evaluation.report import ScoredModel
@@ -143,13 +144,13 @@ def test_html_shows_the_tasks_sections(trained):
 
 def test_confusion_matrix_and_residual_histogram_against_references():
     rng = np.random.default_rng(3)
-    target = tasks.TargetSpec(name="c", type="multiclass", classes=("a", "b", "c", "d"))
+    target = TargetSpec(name="c", type="multiclass", classes=("a", "b", "c", "d"))
     y = rng.integers(0, 4, 500)
     proba = rng.dirichlet(np.ones(4), 500)
     figures = task_figures(target, y, {CHALLENGER: proba})
     assert figures["classes"] == ["a", "b", "c", "d"]
     assert figures["confusion_matrix"][CHALLENGER] == confusion_matrix(y, proba.argmax(1), labels=range(4)).tolist()
-    numeric = tasks.TargetSpec(name="v", type="regression")
+    numeric = TargetSpec(name="v", type="regression")
     actual, predicted = rng.normal(50, 10, 400), rng.normal(50, 10, 400)
     histogram = task_figures(numeric, actual, {CHALLENGER: predicted, CHAMPION: actual + 1}, 0.05)["residual_histogram"]
     assert sum(histogram["counts"][CHALLENGER]) == 400 and sum(histogram["counts"][CHAMPION]) == 400
