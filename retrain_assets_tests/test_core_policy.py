@@ -5,6 +5,7 @@ import pytest
 import math
 
 from retrain_assets.core.policy.definition import DriftThresholds, Policy, PromotionThresholds
+from retrain_assets.core.policy.triggers import TriggerThresholds
 from retrain_assets.core.policy.retrain import BatchSignal, DriftClause, PolicyHistory, decide_retrain, drift_clause
 
 
@@ -78,7 +79,9 @@ def test_promotion_thresholds_and_model_search_are_overridable_and_checked():
 
 POLICY = Policy(min_partitions_first_model=3, max_model_age_partitions=10, min_new_labeled_rows=100,
                 cooldown_partitions=3, max_retrains_per_window=2, budget_window_partitions=10, max_roc_auc_drop=0.05,
-                min_roc_auc=0.65, drift_window_batches=3, drift_min_batches=2, drift_rearm_share=0.2)
+                min_roc_auc=0.65, drift_window_batches=3, drift_min_batches=2, drift_rearm_share=0.2,
+                # the k-of-n mechanics on raw drift; the impact test has its own tests below
+                triggers=TriggerThresholds(drift_needs_impact=False))
 
 
 def signal(day: int, drifted: bool = False, share: float | None = None, realized: float = math.nan,

@@ -9,6 +9,7 @@ from mlflow import MlflowClient
 
 from retrain_assets.apps.cli.main import main
 from retrain_assets.core.policy.definition import Policy
+from retrain_assets.core.policy.triggers import TriggerThresholds
 from retrain_assets.core.policy.retrain import BatchSignal, PolicyHistory, decide_retrain
 from retrain_assets.core.deployment.rollout import CanaryVerdict, TrialClock, analyse_canary, trial_clock
 from retrain_assets.core.monitoring.next_action import Trial, next_action
@@ -16,7 +17,7 @@ from retrain_assets.core.partitions import next_partition
 from retrain_assets_tests.conftest import read_table
 
 POLICY = replace(Policy(), min_partitions_first_model=4, max_model_age_partitions=5, min_new_labeled_rows=100,
-                 cooldown_partitions=3)
+                 cooldown_partitions=3, triggers=TriggerThresholds(drift_needs_impact=False))
 
 
 def day(n: int) -> str:

@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, Mapping
 
+from retrain_assets.core.policy.triggers import TriggerThresholds
+
 MODEL_FAMILIES = ("logistic_regression", "hist_gradient_boosting")
 # The families each task can train; a spec that does not set `model_families` gets its task's.
 TASK_FAMILIES = {"binary": MODEL_FAMILIES, "multiclass": MODEL_FAMILIES, "regression": ("ridge", "hist_gradient_boosting")}
@@ -284,6 +286,7 @@ class Policy:
     labels: LabelGates = nested_section(LabelGates, "What a label must pass to reach training.")
     drift: DriftThresholds = nested_section(DriftThresholds, "When a feature, a batch or a score distribution counts as drifted.")
     performance: PerformancePolicy = nested_section(PerformancePolicy, "The primary metric and its thresholds per task.")
+    triggers: TriggerThresholds = nested_section(TriggerThresholds, "What a retrain is worth: the data-growth clause and drift's impact.")
 
     @classmethod
     def from_mapping(cls, overrides: Mapping[str, Any]) -> "Policy":
@@ -326,6 +329,7 @@ class Policy:
         self.rollout.validate()
         self.labels.validate()
         self.performance.validate()
+        self.triggers.validate()
 
 
 def _typed(key: str, default: Any, value: Any) -> Any:
@@ -336,7 +340,7 @@ def _typed(key: str, default: Any, value: Any) -> Any:
     if isinstance(default, str):
         return str(value)
     if isinstance(default, bool):
-        return bool(value)
+        return value if isinstance(value, bool) else str(value).strip().lower() in ("true", "1", "yes", "on")
     if isinstance(default, int):
         if float(value) != int(float(value)):
             raise ValueError(f"{key} must be a whole number, got {value!r}")
@@ -360,7 +364,7 @@ def _nested(cls: type, prefix: str, overrides: Mapping[str, Any]) -> Any:
 
 
 SECTIONS = {"drift": DriftThresholds, "promotion": PromotionThresholds, "rollout": RolloutPolicy, "labels": LabelGates,
-            "performance": PerformancePolicy}
+            "performance": PerformancePolicy, "triggers": TriggerThresholds}
 
 
 def policy_key(name: str) -> str:

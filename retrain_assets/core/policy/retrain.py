@@ -9,6 +9,7 @@ from typing import Sequence
 
 from retrain_assets.core.policy.definition import Policy
 from retrain_assets.core.policy.performance import PerformanceRules, performance_rules
+from retrain_assets.core.policy.value import drift_impact, growth_clause
 from retrain_assets.core.spec import TargetSpec
 from retrain_assets.core.tasks import format_metric
 
@@ -28,6 +29,9 @@ class BatchSignal:
     # NaN: the ROC AUC fields stand for them (a binary history recorded before they existed).
     estimated_performance: float = float("nan")
     realized_performance: float = float("nan")
+    # The realized value's two-sided 90 % interval (NaN: none computed).
+    realized_performance_low: float = float("nan")
+    realized_performance_high: float = float("nan")
 
 
 @dataclass(frozen=True)
@@ -40,6 +44,11 @@ class PolicyHistory:
     `champion_baseline_performance` is the champion's held-out value of the primary metric at
     promotion (None: `champion_holdout_roc_auc` stands for it, as in a binary history); `target`
     names the task whose primary metric the performance clause compares (None: binary).
+    The data-growth clause reads `window_labeled_rows` (the labeled rows a training would use now:
+    those of the newest `training_window_partitions` labeled partitions), `champion_training_rows`
+    (the rows of the champion's training window, counted alike) and `champion_learning_gain` (its
+    learning curve's gain of the primary metric per doubling of rows, positive: better; None:
+    unknown, the clause never holds).
     """
 
     labeled_partitions: list[str]
@@ -52,6 +61,9 @@ class PolicyHistory:
     trial_version: str | None = None
     champion_baseline_performance: float | None = None
     target: TargetSpec | None = None
+    window_labeled_rows: int = 0
+    champion_training_rows: int | None = None
+    champion_learning_gain: float | None = None
 
 
 @dataclass(frozen=True)
@@ -60,8 +72,9 @@ class RetrainDecision:
 
     retrain: bool
     reason: str
-    trigger: str = "none"          # first_model | performance | drift | freshness | none
-    suppressed_by: str = ""        # hysteresis | awaiting_drift_labels | trial_running | min_new_labels | cooldown | budget | ""
+    trigger: str = "none"          # first_model | performance | drift | data_growth | freshness | none
+    # hysteresis | awaiting_drift_labels | no_impact | trial_running | min_new_labels | cooldown | budget | ""
+    suppressed_by: str = ""
     numbers: dict = field(default_factory=dict)
 
 
@@ -88,7 +101,8 @@ def drift_clause(dataset_drifted: Sequence[bool], policy: Policy) -> DriftClause
 def decide_retrain(history: PolicyHistory, policy: Policy, target: TargetSpec | None = None) -> RetrainDecision:
     """Apply the retrain policy to the pipeline's history. Clauses, in order:
 
-    first model -> performance -> drift (k of n, with hysteresis) -> freshness; a firing clause is
+    first model -> performance -> drift (k of n, with hysteresis, and by default only when it
+    hurts: `value.drift_impact`) -> data growth (`value.growth_clause`) -> freshness; a firing clause is
     then subject to the guards: no live trial running (one rollout at a time: a new challenger
     would be judged against a champion whose successor is still on trial), minimum new labels,
     cooldown, budget. The performance clause compares the task's primary metric
@@ -119,20 +133,35 @@ def decide_retrain(history: PolicyHistory, policy: Policy, target: TargetSpec | 
         if clause:
             fired.append(("performance", clause))
     held: tuple[str, str] | None = None
+    drifted = [s for s in signals[-policy.drift_window_batches:] if s.dataset_drifted]
     drifted_labeled = sum(s.n_labeled for s in signals if s.dataset_drifted)
     numbers["drifted_labeled_rows"] = drifted_labeled
     in_window = f"{drift.drifted_batches}/{drift.window_batches}"
     if drift.holds:
+        impact = drift_impact([_performance(s.estimated_performance, s.estimated_roc_auc) for s in drifted],
+                              [_realized(s) for s in drifted], None if math.isnan(baseline) else baseline, rules, policy.triggers)
+        numbers["drift_impact"] = impact.worse_by
+        weigh = policy.triggers.drift_needs_impact
         if _drift_disarmed(history, signals, policy):
             held = ("hysteresis", f"drift in {in_window} batches, but the alarm is not re-armed since the last "
                                   f"drift retrain (needs a batch with drift share < {policy.drift_rearm_share})")
+        elif weigh and impact.hurts is False:
+            held = ("no_impact", f"drift in {in_window} batches, but it does not hurt the model: {impact.text}")
         elif drifted_labeled < policy.min_new_labeled_rows:
             # Retraining before the drifted batches are labeled would train on the old regime only.
             held = ("awaiting_drift_labels", f"drift in {in_window} batches; waiting for labels of the drifted "
                                              f"batches ({drifted_labeled}/{policy.min_new_labeled_rows} rows)")
+        elif weigh and impact.hurts is None:
+            held = ("no_impact", f"drift in {in_window} batches, but its impact is unknown: {impact.text}")
         else:
             fired.append(("drift", f"dataset drift in {drift.drifted_batches} of the last {drift.window_batches} batches "
-                                   f"({drifted_labeled} labeled rows from drifted batches)"))
+                                   f"({drifted_labeled} labeled rows from drifted batches)"
+                                   + (f": {impact.text}" if weigh else "")))
+    growth = growth_clause(history.window_labeled_rows, history.champion_training_rows, history.champion_learning_gain,
+                           None if math.isnan(baseline) else baseline, rules, policy.triggers)
+    numbers.update(growth_ratio=growth.ratio, expected_gain=growth.expected_gain)
+    if growth.holds:
+        fired.append(("data_growth", growth.text))
     if age >= policy.max_model_age_partitions:
         fired.append(("freshness", f"model is stale: {age} partitions labeled after {history.last_trained_through}"))
     if not fired and held:
@@ -207,6 +236,12 @@ def performance_clause(rules: PerformanceRules, performance: float, baseline: fl
 def _performance(value: float, roc_auc: float) -> float:
     """A signal's primary-metric value; a history recorded before the task-neutral columns has ROC AUC only."""
     return roc_auc if math.isnan(value) else value
+
+
+def _realized(signal: BatchSignal) -> tuple[float, float, float]:
+    """A signal's realized primary-metric value and its 90 % interval (NaN bounds: none)."""
+    value = _performance(signal.realized_performance, signal.realized_roc_auc)
+    return value, signal.realized_performance_low, signal.realized_performance_high
 
 
 def _recent_mean(values: list[float], n: int) -> float:

@@ -1,0 +1,38 @@
+"""The thresholds of the clauses that weigh a retrain's value (`policy.triggers`); the clauses
+themselves are in `core.policy.value`. Kept apart so the policy definition can nest them without
+importing the performance rules."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class TriggerThresholds:
+    """How the retrain clauses weigh the value of a retrain (spec key `policy.triggers`).
+
+    growth_min_ratio: the data-growth clause looks at a model only once the labeled rows a
+        training would use now are at least this multiple of the rows the champion trained on.
+    growth_min_gain: ... and holds when the champion's learning curve (measured at training time:
+        the cross-validated primary metric on a quarter, a half and all of its training rows)
+        predicts at least this gain from that growth: gain per doubling x log2(ratio). In the
+        metric's points (error metrics: a share of the champion's value). A flat curve never fires.
+    drift_needs_impact: the drift clause retrains only when the drift hurts the model (see
+        `impact_margin`); false: k of n drifted batches are reason enough.
+    impact_margin: drift hurts when the drifted batches' realized metric (when labeled, and its
+        90 % interval lies wholly on the worse side of the champion's value at promotion),
+        else their label-free estimate, is worse than that value by more than this (metric points;
+        error metrics: a share of the champion's value).
+    """
+
+    growth_min_ratio: float = 1.5
+    growth_min_gain: float = 0.005
+    drift_needs_impact: bool = True
+    impact_margin: float = 0.01
+
+    def validate(self) -> None:
+        """Raise ValueError when a threshold is outside its meaningful range."""
+        if not self.growth_min_ratio > 1.0:
+            raise ValueError("triggers.growth_min_ratio must be above 1 (a multiple of the champion's training rows)")
+        if self.growth_min_gain < 0 or self.impact_margin < 0:
+            raise ValueError("triggers.growth_min_gain and triggers.impact_margin must not be negative")
