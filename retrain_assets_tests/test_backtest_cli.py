@@ -148,3 +148,34 @@ def children_of(pid: int) -> list[int]:
         if int(fields[1]) == pid:
             children.append(int(stat.parent.name))
     return children
+
+
+def test_the_frontier_replays_schedules_and_a_sweep_and_gives_a_verdict(tmp_path, capsys, monkeypatch):
+    from retrain_assets.core.offline import lab
+
+    trained = []
+    train_window = lab.train_window
+    monkeypatch.setattr(lab, "train_window", lambda rows, window, *rest: trained.append(window) or train_window(rows, window, *rest))
+    out = tmp_path / "frontier"
+    assert main(rainfall_args(out, "--frontier", "--policies", "drift", "--batches", "30")) == 0
+    printed = capsys.readouterr().out
+    assert trained and len(trained) == len(set(trained))  # the schedules and the sweep reuse the oracle's trainings
+    report = json.loads((out / "backtest.json").read_text())
+    names = {row["policy"] for row in report["summary"]}
+    periods = [2, 3, 4, 5, 7, 10, 14, 21, 28]  # 30 batches: every default period is shorter
+    assert names == {"static", "drift", "every-batch", *(f"periodic:{n}" for n in periods),
+                     *(f"drift[max_model_age_partitions={v}]" for v in (3, 12, 24))}  # the spec's 6 is the default policy
+    frontier = report["frontier"]
+    assert [p["retrains"] for p in frontier["points"]] == sorted(p["retrains"] for p in frontier["points"])
+    assert sorted(int(p["label"]) for p in frontier["points"] if p["role"] == "periodic") == periods
+    verdict = frontier["verdict"]
+    schedule = verdict["schedule"]
+    assert schedule["role"] == "periodic" and schedule["retrains"] <= verdict["default"]["retrains"]
+    assert verdict["difference"] == pytest.approx(100 * (verdict["default"]["mean"] - schedule["mean"]))
+    assert verdict["beaten"] == (verdict["difference"] < -verdict["tolerance"]) and isinstance(verdict["goal_met"], bool)
+    assert printed.rstrip().endswith(verdict["lines"][-1]) and all(line in printed for line in verdict["lines"])
+    markdown = (out / "backtest.md").read_text()
+    section = markdown[markdown.index("## Frontier"):]
+    assert all(f"| periodic:{n} " in section for n in periods) and "| oracle (every batch) " in section
+    assert all(line in section for line in verdict["lines"])
+    assert (out / "frontier.png").read_bytes().startswith(PNG)

@@ -29,10 +29,11 @@ from retrain_assets.core.offline.backtest_report import (
     markdown_table,
     metric_words,
     per_batch,
+    render_frontier,
     render_plot,
-    render_tradeoff,
     summarize,
 )
+from retrain_assets.core.offline.frontier import FrontierPoint, FrontierVerdict, frontier_markdown, frontier_points, frontier_verdict
 from retrain_assets.core.files import write_text_atomically
 from retrain_assets.core.policy.definition import Policy
 from retrain_assets.core.offline.scenario import Delivery, history_deliveries, load_scenario, read_history, scenario_deliveries
@@ -245,20 +246,44 @@ def _bar(total: int, what: str, unit: str, enabled: bool):
     return tqdm(total=total, desc=what, unit=unit, disable=None if enabled else True, leave=False, dynamic_ncols=True)
 
 
-def write_outputs(result: BacktestResult, out_dir: Path, command: str, source: str) -> dict[str, Path]:
+@dataclass
+class Frontier:
+    """A backtest's cost/accuracy frontier (`core.offline.frontier`): its points, table and verdict."""
+
+    points: list[FrontierPoint]
+    table: str
+    verdict: FrontierVerdict
+
+
+def frontier_report(result: BacktestResult) -> Frontier:
+    """The frontier of a backtest replayed with `frontier_policies` (it holds the default policy)."""
+    metric = str(result.table["performance_metric"].iloc[0])
+    points = frontier_points(result.table, [r.policy for r in result.replays])
+    return Frontier(points, frontier_markdown(points, metric), frontier_verdict(points, metric))
+
+
+def write_outputs(result: BacktestResult, out_dir: Path, command: str, source: str,
+                  frontier: Frontier | None = None) -> dict[str, Path]:
     """backtest.json (everything), backtest.png (metric over time), backtest.md (the table) and,
-    with more than one drift variant, tradeoff.png (retrains vs the mean primary metric)."""
+    with more than one drift variant, tradeoff.png (retrains vs the mean primary metric); with a
+    `frontier`, frontier.png, a Frontier section in backtest.md and "frontier" in the JSON."""
     out_dir.mkdir(parents=True, exist_ok=True)
     title = f"{result.title}: {source}"
     window = result.window_batches
     paths = {"json": out_dir / "backtest.json", "plot": out_dir / "backtest.png", "table": out_dir / "backtest.md"}
     metric = str(result.table["performance_metric"].iloc[0])
     render_plot(result.timeline, result.replays, result.batches, paths["plot"], title, window, metric)
+    words = "ROC AUC" if metric == "roc_auc" else metric_words(metric)
     if sum(r.policy.kind == "drift" for r in result.replays) > 1:
         paths["tradeoff"] = out_dir / "tradeoff.png"
-        words = "ROC AUC" if metric == "roc_auc" else metric_words(metric)
-        render_tradeoff(result.table, paths["tradeoff"], f"{title}: retrains vs mean {words}", metric)
+        points = frontier_points(result.table, [r.policy for r in result.replays])
+        render_frontier(points, paths["tradeoff"], f"{title}: retrains vs mean {words}", metric)
     table = markdown_table(result.table)
+    if frontier is not None:
+        paths["frontier"] = out_dir / "frontier.png"
+        render_frontier(frontier.points, paths["frontier"], f"{title}: cost/accuracy frontier", metric)
+        verdict = "\n".join(f"- {line}" for line in frontier.verdict.lines())
+        table += f"\n\n## Frontier\n\n{frontier.table}\n\n{verdict}"
     write_text_atomically(f"{table}\n", paths["table"])
     timeline = result.timeline
     payload = {
@@ -281,6 +306,8 @@ def write_outputs(result: BacktestResult, out_dir: Path, command: str, source: s
             "per_batch": json.loads(result.batches[r.policy.name].to_json(orient="records")),
         } for r in result.replays],
     }
+    if frontier is not None:
+        payload["frontier"] = {"points": [p.as_json() for p in frontier.points], "verdict": frontier.verdict.as_json()}
     # The tables go through pandas' to_json (NaN -> null); default=str covers numpy scalars.
     write_text_atomically(json.dumps(payload, indent=1, default=str), paths["json"])
     return paths

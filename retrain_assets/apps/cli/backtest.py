@@ -33,6 +33,15 @@ def add_parser(subparsers) -> None:
     back.add_argument("--sweep", action="append", default=[], metavar="KEY=V1,V2,...",
                       help="replay the drift policy once per value of a policy parameter (repeat for a grid), "
                            "e.g. psi_threshold=0.1,0.2,0.3 or cooldown_partitions=2,4")
+    back.add_argument("--frontier", action="store_true",
+                      help="also replay the cost/accuracy frontier: periodic schedules at several intervals, the drift "
+                           "policy swept over max_model_age_partitions (0.5x, 1x, 2x, 4x the spec's; --sweep replaces it), "
+                           "the static model, the oracle and the spec's policy; writes frontier.png, a Frontier section "
+                           "in backtest.md and a verdict (is the spec's policy beaten by a periodic schedule that "
+                           "retrains no more often? how far from the oracle?)")
+    back.add_argument("--periods", default=None, metavar="N1,N2,...",
+                      help="with --frontier: the periodic schedules to replay, in batches "
+                           "(default: 2,3,4,5,7,10,14,21,28, those shorter than the history)")
     back.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
                       help="override a policy parameter for every policy, e.g. model_families=logistic_regression")
     back.add_argument("--window-batches", type=int, default=None,
@@ -45,7 +54,7 @@ def add_parser(subparsers) -> None:
 
 def run(args) -> int:
     """Load the history and the policies, replay them (`apps.backtest`), print the table and write the outputs."""
-    from retrain_assets.apps.backtest import default_jobs, run_backtest, write_outputs
+    from retrain_assets.apps.backtest import default_jobs, frontier_report, run_backtest, write_outputs
     from retrain_assets.core.offline.backtest import parse_policies
     from retrain_assets.core.offline.backtest_report import markdown_table
     from retrain_assets.core.ingestion.landing import LandingFileError
@@ -62,11 +71,16 @@ def run(args) -> int:
         raise CliError("--data needs --spec (or --dataset): the dataset spec declares the columns, the target and the partitions")
     if args.days is not None and args.days < 2:
         raise CliError("--days must be at least 2")
+    if args.periods is not None and not args.frontier:
+        raise CliError("--periods sets the frontier's periodic schedules: add --frontier (or list periodic:N in --policies)")
     try:
         spec, deliveries, source = _history(args, entry)
         base = with_overrides(spec.policy, dict(_pairs(args.overrides, "--set")))
         sweeps = {key: values.split(",") for key, values in _pairs(args.sweep, "--sweep")}
-        policies = parse_policies(args.policies, base, sweeps)
+        if args.frontier:
+            deliveries, policies = _frontier_policies(args, deliveries, base, sweeps)
+        else:
+            policies = parse_policies(args.policies, base, sweeps)
     except (SpecError, ScenarioError, LandingFileError, ValueError, FileNotFoundError) as exc:
         raise CliError(str(exc)) from None
     if args.batches is not None and args.batches < 2:
@@ -84,7 +98,8 @@ def run(args) -> int:
     except KeyboardInterrupt:
         print("\nretrain-assets backtest: interrupted; nothing was written", file=sys.stderr)
         return 130
-    paths = write_outputs(result, args.out or Path("data/backtests") / spec.name, args.command_line, source)
+    frontier = frontier_report(result) if args.frontier else None
+    paths = write_outputs(result, args.out or Path("data/backtests") / spec.name, args.command_line, source, frontier)
     steps = result.timeline.steps
     print(f"\n{len(steps)} batches ({steps[0].partition} to {steps[-1].partition}), {sum(s.n_rows for s in steps)} rows, "
           f"{sum(s.n_quarantined for s in steps)} quarantined, {sum(bool(s.blocked) for s in steps)} blocked; "
@@ -93,7 +108,23 @@ def run(args) -> int:
     phases = ", ".join(f"{k.replace('_', ' ')} {v:.1f} s" for k, v in result.seconds.items() if k != "total")
     print(f"\n{result.seconds['total']:.1f} s in all ({phases}).")
     print("wrote " + ", ".join(str(p) for p in paths.values()))
+    if frontier is not None:
+        print(f"\nFrontier (sorted by retrains):\n{frontier.table}\n")
+        print("\n".join(frontier.verdict.lines()))
     return 0
+
+
+def _frontier_policies(args, deliveries, base, sweeps):
+    """The deliveries (read now: the periodic schedules must be shorter than the history) and the
+    policies asked for plus the frontier's (`core.offline.frontier.frontier_policies`)."""
+    from itertools import islice
+
+    from retrain_assets.core.offline.backtest import parse_policies
+    from retrain_assets.core.offline.frontier import DEFAULT_PERIODS, frontier_policies, parse_periods
+
+    deliveries = list(islice(deliveries, args.batches))
+    periods = parse_periods(args.periods) if args.periods is not None else DEFAULT_PERIODS
+    return deliveries, frontier_policies(parse_policies(args.policies, base), base, len(deliveries), periods, sweeps or None)
 
 
 def _history(args, entry):

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -29,6 +30,9 @@ from retrain_assets.core.offline.backtest import ORACLE, PolicyReplay, outcome_m
 from retrain_assets.core.offline.timeline import Timeline
 from retrain_assets.core.spec import TargetSpec
 from retrain_assets.core.tasks import BINARY, METRICS
+
+if TYPE_CHECKING:  # frontier imports this module
+    from retrain_assets.core.offline.frontier import FrontierPoint
 
 SUMMARY_COLUMNS = ["policy", "retrains", "promoted", "mean_roc_auc", "worst_window_roc_auc", "mean_accuracy",
                    "worst_window_accuracy", "roc_auc_gap_pp", "retrain_share_of_oracle", "training_seconds",
@@ -203,22 +207,57 @@ def render_plot(timeline: Timeline, replays: list[PolicyReplay], batches: dict[s
     plt.close(fig)
 
 
-def render_tradeoff(table: pd.DataFrame, path: Path, title: str, metric: str = "roc_auc") -> None:
-    """PNG: retrains against the mean primary metric, one labelled point per policy (the sweep's trade-off)."""
+def render_frontier(points: list[FrontierPoint], path: Path, title: str, metric: str = "roc_auc") -> None:
+    """PNG: retrains against the mean primary metric (`frontier.FrontierPoint`s): the periodic
+    schedules as one line with each point labelled by its period, the policy's sweep variants as
+    points labelled by their value, the default policy highlighted, the oracle and the static model
+    as their own markers (any other point labelled by name). Retrains on a log axis when they span
+    more than a factor of 20. Also the sweep's `tradeoff.png`."""
     import matplotlib
+    import matplotlib.ticker
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(8, 5))
-    ax.scatter(table["retrains"], table["mean_performance"], color="tab:blue")
-    for row in table.itertuples():
-        ax.annotate(row.policy, (row.retrains, row.mean_performance), fontsize=7, xytext=(4, 3), textcoords="offset points")
+    fig, ax = plt.subplots(figsize=(8.5, 5.5))
+    periodic = sorted((p for p in points if p.role == "periodic"), key=lambda p: p.retrains)
+    if periodic:
+        ax.plot([p.retrains for p in periodic], [p.mean for p in periodic], "o-", color="tab:blue", lw=1.2, ms=5,
+                label="periodic:N (every N batches)")
+    sweep = [p for p in points if p.role == "policy"]
+    if sweep:
+        ax.scatter([p.retrains for p in sweep], [p.mean for p in sweep], marker="s", s=36, color="tab:orange", zorder=3,
+                   label="policy variants (swept value)")
+    styles = {"default": ("*", 200, "tab:red", "policy (default)"), "oracle": ("D", 60, "black", "oracle (every batch)"),
+              "static": ("X", 80, "grey", "static")}
+    for role, (marker, size, color, label) in styles.items():
+        chosen = [p for p in points if p.role == role]
+        if chosen:
+            ax.scatter([p.retrains for p in chosen], [p.mean for p in chosen], marker=marker, s=size, color=color, zorder=4,
+                       label=label)
+    others = [p for p in points if p.role not in ("periodic", "policy", *styles)]
+    if others:
+        ax.scatter([p.retrains for p in others], [p.mean for p in others], color="tab:green", zorder=3, label="other")
+    # One label per spot: points of a role that coincide share it ("14, 21"); the sweep's labels go below.
+    spots: dict[tuple, list[str]] = {}
+    for p in points:
+        text = p.label if p.role in ("periodic", "policy") else {"other": p.name, "default": "default"}.get(p.role, "")
+        if text:
+            spots.setdefault((p.role, p.retrains, p.mean), []).append(text)
+    for (role, retrains, mean), texts in spots.items():
+        ax.annotate(", ".join(texts), (retrains, mean), fontsize=7, xytext=(4, -9 if role == "policy" else 3),
+                    textcoords="offset points", color={"policy": "tab:orange", "default": "tab:red"}.get(role, "black"))
+    retrains = [p.retrains for p in points]
+    if retrains and min(retrains) > 0 and max(retrains) > 20 * min(retrains):
+        ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
     ax.set_xlabel("retrains")
-    ax.set_ylabel("mean " + (METRICS[metric].label if metric == "roc_auc" else metric_words(metric)))
-    ax.set_title(title)
+    ax.set_ylabel("mean " + metric_words(metric))
+    ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="best")
     fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
