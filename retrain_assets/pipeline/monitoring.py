@@ -164,6 +164,8 @@ def build_monitoring(spec: DatasetSpec, partitions_def: dg.PartitionsDefinition)
             "performance_metric": rules.metric,
             "estimated_performance": summary["estimated_performance"],
             "realized_performance": summary["realized_performance"],
+            "realized_performance_low": summary["realized_performance_low"],
+            "realized_performance_high": summary["realized_performance_high"],
             "champion_version": champion,
             "top_drifted_features": dg.MetadataValue.md(
                 top[["feature", "test", "drift_score", "threshold", "psi", "p_value_adjusted", "drifted"]].to_markdown(index=False, floatfmt=".4g")),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from retrain_assets.core.catalog.model import (BIGINT, BOOLEAN, DOUBLE, HISTORY, PARTITIONED, TIMESTAMP, TIMESTAMP_NS,
                                                VARCHAR, ColumnDoc, TableDoc, partition_column)
+from retrain_assets.core.monitoring.realized import REALIZED_RESAMPLES
 from retrain_assets.core.policy.performance import performance_rules
 from retrain_assets.core.spec import DatasetSpec
 from retrain_assets.core.tasks import BINARY, MULTICLASS, REGRESSION
@@ -104,6 +105,8 @@ def _task_summary(spec: DatasetSpec) -> tuple[tuple[str, str, str], ...]:
     prediction_test = {BINARY: "Kolmogorov-Smirnov p-value of the scores", MULTICLASS: "chi-square goodness-of-fit p-value of "
                        "the predicted-class shares against the reference's", REGRESSION: "Kolmogorov-Smirnov p-value of the "
                        "predicted values"}[task]
+    resampled = "rows with replacement" if task == REGRESSION else "within each class, which keeps its count"
+    no_interval = "fewer than two labeled rows" if task == REGRESSION else "labels of a single class"
     return (
         ("performance_metric", VARCHAR, f"The primary metric the performance columns report: `{rules.metric}` "
                                         f"(policy.performance.primary_metric, else the task's)."),
@@ -112,6 +115,11 @@ def _task_summary(spec: DatasetSpec) -> tuple[tuple[str, str, str], ...]:
         ("estimated_performance_low", DOUBLE, "Lower end of the estimate's 95 % band."),
         ("estimated_performance_high", DOUBLE, "Upper end of the estimate's 95 % band."),
         ("realized_performance", DOUBLE, f"The champion's {metric} on the batch's labeled rows (NaN until labels arrive)."),
+        ("realized_performance_low", DOUBLE, "Lower end of the realized value's two-sided 90 % percentile bootstrap interval "
+                                             f"({REALIZED_RESAMPLES} resamples of the labeled rows, {resampled}; seeded by "
+                                             "policy.random_seed): what the drift clause's impact test weighs. NaN when the "
+                                             f"realized value is NaN or has no interval ({no_interval})."),
+        ("realized_performance_high", DOUBLE, "Upper end of that interval."),
         ("label_drift_distance", DOUBLE, f"Jensen-Shannon distance (base 2, 0..1) of the labeled rows' {labels} from "
                                          "the reference's; NaN until labels arrive."),
         ("prediction_drift_p_value", DOUBLE, f"Prediction drift: {prediction_test}."),

@@ -17,6 +17,7 @@ from retrain_assets.core.monitoring.drift import dataset_drift, feature_drift, l
 from retrain_assets.core.monitoring.loss_estimation import LossModel
 from retrain_assets.core.monitoring.multivariate import domain_classifier_drift
 from retrain_assets.core.monitoring.profile import ReferenceProfile
+from retrain_assets.core.monitoring.realized import realized_interval
 from retrain_assets.core.monitoring.task_drift import task_label_drift, task_prediction_drift
 from retrain_assets.core.monitoring.task_estimation import check_task_estimate, estimate_task_performance
 from retrain_assets.core.policy.definition import DriftThresholds
@@ -28,12 +29,13 @@ MIN_ROWS_MULTIVARIATE = 20
 # give the same verdicts as the 5x100 default on the built-in scenario at a quarter of the cost.
 MULTIVARIATE_FOLDS, MULTIVARIATE_ROUNDS = 3, 40
 # The task-neutral summary columns every task fills (after the binary ones, before `estimate_reliable`):
-# the primary metric's name, its label-free estimate with the band and its realized value, the
-# Jensen-Shannon distances and test p-values of label and prediction drift (`label_drift_p_value`,
-# a binary column, is filled for every task too), and the per-task drift dicts as JSON.
+# the primary metric's name, its label-free estimate with the band, its realized value with its 90 %
+# bootstrap interval (`realized.realized_interval`), the Jensen-Shannon distances and test p-values
+# of label and prediction drift (`label_drift_p_value`, a binary column, is filled for every task
+# too), and the per-task drift dicts as JSON.
 TASK_COLUMNS = ("performance_metric", "estimated_performance", "estimated_performance_low", "estimated_performance_high",
-                "realized_performance", "label_drift_distance", "prediction_drift_p_value", "prediction_drift_distance",
-                "task_drift_json")
+                "realized_performance", "realized_performance_low", "realized_performance_high", "label_drift_distance",
+                "prediction_drift_p_value", "prediction_drift_distance", "task_drift_json")
 
 
 @dataclass
@@ -152,6 +154,9 @@ def _label_section(summary: dict, drift: dict, profile: ReferenceProfile, spec: 
     predictions = _as_predictions(labeled_scores, target)
     realized = task_metrics(target, labels, predictions, baseline=math.nan)
     summary["realized_performance"] = float(realized.get(summary["performance_metric"], math.nan))
+    if not math.isnan(summary["realized_performance"]):
+        summary["realized_performance_low"], summary["realized_performance_high"] = realized_interval(
+            target, summary["performance_metric"], labels, predictions, seed)
     if target.type == BINARY:
         summary["realized_roc_auc"], summary["realized_accuracy"] = realized["roc_auc"], realized["accuracy"]
     elif target.type == MULTICLASS:

@@ -30,6 +30,7 @@ from retrain_assets.core.evaluation.task_metrics import task_metrics
 from retrain_assets.core.monitoring.batch_report import build_drift_report
 from retrain_assets.core.monitoring.loss_estimation import LossModel, fit_loss_model
 from retrain_assets.core.monitoring.profile import ReferenceProfile, build_reference_profile
+from retrain_assets.core.monitoring.realized import realized_interval
 from retrain_assets.core.monitoring.task_drift import task_label_drift, task_prediction_drift
 from retrain_assets.core.monitoring.task_estimation import estimate_task_performance
 from retrain_assets.core.offline.timeline import Step, Timeline
@@ -218,7 +219,9 @@ class Lab:
             ).summary
             self._signals[key] = BatchSignal(step.partition, model.key, bool(summary["dataset_drifted"]), float(summary["drift_share"]),
                                              float(summary["estimated_roc_auc"]), float(summary["realized_roc_auc"]),
-                                             int(summary["n_labeled"]))
+                                             int(summary["n_labeled"]),
+                                             realized_performance_low=float(summary["realized_performance_low"]),
+                                             realized_performance_high=float(summary["realized_performance_high"]))
         return self._signals[key]
 
     def monitored(self, model: Model, step: Step, labeled: bool, policy: Policy) -> dict:
@@ -236,18 +239,21 @@ class Lab:
         outputs = self._score(model, step, step.batch)
         estimated = self._estimate(model, step, outputs, rules.metric, policy) if len(step.batch) else math.nan
         rows = self.timeline.labeled_rows[step.partition] if labeled else None
-        realized, numbers = math.nan, {"prediction_drift_p_value": math.nan, "label_drift_p_value": math.nan}
+        realized, interval = math.nan, (math.nan, math.nan)
+        numbers = {"prediction_drift_p_value": math.nan, "label_drift_p_value": math.nan}
         if len(outputs):
             numbers["prediction_drift_p_value"] = drift_p_value(task_prediction_drift(profile, outputs, spec.target))
         if rows is not None and len(rows):
             position = pd.Series(np.arange(len(step.batch)), index=step.batch[spec.id_column].to_numpy())
             y = target_vector(rows, spec)
-            realized = task_performance(spec.target, rules.metric, y, outputs[position.loc[rows[spec.id_column].to_numpy()].to_numpy()])
+            labeled_outputs = outputs[position.loc[rows[spec.id_column].to_numpy()].to_numpy()]
+            realized = task_performance(spec.target, rules.metric, y, labeled_outputs)
+            interval = realized_interval(spec.target, rules.metric, y, labeled_outputs, policy.random_seed)
             numbers["label_drift_p_value"] = drift_p_value(task_label_drift(profile, y, spec.target))
         self.monitoring[key] = numbers
         return BatchSignal(step.partition, model.key, bool(summary["dataset_drifted"]), float(summary["drift_share"]),
                            n_labeled=0 if rows is None else len(rows), estimated_performance=estimated,
-                           realized_performance=realized)
+                           realized_performance=realized, realized_performance_low=interval[0], realized_performance_high=interval[1])
 
     def _estimate(self, model: Model, step: Step, outputs: np.ndarray, metric: str, policy: Policy) -> float:
         """The label-free estimate of `metric` on the batch (NaN when the task's estimate lacks it:

@@ -53,18 +53,21 @@ td,th{{border:1px solid #ccc;padding:4px 8px;font-size:13px}} tr.drift td{{backg
 
 
 def _summary_labels(summary: dict[str, Any], task: str) -> dict[str, str]:
-    """The summary numbers a page lists, in words: binary's as always; the other tasks name their
-    primary metric (`core.tasks.METRICS[...].label`) and the task-neutral drift numbers."""
-    if task == BINARY:
-        return _SUMMARY_LABELS
+    """The summary numbers a page lists, in words: binary's as always and the realized value's 90 %
+    interval; the other tasks name their primary metric (`core.tasks.METRICS[...].label`) and the
+    task-neutral drift numbers."""
     metric = str(summary.get("performance_metric") or "")
     words = METRICS[metric].label if metric in METRICS else metric
+    interval = {"realized_performance_low": f"Realized {words}, 90 % interval low",
+                "realized_performance_high": f"Realized {words}, 90 % interval high"}
+    if task == BINARY:
+        return {**_SUMMARY_LABELS, **interval}
     labels = {k: v for k, v in _SUMMARY_LABELS.items() if k in ("drift_share", "dataset_drifted", "ood_share", "multivariate_auc",
                                                                  "estimate_reliable", "label_drift_p_value")}
     labels.update(estimated_performance=f"Estimated {words}", estimated_performance_low=f"Estimated {words}, band low",
                   estimated_performance_high=f"Estimated {words}, band high", realized_performance=f"Realized {words}",
                   label_drift_distance="Label-drift distance (Jensen-Shannon)", prediction_drift_p_value="Prediction-drift p-value",
-                  prediction_drift_distance="Prediction-drift distance (Jensen-Shannon)", n_labeled="Labeled rows")
+                  prediction_drift_distance="Prediction-drift distance (Jensen-Shannon)", n_labeled="Labeled rows", **interval)
     if task == MULTICLASS:
         labels.update(estimated_accuracy="Estimated accuracy", realized_accuracy="Realized accuracy")
     return labels

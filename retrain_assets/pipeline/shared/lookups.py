@@ -27,7 +27,7 @@ from retrain_assets.pipeline.shared.warehouse import Warehouse
 CONTRACT_CHECK = "raw_batches_match_contract"
 TRIAL_START_TAG = "trial_start_partition"
 SUMMARY_COLUMNS = ["partition_start", "champion_version", "dataset_drifted", "drift_share", "estimated_roc_auc", "realized_roc_auc",
-                   "n_labeled", "estimated_performance", "realized_performance"]
+                   "n_labeled", "estimated_performance", "realized_performance", "realized_performance_low", "realized_performance_high"]
 
 
 def unusable_batches(instance: dg.DagsterInstance, ns: Namespace, partition_keys: Sequence[str]) -> dict[str, str]:
@@ -194,7 +194,9 @@ def history_from_warehouse(warehouse: Warehouse, state, labeled: list[str], targ
     signals = [BatchSignal(f"{r.partition_start:%Y-%m-%d}", str(r.champion_version), bool(r.dataset_drifted), float(r.drift_share),
                            finite_or_nan(r.estimated_roc_auc), finite_or_nan(r.realized_roc_auc), int(r.n_labeled),
                            finite_or_nan(getattr(r, "estimated_performance", None)),
-                           finite_or_nan(getattr(r, "realized_performance", None)))
+                           finite_or_nan(getattr(r, "realized_performance", None)),
+                           realized_performance_low=finite_or_nan(getattr(r, "realized_performance_low", None)),
+                           realized_performance_high=finite_or_nan(getattr(r, "realized_performance_high", None)))
                for r in frame.itertuples()]
     deployed = warehouse.query("select * from deployed_model order by deployed_at desc limit 1")
     baseline = float(deployed["holdout_roc_auc"].iloc[0]) if len(deployed) else None
