@@ -146,11 +146,26 @@ def test_the_drift_policy_is_the_pipelines_decide_retrain(short):
     suppressed = {d.suppressed_by for d in drift.decisions.values()} - {""}
     assert suppressed  # the guards (cooldown, budget, min labels, hysteresis) held some retrains
     # The replay's decisions are decide_retrain's: replaying with a policy that can never fire
-    # after the first model leaves only the first model.
+    # after the first model (no data growth is enough either) leaves only the first model.
     never = replace(base, max_model_age_partitions=10_000, max_roc_auc_drop=1.0, min_roc_auc=0.0, drift_min_batches=3,
-                    drift_window_batches=3, drift=replace(base.drift, dataset_drift_share=1.0, alpha=1e-300))
+                    drift_window_batches=3, drift=replace(base.drift, dataset_drift_share=1.0, alpha=1e-300),
+                    triggers=replace(base.triggers, growth_min_ratio=1e9))
     quiet = replay_policy(Lab(short[2], base, short[3], short[4]), parse_policies("drift", never)[0])
     assert [r.trigger for r in quiet.retrains] == ["first_model"]
+
+
+def test_every_trained_model_carries_its_window_rows_and_learning_curve_for_the_growth_clause(short):
+    _, base, timeline, models, _ = short
+    for model in models:
+        assert model.training_rows == len(window_rows(timeline, model.window))
+    assert all(np.isfinite(m.learning_gain) for m in models)
+    drift = replays(short, "drift")[0]
+    first = drift.retrains[0]
+    # The first decision after the first model compares today's window with the champion's.
+    after = drift.decisions[min(i for i in drift.decisions if i > first.step)].numbers
+    champion = next(m for m in models if m.key == first.model)
+    window = sorted({p for s in timeline.steps if s.index <= first.step + 1 for p in s.labeled})[-base.training_window_partitions:]
+    assert after["growth_ratio"] == pytest.approx(sum(len(timeline.labeled_rows[p]) for p in window) / champion.training_rows)
 
 
 def test_retraining_beats_the_static_model_after_concept_drift(short):

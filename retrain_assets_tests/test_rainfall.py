@@ -1,6 +1,9 @@
 """The real rainfall data (first three years, shipped as a fixture) runs through the pipeline as
 monthly batches with nothing but its spec file: ingested clean, labeled late, a model deployed."""
 
+import json
+import math
+
 import dagster as dg
 import pandas as pd
 
@@ -35,3 +38,11 @@ def test_rainfall_history_replays_as_monthly_batches(tmp_path):
     # Once a champion serves, every month's rows are also live requests, logged and ingested.
     logged = read_table(settings.warehouse_path, "select count(*) as n, count(distinct entity_id) as ids from prediction_logs")
     assert int(logged["n"].iloc[0]) == int(logged["ids"].iloc[0]) > 0
+    # The challenger's learning curve (what the data-growth clause reads), measured at training time.
+    candidate = read_table(settings.warehouse_path, "select * from candidate_model")
+    trained = read_table(settings.warehouse_path, "select count(*) as n from labeled_batches where partition_start <= "
+                         f"'{max([candidate['trained_through'].iloc[0], *candidate['holdout_partitions'].iloc[0].split(',')])}'")
+    assert int(candidate["training_rows"].iloc[0]) == int(trained["n"].iloc[0]) > int(candidate["train_rows"].iloc[0])
+    curve = json.loads(candidate["learning_curve"].iloc[0])
+    assert curve["metric"] == "roc_auc" and len(curve["values"]) == 3 and curve["rows"][0] < curve["rows"][1] < curve["rows"][2]
+    assert math.isfinite(candidate["learning_gain"].iloc[0])

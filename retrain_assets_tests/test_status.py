@@ -246,3 +246,27 @@ def test_status_on_missing_stores_says_to_run_the_demo(tmp_path, capsys):
     assert main(["status", "--data-dir", str(tmp_path / "nothing")]) == 2
     err = capsys.readouterr().err
     assert "no pipeline stores in" in err and "make demo" in err and "Traceback" not in err
+
+
+def test_growing_labels_predict_a_data_growth_retrain_and_harmless_drift_is_watched_with_its_reason():
+    # Champion trained on 600 rows, its learning curve still rising 0.02 ROC AUC per doubling; the
+    # window (30 partitions) is not full, so each labelled partition adds 60 rows to it.
+    policy = replace(POLICY, max_model_age_partitions=8, training_window_partitions=30)
+    state = history(window_labeled_rows=600, champion_training_rows=600, champion_learning_gain=0.02)
+    assert decide_retrain(state, policy).trigger == "none"
+    action = act(state, policy)
+    # Days 11..15 bring 5 x 60 rows: 900 / 600 = 1.5 = growth_min_ratio, expected gain 0.02 x log2 1.5 = 0.0117 >= 0.005,
+    # a partition before the age limit (day 16).
+    assert (action.kind, action.partition) == ("watch", day(15))
+    assert f"once partition {day(15)} is labelled (data_growth)" in action.text
+    flat = act(replace(state, champion_learning_gain=0.001), policy)  # a flat curve: the age limit comes first
+    assert flat.partition == day(16) and "(freshness)" in flat.text
+
+    # Drift in every batch, weighed by its impact (the default): realized ROC AUC 0.8 = the champion's at promotion.
+    drifted = [replace(s, dataset_drifted=True, drift_share=0.5, n_labeled=60) for s in history().signals]
+    held = history(signals=drifted)
+    decision = decide_retrain(held, replace(policy, triggers=TriggerThresholds()))
+    assert (decision.retrain, decision.suppressed_by) == (False, "no_impact")
+    action = act(held, replace(policy, triggers=TriggerThresholds()))
+    assert action.kind == "watch" and action.text.startswith(decision.reason)
+    assert "does not hurt the model" in action.text and "(freshness)" in action.text

@@ -50,7 +50,7 @@ def read_status(settings: ProjectSettings, spec: DatasetSpec, lock_timeout_secon
     try:
         warehouse.query("select 1")  # a locked warehouse fails here, before the registry is asked anything
         state = _deployment_state(registry)
-        history = _policy_history(warehouse, state, spec.target)
+        history = _policy_history(warehouse, state, spec.target, spec.policy.training_window_partitions)
         champion = _champion(warehouse, registry, state.champion, spec) if state.champion else None
         trial = _trial(warehouse, registry, spec, state) if state.challenger and state.champion else None
         drift = _last_drift(warehouse)
@@ -192,13 +192,14 @@ def _deployment_state(registry):
     return registry.deployment_state()
 
 
-def _policy_history(warehouse, state, target) -> PolicyHistory:
+def _policy_history(warehouse, state, target, window_partitions: int) -> PolicyHistory:
     """What `decide_retrain` reads, from the warehouse alone: as `defs.monitoring.gather_history`,
     with the labelled partitions read from `labeled_batches` instead of the Dagster instance's records."""
     from retrain_assets.pipeline.shared.lookups import history_from_warehouse
 
     labeled = warehouse.query(f"select distinct {PARTITION_COLUMN} as p from labeled_batches order by p")
-    return history_from_warehouse(warehouse, state, [f"{p:%Y-%m-%d}" for p in labeled["p"]] if len(labeled) else [], target)
+    return history_from_warehouse(warehouse, state, [f"{p:%Y-%m-%d}" for p in labeled["p"]] if len(labeled) else [], target,
+                                  window_partitions)
 
 
 def _champion(warehouse, registry, version: str, spec: DatasetSpec) -> dict:

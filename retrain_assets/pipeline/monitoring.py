@@ -33,7 +33,7 @@ from retrain_assets.pipeline.shared.lookups import gather_history, latest_loss_m
 DRIFT_CHECK = "drift_report_policy"
 DECISION_NUMBERS = ("labeled_partitions", "drifted_batches", "window_batches", "model_age_partitions", "realized_roc_auc",
                     "estimated_roc_auc", "baseline_roc_auc", "new_labeled_rows", "drifted_labeled_rows", "realized_performance",
-                    "estimated_performance", "baseline_performance")
+                    "estimated_performance", "baseline_performance", "growth_ratio", "expected_gain", "drift_impact")
 
 
 def follow_batch_and_labels(ns: Namespace) -> dg.AutomationCondition:
@@ -194,7 +194,7 @@ def build_monitoring(spec: DatasetSpec, partitions_def: dg.PartitionsDefinition)
     def retrain_decisions(context: dg.AssetExecutionContext, model_registry: ModelRegistry, warehouse: Warehouse) -> dg.Output[pd.DataFrame]:
         """Every retrain decision (triggered or suppressed), with the reason and the numbers.
         The retrain sensor launches `retrain_job` for each decision that says retrain."""
-        history = gather_history(context.instance, ns, model_registry, warehouse, spec.target)
+        history = gather_history(context.instance, ns, model_registry, warehouse, spec.target, policy.training_window_partitions)
         decision = decide_retrain(history, policy, spec.target)
         known = sorted(set(history.labeled_partitions) | {s.partition for s in history.signals})
         row = pd.DataFrame([{

@@ -4,6 +4,7 @@
 import hashlib
 import json
 import math
+import time
 
 import dagster as dg
 import pandas as pd
@@ -12,6 +13,8 @@ from retrain_assets.core.training.modeling import (code_version, content_hash, f
                                                    target_vector)
 
 from retrain_assets.core.partitions import PARTITION_COLUMN
+from retrain_assets.core.policy.performance import performance_rules
+from retrain_assets.core.training.learning_curve import LearningCurve, learning_curve
 from retrain_assets.core.training.selection import select_model
 from retrain_assets.core.spec import DatasetSpec
 from retrain_assets.core.tasks import BINARY, METRICS, primary_metric
@@ -101,6 +104,7 @@ def build_training(spec: DatasetSpec) -> dg.Definitions:
                 "selection": f"reused v{reused}: same data version, code version and search settings"})
         with model_registry.tracking_run(context, tags={k: lineage[k] for k in ("data_version", "code_version", "dataset")}):
             selection = _search_and_log(context, train, spec, policy, len(train_keys), lineage["holdout_partitions"])
+            curve = _learning_curve_and_log(context, train, spec, policy, selection, len(training_set))
             trained = selection.model
             context.log.info(f"registering the {trained.params['model_family']} model in {model_registry.registered_model}")
             version, run_id = model_registry.log_and_register(trained.pipeline, feature_frame(train.head(5), spec))
@@ -127,6 +131,9 @@ def build_training(spec: DatasetSpec) -> dg.Definitions:
             "train_rows": trained.n_train_rows,
             "train_label_mean": trained.train_label_mean,
             "holdout_partitions": lineage["holdout_partitions"],
+            "training_rows": len(training_set),
+            "learning_gain": curve.gain_per_doubling,
+            "learning_curve": curve.to_json(),
             "dagster_run_id": context.run_id,
             "created_at": pd.Timestamp.now(tz="UTC").tz_convert(None),
         }])
@@ -139,6 +146,9 @@ def build_training(spec: DatasetSpec) -> dg.Definitions:
             "data_version": data_version,
             "train_rows": trained.n_train_rows,
             "holdout_partitions": ", ".join(holdout_keys),
+            "training_rows": len(training_set),
+            "learning_gain": curve.gain_per_doubling,
+            "learning_curve": dg.MetadataValue.json(json.loads(curve.to_json())),
         })
 
     return dg.Definitions(assets=[training_set, candidate_model])
@@ -175,6 +185,28 @@ def _search_and_log(context, train: pd.DataFrame, spec: DatasetSpec, policy, n_p
     mlflow.log_dict({"chosen": selection.chosen.to_dict() if selection.chosen else None, "note": selection.note,
                      "trials": [t.to_dict() for t in selection.trials]}, "selection/trials.json")
     return selection
+
+
+def _learning_curve_and_log(context, train: pd.DataFrame, spec: DatasetSpec, policy, selection,
+                            training_rows: int) -> LearningCurve:
+    """The chosen configuration's learning curve of the policy's primary metric (what the
+    data-growth clause reads), logged in the open MLflow run: `training_rows` (the whole window,
+    held-out tail included, as the clause counts), `learning_gain`, each point as
+    `learning_curve_<metric>` at step = its training rows, and the points as JSON."""
+    import mlflow
+
+    started = time.perf_counter()
+    curve = learning_curve(train, spec, selection, policy.random_seed, policy.cv_folds,
+                           metric=performance_rules(policy, spec.target).metric)
+    seconds = time.perf_counter() - started
+    context.log.info(f"learning curve of {curve.metric or 'the chosen model'} in {seconds:.1f}s: "
+                     f"{dict(zip(curve.rows, curve.values))}, gain per doubling of rows {curve.gain_per_doubling:+.4g}")
+    mlflow.log_metrics({"training_rows": training_rows, "learning_curve_seconds": seconds,
+                        **({} if math.isnan(curve.gain_per_doubling) else {"learning_gain": curve.gain_per_doubling})})
+    for rows, value in zip(curve.rows, curve.values):
+        mlflow.log_metric(f"learning_curve_{curve.metric}", value, step=rows)
+    mlflow.log_dict(json.loads(curve.to_json()), "selection/learning_curve.json")
+    return curve
 
 
 def training_key(lineage: dict, policy) -> str:

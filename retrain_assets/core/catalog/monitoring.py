@@ -201,6 +201,13 @@ def _retrain_decisions(spec: DatasetSpec) -> TableDoc:
                                 "performance clause compares.",
         "estimated_performance": f"The champion's recent label-free estimated {metric} (compared when nothing is realized yet).",
         "baseline_performance": f"The champion's held-out {metric} at promotion (deployed_model.holdout_performance).",
+        "growth_ratio": "Data-growth clause: labeled rows a training would use now (the newest "
+                        "policy.training_window_partitions labeled partitions) over the champion's training rows "
+                        "(candidate_model.training_rows).",
+        "expected_gain": f"Data-growth clause: the gain in {metric} the champion's learning curve predicts from that growth "
+                         "(candidate_model.learning_gain x log2(growth_ratio); positive: better).",
+        "drift_impact": f"Drift clause: how much worse the drifted batches' {metric} is than the champion's value at "
+                        "promotion (realized when labeled, else estimated; positive: worse).",
     }
     if spec.target.type != BINARY:
         for name in ("realized_roc_auc", "estimated_roc_auc", "baseline_roc_auc"):
@@ -215,11 +222,12 @@ def _retrain_decisions(spec: DatasetSpec) -> TableDoc:
          ColumnDoc("partition", VARCHAR, "Newest partition known at the time, `YYYY-MM-DD` (empty when none)."),
          ColumnDoc("champion_version", VARCHAR, "The champion then (empty when none)."),
          ColumnDoc("retrain", BOOLEAN, "Whether to retrain."),
-         ColumnDoc("trigger", VARCHAR, "The clause that fired: `first_model`, `performance`, `drift`, `freshness`, or "
-                                       "`none`."),
+         ColumnDoc("trigger", VARCHAR, "The clause that fired: `first_model`, `performance`, `drift`, `data_growth`, "
+                                       "`freshness`, or `none`."),
          ColumnDoc("suppressed_by", VARCHAR, "The guard that held a firing clause back: `hysteresis`, "
-                                             "`awaiting_drift_labels`, `trial_running`, `min_new_labels`, `cooldown`, "
-                                             "`budget`, or empty."),
+                                             "`awaiting_drift_labels`, `no_impact` (drift that does not hurt the model, "
+                                             "or whose impact is unknown), `trial_running`, `min_new_labels`, "
+                                             "`cooldown`, `budget`, or empty."),
          ColumnDoc("reason", VARCHAR, "The decision in words, with the numbers."),
          ColumnDoc("performance_metric", VARCHAR, f"The primary metric the performance clause compares: `{rules.metric}`."),
          *(ColumnDoc(name, DOUBLE, text + " NaN when not computed.") for name, text in numbers.items())))

@@ -53,6 +53,15 @@ def _candidate_model(spec: DatasetSpec) -> TableDoc:
          ColumnDoc("train_rows", BIGINT, "Rows trained on."),
          ColumnDoc("train_label_mean", DOUBLE, f"Mean training label: {mean_label}."),
          ColumnDoc("holdout_partitions", VARCHAR, "Held-out partitions (never trained on), comma-separated."),
+         ColumnDoc("training_rows", BIGINT, "Rows of the whole training window, held-out tail included: what the "
+                                            "data-growth clause compares today's window (`window_labeled_rows`) with."),
+         ColumnDoc("learning_gain", DOUBLE, f"Learning curve: gain of {decides.label} per doubling of training rows, "
+                                            "the least-squares slope over the chosen configuration's CV folds fitted on "
+                                            "1/4, 1/2 and all of each fold's rows, positive when more rows help "
+                                            f"(`core.training.learning_curve`). NaN when it could not be measured "
+                                            "(search skipped, too few rows or classes in a subsample)."),
+         ColumnDoc("learning_curve", VARCHAR, "The learning curve's points as JSON: `metric`, mean training `rows` and "
+                                              "mean `values` per fraction."),
          RUN_ID,
          ColumnDoc("created_at", TIMESTAMP_NS, "When the version was registered (naive UTC).")))
 

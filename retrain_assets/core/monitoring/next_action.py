@@ -38,7 +38,8 @@ class NextAction:
     """What happens next, in words, and the partition it waits for (None: on the next sensor tick).
 
     kind: approve | promote | rollback | trial | retrain | first_model | cooldown | budget | labels |
-    hysteresis | watch. `command` is what a person runs when the next step is theirs.
+    hysteresis | watch (also drift held by `no_impact`, its reason shown). `command` is what a
+    person runs when the next step is theirs.
     """
 
     kind: str
@@ -54,13 +55,19 @@ def known_partitions(history: PolicyHistory) -> list[str]:
 
 
 def grown_histories(history: PolicyHistory, granularity: str, rows_per_partition: int, drifted: bool = False,
-                    landed: Iterable[str] = ()) -> Iterator[tuple[str, int, PolicyHistory]]:
+                    landed: Iterable[str] = (), window_partitions: int | None = None) -> Iterator[tuple[str, int, PolicyHistory]]:
     """The history as labels keep arriving, one partition at a time, each with `rows_per_partition`
     labelled rows: first the partitions that landed (`landed`) or were reported on but are not
     labelled yet, then new partitions with a drift report that is calm (drift share 0), or fully
     drifted with `drifted`. A landed partition without a report gets a calm one with its labels
-    (its drift report follows its labels). Yields (partition, new partitions so far, history); endless."""
+    (its drift report follows its labels). The training window's rows (`window_labeled_rows`, what
+    the data-growth clause reads) grow by `rows_per_partition` per labelled partition while the
+    window holds fewer than `window_partitions` partitions; once it is full they stay as they are
+    (a simple projection: the partition that leaves the window is taken to have as many rows as the
+    one that enters). `window_partitions` None: they do not grow. Yields (partition, new partitions
+    so far, history); endless."""
     labeled = set(history.labeled_partitions)
+    window_rows = history.window_labeled_rows
     reported = {s.partition for s in history.signals}
     signals = list(history.signals)
     rows = history.new_labeled_rows
@@ -80,9 +87,12 @@ def grown_histories(history: PolicyHistory, granularity: str, rows_per_partition
             partition = next_partition(seen[-1], granularity, new)
             signals.append(BatchSignal(partition, str(history.champion_version), drifted, 1.0 if drifted else 0.0,
                                        n_labeled=rows_per_partition))
+        if window_partitions and len(labeled) < window_partitions:
+            window_rows += rows_per_partition
         labeled.add(partition)
         rows += rows_per_partition
-        yield partition, new, replace(history, labeled_partitions=sorted(labeled), signals=signals, new_labeled_rows=rows)
+        yield partition, new, replace(history, labeled_partitions=sorted(labeled), signals=signals, new_labeled_rows=rows,
+                                      window_labeled_rows=window_rows)
 
 
 def next_action(history: PolicyHistory, policy: Policy, granularity: str, trial: Trial | None = None,
@@ -144,13 +154,15 @@ def next_action(history: PolicyHistory, policy: Policy, granularity: str, trial:
                 f"batches), once labelled, {later}")
     else:
         text = f"next retrain {at}"
+    if decision.suppressed_by == "no_impact":  # drift that does not hurt (or not known to) holds like a healthy model
+        text = f"{decision.reason}; {text}"
     return NextAction("watch", f"{text}: {clock}", when, numbers=numbers)
 
 
 def _first_grown(history: PolicyHistory, policy: Policy, granularity: str, rows_per_partition: int, horizon: int,
                  done, drifted: bool = False, landed: Iterable[str] = ()) -> tuple[str, int, RetrainDecision] | None:
     """The first step of the grown history whose decision satisfies `done`, within `horizon` steps."""
-    grown_ones = grown_histories(history, granularity, rows_per_partition, drifted, landed)
+    grown_ones = grown_histories(history, granularity, rows_per_partition, drifted, landed, policy.training_window_partitions)
     for step, (partition, new, grown) in enumerate(grown_ones, start=1):
         if step > horizon:
             return None

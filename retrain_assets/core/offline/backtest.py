@@ -166,12 +166,15 @@ def replay_policy(lab: Lab, policy: BacktestPolicy, progress: Callable[[int], No
                 signals[partition] = lab.signal(champion, lab.step_of[partition], True, rules)
                 out.monitoring[partition] = lab.monitored(champion, lab.step_of[partition], True, rules)
         new_rows = sum(len(timeline.labeled_rows[p]) for p in labeled if trained_through is None or p > trained_through)
+        window_rows = sum(len(timeline.labeled_rows[p]) for p in sorted(labeled)[-rules.training_window_partitions:])
         history = PolicyHistory(
             labeled_partitions=list(labeled), signals=[signals[p] for p in sorted(signals)],
             champion_version=champion.key if champion else None,
             champion_holdout_roc_auc=baseline if primary_metric(rules, timeline.spec.target) == "roc_auc" else None,
             last_trained_through=trained_through, new_labeled_rows=new_rows, past_triggers=list(triggers),
-            champion_baseline_performance=baseline, target=timeline.spec.target)
+            champion_baseline_performance=baseline, target=timeline.spec.target, window_labeled_rows=window_rows,
+            champion_training_rows=champion.training_rows if champion else None,
+            champion_learning_gain=None if champion is None or math.isnan(champion.learning_gain) else champion.learning_gain)
         decision = _decide(policy, history, step.index, last_retrain_step, champion is not None, timeline.spec.target)
         out.decisions[step.index] = decision
         if decision.retrain:

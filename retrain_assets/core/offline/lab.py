@@ -38,6 +38,7 @@ from retrain_assets.core.policy.definition import Policy
 from retrain_assets.core.policy.performance import performance_rules
 from retrain_assets.core.policy.retrain import BatchSignal
 from retrain_assets.core.tasks import BINARY, MULTICLASS
+from retrain_assets.core.training.learning_curve import learning_curve
 from retrain_assets.core.training.modeling import feature_frame, model_family, predict_outputs, split_holdout, target_vector
 from retrain_assets.core.training.selection import select_model
 from retrain_assets.core.spec import DatasetSpec, TargetSpec
@@ -57,6 +58,10 @@ class Model:
     cost: dict = field(default_factory=dict)
     holdout_scores: np.ndarray | None = None
     label_mean: float = float("nan")  # mean training label: a regression evaluation's baseline
+    # What the data-growth clause reads, as candidate_model records them: the window's rows (held-out
+    # tail included) and the learning curve's gain per doubling (`core.training.learning_curve`).
+    training_rows: int = 0
+    learning_gain: float = float("nan")
 
     @property
     def holdout_share(self) -> float:
@@ -91,12 +96,15 @@ def window_rows(timeline: Timeline, window: tuple[str, ...]) -> pd.DataFrame:
 
 
 def train_window(rows: pd.DataFrame, window: tuple[str, ...], spec: DatasetSpec, policy: Policy, base: Policy) -> Model:
-    """The model search on a window's rows minus the held-out tail, as `training_set` +
-    `candidate_model` do. The model is named after the window's last partition (plus a tag when its
-    training settings differ from `base`'s, so sweep variants never share a name)."""
+    """The model search on a window's rows minus the held-out tail, and its learning curve, as
+    `training_set` + `candidate_model` do (the curve's seconds count as training). The model is
+    named after the window's last partition (plus a tag when its training settings differ from
+    `base`'s, so sweep variants never share a name)."""
     started = time.perf_counter()
     train, holdout, _ = split_holdout(rows, policy.holdout_share)
     selection = select_model(train, spec, policy.random_seed, policy.model_families, policy.cv_folds)
+    curve = learning_curve(train, spec, selection, policy.random_seed, policy.cv_folds,
+                           metric=performance_rules(policy, spec.target).metric)
     seconds = time.perf_counter() - started
     # What every evaluation of this challenger needs, computed once, right after training: its
     # latency and size (the gate's SLOs) and its scores on its own holdout.
@@ -105,7 +113,8 @@ def train_window(rows: pd.DataFrame, window: tuple[str, ...], spec: DatasetSpec,
     settings = training_settings(policy)
     tag = "" if settings == training_settings(base) else "~" + hashlib.sha1(repr(settings).encode()).hexdigest()[:6]
     return Model(window[-1] + tag, selection.model.pipeline, model_family(selection.model.pipeline), window,
-                 settings, seconds, selection.note, cost, holdout_scores, selection.model.train_label_mean)
+                 settings, seconds, selection.note, cost, holdout_scores, selection.model.train_label_mean, len(rows),
+                 curve.gain_per_doubling)
 
 
 def report_key(challenger: Model, champion: Model | None, policy: Policy) -> tuple:

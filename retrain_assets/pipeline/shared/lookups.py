@@ -160,10 +160,11 @@ def latest_reference(warehouse: Warehouse, version: str) -> tuple[ReferenceProfi
 
 
 def gather_history(instance: dg.DagsterInstance, ns: Namespace, model_registry: ModelRegistry,
-                   warehouse: Warehouse, target: TargetSpec | None = None) -> PolicyHistory:
-    """Collect what the policy reads from the instance, the registry and the warehouse."""
+                   warehouse: Warehouse, target: TargetSpec | None = None, window_partitions: int | None = None) -> PolicyHistory:
+    """Collect what the policy reads from the instance, the registry and the warehouse
+    (`window_partitions`: the policy's `training_window_partitions`, see `history_from_warehouse`)."""
     labeled = sorted(instance.get_materialized_partitions(ns.key("labeled_batches")))
-    return history_from_warehouse(warehouse, model_registry.deployment_state(), labeled, target)
+    return history_from_warehouse(warehouse, model_registry.deployment_state(), labeled, target, window_partitions)
 
 
 def last_evaluated_window_end(warehouse: Warehouse) -> str | None:
@@ -181,12 +182,17 @@ def last_evaluated_window_end(warehouse: Warehouse) -> str | None:
     return max([str(row["trained_through"]), *[p for p in str(row["holdout_partitions"] or "").split(",") if p]])
 
 
-def history_from_warehouse(warehouse: Warehouse, state, labeled: list[str], target: TargetSpec | None = None) -> PolicyHistory:
+def history_from_warehouse(warehouse: Warehouse, state, labeled: list[str], target: TargetSpec | None = None,
+                           window_partitions: int | None = None) -> PolicyHistory:
     """The policy's history from the warehouse tables, given the registry's `state` and the labelled
     partitions (the pipeline reads those from the Dagster instance; `retrain-assets status` from
     the warehouse). `target` (None: binary) is the task whose primary metric the performance
     clause compares; the baseline is deployed_model.holdout_performance (holdout_roc_auc in a
-    deployment history written before that column existed)."""
+    deployment history written before that column existed). The data-growth clause's numbers:
+    `window_labeled_rows` counts the labeled_batches rows of the newest `window_partitions`
+    labeled partitions (None: 0, the clause never holds), the champion's training rows and
+    learning gain come from its candidate_model row (None when a warehouse written before those
+    columns existed lacks them)."""
     trained_through = last_evaluated_window_end(warehouse)
     present = table_columns(warehouse, "drift_report")
     frame = warehouse.query(f"select distinct {', '.join(c for c in SUMMARY_COLUMNS if c in present)} from drift_report "
@@ -210,7 +216,37 @@ def history_from_warehouse(warehouse: Warehouse, state, labeled: list[str], targ
     return PolicyHistory(labeled_partitions=labeled, signals=signals, champion_version=state.champion,
                          champion_holdout_roc_auc=baseline, last_trained_through=trained_through, new_labeled_rows=new_rows,
                          past_triggers=triggers, trial_version=state.challenger,
-                         champion_baseline_performance=None if math.isnan(performance) else performance, target=target)
+                         champion_baseline_performance=None if math.isnan(performance) else performance, target=target,
+                         window_labeled_rows=window_labeled_rows(warehouse, window_partitions),
+                         **champion_learning(warehouse, state.champion))
+
+
+def window_labeled_rows(warehouse: Warehouse, window_partitions: int | None) -> int:
+    """Labeled rows a training would use now: those of the newest `window_partitions` labeled partitions."""
+    if not window_partitions or not table_columns(warehouse, "labeled_batches"):
+        return 0
+    counted = warehouse.query(f"select count(*) as n from labeled_batches where {PARTITION_COLUMN} in (select distinct "
+                              f"{PARTITION_COLUMN} from labeled_batches order by {PARTITION_COLUMN} desc limit ?)",
+                              [int(window_partitions)])
+    return int(counted["n"].iloc[0]) if len(counted) else 0
+
+
+def champion_learning(warehouse: Warehouse, champion: str | None) -> dict:
+    """The champion's `champion_training_rows` and `champion_learning_gain` from its candidate_model
+    row; None for each that is missing (no champion, no row, a column older warehouses lack, NaN)."""
+    out = {"champion_training_rows": None, "champion_learning_gain": None}
+    present = table_columns(warehouse, "candidate_model")
+    wanted = [c for c in ("training_rows", "learning_gain") if c in present]
+    if not champion or not wanted:
+        return out
+    found = warehouse.query(f"select {', '.join(wanted)} from candidate_model where model_version = ? "
+                            "order by created_at desc limit 1", [str(champion)])
+    if found.empty:
+        return out
+    rows = finite_or_nan(found["training_rows"].iloc[0]) if "training_rows" in found else math.nan
+    gain = finite_or_nan(found["learning_gain"].iloc[0]) if "learning_gain" in found else math.nan
+    return {"champion_training_rows": None if math.isnan(rows) else int(rows),
+            "champion_learning_gain": None if math.isnan(gain) else gain}
 
 
 def deployed_champion_version(warehouse: Warehouse) -> str:
