@@ -73,7 +73,8 @@ def test_every_policy_parameter_is_documented_with_its_default_and_meaning(confi
     assert len(keys) > 40 and "drift.psi_threshold" in keys and "rollout.canary_share" in keys
     for key, default in keys.items():
         _, _, shown, meaning = documented_row(configuration, key)
-        expected = "null" if default is None else "[" + ", ".join(default) + "]" if isinstance(default, tuple) else str(default)
+        expected = ("null" if default is None else "[" + ", ".join(default) + "]" if isinstance(default, tuple)
+                    else str(default).lower() if isinstance(default, bool) else str(default))  # as YAML writes it
         assert shown == f"`{expected}`", f"{key}: documented default {shown}, the code says {expected}: {FIX}"
         assert len(meaning) > 10, f"{key} has no meaning documented: give it a `doc` in retrain_assets/core/policy/definition.py"
 

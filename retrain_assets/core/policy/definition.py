@@ -325,11 +325,8 @@ class Policy:
             raise ValueError(f"model_families must name at least one of {list(ALL_FAMILIES)}; unknown: {unknown}")
         if self.cv_folds < 2:
             raise ValueError("cv_folds must be at least 2")
-        self.promotion.validate()
-        self.rollout.validate()
-        self.labels.validate()
-        self.performance.validate()
-        self.triggers.validate()
+        for section in (self.promotion, self.rollout, self.labels, self.performance, self.triggers):
+            section.validate()
 
 
 def _typed(key: str, default: Any, value: Any) -> Any:

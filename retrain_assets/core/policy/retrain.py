@@ -132,31 +132,9 @@ def decide_retrain(history: PolicyHistory, policy: Policy, target: TargetSpec | 
         clause = performance_clause(rules, performance, None if math.isnan(baseline) else baseline, source)
         if clause:
             fired.append(("performance", clause))
-    held: tuple[str, str] | None = None
-    drifted = [s for s in signals[-policy.drift_window_batches:] if s.dataset_drifted]
-    drifted_labeled = sum(s.n_labeled for s in signals if s.dataset_drifted)
-    numbers["drifted_labeled_rows"] = drifted_labeled
-    in_window = f"{drift.drifted_batches}/{drift.window_batches}"
-    if drift.holds:
-        impact = drift_impact([_performance(s.estimated_performance, s.estimated_roc_auc) for s in drifted],
-                              [_realized(s) for s in drifted], None if math.isnan(baseline) else baseline, rules, policy.triggers)
-        numbers["drift_impact"] = impact.worse_by
-        weigh = policy.triggers.drift_needs_impact
-        if _drift_disarmed(history, signals, policy):
-            held = ("hysteresis", f"drift in {in_window} batches, but the alarm is not re-armed since the last "
-                                  f"drift retrain (needs a batch with drift share < {policy.drift_rearm_share})")
-        elif weigh and impact.hurts is False:
-            held = ("no_impact", f"drift in {in_window} batches, but it does not hurt the model: {impact.text}")
-        elif drifted_labeled < policy.min_new_labeled_rows:
-            # Retraining before the drifted batches are labeled would train on the old regime only.
-            held = ("awaiting_drift_labels", f"drift in {in_window} batches; waiting for labels of the drifted "
-                                             f"batches ({drifted_labeled}/{policy.min_new_labeled_rows} rows)")
-        elif weigh and impact.hurts is None:
-            held = ("no_impact", f"drift in {in_window} batches, but its impact is unknown: {impact.text}")
-        else:
-            fired.append(("drift", f"dataset drift in {drift.drifted_batches} of the last {drift.window_batches} batches "
-                                   f"({drifted_labeled} labeled rows from drifted batches)"
-                                   + (f": {impact.text}" if weigh else "")))
+    fired_drift, held = _weigh_drift(history, signals, drift, None if math.isnan(baseline) else baseline, rules, policy, numbers)
+    if fired_drift:
+        fired.append(("drift", fired_drift))
     growth = growth_clause(history.window_labeled_rows, history.champion_training_rows, history.champion_learning_gain,
                            None if math.isnan(baseline) else baseline, rules, policy.triggers)
     numbers.update(growth_ratio=growth.ratio, expected_gain=growth.expected_gain)
@@ -167,7 +145,7 @@ def decide_retrain(history: PolicyHistory, policy: Policy, target: TargetSpec | 
     if not fired and held:
         return RetrainDecision(False, held[1], "drift", held[0], numbers)
     if not fired:
-        return RetrainDecision(False, f"healthy: drift in {in_window} batches, {source} {rules.label} "
+        return RetrainDecision(False, f"healthy: drift in {drift.drifted_batches}/{drift.window_batches} batches, {source} {rules.label} "
                                       f"{format_metric(performance, rules.metric)}, {age}/{policy.max_model_age_partitions} new labeled partitions", numbers=numbers)
 
     trigger, why = fired[0][0], "; ".join(text for _, text in fired)
@@ -189,6 +167,36 @@ def decide_retrain(history: PolicyHistory, policy: Policy, target: TargetSpec | 
             return RetrainDecision(False, f"{why} — but the budget is spent: {used} retrains in the last "
                                           f"{policy.budget_window_partitions} batches", trigger, "budget", numbers)
     return RetrainDecision(True, why, trigger, numbers=numbers)
+
+
+def _weigh_drift(history: PolicyHistory, signals: list[BatchSignal], drift: DriftClause, baseline: float | None,
+                 rules: PerformanceRules, policy: Policy, numbers: dict) -> tuple[str, tuple[str, str] | None]:
+    """The drift clause's verdict once k of n batches drifted: (why it fires, "") or ("", (guard,
+    why it holds)): hysteresis, no impact (by default drift must hurt: `value.drift_impact`),
+    labels of the drifted batches still missing. Adds its numbers to `numbers`."""
+    drifted = [s for s in signals[-policy.drift_window_batches:] if s.dataset_drifted]
+    drifted_labeled = sum(s.n_labeled for s in signals if s.dataset_drifted)
+    numbers["drifted_labeled_rows"] = drifted_labeled
+    if not drift.holds:
+        return "", None
+    in_window = f"{drift.drifted_batches}/{drift.window_batches}"
+    impact = drift_impact([_performance(s.estimated_performance, s.estimated_roc_auc) for s in drifted],
+                          [_realized(s) for s in drifted], baseline, rules, policy.triggers)
+    numbers["drift_impact"] = impact.worse_by
+    weigh = policy.triggers.drift_needs_impact
+    if _drift_disarmed(history, signals, policy):
+        return "", ("hysteresis", f"drift in {in_window} batches, but the alarm is not re-armed since the last "
+                                  f"drift retrain (needs a batch with drift share < {policy.drift_rearm_share})")
+    if weigh and impact.hurts is False:
+        return "", ("no_impact", f"drift in {in_window} batches, but it does not hurt the model: {impact.text}")
+    if drifted_labeled < policy.min_new_labeled_rows:
+        # Retraining before the drifted batches are labeled would train on the old regime only.
+        return "", ("awaiting_drift_labels", f"drift in {in_window} batches; waiting for labels of the drifted "
+                                             f"batches ({drifted_labeled}/{policy.min_new_labeled_rows} rows)")
+    if weigh and impact.hurts is None:
+        return "", ("no_impact", f"drift in {in_window} batches, but its impact is unknown: {impact.text}")
+    return (f"dataset drift in {drift.drifted_batches} of the last {drift.window_batches} batches ({drifted_labeled} labeled "
+            f"rows from drifted batches)" + (f": {impact.text}" if weigh else "")), None
 
 
 def _performance_numbers(history: PolicyHistory, signals: list[BatchSignal], rules: PerformanceRules, window: int) -> dict:
