@@ -205,7 +205,10 @@ def test_model_search_trials_are_logged_as_nested_mlflow_runs(run):
     assert all("cv_roc_auc_mean" in t.data.metrics for t in trials)
     assert parent.data.params["model_family"] == candidate["model_family"]
     assert {a.path for a in client.list_artifacts(parent.info.run_id, "selection")} == {
-        "selection/search_space.json", "selection/trials.json"}
+        "selection/search_space.json", "selection/trials.json", "selection/learning_curve.json"}
+    # The learning curve the data-growth clause reads, on the run as in candidate_model.
+    assert parent.data.metrics["training_rows"] == candidate["training_rows"] > candidate["train_rows"]
+    assert parent.data.metrics.get("learning_gain", float("nan")) == pytest.approx(candidate["learning_gain"], nan_ok=True)
     best = max(t.data.metrics["cv_roc_auc_mean"] for t in trials)
     assert candidate["cv_roc_auc"] == pytest.approx(best)
 
