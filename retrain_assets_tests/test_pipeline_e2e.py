@@ -381,7 +381,7 @@ def test_every_retrain_decision_is_recorded_and_acted_on_once(run):
     assert {"reason", "suppressed_by", "model_age_partitions", "drifted_batches"} <= set(decisions.columns)
     retrain_runs = run.instance.get_runs(filters=dg.RunsFilter(job_name=LOAN.name("retrain_job")))
     assert len(retrain_runs) == int(decisions["retrain"].sum())
-    assert {r.tags["retrain_trigger"] for r in retrain_runs} <= {"first_model", "drift", "performance", "freshness"}
+    assert {r.tags["retrain_trigger"] for r in retrain_runs} <= {"first_model", "drift", "performance", "data_growth", "freshness"}
     held = decisions[~decisions["retrain"] & (decisions["suppressed_by"] != "")]
     assert (held["trigger"] != "none").all()
 
