@@ -24,8 +24,9 @@ RAINFALL_SAMPLE = Path(__file__).parent / "fixtures" / "rainfall_first_3_years.c
 # The longest test files first (seconds measured in a fresh-clone `make test`): pytest-xdist hands
 # out whole files in collection order, and a long file started last keeps one worker busy alone
 # at the end (longest-processing-time-first scheduling). Order within a file is kept.
-SLOWEST_FILES = ("test_pipeline_e2e.py", "test_ui.py", "test_pipeline_multiclass.py", "test_pipeline_regression.py", "test_reliability.py", "test_scale_celery.py",
-                 "test_scale_backfill.py", "test_dead_runs.py", "test_isolation.py", "test_rainfall.py", "test_scale_postgres.py", "test_backtest_cli.py",
+SLOWEST_FILES = ("test_pipeline_e2e.py", "test_ui.py", "test_pipeline_multiclass.py", "test_pipeline_regression.py",
+                 "test_policy_equivalence.py", "test_reliability.py", "test_scale_celery.py", "test_scale_backfill.py",
+                 "test_dead_runs.py", "test_isolation.py", "test_rainfall.py", "test_scale_postgres.py", "test_backtest_cli.py",
                  "test_bad_inputs.py", "test_component.py", "test_core_backtest.py")
 
 
