@@ -142,3 +142,19 @@ def test_trigger_thresholds_are_validated():
     with pytest.raises(ValueError, match="impact_margin"):
         with_overrides(Policy(), {"impact_margin": -0.1})
     assert Policy.from_mapping({"triggers": {"drift_needs_impact": False}}).triggers.drift_needs_impact is False
+
+
+def test_the_performance_clause_needs_a_drop_clear_of_the_realized_interval():
+    def labeled(day, realized):
+        return BatchSignal(f"2025-01-{day:02d}", "1", False, 0.0, n_labeled=30, realized_performance=realized[0],
+                           realized_performance_low=realized[1], realized_performance_high=realized[2])
+    # 0.06 below the champion's 0.80 (past the 0.05 drop), but three batches of 30 rows: +-0.12 each
+    noisy = decide_retrain(history([labeled(d, (0.74, 0.62, 0.86)) for d in (6, 7, 8)]), POLICY)
+    assert not noisy.retrain and noisy.numbers["realized_half_width"] == pytest.approx(0.12 / math.sqrt(3))
+    # the same drop measured tightly fires, and says how sure it is
+    tight = decide_retrain(history([labeled(d, (0.74, 0.72, 0.76)) for d in (6, 7, 8)]), POLICY)
+    assert tight.retrain and tight.trigger == "performance" and "realized ROC AUC 0.740 ±0.0115" in tight.reason
+    # below the SLO (0.65) by more than the interval: fires however small the drop from promotion
+    slo = decide_retrain(history([labeled(d, (0.55, 0.50, 0.60)) for d in (6, 7, 8)], champion_baseline_performance=0.56,
+                                 champion_holdout_roc_auc=0.56), POLICY)
+    assert slo.retrain and "below the SLO 0.650" in slo.reason

@@ -33,7 +33,8 @@ from retrain_assets.pipeline.shared.lookups import gather_history, latest_loss_m
 DRIFT_CHECK = "drift_report_policy"
 DECISION_NUMBERS = ("labeled_partitions", "drifted_batches", "window_batches", "model_age_partitions", "realized_roc_auc",
                     "estimated_roc_auc", "baseline_roc_auc", "new_labeled_rows", "drifted_labeled_rows", "realized_performance",
-                    "estimated_performance", "baseline_performance", "growth_ratio", "expected_gain", "drift_impact")
+                    "estimated_performance", "baseline_performance", "growth_ratio", "expected_gain", "drift_impact",
+                    "realized_half_width")
 
 
 def follow_batch_and_labels(ns: Namespace) -> dg.AutomationCondition:

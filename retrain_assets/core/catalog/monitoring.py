@@ -208,6 +208,8 @@ def _retrain_decisions(spec: DatasetSpec) -> TableDoc:
                          "(candidate_model.learning_gain x log2(growth_ratio); positive: better).",
         "drift_impact": f"Drift clause: how much worse the drifted batches' {metric} is than the champion's value at "
                         "promotion (realized when labeled, else estimated; positive: worse).",
+        "realized_half_width": f"Performance clause: half width of the recent realized {metric}'s combined 90 % interval "
+                               "(0: estimated, or no interval); the value must be worse than the SLO or the baseline by more.",
     }
     if spec.target.type != BINARY:
         for name in ("realized_roc_auc", "estimated_roc_auc", "baseline_roc_auc"):

@@ -9,7 +9,7 @@ from typing import Sequence
 
 from retrain_assets.core.policy.definition import Policy
 from retrain_assets.core.policy.performance import PerformanceRules, performance_rules
-from retrain_assets.core.policy.value import drift_impact, growth_clause
+from retrain_assets.core.policy.value import drift_impact, growth_clause, mean_with_interval
 from retrain_assets.core.spec import TargetSpec
 from retrain_assets.core.tasks import format_metric
 
@@ -127,9 +127,11 @@ def decide_retrain(history: PolicyHistory, policy: Policy, target: TargetSpec | 
     realized, estimated, baseline = numbers["realized_performance"], numbers["estimated_performance"], numbers["baseline_performance"]
     performance, source = (realized, "realized") if not math.isnan(realized) else (estimated, "estimated")
 
+    recent = [_realized(s) for s in signals if not math.isnan(_realized(s)[0])][-policy.drift_window_batches:]
+    half = numbers["realized_half_width"] = mean_with_interval(recent)[1] if source == "realized" else 0.0
     fired: list[tuple[str, str]] = []
     if not math.isnan(performance):
-        clause = performance_clause(rules, performance, None if math.isnan(baseline) else baseline, source)
+        clause = performance_clause(rules, performance, None if math.isnan(baseline) else baseline, source, half)
         if clause:
             fired.append(("performance", clause))
     fired_drift, held = _weigh_drift(history, signals, drift, None if math.isnan(baseline) else baseline, rules, policy, numbers)
@@ -218,23 +220,27 @@ def _performance_numbers(history: PolicyHistory, signals: list[BatchSignal], rul
             "baseline_performance": baseline if baseline is not None else nan}
 
 
-def performance_clause(rules: PerformanceRules, performance: float, baseline: float | None, source: str) -> str:
+def performance_clause(rules: PerformanceRules, performance: float, baseline: float | None, source: str,
+                       half_width: float = 0.0) -> str:
     """Why the performance clause holds for `performance` (the `source` "realized" or "estimated"
     value of the primary metric) against the champion's `baseline` at promotion; "" when it does not.
 
     It holds when the value misses the SLO, or is worse than the baseline by more than
     `rules.drop(baseline)`: for binary ROC AUC exactly `value < min_roc_auc` and
     `value < baseline - max_roc_auc_drop` (the limit is formed first, so the numbers decide as they always did).
+    A realized value with an interval (`half_width` > 0: the half width of the recent batches'
+    combined 90 % interval) must also be clear of the SLO, or of the baseline, by more than that
+    half width: a few small batches' noise is not evidence that the model got worse.
     """
-    words = f"{source} {rules.label} {format_metric(performance, rules.metric)}"
-    if not rules.meets_slo(performance):
+    words = f"{source} {rules.label} {format_metric(performance, rules.metric)}" + (f" ±{half_width:.3g}" if half_width else "")
+    if not rules.meets_slo(performance) and rules.worse_by(performance, rules.slo) > half_width:
         side = "below" if rules.higher_is_better else "above"
         return f"{words} {side} the SLO {format_metric(rules.slo, rules.metric)}"
     if baseline is None or math.isnan(baseline):
         return ""
     drop = rules.drop(baseline)
     limit = baseline - drop if rules.higher_is_better else baseline + drop
-    if rules.worse_by(performance, limit) > 0:
+    if rules.worse_by(performance, limit) > 0 and rules.worse_by(performance, baseline) > half_width:
         if rules.higher_is_better:
             return f"{words} dropped more than {drop:.2f} below the champion's {format_metric(baseline, rules.metric)}"
         return f"{words} rose more than {drop:.4g} above the champion's {format_metric(baseline, rules.metric)}"

@@ -19,10 +19,6 @@ from retrain_assets.core.policy.performance import PerformanceRules
 from retrain_assets.core.policy.triggers import TriggerThresholds
 from retrain_assets.core.tasks import format_metric
 
-# A batch's realized interval is a two-sided 90 % interval (`realized_performance_low/high`).
-_Z90 = 1.6449
-
-
 @dataclass(frozen=True)
 class GrowthClause:
     """The data-growth clause: `ratio` of rows now to rows trained on, the `expected_gain` the
@@ -73,12 +69,9 @@ def drift_impact(estimated: Sequence[float], realized: Sequence[tuple[float, flo
     if baseline is None or math.isnan(baseline):
         return DriftImpact(None, nan, "the champion's value at promotion is unknown")
     margin = _in_units(thresholds.impact_margin, baseline, rules)
-    known = [r for r in realized if not math.isnan(r[0])]
-    if known:
-        mean = sum(r[0] for r in known) / len(known)
+    mean, half = mean_with_interval(realized)
+    if not math.isnan(mean):
         worse = rules.worse_by(mean, baseline)
-        spreads = [(high - low) / (2 * _Z90) for _, low, high in known if not (math.isnan(low) or math.isnan(high))]
-        half = _Z90 * math.sqrt(sum(s * s for s in spreads)) / len(spreads) if len(spreads) == len(known) else 0.0
         interval = f" [{format_metric(mean - half, rules.metric)}, {format_metric(mean + half, rules.metric)}]" if half else ""
         hurts = worse > margin and worse - half > 0
         words = f"realized {rules.label} {format_metric(mean, rules.metric)}{interval}"
@@ -93,6 +86,18 @@ def drift_impact(estimated: Sequence[float], realized: Sequence[tuple[float, flo
     verdict = "hurts" if hurts else "does not hurt"
     return DriftImpact(hurts, worse, f"{words} vs the champion's {format_metric(baseline, rules.metric)} at promotion: "
                                      f"{verdict} (margin {margin:.4g})")
+
+
+def mean_with_interval(realized: Sequence[tuple[float, float, float]]) -> tuple[float, float]:
+    """The mean of batches' realized (value, low, high) and the half width of its 90 % interval,
+    the batches' intervals combined as independent: sqrt(sum of squared half widths) / n. NaN mean
+    when no batch has a value; half width 0 when any of them lacks an interval."""
+    known = [r for r in realized if not math.isnan(r[0])]
+    if not known:
+        return float("nan"), 0.0
+    halves = [(high - low) / 2 for _, low, high in known if not (math.isnan(low) or math.isnan(high))]
+    half = math.sqrt(sum(h * h for h in halves)) / len(known) if len(halves) == len(known) else 0.0
+    return sum(r[0] for r in known) / len(known), half
 
 
 def _in_units(value: float, baseline: float | None, rules: PerformanceRules) -> float:
