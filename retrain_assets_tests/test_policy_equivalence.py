@@ -29,22 +29,26 @@ from __future__ import annotations
 
 import math
 import re
-from pathlib import Path
 from types import SimpleNamespace
 
 import dagster as dg
+import duckdb
 import pandas as pd
 import pytest
 import yaml
 
 from retrain_assets.apps.demo import replay
-from retrain_assets.apps.status import read_status
+from retrain_assets.apps.status import _policy_history, read_status
 from retrain_assets.core.evaluation.gate import promotion_gate
 from retrain_assets.core.offline.backtest import parse_policies, replay_policy
 from retrain_assets.core.offline.lab import Lab
 from retrain_assets.core.offline.scenario import load_scenario, scenario_deliveries
 from retrain_assets.core.offline.timeline import prepare_timeline
+from retrain_assets.core.partitions import PARTITION_COLUMN
 from retrain_assets.pipeline.monitoring import DECISION_NUMBERS
+from retrain_assets.pipeline.shared.lookups import gather_history
+from retrain_assets.pipeline.shared.namespace import Namespace
+from retrain_assets.pipeline.shared.warehouse import Warehouse
 from retrain_assets.settings import ProjectSettings
 from retrain_assets_tests.conftest import read_table, write_short_scenario
 
@@ -189,3 +193,22 @@ def window_end(row: pd.Series) -> str:
 def timeless(summary: str) -> str:
     """A gate summary without the wall-clock latency numbers (its verdict stays)."""
     return re.sub(r"latency per 1,000 rows \(ms\) [^(]*\(", "latency (", summary)
+
+
+def test_a_partition_labeled_without_rows_does_not_count_as_labeled(tmp_path):
+    """What counts as labeled is one rule: a partition `labeled_batches` holds rows for. One whose
+    labels were all gated materializes with no row: the pipeline's `gather_history` leaves it out, as
+    `status` (the warehouse alone) and the backtest's timeline (`Step.labeled`) do."""
+    ns, database = Namespace("loan_default"), tmp_path / "warehouse.duckdb"
+    with duckdb.connect(str(database)) as conn:
+        conn.execute(f"create table labeled_batches ({PARTITION_COLUMN} timestamp, loan_id varchar, defaulted integer)")
+        conn.execute("insert into labeled_batches values ('2025-01-01', 'a', 0), ('2025-01-03', 'b', 1), ('2025-01-03', 'c', 0)")
+    warehouse = Warehouse(database=str(database), snapshot_path=str(tmp_path / "snapshot.duckdb"), reports_dir=str(tmp_path))
+    state = SimpleNamespace(champion=None, challenger=None)
+    registry = SimpleNamespace(deployment_state=lambda: state)
+    with dg.DagsterInstance.ephemeral() as instance:
+        for key in ("2025-01-01", "2025-01-02", "2025-01-03"):  # 2025-01-02: every label gated, no row
+            instance.report_runless_asset_event(dg.AssetMaterialization(asset_key=ns.key("labeled_batches"), partition=key))
+        pipeline = gather_history(instance, ns, registry, warehouse, window_partitions=10)
+    assert pipeline.labeled_partitions == ["2025-01-01", "2025-01-03"]
+    assert _policy_history(warehouse, state, None, 10) == pipeline

@@ -116,11 +116,7 @@ def live_pairs(warehouse: Warehouse, spec: DatasetSpec, trial: str, champion: st
 
 def delivered_partitions(warehouse: Warehouse) -> list[str]:
     """Partition keys that data arrived for (a batch or a prediction log): the trials' clock."""
-    keys: set[str] = set()
-    for table in ("raw_batches", "prediction_logs"):
-        found = warehouse.query(f"select distinct {PARTITION_COLUMN} as p from {table}")
-        keys |= {f"{p:%Y-%m-%d}" for p in found["p"]} if len(found) else set()
-    return sorted(keys)
+    return sorted({*partitions_with_rows(warehouse, "raw_batches"), *partitions_with_rows(warehouse, "prediction_logs")})
 
 
 def trial_clock_of(warehouse: Warehouse, tags: dict[str, str], version: str) -> TrialClock:
@@ -162,9 +158,21 @@ def latest_reference(warehouse: Warehouse, version: str) -> tuple[ReferenceProfi
 def gather_history(instance: dg.DagsterInstance, ns: Namespace, model_registry: ModelRegistry,
                    warehouse: Warehouse, target: TargetSpec | None = None, window_partitions: int | None = None) -> PolicyHistory:
     """Collect what the policy reads from the instance, the registry and the warehouse
-    (`window_partitions`: the policy's `training_window_partitions`, see `history_from_warehouse`)."""
-    labeled = sorted(instance.get_materialized_partitions(ns.key("labeled_batches")))
+    (`window_partitions`: the policy's `training_window_partitions`, see `history_from_warehouse`).
+
+    A partition counts as labeled once `labeled_batches` materialized it with at least one row: a
+    materialization whose labels were all gated (or named no row of the batch) holds nothing to
+    train on, so it neither ages the model nor counts toward the first one, as in `status` (which
+    reads `labeled_batches` alone), the training window and the backtest."""
+    materialized = instance.get_materialized_partitions(ns.key("labeled_batches"))
+    labeled = sorted(set(materialized) & set(partitions_with_rows(warehouse, "labeled_batches")))
     return history_from_warehouse(warehouse, model_registry.deployment_state(), labeled, target, window_partitions)
+
+
+def partitions_with_rows(warehouse: Warehouse, table: str) -> list[str]:
+    """The partition keys `table` holds rows for, oldest first (none when the table does not exist yet)."""
+    found = warehouse.query(f"select distinct {PARTITION_COLUMN} as p from {table} order by p")
+    return [f"{p:%Y-%m-%d}" for p in found["p"]] if len(found) else []
 
 
 def last_evaluated_window_end(warehouse: Warehouse) -> str | None:
