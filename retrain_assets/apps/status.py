@@ -195,11 +195,9 @@ def _deployment_state(registry):
 def _policy_history(warehouse, state, target, window_partitions: int) -> PolicyHistory:
     """What `decide_retrain` reads, from the warehouse alone: as `defs.monitoring.gather_history`,
     with the labelled partitions read from `labeled_batches` instead of the Dagster instance's records."""
-    from retrain_assets.pipeline.shared.lookups import history_from_warehouse
+    from retrain_assets.pipeline.shared.lookups import history_from_warehouse, partitions_with_rows
 
-    labeled = warehouse.query(f"select distinct {PARTITION_COLUMN} as p from labeled_batches order by p")
-    return history_from_warehouse(warehouse, state, [f"{p:%Y-%m-%d}" for p in labeled["p"]] if len(labeled) else [], target,
-                                  window_partitions)
+    return history_from_warehouse(warehouse, state, partitions_with_rows(warehouse, "labeled_batches"), target, window_partitions)
 
 
 def _champion(warehouse, registry, version: str, spec: DatasetSpec) -> dict:
