@@ -164,7 +164,7 @@ def test_the_frontier_replays_schedules_and_a_sweep_and_gives_a_verdict(tmp_path
     names = {row["policy"] for row in report["summary"]}
     periods = [2, 3, 4, 5, 7, 10, 14, 21, 28]  # 30 batches: every default period is shorter
     assert names == {"static", "drift", "every-batch", *(f"periodic:{n}" for n in periods),
-                     *(f"drift[max_model_age_partitions={v}]" for v in (3, 12, 24))}  # the spec's 6 is the default policy
+                     *(f"drift[max_model_age_partitions={v}]" for v in (14, 56, 112))}  # the default 28 is the default policy
     frontier = report["frontier"]
     assert [p["retrains"] for p in frontier["points"]] == sorted(p["retrains"] for p in frontier["points"])
     assert sorted(int(p["label"]) for p in frontier["points"] if p["role"] == "periodic") == periods

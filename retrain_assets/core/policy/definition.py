@@ -270,13 +270,14 @@ class Policy:
     max_roc_auc_drop: float = param(0.05, "The performance clause holds when the champion's recent ROC AUC (realized where "
                                           "labels exist, else estimated) is below `min_roc_auc` or more than this below "
                                           "its own held-out AUC at promotion.", "retraining")
-    max_model_age_partitions: int = param(14, "The freshness clause holds when this many partitions were labeled after "
-                                              "the last training window closed.", "retraining")
+    max_model_age_partitions: int = param(28, "The freshness clause (a backstop: the value clauses decide first) holds "
+                                              "when this many partitions were labeled after the last training window "
+                                              "closed. 28: chosen from the backtests (docs/backtesting.md).", "retraining")
     min_new_labeled_rows: int = param(200, "No retrain unless this many labeled rows arrived since the last training "
                                            "window (a retrain on the same data cannot help); a drift retrain also waits "
                                            "for this many labeled rows from the drifted batches.", "retraining")
     cooldown_partitions: int = param(3, "No retrain within this many batches of the previous trigger.", "retraining")
-    max_retrains_per_window: int = param(4, "Budget: at most this many retrains ...", "retraining")
+    max_retrains_per_window: int = param(5, "Budget: at most this many retrains ...", "retraining")
     budget_window_partitions: int = param(28, "... per this many batches.", "retraining")
     min_roc_auc: float = param(0.65, "Absolute SLO every model must meet on the held-out window (ROC AUC); also the "
                                      "floor of the performance clause.", "promotion")
