@@ -8,6 +8,7 @@ import json
 import math
 import os
 import queue
+import signal
 import threading
 import time
 import uuid
@@ -95,11 +96,16 @@ def run_backtest(deliveries: Iterable[Delivery], spec: DatasetSpec, policies: li
     started = time.perf_counter()
     # multiprocessing's Pool, not concurrent.futures: on Ctrl-C (or any failure) `terminate` stops
     # the workers at once, where an executor's shutdown waits for them and could hang.
+    # Ctrl-C is held back while the workers spawn (seconds on a loaded machine): an interrupt then
+    # would leave a half-built pool that nothing terminates. One pressed meanwhile arrives at the
+    # first line of the `try`, once `pool` can be terminated.
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     pool = get_context("spawn").Pool(jobs, initializer=_one_thread_per_worker) if jobs > 1 else None
     # One process: one BLAS/OpenMP thread too, as in the workers (measured on a loaded two-core
     # host: a multiclass training took 35-140 s with OpenMP threads, 2.2 s with one).
     limits = threadpool_limits(limits=1) if pool is None else None
     try:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
         deliveries = list(deliveries)
         with _bar(len(deliveries), "checking batches and labels", "batch", progress) as bar:
             def checked(fn: Callable, tasks: list) -> Iterator:
@@ -123,6 +129,7 @@ def run_backtest(deliveries: Iterable[Delivery], spec: DatasetSpec, policies: li
             pool.terminate()
         raise
     finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
         if pool:
             pool.close()
             pool.join()
