@@ -215,12 +215,15 @@ def _one_thread_per_worker() -> None:
     """Workers are the parallelism: BLAS/OpenMP threads on top of them oversubscribe the cores
     (measured: a training took 0.65 s instead of 0.2 s with two workers of two BLAS threads each).
     Workers ignore Ctrl-C: the parent handles it and terminates them (a worker dying of it mid-task
-    would leave the parent waiting for its result)."""
+    would leave the parent waiting for its result); SIGTERM, which terminates them, is always theirs."""
     import signal
 
     from threadpoolctl import threadpool_limits
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # `Pool.terminate` stops a worker with SIGTERM: one that inherited an ignored SIGTERM (a parent
+    # started from a process that ignores it, as the test suite's did) would be waited on forever.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     threadpool_limits(limits=1)
 
 
