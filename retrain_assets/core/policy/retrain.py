@@ -127,7 +127,7 @@ def decide_retrain(history: PolicyHistory, policy: Policy, target: TargetSpec | 
     realized, estimated, baseline = numbers["realized_performance"], numbers["estimated_performance"], numbers["baseline_performance"]
     performance, source = (realized, "realized") if not math.isnan(realized) else (estimated, "estimated")
 
-    recent = [_realized(s) for s in signals if not math.isnan(_realized(s)[0])][-policy.drift_window_batches:]
+    recent = [r for r in map(_realized, signals) if not math.isnan(r[0])][-policy.drift_window_batches:]
     half = numbers["realized_half_width"] = mean_with_interval(recent)[1] if source == "realized" else 0.0
     fired: list[tuple[str, str]] = []
     if not math.isnan(performance):

@@ -19,6 +19,7 @@ from retrain_assets.core.policy.performance import PerformanceRules
 from retrain_assets.core.policy.triggers import TriggerThresholds
 from retrain_assets.core.tasks import format_metric
 
+
 @dataclass(frozen=True)
 class GrowthClause:
     """The data-growth clause: `ratio` of rows now to rows trained on, the `expected_gain` the
