@@ -17,6 +17,11 @@ T = TriggerThresholds()
 NAN = math.nan
 
 
+def est(value: float) -> tuple[float, float, float]:
+    """A label-free estimate without a band."""
+    return value, NAN, NAN
+
+
 # --- data growth -------------------------------------------------------------------------------
 
 def test_growth_holds_once_rows_grew_enough_and_the_curve_promises_enough():
@@ -49,18 +54,27 @@ def test_error_metric_gain_is_a_share_of_the_champions_value():
 # --- drift impact -------------------------------------------------------------------------------
 
 def test_an_estimate_that_holds_up_means_no_impact_and_one_that_drops_means_impact():
-    calm = drift_impact([0.795, 0.80], [], 0.80, AUC, T)
+    calm = drift_impact([est(0.795), est(0.80)], [], 0.80, AUC, T)
     assert calm.hurts is False and "does not hurt" in calm.text and "estimated ROC AUC" in calm.text
-    hurt = drift_impact([0.77, 0.78], [], 0.80, AUC, T)
+    hurt = drift_impact([est(0.77), est(0.78)], [], 0.80, AUC, T)
     assert hurt.hurts is True and hurt.worse_by == pytest.approx(0.025)
+
+
+def test_an_estimate_needs_its_band_clear_of_the_baseline_as_labels_need_their_interval():
+    # 0.03 worse on the point estimate, but each batch's band reaches past the baseline: the
+    # combined half width sqrt(2 * 0.05^2) / 2 = 0.035 > 0.03, no evidence of harm
+    wide = drift_impact([(0.77, 0.72, 0.82), (0.77, 0.72, 0.82)], [], 0.80, AUC, T)
+    assert wide.hurts is False and "estimated ROC AUC 0.770 [0.735, 0.805]" in wide.text
+    tight = drift_impact([(0.77, 0.75, 0.79), (0.77, 0.75, 0.79)], [], 0.80, AUC, T)
+    assert tight.hurts is True
 
 
 def test_realized_values_decide_over_estimates_and_need_their_interval_clear_of_the_baseline():
     # the estimate says fine, labels say worse by 0.05 with a tight interval: hurts
-    tight = drift_impact([0.80], [(0.75, 0.73, 0.77)], 0.80, AUC, T)
+    tight = drift_impact([est(0.80)], [(0.75, 0.73, 0.77)], 0.80, AUC, T)
     assert tight.hurts is True and "realized ROC AUC 0.750" in tight.text
     # same drop, but the interval reaches the baseline (a noisy small batch): no evidence of harm
-    wide = drift_impact([0.70], [(0.75, 0.65, 0.85)], 0.80, AUC, T)
+    wide = drift_impact([est(0.70)], [(0.75, 0.65, 0.85)], 0.80, AUC, T)
     assert wide.hurts is False
     # two batches' intervals combine: the mean's half width is sqrt(h1^2 + h2^2) / 2
     both = drift_impact([], [(0.75, 0.69, 0.81), (0.75, 0.69, 0.81)], 0.80, AUC, T)
@@ -69,14 +83,14 @@ def test_realized_values_decide_over_estimates_and_need_their_interval_clear_of_
 
 
 def test_impact_is_unknown_without_a_baseline_or_any_value():
-    assert drift_impact([0.7], [], None, AUC, T).hurts is None
-    assert drift_impact([NAN], [(NAN, NAN, NAN)], 0.8, AUC, T).hurts is None
+    assert drift_impact([est(0.7)], [], None, AUC, T).hurts is None
+    assert drift_impact([est(NAN)], [(NAN, NAN, NAN)], 0.8, AUC, T).hurts is None
 
 
 def test_error_metric_impact_is_worse_when_higher():
-    assert drift_impact([10.5], [], 10.0, MAE, T).hurts is True      # 5 % worse > 1 %
-    assert drift_impact([10.05], [], 10.0, MAE, T).hurts is False    # 0.5 % worse
-    assert drift_impact([9.0], [], 10.0, MAE, T).hurts is False      # better
+    assert drift_impact([est(10.5)], [], 10.0, MAE, T).hurts is True      # 5 % worse > 1 %
+    assert drift_impact([est(10.05)], [], 10.0, MAE, T).hurts is False    # 0.5 % worse
+    assert drift_impact([est(9.0)], [], 10.0, MAE, T).hurts is False      # better
 
 
 # --- in decide_retrain --------------------------------------------------------------------------

@@ -57,14 +57,15 @@ POLICY = {"model_families": ["logistic_regression"], "rollout": {"mode": "direct
           "min_partitions_first_model": 4, "max_model_age_partitions": 3, "min_new_labeled_rows": 100,
           "cooldown_partitions": 2, "training_window_partitions": 10, "holdout_share": 0.25, "random_seed": 7, "cv_folds": 3,
           "drift_window_batches": 3, "drift_min_batches": 2, "drift_rearm_share": 0.2, "max_roc_auc_drop": 0.05,
-          "min_roc_auc": 0.65, "max_retrains_per_window": 4, "budget_window_partitions": 28,
-          "triggers": {"growth_min_ratio": 1.5, "growth_min_gain": 0.005, "drift_needs_impact": True, "impact_margin": 0.01}}
+          "min_roc_auc": 0.65, "max_retrains_per_window": 5, "budget_window_partitions": 28,
+          "triggers": {"growth_min_ratio": 1.5, "growth_min_gain": 0.005, "drift_needs_impact": True, "impact_margin": 0.01,
+                       "forget_on_change": True}}
 
 
 @pytest.fixture(scope="module")
 def both(tmp_path_factory) -> SimpleNamespace:
     folder = tmp_path_factory.mktemp("equivalence")
-    path = write_short_scenario(folder)
+    path = write_short_scenario(folder, days=18)  # two days past the concept drift: a performance retrain
     spec = yaml.safe_load((folder / "spec.yaml").read_text())
     spec["policy"] = {**spec["policy"], **POLICY, "rollout": {**spec["policy"].get("rollout", {}), **POLICY["rollout"]}}
     (folder / "spec.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
@@ -82,7 +83,7 @@ def both(tmp_path_factory) -> SimpleNamespace:
     warehouse = settings.warehouse_path
     decisions = read_table(warehouse, "select * from retrain_decisions order by decided_at")
     decisions["step"] = [sum(start <= t for start in starts) - 1 for t in decisions["decided_at"]]
-    evaluations = read_table(warehouse, "select e.*, c.trained_through, c.holdout_partitions, c.training_rows, c.learning_gain "
+    evaluations = read_table(warehouse, "select e.*, c.trained_through, c.holdout_partitions, c.training_partitions, c.training_rows, c.learning_gain "
                                         "from evaluation_report e join candidate_model c on c.model_version = e.challenger_version "
                                         "order by e.evaluated_at")
     evaluations["step"] = [sum(start <= t for start in starts) - 1 for t in evaluations["evaluated_at"]]
@@ -134,9 +135,9 @@ def test_every_step_decides_alike(both):
         assert mine["retrain"].sum() <= 1, mine[["partition", "trigger", "reason"]]
         pipeline, backtest = step_decision(mine), both.backtest.decisions[step.index]
         seen = {"retrain": bool(pipeline["retrain"]), "trigger": pipeline["trigger"], "suppressed_by": pipeline["suppressed_by"],
-                "reason": pipeline["reason"], "partition": pipeline["partition"]}
+                "reason": pipeline["reason"], "partition": pipeline["partition"], "window_from": pipeline["window_from"]}
         wanted = {"retrain": backtest.retrain, "trigger": backtest.trigger, "suppressed_by": backtest.suppressed_by,
-                  "reason": backtest.reason, "partition": known_partition(both, step.index)}
+                  "reason": backtest.reason, "partition": known_partition(both, step.index), "window_from": backtest.window_from}
         numbers = [k for k in DECISION_NUMBERS if not same_number(float(pipeline[k]), float(backtest.numbers.get(k, math.nan)))]
         if seen != wanted or numbers:
             differences.append((step.partition, seen, wanted, {k: (pipeline[k], backtest.numbers.get(k)) for k in numbers}))
@@ -146,7 +147,8 @@ def test_every_step_decides_alike(both):
 def test_the_history_exercises_the_clauses_and_guards(both):
     """Not a vacuous agreement: the history fires several clauses and holds on several guards."""
     decided = [both.backtest.decisions[s.index] for s in both.timeline.steps]
-    assert {d.trigger for d in decided if d.retrain} >= {"first_model", "data_growth", "freshness"}
+    assert {d.trigger for d in decided if d.retrain} >= {"first_model", "data_growth", "freshness", "performance"}
+    assert any(d.window_from for d in decided if d.retrain)  # the performance retrain starts its window anew
     assert {d.suppressed_by for d in decided} >= {"min_new_labels", "no_impact", "budget"}
     assert any(not r.promoted for r in both.backtest.retrains) and sum(r.promoted for r in both.backtest.retrains) >= 3
 
@@ -156,7 +158,7 @@ def test_every_retrain_trains_the_same_window_and_the_gate_says_the_same(both):
     assert pipeline["step"].tolist() == [r.step for r in backtest]
     for (_, row), retrain in zip(pipeline.iterrows(), backtest):
         model = trained(both, retrain.model)
-        assert window_end(row) == model.trained_through
+        assert window_end(row) == model.trained_through and str(row["training_partitions"]).split(",")[0] == model.window[0]
         assert int(row["training_rows"]) == model.training_rows and same_number(float(row["learning_gain"]), model.learning_gain)
         report = evaluation(both, retrain)
         gate = promotion_gate(report, both.policy, target=both.scenario.spec.target)
@@ -170,7 +172,7 @@ def test_promoted_champions_carry_the_same_baseline(both):
     promoted = both.deployed[both.deployed["action"].isin(["initial", "promote"])]
     evaluated = both.evaluations.set_index(both.evaluations["challenger_version"].astype(str))
     ends = [window_end(evaluated.loc[str(v)]) for v in promoted["champion_version"]]
-    assert ends == [r.model for r in both.backtest.retrains if r.promoted]
+    assert ends == [trained(both, r.model).trained_through for r in both.backtest.retrains if r.promoted]
     for holdout, retrain in zip(promoted["holdout_performance"], [r for r in both.backtest.retrains if r.promoted]):
         assert same_number(float(holdout), float(evaluation(both, retrain)["models"]["challenger"]["roc_auc"]))
 

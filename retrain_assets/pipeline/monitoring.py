@@ -207,6 +207,7 @@ def build_monitoring(spec: DatasetSpec, partitions_def: dg.PartitionsDefinition)
             "trigger": decision.trigger,
             "suppressed_by": decision.suppressed_by,
             "reason": decision.reason,
+            "window_from": decision.window_from,
             "performance_metric": rules.metric,
             **{k: float(decision.numbers.get(k, math.nan)) for k in DECISION_NUMBERS},
         }])

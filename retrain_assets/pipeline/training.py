@@ -14,11 +14,12 @@ from retrain_assets.core.training.modeling import (code_version, content_hash, f
 
 from retrain_assets.core.partitions import PARTITION_COLUMN
 from retrain_assets.core.policy.performance import performance_rules
+from retrain_assets.core.policy.window import training_window
 from retrain_assets.core.training.learning_curve import LearningCurve, learning_curve
 from retrain_assets.core.training.selection import select_model
 from retrain_assets.core.spec import DatasetSpec
 from retrain_assets.core.tasks import BINARY, METRICS, primary_metric
-from retrain_assets.pipeline.shared.lookups import unusable_batches
+from retrain_assets.pipeline.shared.lookups import latest_window_from, unusable_batches
 from retrain_assets.pipeline.shared.partitioning import partitions_for
 from retrain_assets.pipeline.shared.registry import ModelRegistry
 from retrain_assets.core.roles import CHALLENGER, CHAMPION
@@ -37,8 +38,9 @@ def build_training(spec: DatasetSpec) -> dg.Definitions:
     @dg.asset(key_prefix=ns.prefix, pool=ns.pool, group_name=ns.name("training"), deps=ns.keys("labeled_batches"), kinds={"duckdb", "pandas"})
     def training_set(context: dg.AssetExecutionContext, warehouse: Warehouse) -> dg.Output[pd.DataFrame]:
         """The newest labeled partitions (policy.training_window_partitions) whose batch passed the
-        contract check, versioned by content hash. A partition blocked after it was labeled (a later
-        delivery broke it) is left out, and named in the metadata."""
+        contract check, none before the newest retrain decision's `window_from` (evidence of change
+        starts the window anew: `core.policy.window`), versioned by content hash. A partition blocked
+        after it was labeled (a later delivery broke it) is left out, and named in the metadata."""
         if not warehouse.has_table("labeled_batches"):
             raise dg.Failure("no labeled_batches table yet: labels must arrive for at least one batch before training")
         labeled = warehouse.query(f"select distinct {PARTITION_COLUMN} as p from labeled_batches order by p desc")["p"]
@@ -47,10 +49,11 @@ def build_training(spec: DatasetSpec) -> dg.Definitions:
         blocked = unusable_batches(context.instance, ns, list(keys))
         for why in blocked.values():
             context.log.warning(f"left out of training: {why}")
-        usable = [f"{pd.Timestamp(p):%Y-%m-%d %H:%M:%S}" for key, p in keys.items() if key not in blocked]
+        window_from = latest_window_from(warehouse)
+        chosen = training_window([key for key in keys if key not in blocked], policy.training_window_partitions, window_from)
         window = warehouse.query(
             f'select * from labeled_batches where {PARTITION_COLUMN} in (select unnest(?::TIMESTAMP[])) '
-            f'order by {PARTITION_COLUMN}, "{spec.id_column}"', [usable[:policy.training_window_partitions]])
+            f'order by {PARTITION_COLUMN}, "{spec.id_column}"', [[f"{pd.Timestamp(keys[key]):%Y-%m-%d %H:%M:%S}" for key in chosen]])
         if window.empty:
             raise dg.Failure("labeled_batches is empty: nothing to train on" if not blocked else
                              f"every labeled partition is blocked: {'; '.join(blocked.values())}")
@@ -64,6 +67,7 @@ def build_training(spec: DatasetSpec) -> dg.Definitions:
                 "partitions": len(partitions),
                 "trained_from": f"{pd.Timestamp(partitions[0]):%Y-%m-%d}",
                 "trained_through": f"{pd.Timestamp(partitions[-1]):%Y-%m-%d}",
+                "window_from": window_from or "none: the newest policy.training_window_partitions",
                 "data_version": data_version,
                 **training_label_metadata(window, spec),
                 "blocked_partitions_left_out": dg.MetadataValue.json(blocked),

@@ -202,7 +202,8 @@ def _retrain_decisions(spec: DatasetSpec) -> TableDoc:
         "estimated_performance": f"The champion's recent label-free estimated {metric} (compared when nothing is realized yet).",
         "baseline_performance": f"The champion's held-out {metric} at promotion (deployed_model.holdout_performance).",
         "growth_ratio": "Data-growth clause: labeled rows a training would use now (the newest "
-                        "policy.training_window_partitions labeled partitions) over the champion's training rows "
+                        "policy.training_window_partitions labeled partitions, none before window_from) over the "
+                        "champion's training rows "
                         "(candidate_model.training_rows).",
         "expected_gain": f"Data-growth clause: the gain in {metric} the champion's learning curve predicts from that growth "
                          "(candidate_model.learning_gain x log2(growth_ratio); positive: better).",
@@ -231,6 +232,10 @@ def _retrain_decisions(spec: DatasetSpec) -> TableDoc:
                                              "or whose impact is unknown), `trial_running`, `min_new_labels`, "
                                              "`cooldown`, `budget`, or empty."),
          ColumnDoc("reason", VARCHAR, "The decision in words, with the numbers."),
+         ColumnDoc("window_from", VARCHAR, "The oldest partition the retrain's training window may use, `YYYY-MM-DD` "
+                                           "(empty: the newest policy.training_window_partitions). Set by a retrain the "
+                                           "performance clause or hurting drift fired (policy.triggers.forget_on_change), "
+                                           "kept by later retrains."),
          ColumnDoc("performance_metric", VARCHAR, f"The primary metric the performance clause compares: `{rules.metric}`."),
          *(ColumnDoc(name, DOUBLE, text + " NaN when not computed.") for name, text in numbers.items())))
 

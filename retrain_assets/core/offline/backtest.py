@@ -40,6 +40,7 @@ from retrain_assets.core.offline.timeline import Timeline
 from retrain_assets.core.policy.definition import Policy, with_overrides
 from retrain_assets.core.policy.performance import performance_rules
 from retrain_assets.core.policy.retrain import BatchSignal, PolicyHistory, RetrainDecision, decide_retrain
+from retrain_assets.core.policy.window import training_window
 from retrain_assets.core.spec import TargetSpec
 from retrain_assets.core.tasks import BINARY, MULTICLASS, encode_labels
 
@@ -152,6 +153,7 @@ def replay_policy(lab: Lab, policy: BacktestPolicy, progress: Callable[[int], No
     triggers: list[tuple[str, str]] = []
     trained_through: str | None = None
     last_retrain_step: int | None = None
+    window_from = ""
     for step in timeline.steps:
         if champion is not None:
             out.serving[step.index] = champion.key
@@ -166,7 +168,7 @@ def replay_policy(lab: Lab, policy: BacktestPolicy, progress: Callable[[int], No
                 signals[partition] = lab.signal(champion, lab.step_of[partition], True, rules)
                 out.monitoring[partition] = lab.monitored(champion, lab.step_of[partition], True, rules)
         new_rows = sum(len(timeline.labeled_rows[p]) for p in labeled if trained_through is None or p > trained_through)
-        window_rows = sum(len(timeline.labeled_rows[p]) for p in sorted(labeled)[-rules.training_window_partitions:])
+        window_rows = sum(len(timeline.labeled_rows[p]) for p in training_window(labeled, rules.training_window_partitions, window_from))
         history = PolicyHistory(
             labeled_partitions=list(labeled), signals=[signals[p] for p in sorted(signals)],
             champion_version=champion.key if champion else None,
@@ -174,14 +176,15 @@ def replay_policy(lab: Lab, policy: BacktestPolicy, progress: Callable[[int], No
             last_trained_through=trained_through, new_labeled_rows=new_rows, past_triggers=list(triggers),
             champion_baseline_performance=baseline, target=timeline.spec.target, window_labeled_rows=window_rows,
             champion_training_rows=champion.training_rows if champion else None,
-            champion_learning_gain=None if champion is None or math.isnan(champion.learning_gain) else champion.learning_gain)
+            champion_learning_gain=None if champion is None or math.isnan(champion.learning_gain) else champion.learning_gain,
+            window_from=window_from)
         decision = _decide(policy, history, step.index, last_retrain_step, champion is not None, timeline.spec.target)
         out.decisions[step.index] = decision
         if decision.retrain:
             known = sorted(set(labeled) | set(signals))
             triggers.append((known[-1], decision.trigger))
-            last_retrain_step = step.index
-            model = lab.train(labeled, rules)
+            last_retrain_step, window_from = step.index, decision.window_from
+            model = lab.train(labeled, rules, window_from)
             trained_through = model.trained_through
             report, eval_seconds = lab.evaluate(model, champion, rules)
             gate = promotion_gate(report, rules, target=timeline.spec.target)

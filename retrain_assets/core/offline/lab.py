@@ -37,6 +37,7 @@ from retrain_assets.core.offline.timeline import Step, Timeline
 from retrain_assets.core.policy.definition import Policy
 from retrain_assets.core.policy.performance import performance_rules
 from retrain_assets.core.policy.retrain import BatchSignal
+from retrain_assets.core.policy.window import training_window
 from retrain_assets.core.tasks import BINARY, MULTICLASS
 from retrain_assets.core.training.learning_curve import learning_curve
 from retrain_assets.core.training.modeling import feature_frame, model_family, predict_outputs, split_holdout, target_vector
@@ -84,7 +85,7 @@ def training_windows(timeline: Timeline, policy: Policy) -> list[tuple[str, ...]
     windows: list[tuple[str, ...]] = []
     for step in timeline.steps:
         labeled += [p for p in step.labeled if p not in labeled]
-        window = tuple(sorted(labeled)[-policy.training_window_partitions:])
+        window = tuple(training_window(labeled, policy.training_window_partitions))
         if len(labeled) >= policy.min_partitions_first_model and (not windows or windows[-1] != window):
             windows.append(window)
     return windows
@@ -95,11 +96,12 @@ def window_rows(timeline: Timeline, window: tuple[str, ...]) -> pd.DataFrame:
     return pd.concat([timeline.labeled_rows[p] for p in window], ignore_index=True)
 
 
-def train_window(rows: pd.DataFrame, window: tuple[str, ...], spec: DatasetSpec, policy: Policy, base: Policy) -> Model:
+def train_window(rows: pd.DataFrame, window: tuple[str, ...], spec: DatasetSpec, policy: Policy, base: Policy,
+                 shortened: bool = False) -> Model:
     """The model search on a window's rows minus the held-out tail, and its learning curve, as
     `training_set` + `candidate_model` do (the curve's seconds count as training). The model is
-    named after the window's last partition (plus a tag when its training settings differ from
-    `base`'s, so sweep variants never share a name)."""
+    named after the window's last partition (plus its first when a change `shortened` it, and a tag
+    when its training settings differ from `base`'s, so sweep variants never share a name)."""
     started = time.perf_counter()
     train, holdout, _ = split_holdout(rows, policy.holdout_share)
     selection = select_model(train, spec, policy.random_seed, policy.model_families, policy.cv_folds)
@@ -112,7 +114,8 @@ def train_window(rows: pd.DataFrame, window: tuple[str, ...], spec: DatasetSpec,
     holdout_scores = predict_outputs(selection.model.pipeline, holdout, spec)
     settings = training_settings(policy)
     tag = "" if settings == training_settings(base) else "~" + hashlib.sha1(repr(settings).encode()).hexdigest()[:6]
-    return Model(window[-1] + tag, selection.model.pipeline, model_family(selection.model.pipeline), window,
+    name = f"{window[-1]} from {window[0]}" if shortened else window[-1]
+    return Model(name + tag, selection.model.pipeline, model_family(selection.model.pipeline), window,
                  settings, seconds, selection.note, cost, holdout_scores, selection.model.train_label_mean, len(rows),
                  curve.gain_per_doubling)
 
@@ -173,12 +176,14 @@ class Lab:
         for model in models:  # trained elsewhere, e.g. in other processes
             self._models[(model.window, model.settings)] = model
 
-    def train(self, labeled: list[str], policy: Policy) -> Model:
-        """The model for the newest `training_window_partitions` of `labeled` (trained once)."""
-        window = tuple(sorted(labeled)[-policy.training_window_partitions:])
+    def train(self, labeled: list[str], policy: Policy, window_from: str = "") -> Model:
+        """The model for the newest `training_window_partitions` of `labeled` from `window_from`
+        on (`core.policy.window`; trained once)."""
+        window = tuple(training_window(labeled, policy.training_window_partitions, window_from))
         key = (window, training_settings(policy))
         if key not in self._models:
-            self._models[key] = train_window(window_rows(self.timeline, window), window, self.spec, policy, self.base)
+            shortened = window != tuple(training_window(labeled, policy.training_window_partitions))
+            self._models[key] = train_window(window_rows(self.timeline, window), window, self.spec, policy, self.base, shortened)
         return self._models[key]
 
     def frames(self, model: Model) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
@@ -230,7 +235,9 @@ class Lab:
                                              float(summary["estimated_roc_auc"]), float(summary["realized_roc_auc"]),
                                              int(summary["n_labeled"]),
                                              realized_performance_low=float(summary["realized_performance_low"]),
-                                             realized_performance_high=float(summary["realized_performance_high"]))
+                                             realized_performance_high=float(summary["realized_performance_high"]),
+                                             estimated_performance_low=float(summary["estimated_performance_low"]),
+                                             estimated_performance_high=float(summary["estimated_performance_high"]))
         return self._signals[key]
 
     def monitored(self, model: Model, step: Step, labeled: bool, policy: Policy) -> dict:
@@ -246,7 +253,7 @@ class Lab:
         profile = self.profile(model, policy)
         summary = build_drift_report(profile, step.batch, spec, policy.drift, seed=policy.random_seed).summary
         outputs = self._score(model, step, step.batch)
-        estimated = self._estimate(model, step, outputs, rules.metric, policy) if len(step.batch) else math.nan
+        estimated = self._estimate(model, step, outputs, rules.metric, policy) if len(step.batch) else (math.nan,) * 3
         rows = self.timeline.labeled_rows[step.partition] if labeled else None
         realized, interval = math.nan, (math.nan, math.nan)
         numbers = {"prediction_drift_p_value": math.nan, "label_drift_p_value": math.nan}
@@ -261,11 +268,12 @@ class Lab:
             numbers["label_drift_p_value"] = drift_p_value(task_label_drift(profile, y, spec.target))
         self.monitoring[key] = numbers
         return BatchSignal(step.partition, model.key, bool(summary["dataset_drifted"]), float(summary["drift_share"]),
-                           n_labeled=0 if rows is None else len(rows), estimated_performance=estimated,
-                           realized_performance=realized, realized_performance_low=interval[0], realized_performance_high=interval[1])
+                           n_labeled=0 if rows is None else len(rows), estimated_performance=estimated[0],
+                           realized_performance=realized, realized_performance_low=interval[0], realized_performance_high=interval[1],
+                           estimated_performance_low=estimated[1], estimated_performance_high=estimated[2])
 
-    def _estimate(self, model: Model, step: Step, outputs: np.ndarray, metric: str, policy: Policy) -> float:
-        """The label-free estimate of `metric` on the batch (NaN when the task's estimate lacks it:
+    def _estimate(self, model: Model, step: Step, outputs: np.ndarray, metric: str, policy: Policy) -> tuple[float, float, float]:
+        """The label-free estimate of `metric` on the batch and its band (NaN when the task's estimate lacks it:
         e.g. log loss or R²). Regression fits the champion's loss model on its holdout rows once
         (too few holdout rows for one: NaN, the clause then reads realized values only)."""
         loss_model = None
@@ -279,10 +287,10 @@ class Lab:
                     self._loss_models[model.key] = None
             loss_model = self._loss_models[model.key]
             if loss_model is None:
-                return math.nan
+                return (math.nan,) * 3
         estimate = estimate_task_performance(self.spec.target, outputs, frame=step.batch, loss_model=loss_model,
                                              seed=policy.random_seed)
-        return float(getattr(estimate, metric, math.nan))
+        return tuple(float(getattr(estimate, name, math.nan)) for name in (metric, f"{metric}_low", f"{metric}_high"))
 
     def scores(self, model: Model, step: Step) -> np.ndarray:
         """The model's answers to the step's requests."""

@@ -10,6 +10,7 @@ from typing import Sequence
 from retrain_assets.core.policy.definition import Policy
 from retrain_assets.core.policy.performance import PerformanceRules, performance_rules
 from retrain_assets.core.policy.value import drift_impact, growth_clause, mean_with_interval
+from retrain_assets.core.policy.window import CHANGE_TRIGGERS, change_window_from
 from retrain_assets.core.spec import TargetSpec
 from retrain_assets.core.tasks import format_metric
 
@@ -32,6 +33,9 @@ class BatchSignal:
     # The realized value's two-sided 90 % interval (NaN: none computed).
     realized_performance_low: float = float("nan")
     realized_performance_high: float = float("nan")
+    # The estimate's band (`drift_report.estimated_performance_low` / `_high`; NaN: none).
+    estimated_performance_low: float = float("nan")
+    estimated_performance_high: float = float("nan")
 
 
 @dataclass(frozen=True)
@@ -48,7 +52,8 @@ class PolicyHistory:
     those of the newest `training_window_partitions` labeled partitions), `champion_training_rows`
     (the rows of the champion's training window, counted alike) and `champion_learning_gain` (its
     learning curve's gain of the primary metric per doubling of rows, positive: better; None:
-    unknown, the clause never holds).
+    unknown, the clause never holds). `window_from` is the start the last retrain's window kept
+    (`core.policy.window`; "": none): `window_labeled_rows` counts no partition before it.
     """
 
     labeled_partitions: list[str]
@@ -64,6 +69,7 @@ class PolicyHistory:
     window_labeled_rows: int = 0
     champion_training_rows: int | None = None
     champion_learning_gain: float | None = None
+    window_from: str = ""
 
 
 @dataclass(frozen=True)
@@ -76,6 +82,9 @@ class RetrainDecision:
     # hysteresis | awaiting_drift_labels | no_impact | trial_running | min_new_labels | cooldown | budget | ""
     suppressed_by: str = ""
     numbers: dict = field(default_factory=dict)
+    # The oldest partition a training may use ("": none): set anew by a retrain that evidence of
+    # change fired (`core.policy.window`), else the one in force.
+    window_from: str = ""
 
 
 @dataclass(frozen=True)
@@ -168,7 +177,13 @@ def decide_retrain(history: PolicyHistory, policy: Policy, target: TargetSpec | 
         if used >= policy.max_retrains_per_window:
             return RetrainDecision(False, f"{why} — but the budget is spent: {used} retrains in the last "
                                           f"{policy.budget_window_partitions} batches", trigger, "budget", numbers)
-    return RetrainDecision(True, why, trigger, numbers=numbers)
+    window_from = history.window_from
+    if trigger in CHANGE_TRIGGERS and policy.triggers.forget_on_change:
+        newest = policy.triggers.change_window_partitions or policy.min_partitions_first_model
+        window_from = change_window_from(labeled, newest, history.window_from)
+        if window_from != history.window_from:
+            why += f"; the window starts at {window_from}: older rows hold the regime the champion fails on"
+    return RetrainDecision(True, why, trigger, numbers=numbers, window_from=window_from)
 
 
 def _weigh_drift(history: PolicyHistory, signals: list[BatchSignal], drift: DriftClause, baseline: float | None,
@@ -182,8 +197,7 @@ def _weigh_drift(history: PolicyHistory, signals: list[BatchSignal], drift: Drif
     if not drift.holds:
         return "", None
     in_window = f"{drift.drifted_batches}/{drift.window_batches}"
-    impact = drift_impact([_performance(s.estimated_performance, s.estimated_roc_auc) for s in drifted],
-                          [_realized(s) for s in drifted], baseline, rules, policy.triggers)
+    impact = drift_impact([_estimated(s) for s in drifted], [_realized(s) for s in drifted], baseline, rules, policy.triggers)
     numbers["drift_impact"] = impact.worse_by
     weigh = policy.triggers.drift_needs_impact
     if _drift_disarmed(history, signals, policy):
@@ -256,6 +270,12 @@ def _realized(signal: BatchSignal) -> tuple[float, float, float]:
     """A signal's realized primary-metric value and its 90 % interval (NaN bounds: none)."""
     value = _performance(signal.realized_performance, signal.realized_roc_auc)
     return value, signal.realized_performance_low, signal.realized_performance_high
+
+
+def _estimated(signal: BatchSignal) -> tuple[float, float, float]:
+    """A signal's label-free estimate of the primary metric and its band (NaN bounds: none)."""
+    value = _performance(signal.estimated_performance, signal.estimated_roc_auc)
+    return value, signal.estimated_performance_low, signal.estimated_performance_high
 
 
 def _recent_mean(values: list[float], n: int) -> float:

@@ -23,16 +23,27 @@ class TriggerThresholds:
         90 % interval lies wholly on the worse side of the champion's value at promotion),
         else their label-free estimate, is worse than that value by more than this (metric points;
         error metrics: a share of the champion's value).
+    forget_on_change: a retrain the performance clause or hurting drift fires trains only on the
+        newest `change_window_partitions` labeled partitions, and later retrains keep that start
+        (`core.policy.window`): the older rows hold the regime the champion fails on. False: every
+        retrain trains on the newest `training_window_partitions`.
+    change_window_partitions: how many partitions that window keeps; 0: `min_partitions_first_model`
+        (the fewest any model trains on). Seasonal data sets a full cycle (12 monthly batches), so
+        a window started anew still holds every season once.
     """
 
     growth_min_ratio: float = 1.5
     growth_min_gain: float = 0.005
     drift_needs_impact: bool = True
     impact_margin: float = 0.01
+    forget_on_change: bool = True
+    change_window_partitions: int = 0
 
     def validate(self) -> None:
         """Raise ValueError when a threshold is outside its meaningful range."""
         if not self.growth_min_ratio > 1.0:
             raise ValueError("triggers.growth_min_ratio must be above 1 (a multiple of the champion's training rows)")
+        if self.change_window_partitions < 0:
+            raise ValueError("triggers.change_window_partitions must not be negative (0: min_partitions_first_model)")
         if self.growth_min_gain < 0 or self.impact_margin < 0:
             raise ValueError("triggers.growth_min_gain and triggers.impact_margin must not be negative")

@@ -59,39 +59,34 @@ class DriftImpact:
     text: str
 
 
-def drift_impact(estimated: Sequence[float], realized: Sequence[tuple[float, float, float]], baseline: float | None,
-                 rules: PerformanceRules, thresholds: TriggerThresholds) -> DriftImpact:
-    """Whether drift hurts the champion, from its drifted batches: `estimated` label-free values
-    and `realized` (value, low, high) of the labeled ones (NaN bounds: no interval). Realized
-    values decide when any exist: the mean is worse than `baseline` by more than the margin and its
-    interval (the batches' 90 % intervals combined as independent) lies wholly on the worse side
-    of the baseline. Otherwise the mean estimate decides on the margin alone."""
+def drift_impact(estimated: Sequence[tuple[float, float, float]], realized: Sequence[tuple[float, float, float]],
+                 baseline: float | None, rules: PerformanceRules, thresholds: TriggerThresholds) -> DriftImpact:
+    """Whether drift hurts the champion, from its drifted batches' label-free `estimated` and
+    labeled `realized` values, each (value, low, high) with its interval (the estimate's band, the
+    realized value's 90 % interval; NaN bounds: none). Realized values decide when any exist, else
+    the estimates: drift hurts when their mean is worse than `baseline` by more than the margin and
+    its interval (the batches' intervals combined as independent) lies wholly on the worse side of
+    the baseline: an estimate is as uncertain as a few labels, and neither alone is evidence."""
     nan = float("nan")
     if baseline is None or math.isnan(baseline):
         return DriftImpact(None, nan, "the champion's value at promotion is unknown")
+    source, (mean, half) = "realized", mean_with_interval(realized)
+    if math.isnan(mean):
+        source, (mean, half) = "estimated", mean_with_interval(estimated)
+    if math.isnan(mean):
+        return DriftImpact(None, nan, "no performance estimate for the drifted batches")
     margin = _in_units(thresholds.impact_margin, baseline, rules)
-    mean, half = mean_with_interval(realized)
-    if not math.isnan(mean):
-        worse = rules.worse_by(mean, baseline)
-        interval = f" [{format_metric(mean - half, rules.metric)}, {format_metric(mean + half, rules.metric)}]" if half else ""
-        hurts = worse > margin and worse - half > 0
-        words = f"realized {rules.label} {format_metric(mean, rules.metric)}{interval}"
-    else:
-        values = [v for v in estimated if not math.isnan(v)]
-        if not values:
-            return DriftImpact(None, nan, "no performance estimate for the drifted batches")
-        mean = sum(values) / len(values)
-        worse = rules.worse_by(mean, baseline)
-        hurts = worse > margin
-        words = f"estimated {rules.label} {format_metric(mean, rules.metric)}"
+    worse = rules.worse_by(mean, baseline)
+    hurts = worse > margin and worse - half > 0
+    interval = f" [{format_metric(mean - half, rules.metric)}, {format_metric(mean + half, rules.metric)}]" if half else ""
     verdict = "hurts" if hurts else "does not hurt"
-    return DriftImpact(hurts, worse, f"{words} vs the champion's {format_metric(baseline, rules.metric)} at promotion: "
-                                     f"{verdict} (margin {margin:.4g})")
+    return DriftImpact(hurts, worse, f"{source} {rules.label} {format_metric(mean, rules.metric)}{interval} vs the champion's "
+                                     f"{format_metric(baseline, rules.metric)} at promotion: {verdict} (margin {margin:.4g})")
 
 
 def mean_with_interval(realized: Sequence[tuple[float, float, float]]) -> tuple[float, float]:
-    """The mean of batches' realized (value, low, high) and the half width of its 90 % interval,
-    the batches' intervals combined as independent: sqrt(sum of squared half widths) / n. NaN mean
+    """The mean of batches' (value, low, high) and the half width of its interval at the batches'
+    own level, their intervals combined as independent: sqrt(sum of squared half widths) / n. NaN mean
     when no batch has a value; half width 0 when any of them lacks an interval."""
     known = [r for r in realized if not math.isnan(r[0])]
     if not known:

@@ -18,6 +18,7 @@ from retrain_assets.core.monitoring.batch_report import finite_or_nan
 from retrain_assets.core.monitoring.loss_estimation import LossModel
 from retrain_assets.core.monitoring.profile import ReferenceProfile
 from retrain_assets.core.policy.retrain import BatchSignal, PolicyHistory
+from retrain_assets.core.policy.window import training_window
 from retrain_assets.core.spec import DatasetSpec, TargetSpec
 from retrain_assets.core.partitions import PARTITION_COLUMN
 from retrain_assets.pipeline.shared.namespace import Namespace
@@ -27,7 +28,8 @@ from retrain_assets.pipeline.shared.warehouse import Warehouse
 CONTRACT_CHECK = "raw_batches_match_contract"
 TRIAL_START_TAG = "trial_start_partition"
 SUMMARY_COLUMNS = ["partition_start", "champion_version", "dataset_drifted", "drift_share", "estimated_roc_auc", "realized_roc_auc",
-                   "n_labeled", "estimated_performance", "realized_performance", "realized_performance_low", "realized_performance_high"]
+                   "n_labeled", "estimated_performance", "realized_performance", "realized_performance_low", "realized_performance_high",
+                   "estimated_performance_low", "estimated_performance_high"]
 
 
 def unusable_batches(instance: dg.DagsterInstance, ns: Namespace, partition_keys: Sequence[str]) -> dict[str, str]:
@@ -210,7 +212,9 @@ def history_from_warehouse(warehouse: Warehouse, state, labeled: list[str], targ
                            finite_or_nan(getattr(r, "estimated_performance", None)),
                            finite_or_nan(getattr(r, "realized_performance", None)),
                            realized_performance_low=finite_or_nan(getattr(r, "realized_performance_low", None)),
-                           realized_performance_high=finite_or_nan(getattr(r, "realized_performance_high", None)))
+                           realized_performance_high=finite_or_nan(getattr(r, "realized_performance_high", None)),
+                           estimated_performance_low=finite_or_nan(getattr(r, "estimated_performance_low", None)),
+                           estimated_performance_high=finite_or_nan(getattr(r, "estimated_performance_high", None)))
                for r in frame.itertuples()]
     deployed = warehouse.query("select * from deployed_model order by deployed_at desc limit 1")
     baseline = float(deployed["holdout_roc_auc"].iloc[0]) if len(deployed) else None
@@ -221,21 +225,33 @@ def history_from_warehouse(warehouse: Warehouse, state, labeled: list[str], targ
         new_rows = int(counted["n"].iloc[0]) if len(counted) else 0
     past = warehouse.query("select partition, trigger from retrain_decisions where retrain order by decided_at")
     triggers = list(zip(past["partition"], past["trigger"])) if len(past) else []
+    window_from = latest_window_from(warehouse)
     return PolicyHistory(labeled_partitions=labeled, signals=signals, champion_version=state.champion,
                          champion_holdout_roc_auc=baseline, last_trained_through=trained_through, new_labeled_rows=new_rows,
                          past_triggers=triggers, trial_version=state.challenger,
                          champion_baseline_performance=None if math.isnan(performance) else performance, target=target,
-                         window_labeled_rows=window_labeled_rows(warehouse, window_partitions),
-                         **champion_learning(warehouse, state.champion))
+                         window_labeled_rows=window_labeled_rows(warehouse, window_partitions, window_from),
+                         window_from=window_from, **champion_learning(warehouse, state.champion))
 
 
-def window_labeled_rows(warehouse: Warehouse, window_partitions: int | None) -> int:
-    """Labeled rows a training would use now: those of the newest `window_partitions` labeled partitions."""
+def latest_window_from(warehouse: Warehouse) -> str:
+    """The training window's start the newest retrain decision set or kept (`core.policy.window`);
+    "" when none did (no decision yet, or a table written before the column existed)."""
+    if "window_from" not in table_columns(warehouse, "retrain_decisions"):
+        return ""
+    found = warehouse.query("select window_from from retrain_decisions where retrain order by decided_at desc limit 1")
+    return str(found["window_from"].iloc[0] or "") if len(found) else ""
+
+
+def window_labeled_rows(warehouse: Warehouse, window_partitions: int | None, window_from: str = "") -> int:
+    """Labeled rows a training would use now: those of its window (`core.policy.window.training_window`)."""
     if not window_partitions or not table_columns(warehouse, "labeled_batches"):
         return 0
-    counted = warehouse.query(f"select count(*) as n from labeled_batches where {PARTITION_COLUMN} in (select distinct "
-                              f"{PARTITION_COLUMN} from labeled_batches order by {PARTITION_COLUMN} desc limit ?)",
-                              [int(window_partitions)])
+    window = training_window(partitions_with_rows(warehouse, "labeled_batches"), int(window_partitions), window_from)
+    if not window:
+        return 0
+    counted = warehouse.query(f"select count(*) as n from labeled_batches where {PARTITION_COLUMN} in "
+                              "(select unnest(?::TIMESTAMP[]))", [window])
     return int(counted["n"].iloc[0]) if len(counted) else 0
 
 
