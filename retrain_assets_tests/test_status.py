@@ -248,6 +248,17 @@ def test_status_on_missing_stores_says_to_run_the_demo(tmp_path, capsys):
     assert "no pipeline stores in" in err and "make demo" in err and "Traceback" not in err
 
 
+def test_a_window_started_anew_grows_again_where_a_full_window_would_not():
+    # A change-fired retrain started the window at day 8: it holds 3 of its 10 partitions (180 rows,
+    # what the champion trained on), so labelled partitions grow it; a full window would not grow.
+    policy = replace(POLICY, max_model_age_partitions=8, training_window_partitions=10)
+    state = history(window_labeled_rows=180, champion_training_rows=180, champion_learning_gain=0.02, window_from=day(8))
+    # Days 11 and 12 bring 120 rows: 300 / 180 = 1.67 >= 1.5, expected gain 0.02 x log2 1.67 = 0.0147 >= 0.005.
+    assert act(state, policy).partition == day(12) and "(data_growth)" in act(state, policy).text
+    full = act(replace(state, window_from=""), policy)
+    assert full.partition == day(16) and "(freshness)" in full.text
+
+
 def test_growing_labels_predict_a_data_growth_retrain_and_harmless_drift_is_watched_with_its_reason():
     # Champion trained on 600 rows, its learning curve still rising 0.02 ROC AUC per doubling; the
     # window (30 partitions) is not full, so each labelled partition adds 60 rows to it.

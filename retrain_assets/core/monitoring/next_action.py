@@ -15,6 +15,7 @@ from typing import Iterable, Iterator
 from retrain_assets.core.partitions import next_partition
 from retrain_assets.core.policy.definition import Policy
 from retrain_assets.core.policy.retrain import BatchSignal, PolicyHistory, RetrainDecision, decide_retrain
+from retrain_assets.core.policy.window import training_window
 from retrain_assets.core.deployment.rollout import MIN_LIVE_CLASS_ROWS, PROMOTE, ROLLBACK, CanaryVerdict, TrialClock
 
 
@@ -62,8 +63,8 @@ def grown_histories(history: PolicyHistory, granularity: str, rows_per_partition
     drifted with `drifted`. A landed partition without a report gets a calm one with its labels
     (its drift report follows its labels). The training window's rows (`window_labeled_rows`, what
     the data-growth clause reads) grow by `rows_per_partition` per labelled partition while the
-    window holds fewer than `window_partitions` partitions; once it is full they stay as they are
-    (a simple projection: the partition that leaves the window is taken to have as many rows as the
+    window (none before `history.window_from`) holds fewer than `window_partitions` partitions;
+    once it is full they stay as they are (a simple projection: the partition that leaves the window is taken to have as many rows as the
     one that enters). `window_partitions` None: they do not grow. Yields (partition, new partitions
     so far, history); endless."""
     labeled = set(history.labeled_partitions)
@@ -87,7 +88,7 @@ def grown_histories(history: PolicyHistory, granularity: str, rows_per_partition
             partition = next_partition(seen[-1], granularity, new)
             signals.append(BatchSignal(partition, str(history.champion_version), drifted, 1.0 if drifted else 0.0,
                                        n_labeled=rows_per_partition))
-        if window_partitions and len(labeled) < window_partitions:
+        if window_partitions and len(training_window(labeled, window_partitions, history.window_from)) < window_partitions:
             window_rows += rows_per_partition
         labeled.add(partition)
         rows += rows_per_partition
