@@ -195,6 +195,23 @@ def test_evaluation_report_is_html_in_the_reports_folder_and_in_mlflow(run):
     assert version.tags["evaluated_against"] == latest["champion_version"]
 
 
+def test_training_runs_are_named_for_the_version_and_the_clause_that_fired(run):
+    client = registry(run)
+    decisions = wh(run, "select decision_id, trigger from retrain_decisions where retrain")
+    triggers = dict(zip(decisions["decision_id"], decisions["trigger"]))
+    names = []
+    for candidate in wh(run, "select model_version, mlflow_run_id from candidate_model order by created_at").itertuples():
+        dagster_run = client.get_model_version("loan_default", candidate.model_version).tags["dagster_run_id"]
+        fired = triggers[run.instance.get_run_by_id(dagster_run).tags["dagster/run_key"].removeprefix("retrain:")]
+        name = client.get_run(candidate.mlflow_run_id).info.run_name
+        assert name == f"loan_default v{candidate.model_version} ({fired.replace('_', ' ')} retrain)"
+        names.append(name)
+    assert names[0] == "loan_default v1 (first model retrain)"
+    aliases = client.get_registered_model("loan_default").aliases
+    description = client.get_registered_model("loan_default").description
+    assert all(f"- {alias}: v{version} (" in description for alias, version in aliases.items())
+
+
 def test_model_search_trials_are_logged_as_nested_mlflow_runs(run):
     client = registry(run)
     candidate = wh(run, "select * from candidate_model order by created_at").iloc[-1]

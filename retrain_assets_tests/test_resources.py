@@ -104,3 +104,36 @@ def test_steps_of_one_dagster_run_share_one_mlflow_run(tmp_path):
     assert len(runs) == 2 and trial.info.run_name == "trial-1" and trial.data.metrics == {"auc": 0.5}
     assert run.data.params == {"first": "1", "second": "2"} and run.data.tags["data_version"] == "d1"
     assert run.info.run_name == result.dagster_run.job_name and run.info.status == "FAILED"  # the last step raised
+
+
+def test_the_registered_model_lists_its_aliases_and_a_training_run_is_named_for_what_it_made(tmp_path):
+    import mlflow
+    import pandas as pd
+    from mlflow import MlflowClient
+    from sklearn.linear_model import LogisticRegression
+
+    from retrain_assets.pipeline.shared.registry import ModelRegistry
+
+    registry = ModelRegistry(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db", artifact_location=str(tmp_path / "artifacts"),
+                             experiment_name="e", model_name="m")
+    registry._ensure_experiment()
+    mlflow.set_tracking_uri(registry.tracking_uri)
+    mlflow.set_experiment("e")
+    x = pd.DataFrame({"x": [0.0, 1.0, 2.0, 3.0]})
+    for _ in range(3):
+        with mlflow.start_run():
+            version, run_id = registry.log_and_register(LogisticRegression().fit(x, [0, 0, 1, 1]), x.head(2))
+    client = MlflowClient(tracking_uri=registry.tracking_uri)
+    assert client.get_registered_model("m").description.endswith("- none yet")
+    registry.name_run(run_id, "m v3 (performance retrain)")
+    assert client.get_run(run_id).info.run_name == "m v3 (performance retrain)"
+
+    registry.promote("1")
+    registry.promote("2")
+    registry.start_trial("3", "canary", 0.2)
+    lines = client.get_registered_model("m").description.splitlines()
+    assert [line.split(" (")[0] for line in lines[1:]] == ["- champion: v2", "- canary: v3", "- previous: v1"]
+    assert "answering 20% of the entities" in lines[2]
+    registry.rollback_to_previous()  # ends the trial, v1 serves again, no previous left
+    assert client.get_registered_model("m").description.splitlines()[1:] == [
+        "- champion: v1 (answers every request not routed to a canary)"]

@@ -19,7 +19,7 @@ from retrain_assets.core.training.learning_curve import LearningCurve, learning_
 from retrain_assets.core.training.selection import select_model
 from retrain_assets.core.spec import DatasetSpec
 from retrain_assets.core.tasks import BINARY, METRICS, primary_metric
-from retrain_assets.pipeline.shared.lookups import latest_window_from, unusable_batches
+from retrain_assets.pipeline.shared.lookups import decided_trigger, latest_window_from, unusable_batches
 from retrain_assets.pipeline.shared.partitioning import partitions_for
 from retrain_assets.pipeline.shared.registry import ModelRegistry
 from retrain_assets.core.roles import CHALLENGER, CHAMPION
@@ -118,6 +118,7 @@ def build_training(spec: DatasetSpec) -> dg.Definitions:
                                              "model_family": trained.params["model_family"],
                                              "training_key": lineage["training_key"]})
         model_registry.set_alias(CHALLENGER, version)
+        model_registry.name_run(run_id, run_name(spec.name, version, decided_trigger(warehouse, context.run.tags.get("dagster/run_key", ""))))
         row = pd.DataFrame([{
             "model_version": version,
             "model_family": trained.params["model_family"],
@@ -235,6 +236,11 @@ def trial_metrics(trial) -> dict[str, float]:
     task's primary metric (binary: `cv_roc_auc_*`, as before)."""
     return {f"cv_{trial.metric}_mean": trial.mean_score, f"cv_{trial.metric}_std": trial.std_score,
             **{f"cv_{trial.metric}_fold_{i}": v for i, v in enumerate(trial.fold_scores)}}
+
+
+def run_name(dataset: str, version: str, trigger: str) -> str:
+    """A training run's name in MLflow: what it made and why, e.g. `loan_default v4 (performance retrain)`."""
+    return f"{dataset} v{version} ({trigger.replace('_', ' ')} retrain)"
 
 
 def training_label_metadata(window: pd.DataFrame, spec: DatasetSpec) -> dict:

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import fcntl
 import os
 import tempfile
 import time
 from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
-from typing import Iterator
 
 import dagster as dg
 import pandas as pd
@@ -18,8 +16,9 @@ from pydantic import Field
 
 from retrain_assets.core.deployment.rollout import DeploymentState
 from retrain_assets.pipeline.shared.namespace import DatasetScopedResource
-from retrain_assets.core.roles import CANARY, CHALLENGER, CHAMPION, PREVIOUS, SHADOW
+from retrain_assets.core.roles import CANARY, CHALLENGER, CHAMPION, PREVIOUS, SHADOW, registry_description
 from retrain_assets.core.deployment.serving import directory_sha256
+from retrain_assets.pipeline.shared.mlflow_store import store_client, tracking_uri_set
 from retrain_assets.settings import DEFAULT_MLFLOW_UI_URL
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
@@ -38,51 +37,6 @@ def is_not_found(exc: Exception) -> bool:
     failure that may read as an empty answer. Any other (a locked store, a server that does not
     answer) is an outage and must raise, or a busy registry would read as "no model"."""
     return getattr(exc, "error_code", None) == "RESOURCE_DOES_NOT_EXIST"
-
-@contextmanager
-def _tracking_uri(uri: str) -> Iterator[None]:
-    """MLflow's global tracking URI set for a block. mlflow.set_tracking_uri also exports
-    MLFLOW_TRACKING_URI, which `model_registry_for` reads as the user's choice: restore it after,
-    or one store's URI leaks into every later run of the process (and its child processes)."""
-    import mlflow
-
-    previous = os.environ.get("MLFLOW_TRACKING_URI")
-    mlflow.set_tracking_uri(uri)
-    try:
-        yield
-    finally:
-        if previous is None:
-            os.environ.pop("MLFLOW_TRACKING_URI", None)
-        else:
-            os.environ["MLFLOW_TRACKING_URI"] = previous
-
-
-def _client(tracking_uri: str):
-    from mlflow import MlflowClient
-
-    _create_sqlite_store_once(tracking_uri)
-    return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
-
-
-def _create_sqlite_store_once(tracking_uri: str) -> None:
-    """Create an embedded SQLite store once, under a file lock: MLflow creates its schema on first
-    use, and two processes doing it at once (two datasets' first runs) fail with "table already
-    exists". A marker file next to the database says it was created completely."""
-    if not tracking_uri.startswith("sqlite:///"):
-        return
-    from mlflow import MlflowClient
-
-    database = Path(tracking_uri.removeprefix("sqlite:///"))
-    ready = database.with_name(f".{database.name}.ready")
-    if ready.exists():
-        return
-    database.parent.mkdir(parents=True, exist_ok=True)
-    with open(database.with_name(f".{database.name}.lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not ready.exists():
-            MlflowClient(tracking_uri=tracking_uri).search_experiments(max_results=1)  # creates the schema
-            ready.touch()
-
 
 def _download(client, model_name: str, version: str, folder: str) -> str:
     """Copy a version's model artifacts into `folder`; returns the local model directory."""
@@ -105,7 +59,7 @@ def _load_checked(tracking_uri: str, model_name: str, version: str, expected: st
         raise ModelIntegrityError(f"{model_name} v{version} has no {CHECKSUM_TAG} tag: it was not registered "
                                   "by retrain-assets; re-register it before loading it")
     with tempfile.TemporaryDirectory() as tmp:
-        local = Path(_download(_client(tracking_uri), model_name, version, tmp))
+        local = Path(_download(store_client(tracking_uri), model_name, version, tmp))
         actual = directory_sha256(local)
         if actual != expected:
             raise ModelIntegrityError(f"{model_name} v{version}: artifact checksum {actual[:12]}... does not match "
@@ -147,7 +101,7 @@ class ModelRegistry(DatasetScopedResource):
                 "mlflow_run": dg.MetadataValue.url(f"{self.ui_url.rstrip('/')}/#/experiments/{experiment}/runs/{run_id}")}
 
     def client(self):
-        return _client(self.tracking_uri)
+        return store_client(self.tracking_uri)
 
     def _ensure_experiment(self) -> None:
         client = self.client()
@@ -169,7 +123,7 @@ class ModelRegistry(DatasetScopedResource):
         from mlflow.entities import RunStatus
 
         self._ensure_experiment()
-        with _tracking_uri(self.tracking_uri):
+        with tracking_uri_set(self.tracking_uri):
             experiment = mlflow.set_experiment(self.experiment)
             earlier = mlflow.search_runs(experiment_ids=[experiment.experiment_id], max_results=1, output_format="list",
                                          filter_string=f"tags.dagster_run_id = '{context.run_id}'")
@@ -212,12 +166,16 @@ class ModelRegistry(DatasetScopedResource):
         run_id = mlflow.active_run().info.run_id
         client = self.client()
         if self._registered_model() is None:
-            client.create_registered_model(self.registered_model, description="Managed by retrain-assets: aliases champion, challenger, previous.")
+            client.create_registered_model(self.registered_model, description=registry_description({}))
         version = client.create_model_version(self.registered_model, source=info.model_uri, run_id=run_id, model_id=info.model_id)
         with tempfile.TemporaryDirectory() as tmp:
             checksum = directory_sha256(Path(self.download(str(version.version), tmp)))
         client.set_model_version_tag(self.registered_model, version.version, CHECKSUM_TAG, checksum)
         return str(version.version), run_id
+
+    def name_run(self, run_id: str, name: str) -> None:
+        """Rename a training run once it is known what it made (dataset, version, trigger)."""
+        self.client().update_run(run_id, name=name)
 
     def download(self, version: str, folder: str) -> str:
         """Copy a version's model artifacts into `folder`; returns the local model directory."""
@@ -251,7 +209,23 @@ class ModelRegistry(DatasetScopedResource):
         return self._aliases().get(alias)
 
     def set_alias(self, alias: str, version: str) -> None:
+        """Point `alias` at `version`; the registered model's description lists the aliases in use."""
+        self._set_alias(alias, version)
+        self._describe()
+
+    def _set_alias(self, alias: str, version: str) -> None:
         self.client().set_registered_model_alias(self.registered_model, alias, version)
+
+    def _describe(self) -> None:
+        """Rewrite the registered model's description from its aliases (`roles.registry_description`)."""
+        model = self._registered_model()
+        if model is None:
+            return
+        aliases = {k: str(v) for k, v in (model.aliases or {}).items()}
+        share = float(model.tags.get(CANARY_SHARE_TAG, 0.0)) if CANARY in aliases else None
+        text = registry_description(aliases, share)
+        if model.description != text:
+            self.client().update_registered_model(self.registered_model, description=text)
 
     def tag_version(self, version: str, tags: dict[str, str]) -> None:
         client = self.client()
@@ -283,11 +257,12 @@ class ModelRegistry(DatasetScopedResource):
         if old == version:
             return old
         if old is not None:
-            self.set_alias(PREVIOUS, old)
-        self.set_alias(CHAMPION, version)
+            self._set_alias(PREVIOUS, old)
+        self._set_alias(CHAMPION, version)
         for alias in (CHALLENGER, CANARY, SHADOW):
             if aliases.get(alias) == version:
-                self.delete_alias(alias)
+                self._delete_alias(alias)
+        self._describe()
         return old
 
     def _registered_model(self):
@@ -309,6 +284,10 @@ class ModelRegistry(DatasetScopedResource):
 
     def delete_alias(self, alias: str) -> None:
         """Remove an alias (no error when it is not set, or the model does not exist)."""
+        self._delete_alias(alias)
+        self._describe()
+
+    def _delete_alias(self, alias: str) -> None:
         from mlflow.exceptions import MlflowException
 
         try:
@@ -332,17 +311,22 @@ class ModelRegistry(DatasetScopedResource):
     def start_trial(self, version: str, mode: str, canary_share: float) -> None:
         """Put `version` on live trial as `canary` (answering `canary_share` of entities) or
         `shadow` (scored, never answering), replacing any running trial."""
-        self.end_trial()
+        self._end_trial()
         if mode == CANARY:
             self.client().set_registered_model_tag(self.registered_model, CANARY_SHARE_TAG, str(canary_share))
-        self.set_alias(mode, version)
+        self._set_alias(mode, version)
+        self._describe()
 
     def end_trial(self) -> None:
         """Stop any canary or shadow trial (the champion keeps serving)."""
+        self._end_trial()
+        self._describe()
+
+    def _end_trial(self) -> None:
         from mlflow.exceptions import MlflowException
 
         for alias in (CANARY, SHADOW):
-            self.delete_alias(alias)
+            self._delete_alias(alias)
         try:
             self.client().delete_registered_model_tag(self.registered_model, CANARY_SHARE_TAG)
         except MlflowException as exc:
@@ -355,9 +339,10 @@ class ModelRegistry(DatasetScopedResource):
         if state.previous is None or state.champion is None:
             raise ValueError("no previous version to roll back to: the registry has no 'previous' alias "
                              f"(champion: {state.champion or 'none'})")
-        self.end_trial()
-        self.set_alias(CHAMPION, state.previous)
-        self.delete_alias(PREVIOUS)
+        self._end_trial()
+        self._set_alias(CHAMPION, state.previous)
+        self._delete_alias(PREVIOUS)
+        self._describe()
         return state.champion, state.previous
 
 
