@@ -2,10 +2,10 @@
 start. One rule for `training_set`, the data-growth clause's row count and the backtest.
 
 After the performance clause, or drift that hurts the champion, fires, the data older than the
-newest `min_partitions_first_model` labeled partitions holds the regime the champion now fails on:
-a window that mixes it in teaches the challenger the old relation again. That retrain therefore
-starts its window there (its `window_from`), and every later training keeps that start until the
-normal window has moved past it.
+newest `triggers.change_window_partitions` labeled partitions (default: `min_partitions_first_model`)
+holds the regime the champion now fails on: a window that mixes it in teaches the challenger the
+old relation again. That retrain therefore starts its window there (its `window_from`), and every
+later training keeps that start until the normal window has moved past it.
 """
 
 from __future__ import annotations

@@ -240,7 +240,8 @@ def latest_window_from(warehouse: Warehouse) -> str:
     if "window_from" not in table_columns(warehouse, "retrain_decisions"):
         return ""
     found = warehouse.query("select window_from from retrain_decisions where retrain order by decided_at desc limit 1")
-    return str(found["window_from"].iloc[0] or "") if len(found) else ""
+    value = found["window_from"].iloc[0] if len(found) else ""
+    return value if isinstance(value, str) else ""  # NULL: a decision recorded before the column existed
 
 
 def decided_trigger(warehouse: Warehouse, run_key: str) -> str:
