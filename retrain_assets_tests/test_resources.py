@@ -139,18 +139,16 @@ def test_the_registered_model_lists_its_aliases_and_a_training_run_is_named_for_
         "- champion: v1 (answers every request not routed to a canary)"]
 
 
-def test_the_window_start_and_the_trigger_read_from_decisions_older_warehouses_lack(warehouse):
-    from retrain_assets.pipeline.shared.lookups import decided_trigger, latest_window_from
+def test_the_window_start_reads_from_decisions_older_warehouses_lack(warehouse):
+    from retrain_assets.pipeline.shared.lookups import latest_window_from
 
-    assert latest_window_from(warehouse) == "" and decided_trigger(warehouse, "retrain:d1") == "manual"
+    assert latest_window_from(warehouse) == ""
     with duckdb.connect(warehouse.database) as conn:  # written before window_from existed
-        conn.execute("create table retrain_decisions as select timestamp '2025-01-01' as decided_at, 'd1' as decision_id, "
-                     "true as retrain, 'performance' as trigger")
-    assert latest_window_from(warehouse) == "" and decided_trigger(warehouse, "retrain:d1") == "performance"
+        conn.execute("create table retrain_decisions as select timestamp '2025-01-01' as decided_at, true as retrain")
+    assert latest_window_from(warehouse) == ""
     with duckdb.connect(warehouse.database) as conn:  # the column added, the old row NULL (as the IO manager upgrades)
         conn.execute("alter table retrain_decisions add column window_from varchar")
     assert latest_window_from(warehouse) == ""
     with duckdb.connect(warehouse.database) as conn:
-        conn.execute("insert into retrain_decisions values (timestamp '2025-01-02', 'd2', true, 'drift', '2025-01-02')")
-    assert latest_window_from(warehouse) == "2025-01-02" and decided_trigger(warehouse, "retrain:d2") == "drift"
-    assert decided_trigger(warehouse, "") == "manual"
+        conn.execute("insert into retrain_decisions values (timestamp '2025-01-02', true, '2025-01-02')")
+    assert latest_window_from(warehouse) == "2025-01-02"

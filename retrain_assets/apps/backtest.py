@@ -100,7 +100,11 @@ def run_backtest(deliveries: Iterable[Delivery], spec: DatasetSpec, policies: li
     # would leave a half-built pool that nothing terminates. One pressed meanwhile arrives at the
     # first line of the `try`, once `pool` can be terminated.
     held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
-    pool = get_context("spawn").Pool(jobs, initializer=_one_thread_per_worker) if jobs > 1 else None
+    try:
+        pool = get_context("spawn").Pool(jobs, initializer=_one_thread_per_worker) if jobs > 1 else None
+    except BaseException:  # no pool to terminate: give Ctrl-C back before the error propagates
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
+        raise
     # One process: one BLAS/OpenMP thread too, as in the workers (measured on a loaded two-core
     # host: a multiclass training took 35-140 s with OpenMP threads, 2.2 s with one).
     limits = threadpool_limits(limits=1) if pool is None else None

@@ -19,7 +19,7 @@ from retrain_assets.core.training.learning_curve import LearningCurve, learning_
 from retrain_assets.core.training.selection import select_model
 from retrain_assets.core.spec import DatasetSpec
 from retrain_assets.core.tasks import BINARY, METRICS, primary_metric
-from retrain_assets.pipeline.shared.lookups import decided_trigger, latest_window_from, unusable_batches
+from retrain_assets.pipeline.shared.lookups import latest_window_from, unusable_batches
 from retrain_assets.pipeline.shared.partitioning import partitions_for
 from retrain_assets.pipeline.shared.registry import ModelRegistry
 from retrain_assets.core.roles import CHALLENGER, CHAMPION
@@ -51,9 +51,10 @@ def build_training(spec: DatasetSpec) -> dg.Definitions:
             context.log.warning(f"left out of training: {why}")
         window_from = latest_window_from(warehouse)
         chosen = training_window([key for key in keys if key not in blocked], policy.training_window_partitions, window_from)
+        starts = [f"{pd.Timestamp(keys[key]):%Y-%m-%d %H:%M:%S}" for key in chosen]
         window = warehouse.query(
             f'select * from labeled_batches where {PARTITION_COLUMN} in (select unnest(?::TIMESTAMP[])) '
-            f'order by {PARTITION_COLUMN}, "{spec.id_column}"', [[f"{pd.Timestamp(keys[key]):%Y-%m-%d %H:%M:%S}" for key in chosen]])
+            f'order by {PARTITION_COLUMN}, "{spec.id_column}"', [starts])
         if window.empty:
             raise dg.Failure("labeled_batches is empty: nothing to train on" if not blocked else
                              f"every labeled partition is blocked: {'; '.join(blocked.values())}")
@@ -118,7 +119,7 @@ def build_training(spec: DatasetSpec) -> dg.Definitions:
                                              "model_family": trained.params["model_family"],
                                              "training_key": lineage["training_key"]})
         model_registry.set_alias(CHALLENGER, version)
-        model_registry.name_run(run_id, run_name(spec.name, version, decided_trigger(warehouse, context.run.tags.get("dagster/run_key", ""))))
+        model_registry.name_run(run_id, run_name(spec.name, version, context.run.tags.get("retrain_trigger", "manual")))
         row = pd.DataFrame([{
             "model_version": version,
             "model_family": trained.params["model_family"],
@@ -239,7 +240,8 @@ def trial_metrics(trial) -> dict[str, float]:
 
 
 def run_name(dataset: str, version: str, trigger: str) -> str:
-    """A training run's name in MLflow: what it made and why, e.g. `loan_default v4 (performance retrain)`."""
+    """A training run's name in MLflow: what it made and why, e.g. `loan_default v4 (performance retrain)`;
+    `trigger` is the run's `retrain_trigger` tag (the clause of the decision the retrain sensor acted on)."""
     return f"{dataset} v{version} ({trigger.replace('_', ' ')} retrain)"
 
 

@@ -15,7 +15,8 @@ def _training_set(spec: DatasetSpec) -> TableDoc:
     return TableDoc(
         "training_set", "training", "training_set", "one labeled row of the current training window",
         "The newest `policy.training_window_partitions` partitions of labeled_batches that the latest retrain used, none "
-        "before the decision's `window_from` (retrain_decisions) (its newest `policy.holdout_share` of partitions are the held-out evaluation window); replaced on each retrain, "
+        "before the decision's `window_from` (retrain_decisions) (its newest `policy.holdout_share` of partitions are "
+        "the held-out evaluation window); replaced on each retrain, "
         "its content hash is the `data_version`.", REPLACED, labeled_columns(spec), (*spec.column_names, spec.target.name))
 
 

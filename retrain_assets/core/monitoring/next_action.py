@@ -64,9 +64,9 @@ def grown_histories(history: PolicyHistory, granularity: str, rows_per_partition
     (its drift report follows its labels). The training window's rows (`window_labeled_rows`, what
     the data-growth clause reads) grow by `rows_per_partition` per labelled partition while the
     window (none before `history.window_from`) holds fewer than `window_partitions` partitions;
-    once it is full they stay as they are (a simple projection: the partition that leaves the window is taken to have as many rows as the
-    one that enters). `window_partitions` None: they do not grow. Yields (partition, new partitions
-    so far, history); endless."""
+    once it is full they stay as they are (a simple projection: the partition that leaves the
+    window is taken to have as many rows as the one that enters). `window_partitions` None: they
+    do not grow. Yields (partition, new partitions so far, history); endless."""
     labeled = set(history.labeled_partitions)
     window_rows = history.window_labeled_rows
     reported = {s.partition for s in history.signals}

@@ -244,15 +244,6 @@ def latest_window_from(warehouse: Warehouse) -> str:
     return value if isinstance(value, str) else ""  # NULL: a decision recorded before the column existed
 
 
-def decided_trigger(warehouse: Warehouse, run_key: str) -> str:
-    """The clause that fired the decision a retrain run was launched for (its run key is
-    `retrain:<decision_id>`, see the retrain sensor); "manual" for a run started by hand."""
-    if not run_key.startswith("retrain:") or not table_columns(warehouse, "retrain_decisions"):
-        return "manual"
-    found = warehouse.query("select trigger from retrain_decisions where decision_id = ? limit 1", [run_key.removeprefix("retrain:")])
-    return str(found["trigger"].iloc[0]) if len(found) else "manual"
-
-
 def window_labeled_rows(warehouse: Warehouse, window_partitions: int | None, window_from: str = "") -> int:
     """Labeled rows a training would use now: those of its window (`core.policy.window.training_window`)."""
     if not window_partitions or not table_columns(warehouse, "labeled_batches"):

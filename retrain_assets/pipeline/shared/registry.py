@@ -38,6 +38,11 @@ def is_not_found(exc: Exception) -> bool:
     answer) is an outage and must raise, or a busy registry would read as "no model"."""
     return getattr(exc, "error_code", None) == "RESOURCE_DOES_NOT_EXIST"
 
+def _alias_map(model) -> dict[str, str]:
+    """A registered model's aliases and the version each points at."""
+    return {k: str(v) for k, v in (model.aliases or {}).items()}
+
+
 def _download(client, model_name: str, version: str, folder: str) -> str:
     """Copy a version's model artifacts into `folder`; returns the local model directory."""
     import mlflow.artifacts
@@ -221,7 +226,7 @@ class ModelRegistry(DatasetScopedResource):
         model = self._registered_model()
         if model is None:
             return
-        aliases = {k: str(v) for k, v in (model.aliases or {}).items()}
+        aliases = _alias_map(model)
         share = float(model.tags.get(CANARY_SHARE_TAG, 0.0)) if CANARY in aliases else None
         text = registry_description(aliases, share)
         if model.description != text:
@@ -280,7 +285,7 @@ class ModelRegistry(DatasetScopedResource):
     def _aliases(self) -> dict[str, str]:
         """Every alias of the registered model and its version, in one registry call ({} before the first)."""
         model = self._registered_model()
-        return {k: str(v) for k, v in (model.aliases or {}).items()} if model is not None else {}
+        return _alias_map(model) if model is not None else {}
 
     def delete_alias(self, alias: str) -> None:
         """Remove an alias (no error when it is not set, or the model does not exist)."""
@@ -302,7 +307,7 @@ class ModelRegistry(DatasetScopedResource):
         model = self._registered_model()
         if model is None:
             return DeploymentState(champion=None)
-        aliases = {k: str(v) for k, v in (model.aliases or {}).items()}
+        aliases = _alias_map(model)
         canary = aliases.get(CANARY)
         share = float(model.tags.get(CANARY_SHARE_TAG, 0.0)) if canary else 0.0
         return DeploymentState(champion=aliases.get(CHAMPION), canary=canary, shadow=aliases.get(SHADOW),
