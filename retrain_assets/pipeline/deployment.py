@@ -26,7 +26,7 @@ from retrain_assets.pipeline.shared.warehouse import Warehouse
 from retrain_assets.pipeline.shared.namespace import Namespace
 
 # The table's columns, in order: the DuckDB IO manager inserts by position, so every row has all of them.
-DEPLOYMENT_COLUMNS = ("deployed_at", "action", "candidate_version", "champion_version", "previous_version", "canary_version",
+DEPLOYMENT_COLUMNS = ("deployed_at", "partition", "action", "candidate_version", "champion_version", "previous_version", "canary_version",
                       "shadow_version", "canary_share", "traffic_share", "holdout_roc_auc", "beat_version", "roc_auc_difference",
                       "roc_auc_difference_lower", "roc_auc_difference_upper", "live_roc_auc_difference",
                       "live_roc_auc_difference_lower", "live_roc_auc_difference_upper", "performance_metric",
@@ -77,19 +77,21 @@ def build_deployment(spec: DatasetSpec) -> dg.Definitions:
             raise dg.Failure(str(exc)) from None
         timeline = partial(_timeline_links, warehouse, evaluation_report, spec)
         if steps[-1].action == "none":
-            return dg.Output(history, metadata={"action": "none", "reason": steps[-1].reason,
-                                                "champion_version": state.champion or "none", **timeline(history)})
+            return dg.Output(history, metadata={"partition": facts.newest_partition, "action": "none",
+                                                "reason": steps[-1].reason, "champion_version": state.champion or "none",
+                                                **timeline(history)})
         rows = []
         for step in steps:
             for move in step.moves:
                 _move_registry(model_registry, move)
-            rows.append(history_row(step, model_registry.deployment_state(), evaluation_report, context.run_id, metric))
+            rows.append(history_row(step, model_registry.deployment_state(), evaluation_report, context.run_id, metric,
+                                    partition=facts.newest_partition))
         new = pd.DataFrame(rows).reindex(columns=list(DEPLOYMENT_COLUMNS))
         new["beat_version"] = new["beat_version"].fillna("")
         table = warehouse.with_history("deployed_model", new)
         row = rows[-1]
         context.log.info(f"{row['action']} v{row['candidate_version']}: {row['reason']}")
-        return dg.Output(table, metadata={"action": row["action"], "candidate_version": row["candidate_version"],
+        return dg.Output(table, metadata={"partition": row["partition"], "action": row["action"], "candidate_version": row["candidate_version"],
                                           "champion_version": row["champion_version"] or "none",
                                           "canary_version": row["canary_version"] or "none",
                                           "shadow_version": row["shadow_version"] or "none",
@@ -141,8 +143,9 @@ def _move_registry(model_registry: ModelRegistry, move: tuple) -> None:
 
 
 def history_row(step: Transition, after: DeploymentState, evaluations: pd.DataFrame, run_id: str,
-                metric: str = "roc_auc") -> dict:
-    """The `deployed_model` row of one step, with the registry's state after its moves. `metric` is
+                metric: str = "roc_auc", partition: str = "") -> dict:
+    """The `deployed_model` row of one step, with the registry's state after its moves, about the
+    data up to `partition` (the newest partition delivered when the step ran: its data time). `metric` is
     the primary metric (`performance_rules(...).metric`): `holdout_performance` is the champion's
     `challenger_performance` in its own evaluation (`challenger_roc_auc` for an evaluation_report
     without it, when the metric is ROC AUC); the step's offline and live differences are on it."""
@@ -157,7 +160,7 @@ def history_row(step: Transition, after: DeploymentState, evaluations: pd.DataFr
         details.update({k: details[old] for k, old in ROC_AUC_FALLBACK.items()
                         if old in details and math.isnan(float(details.get(k, math.nan)))})
     # Each row its own time: an approval and the step it unlocks are two ordered rows.
-    return {"deployed_at": pd.Timestamp.now(tz="UTC").tz_convert(None), "action": step.action,
+    return {"deployed_at": pd.Timestamp.now(tz="UTC").tz_convert(None), "partition": partition, "action": step.action,
             "candidate_version": step.candidate, "champion_version": after.champion or "",
             "previous_version": after.previous or "", "canary_version": after.canary or "",
             "shadow_version": after.shadow or "", "canary_share": after.canary_share,

@@ -19,7 +19,10 @@ def _deployed_model(spec: DatasetSpec) -> TableDoc:
         "deployed_model", "deployment", "deployed_model", "one rollout step",
         "Deployment history: every move of the registry aliases, with its numbers and reason. The newest row says which "
         "version is champion and which is on live trial.", HISTORY,
-        (ColumnDoc("deployed_at", TIMESTAMP_NS, "When the step was taken (naive UTC)."),
+        (ColumnDoc("deployed_at", TIMESTAMP_NS, "When the step was taken (naive UTC): wall-clock time."),
+         ColumnDoc("partition", VARCHAR, "Data time of the step: the newest partition delivered (a batch or a "
+                                         "prediction log) when it was taken, `YYYY-MM-DD` (empty when none; NULL in rows "
+                                         "recorded before the column existed)."),
          ColumnDoc("action", VARCHAR, "`initial` (first champion), `promote` (direct rollout), `canary_start` / "
                                       "`shadow_start`, `canary_promote` / `shadow_promote`, `canary_rollback` / "
                                       "`shadow_rollback`, `manual_rollback`, `awaiting_approval`, `approve` or "
