@@ -37,6 +37,7 @@ from retrain_assets.core.offline.timeline import Step, Timeline
 from retrain_assets.core.policy.definition import Policy
 from retrain_assets.core.policy.performance import performance_rules
 from retrain_assets.core.policy.retrain import BatchSignal
+from retrain_assets.core.policy.signals import signal_from_summary
 from retrain_assets.core.policy.window import training_window
 from retrain_assets.core.tasks import BINARY, MULTICLASS
 from retrain_assets.core.training.learning_curve import learning_curve
@@ -230,14 +231,9 @@ class Lab:
                 self.profile(model, policy), step.batch, self.spec, policy.drift,
                 scores=scores if len(step.batch) else None, labeled_scores=labeled_scores,
                 labels=target_vector(rows, self.spec) if rows is not None else None, seed=policy.random_seed,
+                metric=performance_rules(policy, self.spec.target).metric,
             ).summary
-            self._signals[key] = BatchSignal(step.partition, model.key, bool(summary["dataset_drifted"]), float(summary["drift_share"]),
-                                             float(summary["estimated_roc_auc"]), float(summary["realized_roc_auc"]),
-                                             int(summary["n_labeled"]),
-                                             realized_performance_low=float(summary["realized_performance_low"]),
-                                             realized_performance_high=float(summary["realized_performance_high"]),
-                                             estimated_performance_low=float(summary["estimated_performance_low"]),
-                                             estimated_performance_high=float(summary["estimated_performance_high"]))
+            self._signals[key] = signal_from_summary(step.partition, model.key, summary)
         return self._signals[key]
 
     def monitored(self, model: Model, step: Step, labeled: bool, policy: Policy) -> dict:
@@ -267,10 +263,10 @@ class Lab:
             interval = realized_interval(spec.target, rules.metric, y, labeled_outputs, policy.random_seed)
             numbers["label_drift_p_value"] = drift_p_value(task_label_drift(profile, y, spec.target))
         self.monitoring[key] = numbers
-        return BatchSignal(step.partition, model.key, bool(summary["dataset_drifted"]), float(summary["drift_share"]),
-                           n_labeled=0 if rows is None else len(rows), estimated_performance=estimated[0],
-                           realized_performance=realized, realized_performance_low=interval[0], realized_performance_high=interval[1],
-                           estimated_performance_low=estimated[1], estimated_performance_high=estimated[2])
+        return signal_from_summary(step.partition, model.key, summary, n_labeled=0 if rows is None else len(rows),
+                                   estimated_performance=estimated[0], realized_performance=realized,
+                                   realized_performance_low=interval[0], realized_performance_high=interval[1],
+                                   estimated_performance_low=estimated[1], estimated_performance_high=estimated[2])
 
     def _estimate(self, model: Model, step: Step, outputs: np.ndarray, metric: str, policy: Policy) -> tuple[float, float, float]:
         """The label-free estimate of `metric` on the batch and its band (NaN when the task's estimate lacks it:

@@ -17,7 +17,8 @@ from retrain_assets.core.tasks import MULTICLASS
 from retrain_assets.core.monitoring.batch_report import finite_or_nan
 from retrain_assets.core.monitoring.loss_estimation import LossModel
 from retrain_assets.core.monitoring.profile import ReferenceProfile
-from retrain_assets.core.policy.retrain import BatchSignal, PolicyHistory
+from retrain_assets.core.policy.retrain import PolicyHistory
+from retrain_assets.core.policy.signals import SIGNAL_COLUMNS, signal_from_summary
 from retrain_assets.core.policy.window import training_window
 from retrain_assets.core.spec import DatasetSpec, TargetSpec
 from retrain_assets.core.partitions import PARTITION_COLUMN
@@ -27,9 +28,7 @@ from retrain_assets.pipeline.shared.warehouse import Warehouse
 
 CONTRACT_CHECK = "raw_batches_match_contract"
 TRIAL_START_TAG = "trial_start_partition"
-SUMMARY_COLUMNS = ["partition_start", "champion_version", "dataset_drifted", "drift_share", "estimated_roc_auc", "realized_roc_auc",
-                   "n_labeled", "estimated_performance", "realized_performance", "realized_performance_low", "realized_performance_high",
-                   "estimated_performance_low", "estimated_performance_high"]
+SUMMARY_COLUMNS = ["partition_start", "champion_version", *SIGNAL_COLUMNS]
 
 
 def unusable_batches(instance: dg.DagsterInstance, ns: Namespace, partition_keys: Sequence[str]) -> dict[str, str]:
@@ -207,15 +206,8 @@ def history_from_warehouse(warehouse: Warehouse, state, labeled: list[str], targ
     present = table_columns(warehouse, "drift_report")
     frame = warehouse.query(f"select distinct {', '.join(c for c in SUMMARY_COLUMNS if c in present)} from drift_report "
                             "order by partition_start") if present else pd.DataFrame()
-    signals = [BatchSignal(f"{r.partition_start:%Y-%m-%d}", str(r.champion_version), bool(r.dataset_drifted), float(r.drift_share),
-                           finite_or_nan(r.estimated_roc_auc), finite_or_nan(r.realized_roc_auc), int(r.n_labeled),
-                           finite_or_nan(getattr(r, "estimated_performance", None)),
-                           finite_or_nan(getattr(r, "realized_performance", None)),
-                           realized_performance_low=finite_or_nan(getattr(r, "realized_performance_low", None)),
-                           realized_performance_high=finite_or_nan(getattr(r, "realized_performance_high", None)),
-                           estimated_performance_low=finite_or_nan(getattr(r, "estimated_performance_low", None)),
-                           estimated_performance_high=finite_or_nan(getattr(r, "estimated_performance_high", None)))
-               for r in frame.itertuples()]
+    signals = [signal_from_summary(f"{r['partition_start']:%Y-%m-%d}", str(r["champion_version"]), r)
+               for r in frame.to_dict("records")]
     deployed = warehouse.query("select * from deployed_model order by deployed_at desc limit 1")
     baseline = float(deployed["holdout_roc_auc"].iloc[0]) if len(deployed) else None
     performance = finite_or_nan(deployed["holdout_performance"].iloc[0]) if len(deployed) and "holdout_performance" in deployed else math.nan
