@@ -1,0 +1,131 @@
+"""The model-health page built from drift_report, retrain_decisions and deployed_model, over data time."""
+
+import re
+import xml.etree.ElementTree as ET
+
+import pandas as pd
+import pytest
+
+from retrain_assets.core.reports.health import deployment_markers, health_rows, promotion_values, render_health_html
+
+NAN = float("nan")
+WALL = pd.Timestamp("2026-12-06 01:00")  # the replay's wall clock: never on the page's axis
+
+
+def drift(days: int = 6, switch: int = 4, **extra) -> pd.DataFrame:
+    """drift_report-shaped rows (two features per partition) from 2025-01-08; champion v1, v2 from day `switch`,
+    each report computed a minute after the previous one on the wall clock."""
+    rows = []
+    for i, day in enumerate(pd.date_range("2025-01-08", periods=days)):
+        for feature in ("income", "region"):
+            rows.append({"partition_start": day, "feature": feature, "champion_version": "1" if i < switch else "2",
+                         "computed_at": WALL + pd.Timedelta(minutes=i), "drift_share": i / 10, "dataset_drifted": i >= 5,
+                         "estimated_performance": 0.8, "estimated_performance_low": 0.75, "estimated_performance_high": 0.85,
+                         "realized_performance": 0.7 + i / 100 if i < days - 2 else NAN,
+                         "realized_performance_low": 0.6 if i < days - 2 else NAN,
+                         "realized_performance_high": 0.8 if i < days - 2 else NAN,
+                         **{k: v[i] if isinstance(v, list) else v for k, v in extra.items()}})
+    return pd.DataFrame(rows)
+
+
+def decisions() -> pd.DataFrame:
+    return pd.DataFrame({"decided_at": [WALL - pd.Timedelta(seconds=30), WALL + pd.Timedelta(minutes=3, seconds=10),
+                                        WALL + pd.Timedelta(minutes=4, seconds=10)],
+                         "partition": ["2025-01-07", "2025-01-11", "2025-01-12"], "retrain": [True, True, False],
+                         "trigger": ["first_model", "drift", "none"], "reason": ["no model", "drift in 3 of 5", "nothing"]})
+
+
+def deployments(partition: bool = False) -> pd.DataFrame:
+    frame = pd.DataFrame({"deployed_at": [WALL - pd.Timedelta(seconds=10), WALL + pd.Timedelta(minutes=3, seconds=30),
+                                          WALL + pd.Timedelta(minutes=5, seconds=30)],
+                          "action": ["initial", "promote", "manual_rollback"], "candidate_version": ["1", "2", "1"],
+                          "champion_version": ["1", "2", "1"], "holdout_performance": [0.82, 0.86, 0.82],
+                          "reason": ["first model", "better", "operator"]})
+    if partition:
+        frame["partition"] = ["2025-01-07", "2025-01-11", "2025-01-12"]
+    return frame
+
+
+def svg_of(page: str) -> ET.Element:
+    svgs = re.findall(r"<svg\b.*?</svg>", page, flags=re.S)
+    assert len(svgs) == 1
+    return ET.fromstring(svgs[0])
+
+
+def classes(svg: ET.Element, css: str) -> list[ET.Element]:
+    return [e for e in svg.iter() if css in (e.get("class") or "").split()]
+
+
+def test_each_partition_shows_the_champion_that_served_it_even_after_re_scoring():
+    """A partition re-scored against a later champion keeps the first champion's rows; of those, the
+    newest (re-computed when labels arrived) is shown."""
+    first = drift(days=3, switch=9)
+    rescored = first.assign(champion_version="2", computed_at=WALL + pd.Timedelta(hours=1), realized_performance=0.99)
+    relabeled = first[first["partition_start"] == "2025-01-09"].assign(computed_at=WALL + pd.Timedelta(minutes=30),
+                                                                         realized_performance=0.55)
+    rows = health_rows(pd.concat([rescored, first, relabeled], ignore_index=True))
+    assert list(rows["partition"]) == list(pd.date_range("2025-01-08", periods=3))
+    assert list(rows["champion_version"]) == ["1", "1", "1"]
+    realized = rows["realized_performance"].tolist()
+    assert realized[:2] == [0.7, 0.55] and pd.isna(realized[2])  # v1's own rows (no labels yet on the third), not v2's 0.99
+
+
+def test_the_axis_is_data_time_and_markers_sit_at_their_partitions():
+    page = render_health_html(drift(), decisions(), deployments(partition=True), "ROC AUC", slo=0.65,
+                              drift_share_threshold=0.5, title="Model health: loan_default")
+    svg = svg_of(page)
+    ticks = [t.text for t in classes(svg, "tick")]
+    assert ticks == [f"{d:%Y-%m-%d}" for d in pd.date_range("2025-01-08", periods=6)]
+    assert "2026" not in " ".join(ticks)
+    estimated = [float(c.get("cx")) for c in classes(svg, "estimated")]
+    assert len(estimated) == 6 and estimated == sorted(estimated)
+    step = estimated[1] - estimated[0]
+    retrains = [float(line.get("x1")) for line in classes(svg, "retrain") if line.tag == "line"]
+    assert retrains == pytest.approx([estimated[0] - step, estimated[3]], abs=0.2)  # 2025-01-07 (before the first report) and 2025-01-11; not the "none"
+    promotions = [g.find("title").text for g in classes(svg, "promotion") if g.tag == "g"]
+    assert [t.split(":")[0] for t in promotions] == ["2025-01-07", "2025-01-11"]
+    assert [g.find("title").text.split(":")[0] for g in classes(svg, "rollback") if g.tag == "g"] == ["2025-01-12"]
+    assert len(classes(svg, "realized")) == 4 and len(classes(svg, "realized-interval")) == 4
+    assert len(classes(svg, "estimated-band")) == 6
+    assert len(classes(svg, "slo")) == 1 and "SLO at least 0.65" in page
+    # the value at promotion per run of one champion: v1 on 4 partitions, then v2
+    spans = [(line.find("title").text.split(" ")[0], float(line.get("y1"))) for line in classes(svg, "at-promotion")]
+    assert [v for v, _ in spans] == ["v1", "v2"] and spans[1][1] < spans[0][1]  # 0.86 drawn above 0.82
+    assert len(classes(svg, "drift-share")) == 6 and len(classes(svg, "threshold")) == 1
+
+
+def test_a_history_without_the_partition_column_is_placed_at_the_newest_partition_known_then():
+    known = pd.DataFrame({"partition": pd.to_datetime(["2025-01-07", "2025-01-08", "2025-01-09", "2025-01-10", "2025-01-11"]),
+                          "at": [WALL - pd.Timedelta(seconds=30), *(WALL + pd.Timedelta(minutes=i) for i in range(4))]})
+    marks = deployment_markers(deployments(), known)
+    assert list(marks["partition"]) == list(pd.to_datetime(["2025-01-07", "2025-01-11", "2025-01-11"]))
+    assert set(marks["placed"]) == {"inferred"} and list(marks["kind"]) == ["promotion", "promotion", "rollback"]
+    recorded = deployment_markers(deployments(partition=True), known)
+    assert list(recorded["partition"].dt.strftime("%Y-%m-%d")) == ["2025-01-07", "2025-01-11", "2025-01-12"]
+    assert set(recorded["placed"]) == {"recorded"}
+    page = render_health_html(drift(), decisions(), deployments())
+    assert "placed at the newest partition known" in page
+
+
+def test_optional_panels_only_when_their_column_holds_values():
+    plain = svg_of(render_health_html(drift(), decisions(), deployments()))
+    assert not classes(plain, "novelty-share") and not classes(plain, "error-alarm")
+    empty = svg_of(render_health_html(drift(novelty_share=NAN), decisions(), deployments()))
+    assert not classes(empty, "novelty-share")
+    page = render_health_html(drift(novelty_share=[0.0, 0.01, 0.02, 0.3, 0.02, 0.01], rule_violation_share=0.0,
+                                    error_alarm=[False, False, False, True, NAN, False]), decisions(), deployments())
+    svg = svg_of(page)
+    assert len(classes(svg, "novelty-share")) == 6 and len(classes(svg, "rule-violation-share")) == 6
+    assert len(classes(svg, "error-alarm")) == 6 and len(classes(svg, "raised")) == 1
+    assert "novel rows" in page and "output-rule violations" in page and "error-stream alarm" in page
+
+
+def test_value_at_promotion_is_the_first_number_recorded_for_each_champion():
+    frame = deployments().assign(holdout_performance=[0.82, 0.86, 0.9])
+    assert promotion_values(frame) == {"1": 0.82, "2": 0.86}
+    assert promotion_values(None) == {}
+
+
+def test_no_report_yet_is_said():
+    page = render_health_html(pd.DataFrame(), decisions(), deployments(), title="Model health: x")
+    assert "No drift report yet" in page and "<svg" not in page and "<title>Model health: x</title>" in page
