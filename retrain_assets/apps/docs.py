@@ -227,7 +227,7 @@ def _value(value: Any) -> str:
 
 def field_docs(cls: type) -> dict[str, str]:
     """Each field's meaning: its `doc` metadata, else its `name: text` entry in the class docstring
-    (the convention of classes whose fields carry no metadata, e.g. `core.policy.definition.DriftThresholds`)."""
+    (the convention of classes whose fields carry no metadata, e.g. `core.policy.drift_thresholds.DriftThresholds`)."""
     names = [f.name for f in fields(cls)]
     docs = {f.name: f.metadata["doc"] for f in fields(cls) if f.metadata.get("doc")}
     documented = set(docs)

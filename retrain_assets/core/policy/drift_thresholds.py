@@ -1,0 +1,62 @@
+"""When a feature, a batch or a score distribution counts as drifted: the policy's `policy.drift`
+section (re-exported by `core.policy.definition`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class DriftThresholds:
+    """When a feature, a batch or a score distribution counts as drifted.
+
+    alpha: significance of the per-feature KS / chi-square tests after Benjamini-Hochberg
+        across the batch's features (0.05: the conventional level; BH keeps the share of false
+        flags among flagged features at 5 %, and under no drift at all the chance of any flag).
+    large_sample_rows: at or above this many non-missing current values a feature is judged by
+        a distance instead of a p-value (1000, as in Evidently's defaults): with thousands of rows
+        KS and chi-square reject for shifts far too small to matter (a 0.05-std mean shift is
+        "significant" at 10k rows), whereas a distance measures how large the change is.
+    wasserstein_threshold: Wasserstein-1 distance divided by the reference standard deviation
+        (0.1: the mass has moved a tenth of a standard deviation on average; Evidently's default).
+    jensen_shannon_threshold: Jensen-Shannon distance, base 2, so within [0, 1] (0.1; Evidently's
+        default for categorical columns).
+    psi_moderate, psi_major: Population Stability Index bands from credit-scorecard practice
+        (Siddiqi, "Credit Risk Scorecards", 2006): < 0.1 no significant change, 0.1-0.25 moderate,
+        >= 0.25 major shift. PSI is reported, not used for the verdict ...
+    psi_threshold: ... unless this is set (default None): then PSI decides every feature, at any
+        batch size, drifted when PSI >= psi_threshold. Mind the sampling noise: with k bins and m
+        current rows, PSI of an unchanged distribution is about (k - 1) / m (0.3 for 30 rows).
+    dataset_drift_share: the batch drifts when at least this share of the tested features
+        drift (0.5, Evidently's default).
+    n_bins: reference-quantile bins (deciles) for PSI and the numeric Jensen-Shannon distance;
+        ten bins is the standard PSI setup.
+    max_reference_sample: sorted reference values kept per numeric feature (50,000): the
+        reference ECDF used by KS and Wasserstein is then exact up to 1/50,000 in probability,
+        while a profile built from millions of rows stays a few MB of JSON.
+    """
+
+    alpha: float = 0.05
+    large_sample_rows: int = 1000
+    wasserstein_threshold: float = 0.1
+    jensen_shannon_threshold: float = 0.1
+    psi_moderate: float = 0.1
+    psi_major: float = 0.25
+    psi_threshold: float | None = None
+    dataset_drift_share: float = 0.5
+    n_bins: int = 10
+    max_reference_sample: int = 50_000
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.alpha < 1.0:
+            raise ValueError("alpha must be within (0, 1)")
+        if not 0.0 <= self.psi_moderate <= self.psi_major:
+            raise ValueError("need 0 <= psi_moderate <= psi_major")
+        if self.psi_threshold is not None and not self.psi_threshold > 0.0:
+            raise ValueError("psi_threshold must be positive (or null: p-values and distances decide)")
+        if not 0.0 <= self.dataset_drift_share <= 1.0:
+            raise ValueError("dataset_drift_share must be within [0, 1]")
+        if self.n_bins < 2:
+            raise ValueError("n_bins must be at least 2")
+        if self.max_reference_sample < 2:
+            raise ValueError("max_reference_sample must be at least 2")
