@@ -208,3 +208,21 @@ def test_read_history_types_a_regression_target_as_float_unless_some_value_is_no
     assert read_history(tmp_path / "numbers.csv", spec)["y"].tolist() == [3.0, 4.5]
     pd.DataFrame({"x": [1.0, 2.0], "y": ["3", "three"]}).to_csv(tmp_path / "text.csv", index=False)
     assert read_history(tmp_path / "text.csv", spec)["y"].tolist() == ["3", "three"]  # the label contract quarantines it
+
+
+def test_ood_burst_draws_a_share_of_the_days_rows_far_away_yet_within_the_contract(scenario):
+    import dataclasses
+    burst = {"day": 4, "kind": "ood_burst", "share": 0.3,
+             "features": {"loan_amount": {"median": 400_000, "sigma": 0.2}, "employment_years": {"dist": "uniform", "low": 45, "high": 60}}}
+    bursting = dataclasses.replace(scenario, incidents={**scenario.incidents, 4: [burst]})
+    calm, _ = generate_day(scenario, 4)
+    batch, labels = generate_day(bursting, 4)
+    far = batch["loan_amount"] > 150_000
+    assert 0.2 < far.mean() < 0.4 and (calm["loan_amount"] > 150_000).mean() < 0.01
+    assert (batch.loc[far, "employment_years"] >= 45).all()
+    assert len(labels) == len(batch)
+    date = scenario.start_date + pd.Timedelta(days=4)
+    result = validate_batch(batch, scenario.spec, window=(date, date + pd.Timedelta(days=1)))
+    assert result.quarantined.empty
+    (delivery,) = [d for d in scenario_deliveries(dataclasses.replace(bursting, days=5)) if d.step == 4]
+    assert "ood_burst" in delivery.notes and (delivery.requests["loan_amount"] > 150_000).mean() > 0.2

@@ -35,7 +35,7 @@ from retrain_assets.core.spec import DatasetSpec, load_spec
 from retrain_assets.core.tasks import BINARY, REGRESSION
 
 
-INCIDENT_KINDS = ("corrupt_batch", "bad_rows", "sloppy_labels", "leaky_export")
+INCIDENT_KINDS = ("corrupt_batch", "bad_rows", "sloppy_labels", "leaky_export", "ood_burst")
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 @dataclass(frozen=True)
@@ -141,6 +141,13 @@ def generate_day(scenario: Scenario, day: int) -> tuple[pd.DataFrame, pd.DataFra
     frame[spec.event_time_column] = date + pd.to_timedelta(np.sort(rng.uniform(0, 86_399, n)).round(), unit="s")
     for name, cfg in features.items():
         frame[name] = _draw(cfg, n, rng, frame[spec.id_column], frame[spec.event_time_column])
+    for burst in (i for i in scenario.incidents.get(day, []) if i["kind"] == "ood_burst"):
+        # Rows unlike any seen before (valid for the contract) in the batch and in live traffic; their
+        # labels follow the label model, so only their novelty is new.
+        rows = rng.uniform(size=n) < float(burst.get("share", 0.2))
+        for name, override in (burst.get("features") or {}).items():
+            cfg = {**features[name], **override}
+            frame.loc[rows, name] = np.asarray(_draw(cfg, n, rng, frame[spec.id_column], frame[spec.event_time_column]))[rows]
     labels = pd.DataFrame(
         {
             spec.id_column: frame[spec.id_column],
@@ -162,7 +169,7 @@ def scenario_deliveries(scenario: Scenario) -> Iterator[Delivery]:
         for incident in scenario.incidents.get(day, []):
             if incident["kind"] == "leaky_export":
                 batch = _leak(batch, labels, incident, scenario.spec, np.random.default_rng([scenario.seed, day, 3]))
-            elif incident["kind"] != "sloppy_labels":
+            elif incident["kind"] not in ("sloppy_labels", "ood_burst"):  # those two act in generate_day / annotate
                 batch = _apply_incident(batch, incident, scenario.spec, np.random.default_rng([scenario.seed, day, 1]))
             notes.append(incident["kind"])
         label_backlog[day] = annotate(scenario, day, batch, labels)
