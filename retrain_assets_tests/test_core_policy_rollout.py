@@ -103,6 +103,15 @@ def test_a_rollback_verdict_ends_the_trial_and_keeps_the_champion():
                                                                 "rollback_reason": "live says rollback"}))
 
 
+def test_an_early_stop_verdict_is_recorded_as_its_own_action():
+    early = {**verdict("rollback"), "numbers_json": '{"live_rows": 120.0, "early_stop": 1.0}'}
+    (step,) = steps(DeploymentState(champion="1", canary="2", canary_share=0.2), ON_CANARY, V2_PASSED, verdict=early)
+    assert (step.action, step.candidate, step.moves[0]) == ("canary_early_stop", "2", ("end_trial",))
+    plain = {**verdict("rollback"), "numbers_json": '{"live_rows": 400.0}'}
+    assert steps(DeploymentState(champion="1", canary="2", canary_share=0.2), ON_CANARY, V2_PASSED,
+                 verdict=plain)[0].action == "canary_rollback"
+
+
 def test_a_verdict_is_applied_once_and_only_while_its_version_is_on_trial():
     state = DeploymentState(champion="1", canary="2", canary_share=0.2)
     applied = history(("initial", "1", "1", "", "", ""), ("canary_start", "2", "1", "2", "", ""),

@@ -18,6 +18,7 @@ from typing import Any, Iterable
 import numpy as np
 import pandas as pd
 
+from retrain_assets.core.evaluation.sequential import confidence_sequence, request_losses
 from retrain_assets.core.evaluation.task_bootstrap import task_paired_bootstrap
 from retrain_assets.core.policy.definition import Policy
 from retrain_assets.core.policy.performance import performance_rules
@@ -159,6 +160,9 @@ def analyse_canary(y: Any, challenger_scores: Any, champion_scores: Any, partiti
       - non-inferior: the conservative bound beyond -margin (+margin for an error metric; 0 under
         `superiority`; margin `performance_rules(...).margin(live champion value)`): promote;
       - otherwise wait for more labels, and roll back once `max_live_partitions` passed.
+    Before there is enough evidence, a clearly worse canary is stopped early (`_early_stop`): the
+    verdict is a rollback whose numbers carry `early_stop` 1.0 (`core.policy.rollout` records it
+    as `<mode>_early_stop`).
     """
     rollout, rules = policy.rollout, performance_rules(policy, target)
     task = target.type if target is not None else BINARY
@@ -180,9 +184,35 @@ def analyse_canary(y: Any, challenger_scores: Any, champion_scores: Any, partiti
                        else f"; live traffic logged in {_partitions(live_partitions)}")
             return CanaryVerdict(ROLLBACK, f"expired: only {short[1]} in {_partitions(partitions_elapsed)} since the trial "
                                            f"started{traffic}: not enough live evidence", numbers, rules.metric)
+        stop = _early_stop(y, challenger_scores, champion_scores, task, rules.metric, policy, numbers)
+        if stop:
+            return CanaryVerdict(ROLLBACK, stop, numbers, rules.metric)
         return CanaryVerdict(WAIT, f"waiting for labels: {short[0]}", numbers, rules.metric)
     return _judge(y, challenger_scores, champion_scores, policy, rules, target, numbers, expired,
                   offline_difference, offline_lower if rules.higher_is_better else offline_upper)
+
+
+def _early_stop(y: np.ndarray, challenger_scores, champion_scores, task: str, metric: str, policy: Policy,
+                numbers: dict) -> str:
+    """Why the trial stops early ("" when it does not): the always-valid confidence sequence
+    (`core.evaluation.sequential`, level `promotion.confidence_level`, tightest near
+    `min_live_labeled_rows`) of the mean paired per-request loss difference challenger - champion
+    (`request_losses`: a proper per-row score, as the primary metric may have none) lies wholly
+    above 0. It is checked at every analysis and holds at every sample size at once, so looking
+    after every batch keeps the error rate: a canary no worse than the champion is stopped with
+    probability at most 1 - confidence over the whole trial. Adds its numbers to `numbers`."""
+    if not len(y):
+        return ""
+    confidence = policy.promotion.confidence_level
+    difference = (request_losses(y, challenger_scores, task, metric) - request_losses(y, champion_scores, task, metric))
+    cs = confidence_sequence(difference, confidence, planned_rows=policy.rollout.min_live_labeled_rows)
+    numbers.update(live_loss_difference=cs.mean, live_loss_difference_lower=cs.lower, live_loss_difference_upper=cs.upper)
+    if not cs.lower > 0:
+        return ""
+    numbers["early_stop"] = 1.0
+    return (f"early stop: the canary's per-request loss exceeds the champion's by {cs.mean:+.4g} [{cs.lower:+.4g}, "
+            f"{cs.upper:+.4g}] on {cs.n} labelled live rows (an always-valid {confidence:.0%} interval, checked at every "
+            f"analysis): clearly worse before {policy.rollout.min_live_labeled_rows} rows were reached")
 
 
 def _evidence(y: np.ndarray, task: str, rollout, metric: str) -> tuple[dict[str, float], tuple[str, str] | None]:

@@ -10,6 +10,7 @@ that moved without a history row. docs/serving.md has the table of transitions.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field, replace
 from typing import Any, Mapping
 
@@ -88,7 +89,8 @@ def next_steps(facts: RolloutFacts, rollout: RolloutPolicy) -> tuple[Transition,
     First a `reconciled` row when the registry moved without a history row (a run stopped between
     moving an alias and recording it), then the operator's command (`manual_rollback` ends the run;
     `approve` is recorded and the run goes on), then the newest final canary verdict not applied yet
-    (`<mode>_promote` or `<mode>_rollback`), else the newest evaluated challenger: nothing, or
+    (`<mode>_promote`, `<mode>_rollback`, or `<mode>_early_stop` for a rollback by the sequential early
+    stop), else the newest evaluated challenger: nothing, or
     `awaiting_approval`, `initial`/`promote` (direct) or `<mode>_start`. Raises `CommandRefused`.
     """
     state, command = facts.state, facts.command
@@ -148,7 +150,10 @@ def _verdict_step(verdict: Mapping[str, Any]) -> Transition:
         moves = (("promote", trial), ("end_trial",), ("tag_version", trial, {"rollout": "promoted"}))
         return Transition(f"{mode}_promote", trial, reason, moves, analysis_id=str(verdict["analysis_id"]), details=live)
     moves = (("end_trial",), ("tag_version", trial, {"rollout": "rolled_back", "rollback_reason": reason[:250]}))
-    return Transition(f"{mode}_rollback", trial, reason, moves, analysis_id=str(verdict["analysis_id"]), details=live)
+    # A rollback before the evidence was complete (`analyse_canary`'s sequential early stop) is named apart.
+    stopped = float(json.loads(str(verdict.get("numbers_json") or "{}")).get("early_stop", 0.0)) == 1.0
+    return Transition(f"{mode}_early_stop" if stopped else f"{mode}_rollback", trial, reason, moves,
+                      analysis_id=str(verdict["analysis_id"]), details=live)
 
 
 def _step_for_newest_evaluation(facts: RolloutFacts, rollout: RolloutPolicy) -> Transition:
