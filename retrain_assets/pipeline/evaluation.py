@@ -29,6 +29,7 @@ from retrain_assets.core.tasks import BINARY, METRICS, MULTICLASS, REGRESSION, T
 from retrain_assets.core.files import write_text_atomically
 from retrain_assets.core.training.modeling import feature_frame, model_family, predict_outputs, split_holdout, target_vector
 from retrain_assets.core.spec import DatasetSpec
+from retrain_assets.pipeline.shared.metadata import for_people
 from retrain_assets.pipeline.shared.registry import ModelRegistry
 from retrain_assets.pipeline.shared.warehouse import Warehouse
 from retrain_assets.pipeline.shared.namespace import Namespace
@@ -157,7 +158,7 @@ def build_evaluation(spec: DatasetSpec) -> dg.Definitions:
                 context.log.info(f"v{versions[CHALLENGER]} vs champion {versions[CHAMPION]} was already evaluated")
                 for table in ("evaluation_report", "evaluation_metrics", "evaluation_slices"):
                     yield dg.Output(warehouse.query(f"select * from {table}"), output_name=table,
-                                    metadata={"status": "already evaluated", "challenger_version": versions[CHALLENGER]})
+                                    metadata=for_people({"status": "already evaluated", "challenger_version": versions[CHALLENGER]}))
                 return
         features = feature_frame(holdout, spec)
         scored = {}
@@ -187,7 +188,7 @@ def build_evaluation(spec: DatasetSpec) -> dg.Definitions:
         summary, metrics, slices = report_rows(report, gate, evaluated_at, context.run_id, mlflow_run_id, str(html_path),
                                                rules.metric)
         context.log.info(gate.summary)
-        yield dg.Output(warehouse.with_history("evaluation_report", summary), output_name="evaluation_report", metadata={
+        yield dg.Output(warehouse.with_history("evaluation_report", summary), output_name="evaluation_report", metadata=for_people({
             "challenger_version": versions[CHALLENGER],
             "champion_version": versions[CHAMPION] or "none",
             **({"challenger_roc_auc": float(report["models"][CHALLENGER]["roc_auc"])} if spec.target.type == BINARY else {}),
@@ -197,11 +198,11 @@ def build_evaluation(spec: DatasetSpec) -> dg.Definitions:
             "report": dg.MetadataValue.md(report_markdown(report, gate)),
             **warehouse.report_links(html_path),
             **model_registry.run_link(mlflow_run_id),
-        })
+        }))
         yield dg.Output(warehouse.with_history("evaluation_metrics", metrics), output_name="evaluation_metrics",
                         metadata={"dagster/row_count": len(metrics)})
         yield dg.Output(warehouse.with_history("evaluation_slices", slices), output_name="evaluation_slices",
-                        metadata={"dagster/row_count": len(slices), **warehouse.report_links(html_path)})
+                        metadata=for_people({"dagster/row_count": len(slices), **warehouse.report_links(html_path)}))
 
     @dg.asset_check(asset=ns.key("evaluation_report"), blocking=True, name=PROMOTION_GATE,
                     description=gate_description(spec))
@@ -212,11 +213,11 @@ def build_evaluation(spec: DatasetSpec) -> dg.Definitions:
         return dg.AssetCheckResult(
             passed=gate.passed,
             description=gate.headline,
-            metadata={"criteria": dg.MetadataValue.md("\n".join(
+            metadata=for_people({"criteria": dg.MetadataValue.md("\n".join(
                           f"- {'pass' if c.passed else '**FAIL**'} `{c.name}`: {c.detail}" for c in gate.criteria)),
                       "failed": ", ".join(c.name for c in gate.criteria if not c.passed) or "none",
                       "challenger_version": str(newest["challenger_version"]),
-                      "champion_version": str(newest["champion_version"]) or "none"},
+                      "champion_version": str(newest["champion_version"]) or "none"}),
         )
 
     return dg.Definitions(assets=[evaluation], asset_checks=[evaluation_report_promotion_gate])

@@ -14,6 +14,7 @@ from retrain_assets.core.partitions import PARTITION_COLUMN
 from retrain_assets.core.ingestion.privacy import pseudonymize, withhold_undeclared
 from retrain_assets.core.policy.batches import contract_verdict
 from retrain_assets.core.spec import DatasetSpec
+from retrain_assets.pipeline.shared.metadata import for_people
 from retrain_assets.pipeline.shared.partitioning import partition_window
 from retrain_assets.pipeline.shared.landing import LandingZone
 from retrain_assets.pipeline.shared.warehouse import Warehouse
@@ -111,20 +112,20 @@ def build_ingestion(spec: DatasetSpec, partitions_def: dg.PartitionsDefinition) 
         passed, verdict = contract_verdict(schema_errors, len(quarantined), n_in, bad_files, redelivered, undeclared,
                                            spec.policy.max_bad_row_share)
 
-        yield dg.Output(valid, output_name="raw_batches", metadata={
+        yield dg.Output(valid, output_name="raw_batches", metadata=for_people({
             "dagster/row_count": len(valid),
             "rows_in": n_in,
             "rows_quarantined": len(quarantined),
             "rows_redelivered": n_redelivered,
             "files": [f.path.name for f in files],
-        })
+        }))
         yield dg.Output(quarantined, output_name="quarantine", metadata={"dagster/row_count": len(quarantined)})
         yield dg.AssetCheckResult(
             check_name=CONTRACT_CHECK,
             asset_key=ns.key("raw_batches"),
             passed=passed,
             description=verdict,
-            metadata={
+            metadata=for_people({
                 "rows_in": n_in,
                 "rows_quarantined": len(quarantined),
                 "rows_redelivered": n_redelivered,
@@ -133,7 +134,7 @@ def build_ingestion(spec: DatasetSpec, partitions_def: dg.PartitionsDefinition) 
                 "schema_errors": dg.MetadataValue.json(schema_errors),
                 "top_reasons": dg.MetadataValue.json(dict(reasons.most_common(10))),
                 "undeclared_columns": dg.MetadataValue.json(undeclared),
-            },
+            }),
         )
 
     return dg.Definitions(assets=[ingest_batches])

@@ -23,6 +23,7 @@ from retrain_assets.core.training.modeling import predict_outputs, target_vector
 from retrain_assets.core.partitions import PARTITION_COLUMN
 from retrain_assets.core.labeling.review import applicable_decisions, build_queue, parse_decisions
 from retrain_assets.core.spec import DatasetSpec
+from retrain_assets.pipeline.shared.metadata import for_people
 from retrain_assets.pipeline.shared.lookups import CONTRACT_CHECK, unusable_batches
 from retrain_assets.pipeline.shared.partitioning import partition_window
 from retrain_assets.pipeline.shared.landing import LandingZone
@@ -114,12 +115,12 @@ def build_labeling(spec: DatasetSpec, partitions_def: dg.PartitionsDefinition) -
         rejected_frame = pd.concat(rejected, ignore_index=True)[REJECTED_COLUMNS] if rejected \
             else pd.DataFrame(columns=REJECTED_COLUMNS)
         rejected_frame.insert(0, PARTITION_COLUMN, start)
-        yield dg.Output(annotations, output_name="labels", metadata={
+        yield dg.Output(annotations, output_name="labels", metadata=for_people({
             "dagster/row_count": len(annotations), "rows_annotated": int(annotations[id_col].nunique()),
-            "rows_delivered": delivered, "rows_rejected": refused, **counts, "files": [f.path.name for f in files]})
+            "rows_delivered": delivered, "rows_rejected": refused, **counts, "files": [f.path.name for f in files]}))
         yield dg.Output(rejected_frame, output_name="rejected_labels", metadata={"dagster/row_count": len(rejected_frame)})
-        yield dg.Output(decisions_frame, output_name="review_decisions", metadata={
-            "dagster/row_count": len(decisions_frame), "files": [f.path.name for f in decision_files]})
+        yield dg.Output(decisions_frame, output_name="review_decisions", metadata=for_people({
+            "dagster/row_count": len(decisions_frame), "files": [f.path.name for f in decision_files]}))
 
     @dg.multi_asset(
         ins=ns.ins("raw_batches", "labels"),
@@ -192,10 +193,10 @@ def build_labeling(spec: DatasetSpec, partitions_def: dg.PartitionsDefinition) -
         if outputs is not None and len(joined):
             rows = pd.Series(np.arange(len(raw_batches)), index=raw_batches[id_col]).loc[joined[id_col]].to_numpy()
             metadata.update({"champion_version": champion, **champion_live_metrics(joined, outputs[rows], spec)})
-        yield dg.Output(joined, output_name="labeled_batches", metadata=metadata)
-        yield dg.Output(queue, output_name="review_queue", metadata={
+        yield dg.Output(joined, output_name="labeled_batches", metadata=for_people(metadata))
+        yield dg.Output(queue, output_name="review_queue", metadata=for_people({
             "dagster/row_count": len(queue), "open": int((queue["status"] == "open").sum()),
-            "by_gate": dg.MetadataValue.json(queue[queue["status"] == "open"]["gate"].value_counts().to_dict())})
+            "by_gate": dg.MetadataValue.json(queue[queue["status"] == "open"]["gate"].value_counts().to_dict())}))
         by_gate = resolution.gated["gate"].value_counts().to_dict() if len(resolution.gated) else {}
         yield dg.AssetCheckResult(
             check_name=GATED_SHARE_CHECK, asset_key=ns.key("labeled_batches"),
@@ -203,7 +204,7 @@ def build_labeling(spec: DatasetSpec, partitions_def: dg.PartitionsDefinition) -
             severity=dg.AssetCheckSeverity.ERROR,
             description=(f"{len(resolution.gated)} of {annotated} annotated rows gated ({gated_share:.1%}; "
                          f"limit {gates.max_gated_share:.0%}): " + (", ".join(f"{k} {v}" for k, v in by_gate.items()) or "none")),
-            metadata={"gated_share": gated_share, "by_gate": dg.MetadataValue.json(by_gate)},
+            metadata=for_people({"gated_share": gated_share, "by_gate": dg.MetadataValue.json(by_gate)}),
         )
 
     return dg.Definitions(assets=[ingest_labels, resolve_labels_step])
