@@ -16,6 +16,7 @@ from retrain_assets.core.monitoring.distances import jensen_shannon_counts
 from retrain_assets.core.monitoring.drift import dataset_drift, feature_drift, label_drift, out_of_distribution_share
 from retrain_assets.core.monitoring.loss_estimation import LossModel
 from retrain_assets.core.monitoring.multivariate import domain_classifier_drift
+from retrain_assets.core.monitoring.novelty import NoveltyModel, novelty_summary
 from retrain_assets.core.monitoring.profile import ReferenceProfile
 from retrain_assets.core.monitoring.realized import realized_interval
 from retrain_assets.core.monitoring.task_drift import task_label_drift, task_prediction_drift
@@ -60,6 +61,7 @@ def build_drift_report(
     labeled_rows: pd.DataFrame | None = None,
     loss_model: LossModel | None = None,
     metric: str | None = None,
+    novelty_model: NoveltyModel | None = None,
 ) -> DriftResult:
     """Compare `current` with the reference; every optional input adds its section.
 
@@ -72,6 +74,8 @@ def build_drift_report(
     and the labeled rows' frame (`labeled_rows`) to judge it on them.
     metric: the primary metric (`core.policy.performance.performance_rules(policy, target).metric`;
     default the task's) that `estimated_performance` / `realized_performance` report.
+    novelty_model: the champion's (`core.monitoring.novelty`), for `novelty_share`,
+    `novelty_score_p99` and `novelty_examples` (NaN / "" without one).
     The binary columns (`*_roc_auc`, `current_positive_rate`, ...) keep their numbers (NaN for the
     other tasks, except accuracy, which multiclass fills too); the task-neutral ones are in `TASK_COLUMNS`.
     """
@@ -85,6 +89,7 @@ def build_drift_report(
         "drift_share": float(overall["drift_share"]),
         "dataset_drifted": bool(overall["dataset_drifted"]),
         "ood_share": float(out_of_distribution_share(profile, current)),
+        **novelty_summary(novelty_model, current, spec.id_column),
         "multivariate_auc": math.nan,
         "prediction_psi": math.nan,
         "prediction_ks_p_value": math.nan,

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 from retrain_assets.core.policy.definition import Policy
+from retrain_assets.core.policy.novelty import novelty_clause
 from retrain_assets.core.policy.performance import PerformanceRules, performance_rules
 from retrain_assets.core.policy.value import drift_impact, growth_clause, mean_with_interval
 from retrain_assets.core.policy.window import CHANGE_TRIGGERS, change_window_from
@@ -36,6 +37,9 @@ class BatchSignal:
     # The estimate's band (`drift_report.estimated_performance_low` / `_high`; NaN: none).
     estimated_performance_low: float = float("nan")
     estimated_performance_high: float = float("nan")
+    # Share of the batch's rows the champion's novelty model flags (`drift_report.novelty_share`;
+    # NaN: a champion profiled before novelty models existed).
+    novelty_share: float = float("nan")
 
 
 @dataclass(frozen=True)
@@ -78,7 +82,7 @@ class RetrainDecision:
 
     retrain: bool
     reason: str
-    trigger: str = "none"          # first_model | performance | drift | data_growth | freshness | none
+    trigger: str = "none"          # first_model | performance | drift | novelty | data_growth | freshness | none
     # hysteresis | awaiting_drift_labels | no_impact | trial_running | min_new_labels | cooldown | budget | ""
     suppressed_by: str = ""
     numbers: dict = field(default_factory=dict)
@@ -111,7 +115,8 @@ def decide_retrain(history: PolicyHistory, policy: Policy, target: TargetSpec | 
     """Apply the retrain policy to the pipeline's history. Clauses, in order:
 
     first model -> performance -> drift (k of n, with hysteresis, and by default only when it
-    hurts: `value.drift_impact`) -> data growth (`value.growth_clause`) -> freshness; a firing clause is
+    hurts: `value.drift_impact`) -> novelty (`novelty.novelty_clause`)
+    -> data growth (`value.growth_clause`) -> freshness; a firing clause is
     then subject to the guards: no live trial running (one rollout at a time: a new challenger
     would be judged against a champion whose successor is still on trial), minimum new labels,
     cooldown, budget. The performance clause compares the task's primary metric
@@ -146,6 +151,10 @@ def decide_retrain(history: PolicyHistory, policy: Policy, target: TargetSpec | 
     fired_drift, held = _weigh_drift(history, signals, drift, None if math.isnan(baseline) else baseline, rules, policy, numbers)
     if fired_drift:
         fired.append(("drift", fired_drift))
+    novelty_holds, novelty_text, novelty_numbers = novelty_clause([s.novelty_share for s in signals], policy.triggers)
+    numbers.update(novelty_numbers)
+    if novelty_holds:
+        fired.append(("novelty", novelty_text))
     growth = growth_clause(history.window_labeled_rows, history.champion_training_rows, history.champion_learning_gain,
                            None if math.isnan(baseline) else baseline, rules, policy.triggers)
     numbers.update(growth_ratio=growth.ratio, expected_gain=growth.expected_gain)

@@ -30,6 +30,14 @@ class TriggerThresholds:
     change_window_partitions: how many partitions that window keeps; 0: `min_partitions_first_model`
         (the fewest any model trains on). Seasonal data sets a full cycle (12 monthly batches), so
         a window started anew still holds every season once.
+    novelty_window_batches: the novelty clause (`core.policy.novelty`) averages the champion's
+        newest this many batches' `novelty_share` (3, as the drift clause's window: one odd batch
+        is not enough).
+    max_novelty_share: ... and holds when that mean exceeds this share. 0.05 is 5 x the expected
+        false-novel share of rows from the training distribution (about 1 %:
+        `core.monitoring.novelty.EXPECTED_FALSE_NOVEL_SHARE`); rows drawn anew from the training
+        distribution average about 1 % (up to 2 % in a 1,000-row batch), so only a real influx of
+        unfamiliar inputs passes it.
     """
 
     growth_min_ratio: float = 1.5
@@ -38,6 +46,8 @@ class TriggerThresholds:
     impact_margin: float = 0.01
     forget_on_change: bool = True
     change_window_partitions: int = 0
+    novelty_window_batches: int = 3
+    max_novelty_share: float = 0.05
 
     def validate(self) -> None:
         """Raise ValueError when a threshold is outside its meaningful range."""
@@ -45,5 +55,7 @@ class TriggerThresholds:
             raise ValueError("triggers.growth_min_ratio must be above 1 (a multiple of the champion's training rows)")
         if self.change_window_partitions < 0:
             raise ValueError("triggers.change_window_partitions must not be negative (0: min_partitions_first_model)")
+        if self.novelty_window_batches < 1 or not 0 <= self.max_novelty_share < 1:
+            raise ValueError("triggers.novelty_window_batches must be at least 1 and triggers.max_novelty_share in [0, 1)")
         if self.growth_min_gain < 0 or self.impact_margin < 0:
             raise ValueError("triggers.growth_min_gain and triggers.impact_margin must not be negative")
