@@ -7,6 +7,7 @@ import dagster as dg
 import pytest
 
 from retrain_assets.pipeline import build_definitions
+from retrain_assets.pipeline.shared.catalog import COLUMNS_KEY
 from retrain_assets.settings import ProjectSettings
 from retrain_assets_tests.conftest import LOAN_SPEC, RAINFALL_SPEC
 
@@ -61,7 +62,8 @@ def test_every_asset_explains_itself_in_the_catalog(tmp_path, spec):
         assert len(node.description or "") > 30, name
         assert set(node.owners) == set(dataset.owners) and node.owners, name
         assert "duckdb" in node.kinds and node.kinds & {"duckdb", "scikitlearn", "mlflow", "pandas", "html"} == node.kinds, name
-        schema = node.metadata["dagster/column_schema"]
+        assert "dagster/column_schema" not in node.metadata, name  # a section above the metadata: links first
+        schema = node.metadata[COLUMNS_KEY].schema
         assert [(c.name, c.type, c.description) for c in schema.columns] == \
             [(c.name, c.type, c.description) for c in table_columns(name, dataset)], name
         assert all(c.description for c in schema.columns), name

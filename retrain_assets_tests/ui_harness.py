@@ -32,6 +32,7 @@ import pytest
 from retrain_assets.core.offline.scenario import load_scenario, scenario_deliveries
 from retrain_assets.apps.demo import INSTANCE_YAML, ReplaySummary, replay, scripted_reviewer
 from retrain_assets.apps.reports_server import make_server
+from retrain_assets.pipeline.shared.catalog import COLUMNS_KEY
 from retrain_assets.settings import ProjectSettings
 from retrain_assets_tests.conftest import REPO, write_short_scenario
 
@@ -157,7 +158,7 @@ def read_facts(defs: dg.Definitions, instance: dg.DagsterInstance) -> InstanceFa
     for key in sorted(graph.get_all_asset_keys(), key=lambda k: k.to_user_string()):
         node = graph.get(key)
         records = instance.fetch_materializations(key, limit=10_000, ascending=False).records
-        schema = node.metadata.get("dagster/column_schema")
+        schema = node.metadata.get(COLUMNS_KEY)
         assets[key.to_user_string()] = AssetFacts(
             key=key.to_user_string(), dataset=key.path[0], group=node.group_name, description=node.description or "",
             partitioned=node.is_partitioned, checks=sorted(k.name for k in node.check_keys),

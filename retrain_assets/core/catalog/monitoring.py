@@ -76,6 +76,14 @@ _SUMMARY = (
     ("drift_share", DOUBLE, "n_drifted / n_features."),
     ("dataset_drifted", BOOLEAN, "Whether the batch drifted: drift_share >= policy.drift.dataset_drift_share."),
     ("ood_share", DOUBLE, "Share of rows with a category unseen in the reference or a number outside its [min, max]."),
+    ("segment_drift_json", VARCHAR, "Drift per segment (spec `segments`; `core.monitoring.segment_drift`): JSON list, one "
+                                    "entry per value of a segment column with at least policy.drift.segment_min_rows rows in "
+                                    "the batch and the reference: segment, value, n_rows, n_reference, n_features, n_drifted, "
+                                    "drift_share, drifted (drift_share >= policy.drift.dataset_drift_share, the slice tested as "
+                                    "a batch, without the segment column) and top_features; empty when none was tested."),
+    ("max_segment_drift_share", DOUBLE, "The largest drift_share of a tested segment (NaN: none tested)."),
+    ("drifted_segments", BIGINT, "Tested segments that drifted; with policy.drift.segment_drift on, one makes the batch "
+                                 "count as drifted for the drift clause."),
     ("multivariate_auc", DOUBLE, "ROC AUC of a classifier telling reference rows from batch rows (0.5: "
                                  "indistinguishable); NaN under 20 rows."),
     ("prediction_psi", DOUBLE, "PSI of the champion's scores on the batch against its scores on the reference."),

@@ -19,6 +19,7 @@ from retrain_assets.core.monitoring.multivariate import domain_classifier_drift
 from retrain_assets.core.monitoring.novelty import NoveltyModel, novelty_summary
 from retrain_assets.core.monitoring.profile import ReferenceProfile
 from retrain_assets.core.monitoring.realized import realized_interval
+from retrain_assets.core.monitoring.segment_drift import segment_drift, segment_summary
 from retrain_assets.core.monitoring.task_drift import task_label_drift, task_prediction_drift
 from retrain_assets.core.monitoring.task_estimation import check_task_estimate, estimate_task_performance
 from retrain_assets.core.policy.definition import DriftThresholds
@@ -89,6 +90,7 @@ def build_drift_report(
         "drift_share": float(overall["drift_share"]),
         "dataset_drifted": bool(overall["dataset_drifted"]),
         "ood_share": float(out_of_distribution_share(profile, current)),
+        **segment_summary(segment_drift(profile, current, thresholds)),
         **novelty_summary(novelty_model, current, spec.id_column),
         "multivariate_auc": math.nan,
         "prediction_psi": math.nan,

@@ -211,7 +211,8 @@ class Lab:
             task = {} if self.spec.target.type == BINARY else {"target": self.spec.target}
             self._profiles[key] = build_reference_profile(
                 train, self.spec.numeric_features, self.spec.categorical_features, scores=predict_outputs(model.pipeline, train, self.spec),
-                labels=target_vector(train, self.spec), thresholds=policy.drift, created_from=model.key, **task)
+                labels=target_vector(train, self.spec), thresholds=policy.drift, created_from=model.key,
+                segments=self.spec.segment_columns, **task)
         return self._profiles[key]
 
     def signal(self, model: Model, step: Step, labeled: bool, policy: Policy) -> BatchSignal:

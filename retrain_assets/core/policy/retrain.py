@@ -37,6 +37,10 @@ class BatchSignal:
     # The estimate's band (`drift_report.estimated_performance_low` / `_high`; NaN: none).
     estimated_performance_low: float = float("nan")
     estimated_performance_high: float = float("nan")
+    # Drift per segment (`drift_report.drifted_segments` / `max_segment_drift_share`; 0 / NaN: none
+    # tested); they count for the drift clause when `policy.drift.segment_drift` is on.
+    drifted_segments: int = 0
+    max_segment_drift_share: float = float("nan")
     # Share of the batch's rows the champion's novelty model flags (`drift_report.novelty_share`;
     # NaN: a champion profiled before novelty models existed).
     novelty_share: float = float("nan")
@@ -133,7 +137,7 @@ def decide_retrain(history: PolicyHistory, policy: Policy, target: TargetSpec | 
                                numbers={"labeled_partitions": len(labeled)})
 
     signals = [s for s in history.signals if s.champion_version == history.champion_version]
-    drift = drift_clause([s.dataset_drifted for s in signals], policy)
+    drift = drift_clause([_drifted(s, policy) for s in signals], policy)
     age = sum(p > history.last_trained_through for p in labeled)
     rules = performance_rules(policy, target if target is not None else history.target)
     numbers = {"drifted_batches": drift.drifted_batches, "window_batches": drift.window_batches, "model_age_partitions": age,
@@ -200,8 +204,8 @@ def _weigh_drift(history: PolicyHistory, signals: list[BatchSignal], drift: Drif
     """The drift clause's verdict once k of n batches drifted: (why it fires, "") or ("", (guard,
     why it holds)): hysteresis, no impact (by default drift must hurt: `value.drift_impact`),
     labels of the drifted batches still missing. Adds its numbers to `numbers`."""
-    drifted = [s for s in signals[-policy.drift_window_batches:] if s.dataset_drifted]
-    drifted_labeled = sum(s.n_labeled for s in signals if s.dataset_drifted)
+    drifted = [s for s in signals[-policy.drift_window_batches:] if _drifted(s, policy)]
+    drifted_labeled = sum(s.n_labeled for s in signals if _drifted(s, policy))
     numbers["drifted_labeled_rows"] = drifted_labeled
     if not drift.holds:
         return "", None
@@ -298,4 +302,10 @@ def _drift_disarmed(history: PolicyHistory, signals: list[BatchSignal], policy: 
     if not drift_triggers or (history.past_triggers and history.past_triggers[-1][1] != "drift"):
         return False
     after = [s for s in history.signals if s.partition > drift_triggers[-1]]
-    return not any(s.drift_share < policy.drift_rearm_share for s in after)
+    return not any(policy.drift.batch_drift_share(s.drift_share, s.max_segment_drift_share) < policy.drift_rearm_share for s in after)
+
+
+def _drifted(signal: BatchSignal, policy: Policy) -> bool:
+    """Whether a batch counts as drifted for the drift clause (dataset drift, or a drifted segment
+    with `policy.drift.segment_drift`)."""
+    return policy.drift.batch_drifted(signal.dataset_drifted, signal.drifted_segments)
