@@ -23,7 +23,7 @@ def compare_files(reference: pd.DataFrame, current: pd.DataFrame, spec: DatasetS
     paths) under the spec's drift thresholds, written to `out`; returns the result and the JSON text."""
     thresholds = spec.policy.drift
     profile = build_reference_profile(reference, spec.numeric_features, spec.categorical_features,
-                                      thresholds=thresholds, created_from=str(reference_path))
+                                      thresholds=thresholds, created_from=str(reference_path), segments=spec.segment_columns)
     result = build_drift_report(profile, current, spec, thresholds,
                                 reference_rows=reference_sample(reference, spec.feature_columns, seed=spec.policy.random_seed),
                                 seed=spec.policy.random_seed)

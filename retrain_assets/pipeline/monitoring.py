@@ -82,7 +82,8 @@ def build_monitoring(spec: DatasetSpec, partitions_def: dg.PartitionsDefinition)
         data_version = str(latest_materialization_metadata(context.instance, ns.key("training_set")).get("data_version", ""))
         profile = build_reference_profile(train, spec.numeric_features, spec.categorical_features,
                                           scores=predict_outputs(model, train, spec), labels=target_vector(train, spec),
-                                          thresholds=policy.drift, created_from=data_version, target=spec.target)
+                                          thresholds=policy.drift, created_from=data_version, target=spec.target,
+                                          segments=spec.segment_columns)
         sample = reference_sample(train, spec.feature_columns, seed=policy.random_seed)
         loss_model, loss_note = champion_loss_model(model, holdout, spec)
         row = pd.DataFrame([{"model_version": champion, "data_version": data_version,

@@ -13,6 +13,9 @@ Per task (`core.tasks`), the prediction and label parts differ:
 - regression: `scores` profiles the predicted values and `label_values` the labels.
 The JSON of a binary profile is what it always was (the task keys are written for the other
 tasks only), so profiles stored before tasks existed load as binary.
+`segments` (spec `segments`) holds per segment column and value a feature profile of that slice of
+the reference (`segment_profiles`), what `segment_drift.py` compares a batch's slice with; the
+`segments` key is written only when there are some, so older profiles load with none.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
@@ -30,6 +33,7 @@ from retrain_assets.core.monitoring.values import (
     binary_labels,
     bin_counts_of,
     category_counts,
+    factorize,
     numeric_values,
     prefix_sums_of,
 )
@@ -103,12 +107,16 @@ class ReferenceProfile:
     predicted_counts: list[int] | None = None
     mean_probabilities: list[float] | None = None
     label_values: NumericProfile | None = None
+    segments: dict[str, dict[str, ReferenceProfile]] | None = None
 
     def to_json(self) -> str:
         """Lossless JSON: floats are written with repr precision, NaN as null.
 
         `prefix_sums` are not stored; `from_json` recomputes them (bit-identical, same cumsum).
         """
+        return json.dumps(self._payload(), allow_nan=False)
+
+    def _payload(self) -> dict[str, Any]:
         payload = {
             "format": 1,
             "n_rows": self.n_rows,
@@ -129,12 +137,17 @@ class ReferenceProfile:
                 mean_probabilities=None if self.mean_probabilities is None else [_float_or_none(x) for x in self.mean_probabilities],
                 label_values=_numeric_to_dict(self.label_values) if self.label_values is not None else None,
             )
-        return json.dumps(payload, allow_nan=False)
+        if self.segments:
+            payload["segments"] = {c: {v: p._payload() for v, p in values.items()} for c, values in self.segments.items()}
+        return payload
 
     @classmethod
     def from_json(cls, text: str) -> ReferenceProfile:
         """Inverse of `to_json`."""
-        raw = json.loads(text)
+        return cls._from_payload(json.loads(text))
+
+    @classmethod
+    def _from_payload(cls, raw: dict[str, Any]) -> ReferenceProfile:
         if raw.get("format") != 1:
             raise ValueError(f"unsupported reference profile format {raw.get('format')!r}")
         rate = raw.get("positive_rate")
@@ -155,6 +168,8 @@ class ReferenceProfile:
             mean_probabilities=None if raw.get("mean_probabilities") is None
             else [math.nan if x is None else float(x) for x in raw["mean_probabilities"]],
             label_values=_numeric_from_dict(raw["label_values"]) if raw.get("label_values") is not None else None,
+            segments={c: {v: cls._from_payload(p) for v, p in values.items()} for c, values in raw["segments"].items()}
+            if raw.get("segments") else None,
         )
 
 
@@ -167,6 +182,7 @@ def build_reference_profile(
     thresholds: DriftThresholds = DriftThresholds(),
     created_from: str = "",
     target: TargetSpec | None = None,
+    segments: Sequence[str] = (),
 ) -> ReferenceProfile:
     """Profile the reference rows (usually the champion's training window).
 
@@ -174,13 +190,14 @@ def build_reference_profile(
     `core.tasks.encode_labels` does; either may be None. Binary (also when `target` is None):
     0/1 labels, and the label prior is the mean of the non-missing labels (None when there are
     none). Multiclass: (rows, k) probabilities and class indices; regression: predicted values
-    and numeric labels (see the module doc for what is kept).
+    and numeric labels (see the module doc for what is kept). `segments`: the spec's segment
+    columns, profiled per value (`segment_profiles`).
     """
     missing = [c for c in [*numeric, *categorical] if c not in df.columns]
     if missing:
         raise KeyError(f"reference frame lacks columns {missing}")
     if target is not None and target.type != BINARY:
-        base = build_reference_profile(df, numeric, categorical, None, None, thresholds, created_from)
+        base = build_reference_profile(df, numeric, categorical, None, None, thresholds, created_from, segments=segments)
         return _with_task_outputs(base, target, scores, labels, thresholds)
     positive_rate = None
     if labels is not None:
@@ -193,7 +210,25 @@ def build_reference_profile(
         scores=numeric_profile("score", scores, thresholds) if scores is not None else None,
         positive_rate=positive_rate,
         created_from=created_from,
+        segments=segment_profiles(df, segments, numeric, categorical, thresholds) or None,
     )
+
+
+def segment_profiles(df: pd.DataFrame, segments: Sequence[str], numeric: list[str], categorical: list[str],
+                     thresholds: DriftThresholds = DriftThresholds()) -> dict[str, dict[str, ReferenceProfile]]:
+    """Per segment column, per value (as text, `values.factorize`) with at least
+    `thresholds.segment_min_rows` reference rows: the feature profile of those rows, without the
+    segment column itself (constant in its slice). Missing segment values belong to no slice."""
+    out: dict[str, dict[str, ReferenceProfile]] = {}
+    for column in segments:
+        if column not in df.columns:
+            raise KeyError(f"reference frame lacks segment column {column!r}")
+        codes, keys = factorize(df[column])
+        num, cat = [c for c in numeric if c != column], [c for c in categorical if c != column]
+        rows = {key: np.flatnonzero(np.isin(codes, [i for i, k in enumerate(keys) if k == key])) for key in dict.fromkeys(keys)}
+        out[column] = {key: build_reference_profile(df.iloc[index], num, cat, thresholds=thresholds)
+                       for key, index in rows.items() if len(index) >= thresholds.segment_min_rows}
+    return out
 
 
 def _with_task_outputs(

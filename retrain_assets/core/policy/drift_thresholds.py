@@ -3,6 +3,7 @@ section (re-exported by `core.policy.definition`)."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 
@@ -34,6 +35,15 @@ class DriftThresholds:
     max_reference_sample: sorted reference values kept per numeric feature (50,000): the
         reference ECDF used by KS and Wasserstein is then exact up to 1/50,000 in probability,
         while a profile built from millions of rows stays a few MB of JSON.
+    segment_min_rows: drift per segment (spec `segments`, `core.monitoring.segment_drift`) tests a
+        value of a segment column only when the batch and the reference both hold at least this
+        many rows of it (30: the usual least sample for the KS and chi-square tests; fewer rows
+        would mostly report noise, and a segment that small is better judged with the batch).
+    segment_drift: whether a batch in which some segment drifted counts as drifted for the
+        policy's drift clause (k of n batches, hysteresis and the impact test apply as to
+        dataset drift; the re-arming share is then the larger of the batch's and its segments'
+        largest drift share). Default SEGMENT_DRIFT_DEFAULT: see docs/policy.md for the backtests
+        it was chosen on.
     """
 
     alpha: float = 0.05
@@ -46,6 +56,8 @@ class DriftThresholds:
     dataset_drift_share: float = 0.5
     n_bins: int = 10
     max_reference_sample: int = 50_000
+    segment_min_rows: int = 30
+    segment_drift: bool = False
 
     def __post_init__(self) -> None:
         if not 0.0 < self.alpha < 1.0:
@@ -60,3 +72,17 @@ class DriftThresholds:
             raise ValueError("n_bins must be at least 2")
         if self.max_reference_sample < 2:
             raise ValueError("max_reference_sample must be at least 2")
+        if self.segment_min_rows < 1:
+            raise ValueError("segment_min_rows must be at least 1")
+
+    def batch_drifted(self, dataset_drifted: bool, drifted_segments: int) -> bool:
+        """Whether a batch counts as drifted for the drift clause: its dataset drift, or, with
+        `segment_drift`, a drifted segment."""
+        return bool(dataset_drifted) or (self.segment_drift and drifted_segments > 0)
+
+    def batch_drift_share(self, drift_share: float, max_segment_drift_share: float) -> float:
+        """The drift share the clause's hysteresis reads: the batch's, or with `segment_drift`
+        the larger of it and its segments' largest (NaN: no segment tested)."""
+        if not self.segment_drift or math.isnan(max_segment_drift_share):
+            return drift_share
+        return max_segment_drift_share if math.isnan(drift_share) else max(drift_share, max_segment_drift_share)
