@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 from retrain_assets.core.policy.definition import Policy
+from retrain_assets.core.policy.error_stream import error_stream_clause
 from retrain_assets.core.policy.novelty import novelty_clause
 from retrain_assets.core.policy.performance import PerformanceRules, performance_rules
 from retrain_assets.core.policy.value import drift_impact, growth_clause, mean_with_interval
@@ -37,6 +38,10 @@ class BatchSignal:
     # The estimate's band (`drift_report.estimated_performance_low` / `_high`; NaN: none).
     estimated_performance_low: float = float("nan")
     estimated_performance_high: float = float("nan")
+    # The error stream of the batch's labelled rows (`drift_report.error_alarm` 1/0, NaN: no labels
+    # or a champion profiled without held-out errors; `error_stream_shift`: their mean rise).
+    error_alarm: float = float("nan")
+    error_stream_shift: float = float("nan")
     # Drift per segment (`drift_report.drifted_segments` / `max_segment_drift_share`; 0 / NaN: none
     # tested); they count for the drift clause when `policy.drift.segment_drift` is on.
     drifted_segments: int = 0
@@ -86,7 +91,7 @@ class RetrainDecision:
 
     retrain: bool
     reason: str
-    trigger: str = "none"          # first_model | performance | drift | novelty | data_growth | freshness | none
+    trigger: str = "none"          # first_model | performance | error_stream | drift | novelty | data_growth | freshness | none
     # hysteresis | awaiting_drift_labels | no_impact | trial_running | min_new_labels | cooldown | budget | ""
     suppressed_by: str = ""
     numbers: dict = field(default_factory=dict)
@@ -118,8 +123,8 @@ def drift_clause(dataset_drifted: Sequence[bool], policy: Policy) -> DriftClause
 def decide_retrain(history: PolicyHistory, policy: Policy, target: TargetSpec | None = None) -> RetrainDecision:
     """Apply the retrain policy to the pipeline's history. Clauses, in order:
 
-    first model -> performance -> drift (k of n, with hysteresis, and by default only when it
-    hurts: `value.drift_impact`) -> novelty (`novelty.novelty_clause`)
+    first model -> performance -> error stream (`error_stream.error_stream_clause`) -> drift (k of
+    n, with hysteresis, and by default only when it hurts: `value.drift_impact`) -> novelty (`novelty.novelty_clause`)
     -> data growth (`value.growth_clause`) -> freshness; a firing clause is
     then subject to the guards: no live trial running (one rollout at a time: a new challenger
     would be judged against a champion whose successor is still on trial), minimum new labels,
@@ -152,6 +157,11 @@ def decide_retrain(history: PolicyHistory, policy: Policy, target: TargetSpec | 
         clause = performance_clause(rules, performance, None if math.isnan(baseline) else baseline, source, half)
         if clause:
             fired.append(("performance", clause))
+    stream_holds, stream_text, stream_numbers = error_stream_clause([s.error_alarm for s in signals],
+                                                                    [s.error_stream_shift for s in signals], policy.triggers)
+    numbers.update(stream_numbers)
+    if stream_holds:
+        fired.append(("error_stream", stream_text))
     fired_drift, held = _weigh_drift(history, signals, drift, None if math.isnan(baseline) else baseline, rules, policy, numbers)
     if fired_drift:
         fired.append(("drift", fired_drift))

@@ -38,6 +38,16 @@ class TriggerThresholds:
         `core.monitoring.novelty.EXPECTED_FALSE_NOVEL_SHARE`); rows drawn anew from the training
         distribution average about 1 % (up to 2 % in a 1,000-row batch), so only a real influx of
         unfamiliar inputs passes it.
+    error_detector: the error-stream clause's change detector (`core.monitoring.error_stream`):
+        `adwin` (river's ADWIN, the default: no tuning to the error level, a bound that holds for
+        errors in [0, 1]) or `page_hinkley` (river's Page-Hinkley watching for a rise).
+    error_delta: ADWIN's confidence delta (0.002, river's default: a false cut about once in 500
+        windows).
+    error_ph_threshold: Page-Hinkley's threshold, in units of the champion's mean held-out error
+        (50, river's default: a rise of 0.5 x the error level alarms after about 100 rows).
+    error_window_batches / error_min_batches: the clause (`core.policy.error_stream`) holds when at
+        least `error_min_batches` of the newest `error_window_batches` labelled batches alarmed
+        (2 of 3: one batch's alarm may be its few labels' chance; two in a row is a change).
     """
 
     growth_min_ratio: float = 1.5
@@ -48,6 +58,11 @@ class TriggerThresholds:
     change_window_partitions: int = 0
     novelty_window_batches: int = 3
     max_novelty_share: float = 0.05
+    error_detector: str = "adwin"
+    error_delta: float = 0.002
+    error_ph_threshold: float = 50.0
+    error_window_batches: int = 3
+    error_min_batches: int = 2
 
     def validate(self) -> None:
         """Raise ValueError when a threshold is outside its meaningful range."""
@@ -57,5 +72,10 @@ class TriggerThresholds:
             raise ValueError("triggers.change_window_partitions must not be negative (0: min_partitions_first_model)")
         if self.novelty_window_batches < 1 or not 0 <= self.max_novelty_share < 1:
             raise ValueError("triggers.novelty_window_batches must be at least 1 and triggers.max_novelty_share in [0, 1)")
+        if self.error_detector not in ("adwin", "page_hinkley") or not 0 < self.error_delta < 1 or self.error_ph_threshold <= 0:
+            raise ValueError("triggers.error_detector must be adwin or page_hinkley, triggers.error_delta in (0, 1) and "
+                             "triggers.error_ph_threshold positive")
+        if not 1 <= self.error_min_batches <= self.error_window_batches:
+            raise ValueError("triggers.error_min_batches must be at least 1 and at most triggers.error_window_batches")
         if self.growth_min_gain < 0 or self.impact_margin < 0:
             raise ValueError("triggers.growth_min_gain and triggers.impact_margin must not be negative")
