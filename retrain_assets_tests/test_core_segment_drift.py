@@ -19,6 +19,7 @@ from retrain_assets.core.policy.definition import Policy
 from retrain_assets.core.policy.drift_thresholds import DriftThresholds
 from retrain_assets.core.policy.retrain import BatchSignal, PolicyHistory, decide_retrain
 from retrain_assets.core.policy.signals import signal_from_summary
+from retrain_assets.core.reports.drift import render_drift_html
 from retrain_assets.core.spec import parse_spec
 
 REGIONS = ["north", "south", "east", "west"]
@@ -99,6 +100,19 @@ def test_profile_round_trip_keeps_segments() -> None:
         assert list(sub.numeric) == ["x", "y"] and not sub.categorical
     plain = build_reference_profile(_frame(np.random.default_rng(5), 100), ["x", "y"], ["region"])
     assert "segments" not in json.loads(plain.to_json())  # a profile without segments writes what it always did
+
+
+def test_drift_html_lists_the_segments_drifted_first() -> None:
+    rng = np.random.default_rng(7)
+    profile, _ = _profile(rng)
+    batch = _frame(rng, 1200, shift_north=1.5)
+    report = build_drift_report(profile, batch, _spec(), DriftThresholds())
+    page = render_drift_html("t", report.features, report.summary, profile, batch)
+    section = page[page.index("<h2>Drift per segment</h2>"):page.index("<h2>Distributions</h2>")]
+    assert "1 of 4 segments drifted" in section and section.count("<tr class=") == 4
+    assert section.index("<td>north</td>") < min(section.index(f"<td>{v}</td>") for v in ("south", "east", "west"))
+    quiet = build_drift_report(build_reference_profile(_frame(rng, 500), ["x", "y"], ["region"]), batch, _spec(), DriftThresholds())
+    assert "Drift per segment" not in render_drift_html("t", quiet.features, quiet.summary, profile, batch)
 
 
 def _signal(partition: str, dataset_drifted: bool, drifted_segments: int, share: float = 0.0, segment_share: float = math.nan):

@@ -49,7 +49,7 @@ td,th{{border:1px solid #ccc;padding:4px 8px;font-size:13px}} tr.drift td{{backg
 <span style="color:{CURRENT_COLOR}">&#9632; current batch</span></p>
 <table><tr><th>feature</th><th>kind</th><th>test</th><th>score</th><th>threshold</th><th>PSI</th><th>p-value</th>
 <th>p (BH-adjusted)</th><th>verdict</th></tr>{rows}</table>
-{_task_section(summary, getattr(profile, "task", BINARY))}<h2>Distributions</h2><div class="charts">{''.join(charts)}</div></body></html>"""
+{_task_section(summary, getattr(profile, "task", BINARY))}{_segments_section(summary)}<h2>Distributions</h2><div class="charts">{''.join(charts)}</div></body></html>"""
 
 
 def _summary_labels(summary: dict[str, Any], task: str) -> dict[str, str]:
@@ -94,6 +94,26 @@ def _task_section(summary: dict[str, Any], task: str) -> str:
     rows = "".join(f"<tr><td>{what}</td>" + "".join(f"<td>{_num(drift[part].get(n))}</td>" for n in names) + "</tr>"
                    for part, what in (("label", "labels"), ("prediction", "predicted values")) if part in drift)
     return f"<h2>Label and prediction drift</h2><table>{head}{rows}</table>"
+
+
+def _segments_section(summary: dict[str, Any]) -> str:
+    """Drift per segment (`segment_drift_json`, `core.monitoring.segment_drift`): per tested value
+    of the spec's segment columns its rows, drifted / tested features, drift share and verdict,
+    drifted segments first; empty when no segment was tested."""
+    segments = json.loads(summary.get("segment_drift_json") or "[]")
+    if not segments:
+        return ""
+    rows = "".join(
+        f"<tr class={'drift' if s['drifted'] else 'ok'}><td>{escape(s['segment'])}</td><td>{escape(s['value'])}</td>"
+        f"<td>{s['n_rows']}</td><td>{s['n_reference']}</td><td>{s['n_drifted']}/{s['n_features']}</td>"
+        f"<td>{_num(s['drift_share'])}</td><td>{'DRIFT' if s['drifted'] else 'ok'}</td><td>{escape(s['top_features'])}</td></tr>"
+        for s in sorted(segments, key=lambda s: (not s["drifted"], -(s["drift_share"] or 0.0))))
+    head = ("<tr><th>segment</th><th>value</th><th>rows</th><th>reference rows</th><th>drifted features</th>"
+            "<th>drift share</th><th>verdict</th><th>drifted features (strongest first)</th></tr>")
+    drifted = sum(bool(s["drifted"]) for s in segments)
+    return (f"<h2>Drift per segment</h2><p>{drifted} of {len(segments)} segments drifted: each value with enough rows in the "
+            f"batch and the reference (policy.drift.segment_min_rows) is tested as a batch, without its segment column.</p>"
+            f"<table>{head}{rows}</table>")
 
 
 def _share(value: Any) -> str:
