@@ -20,6 +20,8 @@ EXECUTORS = ("multiprocess", "in_process", "celery")
 DEFAULT_CELERY_BROKER = "redis://127.0.0.1:6379/0"
 DEFAULT_REPORTS_URL = "http://127.0.0.1:3030"
 DEFAULT_MLFLOW_UI_URL = "http://127.0.0.1:5000"
+ALERT_WEBHOOK_ENV, SLACK_TOKEN_ENV = "RETRAIN_ASSETS_ALERT_WEBHOOK_URL", "RETRAIN_ASSETS_SLACK_TOKEN"
+SLACK_CHANNEL_ENV, SLACK_API_URL_ENV = "RETRAIN_ASSETS_SLACK_CHANNEL", "RETRAIN_ASSETS_SLACK_API_URL"
 
 
 @dataclass(frozen=True)
@@ -69,6 +71,14 @@ ENVIRONMENT = (
     EnvironmentVariable("RETRAIN_ASSETS_OPERATOR", "$USER",
                         "Who approves or rolls back, recorded in the deployment history (`retrain-assets approve`, "
                         "`rollback`)."),
+    EnvironmentVariable(ALERT_WEBHOOK_ENV, "unset: no webhook",
+                        "URL every alert is POSTed to as JSON (`retrain_assets/pipeline/alerts.py`; read through "
+                        "dg.EnvVar). With no channel set, alerts are only logged, as not sent, in <data dir>/alerts/<dataset>.jsonl."),
+    EnvironmentVariable(SLACK_TOKEN_ENV, "unset: no Slack",
+                        "Slack bot token: alerts are posted with dagster-slack's SlackResource (read through dg.EnvVar)."),
+    EnvironmentVariable(SLACK_CHANNEL_ENV, "unset: no Slack", "Slack channel the alerts go to (e.g. `#ml-alerts`)."),
+    EnvironmentVariable(SLACK_API_URL_ENV, "Slack's own (https://slack.com/api/)",
+                        "Another Slack Web API base URL: a proxy, or the local receiver of the tests."),
     EnvironmentVariable("DAGSTER_HOME", ".dagster_home (set by the Makefile)",
                         "The Dagster instance folder: its dagster.yaml (storage, run queue, pools) and, with the "
                         "embedded default, the runs and event logs."),
@@ -167,6 +177,11 @@ class ProjectSettings:
     def dataset_reports_url(self) -> str:
         """Where `reports_dir` is served."""
         return f"{self.reports_url}/{self.dataset}"
+
+    @property
+    def alerts_dir(self) -> Path:
+        """The alert delivery logs, one `<dataset>.jsonl` per dataset (shared by every dataset)."""
+        return self.data_dir / "alerts"
 
     @property
     def mlflow_dir(self) -> Path:

@@ -301,6 +301,7 @@ def spec_keys() -> list[dict[str, Any]]:
 
 def resource_classes() -> list[tuple[str, type, str]]:
     """(resource key, class, what it is) of every Dagster resource, and the deployment command config."""
+    from retrain_assets.pipeline.alerts import AlertNotifier
     from retrain_assets.pipeline.deployment import DeploymentCommand
     from retrain_assets.pipeline.shared.landing import LandingZone
     from retrain_assets.pipeline.shared.registry import ModelRegistry
@@ -308,7 +309,8 @@ def resource_classes() -> list[tuple[str, type, str]]:
     from retrain_assets.pipeline.shared.io_manager import WarehouseIOManager
 
     return [("warehouse", Warehouse, "Resource"), ("landing", LandingZone, "Resource"),
-            ("model_registry", ModelRegistry, "Resource"), ("io_manager", WarehouseIOManager, "IO manager"),
+            ("model_registry", ModelRegistry, "Resource"), ("alert_notifier", AlertNotifier, "Resource"),
+            ("io_manager", WarehouseIOManager, "IO manager"),
             ("deployed_model", DeploymentCommand, "Run config of the `deployed_model` asset (operator commands)")]
 
 

@@ -17,6 +17,7 @@ import dagster as dg
 
 from retrain_assets.core.files import write_atomically
 from retrain_assets.core.offline.scenario import Delivery
+from retrain_assets.pipeline.alerts import tick_alerts
 from retrain_assets.pipeline.shared.namespace import Namespace
 from retrain_assets.pipeline.shared.runs import this_host_tag
 
@@ -127,6 +128,8 @@ class PipelineDriver:
         outcomes += self.tick_sensor("rollout_sensor")
         # A rollout's new champion is published to the analysts' snapshot like any other change.
         outcomes += self.tick_automation(evaluation_time)
+        # Alerts last: they read the runs this tick ended, and launch none.
+        tick_alerts(self.defs, self.instance, self.ns, self.cursors)
         return outcomes
 
     def tick_sensor(self, local: str) -> list[RunOutcome]:

@@ -7,6 +7,7 @@ import os
 import dagster as dg
 
 from retrain_assets.core.ingestion.privacy import PII_KEY_ENV
+from retrain_assets.pipeline.alerts import build_alerts, notifier_for
 from retrain_assets.pipeline.analysts import build_analysts
 from retrain_assets.pipeline.automation import build_automation
 from retrain_assets.pipeline.shared.catalog import describe_assets
@@ -51,6 +52,7 @@ def build_dataset_definitions(settings: ProjectSettings) -> dg.Definitions:
         build_analysts(spec, partitions_def),
         build_automation(spec, partitions_def, settings),
         build_recovery(spec.name),
+        build_alerts(spec),
     ), spec)
 
 
@@ -68,6 +70,7 @@ def deployment_definitions(settings: ProjectSettings) -> dg.Definitions:
                                pii_key=dg.EnvVar(PII_KEY_ENV) if os.environ.get(PII_KEY_ENV) else None,
                                production=settings.production),
         "model_registry": model_registry_for(every),
+        "alert_notifier": notifier_for(settings),
     }
     return dg.Definitions(resources=resources, executor=executor_for(settings))
 
