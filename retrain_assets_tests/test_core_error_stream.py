@@ -112,3 +112,35 @@ def test_decide_retrain_fires_error_stream_right_after_performance():
     held = decide_retrain(PolicyHistory([f"2025-01-{d:02d}" for d in range(1, 9)], [_alarmed(7, 1.0), _alarmed(8, 1.0)], "1",
                                         0.85, "2025-01-05", new_labeled_rows=10), Policy())
     assert (held.retrain, held.trigger, held.suppressed_by) == (False, "error_stream", "min_new_labels")
+
+
+def test_the_drift_report_carries_the_error_stream_and_the_profile_stores_its_reference():
+    from dataclasses import replace
+    from pathlib import Path
+
+    from retrain_assets.core.monitoring.batch_report import build_drift_report
+    from retrain_assets.core.monitoring.profile import ReferenceProfile, build_reference_profile
+    from retrain_assets.core.offline.scenario import generate_day, load_scenario
+    from retrain_assets.core.policy.triggers import TriggerThresholds
+    from retrain_assets.core.training.modeling import target_vector
+
+    scenario = load_scenario(Path(__file__).resolve().parents[1] / "data" / "scenarios" / "loan_default.yaml")
+    rows, labels = generate_day(scenario, 0)
+    spec = scenario.spec
+    frame = rows.merge(labels[[spec.id_column, spec.target.name]], on=spec.id_column)
+    y = target_vector(frame, spec)
+    rng = np.random.default_rng(0)
+    good = np.clip(0.6 * y + 0.2 + rng.normal(scale=0.1, size=len(y)), 0, 1)
+    bad = rng.random(len(y))
+    profile = build_reference_profile(frame, spec.numeric_features, spec.categorical_features)
+    # Without stored reference errors (a profile stored before them): NaN, and the JSON has no key.
+    quiet = build_drift_report(profile, frame, spec, spec.policy.drift, labeled_scores=bad, labels=y).summary
+    assert math.isnan(quiet["error_alarm"]) and "reference_errors" not in profile.to_json()
+    stored = ReferenceProfile.from_json(replace(profile, reference_errors=reference_errors("binary", y, good)).to_json())
+    assert stored.reference_errors == pytest.approx(list((good - y) ** 2))
+    summary = build_drift_report(stored, frame, spec, spec.policy.drift, labeled_scores=bad, labels=y,
+                                 triggers=TriggerThresholds(error_detector="page_hinkley")).summary
+    expected = error_stream("binary", y, bad, stored.reference_errors, "page_hinkley")
+    assert summary["error_alarm"] == 1.0 and summary["error_stream_shift"] == pytest.approx(expected.shift)
+    unlabeled = build_drift_report(stored, frame, spec, spec.policy.drift).summary
+    assert math.isnan(unlabeled["error_alarm"]) and math.isnan(unlabeled["error_stream_shift"])

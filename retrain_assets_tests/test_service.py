@@ -12,6 +12,7 @@ import sys
 import threading
 import time
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 
 import anyio
@@ -35,7 +36,8 @@ from retrain_assets.core.deployment.serving import (API_KEYS_ENV, MAX_ROWS_PER_R
 from retrain_assets.pipeline.shared.registry import CHECKSUM_TAG, ModelIntegrityError, ModelRegistry
 from retrain_assets.apps.service import ModelService, PredictionLog, create_app
 from retrain_assets.core.offline.scenario import read_history
-from retrain_assets.core.spec import load_spec
+from retrain_assets.core.monitoring.output_rules import RuleCondition
+from retrain_assets.core.spec import OutputRule, load_spec
 from retrain_assets_tests.conftest import RAINFALL_SAMPLE, RAINFALL_SPEC
 
 TOKEN = secrets.token_urlsafe(32)  # a fresh key per test run: no credential lives in the repository
@@ -150,6 +152,20 @@ def test_predict_one_and_many_rows_and_log_every_prediction(service, rows, tmp_p
     assert len(log) == 11 and log["served"].all() and "email" not in log.columns
     assert set(log["request_id"]) == {one.json()["request_id"], body["request_id"]}
     assert {"entity_id", "event_time", "logged_at", "arm", "model_version", "score", "latency_ms", "income"} <= set(log.columns)
+
+
+def test_the_log_names_the_output_rules_each_prediction_breaks(registry, scenario, rows, tmp_path):
+    rules = (OutputRule(name="cap", kind="range", max=0.3),
+             OutputRule(name="young_low", kind="relation", when=RuleCondition("<", 35, "age"), output=RuleCondition("<=", 0.2)))
+    service = ModelService(replace(scenario.spec, output_rules=rules), registry, PredictionLog(tmp_path / "landing", server_id="test"))
+    with serving_client(service) as client:
+        answered = client.post(PREDICT, json={"rows": rows[:20]}).json()["predictions"]
+    log = pd.concat(map(pd.read_parquet, sorted((tmp_path / "landing" / "predictions").glob("*.parquet")))).sort_values("row_index")
+    scores, ages = np.array([p["score"] for p in answered]), np.array([r["age"] for r in rows[:20]], dtype=float)
+    expected = [",".join(n for n, broken in (("cap", s > 0.3), ("young_low", a < 35 and s > 0.2)) if broken)
+                for s, a in zip(scores, ages)]
+    assert log["rule_violations"].tolist() == expected
+    assert any(expected) and not all(expected)  # the sample has rows that break a rule and rows that do not
 
 
 def test_bad_input_gets_422_with_each_broken_field_never_500(service, rows):

@@ -14,6 +14,7 @@ from typing import Any
 
 import yaml
 
+from retrain_assets.core.monitoring.output_rules import RULE_KINDS, RuleCondition, rule_fields
 from retrain_assets.core.policy.definition import TASK_FAMILIES, Policy
 from retrain_assets.core.tasks import TASK_TYPES, primary_metric_problem
 
@@ -85,6 +86,25 @@ class PartitionSpec:
 
 
 @dataclass(frozen=True)
+class OutputRule:
+    """A rule the model's outputs must obey (`core.monitoring.output_rules` checks it per batch and
+    per request; docs/monitoring.md#rules-on-outputs)."""
+
+    name: str = spec_field(None, "string", "The rule's `name` (a list item's key): letters, digits and _, unique.")
+    kind: str = spec_field("kind", "string", f"One of {', '.join(RULE_KINDS)}: the output within [min, max] (regression "
+                           "value, binary score); the batch's share of rows predicted as `class` within [min, max]; "
+                           "`when` a feature condition holds, the `output` condition must hold.")
+    min: float | None = spec_field("min", "number", "range, class_share: the lowest allowed value or share.", None)
+    max: float | None = spec_field("max", "number", "range, class_share: the highest allowed value or share.", None)
+    class_value: Any = spec_field("class", "one of `target.classes`", "class_share: the predicted class counted (binary: "
+                                  "positive at policy.promotion.operating_threshold; multiclass: the most probable).", None)
+    when: RuleCondition | None = spec_field("when", "mapping", "relation: `{feature, op, value}`, op one of <, <=, >, >=, "
+                                            "==, != (a row with the feature missing is not checked).", None)
+    output: RuleCondition | None = spec_field("output", "mapping", "relation: `{op, value}` on the output (regression "
+                                              "value, binary score; multiclass: the predicted class, == or !=).", None)
+
+
+@dataclass(frozen=True)
 class DatasetSpec:
     """A declared tabular dataset whose label arrives later: a classifier's or a regressor's."""
 
@@ -110,6 +130,8 @@ class DatasetSpec:
     description: str = spec_field("description", "string", "What the dataset is, for people.", "")
     owners: tuple[str, ...] = spec_field("owners", "list of strings", "Who answers for the dataset's assets: e-mail "
                                          "addresses or `team:<name>`; the Dagster UI shows them on every asset.", ())
+    output_rules: tuple[OutputRule, ...] = spec_field("output_rules", "list of rules", "Rules the model's outputs must "
+                                                      "obey, counted per batch and per request (see below).", ())
 
     def column(self, name: str) -> ColumnSpec:
         """Return the declared column called `name`."""
@@ -231,6 +253,7 @@ def parse_spec(raw: dict[str, Any]) -> DatasetSpec:
         policy=policy,
         description=str(raw.get("description", "")),
         owners=_owners(raw.get("owners") or ()),
+        output_rules=_output_rules(raw.get("output_rules") or [], columns, target),
     )
     if not spec.feature_columns:
         raise SpecError("no feature columns left after removing id, event_time, pii and sensitive_attribute")
@@ -302,6 +325,22 @@ def _number_or_none(value: Any, key: str) -> float | None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
         raise SpecError(f"{key} must be a number, got {value!r}")
     return float(value)
+
+
+def _output_rules(raw: Any, columns: tuple[ColumnSpec, ...], target: TargetSpec) -> tuple[OutputRule, ...]:
+    """`output_rules`: a list of rules, each checked against the columns and the task (errors name the rule)."""
+    if not isinstance(raw, list):
+        raise SpecError("output_rules must be a list of rules, each a mapping with a name and a kind")
+    rules: list[OutputRule] = []
+    for i, body in enumerate(raw):
+        try:
+            rules.append(OutputRule(**rule_fields(body, {c.name: c.type for c in columns}, target.type, target.classes)))
+        except ValueError as exc:
+            raise SpecError(f"output_rules[{i}]: {exc}") from None
+    names = [r.name for r in rules]
+    if len(set(names)) != len(names):
+        raise SpecError(f"output_rules: each rule needs its own name, got {names}")
+    return tuple(rules)
 
 
 def _owners(raw: Any) -> tuple[str, ...]:

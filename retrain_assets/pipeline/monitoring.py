@@ -4,6 +4,7 @@ check), and `retrain_decisions`, where the retrain policy is applied and every d
 
 import math
 import pickle
+from dataclasses import replace
 from pathlib import Path
 
 import dagster as dg
@@ -13,6 +14,7 @@ from retrain_assets.core.monitoring.profile import build_reference_profile
 from retrain_assets.core.reports.drift import render_drift_html
 from retrain_assets.core.reports.drift_trend import TREND_COLUMNS, render_drift_trend_html
 from retrain_assets.core.files import write_text_atomically
+from retrain_assets.core.monitoring.error_stream import reference_errors
 from retrain_assets.core.monitoring.loss_estimation import fit_loss_model
 from retrain_assets.core.policy.performance import performance_rules
 from retrain_assets.core.tasks import REGRESSION
@@ -34,7 +36,8 @@ DRIFT_CHECK = "drift_report_policy"
 DECISION_NUMBERS = ("labeled_partitions", "drifted_batches", "window_batches", "model_age_partitions", "realized_roc_auc",
                     "estimated_roc_auc", "baseline_roc_auc", "new_labeled_rows", "drifted_labeled_rows", "realized_performance",
                     "estimated_performance", "baseline_performance", "growth_ratio", "expected_gain", "drift_impact",
-                    "realized_half_width")
+                    "realized_half_width", "error_alarms",
+                    "error_stream_shift")
 
 
 def follow_batch_and_labels(ns: Namespace) -> dg.AutomationCondition:
@@ -84,6 +87,9 @@ def build_monitoring(spec: DatasetSpec, partitions_def: dg.PartitionsDefinition)
                                           scores=predict_outputs(model, train, spec), labels=target_vector(train, spec),
                                           thresholds=policy.drift, created_from=data_version, target=spec.target,
                                           segments=spec.segment_columns)
+        # The champion's held-out errors (the newest partitions of its window): the error stream's reference.
+        profile = replace(profile, reference_errors=reference_errors(spec.target.type, target_vector(holdout, spec),
+                                                                     predict_outputs(model, holdout, spec)) if len(holdout) else None)
         sample = reference_sample(train, spec.feature_columns, seed=policy.random_seed)
         loss_model, loss_note = champion_loss_model(model, holdout, spec)
         row = pd.DataFrame([{"model_version": champion, "data_version": data_version,
@@ -135,7 +141,7 @@ def build_monitoring(spec: DatasetSpec, partitions_def: dg.PartitionsDefinition)
             scores=predict_outputs(model, raw_batches, spec) if len(raw_batches) else None,
             labeled_scores=predict_outputs(model, labeled, spec) if len(labeled) else None,
             labels=target_vector(labeled, spec) if len(labeled) else None, seed=policy.random_seed,
-            labeled_rows=labeled, loss_model=loss_model, metric=rules.metric,
+            labeled_rows=labeled, loss_model=loss_model, metric=rules.metric, triggers=policy.triggers,
         )
         if not earlier.empty:
             result.summary["multivariate_auc"] = float(earlier["multivariate_auc"].iloc[0])

@@ -18,6 +18,7 @@ from retrain_assets.core.deployment.outputs import INTERVAL_TAG, answer_fields
 from retrain_assets.core.deployment.rollout import DeploymentState, route
 from retrain_assets.core.deployment.scoring import RowScorer
 from retrain_assets.core.deployment.serving import log_records, parse_rows, row_validator
+from retrain_assets.core.monitoring.output_rules import row_violations
 from retrain_assets.core.roles import CANARY, CHAMPION, SHADOW
 from retrain_assets.core.spec import DatasetSpec
 from retrain_assets.core.tasks import REGRESSION
@@ -134,9 +135,22 @@ class ModelService:
             fields = answer_fields(outputs[(arm, version)][i], self.spec, loaded.half_widths.get(version))
             predictions.append({"id": row[self.spec.id_column], **fields, "model_version": version, "arm": arm})
         latency_ms = (time.perf_counter() - started) * 1000
-        self.log.append(log_records(rows, self.spec, request_id, {k: v.tolist() for k, v in outputs.items()}, arms,
-                                    pd.Timestamp.now(tz="UTC").tz_localize(None), latency_ms))
+        records = log_records(rows, self.spec, request_id, {k: v.tolist() for k, v in outputs.items()}, arms,
+                              pd.Timestamp.now(tz="UTC").tz_localize(None), latency_ms)
+        self.log.append(self._with_rule_violations(records, rows, outputs))
         return {"request_id": request_id, "predictions": predictions}
+
+    def _with_rule_violations(self, records: list[dict[str, Any]], rows: list[dict[str, Any]], outputs: dict) -> list[dict[str, Any]]:
+        """With output rules declared, each log record names the row rules (range, relation) its model's
+        output breaks in `rule_violations` (comma-separated; "" none); share rules are counted on the log."""
+        if not self.spec.output_rules:
+            return records
+        frame, threshold = pd.DataFrame(rows), self.spec.policy.promotion.operating_threshold
+        broken = {key: row_violations(self.spec.output_rules, frame, values, self.spec.target, threshold)
+                  for key, values in outputs.items()}
+        for record in records:
+            record["rule_violations"] = ",".join(broken[(record["role"], record["model_version"])][record["row_index"]])
+        return records
 
     def no_model_reason(self) -> str:
         """Why no champion serves: the registry's or the verification's error, else nothing promoted yet."""

@@ -185,7 +185,19 @@ def _summary(spec: DatasetSpec) -> tuple[tuple[str, str, str], ...]:
         elif task != BINARY and name in _BINARY_ONLY:
             text += f" Binary targets only (NaN for a {task} target)."
         out.append((name, type_, text))
-    return (*out, *_task_summary(spec))
+    return (*out, *_task_summary(spec), *_ERRORS)
+
+
+# The error stream of the batch's labelled rows (`core.monitoring.error_stream`).
+_ERRORS = (
+    ("error_alarm", DOUBLE, "1.0 when the error detector (policy.triggers.error_detector: river's ADWIN or Page-Hinkley), "
+                            "fed the champion's held-out errors (reference_profile) and then the batch's labelled rows' "
+                            "errors in arrival order, alarmed within the batch's rows while their mean error is above the "
+                            "reference's; 0.0 when not; NaN without labels or stored reference errors. Errors: the Brier "
+                            "loss (binary), half the multiclass Brier loss, the absolute error over the reference's mean "
+                            "(regression)."),
+    ("error_stream_shift", DOUBLE, "The labelled rows' mean error minus the reference's (positive: worse); NaN as above."),
+)
 
 
 _BINARY_ONLY = ("prediction_psi", "prediction_ks_p_value", "estimated_roc_auc", "estimated_roc_auc_low", "estimated_roc_auc_high",
@@ -219,6 +231,9 @@ def _retrain_decisions(spec: DatasetSpec) -> TableDoc:
                         "promotion (realized when labeled, else estimated; positive: worse).",
         "realized_half_width": f"Performance clause: half width of the recent realized {metric}'s combined 90 % interval "
                                "(0: estimated, or no interval); the value must be worse than the SLO or the baseline by more.",
+        "error_alarms": "Error-stream clause: labelled batches among the champion's newest "
+                        "policy.triggers.error_window_batches with drift_report.error_alarm 1.",
+        "error_stream_shift": "Error-stream clause: mean drift_report.error_stream_shift of those alarmed batches (NaN: none).",
     }
     if spec.target.type != BINARY:
         for name in ("realized_roc_auc", "estimated_roc_auc", "baseline_roc_auc"):
@@ -233,7 +248,7 @@ def _retrain_decisions(spec: DatasetSpec) -> TableDoc:
          ColumnDoc("partition", VARCHAR, "Newest partition known at the time, `YYYY-MM-DD` (empty when none)."),
          ColumnDoc("champion_version", VARCHAR, "The champion then (empty when none)."),
          ColumnDoc("retrain", BOOLEAN, "Whether to retrain."),
-         ColumnDoc("trigger", VARCHAR, "The clause that fired: `first_model`, `performance`, `drift`, `data_growth`, "
+         ColumnDoc("trigger", VARCHAR, "The clause that fired: `first_model`, `performance`, `error_stream`, `drift`, `data_growth`, "
                                        "`freshness`, or `none`."),
          ColumnDoc("suppressed_by", VARCHAR, "The guard that held a firing clause back: `hysteresis`, "
                                              "`awaiting_drift_labels`, `no_impact` (drift that does not hurt the model, "

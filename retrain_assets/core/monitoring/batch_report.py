@@ -13,6 +13,7 @@ import pandas as pd
 
 from retrain_assets.core.evaluation.task_metrics import task_metrics
 from retrain_assets.core.monitoring.distances import jensen_shannon_counts
+from retrain_assets.core.monitoring.error_stream import batch_error_stream
 from retrain_assets.core.monitoring.drift import dataset_drift, feature_drift, label_drift, out_of_distribution_share
 from retrain_assets.core.monitoring.loss_estimation import LossModel
 from retrain_assets.core.monitoring.multivariate import domain_classifier_drift
@@ -23,6 +24,7 @@ from retrain_assets.core.monitoring.segment_drift import segment_drift, segment_
 from retrain_assets.core.monitoring.task_drift import task_label_drift, task_prediction_drift
 from retrain_assets.core.monitoring.task_estimation import check_task_estimate, estimate_task_performance
 from retrain_assets.core.policy.definition import DriftThresholds
+from retrain_assets.core.policy.triggers import TriggerThresholds
 from retrain_assets.core.spec import DatasetSpec, TargetSpec
 from retrain_assets.core.tasks import BINARY, MULTICLASS, REGRESSION, primary_metric
 
@@ -62,6 +64,7 @@ def build_drift_report(
     labeled_rows: pd.DataFrame | None = None,
     loss_model: LossModel | None = None,
     metric: str | None = None,
+    triggers: TriggerThresholds | None = None,
     novelty_model: NoveltyModel | None = None,
 ) -> DriftResult:
     """Compare `current` with the reference; every optional input adds its section.
@@ -75,6 +78,9 @@ def build_drift_report(
     and the labeled rows' frame (`labeled_rows`) to judge it on them.
     metric: the primary metric (`core.policy.performance.performance_rules(policy, target).metric`;
     default the task's) that `estimated_performance` / `realized_performance` report.
+    triggers: `policy.triggers`, whose error detector watches the labelled rows' errors after the
+    champion's held-out ones (`error_stream.py`: `error_alarm`, `error_stream_shift`; NaN without
+    labels or stored reference errors; None: the detector's defaults).
     novelty_model: the champion's (`core.monitoring.novelty`), for `novelty_share`,
     `novelty_score_p99` and `novelty_examples` (NaN / "" without one).
     The binary columns (`*_roc_auc`, `current_positive_rate`, ...) keep their numbers (NaN for the
@@ -115,6 +121,8 @@ def build_drift_report(
     if labels is not None and len(labels):
         _label_section(summary, drift, profile, spec, labels, labeled_scores, labeled_rows, estimate, loss_model, seed)
     summary["task_drift_json"] = json.dumps(_plain(drift), allow_nan=False) if drift else ""
+    summary.update(batch_error_stream(target.type, labels if labeled_scores is not None else None, labeled_scores,
+                                      profile.reference_errors, triggers))
     return DriftResult(features=features, summary=summary)
 
 

@@ -104,3 +104,13 @@ def error_stream(task: str, labels, outputs, reference: list[float] | None, name
             first = i
     shift = float(now.mean() - ref.mean())
     return ErrorStream(1.0 if first >= 0 and shift > 0 else 0.0, shift, first)
+
+
+def batch_error_stream(task: str, labels, outputs, reference: list[float] | None, triggers=None) -> dict[str, float]:
+    """The drift report's `error_alarm` / `error_stream_shift` of a batch's labelled rows with the
+    detector `triggers` (`policy.triggers`: `error_detector`, `error_delta`, `error_ph_threshold`;
+    None: their defaults)."""
+    if triggers is None:
+        return error_stream(task, labels, outputs, reference).summary()
+    return error_stream(task, labels, outputs, reference, triggers.error_detector, triggers.error_delta,
+                        triggers.error_ph_threshold).summary()

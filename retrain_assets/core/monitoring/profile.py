@@ -16,6 +16,8 @@ tasks only), so profiles stored before tasks existed load as binary.
 `segments` (spec `segments`) holds per segment column and value a feature profile of that slice of
 the reference (`segment_profiles`), what `segment_drift.py` compares a batch's slice with; the
 `segments` key is written only when there are some, so older profiles load with none.
+`reference_errors` (written only when stored) are the champion's held-out errors the error stream
+(`error_stream.py`) feeds its detector first.
 """
 
 from __future__ import annotations
@@ -108,6 +110,8 @@ class ReferenceProfile:
     mean_probabilities: list[float] | None = None
     label_values: NumericProfile | None = None
     segments: dict[str, dict[str, ReferenceProfile]] | None = None
+    # The champion's errors on its held-out rows, newest last (`error_stream.reference_errors`; None: not stored).
+    reference_errors: list[float] | None = None
 
     def to_json(self) -> str:
         """Lossless JSON: floats are written with repr precision, NaN as null.
@@ -137,6 +141,8 @@ class ReferenceProfile:
                 mean_probabilities=None if self.mean_probabilities is None else [_float_or_none(x) for x in self.mean_probabilities],
                 label_values=_numeric_to_dict(self.label_values) if self.label_values is not None else None,
             )
+        if self.reference_errors is not None:
+            payload["reference_errors"] = [_float_or_none(x) for x in self.reference_errors]
         if self.segments:
             payload["segments"] = {c: {v: p._payload() for v, p in values.items()} for c, values in self.segments.items()}
         return payload
@@ -170,6 +176,8 @@ class ReferenceProfile:
             label_values=_numeric_from_dict(raw["label_values"]) if raw.get("label_values") is not None else None,
             segments={c: {v: cls._from_payload(p) for v, p in values.items()} for c, values in raw["segments"].items()}
             if raw.get("segments") else None,
+            reference_errors=None if raw.get("reference_errors") is None
+            else [math.nan if x is None else float(x) for x in raw["reference_errors"]],
         )
 
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Iterable
 
 import numpy as np
@@ -28,6 +28,7 @@ from retrain_assets.core.evaluation.report import ScoredModel, build_evaluation_
 from retrain_assets.core.evaluation.metrics import inference_cost
 from retrain_assets.core.evaluation.task_metrics import task_metrics
 from retrain_assets.core.monitoring.batch_report import build_drift_report
+from retrain_assets.core.monitoring.error_stream import batch_error_stream, reference_errors
 from retrain_assets.core.monitoring.loss_estimation import LossModel, fit_loss_model
 from retrain_assets.core.monitoring.profile import ReferenceProfile, build_reference_profile
 from retrain_assets.core.monitoring.realized import realized_interval
@@ -213,6 +214,13 @@ class Lab:
                 train, self.spec.numeric_features, self.spec.categorical_features, scores=predict_outputs(model.pipeline, train, self.spec),
                 labels=target_vector(train, self.spec), thresholds=policy.drift, created_from=model.key,
                 segments=self.spec.segment_columns, **task)
+            # The champion's held-out errors, the error stream's reference (as the pipeline's reference_profile).
+            holdout = self.frames(model)[1]
+            if len(holdout):
+                outputs = (model.holdout_scores if model.holdout_scores is not None
+                           else predict_outputs(model.pipeline, holdout, self.spec))
+                self._profiles[key] = replace(self._profiles[key], reference_errors=reference_errors(
+                    self.spec.target.type, target_vector(holdout, self.spec), outputs))
         return self._profiles[key]
 
     def signal(self, model: Model, step: Step, labeled: bool, policy: Policy) -> BatchSignal:
@@ -232,7 +240,7 @@ class Lab:
                 self.profile(model, policy), step.batch, self.spec, policy.drift,
                 scores=scores if len(step.batch) else None, labeled_scores=labeled_scores,
                 labels=target_vector(rows, self.spec) if rows is not None else None, seed=policy.random_seed,
-                metric=performance_rules(policy, self.spec.target).metric,
+                metric=performance_rules(policy, self.spec.target).metric, triggers=policy.triggers,
             ).summary
             self._signals[key] = signal_from_summary(step.partition, model.key, summary)
         return self._signals[key]
@@ -263,6 +271,7 @@ class Lab:
             realized = task_performance(spec.target, rules.metric, y, labeled_outputs)
             interval = realized_interval(spec.target, rules.metric, y, labeled_outputs, policy.random_seed)
             numbers["label_drift_p_value"] = drift_p_value(task_label_drift(profile, y, spec.target))
+            summary.update(batch_error_stream(spec.target.type, y, labeled_outputs, profile.reference_errors, policy.triggers))
         self.monitoring[key] = numbers
         return signal_from_summary(step.partition, model.key, summary, n_labeled=0 if rows is None else len(rows),
                                    estimated_performance=estimated[0], realized_performance=realized,
@@ -303,7 +312,13 @@ class Lab:
 
 def signal_key(model: Model, step: Step, labeled: bool, policy: Policy) -> tuple:
     """What a batch's signal depends on."""
-    return model.key, step.partition, labeled, policy.drift, policy.random_seed
+    return model.key, step.partition, labeled, policy.drift, policy.random_seed, _detector(policy)
+
+
+def _detector(policy: Policy) -> tuple:
+    """The error-stream detector settings a signal's `error_alarm` depends on."""
+    t = policy.triggers
+    return t.error_detector, t.error_delta, t.error_ph_threshold
 
 
 def task_performance(target: TargetSpec, metric: str, y: np.ndarray, outputs: np.ndarray) -> float:

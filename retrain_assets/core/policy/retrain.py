@@ -157,11 +157,8 @@ def decide_retrain(history: PolicyHistory, policy: Policy, target: TargetSpec | 
         clause = performance_clause(rules, performance, None if math.isnan(baseline) else baseline, source, half)
         if clause:
             fired.append(("performance", clause))
-    stream_holds, stream_text, stream_numbers = error_stream_clause([s.error_alarm for s in signals],
-                                                                    [s.error_stream_shift for s in signals], policy.triggers)
-    numbers.update(stream_numbers)
-    if stream_holds:
-        fired.append(("error_stream", stream_text))
+    _weigh_clause("error_stream", error_stream_clause([s.error_alarm for s in signals], [s.error_stream_shift for s in signals],
+                                                      policy.triggers), fired, numbers)
     fired_drift, held = _weigh_drift(history, signals, drift, None if math.isnan(baseline) else baseline, rules, policy, numbers)
     if fired_drift:
         fired.append(("drift", fired_drift))
@@ -207,6 +204,14 @@ def decide_retrain(history: PolicyHistory, policy: Policy, target: TargetSpec | 
         if window_from != history.window_from:
             why += f"; the window starts at {window_from}: older rows hold the regime the champion fails on"
     return RetrainDecision(True, why, trigger, numbers=numbers, window_from=window_from)
+
+
+def _weigh_clause(name: str, clause: tuple[bool, str, dict], fired: list[tuple[str, str]], numbers: dict) -> None:
+    """Record a clause's (holds, why, numbers): its numbers into `numbers`, and (name, why) into `fired` when it holds."""
+    holds, text, values = clause
+    numbers.update(values)
+    if holds:
+        fired.append((name, text))
 
 
 def _weigh_drift(history: PolicyHistory, signals: list[BatchSignal], drift: DriftClause, baseline: float | None,

@@ -45,9 +45,10 @@ class TriggerThresholds:
         windows).
     error_ph_threshold: Page-Hinkley's threshold, in units of the champion's mean held-out error
         (50, river's default: a rise of 0.5 x the error level alarms after about 100 rows).
-    error_window_batches / error_min_batches: the clause (`core.policy.error_stream`) holds when at
-        least `error_min_batches` of the newest `error_window_batches` labelled batches alarmed
-        (2 of 3: one batch's alarm may be its few labels' chance; two in a row is a change).
+    error_window_batches: the error-stream clause (`core.policy.error_stream`) looks at the
+        champion's newest this many labelled batches (3, as the drift clause's window) ...
+    error_min_batches: ... and holds when at least this many of them alarmed (2: one batch's alarm
+        may be its few labels' chance; two of three is a change).
     """
 
     growth_min_ratio: float = 1.5

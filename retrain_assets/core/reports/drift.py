@@ -49,7 +49,7 @@ td,th{{border:1px solid #ccc;padding:4px 8px;font-size:13px}} tr.drift td{{backg
 <span style="color:{CURRENT_COLOR}">&#9632; current batch</span></p>
 <table><tr><th>feature</th><th>kind</th><th>test</th><th>score</th><th>threshold</th><th>PSI</th><th>p-value</th>
 <th>p (BH-adjusted)</th><th>verdict</th></tr>{rows}</table>
-{_task_section(summary, getattr(profile, "task", BINARY))}{_segments_section(summary)}<h2>Distributions</h2><div class="charts">{''.join(charts)}</div></body></html>"""
+{_task_section(summary, getattr(profile, "task", BINARY))}{_rules_section(summary)}{_segments_section(summary)}<h2>Distributions</h2><div class="charts">{''.join(charts)}</div></body></html>"""
 
 
 def _summary_labels(summary: dict[str, Any], task: str) -> dict[str, str]:
@@ -114,6 +114,25 @@ def _segments_section(summary: dict[str, Any]) -> str:
     return (f"<h2>Drift per segment</h2><p>{drifted} of {len(segments)} segments drifted: each value with enough rows in the "
             f"batch and the reference (policy.drift.segment_min_rows) is tested as a batch, without its segment column.</p>"
             f"<table>{head}{rows}</table>")
+
+
+def _rules_section(summary: dict[str, Any]) -> str:
+    """The spec's output rules on the batch (`rule_violations_json`): per rule its counts, verdict and
+    example rows; empty when the spec declares no rule."""
+    per_rule = json.loads(summary.get("rule_violations_json") or "{}")
+    if not per_rule:
+        return ""
+    rows = "".join(
+        f"<tr class={'drift' if r['broken'] else 'ok'}><td>{escape(name)}</td><td>{escape(r['kind'])}</td>"
+        f"<td>{r['rows_checked']}</td><td>{r['rows_violating'] if r['kind'] != 'class_share' else '–'}</td>"
+        f"<td>{_share(r['share'])}</td><td>{'BROKEN' if r['broken'] else 'ok'}</td>"
+        f"<td>{escape('; '.join(', '.join(f'{k}={v}' for k, v in e.items()) for e in r['examples']))}</td></tr>"
+        for name, r in per_rule.items())
+    head = ("<tr><th>rule</th><th>kind</th><th>rows checked</th><th>rows violating</th><th>share</th><th>verdict</th>"
+            "<th>examples</th></tr>")
+    share = summary.get("rule_violation_share")
+    return (f"<h2>Output rules</h2><p>Rows breaking a rule: {_share(None if share is None or share != share else share)} "
+            f"(1.0 when a class_share rule is broken)</p><table>{head}{rows}</table>")
 
 
 def _share(value: Any) -> str:
