@@ -22,6 +22,7 @@ from retrain_assets.core.training.modeling import content_hash, predict_outputs,
 from retrain_assets.core.partitions import PARTITION_COLUMN, PERIODS
 from retrain_assets.core.monitoring.batch_report import build_drift_report
 from retrain_assets.core.monitoring.multivariate import reference_sample
+from retrain_assets.pipeline.shared.output_rules import rules_check_result, rules_check_specs
 from retrain_assets.core.policy.retrain import decide_retrain, drift_clause
 from retrain_assets.core.spec import DatasetSpec
 from retrain_assets.pipeline.shared.partitioning import partition_window
@@ -37,7 +38,7 @@ DECISION_NUMBERS = ("labeled_partitions", "drifted_batches", "window_batches", "
                     "estimated_roc_auc", "baseline_roc_auc", "new_labeled_rows", "drifted_labeled_rows", "realized_performance",
                     "estimated_performance", "baseline_performance", "growth_ratio", "expected_gain", "drift_impact",
                     "realized_half_width", "error_alarms",
-                    "error_stream_shift")
+                    "error_stream_shift", "rule_violation_window_share")
 
 
 def follow_batch_and_labels(ns: Namespace) -> dg.AutomationCondition:
@@ -111,7 +112,8 @@ def build_monitoring(spec: DatasetSpec, partitions_def: dg.PartitionsDefinition)
         automation_condition=follow_batch_and_labels(ns),
         check_specs=[dg.AssetCheckSpec(DRIFT_CHECK, asset=ns.key("drift_report"), partitions_def=partitions_def, blocking=False,
                                        description=f"WARN when this batch drifted; ERROR when {policy.drift_min_batches} of the "
-                                                   f"last {policy.drift_window_batches} batches drifted (the policy's drift clause).")],
+                                                   f"last {policy.drift_window_batches} batches drifted (the policy's drift clause)."),
+                     *rules_check_specs(spec, ns, partitions_def)],
         kinds={"duckdb", "html"},
     )
     def drift_report(
@@ -126,6 +128,8 @@ def build_monitoring(spec: DatasetSpec, partitions_def: dg.PartitionsDefinition)
         if reference is None:
             yield dg.Output(pd.DataFrame(), metadata={"dagster/row_count": 0, "status": "no champion reference yet: nothing to compare against"})
             yield dg.AssetCheckResult(check_name=DRIFT_CHECK, passed=True, description="no champion reference yet")
+            if spec.output_rules:
+                yield rules_check_result(spec, None)
             return
         profile, sample = reference
         model = model_registry.load(champion)
@@ -181,6 +185,8 @@ def build_monitoring(spec: DatasetSpec, partitions_def: dg.PartitionsDefinition)
             **warehouse.report_links(trend_path, name="drift_trend"),
         })
         yield _drift_check(warehouse, start, champion, summary)
+        if spec.output_rules:
+            yield rules_check_result(spec, summary)
 
     def _drift_check(warehouse: Warehouse, start, champion: str, summary: dict) -> dg.AssetCheckResult:
         earlier = warehouse.query(f"select distinct {PARTITION_COLUMN}, dataset_drifted from drift_report where champion_version = ? "

@@ -185,7 +185,7 @@ def _summary(spec: DatasetSpec) -> tuple[tuple[str, str, str], ...]:
         elif task != BINARY and name in _BINARY_ONLY:
             text += f" Binary targets only (NaN for a {task} target)."
         out.append((name, type_, text))
-    return (*out, *_task_summary(spec), *_ERRORS)
+    return (*out, *_task_summary(spec), *_ERRORS, *_RULES)
 
 
 # The error stream of the batch's labelled rows (`core.monitoring.error_stream`).
@@ -199,6 +199,16 @@ _ERRORS = (
     ("error_stream_shift", DOUBLE, "The labelled rows' mean error minus the reference's (positive: worse); NaN as above."),
 )
 
+
+# The spec's output rules on the batch (`core.monitoring.output_rules`).
+_RULES = (
+    ("rule_violation_share", DOUBLE, "Share of the batch's rows breaking at least one row rule (range, relation) of the "
+                                     "spec's output_rules, each row once; 1.0 when a class_share rule is broken (a verdict on "
+                                     "the whole batch). NaN when the spec declares no rule."),
+    ("rule_violations_json", VARCHAR, "Per rule (JSON, by name): kind, rows_checked, rows_violating (row rules), share "
+                                      "(row rules: violating / checked; class_share: the predicted share), broken, and up "
+                                      "to 5 examples (row id, output, the `when` feature's value). Empty without rules."),
+)
 
 _BINARY_ONLY = ("prediction_psi", "prediction_ks_p_value", "estimated_roc_auc", "estimated_roc_auc_low", "estimated_roc_auc_high",
                 "realized_roc_auc", "current_positive_rate")
@@ -229,6 +239,8 @@ def _retrain_decisions(spec: DatasetSpec) -> TableDoc:
                          "(candidate_model.learning_gain x log2(growth_ratio); positive: better).",
         "drift_impact": f"Drift clause: how much worse the drifted batches' {metric} is than the champion's value at "
                         "promotion (realized when labeled, else estimated; positive: worse).",
+        "rule_violation_window_share": "Output-rules clause: mean drift_report.rule_violation_share of the champion's "
+                                       "newest policy.triggers.rules_window_batches batches that have one.",
         "realized_half_width": f"Performance clause: half width of the recent realized {metric}'s combined 90 % interval "
                                "(0: estimated, or no interval); the value must be worse than the SLO or the baseline by more.",
         "error_alarms": "Error-stream clause: labelled batches among the champion's newest "
@@ -248,7 +260,7 @@ def _retrain_decisions(spec: DatasetSpec) -> TableDoc:
          ColumnDoc("partition", VARCHAR, "Newest partition known at the time, `YYYY-MM-DD` (empty when none)."),
          ColumnDoc("champion_version", VARCHAR, "The champion then (empty when none)."),
          ColumnDoc("retrain", BOOLEAN, "Whether to retrain."),
-         ColumnDoc("trigger", VARCHAR, "The clause that fired: `first_model`, `performance`, `error_stream`, `drift`, `data_growth`, "
+         ColumnDoc("trigger", VARCHAR, "The clause that fired: `first_model`, `performance`, `error_stream`, `drift`, `output_rules`, `data_growth`, "
                                        "`freshness`, or `none`."),
          ColumnDoc("suppressed_by", VARCHAR, "The guard that held a firing clause back: `hysteresis`, "
                                              "`awaiting_drift_labels`, `no_impact` (drift that does not hurt the model, "

@@ -17,6 +17,7 @@ from retrain_assets.core.monitoring.error_stream import batch_error_stream
 from retrain_assets.core.monitoring.drift import dataset_drift, feature_drift, label_drift, out_of_distribution_share
 from retrain_assets.core.monitoring.loss_estimation import LossModel
 from retrain_assets.core.monitoring.multivariate import domain_classifier_drift
+from retrain_assets.core.monitoring.output_rules import output_rule_summary
 from retrain_assets.core.monitoring.novelty import NoveltyModel, novelty_summary
 from retrain_assets.core.monitoring.profile import ReferenceProfile
 from retrain_assets.core.monitoring.realized import realized_interval
@@ -71,7 +72,8 @@ def build_drift_report(
 
     reference_rows: a row sample of the reference, for the multivariate (domain classifier) test.
     scores: the champion's predictions on every current row in the task's shape (`core.tasks`:
-    binary the positive-class score) for prediction drift and the label-free estimate.
+    binary the positive-class score) for prediction drift, the label-free estimate and the spec's
+    output rules (`rule_violation_share`, `rule_violations_json`: `output_rules.output_rule_summary`).
     labeled_scores / labels: the predictions and encoded labels (`core.tasks.encode_labels`) of
     the rows whose labels arrived (realized performance, label drift, and whether the estimate held).
     Regression: the estimate needs the champion's `loss_model` (`loss_estimation.fit_loss_model`)
@@ -123,6 +125,7 @@ def build_drift_report(
     summary["task_drift_json"] = json.dumps(_plain(drift), allow_nan=False) if drift else ""
     summary.update(batch_error_stream(target.type, labels if labeled_scores is not None else None, labeled_scores,
                                       profile.reference_errors, triggers))
+    summary.update(output_rule_summary(spec, current, scores))  # the spec's output rules on the scored rows
     return DriftResult(features=features, summary=summary)
 
 

@@ -30,6 +30,7 @@ from retrain_assets.core.evaluation.task_metrics import task_metrics
 from retrain_assets.core.monitoring.batch_report import build_drift_report
 from retrain_assets.core.monitoring.error_stream import batch_error_stream, reference_errors
 from retrain_assets.core.monitoring.loss_estimation import LossModel, fit_loss_model
+from retrain_assets.core.monitoring.output_rules import output_rule_summary
 from retrain_assets.core.monitoring.profile import ReferenceProfile, build_reference_profile
 from retrain_assets.core.monitoring.realized import realized_interval
 from retrain_assets.core.monitoring.task_drift import task_label_drift, task_prediction_drift
@@ -258,6 +259,7 @@ class Lab:
         profile = self.profile(model, policy)
         summary = build_drift_report(profile, step.batch, spec, policy.drift, seed=policy.random_seed).summary
         outputs = self._score(model, step, step.batch)
+        summary.update(output_rule_summary(spec, step.batch, outputs))  # the report above was made without the outputs
         estimated = self._estimate(model, step, outputs, rules.metric, policy) if len(step.batch) else (math.nan,) * 3
         rows = self.timeline.labeled_rows[step.partition] if labeled else None
         realized, interval = math.nan, (math.nan, math.nan)

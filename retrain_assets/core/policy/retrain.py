@@ -10,6 +10,7 @@ from typing import Sequence
 from retrain_assets.core.policy.definition import Policy
 from retrain_assets.core.policy.error_stream import error_stream_clause
 from retrain_assets.core.policy.novelty import novelty_clause
+from retrain_assets.core.policy.output_rules import output_rules_clause
 from retrain_assets.core.policy.performance import PerformanceRules, performance_rules
 from retrain_assets.core.policy.value import drift_impact, growth_clause, mean_with_interval
 from retrain_assets.core.policy.window import CHANGE_TRIGGERS, change_window_from
@@ -49,6 +50,8 @@ class BatchSignal:
     # Share of the batch's rows the champion's novelty model flags (`drift_report.novelty_share`;
     # NaN: a champion profiled before novelty models existed).
     novelty_share: float = float("nan")
+    # Share of rows breaking a spec output rule (`drift_report.rule_violation_share`; NaN: no rules).
+    rule_violation_share: float = float("nan")
 
 
 @dataclass(frozen=True)
@@ -91,7 +94,7 @@ class RetrainDecision:
 
     retrain: bool
     reason: str
-    trigger: str = "none"          # first_model | performance | error_stream | drift | novelty | data_growth | freshness | none
+    trigger: str = "none"          # first_model | performance | error_stream | drift | novelty | output_rules | data_growth | freshness | none
     # hysteresis | awaiting_drift_labels | no_impact | trial_running | min_new_labels | cooldown | budget | ""
     suppressed_by: str = ""
     numbers: dict = field(default_factory=dict)
@@ -125,8 +128,8 @@ def decide_retrain(history: PolicyHistory, policy: Policy, target: TargetSpec | 
 
     first model -> performance -> error stream (`error_stream.error_stream_clause`) -> drift (k of
     n, with hysteresis, and by default only when it hurts: `value.drift_impact`) -> novelty (`novelty.novelty_clause`)
-    -> data growth (`value.growth_clause`) -> freshness; a firing clause is
-    then subject to the guards: no live trial running (one rollout at a time: a new challenger
+    -> output rules (`output_rules.output_rules_clause`) -> data growth (`value.growth_clause`) -> freshness;
+    a firing clause is then subject to the guards: no live trial running (one rollout at a time: a new challenger
     would be judged against a champion whose successor is still on trial), minimum new labels,
     cooldown, budget. The performance clause compares the task's primary metric
     (`performance_rules(policy, target)`; target None: `history.target`, None: binary) in its own
@@ -166,6 +169,7 @@ def decide_retrain(history: PolicyHistory, policy: Policy, target: TargetSpec | 
     numbers.update(novelty_numbers)
     if novelty_holds:
         fired.append(("novelty", novelty_text))
+    _weigh_clause("output_rules", output_rules_clause([s.rule_violation_share for s in signals], policy.triggers), fired, numbers)
     growth = growth_clause(history.window_labeled_rows, history.champion_training_rows, history.champion_learning_gain,
                            None if math.isnan(baseline) else baseline, rules, policy.triggers)
     numbers.update(growth_ratio=growth.ratio, expected_gain=growth.expected_gain)

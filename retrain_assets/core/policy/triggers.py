@@ -38,6 +38,11 @@ class TriggerThresholds:
         `core.monitoring.novelty.EXPECTED_FALSE_NOVEL_SHARE`); rows drawn anew from the training
         distribution average about 1 % (up to 2 % in a 1,000-row batch), so only a real influx of
         unfamiliar inputs passes it.
+    rules_window_batches: the output-rules clause (`core.policy.output_rules`) averages the
+        champion's newest this many batches' `rule_violation_share` (3: one odd batch is not enough).
+    max_rule_violation_share: ... and holds when that mean exceeds this share (0.05: one row in 20
+        breaking a declared business rule; a broken class_share rule counts its batch as 1.0). A
+        spec without `output_rules` never fires it.
     error_detector: the error-stream clause's change detector (`core.monitoring.error_stream`):
         `adwin` (river's ADWIN, the default: no tuning to the error level, a bound that holds for
         errors in [0, 1]) or `page_hinkley` (river's Page-Hinkley watching for a rise).
@@ -59,6 +64,8 @@ class TriggerThresholds:
     change_window_partitions: int = 0
     novelty_window_batches: int = 3
     max_novelty_share: float = 0.05
+    rules_window_batches: int = 3
+    max_rule_violation_share: float = 0.05
     error_detector: str = "adwin"
     error_delta: float = 0.002
     error_ph_threshold: float = 50.0
@@ -73,6 +80,9 @@ class TriggerThresholds:
             raise ValueError("triggers.change_window_partitions must not be negative (0: min_partitions_first_model)")
         if self.novelty_window_batches < 1 or not 0 <= self.max_novelty_share < 1:
             raise ValueError("triggers.novelty_window_batches must be at least 1 and triggers.max_novelty_share in [0, 1)")
+        if self.rules_window_batches < 1 or not 0 <= self.max_rule_violation_share < 1:
+            raise ValueError("triggers.rules_window_batches must be at least 1 and triggers.max_rule_violation_share "
+                             "in [0, 1)")
         if self.error_detector not in ("adwin", "page_hinkley") or not 0 < self.error_delta < 1 or self.error_ph_threshold <= 0:
             raise ValueError("triggers.error_detector must be adwin or page_hinkley, triggers.error_delta in (0, 1) and "
                              "triggers.error_ph_threshold positive")
