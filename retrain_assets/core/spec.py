@@ -122,7 +122,8 @@ class DatasetSpec:
     pii_columns: tuple[str, ...] = spec_field("pii", "list of column names", "Columns never used as model inputs; "
                                               "pseudonymized with a keyed hash before they reach the warehouse.", ())
     segment_columns: tuple[str, ...] = spec_field("segments", "list of column names",
-                                                  "Columns the evaluation slices metrics by.", ())
+                                                  "Columns whose values the evaluation slices metrics by and drift is "
+                                                  "measured per (policy.drift.segment_drift).", ())
     sensitive_attribute: str | None = spec_field("sensitive_attribute", "column name",
                                                  "Column fairness is measured across; never a model input.", None)
     policy: Policy = spec_field("policy", "mapping", "Overrides of the policy defaults (see the policy reference).",

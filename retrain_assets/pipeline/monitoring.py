@@ -22,6 +22,7 @@ from retrain_assets.core.training.modeling import content_hash, predict_outputs,
 from retrain_assets.core.partitions import PARTITION_COLUMN, PERIODS
 from retrain_assets.core.monitoring.batch_report import build_drift_report
 from retrain_assets.core.monitoring.multivariate import reference_sample
+from retrain_assets.core.monitoring.segment_drift import segment_words
 from retrain_assets.pipeline.shared.output_rules import rules_check_result, rules_check_specs
 from retrain_assets.core.policy.retrain import decide_retrain, drift_clause
 from retrain_assets.core.spec import DatasetSpec
@@ -31,7 +32,7 @@ from retrain_assets.core.roles import CHAMPION
 from retrain_assets.pipeline.shared.warehouse import Warehouse
 from retrain_assets.pipeline.shared.namespace import Namespace
 from retrain_assets.pipeline.shared.lookups import latest_materialization_metadata
-from retrain_assets.pipeline.shared.lookups import gather_history, latest_loss_model, latest_reference
+from retrain_assets.pipeline.shared.lookups import gather_history, latest_loss_model, latest_reference, table_columns
 
 DRIFT_CHECK = "drift_report_policy"
 DECISION_NUMBERS = ("labeled_partitions", "drifted_batches", "window_batches", "model_age_partitions", "realized_roc_auc",
@@ -189,17 +190,25 @@ def build_monitoring(spec: DatasetSpec, partitions_def: dg.PartitionsDefinition)
             yield rules_check_result(spec, summary)
 
     def _drift_check(warehouse: Warehouse, start, champion: str, summary: dict) -> dg.AssetCheckResult:
-        earlier = warehouse.query(f"select distinct {PARTITION_COLUMN}, dataset_drifted from drift_report where champion_version = ? "
-                                  f"and {PARTITION_COLUMN} < ? order by {PARTITION_COLUMN}", [champion, start])
-        verdicts = earlier["dataset_drifted"].astype(bool).tolist() if len(earlier) else []  # the table reads empty before its first write
-        drift = drift_clause([*verdicts, bool(summary["dataset_drifted"])], policy)
-        words = (f"{summary['n_drifted']}/{summary['n_features']} features drifted in this batch; dataset drift in "
+        segments = "drifted_segments" if "drifted_segments" in table_columns(warehouse, "drift_report") else "0 as drifted_segments"
+        earlier = warehouse.query(f"select distinct {PARTITION_COLUMN}, dataset_drifted, {segments} from drift_report "
+                                  f"where champion_version = ? and {PARTITION_COLUMN} < ? order by {PARTITION_COLUMN}", [champion, start])
+        # As the policy counts them (`core.policy.retrain`): dataset drift, or a drifted segment with `drift.segment_drift` on.
+        verdicts = [policy.drift.batch_drifted(bool(d), int(n) if pd.notna(n) else 0)  # the table reads empty before its first write
+                    for d, n in zip(earlier.get("dataset_drifted", []), earlier.get("drifted_segments", []))]
+        drifted_now = policy.drift.batch_drifted(summary["dataset_drifted"], summary["drifted_segments"])
+        drift = drift_clause([*verdicts, drifted_now], policy)
+        segment_text = segment_words(summary, policy.drift.segment_drift)
+        words = (f"{summary['n_drifted']}/{summary['n_features']} features drifted in this batch"
+                 + (f"; {segment_text}" if segment_text else "")
+                 + f"; {'dataset or segment' if policy.drift.segment_drift else 'dataset'} drift in "
                  f"{drift.drifted_batches} of the last {drift.window_batches} batches (clause needs {policy.drift_min_batches} "
                  f"of {policy.drift_window_batches})")
         return dg.AssetCheckResult(
-            check_name=DRIFT_CHECK, passed=not summary["dataset_drifted"] and not drift.holds,
+            check_name=DRIFT_CHECK, passed=not drifted_now and not drift.holds,
             severity=dg.AssetCheckSeverity.ERROR if drift.holds else dg.AssetCheckSeverity.WARN,
-            description=words, metadata={"drifted_batches": drift.drifted_batches, "drift_share": summary["drift_share"]},
+            description=words, metadata={"drifted_batches": drift.drifted_batches, "drift_share": summary["drift_share"],
+                                         "drifted_segments": summary["drifted_segments"]},
         )
 
     @dg.asset(key_prefix=ns.prefix, pool=ns.pool, group_name=ns.name("monitoring"),
