@@ -25,7 +25,8 @@ def test_definitions_validate_for_shipped_specs(tmp_path, spec, name):
     assert {k.to_user_string() for k in defs.resolve_all_asset_keys()} == {f"{name}/{asset}" for asset in ASSETS | SNAPSHOTS}
     sensors = {s.name: s for s in defs.sensors}
     assert set(sensors) == {f"{name}__{sensor}" for sensor in (
-        "landing_zone_sensor", "retrain_sensor", "rollout_sensor", "automation_condition_sensor", "dead_run_sensor")}
+        "landing_zone_sensor", "retrain_sensor", "rollout_sensor", "automation_condition_sensor", "dead_run_sensor",
+        "alert_sensor")}
     # Everything the pipeline needs to run unattended starts RUNNING under `dagster dev`.
     assert {s.default_status for s in sensors.values()} == {dg.DefaultSensorStatus.RUNNING}
 
