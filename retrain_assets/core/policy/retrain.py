@@ -165,10 +165,7 @@ def decide_retrain(history: PolicyHistory, policy: Policy, target: TargetSpec | 
     fired_drift, held = _weigh_drift(history, signals, drift, None if math.isnan(baseline) else baseline, rules, policy, numbers)
     if fired_drift:
         fired.append(("drift", fired_drift))
-    novelty_holds, novelty_text, novelty_numbers = novelty_clause([s.novelty_share for s in signals], policy.triggers)
-    numbers.update(novelty_numbers)
-    if novelty_holds:
-        fired.append(("novelty", novelty_text))
+    _weigh_clause("novelty", novelty_clause([s.novelty_share for s in signals], policy.triggers), fired, numbers)
     _weigh_clause("output_rules", output_rules_clause([s.rule_violation_share for s in signals], policy.triggers), fired, numbers)
     growth = growth_clause(history.window_labeled_rows, history.champion_training_rows, history.champion_learning_gain,
                            None if math.isnan(baseline) else baseline, rules, policy.triggers)
