@@ -1,6 +1,7 @@
 """The training window and where evidence of change starts it (`core.policy.window`), and the
 decisions that set and keep that start (`decide_retrain`)."""
 
+import dataclasses
 import math
 
 from retrain_assets.core.policy.definition import Policy, with_overrides
@@ -53,6 +54,12 @@ def test_other_retrains_keep_the_start_in_force_and_healthy_decisions_set_none()
     assert "window starts" not in kept.reason
     healthy = decide_retrain(history(0.80, window_from="2025-01-04"), POLICY)
     assert not healthy.retrain and healthy.window_from == ""
+
+
+def test_an_error_stream_retrain_starts_the_window_anew_too():
+    alarms = [dataclasses.replace(signal(d, 0.80), error_alarm=1.0, error_stream_shift=0.05) for d in (8, 9, 10)]
+    decision = decide_retrain(history(0.80, signals=alarms), POLICY)
+    assert decision.retrain and decision.trigger == "error_stream" and decision.window_from == "2025-01-08"
 
 
 def test_forgetting_can_be_turned_off():

@@ -269,7 +269,7 @@ def _retrain_decisions(spec: DatasetSpec) -> TableDoc:
          ColumnDoc("reason", VARCHAR, "The decision in words, with the numbers."),
          ColumnDoc("window_from", VARCHAR, "The oldest partition the retrain's training window may use, `YYYY-MM-DD` "
                                            "(empty: the newest policy.training_window_partitions). Set by a retrain the "
-                                           "performance clause or hurting drift fired (policy.triggers.forget_on_change), "
+                                           "performance clause, the error-stream clause or hurting drift fired (policy.triggers.forget_on_change), "
                                            "kept by later retrains."),
          ColumnDoc("performance_metric", VARCHAR, f"The primary metric the performance clause compares: `{rules.metric}`."),
          *(ColumnDoc(name, DOUBLE, text + " NaN when not computed.") for name, text in numbers.items())))

@@ -23,7 +23,7 @@ class TriggerThresholds:
         90 % interval lies wholly on the worse side of the champion's value at promotion),
         else their label-free estimate, is worse than that value by more than this (metric points;
         error metrics: a share of the champion's value).
-    forget_on_change: a retrain the performance clause or hurting drift fires trains only on the
+    forget_on_change: a retrain the performance or error-stream clause or hurting drift fires trains only on the
         newest `change_window_partitions` labeled partitions, and later retrains keep that start
         (`core.policy.window`): the older rows hold the regime the champion fails on. False: every
         retrain trains on the newest `training_window_partitions`.

@@ -1,7 +1,8 @@
 """The training window, and where a retrain that follows evidence of a changed world makes it
 start. One rule for `training_set`, the data-growth clause's row count and the backtest.
 
-After the performance clause, or drift that hurts the champion, fires, the data older than the
+After the performance clause, the error-stream clause (the champion's live errors rose), or drift
+that hurts the champion, fires, the data older than the
 newest `triggers.change_window_partitions` labeled partitions (default: `min_partitions_first_model`)
 holds the regime the champion now fails on: a window that mixes it in teaches the challenger the
 old relation again. That retrain therefore starts its window there (its `window_from`), and every
@@ -13,7 +14,7 @@ from __future__ import annotations
 from typing import Sequence
 
 # The clauses whose firing is evidence that the model no longer fits the data.
-CHANGE_TRIGGERS = ("performance", "drift")
+CHANGE_TRIGGERS = ("performance", "error_stream", "drift")
 
 
 def training_window(labeled: Sequence[str], size: int, window_from: str = "") -> list[str]:
