@@ -239,13 +239,13 @@ def _retrain_decisions(spec: DatasetSpec) -> TableDoc:
                          "(candidate_model.learning_gain x log2(growth_ratio); positive: better).",
         "drift_impact": f"Drift clause: how much worse the drifted batches' {metric} is than the champion's value at "
                         "promotion (realized when labeled, else estimated; positive: worse).",
-        "rule_violation_window_share": "Output-rules clause: mean drift_report.rule_violation_share of the champion's "
-                                       "newest policy.triggers.rules_window_batches batches that have one.",
         "realized_half_width": f"Performance clause: half width of the recent realized {metric}'s combined 90 % interval "
                                "(0: estimated, or no interval); the value must be worse than the SLO or the baseline by more.",
         "error_alarms": "Error-stream clause: labelled batches among the champion's newest "
                         "policy.triggers.error_window_batches with drift_report.error_alarm 1.",
         "error_stream_shift": "Error-stream clause: mean drift_report.error_stream_shift of those alarmed batches (NaN: none).",
+        "rule_violation_window_share": "Output-rules clause: mean drift_report.rule_violation_share of the champion's "
+                                       "newest policy.triggers.rules_window_batches batches that have one.",
     }
     if spec.target.type != BINARY:
         for name in ("realized_roc_auc", "estimated_roc_auc", "baseline_roc_auc"):
