@@ -25,6 +25,7 @@ import pytest
 
 from retrain_assets.core import catalog
 from retrain_assets.core.monitoring.batch_report import TASK_COLUMNS, build_drift_report
+from retrain_assets.core.monitoring.novelty import score_rows
 from retrain_assets.core.monitoring.profile import ReferenceProfile, build_reference_profile
 from retrain_assets.core.offline.scenario import generate_day, load_scenario, phase_at
 from retrain_assets.core.partitions import PARTITION_COLUMN
@@ -34,7 +35,7 @@ from retrain_assets.core.reports.drift import render_drift_html
 from retrain_assets.core.reports.drift_trend import TREND_COLUMNS, render_drift_trend_html
 from retrain_assets.core.tasks import METRICS
 from retrain_assets.core.training.modeling import predict_outputs, split_holdout, target_vector, train_model
-from retrain_assets.pipeline.monitoring import DECISION_NUMBERS, champion_loss_model
+from retrain_assets.pipeline.monitoring import DECISION_NUMBERS, champion_loss_model, champion_novelty_model, latest_novelty_model
 from retrain_assets.pipeline.shared.lookups import latest_loss_model
 from retrain_assets.pipeline.shared.warehouse import Warehouse
 
@@ -63,6 +64,7 @@ def monitored(name: str):
                                       thresholds=policy.drift, target=spec.target)
     blob, note = champion_loss_model(model, holdout, spec)
     loss_model = pickle.loads(blob) if blob else None
+    novelty = pickle.loads(champion_novelty_model(train, spec))  # as reference_profile stores it
     rules = performance_rules(policy, spec.target)
     holdout_value = _metric_value(spec, rules.metric, target_vector(holdout, spec), predict_outputs(model, holdout, spec))
     reports = []
@@ -71,7 +73,7 @@ def monitored(name: str):
         predictions = predict_outputs(model, batch, spec)
         result = build_drift_report(profile, batch, spec, policy.drift, scores=predictions, labeled_scores=predictions,
                                     labels=target_vector(batch, spec), seed=policy.random_seed, labeled_rows=batch,
-                                    loss_model=loss_model, metric=rules.metric)
+                                    loss_model=loss_model, metric=rules.metric, novelty_model=novelty)
         reports.append({"day": day, "phase": phase_at(scenario, day)[0], **result.summary, "features": result.features})
     return scenario, profile, blob, note, rules, holdout_value, reports
 
@@ -115,6 +117,34 @@ def test_drift_report_fills_the_contract_columns(name):
     else:
         assert blob == b"" and not note
         assert all(math.isfinite(r["estimated_accuracy"]) and math.isfinite(r["realized_accuracy"]) for r in reports)
+
+
+def test_novelty_share_is_at_the_chance_rate_until_the_inputs_move():
+    """demand: rows like the champion's training rows are novel about 1 % of the time; the heat wave
+    and the promotion campaign (covariate shift, day 30 on) move far more rows out of it."""
+    scenario, *_, reports = monitored("demand")
+    assert all(0 <= r["novelty_share"] <= 1 and math.isfinite(r["novelty_score_p99"]) for r in reports)
+    before = [r["novelty_share"] for r in reports if r["day"] < 30]
+    shifted = [r["novelty_share"] for r in reports if r["day"] >= 30]
+    assert np.mean(before) < 0.03 and np.mean(shifted) > 0.05  # the clause's default limit sits between them
+    assert all(r["novelty_examples"] for r in reports if r["novelty_share"] > 0)
+
+
+def test_the_novelty_model_round_trips_through_the_reference_profile_table(tmp_path):
+    scenario = load_scenario(REPO / "data" / "scenarios" / "demand.yaml")
+    train = labeled_day(scenario, 0)
+    blob = champion_novelty_model(train, scenario.spec)
+    rows = pd.DataFrame([{"model_version": "1", "created_at": pd.Timestamp("2025-01-01"), "novelty_model": blob}])
+    warehouses = []
+    for name, frame in (("new", rows), ("old", rows.drop(columns=["novelty_model"]))):  # old: profiled before novelty models
+        with duckdb.connect(str(tmp_path / f"{name}.duckdb")) as conn:
+            conn.execute("create table reference_profile as select * from frame")
+        warehouses.append(Warehouse(database=str(tmp_path / f"{name}.duckdb"), snapshot_path=str(tmp_path / f"{name}-s.duckdb"),
+                                    reports_dir=str(tmp_path)))
+    restored, original = latest_novelty_model(warehouses[0], "1"), pickle.loads(blob)
+    batch = labeled_day(scenario, 40)
+    assert np.array_equal(score_rows(restored, batch)[0], score_rows(original, batch)[0])
+    assert latest_novelty_model(warehouses[0], "2") is None and latest_novelty_model(warehouses[1], "1") is None
 
 
 def latest_is_stored_loss_model(blob: bytes) -> bool:

@@ -34,6 +34,8 @@ from retrain_assets.core.deployment.scoring import RowScorer
 from retrain_assets.core.deployment.serving import (API_KEYS_ENV, MAX_ROWS_PER_REQUEST, TOKEN_COMMAND, ApiKeyError, ApiKeys,
                                                     load_api_keys, presented_token)
 from retrain_assets.pipeline.shared.registry import CHECKSUM_TAG, ModelIntegrityError, ModelRegistry
+from retrain_assets.pipeline.training import log_novelty_model
+from retrain_assets.core.monitoring.novelty import NOVELTY_TAG, fit_for_spec, score_rows
 from retrain_assets.apps.service import ModelService, PredictionLog, create_app
 from retrain_assets.core.offline.scenario import read_history
 from retrain_assets.core.monitoring.output_rules import RuleCondition
@@ -166,6 +168,35 @@ def test_the_log_names_the_output_rules_each_prediction_breaks(registry, scenari
                 for s, a in zip(scores, ages)]
     assert log["rule_violations"].tolist() == expected
     assert any(expected) and not all(expected)  # the sample has rows that break a rule and rows that do not
+
+
+def test_novelty_is_logged_with_every_prediction_and_answered_when_asked(registry, scenario, rows, tmp_path):
+    train = _labeled(scenario, range(0, 5))
+    model = train_model(train, scenario.spec, 7, "logistic_regression", {"C": 1.0})
+    with mlflow.start_run():  # as candidate_model logs a version and its novelty model
+        version, _ = registry.log_and_register(model.pipeline, feature_frame(train.head(5), scenario.spec))
+        registry.tag_version(version, log_novelty_model(train, scenario.spec))
+    registry.promote(version)
+    service = ModelService(scenario.spec, registry, PredictionLog(tmp_path / "landing", server_id="test"))
+    odd = [{**rows[0], "income": 4_000_000.0, "debt_to_income": 4.5}]  # far outside the training rows
+    try:
+        with serving_client(service) as client:
+            plain = client.post(PREDICT, json={"rows": rows[:10]}).json()["predictions"]
+            answer = client.post(PREDICT + "?novelty=true", json={"rows": rows[:10] + odd})
+    finally:
+        registry.promote("1")
+    assert answer.status_code == 200, answer.json()
+    asked = answer.json()["predictions"]
+    assert "novelty_score" not in plain[0] and "novel" not in plain[0]
+    expected, flags = score_rows(fit_for_spec(train, scenario.spec, scenario.spec.policy.random_seed), pd.DataFrame(rows[:10] + odd))
+    np.testing.assert_allclose([p["novelty_score"] for p in asked], expected)
+    assert [p["novel"] for p in asked] == flags.tolist() and asked[-1]["novel"] and not all(flags)
+    log = pd.concat(map(pd.read_parquet, sorted((tmp_path / "landing" / "predictions").glob("*.parquet"))))
+    assert len(log) == 21 and log["novelty_score"].notna().all()  # logged whether asked or not
+    np.testing.assert_allclose(log.sort_values(["logged_at", "row_index"])["novelty_score"].tail(11), expected)
+    # A version whose novelty model does not match its recorded checksum is served without one.
+    registry.tag_version(version, {NOVELTY_TAG: "0" * 64})
+    assert service._novelty_model(version) is None
 
 
 def test_bad_input_gets_422_with_each_broken_field_never_500(service, rows):

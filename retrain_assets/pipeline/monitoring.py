@@ -16,6 +16,7 @@ from retrain_assets.core.reports.drift_trend import TREND_COLUMNS, render_drift_
 from retrain_assets.core.files import write_text_atomically
 from retrain_assets.core.monitoring.error_stream import reference_errors
 from retrain_assets.core.monitoring.loss_estimation import fit_loss_model
+from retrain_assets.core.monitoring.novelty import NoveltyModel, fit_for_spec
 from retrain_assets.core.policy.performance import performance_rules
 from retrain_assets.core.tasks import REGRESSION
 from retrain_assets.core.training.modeling import content_hash, predict_outputs, split_holdout, target_vector
@@ -38,7 +39,7 @@ DRIFT_CHECK = "drift_report_policy"
 DECISION_NUMBERS = ("labeled_partitions", "drifted_batches", "window_batches", "model_age_partitions", "realized_roc_auc",
                     "estimated_roc_auc", "baseline_roc_auc", "new_labeled_rows", "drifted_labeled_rows", "realized_performance",
                     "estimated_performance", "baseline_performance", "growth_ratio", "expected_gain", "drift_impact",
-                    "realized_half_width", "error_alarms",
+                    "realized_half_width", "novelty_window_share", "error_alarms",
                     "error_stream_shift", "rule_violation_window_share")
 
 
@@ -97,7 +98,7 @@ def build_monitoring(spec: DatasetSpec, partitions_def: dg.PartitionsDefinition)
         row = pd.DataFrame([{"model_version": champion, "data_version": data_version,
                              "created_at": pd.Timestamp.now(tz="UTC").tz_convert(None), "n_rows": len(train),
                              "profile_json": profile.to_json(), "sample_json": sample.to_json(orient="split", date_format="iso"),
-                             "loss_model": loss_model}])
+                             "loss_model": loss_model, "novelty_model": champion_novelty_model(train, spec)}])
         return dg.Output(warehouse.with_history("reference_profile", row),
                          metadata={"model_version": champion, "reference_rows": len(train), "data_version": data_version,
                                    **({"loss_model": loss_note} if loss_note else {})})
@@ -147,6 +148,7 @@ def build_monitoring(spec: DatasetSpec, partitions_def: dg.PartitionsDefinition)
             labeled_scores=predict_outputs(model, labeled, spec) if len(labeled) else None,
             labels=target_vector(labeled, spec) if len(labeled) else None, seed=policy.random_seed,
             labeled_rows=labeled, loss_model=loss_model, metric=rules.metric, triggers=policy.triggers,
+            novelty_model=latest_novelty_model(warehouse, champion),
         )
         if not earlier.empty:
             result.summary["multivariate_auc"] = float(earlier["multivariate_auc"].iloc[0])
@@ -257,6 +259,21 @@ def build_monitoring(spec: DatasetSpec, partitions_def: dg.PartitionsDefinition)
                                                f"(limit {policy.max_model_age_partitions})", metadata={"model_age_partitions": int(age)})
 
     return dg.Definitions(assets=[reference_profile, drift_report, retrain_decisions], asset_checks=[deployed_model_freshness])
+
+
+def champion_novelty_model(train: pd.DataFrame, spec: DatasetSpec) -> bytes:
+    """The champion's novelty model (`core.monitoring.novelty.fit_for_spec` on the rows it was
+    trained on, as `candidate_model` fits the one it logs with the model), pickled for the
+    `reference_profile.novelty_model` column."""
+    return pickle.dumps(fit_for_spec(train, spec, spec.policy.random_seed), protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def latest_novelty_model(warehouse: Warehouse, version: str) -> NoveltyModel | None:
+    """The novelty model stored with a champion's reference profile; None for a champion profiled
+    before novelty models existed (its `novelty_share` is NaN)."""
+    found = warehouse.query("select * from reference_profile where model_version = ? order by created_at desc limit 1", [version])
+    blob = found["novelty_model"].iloc[0] if "novelty_model" in found and len(found) else None
+    return pickle.loads(bytes(blob)) if blob is not None and not pd.isna(blob) and len(blob) else None
 
 
 def champion_loss_model(model, holdout: pd.DataFrame, spec: DatasetSpec) -> tuple[bytes, str]:

@@ -4,7 +4,10 @@
 import hashlib
 import json
 import math
+import pickle
+import tempfile
 import time
+from pathlib import Path
 
 import dagster as dg
 import pandas as pd
@@ -12,6 +15,7 @@ import pandas as pd
 from retrain_assets.core.training.modeling import (code_version, content_hash, feature_frame, label_summary, split_holdout,
                                                    target_vector)
 
+from retrain_assets.core.monitoring.novelty import NOVELTY_ARTIFACT, NOVELTY_RUN_TAG, NOVELTY_TAG, fit_for_spec
 from retrain_assets.core.partitions import PARTITION_COLUMN
 from retrain_assets.core.policy.performance import performance_rules
 from retrain_assets.core.policy.window import training_window
@@ -111,12 +115,11 @@ def build_training(spec: DatasetSpec) -> dg.Definitions:
             selection = _search_and_log(context, train, spec, policy, len(train_keys), lineage["holdout_partitions"])
             curve = _learning_curve_and_log(context, train, spec, policy, selection, len(training_set))
             trained = selection.model
-            context.log.info(f"registering the {trained.params['model_family']} model in {model_registry.registered_model}")
-            version, run_id = model_registry.log_and_register(trained.pipeline, feature_frame(train.head(5), spec))
+            version, run_id, novelty_tags = _register(context, model_registry, trained, train, spec)
         # training_key goes last (dicts keep order): its presence marks a fully registered version.
         model_registry.tag_version(version, {**{k: v for k, v in lineage.items() if k != "training_key"},
                                              "dagster_run_id": context.run_id, "mlflow_run_id": run_id,
-                                             "model_family": trained.params["model_family"],
+                                             "model_family": trained.params["model_family"], **novelty_tags,
                                              "training_key": lineage["training_key"]})
         model_registry.set_alias(CHALLENGER, version)
         model_registry.name_run(run_id, run_name(spec.name, version, context.run.tags.get("retrain_trigger", "manual")))
@@ -213,6 +216,28 @@ def _learning_curve_and_log(context, train: pd.DataFrame, spec: DatasetSpec, pol
         mlflow.log_metric(f"learning_curve_{curve.metric}", value, step=rows)
     mlflow.log_dict(json.loads(curve.to_json()), "selection/learning_curve.json")
     return curve
+
+
+def _register(context, model_registry: ModelRegistry, trained, train: pd.DataFrame, spec: DatasetSpec) -> tuple[str, str, dict]:
+    """Register the trained model from the active run, its novelty model logged beside it
+    (`log_novelty_model`); returns (version, run_id, the novelty model's version tags)."""
+    context.log.info(f"registering the {trained.params['model_family']} model in {model_registry.registered_model}")
+    version, run_id = model_registry.log_and_register(trained.pipeline, feature_frame(train.head(5), spec))
+    return version, run_id, log_novelty_model(train, spec)
+
+
+def log_novelty_model(train: pd.DataFrame, spec: DatasetSpec) -> dict[str, str]:
+    """Fit the model's novelty model on its training rows (`core.monitoring.novelty.fit_for_spec`,
+    the rule `reference_profile` fits by too), log it pickled to the active run as
+    `NOVELTY_ARTIFACT`, and return the version tags the service finds and checks it by."""
+    import mlflow
+
+    blob = pickle.dumps(fit_for_spec(train, spec, spec.policy.random_seed), protocol=pickle.HIGHEST_PROTOCOL)
+    folder, name = NOVELTY_ARTIFACT.rsplit("/", 1)
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / name).write_bytes(blob)
+        mlflow.log_artifact(str(Path(tmp) / name), artifact_path=folder)
+    return {NOVELTY_TAG: hashlib.sha256(blob).hexdigest(), NOVELTY_RUN_TAG: mlflow.active_run().info.run_id}
 
 
 def training_key(lineage: dict, policy) -> str:

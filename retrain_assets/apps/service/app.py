@@ -67,7 +67,9 @@ def create_app(services: Iterable[ModelService], api_keys: ApiKeys, refresh_seco
 
     @app.post("/v1/{dataset}/predict")
     async def predict(request: Request, service: ModelService = Depends(authorized)) -> JSONResponse:
-        """Score one row object, a list of rows, or {"rows": [...]}; 422 names each invalid field."""
+        """Score one row object, a list of rows, or {"rows": [...]}; 422 names each invalid field.
+        `?novelty=true` adds each row's `novelty_score` and `novel` flag (against the training rows
+        of the version that answered it; logged with every prediction either way)."""
         media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if media_type != "application/json":
             return JSONResponse({"detail": f"Content-Type must be application/json, not {media_type[:80] or 'missing'}"}, 415)
@@ -75,7 +77,7 @@ def create_app(services: Iterable[ModelService], api_keys: ApiKeys, refresh_seco
         if body is None:
             return JSONResponse({"detail": f"body larger than {max_body_bytes} bytes: split the rows over several requests"}, 413)
         try:
-            return JSONResponse(service.predict(parse_body(body)))
+            return JSONResponse(service.predict(parse_body(body), novelty=_asks_novelty(request)))
         except RequestError as exc:
             return JSONResponse({"detail": exc.errors}, 422)
         except (NoModelError, LogFullError) as exc:
@@ -234,6 +236,11 @@ def _refresh(service: ModelService) -> None:
     except Exception as exc:  # noqa: BLE001 - the loop must outlive any failure
         service.loop_error = f"registry refresh failed: {type(exc).__name__}: {exc}"
         logger.exception(service.loop_error)
+
+
+def _asks_novelty(request: Request) -> bool:
+    """Whether the request asks for the rows' novelty scores (`?novelty=true`, `1` or `yes`)."""
+    return request.query_params.get("novelty", "").strip().lower() in ("true", "1", "yes")
 
 
 async def _limited_body(request: Request, limit: int) -> bytes | None:

@@ -4,11 +4,15 @@ routed, scored and logged."""
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import pickle
+import tempfile
 import threading
 import time
 import uuid
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -18,6 +22,7 @@ from retrain_assets.core.deployment.outputs import INTERVAL_TAG, answer_fields
 from retrain_assets.core.deployment.rollout import DeploymentState, route
 from retrain_assets.core.deployment.scoring import RowScorer
 from retrain_assets.core.deployment.serving import log_records, parse_rows, row_validator
+from retrain_assets.core.monitoring.novelty import NOVELTY_ARTIFACT, NOVELTY_RUN_TAG, NOVELTY_TAG, score_rows
 from retrain_assets.core.monitoring.output_rules import row_violations
 from retrain_assets.core.roles import CANARY, CHAMPION, SHADOW
 from retrain_assets.core.spec import DatasetSpec
@@ -40,6 +45,7 @@ class LoadedDeployment:
     models: dict[str, Any] = field(default_factory=dict)
     loaded_at: float = 0.0
     half_widths: dict[str, float | None] = field(default_factory=dict)  # regression: version -> interval half width
+    novelty: dict[str, Any] = field(default_factory=dict)  # version -> its NoveltyModel (None: none logged with it)
 
 
 class ModelService:
@@ -92,7 +98,8 @@ class ModelService:
             # The last two versions swapped out stay loaded (verified when loaded): a rollback to them is instant.
             retired = {v: m for v, m in {**self._retired, **self.loaded.models}.items() if v not in models}
             self._retired = dict(list(retired.items())[-2:])
-            self.loaded = LoadedDeployment(state, models, time.time(), {v: self._half_width(v) for v in models})
+            self.loaded = LoadedDeployment(state, models, time.time(), {v: self._half_width(v) for v in models},
+                                           {v: self.loaded.novelty.get(v) or self._novelty_model(v) for v in models})
             self.last_error = ""
             logger.info(f"serving {state.describe()}")
             return True
@@ -110,9 +117,39 @@ class ModelService:
             return None
         return float(tag) if tag is not None else None
 
-    def predict(self, payload: Any) -> dict[str, Any]:
-        """Validate and score a request body; the answer comes from each row's arm. The request id
-        is always the server's own: the log's key must be unique."""
+    def _novelty_model(self, version: str):
+        """The version's novelty model (`core.monitoring.novelty`), logged with it at training time
+        and checked against the SHA-256 in its tags before unpickling; None when it has none (trained
+        before novelty models existed) or it cannot be read (the prediction still serves)."""
+        try:
+            tags = self.registry.version_tags(version)
+            if NOVELTY_TAG not in tags:
+                return None
+            import mlflow.artifacts
+
+            with tempfile.TemporaryDirectory() as tmp:
+                path = mlflow.artifacts.download_artifacts(run_id=tags[NOVELTY_RUN_TAG], artifact_path=NOVELTY_ARTIFACT,
+                                                           dst_path=tmp, tracking_uri=self.registry.tracking_uri)
+                blob = Path(path).read_bytes()
+        except Exception as exc:  # noqa: BLE001 - novelty is optional: serve without it
+            logger.warning(f"v{version}: no novelty score, its novelty model could not be read: {exc}")
+            return None
+        if hashlib.sha256(blob).hexdigest() != tags[NOVELTY_TAG]:
+            logger.error(f"v{version}: novelty model checksum mismatch: not used")
+            return None
+        return pickle.loads(blob)
+
+    def _novelty_scores(self, loaded: LoadedDeployment, rows: list[dict[str, Any]], versions) -> dict[str, tuple]:
+        """Per version that has a novelty model: (scores, novel flags) of the request's rows."""
+        models = {v: loaded.novelty.get(v) for v in versions}
+        frame = pd.DataFrame(rows) if any(models.values()) else None
+        return {v: score_rows(m, frame) for v, m in models.items() if m is not None}
+
+    def predict(self, payload: Any, novelty: bool = False) -> dict[str, Any]:
+        """Validate and score a request body; the answer comes from each row's arm (with
+        `novelty_score` and `novel` per row when `novelty` is asked and the arm's version has a
+        novelty model; the log always has them then). The request id is always the server's own:
+        the log's key must be unique."""
         started = time.perf_counter()
         rows = parse_rows(payload, self.validator)
         loaded = self.loaded  # one reference for the whole request
@@ -129,15 +166,17 @@ class ModelService:
         arms = [route(row[self.spec.id_column], state, salt) for row in rows]
         versions = {role: version for role, version in roles}
         request_id = uuid.uuid4().hex
+        scored = self._novelty_scores(loaded, rows, versions.values())
         predictions = []
         for i, (row, arm) in enumerate(zip(rows, arms)):
             version = versions[arm]
             fields = answer_fields(outputs[(arm, version)][i], self.spec, loaded.half_widths.get(version))
-            predictions.append({"id": row[self.spec.id_column], **fields, "model_version": version, "arm": arm})
+            predictions.append({"id": row[self.spec.id_column], **fields, "model_version": version, "arm": arm,
+                                **(_novelty_fields(scored[version], i) if novelty and version in scored else {})})
         latency_ms = (time.perf_counter() - started) * 1000
         records = log_records(rows, self.spec, request_id, {k: v.tolist() for k, v in outputs.items()}, arms,
                               pd.Timestamp.now(tz="UTC").tz_localize(None), latency_ms)
-        self.log.append(self._with_rule_violations(records, rows, outputs))
+        self.log.append(_with_novelty(self._with_rule_violations(records, rows, outputs), scored))
         return {"request_id": request_id, "predictions": predictions}
 
     def _with_rule_violations(self, records: list[dict[str, Any]], rows: list[dict[str, Any]], outputs: dict) -> list[dict[str, Any]]:
@@ -174,3 +213,16 @@ class ModelService:
             raise NoModelError(self.no_model_reason())
         return {"model": self.spec.name, "deployment": state.describe(), "previous": state.previous,
                 "loaded_at": self.loaded.loaded_at}
+
+
+def _novelty_fields(scored: tuple, i: int) -> dict[str, Any]:
+    """Row `i`'s novelty score and flag, as answered and logged."""
+    return {"novelty_score": float(scored[0][i]), "novel": bool(scored[1][i])}
+
+
+def _with_novelty(records: list[dict[str, Any]], scored: dict[str, tuple]) -> list[dict[str, Any]]:
+    """Each log record of a version that has a novelty model gets its row's `novelty_score` and `novel`."""
+    for record in records:
+        if record["model_version"] in scored:
+            record.update(_novelty_fields(scored[record["model_version"]], record["row_index"]))
+    return records

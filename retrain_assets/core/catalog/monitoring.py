@@ -25,7 +25,10 @@ def _reference_profile(spec: DatasetSpec) -> TableDoc:
          ColumnDoc("profile_json", VARCHAR, "The profile, as JSON."),
          ColumnDoc("sample_json", VARCHAR, "A sample of the feature rows (pandas `split` JSON), for the multivariate "
                                            "test."),
-         ColumnDoc("loss_model", BLOB, _loss_model_text(spec))))
+         ColumnDoc("loss_model", BLOB, _loss_model_text(spec)),
+         ColumnDoc("novelty_model", BLOB, "The champion's novelty model (`core.monitoring.novelty.NoveltyModel`, pickled), "
+                                          "fitted on the rows it was trained on; NULL for a champion profiled before "
+                                          "novelty models existed (its batches' novelty_share is NaN).")))
 
 
 def _loss_model_text(spec: DatasetSpec) -> str:
@@ -76,6 +79,12 @@ _SUMMARY = (
     ("drift_share", DOUBLE, "n_drifted / n_features."),
     ("dataset_drifted", BOOLEAN, "Whether the batch drifted: drift_share >= policy.drift.dataset_drift_share."),
     ("ood_share", DOUBLE, "Share of rows with a category unseen in the reference or a number outside its [min, max]."),
+    ("novelty_share", DOUBLE, "Share of rows the champion's novelty model flags (`core.monitoring.novelty`: Mahalanobis "
+                              "distance or isolation-forest score over its training 99.5th percentile; about 1 % of rows "
+                              "like the training rows); NaN for a champion without one."),
+    ("novelty_score_p99", DOUBLE, "99th percentile of the rows' novelty scores (each score over its training "
+                                  "threshold: above 1, more than 1 % of the rows are novel); NaN without a novelty model."),
+    ("novelty_examples", VARCHAR, "Ids of the most novel rows (up to 5, most novel first, novel rows only); empty when none."),
     ("segment_drift_json", VARCHAR, "Drift per segment (spec `segments`; `core.monitoring.segment_drift`): JSON list, one "
                                     "entry per value of a segment column with at least policy.drift.segment_min_rows rows in "
                                     "the batch and the reference: segment, value, n_rows, n_reference, n_features, n_drifted, "
@@ -241,6 +250,8 @@ def _retrain_decisions(spec: DatasetSpec) -> TableDoc:
                         "promotion (realized when labeled, else estimated; positive: worse).",
         "realized_half_width": f"Performance clause: half width of the recent realized {metric}'s combined 90 % interval "
                                "(0: estimated, or no interval); the value must be worse than the SLO or the baseline by more.",
+        "novelty_window_share": "Novelty clause: mean drift_report.novelty_share of the champion's newest "
+                                "policy.triggers.novelty_window_batches batches that have one.",
         "error_alarms": "Error-stream clause: labelled batches among the champion's newest "
                         "policy.triggers.error_window_batches with drift_report.error_alarm 1.",
         "error_stream_shift": "Error-stream clause: mean drift_report.error_stream_shift of those alarmed batches (NaN: none).",
@@ -260,7 +271,7 @@ def _retrain_decisions(spec: DatasetSpec) -> TableDoc:
          ColumnDoc("partition", VARCHAR, "Newest partition known at the time, `YYYY-MM-DD` (empty when none)."),
          ColumnDoc("champion_version", VARCHAR, "The champion then (empty when none)."),
          ColumnDoc("retrain", BOOLEAN, "Whether to retrain."),
-         ColumnDoc("trigger", VARCHAR, "The clause that fired: `first_model`, `performance`, `error_stream`, `drift`, `output_rules`, `data_growth`, "
+         ColumnDoc("trigger", VARCHAR, "The clause that fired: `first_model`, `performance`, `error_stream`, `drift`, `novelty`, `output_rules`, `data_growth`, "
                                        "`freshness`, or `none`."),
          ColumnDoc("suppressed_by", VARCHAR, "The guard that held a firing clause back: `hysteresis`, "
                                              "`awaiting_drift_labels`, `no_impact` (drift that does not hurt the model, "

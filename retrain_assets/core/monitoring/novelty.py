@@ -42,6 +42,9 @@ QUANTILE = 0.995
 # of rows from the training distribution, which the novelty clause's default is a multiple of).
 EXPECTED_FALSE_NOVEL_SHARE = 2 * (1 - QUANTILE)
 N_TREES = 100
+# How a model version carries its novelty model in MLflow: the pickle as an artifact of a run,
+# with the run and the pickle's SHA-256 as version tags (the service checks it before unpickling).
+NOVELTY_ARTIFACT, NOVELTY_TAG, NOVELTY_RUN_TAG = "novelty/novelty_model.pkl", "novelty_sha256", "novelty_run_id"
 _MISSING = "\x00missing"
 
 

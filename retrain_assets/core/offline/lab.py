@@ -31,6 +31,7 @@ from retrain_assets.core.monitoring.batch_report import build_drift_report
 from retrain_assets.core.monitoring.error_stream import batch_error_stream, reference_errors
 from retrain_assets.core.monitoring.loss_estimation import LossModel, fit_loss_model
 from retrain_assets.core.monitoring.output_rules import output_rule_summary
+from retrain_assets.core.monitoring.novelty import NoveltyModel, fit_for_spec
 from retrain_assets.core.monitoring.profile import ReferenceProfile, build_reference_profile
 from retrain_assets.core.monitoring.realized import realized_interval
 from retrain_assets.core.monitoring.task_drift import task_label_drift, task_prediction_drift
@@ -175,6 +176,7 @@ class Lab:
         self._signals: dict[tuple, BatchSignal] = {}
         self._scores: dict[tuple[str, int], np.ndarray] = {}
         self._loss_models: dict[str, LossModel | None] = {}
+        self._novelty: dict[tuple, NoveltyModel] = {}
         self.monitoring: dict[tuple, dict] = {}  # per signal key: the task's label / prediction drift numbers
         for model in models:  # trained elsewhere, e.g. in other processes
             self._models[(model.window, model.settings)] = model
@@ -224,6 +226,13 @@ class Lab:
                     self.spec.target.type, target_vector(holdout, self.spec), outputs))
         return self._profiles[key]
 
+    def novelty(self, model: Model, policy: Policy) -> NoveltyModel:
+        """The champion's novelty model, fitted on its training rows as the pipeline fits it (`fit_for_spec`)."""
+        key = (model.key, policy.random_seed)
+        if key not in self._novelty:
+            self._novelty[key] = fit_for_spec(self.frames(model)[0], self.spec, policy.random_seed)
+        return self._novelty[key]
+
     def signal(self, model: Model, step: Step, labeled: bool, policy: Policy) -> BatchSignal:
         """The drift report of a clean batch against `model`'s reference, as the policy reads it.
         The domain classifier is left out: no retrain clause reads it. Multiclass and regression:
@@ -242,6 +251,7 @@ class Lab:
                 scores=scores if len(step.batch) else None, labeled_scores=labeled_scores,
                 labels=target_vector(rows, self.spec) if rows is not None else None, seed=policy.random_seed,
                 metric=performance_rules(policy, self.spec.target).metric, triggers=policy.triggers,
+                novelty_model=self.novelty(model, policy),
             ).summary
             self._signals[key] = signal_from_summary(step.partition, model.key, summary)
         return self._signals[key]
@@ -257,7 +267,8 @@ class Lab:
         task's label and prediction drift."""
         spec, rules = self.spec, performance_rules(policy, self.spec.target)
         profile = self.profile(model, policy)
-        summary = build_drift_report(profile, step.batch, spec, policy.drift, seed=policy.random_seed).summary
+        summary = build_drift_report(profile, step.batch, spec, policy.drift, seed=policy.random_seed,
+                                     novelty_model=self.novelty(model, policy)).summary
         outputs = self._score(model, step, step.batch)
         summary.update(output_rule_summary(spec, step.batch, outputs))  # the report above was made without the outputs
         estimated = self._estimate(model, step, outputs, rules.metric, policy) if len(step.batch) else (math.nan,) * 3
