@@ -23,6 +23,7 @@ from retrain_assets.pipeline.shared.landing import LandingZone
 from retrain_assets.pipeline.shared.registry import ModelRegistry
 from retrain_assets.pipeline.shared.warehouse import Warehouse
 from retrain_assets.pipeline.shared.namespace import Namespace
+from retrain_assets.pipeline.shared.output_rules import live_rules_metadata
 from retrain_assets.pipeline.shared.lookups import live_pairs, trial_clock_of
 
 LOG_KEY = ["request_id", "row_index", "role", "model_version"]
@@ -105,6 +106,7 @@ def build_serving(spec: DatasetSpec, partitions_def: dg.PartitionsDefinition) ->
             "requests": int(logs["request_id"].nunique()),
             "served_by": dg.MetadataValue.json({f"{a} v{v}": int(n) for (a, v), n in by_version.items()}),
             "p99_latency_ms": float(np.percentile(logs["latency_ms"], 99)),
+            **live_rules_metadata(spec, logs[logs["role"] == CHAMPION]),
         })
         # The champion scores every request row once: its records are the live inputs, whichever arm answered.
         yield _live_drift(logs[logs["role"] == CHAMPION], start, warehouse)

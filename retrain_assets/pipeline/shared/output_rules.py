@@ -1,12 +1,17 @@
-"""The `drift_report` check of the spec's output rules (`core.monitoring.output_rules`): declared
-only when the spec has rules, so a dataset without them shows no empty check."""
+"""The spec's output rules (`core.monitoring.output_rules`) in the pipeline: the `drift_report`
+check, declared only when the spec has rules (a dataset without them shows no empty check), and
+the rules on a day of live traffic for `prediction_logs`."""
 
+import json
 import math
 
 import dagster as dg
+import numpy as np
+import pandas as pd
 
-from retrain_assets.core.monitoring.output_rules import rules_check
+from retrain_assets.core.monitoring.output_rules import output_rule_summary, rules_check
 from retrain_assets.core.spec import DatasetSpec
+from retrain_assets.core.tasks import MULTICLASS
 from retrain_assets.pipeline.shared.namespace import Namespace
 
 RULES_CHECK = "drift_report_output_rules"
@@ -34,3 +39,19 @@ def rules_check_result(spec: DatasetSpec, summary: dict | None) -> dg.AssetCheck
         check_name=RULES_CHECK, passed=passed, severity=dg.AssetCheckSeverity.ERROR if error else dg.AssetCheckSeverity.WARN,
         description=words, metadata={"rule_violation_share": math.nan if share is None else share,
                                      **{k: dg.MetadataValue.json(v) if isinstance(v, dict) else v for k, v in metadata.items()}})
+
+
+def live_rules_metadata(spec: DatasetSpec, champion_logs: pd.DataFrame) -> dict:
+    """The spec's rules on a day of live traffic (the champion's prediction-log records, which it
+    writes for every request row whichever arm answered): every rule, share rules included, as
+    `prediction_logs` metadata; empty without rules or records."""
+    if not spec.output_rules or champion_logs.empty:
+        return {}
+    outputs = (np.stack(champion_logs["class_probabilities"].to_numpy()) if spec.target.type == MULTICLASS
+               else champion_logs["score"].to_numpy(dtype=float))
+    summary = output_rule_summary(spec, champion_logs.assign(**{spec.id_column: champion_logs["entity_id"]}).reset_index(drop=True),
+                                  outputs)
+    per_rule = json.loads(summary["rule_violations_json"])
+    return {"live_rule_violation_share": summary["rule_violation_share"],
+            "live_output_rules": dg.MetadataValue.json({name: {k: r[k] for k in ("rows_checked", "rows_violating", "share", "broken")}
+                                                        for name, r in per_rule.items()})}
