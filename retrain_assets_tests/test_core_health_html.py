@@ -81,7 +81,8 @@ def test_the_axis_is_data_time_and_markers_sit_at_their_partitions():
     assert len(estimated) == 6 and estimated == sorted(estimated)
     step = estimated[1] - estimated[0]
     retrains = [float(line.get("x1")) for line in classes(svg, "retrain") if line.tag == "line"]
-    assert retrains == pytest.approx([estimated[0] - step, estimated[3]], abs=0.2)  # 2025-01-07 (before the first report) and 2025-01-11; not the "none"
+    # 2025-01-07 (before the first report) and 2025-01-11; not the decision that said no
+    assert retrains == pytest.approx([estimated[0] - step, estimated[3]], abs=0.2)
     promotions = [g.find("title").text for g in classes(svg, "promotion") if g.tag == "g"]
     assert [t.split(":")[0] for t in promotions] == ["2025-01-07", "2025-01-11"]
     assert [g.find("title").text.split(":")[0] for g in classes(svg, "rollback") if g.tag == "g"] == ["2025-01-12"]
@@ -94,17 +95,17 @@ def test_the_axis_is_data_time_and_markers_sit_at_their_partitions():
     assert len(classes(svg, "drift-share")) == 6 and len(classes(svg, "threshold")) == 1
 
 
-def test_a_history_without_the_partition_column_is_placed_at_the_newest_partition_known_then():
-    known = pd.DataFrame({"partition": pd.to_datetime(["2025-01-07", "2025-01-08", "2025-01-09", "2025-01-10", "2025-01-11"]),
-                          "at": [WALL - pd.Timedelta(seconds=30), *(WALL + pd.Timedelta(minutes=i) for i in range(4))]})
-    marks = deployment_markers(deployments(), known)
-    assert list(marks["partition"]) == list(pd.to_datetime(["2025-01-07", "2025-01-11", "2025-01-11"]))
-    assert set(marks["placed"]) == {"inferred"} and list(marks["kind"]) == ["promotion", "promotion", "rollback"]
-    recorded = deployment_markers(deployments(partition=True), known)
-    assert list(recorded["partition"].dt.strftime("%Y-%m-%d")) == ["2025-01-07", "2025-01-11", "2025-01-12"]
-    assert set(recorded["placed"]) == {"recorded"}
-    page = render_health_html(drift(), decisions(), deployments())
-    assert "placed at the newest partition known" in page
+def test_steps_are_placed_at_their_recorded_partition_and_a_step_without_one_is_listed_not_drawn():
+    marks = deployment_markers(deployments(partition=True))
+    assert list(marks["partition"].dt.strftime("%Y-%m-%d")) == ["2025-01-07", "2025-01-11", "2025-01-12"]
+    assert list(marks["kind"]) == ["promotion", "promotion", "rollback"] and list(marks["version"]) == ["1", "2", "1"]
+    old = deployments(partition=True)
+    old.loc[0, "partition"] = None  # a row written before the column existed
+    page = render_health_html(drift(), decisions(), old)
+    svg = svg_of(page)
+    assert [g.find("title").text.split(":")[0] for g in classes(svg, "promotion") if g.tag == "g"] == ["2025-01-11"]
+    assert "<tr><td>–</td><td>promotion</td><td>first champion v1</td>" in page
+    assert deployment_markers(deployments()).partition.isna().all()  # no partition column: nothing to draw at
 
 
 def test_optional_panels_only_when_their_column_holds_values():

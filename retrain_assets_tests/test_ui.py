@@ -421,3 +421,27 @@ def test_every_other_report_link_opens(ui):
         report = open_report_link(ui, page, name, url, f"{key}-{name}")
         assert_is_the_report(ui, report, url, path, f"{key}-{name}")
         report.close()
+
+
+# A date on an axis: "2025-01-08", or with a time of day ("2025-01-08 12:00").
+AXIS_DATE = re.compile(r"^(\d{4}-\d{2}-\d{2})(?: \d{2}:\d{2})?$")
+
+
+def test_health_page_and_deployment_timeline_are_on_data_time(ui):
+    """Both pages draw their x axis over the partitions the replay delivered (2025-01-..), not over the
+    wall clock of the replay's runs (today): every date on their axes lies within the data's range."""
+    days = sorted(m.partition for m in ui.facts.assets[ui.key("raw_batches")].materializations if m.partition)
+    for name in ("drift_report", "retrain_decisions", "deployed_model"):
+        assert ui.facts.latest_with(ui.key(name), "model_health_url"), f"{name} does not link the model-health page"
+    page = ui.page()
+    for asset, name, heading in (("retrain_decisions", "model_health", r"Model health: \w+"),
+                                 ("deployed_model", "timeline", r"Deployment timeline: \w+")):
+        metadata = ui.facts.latest_with(ui.key(asset), f"{name}_url").metadata
+        url = metadata[f"{name}_url"].url
+        page.goto(url)
+        assert_is_the_report(ui, page, url, metadata[name].path, f"{name}-data-time", title=heading)
+        texts = page.locator("svg text").evaluate_all("els => els.map(e => e.firstChild ? e.firstChild.textContent : '')")
+        dates = [m.group(1) for m in (AXIS_DATE.match(t.strip()) for t in texts) if m]
+        assert dates, f"{name}: no date on its axis, only {sorted(set(texts))[:20]}"
+        outside = [d for d in dates if not days[0] <= d <= days[-1]]
+        assert not outside, f"{name}: axis dates {outside} outside the data's {days[0]} … {days[-1]}"

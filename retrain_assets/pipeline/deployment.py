@@ -19,6 +19,7 @@ from retrain_assets.core.policy.rollout import (APPROVED_BY_TAG, Command, Comman
                                               newest_evaluation, next_steps)
 from retrain_assets.core.policy.performance import performance_rules
 from retrain_assets.core.spec import DatasetSpec
+from retrain_assets.core.reports.health import HEALTH_PAGE
 from retrain_assets.core.reports.timeline import render_timeline_html
 from retrain_assets.pipeline.shared.lookups import TRIAL_START_TAG, delivered_partitions
 from retrain_assets.pipeline.shared.registry import ModelRegistry
@@ -170,9 +171,11 @@ def history_row(step: Transition, after: DeploymentState, evaluations: pd.DataFr
 
 
 def _timeline_links(warehouse: Warehouse, evaluations: pd.DataFrame, spec: DatasetSpec, table: pd.DataFrame) -> dict:
-    """Rewrite the timeline page from the history this run ends with; its metadata links."""
+    """Rewrite the timeline page from the history this run ends with; its metadata links, and the
+    model-health page's (retrain_decisions rewrites that one after each deployment step)."""
     path = Path(warehouse.reports_path) / "deployment" / "timeline.html"
     write_text_atomically(render_timeline_html(table, evaluations, f"Deployment timeline: {spec.name}",
                                                now=pd.Timestamp.now(tz="UTC").tz_convert(None), task=spec.target.type,
                                                metric=performance_rules(spec.policy, spec.target).metric), path)
-    return warehouse.report_links(path, name="timeline")
+    health = Path(warehouse.reports_path) / HEALTH_PAGE
+    return {**warehouse.report_links(path, name="timeline"), **warehouse.report_links(health, name="model_health")}

@@ -13,6 +13,7 @@ import pandas as pd
 from retrain_assets.core.monitoring.profile import build_reference_profile
 from retrain_assets.core.reports.drift import render_drift_html
 from retrain_assets.core.reports.drift_trend import TREND_COLUMNS, render_drift_trend_html
+from retrain_assets.core.reports.health import HEALTH_COLUMNS, HEALTH_PAGE, render_health_html
 from retrain_assets.core.files import write_text_atomically
 from retrain_assets.core.monitoring.error_stream import reference_errors
 from retrain_assets.core.monitoring.loss_estimation import fit_loss_model
@@ -186,6 +187,7 @@ def build_monitoring(spec: DatasetSpec, partitions_def: dg.PartitionsDefinition)
                 top[["feature", "test", "drift_score", "threshold", "psi", "p_value_adjusted", "drifted"]].to_markdown(index=False, floatfmt=".4g")),
             **warehouse.report_links(html_path),
             **warehouse.report_links(trend_path, name="drift_trend"),
+            **warehouse.report_links(health_page(warehouse), name="model_health"),
         })
         yield _drift_check(warehouse, start, champion, summary)
         if spec.output_rules:
@@ -235,10 +237,13 @@ def build_monitoring(spec: DatasetSpec, partitions_def: dg.PartitionsDefinition)
             "performance_metric": rules.metric,
             **{k: float(decision.numbers.get(k, math.nan)) for k in DECISION_NUMBERS},
         }])
-        return dg.Output(warehouse.with_history("retrain_decisions", row), metadata={
+        table = warehouse.with_history("retrain_decisions", row)
+        health = write_health_page(warehouse, spec, table)
+        return dg.Output(table, metadata={
             "retrain": decision.retrain, "trigger": decision.trigger, "suppressed_by": decision.suppressed_by,
             "reason": decision.reason, "decision_id": context.run_id,
             "model_age_partitions": int(decision.numbers.get("model_age_partitions", 0)),
+            **health,
         })
 
     # Why a check and not Dagster's FreshnessPolicy: a model's age is counted in data time (newly
@@ -274,6 +279,27 @@ def latest_novelty_model(warehouse: Warehouse, version: str) -> NoveltyModel | N
     found = warehouse.query("select * from reference_profile where model_version = ? order by created_at desc limit 1", [version])
     blob = found["novelty_model"].iloc[0] if "novelty_model" in found and len(found) else None
     return pickle.loads(bytes(blob)) if blob is not None and not pd.isna(blob) and len(blob) else None
+
+
+def health_page(warehouse: Warehouse) -> Path:
+    """Where the dataset's model-health page is (beside the drift/ and deployment/ folders)."""
+    return Path(warehouse.reports_path) / HEALTH_PAGE
+
+
+def write_health_page(warehouse: Warehouse, spec: DatasetSpec, decisions: pd.DataFrame) -> dict[str, dg.MetadataValue]:
+    """Rewrite the model-health page from drift_report, `decisions` (the retrain_decisions table this
+    run ends with) and deployed_model; its metadata links. retrain_decisions writes it: it runs after
+    every drift report and every deployment step (the retrain sensor's inputs), so it sees all three."""
+    present = table_columns(warehouse, "drift_report")
+    columns = [c for c in HEALTH_COLUMNS if c in present]
+    drift = (warehouse.query(f"select distinct {', '.join(columns)} from drift_report") if PARTITION_COLUMN in present
+             else pd.DataFrame())
+    rules = performance_rules(spec.policy, spec.target)
+    path = health_page(warehouse)
+    write_text_atomically(render_health_html(drift, decisions, warehouse.query("select * from deployed_model"), rules.label,
+                                             rules.slo, rules.higher_is_better, spec.policy.drift.dataset_drift_share,
+                                             f"Model health: {spec.name}"), path)
+    return warehouse.report_links(path, name="model_health")
 
 
 def champion_loss_model(model, holdout: pd.DataFrame, spec: DatasetSpec) -> tuple[bytes, str]:

@@ -27,6 +27,7 @@ OPTIONAL_PANELS = (("novelty_share", "novel rows", "share"), ("rule_violation_sh
 # The drift_report columns the page reads (a caller selects those the table has).
 HEALTH_COLUMNS = (PARTITION_COLUMN, "champion_version", "computed_at", "drift_share", "dataset_drifted", *ESTIMATE, *REALIZED,
                   *(column for column, _, _ in OPTIONAL_PANELS))
+HEALTH_PAGE = "health.html"  # the page's file name in a dataset's reports folder
 # deployed_model actions drawn as markers: the kinds of core.reports.timeline that change who serves.
 MARKED_KINDS = {"promotion": ("promotion", BETTER_COLOR), "auto_rollback": ("rollback", WORSE_COLOR),
                 "manual_rollback": ("rollback", WORSE_COLOR)}
@@ -63,31 +64,23 @@ def health_rows(drift: pd.DataFrame) -> pd.DataFrame:
     return rows.drop(columns=["_at", "_first"]).reset_index(drop=True)
 
 
-def deployment_markers(deployments: pd.DataFrame | None, known: pd.DataFrame) -> pd.DataFrame:
-    """Promotions and rollbacks of the `deployed_model` history on data time: columns partition,
-    kind ("promotion" or "rollback"), action, version, reason, deployed_at, placed ("recorded" or
-    "inferred"). The partition is the row's own `partition` column when it has one; a history
-    written before that column existed is placed at the newest partition known when the step was
-    recorded: the newest of `known` (partition, at) pairs (drift reports computed and decisions
-    taken, on the wall clock) at or before `deployed_at`; NaT when none was known yet."""
-    columns = ["partition", "kind", "action", "version", "reason", "deployed_at", "placed"]
+def deployment_markers(deployments: pd.DataFrame | None) -> pd.DataFrame:
+    """Promotions and rollbacks of the `deployed_model` history at their data time (the row's
+    `partition`: the newest partition delivered when the step was taken): columns partition
+    (NaT for a row recorded before the column existed), kind ("promotion" or "rollback"),
+    action, version, reason, deployed_at (wall clock)."""
+    columns = ["partition", "kind", "action", "version", "reason", "deployed_at"]
     if deployments is None or deployments.empty:
         return pd.DataFrame(columns=columns)
-    seen = known.assign(at=pd.to_datetime(known["at"], errors="coerce")).dropna().sort_values("at")
     rows = []
     for r in deployments.to_dict("records"):
         kind = MARKED_KINDS.get(ACTION_KINDS.get(_text(r.get("action")), ""))
         if kind is None:
             continue
-        at = pd.to_datetime(r.get("deployed_at"), errors="coerce")
-        own = pd.to_datetime(_text(r.get("partition")) or None, errors="coerce")
-        placed = "recorded" if pd.notna(own) else "inferred"
-        if pd.isna(own) and pd.notna(at):
-            before = seen[seen["at"] <= at]["partition"]
-            own = before.max() if len(before) else pd.NaT
         version = _text(r.get("candidate_version")) if kind[0] == "promotion" else _text(r.get("champion_version"))
-        rows.append({"partition": own, "kind": kind[0], "action": _text(r.get("action")), "version": version,
-                     "reason": _text(r.get("reason")), "deployed_at": at, "placed": placed})
+        rows.append({"partition": pd.to_datetime(_text(r.get("partition")) or None, errors="coerce"), "kind": kind[0],
+                     "action": _text(r.get("action")), "version": version, "reason": _text(r.get("reason")),
+                     "deployed_at": pd.to_datetime(r.get("deployed_at"), errors="coerce")})
     return pd.DataFrame(rows, columns=columns)
 
 
@@ -130,8 +123,7 @@ def render_health_html(drift: pd.DataFrame, decisions: pd.DataFrame | None = Non
     rows = health_rows(drift)
     if rows.empty:
         return head + '<p class="note">No drift report yet: the page fills once a batch was compared with a champion.</p></body></html>'
-    known = pd.concat([_known(drift, PARTITION_COLUMN, "computed_at"), _known(decisions, "partition", "decided_at")], ignore_index=True)
-    marks, retrains = deployment_markers(deployments, known), retrain_markers(decisions)
+    marks, retrains = deployment_markers(deployments), retrain_markers(decisions)
     axis = _Axis([*rows["partition"], *marks["partition"].dropna(), *retrains["partition"].dropna()])
     panels = [("performance", PERFORMANCE_HEIGHT), ("drift", SHARE_HEIGHT)]
     panels += [(column, FLAG_HEIGHT if kind == "flag" else SHARE_HEIGHT) for column, _, kind in OPTIONAL_PANELS
@@ -153,7 +145,7 @@ def render_health_html(drift: pd.DataFrame, decisions: pd.DataFrame | None = Non
     svg = (f'<svg width="{WIDTH}" height="{height:.0f}" viewBox="0 0 {WIDTH} {height:.0f}" role="img" '
            f'aria-label="model health over data time">{"".join(out)}</svg>')
     return (head + _meta(rows, marks, retrains, metric_label, slo, higher_is_better) + _legend(metric_label)
-            + f"<figure>{svg}{_caption(metric_label, marks)}</figure>" + _table(marks, retrains) + "</body></html>")
+            + f"<figure>{svg}{_caption(metric_label)}</figure>" + _table(marks, retrains) + "</body></html>")
 
 
 class _Axis:
@@ -271,9 +263,8 @@ def _events(axis: _Axis, top: float, marks: pd.DataFrame, retrains: pd.DataFrame
             events = [(p, f"{_day(p)}: retrain decided ({t or '?'}): {r}") for p, t, r, _ in retrains.itertuples(index=False)]
         else:
             chosen = marks[marks["kind"] == kind]
-            events = [(r["partition"], f"{_day(r['partition'])}: {ACTION_LABELS.get(r['action'], r['action'])} v{r['version'] or '?'}"
-                       f"{' (placed at the newest partition known then)' if r['placed'] == 'inferred' else ''}: {r['reason']}")
-                      for r in chosen.to_dict("records")]
+            events = [(r["partition"], f"{_day(r['partition'])}: {ACTION_LABELS.get(r['action'], r['action'])} "
+                       f"v{r['version'] or '?'}: {r['reason']}") for r in chosen.to_dict("records")]
         for partition, tip in events:
             if pd.isna(partition):
                 continue
@@ -315,17 +306,15 @@ def _legend(label: str) -> str:
             f'<span style="color:{WORSE_COLOR}">&#9660; rollback</span></p>')
 
 
-def _caption(label: str, marks: pd.DataFrame) -> str:
-    inferred = ("" if not (marks["placed"] == "inferred").any() else
-                " Promotions and rollbacks recorded before deployed_model had a partition column are placed at the newest "
-                "partition known when they happened.")
+def _caption(label: str) -> str:
     return (f"<figcaption>How to read it: data time runs left to right, one column per partition (batch) with a drift "
             f"report; each column shows the champion that served that batch. Top: its label-free estimate of {escape(label)} "
             "with its band and, once labels arrived, the realized value with its interval; a realized value outside the band "
             "means the champion no longer behaves as on its reference. The dashed red line is the SLO, the dotted green one "
             "each champion's value on its held-out rows at promotion. Below: the share of drifted features and, when "
             "computed, novelty, output-rule and error-stream signals; then the retrains decided and the promotions and "
-            f"rollbacks, at the partition they were decided on. Hover a point or marker for its numbers.{inferred}</figcaption>")
+            "rollbacks, at the partition they were decided on. Hover a point or marker for its numbers. A step recorded "
+            "before deployed_model had a partition column is listed below without one, and not drawn.</figcaption>")
 
 
 def _table(marks: pd.DataFrame, retrains: pd.DataFrame) -> str:
@@ -368,18 +357,13 @@ def _marker(kind: str, cx: float, cy: float, color: str) -> str:
             'stroke="#fff" stroke-width="0.8"/>')
 
 
-def _known(frame: pd.DataFrame | None, partition: str, at: str) -> pd.DataFrame:
-    """(partition, at) pairs of a table: which partition was known at which wall-clock time."""
-    if frame is None or frame.empty or partition not in frame or at not in frame:
-        return pd.DataFrame(columns=["partition", "at"])
-    return pd.DataFrame({"partition": pd.to_datetime(frame[partition], errors="coerce"), "at": frame[at]})
-
-
 def _value(value: Any, kind: str) -> Any:
     return optional_bool(value) if kind == "flag" else finite_float(value)
 
 
 def _day(value: Any) -> str:
+    if value is None or pd.isna(value):
+        return "–"
     stamp = pd.Timestamp(value)
     return escape(f"{stamp:%Y-%m-%d}" if stamp == stamp.normalize() else f"{stamp:%Y-%m-%d %H:%M}")
 
