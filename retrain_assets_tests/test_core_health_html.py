@@ -70,6 +70,15 @@ def test_each_partition_shows_the_champion_that_served_it_even_after_re_scoring(
     assert realized[:2] == [0.7, 0.55] and pd.isna(realized[2])  # v1's own rows (no labels yet on the third), not v2's 0.99
 
 
+def test_the_served_flag_names_the_champion_of_a_partition():
+    """With `champion_served` recorded, the flagged rows are the partition's, whichever was computed first."""
+    first = drift(days=2, switch=9).assign(champion_served=False)
+    served = first.assign(champion_version="2", champion_served=True, computed_at=WALL + pd.Timedelta(hours=1),
+                          realized_performance=0.99)
+    rows = health_rows(pd.concat([first, served], ignore_index=True))
+    assert list(rows["champion_version"]) == ["2", "2"] and list(rows["realized_performance"]) == [0.99, 0.99]
+
+
 def test_the_axis_is_data_time_and_markers_sit_at_their_partitions():
     page = render_health_html(drift(), decisions(), deployments(partition=True), "ROC AUC", slo=0.65,
                               drift_share_threshold=0.5, title="Model health: loan_default")

@@ -14,6 +14,7 @@ from typing import Any
 
 import pandas as pd
 
+from retrain_assets.core.monitoring.evidence import SERVED_COLUMN, served_rows
 from retrain_assets.core.partitions import PARTITION_COLUMN
 from retrain_assets.core.reports.html import (BETTER_COLOR, CURRENT_COLOR, REFERENCE_COLOR, WORSE_COLOR,
                                               escape, finite_float, optional_bool)
@@ -25,7 +26,7 @@ REALIZED = ("realized_performance", "realized_performance_low", "realized_perfor
 OPTIONAL_PANELS = (("novelty_share", "novel rows", "share"), ("rule_violation_share", "output-rule violations", "share"),
                    ("error_alarm", "error-stream alarm", "flag"))
 # The drift_report columns the page reads (a caller selects those the table has).
-HEALTH_COLUMNS = (PARTITION_COLUMN, "champion_version", "computed_at", "drift_share", "dataset_drifted", *ESTIMATE, *REALIZED,
+HEALTH_COLUMNS = (PARTITION_COLUMN, "champion_version", "computed_at", SERVED_COLUMN, "drift_share", "dataset_drifted", *ESTIMATE, *REALIZED,
                   *(column for column, _, _ in OPTIONAL_PANELS))
 HEALTH_PAGE = "health.html"  # the page's file name in a dataset's reports folder
 # deployed_model actions drawn as markers: the kinds of core.reports.timeline that change who serves.
@@ -46,12 +47,13 @@ td,th{border:1px solid #ccc;padding:3px 8px;font-size:13px;text-align:left;verti
 def health_rows(drift: pd.DataFrame) -> pd.DataFrame:
     """One row per partition, oldest first: the `drift_report` summary of the champion that served
     it. When several champions' rows exist for a partition (a batch re-scored against a later
-    champion adds rows), the champion whose rows were computed first is the one that served it;
-    of its rows, the newest (re-computed when labels arrived) is kept. Column `partition`: the
-    partition as a Timestamp; `champion_version`: text."""
+    champion adds rows), the rows flagged `champion_served` (`core.monitoring.evidence`) are that
+    champion's; without the flag, the champion whose rows were computed first served it. Of its
+    rows the newest (re-computed when labels arrived) is kept. Column `partition`: the partition
+    as a Timestamp; `champion_version`: text."""
     if drift is None or drift.empty or PARTITION_COLUMN not in drift:
         return pd.DataFrame(columns=["partition", "champion_version"])
-    frame = drift.copy()
+    frame = served_rows(drift).copy()
     frame["partition"] = pd.to_datetime(frame[PARTITION_COLUMN], errors="coerce")
     frame = frame.dropna(subset=["partition"])
     frame["champion_version"] = [_text(v) for v in frame.get("champion_version", pd.Series("", index=frame.index))]
