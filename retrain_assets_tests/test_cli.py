@@ -34,6 +34,10 @@ def test_drift_cli_flags_the_shifted_columns(tmp_path, scenario, capsys):
     assert {f["feature"] for f in report["features"] if f["drifted"]} == {"income", "credit_score", "region"}
     assert (out / "drift_report.html").read_text().count("<svg") == 9
     assert "3/9 features drifted" in capsys.readouterr().out
+    # A novelty model fitted on the reference file: this shift moves rows within the training rows'
+    # support, so few are novel (novelty is not drift: the backtest's novelty clause stays quiet here).
+    assert 0 < report["summary"]["novelty_share"] < 0.05 and report["summary"]["novelty_examples"]
+    assert "Novel rows (share)" in (out / "drift_report.html").read_text()
 
 
 def test_drift_cli_is_quiet_on_the_same_distribution(tmp_path, scenario):
@@ -41,6 +45,7 @@ def test_drift_cli_is_quiet_on_the_same_distribution(tmp_path, scenario):
     assert code == 0
     summary = json.loads((out / "drift_report.json").read_text())["summary"]
     assert summary["dataset_drifted"] is False and summary["n_drifted"] == 0
+    assert summary["novelty_share"] < 0.03
 
 
 def test_drift_cli_rejects_a_file_that_breaks_the_contract(tmp_path, scenario, capsys):

@@ -1,6 +1,7 @@
 """`retrain-assets drift`: drift between two files, without the pipeline. The reference profile is
-built from the reference file as the pipeline builds the champion's, and the report is the one the
-pipeline stores per batch, written as drift_report.json and drift_report.html."""
+built from the reference file as the pipeline builds the champion's (its novelty model too:
+`core.monitoring.novelty.fit_for_spec`), and the report is the one the pipeline stores per batch,
+written as drift_report.json and drift_report.html."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from retrain_assets.core.files import write_text_atomically
 from retrain_assets.core.monitoring.batch_report import DriftResult, build_drift_report
 from retrain_assets.core.monitoring.profile import build_reference_profile
 from retrain_assets.core.monitoring.multivariate import reference_sample
+from retrain_assets.core.monitoring.novelty import fit_for_spec
 from retrain_assets.core.reports.drift import render_drift_html
 from retrain_assets.core.spec import DatasetSpec
 
@@ -26,7 +28,7 @@ def compare_files(reference: pd.DataFrame, current: pd.DataFrame, spec: DatasetS
                                       thresholds=thresholds, created_from=str(reference_path), segments=spec.segment_columns)
     result = build_drift_report(profile, current, spec, thresholds,
                                 reference_rows=reference_sample(reference, spec.feature_columns, seed=spec.policy.random_seed),
-                                seed=spec.policy.random_seed)
+                                seed=spec.policy.random_seed, novelty_model=fit_for_spec(reference, spec, spec.policy.random_seed))
     out.mkdir(parents=True, exist_ok=True)
     payload = {"reference": str(reference_path), "current": str(current_path), "summary": result.summary,
                "features": json.loads(result.features.to_json(orient="records"))}

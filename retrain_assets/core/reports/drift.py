@@ -17,6 +17,7 @@ _SUMMARY_LABELS = {
     "multivariate_auc": "Domain-classifier AUC", "estimated_roc_auc": "Estimated ROC AUC",
     "realized_roc_auc": "Realized ROC AUC", "estimate_reliable": "Estimate reliable",
     "prediction_psi": "Prediction-drift PSI", "label_drift_p_value": "Label-drift p-value",
+    "novelty_share": "Novel rows (share)", "novelty_examples": "Most novel rows (ids)",
 }
 
 
@@ -63,7 +64,8 @@ def _summary_labels(summary: dict[str, Any], task: str) -> dict[str, str]:
     if task == BINARY:
         return {**_SUMMARY_LABELS, **interval}
     labels = {k: v for k, v in _SUMMARY_LABELS.items() if k in ("drift_share", "dataset_drifted", "ood_share", "multivariate_auc",
-                                                                 "estimate_reliable", "label_drift_p_value")}
+                                                                 "estimate_reliable", "label_drift_p_value", "novelty_share",
+                                                                 "novelty_examples")}
     labels.update(estimated_performance=f"Estimated {words}", estimated_performance_low=f"Estimated {words}, band low",
                   estimated_performance_high=f"Estimated {words}, band high", realized_performance=f"Realized {words}",
                   label_drift_distance="Label-drift distance (Jensen-Shannon)", prediction_drift_p_value="Prediction-drift p-value",
