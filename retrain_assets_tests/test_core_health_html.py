@@ -139,3 +139,14 @@ def test_value_at_promotion_is_the_first_number_recorded_for_each_champion():
 def test_no_report_yet_is_said():
     page = render_health_html(pd.DataFrame(), decisions(), deployments(), title="Model health: x")
     assert "No drift report yet" in page and "<svg" not in page and "<title>Model health: x</title>" in page
+
+
+def test_batches_that_arrived_before_their_champion_was_promoted_are_hollow():
+    """v1 promoted on the data of 2025-01-09: the reports of 01-08 and 01-09 were scored by it later."""
+    steps = deployments(partition=True)
+    steps.loc[0, "partition"] = "2025-01-09"
+    svg = svg_of(render_health_html(drift(), decisions(), steps))
+    late = [c.find("title").text.split(",")[0] for c in classes(svg, "late") if "estimated" in c.get("class")]
+    assert late == ["2025-01-08", "2025-01-09"]
+    assert all(c.get("fill") == "#fff" for c in classes(svg, "late"))
+    assert len(classes(svg, "estimated")) == 6 and len(classes(svg, "realized")) == 4

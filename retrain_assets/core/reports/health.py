@@ -133,7 +133,7 @@ def render_health_html(drift: pd.DataFrame, decisions: pd.DataFrame | None = Non
     out, top = [], 30.0
     for name, height in panels:
         if name == "performance":
-            out += _performance(rows, axis, top, promotion_values(deployments), metric_label, slo)
+            out += _performance(rows, axis, top, promotion_values(deployments), metric_label, slo, _promoted_at(marks))
         elif name == "drift":
             out += _shares(rows, axis, top, "drift_share", "drifted-feature share", drift_share_threshold, 1.0)
         else:
@@ -167,8 +167,10 @@ class _Axis:
 
 
 def _performance(rows: pd.DataFrame, axis: _Axis, top: float, at_promotion: dict[str, float], label: str,
-                 slo: float | None) -> list[str]:
-    """Estimate (point, band), realized (point, interval), SLO line and each champion's value at promotion."""
+                 slo: float | None, promoted: dict[str, pd.Timestamp]) -> list[str]:
+    """Estimate (point, band), realized (point, interval), SLO line and each champion's value at
+    promotion. Points are hollow where the champion was promoted at or after the partition (`promoted`):
+    it scored that batch later, no champion of its own having served it."""
     numbers = [finite_float(v) for c in (*ESTIMATE, *REALIZED) if c in rows for v in rows[c]]
     numbers += [slo, *(at_promotion.get(v) for v in rows["champion_version"])]
     numbers = [v for v in numbers if v is not None and math.isfinite(v)]
@@ -196,18 +198,23 @@ def _performance(rows: pd.DataFrame, axis: _Axis, top: float, at_promotion: dict
     for r in rows.to_dict("records"):
         cx, day = axis.x(r["partition"]), _day(r["partition"])
         (est, lo, hi), (real, rlo, rhi) = ([finite_float(r.get(c)) for c in cols] for cols in (ESTIMATE, REALIZED))
-        who = f"champion v{escape(r['champion_version'] or '?')}"
+        since = promoted.get(r["champion_version"])
+        late = since is not None and r["partition"] <= since
+        who = f"champion v{escape(r['champion_version'] or '?')}" + (f" (promoted {_day(since)}: scored later)" if late else "")
+        css, est_fill, real_fill = (" late", "#fff", "#fff") if late else ("", REFERENCE_COLOR, CURRENT_COLOR)
         if lo is not None and hi is not None:
             out.append(f'<line class="estimated-band" x1="{cx:.1f}" y1="{y(lo):.1f}" x2="{cx:.1f}" y2="{y(hi):.1f}" '
                        f'stroke="{REFERENCE_COLOR}" stroke-opacity="0.35" stroke-width="{width:.1f}"/>')
         if est is not None:
-            out.append(f'<circle class="estimated" cx="{cx:.1f}" cy="{y(est):.1f}" r="2.8" fill="{REFERENCE_COLOR}"><title>{day}, '
+            out.append(f'<circle class="estimated{css}" cx="{cx:.1f}" cy="{y(est):.1f}" r="2.8" fill="{est_fill}" '
+                       f'stroke="{REFERENCE_COLOR}"><title>{day}, '
                        f"{who}: estimated {escape(label)} {_num(est)} [{_num(lo)}, {_num(hi)}]</title></circle>")
         if real is not None:
             if rlo is not None and rhi is not None:
                 out.append(f'<line class="realized-interval" x1="{cx + 3:.1f}" y1="{y(rlo):.1f}" x2="{cx + 3:.1f}" '
                            f'y2="{y(rhi):.1f}" stroke="{CURRENT_COLOR}" stroke-width="1.4"/>')
-            out.append(f'<circle class="realized" cx="{cx + 3:.1f}" cy="{y(real):.1f}" r="3" fill="{CURRENT_COLOR}"><title>{day}, '
+            out.append(f'<circle class="realized{css}" cx="{cx + 3:.1f}" cy="{y(real):.1f}" r="3" fill="{real_fill}" '
+                       f'stroke="{CURRENT_COLOR}"><title>{day}, '
                        f"{who}: realized {escape(label)} {_num(real)} [{_num(rlo)}, {_num(rhi)}]</title></circle>")
     return out
 
@@ -223,7 +230,7 @@ def _shares(rows: pd.DataFrame, axis: _Axis, top: float, column: str, label: str
 
     out = [_frame(top, SHARE_HEIGHT, label)]
     for tick in (0, high / 2, high):
-        out.append(f'<text x="{LEFT - 6}" y="{y(tick) + 4:.1f}" font-size="11" text-anchor="end">{tick:.0%}</text>')
+        out.append(f'<text x="{LEFT - 6}" y="{y(tick) + 4:.1f}" font-size="11" text-anchor="end">{tick:.{0 if high >= 0.2 else 1}%}</text>')
     if threshold is not None and math.isfinite(threshold):
         out.append(f'<line class="threshold" x1="{LEFT}" y1="{y(threshold):.1f}" x2="{LEFT + axis.plot}" y2="{y(threshold):.1f}" '
                    f'stroke="{WORSE_COLOR}" stroke-dasharray="6,4"><title>threshold {threshold:.0%}</title></line>')
@@ -313,7 +320,8 @@ def _caption(label: str) -> str:
             f"report; each column shows the champion that served that batch. Top: its label-free estimate of {escape(label)} "
             "with its band and, once labels arrived, the realized value with its interval; a realized value outside the band "
             "means the champion no longer behaves as on its reference. The dashed red line is the SLO, the dotted green one "
-            "each champion's value on its held-out rows at promotion. Below: the share of drifted features and, when "
+            "each champion's value on its held-out rows at promotion. Hollow points: a batch that arrived before its "
+            "champion was promoted, scored by it later (no champion of its own served it). Below: the share of drifted features and, when "
             "computed, novelty, output-rule and error-stream signals; then the retrains decided and the promotions and "
             "rollbacks, at the partition they were decided on. Hover a point or marker for its numbers. A step recorded "
             "before deployed_model had a partition column is listed below without one, and not drawn.</figcaption>")
@@ -341,6 +349,12 @@ def _spans(rows: pd.DataFrame, axis: _Axis) -> list[tuple[str, tuple[float, floa
         else:
             spans.append((version, [cx - axis.slot / 2, cx + axis.slot / 2]))
     return [(v, (a, b)) for v, (a, b) in spans if v]
+
+
+def _promoted_at(marks: pd.DataFrame) -> dict[str, pd.Timestamp]:
+    """Each version's first promotion, as the partition it was decided on."""
+    done = marks[(marks["kind"] == "promotion") & marks["partition"].notna()]
+    return done.groupby("version")["partition"].min().to_dict() if len(done) else {}
 
 
 def _frame(top: float, height: float, label: str) -> str:
