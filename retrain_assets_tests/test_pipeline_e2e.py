@@ -474,6 +474,29 @@ def test_status_shows_what_the_stores_say(run, capsys):
     check_status_against_stores(run.settings, run.scenario.spec_path, capsys)
 
 
+def test_a_daemon_started_right_after_the_replay_launches_nothing(run):
+    """`make ui` after `make demo`: the daemon's first ticks (no cursor yet) of the retrain and rollout
+    sensors request only runs the replay already made (the daemon skips a used run key), so starting
+    the UI appends no decision; the same after a rollout run that took no step (the demo's last
+    rollout_job, a trial that waits), which re-materializes deployed_model with the same rows."""
+    from retrain_assets.apps.replay import RUN_KEY_TAG, SENSOR_NAME_TAG
+    from retrain_assets.pipeline import build_definitions
+
+    defs = build_definitions(run.settings)
+
+    def new_requests(local: str) -> list[str]:
+        name = LOAN.name(local)
+        result = defs.resolve_sensor_def(name)(dg.build_sensor_context(instance=run.instance, definitions=defs, sensor_name=name))
+        return [r.run_key for r in result.run_requests or []
+                if not run.instance.get_runs(filters=dg.RunsFilter(tags={RUN_KEY_TAG: r.run_key, SENSOR_NAME_TAG: name}))]
+
+    assert new_requests("retrain_sensor") == [] and new_requests("rollout_sensor") == []
+    waits = defs.resolve_job_def(LOAN.name("rollout_job")).execute_in_process(
+        instance=run.instance, asset_selection=[LOAN.key("deployed_model")])
+    assert waits.success and waits.asset_materializations_for_node(LOAN.name("deployed_model"))[0].metadata["action"].value == "none"
+    assert new_requests("retrain_sensor") == []
+
+
 def test_zz_a_failed_gate_leaves_the_champion_untouched_and_is_recorded(run, tmp_path):
     """Runs last: re-runs the retrain job under a spec whose ROC AUC SLO no model can meet."""
     import yaml

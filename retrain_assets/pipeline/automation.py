@@ -28,6 +28,12 @@ RETRAIN_ASSETS = ["training_set", "candidate_model", "suspect_labels", "evaluati
 FRESHNESS_CHECK = "deployed_model_freshness"
 # A new materialization of any of these can change the retrain decision.
 POLICY_INPUTS = ("drift_report", "labeled_batches", "deployed_model", "training_set")
+# Policy inputs the retrain sensor keys on their content (the data version the asset declares) rather
+# than on each materialization: a rollout run that only lets a trial wait re-materializes
+# deployed_model with the same rows, and that must not re-decide (nor, on a daemon started after a
+# replay, append a duplicate decision).
+CONTENT_KEYED_INPUTS = ("deployed_model",)
+DATA_VERSION_TAG, USER_DATA_VERSION_TAG = "dagster/data_version", "dagster/data_version_is_user_provided"
 
 
 def build_automation(spec: DatasetSpec, partitions_def: dg.TimeWindowPartitionsDefinition,
@@ -117,9 +123,9 @@ def build_automation(spec: DatasetSpec, partitions_def: dg.TimeWindowPartitionsD
                                             tags={"retrain_trigger": str(decision.get("trigger")),
                                                   "retrain_reason": str(decision.get("reason"))[:200]})],
                 cursor=json.dumps(cursor))
-        storage_ids = [_latest_storage_id(context.instance, ns.key(key)) for key in POLICY_INPUTS]
-        inputs = ",".join(map(str, storage_ids))
-        if inputs == cursor["inputs"] or not any(storage_ids):
+        versions = [_policy_input_version(context.instance, ns.key(key), key in CONTENT_KEYED_INPUTS) for key in POLICY_INPUTS]
+        inputs = ",".join(versions)
+        if inputs == cursor["inputs"] or not any(version != "0" for version in versions):
             return dg.SensorResult(skip_reason=dg.SkipReason(f"no new monitoring data; last decision: {decision.get('reason', 'none')}"),
                                    cursor=json.dumps(cursor))
         cursor["inputs"] = inputs
@@ -169,6 +175,19 @@ def build_automation(spec: DatasetSpec, partitions_def: dg.TimeWindowPartitionsD
         jobs=[retrain_job, policy_job, rollout_job],
         sensors=[landing_zone_sensor, retrain_sensor, rollout_sensor, automation_sensor],
     )
+
+
+def _policy_input_version(instance: dg.DagsterInstance, asset: dg.AssetKey, by_content: bool) -> str:
+    """What the retrain sensor keys one policy input on: with `by_content`, the data version its
+    newest materialization declared (the same rows give the same version); otherwise, or when it
+    declared none, that materialization's storage id ("0": never materialized)."""
+    records = instance.fetch_materializations(asset, limit=1).records
+    if not records:
+        return "0"
+    tags = (records[0].asset_materialization.tags or {}) if by_content else {}
+    if tags.get(USER_DATA_VERSION_TAG) == "true" and tags.get(DATA_VERSION_TAG):
+        return f"{asset.path[-1]}@{tags[DATA_VERSION_TAG]}"
+    return str(records[0].storage_id)
 
 
 def _latest_storage_id(instance: dg.DagsterInstance, asset: dg.AssetKey) -> int:

@@ -5,6 +5,7 @@ roll back to `previous` (`retrain-assets rollback`). Every step is one row with 
 Which step comes next is decided by the pure state machine `core.policy.rollout.next_steps`; this
 module reads its facts, makes the registry moves it returns and appends the rows."""
 
+import hashlib
 import math
 from functools import partial
 from pathlib import Path
@@ -78,9 +79,9 @@ def build_deployment(spec: DatasetSpec) -> dg.Definitions:
             raise dg.Failure(str(exc)) from None
         timeline = partial(_timeline_links, warehouse, evaluation_report, spec)
         if steps[-1].action == "none":
-            return dg.Output(history, metadata={"partition": facts.newest_partition, "action": "none",
-                                                "reason": steps[-1].reason, "champion_version": state.champion or "none",
-                                                **timeline(history)})
+            return dg.Output(history, data_version=history_version(history),
+                             metadata={"partition": facts.newest_partition, "action": "none", "reason": steps[-1].reason,
+                                       "champion_version": state.champion or "none", **timeline(history)})
         rows = []
         for step in steps:
             for move in step.moves:
@@ -92,15 +93,27 @@ def build_deployment(spec: DatasetSpec) -> dg.Definitions:
         table = warehouse.with_history("deployed_model", new)
         row = rows[-1]
         context.log.info(f"{row['action']} v{row['candidate_version']}: {row['reason']}")
-        return dg.Output(table, metadata={"partition": row["partition"], "action": row["action"], "candidate_version": row["candidate_version"],
-                                          "champion_version": row["champion_version"] or "none",
-                                          "canary_version": row["canary_version"] or "none",
-                                          "shadow_version": row["shadow_version"] or "none",
-                                          "holdout_roc_auc": row["holdout_roc_auc"], "performance_metric": metric,
-                                          "holdout_performance": row["holdout_performance"], "reason": row["reason"],
-                                          "deployments": len(table), **timeline(table)})
+        return dg.Output(table, data_version=history_version(table),
+                         metadata={"partition": row["partition"], "action": row["action"],
+                                   "candidate_version": row["candidate_version"],
+                                   "champion_version": row["champion_version"] or "none",
+                                   "canary_version": row["canary_version"] or "none",
+                                   "shadow_version": row["shadow_version"] or "none",
+                                   "holdout_roc_auc": row["holdout_roc_auc"], "performance_metric": metric,
+                                   "holdout_performance": row["holdout_performance"], "reason": row["reason"],
+                                   "deployments": len(table), **timeline(table)})
 
     return dg.Definitions(assets=[deployed_model])
+
+
+def history_version(table: pd.DataFrame) -> dg.DataVersion:
+    """The data version of the deployment history: its row count and the runs that wrote its rows.
+    The table only grows, so a run that takes no step (a trial that waits) keeps the version, and
+    the retrain sensor does not re-decide on it (`pipeline.automation.CONTENT_KEYED_INPUTS`). Built
+    from strings, not the frame's bytes, so a history read back from DuckDB has the version of the
+    one written."""
+    runs = sorted({str(run) for run in table["dagster_run_id"]}) if len(table) else []
+    return dg.DataVersion(f"{len(table)}-{hashlib.sha256('|'.join(runs).encode()).hexdigest()[:16]}")
 
 
 def _rollout_facts(config: DeploymentCommand, state: DeploymentState, history: pd.DataFrame, evaluations: pd.DataFrame,
