@@ -193,3 +193,29 @@ def test_drift_report_summary_and_page_carry_the_rules():
     unscored = build_drift_report(profile, frame, spec, spec.policy.drift)
     assert math.isnan(unscored.summary["rule_violation_share"])
     assert "Output rules" not in render_drift_html("t", unscored.features, unscored.summary, profile, frame)
+
+
+def _decide(rule_shares, novelty=math.nan, triggers=()):
+    from retrain_assets.core.policy.definition import Policy
+    from retrain_assets.core.policy.retrain import BatchSignal, PolicyHistory, decide_retrain
+
+    signals = [BatchSignal(f"2025-01-{6 + i:02d}", "1", False, 0.0, novelty_share=novelty, rule_violation_share=share)
+               for i, share in enumerate(rule_shares)]
+    history = PolicyHistory(labeled_partitions=[f"2025-01-{d:02d}" for d in range(1, 9)], signals=signals, champion_version="1",
+                            champion_holdout_roc_auc=0.85, last_trained_through="2025-01-05", new_labeled_rows=500,
+                            past_triggers=list(triggers))
+    return decide_retrain(history, Policy(min_partitions_first_model=3, max_model_age_partitions=10, min_new_labeled_rows=100,
+                                          cooldown_partitions=3))
+
+
+def test_decide_retrain_fires_output_rules_after_novelty_and_under_the_guards():
+    fired = _decide([0.0, 0.1, 0.2, 0.3])
+    assert fired.retrain and fired.trigger == "output_rules" and "output rules broken: 20.0%" in fired.reason
+    assert fired.numbers["rule_violation_window_share"] == pytest.approx(0.2)
+    calm = _decide([0.01, 0.02, 0.0])
+    assert not calm.retrain and calm.trigger == "none" and calm.numbers["rule_violation_window_share"] == pytest.approx(0.01)
+    assert not _decide([math.nan] * 4).retrain  # a spec without rules
+    both = _decide([0.3] * 3, novelty=0.5)
+    assert both.trigger == "novelty" and "output rules broken" in both.reason
+    held = _decide([0.3] * 3, triggers=[("2025-01-07", "drift")])
+    assert not held.retrain and held.trigger == "output_rules" and held.suppressed_by == "cooldown"

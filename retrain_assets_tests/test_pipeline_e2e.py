@@ -410,6 +410,14 @@ def test_drift_and_freshness_checks_run(run):
     assert freshness and all("partitions labeled since the last training window" in text or "no retrain" in text for _, text in freshness)
 
 
+def test_output_rules_are_counted_per_batch_and_checked(run):
+    checks = [o.checks["drift_report_output_rules"] for o in run.summary.outcomes if "drift_report_output_rules" in o.checks]
+    assert checks and all("rules broken" in text or "no champion reference" in text for _, text in checks)
+    shares = wh(run, "select distinct partition_start, rule_violation_share, rule_violations_json from drift_report")
+    scored = shares[shares["rule_violation_share"].notna()]
+    assert len(scored) and scored["rule_violations_json"].str.contains("default_share_band").all()
+
+
 def test_drift_trend_page_covers_every_reported_partition_and_is_linked(run):
     page = (run.settings.reports_dir / "drift" / "trend.html").read_text()
     batches = wh(run, "select distinct partition_start, drift_share, dataset_drifted from drift_report order by 1")
