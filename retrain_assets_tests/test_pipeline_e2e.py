@@ -2,6 +2,7 @@
 models registered, evaluated and promoted; the corrupt batch quarantined and blocked."""
 
 import json
+import re
 from pathlib import Path
 
 import dagster as dg
@@ -375,8 +376,10 @@ def test_snapshot_is_published_with_every_table(run):
 
 
 def test_each_batch_is_reported_against_the_champion_of_its_day(run):
-    report = wh(run, "select * from drift_report")
+    everything = wh(run, "select * from drift_report")
+    report = everything[everything["champion_served"]]  # a later champion's re-scoring is kept beside them
     assert (report.groupby("partition_start").size() == len(run.scenario.spec.feature_columns)).all()
+    assert set(report["partition_start"]) == set(everything["partition_start"])
     assert set(report["champion_version"]) <= set(run.summary.deployments)
     # A new champion does not re-score history: the batches reported before it keep their champion.
     assert len(set(report["champion_version"])) >= 2, set(report["champion_version"])
@@ -481,6 +484,18 @@ def test_status_shows_what_the_stores_say(run, capsys):
 
     check_status_against_stores(run.settings, run.scenario.spec_path, capsys)
 
+
+def test_history_rows_and_their_metadata_carry_the_data_time(run):
+    """deployed_model and retrain_decisions rows (and their newest materialization's metadata) name the
+    partition they are about beside their wall-clock time."""
+    steps = wh(run, "select * from deployed_model order by deployed_at")
+    delivered = sorted(wh(run, "select distinct strftime(partition_start, '%Y-%m-%d') as p from raw_batches")["p"])
+    assert steps["partition"].isin(delivered).all() and steps["partition"].is_monotonic_increasing
+    decisions = wh(run, "select * from retrain_decisions order by decided_at")
+    assert decisions["partition"].is_monotonic_increasing and decisions["partition"].iloc[-1] == delivered[-1]
+    for asset, table in (("deployed_model", steps), ("retrain_decisions", decisions)):
+        metadata = run.instance.get_latest_materialization_event(LOAN.key(asset)).asset_materialization.metadata
+        assert metadata["partition"].value >= table["partition"].iloc[-1], asset
 
 def test_a_daemon_started_right_after_the_replay_launches_nothing(run):
     """`make ui` after `make demo`: the daemon's first ticks (no cursor yet) of the retrain and rollout
@@ -747,3 +762,36 @@ def test_zz_approval_required_holds_every_promotion_until_approved(run, tmp_path
     assert "shadow" not in client.get_registered_model("loan_default").aliases  # the direct promotion ended the trial
     assert main([*args, version, "--by", "risk-lead", "--why", "again"]) == 1
     assert "already champion" in capsys.readouterr().err
+
+
+def test_zz_a_decisions_drift_evidence_survives_later_re_scoring(run):
+    """A partition scored by an earlier champion, re-scored under the current one: the earlier
+    champion's rows, which its decisions read, stay as they were (and stay the ones trends show);
+    the new champion's rows are added beside them; re-running under the same champion replaces
+    only its own rows."""
+    from retrain_assets.core.monitoring.evidence import SERVED_COLUMN, decision_evidence
+    from retrain_assets.pipeline import build_definitions
+
+    champion = str(registry(run).get_model_version_by_alias("loan_default", "champion").version)
+    report = wh(run, "select * from drift_report")
+    decisions = wh(run, "select * from retrain_decisions where champion_version <> '' order by decided_at")
+    decision = decisions[decisions["champion_version"].astype(str) != champion].iloc[-1]  # decided under an earlier champion
+    read = decision_evidence(report, decision["champion_version"], decision["partition"])
+    rescored = set(report.loc[report["champion_version"].astype(str) == champion, "partition_start"])
+    partition = read.loc[~read["partition_start"].isin(rescored), "partition_start"].max()  # not yet scored by the current one
+    key = f"{partition:%Y-%m-%d}"
+
+    defs = build_definitions(run.settings)
+    job = defs.resolve_implicit_global_asset_job_def()
+    for _ in range(2):  # the second run: the same champion again (late labels), idempotent
+        assert job.execute_in_process(instance=run.instance, partition_key=key, asset_selection=[LOAN.key("drift_report")]).success
+        after = wh(run, "select * from drift_report")
+        rows = after[after["partition_start"] == partition]
+        assert set(rows["champion_version"].astype(str)) == {str(decision["champion_version"]), champion}
+        assert len(rows) == 2 * len(read[read["partition_start"] == partition])
+    kept = decision_evidence(after, decision["champion_version"], decision["partition"])
+    pd.testing.assert_frame_equal(kept.reset_index(drop=True), read.reset_index(drop=True))
+    served = rows.groupby("champion_version")[SERVED_COLUMN].agg(lambda flags: set(flags.fillna(True)))
+    assert served[str(decision["champion_version"])] == {True} and served[champion] == {False}
+    trend = (run.settings.reports_dir / "drift" / "trend.html").read_text()  # the partition against the champion it served
+    assert re.search(rf"{key}: share [^<]*; champion v{decision['champion_version']}<", trend)

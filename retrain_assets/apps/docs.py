@@ -98,11 +98,12 @@ def example_queries(spec: DatasetSpec) -> list[tuple[str, str]]:
          "       n_drifted || '/' || n_features as drifted_features, dataset_drifted,\n"
          "       round(estimated_roc_auc, 3) as estimated_auc, round(realized_roc_auc, 3) as realized_auc,\n"
          "       estimate_reliable\n"
-         "from drift_report order by day"),
+         "from drift_report where champion_served is not false order by day"),
         ("Which features drift most often?",
          "select feature, kind, count(*) as batches, count(*) filter (where drifted) as drifted_batches,\n"
          "       round(avg(psi), 3) as mean_psi, round(max(psi), 3) as max_psi\n"
-         "from drift_report group by feature, kind order by drifted_batches desc, mean_psi desc"),
+         "from drift_report where champion_served is not false\n"
+         "group by feature, kind order by drifted_batches desc, mean_psi desc"),
         ("Every champion: when it took over, and the data and model behind it",
          "select d.deployed_at, d.action, d.champion_version, c.model_family, c.train_from, c.trained_through,\n"
          "       c.train_rows, round(d.holdout_roc_auc, 3) as holdout_auc, c.data_version\n"

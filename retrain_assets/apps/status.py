@@ -17,6 +17,7 @@ import pandas as pd
 
 from retrain_assets.core.partitions import PARTITION_COLUMN
 from retrain_assets.core.monitoring.batch_report import finite_or_nan
+from retrain_assets.core.monitoring.evidence import served_condition
 from retrain_assets.core.policy.retrain import PolicyHistory, decide_retrain
 from retrain_assets.core.deployment.rollout import MIN_LIVE_CLASS_ROWS
 from retrain_assets.core.policy.performance import performance_rules
@@ -130,7 +131,8 @@ def render(status: dict) -> str:
     if champion:
         trained = (f", trained on {champion['trained_from']}..{champion['trained_through']}" if champion["trained_through"] else "")
         trained += f", held out {champion['holdout_partitions']}" if champion["holdout_partitions"] else ""
-        since = f" since {champion['since']} ({champion['how']})" if champion["since"] else ""
+        since = (f" since partition {champion['since_partition']} ({champion['how']}, at {champion['since']} wall clock)"
+                 if champion.get("since_partition") else f" since {champion['since']} ({champion['how']})" if champion["since"] else "")
         value, metric = champion["holdout_performance"], champion["performance_metric"]
         shown = "" if value is None else format_metric(value, metric)
         auc = f", holdout {champion['performance_label']} {shown}" if value is not None else ""
@@ -162,7 +164,8 @@ def render(status: dict) -> str:
     decision = status["last_decision"]
     if decision:
         verdict = "RETRAIN" if decision["retrain"] else "hold" if decision["suppressed_by"] else "no retrain"
-        lines.append(f"last policy  {decision['partition']}: {verdict} [{decision['trigger']}"
+        made = f" (decided {pd.Timestamp(decision['decided_at']):%Y-%m-%d %H:%M})" if decision.get("decided_at") else ""
+        lines.append(f"last policy  {decision['partition']}{made}: {verdict} [{decision['trigger']}"
                      f"{', ' + decision['suppressed_by'] if decision['suppressed_by'] else ''}]: {decision['reason']}")
     action = status["next_action"]
     lines.append(f"next         {action['text']}")
@@ -201,12 +204,14 @@ def _policy_history(warehouse, state, target, window_partitions: int) -> PolicyH
 
 
 def _champion(warehouse, registry, version: str, spec: DatasetSpec) -> dict:
-    """The champion's lineage (registry tags), since when it serves (the deployment history) and its
+    """The champion's lineage (registry tags), since when it serves (the deployment history: the data
+    time `since_partition`, the wall-clock `since`; a history written before its `partition` column
+    has only the latter) and its
     held-out value of the primary metric (`holdout_performance`; binary also `holdout_roc_auc`)."""
     tags = registry.version_tags(version)
     history = warehouse.query("select * from deployed_model order by deployed_at")
     metric = performance_rules(spec.policy, spec.target).metric
-    since, how, auc, value = None, "", None, None
+    since, since_partition, how, auc, value = None, None, "", None, None
     if len(history):
         other = history.index[history["champion_version"].astype(str) != version]
         tenure = history.loc[other[-1] + 1:] if len(other) else history
@@ -214,12 +219,13 @@ def _champion(warehouse, registry, version: str, spec: DatasetSpec) -> dict:
         first = started.iloc[0] if len(started) else (tenure.iloc[0] if len(tenure) else None)
         if first is not None:
             since, how = f"{first['deployed_at']:%Y-%m-%d %H:%M}", str(first["action"])
+            since_partition = first.get("partition") if isinstance(first.get("partition"), str) and first.get("partition") else None
         if str(history["champion_version"].iloc[-1]) == version:
             last = history.iloc[-1]
             auc = finite_or_nan(last["holdout_roc_auc"])
             value = finite_or_nan(last.get("holdout_performance", auc if metric == "roc_auc" else math.nan))
             value = auc if math.isnan(value) and metric == "roc_auc" else value
-    return {"version": version, "since": since, "how": how, "model_family": tags.get("model_family", ""),
+    return {"version": version, "since_partition": since_partition, "since": since, "how": how, "model_family": tags.get("model_family", ""),
             "trained_from": tags.get("train_from", ""), "trained_through": tags.get("trained_through", ""),
             "holdout_partitions": tags.get("holdout_partitions", ""),
             "holdout_roc_auc": None if auc is None or math.isnan(auc) else auc,
@@ -237,8 +243,13 @@ def _trial(warehouse, registry, spec: DatasetSpec, state) -> Trial:
 
 
 def _last_drift(warehouse) -> dict | None:
-    """The newest partition's drift verdict, with its drifted features (highest score first)."""
-    report = warehouse.query(f"select * from drift_report where {PARTITION_COLUMN} = (select max({PARTITION_COLUMN}) from drift_report)")
+    """The newest partition's drift verdict against the champion that served it (a later champion's
+    re-scoring is kept beside it: `core.monitoring.evidence`), with its drifted features (highest score first)."""
+    from retrain_assets.pipeline.shared.lookups import table_columns
+
+    served = served_condition(table_columns(warehouse, "drift_report"))
+    report = warehouse.query(f"select * from drift_report where {PARTITION_COLUMN} = (select max({PARTITION_COLUMN}) "
+                             f"from drift_report) and {served}")
     if report.empty:
         return None
     first = report.iloc[0]

@@ -77,7 +77,7 @@ def build_deployment(spec: DatasetSpec) -> dg.Definitions:
             steps = next_steps(facts, rollout)
         except CommandRefused as exc:
             raise dg.Failure(str(exc)) from None
-        timeline = partial(_timeline_links, warehouse, evaluation_report, spec)
+        timeline = partial(_timeline_links, warehouse, evaluation_report, spec, facts.newest_partition)
         if steps[-1].action == "none":
             return dg.Output(history, data_version=history_version(history),
                              metadata={"partition": facts.newest_partition, "action": "none", "reason": steps[-1].reason,
@@ -183,12 +183,15 @@ def history_row(step: Transition, after: DeploymentState, evaluations: pd.DataFr
             "analysis_id": step.analysis_id, "dagster_run_id": run_id, **details}
 
 
-def _timeline_links(warehouse: Warehouse, evaluations: pd.DataFrame, spec: DatasetSpec, table: pd.DataFrame) -> dict:
-    """Rewrite the timeline page from the history this run ends with; its metadata links, and the
+def _timeline_links(warehouse: Warehouse, evaluations: pd.DataFrame, spec: DatasetSpec, newest_partition: str,
+                    table: pd.DataFrame) -> dict:
+    """Rewrite the timeline page from the history this run ends with, on data time up to
+    `newest_partition` (the newest partition delivered); its metadata links, and the
     model-health page's (retrain_decisions rewrites that one after each deployment step)."""
     path = Path(warehouse.reports_path) / "deployment" / "timeline.html"
     write_text_atomically(render_timeline_html(table, evaluations, f"Deployment timeline: {spec.name}",
-                                               now=pd.Timestamp.now(tz="UTC").tz_convert(None), task=spec.target.type,
+                                               now=pd.Timestamp.now(tz="UTC").tz_convert(None), data_now=newest_partition,
+                                               task=spec.target.type,
                                                metric=performance_rules(spec.policy, spec.target).metric), path)
     health = Path(warehouse.reports_path) / HEALTH_PAGE
     return {**warehouse.report_links(path, name="timeline"), **warehouse.report_links(health, name="model_health")}

@@ -23,6 +23,8 @@ from retrain_assets.core.tasks import REGRESSION
 from retrain_assets.core.training.modeling import content_hash, predict_outputs, split_holdout, target_vector
 from retrain_assets.core.partitions import PARTITION_COLUMN, PERIODS
 from retrain_assets.core.monitoring.batch_report import build_drift_report
+from retrain_assets.core.monitoring.evidence import (SERVED_COLUMN, champion_served, latest_scorings, served_condition,
+                                                    served_rows)
 from retrain_assets.core.monitoring.multivariate import reference_sample
 from retrain_assets.core.monitoring.segment_drift import segment_words
 from retrain_assets.pipeline.shared.output_rules import rules_check_result, rules_check_specs
@@ -124,7 +126,9 @@ def build_monitoring(spec: DatasetSpec, partitions_def: dg.PartitionsDefinition)
     ):
         """This batch vs the champion's reference profile: per-feature statistics and verdicts,
         dataset drift share, out-of-distribution share, multivariate and prediction drift, the
-        label-free performance estimate, and realized performance once labels arrived."""
+        label-free performance estimate, and realized performance once labels arrived. The
+        partition keeps the rows of every champion that scored it (`core.monitoring.evidence`):
+        this run replaces its champion's rows only."""
         start, _ = partition_window(context)
         champion = model_registry.version_for(CHAMPION)
         reference = latest_reference(warehouse, champion) if champion else None
@@ -154,7 +158,9 @@ def build_monitoring(spec: DatasetSpec, partitions_def: dg.PartitionsDefinition)
         if not earlier.empty:
             result.summary["multivariate_auc"] = float(earlier["multivariate_auc"].iloc[0])
         summary = {**result.summary, "champion_version": champion, "batch_hash": batch_hash}
+        kept, served = kept_scorings(warehouse, start, champion)
         report = result.features.assign(**{PARTITION_COLUMN: start, "computed_at": pd.Timestamp.now(tz="UTC").tz_convert(None),
+                                            SERVED_COLUMN: served,
                                             **{k: v for k, v in summary.items() if k != "estimate_reliable"},
                                             # nullable boolean: a first report without labels must not create a "NULL"-typed column
                                             "estimate_reliable": pd.array([summary["estimate_reliable"]] * len(result.features),
@@ -162,16 +168,13 @@ def build_monitoring(spec: DatasetSpec, partitions_def: dg.PartitionsDefinition)
         html_path = Path(warehouse.reports_path) / "drift" / f"{context.partition_key}.html"
         write_text_atomically(render_drift_html(f"Drift report {context.partition_key} vs champion v{champion}",
                                                 result.features, summary, profile, raw_batches), html_path)
-        # The trend across partitions: the other partitions' stored rows plus this run's (the table
-        # reads empty before its first write).
-        others = warehouse.query(f"select {', '.join(TREND_COLUMNS)} from drift_report where {PARTITION_COLUMN} <> ?", [start])
-        history = pd.concat([others, report[list(TREND_COLUMNS)]], ignore_index=True) if len(others) else report
-        trend_path = Path(warehouse.reports_path) / "drift" / "trend.html"
-        write_text_atomically(render_drift_trend_html(history, policy.drift.dataset_drift_share, f"Drift over time: {spec.name}",
-                                                      metric_label=rules.label), trend_path)
+        table = pd.concat([kept, report], ignore_index=True) if len(kept) else report
+        trend_path = write_trend(warehouse, start, table)
         top = result.features.sort_values(["drifted", "drift_score"], ascending=[False, False]).head(8)
-        yield dg.Output(report, metadata={
+        yield dg.Output(table, metadata={
             "dagster/row_count": len(report),
+            "champion_served": served,
+            "champions_kept": ", ".join(sorted({str(v) for v in kept["champion_version"]})) if len(kept) else "none",
             "drifted_features": f"{summary['n_drifted']}/{summary['n_features']}",
             "drift_share": summary["drift_share"],
             "dataset_drifted": summary["dataset_drifted"],
@@ -193,9 +196,25 @@ def build_monitoring(spec: DatasetSpec, partitions_def: dg.PartitionsDefinition)
         if spec.output_rules:
             yield rules_check_result(spec, summary)
 
+    def write_trend(warehouse: Warehouse, start, table: pd.DataFrame) -> Path:
+        """Rewrite the trend page, each partition against the champion that served it: the other
+        partitions' stored rows plus this one's as this run leaves them (`table`; the warehouse
+        table reads empty before its first write)."""
+        served_only = served_condition(table_columns(warehouse, "drift_report"))
+        others = warehouse.query(f"select {', '.join(TREND_COLUMNS)} from drift_report where {PARTITION_COLUMN} <> ? "
+                                 f"and {served_only}", [start])
+        this = served_rows(table)[list(TREND_COLUMNS)]
+        history = pd.concat([others, this], ignore_index=True) if len(others) else this
+        path = Path(warehouse.reports_path) / "drift" / "trend.html"
+        write_text_atomically(render_drift_trend_html(history, policy.drift.dataset_drift_share, f"Drift over time: {spec.name}",
+                                                      metric_label=rules.label), path)
+        return path
+
     def _drift_check(warehouse: Warehouse, start, champion: str, summary: dict) -> dg.AssetCheckResult:
-        segments = "drifted_segments" if "drifted_segments" in table_columns(warehouse, "drift_report") else "0 as drifted_segments"
-        earlier = warehouse.query(f"select distinct {PARTITION_COLUMN}, dataset_drifted, {segments} from drift_report "
+        # As the policy reads them (`history_from_warehouse`): each partition's newest scoring, this champion's.
+        columns = table_columns(warehouse, "drift_report")
+        segments = "drifted_segments" if "drifted_segments" in columns else "0 as drifted_segments"  # a table older than the column
+        earlier = warehouse.query(f"select distinct {PARTITION_COLUMN}, dataset_drifted, {segments} from {latest_scorings(columns)} "
                                   f"where champion_version = ? and {PARTITION_COLUMN} < ? order by {PARTITION_COLUMN}", [champion, start])
         # As the policy counts them (`core.policy.retrain`): dataset drift, or a drifted segment with `drift.segment_drift` on.
         verdicts = [policy.drift.batch_drifted(bool(d), int(n) if pd.notna(n) else 0)  # the table reads empty before its first write
@@ -241,7 +260,7 @@ def build_monitoring(spec: DatasetSpec, partitions_def: dg.PartitionsDefinition)
         health = write_health_page(warehouse, spec, table)
         return dg.Output(table, metadata={
             "retrain": decision.retrain, "trigger": decision.trigger, "suppressed_by": decision.suppressed_by,
-            "reason": decision.reason, "decision_id": context.run_id,
+            "reason": decision.reason, "decision_id": context.run_id, "partition": known[-1] if known else "",
             "model_age_partitions": int(decision.numbers.get("model_age_partitions", 0)),
             **health,
         })
@@ -255,13 +274,15 @@ def build_monitoring(spec: DatasetSpec, partitions_def: dg.PartitionsDefinition)
     @dg.asset_check(asset=ns.key("deployed_model"), name="deployed_model_freshness", additional_deps=ns.keys("retrain_decisions"),
                     description=f"WARN when the champion is older than {policy.max_model_age_partitions} newly labeled partitions.")
     def deployed_model_freshness(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
-        age = latest_materialization_metadata(context.instance, ns.key("retrain_decisions")).get("model_age_partitions")
+        decided = latest_materialization_metadata(context.instance, ns.key("retrain_decisions"))
+        age = decided.get("model_age_partitions")
         if age is None:
             return dg.AssetCheckResult(passed=True, description="no retrain decision recorded yet")
         fresh = int(age) < policy.max_model_age_partitions
         return dg.AssetCheckResult(passed=fresh, severity=dg.AssetCheckSeverity.WARN,
                                    description=f"{age} partitions labeled since the last training window "
-                                               f"(limit {policy.max_model_age_partitions})", metadata={"model_age_partitions": int(age)})
+                                               f"(limit {policy.max_model_age_partitions})",
+                                   metadata={"model_age_partitions": int(age), "partition": str(decided.get("partition", ""))})
 
     return dg.Definitions(assets=[reference_profile, drift_report, retrain_decisions], asset_checks=[deployed_model_freshness])
 
@@ -300,6 +321,18 @@ def write_health_page(warehouse: Warehouse, spec: DatasetSpec, decisions: pd.Dat
                                              rules.slo, rules.higher_is_better, spec.policy.drift.dataset_drift_share,
                                              f"Model health: {spec.name}"), path)
     return warehouse.report_links(path, name="model_health")
+
+
+def kept_scorings(warehouse: Warehouse, start, champion: str) -> tuple[pd.DataFrame, bool]:
+    """The partition's rows of the other champions that scored it (kept: the evidence their
+    decisions read), and whether `champion`'s rows are the serving champion's (`core.monitoring.evidence`)."""
+    scored = warehouse.query(f"select * from drift_report where {PARTITION_COLUMN} = ?", [start])
+    if scored.empty:
+        return scored, True
+    mine = scored["champion_version"].astype(str) == str(champion)
+    own = scored.loc[mine, SERVED_COLUMN] if SERVED_COLUMN in scored else [None] * int(mine.sum())
+    kept = scored[~mine].reset_index(drop=True)
+    return kept, champion_served(own, other_champion_scored=len(kept) > 0)
 
 
 def champion_loss_model(model, holdout: pd.DataFrame, spec: DatasetSpec) -> tuple[bytes, str]:

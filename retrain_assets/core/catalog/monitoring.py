@@ -168,9 +168,18 @@ def _drift_report(spec: DatasetSpec) -> TableDoc:
         "drift_report", "monitoring", "drift_report", "one feature of one batch",
         "Each batch against the reference profile of the champion of its day: per-feature statistics and verdicts; the "
         "batch-level numbers (drift share, multivariate and prediction drift, estimated and realized performance) repeat "
-        "on every feature row of the batch. Re-run when the batch's labels change.", PARTITIONED,
+        "on every feature row of the batch. Re-run when the batch's labels change. A partition keeps the rows of every "
+        "champion that scored it: a re-run replaces only the rows of the champion scoring it now (late labels update its "
+        "realized numbers), a new champion adds its own beside them. Read per partition over time, take the rows with "
+        "`champion_served` (the champion of the batch's day); read as a decision's evidence, the rows of its "
+        "`champion_version` up to its `partition`.", PARTITIONED,
         (*feature_drift_columns(spec), partition_column(),
          ColumnDoc("computed_at", TIMESTAMP, "When the report was computed (naive UTC)."),
+         ColumnDoc("champion_served", BOOLEAN, "True on the rows of the champion that served when the batch arrived (the "
+                                               "first champion that scored the partition): what trends, `status` and the "
+                                               "health page show; false on the rows a later champion added by re-scoring it; "
+                                               "NULL on rows written before the column existed (one champion per partition "
+                                               "then: read as true)."),
          *(ColumnDoc(name, type_, text) for name, type_, text in _summary(spec)),
          ColumnDoc("champion_version", VARCHAR, "The champion compared with; joins reference_profile.model_version."),
          ColumnDoc("batch_hash", VARCHAR, "Content hash of the batch's raw rows."),
@@ -268,8 +277,11 @@ def _retrain_decisions(spec: DatasetSpec) -> TableDoc:
         (ColumnDoc("decided_at", TIMESTAMP_NS, "When (naive UTC)."),
          ColumnDoc("decision_id", VARCHAR, "Dagster run id of the decision; the retrain run it launches has run key "
                                            "`retrain:<decision_id>`."),
-         ColumnDoc("partition", VARCHAR, "Newest partition known at the time, `YYYY-MM-DD` (empty when none)."),
-         ColumnDoc("champion_version", VARCHAR, "The champion then (empty when none)."),
+         ColumnDoc("partition", VARCHAR, "Data time of the decision: the newest partition known at the time, `YYYY-MM-DD` "
+                                         "(empty when none)."),
+         ColumnDoc("champion_version", VARCHAR, "The champion then (empty when none). The decision's drift evidence: the "
+                                                "drift_report rows of this champion up to `partition`, kept as they were "
+                                                "when later champions re-score those partitions."),
          ColumnDoc("retrain", BOOLEAN, "Whether to retrain."),
          ColumnDoc("trigger", VARCHAR, "The clause that fired: `first_model`, `performance`, `error_stream`, `drift`, `novelty`, `output_rules`, `data_growth`, "
                                        "`freshness`, or `none`."),

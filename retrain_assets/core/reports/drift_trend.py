@@ -84,7 +84,8 @@ def render_drift_trend_html(history: pd.DataFrame, share_threshold: float | None
     """The page: drifted-feature share per partition (with the dataset-drift threshold), the
     partitions judged drifted, a feature x partition heat strip, and champion changes.
 
-    history: `drift_report` rows (one per partition and feature), columns TREND_COLUMNS; any but
+    history: `drift_report` rows (one per partition and feature: those of the champion that served
+    the partition, `core.monitoring.evidence.served_condition`), columns TREND_COLUMNS; any but
     partition_start may be missing. share_threshold: the policy's dataset_drift_share
     (falls back on a `dataset_drift_share` column, else no threshold line). metric_label: the
     primary metric in words (`core.tasks.METRICS[...].label`); with it, and PERFORMANCE_COLUMNS
@@ -122,8 +123,9 @@ def render_drift_trend_html(history: pd.DataFrame, share_threshold: float | None
                "score relative to its own threshold (p-value tests: log p / log α; distances: score / threshold), blue "
                "shades staying below it, orange to red beyond it. Dashed vertical lines mark where the champion the "
                "batches were compared against changed: drift measured after the line is against the new model's "
-               "training data; the 'compared against' row names that champion per batch (a batch re-scored later, when its "
-               "labels changed, shows the champion of the day it was re-scored). Hover a point or cell for its numbers."
+               "training data; the 'compared against' row names that champion per batch: the one that served when the batch "
+               "arrived (a later champion's re-scoring of a batch is kept in the table beside it, not shown here). Hover a "
+               "point or cell for its numbers."
                "</figcaption>")
     return (head + meta + legend + f"<figure>{_chart(parts, _features(history, parts), drifted, share_threshold)}"
             f"{caption}</figure>{_performance_figure(history, parts, metric_label)}</body></html>")

@@ -1,10 +1,16 @@
 """The deployment timeline: which model version served when, as one self-contained HTML page
 (inline SVG, no scripts or external assets) built from the `deployed_model` history and, for the
-candidates the promotion gate rejected, the `evaluation_report` history."""
+candidates the promotion gate rejected, the `evaluation_report` history.
+
+Drawn on data time: a step sits at the newest partition delivered when it was taken
+(`deployed_model.partition`), so a replay of six weeks in three minutes reads as six weeks; the
+table gives each step's wall-clock time beside it. A history recorded before that column existed
+is drawn on wall-clock time."""
 
 from __future__ import annotations
 
 import math
+from functools import partial
 from typing import Any
 
 import pandas as pd
@@ -47,7 +53,9 @@ tr.trial_start td.action{color:#c45f00} figure{margin:.5em 0} figcaption{font-si
 
 def timeline_events(deployments: pd.DataFrame, evaluations: pd.DataFrame | None = None) -> pd.DataFrame:
     """Every step, oldest first: the deployment history's rows plus one `gate_failed` row per
-    evaluation whose challenger the promotion gate rejected. Columns: when, action, kind, version,
+    evaluation whose challenger the promotion gate rejected. Columns: when (the data time, see
+    `on_data_time`, else the wall-clock time), data_time (the step's partition; for an evaluation its
+    `partition`, else its newest held-out partition), made_at (wall clock), action, kind, version,
     champion, trial, trial_mode, canary_share, reason, decided_by, and the step's differences
     challenger - champion on the primary metric: offline and live, each (difference, lower, upper)
     or None (`performance_difference*` / `live_performance_difference*`; binary's ROC AUC
@@ -56,21 +64,41 @@ def timeline_events(deployments: pd.DataFrame, evaluations: pd.DataFrame | None 
     for r in _records(deployments):
         canary, shadow = _text(r.get("canary_version")), _text(r.get("shadow_version"))
         action = _text(r.get("action"))
-        rows.append({"when": r.get("deployed_at"), "action": action, "kind": ACTION_KINDS.get(action, "other"),
+        rows.append({"data_time": _partition_time(r.get("partition")), "made_at": r.get("deployed_at"), "action": action, "kind": ACTION_KINDS.get(action, "other"),
                      "version": _text(r.get("candidate_version")), "champion": _text(r.get("champion_version")),
                      "trial": canary or shadow, "trial_mode": "canary" if canary else "shadow" if shadow else "",
                      "canary_share": finite_float(r.get("canary_share")), "reason": _text(r.get("reason")),
                      "decided_by": _text(r.get("decided_by")), "offline": _interval(r, ""), "live": _interval(r, "live_")})
     for r in _records(evaluations):
         if optional_bool(r.get("gate_passed")) is False:
-            rows.append({"when": r.get("evaluated_at"), "action": "gate_failed", "kind": "rejected",
+            held_out = [p for p in _text(r.get("holdout_partitions")).split(",") if p]
+            rows.append({"data_time": _partition_time(r.get("partition") or max(held_out, default="")),
+                         "made_at": r.get("evaluated_at"), "action": "gate_failed", "kind": "rejected",
                          "version": _text(r.get("challenger_version")), "champion": None, "trial": None, "trial_mode": "",
                          "canary_share": None, "reason": _text(r.get("gate_summary")), "decided_by": "promotion gate",
                          "offline": None, "live": None})
-    events = pd.DataFrame(rows, columns=["when", "action", "kind", "version", "champion", "trial", "trial_mode", "canary_share",
-                                         "reason", "decided_by", "offline", "live"])
-    events["when"] = pd.to_datetime(events["when"], errors="coerce")
-    return events.sort_values("when", kind="stable", na_position="last").reset_index(drop=True)
+    events = pd.DataFrame(rows, columns=["data_time", "made_at", "action", "kind", "version", "champion", "trial", "trial_mode",
+                                         "canary_share", "reason", "decided_by", "offline", "live"])
+    events["made_at"] = pd.to_datetime(events["made_at"], errors="coerce")
+    events["data_time"] = pd.to_datetime(events["data_time"], errors="coerce")
+    events.insert(0, "when", events["data_time"] if on_data_time(deployments) else events["made_at"])
+    return events.sort_values(["when", "made_at"], kind="stable", na_position="last").reset_index(drop=True)
+
+
+def on_data_time(deployments: pd.DataFrame | None) -> bool:
+    """Whether the timeline is drawn on data time: the history records its steps' partitions (a
+    history written before `deployed_model.partition` existed is drawn on wall-clock time)."""
+    return (deployments is not None and "partition" in deployments
+            and any(_partition_time(p) is not None for p in deployments["partition"]))
+
+
+def _partition_time(value: Any) -> pd.Timestamp | None:
+    """A partition key (`YYYY-MM-DD`, or `YYYY-MM-DD-HH:MM` for hourly partitions) as a time; None when absent."""
+    text = _text(value)
+    if not text:
+        return None
+    stamp = pd.to_datetime(text[:10] + (" " + text[11:] if len(text) > 10 else ""), errors="coerce")
+    return None if pd.isna(stamp) else stamp
 
 
 def periods(events: pd.DataFrame, role: str, end: pd.Timestamp) -> list[dict]:
@@ -95,13 +123,16 @@ def periods(events: pd.DataFrame, role: str, end: pd.Timestamp) -> list[dict]:
 
 
 def render_timeline_html(deployments: pd.DataFrame, evaluations: pd.DataFrame | None = None, title: str = "Deployment timeline",
-                         now: Any = None, task: str = "", metric: str = "") -> str:
+                         now: Any = None, task: str = "", metric: str = "", data_now: str = "") -> str:
     """The page: current state, a champion lane and a live-trial lane of periods, one marker lane per
     kind of step (promotions, trial starts, gate rejections, automatic and manual rollbacks, other),
     and the table of every step with its offline and live differences on the primary metric
-    (`metric`, else the history's `performance_metric`, else ROC AUC). `now` (naive UTC, like the
-    tables' times) ends the open periods (default: the newest step); `task` is named on the page."""
+    (`metric`, else the history's `performance_metric`, else ROC AUC). The open periods end at
+    `data_now` (the newest partition delivered) on data time, at `now` (naive UTC, like the tables'
+    times) on wall-clock time (default: the newest step); `task` is named on the page."""
     events = timeline_events(deployments, evaluations)
+    data = on_data_time(deployments)
+    now = _partition_time(data_now) if data else now
     metric = metric or _recorded_metric(deployments)
     head = (f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{escape(title)}</title>'
             f"<style>{_CSS}</style></head><body><h1>{escape(title)}</h1>")
@@ -113,26 +144,30 @@ def render_timeline_html(deployments: pd.DataFrame, evaluations: pd.DataFrame | 
     timed = events[events["when"].notna()]
     end = max([t for t in (pd.to_datetime(now, errors="coerce"), timed["when"].max()) if pd.notna(t)], default=pd.NaT)
     champions, trials = periods(events, "champion", end), periods(events, "trial", end)
-    chart = _chart(timed, champions, trials, end) if len(timed) else '<p class="note">No step has a time: nothing to draw.</p>'
-    caption = ("<figcaption>How to read it: time runs left to right. The top lane shows which version was champion "
+    chart = _chart(timed, champions, trials, end, data) if len(timed) else '<p class="note">No step has a time: nothing to draw.</p>'
+    clock = ("data time runs left to right: each step sits at the newest partition delivered when it was taken (the "
+             "table gives its wall-clock time too; a gate verdict sits at its newest held-out partition)" if data
+             else "time runs left to right")
+    caption = (f"<figcaption>How to read it: {clock}. The top lane shows which version was champion "
                "(answering requests) and since when; the second lane shows a challenger on live trial: a canary answers a "
                "share of entities, a shadow is scored on every request without answering. Below, one row of markers per "
                "kind of step; hover a band or a marker for the version, time and reason. Rejected candidates never "
                "served: the promotion gate stopped them before deployment.</figcaption>")
-    return (head + _state(champions, trials, end) + _legend() + f"<figure>{chart}{caption}</figure>" + _table(events, METRICS[metric].label)
-            + "</body></html>")
+    return (head + _state(champions, trials, end, data) + _legend() + f"<figure>{chart}{caption}</figure>"
+            + _table(events, METRICS[metric].label, data) + "</body></html>")
 
 
-def _state(champions: list[dict], trials: list[dict], end) -> str:
+def _state(champions: list[dict], trials: list[dict], end, data: bool = False) -> str:
     serving = [p for p in champions if p.get("open")]
     trial = [p for p in trials if p.get("open")]
-    words = (f"champion <b>v{escape(serving[-1]['version'])}</b> since {_when(serving[-1]['start'])}" if serving
+    at = partial(_at, data=data)
+    words = (f"champion <b>v{escape(serving[-1]['version'])}</b> since {at(serving[-1]['start'])}" if serving
              else "no champion")
     if trial:
         t = trial[-1]
         share = f" for {t['share']:.0%} of entities" if t["mode"] == "canary" and t["share"] is not None else ""
-        words += f"; on live trial: {escape(t['mode'])} <b>v{escape(t['version'])}</b>{share} since {_when(t['start'])}"
-    return f'<p class="meta">Serving at {_when(end)}: {words}.</p>'
+        words += f"; on live trial: {escape(t['mode'])} <b>v{escape(t['version'])}</b>{share} since {at(t['start'])}"
+    return f'<p class="meta">Serving at {at(end)}: {words}.</p>'
 
 
 def _legend() -> str:
@@ -145,9 +180,10 @@ def _legend() -> str:
     return f'<p class="legend">{"".join(items)}</p>'
 
 
-def _chart(timed: pd.DataFrame, champions: list[dict], trials: list[dict], end) -> str:
+def _chart(timed: pd.DataFrame, champions: list[dict], trials: list[dict], end, data: bool = False) -> str:
+    at = partial(_at, data=data)
     t0 = timed["when"].min()
-    span = max((end - t0).total_seconds(), 1.0)
+    span = max((end - t0).total_seconds(), 86400.0 if data else 1.0)  # data time: at least one day wide
     plot = WIDTH - LEFT - RIGHT
     pad, tail = 0.02 * plot, 0.07 * plot  # room on the right for a period that has just begun
 
@@ -165,17 +201,18 @@ def _chart(timed: pd.DataFrame, champions: list[dict], trials: list[dict], end) 
             out.append(f'<line x1="{LEFT}" y1="{y}" x2="{LEFT + plot}" y2="{y}" stroke="{"#999" if i == 2 else "#e6e6e6"}"/>')
         weight = ' font-weight="bold"' if i < 2 else ""
         out.append(f'<text x="{LEFT - 8}" y="{y + LANE / 2 + 4}" font-size="12" text-anchor="end"{weight}>{escape(name)}</text>')
-    for tick in _ticks(t0, end):
+    for tick in _ticks(t0, max(end, t0 + pd.Timedelta(seconds=span)), 86400 if data else 1):
         out.append(f'<line x1="{x(tick):.1f}" y1="{TOP}" x2="{x(tick):.1f}" y2="{bottom + 5}" stroke="#e0e0e0"/>'
                    f'<text x="{x(tick):.1f}" y="{bottom + 18}" font-size="11" text-anchor="middle">'
-                   f"{escape(_tick_label(tick, span))}</text>")
-    out.append(f'<text x="{LEFT + plot / 2}" y="{height - 6}" font-size="12" text-anchor="middle">time (UTC)</text>')
+                   f"{escape(_tick_label(tick, max(span, 3 * 86400) if data else span))}</text>")
+    axis = "data time (partition)" if data else "time (UTC)"
+    out.append(f'<text x="{LEFT + plot / 2}" y="{height - 6}" font-size="12" text-anchor="middle">{axis}</text>')
     for i, p in enumerate(champions):
-        out.append(_band(p, x, TOP, CHAMPION_FILLS[i % 2], "champion", f"champion v{p['version']}"))
+        out.append(_band(p, x, TOP, CHAMPION_FILLS[i % 2], "champion", f"champion v{p['version']}", at))
     for p in trials:
         share = f" ({p['share']:.0%})" if p["mode"] == "canary" and p["share"] is not None else ""
         fill = CURRENT_COLOR if p["mode"] == "canary" else SHADOW_FILL
-        out.append(_band(p, x, TOP + LANE, fill, f"trial {p['mode']}", f"{p['mode']} v{p['version']}{share}"))
+        out.append(_band(p, x, TOP + LANE, fill, f"trial {p['mode']}", f"{p['mode']} v{p['version']}{share}", at))
     for j, kind in enumerate(lanes):
         label, color, shape = EVENT_KINDS[kind]
         y, last = TOP + LANE * (2 + j) + LANE / 2, -1e9
@@ -183,7 +220,7 @@ def _chart(timed: pd.DataFrame, champions: list[dict], trials: list[dict], end) 
             cx = x(r["when"])
             dy = 7 if cx - last < 9 and last > 0 else 0  # two steps at the same moment: the second one lower
             last = cx if not dy else -1e9
-            tip = f"{_when(r['when'])}: {ACTION_LABELS.get(r['action'], r['action'])} v{r['version'] or '?'}: {r['reason']}"
+            tip = f"{at(r['when'])}: {ACTION_LABELS.get(r['action'], r['action'])} v{r['version'] or '?'}: {r['reason']}"
             out.append(f'<g class="marker {kind}">{_marker(shape, cx, y + dy - (4 if dy else 0), 6, color)}'
                        f"<title>{escape(tip)}</title></g>")
             if kind in ("promotion", "auto_rollback", "manual_rollback"):
@@ -193,7 +230,8 @@ def _chart(timed: pd.DataFrame, champions: list[dict], trials: list[dict], end) 
             f'aria-label="deployment timeline">{"".join(out)}</svg>')
 
 
-def _band(p: dict, x, y: float, fill: str, css: str, label: str) -> str:
+def _band(p: dict, x, y: float, fill: str, css: str, label: str, at=None) -> str:
+    at = at or _when
     x1, x2 = x(p["start"]), x(p["end"])
     if p.get("open"):  # a period still running stays visible even when it began a moment ago
         x2 = min(max(x2, x1 + 60), WIDTH - RIGHT)
@@ -205,7 +243,7 @@ def _band(p: dict, x, y: float, fill: str, css: str, label: str) -> str:
             f'<text x="{x1 + 3:.1f}" y="{y + LANE / 2 + 4}" font-size="10" fill="{text_color}">v{escape(p["version"])}</text>'
             if w >= 8 * len(p["version"]) + 14 else "")
     return (f'<g class="band {css}"><rect x="{x1:.1f}" y="{y + 4}" width="{w:.1f}" height="{LANE - 8}" rx="3" fill="{fill}"'
-            f"{stroke}/>{text}<title>{escape(label)}: {_when(p['start'])} → {_when(p['end'])}</title></g>")
+            f"{stroke}/>{text}<title>{escape(label)}: {at(p['start'])} → {at(p['end'])}</title></g>")
 
 
 def _marker(shape: str, cx: float, cy: float, r: float, color: str) -> str:
@@ -223,16 +261,18 @@ def _marker(shape: str, cx: float, cy: float, r: float, color: str) -> str:
     return f'<polygon points="{xy}" fill="{color}" stroke="#fff" stroke-width="0.8"/>'
 
 
-def _table(events: pd.DataFrame, label: str = "ROC AUC") -> str:
+def _table(events: pd.DataFrame, label: str = "ROC AUC", data: bool = False) -> str:
+    partition = (lambda r: f'<td class="when">{_at(r["data_time"], True)}</td>') if data else (lambda r: "")
     rows = "".join(
-        f'<tr class="{escape(r["kind"])}"><td>{i + 1}</td><td class="when">{_when(r["when"])}</td>'
+        f'<tr class="{escape(r["kind"])}"><td>{i + 1}</td>{partition(r)}<td class="when">{_when(r["made_at"])}</td>'
         f'<td class="action">{escape(ACTION_LABELS.get(r["action"], r["action"] or "–"))}</td>'
         f'<td>{_v(r["version"])}</td><td>{_v(r["champion"])}</td><td>{_trial(r)}</td>'
         f'<td class="when">{_differences(r)}</td>'
         f'<td>{escape(r["reason"] or "–")}</td><td>{escape(r["decided_by"] or "–")}</td></tr>'
         for i, r in enumerate(events.to_dict("records"))
     )
-    return (f"<h2>Steps ({len(events)})</h2><table><tr><th>#</th><th>when (UTC)</th><th>action</th><th>version</th>"
+    return (f"<h2>Steps ({len(events)})</h2><table><tr><th>#</th>{'<th>data time (partition)</th>' if data else ''}"
+            f"<th>{'taken at (UTC, wall clock)' if data else 'when (UTC)'}</th><th>action</th><th>version</th>"
             f"<th>champion after</th><th>on trial after</th><th>{escape(label)} difference<br>(challenger - champion)</th>"
             f"<th>reason</th><th>decided by</th></tr>{rows}</table>")
 
@@ -265,11 +305,11 @@ def _trial(row: dict) -> str:
     return f"{_v(row['trial'])} ({escape(row['trial_mode'])})" if row["trial"] else "–"
 
 
-def _ticks(t0: pd.Timestamp, t1: pd.Timestamp) -> list[pd.Timestamp]:
-    """At most ~12 round instants between t0 and t1."""
+def _ticks(t0: pd.Timestamp, t1: pd.Timestamp, min_step: int = 1) -> list[pd.Timestamp]:
+    """At most ~12 round instants between t0 and t1, `min_step` seconds apart at least."""
     seconds = max((t1 - t0).total_seconds(), 1.0)
-    steps = [1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400, 172800, 604800,
-             1209600, 2592000, 7776000, 15552000, 31536000]
+    steps = [s for s in [1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400, 172800, 604800,
+             1209600, 2592000, 7776000, 15552000, 31536000] if s >= min_step]
     step = next((s for s in steps if seconds / s <= 12), steps[-1])
     first = pd.Timestamp(-(-t0.value // (step * 10**9)) * step * 10**9)
     return [t for t in pd.date_range(first, t1, freq=pd.Timedelta(seconds=step))]
@@ -285,6 +325,16 @@ def _tick_label(t: pd.Timestamp, span: float) -> str:
 
 def _records(frame: pd.DataFrame | None) -> list[dict]:
     return [] if frame is None or frame.empty else frame.to_dict("records")
+
+
+def _at(value: Any, data: bool = False) -> str:
+    """A moment on the page's clock: on data time the partition (`YYYY-MM-DD`, with the hour when it has one)."""
+    if not data:
+        return _when(value)
+    if value is None or pd.isna(value):
+        return "–"
+    stamp = pd.Timestamp(value)
+    return escape(f"partition {stamp:%Y-%m-%d}" + (f" {stamp:%H:%M}" if stamp != stamp.normalize() else ""))
 
 
 def _when(value: Any) -> str:

@@ -15,6 +15,7 @@ from retrain_assets.core.deployment.rollout import TrialClock, trial_clock
 from retrain_assets.core.roles import CHAMPION
 from retrain_assets.core.tasks import MULTICLASS
 from retrain_assets.core.monitoring.batch_report import finite_or_nan
+from retrain_assets.core.monitoring.evidence import latest_scorings
 from retrain_assets.core.monitoring.loss_estimation import LossModel
 from retrain_assets.core.monitoring.profile import ReferenceProfile
 from retrain_assets.core.policy.retrain import PolicyHistory
@@ -204,8 +205,8 @@ def history_from_warehouse(warehouse: Warehouse, state, labeled: list[str], targ
     columns existed lacks them)."""
     trained_through = last_evaluated_window_end(warehouse)
     present = table_columns(warehouse, "drift_report")
-    frame = warehouse.query(f"select distinct {', '.join(c for c in SUMMARY_COLUMNS if c in present)} from drift_report "
-                            "order by partition_start") if present else pd.DataFrame()
+    frame = warehouse.query(f"select distinct {', '.join(c for c in SUMMARY_COLUMNS if c in present)} from "
+                            f"{latest_scorings(present)} order by partition_start") if present else pd.DataFrame()
     signals = [signal_from_summary(f"{r['partition_start']:%Y-%m-%d}", str(r["champion_version"]), r)
                for r in frame.to_dict("records")]
     deployed = warehouse.query("select * from deployed_model order by deployed_at desc limit 1")
