@@ -60,6 +60,7 @@ def test_rules_parse_with_their_fields():
     ([{**RELATION, "output": {"op": "<=", "value": "low"}}], None, "rule 'minors_low': output.value must be a number"),
     ([{**RELATION, "output": {"op": "<="}}], None, "rule 'minors_low': output must be a mapping with exactly"),
     ([RELATION, RELATION], None, "each rule needs its own name"),
+    ([{**RELATION, "output": {"op": "==", "value": "d"}}], MULTICLASS, "output.value 'd' is not one of target.classes"),
 ])
 def test_rule_errors_name_the_rule_and_the_field(rules, target, expected):
     with pytest.raises(SpecError) as error:

@@ -78,6 +78,8 @@ def rule_fields(body: Any, columns: dict[str, str], task: str, classes: Sequence
     if kind == "relation":
         out["when"] = _condition(body.get("when"), f"{where}: when", columns)
         out["output"] = _condition(body.get("output"), f"{where}: output", None, task)
+        if task == "multiclass" and str(out["output"].value) not in map(str, classes):
+            raise ValueError(f"{where}: output.value {out['output'].value!r} is not one of target.classes {list(classes)}")
         return out
     if kind == "range" and task == "multiclass":
         raise ValueError(f"{where}: range applies to a regression value or a binary score; use class_share for multiclass")
