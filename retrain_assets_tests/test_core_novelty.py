@@ -14,6 +14,7 @@ from sklearn.ensemble import IsolationForest
 from retrain_assets.core.monitoring.novelty import (
     EXPECTED_FALSE_NOVEL_SHARE,
     fit_novelty_model,
+    novelty_check,
     novelty_summary,
     score_rows,
 )
@@ -105,3 +106,14 @@ def test_pickle_round_trip_seeding_and_edge_cases():
     empty = score_rows(MODEL, batch.head(0))
     assert empty[0].shape == (0,) and empty[1].dtype == bool
     assert math.isnan(novelty_summary(None, batch)["novelty_share"])
+
+
+def test_the_drift_report_check_warns_above_the_clauses_limit():
+    batch = pd.concat([rows(900, 7), rows(100, 8, shift=6.0)], ignore_index=True)
+    summary = novelty_summary(MODEL, batch, "id")
+    passed, words, metadata = novelty_check(summary, 0.05)
+    assert not passed and words.startswith(f"{summary['novelty_share']:.1%} of the batch's rows are novel (limit 5.0%")
+    assert metadata["novelty_share"] == summary["novelty_share"] and metadata["novelty_examples"] in words
+    assert novelty_check(novelty_summary(MODEL, rows(1000, 9), "id"), 0.05)[0]
+    assert novelty_check(novelty_summary(None, batch), 0.05) == (True, "no novelty model for this champion", {})
+    assert novelty_check(None, 0.05) == (True, "no champion reference yet", {})

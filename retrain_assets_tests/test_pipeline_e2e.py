@@ -395,6 +395,19 @@ def test_each_batch_is_reported_against_the_champion_of_its_day(run):
     assert len(labeled) and labeled["realized_roc_auc"].notna().all() and labeled["estimated_roc_auc"].notna().all()
 
 
+def test_every_batch_is_scored_for_novelty_against_the_model_its_champion_logged(run):
+    """reference_profile stores each champion's novelty model, every drift report has its share, and
+    every registered version carries the same model in MLflow (the service's copy)."""
+    from retrain_assets.core.monitoring.novelty import NOVELTY_TAG
+
+    report = wh(run, "select distinct partition_start, champion_version, novelty_share, novelty_score_p99 from drift_report")
+    assert len(report) and report["novelty_share"].between(0, 1).all() and report["novelty_score_p99"].notna().all()
+    profiles = wh(run, "select model_version, novelty_model from reference_profile")
+    assert len(profiles) and all(len(blob) for blob in profiles["novelty_model"])
+    versions = registry(run).search_model_versions(f"name='{run.scenario.spec.name}'")
+    assert versions and all(NOVELTY_TAG in v.tags for v in versions)
+
+
 def test_every_retrain_decision_is_recorded_and_acted_on_once(run):
     decisions = wh(run, "select * from retrain_decisions order by decided_at")
     assert decisions["trigger"].iloc[decisions["retrain"].to_numpy().argmax()] == "first_model"

@@ -39,6 +39,10 @@ def _prediction_logs(spec: DatasetSpec) -> TableDoc:
          *_multiclass_columns(spec),
          ColumnDoc("latency_ms", DOUBLE, "Time the service took for the whole request, in milliseconds."),
          *logged,
+         ColumnDoc("novelty_score", DOUBLE, "The row's novelty score against this version's training rows "
+                                            "(`core.monitoring.novelty`: above 1 is novel; about 1 % of rows like the training "
+                                            "rows are); NULL for a version trained before novelty models existed."),
+         ColumnDoc("novel", BOOLEAN, "Whether the row is novel for this version (novelty_score > 1); NULL as above."),
          ColumnDoc("source_file", VARCHAR, "Prediction-log file the record came from.")),
         tuple(c.name for c in logged))
 

@@ -124,6 +124,19 @@ def novelty_summary(model: NoveltyModel | None, frame: pd.DataFrame, id_column: 
             "novelty_examples": ", ".join(str(i) for i, n in zip(ids, novel[order]) if n)}
 
 
+def novelty_check(summary: dict | None, limit: float) -> tuple[bool, str, dict]:
+    """The `drift_report_novelty` check on a batch's summary (None: no champion yet): (passed,
+    words, metadata); it fails (a WARN) when the batch's `novelty_share` exceeds `limit`
+    (`policy.triggers.max_novelty_share`). A champion without a novelty model passes."""
+    share = float("nan") if summary is None else float(summary.get("novelty_share", float("nan")))
+    if summary is None or np.isnan(share):
+        return True, "no champion reference yet" if summary is None else "no novelty model for this champion", {}
+    p99, examples = float(summary["novelty_score_p99"]), str(summary.get("novelty_examples") or "")
+    words = (f"{share:.1%} of the batch's rows are novel (limit {limit:.1%}; about {EXPECTED_FALSE_NOVEL_SHARE:.0%} by chance), "
+             f"99th-percentile score {p99:.3g}" + (f"; most novel: {examples}" if examples else ""))
+    return share <= limit, words, {"novelty_share": share, "novelty_score_p99": p99, "novelty_examples": examples}
+
+
 def _raw_scores(model: NoveltyModel, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     """Mahalanobis distance and isolation score (higher: more anomalous) per row."""
     values = frame.reindex(columns=model.numeric).apply(pd.to_numeric, errors="coerce").to_numpy(dtype=float)
