@@ -16,6 +16,7 @@ from retrain_assets.core.monitoring.novelty import (
     fit_novelty_model,
     novelty_check,
     novelty_summary,
+    score_records,
     score_rows,
 )
 from retrain_assets.core.monitoring import novelty
@@ -117,3 +118,13 @@ def test_the_drift_report_check_warns_above_the_clauses_limit():
     assert novelty_check(novelty_summary(MODEL, rows(1000, 9), "id"), 0.05)[0]
     assert novelty_check(novelty_summary(None, batch), 0.05) == (True, "no novelty model for this champion", {})
     assert novelty_check(None, 0.05) == (True, "no champion reference yet", {})
+
+
+def test_rows_as_dicts_score_as_the_frame_does():
+    batch = rows(50, 10).astype(object)
+    batch.loc[3, "a"], batch.loc[4, "kind"], batch.loc[5, "n"] = None, None, "not a number"
+    records = batch.to_dict("records")
+    del records[6]["b"]  # a key the row lacks: missing
+    frame = batch.copy()
+    frame.loc[6, "b"] = None
+    np.testing.assert_array_equal(score_records(MODEL, records)[0], score_rows(MODEL, frame)[0])

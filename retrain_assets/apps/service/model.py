@@ -22,7 +22,7 @@ from retrain_assets.core.deployment.outputs import INTERVAL_TAG, answer_fields
 from retrain_assets.core.deployment.rollout import DeploymentState, route
 from retrain_assets.core.deployment.scoring import RowScorer
 from retrain_assets.core.deployment.serving import log_records, parse_rows, row_validator
-from retrain_assets.core.monitoring.novelty import NOVELTY_ARTIFACT, NOVELTY_RUN_TAG, NOVELTY_TAG, score_rows
+from retrain_assets.core.monitoring.novelty import NOVELTY_ARTIFACT, NOVELTY_RUN_TAG, NOVELTY_TAG, score_records
 from retrain_assets.core.monitoring.output_rules import row_violations
 from retrain_assets.core.roles import CANARY, CHAMPION, SHADOW
 from retrain_assets.core.spec import DatasetSpec
@@ -142,8 +142,7 @@ class ModelService:
     def _novelty_scores(self, loaded: LoadedDeployment, rows: list[dict[str, Any]], versions) -> dict[str, tuple]:
         """Per version that has a novelty model: (scores, novel flags) of the request's rows."""
         models = {v: loaded.novelty.get(v) for v in versions}
-        frame = pd.DataFrame(rows) if any(models.values()) else None
-        return {v: score_rows(m, frame) for v, m in models.items() if m is not None}
+        return {v: score_records(m, rows) for v, m in models.items() if m is not None}
 
     def predict(self, payload: Any, novelty: bool = False) -> dict[str, Any]:
         """Validate and score a request body; the answer comes from each row's arm (with
