@@ -181,6 +181,22 @@ def decide_retrain(history: PolicyHistory, policy: Policy, target: TargetSpec | 
                                       f"{format_metric(performance, rules.metric)}, {age}/{policy.max_model_age_partitions} new labeled partitions", numbers=numbers)
 
     trigger, why = fired[0][0], "; ".join(text for _, text in fired)
+    held_back = _guards(history, policy, labeled, trigger, why, numbers)
+    if held_back is not None:
+        return held_back
+    window_from = history.window_from
+    if trigger in CHANGE_TRIGGERS and policy.triggers.forget_on_change:
+        newest = policy.triggers.change_window_partitions or policy.min_partitions_first_model
+        window_from = change_window_from(labeled, newest, history.window_from)
+        if window_from != history.window_from:
+            why += f"; the window starts at {window_from}: older rows hold the regime the champion fails on"
+    return RetrainDecision(True, why, trigger, numbers=numbers, window_from=window_from)
+
+
+def _guards(history: PolicyHistory, policy: Policy, labeled: list[str], trigger: str, why: str,
+            numbers: dict) -> RetrainDecision | None:
+    """The decision that holds a firing clause (`trigger`, `why`) back: a live trial running, too
+    few new labels, cooldown or a spent budget; None when no guard holds."""
     if history.trial_version:
         return RetrainDecision(False, f"{why} — but v{history.trial_version} is on live trial; one rollout at a time",
                                trigger, "trial_running", numbers)
@@ -198,13 +214,7 @@ def decide_retrain(history: PolicyHistory, policy: Policy, target: TargetSpec | 
         if used >= policy.max_retrains_per_window:
             return RetrainDecision(False, f"{why} — but the budget is spent: {used} retrains in the last "
                                           f"{policy.budget_window_partitions} batches", trigger, "budget", numbers)
-    window_from = history.window_from
-    if trigger in CHANGE_TRIGGERS and policy.triggers.forget_on_change:
-        newest = policy.triggers.change_window_partitions or policy.min_partitions_first_model
-        window_from = change_window_from(labeled, newest, history.window_from)
-        if window_from != history.window_from:
-            why += f"; the window starts at {window_from}: older rows hold the regime the champion fails on"
-    return RetrainDecision(True, why, trigger, numbers=numbers, window_from=window_from)
+    return None
 
 
 def _weigh_clause(name: str, clause: tuple[bool, str, dict], fired: list[tuple[str, str]], numbers: dict) -> None:
