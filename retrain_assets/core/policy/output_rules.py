@@ -3,16 +3,10 @@ often (`core.monitoring.output_rules` counts them per batch, as `rule_violation_
 
 from __future__ import annotations
 
-import math
 from typing import Sequence
 
 from retrain_assets.core.policy.triggers import TriggerThresholds
-
-
-def recent_mean(shares: Sequence[float], window: int) -> tuple[float, int]:
-    """The mean of the newest `window` shares that are not NaN, and how many they are (NaN, 0: none)."""
-    recent = [s for s in shares[-window:] if not math.isnan(s)]
-    return (sum(recent) / len(recent) if recent else math.nan), len(recent)
+from retrain_assets.core.policy.value import recent_mean
 
 
 def output_rules_clause(shares: Sequence[float], thresholds: TriggerThresholds) -> tuple[bool, str, dict]:

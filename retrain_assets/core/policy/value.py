@@ -96,6 +96,12 @@ def mean_with_interval(realized: Sequence[tuple[float, float, float]]) -> tuple[
     return sum(r[0] for r in known) / len(known), half
 
 
+def recent_mean(shares: Sequence[float], window: int) -> tuple[float, int]:
+    """The mean of the newest `window` shares that are not NaN, and how many they are (NaN, 0: none)."""
+    recent = [s for s in shares[-window:] if not math.isnan(s)]
+    return (sum(recent) / len(recent) if recent else math.nan), len(recent)
+
+
 def _in_units(value: float, baseline: float | None, rules: PerformanceRules) -> float:
     """A threshold in the metric's units: as is for a higher-is-better metric, else a share of the baseline."""
     if rules.higher_is_better:
