@@ -38,6 +38,12 @@ def test_backtest_on_the_rainfall_sample_writes_table_plot_and_json(tmp_path, ca
     oracle = next(p for p in report["policies"] if p["name"] == "every-batch")
     assert all({"step", "trigger", "reason", "promoted", "gate", "train_seconds"} <= set(r) for r in oracle["retrains"])
     assert len(oracle["per_batch"]) == summary["every-batch"]["batches"]
+    # Every clause the drift policy weighed is visible per batch and per decision.
+    drift = next(p for p in report["policies"] if p["name"] == "drift")
+    watched = [b for b in drift["per_batch"] if b["novelty_share"] is not None]
+    assert watched and all(0 <= b["novelty_share"] <= 1 and b["error_alarm"] in (0, 1, None) for b in watched)
+    numbers = [d["numbers"] for d in drift["decisions"] if d["numbers"].get("novelty_window_share") is not None]
+    assert numbers and {"novelty_window_share", "error_alarms", "rule_violation_window_share"} <= set(numbers[-1])
     assert (out / "backtest.png").read_bytes().startswith(PNG)
     assert (out / "backtest.md").read_text().startswith("| policy")
     assert not (out / "tradeoff.png").exists()

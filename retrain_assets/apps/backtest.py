@@ -316,7 +316,8 @@ def write_outputs(result: BacktestResult, out_dir: Path, command: str, source: s
             "name": r.policy.name, "kind": r.policy.kind, "every": r.policy.every, "params": dict(r.policy.params),
             "retrains": [vars(x) for x in r.retrains],
             "decisions": [{"step": step, "retrain": d.retrain, "trigger": d.trigger, "suppressed_by": d.suppressed_by,
-                           "reason": d.reason} for step, d in sorted(r.decisions.items())],
+                           "reason": d.reason, "numbers": {k: _finite(v) for k, v in d.numbers.items()}}
+                          for step, d in sorted(r.decisions.items())],
             "per_batch": json.loads(result.batches[r.policy.name].to_json(orient="records")),
         } for r in result.replays],
     }
@@ -325,6 +326,11 @@ def write_outputs(result: BacktestResult, out_dir: Path, command: str, source: s
     # The tables go through pandas' to_json (NaN -> null); default=str covers numpy scalars.
     write_text_atomically(json.dumps(payload, indent=1, default=str), paths["json"])
     return paths
+
+
+def _finite(value):
+    """A decision number as JSON holds it: NaN and infinities as null."""
+    return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
 
 
 def default_jobs() -> int:

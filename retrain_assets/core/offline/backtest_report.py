@@ -41,17 +41,20 @@ SUMMARY_COLUMNS = ["policy", "retrains", "promoted", "mean_roc_auc", "worst_wind
 DEFAULT_WINDOW = {"daily": 7, "weekly": 4, "monthly": 12}
 
 
+# The per-batch numbers the newer clauses read (novelty, output rules, the error stream, drift per segment).
+CLAUSE_SIGNALS = ("novelty_share", "rule_violation_share", "error_alarm", "drifted_segments")
 PER_BATCH_COLUMNS = ["step", "partition", "model", "n_rows", "roc_auc", "accuracy", "window_roc_auc", "dataset_drifted",
                      "drift_share", "retrained", "performance", "window_performance", "label_drift_p_value",
-                     "prediction_drift_p_value"]
+                     "prediction_drift_p_value", *CLAUSE_SIGNALS]
 
 
 def per_batch(served: pd.DataFrame, replay: PolicyReplay, threshold: float, window_batches: int,
               target: TargetSpec | None = None, metric: str = "roc_auc") -> pd.DataFrame:
     """One row per served batch (`served`: `served_metrics` of the replay): model, rows, the batch's
     primary metric (`performance`; binary: also `roc_auc`) and accuracy, the trailing window's
-    pooled value, the drift verdict the policy read (if any), the task's label and prediction
-    drift p-values (multiclass and regression drift policies) and whether it retrained."""
+    pooled value, the drift verdict the policy read (if any) with the other clauses' batch numbers
+    (`CLAUSE_SIGNALS`), the task's label and prediction drift p-values (multiclass and regression
+    drift policies) and whether it retrained."""
     rows = []
     retrained = {r.step for r in replay.retrains}
     binary = target is None or target.type == BINARY
@@ -67,7 +70,8 @@ def per_batch(served: pd.DataFrame, replay: PolicyReplay, threshold: float, wind
                      "drift_share": math.nan if signal is None else signal.drift_share,
                      "retrained": item.step in retrained, "performance": value, "window_performance": window_value,
                      "label_drift_p_value": monitored.get("label_drift_p_value", math.nan),
-                     "prediction_drift_p_value": monitored.get("prediction_drift_p_value", math.nan)})
+                     "prediction_drift_p_value": monitored.get("prediction_drift_p_value", math.nan),
+                     **{name: math.nan if signal is None else float(getattr(signal, name)) for name in CLAUSE_SIGNALS}})
     return pd.DataFrame(rows, columns=PER_BATCH_COLUMNS)
 
 
