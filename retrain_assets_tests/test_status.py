@@ -231,6 +231,12 @@ def check_status_against_stores(settings, spec_path, capsys) -> None:
     status = json.loads(capsys.readouterr().out)
     assert status["champion"]["version"] == champion and status["reviews"]["pending"] == open_items
     assert lines["next"] == status["next_action"]["text"]
+    # Each signal clause: its value now against what fires it.
+    clauses = status["clauses"]
+    assert lines["clauses"].startswith(f"drift {clauses['drifted_batches']}/{clauses['drift_window']} batches")
+    assert f"error-stream alarms {clauses['error_alarms']}/" in lines["clauses"]
+    assert f"novel rows {clauses['novelty_share']:.1%} (fires above 5%)" in lines["clauses"]
+    assert "output-rule violations " in lines["clauses"]
     # The history read from the warehouse gives the decision the pipeline recorded last.
     recorded = read_table(database, "select * from retrain_decisions order by decided_at desc limit 1").iloc[0]
     assert status["last_decision"]["reason"] == recorded["reason"] == status["decision_now"]["reason"]
@@ -240,6 +246,17 @@ def check_status_against_stores(settings, spec_path, capsys) -> None:
         assert status["next_action"]["kind"] == kind
         labelled = read_table(database, "select max(partition_start) as p from labeled_batches")["p"].iloc[0]
         assert status["next_action"]["partition"] > f"{labelled:%Y-%m-%d}"  # a partition whose labels are still to come
+
+
+def test_the_clauses_line_puts_each_signal_against_what_fires_it():
+    from retrain_assets.apps.status import _clause_words, watched_clauses
+
+    numbers = decide_retrain(history(signals=[BatchSignal(day(9), "1", True, 0.5, novelty_share=0.09, error_alarm=1.0,
+                                                          rule_violation_share=0.0, n_labeled=50)]), POLICY).numbers
+    words = _clause_words(watched_clauses(numbers, POLICY))
+    assert words == ("drift 1/1 batches (fires at 2); error-stream alarms 1/3 labelled batches (fires at 2); "
+                     "novel rows 9.0% (fires above 5%); output-rule violations 0.0% (fires above 5%)")
+    assert "output-rule violations n/a" in _clause_words(watched_clauses({**numbers, "rule_violation_window_share": float("nan")}, POLICY))
 
 
 def test_status_on_missing_stores_says_to_run_the_demo(tmp_path, capsys):

@@ -94,6 +94,7 @@ def read_status(settings: ProjectSettings, spec: DatasetSpec, lock_timeout_secon
         "reviews": reviews,
         "last_decision": decision.iloc[0].to_dict() if len(decision) else None,
         "decision_now": {"retrain": now.retrain, "trigger": now.trigger, "suppressed_by": now.suppressed_by, "reason": now.reason},
+        "clauses": watched_clauses(now.numbers, spec.policy) if history.last_trained_through else None,
         "next_action": asdict(action),
     })
 
@@ -167,9 +168,35 @@ def render(status: dict) -> str:
         made = f" (decided {pd.Timestamp(decision['decided_at']):%Y-%m-%d %H:%M})" if decision.get("decided_at") else ""
         lines.append(f"last policy  {decision['partition']}{made}: {verdict} [{decision['trigger']}"
                      f"{', ' + decision['suppressed_by'] if decision['suppressed_by'] else ''}]: {decision['reason']}")
+    clauses = status.get("clauses")
+    if clauses:
+        lines.append(f"clauses      {_clause_words(clauses)}")
     action = status["next_action"]
     lines.append(f"next         {action['text']}")
     return "\n".join(lines)
+
+
+def watched_clauses(numbers: dict, policy) -> dict:
+    """Where the champion stands on each signal clause now, with the limit that would fire it
+    (`decide_retrain`'s numbers; NaN: no value, e.g. no rules declared or no labels yet)."""
+    triggers = policy.triggers
+    return {"drifted_batches": numbers.get("drifted_batches"), "drift_window": numbers.get("window_batches"),
+            "drift_needs": policy.drift_min_batches,
+            "error_alarms": numbers.get("error_alarms"), "error_window": triggers.error_window_batches,
+            "error_needs": triggers.error_min_batches,
+            "novelty_share": numbers.get("novelty_window_share"), "max_novelty_share": triggers.max_novelty_share,
+            "rule_violation_share": numbers.get("rule_violation_window_share"),
+            "max_rule_violation_share": triggers.max_rule_violation_share}
+
+
+def _clause_words(c: dict) -> str:
+    """One line: each signal clause's value against what fires it."""
+    def share(value, limit) -> str:
+        return "n/a" if value is None or value != value else f"{value:.1%} (fires above {limit:.0%})"
+    return (f"drift {c['drifted_batches']}/{c['drift_window']} batches (fires at {c['drift_needs']}); "
+            f"error-stream alarms {c['error_alarms']}/{c['error_window']} labelled batches (fires at {c['error_needs']}); "
+            f"novel rows {share(c['novelty_share'], c['max_novelty_share'])}; "
+            f"output-rule violations {share(c['rule_violation_share'], c['max_rule_violation_share'])}")
 
 
 def _evidence(trial: dict) -> str:
