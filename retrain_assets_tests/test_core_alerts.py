@@ -57,7 +57,8 @@ def test_deployment_steps_promotions_and_rollbacks():
         alert = deployment_alert("loan", {"action": action, "candidate_version": "3", "reason": "r", "partition": "p"}, "run", AT)
         return alert.kind if alert else None
     assert [kind(a) for a in ("initial", "promote", "canary_promote", "shadow_promote")] == [PROMOTION] * 4
-    assert [kind(a) for a in ("canary_rollback", "shadow_rollback", "manual_rollback")] == [ROLLBACK] * 3
+    assert [kind(a) for a in ("canary_rollback", "shadow_rollback", "manual_rollback", "canary_early_stop",
+                              "shadow_early_stop")] == [ROLLBACK] * 5
     assert [kind(a) for a in ("none", "canary_start", "awaiting_approval", "approve", "reconciled")] == [None] * 5
     manual = deployment_alert("loan", {"action": "manual_rollback", "candidate_version": "2"}, "run", AT)
     assert manual.title == "loan: manual rollback to v2"

@@ -144,3 +144,14 @@ def test_the_drift_report_carries_the_error_stream_and_the_profile_stores_its_re
     assert summary["error_alarm"] == 1.0 and summary["error_stream_shift"] == pytest.approx(expected.shift)
     unlabeled = build_drift_report(stored, frame, spec, spec.policy.drift).summary
     assert math.isnan(unlabeled["error_alarm"]) and math.isnan(unlabeled["error_stream_shift"])
+
+
+def test_the_error_stream_check_fails_on_an_alarmed_batch_only():
+    from retrain_assets.core.monitoring.error_stream import error_stream_check
+
+    assert error_stream_check(None) == (True, "no champion reference yet", {})
+    assert error_stream_check({"error_alarm": float("nan"), "n_labeled": 0})[0]
+    calm = error_stream_check({"error_alarm": 0.0, "error_stream_shift": 0.01, "n_labeled": 80})
+    assert calm[0] and calm[1] == "no change in the champion's errors on 80 labelled rows"
+    passed, words, metadata = error_stream_check({"error_alarm": 1.0, "error_stream_shift": 0.12, "n_labeled": 80})
+    assert not passed and "rose over its held-out level (mean +0.12)" in words and metadata["error_alarm"] == 1.0

@@ -85,6 +85,9 @@ def test_a_rollback_marker_appears_iff_a_rollback_row_exists(deployments):
     assert len(groups(svg, "manual_rollback")) == 1 and len(groups(svg, "auto_rollback")) == 1
     assert [g.find("title").text.split(":")[0] for g in groups(svg, "champion")] == ["champion v1", "champion v2", "champion v1"]
     assert '<td class="action">manual rollback</td>' in page and "<td>on-call</td>" in page
+    stopped = deployments.assign(action=deployments["action"].replace("shadow_rollback", "shadow_early_stop"))
+    page = render_timeline_html(stopped)
+    assert len(groups(svg_of(page), "auto_rollback")) == 1 and "shadow stopped early (clearly worse)" in page
 
 
 def test_the_table_lists_every_step_with_time_version_and_reason(deployments, evaluations):

@@ -38,7 +38,7 @@ def test_quality_gates_are_blocking_checks(tmp_path):
     assert checks["evaluation_report_promotion_gate"].blocking
     # Monitoring signals warn; they never stop the line.
     assert not checks["drift_report_policy"].blocking
-    assert not checks["drift_report_novelty"].blocking
+    assert not checks["drift_report_novelty"].blocking and not checks["drift_report_error_stream"].blocking
     assert not checks["deployed_model_freshness"].blocking
 
 

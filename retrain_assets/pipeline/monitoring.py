@@ -28,7 +28,8 @@ from retrain_assets.core.monitoring.evidence import (SERVED_COLUMN, champion_ser
 from retrain_assets.core.monitoring.multivariate import reference_sample
 from retrain_assets.core.monitoring.segment_drift import segment_words
 from retrain_assets.pipeline.shared.output_rules import rules_check_result, rules_check_specs
-from retrain_assets.pipeline.shared.novelty import novelty_check_result, novelty_check_spec
+from retrain_assets.pipeline.shared.signal_checks import (error_stream_check_result, error_stream_check_spec, novelty_check_result,
+                                                   novelty_check_spec)
 from retrain_assets.core.policy.retrain import decide_retrain, drift_clause
 from retrain_assets.core.spec import DatasetSpec
 from retrain_assets.pipeline.shared.partitioning import partition_window
@@ -119,7 +120,8 @@ def build_monitoring(spec: DatasetSpec, partitions_def: dg.PartitionsDefinition)
         check_specs=[dg.AssetCheckSpec(DRIFT_CHECK, asset=ns.key("drift_report"), partitions_def=partitions_def, blocking=False,
                                        description=f"WARN when this batch drifted; ERROR when {policy.drift_min_batches} of the "
                                                    f"last {policy.drift_window_batches} batches drifted (the policy's drift clause)."),
-                     *rules_check_specs(spec, ns, partitions_def), novelty_check_spec(ns, partitions_def, policy)],
+                     *rules_check_specs(spec, ns, partitions_def), novelty_check_spec(ns, partitions_def, policy),
+                     error_stream_check_spec(ns, partitions_def, policy)],
         kinds={"duckdb", "html"},
     )
     def drift_report(
@@ -139,6 +141,7 @@ def build_monitoring(spec: DatasetSpec, partitions_def: dg.PartitionsDefinition)
             if spec.output_rules:
                 yield rules_check_result(spec, None)
             yield novelty_check_result(None, policy)
+            yield error_stream_check_result(None)
             return
         profile, sample = reference
         model = model_registry.load(champion)
@@ -198,6 +201,7 @@ def build_monitoring(spec: DatasetSpec, partitions_def: dg.PartitionsDefinition)
         if spec.output_rules:
             yield rules_check_result(spec, summary)
         yield novelty_check_result(summary, policy)
+        yield error_stream_check_result(summary)
 
     def write_trend(warehouse: Warehouse, start, table: pd.DataFrame) -> Path:
         """Rewrite the trend page, each partition against the champion that served it: the other

@@ -121,7 +121,7 @@ def deployment_alert(dataset: str, metadata: Mapping[str, Any], run_id: str, at:
     version = str(metadata.get("candidate_version", "?"))
     if action in PROMOTIONS or action.endswith("_promote"):
         kind, title = PROMOTION, f"{dataset}: v{version} promoted to champion ({action})"
-    elif action.endswith("_rollback"):
+    elif action.endswith(("_rollback", "_early_stop")):
         kind = ROLLBACK
         title = (f"{dataset}: manual rollback to v{version}" if action == "manual_rollback"
                  else f"{dataset}: v{version} rolled back ({action})")

@@ -114,3 +114,18 @@ def batch_error_stream(task: str, labels, outputs, reference: list[float] | None
         return error_stream(task, labels, outputs, reference).summary()
     return error_stream(task, labels, outputs, reference, triggers.error_detector, triggers.error_delta,
                         triggers.error_ph_threshold).summary()
+
+
+def error_stream_check(summary: dict | None) -> tuple[bool, str, dict]:
+    """The `drift_report_error_stream` check on a batch's summary (None: no champion yet):
+    (passed, words, metadata); it fails when the batch's labelled errors alarmed (`error_alarm` 1).
+    A batch without labels, or a champion without held-out errors, passes."""
+    alarm = math.nan if summary is None else float(summary.get("error_alarm", math.nan))
+    if math.isnan(alarm):
+        return True, ("no champion reference yet" if summary is None else "no labelled errors to watch yet"), {}
+    shift = float(summary.get("error_stream_shift", math.nan))
+    metadata = {"error_alarm": alarm, "error_stream_shift": shift, "n_labeled": int(summary.get("n_labeled", 0))}
+    if alarm != 1.0:
+        return True, f"no change in the champion's errors on {metadata['n_labeled']} labelled rows", metadata
+    return False, (f"the champion's errors on {metadata['n_labeled']} labelled rows rose over its held-out level "
+                   f"(mean {shift:+.3g})"), metadata

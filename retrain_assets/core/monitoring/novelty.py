@@ -202,7 +202,8 @@ def novelty_summary(model: NoveltyModel | None, frame: pd.DataFrame, id_column: 
 
 def novelty_check(summary: dict | None, limit: float) -> tuple[bool, str, dict]:
     """The `drift_report_novelty` check on a batch's summary (None: no champion yet): (passed,
-    words, metadata); it fails (a WARN) when the batch's `novelty_share` exceeds `limit`
+    words, metadata); it fails (an ERROR: an out-of-distribution burst, alerted on) when the
+    batch's `novelty_share` exceeds `limit`
     (`policy.triggers.max_novelty_share`). A champion without a novelty model passes."""
     share = float("nan") if summary is None else float(summary.get("novelty_share", float("nan")))
     if summary is None or np.isnan(share):

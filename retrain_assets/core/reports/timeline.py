@@ -32,10 +32,12 @@ EVENT_KINDS = {
 }
 ACTION_KINDS = {"initial": "promotion", "promote": "promotion", "canary_promote": "promotion", "shadow_promote": "promotion",
                 "canary_start": "trial_start", "shadow_start": "trial_start", "gate_failed": "rejected",
-                "canary_rollback": "auto_rollback", "shadow_rollback": "auto_rollback", "manual_rollback": "manual_rollback"}
+                "canary_rollback": "auto_rollback", "shadow_rollback": "auto_rollback", "manual_rollback": "manual_rollback",
+                "canary_early_stop": "auto_rollback", "shadow_early_stop": "auto_rollback"}
 ACTION_LABELS = {"initial": "first champion", "promote": "promoted", "canary_promote": "promoted after canary",
                  "shadow_promote": "promoted after shadow", "canary_start": "canary started", "shadow_start": "shadow started",
                  "canary_rollback": "canary rolled back", "shadow_rollback": "shadow rolled back",
+                 "canary_early_stop": "canary stopped early (clearly worse)", "shadow_early_stop": "shadow stopped early (clearly worse)",
                  "manual_rollback": "manual rollback", "awaiting_approval": "awaiting approval", "approve": "approved",
                  "reconciled": "reconciled with registry", "gate_failed": "rejected by the gate"}
 _CSS = """
