@@ -90,7 +90,7 @@ def test_the_clause_holds_on_two_alarms_among_the_last_three_labelled_batches():
     t = TriggerThresholds()
     holds, text, numbers = error_stream_clause([1.0, math.nan, 0.0, 1.0], [0.1, math.nan, -0.01, 0.3], t)
     assert holds and numbers == {"error_alarms": 2, "error_stream_shift": pytest.approx(0.2)}
-    assert text == ("error-stream alarm (adwin) in 2 of the last 3 labelled batches: the champion's errors rose by "
+    assert text == ("error-stream alarm (page_hinkley) in 2 of the last 3 labelled batches: the champion's errors rose by "
                     "+0.2 on average over its held-out level")
     assert not error_stream_clause([1.0, 0.0, 0.0, 1.0], [0.1] * 4, t)[0]  # the first alarm left the window
     assert not error_stream_clause([math.nan] * 3, [math.nan] * 3, t)[0]  # no labels: quiet
@@ -104,7 +104,7 @@ def test_decide_retrain_fires_error_stream_right_after_performance():
     assert not calm.retrain and calm.numbers["error_alarms"] == 1
     fired = _decide([_alarmed(6, 1.0), _alarmed(7, math.nan), _alarmed(8, 1.0, 0.07)])
     assert fired.retrain and fired.trigger == "error_stream", fired.reason
-    assert "error-stream alarm (adwin) in 2 of the last 2 labelled batches" in fired.reason
+    assert "error-stream alarm (page_hinkley) in 2 of the last 2 labelled batches" in fired.reason
     assert fired.numbers["error_stream_shift"] == pytest.approx(0.06)
     # The usual guards apply: too few new labels hold it back.
     from retrain_assets.core.policy.definition import Policy

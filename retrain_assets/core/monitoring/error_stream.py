@@ -86,7 +86,7 @@ def detector(name: str, delta: float, ph_threshold: float, reference_mean: float
     raise ValueError(f"error detector must be one of {list(DETECTORS)}, got {name!r}")
 
 
-def error_stream(task: str, labels, outputs, reference: list[float] | None, name: str = "adwin", delta: float = 0.002,
+def error_stream(task: str, labels, outputs, reference: list[float] | None, name: str = "page_hinkley", delta: float = 0.002,
                  ph_threshold: float = 50.0) -> ErrorStream:
     """The batch's verdict: a fresh detector fed the reference errors, then the labelled rows'
     errors in arrival order; an alarm is a detection among the batch's rows while the batch's mean

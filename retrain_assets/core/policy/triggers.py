@@ -44,8 +44,12 @@ class TriggerThresholds:
         breaking a declared business rule; a broken class_share rule counts its batch as 1.0). A
         spec without `output_rules` never fires it.
     error_detector: the error-stream clause's change detector (`core.monitoring.error_stream`):
-        `adwin` (river's ADWIN, the default: no tuning to the error level, a bound that holds for
-        errors in [0, 1]) or `page_hinkley` (river's Page-Hinkley watching for a rise).
+        `page_hinkley` (river's Page-Hinkley watching for a rise, the default) or `adwin` (river's
+        ADWIN: no tuning to the error level, but its Hoeffding-type bound needs a few hundred rows
+        after the change: on loan_default's ~120 labelled rows a batch it never alarmed, at any
+        delta from 0.002 to 0.1, while Page-Hinkley alarmed on 12 of 29 labelled batches, 11 of them
+        in the covariate shift and concept drift; same decisions' ROC AUC, 0.7859, and on demand
+        the same MAE, 14.40, either way).
     error_delta: ADWIN's confidence delta (0.002, river's default: a false cut about once in 500
         windows).
     error_ph_threshold: Page-Hinkley's threshold, in units of the champion's mean held-out error
@@ -66,7 +70,7 @@ class TriggerThresholds:
     max_novelty_share: float = 0.05
     rules_window_batches: int = 3
     max_rule_violation_share: float = 0.05
-    error_detector: str = "adwin"
+    error_detector: str = "page_hinkley"
     error_delta: float = 0.002
     error_ph_threshold: float = 50.0
     error_window_batches: int = 3
