@@ -70,5 +70,5 @@ ui: $(STAMP)
 	$(BIN)/python -m retrain_assets.apps.ui
 
 clean:
-	rm -rf data/landing data/warehouse data/snapshots data/mlflow data/replays data/reports data/restricted
+	rm -rf data/landing data/warehouse data/snapshots data/mlflow data/replays data/reports data/restricted data/alerts
 	find .dagster_home -mindepth 1 ! -name dagster.yaml -exec rm -rf {} +

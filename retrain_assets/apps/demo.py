@@ -24,7 +24,7 @@ from retrain_assets.apps.live_traffic import LiveTraffic
 from retrain_assets.apps.replay import PipelineDriver, RunOutcome, fewer_garbage_collections, instance_databases_open
 from retrain_assets.settings import ProjectSettings
 
-STORE_DIRS = ("landing", "warehouse", "snapshots", "mlflow", "reports", "restricted")
+STORE_DIRS = ("landing", "warehouse", "snapshots", "mlflow", "reports", "restricted", "alerts")
 INSTANCE_YAML = """telemetry:
   enabled: false
 # One SQLite database for all event logs instead of one file per run: a replay creates hundreds of
