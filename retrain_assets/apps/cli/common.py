@@ -204,6 +204,7 @@ def print_replay_summary(summary, env_hint: str) -> None:
         f"  {env_hint}make ui           # Dagster UI on this instance: runs, checks, lineage\n"
         f"  .venv/bin/python -c \"import duckdb; duckdb.connect('{summary.settings.snapshot_path}', read_only=True).sql('show tables').show()\"   # analyst snapshot (queries: docs/querying.md)\n"
         f"  mlflow ui --backend-store-uri {summary.settings.default_tracking_uri}   # runs and registry\n"
-        f"  {summary.settings.reports_dir}/evaluation/   # champion-vs-challenger reports (HTML); drift reports in drift/\n"
+        f"  {summary.settings.reports_dir}/health.html   # model health over data time; evaluation/ and drift/ hold the other reports (HTML)\n"
+        f"  {summary.settings.alerts_dir}/   # every alert raised, one JSON line each (sent once RETRAIN_ASSETS_ALERT_WEBHOOK_URL or the Slack variables are set: docs/alerts.md)\n"
         f"  {env_hint}RETRAIN_ASSETS_API_KEYS=me:<token> retrain-assets serve   # the prediction service (needs an API key; see docs/serving.md)\n"
     )
