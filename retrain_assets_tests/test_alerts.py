@@ -1,7 +1,7 @@
 """Alerts reach a real local HTTP receiver: the generic webhook's JSON and Slack's chat.postMessage
 (dagster-slack's client pointed at the receiver); a receiver that fails is retried, then the alert
 is logged undelivered and tried again later; duplicates and floods are suppressed; a short replay
-raises the expected kinds."""
+raises the expected kinds, the demo's monitoring incidents included."""
 
 import json
 import threading
@@ -9,6 +9,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pandas as pd
 import pytest
+import yaml
 
 from retrain_assets.core.alerts import ledger
 from retrain_assets.core.alerts.messages import Alert
@@ -123,17 +124,43 @@ def test_without_a_channel_alerts_are_logged_as_not_sent(tmp_path):
     assert line["title"] == "loan: retrain decided (trigger: drift)"
 
 
-def test_a_short_replay_raises_the_expected_alerts_at_the_receiver(tmp_path, receiver, monkeypatch):
+def demo_with_incidents(folder) -> "Path":
+    """The demo's scenario, shortened (conftest.write_short_scenario), with its three monitoring
+    incidents brought forward and sharpened: a concept drift from day 6, after the first champion
+    trained (its labelled errors rise: error-stream alarms), an out-of-distribution burst on day 7 and
+    over-indebted applicants on day 8 (most predicted to default: the spec's output rule
+    default_share_band breaks)."""
+    path = write_short_scenario(folder, days=11, rows_per_day=150)  # ~120 labelled rows a batch, as in the demo
+    scenario = yaml.safe_load(path.read_text())
+    # The world turns against the champion: debt burden stops mattering, a low credit score predicts repayment.
+    scenario["phases"] = [{"name": "concept_drift", "from_day": 6,
+                           "label_model": {"numeric": {"debt_to_income": -0.5, "credit_score": 1.5, "income": 0.2}}}]
+    scenario["incidents"] += [
+        {"day": 7, "kind": "ood_burst", "share": 0.3, "features": {"loan_amount": {"median": 350000, "sigma": 0.3, "clip_max": 900000},
+                                                                   "income": {"median": 600000, "sigma": 0.3},
+                                                                   "employment_years": {"dist": "uniform", "low": 35, "high": 55}}},
+        {"day": 8, "kind": "ood_burst", "share": 0.7, "features": {"debt_to_income": {"dist": "uniform", "low": 1.5, "high": 3.5}}}]
+    path.write_text(yaml.safe_dump(scenario, sort_keys=False))
+    return path
+
+
+def test_the_demos_incidents_each_raise_an_alert_at_the_receiver(tmp_path, receiver, monkeypatch):
+    """The demo's blocked batch, out-of-distribution burst, broken output rule and error-stream
+    alarm (a short replay of its scenario with the same incidents) each reach the webhook and Slack."""
     monkeypatch.setenv(ALERT_WEBHOOK_ENV, f"{receiver.url}/hook")
     monkeypatch.setenv(SLACK_TOKEN_ENV, "xoxb-test")
     monkeypatch.setenv(SLACK_CHANNEL_ENV, "#ml-alerts")
     monkeypatch.setenv(SLACK_API_URL_ENV, f"{receiver.url}/api/")
-    run = replay_task(tmp_path, write_short_scenario(tmp_path, days=9))
+    run = replay_task(tmp_path, demo_with_incidents(tmp_path))
     hooks = [body for path, _, body in receiver.requests if path == "/hook"]
     kinds = {body["kind"] for body in hooks}
-    assert {"blocked_batch", "retrain", "promotion"} <= kinds, kinds
+    assert {"blocked_batch", "retrain", "promotion", "check_failed"} <= kinds, kinds
     blocked = next(body for body in hooks if body["kind"] == "blocked_batch")
     assert blocked["data_time"] == "2025-01-04"  # the corrupt batch's partition
+    failed = {(body["details"].get("check"), body["data_time"]) for body in hooks if body["kind"] == "check_failed"}
+    assert ("drift_report_novelty", "2025-01-08") in failed, failed
+    assert ("drift_report_output_rules", "2025-01-09") in failed, failed
+    assert any(check == "drift_report_error_stream" for check, _ in failed), failed
     assert sum(path == "/api/chat.postMessage" for path in receiver.paths()) == len(hooks)
     log = pd.DataFrame(ledger.read_log(run.settings.alerts_dir / "loan_default.jsonl"))
     assert set(log["status"]) <= {"delivered", "suppressed"} and (log["status"] == "delivered").sum() == 2 * len(hooks)
