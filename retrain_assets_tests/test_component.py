@@ -50,7 +50,7 @@ def test_dg_checks_and_lists_both_datasets_each_under_its_prefix(tmp_path):
         assert {j["name"] for j in found["jobs"] if j["name"].startswith(f"{name}__")} == {
             ns.name(job) for job in ("retrain_job", "policy_job", "rollout_job")}
     sensors = [s["name"] for s in found["sensors"]]
-    assert all(s.split("__")[0] in SHIPPED for s in sensors) and len(sensors) == 10
+    assert all(s.split("__")[0] in SHIPPED for s in sensors) and len(sensors) == 12
     assert {r["name"] for r in found["resources"]} >= {"io_manager", "warehouse", "landing", "model_registry"}
 
 
