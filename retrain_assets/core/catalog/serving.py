@@ -39,6 +39,9 @@ def _prediction_logs(spec: DatasetSpec) -> TableDoc:
          *_multiclass_columns(spec),
          ColumnDoc("latency_ms", DOUBLE, "Time the service took for the whole request, in milliseconds."),
          *logged,
+         *((ColumnDoc("rule_violations", VARCHAR, "The spec's row rules (range, relation) this score breaks, "
+                                                  "comma-separated (empty: none); share rules are counted on the day's "
+                                                  "log (prediction_logs metadata)."),) if spec.output_rules else ()),
          ColumnDoc("novelty_score", DOUBLE, "The row's novelty score against this version's training rows "
                                             "(`core.monitoring.novelty`: above 1 is novel; about 1 % of rows like the training "
                                             "rows are); NULL for a version trained before novelty models existed."),
