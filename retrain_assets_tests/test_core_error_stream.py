@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from river import drift
 
-from retrain_assets.core.monitoring.error_stream import error_stream, raw_errors, reference_errors, row_errors
+from retrain_assets.core.monitoring.error_stream import PH_TOLERANCE, error_stream, raw_errors, reference_errors, row_errors
 
 
 def _binary(n: int, noise: float, seed: int):
@@ -37,11 +37,23 @@ def test_a_worse_batch_alarms_where_river_itself_detects_the_change(name):
     errors = (scores - y) ** 2
     mean = float(np.mean(reference))
     direct = (drift.ADWIN(delta=0.002) if name == "adwin" else
-              drift.PageHinkley(min_instances=30, delta=0.005 * mean, threshold=50.0 * mean, mode="up"))
+              drift.PageHinkley(min_instances=30, delta=PH_TOLERANCE * mean, threshold=50.0 * mean, mode="up"))
     expected = _first_detection(direct, reference, errors)
     assert expected >= 0 and stream.alarm_row == expected
     assert stream.alarm == 1.0 and stream.shift == pytest.approx(errors.mean() - mean)
     assert stream.summary() == {"error_alarm": 1.0, "error_stream_shift": stream.shift}
+
+
+def test_page_hinkley_tolerates_a_rise_below_a_tenth_of_the_error_level():
+    """The default detector on the demo's batch size: batches of 120 labelled rows whose errors rose
+    by about 14 % of the reference's level stay quiet (with river's absolute default tolerance,
+    0.005, 10 of these 60 alarmed); a rise of half the level alarms on most."""
+    reference = reference_errors("binary", *_binary(2000, 0.5, seed=1))
+    slight = [error_stream("binary", *_binary(120, 0.6, seed=100 + s), reference) for s in range(60)]
+    assert 0.1 < np.mean([s.shift for s in slight]) / np.mean(reference) < 0.2
+    assert sum(s.alarm for s in slight) <= 1
+    clear = [error_stream("binary", *_binary(120, 0.8, seed=100 + s), reference).alarm for s in range(60)]
+    assert sum(clear) >= 30
 
 
 @pytest.mark.parametrize("name", ["adwin", "page_hinkley"])
