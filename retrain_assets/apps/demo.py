@@ -184,7 +184,7 @@ def replay(
     # The driver executes one run at a time in this process: each run opens the warehouse once.
     defs = build_definitions(replace(settings, warehouse_connection_per_run=True))
     driver = PipelineDriver(defs, instance, settings.landing_dir, console_log_level)
-    rows, outcomes, deployments, blocked, labeled = [], [], [], [], set()
+    rows, outcomes, deployments, blocked, labeled, alerted = [], [], [], [], set(), set()
     champion, live_auc = "-", float("nan")
     traffic = LiveTraffic(settings)
     bar = step_bar(total, unit, progress)
@@ -204,6 +204,7 @@ def replay(
                 row.actions.append(served)
             for outcome in step_outcomes:
                 champion, live_auc = _apply(outcome, row, champion, live_auc, deployments, blocked, labeled, rules)
+                _signal_alerts(outcome, row, alerted)
             row.champion, row.live_auc = champion, live_auc
             row.actions += [note for note in delivery.notes if note != "stable"]
             if reviewer is not None:
@@ -284,6 +285,8 @@ def _apply(outcome: RunOutcome, row: StepRow, champion: str, live_auc: float, de
             row.actions.append(f"trained v{version} -> passed the gate, {action.removesuffix('_start')} on live traffic")
         else:
             row.actions.append(f"trained v{version} -> rejected by gate" + (f": {gate}" if not gate_passed else ""))
+    elif action.endswith("_early_stop"):
+        row.actions.append(f"{action.split('_')[0]} v{deployed['candidate_version']} STOPPED EARLY (clearly worse): {deployed['reason']}")
     elif action.endswith("_promote") or action.endswith("_rollback"):
         mode, verb = action.split("_")
         reason = str(deployed["reason"])
@@ -294,6 +297,22 @@ def _apply(outcome: RunOutcome, row: StepRow, champion: str, live_auc: float, de
     elif outcome.requested_by == "retrain_sensor" and not outcome.success:
         row.actions.append(f"retrain FAILED: {outcome.error[:120]}")
     return champion, live_auc
+
+
+# The monitoring checks of one batch whose failure the alerts carry, as the replay table names them.
+SIGNAL_CHECKS = {"drift_report_novelty": "novel inputs", "drift_report_output_rules": "output rules broken",
+                 "drift_report_error_stream": "error-stream alarm"}  # a failing rules check may be a WARN
+
+
+def _signal_alerts(outcome: RunOutcome, row: StepRow, alerted: set) -> None:
+    """An out-of-distribution burst, broken output rules or an error-stream alarm on a batch: once
+    per batch and check (a batch is re-scored when its labels arrive), as the alert says it."""
+    for check, words in SIGNAL_CHECKS.items():
+        passed, description = outcome.checks.get(check, (True, ""))
+        if passed or (check, outcome.partition_key) in alerted:
+            continue
+        alerted.add((check, outcome.partition_key))
+        row.actions.append(f"{words.upper()} on {outcome.partition_key}: {description.split(';')[0]}")
 
 
 def scripted_reviewer(scenario, settings: ProjectSettings, every_steps: int = 2, per_session: int = 30,
