@@ -312,7 +312,7 @@ def _signal_alerts(outcome: RunOutcome, row: StepRow, alerted: set) -> None:
         if passed or (check, outcome.partition_key) in alerted:
             continue
         alerted.add((check, outcome.partition_key))
-        row.actions.append(f"{words.upper()} on {outcome.partition_key}: {description.split(';')[0]}")
+        row.actions.append(f"{words.upper()} on {outcome.partition_key}: {description.split('; most novel')[0]}")
 
 
 def scripted_reviewer(scenario, settings: ProjectSettings, every_steps: int = 2, per_session: int = 30,
