@@ -22,6 +22,7 @@ from retrain_assets.core.policy.performance import performance_rules
 from retrain_assets.core.spec import DatasetSpec
 from retrain_assets.core.reports.health import HEALTH_PAGE
 from retrain_assets.core.reports.timeline import render_timeline_html
+from retrain_assets.pipeline.shared.metadata import for_people
 from retrain_assets.pipeline.shared.lookups import TRIAL_START_TAG, delivered_partitions
 from retrain_assets.pipeline.shared.registry import ModelRegistry
 from retrain_assets.pipeline.shared.warehouse import Warehouse
@@ -94,14 +95,14 @@ def build_deployment(spec: DatasetSpec) -> dg.Definitions:
         row = rows[-1]
         context.log.info(f"{row['action']} v{row['candidate_version']}: {row['reason']}")
         return dg.Output(table, data_version=history_version(table),
-                         metadata={"partition": row["partition"], "action": row["action"],
+                         metadata=for_people({"partition": row["partition"], "action": row["action"],
                                    "candidate_version": row["candidate_version"],
                                    "champion_version": row["champion_version"] or "none",
                                    "canary_version": row["canary_version"] or "none",
                                    "shadow_version": row["shadow_version"] or "none",
                                    "holdout_roc_auc": row["holdout_roc_auc"], "performance_metric": metric,
                                    "holdout_performance": row["holdout_performance"], "reason": row["reason"],
-                                   "deployments": len(table), **timeline(table)})
+                                   "deployments": len(table), **timeline(table)}))
 
     return dg.Definitions(assets=[deployed_model])
 

@@ -27,6 +27,7 @@ from retrain_assets.core.monitoring.evidence import (SERVED_COLUMN, champion_ser
                                                     served_rows)
 from retrain_assets.core.monitoring.multivariate import reference_sample
 from retrain_assets.core.monitoring.segment_drift import segment_words
+from retrain_assets.pipeline.shared.metadata import for_people
 from retrain_assets.pipeline.shared.output_rules import rules_check_result, rules_check_specs
 from retrain_assets.pipeline.shared.signal_checks import (error_stream_check_result, error_stream_check_spec, novelty_check_result,
                                                    novelty_check_spec)
@@ -176,7 +177,7 @@ def build_monitoring(spec: DatasetSpec, partitions_def: dg.PartitionsDefinition)
         table = pd.concat([kept, report], ignore_index=True) if len(kept) else report
         trend_path = write_trend(warehouse, start, table)
         top = result.features.sort_values(["drifted", "drift_score"], ascending=[False, False]).head(8)
-        yield dg.Output(table, metadata={
+        yield dg.Output(table, metadata=for_people({
             "dagster/row_count": len(report),
             "champion_served": served,
             "champions_kept": ", ".join(sorted({str(v) for v in kept["champion_version"]})) if len(kept) else "none",
@@ -196,7 +197,7 @@ def build_monitoring(spec: DatasetSpec, partitions_def: dg.PartitionsDefinition)
             **warehouse.report_links(html_path),
             **warehouse.report_links(trend_path, name="drift_trend"),
             **warehouse.report_links(health_page(warehouse), name="model_health"),
-        })
+        }))
         yield _drift_check(warehouse, start, champion, summary)
         if spec.output_rules:
             yield rules_check_result(spec, summary)
@@ -237,8 +238,8 @@ def build_monitoring(spec: DatasetSpec, partitions_def: dg.PartitionsDefinition)
         return dg.AssetCheckResult(
             check_name=DRIFT_CHECK, passed=not drifted_now and not drift.holds,
             severity=dg.AssetCheckSeverity.ERROR if drift.holds else dg.AssetCheckSeverity.WARN,
-            description=words, metadata={"drifted_batches": drift.drifted_batches, "drift_share": summary["drift_share"],
-                                         "drifted_segments": summary["drifted_segments"]},
+            description=words, metadata=for_people({"drifted_batches": drift.drifted_batches, "drift_share": summary["drift_share"],
+                                         "drifted_segments": summary["drifted_segments"]}),
         )
 
     @dg.asset(key_prefix=ns.prefix, pool=ns.pool, group_name=ns.name("monitoring"),
@@ -265,12 +266,12 @@ def build_monitoring(spec: DatasetSpec, partitions_def: dg.PartitionsDefinition)
         }])
         table = warehouse.with_history("retrain_decisions", row)
         health = write_health_page(warehouse, spec, table)
-        return dg.Output(table, metadata={
+        return dg.Output(table, metadata=for_people({
             "retrain": decision.retrain, "trigger": decision.trigger, "suppressed_by": decision.suppressed_by,
             "reason": decision.reason, "decision_id": context.run_id, "partition": known[-1] if known else "",
             "model_age_partitions": int(decision.numbers.get("model_age_partitions", 0)),
             **health,
-        })
+        }))
 
     # Why a check and not Dagster's FreshnessPolicy: a model's age is counted in data time (newly
     # labeled partitions since its training window), while a FreshnessPolicy measures wall-clock time

@@ -17,6 +17,7 @@ from retrain_assets.core.policy.performance import performance_rules
 from retrain_assets.core.roles import CHAMPION
 from retrain_assets.core.deployment.serving import typed_log
 from retrain_assets.core.spec import DatasetSpec
+from retrain_assets.pipeline.shared.metadata import for_people
 from retrain_assets.pipeline.shared.lookups import latest_reference
 from retrain_assets.pipeline.shared.partitioning import partition_window
 from retrain_assets.pipeline.shared.landing import LandingZone
@@ -101,13 +102,13 @@ def build_serving(spec: DatasetSpec, partitions_def: dg.PartitionsDefinition) ->
         logs.insert(0, PARTITION_COLUMN, start)
         served = logs[logs["served"].astype(bool)]
         by_version = served.groupby(["arm", "model_version"]).size()
-        yield dg.Output(logs, output_name="prediction_logs", metadata={
+        yield dg.Output(logs, output_name="prediction_logs", metadata=for_people({
             "dagster/row_count": len(logs),
             "requests": int(logs["request_id"].nunique()),
             "served_by": dg.MetadataValue.json({f"{a} v{v}": int(n) for (a, v), n in by_version.items()}),
             "p99_latency_ms": float(np.percentile(logs["latency_ms"], 99)),
             **live_rules_metadata(spec, logs[logs["role"] == CHAMPION]),
-        })
+        }))
         # The champion scores every request row once: its records are the live inputs, whichever arm answered.
         yield _live_drift(logs[logs["role"] == CHAMPION], start, warehouse)
 
@@ -122,11 +123,11 @@ def build_serving(spec: DatasetSpec, partitions_def: dg.PartitionsDefinition) ->
         table = features.assign(**{PARTITION_COLUMN: start, "champion_version": str(versions.index[0]),
                                    "n_rows": len(served), "dataset_drifted": bool(summary["dataset_drifted"]),
                                    "drift_share": float(summary["drift_share"])})
-        return dg.Output(table, output_name="live_drift", metadata={
+        return dg.Output(table, output_name="live_drift", metadata=for_people({
             "drifted_features": f"{summary['n_drifted']}/{summary['n_features']}",
             "dataset_drifted": bool(summary["dataset_drifted"]), "live_rows": len(served),
             "drifted": dg.MetadataValue.json(sorted(features.loc[features["drifted"].astype(bool), "feature"].tolist())),
-        })
+        }))
 
     @dg.asset(key_prefix=ns.prefix, pool=ns.pool, group_name=ns.name("serving"), deps=ns.keys("raw_batches", "prediction_logs", "labeled_batches", "evaluation_report"),
               kinds={"duckdb", "mlflow"})
@@ -151,10 +152,10 @@ def build_serving(spec: DatasetSpec, partitions_def: dg.PartitionsDefinition) ->
         }])
         history = warehouse.with_history("canary_analysis", row)
         context.log.info(f"{mode} v{trial} vs champion v{state.champion}: {verdict.decision} - {verdict.reason}")
-        return dg.Output(history, metadata={"decision": verdict.decision, "trial_version": trial, "mode": mode,
+        return dg.Output(history, metadata=for_people({"decision": verdict.decision, "trial_version": trial, "mode": mode,
                                             "performance_metric": verdict.metric,
                                             "trial_started_after": clock.started or "unknown",
-                                            "reason": verdict.reason, **{k: float(v) for k, v in verdict.numbers.items()}})
+                                            "reason": verdict.reason, **{k: float(v) for k, v in verdict.numbers.items()}}))
 
     return dg.Definitions(assets=[ingest_prediction_logs, canary_analysis])
 

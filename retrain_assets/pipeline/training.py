@@ -23,6 +23,7 @@ from retrain_assets.core.training.learning_curve import LearningCurve, learning_
 from retrain_assets.core.training.selection import select_model
 from retrain_assets.core.spec import DatasetSpec
 from retrain_assets.core.tasks import BINARY, METRICS, primary_metric
+from retrain_assets.pipeline.shared.metadata import for_people
 from retrain_assets.pipeline.shared.lookups import latest_window_from, unusable_batches
 from retrain_assets.pipeline.shared.partitioning import partitions_for
 from retrain_assets.pipeline.shared.registry import ModelRegistry
@@ -67,7 +68,7 @@ def build_training(spec: DatasetSpec) -> dg.Definitions:
         return dg.Output(
             window,
             data_version=dg.DataVersion(data_version),
-            metadata={
+            metadata=for_people({
                 "dagster/row_count": len(window),
                 "partitions": len(partitions),
                 "trained_from": f"{pd.Timestamp(partitions[0]):%Y-%m-%d}",
@@ -76,7 +77,7 @@ def build_training(spec: DatasetSpec) -> dg.Definitions:
                 "data_version": data_version,
                 **training_label_metadata(window, spec),
                 "blocked_partitions_left_out": dg.MetadataValue.json(blocked),
-            },
+            }),
         )
 
     @dg.asset(key_prefix=ns.prefix, ins=ns.ins("training_set"), pool=ns.pool, group_name=ns.name("training"), kinds={"duckdb", "mlflow", "scikitlearn"})
@@ -146,7 +147,7 @@ def build_training(spec: DatasetSpec) -> dg.Definitions:
             "dagster_run_id": context.run_id,
             "created_at": pd.Timestamp.now(tz="UTC").tz_convert(None),
         }])
-        return dg.Output(warehouse.with_history("candidate_model", row), metadata={
+        return dg.Output(warehouse.with_history("candidate_model", row), metadata=for_people({
             "model_version": version,
             "model_family": trained.params["model_family"],
             "selection": selection.note,
@@ -158,7 +159,7 @@ def build_training(spec: DatasetSpec) -> dg.Definitions:
             "training_rows": len(training_set),
             "learning_gain": curve.gain_per_doubling,
             "learning_curve": dg.MetadataValue.json(json.loads(curve.to_json())),
-        })
+        }))
 
     return dg.Definitions(assets=[training_set, candidate_model])
 
