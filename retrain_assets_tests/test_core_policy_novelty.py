@@ -16,8 +16,12 @@ POLICY = Policy(min_partitions_first_model=3, max_model_age_partitions=10, min_n
 DEFAULTS = TriggerThresholds()
 
 
-def signals(*shares: float, drifted: bool = False) -> list[BatchSignal]:
-    return [BatchSignal(f"2025-01-{6 + i:02d}", "1", drifted, 0.5 if drifted else 0.0, novelty_share=share)
+def signals(*shares: float, drifted: bool = False, realized: float = 0.82) -> list[BatchSignal]:
+    """Batches with these novelty shares, served at `realized` ROC AUC ±0.01 (0.82: worse than the
+    champion's 0.85 by more than the impact margin, not by the performance clause's 0.05)."""
+    return [BatchSignal(f"2025-01-{6 + i:02d}", "1", drifted, 0.5 if drifted else 0.0, realized_roc_auc=realized,
+                        realized_performance=realized, realized_performance_low=realized - 0.01,
+                        realized_performance_high=realized + 0.01, n_labeled=100, novelty_share=share)
             for i, share in enumerate(shares)]
 
 
@@ -48,6 +52,14 @@ def test_thresholds_are_validated():
         with pytest.raises(ValueError, match="novelty"):
             TriggerThresholds(**bad).validate()
     assert Policy.from_mapping({"triggers": {"max_novelty_share": 0.1}}).triggers.max_novelty_share == 0.1
+
+
+def test_novel_inputs_the_model_still_serves_well_are_held_as_no_impact():
+    held = decide_retrain(history(signals(0.01, 0.12, 0.15, 0.11, realized=0.85)), POLICY)
+    assert not held.retrain and (held.trigger, held.suppressed_by) == ("novelty", "no_impact")
+    assert held.reason.startswith("novel inputs: ") and "does not hurt" in held.reason
+    unweighed = dataclasses.replace(POLICY, triggers=TriggerThresholds(drift_needs_impact=False))
+    assert decide_retrain(history(signals(0.01, 0.12, 0.15, 0.11, realized=0.85)), unweighed).trigger == "novelty"
 
 
 def test_decide_retrain_fires_novelty_and_is_quiet_at_the_chance_rate():

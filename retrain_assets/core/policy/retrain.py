@@ -165,7 +165,7 @@ def decide_retrain(history: PolicyHistory, policy: Policy, target: TargetSpec | 
     fired_drift, held = _weigh_drift(history, signals, drift, None if math.isnan(baseline) else baseline, rules, policy, numbers)
     if fired_drift:
         fired.append(("drift", fired_drift))
-    _weigh_clause("novelty", novelty_clause([s.novelty_share for s in signals], policy.triggers), fired, numbers)
+    novelty_held = _weigh_novelty(signals, None if math.isnan(baseline) else baseline, rules, policy, fired, numbers)
     _weigh_clause("output_rules", output_rules_clause([s.rule_violation_share for s in signals], policy.triggers), fired, numbers)
     growth = growth_clause(history.window_labeled_rows, history.champion_training_rows, history.champion_learning_gain,
                            None if math.isnan(baseline) else baseline, rules, policy.triggers)
@@ -174,8 +174,9 @@ def decide_retrain(history: PolicyHistory, policy: Policy, target: TargetSpec | 
         fired.append(("data_growth", growth.text))
     if age >= policy.max_model_age_partitions:
         fired.append(("freshness", f"model is stale: {age} partitions labeled after {history.last_trained_through}"))
-    if not fired and held:
-        return RetrainDecision(False, held[1], "drift", held[0], numbers)
+    if not fired and (held or novelty_held):
+        trigger, (guard, why) = ("drift", held) if held else ("novelty", novelty_held)
+        return RetrainDecision(False, why, trigger, guard, numbers)
     if not fired:
         return RetrainDecision(False, f"healthy: drift in {drift.drifted_batches}/{drift.window_batches} batches, {source} {rules.label} "
                                       f"{format_metric(performance, rules.metric)}, {age}/{policy.max_model_age_partitions} new labeled partitions", numbers=numbers)
@@ -214,6 +215,25 @@ def _guards(history: PolicyHistory, policy: Policy, labeled: list[str], trigger:
         if used >= policy.max_retrains_per_window:
             return RetrainDecision(False, f"{why} — but the budget is spent: {used} retrains in the last "
                                           f"{policy.budget_window_partitions} batches", trigger, "budget", numbers)
+    return None
+
+
+def _weigh_novelty(signals: list[BatchSignal], baseline: float | None, rules: PerformanceRules, policy: Policy,
+                   fired: list[tuple[str, str]], numbers: dict) -> tuple[str, str] | None:
+    """The novelty clause, weighed by its impact as drift is (`triggers.drift_needs_impact`): novel
+    inputs retrain only when the champion serves its novelty window worse than at promotion
+    (`value.drift_impact` on those batches); else (guard, why) holds it, as `no_impact`."""
+    holds, text, values = novelty_clause([s.novelty_share for s in signals], policy.triggers)
+    numbers.update(values)
+    if not holds:
+        return None
+    if policy.triggers.drift_needs_impact:
+        window = [s for s in signals if not math.isnan(s.novelty_share)][-policy.triggers.novelty_window_batches:]
+        impact = drift_impact([_estimated(s) for s in window], [_realized(s) for s in window], baseline, rules, policy.triggers)
+        if impact.hurts is not True:
+            return "no_impact", f"{text}, but they do not hurt the model: {impact.text}"
+        text += f": {impact.text}"
+    fired.append(("novelty", text))
     return None
 
 

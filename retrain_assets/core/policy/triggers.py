@@ -17,8 +17,11 @@ class TriggerThresholds:
         the cross-validated primary metric on a quarter, a half and all of its training rows)
         predicts at least this gain from that growth: gain per doubling x log2(ratio). In the
         metric's points (error metrics: a share of the champion's value). A flat curve never fires.
-    drift_needs_impact: the drift clause retrains only when the drift hurts the model (see
-        `impact_margin`); false: k of n drifted batches are reason enough.
+    drift_needs_impact: the drift and novelty clauses retrain only when the drift (the novel
+        inputs) hurts the model (see `impact_margin`); false: k of n drifted batches, or a window
+        of novel rows, are reason enough. Novelty is weighed too because on the monthly weather
+        histories novel months that the model still served well fired a third of the retrains,
+        and noaa_tmax lost to the calendar.
     impact_margin: drift hurts when the drifted batches' realized metric (when labeled, and its
         90 % interval lies wholly on the worse side of the champion's value at promotion),
         else their label-free estimate, is worse than that value by more than this (metric points;
