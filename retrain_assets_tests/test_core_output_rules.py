@@ -200,7 +200,10 @@ def _decide(rule_shares, novelty=math.nan, triggers=()):
     from retrain_assets.core.policy.definition import Policy
     from retrain_assets.core.policy.retrain import BatchSignal, PolicyHistory, decide_retrain
 
-    signals = [BatchSignal(f"2025-01-{6 + i:02d}", "1", False, 0.0, novelty_share=novelty, rule_violation_share=share)
+    # Served at 0.82 ROC AUC ±0.01: worse than the champion's 0.85 (novelty hurts) yet no performance retrain.
+    signals = [BatchSignal(f"2025-01-{6 + i:02d}", "1", False, 0.0, novelty_share=novelty, rule_violation_share=share,
+                           realized_roc_auc=0.82, realized_performance=0.82, realized_performance_low=0.81,
+                           realized_performance_high=0.83, n_labeled=100)
                for i, share in enumerate(rule_shares)]
     history = PolicyHistory(labeled_partitions=[f"2025-01-{d:02d}" for d in range(1, 9)], signals=signals, champion_version="1",
                             champion_holdout_roc_auc=0.85, last_trained_through="2025-01-05", new_labeled_rows=500,
