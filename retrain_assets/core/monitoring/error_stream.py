@@ -24,7 +24,6 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from river import drift
 
 from retrain_assets.core.evaluation.sequential import request_losses
 from retrain_assets.core.tasks import MULTICLASS, REGRESSION
@@ -84,6 +83,8 @@ def row_errors(task: str, labels, outputs, reference: list[float]) -> tuple[np.n
 def detector(name: str, delta: float, ph_threshold: float, reference_mean: float):
     """A fresh river detector: ADWIN with confidence `delta`, or Page-Hinkley watching for a rise
     (`mode="up"`) with its threshold and tolerance (`PH_TOLERANCE`) in units of the reference's mean error."""
+    from river import drift  # here, not at import: river takes ~1.7 s to import, and the CLI and sensors import this module
+
     if name == "adwin":
         return drift.ADWIN(delta=delta)
     if name == "page_hinkley":

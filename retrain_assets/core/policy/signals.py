@@ -4,7 +4,6 @@ number the policy reads is taken from the report alike on either path."""
 
 from __future__ import annotations
 
-import math
 from dataclasses import fields
 from typing import Any, Mapping
 
@@ -35,6 +34,6 @@ def _missing(value: Any) -> bool:
     if value is None:
         return True
     try:
-        return bool(value != value) or (isinstance(value, float) and math.isnan(value))
+        return bool(value != value)  # NaN is the one value unequal to itself
     except TypeError:  # pd.NA compares to NA, whose truth value is ambiguous
         return True
