@@ -14,8 +14,8 @@ from typing import Any
 
 import yaml
 
-from retrain_assets.core.monitoring.output_rules import RULE_KINDS, RuleCondition, rule_fields
 from retrain_assets.core.policy.definition import TASK_FAMILIES, Policy
+from retrain_assets.core.spec_rules import RULE_KINDS, RuleCondition, rule_fields
 from retrain_assets.core.tasks import TASK_TYPES, primary_metric_problem
 
 COLUMN_TYPES = ("float", "int", "bool", "category", "string", "timestamp")
