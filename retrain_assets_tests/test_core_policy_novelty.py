@@ -94,3 +94,13 @@ def test_the_signal_reads_novelty_share_from_the_summary():
     assert signal_from_summary("2025-01-06", "1", {"dataset_drifted": False, "drift_share": 0.0,
                                                    "novelty_share": 0.25}).novelty_share == 0.25
     assert math.isnan(signal_from_summary("2025-01-06", "1", {"dataset_drifted": False, "drift_share": 0.0}).novelty_share)
+
+
+def test_clauses_their_own_guard_holds_are_named_in_clause_order():
+    """Drift and novelty both held as `no_impact` (served as at promotion): the decision names drift's,
+    the earlier clause; without drift, novelty's."""
+    both = decide_retrain(history(signals(0.2, 0.2, 0.2, drifted=True, realized=0.85)), POLICY)
+    assert not both.retrain and (both.trigger, both.suppressed_by) == ("drift", "no_impact")
+    assert both.reason.startswith("drift in 3/3 batches, but it does not hurt the model")
+    novelty_only = decide_retrain(history(signals(0.2, 0.2, 0.2, realized=0.85)), POLICY)
+    assert (novelty_only.trigger, novelty_only.suppressed_by) == ("novelty", "no_impact")

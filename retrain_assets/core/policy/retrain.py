@@ -156,16 +156,17 @@ def decide_retrain(history: PolicyHistory, policy: Policy, target: TargetSpec | 
     recent = [r for r in map(_realized, signals) if not math.isnan(r[0])][-policy.drift_window_batches:]
     half = numbers["realized_half_width"] = mean_with_interval(recent)[1] if source == "realized" else 0.0
     fired: list[tuple[str, str]] = []
+    held: list[tuple[str, tuple[str, str]]] = []  # (trigger, (guard, why)): clauses their own guard holds, in clause order
     if not math.isnan(performance):
         clause = performance_clause(rules, performance, None if math.isnan(baseline) else baseline, source, half)
         if clause:
             fired.append(("performance", clause))
     _weigh_clause("error_stream", error_stream_clause([s.error_alarm for s in signals], [s.error_stream_shift for s in signals],
                                                       policy.triggers), fired, numbers)
-    fired_drift, held = _weigh_drift(history, signals, drift, None if math.isnan(baseline) else baseline, rules, policy, numbers)
-    if fired_drift:
-        fired.append(("drift", fired_drift))
-    novelty_held = _weigh_novelty(signals, None if math.isnan(baseline) else baseline, rules, policy, fired, numbers)
+    _record_weighed("drift", _weigh_drift(history, signals, drift, None if math.isnan(baseline) else baseline, rules, policy,
+                                          numbers), fired, held)
+    _record_weighed("novelty", _weigh_novelty(signals, None if math.isnan(baseline) else baseline, rules, policy, numbers),
+                    fired, held)
     _weigh_clause("output_rules", output_rules_clause([s.rule_violation_share for s in signals], policy.triggers), fired, numbers)
     growth = growth_clause(history.window_labeled_rows, history.champion_training_rows, history.champion_learning_gain,
                            None if math.isnan(baseline) else baseline, rules, policy.triggers)
@@ -174,8 +175,8 @@ def decide_retrain(history: PolicyHistory, policy: Policy, target: TargetSpec | 
         fired.append(("data_growth", growth.text))
     if age >= policy.max_model_age_partitions:
         fired.append(("freshness", f"model is stale: {age} partitions labeled after {history.last_trained_through}"))
-    if not fired and (held or novelty_held):
-        trigger, (guard, why) = ("drift", held) if held else ("novelty", novelty_held)
+    if not fired and held:
+        trigger, (guard, why) = held[0]
         return RetrainDecision(False, why, trigger, guard, numbers)
     if not fired:
         return RetrainDecision(False, f"healthy: drift in {drift.drifted_batches}/{drift.window_batches} batches, {source} {rules.label} "
@@ -219,22 +220,22 @@ def _guards(history: PolicyHistory, policy: Policy, labeled: list[str], trigger:
 
 
 def _weigh_novelty(signals: list[BatchSignal], baseline: float | None, rules: PerformanceRules, policy: Policy,
-                   fired: list[tuple[str, str]], numbers: dict) -> tuple[str, str] | None:
+                   numbers: dict) -> tuple[str, tuple[str, str] | None]:
     """The novelty clause, weighed by its impact as drift is (`triggers.drift_needs_impact`): novel
     inputs retrain only when the champion serves its novelty window worse than at promotion
-    (`value.drift_impact` on those batches); else (guard, why) holds it, as `no_impact`."""
+    (`value.drift_impact` on those batches); else (guard, why) holds it, as `no_impact`. The
+    verdict as `_weigh_drift`'s: (why it fires, None), ("", (guard, why)) or ("", None)."""
     holds, text, values = novelty_clause([s.novelty_share for s in signals], policy.triggers)
     numbers.update(values)
     if not holds:
-        return None
+        return "", None
     if policy.triggers.drift_needs_impact:
         window = [s for s in signals if not math.isnan(s.novelty_share)][-policy.triggers.novelty_window_batches:]
         impact = drift_impact([_estimated(s) for s in window], [_realized(s) for s in window], baseline, rules, policy.triggers)
         if impact.hurts is not True:
-            return "no_impact", f"{text}, but they do not hurt the model: {impact.text}"
+            return "", ("no_impact", f"{text}, but they do not hurt the model: {impact.text}")
         text += f": {impact.text}"
-    fired.append(("novelty", text))
-    return None
+    return text, None
 
 
 def _weigh_clause(name: str, clause: tuple[bool, str, dict], fired: list[tuple[str, str]], numbers: dict) -> None:
@@ -243,6 +244,17 @@ def _weigh_clause(name: str, clause: tuple[bool, str, dict], fired: list[tuple[s
     numbers.update(values)
     if holds:
         fired.append((name, text))
+
+
+def _record_weighed(name: str, verdict: tuple[str, tuple[str, str] | None], fired: list[tuple[str, str]],
+                    held: list[tuple[str, tuple[str, str]]]) -> None:
+    """Record a weighed clause's verdict (why it fires, (guard, why) when a guard of its own holds
+    it): (name, why) into `fired`, or (name, (guard, why)) into `held`."""
+    text, holding = verdict
+    if text:
+        fired.append((name, text))
+    if holding:
+        held.append((name, holding))
 
 
 def _weigh_drift(history: PolicyHistory, signals: list[BatchSignal], drift: DriftClause, baseline: float | None,
