@@ -7,7 +7,7 @@ import dagster as dg
 import pytest
 
 from retrain_assets.pipeline import build_definitions
-from retrain_assets.pipeline.shared.catalog import COLUMNS_KEY
+from retrain_assets.pipeline.shared.catalog import COLUMNS_KEY, STAGE_TAG
 from retrain_assets.settings import ProjectSettings
 from retrain_assets_tests.conftest import LOAN_SPEC, RAINFALL_SPEC
 
@@ -47,18 +47,19 @@ STAGES = ["ingestion", "labeling", "training", "evaluation", "deployment", "moni
 
 @pytest.mark.parametrize("spec", [LOAN_SPEC, RAINFALL_SPEC])
 def test_every_asset_explains_itself_in_the_catalog(tmp_path, spec):
-    """Description, the spec's owners, kinds with the storage, a group per stage, and the column
+    """Description, the spec's owners, kinds with the storage, the dataset's group with a stage tag, and the column
     schema of its table, column for column as core.catalog (and the analyst guide) describe it."""
     from retrain_assets.core.catalog import table, table_columns
     from retrain_assets.core.spec import load_spec
 
     dataset = load_spec(spec)
     graph = build_definitions(ProjectSettings(data_dir=tmp_path, spec_path=spec)).resolve_asset_graph()
-    groups = set()
+    stages = set()
     for key in graph.get_all_asset_keys():
         node, name = graph.get(key), key.path[-1]
         if name in SNAPSHOTS:
-            assert node.group_name == f"{dataset.name}__analysts" and len(node.description or "") > 30, name
+            assert node.group_name == dataset.name and node.tags[STAGE_TAG] == "analysts", name
+            assert len(node.description or "") > 30, name
             continue
         assert key.path[0] == dataset.name, key
         assert len(node.description or "") > 30, name
@@ -69,9 +70,9 @@ def test_every_asset_explains_itself_in_the_catalog(tmp_path, spec):
         assert [(c.name, c.type, c.description) for c in schema.columns] == \
             [(c.name, c.type, c.description) for c in table_columns(name, dataset)], name
         assert all(c.description for c in schema.columns), name
-        assert node.group_name == f"{dataset.name}__{table(name, dataset).stage}", name
-        groups.add(node.group_name.removeprefix(f"{dataset.name}__"))
-    assert groups == set(STAGES)
+        assert node.group_name == dataset.name and node.tags[STAGE_TAG] == table(name, dataset).stage, name
+        stages.add(node.tags[STAGE_TAG])
+    assert stages == set(STAGES)
     models = {key.path[-1] for key in graph.get_all_asset_keys() if "mlflow" in graph.get(key).kinds}
     assert {"candidate_model", "deployed_model", "canary_analysis"} <= models
 

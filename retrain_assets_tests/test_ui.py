@@ -144,8 +144,9 @@ def group_of(box: dict, groups: dict[str, dict]) -> str | None:
 
 
 def test_asset_graph_shows_every_asset_and_whether_it_was_materialized(ui):
-    """Every dataset's assets, each node in its dataset's group (`loan_default__ingestion`, `rainfall__ingestion`:
-    a node shows the asset's name, its group frame the dataset), materialized or not as the instance says."""
+    """Every dataset's assets, each node in its dataset's group (`loan_default`, `rainfall`: a node shows the
+    asset's name, its group frame the dataset), materialized or not as the instance says, and each dataset's
+    lineage read left to right: every asset's node starts right of every node it depends on."""
     from playwright.sync_api import expect
 
     facts = ui.facts
@@ -161,7 +162,7 @@ def test_asset_graph_shows_every_asset_and_whether_it_was_materialized(ui):
         by_place = {(asset.group, asset.name): asset for asset in facts.assets.values()}
         shown = [(group_of(box, groups), box["label"]) for box in nodes.evaluate_all(BOXES)]
         assert sorted(shown, key=str) == sorted(by_place, key=str)
-        problems = []
+        problems = backward_edges(facts, dict(zip(shown, nodes.evaluate_all(BOXES))), by_place)
         for node, place in zip(nodes.all(), shown):
             asset, node = by_place[place], node.locator("xpath=./div")  # the node's card: an SVG element has no innerText
             latest_event = node.get_by_text("Latest event", exact=True).locator("xpath=following-sibling::*[1]").inner_text()
@@ -175,6 +176,20 @@ def test_asset_graph_shows_every_asset_and_whether_it_was_materialized(ui):
     ui.shot(page, "01-asset-graph", whole=False)
     if os.environ.get(UPDATE_SCREENSHOT_ENV) == "1":
         readme_picture(ui)
+
+
+def backward_edges(facts, boxes, by_place) -> list[str]:
+    """The dependencies whose edge does not run left to right: the downstream node starts at or left
+    of the upstream one's right edge."""
+    place_of = {asset.key: place for place, asset in by_place.items()}
+    problems = []
+    for place, box in boxes.items():
+        for upstream in by_place[place].upstream:
+            up = boxes[place_of[upstream]]
+            if box["x"] < up["x"] + up["width"]:
+                problems.append(f"{by_place[place].key} (x {box['x']:.0f}) is not right of its upstream {upstream} "
+                                f"(x {up['x']:.0f}..{up['x'] + up['width']:.0f})")
+    return problems
 
 
 def readme_picture(ui, width: int = 1600) -> None:

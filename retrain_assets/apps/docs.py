@@ -185,7 +185,7 @@ def analyst_guide(spec: DatasetSpec) -> str:
     lines += [", ".join(f"[`{t.name}`](#{t.name})" for t in docs), ""]
     for doc in docs:
         lines += [f"### {doc.name}", "", f"One row: {doc.row}. {doc.description}", "",
-                  f"Written by the `{doc.written_by}` asset step (group `{doc.stage}`); {doc.grain}.", "",
+                  f"Written by the `{doc.written_by}` asset step (stage `{doc.stage}`); {doc.grain}.", "",
                   *_table(["column", "type", "description", "from"],
                           [[_code(c.name), c.type, c.description, "spec" if c.name in doc.spec_columns else ""]
                            for c in doc.columns]), ""]

@@ -32,7 +32,7 @@ def build_analysts(spec: DatasetSpec, partitions_def: dg.PartitionsDefinition) -
     history = sorted(doc.name for doc in tables(spec) if doc.name not in partitioned)
 
     @dg.asset(key_prefix=ns.prefix, name="analyst_snapshot", partitions_def=partitions_def, pool=ns.pool,
-              group_name=ns.name("analysts"), deps=ns.keys(*partitioned), automation_condition=PUBLISH_ON_CHANGE,
+              group_name=ns.group, deps=ns.keys(*partitioned), automation_condition=PUBLISH_ON_CHANGE,
               kinds={"duckdb", "parquet"},
               # Code spans: the UI renders descriptions as Markdown, where a bare <dataset> is an HTML tag.
               description=("The analysts' copy of one partition of every partitioned table (Parquet under "
@@ -45,7 +45,7 @@ def build_analysts(spec: DatasetSpec, partitions_def: dg.PartitionsDefinition) -
                                    partitioned)
         return dg.MaterializeResult(metadata=result.metadata())
 
-    @dg.asset(key_prefix=ns.prefix, name="analyst_snapshot_history", pool=ns.pool, group_name=ns.name("analysts"),
+    @dg.asset(key_prefix=ns.prefix, name="analyst_snapshot_history", pool=ns.pool, group_name=ns.group,
               deps=ns.keys(*history), automation_condition=PUBLISH_ON_CHANGE, kinds={"duckdb", "parquet"},
               description=("The analysts' copy of the model-level tables (training sets, candidates, evaluations, "
                            "deployments, decisions), rewritten table by table when one changed."))

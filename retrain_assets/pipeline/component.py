@@ -43,7 +43,7 @@ class DatasetPipelineScaffolder(dg.Scaffolder[ScaffoldParams]):
 class DatasetPipeline(dg.Component, dg.Model, dg.Resolvable):
     """The retrain-assets pipeline for one dataset: ingestion with its data contract, late labels,
     drift, the retrain policy, training, the promotion gate and the rollout, all under the dataset's
-    asset-key prefix (`<name>/raw_batches`) with its own groups, jobs, sensors, warehouse file,
+    asset-key prefix (`<name>/raw_batches`) in its own asset group, with its own jobs, sensors, warehouse file,
     MLflow experiment and registered model. `name` comes from the spec; the stores' folder and the
     MLflow store are the deployment's (RETRAIN_ASSETS_DATA_DIR, MLFLOW_TRACKING_URI)."""
 

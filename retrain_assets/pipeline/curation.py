@@ -43,7 +43,7 @@ def build_curation(spec: DatasetSpec) -> dg.Definitions:
     gates, id_col = spec.policy.labels, spec.id_column
     regression = spec.target.type == REGRESSION
 
-    @dg.asset(key_prefix=ns.prefix, ins=ns.ins("training_set"), pool=ns.pool, group_name=ns.name("curation"), deps=ns.keys("candidate_model"), kinds={"duckdb", "scikitlearn"})
+    @dg.asset(key_prefix=ns.prefix, ins=ns.ins("training_set"), pool=ns.pool, group_name=ns.group, deps=ns.keys("candidate_model"), kinds={"duckdb", "scikitlearn"})
     def suspect_labels(context: dg.AssetExecutionContext, training_set: pd.DataFrame, model_registry: ModelRegistry,
                        warehouse: Warehouse) -> dg.Output[pd.DataFrame]:
         """Every label flagged for re-review so far: after each retrain, per batch of the training window,
@@ -66,7 +66,7 @@ def build_curation(spec: DatasetSpec) -> dg.Definitions:
     # Regression ranks by a bootstrap ensemble fitted on the training window, so it reads training_set too.
     request_deps = ("raw_batches", "labels", "deployed_model", *(("training_set",) if regression else ()))
 
-    @dg.asset(key_prefix=ns.prefix, pool=ns.pool, group_name=ns.name("curation"), deps=ns.keys(*request_deps), kinds={"duckdb", "scikitlearn"})
+    @dg.asset(key_prefix=ns.prefix, pool=ns.pool, group_name=ns.group, deps=ns.keys(*request_deps), kinds={"duckdb", "scikitlearn"})
     def labeling_requests(context: dg.AssetExecutionContext, model_registry: ModelRegistry, warehouse: Warehouse,
                           landing: LandingZone) -> dg.Output[pd.DataFrame]:
         """The rows annotators should label next: the champion's most uncertain among the recent unlabeled

@@ -62,7 +62,7 @@ def build_deployment(spec: DatasetSpec) -> dg.Definitions:
     rollout = spec.policy.rollout
     metric = performance_rules(spec.policy, spec.target).metric
 
-    @dg.asset(key_prefix=ns.prefix, ins=ns.ins("evaluation_report"), pool=ns.pool, group_name=ns.name("deployment"), deps=ns.keys("canary_analysis"), kinds={"mlflow", "duckdb"})
+    @dg.asset(key_prefix=ns.prefix, ins=ns.ins("evaluation_report"), pool=ns.pool, group_name=ns.group, deps=ns.keys("canary_analysis"), kinds={"mlflow", "duckdb"})
     def deployed_model(
         context: dg.AssetExecutionContext, config: DeploymentCommand, evaluation_report: pd.DataFrame,
         model_registry: ModelRegistry, warehouse: Warehouse,

@@ -130,7 +130,7 @@ def build_evaluation(spec: DatasetSpec) -> dg.Definitions:
         name=ns.name("evaluation"),
         ins=ns.ins("training_set", "candidate_model"),
         pool=ns.pool,
-        group_name=ns.name("evaluation"),
+        group_name=ns.group,
         outs={
             "evaluation_report": dg.AssetOut(key_prefix=ns.prefix, kinds={"duckdb", "scikitlearn"}, description=(
                 "One row per evaluation: challenger vs champion on the same time-held-out window, the "

@@ -36,7 +36,7 @@ def build_ingestion(spec: DatasetSpec, partitions_def: dg.PartitionsDefinition) 
         pool=ns.pool,
         name=ns.name("ingest_batches"),
         partitions_def=partitions_def,
-        group_name=ns.name("ingestion"),
+        group_name=ns.group,
         outs={
             "raw_batches": dg.AssetOut(
                 key_prefix=ns.prefix,

@@ -58,7 +58,7 @@ def build_labeling(spec: DatasetSpec, partitions_def: dg.PartitionsDefinition) -
         pool=ns.pool,
         name=ns.name("ingest_labels"),
         partitions_def=partitions_def,
-        group_name=ns.name("labeling"),
+        group_name=ns.group,
         outs={
             "labels": dg.AssetOut(key_prefix=ns.prefix, description=(
                 f"Every annotation of '{target}' for the partition's rows: id, label, source, annotator, confidence, "
@@ -127,7 +127,7 @@ def build_labeling(spec: DatasetSpec, partitions_def: dg.PartitionsDefinition) -
         pool=ns.pool,
         name=ns.name("resolve_labels"),
         partitions_def=partitions_def,
-        group_name=ns.name("labeling"),
+        group_name=ns.group,
         outs={
             "labeled_batches": dg.AssetOut(key_prefix=ns.prefix, description=(
                 "Contract-clean batch rows joined with their resolved labels: what training and monitoring read."),

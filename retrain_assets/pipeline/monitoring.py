@@ -72,7 +72,7 @@ def build_monitoring(spec: DatasetSpec, partitions_def: dg.PartitionsDefinition)
     policy = spec.policy
     rules = performance_rules(policy, spec.target)
 
-    @dg.asset(key_prefix=ns.prefix, ins=ns.ins("training_set"), pool=ns.pool, group_name=ns.name("monitoring"), deps=ns.keys("deployed_model"), kinds={"duckdb"})
+    @dg.asset(key_prefix=ns.prefix, ins=ns.ins("training_set"), pool=ns.pool, group_name=ns.group, deps=ns.keys("deployed_model"), kinds={"duckdb"})
     def reference_profile(
         context: dg.AssetExecutionContext, training_set: pd.DataFrame, model_registry: ModelRegistry, warehouse: Warehouse
     ) -> dg.Output[pd.DataFrame]:
@@ -114,7 +114,7 @@ def build_monitoring(spec: DatasetSpec, partitions_def: dg.PartitionsDefinition)
         ins=ns.ins("raw_batches"),
         pool=ns.pool,
         partitions_def=partitions_def,
-        group_name=ns.name("monitoring"),
+        group_name=ns.group,
         deps=ns.keys("labeled_batches", "reference_profile"),
         metadata={"partition_expr": PARTITION_COLUMN},
         automation_condition=follow_batch_and_labels(ns),
@@ -242,7 +242,7 @@ def build_monitoring(spec: DatasetSpec, partitions_def: dg.PartitionsDefinition)
                                          "drifted_segments": summary["drifted_segments"]}),
         )
 
-    @dg.asset(key_prefix=ns.prefix, pool=ns.pool, group_name=ns.name("monitoring"),
+    @dg.asset(key_prefix=ns.prefix, pool=ns.pool, group_name=ns.group,
               deps=ns.keys("drift_report", "labeled_batches", "deployed_model"), kinds={"duckdb"},
               freshness_policy=decisions_freshness(spec))
     def retrain_decisions(context: dg.AssetExecutionContext, model_registry: ModelRegistry, warehouse: Warehouse) -> dg.Output[pd.DataFrame]:

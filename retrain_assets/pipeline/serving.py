@@ -74,7 +74,7 @@ def build_serving(spec: DatasetSpec, partitions_def: dg.PartitionsDefinition) ->
         pool=ns.pool,
         name=ns.name("ingest_prediction_logs"),
         partitions_def=partitions_def,
-        group_name=ns.name("serving"),
+        group_name=ns.group,
         outs={
             "prediction_logs": dg.AssetOut(
                 key_prefix=ns.prefix,
@@ -129,7 +129,7 @@ def build_serving(spec: DatasetSpec, partitions_def: dg.PartitionsDefinition) ->
             "drifted": dg.MetadataValue.json(sorted(features.loc[features["drifted"].astype(bool), "feature"].tolist())),
         }))
 
-    @dg.asset(key_prefix=ns.prefix, pool=ns.pool, group_name=ns.name("serving"), deps=ns.keys("raw_batches", "prediction_logs", "labeled_batches", "evaluation_report"),
+    @dg.asset(key_prefix=ns.prefix, pool=ns.pool, group_name=ns.group, deps=ns.keys("raw_batches", "prediction_logs", "labeled_batches", "evaluation_report"),
               kinds={"duckdb", "mlflow"})
     def canary_analysis(context: dg.AssetExecutionContext, model_registry: ModelRegistry, warehouse: Warehouse) -> dg.Output[pd.DataFrame]:
         """The challenger on live trial (canary or shadow) vs the champion on the same logged

@@ -40,7 +40,7 @@ def build_training(spec: DatasetSpec) -> dg.Definitions:
     policy = spec.policy
     partitions_def = partitions_for(spec)
 
-    @dg.asset(key_prefix=ns.prefix, pool=ns.pool, group_name=ns.name("training"), deps=ns.keys("labeled_batches"), kinds={"duckdb", "pandas"})
+    @dg.asset(key_prefix=ns.prefix, pool=ns.pool, group_name=ns.group, deps=ns.keys("labeled_batches"), kinds={"duckdb", "pandas"})
     def training_set(context: dg.AssetExecutionContext, warehouse: Warehouse) -> dg.Output[pd.DataFrame]:
         """The newest labeled partitions (policy.training_window_partitions) whose batch passed the
         contract check, none before the newest retrain decision's `window_from` (evidence of change
@@ -80,7 +80,7 @@ def build_training(spec: DatasetSpec) -> dg.Definitions:
             }),
         )
 
-    @dg.asset(key_prefix=ns.prefix, ins=ns.ins("training_set"), pool=ns.pool, group_name=ns.name("training"), kinds={"duckdb", "mlflow", "scikitlearn"})
+    @dg.asset(key_prefix=ns.prefix, ins=ns.ins("training_set"), pool=ns.pool, group_name=ns.group, kinds={"duckdb", "mlflow", "scikitlearn"})
     def candidate_model(
         context: dg.AssetExecutionContext, training_set: pd.DataFrame, model_registry: ModelRegistry, warehouse: Warehouse
     ) -> dg.Output[pd.DataFrame]:

@@ -42,7 +42,7 @@ class TableDoc:
     """One warehouse table: what a row is, who writes it, how it is stored, and its columns."""
 
     name: str
-    stage: str  # the Dagster asset group that writes it
+    stage: str  # the pipeline stage that writes it (the asset's `stage` tag in Dagster)
     written_by: str  # the asset (or multi-asset step) that writes it
     row: str  # what one row is
     description: str

@@ -1,5 +1,6 @@
 """The asset catalog: every table asset carries its column schema (from core/catalog/, the same
-source as docs/analyst-guide.md) and the dataset's owners, so the Dagster UI explains each asset.
+source as docs/analyst-guide.md), the dataset's owners and its pipeline stage (the `stage` tag:
+`tag:stage=monitoring` in the UI's asset selection), so the Dagster UI explains each asset.
 
 The schema is the definition's `column_docs` metadata (a "Show Table Schema" link in the asset page's
 metadata table), not Dagster's `dagster/column_schema`: that one is drawn as a section of its own
@@ -12,6 +13,8 @@ import dagster as dg
 from retrain_assets.core.catalog import tables
 from retrain_assets.core.spec import DatasetSpec
 
+STAGE_TAG = "stage"
+ANALYSTS_STAGE = "analysts"  # the snapshots publish the other tables: not tables of the catalog
 COLUMNS_KEY = "column_docs"  # not "columns" or "schema": the IO manager reads those as upstream does (columns to select, table schema)
 
 
@@ -21,7 +24,7 @@ def table_schema(doc) -> dg.TableSchema:
 
 
 def describe_assets(defs: dg.Definitions, spec: DatasetSpec) -> dg.Definitions:
-    """`defs` with each table asset's column schema and the spec's owners attached."""
+    """`defs` with each table asset's column schema, the spec's owners and its stage tag attached."""
     docs = {doc.name: doc for doc in tables(spec)}
 
     def describe(asset: dg.AssetSpec) -> dg.AssetSpec:
@@ -29,6 +32,7 @@ def describe_assets(defs: dg.Definitions, spec: DatasetSpec) -> dg.Definitions:
         metadata = {**asset.metadata}
         if doc is not None:
             metadata[COLUMNS_KEY] = dg.MetadataValue.table_schema(table_schema(doc))
-        return asset.replace_attributes(metadata=metadata, owners=[*asset.owners, *spec.owners])
+        tags = {**asset.tags, STAGE_TAG: doc.stage if doc is not None else ANALYSTS_STAGE}
+        return asset.replace_attributes(metadata=metadata, owners=[*asset.owners, *spec.owners], tags=tags)
 
     return defs.map_asset_specs(func=describe)

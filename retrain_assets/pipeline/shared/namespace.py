@@ -1,6 +1,6 @@
 """One dataset's names in a deployment that holds several: asset keys under the dataset's prefix
-(`loan_default/raw_batches`), groups, jobs, sensors and pools prefixed `loan_default__`, and the run
-tag that says which dataset a run belongs to. Every Dagster name a stage builds comes from here, so
+(`loan_default/raw_batches`), one asset group named after the dataset, jobs, sensors and pools prefixed
+`loan_default__`, and the run tag that says which dataset a run belongs to. Every Dagster name a stage builds comes from here, so
 two datasets never collide."""
 
 from __future__ import annotations
@@ -36,8 +36,15 @@ class Namespace:
         return {asset: dg.AssetIn(key=self.key(asset)) for asset in assets}
 
     def name(self, local: str) -> str:
-        """A group, job, sensor, op or pool name: `<dataset>__<local>`."""
+        """A job, sensor, op or pool name: `<dataset>__<local>`."""
         return f"{self.dataset}{SEPARATOR}{local}"
+
+    @property
+    def group(self) -> str:
+        """The dataset's one asset group: its whole lineage is one graph the UI lays out left to right
+        (with a group per stage the UI stacks the stage boxes and edges run back and forth between them).
+        Each asset's stage is its `stage` tag (`pipeline.shared.catalog.STAGE_TAG`)."""
+        return self.dataset
 
     @property
     def prefix(self) -> list[str]:
