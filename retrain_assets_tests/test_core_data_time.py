@@ -85,6 +85,10 @@ def step(minutes: float, partition: str | None, action: str, candidate: str, cha
 
 @pytest.fixture
 def replayed() -> pd.DataFrame:
+    return replayed_steps()
+
+
+def replayed_steps() -> pd.DataFrame:
     return pd.DataFrame([step(0.2, "2025-01-04", "initial", "1", "1"),
                          step(1.1, "2025-01-20", "canary_start", "2", "1", canary="2"),
                          step(1.4, "2025-01-27", "canary_promote", "2", "2"),
@@ -129,6 +133,48 @@ def test_rejected_candidates_sit_at_their_newest_held_out_partition(replayed):
     rejected = events[events["kind"] == "rejected"].iloc[0]
     assert rejected["when"] == pd.Timestamp("2025-02-01") and rejected["made_at"] == REPLAY_START + pd.Timedelta(minutes=2)
     assert events["when"].is_monotonic_increasing
+
+
+def test_an_evaluation_sits_at_its_recorded_partition_before_its_held_out_tail():
+    """`evaluation_report.partition` (the newest partition of the training window) places a rejection;
+    the held-out partitions only stand in for a row recorded before the column."""
+    from retrain_assets.core.reports.timeline import evaluation_partition
+
+    row = {"evaluated_at": REPLAY_START + pd.Timedelta(minutes=2.5), "challenger_version": "3", "gate_passed": False,
+           "gate_summary": "KEEP CHAMPION", "partition": "2025-02-05", "holdout_partitions": "2025-01-30,2025-02-01"}
+    assert evaluation_partition(row) == "2025-02-05"
+    assert evaluation_partition({**row, "partition": None}) == evaluation_partition({**row, "partition": float("nan")}) == "2025-02-01"
+    assert evaluation_partition({"partition": None, "holdout_partitions": None}) == ""
+    rejected = timeline_events(replayed_steps(), pd.DataFrame([row])).query("kind == 'rejected'").iloc[0]
+    assert rejected["when"] == pd.Timestamp("2025-02-05") and rejected["made_at"] == row["evaluated_at"]
+    page = render_timeline_html(replayed_steps(), pd.DataFrame([row]), now=REPLAY_START + pd.Timedelta(minutes=3),
+                                data_now="2025-02-13")
+    first, promote = marker_xs(page, "promotion")
+    left, right = re.search(r'<g class="marker rejected"><path d="M([\d.]+),[\d.]+L([\d.]+),', page).groups()
+    gate_failed = (float(left) + float(right)) / 2  # the cross's centre
+    # 2025-02-05 sits 9 days after the promotion of 2025-01-27, which is 23 days after the first champion
+    assert (gate_failed - promote) / (promote - first) == pytest.approx(9 / 23, rel=0.02)
+
+
+def test_status_prints_training_evaluation_and_trial_judgement_at_their_data_time():
+    from retrain_assets.apps.status import _step_lines
+
+    status = {"last_training": {"version": "4", "partition": "2025-02-05", "at": "2026-12-06T00:17:10"},
+              "last_evaluation": {"version": "4", "champion_version": "2", "partition": "2025-02-05",
+                                  "at": "2026-12-06T00:17:40", "gate_passed": True},
+              "last_trial_judgement": {"version": "4", "mode": "canary", "partition": "2025-02-11",
+                                       "at": "2026-12-06T00:18:01", "decision": "wait"}}
+    assert _step_lines(status) == [
+        "last trained v4 at partition 2025-02-05 (2026-12-06 00:17 wall clock)",
+        "last eval    v4 vs v2 at partition 2025-02-05 (2026-12-06 00:17 wall clock): gate passed",
+        "last judged  canary v4 at partition 2025-02-11 (2026-12-06 00:18 wall clock): wait"]
+    for step in status.values():  # rows recorded before their table had a partition column
+        step["partition"] = None
+    status["last_evaluation"].update(champion_version="", gate_passed=False)
+    assert _step_lines(status) == ["last trained v4 at 2026-12-06 00:17 (wall clock)",
+                                   "last eval    v4 (first model) at 2026-12-06 00:17 (wall clock): gate failed",
+                                   "last judged  canary v4 at 2026-12-06 00:18 (wall clock): wait"]
+    assert _step_lines({"last_training": None, "last_evaluation": None, "last_trial_judgement": None}) == []
 
 
 def test_status_leads_with_data_time():

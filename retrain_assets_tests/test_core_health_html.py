@@ -6,7 +6,8 @@ import xml.etree.ElementTree as ET
 import pandas as pd
 import pytest
 
-from retrain_assets.core.reports.health import deployment_markers, health_rows, promotion_values, render_health_html
+from retrain_assets.core.reports.health import (deployment_markers, evaluation_markers, health_rows, promotion_values,
+                                               render_health_html)
 
 NAN = float("nan")
 WALL = pd.Timestamp("2026-12-06 01:00")  # the replay's wall clock: never on the page's axis
@@ -150,3 +151,38 @@ def test_batches_that_arrived_before_their_champion_was_promoted_are_hollow():
     assert late == ["2025-01-08", "2025-01-09"]
     assert all(c.get("fill") == "#fff" for c in classes(svg, "late"))
     assert len(classes(svg, "estimated")) == 6 and len(classes(svg, "realized")) == 4
+
+
+def evaluations() -> pd.DataFrame:
+    """v2 evaluated on the window through 2025-01-10 (passed), v3 through 2025-01-12 (failed), both a
+    few wall-clock minutes into the replay; v1's evaluation was recorded before the `partition` column."""
+    return pd.DataFrame({"evaluated_at": [WALL - pd.Timedelta(seconds=20), WALL + pd.Timedelta(minutes=3),
+                                          WALL + pd.Timedelta(minutes=5)],
+                         "challenger_version": ["1", "2", "3"], "champion_version": ["", "1", "2"],
+                         "partition": [None, "2025-01-10", "2025-01-12"],
+                         "holdout_partitions": ["2025-01-06,2025-01-07", "2025-01-09,2025-01-10", "2025-01-11,2025-01-12"],
+                         "gate_passed": [True, True, False],
+                         "gate_summary": ["PROMOTE: first model", "PROMOTE: better", "KEEP CHAMPION: worse"]})
+
+
+def test_evaluations_sit_at_their_data_time_with_the_gates_verdict():
+    """Each evaluation at its partition (the newest of its training window), one without the column at
+    its newest held-out partition; never at its wall-clock time."""
+    marks = evaluation_markers(evaluations())
+    assert list(marks["partition"].dt.strftime("%Y-%m-%d")) == ["2025-01-07", "2025-01-10", "2025-01-12"]
+    assert list(marks["passed"]) == [True, True, False]
+    page = render_health_html(drift(), decisions(), deployments(partition=True), evaluations=evaluations())
+    svg = svg_of(page)
+    estimated = [float(c.get("cx")) for c in classes(svg, "estimated")]  # one per partition from 2025-01-08
+    step = estimated[1] - estimated[0]
+    markers = classes(svg, "evaluation")
+    xs = [float(g.find("circle").get("cx")) for g in markers]
+    assert xs == pytest.approx([estimated[0] - step, estimated[2], estimated[4]], abs=0.2)
+    assert [g.find("title").text for g in markers] == [
+        "2025-01-07: v1 (first model): gate passed: PROMOTE: first model",
+        "2025-01-10: v2 vs v1: gate passed: PROMOTE: better",
+        "2025-01-12: v3 vs v2: gate failed: KEEP CHAMPION: worse"]
+    assert len(classes(svg, "passed")) == 2 and len(classes(svg, "failed")) == 1
+    assert "3 evaluation(s)" in page and "<td>2025-01-12</td><td>evaluation</td><td>v3 vs v2: gate failed</td>" in page
+    # Without evaluations the page has no evaluation lane.
+    assert not classes(svg_of(render_health_html(drift(), decisions(), deployments(partition=True))), "evaluation")

@@ -499,14 +499,28 @@ def test_status_shows_what_the_stores_say(run, capsys):
 
 
 def test_history_rows_and_their_metadata_carry_the_data_time(run):
-    """deployed_model and retrain_decisions rows (and their newest materialization's metadata) name the
-    partition they are about beside their wall-clock time."""
+    """deployed_model, retrain_decisions, candidate_model, evaluation_report and canary_analysis rows
+    (and their newest materialization's metadata) name the partition they are about beside their
+    wall-clock time."""
     steps = wh(run, "select * from deployed_model order by deployed_at")
     delivered = sorted(wh(run, "select distinct strftime(partition_start, '%Y-%m-%d') as p from raw_batches")["p"])
     assert steps["partition"].isin(delivered).all() and steps["partition"].is_monotonic_increasing
     decisions = wh(run, "select * from retrain_decisions order by decided_at")
     assert decisions["partition"].is_monotonic_increasing and decisions["partition"].iloc[-1] == delivered[-1]
-    for asset, table in (("deployed_model", steps), ("retrain_decisions", decisions)):
+    # A candidate and its evaluation: the newest partition of the training window (its held-out tail).
+    candidates = wh(run, "select * from candidate_model order by created_at")
+    evaluations = wh(run, "select * from evaluation_report order by evaluated_at")
+    for table in (candidates, evaluations):
+        assert len(table) and (table["partition"] == table["holdout_partitions"].str.split(",").str[-1]).all()
+        assert table["partition"].is_monotonic_increasing and table["partition"].isin(delivered).all()
+    trained = dict(zip(candidates["model_version"].astype(str), candidates["partition"]))
+    assert all(trained[v] == p for v, p in zip(evaluations["challenger_version"].astype(str), evaluations["partition"]))
+    # A canary analysis: the newest prediction-log partition it judged.
+    analyses = wh(run, "select * from canary_analysis order by analysed_at")
+    logged = sorted(wh(run, "select distinct strftime(partition_start, '%Y-%m-%d') as p from prediction_logs")["p"])
+    assert len(analyses) and analyses["partition"].isin(logged).all() and analyses["partition"].is_monotonic_increasing
+    for asset, table in (("deployed_model", steps), ("retrain_decisions", decisions), ("candidate_model", candidates),
+                         ("evaluation_report", evaluations), ("canary_analysis", analyses)):
         metadata = run.instance.get_latest_materialization_event(LOAN.key(asset)).asset_materialization.metadata
         assert metadata["partition"].value >= table["partition"].iloc[-1], asset
 

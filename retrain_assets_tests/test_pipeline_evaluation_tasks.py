@@ -105,6 +105,7 @@ def test_gate_passes_and_rejects_per_task_and_the_check_agrees(trained, challeng
     again = promotion_gate(json.loads(summary["report_json"].iloc[0]), spec.policy, target=spec.target)
     assert again.to_dict() == gate.to_dict()
     row = summary.iloc[0]
+    assert row["partition"] == keys[-1] == max(row["holdout_partitions"].split(","))  # data time: the newest held-out partition
     metric = tasks.primary_metric(spec.target)
     difference = next(d for d in report["differences"] if d["metric"] == metric)
     assert row["performance_metric"] == metric

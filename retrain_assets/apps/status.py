@@ -60,6 +60,7 @@ def read_status(settings: ProjectSettings, spec: DatasetSpec, lock_timeout_secon
         decision = warehouse.query("select decided_at, partition, retrain, trigger, suppressed_by, reason from retrain_decisions "
                                    "order by decided_at desc limit 1")
         rows = _rows_per_partition(warehouse)
+        steps = _last_steps(warehouse)
         landed = warehouse.query(f"select distinct {PARTITION_COLUMN} as p from raw_batches")
     except duckdb.IOException as exc:
         raise StoreError(f"cannot open {database} read-only: {str(exc).splitlines()[0]}",
@@ -90,6 +91,7 @@ def read_status(settings: ProjectSettings, spec: DatasetSpec, lock_timeout_secon
             "max_live_partitions": spec.policy.rollout.max_live_partitions,
             "started_after_partition": trial.clock.started, "partitions_with_traffic": trial.clock.live},
         "awaiting_approval": awaiting,
+        **steps,
         "drift": drift,
         "reviews": reviews,
         "last_decision": decision.iloc[0].to_dict() if len(decision) else None,
@@ -151,6 +153,7 @@ def render(status: dict) -> str:
                      f"verdict now: {trial['decision']}")
     else:
         lines.append("on trial     none" + (f" (v{status['awaiting_approval']} awaits approval)" if status["awaiting_approval"] else ""))
+    lines += _step_lines(status)
     drift = status["drift"]
     if drift:
         features = f": {', '.join(drift['drifted_features'])}" if drift["drifted_features"] else ""
@@ -174,6 +177,28 @@ def render(status: dict) -> str:
     action = status["next_action"]
     lines.append(f"next         {action['text']}")
     return "\n".join(lines)
+
+
+def _step_lines(status: dict) -> list[str]:
+    """The newest training, evaluation and trial judgement, each at its data time (the partition it
+    is about) with its wall-clock time beside it; at the wall-clock time alone for a row recorded
+    before its table had a `partition` column. No line for a step never taken."""
+    def when(step: dict) -> str:
+        at = f"{pd.Timestamp(step['at']):%Y-%m-%d %H:%M}" if step.get("at") else "?"
+        return f"at partition {step['partition']} ({at} wall clock)" if step.get("partition") else f"at {at} (wall clock)"
+
+    lines = []
+    if status.get("last_training"):
+        lines.append(f"last trained v{status['last_training']['version']} {when(status['last_training'])}")
+    if status.get("last_evaluation"):
+        e = status["last_evaluation"]
+        against = f" vs v{e['champion_version']}" if e["champion_version"] else " (first model)"
+        verdict = {True: "gate passed", False: "gate failed"}.get(e["gate_passed"], "no verdict")
+        lines.append(f"last eval    v{e['version']}{against} {when(e)}: {verdict}")
+    if status.get("last_trial_judgement"):
+        j = status["last_trial_judgement"]
+        lines.append(f"last judged  {j['mode']} v{j['version']} {when(j)}: {j['decision']}")
+    return lines
 
 
 def watched_clauses(numbers: dict, policy) -> dict:
@@ -285,6 +310,34 @@ def _last_drift(warehouse) -> dict | None:
             "dataset_drifted": bool(first["dataset_drifted"]), "drift_share": float(first["drift_share"]),
             "n_drifted": int(first["n_drifted"]), "n_features": int(first["n_features"]),
             "drifted_features": drifted["feature"].astype(str).tolist()}
+
+
+def _last_steps(warehouse) -> dict:
+    """The newest `candidate_model`, `evaluation_report` and `canary_analysis` rows, each with its data
+    time (`partition`; an evaluation recorded before the column: its newest held-out partition) and
+    wall-clock time (`at`); None for a table with no row yet."""
+    from retrain_assets.core.reports.timeline import evaluation_partition
+
+    def newest(table: str, at: str) -> dict | None:
+        found = warehouse.query(f"select * from {table} order by {at} desc limit 1")
+        return None if found.empty else found.iloc[0].to_dict()
+
+    def partition(value) -> str | None:
+        return value if isinstance(value, str) and value else None
+
+    trained, evaluated = newest("candidate_model", "created_at"), newest("evaluation_report", "evaluated_at")
+    judged = newest("canary_analysis", "analysed_at")
+    return {
+        "last_training": trained and {"version": str(trained["model_version"]), "partition": partition(trained.get("partition")),
+                                      "at": trained["created_at"]},
+        "last_evaluation": evaluated and {
+            "version": str(evaluated["challenger_version"]), "champion_version": str(evaluated["champion_version"] or ""),
+            "partition": partition(evaluation_partition(evaluated)), "at": evaluated["evaluated_at"],
+            "gate_passed": None if pd.isna(evaluated.get("gate_passed")) else bool(evaluated["gate_passed"])},
+        "last_trial_judgement": judged and {"version": str(judged["trial_version"]), "mode": str(judged["mode"]),
+                                            "partition": partition(judged.get("partition")), "at": judged["analysed_at"],
+                                            "decision": str(judged["decision"])},
+    }
 
 
 def _pending_reviews(database: Path, settings: ProjectSettings, spec: DatasetSpec) -> dict:

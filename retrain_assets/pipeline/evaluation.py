@@ -24,6 +24,7 @@ from retrain_assets.core.evaluation.task_metrics import conformal_half_width
 from retrain_assets.core.roles import CHALLENGER, CHAMPION
 from retrain_assets.core.reports.evaluation import render_evaluation_html
 from retrain_assets.core.reports.evaluation_tasks import task_figures
+from retrain_assets.core.reports.timeline import evaluation_partition
 from retrain_assets.core.policy.performance import performance_rules
 from retrain_assets.core.tasks import BINARY, METRICS, MULTICLASS, REGRESSION, TASK_METRICS
 from retrain_assets.core.files import write_text_atomically
@@ -46,12 +47,15 @@ SLICE_METRICS = ("positive_rate", "roc_auc", "accuracy", "selection_rate", "true
 def report_rows(report: dict, gate, evaluated_at: pd.Timestamp, run_id: str, mlflow_run_id: str, html_path: str,
                 metric: str = "roc_auc"):
     """The report flattened into the three warehouse tables' new rows; `metric` is the gate's primary
-    metric (`performance_rules(policy, target).metric`), the `*_performance` columns' metric."""
+    metric (`performance_rules(policy, target).metric`), the `*_performance` columns' metric. The
+    report's `partition` is its data time: the newest partition of the training window it used (its
+    newest held-out partition)."""
     nan = float("nan")
     models = report["models"]
     summary = {
         "evaluated_at": evaluated_at,
         "challenger_version": report["challenger_version"],
+        "partition": max(report["holdout_partitions"], default=""),
         "champion_version": report["champion_version"] or "",
         "challenger_family": models[CHALLENGER]["model_family"],
         "holdout_partitions": ",".join(report["holdout_partitions"]),
@@ -156,9 +160,10 @@ def build_evaluation(spec: DatasetSpec) -> dg.Definitions:
                 # Same challenger (so the same held-out rows) against the same champion, or it has
                 # since been promoted on this very evaluation: a re-run would only repeat it.
                 context.log.info(f"v{versions[CHALLENGER]} vs champion {versions[CHAMPION]} was already evaluated")
-                for table in ("evaluation_report", "evaluation_metrics", "evaluation_slices"):
+                for table in ("evaluation_report", "evaluation_metrics", "evaluation_slices"):  # same rows, same data time
                     yield dg.Output(warehouse.query(f"select * from {table}"), output_name=table,
-                                    metadata=for_people({"status": "already evaluated", "challenger_version": versions[CHALLENGER]}))
+                                    metadata=for_people({"partition": holdout_keys[-1], "status": "already evaluated",
+                                                         "challenger_version": versions[CHALLENGER]}))
                 return
         features = feature_frame(holdout, spec)
         scored = {}
@@ -189,6 +194,7 @@ def build_evaluation(spec: DatasetSpec) -> dg.Definitions:
                                                rules.metric)
         context.log.info(gate.summary)
         yield dg.Output(warehouse.with_history("evaluation_report", summary), output_name="evaluation_report", metadata=for_people({
+            "partition": summary["partition"].iloc[0],
             "challenger_version": versions[CHALLENGER],
             "champion_version": versions[CHAMPION] or "none",
             **({"challenger_roc_auc": float(report["models"][CHALLENGER]["roc_auc"])} if spec.target.type == BINARY else {}),
@@ -200,9 +206,10 @@ def build_evaluation(spec: DatasetSpec) -> dg.Definitions:
             **model_registry.run_link(mlflow_run_id),
         }))
         yield dg.Output(warehouse.with_history("evaluation_metrics", metrics), output_name="evaluation_metrics",
-                        metadata={"dagster/row_count": len(metrics)})
+                        metadata={"partition": summary["partition"].iloc[0], "dagster/row_count": len(metrics)})
         yield dg.Output(warehouse.with_history("evaluation_slices", slices), output_name="evaluation_slices",
-                        metadata=for_people({"dagster/row_count": len(slices), **warehouse.report_links(html_path)}))
+                        metadata=for_people({"partition": summary["partition"].iloc[0], "dagster/row_count": len(slices),
+                                             **warehouse.report_links(html_path)}))
 
     @dg.asset_check(asset=ns.key("evaluation_report"), blocking=True, name=PROMOTION_GATE,
                     description=gate_description(spec))
@@ -216,7 +223,7 @@ def build_evaluation(spec: DatasetSpec) -> dg.Definitions:
             metadata=for_people({"criteria": dg.MetadataValue.md("\n".join(
                           f"- {'pass' if c.passed else '**FAIL**'} `{c.name}`: {c.detail}" for c in gate.criteria)),
                       "failed": ", ".join(c.name for c in gate.criteria if not c.passed) or "none",
-                      "challenger_version": str(newest["challenger_version"]),
+                      "partition": evaluation_partition(newest), "challenger_version": str(newest["challenger_version"]),
                       "champion_version": str(newest["champion_version"]) or "none"}),
         )
 

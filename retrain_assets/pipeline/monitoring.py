@@ -317,8 +317,9 @@ def health_page(warehouse: Warehouse) -> Path:
 
 def write_health_page(warehouse: Warehouse, spec: DatasetSpec, decisions: pd.DataFrame) -> dict[str, dg.MetadataValue]:
     """Rewrite the model-health page from drift_report, `decisions` (the retrain_decisions table this
-    run ends with) and deployed_model; its metadata links. retrain_decisions writes it: it runs after
-    every drift report and every deployment step (the retrain sensor's inputs), so it sees all three."""
+    run ends with), deployed_model and evaluation_report; its metadata links. retrain_decisions writes
+    it: it runs after every drift report and every deployment step (the retrain sensor's inputs, and
+    a deployment step follows each evaluation), so it sees all four."""
     present = table_columns(warehouse, "drift_report")
     columns = [c for c in HEALTH_COLUMNS if c in present]
     drift = (warehouse.query(f"select distinct {', '.join(columns)} from drift_report") if PARTITION_COLUMN in present
@@ -327,7 +328,8 @@ def write_health_page(warehouse: Warehouse, spec: DatasetSpec, decisions: pd.Dat
     path = health_page(warehouse)
     write_text_atomically(render_health_html(drift, decisions, warehouse.query("select * from deployed_model"), rules.label,
                                              rules.slo, rules.higher_is_better, spec.policy.drift.dataset_drift_share,
-                                             f"Model health: {spec.name}"), path)
+                                             f"Model health: {spec.name}", warehouse.query("select * from evaluation_report")),
+                          path)
     return warehouse.report_links(path, name="model_health")
 
 

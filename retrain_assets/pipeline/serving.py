@@ -25,7 +25,7 @@ from retrain_assets.pipeline.shared.registry import ModelRegistry
 from retrain_assets.pipeline.shared.warehouse import Warehouse
 from retrain_assets.pipeline.shared.namespace import Namespace
 from retrain_assets.pipeline.shared.output_rules import live_rules_metadata
-from retrain_assets.pipeline.shared.lookups import live_pairs, trial_clock_of
+from retrain_assets.pipeline.shared.lookups import delivered_partitions, live_pairs, partitions_with_rows, trial_clock_of
 
 LOG_KEY = ["request_id", "row_index", "role", "model_version"]
 # The analysis' numbers, in column order: binary's own (NaN for the other tasks), then every task's.
@@ -63,6 +63,12 @@ def judge_trial(warehouse: Warehouse, spec: DatasetSpec, tags: dict[str, str], t
                              number("performance_difference_lower", "diff_roc_auc_lower"), clock.live, spec.target,
                              number("performance_difference_upper", "diff_roc_auc_upper"))
     return verdict, clock
+
+
+def analysis_partition(warehouse: Warehouse) -> str:
+    """A canary analysis' data time: the newest prediction-log partition it judged (it reads every
+    log delivered so far), else the newest partition delivered; empty when none."""
+    return (partitions_with_rows(warehouse, "prediction_logs") or delivered_partitions(warehouse) or [""])[-1]
 
 
 def build_serving(spec: DatasetSpec, partitions_def: dg.PartitionsDefinition) -> dg.Definitions:
@@ -141,10 +147,11 @@ def build_serving(spec: DatasetSpec, partitions_def: dg.PartitionsDefinition) ->
         trial, mode = (state.canary, "canary") if state.canary else (state.shadow, "shadow")
         if trial is None or state.champion is None:
             history = warehouse.query("select * from canary_analysis")
-            return dg.Output(history, metadata={"status": "no challenger on live trial"})
+            return dg.Output(history, metadata={"partition": analysis_partition(warehouse), "status": "no challenger on live trial"})
         verdict, clock = judge_trial(warehouse, spec, model_registry.version_tags(trial), trial, state.champion)
+        judged = analysis_partition(warehouse)
         row = pd.DataFrame([{
-            "analysed_at": pd.Timestamp.now(tz="UTC").tz_convert(None), "analysis_id": context.run_id,
+            "analysed_at": pd.Timestamp.now(tz="UTC").tz_convert(None), "partition": judged, "analysis_id": context.run_id,
             "trial_version": trial, "mode": mode, "champion_version": state.champion, "decision": verdict.decision,
             "reason": verdict.reason, "numbers_json": json.dumps(verdict.numbers, default=float),
             "performance_metric": verdict.metric,
@@ -152,7 +159,8 @@ def build_serving(spec: DatasetSpec, partitions_def: dg.PartitionsDefinition) ->
         }])
         history = warehouse.with_history("canary_analysis", row)
         context.log.info(f"{mode} v{trial} vs champion v{state.champion}: {verdict.decision} - {verdict.reason}")
-        return dg.Output(history, metadata=for_people({"decision": verdict.decision, "trial_version": trial, "mode": mode,
+        return dg.Output(history, metadata=for_people({"partition": judged, "decision": verdict.decision,
+                                                       "trial_version": trial, "mode": mode,
                                             "performance_metric": verdict.metric,
                                             "trial_started_after": clock.started or "unknown",
                                             "reason": verdict.reason, **{k: float(v) for k, v in verdict.numbers.items()}}))

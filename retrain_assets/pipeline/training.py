@@ -110,7 +110,7 @@ def build_training(spec: DatasetSpec) -> dg.Definitions:
                 model_registry.set_alias(CHALLENGER, reused)
             context.log.info(f"v{reused} was already trained on data version {data_version} with this code and policy: reused")
             return dg.Output(warehouse.query("select * from candidate_model"), metadata={
-                "model_version": reused, "reused": True, "data_version": data_version,
+                "partition": holdout_keys[-1], "model_version": reused, "reused": True, "data_version": data_version,
                 "selection": f"reused v{reused}: same data version, code version and search settings"})
         with model_registry.tracking_run(context, tags={k: lineage[k] for k in ("data_version", "code_version", "dataset")}):
             selection = _search_and_log(context, train, spec, policy, len(train_keys), lineage["holdout_partitions"])
@@ -138,6 +138,7 @@ def build_training(spec: DatasetSpec) -> dg.Definitions:
             "train_from": lineage["train_from"],
             "trained_through": lineage["trained_through"],
             "training_partitions": ",".join(train_keys),
+            "partition": holdout_keys[-1],  # data time: the window's newest partition (held-out tail included)
             "train_rows": trained.n_train_rows,
             "train_label_mean": trained.train_label_mean,
             "holdout_partitions": lineage["holdout_partitions"],
@@ -148,7 +149,7 @@ def build_training(spec: DatasetSpec) -> dg.Definitions:
             "created_at": pd.Timestamp.now(tz="UTC").tz_convert(None),
         }])
         return dg.Output(warehouse.with_history("candidate_model", row), metadata=for_people({
-            "model_version": version,
+            "partition": holdout_keys[-1], "model_version": version,
             "model_family": trained.params["model_family"],
             "selection": selection.note,
             "trials": dg.MetadataValue.md(_trials_markdown(selection)),

@@ -118,6 +118,9 @@ def _evaluation_report(spec: DatasetSpec) -> TableDoc:
         "Challenger vs champion on the same time-held-out window: both models' primary metric, the challenger - champion "
         "differences with paired bootstrap intervals, and the promotion gate's verdict.", HISTORY,
         (*_evaluation_key(TIMESTAMP_NS),
+         ColumnDoc("partition", VARCHAR, "Data time of the evaluation: the newest partition of the training window it "
+                                         "used (its newest held-out partition), `YYYY-MM-DD`; `evaluated_at` is its "
+                                         "wall-clock time (NULL in rows recorded before the column existed)."),
          ColumnDoc("champion_version", VARCHAR, "The champion it was compared with; empty for the first model."),
          ColumnDoc("challenger_family", VARCHAR, "The challenger's model family."),
          ColumnDoc("holdout_partitions", VARCHAR, "Held-out partitions, comma-separated `YYYY-MM-DD`."),

@@ -104,7 +104,10 @@ def _canary_analysis(spec: DatasetSpec) -> TableDoc:
         "canary_analysis", "serving", "canary_analysis", "one analysis of the version on live trial",
         f"The challenger on live trial (canary or shadow) against the champion on the same logged requests whose labels "
         f"have arrived, on the primary metric ({label}), and the verdict `deployed_model` acts on.", HISTORY,
-        (ColumnDoc("analysed_at", TIMESTAMP_NS, "When (naive UTC)."),
+        (ColumnDoc("analysed_at", TIMESTAMP_NS, "When (naive UTC): wall-clock time."),
+         ColumnDoc("partition", VARCHAR, "Data time of the analysis: the newest prediction-log partition it judged "
+                                         "(else the newest partition delivered), `YYYY-MM-DD` (empty when none; NULL in "
+                                         "rows recorded before the column existed)."),
          ColumnDoc("analysis_id", VARCHAR, "Dagster run id of the analysis; joins deployed_model.analysis_id."),
          ColumnDoc("trial_version", VARCHAR, "The version on trial."),
          ColumnDoc("mode", VARCHAR, "`canary` or `shadow`."),

@@ -51,6 +51,10 @@ def _candidate_model(spec: DatasetSpec) -> TableDoc:
          ColumnDoc("train_from", VARCHAR, "First training partition, `YYYY-MM-DD`."),
          ColumnDoc("trained_through", VARCHAR, "Last training partition, `YYYY-MM-DD`."),
          ColumnDoc("training_partitions", VARCHAR, "Every training partition, comma-separated `YYYY-MM-DD`."),
+         ColumnDoc("partition", VARCHAR, "Data time of the training: the newest partition of the training window it "
+                                         "was trained from (its held-out tail included, so the data known then), "
+                                         "`YYYY-MM-DD`; `created_at` is its wall-clock time (NULL in rows recorded "
+                                         "before the column existed)."),
          ColumnDoc("train_rows", BIGINT, "Rows trained on."),
          ColumnDoc("train_label_mean", DOUBLE, f"Mean training label: {mean_label}."),
          ColumnDoc("holdout_partitions", VARCHAR, "Held-out partitions (never trained on), comma-separated."),

@@ -18,7 +18,12 @@ from retrain_assets.core.monitoring.evidence import SERVED_COLUMN, served_rows
 from retrain_assets.core.partitions import PARTITION_COLUMN
 from retrain_assets.core.reports.html import (BETTER_COLOR, CURRENT_COLOR, REFERENCE_COLOR, WORSE_COLOR,
                                               escape, finite_float, optional_bool)
-from retrain_assets.core.reports.timeline import ACTION_KINDS, ACTION_LABELS
+from retrain_assets.core.reports.health_events import (deployment_markers, evaluation_markers, promotion_values,
+                                                      retrain_markers)
+from retrain_assets.core.reports.timeline import ACTION_LABELS
+
+__all__ = ["deployment_markers", "evaluation_markers", "health_rows", "promotion_values", "render_health_html",
+           "retrain_markers"]
 
 ESTIMATE = ("estimated_performance", "estimated_performance_low", "estimated_performance_high")
 REALIZED = ("realized_performance", "realized_performance_low", "realized_performance_high")
@@ -29,10 +34,8 @@ OPTIONAL_PANELS = (("novelty_share", "novel rows", "share"), ("rule_violation_sh
 HEALTH_COLUMNS = (PARTITION_COLUMN, "champion_version", "computed_at", SERVED_COLUMN, "drift_share", "dataset_drifted", *ESTIMATE, *REALIZED,
                   *(column for column, _, _ in OPTIONAL_PANELS))
 HEALTH_PAGE = "health.html"  # the page's file name in a dataset's reports folder
-# deployed_model actions drawn as markers: the kinds of core.reports.timeline that change who serves.
-MARKED_KINDS = {"promotion": ("promotion", BETTER_COLOR), "auto_rollback": ("rollback", WORSE_COLOR),
-                "manual_rollback": ("rollback", WORSE_COLOR)}
 RETRAIN_COLOR, SLO_COLOR, PROMOTED_COLOR = "#555555", WORSE_COLOR, "#2e8540"
+EVALUATION_COLOR, FAILED_COLOR = "#1f78b4", "#333333"  # an evaluation whose challenger passed / failed the gate
 WIDTH, LEFT, RIGHT, GAP, LABEL_SPACING = 1200, 170, 40, 18, 86
 PERFORMANCE_HEIGHT, SHARE_HEIGHT, FLAG_HEIGHT, LANE = 210, 110, 26, 20
 _CSS = """
@@ -66,67 +69,23 @@ def health_rows(drift: pd.DataFrame) -> pd.DataFrame:
     return rows.drop(columns=["_at", "_first"]).reset_index(drop=True)
 
 
-def deployment_markers(deployments: pd.DataFrame | None) -> pd.DataFrame:
-    """Promotions and rollbacks of the `deployed_model` history at their data time (the row's
-    `partition`: the newest partition delivered when the step was taken): columns partition
-    (NaT for a row recorded before the column existed), kind ("promotion" or "rollback"),
-    action, version, reason, deployed_at (wall clock)."""
-    columns = ["partition", "kind", "action", "version", "reason", "deployed_at"]
-    if deployments is None or deployments.empty:
-        return pd.DataFrame(columns=columns)
-    rows = []
-    for r in deployments.to_dict("records"):
-        kind = MARKED_KINDS.get(ACTION_KINDS.get(_text(r.get("action")), ""))
-        if kind is None:
-            continue
-        version = _text(r.get("candidate_version")) if kind[0] == "promotion" else _text(r.get("champion_version"))
-        rows.append({"partition": pd.to_datetime(_text(r.get("partition")) or None, errors="coerce"), "kind": kind[0],
-                     "action": _text(r.get("action")), "version": version, "reason": _text(r.get("reason")),
-                     "deployed_at": pd.to_datetime(r.get("deployed_at"), errors="coerce")})
-    return pd.DataFrame(rows, columns=columns)
-
-
-def retrain_markers(decisions: pd.DataFrame | None) -> pd.DataFrame:
-    """The `retrain_decisions` rows that said retrain, at their partition: partition, trigger,
-    reason, decided_at (wall clock)."""
-    if decisions is None or decisions.empty or "retrain" not in decisions:
-        return pd.DataFrame(columns=["partition", "trigger", "reason", "decided_at"])
-    said = decisions[[optional_bool(v) is True for v in decisions["retrain"]]]
-    blank = pd.Series("", index=said.index)
-    return pd.DataFrame({"partition": pd.to_datetime(said.get("partition"), errors="coerce"),
-                         "trigger": [_text(v) for v in said.get("trigger", blank)],
-                         "reason": [_text(v) for v in said.get("reason", blank)],
-                         "decided_at": pd.to_datetime(said.get("decided_at", blank), errors="coerce")}).reset_index(drop=True)
-
-
-def promotion_values(deployments: pd.DataFrame | None) -> dict[str, float]:
-    """Each champion's primary metric on its held-out rows when it was promoted
-    (`deployed_model.holdout_performance` of the first row naming it champion with a number)."""
-    values: dict[str, float] = {}
-    if deployments is None or deployments.empty or "holdout_performance" not in deployments:
-        return values
-    ordered = deployments.sort_values("deployed_at", kind="stable") if "deployed_at" in deployments else deployments
-    for r in ordered.to_dict("records"):
-        version, value = _text(r.get("champion_version")), finite_float(r.get("holdout_performance"))
-        if version and value is not None:
-            values.setdefault(version, value)
-    return values
-
-
 def render_health_html(drift: pd.DataFrame, decisions: pd.DataFrame | None = None, deployments: pd.DataFrame | None = None,
                        metric_label: str = "ROC AUC", slo: float | None = None, higher_is_better: bool = True,
-                       drift_share_threshold: float | None = None, title: str = "Model health") -> str:
+                       drift_share_threshold: float | None = None, title: str = "Model health",
+                       evaluations: pd.DataFrame | None = None) -> str:
     """The page. drift: `drift_report` rows (columns of HEALTH_COLUMNS; any but partition_start may
     be missing); decisions: `retrain_decisions` rows; deployments: `deployed_model` rows;
     metric_label: the primary metric in words; slo: its absolute SLO (None: no line), a floor when
-    `higher_is_better`, else a ceiling; drift_share_threshold: the policy's dataset_drift_share."""
+    `higher_is_better`, else a ceiling; drift_share_threshold: the policy's dataset_drift_share;
+    evaluations: `evaluation_report` rows (a lane of gate verdicts, each at its data time)."""
     head = (f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{escape(title)}</title>'
             f"<style>{_CSS}</style></head><body><h1>{escape(title)}</h1>")
     rows = health_rows(drift)
     if rows.empty:
         return head + '<p class="note">No drift report yet: the page fills once a batch was compared with a champion.</p></body></html>'
-    marks, retrains = deployment_markers(deployments), retrain_markers(decisions)
-    axis = _Axis([*rows["partition"], *marks["partition"].dropna(), *retrains["partition"].dropna()])
+    marks, retrains, evals = deployment_markers(deployments), retrain_markers(decisions), evaluation_markers(evaluations)
+    axis = _Axis([*rows["partition"], *marks["partition"].dropna(), *retrains["partition"].dropna(),
+                  *evals["partition"].dropna()])
     panels = [("performance", PERFORMANCE_HEIGHT), ("drift", SHARE_HEIGHT)]
     panels += [(column, FLAG_HEIGHT if kind == "flag" else SHARE_HEIGHT) for column, _, kind in OPTIONAL_PANELS
                if column in rows and any(_value(v, kind) is not None for v in rows[column])]
@@ -140,14 +99,14 @@ def render_health_html(drift: pd.DataFrame, decisions: pd.DataFrame | None = Non
             column, label, kind = next(p for p in OPTIONAL_PANELS if p[0] == name)
             out += _flags(rows, axis, top, column, label) if kind == "flag" else _shares(rows, axis, top, column, label, None)
         top += height + GAP
-    out += _events(axis, top, marks, retrains)
-    bottom = top + 3 * LANE
+    out += _events(axis, top, marks, retrains, evals)
+    bottom = top + (3 + (len(evals) > 0)) * LANE
     out += _axis(axis, bottom, rows)
     height = bottom + 46
     svg = (f'<svg width="{WIDTH}" height="{height:.0f}" viewBox="0 0 {WIDTH} {height:.0f}" role="img" '
            f'aria-label="model health over data time">{"".join(out)}</svg>')
-    return (head + _meta(rows, marks, retrains, metric_label, slo, higher_is_better) + _legend(metric_label)
-            + f"<figure>{svg}{_caption(metric_label)}</figure>" + _table(marks, retrains) + "</body></html>")
+    return (head + _meta(rows, marks, retrains, evals, metric_label, slo, higher_is_better) + _legend(metric_label, len(evals) > 0)
+            + f"<figure>{svg}{_caption(metric_label)}</figure>" + _table(marks, retrains, evals) + "</body></html>")
 
 
 class _Axis:
@@ -260,27 +219,33 @@ def _flags(rows: pd.DataFrame, axis: _Axis, top: float, column: str, label: str)
     return out
 
 
-def _events(axis: _Axis, top: float, marks: pd.DataFrame, retrains: pd.DataFrame) -> list[str]:
-    """Three marker lanes (retrains, promotions, rollbacks), a dashed line up through every panel for each."""
+def _events(axis: _Axis, top: float, marks: pd.DataFrame, retrains: pd.DataFrame, evals: pd.DataFrame) -> list[str]:
+    """Marker lanes (retrains, evaluations when there are any, promotions, rollbacks), a dashed line up
+    through every panel for each."""
     out = []
-    lanes = (("retrain", "retrains", RETRAIN_COLOR), ("promotion", "promotions", BETTER_COLOR), ("rollback", "rollbacks", WORSE_COLOR))
+    lanes = (("retrain", "retrains", RETRAIN_COLOR), *([("evaluation", "evaluations", EVALUATION_COLOR)] if len(evals) else []),
+             ("promotion", "promotions", BETTER_COLOR), ("rollback", "rollbacks", WORSE_COLOR))
     for i, (kind, name, color) in enumerate(lanes):
         y = top + LANE * i
         out.append(f'<rect x="{LEFT}" y="{y}" width="{axis.plot}" height="{LANE}" fill="#fafafa" stroke="#e0e0e0"/>'
                    f'<text x="{LEFT - 6}" y="{y + LANE / 2 + 4}" font-size="11" text-anchor="end">{name}</text>')
         if kind == "retrain":
-            events = [(p, f"{_day(p)}: retrain decided ({t or '?'}): {r}") for p, t, r, _ in retrains.itertuples(index=False)]
+            events = [(p, f"{_day(p)}: retrain decided ({t or '?'}): {r}", "") for p, t, r, _ in retrains.itertuples(index=False)]
+        elif kind == "evaluation":  # a marker per verdict, no line: each follows a retrain drawn above
+            events = [(r["partition"], f"{_day(r['partition'])}: {_evaluated(r)}: {r['reason']}",
+                       {True: " passed", False: " failed"}.get(r["passed"], "")) for r in evals.to_dict("records")]
         else:
             chosen = marks[marks["kind"] == kind]
             events = [(r["partition"], f"{_day(r['partition'])}: {ACTION_LABELS.get(r['action'], r['action'])} "
-                       f"v{r['version'] or '?'}: {r['reason']}") for r in chosen.to_dict("records")]
-        for partition, tip in events:
+                       f"v{r['version'] or '?'}: {r['reason']}", "") for r in chosen.to_dict("records")]
+        for partition, tip, verdict in events:
             if pd.isna(partition):
                 continue
-            cx = axis.x(partition)
-            out.append(f'<line class="event-line {kind}" x1="{cx:.1f}" y1="30" x2="{cx:.1f}" y2="{y}" stroke="{color}" '
-                       f'stroke-width="1" stroke-dasharray="{"1,3" if kind == "retrain" else "4,3"}" opacity="0.7"/>'
-                       f'<g class="marker {kind}">{_marker(kind, cx, y + LANE / 2, color)}<title>{escape(tip)}</title></g>')
+            cx, shade = axis.x(partition), FAILED_COLOR if verdict == " failed" else color
+            out.append("" if kind == "evaluation" else
+                       f'<line class="event-line {kind}" x1="{cx:.1f}" y1="30" x2="{cx:.1f}" y2="{y}" stroke="{color}" '
+                       f'stroke-width="1" stroke-dasharray="{"1,3" if kind == "retrain" else "4,3"}" opacity="0.7"/>')
+            out.append(f'<g class="marker {kind}{verdict}">{_marker(kind, cx, y + LANE / 2, shade)}<title>{escape(tip)}</title></g>')
     return out
 
 
@@ -297,22 +262,33 @@ def _axis(axis: _Axis, bottom: float, rows: pd.DataFrame) -> list[str]:
     return out
 
 
-def _meta(rows: pd.DataFrame, marks: pd.DataFrame, retrains: pd.DataFrame, label: str, slo: float | None, higher: bool) -> str:
+def _evaluated(evaluation: dict) -> str:
+    """An evaluation in words: who against whom, and the gate's verdict."""
+    against = f" vs v{evaluation['champion']}" if evaluation["champion"] else " (first model)"
+    verdict = {True: "gate passed", False: "gate failed"}.get(evaluation["passed"], "no verdict")
+    return f"v{evaluation['version'] or '?'}{against}: {verdict}"
+
+
+def _meta(rows: pd.DataFrame, marks: pd.DataFrame, retrains: pd.DataFrame, evals: pd.DataFrame, label: str,
+          slo: float | None, higher: bool) -> str:
     versions = list(dict.fromkeys(v for v in rows["champion_version"] if v))
     span = f"{_day(rows['partition'].iloc[0])} … {_day(rows['partition'].iloc[-1])}"
     bound = "–" if slo is None else f"{'at least' if higher else 'at most'} {_num(slo)}"
     return (f'<p class="meta">{len(rows)} partition{"s" if len(rows) != 1 else ""} with a drift report ({span}); champions '
             f"{', '.join(f'v{escape(v)}' for v in versions) or '–'}; {len(retrains)} retrain{'s' if len(retrains) != 1 else ''}, "
+            f"{len(evals)} evaluation(s), "
             f"{sum(marks['kind'] == 'promotion')} promotion(s), {sum(marks['kind'] == 'rollback')} rollback(s); "
             f"primary metric {escape(label)}, SLO {bound}.</p>")
 
 
-def _legend(label: str) -> str:
+def _legend(label: str, evaluations: bool) -> str:
     return (f'<p class="legend"><span style="color:{REFERENCE_COLOR}">&#9679; estimated {escape(label)} (band: 95 %)</span>'
             f'<span style="color:{CURRENT_COLOR}">&#9679; realized (bar: 90 % interval)</span>'
             f'<span style="color:{SLO_COLOR}">- - SLO</span><span style="color:{PROMOTED_COLOR}">··· value at promotion</span>'
-            f'<span style="color:{RETRAIN_COLOR}">&#9670; retrain</span><span style="color:{BETTER_COLOR}">&#9650; promotion</span>'
-            f'<span style="color:{WORSE_COLOR}">&#9660; rollback</span></p>')
+            f'<span style="color:{RETRAIN_COLOR}">&#9670; retrain</span>'
+            + (f'<span style="color:{EVALUATION_COLOR}">&#9679; evaluation: gate passed</span>'
+               f'<span style="color:{FAILED_COLOR}">&#9679; gate failed</span>' if evaluations else "")
+            + f'<span style="color:{BETTER_COLOR}">&#9650; promotion</span><span style="color:{WORSE_COLOR}">&#9660; rollback</span></p>')
 
 
 def _caption(label: str) -> str:
@@ -322,13 +298,16 @@ def _caption(label: str) -> str:
             "means the champion no longer behaves as on its reference. The dashed red line is the SLO, the dotted green one "
             "each champion's value on its held-out rows at promotion. Hollow points: a batch that arrived before its "
             "champion was promoted, scored by it later (no champion of its own served it). Below: the share of drifted features and, when "
-            "computed, novelty, output-rule and error-stream signals; then the retrains decided and the promotions and "
-            "rollbacks, at the partition they were decided on. Hover a point or marker for its numbers. A step recorded "
-            "before deployed_model had a partition column is listed below without one, and not drawn.</figcaption>")
+            "computed, novelty, output-rule and error-stream signals; then the retrains decided, the evaluations of each "
+            "new candidate by the promotion gate (at the newest partition of the training window it was trained and "
+            "judged on), and the promotions and rollbacks, at the partition they were decided on. Hover a point or marker "
+            "for its numbers. A step recorded before deployed_model had a partition column is listed below without one, "
+            "and not drawn.</figcaption>")
 
 
-def _table(marks: pd.DataFrame, retrains: pd.DataFrame) -> str:
+def _table(marks: pd.DataFrame, retrains: pd.DataFrame, evals: pd.DataFrame) -> str:
     rows = [(p, "retrain", t, r, at) for p, t, r, at in retrains.itertuples(index=False)]
+    rows += [(e["partition"], "evaluation", _evaluated(e), e["reason"], e["evaluated_at"]) for e in evals.to_dict("records")]
     rows += [(m["partition"], m["kind"], f"{ACTION_LABELS.get(m['action'], m['action'])} v{m['version'] or '?'}", m["reason"],
               m["deployed_at"]) for m in marks.to_dict("records")]
     rows.sort(key=lambda r: (pd.Timestamp.max if pd.isna(r[0]) else r[0]))
@@ -367,6 +346,8 @@ def _frame(top: float, height: float, label: str) -> str:
 
 def _marker(kind: str, cx: float, cy: float, color: str) -> str:
     r = 5.5
+    if kind == "evaluation":
+        return f'<circle cx="{cx:.1f}" cy="{cy:.1f}" r="{r - 1:.1f}" fill="{color}" stroke="#fff" stroke-width="0.8"/>'
     shape = {"promotion": [(0, -r), (r, r * 0.8), (-r, r * 0.8)], "rollback": [(0, r), (r, -r * 0.8), (-r, -r * 0.8)],
              "retrain": [(0, -r), (r, 0), (0, r), (-r, 0)]}[kind]
     return (f'<polygon points="{" ".join(f"{cx + dx:.1f},{cy + dy:.1f}" for dx, dy in shape)}" fill="{color}" '

@@ -73,8 +73,7 @@ def timeline_events(deployments: pd.DataFrame, evaluations: pd.DataFrame | None 
                      "decided_by": _text(r.get("decided_by")), "offline": _interval(r, ""), "live": _interval(r, "live_")})
     for r in _records(evaluations):
         if optional_bool(r.get("gate_passed")) is False:
-            held_out = [p for p in _text(r.get("holdout_partitions")).split(",") if p]
-            rows.append({"data_time": _partition_time(r.get("partition") or max(held_out, default="")),
+            rows.append({"data_time": _partition_time(evaluation_partition(r)),
                          "made_at": r.get("evaluated_at"), "action": "gate_failed", "kind": "rejected",
                          "version": _text(r.get("challenger_version")), "champion": None, "trial": None, "trial_mode": "",
                          "canary_share": None, "reason": _text(r.get("gate_summary")), "decided_by": "promotion gate",
@@ -92,6 +91,13 @@ def on_data_time(deployments: pd.DataFrame | None) -> bool:
     history written before `deployed_model.partition` existed is drawn on wall-clock time)."""
     return (deployments is not None and "partition" in deployments
             and any(_partition_time(p) is not None for p in deployments["partition"]))
+
+
+def evaluation_partition(evaluation: Any) -> str:
+    """An `evaluation_report` row's data time (a dict or Series): its `partition`, else (a row recorded
+    before that column) its newest held-out partition; empty when neither is known."""
+    return _text(evaluation.get("partition")) or max(
+        (p for p in _text(evaluation.get("holdout_partitions")).split(",") if p), default="")
 
 
 def _partition_time(value: Any) -> pd.Timestamp | None:
