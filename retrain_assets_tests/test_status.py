@@ -216,6 +216,14 @@ def check_status_against_stores(settings, spec_path, capsys) -> None:
                                           f"{'YES' if newest['dataset_drifted'].iloc[0] else 'no'}, {len(drifted)}/9 features")
     assert all(feature in lines["last drift"] for feature in drifted)
 
+    # The newest training, evaluation and trial judgement, each at its data time.
+    trained = read_table(database, "select * from candidate_model order by created_at desc limit 1").iloc[0]
+    assert lines["last trained"].startswith(f"v{trained['model_version']} at partition {trained['partition']} (")
+    evaluated = read_table(database, "select * from evaluation_report order by evaluated_at desc limit 1").iloc[0]
+    assert lines["last eval"].startswith(f"v{evaluated['challenger_version']} ")
+    assert f" at partition {evaluated['partition']} (" in lines["last eval"]
+    assert lines["last eval"].endswith("gate passed" if evaluated["gate_passed"] else "gate failed")
+
     assert main(["review", *args, "list"]) == 0
     listed = capsys.readouterr().out
     open_items = int(listed.rsplit("\n", 2)[-2].split()[0]) if "open items" in listed else 0

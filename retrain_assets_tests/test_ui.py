@@ -20,6 +20,7 @@ import pytest
 
 from retrain_assets.datasets import declared_datasets
 from retrain_assets.pipeline.shared.catalog import COLUMNS_KEY
+from retrain_assets.pipeline.shared.metadata import rounded
 from retrain_assets_tests.ui_harness import (
     LOADING, README_SCREENSHOT, SKIP_COMMUNITY_DIALOG, UPDATE_SCREENSHOT_ENV, Ui, chromium, dagster_webserver,
     fill_demo, free_port, fresh_artifacts_dir, reports_server, require_chromium, settle,
@@ -99,10 +100,21 @@ def test_the_demo_produced_what_the_ui_must_show(ui):
     assert served == {entry.name for entry in declared_datasets()} and {ui.dataset, "rainfall"} <= served
     names = {dataset: sorted(a.name for a in facts.of_dataset(dataset).assets.values()) for dataset in served}
     assert all(found == names[ui.dataset] for found in names.values()), names
-    assert all(a.group.startswith(f"{a.dataset}__") for a in facts.assets.values())
+    assert all(a.group == a.dataset for a in facts.assets.values())  # one group per dataset
     assert all(dep.startswith(f"{a.dataset}/") for a in facts.assets.values() for dep in a.upstream + a.downstream)
     materialized = [a.key for a in facts.assets.values() if a.dataset != ui.dataset and a.latest is not None]
     assert not materialized, f"the demo fills only {ui.dataset}, yet {materialized} were materialized"
+
+
+def test_numbers_in_metadata_are_rounded_for_people(ui):
+    """Every float of every materialization's metadata the demo wrote has at most four significant
+    digits (`pipeline.shared.metadata.for_people`), so the asset pages and their plots read as numbers."""
+    problems = [f"{asset.key} {name} = {value.value!r}"
+                for asset in ui.facts.assets.values() for m in asset.materializations
+                for name, value in m.metadata.items()
+                if isinstance(value, dg.FloatMetadataValue) and value.value is not None and math.isfinite(value.value)
+                and rounded(value.value) != value.value]
+    assert not problems, "\n".join(sorted(set(problems))[:20])
 
 
 def graph_path(ui) -> str:

@@ -31,6 +31,7 @@ from retrain_assets.core.roles import CHAMPION
 from retrain_assets.pipeline.shared.warehouse import Warehouse
 from retrain_assets.pipeline.shared.namespace import Namespace
 from retrain_assets.pipeline.shared.lookups import produced_candidate_version
+from retrain_assets.pipeline.shared.metadata import for_people
 
 # Regression requests: members of the bootstrap ensemble whose disagreement ranks the rows (each one
 # full fit of the champion's family and hyperparameters on the training window).
@@ -55,13 +56,13 @@ def build_curation(spec: DatasetSpec) -> dg.Definitions:
             context.instance, ns, warehouse.query("select model_version, created_at from candidate_model"))
         earlier = warehouse.query("select * from suspect_labels")
         if len(earlier) and (earlier["model_version"].astype(str) == version).any():
-            return dg.Output(earlier, metadata={"dagster/row_count": len(earlier), "new_suspects": 0, "model_version": version,
-                                                "status": f"v{version}'s suspects were already queued"})
+            return dg.Output(earlier, metadata=for_people({"dagster/row_count": len(earlier), "new_suspects": 0, "model_version": version,
+                                                "status": f"v{version}'s suspects were already queued"}))
         new = find_suspect_rows(model_registry.load(version), training_set, spec, version, gates.max_suspects_per_batch,
                                 pd.Timestamp.now(tz="UTC").tz_convert(None))
         context.log.info(f"{len(new)} suspect labels queued for re-review by model v{version}")
         history = warehouse.with_history("suspect_labels", new)
-        return dg.Output(history, metadata={"dagster/row_count": len(history), "new_suspects": len(new), "model_version": version})
+        return dg.Output(history, metadata=for_people({"dagster/row_count": len(history), "new_suspects": len(new), "model_version": version}))
 
     # Regression ranks by a bootstrap ensemble fitted on the training window, so it reads training_set too.
     request_deps = ("raw_batches", "labels", "deployed_model", *(("training_set",) if regression else ()))
@@ -76,7 +77,7 @@ def build_curation(spec: DatasetSpec) -> dg.Definitions:
         champion = model_registry.version_for(CHAMPION)
         if champion is None:
             return dg.Output(warehouse.with_history("labeling_requests", pd.DataFrame()),
-                             metadata={"requested": 0, "note": "no champion yet: nothing to be uncertain about"})
+                             metadata=for_people({"requested": 0, "note": "no champion yet: nothing to be uncertain about"}))
         pool = warehouse.query(
             f"""with recent as (select distinct {PARTITION_COLUMN} from raw_batches order by 1 desc limit ?)
             select r.* from raw_batches r where r.{PARTITION_COLUMN} in (select {PARTITION_COLUMN} from recent)
@@ -84,13 +85,13 @@ def build_curation(spec: DatasetSpec) -> dg.Definitions:
             [gates.request_window_partitions])
         if pool.empty:
             return dg.Output(warehouse.with_history("labeling_requests", pd.DataFrame()),
-                             metadata={"requested": 0, "note": "every recent row already has a label"})
+                             metadata=for_people({"requested": 0, "note": "every recent row already has a label"}))
         model, members = model_registry.load(champion), ()
         if regression:
             train = warehouse.query("select * from training_set")
             if len(train) < 2:
-                return dg.Output(warehouse.with_history("labeling_requests", pd.DataFrame()), metadata={
-                    "requested": 0, "note": "no training window to fit the uncertainty ensemble on"})
+                return dg.Output(warehouse.with_history("labeling_requests", pd.DataFrame()), metadata=for_people({
+                    "requested": 0, "note": "no training window to fit the uncertainty ensemble on"}))
             members = champion_members(model, train, spec)
         picks, scores, uncertainties = request_picks(model, pool, spec, gates.labeling_requests, members)
         requested_at = pd.Timestamp.now(tz="UTC").tz_convert(None)
@@ -102,11 +103,11 @@ def build_curation(spec: DatasetSpec) -> dg.Definitions:
         path = Path(landing.root_path) / REQUESTS / f"{newest:%Y-%m-%d}__labeling_requests.csv"
         write_atomically(requests.drop(columns=["requested_at"]), path)
         context.log.info(f"asked for {len(requests)} labels in {path}")
-        return dg.Output(warehouse.with_history("labeling_requests", requests), metadata={
+        return dg.Output(warehouse.with_history("labeling_requests", requests), metadata=for_people({
             "requested": len(requests), "candidates": len(pool), "champion_version": champion,
             "request_file": dg.MetadataValue.path(str(path)),
             "mean_uncertainty": float(requests["uncertainty"].mean()) if len(requests) else 0.0,
-            **({"ensemble_members": len(members)} if regression else {})})
+            **({"ensemble_members": len(members)} if regression else {})}))
 
     return dg.Definitions(assets=[suspect_labels, labeling_requests])
 
