@@ -397,7 +397,10 @@ def test_each_batch_is_reported_against_the_champion_of_its_day(run):
 
 def test_every_batch_is_scored_for_novelty_against_the_model_its_champion_logged(run):
     """reference_profile stores each champion's novelty model, every drift report has its share, and
-    every registered version carries the same model in MLflow (the service's copy)."""
+    every registered version carries the same model in MLflow (the service's copy): the profile's is
+    that logged one, byte for byte, not a second fit."""
+    import hashlib
+
     from retrain_assets.core.monitoring.novelty import NOVELTY_TAG
 
     report = wh(run, "select distinct partition_start, champion_version, novelty_share, novelty_score_p99 from drift_report")
@@ -406,6 +409,9 @@ def test_every_batch_is_scored_for_novelty_against_the_model_its_champion_logged
     assert len(profiles) and all(len(blob) for blob in profiles["novelty_model"])
     versions = registry(run).search_model_versions(f"name='{run.scenario.spec.name}'")
     assert versions and all(NOVELTY_TAG in v.tags for v in versions)
+    logged = {str(v.version): v.tags[NOVELTY_TAG] for v in versions}
+    assert all(hashlib.sha256(bytes(blob)).hexdigest() == logged[str(version)]
+               for version, blob in zip(profiles["model_version"], profiles["novelty_model"]))
 
 
 def test_every_retrain_decision_is_recorded_and_acted_on_once(run):

@@ -229,9 +229,9 @@ def _register(context, model_registry: ModelRegistry, trained, train: pd.DataFra
 
 
 def log_novelty_model(train: pd.DataFrame, spec: DatasetSpec) -> dict[str, str]:
-    """Fit the model's novelty model on its training rows (`core.monitoring.novelty.fit_for_spec`,
-    the rule `reference_profile` fits by too), log it pickled to the active run as
-    `NOVELTY_ARTIFACT`, and return the version tags the service finds and checks it by."""
+    """Fit the model's novelty model on its training rows (`core.monitoring.novelty.fit_for_spec`),
+    log it pickled to the active run as `NOVELTY_ARTIFACT`, and return the version tags the service
+    and `reference_profile` (`monitoring.reference_novelty_model`) find and check it by."""
     import mlflow
 
     blob = pickle.dumps(fit_for_spec(train, spec, spec.policy.random_seed), protocol=pickle.HIGHEST_PROTOCOL)
