@@ -2,10 +2,8 @@
 check), and `retrain_decisions`, where the retrain policy is applied and every decision recorded
 (with the freshness check on `deployed_model`)."""
 
-import hashlib
 import math
 import pickle
-import tempfile
 from dataclasses import replace
 from pathlib import Path
 
@@ -19,7 +17,7 @@ from retrain_assets.core.reports.health import HEALTH_COLUMNS, HEALTH_PAGE, rend
 from retrain_assets.core.files import write_text_atomically
 from retrain_assets.core.monitoring.error_stream import reference_errors
 from retrain_assets.core.monitoring.loss_estimation import fit_loss_model
-from retrain_assets.core.monitoring.novelty import NOVELTY_ARTIFACT, NOVELTY_RUN_TAG, NOVELTY_TAG, NoveltyModel, fit_for_spec
+from retrain_assets.core.monitoring.novelty import NoveltyModel, fit_for_spec
 from retrain_assets.core.policy.performance import performance_rules
 from retrain_assets.core.tasks import REGRESSION
 from retrain_assets.core.training.modeling import content_hash, predict_outputs, split_holdout, target_vector
@@ -36,7 +34,7 @@ from retrain_assets.pipeline.shared.signal_checks import (error_stream_check_res
 from retrain_assets.core.policy.retrain import decide_retrain, drift_clause
 from retrain_assets.core.spec import DatasetSpec
 from retrain_assets.pipeline.shared.partitioning import partition_window
-from retrain_assets.pipeline.shared.registry import ModelIntegrityError, ModelRegistry, is_not_found
+from retrain_assets.pipeline.shared.registry import ModelRegistry
 from retrain_assets.core.roles import CHAMPION
 from retrain_assets.pipeline.shared.warehouse import Warehouse
 from retrain_assets.pipeline.shared.namespace import Namespace
@@ -302,28 +300,12 @@ def reference_novelty_model(model_registry: ModelRegistry, version: str, train: 
                             spec: DatasetSpec) -> tuple[bytes, str]:
     """The champion's novelty model for `reference_profile.novelty_model`, and where it came from (the
     asset's `novelty_model` metadata): the one `candidate_model` logged with its training run
-    (`training.log_novelty_model`), checked against the SHA-256 in its version's tags
-    (ModelIntegrityError otherwise); fitted here (`champion_novelty_model`) only when the version has
-    no logged one: trained before novelty models were logged, or its artifact is gone from the run.
-    A registry or artifact store that does not answer raises (`registry.is_not_found`): an outage
-    must not read as "no logged model"."""
-    from mlflow.exceptions import MlflowException
-
-    tags = model_registry.version_tags(version)
-    if NOVELTY_TAG not in tags:
-        return champion_novelty_model(train, spec), f"fitted at profiling: v{version} was trained before novelty models were logged"
-    run_id = tags[NOVELTY_RUN_TAG]
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            blob = Path(model_registry.client().download_artifacts(run_id, NOVELTY_ARTIFACT, tmp)).read_bytes()
-    except MlflowException as exc:
-        if not is_not_found(exc):
-            raise
-        return champion_novelty_model(train, spec), f"fitted at profiling: {NOVELTY_ARTIFACT} is gone from run {run_id}"
-    if hashlib.sha256(blob).hexdigest() != tags[NOVELTY_TAG]:
-        raise ModelIntegrityError(f"v{version}'s novelty model in run {run_id} does not match the {NOVELTY_TAG} recorded "
-                                  "when it was logged; refusing to load it")
-    return blob, f"logged with v{version} (run {run_id})"
+    (`ModelRegistry.novelty_model_blob`: checked, and an outage raises); fitted here
+    (`champion_novelty_model`) only when the version has no logged one."""
+    blob, where = model_registry.novelty_model_blob(version)
+    if blob is None:
+        return champion_novelty_model(train, spec), f"fitted at profiling: {where}"
+    return blob, f"logged with v{version} ({where})"
 
 
 def champion_novelty_model(train: pd.DataFrame, spec: DatasetSpec) -> bytes:

@@ -4,15 +4,12 @@ routed, scored and logged."""
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import pickle
-import tempfile
 import threading
 import time
 import uuid
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -22,7 +19,7 @@ from retrain_assets.core.deployment.outputs import INTERVAL_TAG, answer_fields
 from retrain_assets.core.deployment.rollout import DeploymentState, route
 from retrain_assets.core.deployment.scoring import RowScorer
 from retrain_assets.core.deployment.serving import log_records, parse_rows, row_validator
-from retrain_assets.core.monitoring.novelty import NOVELTY_ARTIFACT, NOVELTY_RUN_TAG, NOVELTY_TAG, score_records
+from retrain_assets.core.monitoring.novelty import score_records
 from retrain_assets.core.monitoring.output_rules import row_violations
 from retrain_assets.core.roles import CANARY, CHAMPION, SHADOW
 from retrain_assets.core.spec import DatasetSpec
@@ -119,25 +116,17 @@ class ModelService:
 
     def _novelty_model(self, version: str):
         """The version's novelty model (`core.monitoring.novelty`), logged with it at training time
-        and checked against the SHA-256 in its tags before unpickling; None when it has none (trained
-        before novelty models existed) or it cannot be read (the prediction still serves)."""
+        and checked against the SHA-256 in its tags before unpickling (`ModelRegistry.novelty_model_blob`);
+        None when it has none (trained before novelty models existed) or it cannot be read (the
+        prediction still serves)."""
         try:
-            tags = self.registry.version_tags(version)
-            if NOVELTY_TAG not in tags:
-                return None
-            import mlflow.artifacts
-
-            with tempfile.TemporaryDirectory() as tmp:
-                path = mlflow.artifacts.download_artifacts(run_id=tags[NOVELTY_RUN_TAG], artifact_path=NOVELTY_ARTIFACT,
-                                                           dst_path=tmp, tracking_uri=self.registry.tracking_uri)
-                blob = Path(path).read_bytes()
+            blob, where = self.registry.novelty_model_blob(version)
         except Exception as exc:  # noqa: BLE001 - novelty is optional: serve without it
             logger.warning(f"v{version}: no novelty score, its novelty model could not be read: {exc}")
             return None
-        if hashlib.sha256(blob).hexdigest() != tags[NOVELTY_TAG]:
-            logger.error(f"v{version}: novelty model checksum mismatch: not used")
-            return None
-        return pickle.loads(blob)
+        if blob is None:
+            logger.info(f"v{version}: no novelty score: {where}")
+        return pickle.loads(blob) if blob is not None else None
 
     def _novelty_scores(self, loaded: LoadedDeployment, rows: list[dict[str, Any]], versions) -> dict[str, tuple]:
         """Per version that has a novelty model: (scores, novel flags) of the request's rows."""

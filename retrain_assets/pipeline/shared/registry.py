@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 import time
@@ -15,6 +16,7 @@ import sklearn
 from pydantic import Field
 
 from retrain_assets.core.deployment.rollout import DeploymentState
+from retrain_assets.core.monitoring.novelty import NOVELTY_ARTIFACT, NOVELTY_RUN_TAG, NOVELTY_TAG
 from retrain_assets.pipeline.shared.namespace import DatasetScopedResource
 from retrain_assets.core.roles import CANARY, CHALLENGER, CHAMPION, PREVIOUS, SHADOW, registry_description
 from retrain_assets.core.deployment.serving import directory_sha256
@@ -245,6 +247,30 @@ class ModelRegistry(DatasetScopedResource):
     def version_tags(self, version: str) -> dict[str, str]:
         """The registry tags of one version."""
         return dict(self.client().get_model_version(self.registered_model, version).tags or {})
+
+    def novelty_model_blob(self, version: str) -> tuple[bytes | None, str]:
+        """The pickled novelty model logged with `version`'s training run (`training.log_novelty_model`),
+        checked against the SHA-256 in its tags (ModelIntegrityError otherwise), and where it came
+        from; (None, why) when the version has none: trained before novelty models were logged, or its
+        artifact is gone from the run. A registry or artifact store that does not answer raises
+        (`is_not_found`): an outage must not read as "no logged model"."""
+        from mlflow.exceptions import MlflowException
+
+        tags = self.version_tags(version)
+        if NOVELTY_TAG not in tags:
+            return None, f"v{version} was trained before novelty models were logged"
+        run_id = tags[NOVELTY_RUN_TAG]
+        try:
+            with tempfile.TemporaryDirectory() as tmp:
+                blob = Path(self.client().download_artifacts(run_id, NOVELTY_ARTIFACT, tmp)).read_bytes()
+        except MlflowException as exc:
+            if not is_not_found(exc):
+                raise
+            return None, f"{NOVELTY_ARTIFACT} is gone from run {run_id}"
+        if hashlib.sha256(blob).hexdigest() != tags[NOVELTY_TAG]:
+            raise ModelIntegrityError(f"v{version}'s novelty model in run {run_id} does not match the {NOVELTY_TAG} recorded "
+                                      "when it was logged; refusing to load it")
+        return blob, f"run {run_id}"
 
     def load(self, version: str):
         """The sklearn pipeline of a registered version, verified against its recorded checksum
