@@ -246,6 +246,29 @@ def test_judge_trial_reads_multiclass_probability_rows_from_the_warehouse(multic
     assert verdict.decision == PROMOTE and verdict.reason.endswith("; offline it was +0.0500")
 
 
+def test_judge_trial_counts_the_trials_earlier_judged_looks(multiclass_store):
+    """The look comes from canary_analysis: v2's trial (started after 03-09) was judged at ages 1 and 2
+    (age 2 twice: a re-run), waited at age 3; rows of an earlier v2 trial and of another version do
+    not count. Three more days delivered: this analysis, at age 4, is the trial's third judged look."""
+    from retrain_assets.pipeline.serving import judge_trial
+
+    database, *_ = multiclass_store
+    days = pd.to_datetime(["2025-03-10", "2025-03-11", "2025-03-12", "2025-03-13"])
+    nan = float("nan")
+    earlier = pd.DataFrame([{"trial_version": v, "partition": p, "partitions_elapsed": age, "live_performance_difference": d}
+                            for v, p, age, d in (("2", "2025-03-02", 1.0, 0.02), ("3", "2025-03-11", 2.0, 0.02),
+                                                 ("2", "2025-03-10", 1.0, 0.01), ("2", "2025-03-11", 2.0, 0.01),
+                                                 ("2", "2025-03-11", 2.0, 0.01), ("2", "2025-03-12", 3.0, nan))])
+    write_tables(database, raw_batches=pd.DataFrame({"partition_start": days}), canary_analysis=earlier)
+    verdict, clock = judge_trial(warehouse_of(database), TICKETS, StubRegistry(None).version_tags("2"), "2", "1")
+    assert clock.elapsed == 4 and verdict.numbers["look"] == 3
+    assert verdict.numbers["look_confidence"] == pytest.approx(1 - 0.05 * 6 / (np.pi ** 2 * 9))
+    assert "(look 3, 99.66 % interval)" in verdict.reason
+    # The analysis that recorded age 2 again (a re-run) was its second look, as the first run was.
+    write_tables(database, raw_batches=pd.DataFrame({"partition_start": days[:2]}))
+    assert judge_trial(warehouse_of(database), TICKETS, {"trial_start_partition": "2025-03-09"}, "2", "1")[0].numbers["look"] == 2
+
+
 def test_judge_trial_reads_regression_predictions_from_the_warehouse(tmp_path):
     from retrain_assets.pipeline.serving import judge_trial
 

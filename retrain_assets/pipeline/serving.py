@@ -12,7 +12,7 @@ import pandas as pd
 from retrain_assets.core.monitoring.drift import dataset_drift, feature_drift
 from retrain_assets.core.ingestion.landing import PREDICTIONS, LandingFileError, read_landing_file
 from retrain_assets.core.partitions import PARTITION_COLUMN
-from retrain_assets.core.deployment.rollout import CanaryVerdict, TrialClock, analyse_canary, live_inputs
+from retrain_assets.core.deployment.rollout import CanaryVerdict, TrialClock, analyse_canary, judged_look, live_inputs
 from retrain_assets.core.policy.performance import performance_rules
 from retrain_assets.core.roles import CHAMPION
 from retrain_assets.core.deployment.serving import typed_log
@@ -35,14 +35,16 @@ ANALYSIS_NUMBERS = ("live_rows", "live_positives", "partitions_elapsed", "offlin
                     "live_roc_auc_difference_upper", "live_classes", "live_min_class_rows",
                     "offline_performance_difference", "offline_performance_difference_lower",
                     "offline_performance_difference_upper", "live_challenger_performance", "live_champion_performance",
-                    "live_performance_difference", "live_performance_difference_lower", "live_performance_difference_upper")
+                    "live_performance_difference", "live_performance_difference_lower", "live_performance_difference_upper",
+                    "look", "look_confidence")
 
 
 def judge_trial(warehouse: Warehouse, spec: DatasetSpec, tags: dict[str, str], trial: str,
                 champion: str) -> tuple[CanaryVerdict, TrialClock]:
     """The verdict of the live trial of `trial` (registry `tags`) against `champion` on the pairs
     logged so far, on the task's primary metric, with the offline difference of the newest
-    evaluation of the pair; and the trial's clock. `canary_analysis` records it, `status` shows it."""
+    evaluation of the pair, at the trial's judged look (`judged_look` of the version's earlier
+    canary_analysis rows); and the trial's clock. `canary_analysis` records it, `status` shows it."""
     pairs = live_pairs(warehouse, spec, trial, champion)
     clock = trial_clock_of(warehouse, tags, trial)
     found = warehouse.query("select * from evaluation_report where challenger_version = ? and champion_version = ? "
@@ -58,10 +60,12 @@ def judge_trial(warehouse: Warehouse, spec: DatasetSpec, tags: dict[str, str], t
         return None
 
     y, trial_outputs, champion_outputs = live_inputs(pairs, spec.target)
+    earlier = warehouse.query("select * from canary_analysis where trial_version = ?", [trial])
     verdict = analyse_canary(y, trial_outputs, champion_outputs, clock.elapsed, spec.policy,
                              number("performance_difference", "diff_roc_auc"),
                              number("performance_difference_lower", "diff_roc_auc_lower"), clock.live, spec.target,
-                             number("performance_difference_upper", "diff_roc_auc_upper"))
+                             number("performance_difference_upper", "diff_roc_auc_upper"),
+                             look=judged_look(earlier, clock.started, clock.elapsed))
     return verdict, clock
 
 

@@ -85,7 +85,7 @@ def _canary_analysis(spec: DatasetSpec) -> TableDoc:
         "live_challenger_roc_auc": "The trial version's live ROC AUC" + binary + ".",
         "live_champion_roc_auc": "The champion's live ROC AUC on the same rows" + binary + ".",
         "live_roc_auc_difference": "Live ROC AUC difference trial - champion" + binary + ".",
-        "live_roc_auc_difference_lower": "Lower bound of its paired bootstrap interval" + binary + ".",
+        "live_roc_auc_difference_lower": "Lower bound of its paired bootstrap interval (at look_confidence)" + binary + ".",
         "live_roc_auc_difference_upper": "Upper bound" + binary + ".",
         "live_classes": "Classes present among the labelled live rows (multiclass only).",
         "live_min_class_rows": f"Labelled live rows of the rarest class present (multiclass only; the analysis waits "
@@ -97,8 +97,15 @@ def _canary_analysis(spec: DatasetSpec) -> TableDoc:
         "live_challenger_performance": f"The trial version's live {label}.",
         "live_champion_performance": f"The champion's live {label} on the same rows.",
         "live_performance_difference": f"Live {label} difference trial - champion ({better} is better).",
-        "live_performance_difference_lower": "Lower bound of its paired bootstrap interval.",
+        "live_performance_difference_lower": "Lower bound of its paired bootstrap interval (at look_confidence).",
         "live_performance_difference_upper": "Upper bound.",
+        "look": "Which judged look of the trial this analysis is (1 + the earlier analyses of the trial, at "
+                "distinct ages, that computed the live interval; a re-run is the same look; "
+                "`core.deployment.rollout.judged_look`).",
+        "look_confidence": "Two-sided level of the live interval at this look: alpha spending over the looks, "
+                           "1 - alpha * 6 / (pi^2 look^2) with alpha = 1 - promotion.confidence_level "
+                           "(`core.deployment.rollout.look_confidence`), so all the looks together keep the "
+                           "error rate alpha.",
     }
     return TableDoc(
         "canary_analysis", "serving", "canary_analysis", "one analysis of the version on live trial",

@@ -11,6 +11,7 @@ Which step the deployment takes on a verdict, an evaluation or a command is `cor
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Iterable
@@ -116,6 +117,53 @@ class CanaryVerdict:
 MIN_LIVE_CLASS_ROWS = 5
 
 
+# The fewest bootstrap resamples beyond each end of a judged look's interval: a later look's level
+# is far out in the tails, where 2,000 resamples leave a handful (`look_resamples`).
+MIN_TAIL_RESAMPLES = 10
+
+
+def look_confidence(confidence: float, look: int) -> float:
+    """The two-sided level of the live interval at a trial's `look`-th judged look (1, 2, ...):
+    alpha spending over the looks, alpha_k = alpha * 6 / (pi^2 k^2) with alpha = 1 - `confidence`
+    (the sum over every look is alpha: sum 1/k^2 = pi^2/6). The interval misses the true
+    difference at some look with probability at most alpha (the union bound, whatever the looks'
+    correlation), so judging a trial after every batch keeps the stated error rate, for any number
+    of looks; each end of the interval, hence a wrong promotion or a wrong rollback, at most
+    alpha / 2. The first look spends 61 % of alpha (0.95: a 96.96 % interval), the second 15 %
+    (99.24 %), the third 6.8 % (99.66 %): front-loaded, as labels arrive late and a trial is
+    mostly judged first near its expiry (docs/policy.md has the simulation that chose it)."""
+    alpha = 1.0 - confidence
+    return 1.0 - alpha * 6.0 / (math.pi ** 2 * max(int(look), 1) ** 2)
+
+
+def look_resamples(resamples: int, level: float) -> int:
+    """Bootstrap resamples for an interval at `level`: `resamples`, or more so that
+    `MIN_TAIL_RESAMPLES` fall beyond each end (look 1 at 0.95 keeps 2,000; look 7 takes 32,241)."""
+    return max(int(resamples), math.ceil(2 * MIN_TAIL_RESAMPLES / (1.0 - level)))
+
+
+def judged_look(history: pd.DataFrame, started: str | None, elapsed: int) -> int:
+    """Which judged look of its trial an analysis at age `elapsed` (`TrialClock.elapsed`) is: 1 +
+    the distinct ages (`partitions_elapsed`) below `elapsed` at which earlier analyses of the trial
+    (`history`: the version's canary_analysis rows) were judged, i.e. computed the live interval
+    (`live_performance_difference`, or binary's older `live_roc_auc_difference`, not NaN). Rows
+    analysed at or before the trial's start partition `started` belong to an earlier trial of the
+    version and are not counted (without a start, all are); a re-run at the same age is the same
+    look. Deterministic in the stores: the same analysis always gets the same look."""
+    if history is None or not len(history) or "partitions_elapsed" not in history:
+        return 1
+    judged = pd.Series(False, index=history.index)
+    for column in ("live_performance_difference", "live_roc_auc_difference"):
+        if column in history:
+            judged |= pd.to_numeric(history[column], errors="coerce").notna()
+    age = pd.to_numeric(history["partitions_elapsed"], errors="coerce")
+    mine = judged & (age < elapsed)
+    if started and "partition" in history:
+        partition = history["partition"].fillna("").astype(str)
+        mine &= (partition == "") | (partition > started)
+    return 1 + int(age[mine].nunique())
+
+
 def live_inputs(pairs: pd.DataFrame, target: TargetSpec) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(labels, trial outputs, champion outputs) of the live pairs in the task's shapes (`core.tasks`):
     labels encoded by `encode_labels`; binary and regression outputs the logged `trial_score` /
@@ -139,14 +187,17 @@ def live_inputs(pairs: pd.DataFrame, target: TargetSpec) -> tuple[np.ndarray, np
 def analyse_canary(y: Any, challenger_scores: Any, champion_scores: Any, partitions_elapsed: int, policy: Policy,
                    offline_difference: float | None = None, offline_lower: float | None = None,
                    live_partitions: int | None = None, target: TargetSpec | None = None,
-                   offline_upper: float | None = None) -> CanaryVerdict:
+                   offline_upper: float | None = None, look: int = 1) -> CanaryVerdict:
     """Compare the challenger with the champion on the same labelled live requests, on the task's
     primary metric (`performance_rules(policy, target)`; `target` None: binary).
 
     `y` and the outputs are in the task's shapes (`live_inputs`). `partitions_elapsed` is the
     trial's age (`TrialClock.elapsed`), `live_partitions` how many partitions logged traffic for it.
-    The offline numbers are the evaluation's interval of the same difference. Rules, with the
-    promotion gate's statistics (`task_paired_bootstrap` of challenger - champion), in order:
+    The offline numbers are the evaluation's interval of the same difference. `look` is which
+    judged look of the trial this is (`judged_look`: 1 + the earlier analyses that reached the
+    rules below). Rules, with the promotion gate's statistics (`task_paired_bootstrap` of
+    challenger - champion) at the look's level (`look_confidence`: alpha spending, so the looks
+    together keep the error rate 1 - `promotion.confidence_level`), in order:
       - too little evidence (`_evidence`: binary `min_live_labeled_rows` rows and
         `min_live_positives` positives; multiclass the rows and `MIN_LIVE_CLASS_ROWS` of each class
         present, two classes at least; regression the rows): wait, or roll back once
@@ -189,7 +240,7 @@ def analyse_canary(y: Any, challenger_scores: Any, champion_scores: Any, partiti
             return CanaryVerdict(ROLLBACK, stop, numbers, rules.metric)
         return CanaryVerdict(WAIT, f"waiting for labels: {short[0]}", numbers, rules.metric)
     return _judge(y, challenger_scores, champion_scores, policy, rules, target, numbers, expired,
-                  offline_difference, offline_lower if rules.higher_is_better else offline_upper)
+                  offline_difference, offline_lower if rules.higher_is_better else offline_upper, look)
 
 
 def _early_stop(y: np.ndarray, challenger_scores, champion_scores, task: str, metric: str, policy: Policy,
@@ -245,15 +296,17 @@ def _evidence(y: np.ndarray, task: str, rollout, metric: str) -> tuple[dict[str,
 
 
 def _judge(y, challenger_scores, champion_scores, policy: Policy, rules, target, numbers: dict,
-           expired: bool, offline_difference: float | None, offline_bound: float | None) -> CanaryVerdict:
-    """The verdict on enough live evidence (the rules after the evidence in `analyse_canary`)."""
+           expired: bool, offline_difference: float | None, offline_bound: float | None, look: int) -> CanaryVerdict:
+    """The verdict on enough live evidence (the rules after the evidence in `analyse_canary`), on
+    the interval at the `look`-th judged look's level."""
     gate, metric, higher = policy.promotion, rules.metric, rules.higher_is_better
+    level = look_confidence(gate.confidence_level, look)
     args = (y, np.asarray(challenger_scores, float), np.asarray(champion_scores, float))
-    kwargs = dict(n_resamples=gate.bootstrap_resamples, confidence=gate.confidence_level, seed=policy.random_seed,
+    kwargs = dict(n_resamples=look_resamples(gate.bootstrap_resamples, level), confidence=level, seed=policy.random_seed,
                   threshold=gate.operating_threshold, metrics=(metric,))
     ci = task_paired_bootstrap(target, *args, **kwargs)[metric]
-    numbers.update({"live_challenger_performance": ci.challenger, "live_champion_performance": ci.champion,
-                    "live_performance_difference": ci.difference, "live_performance_difference_lower": ci.lower,
+    numbers.update({"look": look, "look_confidence": level, "live_challenger_performance": ci.challenger,
+                    "live_champion_performance": ci.champion, "live_performance_difference": ci.difference, "live_performance_difference_lower": ci.lower,
                     "live_performance_difference_upper": ci.upper})
     if metric == "roc_auc":  # binary's own columns keep their names
         numbers.update({"live_challenger_roc_auc": ci.challenger, "live_champion_roc_auc": ci.champion,
@@ -264,7 +317,8 @@ def _judge(y, challenger_scores, champion_scores, policy: Policy, rules, target,
         return format_metric(value, metric, digits, sign)
 
     interval = (f"live {rules.label} {shown(ci.challenger)} vs {shown(ci.champion)}, difference {shown(ci.difference, '+', 4)} "
-                f"[{shown(ci.lower, '+', 4)}, {shown(ci.upper, '+', 4)}] on {len(y)} rows")
+                f"[{shown(ci.lower, '+', 4)}, {shown(ci.upper, '+', 4)}] (look {look}, {_percent(level)} interval) "
+                f"on {len(y)} rows")
     offline = f"; offline it was {shown(offline_difference, '+', 4)}" if offline_difference is not None else ""
     margin = 0.0 if gate.comparison == "superiority" else rules.margin(ci.champion)
     bound = -margin if higher and margin else margin  # superiority: 0, never -0
@@ -286,6 +340,11 @@ def _judge(y, challenger_scores, champion_scores, policy: Policy, rules, target,
                                  f"partitions{offline}")
     must = "exceed" if higher else "stay below"
     return verdict(WAIT, f"{interval}: not conclusive yet ({edge} bound must {must} {shown(bound, '+')})")
+
+
+def _percent(level: float) -> str:
+    """A level as people read it: 96.96 %, 99.24 %, 99.9 %."""
+    return f"{100 * level:.2f}".rstrip("0").rstrip(".") + " %"
 
 
 def _partitions(n: int) -> str:

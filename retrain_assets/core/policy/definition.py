@@ -75,9 +75,12 @@ class RolloutPolicy:
 
     The live comparison uses the promotion gate's statistics: the paired bootstrap interval of the
     ROC AUC difference (challenger - champion, on the same logged requests), `comparison`,
-    `non_inferiority_margin`, `confidence_level` and `bootstrap_resamples` of `promotion`. A trial
-    is rolled back when live traffic shows it significantly worse, or when the live interval lies
-    entirely below the offline one (see `core.deployment.rollout.analyse_canary`).
+    `non_inferiority_margin`, `confidence_level` and `bootstrap_resamples` of `promotion`. The
+    trial is judged after every batch, so each judged look spends a share of 1 - `confidence_level`
+    (look k at level 1 - alpha * 6 / (pi^2 k^2): `core.deployment.rollout.look_confidence`) and all
+    the looks together keep the error rate. A trial is rolled back when live traffic shows it
+    significantly worse, or when the live interval lies entirely below the offline one (see
+    `core.deployment.rollout.analyse_canary`).
     """
 
     mode: str = param("canary", "`canary` (the challenger answers `canary_share` of the entities), `shadow` (the "
@@ -119,7 +122,8 @@ class PromotionThresholds:
                                                "the ROC AUC difference must be above -non_inferiority_margin) or "
                                                "`superiority` (the lower bound must be above 0).")
     non_inferiority_margin: float = param(0.01, "Against the champion: the non-inferiority margin, in ROC AUC.")
-    confidence_level: float = param(0.95, "Two-sided level of the bootstrap interval.")
+    confidence_level: float = param(0.95, "Two-sided level of the bootstrap interval (the live trial's looks share "
+                                          "its error rate: look k at 1 - (1 - level) * 6 / (pi^2 k^2)).")
     bootstrap_resamples: int = param(2000, "Stratified, paired bootstrap resamples.")
     operating_threshold: float = param(0.5, "Score at or above which a row is predicted positive (F1, precision, recall, "
                                             "accuracy and the fairness gaps are measured there).")
