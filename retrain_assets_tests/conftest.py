@@ -22,12 +22,21 @@ RAINFALL_SAMPLE = Path(__file__).parent / "fixtures" / "rainfall_first_3_years.c
 
 
 # The longest test files first (seconds measured in a fresh-clone `make test`): pytest-xdist hands
-# out whole files in collection order, and a long file started last keeps one worker busy alone
-# at the end (longest-processing-time-first scheduling). Order within a file is kept.
-SLOWEST_FILES = ("test_pipeline_e2e.py", "test_ui.py", "test_pipeline_multiclass.py", "test_pipeline_regression.py",
-                 "test_policy_equivalence.py", "test_reliability.py", "test_scale_celery.py", "test_scale_backfill.py",
-                 "test_dead_runs.py", "test_isolation.py", "test_rainfall.py", "test_scale_postgres.py", "test_backtest_cli.py",
-                 "test_bad_inputs.py", "test_component.py", "test_core_backtest.py")
+# out whole files in collection order (`pytest_configure` keeps it), and a long file started last
+# keeps one worker busy alone at the end (longest-processing-time-first scheduling). Order within
+# a file is kept.
+SLOWEST_FILES = ("test_reliability.py", "test_pipeline_e2e.py", "test_backtest_cli.py", "test_ui.py", "test_scale_celery.py",
+                 "test_isolation.py", "test_policy_equivalence.py", "test_pipeline_regression.py", "test_pipeline_multiclass.py",
+                 "test_dead_runs.py", "test_scale_backfill.py", "test_alerts.py", "test_scale_postgres.py", "test_core_backtest.py",
+                 "test_bad_inputs.py", "test_rainfall.py", "test_component.py", "test_service.py",
+                 "test_pipeline_evaluation_tasks.py", "test_backtest_tasks.py", "test_snapshots.py")
+
+
+def pytest_configure(config):
+    # pytest-xdist (3.5 on) sorts the files of --dist loadfile by number of tests, which started the
+    # long files of one or two tests last; since 3.8 this turns that off, keeping the order below.
+    if hasattr(config.option, "loadscopereorder"):
+        config.option.loadscopereorder = False
 
 
 def pytest_collection_modifyitems(items):
