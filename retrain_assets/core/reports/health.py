@@ -299,8 +299,9 @@ def _caption(label: str) -> str:
             "each champion's value on its held-out rows at promotion. Hollow points: a batch that arrived before its "
             "champion was promoted, scored by it later (no champion of its own served it). Below: the share of drifted features and, when "
             "computed, novelty, output-rule and error-stream signals; then the retrains decided, the evaluations of each "
-            "new candidate by the promotion gate (at the newest partition of the training window it was trained and "
-            "judged on), and the promotions and rollbacks, at the partition they were decided on. Hover a point or marker "
+            "new candidate by the promotion gate (at the newest labelled partition of the training window it was trained "
+            "and judged on: labels come later than batches, so it sits before the retrain that made it), and the "
+            "promotions and rollbacks, at the partition they were decided on. Hover a point or marker "
             "for its numbers. A step recorded before deployed_model had a partition column is listed below without one, "
             "and not drawn.</figcaption>")
 
