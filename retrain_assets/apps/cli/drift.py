@@ -34,8 +34,12 @@ def run(args) -> int:
     print(f"{summary['n_drifted']}/{summary['n_features']} features drifted (share {summary['drift_share']:.2f}); "
           f"dataset drift: {'YES' if summary['dataset_drifted'] else 'no'}; out-of-distribution rows: {summary['ood_share']:.1%}; "
           f"domain-classifier AUC: {summary['multivariate_auc']:.3f}")
-    for row in result.features[result.features["drifted"]].itertuples():
-        print(f"  {row.feature}: {row.test} = {row.drift_score:.4g} (threshold {row.threshold:.4g})")
+    features = result.features
+    for row in features[features["drifted"] | features["detected"]].itertuples():
+        distance = "wasserstein_norm" if row.kind == "numeric" else "jensen_shannon"
+        verdict = "DRIFT" if row.drifted else "detected, reported only"
+        print(f"  {row.feature}: {verdict}: severity {row.severity} ({distance} {getattr(row, distance):.4g}), "
+              f"p (BH) {row.p_value_adjusted:.3g} vs detection level {row.detection_level:g}")
     print(f"wrote {args.out / 'drift_report.json'} and {args.out / 'drift_report.html'}")
     return 0
 

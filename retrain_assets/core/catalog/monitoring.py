@@ -62,13 +62,23 @@ def feature_drift_columns(spec: DatasetSpec) -> tuple[ColumnDoc, ...]:
         ColumnDoc("chi2_p_value", DOUBLE, "Its p-value."),
         ColumnDoc("p_value", DOUBLE, "The feature's test p-value (KS or chi-square)."),
         ColumnDoc("p_value_adjusted", DOUBLE, "Benjamini-Hochberg adjusted p-value across the features of the batch."),
-        ColumnDoc("test", VARCHAR, "What decided the verdict: `ks` / `chi2` (adjusted p-value below policy.drift.alpha, "
-                                   "small samples), `wasserstein` / `jensen_shannon` (distance above its threshold, "
-                                   "large samples), `psi` (when policy.drift.psi_threshold is set) or `insufficient "
-                                   "data`."),
-        ColumnDoc("drift_score", DOUBLE, "The value the verdict used."),
-        ColumnDoc("threshold", DOUBLE, "The threshold it was compared with."),
-        ColumnDoc("drifted", BOOLEAN, "Whether the feature drifted."),
+        ColumnDoc("test", VARCHAR, "The statistic of the former single verdict, kept for readers: `ks` / `chi2` (adjusted "
+                                   "p-value vs policy.drift.alpha, below policy.drift.large_sample_rows current values), "
+                                   "`wasserstein` / `jensen_shannon` (distance vs its threshold, larger samples), `psi` "
+                                   "(when policy.drift.psi_threshold is set) or `insufficient data`."),
+        ColumnDoc("drift_score", DOUBLE, "That statistic's value."),
+        ColumnDoc("threshold", DOUBLE, "The threshold it is compared with."),
+        ColumnDoc("drifted", BOOLEAN, "Whether the feature drifted (what drift_share counts): detected and severity "
+                                      "`moderate` or `major`; with policy.drift.psi_threshold set, psi >= it."),
+        ColumnDoc("detected", BOOLEAN, "Whether the shift is statistically certain: p_value_adjusted below "
+                                       "detection_level (two-sample test against the profile's kept reference sample)."),
+        ColumnDoc("detection_level", DOUBLE, "The level detection used: policy.drift.detection_alpha from "
+                                             "policy.drift.large_sample_rows current values on, policy.drift.alpha below; "
+                                             "NaN when untested."),
+        ColumnDoc("severity", VARCHAR, "Effect-size band of wasserstein_norm (numeric) or jensen_shannon (categorical), "
+                                       "independent of the sample size: `none` (< policy.drift.severity_minor), `minor`, "
+                                       "`moderate` (above the distance's threshold), `major` (>= policy.drift.severity_major); "
+                                       "null when untested."),
     )
 
 

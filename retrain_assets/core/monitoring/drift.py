@@ -1,8 +1,11 @@
 """Drift verdicts of one batch against the reference profile (`profile.py`).
 
 The feature table has one row per profiled feature with every statistic of `distances.py`, the
-Benjamini-Hochberg adjusted p-values across the batch's features and the verdict of the test the
-policy's `DriftThresholds` choose for it; the batch verdict is the share of drifted features.
+Benjamini-Hochberg adjusted p-values across the batch's features and two verdicts under the
+policy's `DriftThresholds`: *detected* (the two-sample test is certain: below `detection_alpha`
+from `large_sample_rows` current values on, below `alpha` under it) and *severity* (the distance's effect-size band, independent of it);
+a feature drifts when both hold (severity at least moderate), and the batch verdict is the share
+of drifted features.
 Label drift, prediction (score) drift and the out-of-distribution share complete the picture.
 Missing values, categories and bins follow `values.py`; a statistic that cannot be computed (no
 current or no reference values) is NaN.
@@ -36,7 +39,9 @@ FEATURE_COLUMNS = [
     "psi", "psi_band", "ks_statistic", "ks_p_value", "wasserstein_norm", "jensen_shannon",
     "chi2_statistic", "chi2_p_value", "p_value", "p_value_adjusted",
     "test", "drift_score", "threshold", "drifted",
+    "detected", "detection_level", "severity",
 ]  # fmt: skip
+SEVERITIES = ("none", "minor", "moderate", "major")
 
 
 def feature_drift(profile: ReferenceProfile, df: pd.DataFrame, thresholds: DriftThresholds = DriftThresholds()) -> pd.DataFrame:
@@ -44,14 +49,20 @@ def feature_drift(profile: ReferenceProfile, df: pd.DataFrame, thresholds: Drift
     the verdict.
 
     n_current is the feature's non-missing current count and missing_share its missing share
-    of the batch's rows. With n_current < large_sample_rows the verdict is the p-value test (KS
-    for numeric, chi-square for categorical) with the Benjamini-Hochberg adjusted p (across all
-    features of the batch) below alpha; otherwise the distance test: wasserstein_norm (numeric)
-    or jensen_shannon (categorical) strictly above its threshold. `drift_score` is the value
-    the verdict used. With `thresholds.psi_threshold` set, PSI >= psi_threshold is the verdict
-    (test "psi") at any batch size. A feature with no current or no reference values gets test
-    "insufficient data", NaN statistics and drifted False. Statistics not defined for a kind
-    are NaN; psi_band is "none" / "moderate" / "major" (None when psi is NaN).
+    of the batch's rows. `detected`: the KS (numeric) / chi-square (categorical) p-value,
+    Benjamini-Hochberg adjusted across the batch's features (`p_value_adjusted`), is below
+    `detection_level`: `thresholds.detection_alpha` from large_sample_rows non-missing current
+    values on, `thresholds.alpha` below (small batches, where power is scarce). `severity`: the band of
+    wasserstein_norm (numeric) or jensen_shannon (categorical), `DriftThresholds.severity`,
+    whatever the batch size. `drifted` = detected and severity "moderate" or "major" (the
+    distance strictly above its threshold); with `thresholds.psi_threshold` set, PSI >=
+    psi_threshold instead (at any batch size). `test`, `drift_score` and `threshold` keep the
+    statistic of the former single verdict for readers: with n_current < large_sample_rows the
+    p-value test ("ks" / "chi2", p_value_adjusted vs alpha), otherwise the distance
+    ("wasserstein" / "jensen_shannon" vs its threshold), or "psi". A feature with no current or
+    no reference values gets test "insufficient data", NaN statistics, severity None and
+    detected / drifted False. Statistics not defined for a kind are NaN; psi_band is "none" /
+    "moderate" / "major" (None when psi is NaN).
     """
     absent = [c for c in [*profile.numeric, *profile.categorical] if c not in df.columns]
     if absent:
@@ -107,24 +118,31 @@ def drift_table(rows: list[dict[str, Any]], thresholds: DriftThresholds = DriftT
         if not math.isnan(psi_value):
             band = "major" if psi_value >= thresholds.psi_major else "moderate" if psi_value >= thresholds.psi_moderate else "none"
             table.at[i, "psi_band"] = band
+        distance = row["wasserstein_norm"] if row["kind"] == "numeric" else row["jensen_shannon"]
+        severity = thresholds.severity(row["kind"], float(distance))
+        small = row["n_current"] < thresholds.large_sample_rows
+        level = thresholds.alpha if small else thresholds.detection_alpha
+        detected = bool(row["p_value_adjusted"] < level)
+        if small:
+            test = "ks" if row["kind"] == "numeric" else "chi2"
+            score, threshold = row["p_value_adjusted"], thresholds.alpha
+        elif row["kind"] == "numeric":
+            test, score, threshold = "wasserstein", distance, thresholds.wasserstein_threshold
+        else:
+            test, score, threshold = "jensen_shannon", distance, thresholds.jensen_shannon_threshold
+        drifted = detected and severity in ("moderate", "major")
         if thresholds.psi_threshold is not None:
             test, score, threshold = "psi", psi_value, thresholds.psi_threshold
             drifted = bool(score >= threshold)
-        elif row["n_current"] < thresholds.large_sample_rows:
-            test = "ks" if row["kind"] == "numeric" else "chi2"
-            score, threshold = row["p_value_adjusted"], thresholds.alpha
-            drifted = bool(score < threshold)
-        elif row["kind"] == "numeric":
-            test, score, threshold = "wasserstein", row["wasserstein_norm"], thresholds.wasserstein_threshold
-            drifted = bool(score > threshold)
-        else:
-            test, score, threshold = "jensen_shannon", row["jensen_shannon"], thresholds.jensen_shannon_threshold
-            drifted = bool(score > threshold)
         table.at[i, "test"] = test
         table.at[i, "drift_score"] = score
         table.at[i, "threshold"] = threshold
         table.at[i, "drifted"] = drifted
+        table.at[i, "detected"] = detected
+        table.at[i, "detection_level"] = level
+        table.at[i, "severity"] = severity
     table["drifted"] = table["drifted"].astype(bool)
+    table["detected"] = table["detected"].astype(bool)
     for col in ("n_reference", "n_current"):
         table[col] = table[col].astype(np.int64)
     return table
@@ -221,5 +239,7 @@ def _empty_row(name: str, kind: str, n_ref: int, n_cur: int, n_missing: int, n_r
         psi_band=None,
         test=INSUFFICIENT_DATA,
         drifted=False,
+        detected=False,
+        severity=None,
     )
     return row

@@ -11,22 +11,37 @@ from dataclasses import dataclass
 class DriftThresholds:
     """When a feature, a batch or a score distribution counts as drifted.
 
-    alpha: significance of the per-feature KS / chi-square tests after Benjamini-Hochberg
-        across the batch's features (0.05: the conventional level; BH keeps the share of false
-        flags among flagged features at 5 %, and under no drift at all the chance of any flag).
-    large_sample_rows: at or above this many non-missing current values a feature is judged by
-        a distance instead of a p-value (1000, as in Evidently's defaults): with thousands of rows
-        KS and chi-square reject for shifts far too small to matter (a 0.05-std mean shift is
-        "significant" at 10k rows), whereas a distance measures how large the change is.
+    A feature's `drifted` (what drift_share and the policy's drift clause count) is `detected`
+    AND `severity` at least "moderate" (docs/policy.md, "Detected vs severity"):
+    detection_alpha: a feature with at least large_sample_rows non-missing current values is
+        *detected* when its KS / chi-square p-value, Benjamini-Hochberg adjusted across the
+        batch's features, is below this (0.001). The tests are two-sample against what the profile
+        keeps (the <= max_reference_sample sorted reference values, the exact category counts),
+        so the reference's own sampling noise is part of the null. BH at 0.001 keeps the chance
+        that a batch of unchanged features shows any detection near 0.1 % at every size from 1e3
+        to 1e7 rows (seeded simulation in docs/policy.md), where BH at 0.05 alarms in about 4 %
+        of such batches, so in about one run in five over five sizes.
+    severity_minor, severity_major: the effect-size bands of `severity`, from the normed
+        Wasserstein distance (numeric) or the Jensen-Shannon distance (categorical), whatever the
+        batch size: "none" below severity_minor (0.02), "minor" up to the kind's threshold below,
+        "moderate" strictly above it, "major" from severity_major (0.25) on (and above it).
+    alpha: the detection level below large_sample_rows non-missing current values, BH-adjusted
+        as above (0.05, the conventional level): small batches have little power, and their
+        detections still need severity moderate to count as drifted.
+    large_sample_rows: from this many non-missing current values on detection uses
+        detection_alpha instead of alpha, and the kept `test` column names the distance instead
+        of the p-value test (1000, as in Evidently's defaults).
     wasserstein_threshold: Wasserstein-1 distance divided by the reference standard deviation
-        (0.1: the mass has moved a tenth of a standard deviation on average; Evidently's default).
-    jensen_shannon_threshold: Jensen-Shannon distance, base 2, so within [0, 1] (0.1; Evidently's
-        default for categorical columns).
+        at which severity turns "moderate" (strictly above 0.1: the mass has moved a tenth of a
+        standard deviation on average; Evidently's default).
+    jensen_shannon_threshold: Jensen-Shannon distance, base 2, so within [0, 1], at which a
+        categorical severity turns "moderate" (strictly above 0.1; Evidently's default).
     psi_moderate, psi_major: Population Stability Index bands from credit-scorecard practice
         (Siddiqi, "Credit Risk Scorecards", 2006): < 0.1 no significant change, 0.1-0.25 moderate,
         >= 0.25 major shift. PSI is reported, not used for the verdict ...
-    psi_threshold: ... unless this is set (default None): then PSI decides every feature, at any
-        batch size, drifted when PSI >= psi_threshold. Mind the sampling noise: with k bins and m
+    psi_threshold: ... unless this is set (default None): then PSI decides every feature's
+        `drifted`, at any batch size, drifted when PSI >= psi_threshold (detected and severity are
+        still reported). Mind the sampling noise: with k bins and m
         current rows, PSI of an unchanged distribution is about (k - 1) / m (0.3 for 30 rows).
     dataset_drift_share: the batch drifts when at least this share of the tested features
         drift (0.5, Evidently's default).
@@ -47,6 +62,9 @@ class DriftThresholds:
         changes no decision (docs/policy.md, "Drift per segment").
     """
 
+    detection_alpha: float = 0.001
+    severity_minor: float = 0.02
+    severity_major: float = 0.25
     alpha: float = 0.05
     large_sample_rows: int = 1000
     wasserstein_threshold: float = 0.1
@@ -63,6 +81,10 @@ class DriftThresholds:
     def __post_init__(self) -> None:
         if not 0.0 < self.alpha < 1.0:
             raise ValueError("alpha must be within (0, 1)")
+        if not 0.0 < self.detection_alpha < 1.0:
+            raise ValueError("detection_alpha must be within (0, 1)")
+        if not 0.0 <= self.severity_minor <= self.severity_major:
+            raise ValueError("need 0 <= severity_minor <= severity_major")
         if not 0.0 <= self.psi_moderate <= self.psi_major:
             raise ValueError("need 0 <= psi_moderate <= psi_major")
         if self.psi_threshold is not None and not self.psi_threshold > 0.0:
@@ -87,3 +109,14 @@ class DriftThresholds:
         if not self.segment_drift or math.isnan(max_segment_drift_share):
             return drift_share
         return max_segment_drift_share if math.isnan(drift_share) else max(drift_share, max_segment_drift_share)
+
+    def severity(self, kind: str, distance: float) -> str | None:
+        """The effect-size band of a feature's distance (normed Wasserstein for "numeric",
+        Jensen-Shannon otherwise): none / minor / moderate / major; None when it is NaN.
+        "moderate" or "major" exactly when the distance is strictly above the kind's threshold."""
+        if math.isnan(distance):
+            return None
+        moderate = self.wasserstein_threshold if kind == "numeric" else self.jensen_shannon_threshold
+        if distance > moderate:
+            return "major" if distance >= self.severity_major else "moderate"
+        return "minor" if distance >= self.severity_minor else "none"

@@ -24,9 +24,10 @@ _SUMMARY_LABELS = {
 def render_drift_html(title: str, features: pd.DataFrame, summary: dict[str, Any], profile, current: pd.DataFrame) -> str:
     """The report page: summary numbers, the per-feature table, and a chart per feature."""
     rows = "".join(
-        f"<tr class={'drift' if r.drifted else 'ok'}><td>{escape(r.feature)}</td><td>{escape(r.kind)}</td><td>{escape(r.test)}</td>"
-        f"<td>{_num(r.drift_score)}</td><td>{_num(r.threshold)}</td><td>{_num(r.psi)}</td><td>{_num(r.p_value)}</td>"
-        f"<td>{_num(r.p_value_adjusted)}</td><td>{'DRIFT' if r.drifted else 'ok'}</td></tr>"
+        f"<tr class={_row_class(r)}><td>{escape(r.feature)}</td><td>{escape(r.kind)}</td>"
+        f"<td>{_num(getattr(r, 'detected', None))}</td><td>{escape(getattr(r, 'severity', None) or '–')}</td>"
+        f"<td>{escape(r.test)}</td><td>{_num(r.drift_score)}</td><td>{_num(r.threshold)}</td><td>{_num(r.psi)}</td>"
+        f"<td>{_num(r.p_value)}</td><td>{_num(r.p_value_adjusted)}</td><td>{_verdict(r)}</td></tr>"
         for r in features.sort_values(["drifted", "drift_score"], ascending=[False, False]).itertuples()
     )
     labels = _summary_labels(summary, getattr(profile, "task", BINARY))
@@ -43,14 +44,34 @@ def render_drift_html(title: str, features: pd.DataFrame, summary: dict[str, Any
             charts.append(_chart(name, *_category_bins(categorical, current[name])))
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>{escape(title)}</title><style>
 body{{font-family:system-ui,sans-serif;margin:2em;color:#222}} table{{border-collapse:collapse}}
-td,th{{border:1px solid #ccc;padding:4px 8px;font-size:13px}} tr.drift td{{background:#fde2e1}}
+td,th{{border:1px solid #ccc;padding:4px 8px;font-size:13px}} tr.drift td{{background:#fde2e1}} tr.detected td{{background:#fff6d5}}
 .charts{{display:flex;flex-wrap:wrap;gap:16px}} figure{{margin:0}} figcaption{{font-size:13px}}
 </style></head><body><h1>{escape(title)}</h1><ul>{summary_items}</ul>
 <p><span style="color:{REFERENCE_COLOR}">&#9632; reference (champion's training data)</span> &nbsp;
 <span style="color:{CURRENT_COLOR}">&#9632; current batch</span></p>
-<table><tr><th>feature</th><th>kind</th><th>test</th><th>score</th><th>threshold</th><th>PSI</th><th>p-value</th>
-<th>p (BH-adjusted)</th><th>verdict</th></tr>{rows}</table>
+<p>Detected: the two-sample test (KS / chi-square, Benjamini-Hochberg across the features) is below the detection
+level{_level(features)}. Severity: the effect-size band of the normed Wasserstein (numeric) or Jensen-Shannon
+(categorical) distance, whatever the batch size. A feature drifts when it is detected with severity moderate or
+major; a detected minor shift is reported, not counted.</p>
+<table><tr><th>feature</th><th>kind</th><th>detected</th><th>severity</th><th>test</th><th>score</th><th>threshold</th>
+<th>PSI</th><th>p-value</th><th>p (BH-adjusted)</th><th>verdict</th></tr>{rows}</table>
 {_task_section(summary, getattr(profile, "task", BINARY))}{_rules_section(summary)}{_segments_section(summary)}<h2>Distributions</h2><div class="charts">{''.join(charts)}</div></body></html>"""
+
+
+def _row_class(r: Any) -> str:
+    return "drift" if r.drifted else "detected" if getattr(r, "detected", False) else "ok"
+
+
+def _verdict(r: Any) -> str:
+    """DRIFT, "detected, <severity>" (certain but below the moderate band: reported only) or ok."""
+    if r.drifted:
+        return "DRIFT"
+    return f"detected, {escape(getattr(r, 'severity', None) or '–')}" if getattr(r, "detected", False) else "ok"
+
+
+def _level(features: pd.DataFrame) -> str:
+    levels = features["detection_level"].dropna().unique() if "detection_level" in features else []
+    return f" ({float(levels[0]):g})" if len(levels) == 1 else ""
 
 
 def _summary_labels(summary: dict[str, Any], task: str) -> dict[str, str]:
