@@ -1,13 +1,21 @@
 """Feature drift: our report vs Evidently's DataDriftPreset vs NannyML's UnivariateDriftCalculator.
 
-The same seeded reference / current frames (N rows x 20 columns: 15 numeric, 5 categorical) go
-through every tool in one run. Six columns of the current frame are shifted (see SHIFTED); the
-other fourteen are drawn from the same distribution as in the reference. For every size and tool
-the script prints seconds, our speed-up over the peer, and precision / recall of the tool's
-per-column drift flags against that truth; all numbers go to benchmarks/results/drift_vs_peers.json.
+The same seeded reference / current frames (N rows x 23 columns: 17 numeric, 6 categorical) go
+through every tool in one run. Nine columns of the current frame are shifted (see SHIFTED): six
+by a clear amount and three subtly (SUBTLE: a 2.5 % multiplicative shift of a lognormal, 1.5 % of
+the range of a uniform, 3 points of mass moved between two of 16 levels; certain at 1e6 rows, far
+below the 0.1 distance thresholds); the other fourteen are drawn from the same distribution as in
+the reference. For every size and tool the script prints seconds, our speed-up over the peer, and
+precision / recall of the tool's per-column drift flags against that truth (all nine shifted
+columns; recall also on the subtle three); all numbers go to benchmarks/results/drift_vs_peers.json.
 
 - ours: build_reference_profile(reference) ("profile", once per champion in the product) and
-  feature_drift(profile, current) ("check", once per batch); default DriftThresholds.
+  feature_drift(profile, current) ("check", once per batch); default DriftThresholds. Its flags
+  are the `detected` column (the shift is certain: BH-adjusted KS / chi-square p < 0.001 against
+  the profile's kept reference sample); from the same run the script also scores `drifted`
+  (detected and severity >= moderate: what the retrain policy counts, meant to stay off the
+  subtle three) and "old verdict" (the rule before issue 25: BH p < 0.05 below 1000 rows, else
+  normed Wasserstein / Jensen-Shannon > 0.1).
 - Evidently: Report([DataDriftPreset()], include_tests=True).run(current, reference), default
   methods and thresholds; a column is flagged when its "Value Drift" test fails. Dataset
   construction is inside the timed region.
@@ -25,7 +33,7 @@ bench_requirements.txt):
 
     python3 -m venv /tmp/bench-venv
     /tmp/bench-venv/bin/pip install -e . -r benchmarks/bench_requirements.txt
-    /tmp/bench-venv/bin/python benchmarks/drift_vs_peers.py [--sizes 10000,100000,1000000] [--repeat 1]
+    /tmp/bench-venv/bin/python benchmarks/drift_vs_peers.py [--sizes 1e4,1e5,1e6,1e7] [--repeat 1]
 
 A peer that does not import is reported as unavailable; a peer whose previous size took longer
 than --skip-after seconds (or whose linear extrapolation exceeds --max-predicted) is skipped at
@@ -71,10 +79,11 @@ DEFAULT_SIZES = "10000,100000,1000000"
 WARMUP_ROWS = 2_000
 
 # --------------------------------------------------------------------------------------------
-# Data: 15 numeric + 5 categorical columns, six of them shifted in the current frame.
+# Data: 17 numeric + 6 categorical columns, nine of them shifted in the current frame.
 
-NUMERIC = [f"num_{i:02d}" for i in range(15)]
-CATEGORICAL = [f"cat_{i:02d}" for i in range(5)]
+NUMERIC = [f"num_{i:02d}" for i in range(17)]
+CATEGORICAL = [f"cat_{i:02d}" for i in range(6)]
+N_COLUMNS = len(NUMERIC) + len(CATEGORICAL)
 
 CHANNELS = np.array(["web", "app", "branch", "phone"], dtype=object)
 CHANNEL_P = np.array([0.45, 0.30, 0.15, 0.10])
@@ -90,6 +99,11 @@ PRODUCTS = np.array([f"sku_{i:03d}" for i in range(40)], dtype=object)
 PRODUCT_P = 1.0 / np.arange(1, 41)
 PRODUCT_P /= PRODUCT_P.sum()
 FLAGS = np.array(["Y", "N"], dtype=object)
+LEVELS = np.array([f"level_{i:02d}" for i in range(16)], dtype=object)
+LEVEL_P = np.linspace(2.0, 1.0, 16) / np.linspace(2.0, 1.0, 16).sum()
+LEVEL_P_SHIFTED = LEVEL_P.copy()
+LEVEL_P_SHIFTED[0] -= 0.03  # 3 points from the largest level to the smallest
+LEVEL_P_SHIFTED[15] += 0.03
 
 SHIFTED = {
     "num_00": "normal(50, 10): mean +0.5 std",
@@ -98,7 +112,11 @@ SHIFTED = {
     "num_03": "uniform(0, 100): mean +0.25 std",
     "cat_00": "4 channels: mix (.45,.30,.15,.10) -> (.30,.40,.15,.15)",
     "cat_01": "12 regions (Zipf): 8 points from the top region to the 10th",
+    "num_15": "lognormal(2, 0.5): x1.025 (subtle; normed Wasserstein ~0.047)",
+    "num_16": "uniform(0, 100): +1.5 (1.5 % of the range; subtle; normed Wasserstein ~0.052)",
+    "cat_05": "16 levels: 3 points from the largest level to the smallest (subtle)",
 }
+SUBTLE = ("num_15", "num_16", "cat_05")
 
 
 def make_frame(n: int, rng: np.random.Generator, shifted: bool) -> pd.DataFrame:
@@ -126,6 +144,9 @@ def make_frame(n: int, rng: np.random.Generator, shifted: bool) -> pd.DataFrame:
     cols["cat_02"] = TIERS[rng.choice(len(TIERS), n, p=[0.6, 0.3, 0.1])]
     cols["cat_03"] = PRODUCTS[rng.choice(len(PRODUCTS), n, p=PRODUCT_P)]  # 40 levels, long tail
     cols["cat_04"] = FLAGS[rng.choice(2, n, p=[0.2, 0.8])]
+    cols["num_15"] = rng.lognormal(2, 0.5, n) * (1.025 if shifted else 1.0)
+    cols["num_16"] = rng.uniform(0, 100, n) + (1.5 if shifted else 0.0)
+    cols["cat_05"] = LEVELS[rng.choice(len(LEVELS), n, p=LEVEL_P_SHIFTED if shifted else LEVEL_P)]
     return pd.DataFrame(cols)[NUMERIC + CATEGORICAL]
 
 
@@ -170,17 +191,32 @@ def load_ours() -> Tool:
         t1 = time.perf_counter()
         table = feature_drift(profile, cur, DriftThresholds())
         t2 = time.perf_counter()
-        flags = {str(f): bool(d) for f, d in zip(table["feature"], table["drifted"])}
+        features = [str(f) for f in table["feature"]]
+        verdicts = {"detected": table["detected"], "drifted": table["drifted"], "old verdict": _old_verdict(table)}
+        flags = {f: bool(d) for f, d in zip(features, table["detected"])}
         detail = {}
         for _, row in table.iterrows():
             detail[str(row["feature"])] = {
-                k: _jsonable(row[k]) for k in ("test", "drift_score", "threshold", "p_value_adjusted") if k in row
+                k: _jsonable(row[k]) for k in ("test", "drift_score", "threshold", "p_value_adjusted", "detected",
+                                               "severity", "wasserstein_norm", "jensen_shannon", "drifted") if k in row
             }
-        return {"fit": t1 - t0, "check": t2 - t1, "flags": flags, "detail": detail}
+        return {"fit": t1 - t0, "check": t2 - t1, "flags": flags, "detail": detail,
+                "by_verdict": {k: score({f: bool(d) for f, d in zip(features, v)}) for k, v in verdicts.items()}}
 
     return Tool("ours", "ours (profile + check)", _version("retrain-assets"), run,
-                notes=["ours: default DriftThresholds (KS/chi2 + BH below 1000 rows, else normed "
-                       "Wasserstein > 0.1 / Jensen-Shannon > 0.1)"])
+                notes=["ours: default DriftThresholds; flags = `detected` (BH-adjusted KS / chi-square p < 0.001 "
+                       "against the profile's kept reference sample); `drifted` = detected and severity >= moderate "
+                       "(normed Wasserstein / Jensen-Shannon > 0.1); old verdict = BH p < 0.05 below 1000 rows, else "
+                       "distance > 0.1"])
+
+
+def _old_verdict(table: pd.DataFrame) -> pd.Series:
+    """The per-feature verdict before issue 25, from the kept `test` / `drift_score` / `threshold`
+    columns: a p-value test below its level, a distance above its threshold."""
+    p_test = table["test"].isin(["ks", "chi2"])
+    distance = table["test"].isin(["wasserstein", "jensen_shannon", "psi"])
+    score_, threshold = table["drift_score"].astype(float), table["threshold"].astype(float)
+    return (p_test & (score_ < threshold)) | (distance & (score_ > threshold))
 
 
 def load_evidently() -> Tool:
@@ -296,9 +332,14 @@ def score(flags: dict[str, bool], among: list[str] | None = None) -> dict[str, A
     tp, fp, fn = len(flagged & truth), len(flagged - truth), len(truth - flagged)
     precision = tp / (tp + fp) if tp + fp else None
     recall = tp / (tp + fn) if tp + fn else None
+    subtle = truth & set(SUBTLE)
+    recall_subtle = len(flagged & subtle) / len(subtle) if subtle else None
+    clear = truth - set(SUBTLE)
+    recall_clear = len(flagged & clear) / len(clear) if clear else None
     missing = sorted(set(NUMERIC + CATEGORICAL if among is None else among) - set(flags))
     return {"n_columns": len(flags), "flagged": sorted(flagged), "tp": tp, "fp": fp, "fn": fn,
-            "precision": precision, "recall": recall, "false_positives": sorted(flagged - truth),
+            "precision": precision, "recall": recall, "recall_subtle": recall_subtle, "recall_clear": recall_clear,
+            "false_positives": sorted(flagged - truth),
             "missed": sorted(truth - flagged), "columns_without_verdict": missing}
 
 
@@ -328,7 +369,40 @@ def run_tool(tool: Tool, ref: pd.DataFrame, cur: pd.DataFrame, repeat: int) -> d
     return {"status": "ok", "fit_s": fit, "check_s": check, "total_s": total,
             "runs": [{"fit_s": r["fit"], "check_s": r["check"]} for r in runs],
             "flags": best["flags"], "detail": best["detail"], **score(best["flags"]),
-            **({"by_method": best["by_method"]} if "by_method" in best else {})}
+            **({"by_method": best["by_method"]} if "by_method" in best else {}),
+            **({"by_verdict": best["by_verdict"]} if "by_verdict" in best else {})}
+
+
+def null_rates(plan: str, seed: int) -> dict[str, Any]:
+    """`--null-rates 1e3:2000,1e4:500`: ours only, on reference and batch frames that are BOTH
+    unshifted (all 23 columns unchanged), that many seeded batches per size. Prints, per size,
+    the share of batches with any Benjamini-Hochberg adjusted p below 0.05 / 0.01 / 0.001 (the
+    chance that a batch of unchanged columns shows a detection at that level) and the per-column
+    share of raw p below 0.05 (an unadjusted per-column test); the numbers behind
+    DriftThresholds.detection_alpha."""
+    from retrain_assets.core.monitoring.drift import feature_drift
+    from retrain_assets.core.monitoring.profile import build_reference_profile
+
+    out: dict[str, Any] = {}
+    print(f"{'rows':>10} {'batches':>8} {'any BH<0.05':>11} {'<0.01':>7} {'<0.001':>7} {'raw<0.05/col':>12} {'min adj p':>10}")
+    for part in plan.split(","):
+        size, count = part.split(":")
+        n, batches = int(float(size)), int(float(count))
+        mins, raw = [], []
+        for b in range(batches):
+            ref = make_frame(n, np.random.default_rng([seed, n, b, 0]), shifted=False)
+            cur = make_frame(n, np.random.default_rng([seed, n, b, 1]), shifted=False)
+            table = feature_drift(build_reference_profile(ref, numeric=NUMERIC, categorical=CATEGORICAL), cur)
+            mins.append(float(table["p_value_adjusted"].min()))
+            raw.extend(table["p_value"].astype(float))
+        m, r = np.array(mins), np.array(raw)
+        row = {"batches": batches, **{f"any_bh_below_{q}": float((m < q).mean()) for q in (0.05, 0.01, 0.001)},
+               "raw_below_0.05_per_column": float((r < 0.05).mean()), "min_adjusted_p": float(m.min())}
+        out[str(n)] = row
+        print(f"{n:>10,} {batches:>8} {row['any_bh_below_0.05']:>11.2%} {row['any_bh_below_0.01']:>7.2%} "
+              f"{row['any_bh_below_0.001']:>7.2%} {row['raw_below_0.05_per_column']:>12.2%} {row['min_adjusted_p']:>10.3g}",
+              flush=True)
+    return out
 
 
 def main() -> None:
@@ -343,7 +417,17 @@ def main() -> None:
     parser.add_argument("--tools", default="ours,evidently,nannyml_1chunk,nannyml_ref10",
                         help="comma-separated subset of ours,evidently,nannyml_1chunk,nannyml_ref10")
     parser.add_argument("--out", default=str(RESULTS))
+    parser.add_argument("--null-rates", metavar="SIZE:BATCHES,...",
+                        help="instead of the comparison: false-detection rates of ours on unchanged frames "
+                             "(e.g. 1e3:2000,1e4:500,1e5:100,1e6:10,1e7:2); JSON to --out")
     args = parser.parse_args()
+    if args.null_rates:
+        rates = null_rates(args.null_rates, args.seed)
+        command = f"{sys.executable} benchmarks/drift_vs_peers.py --null-rates {args.null_rates}"
+        Path(args.out).write_text(json.dumps({"benchmark": "drift_null_rates", "command": command,
+                                              "date": dt.datetime.now().isoformat(timespec="seconds"),
+                                              "seed": args.seed, "results": rates}, indent=1))
+        return
     sizes = [int(float(s)) for s in args.sizes.split(",") if s.strip()]
     wanted = [t.strip() for t in args.tools.split(",") if t.strip()]
     started = time.perf_counter()
@@ -408,8 +492,9 @@ def main() -> None:
                 continue
             last[tool.key] = (n, res["total_s"])
             per_tool[tool.key] = res
-            print(f"  {tool.label}: {fmt_s(res['total_s'])} s, flagged {len(res['flagged'])}/20 "
-                  f"(precision {fmt_p(res['precision'])}, recall {fmt_p(res['recall'])})", flush=True)
+            print(f"  {tool.label}: {fmt_s(res['total_s'])} s, flagged {len(res['flagged'])}/{N_COLUMNS} "
+                  f"(precision {fmt_p(res['precision'])}, recall {fmt_p(res['recall'])}, subtle "
+                  f"{fmt_p(res['recall_subtle'])})", flush=True)
         results[str(n)] = per_tool
         del ref, cur
         gc.collect()
@@ -432,9 +517,10 @@ def main() -> None:
 
     header = (f"{'rows':>9}  {'tool':<30} {'profile/fit s':>13} {'check s':>9} {'total s':>9} "
               f"{'ours x (total)':>14} {'ours x (check)':>14} {'flagged':>8} {'FP':>3} {'FN':>3} "
-              f"{'precision':>9} {'recall':>7}")
-    lines = ["", f"Drift detection, ours vs peers: reference and current frames of N rows x 20 columns, "
-             f"{len(SHIFTED)} columns shifted; best of {args.repeat} run(s)",
+              f"{'precision':>9} {'recall':>7} {'subtle':>7} {'clear':>6}")
+    lines = ["", f"Drift detection, ours vs peers: reference and current frames of N rows x {N_COLUMNS} columns, "
+             f"{len(SHIFTED)} columns shifted ({len(SUBTLE)} subtly); best of {args.repeat} run(s)",
+             "  recall = on all shifted columns; subtle / clear = recall on the subtle three / the other six",
              "  ours x (total) = peer total s / ours total s (profile + check)",
              "  ours x (check) = peer per-batch s (Evidently: its whole run, it has no reusable fit; NannyML: "
              "calculate) / ours check s", "", header, "-" * len(header)]
@@ -446,8 +532,14 @@ def main() -> None:
                 lines.append(
                     f"{int(n):>9,}  {tool.label:<30} {fmt_s(res['fit_s']):>13} {fmt_s(res['check_s']):>9} "
                     f"{fmt_s(res['total_s']):>9} {fmt_ratio(res.get('speedup_total')):>14} "
-                    f"{fmt_ratio(res.get('speedup_check')):>14} {len(res['flagged']):>5}/20 {res['fp']:>3} "
-                    f"{res['fn']:>3} {fmt_p(res['precision']):>9} {fmt_p(res['recall']):>7}")
+                    f"{fmt_ratio(res.get('speedup_check')):>14} {len(res['flagged']):>5}/{N_COLUMNS} {res['fp']:>3} "
+                    f"{res['fn']:>3} {fmt_p(res['precision']):>9} {fmt_p(res['recall']):>7} "
+                    f"{fmt_p(res['recall_subtle']):>7} {fmt_p(res['recall_clear']):>6}")
+                for verdict, v in res.get("by_verdict", {}).items():
+                    lines.append(
+                        f"{int(n):>9,}  {'  ours: ' + verdict:<30} {'':>13} {'':>9} {'':>9} {'':>14} {'':>14} "
+                        f"{len(v['flagged']):>5}/{N_COLUMNS} {v['fp']:>3} {v['fn']:>3} {fmt_p(v['precision']):>9} "
+                        f"{fmt_p(v['recall']):>7} {fmt_p(v['recall_subtle']):>7} {fmt_p(v['recall_clear']):>6}")
             elif status == "skipped":
                 lines.append(f"{int(n):>9,}  {tool.label:<30} skipped (extrapolated {res['extrapolated_total_s']:.0f} s"
                              f" total, ours {fmt_ratio(res.get('speedup_total'))} faster): {res['reason']}")
@@ -495,6 +587,7 @@ def main() -> None:
         "repeat": args.repeat,
         "columns": {"numeric": NUMERIC, "categorical": CATEGORICAL},
         "shifted": SHIFTED,
+        "subtle": list(SUBTLE),
         "tools": {t.key: {"label": t.label, "version": t.version, "unavailable": t.unavailable, "notes": t.notes}
                   for t in tools},
         "results": results,
