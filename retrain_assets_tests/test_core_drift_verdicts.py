@@ -137,3 +137,16 @@ def test_psi_threshold_still_decides_drifted_and_the_verdicts_are_reported():
     assert (table["test"] == "psi").all()
     assert table["drifted"].tolist() == (table["psi"] >= 0.001).tolist()
     assert table.loc[["lognormal", "uniform", "level16"], "detected"].all()
+
+
+def test_the_drift_page_shows_detected_and_severity():
+    from retrain_assets.core.reports.drift import render_drift_html
+
+    reference = _frame(100_000, np.random.default_rng([5, 100_000, 0]))
+    current = _frame(100_000, np.random.default_rng([5, 100_000, 1]), "subtle")
+    profile = build_reference_profile(reference, NUMERIC, CATEGORICAL)
+    table = feature_drift(profile, current)
+    page = render_drift_html("t", table, dataset_drift(table), profile, current.head(100))
+    assert "<th>detected</th><th>severity</th>" in page
+    assert page.count("<tr class=detected>") == 3 and page.count("detected, minor") == 3
+    assert "detection\nlevel (0.001)" in page and "<tr class=drift>" not in page
