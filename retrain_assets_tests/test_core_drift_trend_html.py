@@ -9,7 +9,8 @@ import pytest
 
 from retrain_assets.core.monitoring.drift import INSUFFICIENT_DATA
 from retrain_assets.core.reports.html import CURRENT_COLOR, REFERENCE_COLOR, WORSE_COLOR
-from retrain_assets.core.reports.drift_trend import MISSING_COLOR, cell_color, drift_severity, render_drift_trend_html
+from retrain_assets.core.reports.drift_trend import (DRIFTED_COLOR, MISSING_COLOR, OK_LIGHT, REPORTED_COLOR, cell_color, drift_severity,
+                                                    render_drift_trend_html)
 
 NAN = float("nan")
 
@@ -126,3 +127,43 @@ def test_strings_are_escaped_and_the_page_is_self_contained():
     assert "<i>" not in page and "&lt;i&gt;trend" in page and "a&amp;b" in page and "<b>7" not in page
     assert "http://" not in page and "https://" not in page and "src=" not in page
     svg_of(page)  # well-formed XML
+
+
+def with_verdicts(frame: pd.DataFrame) -> pd.DataFrame:
+    """`history` with the detected / severity columns: on drifted days both features are detected
+    (income major, region moderate); on other days region is detected with a minor shift."""
+    frame = frame.copy()
+    frame["detected"] = frame["drifted"] | (frame["feature"] == "region")
+    frame["severity"] = [("major" if f == "income" else "moderate") if d else ("minor" if f == "region" else "none")
+                         for f, d in zip(frame["feature"], frame["drifted"])]
+    return frame
+
+
+def test_cells_with_a_verdict_say_drifted_reported_only_or_not_detected():
+    frame = with_verdicts(history(3, drifted_days={2}))
+    frame.loc[(frame["feature"] == "income") & (frame["partition_start"] == "2025-01-02"), "test"] = INSUFFICIENT_DATA
+    page = render_drift_trend_html(frame)
+    cells = {c.find("title").text.split(":")[0]: c for c in classes(svg_of(page), "rect", "cell")}
+    fills = {k: c.get("fill") for k, c in cells.items()}
+    assert fills["income on 2025-01-01"] == OK_LIGHT  # not detected: plain, whatever its score
+    assert fills["region on 2025-01-01"] == fills["region on 2025-01-02"] == REPORTED_COLOR
+    assert fills["income on 2025-01-02"] == MISSING_COLOR  # not tested
+    assert fills["income on 2025-01-03"] == WORSE_COLOR and fills["region on 2025-01-03"] == DRIFTED_COLOR
+    assert len({OK_LIGHT, REPORTED_COLOR, DRIFTED_COLOR, WORSE_COLOR, MISSING_COLOR}) == 5
+    assert "detected, minor: reported only" in cells["region on 2025-01-01"].find("title").text
+    assert "DRIFT, severity major" in cells["income on 2025-01-03"].find("title").text
+    assert "detected, minor or none: reported only" in page and "older reports" not in page and "near threshold" not in page
+
+
+def test_older_rows_without_a_verdict_keep_the_score_colours_beside_newer_ones():
+    old, new = history(2, drifted_days={1}), with_verdicts(history(4, drifted_days={1}))
+    new = new[new["partition_start"] >= "2025-01-03"]
+    frame = pd.concat([old.assign(detected=None, severity=None), new], ignore_index=True)
+    page = render_drift_trend_html(frame)
+    fills = {c.find("title").text.split(":")[0]: c.get("fill") for c in classes(svg_of(page), "rect", "cell")}
+    assert fills["income on 2025-01-01"] == cell_color(False, drift_severity(0.6, 0.05, "ks"))
+    assert fills["region on 2025-01-02"] == cell_color(True, 3.0)
+    assert fills["region on 2025-01-03"] == REPORTED_COLOR and fills["income on 2025-01-03"] == OK_LIGHT
+    assert "older reports: " in page and "minor or none: reported only" in page
+    today = render_drift_trend_html(history(2))  # no verdict columns at all: today's legend
+    assert "minor or none: reported only" not in today and "older reports" not in today and "near threshold" in today

@@ -37,6 +37,7 @@ from retrain_assets.core.tasks import METRICS
 from retrain_assets.core.training.modeling import predict_outputs, split_holdout, target_vector, train_model
 from retrain_assets.pipeline.monitoring import DECISION_NUMBERS, champion_loss_model, champion_novelty_model, latest_novelty_model
 from retrain_assets.pipeline.shared.lookups import latest_loss_model
+from retrain_assets.pipeline.shared.metadata import drifted_features_metadata
 from retrain_assets.pipeline.shared.warehouse import Warehouse
 
 REPO = Path(__file__).resolve().parents[1]
@@ -266,3 +267,25 @@ def test_the_reports_speak_the_tasks_metric(name):
                                                 **{k: r[k] for k in TREND_COLUMNS if k in r}}) for i, r in enumerate(reports)])
     trend = render_drift_trend_html(history, 0.5, metric_label=rules.label)
     assert f"estimated {rules.label}" in trend and trend.count('class="realized"') == len(reports)
+
+
+def test_drift_report_metadata_lists_severity_and_counts_the_reported_only_features():
+    from retrain_assets.core.monitoring.drift import feature_drift
+    from retrain_assets.core.policy.drift_thresholds import DriftThresholds
+
+    rng = np.random.default_rng(7)
+    n = 50_000
+    reference = pd.DataFrame({"big": rng.normal(0, 1, n), "subtle": rng.uniform(0, 100, n), "same": rng.normal(0, 1, n)})
+    current = pd.DataFrame({"big": rng.normal(1.5, 1, n), "subtle": rng.uniform(0, 100, n) + 2, "same": rng.normal(0, 1, n)})
+    profile = build_reference_profile(reference, numeric=list(reference), categorical=[])
+    features = feature_drift(profile, current, DriftThresholds())
+    verdicts = features.set_index("feature")
+    assert bool(verdicts.at["big", "drifted"]) and verdicts.at["big", "severity"] == "major"
+    assert bool(verdicts.at["subtle", "detected"]) and not verdicts.at["subtle", "drifted"]  # certain, minor: reported only
+    assert verdicts.at["subtle", "severity"] == "minor" and not verdicts.at["same", "detected"]
+    metadata = drifted_features_metadata(features)
+    assert metadata["reported_only_features"] == 1 == sum(d and not f for d, f in zip(features["detected"], features["drifted"]))
+    table = metadata["top_drifted_features"].value.splitlines()
+    assert [c.strip() for c in table[0].strip("|").split("|")][:4] == ["feature", "drifted", "detected", "severity"]
+    assert [line.split("|")[1].strip() for line in table[2:]] == ["big", "subtle", "same"]  # drifted, then detected
+    assert "major" in table[2] and "minor" in table[3]

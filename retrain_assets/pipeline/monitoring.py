@@ -12,7 +12,7 @@ import pandas as pd
 
 from retrain_assets.core.monitoring.profile import build_reference_profile
 from retrain_assets.core.reports.drift import render_drift_html
-from retrain_assets.core.reports.drift_trend import TREND_COLUMNS, render_drift_trend_html
+from retrain_assets.core.reports.drift_trend import TREND_COLUMNS, VERDICT_COLUMNS, render_drift_trend_html
 from retrain_assets.core.reports.health import HEALTH_COLUMNS, HEALTH_PAGE, render_health_html
 from retrain_assets.core.files import write_text_atomically
 from retrain_assets.core.monitoring.error_stream import reference_errors
@@ -27,7 +27,7 @@ from retrain_assets.core.monitoring.evidence import (SERVED_COLUMN, champion_ser
                                                     served_rows)
 from retrain_assets.core.monitoring.multivariate import reference_sample
 from retrain_assets.core.monitoring.segment_drift import segment_words
-from retrain_assets.pipeline.shared.metadata import for_people
+from retrain_assets.pipeline.shared.metadata import drifted_features_metadata, for_people
 from retrain_assets.pipeline.shared.output_rules import rules_check_result, rules_check_specs
 from retrain_assets.pipeline.shared.signal_checks import (error_stream_check_result, error_stream_check_spec, novelty_check_result,
                                                    novelty_check_spec)
@@ -177,7 +177,6 @@ def build_monitoring(spec: DatasetSpec, partitions_def: dg.PartitionsDefinition)
                                                 result.features, summary, profile, raw_batches), html_path)
         table = pd.concat([kept, report], ignore_index=True) if len(kept) else report
         trend_path = write_trend(warehouse, start, table)
-        top = result.features.sort_values(["drifted", "drift_score"], ascending=[False, False]).head(8)
         yield dg.Output(table, metadata=for_people({
             "dagster/row_count": len(report),
             "champion_served": served,
@@ -193,8 +192,7 @@ def build_monitoring(spec: DatasetSpec, partitions_def: dg.PartitionsDefinition)
             "realized_performance_low": summary["realized_performance_low"],
             "realized_performance_high": summary["realized_performance_high"],
             "champion_version": champion,
-            "top_drifted_features": dg.MetadataValue.md(
-                top[["feature", "test", "drift_score", "threshold", "psi", "p_value_adjusted", "drifted"]].to_markdown(index=False, floatfmt=".4g")),
+            **drifted_features_metadata(result.features),
             **warehouse.report_links(html_path),
             **warehouse.report_links(trend_path, name="drift_trend"),
             **warehouse.report_links(health_page(warehouse), name="model_health"),
@@ -209,9 +207,10 @@ def build_monitoring(spec: DatasetSpec, partitions_def: dg.PartitionsDefinition)
         """Rewrite the trend page, each partition against the champion that served it: the other
         partitions' stored rows plus this one's as this run leaves them (`table`; the warehouse
         table reads empty before its first write)."""
-        served_only = served_condition(table_columns(warehouse, "drift_report"))
-        others = warehouse.query(f"select {', '.join(TREND_COLUMNS)} from drift_report where {PARTITION_COLUMN} <> ? "
-                                 f"and {served_only}", [start])
+        columns = table_columns(warehouse, "drift_report")
+        stored = [c for c in TREND_COLUMNS if c not in VERDICT_COLUMNS or c in columns]  # a table older than them lacks them
+        others = warehouse.query(f"select {', '.join(stored)} from drift_report where {PARTITION_COLUMN} <> ? "
+                                 f"and {served_condition(columns)}", [start])
         this = served_rows(table)[list(TREND_COLUMNS)]
         history = pd.concat([others, this], ignore_index=True) if len(others) else this
         path = Path(warehouse.reports_path) / "drift" / "trend.html"

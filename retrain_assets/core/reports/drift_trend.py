@@ -19,9 +19,13 @@ P_VALUE_TESTS = ("ks", "chi2")
 PERFORMANCE_COLUMNS = ("estimated_performance", "estimated_performance_low", "estimated_performance_high", "realized_performance")
 PERFORMANCE_HEIGHT = 160
 # The drift_report columns the page reads (the table has ~40): a caller selects only these.
+# `detected` and `severity` came later: older stored tables lack them (a caller selects those it has).
+VERDICT_COLUMNS = ("detected", "severity")
 TREND_COLUMNS = (PARTITION_COLUMN, "feature", "drift_score", "threshold", "test", "drifted", "drift_share",
-                 "dataset_drifted", "champion_version", *PERFORMANCE_COLUMNS)
+                 "dataset_drifted", "champion_version", *VERDICT_COLUMNS, *PERFORMANCE_COLUMNS)
 OK_LIGHT, MISSING_COLOR, CHANGE_COLOR = "#f1f5fa", "#d9d9d9", "#555555"
+# A row with a verdict: drifted (red, darker when major), detected but below moderate (reported only), neither.
+DRIFTED_COLOR, REPORTED_COLOR = "#ef8a72", "#f3d36b"
 WIDTH, LEFT, RIGHT = 1200, 190, 40
 SHARE_TOP, SHARE_HEIGHT, HEAT_GAP, ROW = 40, 200, 44, 16
 VERSION_COLORS = ("#dadaeb", "#c7e9c0", "#fdd0a2", "#c6dbef", "#fcbba1", "#e5d8bd")  # one per champion version
@@ -60,6 +64,17 @@ def cell_color(drifted: bool | None, severity: float) -> str:
     if drifted:
         return _mix(CURRENT_COLOR, WORSE_COLOR, (severity - 1.0) if math.isfinite(severity) else 1.0)
     return _mix(OK_LIGHT, REFERENCE_COLOR, 0.85 * severity if math.isfinite(severity) else 0.0)
+
+
+def verdict_color(drifted: bool | None, detected: bool, severity: Any) -> str:
+    """Heat-strip colour of a row that has `detected` / `severity` (`core.monitoring.drift`): grey
+    when untested, red when drifted (WORSE_COLOR for a major shift), a mild yellow when detected but
+    not drifted (a certain shift below the moderate band, reported only), plain otherwise."""
+    if drifted is None:
+        return MISSING_COLOR
+    if drifted:
+        return WORSE_COLOR if severity == "major" else DRIFTED_COLOR
+    return REPORTED_COLOR if detected else OK_LIGHT
 
 
 def partition_summary(history: pd.DataFrame) -> pd.DataFrame:
@@ -110,18 +125,16 @@ def render_drift_trend_html(history: pd.DataFrame, share_threshold: float | None
               f'</span><span><span class="swatch" style="background:{WORSE_COLOR}"></span>dataset judged drifted</span>'
               f'<span><span class="dash" style="border-color:{WORSE_COLOR}"></span>policy threshold'
               f'</span><span><span class="vdash" style="border-color:{CHANGE_COLOR}"></span>'
-              f"champion changed</span>"
-              f'<span>feature cells: <span class="swatch" style="background:{cell_color(False, 0.0)}"></span>no change '
-              f'<span class="swatch" style="background:{cell_color(False, 1.0)}"></span>near threshold '
-              f'<span class="swatch" style="background:{cell_color(True, 1.0)}"></span>drifted '
-              f'<span class="swatch" style="background:{cell_color(True, 2.0)}"></span>far beyond '
-              f'<span class="swatch" style="background:{MISSING_COLOR}"></span>not tested / no data</span></p>')
+              f"champion changed</span>{_cell_legend(history)}</p>")
     caption = ("<figcaption>How to read it: each column is one partition (batch) with a report, oldest on the left "
                "(a blocked or empty batch has none). The top panel is the "
-               "share of features whose drift test fired; a red point means the batch as a whole was judged drifted "
-               "(share at or above the dashed threshold). Below, one row per feature: the colour is the feature's drift "
-               "score relative to its own threshold (p-value tests: log p / log α; distances: score / threshold), blue "
-               "shades staying below it, orange to red beyond it. Dashed vertical lines mark where the champion the "
+               "share of features judged drifted; a red point means the batch as a whole was judged drifted "
+               "(share at or above the dashed threshold). Below, one row per feature with the row's verdict: red when "
+               "drifted (detected by the two-sample test and at least a moderate shift; darker when major), yellow when "
+               "detected but only a minor shift (reported only, not counted), plain when not detected. Reports written "
+               "before the detected / severity columns show the drift score relative to its own threshold instead "
+               "(p-value tests: log p / log α; distances: score / threshold), blue shades staying below it, orange to red "
+               "beyond it. Dashed vertical lines mark where the champion the "
                "batches were compared against changed: drift measured after the line is against the new model's "
                "training data; the 'compared against' row names that champion per batch: the one that served when the batch "
                "arrived (a later champion's re-scoring of a batch is kept in the table beside it, not shown here). Hover a "
@@ -176,24 +189,54 @@ def _performance_figure(history: pd.DataFrame, parts: pd.DataFrame, metric_label
             "the band means the champion no longer behaves as on its reference (concept drift).</figcaption></figure>")
 
 
-def _features(history: pd.DataFrame, parts: pd.DataFrame) -> dict[str, dict[int, tuple[bool | None, float, str]]]:
-    """feature -> partition index -> (drifted or None when untested, severity, tooltip), most drifted first."""
+def _cell_legend(history: pd.DataFrame) -> str:
+    """The heat cells' legend: the verdict colours for rows with `detected`, the score shades for
+    rows written before it (both when the history mixes them)."""
+    known = history["detected"].map(optional_bool).notna() if "detected" in history else pd.Series(False, index=history.index)
+    parts = []
+    if known.any():
+        parts.append(f'<span class="swatch" style="background:{OK_LIGHT}"></span>not detected '
+                     f'<span class="swatch" style="background:{REPORTED_COLOR}"></span>detected, minor or none: reported only '
+                     f'<span class="swatch" style="background:{DRIFTED_COLOR}"></span>drifted '
+                     f'<span class="swatch" style="background:{WORSE_COLOR}"></span>drifted, major ')
+    if not known.all():
+        parts.append(f'{"older reports: " if known.any() else ""}<span class="swatch" style="background:{cell_color(False, 0.0)}">'
+                     f'</span>no change <span class="swatch" style="background:{cell_color(False, 1.0)}"></span>near threshold '
+                     f'<span class="swatch" style="background:{cell_color(True, 1.0)}"></span>drifted '
+                     f'<span class="swatch" style="background:{cell_color(True, 2.0)}"></span>far beyond ')
+    return (f'<span>feature cells: {"; ".join(parts)}<span class="swatch" style="background:{MISSING_COLOR}"></span>'
+            "not tested / no data</span>")
+
+
+def _features(history: pd.DataFrame, parts: pd.DataFrame) -> dict[str, dict[int, tuple[bool | None, str, str]]]:
+    """feature -> partition index -> (drifted or None when untested, colour, tooltip), most drifted
+    first. A row with `detected` is coloured by its verdict (`verdict_color`), an older one by its
+    score against its threshold (`cell_color`)."""
     if "feature" not in history:
         return {}
     frame = history.copy()
     frame[PARTITION_COLUMN] = pd.to_datetime(frame[PARTITION_COLUMN], errors="coerce")
     index = {p: i for i, p in enumerate(parts[PARTITION_COLUMN])}
-    cells: dict[str, dict[int, tuple[bool | None, float, str]]] = {}
+    cells: dict[str, dict[int, tuple[bool | None, str, str]]] = {}
     for row in frame.dropna(subset=[PARTITION_COLUMN, "feature"]).to_dict("records"):
         i = index[row[PARTITION_COLUMN]]
         test, flag = row.get("test"), optional_bool(row.get("drifted"))
         if test == INSUFFICIENT_DATA:
             flag = None
-        severity = drift_severity(row.get("drift_score"), row.get("threshold"), test)
-        verdict = "not tested" if flag is None else "DRIFT" if flag else "ok"
-        tip = (f"{row['feature']} on {parts['label'].iloc[i]}: {test if _present(test) else 'no test'} score "
-               f"{_num(row.get('drift_score'))} vs threshold {_num(row.get('threshold'))} ({verdict})")
-        cells.setdefault(str(row["feature"]), {})[i] = (flag, severity, tip)
+        detected, band = optional_bool(row.get("detected")), row.get("severity")
+        band = band if isinstance(band, str) else None
+        score = (f"{test if _present(test) else 'no test'} score {_num(row.get('drift_score'))} vs threshold "
+                 f"{_num(row.get('threshold'))}")
+        if detected is None:
+            color = cell_color(flag, drift_severity(row.get("drift_score"), row.get("threshold"), test))
+            verdict = "not tested" if flag is None else "DRIFT" if flag else "ok"
+            tip = f"{score} ({verdict})"
+        else:
+            color = verdict_color(flag, detected, band)
+            verdict = ("not tested" if flag is None else f"DRIFT, severity {band or '–'}" if flag else
+                       f"detected, {band or '–'}: reported only" if detected else f"not detected, severity {band or '–'}")
+            tip = f"{verdict}; {score}"
+        cells.setdefault(str(row["feature"]), {})[i] = (flag, color, f"{row['feature']} on {parts['label'].iloc[i]}: {tip}")
     return dict(sorted(cells.items(), key=lambda kv: (-sum(c[0] is True for c in kv[1].values()), kv[0])))
 
 
@@ -260,9 +303,9 @@ def _chart(parts: pd.DataFrame, features: dict, drifted: list[bool | None], thre
         out.append(f'<text x="{LEFT - 6}" y="{top + ROW - 4}" font-size="11" text-anchor="end">{escape(name[:28])}'
                    f"<title>{escape(name)}</title></text>")
         for i in range(n):
-            flag, severity, tip = by_partition.get(i, (None, math.nan, f"{name} on {parts['label'].iloc[i]}: no data"))
+            flag, color, tip = by_partition.get(i, (None, MISSING_COLOR, f"{name} on {parts['label'].iloc[i]}: no data"))
             out.append(f'<rect class="cell" x="{LEFT + slot * i:.2f}" y="{top + 1}" width="{rw:.2f}" height="{ROW - 2}" '
-                       f'fill="{cell_color(flag, severity)}"><title>{escape(tip)}</title></rect>')
+                       f'fill="{color}"><title>{escape(tip)}</title></rect>')
     # Partition labels, thinned so they never overlap; ticks on both panels.
     step = max(1, math.ceil(n * LABEL_SPACING / plot))
     for i in range(0, n, step):

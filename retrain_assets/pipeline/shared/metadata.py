@@ -7,6 +7,7 @@ import math
 from typing import Any, Mapping
 
 import dagster as dg
+import pandas as pd
 
 SIGNIFICANT_DIGITS = 4
 # Keys that say what the step concluded: shown right after the report links.
@@ -30,3 +31,14 @@ def rounded(value: Any) -> Any:
     if isinstance(value, bool) or not isinstance(value, float) or not math.isfinite(value) or value == 0.0:
         return value
     return float(f"{value:.{SIGNIFICANT_DIGITS}g}")
+
+
+def drifted_features_metadata(features: pd.DataFrame, top: int = 8) -> dict[str, Any]:
+    """A drift report's feature verdicts (`core.monitoring.drift.feature_drift`) for its
+    materialization: `reported_only_features`, the count detected but not drifted (a certain shift
+    below the moderate band: reported, not counted), and `top_drifted_features`, a table of the
+    first `top` (drifted, then detected, then by drift_score) with their severity."""
+    listed = features.sort_values(["drifted", "detected", "drift_score"], ascending=[False, False, False]).head(top)
+    columns = ["feature", "drifted", "detected", "severity", "test", "drift_score", "threshold", "psi", "p_value_adjusted"]
+    return {"reported_only_features": int((features["detected"] & ~features["drifted"]).sum()),
+            "top_drifted_features": dg.MetadataValue.md(listed[columns].to_markdown(index=False, floatfmt=".4g"))}
