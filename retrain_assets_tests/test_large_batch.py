@@ -257,6 +257,8 @@ def test_check_batch_cli(tmp_path, spec, scenario, profile, capsys):
     out = capsys.readouterr().out
     assert code == 0
     assert "-> passed" in out and "features drifted" in out and "peak RSS" in out
+    header = next(line.split() for line in out.splitlines() if line.split()[:2] == ["feature", "kind"])
+    assert header[-3:] == ["detected", "severity", "drifted"]  # every feature's two verdicts beside the drift one
     assert (tmp_path / "o" / "batch.valid.parquet").exists()
 
     broken = tmp_path / "broken.parquet"

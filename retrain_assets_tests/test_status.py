@@ -306,3 +306,33 @@ def test_growing_labels_predict_a_data_growth_retrain_and_harmless_drift_is_watc
     action = act(held, replace(policy, triggers=TriggerThresholds()))
     assert action.kind == "watch" and action.text.startswith(decision.reason)
     assert "does not hurt the model" in action.text and "(freshness)" in action.text
+
+
+def test_last_drift_names_the_detected_but_minor_features_as_reported_only(tmp_path):
+    import duckdb
+    import pandas as pd
+
+    from retrain_assets.apps.status import _last_drift, render
+    from retrain_assets.pipeline.shared.warehouse import Warehouse
+
+    rows = pd.DataFrame({"partition_start": pd.Timestamp("2025-02-11"), "champion_version": "2", "dataset_drifted": True,
+                         "drift_share": 0.5, "n_drifted": 2, "n_features": 4,
+                         "feature": ["a", "b", "c", "d"], "drift_score": [0.3, 0.05, 0.5, 0.08],
+                         "drifted": [True, False, True, False], "detected": [True, True, True, False],
+                         "severity": ["moderate", "minor", "major", "moderate"]})
+    database = tmp_path / "w.duckdb"
+    with duckdb.connect(str(database)) as conn:
+        conn.execute("create table drift_report as select * from rows")
+    warehouse = Warehouse(database=str(database), snapshot_path=str(tmp_path / "s.duckdb"), reports_dir=str(tmp_path))
+    drift = _last_drift(warehouse)
+    assert drift["drifted_features"] == ["c", "a"] and drift["reported_only_features"] == ["b"]
+    line = "last drift   2025-02-11 vs v2: dataset drift YES, 2/4 features drifted (share 0.50): c, a"
+    status = {"dataset": "x", "data_dir": "d", "database": "db", "latest_partition": None, "champion": None, "trial": None,
+              "awaiting_approval": None, "drift": drift, "reviews": {"pending": 0, "gated": 0, "suspect": 0},
+              "last_decision": None, "last_training": None, "last_evaluation": None, "last_trial_judgement": None,
+              "next_action": {"text": "wait"}}
+    assert f"{line}; reported only: b" in render(status).splitlines()
+    with duckdb.connect(str(database)) as conn:  # a table written before the detected column: the line as it was
+        conn.execute("alter table drift_report drop column detected")
+    drift = _last_drift(warehouse)
+    assert drift["reported_only_features"] == [] and line in render({**status, "drift": drift}).splitlines()

@@ -157,6 +157,8 @@ def render(status: dict) -> str:
     drift = status["drift"]
     if drift:
         features = f": {', '.join(drift['drifted_features'])}" if drift["drifted_features"] else ""
+        reported = drift.get("reported_only_features")
+        features += f"; reported only: {', '.join(reported)}" if reported else ""
         lines.append(f"last drift   {drift['partition']} vs v{drift['champion_version']}: dataset drift "
                      f"{'YES' if drift['dataset_drifted'] else 'no'}, {drift['n_drifted']}/{drift['n_features']} features "
                      f"drifted (share {drift['drift_share']:.2f}){features}")
@@ -296,7 +298,8 @@ def _trial(warehouse, registry, spec: DatasetSpec, state) -> Trial:
 
 def _last_drift(warehouse) -> dict | None:
     """The newest partition's drift verdict against the champion that served it (a later champion's
-    re-scoring is kept beside it: `core.monitoring.evidence`), with its drifted features (highest score first)."""
+    re-scoring is kept beside it: `core.monitoring.evidence`), with its drifted features (highest score first)
+    and those detected but not drifted (a certain shift below the moderate band: reported only)."""
     from retrain_assets.pipeline.shared.lookups import table_columns
 
     served = served_condition(table_columns(warehouse, "drift_report"))
@@ -305,11 +308,15 @@ def _last_drift(warehouse) -> dict | None:
     if report.empty:
         return None
     first = report.iloc[0]
-    drifted = report[report["drifted"].astype(bool)].sort_values("drift_score", ascending=False)
+    report = report.sort_values("drift_score", ascending=False, kind="stable")
+    drifted = report["drifted"].astype(bool)
+    detected = (report["detected"].astype("boolean").fillna(False).astype(bool) if "detected" in report  # NULL in older rows
+                else pd.Series(False, index=report.index))
     return {"partition": f"{first[PARTITION_COLUMN]:%Y-%m-%d}", "champion_version": str(first["champion_version"]),
             "dataset_drifted": bool(first["dataset_drifted"]), "drift_share": float(first["drift_share"]),
             "n_drifted": int(first["n_drifted"]), "n_features": int(first["n_features"]),
-            "drifted_features": drifted["feature"].astype(str).tolist()}
+            "drifted_features": report.loc[drifted, "feature"].astype(str).tolist(),
+            "reported_only_features": report.loc[detected & ~drifted, "feature"].astype(str).tolist()}
 
 
 def _last_steps(warehouse) -> dict:

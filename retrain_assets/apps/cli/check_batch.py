@@ -53,10 +53,13 @@ def run(args) -> int:
     if drift is not None:
         features, summary = drift
         shown = features[["feature", "kind", "n_current", "missing_share", "psi", "ks_statistic", "wasserstein_norm",
-                          "jensen_shannon", "test", "drift_score", "drifted"]]
+                          "jensen_shannon", "test", "drift_score", "detected", "severity", "drifted"]]
         print("\n" + shown.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+        # detected but below the moderate band: certain, reported, not counted as drift
+        reported = features.loc[features["detected"] & ~features["drifted"], "feature"].tolist()
         print(f"\n{summary['n_drifted']}/{summary['n_features']} features drifted (share {summary['drift_share']:.2f}); dataset drift: "
-              f"{'YES' if summary['dataset_drifted'] else 'no'}; out-of-distribution rows: {summary['ood_share']:.2%}")
+              f"{'YES' if summary['dataset_drifted'] else 'no'}; out-of-distribution rows: {summary['ood_share']:.2%}"
+              + (f"; reported only: {', '.join(reported)}" if reported else ""))
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"\n{time.perf_counter() - started:.1f} s, peak RSS {peak_mib:,.0f} MiB; wrote {contract.valid_path} and {contract.quarantine_path}")
     if drift is None:
