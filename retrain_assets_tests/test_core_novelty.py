@@ -128,3 +128,17 @@ def test_rows_as_dicts_score_as_the_frame_does():
     frame = batch.copy()
     frame.loc[6, "b"] = None
     np.testing.assert_array_equal(score_records(MODEL, records)[0], score_rows(MODEL, frame)[0])
+
+
+def test_scoring_in_chunks_matches_scikit_learn_across_chunk_boundaries(monkeypatch):
+    """The forest walk scores `SCORE_CHUNK_ROWS` rows at a time (memory stays flat on big batches):
+    a batch split over several chunks, one of them partial, scores as scikit-learn scores it whole."""
+    scaled = (TRAIN[NUMERIC].to_numpy(float) - TRAIN[NUMERIC].median().to_numpy()) / MODEL.scales
+    codes = TRAIN["kind"].map({"x": 0, "y": 1, "z": 2}).to_numpy(float)
+    forest = IsolationForest(n_estimators=novelty.N_TREES, random_state=0).fit(np.column_stack([scaled, codes]))
+    batch = rows(250, 5)
+    matrix = np.column_stack([(batch[NUMERIC].to_numpy(float) - TRAIN[NUMERIC].median().to_numpy()) / MODEL.scales,
+                              batch["kind"].map({"x": 0, "y": 1, "z": 2})])
+    monkeypatch.setattr(novelty, "SCORE_CHUNK_ROWS", 64)  # 250 rows: three whole chunks and a partial one
+    np.testing.assert_allclose(MODEL.forest.score(matrix), -forest.score_samples(matrix))
+    assert MODEL.forest.score(matrix[:0]).shape == (0,)
