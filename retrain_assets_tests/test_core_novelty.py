@@ -1,6 +1,6 @@
 """Per-row novelty: a shifted cluster is flagged, rows of the training distribution about 1 %, the
 Mahalanobis part against scipy and the forest part against scikit-learn, missing values and
-categories, pickling."""
+categories, pickling; the sampled fit and the sampled batch share within their stated bounds."""
 
 import math
 import pickle
@@ -9,12 +9,14 @@ import numpy as np
 import pandas as pd
 import pytest
 from scipy.spatial.distance import mahalanobis
+from scipy.stats import binomtest
 from sklearn.ensemble import IsolationForest
 
 from retrain_assets.core.monitoring.novelty import (
     EXPECTED_FALSE_NOVEL_SHARE,
     fit_novelty_model,
     novelty_check,
+    novelty_share_interval,
     novelty_summary,
     score_records,
     score_rows,
@@ -130,15 +132,110 @@ def test_rows_as_dicts_score_as_the_frame_does():
     np.testing.assert_array_equal(score_records(MODEL, records)[0], score_rows(MODEL, frame)[0])
 
 
-def test_scoring_in_chunks_matches_scikit_learn_across_chunk_boundaries(monkeypatch):
+@pytest.mark.parametrize("chunk", [1, 64, 125, 250, 251])
+def test_scoring_in_chunks_matches_scikit_learn_across_chunk_boundaries(monkeypatch, chunk):
     """The forest walk scores `SCORE_CHUNK_ROWS` rows at a time (memory stays flat on big batches):
-    a batch split over several chunks, one of them partial, scores as scikit-learn scores it whole."""
+    a batch split over chunks (one row each, several with a partial one, exactly two, one whole)
+    scores as scikit-learn scores it whole, also at values on and next to the split thresholds
+    (the walk compares float32 thresholds rounded down)."""
     scaled = (TRAIN[NUMERIC].to_numpy(float) - TRAIN[NUMERIC].median().to_numpy()) / MODEL.scales
     codes = TRAIN["kind"].map({"x": 0, "y": 1, "z": 2}).to_numpy(float)
     forest = IsolationForest(n_estimators=novelty.N_TREES, random_state=0).fit(np.column_stack([scaled, codes]))
     batch = rows(250, 5)
     matrix = np.column_stack([(batch[NUMERIC].to_numpy(float) - TRAIN[NUMERIC].median().to_numpy()) / MODEL.scales,
                               batch["kind"].map({"x": 0, "y": 1, "z": 2})])
-    monkeypatch.setattr(novelty, "SCORE_CHUNK_ROWS", 64)  # 250 rows: three whole chunks and a partial one
-    np.testing.assert_allclose(MODEL.forest.score(matrix), -forest.score_samples(matrix))
+    split = MODEL.forest.threshold[(MODEL.forest.left >= 0) & (MODEL.forest.feature == 0)][:80]
+    near = np.concatenate([split, split.astype(np.float32), np.nextafter(split.astype(np.float32), np.float32(np.inf)),
+                           np.nextafter(split.astype(np.float32), np.float32(-np.inf))])
+    matrix[:len(near), 0] = near[:len(matrix)]
+    monkeypatch.setattr(novelty, "SCORE_CHUNK_ROWS", chunk)
+    np.testing.assert_allclose(MODEL.forest.score(matrix), -forest.score_samples(matrix), rtol=1e-12)
     assert MODEL.forest.score(matrix[:0]).shape == (0,)
+    assert "_walk" not in pickle.loads(pickle.dumps(MODEL.forest)).__dict__  # derived once per process, not stored
+
+
+def _old_ranks(values) -> list[str]:
+    """The category ranks as they were computed value by value (the reference)."""
+    return list(pd.Series(_old_texts(values)).value_counts(sort=True).index)
+
+
+def _old_texts(values) -> list[str]:
+    return ["\x00missing" if pd.isna(value) else str(value) for value in np.asarray(values)]
+
+
+@pytest.mark.parametrize("values", [
+    pd.Series(["b", "a", None, "b", np.nan, "c", pd.NA, "a", "b"], dtype=object),
+    pd.Series(pd.Categorical(["lo", "hi", None, "hi", "mid"], categories=["mid", "hi", "lo", "unused"])),
+    pd.Series(pd.Categorical([3, 1, 1, None, 2])),   # int categories with a missing one read as 3.0, 1.0, ...
+    pd.Series(pd.Categorical([3, 1, 1, 2])),
+    pd.Series([3, 1, 1, 2, 7, 7, 7]),
+    pd.Series([3.0, np.nan, 1.5, -0.0, 0.0, 1.5]),
+    pd.Series([True, False, True]),
+    np.array([1, 1.0, True, "1", None, 2.5, "x", np.nan, "x"], dtype=object),  # `_Records`: what a request sends
+    pd.Series(np.random.default_rng(0).choice(["p", "q", "r", "s"], 500)),
+    pd.Series([], dtype=object),
+])
+def test_category_ranks_and_codes_are_the_value_by_value_ones(values):
+    ranks = novelty._category_ranks(values)
+    assert ranks == _old_ranks(values)
+    index, texts = novelty._category_index(values)
+    assert [texts[i] for i in index] == _old_texts(values)
+    seen = {c: i for i, c in enumerate(_old_ranks(values)[::2])}  # half the categories seen in training
+    model = novelty.NoveltyModel([], ["c"], np.zeros(0), np.zeros(0), {"c": list(seen)}, np.zeros(0), np.zeros((0, 0)),
+                                 None, 1.0, 1.0, 1)
+    codes = novelty._forest_matrix(model, np.zeros((len(values), 0)), {"c": values})[:, 0]
+    np.testing.assert_array_equal(codes, [seen.get(text, len(seen)) for text in _old_texts(values)])
+
+
+def test_training_rows_up_to_the_cap_fit_every_row_and_above_it_a_seeded_sample(monkeypatch):
+    monkeypatch.setattr(novelty, "FIT_ROWS", len(TRAIN))
+    same = fit_novelty_model(TRAIN, NUMERIC, CATEGORICAL, seed=0)
+    assert (same.distance_threshold, same.forest_threshold) == (MODEL.distance_threshold, MODEL.forest_threshold)
+    np.testing.assert_array_equal(same.forest.threshold, MODEL.forest.threshold)
+    monkeypatch.setattr(novelty, "FIT_ROWS", 1000)
+    sampled = fit_novelty_model(TRAIN, NUMERIC, CATEGORICAL, seed=3)
+    sample = TRAIN.take(np.sort(np.random.default_rng(3).choice(len(TRAIN), 1000, replace=False)))
+    monkeypatch.setattr(novelty, "FIT_ROWS", len(TRAIN))
+    direct = fit_novelty_model(sample, NUMERIC, CATEGORICAL, seed=3)
+    assert sampled.n_rows == len(TRAIN) and direct.n_rows == 1000
+    assert (sampled.distance_threshold, sampled.forest_threshold) == (direct.distance_threshold, direct.forest_threshold)
+    np.testing.assert_array_equal(score_rows(sampled, TRAIN)[0], score_rows(direct, TRAIN)[0])
+
+
+def test_thresholds_from_a_sample_are_exceeded_by_new_rows_within_the_stated_error(monkeypatch):
+    """Each threshold is the 0.995 quantile of k = FIT_ROWS sampled rows: new rows of the same
+    distribution exceed it 0.5 % of the time, give or take sqrt(0.005 * 0.995 / k) (here 3 of
+    those, with the held-out rows' own sampling error)."""
+    monkeypatch.setattr(novelty, "FIT_ROWS", 5000)
+    model = fit_novelty_model(rows(20000, 11), NUMERIC, CATEGORICAL, seed=0)
+    distance, isolation = novelty._raw_scores(model, rows(50000, 12))
+    bound = 3 * math.sqrt(0.005 * 0.995 * (1 / 5000 + 1 / 50000))
+    assert abs((distance > model.distance_threshold).mean() - 0.005) <= bound
+    assert abs((isolation > model.forest_threshold).mean() - 0.005) <= bound
+
+
+def test_a_big_batch_is_scored_on_a_seeded_sample_within_the_stated_bound():
+    """A batch with 30 % shifted (novel) rows: its share from 1,000 sampled rows is within the 95 %
+    interval's reach of the whole batch's share, for about 95 % of seeds; the same seed gives the
+    same numbers, and the examples are sampled novel rows (positions in the batch without ids)."""
+    batch = pd.concat([rows(7000, 13), rows(3000, 14, shift=6.0)], ignore_index=True)
+    whole = novelty_summary(MODEL, batch, "id", max_rows=len(batch))
+    assert whole == novelty_summary(MODEL, batch, "id", max_rows=len(batch), seed=9)  # not sampled: seed unused
+    assert 0.29 <= whole["novelty_share"] <= 0.33
+    covered = 0
+    for seed in range(40):
+        sampled = novelty_summary(MODEL, batch, max_rows=1000, seed=seed)
+        assert abs(sampled["novelty_share"] - whole["novelty_share"]) <= 3 * math.sqrt(0.3 * 0.7 / 1000)
+        low, high = novelty_share_interval(sampled["novelty_share"], 1000)
+        covered += low <= whole["novelty_share"] <= high
+    assert covered >= 34  # 95 % of 40 is 38; 34 or fewer happens with probability under 2 %
+    again = novelty_summary(MODEL, batch, max_rows=1000, seed=0)
+    assert again == novelty_summary(MODEL, batch, max_rows=1000, seed=0) != novelty_summary(MODEL, batch, max_rows=1000, seed=1)
+    assert all(int(i) >= 7000 for i in again["novelty_examples"].split(", "))
+
+
+@pytest.mark.parametrize("k, n", [(0, 20), (3, 20), (300, 1000), (20000, 20000), (140, 20000)])
+def test_the_share_interval_is_scipys_wilson_interval(k, n):
+    expected = binomtest(k, n).proportion_ci(confidence_level=0.95, method="wilson")
+    np.testing.assert_allclose(novelty_share_interval(k / n, n), (expected.low, expected.high), rtol=1e-9, atol=1e-12)
+    assert all(math.isnan(v) for v in novelty_share_interval(float("nan"), n) + novelty_share_interval(0.1, 0))
