@@ -26,6 +26,7 @@ from retrain_assets.core.monitoring.values import (
     category_counts,
     numeric_values,
     prefix_sums_of,
+    sample_of,
     sorted_numeric,
 )
 
@@ -117,7 +118,8 @@ class Comparison:
 
     sorted: np.ndarray
     n_missing: int
-    m: int
+    m: int  # the values compared: at most the `limit` of `compare`
+    n_values: int = 0  # the non-missing values of the column, sampled or not
     walk_reference: bool = False
     x: np.ndarray = field(default_factory=lambda: np.empty(0))
     ref_le: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))
@@ -126,12 +128,13 @@ class Comparison:
     cur_lt: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))
 
 
-def compare(profile: NumericProfile, values: Any) -> Comparison:
-    """Sort the current values and count both samples at the distinct values of the shorter one."""
+def compare(profile: NumericProfile, values: Any, limit: int | None = None) -> Comparison:
+    """Sort the current values (at most `limit` of them, `values.sample_of`) and count both
+    samples at the distinct values of the shorter one."""
     finite, n_missing = numeric_values(values)
-    s = np.sort(finite)
+    s = np.sort(sample_of(finite, limit))
     m, ref = len(s), profile.sorted_values
-    cmp = Comparison(sorted=s, n_missing=n_missing, m=m)
+    cmp = Comparison(sorted=s, n_missing=n_missing, m=m, n_values=len(finite))
     if m == 0 or len(ref) == 0:
         return cmp
     cmp.walk_reference = m > len(ref)

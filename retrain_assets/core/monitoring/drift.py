@@ -49,7 +49,8 @@ def feature_drift(profile: ReferenceProfile, df: pd.DataFrame, thresholds: Drift
     the verdict.
 
     n_current is the feature's non-missing current count and missing_share its missing share
-    of the batch's rows. `detected`: the KS (numeric) / chi-square (categorical) p-value,
+    of the batch's rows; a numeric feature's order statistics read at most
+    `thresholds.sample_rows` of its values (`values.sample_of`). `detected`: the KS (numeric) / chi-square (categorical) p-value,
     Benjamini-Hochberg adjusted across the batch's features (`p_value_adjusted`), is below
     `detection_level`: `thresholds.detection_alpha` from large_sample_rows non-missing current
     values on, `thresholds.alpha` below (small batches, where power is scarce). `severity`: the band of
@@ -70,18 +71,19 @@ def feature_drift(profile: ReferenceProfile, df: pd.DataFrame, thresholds: Drift
     n_rows = len(df)
     rows: list[dict[str, Any]] = []
     for name, prof in profile.numeric.items():
-        rows.append(numeric_feature_drift(prof, df[name], n_rows))
+        rows.append(numeric_feature_drift(prof, df[name], n_rows, thresholds.sample_rows))
     for name, prof in profile.categorical.items():
         counts, n_missing = category_counts(df[name])
         rows.append(categorical_drift_row(prof, n_rows, counts, n_missing))
     return drift_table(rows, thresholds)
 
 
-def numeric_feature_drift(profile: NumericProfile, values: Any, n_rows: int) -> dict[str, Any]:
-    """One numeric feature's row of `feature_drift` from the batch's values of it (one sort of
-    them); the DuckDB path (`core.monitoring.large_batch_drift`) calls it with one fetched column at a time."""
-    cmp = compare(profile, values)
-    row = _empty_row(profile.name, "numeric", profile.n, cmp.m, cmp.n_missing, n_rows)
+def numeric_feature_drift(profile: NumericProfile, values: Any, n_rows: int, sample_rows: int | None = None) -> dict[str, Any]:
+    """One numeric feature's row of `feature_drift` from the batch's values of it (one sort of at
+    most `sample_rows` of them: `DriftThresholds.sample_rows`); the DuckDB path
+    (`core.monitoring.large_batch_drift`) calls it with one fetched column at a time."""
+    cmp = compare(profile, values, sample_rows)
+    row = _empty_row(profile.name, "numeric", profile.n, cmp.n_values, cmp.n_missing, n_rows)
     if cmp.m and profile.n:
         row["ks_statistic"], row["ks_p_value"] = ks_compared(profile, cmp)
         cur_bins = bin_counts_of(cmp.sorted, profile.bin_edges)

@@ -37,7 +37,8 @@ def large_batch_drift(
     and one grouped count per categorical feature gives its category counts. Each numeric
     feature is fetched, one column at a time, as a float64 array (8 bytes a row, null as NaN) and
     handed to `drift.numeric_feature_drift`, the very code `feature_drift` runs on that column,
-    so its row (missing and bin counts, PSI, Jensen-Shannon, KS, Wasserstein) is the same floats.
+    so its row (missing and bin counts, PSI, Jensen-Shannon, KS, Wasserstein) is the same floats
+    (above `thresholds.sample_rows` values, of the same seeded sample of them).
     Exact Wasserstein needs the batch's order statistics (where its ECDF crosses the reference's
     between two reference values), which SQL only gets by sorting or joining the whole column: at
     10M rows the SQL merge took 6-17 s a column, the fetch and numpy sort under a second, and the
@@ -55,7 +56,7 @@ def large_batch_drift(
     rows = []
     for name, prof in profile.numeric.items():
         column = con.execute(f"SELECT coalesce(CAST({ident(name)} AS DOUBLE), 'NaN'::DOUBLE) AS x FROM {rel}").fetchnumpy()["x"]
-        rows.append(numeric_feature_drift(prof, np.asarray(column, dtype=np.float64), n_rows))
+        rows.append(numeric_feature_drift(prof, np.asarray(column, dtype=np.float64), n_rows, thresholds.sample_rows))
         del column  # one column at a time: peak ~4 x 8 bytes a row with the sort's copies
         say(f"drift: {name} done")
     for name, prof in profile.categorical.items():

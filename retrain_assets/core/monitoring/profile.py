@@ -38,6 +38,7 @@ from retrain_assets.core.monitoring.values import (
     factorize,
     numeric_values,
     prefix_sums_of,
+    sample_of,
 )
 from retrain_assets.core.policy.definition import DriftThresholds
 from retrain_assets.core.spec import TargetSpec
@@ -52,8 +53,10 @@ class NumericProfile:
     are the unique interior `n_bins`-quantiles (linear interpolation) and `bin_counts` the
     reference counts of the len(bin_edges)+1 bins (-inf, e1], (e1, e2], ..., (ek, +inf).
     `sorted_values` are the sorted non-missing values, or, above `max_reference_sample`, that many
-    evenly spaced order statistics (always including min and max). `prefix_sums[k]` is the sum of
-    the k smallest kept values (length len(sorted_values) + 1, prefix_sums[0] == 0).
+    evenly spaced order statistics (always including the smallest and the largest). `prefix_sums[k]`
+    is the sum of the k smallest kept values (length len(sorted_values) + 1, prefix_sums[0] == 0).
+    Above `sample_rows` non-missing values, the bins and the kept values come from a seeded sample
+    of that many (`values.sample_of`); n, mean, std, min and max always from every value.
     """
 
     name: str
@@ -284,16 +287,17 @@ def class_probabilities(predictions: Any, k: int) -> np.ndarray:
 def numeric_profile(name: str, values: Any, thresholds: DriftThresholds = DriftThresholds()) -> NumericProfile:
     """Profile one numeric column (see `NumericProfile` for the conventions)."""
     finite, n_missing = numeric_values(values)
-    full = np.sort(finite)
-    n = len(full)
+    full = np.sort(sample_of(finite, thresholds.sample_rows))
+    n = len(finite)
     if n:
         edges = np.unique(np.quantile(full, np.arange(1, thresholds.n_bins) / thresholds.n_bins))
-        mean, std, lo, hi = float(np.mean(full)), float(np.std(full)), float(full[0]), float(full[-1])
+        every = full if len(full) == n else finite  # mean / std / min / max of every value
+        mean, std, lo, hi = float(np.mean(every)), float(np.std(every)), float(every.min()), float(every.max())
     else:
         edges = np.empty(0)
         mean = std = lo = hi = math.nan
-    if n > thresholds.max_reference_sample:
-        kept = full[np.round(np.linspace(0, n - 1, thresholds.max_reference_sample)).astype(np.int64)]
+    if len(full) > thresholds.max_reference_sample:
+        kept = full[np.round(np.linspace(0, len(full) - 1, thresholds.max_reference_sample)).astype(np.int64)]
     else:
         kept = full
     return NumericProfile(

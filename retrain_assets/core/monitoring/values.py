@@ -7,16 +7,22 @@ Conventions shared by every function of `profile.py`, `distances.py` and `drift.
   so an integer-coded column that turned float by gaining NaN still matches); a current
   category never seen in the reference falls into one extra "unseen" bucket, which has zero
   reference mass.
+- Above `DriftThresholds.sample_rows` non-missing values, a column's order statistics (KS,
+  Wasserstein, bins) come from a seeded uniform sample of that many (`sample_of`).
 - Numeric bins are the reference's interior quantile edges e1 < ... < ek (duplicates removed),
   giving the k+1 bins (-inf, e1], (e1, e2], ..., (ek, +inf).
 """
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
 import pandas as pd
+
+# The seed of `sample_of`: the sampled statistics of a column depend only on its values.
+SAMPLE_SEED = 0
 
 
 def as_float_array(values: Any) -> np.ndarray:
@@ -39,6 +45,22 @@ def numeric_values(values: Any) -> tuple[np.ndarray, int]:
     ok = np.isfinite(x)
     finite = x[ok]
     return finite, int(len(x) - len(finite))
+
+
+def sample_of(finite: np.ndarray, limit: int | None) -> np.ndarray:
+    """`finite` itself when it holds at most `limit` values (None: no limit), else a uniform sample
+    of `limit` of them without replacement, seeded (`SAMPLE_SEED`), so a re-run reads the same rows."""
+    if limit is None or len(finite) <= limit:
+        return finite
+    return finite[_sample_positions(len(finite), limit)]
+
+
+@lru_cache(maxsize=8)
+def _sample_positions(n: int, size: int) -> np.ndarray:
+    """The positions `sample_of` reads (columns of the same length share them)."""
+    positions = np.random.default_rng(SAMPLE_SEED).choice(n, size=size, replace=False)
+    positions.flags.writeable = False
+    return positions
 
 
 def sorted_numeric(values: Any) -> np.ndarray:

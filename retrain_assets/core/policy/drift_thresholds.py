@@ -50,6 +50,16 @@ class DriftThresholds:
     max_reference_sample: sorted reference values kept per numeric feature (50,000): the
         reference ECDF used by KS and Wasserstein is then exact up to 1/50,000 in probability,
         while a profile built from millions of rows stays a few MB of JSON.
+    sample_rows: the numeric statistics of a column with more non-missing values than this
+        (KS, Wasserstein, the PSI / Jensen-Shannon bins) use a seeded uniform sample of this many
+        of them (200,000), in the reference profile and in each batch; counts, missing shares,
+        min / max (out-of-distribution rows), mean / std and category counts use every value. The
+        sample's ECDF is within 0.0044 of the column's with probability 0.999 (Dvoretzky-Kiefer-
+        Wolfowitz: sqrt(ln(2 / 0.001) / (2 x 200,000))); the KS test stays exact for the rows it
+        reads, so its false-alarm rate is kept, and its power is that of 200,000 rows against the
+        max_reference_sample kept reference values (effective size 40,000, against 47,600 for a
+        whole 1e6-row batch). Sorting 200,000 values instead of 1e6 cuts the per-feature cost
+        about five times (docs/limits.md).
     segment_min_rows: drift per segment (spec `segments`, `core.monitoring.segment_drift`) tests a
         value of a segment column only when the batch and the reference both hold at least this
         many rows of it (30: the usual least sample for the KS and chi-square tests; fewer rows
@@ -75,6 +85,7 @@ class DriftThresholds:
     dataset_drift_share: float = 0.5
     n_bins: int = 10
     max_reference_sample: int = 50_000
+    sample_rows: int = 200_000
     segment_min_rows: int = 30
     segment_drift: bool = True
 
@@ -95,6 +106,8 @@ class DriftThresholds:
             raise ValueError("n_bins must be at least 2")
         if self.max_reference_sample < 2:
             raise ValueError("max_reference_sample must be at least 2")
+        if self.sample_rows < self.max_reference_sample:
+            raise ValueError("sample_rows must be at least max_reference_sample")
         if self.segment_min_rows < 1:
             raise ValueError("segment_min_rows must be at least 1")
 
