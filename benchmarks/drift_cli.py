@@ -268,6 +268,14 @@ def versions(python: Path) -> dict[str, str]:
     return json.loads(done.stdout)
 
 
+def git_state() -> dict[str, Any]:
+    """The commit measured, and the files under retrain_assets/ that differed from it (a shared tree)."""
+    def git(*a: str) -> str:
+        return subprocess.run(["git", *a], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    return {"head": git("rev-parse", "HEAD"),
+            "uncommitted": git("status", "--porcelain", "--", "retrain_assets").splitlines()}
+
+
 def run(args: Any) -> None:
     """The whole-process section of drift_vs_peers.py: every size, table, targets, JSON."""
     if args.cli_sizes.strip().lower() in ("", "none"):
@@ -293,7 +301,7 @@ def run(args: Any) -> None:
     payload = {"benchmark": "drift_cli_vs_peers", "date": time.strftime("%Y-%m-%dT%H:%M:%S"), "command": command,
                "elapsed_s": time.perf_counter() - started, "cpus": os.cpu_count(),
                "loadavg_1_5_15_before": load_before, "loadavg_1_5_15_after": os.getloadavg(),
-               "ours": str(ours), "peer_python": str(peer_python),
+               "ours": str(ours), "peer_python": str(peer_python), "git": git_state(),
                "versions": {"ours": versions(ours.parent / "python"), "peers": versions(peer_python)},
                "seed": args.seed, "max_rss_gb": max_rss_gb, "timeout_s": args.cli_timeout,
                "targets": {"rows": TARGET_ROWS, "wall_s": TARGET_WALL_S, "peak_rss_gb": TARGET_RSS_GB,
