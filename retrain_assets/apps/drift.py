@@ -1,22 +1,35 @@
 """`retrain-assets drift`: drift between two files, without the pipeline. The reference profile is
 built from the reference file as the pipeline builds the champion's (its novelty model too:
 `core.monitoring.novelty.fit_for_spec`), and the report is the one the pipeline stores per batch,
-written as drift_report.json and drift_report.html."""
+written as drift_report.json and drift_report.html.
+
+Two Parquet files of a spec without segments take the columnar path (`compare_parquet_files`):
+each feature column is read, checked and compared on its own (`core.monitoring.columnar_drift`),
+on two threads, and the sections that read rows (novelty, the domain classifier, the charts) read
+seeded row samples. Other files (CSV, a column stored as text where numbers are declared, a spec
+with segments) are read whole into pandas and checked by pandera (`compare_files`).
+"""
 
 from __future__ import annotations
 
 import json
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pandas as pd
 
 from retrain_assets.core.files import write_text_atomically
+from retrain_assets.core.ingestion.columnar import NotColumnar, ParquetColumns
 from retrain_assets.core.monitoring.batch_report import DriftResult, build_drift_report
-from retrain_assets.core.monitoring.profile import build_reference_profile
+from retrain_assets.core.monitoring.columnar_drift import FileComparison, compare_parquet
 from retrain_assets.core.monitoring.multivariate import reference_sample
-from retrain_assets.core.monitoring.novelty import fit_for_spec
+from retrain_assets.core.monitoring.novelty import FIT_ROWS, SCORE_ROWS, fit_for_spec
+from retrain_assets.core.monitoring.profile import build_reference_profile
 from retrain_assets.core.reports.drift import render_drift_html
 from retrain_assets.core.spec import DatasetSpec
+
+# Rows of the current file kept for the sections that read rows (novelty, domain classifier, charts).
+CURRENT_SAMPLE_ROWS = max(SCORE_ROWS, 20_000)
 
 
 def compare_files(reference: pd.DataFrame, current: pd.DataFrame, spec: DatasetSpec, reference_path: Path,
@@ -29,6 +42,39 @@ def compare_files(reference: pd.DataFrame, current: pd.DataFrame, spec: DatasetS
     result = build_drift_report(profile, current, spec, thresholds,
                                 reference_rows=reference_sample(reference, spec.feature_columns, seed=spec.policy.random_seed),
                                 seed=spec.policy.random_seed, novelty_model=fit_for_spec(reference, spec, spec.policy.random_seed))
+    return result, _write(result, profile, current, reference_path, current_path, out)
+
+
+def columnar_readers(reference_path: Path, current_path: Path, spec: DatasetSpec) -> tuple[ParquetColumns, ParquetColumns]:
+    """Both files opened for the columnar path: `NotColumnar` when they need the pandas path,
+    `SchemaBroken` (with the reference first) when a feature column is missing."""
+    if spec.segment_columns:
+        raise NotColumnar("the spec declares segments, which are compared on whole frames")
+    text = list(spec.categorical_features)
+    readers = ParquetColumns(reference_path, text), ParquetColumns(current_path, text)
+    for reader in readers:
+        reader.require(list(spec.numeric_features), text)
+    return readers
+
+
+def compare_parquet_files(reference: ParquetColumns, current: ParquetColumns, spec: DatasetSpec,
+                          out: Path) -> tuple[FileComparison, DriftResult, str]:
+    """`compare_files` for two Parquet files read a column at a time (`columnar_readers`)."""
+    seed, thresholds = spec.policy.random_seed, spec.policy.drift
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="drift") as pool:
+        compared = compare_parquet(reference, current, spec, thresholds, max(FIT_ROWS, 5000), CURRENT_SAMPLE_ROWS,
+                                   seed=seed, run=pool.map)
+        fitted = pool.submit(fit_for_spec, compared.reference_rows, spec, seed)
+        reference_rows = reference_sample(compared.reference_rows, spec.feature_columns, seed=seed)
+        measured = DriftResult(compared.features, compared.summary)
+        result = build_drift_report(compared.profile, compared.current_rows, spec, thresholds, reference_rows=reference_rows,
+                                    seed=seed, novelty_model=fitted.result(), measured=measured)
+    report = _write(result, compared.profile, compared.current_rows, reference.path, current.path, out)
+    return compared, result, report
+
+
+def _write(result: DriftResult, profile, current: pd.DataFrame, reference_path: Path, current_path: Path, out: Path) -> str:
+    """drift_report.json and drift_report.html in `out` (each written atomically); the JSON text."""
     out.mkdir(parents=True, exist_ok=True)
     payload = {"reference": str(reference_path), "current": str(current_path), "summary": result.summary,
                "features": json.loads(result.features.to_json(orient="records"))}
@@ -37,4 +83,4 @@ def compare_files(reference: pd.DataFrame, current: pd.DataFrame, spec: DatasetS
     write_text_atomically(render_drift_html(f"Drift report: {current_path.name} vs {reference_path.name}",
                                             result.features, result.summary, profile, current),
                           out / "drift_report.html")
-    return result, report
+    return report

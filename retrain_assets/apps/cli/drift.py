@@ -21,12 +21,12 @@ def add_parser(subparsers) -> None:
 def run(args) -> int:
     """Check both files against the spec's contract, compare them (`apps.drift`), print the verdict."""
     from retrain_assets.core.spec import load_spec
-    from retrain_assets.apps.drift import compare_files
 
     spec = load_spec(args.spec)
-    reference = _contract_clean("reference", args.reference, spec, args)
-    current = _contract_clean("current", args.current, spec, args)
-    result, report = compare_files(reference, current, spec, args.reference, args.current, args.out)
+    for role, path in (("reference", args.reference), ("current", args.current)):
+        if not path.is_file():
+            raise CliError(f"no {role} file at {path}", f"pass --{role} with a CSV or Parquet file")
+    result, report = _columnar(spec, args) or _frames(spec, args)
     if args.json:
         print(report)
         return 0
@@ -44,22 +44,59 @@ def run(args) -> int:
     return 0
 
 
+def _columnar(spec, args):
+    """Both Parquet files compared a column at a time (`apps.drift.compare_parquet_files`); None
+    when they need the pandas path."""
+    from retrain_assets.apps.drift import columnar_readers, compare_parquet_files
+    from retrain_assets.core.ingestion.columnar import NotColumnar, SchemaBroken
+
+    try:
+        readers = columnar_readers(args.reference, args.current, spec)
+    except NotColumnar:
+        return None
+    except SchemaBroken as exc:
+        role, path = ("reference", args.reference) if exc.path == args.reference else ("current", args.current)
+        _broken(role, path, exc.errors, args)
+    except (OSError, ValueError) as exc:  # pyarrow's errors about an unreadable file are both
+        raise CliError(f"cannot read {exc}", "check that both files are Parquet or CSV exports") from None
+    compared, result, report = compare_parquet_files(*readers, spec, args.out)
+    for role, contract in (("reference", compared.reference_contract), ("current", compared.current_contract)):
+        if contract.n_quarantined:
+            _note_quarantined(role, contract.n_quarantined, contract.n_rows, contract.first_reason, args)
+    return result, report
+
+
+def _frames(spec, args):
+    """Both files read whole and checked by pandera (`apps.drift.compare_files`)."""
+    from retrain_assets.apps.drift import compare_files
+
+    reference = _contract_clean("reference", args.reference, spec, args)
+    current = _contract_clean("current", args.current, spec, args)
+    return compare_files(reference, current, spec, args.reference, args.current, args.out)
+
+
 def _contract_clean(role: str, path: Path, spec, args):
     """The rows of the `role` file (--reference or --current) that keep the spec's contract; a file
-    that is missing, unreadable or breaks the schema is an error, quarantined rows a note."""
+    that is unreadable or breaks the schema is an error, quarantined rows a note."""
     from retrain_assets.core.ingestion.contracts import validate_batch
     from retrain_assets.core.ingestion.landing import LandingFileError, read_landing_file
 
-    if not path.is_file():
-        raise CliError(f"no {role} file at {path}", f"pass --{role} with a CSV or Parquet file")
     try:
         checked = validate_batch(read_landing_file(path), spec)
     except LandingFileError as exc:
         raise CliError(f"{role}: {exc}") from None
     if checked.schema_errors:
-        raise CliError(f"{role} file {path} breaks the spec's contract: {'; '.join(checked.schema_errors)}",
-                       f"check the columns against {args.spec}, or pass the spec the file was exported with")
+        _broken(role, path, checked.schema_errors, args)
     if len(checked.quarantined):
-        print(f"{role}: {len(checked.quarantined)} of {checked.n_rows} rows break the contract and are left out "
-              f"(first reason: {checked.quarantined['reason'].iloc[0]})", file=sys.stderr if args.json else sys.stdout)
+        _note_quarantined(role, len(checked.quarantined), checked.n_rows, checked.quarantined["reason"].iloc[0], args)
     return checked.valid
+
+
+def _broken(role: str, path: Path, errors: list[str], args):
+    raise CliError(f"{role} file {path} breaks the spec's contract: {'; '.join(errors)}",
+                   f"check the columns against {args.spec}, or pass the spec the file was exported with")
+
+
+def _note_quarantined(role: str, n_bad: int, n_rows: int, first_reason: str, args) -> None:
+    print(f"{role}: {n_bad} of {n_rows} rows break the contract and are left out (first reason: {first_reason})",
+          file=sys.stderr if args.json else sys.stdout)

@@ -12,6 +12,17 @@ import numpy as np
 import pandas as pd
 import pandera.pandas as pa
 
+from retrain_assets.core.ingestion.rules import (  # noqa: F401 (re-exported: the contract's vocabulary)
+    BOOL_TEXT,
+    INT_RANGE,
+    INT_RANGE_CHECK,
+    INT_RANGE_FLOAT,
+    INT_RANGE_TEXT,
+    MISSING_TEXT,
+    TIMESTAMP_RANGE,
+    ColumnRule,
+    column_rules,
+)
 from retrain_assets.core.spec import DatasetSpec
 
 PANDAS_DTYPES = {
@@ -31,42 +42,6 @@ FUTURE_TOLERANCE = pd.Timedelta(days=1)
 # A time of day followed by a UTC offset or Z: such text is converted to UTC, so a reason quotes
 # both the UTC time and the value as delivered.
 ZONED_TIME = re.compile(r"\d{2}:\d{2}(:\d{2}(\.\d+)?)?\s*([zZ]|[+-]\d{2}(:?\d{2})?)$")
-
-# The value rules every row meets wherever it arrives: a batch file (`batch_schema`) or a request
-# to the prediction service (`core.deployment.serving.request_model`) — both are built from these.
-BOOL_TEXT = {"true": True, "false": False, "1": True, "0": False, "yes": True, "no": False, "t": True, "f": False}
-# Text that means "no value": pandas.read_csv's defaults, with which CSV batches are read.
-MISSING_TEXT = frozenset(("", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN", "<NA>",
-                          "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null"))
-# What storage holds: timestamps as datetime64[ns], ints as Int64; a value outside cannot be stored.
-TIMESTAMP_RANGE = (pd.Timestamp.min, pd.Timestamp.max)
-INT_RANGE = (-(2**63), 2**63 - 1)
-# Int columns are validated as float64, which has no value nearer 2**63 - 1 than 2**63: the range
-# as float64 is [low, end). A value outside fails the check named INT_RANGE_CHECK with this text.
-INT_RANGE_FLOAT = (float(INT_RANGE[0]), float(INT_RANGE[1] + 1))
-INT_RANGE_CHECK, INT_RANGE_TEXT = "int64_range", "not a whole number within 64 bits"
-
-
-@dataclass(frozen=True)
-class ColumnRule:
-    """What every value of one declared column must be: its type, whether it may be missing,
-    its range and its categories. Numeric values must be finite, `int` values whole."""
-
-    name: str
-    type: str
-    nullable: bool
-    min: float | None = None
-    max: float | None = None
-    categories: tuple[str, ...] | None = None
-    description: str = ""
-
-
-def column_rules(spec: DatasetSpec) -> tuple[ColumnRule, ...]:
-    """The rules of every declared column, in order; the id and the event time are never nullable."""
-    keys = (spec.id_column, spec.event_time_column)
-    return tuple(ColumnRule(c.name, c.type, c.nullable and c.name not in keys, c.min, c.max, c.categories, c.description)
-                 for c in spec.columns)
-
 
 def _parse_bool_text(series: pd.Series) -> pd.Series:
     """CSV gives booleans as text; map the usual spellings, leave anything else for coercion to reject."""
@@ -91,8 +66,7 @@ def _type_checks(column_type: str, bounded: bool = False) -> list[pa.Check]:
 
 
 def _column_checks(col: ColumnRule) -> list[pa.Check]:
-    bounded = col.min is not None and col.max is not None and INT_RANGE[0] <= col.min and col.max <= INT_RANGE[1]
-    checks = _type_checks(col.type, bounded)
+    checks = _type_checks(col.type, col.bounded)
     if col.min is not None and col.max is not None:
         checks.append(pa.Check.in_range(col.min, col.max))
     elif col.min is not None:

@@ -67,6 +67,7 @@ def build_drift_report(
     metric: str | None = None,
     triggers: TriggerThresholds | None = None,
     novelty_model: NoveltyModel | None = None,
+    measured: DriftResult | None = None,
 ) -> DriftResult:
     """Compare `current` with the reference; every optional input adds its section.
 
@@ -87,17 +88,20 @@ def build_drift_report(
     `novelty_score_p99` and `novelty_examples` (NaN / "" without one).
     The binary columns (`*_roc_auc`, `current_positive_rate`, ...) keep their numbers (NaN for the
     other tasks, except accuracy, which multiclass fills too); the task-neutral ones are in `TASK_COLUMNS`.
+    measured: the feature table and the batch's `n_rows` and `ood_share` (its summary) already
+    measured on the whole batch (`core.monitoring.columnar_drift`); `current` is then a row sample
+    of the batch, which the other sections read.
     """
     target = spec.target
-    features = feature_drift(profile, current, thresholds)
+    features = feature_drift(profile, current, thresholds) if measured is None else measured.features
     overall = dataset_drift(features, thresholds)
     summary: dict = {
-        "n_rows": int(len(current)),
+        "n_rows": int(len(current)) if measured is None else int(measured.summary["n_rows"]),
         "n_features": int(overall["n_features"]),
         "n_drifted": int(overall["n_drifted"]),
         "drift_share": float(overall["drift_share"]),
         "dataset_drifted": bool(overall["dataset_drifted"]),
-        "ood_share": float(out_of_distribution_share(profile, current)),
+        "ood_share": float(out_of_distribution_share(profile, current) if measured is None else measured.summary["ood_share"]),
         **novelty_summary(novelty_model, current, spec.id_column),
         **segment_summary(segment_drift(profile, current, thresholds)),
         "multivariate_auc": math.nan,

@@ -48,7 +48,7 @@ td,th{{border:1px solid #ccc;padding:4px 8px;font-size:13px}} tr.drift td{{backg
 .charts{{display:flex;flex-wrap:wrap;gap:16px}} figure{{margin:0}} figcaption{{font-size:13px}}
 </style></head><body><h1>{escape(title)}</h1><ul>{summary_items}</ul>
 <p><span style="color:{REFERENCE_COLOR}">&#9632; reference (champion's training data)</span> &nbsp;
-<span style="color:{CURRENT_COLOR}">&#9632; current batch</span></p>
+<span style="color:{CURRENT_COLOR}">&#9632; current batch{_sampled(summary, current)}</span></p>
 <p>Detected: the two-sample test (KS / chi-square, Benjamini-Hochberg across the features) is below the detection
 level{_level(features)}. Severity: the effect-size band of the normed Wasserstein (numeric) or Jensen-Shannon
 (categorical) distance, whatever the batch size. A feature drifts when it is detected with severity moderate or
@@ -156,6 +156,12 @@ def _rules_section(summary: dict[str, Any]) -> str:
     share = summary.get("rule_violation_share")
     return (f"<h2>Output rules</h2><p>Rows breaking a rule: {_share(None if share is None or share != share else share)} "
             f"(1.0 when a class_share rule is broken)</p><table>{head}{rows}</table>")
+
+
+def _sampled(summary: dict[str, Any], current: pd.DataFrame) -> str:
+    """How the current bars were drawn when `current` is a row sample of the batch (the columnar path)."""
+    n_rows = summary.get("n_rows")
+    return f" (bars of a seeded sample of {len(current):,} of its {n_rows:,} rows)" if n_rows and len(current) < n_rows else ""
 
 
 def _share(value: Any) -> str:
