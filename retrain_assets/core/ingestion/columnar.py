@@ -96,10 +96,10 @@ class ParquetColumns:
 
 @dataclass
 class ColumnCheck:
-    """One column's contract: which rows break it, how many per rule, and the reason pieces of its
-    first bad row (row, pieces)."""
+    """One column's contract: which rows break it (None: none does), how many per rule, and the
+    reason pieces of its first bad row (row, pieces)."""
 
-    bad: np.ndarray
+    bad: np.ndarray | None
     rule_counts: dict[str, int] = field(default_factory=dict)
     first: tuple[int, list[str]] | None = None
 
@@ -149,7 +149,7 @@ def _collect(name: str, broken: list[tuple[str, np.ndarray]], got, n_rows: int) 
         counts[f"{name}: {text}"] = int(rows.sum())
         bad |= rows
     if not bad.any():
-        return ColumnCheck(bad, counts)
+        return ColumnCheck(None, counts)
     row = int(np.argmax(bad))
     pieces = [f"{name}: {text} (got {got(row)})" for text, rows in broken if rows[row]]
     return ColumnCheck(bad, counts, (row, pieces))
@@ -176,7 +176,8 @@ def combine(n_rows: int, checks: list[ColumnCheck]) -> ColumnarContract:
     bad = np.zeros(n_rows, dtype=bool)
     counts: dict[str, int] = {}
     for check in checks:
-        bad |= check.bad
+        if check.bad is not None:
+            bad |= check.bad
         counts.update({k: v for k, v in check.rule_counts.items() if v})
     firsts = [c.first for c in checks if c.first is not None]
     reason = None

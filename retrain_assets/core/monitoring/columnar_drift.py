@@ -1,14 +1,15 @@
 """Drift between two Parquet files read a column at a time (`retrain-assets drift`): the
 reference profile and every feature's statistics without a pandas frame of either file.
 
-Two passes over the feature columns, each a list of independent per-column jobs that the caller
-runs with its `run` (a thread pool's `map`: reading, sorting and counting release the GIL):
-1. the contract (`core.ingestion.columnar`): which rows of each file are valid;
-2. per feature, the valid values of both files: the reference profile of the column
-   (`profile.numeric_profile`, `CategoricalProfile`), its drift row (`drift.numeric_feature_drift`
-   / `drift.categorical_drift_row`, the pipeline's own code, sampled above
-   `DriftThresholds.sample_rows`), its out-of-distribution rows, and its values at the sampled
-   rows that the multivariate check and the novelty model read.
+Each feature column is one job, and the caller runs the jobs with its `run` (a thread pool's
+`map`: reading, sorting and counting release the GIL). A job reads the column from both files,
+checks it against its contract rules (`core.ingestion.columnar`), and computes its reference
+profile (`profile.numeric_profile`, `CategoricalProfile`), its drift row (`drift.numeric_feature_drift`
+/ `drift.categorical_drift_row`, the pipeline's own code, sampled above
+`DriftThresholds.sample_rows`), its out-of-distribution rows and its values at the sampled rows
+that the multivariate check and the novelty model read. The jobs assume every row valid; when a
+row of either file breaks the contract, every column is read and compared again without the
+file's bad rows (a row is valid only when all its columns are).
 Peak memory is a few columns per running job plus the row samples, whatever the row count.
 """
 
@@ -46,44 +47,77 @@ class FileComparison:
 
 def compare_parquet(reference: ParquetColumns, current: ParquetColumns, spec: DatasetSpec, thresholds: DriftThresholds,
                     reference_rows: int, current_rows: int, seed: int = 0, run: Runner = map) -> FileComparison:
-    """Check both files' feature columns against the contract, then compare the valid rows;
+    """Check both files' feature columns against the contract and compare their valid rows;
     `reference_rows` / `current_rows`: how many valid rows of each to keep as a seeded sample (the
-    current sample also carries the id column, when the file has one)."""
+    current sample also carries the id column, when the file has one).
+
+    Each column is read once, checked and compared as if every row were valid; only when some row
+    of a file breaks the contract is every column read and compared again without the bad rows."""
     rules = {r.name: r for r in column_rules(spec)}
     names = list(spec.numeric_features) + list(spec.categorical_features)
-    jobs = [(side, rules[name]) for side in (reference, current) for name in names]
-    checks = list(run(lambda job: _check(*job), jobs))
-    ref_contract = combine(reference.n_rows, checks[:len(names)])
-    cur_contract = combine(current.n_rows, checks[len(names):])
-    rng = np.random.default_rng(seed)
-    ref_at, cur_at = _sample(ref_contract.valid, reference_rows, rng), _sample(cur_contract.valid, current_rows, rng)
-    n_valid = int(cur_contract.valid.sum())
-    ood = np.zeros(n_valid, dtype=bool)
-    numeric, categorical, rows, ref_sample, cur_sample = {}, {}, [], {}, {}
-
-    def compare_one(name: str):
-        job = (reference, current, ref_contract.valid, cur_contract.valid, ref_at, cur_at, thresholds)
-        return _numeric(name, *job) if rules[name].type in NUMERIC_TYPES else _categorical(name, *job)
-
-    for name, prof, row, outside, at_ref, at_cur in run(compare_one, names):
-        (numeric if rules[name].type in NUMERIC_TYPES else categorical)[name] = prof
-        rows.append(row)
-        ood |= outside
-        ref_sample[name], cur_sample[name] = at_ref, at_cur
+    sizes = (reference_rows, current_rows)
+    every = (np.ones(reference.n_rows, dtype=bool), np.ones(current.n_rows, dtype=bool))
+    done, ood = _compare_columns(reference, current, rules, names, every, sizes, seed, thresholds, run, check=True)
+    contracts = (combine(reference.n_rows, [d.checks[0] for d in done]), combine(current.n_rows, [d.checks[1] for d in done]))
+    if any(c.n_quarantined for c in contracts):
+        valid = (contracts[0].valid, contracts[1].valid)
+        done, ood = _compare_columns(reference, current, rules, names, valid, sizes, seed, thresholds, run, check=False)
+    n_valid = int(contracts[1].valid.sum())
+    cur_sample = {d.name: d.current_values for d in done}
     if spec.id_column in current.types:
-        cur_sample[spec.id_column] = current.values(spec.id_column)[cur_contract.valid][cur_at]
-    features = drift_table(rows, thresholds)
-    profile = ReferenceProfile(numeric=numeric, categorical=categorical, n_rows=int(ref_contract.valid.sum()),
-                               created_from=str(reference.path))
+        cur_sample[spec.id_column] = current.values(spec.id_column)[contracts[1].valid][done[0].current_at]
+    features = drift_table([d.row for d in done], thresholds)
+    profile = ReferenceProfile(numeric={d.name: d.profile for d in done if rules[d.name].type in NUMERIC_TYPES},
+                               categorical={d.name: d.profile for d in done if rules[d.name].type not in NUMERIC_TYPES},
+                               n_rows=int(contracts[0].valid.sum()), created_from=str(reference.path))
     summary = {"n_rows": n_valid, **dataset_drift(features, thresholds), "ood_share": float(ood.mean()) if n_valid else float("nan")}
-    return FileComparison(profile, features, summary, ref_contract, cur_contract,
-                          pd.DataFrame(ref_sample, columns=names), pd.DataFrame(cur_sample))
+    return FileComparison(profile, features, summary, *contracts, pd.DataFrame({d.name: d.reference_values for d in done}),
+                          pd.DataFrame(cur_sample))
 
 
-def _check(side: ParquetColumns, rule):
-    if rule.type in NUMERIC_TYPES:
-        return check_numbers(rule, side.numbers(rule.name))
-    return check_codes(rule, *side.codes(rule.name))
+@dataclass
+class _Column:
+    """One feature compared: its contract checks (reference, current), reference profile, drift row,
+    out-of-distribution current rows, and its values at the sampled rows of each file."""
+
+    name: str
+    checks: tuple
+    profile: object
+    row: dict
+    outside: np.ndarray | None
+    reference_values: np.ndarray
+    current_values: np.ndarray
+    current_at: np.ndarray
+
+
+def _compare_columns(reference, current, rules, names, valid, sizes, seed, thresholds, run,
+                     check: bool) -> tuple[list[_Column], np.ndarray]:
+    """Every column compared on the rows `valid` (per file), with `check` also checked; and the
+    current rows out of distribution in some column (each column's mask is dropped once merged)."""
+    rng = np.random.default_rng(seed)
+    at = tuple(_sample(v, size, rng) for v, size in zip(valid, sizes))
+    numeric = {n for n in names if rules[n].type in NUMERIC_TYPES}
+
+    def one(name: str) -> _Column:
+        rule = rules[name]
+        if name in numeric:
+            ref, cur = reference.numbers(name), current.numbers(name)
+            checks = (check_numbers(rule, ref), check_numbers(rule, cur)) if check else (None, None)
+            return _numeric(name, checks, _kept(ref, valid[0]), _kept(cur, valid[1]), at, thresholds)
+        (ref, ref_keys), (cur, cur_keys) = reference.codes(name), current.codes(name)
+        checks = (check_codes(rule, ref, ref_keys), check_codes(rule, cur, cur_keys)) if check else (None, None)
+        return _categorical(name, checks, (_kept(ref, valid[0]), ref_keys), (_kept(cur, valid[1]), cur_keys), at)
+
+    done, ood = [], np.zeros(int(valid[1].sum()), dtype=bool)
+    for column in run(one, names):
+        ood |= column.outside
+        column.outside = None
+        done.append(column)
+    return done, ood
+
+
+def _kept(values: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    return values if valid.all() else values[valid]
 
 
 def _sample(valid: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
@@ -92,26 +126,23 @@ def _sample(valid: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarra
     return np.arange(n) if n <= size else np.sort(rng.choice(n, size=size, replace=False))
 
 
-def _numeric(name, reference, current, ref_valid, cur_valid, ref_at, cur_at, thresholds):
-    ref = reference.numbers(name)[ref_valid]
-    cur = current.numbers(name)[cur_valid]
+def _numeric(name, checks, ref, cur, at, thresholds) -> _Column:
     prof = numeric_profile(name, ref, thresholds)
     row = numeric_feature_drift(prof, cur, len(cur), thresholds.sample_rows)
     with np.errstate(invalid="ignore"):
         outside = (cur < prof.min) | (cur > prof.max) if prof.n else np.zeros(len(cur), dtype=bool)
-    return name, prof, row, outside, ref[ref_at], cur[cur_at]
+    return _Column(name, checks, prof, row, outside, ref[at[0]], cur[at[1]], at[1])
 
 
-def _categorical(name, reference, current, ref_valid, cur_valid, ref_at, cur_at, thresholds):
-    ref_codes, ref_keys = reference.codes(name)
-    cur_codes, cur_keys = current.codes(name)
-    ref_codes, cur_codes = ref_codes[ref_valid], cur_codes[cur_valid]
+def _categorical(name, checks, reference, current, at) -> _Column:
+    (ref_codes, ref_keys), (cur_codes, cur_keys) = reference, current
     ref_counts, ref_missing = _counts(ref_codes, ref_keys)
     cur_counts, cur_missing = _counts(cur_codes, cur_keys)
     prof = CategoricalProfile(name=name, n=int(sum(ref_counts.values())), n_missing=ref_missing, counts=ref_counts)
     row = categorical_drift_row(prof, len(cur_codes), cur_counts, cur_missing)
     unseen = np.array([k not in ref_counts for k in cur_keys] + [False], dtype=bool)
-    return name, prof, row, unseen[cur_codes], _texts(ref_codes[ref_at], ref_keys), _texts(cur_codes[cur_at], cur_keys)
+    return _Column(name, checks, prof, row, unseen[cur_codes], _texts(ref_codes[at[0]], ref_keys),
+                   _texts(cur_codes[at[1]], cur_keys), at[1])
 
 
 def _counts(codes: np.ndarray, keys: list[str]) -> tuple[dict[str, int], int]:
