@@ -11,9 +11,9 @@ import pandas as pd
 import pytest
 
 from retrain_assets.apps.cli.main import main
-from retrain_assets.core.ingestion import contracts
 from retrain_assets.core.ingestion import contract_sql
 from retrain_assets.core.ingestion import large_batch as lb
+from retrain_assets.core.ingestion import rules
 from retrain_assets.core.ingestion.contracts import validate_batch
 from retrain_assets.core.monitoring.drift import FEATURE_COLUMNS, dataset_drift, feature_drift, out_of_distribution_share
 from retrain_assets.core.monitoring.profile import build_reference_profile
@@ -226,13 +226,13 @@ def test_ints_beyond_64_bits_get_the_same_verdict_and_reason(tmp_path):
 
 
 def test_bool_and_missing_text_come_from_the_contract(tmp_path):
-    """check-batch builds its SQL from `contracts.BOOL_TEXT` and `MISSING_TEXT` (no copies), and
+    """check-batch builds its SQL from `rules.BOOL_TEXT` and `MISSING_TEXT` (no copies), and
     reads every spelling as the pandas path does."""
-    assert contract_sql.BOOL_TEXT is contracts.BOOL_TEXT and lb.MISSING_TEXT is contracts.MISSING_TEXT
+    assert contract_sql.BOOL_TEXT is rules.BOOL_TEXT and lb.MISSING_TEXT is rules.MISSING_TEXT
     spec = parse_spec({"name": "t", "id": "id", "event_time": "ts", "target": {"name": "y", "classes": [0, 1]},
                        "columns": {"id": {"type": "int"}, "ts": {"type": "timestamp"}, "b": {"type": "bool"},
                                    "x": {"type": "float", "nullable": True}}})
-    missing, spellings = sorted(contracts.MISSING_TEXT), [f" {t.upper()} " for t in contracts.BOOL_TEXT] + ["maybe"]
+    missing, spellings = sorted(rules.MISSING_TEXT), [f" {t.upper()} " for t in rules.BOOL_TEXT] + ["maybe"]
     n = max(len(missing), len(spellings))
     frame = pd.DataFrame({"id": range(n), "ts": "2025-01-01", "b": (spellings * n)[:n], "x": (missing * n)[:n]})
     expected, got, _ = both_paths(tmp_path, spec, frame, "csv", window=None, now=None)

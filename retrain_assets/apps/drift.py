@@ -15,18 +15,26 @@ from __future__ import annotations
 import json
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from retrain_assets.core.files import write_text_atomically
 from retrain_assets.core.ingestion.columnar import NotColumnar, ParquetColumns
-from retrain_assets.core.monitoring.batch_report import DriftResult, build_drift_report
 from retrain_assets.core.monitoring.columnar_drift import FileComparison, compare_parquet
 from retrain_assets.core.monitoring.multivariate import reference_sample
 from retrain_assets.core.monitoring.novelty import FIT_ROWS, SCORE_ROWS, fit_for_spec
-from retrain_assets.core.monitoring.profile import build_reference_profile
-from retrain_assets.core.reports.drift import render_drift_html
 from retrain_assets.core.spec import DatasetSpec
+
+if TYPE_CHECKING:  # scikit-learn and SciPy load on a thread while columns are read (`REPORT_MODULES`)
+    from retrain_assets.core.monitoring.batch_report import DriftResult
+
+# What the report needs once the columns are compared, slow to import (SciPy, scikit-learn): the
+# command imports them on a thread of its own while its other threads read and sort columns, which
+# releases the GIL (imports hold it).
+REPORT_MODULES = ("scipy.stats", "scipy.spatial.distance", "sklearn.ensemble", "sklearn.model_selection",
+                  "sklearn.preprocessing", "sklearn.covariance", "retrain_assets.core.monitoring.batch_report",
+                  "retrain_assets.core.reports.drift")
 
 # Rows of the current file kept for the sections that read rows (novelty, domain classifier, charts).
 CURRENT_SAMPLE_ROWS = max(SCORE_ROWS, 20_000)
@@ -36,6 +44,9 @@ def compare_files(reference: pd.DataFrame, current: pd.DataFrame, spec: DatasetS
                   current_path: Path, out: Path) -> tuple[DriftResult, str]:
     """The drift of `current` against `reference` (both contract-clean rows of the files at the
     paths) under the spec's drift thresholds, written to `out`; returns the result and the JSON text."""
+    from retrain_assets.core.monitoring.batch_report import build_drift_report
+    from retrain_assets.core.monitoring.profile import build_reference_profile
+
     thresholds = spec.policy.drift
     profile = build_reference_profile(reference, spec.numeric_features, spec.categorical_features,
                                       thresholds=thresholds, created_from=str(reference_path), segments=spec.segment_columns)
@@ -64,17 +75,22 @@ def compare_parquet_files(reference: ParquetColumns, current: ParquetColumns, sp
     with ThreadPoolExecutor(max_workers=2, thread_name_prefix="drift") as pool:
         compared = compare_parquet(reference, current, spec, thresholds, max(FIT_ROWS, 5000), CURRENT_SAMPLE_ROWS,
                                    seed=seed, run=pool.map)
+        from retrain_assets.core.monitoring.batch_report import DriftResult, build_drift_report, multivariate_auc
+
         fitted = pool.submit(fit_for_spec, compared.reference_rows, spec, seed)
         reference_rows = reference_sample(compared.reference_rows, spec.feature_columns, seed=seed)
-        measured = DriftResult(compared.features, compared.summary)
-        result = build_drift_report(compared.profile, compared.current_rows, spec, thresholds, reference_rows=reference_rows,
-                                    seed=seed, novelty_model=fitted.result(), measured=measured)
+        auc = pool.submit(multivariate_auc, reference_rows, compared.current_rows, spec, seed)
+        result = build_drift_report(compared.profile, compared.current_rows, spec, thresholds, seed=seed,
+                                    novelty_model=fitted.result(), measured=DriftResult(compared.features, compared.summary))
+        result.summary["multivariate_auc"] = auc.result()
     report = _write(result, compared.profile, compared.current_rows, reference.path, current.path, out)
     return compared, result, report
 
 
 def _write(result: DriftResult, profile, current: pd.DataFrame, reference_path: Path, current_path: Path, out: Path) -> str:
     """drift_report.json and drift_report.html in `out` (each written atomically); the JSON text."""
+    from retrain_assets.core.reports.drift import render_drift_html
+
     out.mkdir(parents=True, exist_ok=True)
     payload = {"reference": str(reference_path), "current": str(current_path), "summary": result.summary,
                "features": json.loads(result.features.to_json(orient="records"))}

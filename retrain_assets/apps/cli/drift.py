@@ -20,6 +20,7 @@ def add_parser(subparsers) -> None:
 
 def run(args) -> int:
     """Check both files against the spec's contract, compare them (`apps.drift`), print the verdict."""
+    _start_loading_report_modules()
     from retrain_assets.core.spec import load_spec
 
     spec = load_spec(args.spec)
@@ -42,6 +43,24 @@ def run(args) -> int:
               f"p (BH) {row.p_value_adjusted:.3g} vs detection level {row.detection_level:g}")
     print(f"wrote {args.out / 'drift_report.json'} and {args.out / 'drift_report.html'}")
     return 0
+
+
+def _start_loading_report_modules() -> None:
+    """Import `apps.drift.REPORT_MODULES` on a daemon thread (see there); an import error surfaces
+    where the module is used."""
+    import importlib
+    import threading
+
+    def load() -> None:
+        from retrain_assets.apps.drift import REPORT_MODULES
+
+        for name in REPORT_MODULES:
+            try:
+                importlib.import_module(name)
+            except ImportError:
+                return
+
+    threading.Thread(target=load, name="drift-imports", daemon=True).start()
 
 
 def _columnar(spec, args):

@@ -2,7 +2,7 @@
 no web framework here, only the spec -> pydantic model translation and record building.
 
 The request contract is the batch contract for one row: both are built from the same column
-rules (`core.ingestion.contracts.column_rules`: types, missing-value text, ranges, categories,
+rules (`core.ingestion.rules.column_rules`: types, missing-value text, ranges, categories,
 nullability), here as a pydantic model so that a single-row request is checked in microseconds
 and each broken field is named. What the contract accepts, the prediction log can store.
 
@@ -28,7 +28,7 @@ import pandas as pd
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter, ValidationError, create_model
 
 from retrain_assets.core.deployment.outputs import TASK_LOG_COLUMNS, log_fields
-from retrain_assets.core.ingestion.contracts import BOOL_TEXT, INT_RANGE, MISSING_TEXT, TIMESTAMP_RANGE, ColumnRule, column_rules
+from retrain_assets.core.ingestion.rules import BOOL_TEXT, INT_RANGE, MISSING_TEXT, TIMESTAMP_RANGE, ColumnRule, column_rules
 from retrain_assets.core.ingestion.landing import file_sha256
 from retrain_assets.core.spec import DatasetSpec
 

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from retrain_assets.core.ingestion.contracts import BOOL_TEXT, INT_RANGE_CHECK, INT_RANGE_FLOAT, batch_schema
+from retrain_assets.core.ingestion.contracts import batch_schema
+from retrain_assets.core.ingestion.rules import BOOL_TEXT, INT_RANGE_CHECK, INT_RANGE_FLOAT
 from retrain_assets.core.ingestion.duckdb_sql import ident, lit
 from retrain_assets.core.spec import ColumnSpec, DatasetSpec
 

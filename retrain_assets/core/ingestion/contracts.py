@@ -12,17 +12,7 @@ import numpy as np
 import pandas as pd
 import pandera.pandas as pa
 
-from retrain_assets.core.ingestion.rules import (  # noqa: F401 (re-exported: the contract's vocabulary)
-    BOOL_TEXT,
-    INT_RANGE,
-    INT_RANGE_CHECK,
-    INT_RANGE_FLOAT,
-    INT_RANGE_TEXT,
-    MISSING_TEXT,
-    TIMESTAMP_RANGE,
-    ColumnRule,
-    column_rules,
-)
+from retrain_assets.core.ingestion.rules import BOOL_TEXT, INT_RANGE_CHECK, INT_RANGE_FLOAT, INT_RANGE_TEXT, ColumnRule, column_rules
 from retrain_assets.core.spec import DatasetSpec
 
 PANDAS_DTYPES = {

@@ -7,10 +7,10 @@ with a bounded memory budget (`retrain-assets check-batch`; its drift statistics
 rows (as they arrived, plus `reason` and the 1-based `row_number`) to two Parquet files via COPY.
 
 Mirrored exactly (tested against the pandas path): missing columns (blocking schema errors), CSV
-text in `contracts.MISSING_TEXT` read as null, text that cannot be cast (coerce_dtype + dtype
+text in `rules.MISSING_TEXT` read as null, text that cannot be cast (coerce_dtype + dtype
 reasons; the checks of a column with cast failures are skipped for the uncastable rows, whose
 duplicates are judged among all rows, as pandera's first pass does), not_nullable (id and event
-time never null), finite, integral, whole numbers within 64 bits (`contracts.INT_RANGE`), in_range
+time never null), finite, integral, whole numbers within 64 bits (`rules.INT_RANGE`), in_range
 / >= / <=, isin, duplicate ids within the batch (every copy, nulls are not duplicates), event time
 in the future / outside the partition (only for rows that passed the contract, with pandas'
 timestamp text; text with a UTC offset is converted to UTC and quoted as delivered too), the
@@ -21,7 +21,7 @@ Not mirrored exactly (by design or because pandas' behaviour depends on the data
 - text is cast by DuckDB's rules: timestamps must be ISO 8601 (pandas infers one format from the
   data, and blocks a batch that mixes formats); numbers follow DuckDB's parser (" 42 ", "1e1",
   "inf", "nan" agree with Python's float()); bool text accepts the spellings of
-  `contracts.BOOL_TEXT`.
+  `rules.BOOL_TEXT`.
 - a column whose stored type cannot be cast at all (e.g. a timestamp where a number is declared)
   is a blocking schema error here, with its own message.
 - timestamps are held to the microsecond (DuckDB's TIMESTAMP); a non-text value in a string
@@ -50,7 +50,8 @@ from retrain_assets.core.ingestion.contract_sql import (
     declared_column,
     typed_value,
 )
-from retrain_assets.core.ingestion.contracts import FUTURE_TOLERANCE, MISSING_TEXT, ZONED_TIME, batch_schema
+from retrain_assets.core.ingestion.contracts import FUTURE_TOLERANCE, ZONED_TIME, batch_schema
+from retrain_assets.core.ingestion.rules import MISSING_TEXT
 from retrain_assets.core.ingestion.duckdb_sql import Progress, copy_to_parquet, count_rows, ident, lit, timestamp_literal
 from retrain_assets.core.ingestion.landing import csv_header, refuse_compressed, refuse_repeated_columns
 from retrain_assets.core.policy.batches import block_reason

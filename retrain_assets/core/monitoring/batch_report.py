@@ -116,10 +116,8 @@ def build_drift_report(
         "task_drift_json": "",
         "estimate_reliable": None,
     }
-    if reference_rows is not None and len(current) >= MIN_ROWS_MULTIVARIATE:
-        mv = domain_classifier_drift(reference_rows, current, spec.numeric_features, spec.categorical_features, seed=seed,
-                                     folds=MULTIVARIATE_FOLDS, max_iter=MULTIVARIATE_ROUNDS)
-        summary["multivariate_auc"] = float(mv.auc)
+    if reference_rows is not None:
+        summary["multivariate_auc"] = multivariate_auc(reference_rows, current, spec, seed)
     drift: dict = {}
     estimate = None
     if scores is not None and len(scores):
@@ -131,6 +129,16 @@ def build_drift_report(
                                       profile.reference_errors, triggers))
     summary.update(output_rule_summary(spec, current, scores))  # the spec's output rules on the scored rows
     return DriftResult(features=features, summary=summary)
+
+
+def multivariate_auc(reference_rows: pd.DataFrame, current: pd.DataFrame, spec: DatasetSpec, seed: int = 0) -> float:
+    """The domain classifier's cross-validated ROC AUC of the batch's rows against the reference
+    sample (`multivariate.domain_classifier_drift`, per-batch folds and rounds); NaN below
+    MIN_ROWS_MULTIVARIATE current rows."""
+    if len(current) < MIN_ROWS_MULTIVARIATE:
+        return math.nan
+    return float(domain_classifier_drift(reference_rows, current, spec.numeric_features, spec.categorical_features, seed=seed,
+                                         folds=MULTIVARIATE_FOLDS, max_iter=MULTIVARIATE_ROUNDS).auc)
 
 
 def _prediction_section(summary: dict, drift: dict, profile: ReferenceProfile, target: TargetSpec, scores, current: pd.DataFrame,

@@ -8,6 +8,9 @@ take a `Comparison` or count vectors (`ks_compared`, `wasserstein_compared`,
 `jensen_shannon_counts`, `chi_square_counts`) let `drift.py` compute every statistic of a
 feature from one sort. Missing values, categories and bins follow `values.py`; a statistic that
 cannot be computed (no current or no reference values) is NaN.
+
+SciPy is imported where a p-value or the Jensen-Shannon distance is computed, not with the module:
+`retrain-assets drift` starts reading and sorting columns while it loads (`apps.drift`).
 """
 
 from __future__ import annotations
@@ -17,8 +20,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from scipy import stats
-from scipy.spatial.distance import jensenshannon as _scipy_jensenshannon
 
 from retrain_assets.core.monitoring.profile import CategoricalProfile, NumericProfile
 from retrain_assets.core.monitoring.values import (
@@ -172,6 +173,8 @@ def ks_compared(profile: NumericProfile, cmp: Comparison) -> tuple[float, float]
     en = np.round(big * small / (big + small))
     if en < 1:
         return d, math.nan
+    from scipy import stats  # on first use (see the module doc)
+
     return d, float(np.clip(stats.kstwo.sf(d, en), 0.0, 1.0))
 
 
@@ -227,7 +230,9 @@ def jensen_shannon_counts(ref_counts: np.ndarray, cur_counts: np.ndarray) -> flo
     cur = np.asarray(cur_counts, dtype=np.float64)
     if ref.sum() <= 0 or cur.sum() <= 0:
         return math.nan
-    return float(_scipy_jensenshannon(ref, cur, base=2))
+    from scipy.spatial.distance import jensenshannon  # on first use (see the module doc)
+
+    return float(jensenshannon(ref, cur, base=2))
 
 
 def chi_square_counts(ref_counts: np.ndarray, cur_counts: np.ndarray) -> tuple[float, float]:
@@ -236,6 +241,8 @@ def chi_square_counts(ref_counts: np.ndarray, cur_counts: np.ndarray) -> tuple[f
     if table[0].sum() <= 0 or table[1].sum() <= 0:
         return math.nan, math.nan
     table = table[:, table.sum(axis=0) > 0]
+    from scipy import stats  # on first use (see the module doc)
+
     res = stats.chi2_contingency(table, correction=False)
     return float(res.statistic), float(res.pvalue)
 

@@ -18,7 +18,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from retrain_assets.core.monitoring.distances import (
     category_vectors,
@@ -177,6 +176,8 @@ def benjamini_hochberg(p_values: Any) -> np.ndarray:
     out = np.full(p.shape, np.nan)
     ok = ~np.isnan(p)
     if ok.any():
+        from scipy import stats  # on first use, as in `distances.py`
+
         out[ok] = stats.false_discovery_control(p[ok], method="bh")
     return out
 
@@ -191,6 +192,8 @@ def label_drift(reference_positive_rate: float | None, labels: Any) -> dict[str,
     cur = float(y.mean()) if len(y) else math.nan
     p_value = math.nan
     if len(y) and 0.0 <= ref <= 1.0:
+        from scipy import stats  # on first use, as in `distances.py`
+
         p_value = float(stats.binomtest(int(y.sum()), len(y), ref).pvalue)
     return {"reference_positive_rate": ref, "current_positive_rate": cur, "difference": cur - ref, "p_value": p_value}
 

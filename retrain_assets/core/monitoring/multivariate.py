@@ -26,10 +26,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from sklearn.ensemble import HistGradientBoostingClassifier
-from sklearn.model_selection import StratifiedKFold, cross_val_score
-from sklearn.preprocessing import OrdinalEncoder
-from threadpoolctl import threadpool_limits
 
 # HistGradientBoosting needs categorical codes below max_bins (255); rarer levels are pooled.
 _MAX_CATEGORIES = 255
@@ -81,6 +77,11 @@ def domain_classifier_drift(
     noise, so the result is `auc=NaN, drifted=False`: too little data to judge, not "no drift".
     Deterministic in `seed`.
     """
+    # Imported here: `reference_sample` needs only pandas, and `retrain-assets drift` loads scikit-learn while it reads files.
+    from sklearn.ensemble import HistGradientBoostingClassifier
+    from sklearn.model_selection import StratifiedKFold, cross_val_score
+    from threadpoolctl import threadpool_limits
+
     columns = list(numeric) + list(categorical)
     if not columns:
         raise ValueError("no columns to compare: pass at least one numeric or categorical column")
@@ -133,6 +134,8 @@ def _encode(frame: pd.DataFrame, numeric: list[str], categorical: list[str]) -> 
     cross-validation leaks nothing; a category that only appears in the current batch gets its
     own code, which is what lets the classifier notice it.
     """
+    from sklearn.preprocessing import OrdinalEncoder
+
     parts = [frame[numeric].apply(pd.to_numeric, errors="coerce").to_numpy(dtype="float64")]
     if categorical:
         present = frame[categorical].notna()

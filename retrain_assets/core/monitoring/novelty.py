@@ -45,12 +45,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
-from scipy.linalg import pinvh
-from scipy.stats import norm
-from sklearn.covariance import EmpiricalCovariance
-from sklearn.ensemble import IsolationForest
 
 if TYPE_CHECKING:  # the spec is only read, never built, here
+    from sklearn.ensemble import IsolationForest
+
     from retrain_assets.core.spec import DatasetSpec
 
 QUANTILE = 0.995
@@ -174,6 +172,11 @@ def fit_novelty_model(rows: pd.DataFrame, numeric: list[str], categorical: list[
                       quantile: float = QUANTILE) -> NoveltyModel:
     """The novelty model of `rows` (a model's training rows) over the given feature columns; more
     than `FIT_ROWS` rows: of a uniform sample of `FIT_ROWS` of them drawn with `seed` (module doc)."""
+    # Imported here: scoring needs only numpy, and `retrain-assets drift` loads scikit-learn while it reads files.
+    from scipy.linalg import pinvh
+    from sklearn.covariance import EmpiricalCovariance
+    from sklearn.ensemble import IsolationForest
+
     if not len(rows):
         raise ValueError("a novelty model needs training rows")
     n_rows = len(rows)
@@ -270,6 +273,8 @@ def novelty_share_interval(share: float, n_scored: int, confidence: float = 0.95
     (a little more: the sample is drawn without replacement). NaN share or no rows: (NaN, NaN)."""
     if n_scored <= 0 or np.isnan(share):
         return float("nan"), float("nan")
+    from scipy.stats import norm
+
     z = float(norm.ppf(0.5 + confidence / 2))
     centre = (share + z * z / (2 * n_scored)) / (1 + z * z / n_scored)
     half = z / (1 + z * z / n_scored) * np.sqrt(share * (1 - share) / n_scored + z * z / (4 * n_scored * n_scored))
