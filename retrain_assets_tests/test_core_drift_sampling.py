@@ -78,3 +78,15 @@ def test_sample_rows_below_the_kept_reference_values_is_refused():
         assert "sample_rows" in str(exc)
     else:
         raise AssertionError("sample_rows < max_reference_sample was accepted")
+
+
+def test_the_pages_bars_of_a_big_batch_come_from_a_sample_and_say_so():
+    from retrain_assets.core.reports.drift import CHART_ROWS, render_drift_html
+
+    ref, cur = _frames(n=CHART_ROWS + 5_000)
+    prof = build_reference_profile(ref, ["x"], [], thresholds=SMALL)
+    features = feature_drift(prof, cur, SMALL)
+    page = render_drift_html("t", features, {"n_rows": len(cur)}, prof, cur)
+    assert f"bars of a seeded sample of {CHART_ROWS:,} of its {len(cur):,} rows" in page
+    small = render_drift_html("t", features, {"n_rows": 100}, prof, cur.head(100))
+    assert "seeded sample" not in small

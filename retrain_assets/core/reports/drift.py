@@ -12,6 +12,11 @@ import pandas as pd
 from retrain_assets.core.reports.html import CURRENT_COLOR, REFERENCE_COLOR, escape
 from retrain_assets.core.tasks import BINARY, METRICS, MULTICLASS
 
+# A batch's bars are drawn from at most this many of its rows (a seeded sample, within about 0.7
+# percentage points of the whole batch's shares; the legend says so): binning a million rows' text
+# took most of the page's time.
+CHART_ROWS = 20_000
+
 _SUMMARY_LABELS = {
     "drift_share": "Drifted-feature share", "dataset_drifted": "Dataset drifted", "ood_share": "Out-of-distribution rows",
     "multivariate_auc": "Domain-classifier AUC", "estimated_roc_auc": "Estimated ROC AUC",
@@ -35,6 +40,9 @@ def render_drift_html(title: str, features: pd.DataFrame, summary: dict[str, Any
         f"<li><b>{escape(labels.get(k, k))}</b>: {_num(v) if v is None or isinstance(v, (float, bool)) else escape(v)}</li>"
         for k, v in summary.items() if k in labels
     )
+    sampled = _sampled(summary, current)
+    if len(current) > CHART_ROWS:
+        current = current.sample(n=CHART_ROWS, random_state=0)
     charts = []
     for name, numeric in profile.numeric.items():
         if name in current:
@@ -48,7 +56,7 @@ td,th{{border:1px solid #ccc;padding:4px 8px;font-size:13px}} tr.drift td{{backg
 .charts{{display:flex;flex-wrap:wrap;gap:16px}} figure{{margin:0}} figcaption{{font-size:13px}}
 </style></head><body><h1>{escape(title)}</h1><ul>{summary_items}</ul>
 <p><span style="color:{REFERENCE_COLOR}">&#9632; reference (champion's training data)</span> &nbsp;
-<span style="color:{CURRENT_COLOR}">&#9632; current batch{_sampled(summary, current)}</span></p>
+<span style="color:{CURRENT_COLOR}">&#9632; current batch{sampled}</span></p>
 <p>Detected: the two-sample test (KS / chi-square, Benjamini-Hochberg across the features) is below the detection
 level{_level(features)}. Severity: the effect-size band of the normed Wasserstein (numeric) or Jensen-Shannon
 (categorical) distance, whatever the batch size. A feature drifts when it is detected with severity moderate or
@@ -160,8 +168,9 @@ def _rules_section(summary: dict[str, Any]) -> str:
 
 def _sampled(summary: dict[str, Any], current: pd.DataFrame) -> str:
     """How the current bars were drawn when `current` is a row sample of the batch (the columnar path)."""
-    n_rows = summary.get("n_rows")
-    return f" (bars of a seeded sample of {len(current):,} of its {n_rows:,} rows)" if n_rows and len(current) < n_rows else ""
+    n_rows = summary.get("n_rows") or len(current)
+    shown = min(len(current), CHART_ROWS)
+    return f" (bars of a seeded sample of {shown:,} of its {n_rows:,} rows)" if shown < n_rows else ""
 
 
 def _share(value: Any) -> str:
