@@ -22,8 +22,9 @@ import pandas as pd
 from retrain_assets.core.files import write_text_atomically
 from retrain_assets.core.ingestion.columnar import NotColumnar, ParquetColumns
 from retrain_assets.core.monitoring.columnar_drift import FileComparison, compare_parquet
-from retrain_assets.core.monitoring.multivariate import reference_sample
+from retrain_assets.core.monitoring.multivariate import REFERENCE_SAMPLE_ROWS, reference_sample
 from retrain_assets.core.monitoring.novelty import FIT_ROWS, SCORE_ROWS, fit_for_spec
+from retrain_assets.core.reports.drift import CHART_ROWS
 from retrain_assets.core.spec import DatasetSpec
 
 if TYPE_CHECKING:  # scikit-learn and SciPy load on a thread while columns are read (`REPORT_MODULES`)
@@ -36,8 +37,9 @@ REPORT_MODULES = ("scipy.stats", "scipy.spatial.distance", "sklearn.ensemble", "
                   "sklearn.preprocessing", "sklearn.covariance", "retrain_assets.core.monitoring.batch_report",
                   "retrain_assets.core.reports.drift")
 
-# Rows of the current file kept for the sections that read rows (novelty, domain classifier, charts).
-CURRENT_SAMPLE_ROWS = max(SCORE_ROWS, 20_000)
+# Valid rows of each file kept for the sections that read rows: the novelty fit and the domain
+# classifier's reference; the novelty scores, the domain classifier's batch and the charts.
+REFERENCE_ROWS, CURRENT_ROWS = max(FIT_ROWS, REFERENCE_SAMPLE_ROWS), max(SCORE_ROWS, CHART_ROWS)
 
 
 def compare_files(reference: pd.DataFrame, current: pd.DataFrame, spec: DatasetSpec, reference_path: Path,
@@ -73,7 +75,7 @@ def compare_parquet_files(reference: ParquetColumns, current: ParquetColumns, sp
     """`compare_files` for two Parquet files read a column at a time (`columnar_readers`)."""
     seed, thresholds = spec.policy.random_seed, spec.policy.drift
     with ThreadPoolExecutor(max_workers=2, thread_name_prefix="drift") as pool:
-        compared = compare_parquet(reference, current, spec, thresholds, max(FIT_ROWS, 5000), CURRENT_SAMPLE_ROWS,
+        compared = compare_parquet(reference, current, spec, thresholds, REFERENCE_ROWS, CURRENT_ROWS,
                                    seed=seed, run=pool.map)
         from retrain_assets.core.monitoring.batch_report import DriftResult, build_drift_report, multivariate_auc
 

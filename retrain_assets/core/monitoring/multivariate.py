@@ -27,6 +27,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+# Rows of the reference a profile keeps for the domain classifier (`reference_sample`).
+REFERENCE_SAMPLE_ROWS = 5000
 # HistGradientBoosting needs categorical codes below max_bins (255); rarer levels are pooled.
 _MAX_CATEGORIES = 255
 
@@ -47,7 +49,7 @@ class DomainClassifierResult:
     threshold: float
 
 
-def reference_sample(df: pd.DataFrame, columns: list[str], max_rows: int = 5000, seed: int = 0) -> pd.DataFrame:
+def reference_sample(df: pd.DataFrame, columns: list[str], max_rows: int = REFERENCE_SAMPLE_ROWS, seed: int = 0) -> pd.DataFrame:
     """At most `max_rows` rows of `columns`, drawn without replacement, kept in original order.
 
     Deterministic in (`df`, `max_rows`, `seed`); this is the sample stored in a reference profile.
