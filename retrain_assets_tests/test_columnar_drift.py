@@ -134,3 +134,28 @@ def test_a_missing_column_is_an_error_and_text_numbers_take_the_pandas_path(tmp_
     reference.astype({"income": str}).to_parquet(tmp_path / "text.parquet", index=False)
     assert main([*args, "--current", str(tmp_path / "text.parquet")]) == 0
     assert "0/9 features drifted" in capsys.readouterr().out
+
+
+def test_segments_equal_the_frame_paths(tmp_path, scenario):
+    spec = load_spec(LOAN_SPEC)  # segments: [region]
+    assert tuple(spec.segment_columns) == ("region",)
+    reference, current = _days(scenario, range(0, 5)), _broken(_days(scenario, range(20, 23)))
+    reference.to_parquet(tmp_path / "r.parquet", index=False)
+    current.to_parquet(tmp_path / "c.parquet", index=False)
+    readers = [ParquetColumns(tmp_path / f"{s}.parquet", spec.categorical_features) for s in "rc"]
+    compared = compare_parquet(*readers, spec, spec.policy.drift, 1000, 100, seed=0)
+    ref_valid, cur_valid = validate_batch(reference, spec).valid, validate_batch(current, spec).valid
+    profile = build_reference_profile(ref_valid, spec.numeric_features, spec.categorical_features, thresholds=spec.policy.drift,
+                                      segments=spec.segment_columns)
+    from retrain_assets.core.monitoring.segment_drift import segment_drift, segment_summary
+
+    expected = segment_summary(segment_drift(profile, cur_valid, spec.policy.drift))
+    assert expected["segment_drift_json"]  # the slices are big enough to be tested
+    for key, value in expected.items():
+        assert compared.summary[key] == value, key
+    assert list(compared.profile.segments["region"]) == list(profile.segments["region"])
+    for value, prof in profile.segments["region"].items():
+        got = compared.profile.segments["region"][value]
+        assert got.n_rows == prof.n_rows and list(got.numeric) == list(prof.numeric) and "region" not in got.categorical
+        for name, numeric in prof.numeric.items():
+            np.testing.assert_array_equal(got.numeric[name].sorted_values, numeric.sorted_values)

@@ -3,11 +3,12 @@ built from the reference file as the pipeline builds the champion's (its novelty
 `core.monitoring.novelty.fit_for_spec`), and the report is the one the pipeline stores per batch,
 written as drift_report.json and drift_report.html.
 
-Two Parquet files of a spec without segments take the columnar path (`compare_parquet_files`):
+Two Parquet files take the columnar path (`compare_parquet_files`):
 each feature column is read, checked and compared on its own (`core.monitoring.columnar_drift`),
 on two threads, and the sections that read rows (novelty, the domain classifier, the charts) read
-seeded row samples. Other files (CSV, a column stored as text where numbers are declared, a spec
-with segments) are read whole into pandas and checked by pandera (`compare_files`).
+seeded row samples. Other files (CSV, a column stored as text where numbers are declared, a
+segment column that is not a categorical feature) are read whole into pandas and checked by
+pandera (`compare_files`).
 """
 
 from __future__ import annotations
@@ -61,9 +62,9 @@ def compare_files(reference: pd.DataFrame, current: pd.DataFrame, spec: DatasetS
 def columnar_readers(reference_path: Path, current_path: Path, spec: DatasetSpec) -> tuple[ParquetColumns, ParquetColumns]:
     """Both files opened for the columnar path: `NotColumnar` when they need the pandas path,
     `SchemaBroken` (with the reference first) when a feature column is missing."""
-    if spec.segment_columns:
-        raise NotColumnar("the spec declares segments, which are compared on whole frames")
     text = list(spec.categorical_features)
+    if set(spec.segment_columns) - set(text):
+        raise NotColumnar("a segment column is not a categorical feature: segments are compared on whole frames")
     readers = ParquetColumns(reference_path, text), ParquetColumns(current_path, text)
     for reader in readers:
         reader.require(list(spec.numeric_features), text)

@@ -21,7 +21,7 @@ from retrain_assets.core.monitoring.output_rules import output_rule_summary
 from retrain_assets.core.monitoring.novelty import NoveltyModel, novelty_summary
 from retrain_assets.core.monitoring.profile import ReferenceProfile
 from retrain_assets.core.monitoring.realized import realized_interval
-from retrain_assets.core.monitoring.segment_drift import segment_drift, segment_summary
+from retrain_assets.core.monitoring.segment_drift import SEGMENT_SUMMARY_KEYS, segment_drift, segment_summary
 from retrain_assets.core.monitoring.task_drift import task_label_drift, task_prediction_drift
 from retrain_assets.core.monitoring.task_estimation import check_task_estimate, estimate_task_performance
 from retrain_assets.core.policy.definition import DriftThresholds
@@ -88,8 +88,8 @@ def build_drift_report(
     `novelty_score_p99` and `novelty_examples` (NaN / "" without one).
     The binary columns (`*_roc_auc`, `current_positive_rate`, ...) keep their numbers (NaN for the
     other tasks, except accuracy, which multiclass fills too); the task-neutral ones are in `TASK_COLUMNS`.
-    measured: the feature table and the batch's `n_rows` and `ood_share` (its summary) already
-    measured on the whole batch (`core.monitoring.columnar_drift`); `current` is then a row sample
+    measured: the feature table and the batch's `n_rows`, `ood_share` and segment keys (its summary)
+    already measured on the whole batch (`core.monitoring.columnar_drift`); `current` is then a row sample
     of the batch, which the other sections read.
     """
     target = spec.target
@@ -103,7 +103,8 @@ def build_drift_report(
         "dataset_drifted": bool(overall["dataset_drifted"]),
         "ood_share": float(out_of_distribution_share(profile, current) if measured is None else measured.summary["ood_share"]),
         **novelty_summary(novelty_model, current, spec.id_column),
-        **segment_summary(segment_drift(profile, current, thresholds)),
+        **(segment_summary(segment_drift(profile, current, thresholds)) if measured is None
+           else {k: measured.summary[k] for k in SEGMENT_SUMMARY_KEYS}),
         "multivariate_auc": math.nan,
         "prediction_psi": math.nan,
         "prediction_ks_p_value": math.nan,

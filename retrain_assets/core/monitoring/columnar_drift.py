@@ -23,8 +23,10 @@ import pandas as pd
 
 from retrain_assets.core.ingestion.columnar import NUMERIC_TYPES, ColumnarContract, ParquetColumns, check_codes, check_numbers, combine
 from retrain_assets.core.ingestion.rules import column_rules
+from retrain_assets.core.monitoring.columnar_segments import Slice, assemble, first_seen, kept, segment_slices
 from retrain_assets.core.monitoring.drift import categorical_drift_row, dataset_drift, drift_table, numeric_feature_drift
 from retrain_assets.core.monitoring.profile import CategoricalProfile, ReferenceProfile, numeric_profile
+from retrain_assets.core.monitoring.segment_drift import segment_summary
 from retrain_assets.core.policy.definition import DriftThresholds
 from retrain_assets.core.spec import DatasetSpec
 
@@ -57,20 +59,25 @@ def compare_parquet(reference: ParquetColumns, current: ParquetColumns, spec: Da
     names = list(spec.numeric_features) + list(spec.categorical_features)
     sizes = (reference_rows, current_rows)
     every = (np.ones(reference.n_rows, dtype=bool), np.ones(current.n_rows, dtype=bool))
-    done, ood = _compare_columns(reference, current, rules, names, every, sizes, seed, thresholds, run, check=True)
+    done, ood = _compare_columns(reference, current, rules, names, spec.segment_columns, every, sizes, seed, thresholds, run,
+                                 check=True)
     contracts = (combine(reference.n_rows, [d.checks[0] for d in done]), combine(current.n_rows, [d.checks[1] for d in done]))
     if any(c.n_quarantined for c in contracts):
         valid = (contracts[0].valid, contracts[1].valid)
-        done, ood = _compare_columns(reference, current, rules, names, valid, sizes, seed, thresholds, run, check=False)
+        done, ood = _compare_columns(reference, current, rules, names, spec.segment_columns, valid, sizes, seed, thresholds,
+                                     run, check=False)
     n_valid = int(contracts[1].valid.sum())
     cur_sample = {d.name: d.current_values for d in done}
     if spec.id_column in current.types:
         cur_sample[spec.id_column] = current.values(spec.id_column)[contracts[1].valid][done[0].current_at]
     features = drift_table([d.row for d in done], thresholds)
-    profile = ReferenceProfile(numeric={d.name: d.profile for d in done if rules[d.name].type in NUMERIC_TYPES},
-                               categorical={d.name: d.profile for d in done if rules[d.name].type not in NUMERIC_TYPES},
-                               n_rows=int(contracts[0].valid.sum()), created_from=str(reference.path))
-    summary = {"n_rows": n_valid, **dataset_drift(features, thresholds), "ood_share": float(ood.mean()) if n_valid else float("nan")}
+    numeric = {n for n in names if rules[n].type in NUMERIC_TYPES}
+    segments, table = assemble(done[0].slice_list, done, numeric, thresholds)
+    profile = ReferenceProfile(numeric={d.name: d.profile for d in done if d.name in numeric},
+                               categorical={d.name: d.profile for d in done if d.name not in numeric},
+                               n_rows=int(contracts[0].valid.sum()), created_from=str(reference.path), segments=segments or None)
+    summary = {"n_rows": n_valid, **dataset_drift(features, thresholds), "ood_share": float(ood.mean()) if n_valid else float("nan"),
+               **segment_summary(table)}
     return FileComparison(profile, features, summary, *contracts, pd.DataFrame({d.name: d.reference_values for d in done}),
                           pd.DataFrame(cur_sample))
 
@@ -88,25 +95,28 @@ class _Column:
     reference_values: np.ndarray
     current_values: np.ndarray
     current_at: np.ndarray
+    slice_list: list[Slice]
+    slices: list  # per slice: (profile, drift row) of this feature's rows in it; None for its own column's slices
 
 
-def _compare_columns(reference, current, rules, names, valid, sizes, seed, thresholds, run,
+def _compare_columns(reference, current, rules, names, segments, valid, sizes, seed, thresholds, run,
                      check: bool) -> tuple[list[_Column], np.ndarray]:
     """Every column compared on the rows `valid` (per file), with `check` also checked; and the
     current rows out of distribution in some column (each column's mask is dropped once merged)."""
     rng = np.random.default_rng(seed)
     at = tuple(_sample(v, size, rng) for v, size in zip(valid, sizes))
     numeric = {n for n in names if rules[n].type in NUMERIC_TYPES}
+    slices = segment_slices(reference, current, list(segments), valid, thresholds)
 
     def one(name: str) -> _Column:
         rule = rules[name]
         if name in numeric:
             ref, cur = reference.numbers(name), current.numbers(name)
             checks = (check_numbers(rule, ref), check_numbers(rule, cur)) if check else (None, None)
-            return _numeric(name, checks, _kept(ref, valid[0]), _kept(cur, valid[1]), at, thresholds)
+            return _numeric(name, checks, kept(ref, valid[0]), kept(cur, valid[1]), at, thresholds, slices)
         (ref, ref_keys), (cur, cur_keys) = reference.codes(name), current.codes(name)
         checks = (check_codes(rule, ref, ref_keys), check_codes(rule, cur, cur_keys)) if check else (None, None)
-        return _categorical(name, checks, (_kept(ref, valid[0]), ref_keys), (_kept(cur, valid[1]), cur_keys), at)
+        return _categorical(name, checks, (kept(ref, valid[0]), ref_keys), (kept(cur, valid[1]), cur_keys), at, slices)
 
     done, ood = [], np.zeros(int(valid[1].sum()), dtype=bool)
     for column in run(one, names):
@@ -116,42 +126,47 @@ def _compare_columns(reference, current, rules, names, valid, sizes, seed, thres
     return done, ood
 
 
-def _kept(values: np.ndarray, valid: np.ndarray) -> np.ndarray:
-    return values if valid.all() else values[valid]
-
-
 def _sample(valid: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
     """Sorted positions among the valid rows (into the valid values) of a seeded sample of `size`."""
     n = int(valid.sum())
     return np.arange(n) if n <= size else np.sort(rng.choice(n, size=size, replace=False))
 
 
-def _numeric(name, checks, ref, cur, at, thresholds) -> _Column:
-    prof = numeric_profile(name, ref, thresholds)
-    row = numeric_feature_drift(prof, cur, len(cur), thresholds.sample_rows)
+def _numeric(name, checks, ref, cur, at, thresholds, slices) -> _Column:
+    prof, row = _numeric_pair(name, ref, cur, thresholds)
     with np.errstate(invalid="ignore"):
         outside = (cur < prof.min) | (cur > prof.max) if prof.n else np.zeros(len(cur), dtype=bool)
-    return _Column(name, checks, prof, row, outside, ref[at[0]], cur[at[1]], at[1])
+    pieces = [None if s.column == name else _numeric_pair(name, ref[s.reference], cur[s.current], thresholds) for s in slices]
+    return _Column(name, checks, prof, row, outside, ref[at[0]], cur[at[1]], at[1], slices, pieces)
 
 
-def _categorical(name, checks, reference, current, at) -> _Column:
+def _numeric_pair(name, ref, cur, thresholds):
+    prof = numeric_profile(name, ref, thresholds)
+    return prof, numeric_feature_drift(prof, cur, len(cur), thresholds.sample_rows)
+
+
+def _categorical(name, checks, reference, current, at, slices) -> _Column:
     (ref_codes, ref_keys), (cur_codes, cur_keys) = reference, current
+    prof, row = _categorical_pair(name, ref_codes, ref_keys, cur_codes, cur_keys)
+    unseen = np.array([k not in prof.counts for k in cur_keys] + [False], dtype=bool)
+    pieces = [None if s.column == name else _categorical_pair(name, ref_codes[s.reference], ref_keys, cur_codes[s.current], cur_keys)
+              for s in slices]
+    return _Column(name, checks, prof, row, unseen[cur_codes], _texts(ref_codes[at[0]], ref_keys),
+                   _texts(cur_codes[at[1]], cur_keys), at[1], slices, pieces)
+
+
+def _categorical_pair(name, ref_codes, ref_keys, cur_codes, cur_keys):
     ref_counts, ref_missing = _counts(ref_codes, ref_keys)
     cur_counts, cur_missing = _counts(cur_codes, cur_keys)
     prof = CategoricalProfile(name=name, n=int(sum(ref_counts.values())), n_missing=ref_missing, counts=ref_counts)
-    row = categorical_drift_row(prof, len(cur_codes), cur_counts, cur_missing)
-    unseen = np.array([k not in ref_counts for k in cur_keys] + [False], dtype=bool)
-    return _Column(name, checks, prof, row, unseen[cur_codes], _texts(ref_codes[at[0]], ref_keys),
-                   _texts(cur_codes[at[1]], cur_keys), at[1])
+    return prof, categorical_drift_row(prof, len(cur_codes), cur_counts, cur_missing)
 
 
 def _counts(codes: np.ndarray, keys: list[str]) -> tuple[dict[str, int], int]:
     """Non-missing counts per text (in the order of first appearance among the counted rows) and the missing count."""
     counts = np.bincount(codes + 1, minlength=len(keys) + 1)
-    first = np.full(len(keys) + 1, len(codes))
-    first[codes[::-1] + 1] = np.arange(len(codes) - 1, -1, -1)  # the last write per code is its first row
     out: dict[str, int] = {}
-    for k in (np.argsort(first[1:], kind="stable")[:int((counts[1:] > 0).sum())]).tolist():
+    for k in first_seen(codes, len(keys)):
         out[keys[k]] = out.get(keys[k], 0) + int(counts[k + 1])
     return out, int(counts[0])
 

@@ -25,6 +25,7 @@ from retrain_assets.core.policy.drift_thresholds import DriftThresholds
 SEGMENT_COLUMNS = ("segment", "value", "n_rows", "n_reference", "n_features", "n_drifted", "drift_share", "drifted",
                    "top_features")
 TOP_FEATURES = 3  # the drifted features named per segment (largest scores first)
+SEGMENT_SUMMARY_KEYS = ("segment_drift_json", "max_segment_drift_share", "drifted_segments")  # `segment_summary`'s
 
 
 def segment_drift(profile: ReferenceProfile, df: pd.DataFrame, thresholds: DriftThresholds = DriftThresholds()) -> pd.DataFrame:
@@ -42,15 +43,21 @@ def segment_drift(profile: ReferenceProfile, df: pd.DataFrame, thresholds: Drift
             index = np.flatnonzero(np.isin(codes, [i for i, k in enumerate(keys) if k == value]))
             if min(len(index), reference.n_rows) < thresholds.segment_min_rows:
                 continue
-            table = feature_drift(reference, df.iloc[index], thresholds)
-            verdict = dataset_drift(table, thresholds)
-            drifted = table[table["drifted"]]
-            drifted = drifted.assign(strength=_strength(drifted)).sort_values("strength", ascending=False)
-            rows.append({"segment": column, "value": value, "n_rows": int(len(index)), "n_reference": int(reference.n_rows),
-                         "n_features": verdict["n_features"], "n_drifted": verdict["n_drifted"],
-                         "drift_share": float(verdict["drift_share"]), "drifted": verdict["dataset_drifted"],
-                         "top_features": ", ".join(drifted["feature"].head(TOP_FEATURES))})
+            rows.append(segment_row(column, value, feature_drift(reference, df.iloc[index], thresholds), len(index),
+                                    reference.n_rows, thresholds))
     return pd.DataFrame(rows, columns=list(SEGMENT_COLUMNS))
+
+
+def segment_row(column: str, value: str, table: pd.DataFrame, n_rows: int, n_reference: int,
+                thresholds: DriftThresholds) -> dict[str, Any]:
+    """One tested segment value's row of `segment_drift` from its slice's feature table."""
+    verdict = dataset_drift(table, thresholds)
+    drifted = table[table["drifted"]]
+    drifted = drifted.assign(strength=_strength(drifted)).sort_values("strength", ascending=False)
+    return {"segment": column, "value": value, "n_rows": int(n_rows), "n_reference": int(n_reference),
+            "n_features": verdict["n_features"], "n_drifted": verdict["n_drifted"],
+            "drift_share": float(verdict["drift_share"]), "drifted": verdict["dataset_drifted"],
+            "top_features": ", ".join(drifted["feature"].head(TOP_FEATURES))}
 
 
 def segment_summary(table: pd.DataFrame) -> dict[str, Any]:
