@@ -10,7 +10,10 @@ unseen label is y_i ~ Bernoulli(p_i), independently. Under that model:
   of the realised AUC of the fixed scores (draws holding a single class are skipped);
 - the band is the central `band` interval of the simulated metrics: where the realised metric
   of this batch should fall if calibration still holds. It is sampling noise of the labels,
-  not uncertainty about the model, so it narrows as the batch grows.
+  not uncertainty about the model, so it narrows as the batch grows;
+- above `SIMULATED_ROWS` rows the simulation reads a seeded sample and narrows its spread to the
+  batch's size (`simulation_sample`, `narrowed`) around the centres computed from every row: the
+  expected accuracy, and the expected ROC AUC as E[U] / E[n1 n0] (`expected_auc`).
 
 The estimate sees covariate shift (the scores move with the inputs) but is blind to concept
 drift: when P(y | x) changes, the scores stop being calibrated and the realised metrics leave
@@ -29,6 +32,11 @@ from retrain_assets.core.evaluation.metrics import classification_metrics
 
 # Label draws are simulated in blocks of about this many cells (draws x rows) to bound memory.
 _BLOCK_CELLS = 2_000_000
+# A batch of more rows is simulated on a seeded sample of this many (`simulation_sample`), and each
+# simulated metric's spread around its mean narrowed by sqrt(SIMULATED_ROWS / rows): over label
+# draws, accuracy is a mean of independent rows (its spread is exactly proportional to
+# 1 / sqrt(rows)) and ROC AUC a U-statistic (asymptotically so). 500 draws of 1e6 rows took 4.3 s.
+SIMULATED_ROWS = 50_000
 
 
 @dataclass(frozen=True)
@@ -68,7 +76,11 @@ def estimate_performance(
         raise ValueError(f"band must be in (0, 1), got {band}")
     if n_draws < 1:
         raise ValueError(f"n_draws must be at least 1, got {n_draws}")
-    accuracies, aucs = _simulate(p, threshold, n_draws, np.random.default_rng(seed))
+    rng = np.random.default_rng(seed)
+    simulated, scale = simulation_sample(p, rng)
+    accuracies, aucs = _simulate(simulated, threshold, n_draws, rng)
+    accuracies = narrowed(accuracies, scale, center=expected_accuracy(p, threshold))
+    aucs = narrowed(aucs, scale, center=expected_auc(p, p) if scale < 1 else None)
     tail = (1 - band) / 2 * 100
     acc_low, acc_high = np.percentile(accuracies, [tail, 100 - tail])
     aucs = aucs[~np.isnan(aucs)]
@@ -129,6 +141,40 @@ def check_estimate(
         auc_text = "undefined (one class), not judged" if math.isnan(auc) else f"{auc:.3f} vs estimated {estimate.roc_auc:.3f}"
         reason = f"realised accuracy {acc:.3f} vs estimated {estimate.accuracy:.3f}, ROC AUC {auc_text}: within the band"
     return EstimateCheck(reliable=not problems, realized_accuracy=acc, realized_roc_auc=auc, reason=reason)
+
+
+def simulation_sample(p: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, float]:
+    """The rows a label simulation reads: all of `p`'s, or above `SIMULATED_ROWS` a uniform sample of
+    that many drawn with `rng`; and the factor sqrt(sample / rows) for `narrowed`."""
+    if len(p) <= SIMULATED_ROWS:
+        return p, 1.0
+    return p[np.sort(rng.choice(len(p), size=SIMULATED_ROWS, replace=False))], math.sqrt(SIMULATED_ROWS / len(p))
+
+
+def expected_auc(positive: np.ndarray, scores: np.ndarray) -> float:
+    """E[U] / E[n1 n0] (ties count half) of `scores` when row i is positive with probability
+    `positive[i]`, independently: the mean ROC AUC over label draws up to O(1 / rows), computed
+    from every row in one sort. NaN without rows of both kinds in expectation."""
+    p = np.asarray(positive, dtype=np.float64)
+    order = np.argsort(scores, kind="stable")
+    s, p = np.asarray(scores, dtype=np.float64)[order], p[order]
+    q = 1.0 - p
+    starts = np.flatnonzero(np.concatenate(([True], s[1:] != s[:-1])))
+    p_group, q_group, pq_group = (np.add.reduceat(x, starts) for x in (p, q, p * q))
+    below = np.concatenate(([0.0], np.cumsum(q_group)[:-1]))  # negatives' mass under each tie group
+    u = float(np.sum(p_group * below + 0.5 * (p_group * q_group - pq_group)))
+    mu, n = float(p.sum()), len(p)
+    pairs = n * mu - float(np.sum(p * q)) - mu * mu
+    return u / pairs if pairs > 0 else math.nan
+
+
+def narrowed(values: np.ndarray, scale: float, center: float | None = None) -> np.ndarray:
+    """Simulated metrics of a sample as the whole batch's: their deviations from their mean times
+    `scale`, around `center` (default their own mean, NaN draws ignored); unchanged at scale 1."""
+    if scale == 1.0:
+        return values
+    mean = float(np.nanmean(values)) if np.isfinite(values).any() else math.nan
+    return (mean if center is None else center) + (values - mean) * scale
 
 
 def _simulate(p: np.ndarray, threshold: float, n_draws: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:

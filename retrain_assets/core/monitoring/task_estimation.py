@@ -29,6 +29,9 @@ from retrain_assets.core.monitoring.estimation import (
     _outside,
     check_estimate,
     estimate_performance,
+    expected_auc,
+    narrowed,
+    simulation_sample,
 )
 from retrain_assets.core.monitoring.profile import class_probabilities
 from retrain_assets.core.monitoring.loss_estimation import (
@@ -90,7 +93,12 @@ def estimate_multiclass_performance(
     labels (see the module doc). Deterministic in `seed` and independent of the memory blocking."""
     p = _probabilities(probabilities)
     require_band(band, n_draws)
-    accuracies, aucs, f1s = _simulate_multiclass(p, n_draws, np.random.default_rng(seed))
+    rng = np.random.default_rng(seed)
+    simulated, scale = simulation_sample(p, rng)
+    accuracies, aucs, f1s = _simulate_multiclass(simulated, n_draws, rng)
+    accuracies = narrowed(accuracies, scale, center=expected_multiclass_accuracy(p))
+    if scale < 1:  # centred on every row's expectations (`estimation.expected_auc`, expected F1 counts)
+        aucs, f1s = narrowed(aucs, scale, center=_expected_macro_auc(p)), narrowed(f1s, scale, center=_expected_macro_f1(p))
     acc_low, acc_high = band_interval(accuracies, band)
     auc, auc_low, auc_high = _mean_and_interval(aucs, band)
     f1, f1_low, f1_high = _mean_and_interval(f1s, band)
@@ -138,6 +146,22 @@ def check_multiclass_estimate(
         reason = (f"realised accuracy {acc:.3f} vs estimated {estimate.accuracy:.3f}, macro ROC AUC {auc:.3f} vs "
                   f"estimated {estimate.macro_roc_auc:.3f}: within the band")
     return MulticlassEstimateCheck(not problems, acc, auc, realized["macro_f1"], reason)
+
+
+def _expected_macro_auc(p: np.ndarray) -> float:
+    """Mean over classes of the expected one-vs-rest ROC AUC of p[:, c] (`estimation.expected_auc`)."""
+    aucs = [expected_auc(p[:, c], p[:, c]) for c in range(p.shape[1])]
+    return float(np.nanmean(aucs)) if np.isfinite(aucs).any() else math.nan
+
+
+def _expected_macro_f1(p: np.ndarray) -> float:
+    """Mean over classes of 2 E[TP] / (E[labelled c] + predicted c), the simulated macro F1's centre up to O(1 / rows)."""
+    pred = p.argmax(axis=1)
+    k = p.shape[1]
+    tp = np.bincount(pred, weights=p[np.arange(len(p)), pred], minlength=k)
+    denominator = p.sum(axis=0) + np.bincount(pred, minlength=k)
+    f1 = np.divide(2 * tp, denominator, out=np.full(k, np.nan), where=denominator > 0)
+    return float(np.nanmean(f1)) if np.isfinite(f1).any() else math.nan
 
 
 def _simulate_multiclass(p: np.ndarray, n_draws: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
