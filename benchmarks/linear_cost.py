@@ -31,6 +31,7 @@ import tempfile
 import time
 import warnings
 from itertools import islice
+from typing import Iterator
 from pathlib import Path
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
@@ -208,6 +209,23 @@ def report(costs: list[Costs], history: tuple[int, int, int], args: argparse.Nam
     print(f"reproduce: .venv/bin/python benchmarks/linear_cost.py --days {days} --rows-per-day {args.rows_per_day} --window {w}")
 
 
+def warm_up(scenario, tmp: Path) -> tuple[ProjectSettings, dg.DagsterInstance, Iterator, str]:
+    """A persistent instance and data folder in `tmp`, and the warm-up replay of the scenario's first
+    WARM_UP_DAYS deliveries (sensors and automation, like `make demo`), which trains and promotes a
+    champion: the settings, the instance, the deliveries after the warm-up, the champion's version."""
+    settings = ProjectSettings(data_dir=tmp / "data", spec_path=scenario.spec_path)
+    instance = open_instance(tmp / "dagster_home")
+    deliveries = scenario_deliveries(scenario)
+    started = time.perf_counter()
+    summary = replay(islice(deliveries, WARM_UP_DAYS), settings, instance, label=lambda d: "", echo=lambda _: None,
+                     console_log_level="CRITICAL")
+    champion = summary.rows[-1].champion.lstrip("v")
+    if champion == "-":
+        raise SystemExit(f"no champion after the {WARM_UP_DAYS}-day warm-up: the benchmark needs one to drift-check")
+    print(f"warm-up: {WARM_UP_DAYS} days, {summary.runs} runs, champion v{champion} ({time.perf_counter() - started:.0f} s)", flush=True)
+    return settings, instance, deliveries, champion
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--days", type=int, default=365, help="partitions in the timed year")
@@ -219,18 +237,8 @@ def main() -> None:
     # No incidents: a blocked or leaky day would do different work from the others.
     scenario = dataclasses.replace(base, days=WARM_UP_DAYS + args.days, rows_per_day=args.rows_per_day, incidents={})
     with tempfile.TemporaryDirectory() as tmp:
-        tmp = Path(tmp)
-        settings = ProjectSettings(data_dir=tmp / "data", spec_path=scenario.spec_path)
-        instance = open_instance(tmp / "dagster_home")
-        deliveries = scenario_deliveries(scenario)
         started = time.perf_counter()
-        summary = replay(islice(deliveries, WARM_UP_DAYS), settings, instance, label=lambda d: "", echo=lambda _: None,
-                         console_log_level="CRITICAL")
-        champion = summary.rows[-1].champion.lstrip("v")
-        if champion == "-":
-            raise SystemExit(f"no champion after the {WARM_UP_DAYS}-day warm-up: the benchmark needs one to drift-check")
-        print(f"warm-up: {WARM_UP_DAYS} days, {summary.runs} runs, champion v{champion} ({time.perf_counter() - started:.0f} s)", flush=True)
-
+        settings, instance, deliveries, champion = warm_up(scenario, Path(tmp))
         bench = Bench(settings, instance, champion, scenario.label_delay_days)
         costs: list[Costs] = []
         for n, delivery in enumerate(deliveries, start=1):
