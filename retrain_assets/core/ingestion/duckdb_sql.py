@@ -1,5 +1,6 @@
 """Writing DuckDB SQL from Python for the large-batch path (`large_batch`, `contract_sql`,
-`monitoring.large_batch_drift`): quoting, timestamp literals, an atomic COPY to Parquet, row counts."""
+`monitoring.large_batch_drift`, `training.modeling.content_hash`): quoting, timestamp literals, an atomic COPY to
+Parquet, row counts."""
 
 from __future__ import annotations
 
