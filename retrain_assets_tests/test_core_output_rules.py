@@ -223,3 +223,26 @@ def test_decide_retrain_fires_output_rules_after_novelty_and_under_the_guards():
     assert both.trigger == "novelty" and "output rules broken" in both.reason
     held = _decide([0.3] * 3, triggers=[("2025-01-07", "drift")])
     assert not held.retrain and held.trigger == "output_rules" and held.suppressed_by == "cooldown"
+
+
+def test_a_big_batch_is_scored_on_a_seeded_sample_that_the_rules_and_estimate_read(monkeypatch):
+    from retrain_assets.core.monitoring import batch_report
+
+    monkeypatch.setattr(batch_report, "SCORED_ROWS", 400)
+    spec = spec_with([{"name": "band", "kind": "range", "min": 0.05, "max": 0.95}])
+    rng = np.random.default_rng(4)
+    frame = pd.DataFrame({"rid": range(1000), "ts": pd.Timestamp("2025-01-01"), "x": rng.normal(size=1000),
+                          "colour": rng.choice(["red", "blue"], 1000), "age": rng.integers(18, 70, 1000)})
+    from retrain_assets.core.monitoring.profile import build_reference_profile
+
+    profile = build_reference_profile(frame, spec.numeric_features, spec.categorical_features)
+    scored = batch_report.scored_sample(frame, seed=7)
+    assert len(scored) == 400 and scored.index.is_monotonic_increasing
+    assert scored.equals(batch_report.scored_sample(frame, seed=7))
+    small = frame.head(300)
+    assert batch_report.scored_sample(small) is small
+    scores = np.where(scored["x"].to_numpy() > 1.5, 0.99, 0.5)
+    result = batch_report.build_drift_report(profile, frame, spec, spec.policy.drift, scores=scores, scored_rows=scored)
+    assert result.summary["n_rows"] == 1000  # the features: every row
+    assert result.summary["rule_violation_share"] == pytest.approx((scored["x"] > 1.5).mean())  # the rules: the sample
+    assert not math.isnan(result.summary["estimated_roc_auc"])  # estimated from the 400 scores

@@ -22,7 +22,7 @@ from retrain_assets.core.policy.performance import performance_rules
 from retrain_assets.core.tasks import REGRESSION
 from retrain_assets.core.training.modeling import content_hash, predict_outputs, split_holdout, target_vector
 from retrain_assets.core.partitions import PARTITION_COLUMN, PERIODS
-from retrain_assets.core.monitoring.batch_report import build_drift_report
+from retrain_assets.core.monitoring.batch_report import build_drift_report, scored_sample
 from retrain_assets.core.monitoring.evidence import (SERVED_COLUMN, champion_served, latest_scorings, served_condition,
                                                     served_rows)
 from retrain_assets.core.monitoring.multivariate import reference_sample
@@ -154,9 +154,10 @@ def build_monitoring(spec: DatasetSpec, partitions_def: dg.PartitionsDefinition)
         # domain classifier, the costliest statistic, depends on the rows only, so it is reused.
         earlier = warehouse.query(f"select multivariate_auc from drift_report where {PARTITION_COLUMN} = ? and "
                                   "champion_version = ? and batch_hash = ? limit 1", [start, champion, batch_hash])
+        scored = scored_sample(raw_batches, policy.random_seed)
         result = build_drift_report(
             profile, raw_batches, spec, policy.drift, reference_rows=sample if earlier.empty else None,
-            scores=predict_outputs(model, raw_batches, spec) if len(raw_batches) else None,
+            scores=predict_outputs(model, scored, spec) if len(scored) else None, scored_rows=scored,
             labeled_scores=predict_outputs(model, labeled, spec) if len(labeled) else None,
             labels=target_vector(labeled, spec) if len(labeled) else None, seed=policy.random_seed,
             labeled_rows=labeled, loss_model=loss_model, metric=rules.metric, triggers=policy.triggers,
