@@ -93,15 +93,26 @@ def test_split_holdout_needs_two_partitions():
         split_holdout(window_of(1), 0.25)
 
 
-def test_content_hash_ignores_row_and_column_order():
+@pytest.fixture(params=["pandas", "duckdb"])
+def hash_rows(request, monkeypatch):
+    """Both ways `content_hash` combines row hashes: pandas below DUCKDB_HASH_ROWS, DuckDB from it on."""
+    from retrain_assets.core.training import modeling
+
+    if request.param == "duckdb":
+        monkeypatch.setattr(modeling, "DUCKDB_HASH_ROWS", 1)
+    return request.param
+
+
+def test_content_hash_ignores_row_and_column_order(hash_rows):
     df = pd.DataFrame({"a": [1, 2, 3], "b": ["x", "y", "z"], "c": [0.5, 1.5, 2.5]})
     shuffled = df.iloc[[2, 0, 1]].reset_index(drop=True)[["c", "a", "b"]]
     assert content_hash(df) == content_hash(shuffled)
 
 
-def test_content_hash_changes_with_a_value():
+def test_content_hash_changes_with_a_value(hash_rows):
     df = pd.DataFrame({"a": [1, 2, 3], "b": ["x", "y", "z"]})
     changed = df.copy()
     changed.loc[1, "b"] = "Y"
     assert content_hash(df) != content_hash(changed)
     assert content_hash(df) != content_hash(df.rename(columns={"b": "bb"}))
+    assert content_hash(df) != content_hash(pd.concat([df, df.iloc[[0]]], ignore_index=True))  # a repeated row counts

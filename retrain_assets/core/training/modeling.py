@@ -220,23 +220,30 @@ def split_holdout(window: pd.DataFrame, holdout_share: float) -> tuple[pd.DataFr
     return window[~is_holdout], window[is_holdout], [pd.Timestamp(k).strftime("%Y-%m-%d") for k in holdout_keys]
 
 
+# From this many rows `content_hash` lets DuckDB hash the rows (0.13 s for a million, where pandas took
+# 1.9 s); below, pandas is quicker (DuckDB's connection alone costs about 20 ms).
+DUCKDB_HASH_ROWS = 100_000
+
+
 def content_hash(df: pd.DataFrame) -> str:
-    """A SHA-256 of a frame's column names and values, independent of row and column order: DuckDB
-    hashes each row (its columns in name order) and the row hashes are summed. Stable for a DuckDB
-    version; a million rows take 0.1 s (pandas' `hash_pandas_object` took 1.9 s). A frame DuckDB
-    cannot scan (an object column mixing types) is hashed with pandas, row hashes sorted."""
+    """A SHA-256 of a frame's column names and values, independent of row and column order. Row
+    hashes are combined order-free: sorted (pandas' `hash_pandas_object`), or from
+    `DUCKDB_HASH_ROWS` rows on summed (DuckDB's `hash` of each row, its columns in name order;
+    stable for a DuckDB version). A frame DuckDB cannot scan (an object column mixing types) is
+    hashed with pandas."""
     columns = sorted(df.columns)
     digest = hashlib.sha256("|".join(map(str, columns)).encode())
-    if not len(df) or not columns:
-        return digest.hexdigest()
-    try:
-        with duckdb.connect() as con:
-            con.register("frame", df)
-            total, rows = con.execute(f"SELECT sum(hash({', '.join(ident(str(c)) for c in columns)})::HUGEINT), count(*) "
-                                      "FROM frame").fetchone()
-        digest.update(f"duckdb:{total}:{rows}".encode())
-    except duckdb.Error:
-        digest.update(np.sort(pd.util.hash_pandas_object(df[columns], index=False).to_numpy()).tobytes())
+    if len(df) >= DUCKDB_HASH_ROWS and columns:
+        try:
+            with duckdb.connect() as con:
+                con.register("frame", df)
+                total, rows = con.execute(f"SELECT sum(hash({', '.join(ident(str(c)) for c in columns)})::HUGEINT), count(*) "
+                                          "FROM frame").fetchone()
+            digest.update(f"duckdb:{total}:{rows}".encode())
+            return digest.hexdigest()
+        except duckdb.Error:
+            pass
+    digest.update(np.sort(pd.util.hash_pandas_object(df[columns], index=False).to_numpy()).tobytes())
     return digest.hexdigest()
 
 
