@@ -54,8 +54,8 @@ class DriftThresholds:
         (KS, Wasserstein, the PSI / Jensen-Shannon bins) use a seeded uniform sample of this many
         of them (200,000), in the reference profile and in each batch; counts, missing shares,
         min / max (out-of-distribution rows), mean / std and category counts use every value. The
-        sample's ECDF is within 0.0044 of the column's with probability 0.999 (Dvoretzky-Kiefer-
-        Wolfowitz: sqrt(ln(2 / 0.001) / (2 x 200,000))); the KS test stays exact for the rows it
+        sample's ECDF is within 0.0044 of the column's with probability 0.999 (the
+        Dvoretzky-Kiefer-Wolfowitz bound sqrt(ln(2 / 0.001) / (2 x 200,000))); the KS test stays exact for the rows it
         reads, so its false-alarm rate is kept, and its power is that of 200,000 rows against the
         max_reference_sample kept reference values (effective size 40,000, against 47,600 for a
         whole 1e6-row batch). Sorting 200,000 values instead of 1e6 cuts the per-feature cost
