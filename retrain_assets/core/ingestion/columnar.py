@@ -23,9 +23,6 @@ import pyarrow.parquet as pq
 
 from retrain_assets.core.ingestion.rules import INT_RANGE_FLOAT, ColumnRule, value_checks
 
-NUMERIC_TYPES = ("float", "int", "bool")
-TEXT_TYPES = ("category", "string")
-
 
 class NotColumnar(ValueError):
     """The file or one of its columns needs the pandas path (not Parquet, or stored as another type)."""

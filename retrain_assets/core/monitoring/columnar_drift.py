@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from retrain_assets.core.ingestion.columnar import NUMERIC_TYPES, ColumnarContract, ParquetColumns, check_codes, check_numbers, combine
+from retrain_assets.core.ingestion.columnar import ColumnarContract, ParquetColumns, check_codes, check_numbers, combine
 from retrain_assets.core.ingestion.rules import column_rules
 from retrain_assets.core.monitoring.columnar_segments import Slice, assemble, first_seen, kept, segment_slices
 from retrain_assets.core.monitoring.drift import categorical_drift_row, dataset_drift, drift_table, numeric_feature_drift
@@ -55,23 +55,19 @@ def compare_parquet(reference: ParquetColumns, current: ParquetColumns, spec: Da
 
     Each column is read once, checked and compared as if every row were valid; only when some row
     of a file breaks the contract is every column read and compared again without the bad rows."""
-    rules = {r.name: r for r in column_rules(spec)}
-    names = list(spec.numeric_features) + list(spec.categorical_features)
+    numeric = set(spec.numeric_features)
     sizes = (reference_rows, current_rows)
     every = (np.ones(reference.n_rows, dtype=bool), np.ones(current.n_rows, dtype=bool))
-    done, ood = _compare_columns(reference, current, rules, names, spec.segment_columns, every, sizes, seed, thresholds, run,
-                                 check=True)
+    done, ood = _compare_columns(reference, current, spec, every, sizes, seed, thresholds, run, check=True)
     contracts = (combine(reference.n_rows, [d.checks[0] for d in done]), combine(current.n_rows, [d.checks[1] for d in done]))
     if any(c.n_quarantined for c in contracts):
         valid = (contracts[0].valid, contracts[1].valid)
-        done, ood = _compare_columns(reference, current, rules, names, spec.segment_columns, valid, sizes, seed, thresholds,
-                                     run, check=False)
+        done, ood = _compare_columns(reference, current, spec, valid, sizes, seed, thresholds, run, check=False)
     n_valid = int(contracts[1].valid.sum())
     cur_sample = {d.name: d.current_values for d in done}
     if spec.id_column in current.types:
         cur_sample[spec.id_column] = current.values(spec.id_column)[contracts[1].valid][done[0].current_at]
     features = drift_table([d.row for d in done], thresholds)
-    numeric = {n for n in names if rules[n].type in NUMERIC_TYPES}
     segments, table = assemble(done[0].slice_list, done, numeric, thresholds)
     profile = ReferenceProfile(numeric={d.name: d.profile for d in done if d.name in numeric},
                                categorical={d.name: d.profile for d in done if d.name not in numeric},
@@ -99,14 +95,15 @@ class _Column:
     slices: list  # per slice: (profile, drift row) of this feature's rows in it; None for its own column's slices
 
 
-def _compare_columns(reference, current, rules, names, segments, valid, sizes, seed, thresholds, run,
+def _compare_columns(reference, current, spec: DatasetSpec, valid, sizes, seed, thresholds, run,
                      check: bool) -> tuple[list[_Column], np.ndarray]:
     """Every column compared on the rows `valid` (per file), with `check` also checked; and the
     current rows out of distribution in some column (each column's mask is dropped once merged)."""
     rng = np.random.default_rng(seed)
     at = tuple(_sample(v, size, rng) for v, size in zip(valid, sizes))
-    numeric = {n for n in names if rules[n].type in NUMERIC_TYPES}
-    slices = segment_slices(reference, current, list(segments), valid, thresholds)
+    rules = {r.name: r for r in column_rules(spec)}
+    names, numeric = list(spec.numeric_features) + list(spec.categorical_features), set(spec.numeric_features)
+    slices = segment_slices(reference, current, list(spec.segment_columns), valid, thresholds)
 
     def one(name: str) -> _Column:
         rule = rules[name]
