@@ -215,3 +215,31 @@ def test_the_default_policy_beats_the_calendar_on_the_seattle_weather_history(tm
     assert not verdict["beaten"] and verdict["difference"] > 0, verdict["lines"]
     assert verdict["goal_met"] and verdict["oracle_gap"] > -1.0 and verdict["retrain_share_of_oracle"] <= 0.25, verdict["lines"]
     assert "not beaten" in capsys.readouterr().out
+
+
+def test_ctrl_c_while_the_workers_start_stops_them_even_if_sigterm_was_ignored(tmp_path):
+    """A worker still importing when Ctrl-C's `Pool.terminate` sends SIGTERM: spawned from a parent that
+    ignores SIGTERM (as the suite's processes do), it inherited the ignored signal through exec and the
+    backtest hung; the pool is now spawned with SIGTERM at its default."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    process = subprocess.Popen(
+        [sys.executable, "-m", "retrain_assets.apps.cli", "backtest", "--days", "80", "--out", str(tmp_path / "o"),
+         "--no-progress", "--jobs", "2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=lambda: (signal.signal(signal.SIGINT, signal.SIG_DFL), signal.signal(signal.SIGTERM, signal.SIG_IGN),
+                            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})))
+    assert process.stdout.readline().startswith("Backtesting")
+    time.sleep(0.3)  # the workers are still starting
+    process.send_signal(signal.SIGINT)
+    try:
+        _, err = process.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        for worker in children_of(process.pid):
+            os.kill(worker, signal.SIGKILL)
+        process.kill()
+        raise AssertionError("the backtest did not stop on Ctrl-C while its workers started") from None
+    assert process.returncode == 130 and "interrupted; nothing was written" in err

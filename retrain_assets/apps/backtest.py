@@ -101,7 +101,7 @@ def run_backtest(deliveries: Iterable[Delivery], spec: DatasetSpec, policies: li
     # first line of the `try`, once `pool` can be terminated.
     held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     try:
-        pool = get_context("spawn").Pool(jobs, initializer=_one_thread_per_worker) if jobs > 1 else None
+        pool = _spawn_pool(jobs) if jobs > 1 else None
     except BaseException:  # no pool to terminate: give Ctrl-C back before the error propagates
         signal.pthread_sigmask(signal.SIG_SETMASK, held)
         raise
@@ -213,6 +213,19 @@ def _replay_all(timeline: Timeline, policies: list[BacktestPolicy], base: Policy
             return [replays[i] for i in range(len(policies))]
         finally:
             manager.shutdown()
+
+
+def _spawn_pool(jobs: int):
+    """The workers' pool, spawned with SIGTERM at its default: an ignored SIGTERM (the parent's,
+    e.g. a test runner's) survives exec, so a worker still importing when Ctrl-C's `terminate`
+    came ignored it and the backtest hung (until `_one_thread_per_worker` restores it)."""
+    restore = threading.current_thread() is threading.main_thread()  # only the main thread may set handlers
+    previous = signal.signal(signal.SIGTERM, signal.SIG_DFL) if restore else None
+    try:
+        return get_context("spawn").Pool(jobs, initializer=_one_thread_per_worker)
+    finally:
+        if restore:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def _one_thread_per_worker() -> None:
