@@ -27,6 +27,7 @@ from retrain_assets.core.monitoring.columnar_segments import Slice, assemble, fi
 from retrain_assets.core.monitoring.drift import categorical_drift_row, dataset_drift, drift_table, numeric_feature_drift
 from retrain_assets.core.monitoring.profile import CategoricalProfile, ReferenceProfile, numeric_profile
 from retrain_assets.core.monitoring.segment_drift import segment_summary
+from retrain_assets.core.monitoring.values import sample_positions
 from retrain_assets.core.policy.definition import DriftThresholds
 from retrain_assets.core.spec import DatasetSpec
 
@@ -100,7 +101,7 @@ def _compare_columns(reference, current, spec: DatasetSpec, valid, sizes, seed, 
     """Every column compared on the rows `valid` (per file), with `check` also checked; and the
     current rows out of distribution in some column (each column's mask is dropped once merged)."""
     rng = np.random.default_rng(seed)
-    at = tuple(_sample(v, size, rng) for v, size in zip(valid, sizes))
+    at = tuple(sample_positions(int(v.sum()), size, rng) for v, size in zip(valid, sizes))  # positions into the valid values
     rules = {r.name: r for r in column_rules(spec)}
     names, numeric = list(spec.numeric_features) + list(spec.categorical_features), set(spec.numeric_features)
     slices = segment_slices(reference, current, list(spec.segment_columns), valid, thresholds)
@@ -121,12 +122,6 @@ def _compare_columns(reference, current, spec: DatasetSpec, valid, sizes, seed, 
         column.outside = None
         done.append(column)
     return done, ood
-
-
-def _sample(valid: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
-    """Sorted positions among the valid rows (into the valid values) of a seeded sample of `size`."""
-    n = int(valid.sum())
-    return np.arange(n) if n <= size else np.sort(rng.choice(n, size=size, replace=False))
 
 
 def _numeric(name, checks, ref, cur, at, thresholds, slices) -> _Column:

@@ -29,6 +29,7 @@ import numpy as np
 from scipy.stats import rankdata
 
 from retrain_assets.core.evaluation.metrics import classification_metrics
+from retrain_assets.core.monitoring.values import sample_positions
 
 # Label draws are simulated in blocks of about this many cells (draws x rows) to bound memory.
 _BLOCK_CELLS = 2_000_000
@@ -148,7 +149,7 @@ def simulation_sample(p: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarr
     that many drawn with `rng`; and the factor sqrt(sample / rows) for `narrowed`."""
     if len(p) <= SIMULATED_ROWS:
         return p, 1.0
-    return p[np.sort(rng.choice(len(p), size=SIMULATED_ROWS, replace=False))], math.sqrt(SIMULATED_ROWS / len(p))
+    return p[sample_positions(len(p), SIMULATED_ROWS, rng)], math.sqrt(SIMULATED_ROWS / len(p))
 
 
 def expected_auc(positive: np.ndarray, scores: np.ndarray) -> float:

@@ -27,6 +27,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from retrain_assets.core.monitoring.values import sample_positions
+
 # Rows of the reference a profile keeps for the domain classifier (`reference_sample`).
 REFERENCE_SAMPLE_ROWS = 5000
 # HistGradientBoosting needs categorical codes below max_bins (255); rarer levels are pooled.
@@ -57,7 +59,7 @@ def reference_sample(df: pd.DataFrame, columns: list[str], max_rows: int = REFER
     _require_columns(df, columns, "reference")
     if max_rows < 1:
         raise ValueError(f"max_rows must be at least 1, got {max_rows}")
-    rows = _sample_positions(len(df), max_rows, np.random.default_rng(seed))
+    rows = sample_positions(len(df), max_rows, np.random.default_rng(seed))
     return df[columns].iloc[rows].reset_index(drop=True)
 
 
@@ -97,8 +99,8 @@ def domain_classifier_drift(
         return DomainClassifierResult(math.nan, math.nan, n, n, False, threshold)
 
     rng = np.random.default_rng(seed)
-    ref = reference[columns].iloc[_sample_positions(len(reference), n, rng)]
-    cur = current[columns].iloc[_sample_positions(len(current), n, rng)]
+    ref = reference[columns].iloc[sample_positions(len(reference), n, rng)]
+    cur = current[columns].iloc[sample_positions(len(current), n, rng)]
     X = _encode(pd.concat([ref, cur], ignore_index=True), numeric, categorical)
     y = np.repeat([0, 1], n)
 
@@ -151,12 +153,6 @@ def _encode(frame: pd.DataFrame, numeric: list[str], categorical: list[str]) -> 
         )
         parts.append(encoder.fit_transform(cats))
     return np.hstack(parts)
-
-
-def _sample_positions(n_rows: int, size: int, rng: np.random.Generator) -> np.ndarray:
-    if n_rows <= size:
-        return np.arange(n_rows)
-    return np.sort(rng.choice(n_rows, size=size, replace=False))
 
 
 def _require_columns(df: pd.DataFrame, columns: list[str], side: str) -> None:

@@ -46,6 +46,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from retrain_assets.core.monitoring.values import sample_positions
+
 if TYPE_CHECKING:  # the spec is only read, never built, here
     from sklearn.ensemble import IsolationForest
 
@@ -181,7 +183,7 @@ def fit_novelty_model(rows: pd.DataFrame, numeric: list[str], categorical: list[
         raise ValueError("a novelty model needs training rows")
     n_rows = len(rows)
     if n_rows > FIT_ROWS:  # the module doc: fitted on a seeded uniform sample, thresholds within a stated error
-        rows = rows.take(_sample(n_rows, FIT_ROWS, seed))
+        rows = rows.take(sample_positions(n_rows, FIT_ROWS, np.random.default_rng(seed)))
     values = _numbers(rows, numeric)
     medians = np.array([np.median(v[~np.isnan(v)]) if (~np.isnan(v)).any() else 0.0 for v in values.T])
     filled = np.where(np.isnan(values), medians, values)
@@ -258,7 +260,7 @@ def novelty_summary(model: NoveltyModel | None, frame: pd.DataFrame, id_column: 
     if model is None or not len(frame):
         return {"novelty_share": float("nan"), "novelty_score_p99": float("nan"), "novelty_examples": ""}
     max_rows = SCORE_ROWS if max_rows is None else max_rows
-    positions = _sample(len(frame), max_rows, seed) if len(frame) > max_rows else np.arange(len(frame))
+    positions = sample_positions(len(frame), max_rows, np.random.default_rng(seed))
     frame = frame.take(positions) if len(positions) < len(frame) else frame
     score, novel = score_rows(model, frame)
     order = np.argsort(-score, kind="stable")[:examples]
@@ -345,11 +347,6 @@ def _category_index(values) -> tuple[np.ndarray, list[str]]:
         codes, uniques = pd.factorize(array, use_na_sentinel=True)
     texts = [str(value) for value in uniques] + [_MISSING]
     return np.where(codes >= 0, codes, len(texts) - 1), texts
-
-
-def _sample(n: int, k: int, seed: int) -> np.ndarray:
-    """k of the positions 0..n-1, a seeded uniform sample without replacement, in order."""
-    return np.sort(np.random.default_rng(seed).choice(n, k, replace=False))
 
 
 def _numbers(frame: pd.DataFrame, columns: list[str]) -> np.ndarray:

@@ -49,7 +49,8 @@ def numeric_values(values: Any) -> tuple[np.ndarray, int]:
 
 def sample_of(finite: np.ndarray, limit: int | None) -> np.ndarray:
     """`finite` itself when it holds at most `limit` values (None: no limit), else a uniform sample
-    of `limit` of them without replacement, seeded (`SAMPLE_SEED`), so a re-run reads the same rows."""
+    of `limit` of them without replacement (in their order in `finite`), seeded (`SAMPLE_SEED`), so a
+    re-run reads the same rows."""
     if limit is None or len(finite) <= limit:
         return finite
     return finite[_sample_positions(len(finite), limit)]
@@ -58,9 +59,17 @@ def sample_of(finite: np.ndarray, limit: int | None) -> np.ndarray:
 @lru_cache(maxsize=8)
 def _sample_positions(n: int, size: int) -> np.ndarray:
     """The positions `sample_of` reads (columns of the same length share them)."""
-    positions = np.random.default_rng(SAMPLE_SEED).choice(n, size=size, replace=False)
+    positions = sample_positions(n, size, np.random.default_rng(SAMPLE_SEED))
     positions.flags.writeable = False
     return positions
+
+
+def sample_positions(n: int, size: int, rng: np.random.Generator) -> np.ndarray:
+    """Sorted positions 0..n-1 of a uniform sample of `size` without replacement drawn from `rng`;
+    all n positions (`rng` untouched) when n <= size."""
+    if n <= size:
+        return np.arange(n)
+    return np.sort(rng.choice(n, size=size, replace=False))
 
 
 def sorted_numeric(values: Any) -> np.ndarray:
