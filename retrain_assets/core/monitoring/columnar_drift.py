@@ -27,7 +27,7 @@ from retrain_assets.core.monitoring.columnar_segments import Slice, assemble, fi
 from retrain_assets.core.monitoring.drift import categorical_drift_row, dataset_drift, drift_table, numeric_feature_drift
 from retrain_assets.core.monitoring.profile import CategoricalProfile, ReferenceProfile, numeric_profile
 from retrain_assets.core.monitoring.segment_drift import segment_summary
-from retrain_assets.core.monitoring.values import sample_positions
+from retrain_assets.core.monitoring.values import code_counts, sample_positions
 from retrain_assets.core.policy.definition import DriftThresholds
 from retrain_assets.core.spec import DatasetSpec
 
@@ -148,19 +148,10 @@ def _categorical(name, checks, reference, current, at, slices) -> _Column:
 
 
 def _categorical_pair(name, ref_codes, ref_keys, cur_codes, cur_keys):
-    ref_counts, ref_missing = _counts(ref_codes, ref_keys)
-    cur_counts, cur_missing = _counts(cur_codes, cur_keys)
+    ref_counts, ref_missing = code_counts(ref_codes, ref_keys, first_seen(ref_codes, len(ref_keys)))
+    cur_counts, cur_missing = code_counts(cur_codes, cur_keys, first_seen(cur_codes, len(cur_keys)))
     prof = CategoricalProfile(name=name, n=int(sum(ref_counts.values())), n_missing=ref_missing, counts=ref_counts)
     return prof, categorical_drift_row(prof, len(cur_codes), cur_counts, cur_missing)
-
-
-def _counts(codes: np.ndarray, keys: list[str]) -> tuple[dict[str, int], int]:
-    """Non-missing counts per text (in the order of first appearance among the counted rows) and the missing count."""
-    counts = np.bincount(codes + 1, minlength=len(keys) + 1)
-    out: dict[str, int] = {}
-    for k in first_seen(codes, len(keys)):
-        out[keys[k]] = out.get(keys[k], 0) + int(counts[k + 1])
-    return out, int(counts[0])
 
 
 def _texts(codes: np.ndarray, keys: list[str]) -> np.ndarray:

@@ -15,6 +15,7 @@ Conventions shared by every function of `profile.py`, `distances.py` and `drift.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from functools import lru_cache
 from typing import Any
 
@@ -106,12 +107,20 @@ def _category_key(value: Any) -> str:
 
 def category_counts(values: Any) -> tuple[dict[str, int], int]:
     """Non-missing counts per category string, and the missing count."""
-    codes, keys = factorize(values)
+    return code_counts(*factorize(values))
+
+
+def code_counts(codes: np.ndarray, keys: list[str], order: Iterable[int] | None = None) -> tuple[dict[str, int], int]:
+    """Non-missing counts per key of `codes` (-1: missing) into `keys`, and the missing count. A key
+    that repeats is counted once, a key without rows left out; the dict lists the keys in the
+    order of their codes in `order` (default: code order, which `factorize` of a column that is
+    not categorical gives in order of first appearance)."""
     counts = np.bincount(codes + 1, minlength=len(keys) + 1)
+    per_key = counts[1:].tolist()
     out: dict[str, int] = {}
-    for key, count in zip(keys, counts[1:].tolist()):
-        if count:
-            out[key] = out.get(key, 0) + int(count)
+    for code in range(len(keys)) if order is None else order:
+        if per_key[code]:
+            out[keys[code]] = out.get(keys[code], 0) + per_key[code]
     return out, int(counts[0])
 
 
