@@ -15,10 +15,10 @@ from typing import Any
 import yaml
 
 from retrain_assets.core.policy.definition import TASK_FAMILIES, Policy
-from retrain_assets.core.spec_rules import RULE_KINDS, RuleCondition, rule_fields
+from retrain_assets.core.spec_rules import NUMERIC_TYPES, RULE_KINDS, RuleCondition, rule_fields
 from retrain_assets.core.tasks import TASK_TYPES, primary_metric_problem
 
-COLUMN_TYPES = ("float", "int", "bool", "category", "string", "timestamp")
+COLUMN_TYPES = (*NUMERIC_TYPES, "category", "string", "timestamp")
 GRANULARITIES = ("daily", "weekly", "monthly")
 _NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
 _EMAIL, _TEAM = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+"), re.compile(r"team:[A-Za-z0-9_.-]+")
@@ -161,7 +161,7 @@ class DatasetSpec:
     @property
     def numeric_features(self) -> list[str]:
         """Feature columns treated as numbers (float, int, bool)."""
-        return [n for n in self.feature_columns if self.column(n).type in ("float", "int", "bool")]
+        return [n for n in self.feature_columns if self.column(n).type in NUMERIC_TYPES]
 
     @property
     def categorical_features(self) -> list[str]:

@@ -13,7 +13,8 @@ from typing import Any, Sequence
 
 RULE_KINDS = ("range", "class_share", "relation")
 OPS = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge, "==": operator.eq, "!=": operator.ne}
-_NUMERIC_TYPES = ("float", "int", "bool")
+# The column types whose values are numbers (`core.spec.COLUMN_TYPES` starts with them).
+NUMERIC_TYPES = ("float", "int", "bool")
 
 
 @dataclass(frozen=True)
@@ -82,7 +83,7 @@ def _condition(raw: Any, where: str, columns: dict[str, str] | None, task: str =
     if columns is not None:
         if raw["feature"] not in columns:
             raise ValueError(f"{where}.feature {raw['feature']!r} is not a declared column")
-        numeric = columns[raw["feature"]] in _NUMERIC_TYPES
+        numeric = columns[raw["feature"]] in NUMERIC_TYPES
     if numeric and (not isinstance(value, (int, float)) or isinstance(value, float) and math.isnan(value)):
         raise ValueError(f"{where}.value must be a number, got {value!r}")
     if not numeric and op not in ("==", "!="):
