@@ -49,6 +49,12 @@ def test_core_never_imports_dagster(path):
     assert not found, f"{relative(path)} imports {found}: core/ is pure Python; move the Dagster wiring to defs/"
 
 
+@pytest.mark.parametrize("path", sorted((PACKAGE / "core" / "training").rglob("*.py")), ids=relative)
+def test_training_never_imports_ingestion(path):
+    found = [name for name in imported_modules(path) if name.startswith("retrain_assets.core.ingestion")]
+    assert not found, f"{relative(path)} imports {found}: training sits below ingestion; share helpers from a lower module (core/sql_text.py)"
+
+
 @pytest.mark.parametrize("path", MODULES, ids=relative)
 def test_no_private_dagster_imports(path):
     found = [name for name in imported_modules(path) if is_private_dagster(name)]

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 
 from retrain_assets.core.ingestion.contracts import batch_schema
 from retrain_assets.core.ingestion.rules import BOOL_TEXT, INT_RANGE_CHECK, INT_RANGE_FLOAT
-from retrain_assets.core.ingestion.duckdb_sql import ident, lit
 from retrain_assets.core.spec import ColumnSpec, DatasetSpec
+from retrain_assets.core.sql_text import ident, lit
 
 SQL_TYPES = {"float": "DOUBLE", "int": "DOUBLE", "bool": "BOOLEAN", "category": "VARCHAR", "string": "VARCHAR",
              "timestamp": "TIMESTAMP"}

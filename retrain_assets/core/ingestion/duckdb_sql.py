@@ -1,6 +1,6 @@
 """Writing DuckDB SQL from Python for the large-batch path (`large_batch`, `contract_sql`,
-`monitoring.large_batch_drift`, `training.modeling.content_hash`): quoting, timestamp literals, an atomic COPY to
-Parquet, row counts."""
+`monitoring.large_batch_drift`): timestamp literals, an atomic COPY to Parquet, row counts
+(quoting: `core.sql_text`)."""
 
 from __future__ import annotations
 
@@ -11,17 +11,9 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 
+from retrain_assets.core.sql_text import lit
+
 Progress = Callable[[str], None]  # called with one line of progress for the user (check-batch prints it)
-
-
-def ident(name: str) -> str:
-    """`name` as a quoted SQL identifier."""
-    return '"' + name.replace('"', '""') + '"'
-
-
-def lit(text: str) -> str:
-    """`text` as a quoted SQL string literal."""
-    return "'" + text.replace("'", "''") + "'"
 
 
 def timestamp_literal(value: pd.Timestamp) -> str:

@@ -52,10 +52,11 @@ from retrain_assets.core.ingestion.contract_sql import (
 )
 from retrain_assets.core.ingestion.contracts import FUTURE_TOLERANCE, ZONED_TIME, batch_schema
 from retrain_assets.core.ingestion.rules import MISSING_TEXT
-from retrain_assets.core.ingestion.duckdb_sql import Progress, copy_to_parquet, count_rows, ident, lit, timestamp_literal
+from retrain_assets.core.ingestion.duckdb_sql import Progress, copy_to_parquet, count_rows, timestamp_literal
 from retrain_assets.core.ingestion.landing import csv_header, refuse_compressed, refuse_repeated_columns
 from retrain_assets.core.policy.batches import block_reason
 from retrain_assets.core.spec import DatasetSpec
+from retrain_assets.core.sql_text import ident, lit
 
 ROW = "__row"  # the source row number (0-based) carried through every phase
 

@@ -17,10 +17,11 @@ import duckdb
 import numpy as np
 import pandas as pd
 
-from retrain_assets.core.ingestion.duckdb_sql import Progress, ident, lit
+from retrain_assets.core.ingestion.duckdb_sql import Progress
 from retrain_assets.core.monitoring.drift import categorical_drift_row, dataset_drift, drift_table, numeric_feature_drift
 from retrain_assets.core.monitoring.profile import ReferenceProfile
 from retrain_assets.core.policy.definition import DriftThresholds
+from retrain_assets.core.sql_text import ident, lit
 
 
 def large_batch_drift(

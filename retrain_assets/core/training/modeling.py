@@ -20,9 +20,9 @@ from sklearn.impute import SimpleImputer
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
-from retrain_assets.core.ingestion.duckdb_sql import ident
 from retrain_assets.core.partitions import PARTITION_COLUMN
 from retrain_assets.core.spec import DatasetSpec, TargetSpec
+from retrain_assets.core.sql_text import ident
 from retrain_assets.core.tasks import BINARY, MULTICLASS, REGRESSION, class_texts, encode_labels, predicted_classes
 from retrain_assets.core.training.families import (
     TASK_DEFAULT_PARAMS,
