@@ -2,6 +2,9 @@
 the same contract verdicts and reasons as pandera, and the same statistics as the frame path."""
 
 import json
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pandas as pd
@@ -121,6 +124,27 @@ def test_the_cli_gives_the_same_verdict_on_parquet_as_on_csv(tmp_path, scenario,
     assert parquet["summary"]["ood_share"] == pytest.approx(csv["summary"]["ood_share"])
     assert parquet["summary"]["multivariate_auc"] > 0.5 and 0 <= parquet["summary"]["novelty_share"] < 0.05
     assert (tmp_path / "parquet" / "drift_report.html").read_text().count("<svg") == 9
+
+
+def test_the_console_script_flushes_everything_before_it_exits_at_once(tmp_path, scenario):
+    """`retrain-assets drift` ends its process without the interpreter's teardown (`main.console`):
+    what it printed to a pipe must arrive whole, with its exit code."""
+    spec_path = _write_spec(tmp_path)
+    for name, days in (("reference", range(0, 3)), ("current", range(20, 22))):
+        _days(scenario, days).to_parquet(tmp_path / f"{name}.parquet", index=False)
+    command = [sys.executable, "-m", "retrain_assets.apps.cli", "drift", "--reference", str(tmp_path / "reference.parquet"),
+               "--current", str(tmp_path / "current.parquet"), "--spec", str(spec_path), "--out", str(tmp_path / "o")]
+    buffered = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}  # as a user's shell runs it
+    summary = subprocess.run(command, capture_output=True, text=True, timeout=120, env=buffered)
+    assert summary.returncode == 0, summary.stderr
+    assert "features drifted" in summary.stdout and summary.stdout.endswith("drift_report.html\n")
+    report = subprocess.run([*command, "--json"], capture_output=True, text=True, timeout=120, env=buffered)
+    assert report.returncode == 0, report.stderr
+    assert json.loads(report.stdout) == json.loads((tmp_path / "o" / "drift_report.json").read_text())
+    missing = subprocess.run([sys.executable, "-m", "retrain_assets.apps.cli", "drift", "--reference", str(tmp_path / "nope.parquet"),
+                              "--current", str(tmp_path / "current.parquet"), "--spec", str(spec_path)],
+                             capture_output=True, text=True, timeout=120, env=buffered)
+    assert missing.returncode == 2 and "no reference file at" in missing.stderr
 
 
 def test_a_missing_column_is_an_error_and_text_numbers_take_the_pandas_path(tmp_path, scenario, capsys):

@@ -16,6 +16,7 @@ def add_parser(subparsers) -> None:
     drift.add_argument("--spec", type=Path, required=True, help="dataset spec file (columns, types, policy.drift thresholds)")
     drift.add_argument("--out", type=Path, default=Path("drift_report"), help="output folder (default: %(default)s)")
     json_argument(drift, "print the report (the drift_report.json written to --out) instead of the summary")
+    drift.set_defaults(exit_at_once=True)  # its reports are written atomically and closed when `run` returns
 
 
 def run(args) -> int:

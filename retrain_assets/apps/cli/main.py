@@ -59,9 +59,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, exit_at_once: bool = False) -> int:
     """Run one command; returns the exit code (0 done, 1 a verdict such as a blocked batch or a
-    refused deployment step, 2 an expected failure or a usage error, 130 interrupted)."""
+    refused deployment step, 2 an expected failure or a usage error, 130 interrupted).
+    exit_at_once (the console script only, `console`): a command that opts in ends the process
+    when it returns, without the interpreter's teardown."""
     try:
         args = build_parser().parse_args(argv)
     except SystemExit as exc:  # --help (0) or a usage error (2: argparse printed it)
@@ -69,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     args.command_line = "retrain-assets " + " ".join(argv if argv is not None else sys.argv[1:])  # as the backtest records it
     name = f"retrain-assets {args.command}"
     try:
-        return args.run(args)
+        code = args.run(args)
     except KeyboardInterrupt:
         print(f"\n{name}: interrupted{INTERRUPTED.get(args.command, '')}", file=sys.stderr)
         return 130
@@ -84,6 +86,19 @@ def main(argv: list[str] | None = None) -> int:
         if error.hint:
             print(f"hint: {error.hint}", file=sys.stderr)
         return error.code
+    if exit_at_once and getattr(args, "exit_at_once", False):
+        _exit_now(code)
+    return code
+
+
+def _exit_now(code: int) -> None:
+    """End the process with `code` once stdout and stderr are flushed, skipping the interpreter's teardown."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (BrokenPipeError, ValueError):  # the reader went away, or the stream is closed
+            pass
+    os._exit(code)
 
 
 def _expected_error(exc: Exception) -> CliError | None:
@@ -118,5 +133,13 @@ def _expected_error(exc: Exception) -> CliError | None:
     return None
 
 
+def console() -> None:
+    """The `retrain-assets` console script: `main`, then exit with its code. A command that sets
+    `exit_at_once` (`retrain-assets drift`: every file it writes is written atomically and closed
+    before it returns) ends the process without the interpreter's teardown, once stdout and stderr
+    are flushed: freeing what SciPy, scikit-learn and pandas loaded took 0.3 s of a 3 s run."""
+    sys.exit(main(exit_at_once=True))
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    console()
