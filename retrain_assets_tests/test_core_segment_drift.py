@@ -13,8 +13,10 @@ import pytest
 from scipy import stats
 
 from retrain_assets.core.monitoring.batch_report import build_drift_report
+from retrain_assets.core.monitoring.drift import feature_drift, out_of_distribution_share
 from retrain_assets.core.monitoring.profile import ReferenceProfile, build_reference_profile
 from retrain_assets.core.monitoring.segment_drift import segment_drift, segment_summary, segments_from_json
+from retrain_assets.core.monitoring.values import as_categories
 from retrain_assets.core.policy.definition import Policy
 from retrain_assets.core.policy.drift_thresholds import DriftThresholds
 from retrain_assets.core.policy.retrain import BatchSignal, PolicyHistory, decide_retrain
@@ -157,3 +159,22 @@ def _spec():
         "columns": {"id": {"type": "string"}, "t": {"type": "timestamp"}, "x": {"type": "float"}, "y": {"type": "float"},
                     "region": {"type": "category", "categories": REGIONS}},
     })
+
+
+def test_counting_text_columns_as_categoricals_changes_no_number():
+    """`build_drift_report` converts the text features to categoricals once (`values.as_categories`)
+    for the feature table, the out-of-distribution share and every segment's slice: the same numbers
+    as counting the text, with missing values, numbers stored as categories and a value never seen."""
+    rng = np.random.default_rng(7)
+    profile, _ = _profile(rng)
+    batch = _frame(rng, 3000, shift_north=1.0).astype({"region": object})
+    batch.loc[:40, "region"] = None
+    batch.loc[41:60, "region"] = "mars"
+    batch["code"] = rng.choice([1, 2, 3.0, np.nan], size=len(batch))
+    profile = build_reference_profile(_frame(rng, 2000).assign(code=rng.choice([1, 2, 3.0], size=2000)), ["x", "y"],
+                                      ["region", "code"], segments=["region"])
+    converted = as_categories(batch, ["region", "code"])
+    assert isinstance(converted["region"].dtype, pd.CategoricalDtype) and batch["region"].dtype == object
+    pd.testing.assert_frame_equal(feature_drift(profile, converted), feature_drift(profile, batch))
+    assert out_of_distribution_share(profile, converted) == out_of_distribution_share(profile, batch) > 0
+    pd.testing.assert_frame_equal(segment_drift(profile, converted), segment_drift(profile, batch))

@@ -24,6 +24,7 @@ from retrain_assets.core.monitoring.realized import realized_interval
 from retrain_assets.core.monitoring.segment_drift import SEGMENT_SUMMARY_KEYS, segment_drift, segment_summary
 from retrain_assets.core.monitoring.task_drift import task_label_drift, task_prediction_drift
 from retrain_assets.core.monitoring.task_estimation import check_task_estimate, estimate_task_performance
+from retrain_assets.core.monitoring.values import as_categories
 from retrain_assets.core.policy.definition import DriftThresholds
 from retrain_assets.core.policy.triggers import TriggerThresholds
 from retrain_assets.core.spec import DatasetSpec, TargetSpec
@@ -98,7 +99,8 @@ def build_drift_report(
     the whole batch (`columnar_drift`); `current` is then a row sample, read by the other sections.
     """
     target = spec.target
-    features = feature_drift(profile, current, thresholds) if measured is None else measured.features
+    counted = as_categories(current, spec.categorical_features) if measured is None else current
+    features = feature_drift(profile, counted, thresholds) if measured is None else measured.features
     overall = dataset_drift(features, thresholds)
     summary: dict = {
         "n_rows": int(len(current)) if measured is None else int(measured.summary["n_rows"]),
@@ -106,9 +108,9 @@ def build_drift_report(
         "n_drifted": int(overall["n_drifted"]),
         "drift_share": float(overall["drift_share"]),
         "dataset_drifted": bool(overall["dataset_drifted"]),
-        "ood_share": float(out_of_distribution_share(profile, current) if measured is None else measured.summary["ood_share"]),
+        "ood_share": float(out_of_distribution_share(profile, counted) if measured is None else measured.summary["ood_share"]),
         **novelty_summary(novelty_model, current, spec.id_column),
-        **(segment_summary(segment_drift(profile, current, thresholds)) if measured is None
+        **(segment_summary(segment_drift(profile, counted, thresholds)) if measured is None
            else {k: measured.summary[k] for k in SEGMENT_SUMMARY_KEYS}),
         "multivariate_auc": math.nan,
         "prediction_psi": math.nan,
