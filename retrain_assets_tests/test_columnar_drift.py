@@ -86,13 +86,13 @@ def test_statistics_equal_the_frame_paths(tmp_path, spec, scenario):
     cur_valid = validate_batch(current, spec).valid
     profile = build_reference_profile(ref_valid, spec.numeric_features, spec.categorical_features, thresholds=spec.policy.drift)
     expected = feature_drift(profile, cur_valid, spec.policy.drift)
-    pd.testing.assert_frame_equal(compared.features, expected)
+    pd.testing.assert_frame_equal(compared.measures.features, expected)
     assert compared.profile.numeric.keys() == profile.numeric.keys()
     for name, prof in profile.numeric.items():
         np.testing.assert_array_equal(compared.profile.numeric[name].sorted_values, prof.sorted_values)
     assert {n: p.counts for n, p in compared.profile.categorical.items()} == {n: p.counts for n, p in profile.categorical.items()}
-    assert compared.summary["ood_share"] == out_of_distribution_share(profile, cur_valid)
-    assert compared.summary["n_rows"] == len(cur_valid) and len(compared.current_rows) == 100
+    assert compared.measures.ood_share == out_of_distribution_share(profile, cur_valid)
+    assert compared.measures.n_rows == len(cur_valid) and len(compared.current_rows) == 100
     assert compared.current_rows["application_id"].isin(cur_valid["application_id"]).all()
 
 
@@ -176,7 +176,7 @@ def test_segments_equal_the_frame_paths(tmp_path, scenario):
     expected = segment_summary(segment_drift(profile, cur_valid, spec.policy.drift))
     assert expected["segment_drift_json"]  # the slices are big enough to be tested
     for key, value in expected.items():
-        assert compared.summary[key] == value, key
+        assert compared.measures.segments[key] == value, key
     assert list(compared.profile.segments["region"]) == list(profile.segments["region"])
     for value, prof in profile.segments["region"].items():
         got = compared.profile.segments["region"][value]

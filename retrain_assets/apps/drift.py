@@ -78,13 +78,13 @@ def compare_parquet_files(reference: ParquetColumns, current: ParquetColumns, sp
     with ThreadPoolExecutor(max_workers=2, thread_name_prefix="drift") as pool:
         compared = compare_parquet(reference, current, spec, thresholds, REFERENCE_ROWS, CURRENT_ROWS,
                                    seed=seed, run=pool.map)
-        from retrain_assets.core.monitoring.batch_report import DriftResult, build_drift_report, multivariate_auc
+        from retrain_assets.core.monitoring.batch_report import build_drift_report, multivariate_auc
 
         fitted = pool.submit(fit_for_spec, compared.reference_rows, spec, seed)
         reference_rows = reference_sample(compared.reference_rows, spec.feature_columns, seed=seed)
         auc = pool.submit(multivariate_auc, reference_rows, compared.current_rows, spec, seed)
         result = build_drift_report(compared.profile, compared.current_rows, spec, thresholds, seed=seed,
-                                    novelty_model=fitted.result(), measured=DriftResult(compared.features, compared.summary))
+                                    novelty_model=fitted.result(), measures=compared.measures)
         result.summary["multivariate_auc"] = auc.result()
     report = _write(result, compared.profile, compared.current_rows, reference.path, current.path, out)
     return compared, result, report

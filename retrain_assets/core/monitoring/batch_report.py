@@ -14,17 +14,16 @@ import pandas as pd
 from retrain_assets.core.evaluation.task_metrics import task_metrics
 from retrain_assets.core.monitoring.distances import jensen_shannon_counts
 from retrain_assets.core.monitoring.error_stream import batch_error_stream
-from retrain_assets.core.monitoring.drift import dataset_drift, feature_drift, label_drift, out_of_distribution_share
+from retrain_assets.core.monitoring.drift import dataset_drift, label_drift
 from retrain_assets.core.monitoring.loss_estimation import LossModel
+from retrain_assets.core.monitoring.measures import BatchMeasures, measure_frame
 from retrain_assets.core.monitoring.multivariate import domain_classifier_drift
 from retrain_assets.core.monitoring.output_rules import output_rule_summary
 from retrain_assets.core.monitoring.novelty import NoveltyModel, novelty_summary
 from retrain_assets.core.monitoring.profile import ReferenceProfile
 from retrain_assets.core.monitoring.realized import realized_interval
-from retrain_assets.core.monitoring.segment_drift import SEGMENT_SUMMARY_KEYS, segment_drift, segment_summary
 from retrain_assets.core.monitoring.task_drift import task_label_drift, task_prediction_drift
 from retrain_assets.core.monitoring.task_estimation import check_task_estimate, estimate_task_performance
-from retrain_assets.core.monitoring.values import as_categories
 from retrain_assets.core.policy.definition import DriftThresholds
 from retrain_assets.core.policy.triggers import TriggerThresholds
 from retrain_assets.core.spec import DatasetSpec, TargetSpec
@@ -73,7 +72,7 @@ def build_drift_report(
     metric: str | None = None,
     triggers: TriggerThresholds | None = None,
     novelty_model: NoveltyModel | None = None,
-    measured: DriftResult | None = None,
+    measures: BatchMeasures | None = None,
     scored_rows: pd.DataFrame | None = None,
 ) -> DriftResult:
     """Compare `current` with the reference; every optional input adds its section.
@@ -95,23 +94,23 @@ def build_drift_report(
     `novelty_score_p99` and `novelty_examples` (NaN / "" without one).
     The binary columns (`*_roc_auc`, `current_positive_rate`, ...) keep their numbers (NaN for the
     other tasks, except accuracy, which multiclass fills too); the task-neutral ones are in `TASK_COLUMNS`.
-    measured: the feature table and the batch's `n_rows`, `ood_share` and segment keys, measured on
-    the whole batch (`columnar_drift`); `current` is then a row sample, read by the other sections.
+    measures: what was measured on every row of the batch (`measures.BatchMeasures`; default
+    `measures.measure_frame` of `current`); given (`columnar_drift`), `current` is a row sample
+    of the batch, which the other sections read.
     """
     target = spec.target
-    counted = as_categories(current, spec.categorical_features) if measured is None else current
-    features = feature_drift(profile, counted, thresholds) if measured is None else measured.features
+    measures = measures if measures is not None else measure_frame(profile, current, spec.categorical_features, thresholds)
+    features = measures.features
     overall = dataset_drift(features, thresholds)
     summary: dict = {
-        "n_rows": int(len(current)) if measured is None else int(measured.summary["n_rows"]),
+        "n_rows": int(measures.n_rows),
         "n_features": int(overall["n_features"]),
         "n_drifted": int(overall["n_drifted"]),
         "drift_share": float(overall["drift_share"]),
         "dataset_drifted": bool(overall["dataset_drifted"]),
-        "ood_share": float(out_of_distribution_share(profile, counted) if measured is None else measured.summary["ood_share"]),
+        "ood_share": float(measures.ood_share),
         **novelty_summary(novelty_model, current, spec.id_column),
-        **(segment_summary(segment_drift(profile, counted, thresholds)) if measured is None
-           else {k: measured.summary[k] for k in SEGMENT_SUMMARY_KEYS}),
+        **measures.segments,
         "multivariate_auc": math.nan,
         "prediction_psi": math.nan,
         "prediction_ks_p_value": math.nan,

@@ -24,8 +24,9 @@ import pandas as pd
 from retrain_assets.core.ingestion.columnar import ColumnarContract, ParquetColumns, check_codes, check_numbers, combine
 from retrain_assets.core.ingestion.rules import column_rules
 from retrain_assets.core.monitoring.columnar_segments import Slice, assemble, first_seen, kept, segment_slices
-from retrain_assets.core.monitoring.drift import categorical_drift_row, dataset_drift, drift_table, numeric_feature_drift
+from retrain_assets.core.monitoring.drift import categorical_drift_row, drift_table, numeric_feature_drift
 from retrain_assets.core.monitoring.profile import CategoricalProfile, ReferenceProfile, numeric_profile
+from retrain_assets.core.monitoring.measures import BatchMeasures
 from retrain_assets.core.monitoring.segment_drift import segment_summary
 from retrain_assets.core.monitoring.values import code_counts, sample_positions
 from retrain_assets.core.policy.definition import DriftThresholds
@@ -36,12 +37,11 @@ Runner = Callable[[Callable, Iterable], Iterable]
 
 @dataclass
 class FileComparison:
-    """The reference profile, the feature table and batch numbers (`summary`: n_rows, the
-    `dataset_drift` keys, ood_share), both files' contracts and the sampled valid rows of each."""
+    """The reference profile, what was measured on every valid row of the current file
+    (`measures.BatchMeasures`), both files' contracts and the sampled valid rows of each."""
 
     profile: ReferenceProfile
-    features: pd.DataFrame
-    summary: dict
+    measures: BatchMeasures
     reference_contract: ColumnarContract
     current_contract: ColumnarContract
     reference_rows: pd.DataFrame
@@ -73,9 +73,8 @@ def compare_parquet(reference: ParquetColumns, current: ParquetColumns, spec: Da
     profile = ReferenceProfile(numeric={d.name: d.profile for d in done if d.name in numeric},
                                categorical={d.name: d.profile for d in done if d.name not in numeric},
                                n_rows=int(contracts[0].valid.sum()), created_from=str(reference.path), segments=segments or None)
-    summary = {"n_rows": n_valid, **dataset_drift(features, thresholds), "ood_share": float(ood.mean()) if n_valid else float("nan"),
-               **segment_summary(table)}
-    return FileComparison(profile, features, summary, *contracts, pd.DataFrame({d.name: d.reference_values for d in done}),
+    measures = BatchMeasures(features, n_valid, float(ood.mean()) if n_valid else float("nan"), segment_summary(table))
+    return FileComparison(profile, measures, *contracts, pd.DataFrame({d.name: d.reference_values for d in done}),
                           pd.DataFrame(cur_sample))
 
 

@@ -25,7 +25,6 @@ from retrain_assets.core.policy.drift_thresholds import DriftThresholds
 SEGMENT_COLUMNS = ("segment", "value", "n_rows", "n_reference", "n_features", "n_drifted", "drift_share", "drifted",
                    "top_features")
 TOP_FEATURES = 3  # the drifted features named per segment (largest scores first)
-SEGMENT_SUMMARY_KEYS = ("segment_drift_json", "max_segment_drift_share", "drifted_segments")  # `segment_summary`'s
 
 
 def segment_drift(profile: ReferenceProfile, df: pd.DataFrame, thresholds: DriftThresholds = DriftThresholds()) -> pd.DataFrame:
