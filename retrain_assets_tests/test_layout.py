@@ -55,6 +55,46 @@ def test_training_never_imports_ingestion(path):
     assert not found, f"{relative(path)} imports {found}: training sits below ingestion; share helpers from a lower module (core/sql_text.py)"
 
 
+def deferred_imports(path: Path) -> set[str]:
+    """The modules outside the project that `path` imports inside its functions (not TYPE_CHECKING)."""
+    found: set[str] = set()
+    for function in ast.walk(ast.parse(path.read_text())):
+        if isinstance(function, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            for node in ast.walk(function):
+                if isinstance(node, ast.Import):
+                    found.update(alias.name for alias in node.names)
+                elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                    found.update(_module_of(node.module, alias.name) for alias in node.names)
+    return {name for name in found if not name.startswith("retrain_assets")}
+
+
+def _module_of(module: str, name: str) -> str:
+    """`from module import name`: the submodule module.name when `name` is one (`from scipy import stats`), else module."""
+    import importlib.util
+
+    try:
+        return f"{module}.{name}" if importlib.util.find_spec(f"{module}.{name}") is not None else module
+    except ModuleNotFoundError:
+        return module
+
+
+@pytest.mark.parametrize("path", [p for p in MODULES if "DEFERRED_IMPORTS = " in p.read_text()], ids=relative)
+def test_deferred_imports_are_declared(path):
+    """`retrain-assets drift` preloads what the report's modules import late (`apps.drift.REPORT_MODULES`,
+    built from each module's DEFERRED_IMPORTS): a late import left out would load on the critical path."""
+    declared = ast.literal_eval(next(node.value for node in ast.parse(path.read_text()).body if isinstance(node, ast.Assign)
+                                     and any(getattr(t, "id", None) == "DEFERRED_IMPORTS" for t in node.targets)))
+    assert set(declared) == deferred_imports(path), f"{relative(path)}: DEFERRED_IMPORTS must list what its functions import"
+
+
+def test_the_drift_command_preloads_every_deferred_import():
+    from retrain_assets.apps.drift import REPORT_MODULES
+
+    for path in MODULES:
+        if "DEFERRED_IMPORTS = " in path.read_text():
+            assert deferred_imports(path) <= set(REPORT_MODULES), relative(path)
+
+
 @pytest.mark.parametrize("path", MODULES, ids=relative)
 def test_no_private_dagster_imports(path):
     found = [name for name in imported_modules(path) if is_private_dagster(name)]

@@ -22,6 +22,7 @@ import pandas as pd
 
 from retrain_assets.core.files import write_text_atomically
 from retrain_assets.core.ingestion.columnar import NotColumnar, ParquetColumns
+from retrain_assets.core.monitoring import distances, drift, multivariate, novelty
 from retrain_assets.core.monitoring.columnar_drift import FileComparison, compare_parquet
 from retrain_assets.core.monitoring.multivariate import REFERENCE_SAMPLE_ROWS, reference_sample
 from retrain_assets.core.monitoring.novelty import FIT_ROWS, SCORE_ROWS, fit_for_spec
@@ -33,10 +34,11 @@ if TYPE_CHECKING:  # scikit-learn and SciPy load on a thread while columns are r
 
 # What the report needs once the columns are compared, slow to import (SciPy, scikit-learn): the
 # command imports them on a thread of its own while its other threads read and sort columns, which
-# releases the GIL (imports hold it).
-REPORT_MODULES = ("scipy.stats", "scipy.spatial.distance", "sklearn.ensemble", "sklearn.model_selection",
-                  "sklearn.preprocessing", "sklearn.covariance", "retrain_assets.core.monitoring.batch_report",
-                  "retrain_assets.core.reports.drift")
+# releases the GIL (imports hold it). Each module lists the imports it defers (`DEFERRED_IMPORTS`,
+# checked against its code by test_layout.py).
+REPORT_MODULES = tuple(dict.fromkeys((*distances.DEFERRED_IMPORTS, *drift.DEFERRED_IMPORTS, *multivariate.DEFERRED_IMPORTS,
+                                       *novelty.DEFERRED_IMPORTS, "retrain_assets.core.monitoring.batch_report",
+                                       "retrain_assets.core.reports.drift")))
 
 # Valid rows of each file kept for the sections that read rows: the novelty fit and the domain
 # classifier's reference; the novelty scores, the domain classifier's batch and the charts.

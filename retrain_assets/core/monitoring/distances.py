@@ -31,6 +31,10 @@ from retrain_assets.core.monitoring.values import (
     sorted_numeric,
 )
 
+# Imported inside the functions that use them, not with the module (`retrain-assets drift` loads
+# them on a thread while it reads columns: `apps.drift.REPORT_MODULES`).
+DEFERRED_IMPORTS = ("scipy.stats", "scipy.spatial.distance")
+
 
 def psi(expected_fractions: Any, actual_fractions: Any, eps: float = 1e-4) -> float:
     """Population Stability Index: sum((a - e) * ln(a / e)) over bins.

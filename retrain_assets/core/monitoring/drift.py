@@ -32,6 +32,9 @@ from retrain_assets.core.monitoring.profile import CategoricalProfile, NumericPr
 from retrain_assets.core.monitoring.values import as_float_array, bin_counts_of, binary_labels, category_counts, factorize
 from retrain_assets.core.policy.definition import DriftThresholds
 
+# Imported inside the functions that use them, not with the module (`retrain-assets drift` loads
+# them on a thread while it reads columns: `apps.drift.REPORT_MODULES`).
+DEFERRED_IMPORTS = ("scipy.stats",)
 INSUFFICIENT_DATA = "insufficient data"
 FEATURE_COLUMNS = [
     "feature", "kind", "n_reference", "n_current", "missing_share",

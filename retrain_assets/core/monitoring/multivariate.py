@@ -29,6 +29,9 @@ import pandas as pd
 
 from retrain_assets.core.monitoring.values import sample_positions
 
+# Imported inside the functions that use them, not with the module (`retrain-assets drift` loads
+# them on a thread while it reads columns: `apps.drift.REPORT_MODULES`).
+DEFERRED_IMPORTS = ("sklearn.ensemble", "sklearn.model_selection", "sklearn.preprocessing", "threadpoolctl")
 # Rows of the reference a profile keeps for the domain classifier (`reference_sample`).
 REFERENCE_SAMPLE_ROWS = 5000
 # HistGradientBoosting needs categorical codes below max_bins (255); rarer levels are pooled.

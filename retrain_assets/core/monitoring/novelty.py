@@ -53,6 +53,9 @@ if TYPE_CHECKING:  # the spec is only read, never built, here
 
     from retrain_assets.core.spec import DatasetSpec
 
+# Imported inside the functions that use them, not with the module (`retrain-assets drift` loads
+# them on a thread while it reads columns: `apps.drift.REPORT_MODULES`).
+DEFERRED_IMPORTS = ("scipy.linalg", "scipy.stats", "sklearn.covariance", "sklearn.ensemble")
 QUANTILE = 0.995
 # Each of the two scores flags 0.5 % of training rows: the union about 1 % (the false-novel share
 # of rows from the training distribution, which the novelty clause's default is a multiple of).
