@@ -1,5 +1,6 @@
 """Quoting names and text for SQL written from Python (DuckDB's rules, which are standard SQL's):
-used by the large-batch ingestion and drift paths and by `training.modeling.content_hash`."""
+used by the large-batch ingestion and drift paths, `training.modeling.content_hash`, and the
+pipeline's warehouse IO manager, ingestion and snapshot publishing."""
 
 from __future__ import annotations
 

@@ -14,6 +14,7 @@ from retrain_assets.core.partitions import PARTITION_COLUMN
 from retrain_assets.core.ingestion.privacy import pseudonymize, withhold_undeclared
 from retrain_assets.core.policy.batches import contract_verdict
 from retrain_assets.core.spec import DatasetSpec
+from retrain_assets.core.sql_text import ident
 from retrain_assets.pipeline.shared.metadata import for_people
 from retrain_assets.pipeline.shared.partitioning import partition_window
 from retrain_assets.pipeline.shared.landing import LandingZone
@@ -184,7 +185,7 @@ def _ingested_elsewhere(warehouse: Warehouse, spec: DatasetSpec, ids: list[pd.Se
     wanted = pd.concat(ids).dropna().unique().tolist() if ids else []
     if not wanted:
         return {}
-    column = '"' + spec.id_column.replace('"', '""') + '"'
+    column = ident(spec.id_column)
     found = warehouse.query(
         f"select * from raw_batches where {PARTITION_COLUMN} <> ? and {column} in (select unnest(?)) "
         f"qualify row_number() over (partition by {column} order by {PARTITION_COLUMN}) = 1", [start, wanted])

@@ -41,6 +41,7 @@ import duckdb
 import pandas as pd
 from pydantic import Field, PrivateAttr
 
+from retrain_assets.core.sql_text import ident, lit
 from retrain_assets.pipeline.shared.namespace import dataset_of_run, fill_dataset
 from retrain_assets.pipeline.shared.runs import host_tags
 
@@ -261,7 +262,7 @@ class WarehouseIOManager(dg.ConfigurableIOManager):
             return f"{expr} >= '{start}' AND {expr} < '{end}'"
         if isinstance(partitions, dg.MultiPartitionsDefinition):
             raise NotImplementedError("WarehouseIOManager does not store multi-partitioned assets")
-        keys = ", ".join("'" + key.replace("'", "''") + "'" for key in context.asset_partition_keys)
+        keys = ", ".join(lit(key) for key in context.asset_partition_keys)
         return f"{expr} in ({keys})"
 
     @staticmethod
@@ -298,7 +299,6 @@ def add_missing_columns(conn, table: str, frame: pd.DataFrame) -> list[str]:
     added = []
     for name, column_type, *_ in incoming:
         if name not in have:
-            quoted = '"' + name.replace('"', '""') + '"'
-            conn.execute(f"alter table {table} add column {quoted} {column_type}")
+            conn.execute(f"alter table {table} add column {ident(name)} {column_type}")
             added.append(name)
     return added

@@ -26,6 +26,7 @@ from pathlib import Path
 import duckdb
 
 from retrain_assets.core.files import write_text_atomically
+from retrain_assets.core.sql_text import ident, lit
 
 ANALYSTS_CATALOG = "analysts.duckdb"
 
@@ -59,9 +60,9 @@ def _write_catalog(path: Path, schemas: dict[str, dict[str, Path]]) -> None:
         with duckdb.connect(str(tmp)) as conn:
             for schema, views in schemas.items():
                 if schema != "main":
-                    conn.execute(f"create schema {quoted(schema)}")
+                    conn.execute(f"create schema {ident(schema)}")
                 for view, folder in sorted(views.items()):
-                    _create_view(conn, f"{quoted(schema)}.{quoted(view)}", folder)
+                    _create_view(conn, f"{ident(schema)}.{ident(view)}", folder)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -76,7 +77,7 @@ def _create_view(conn: duckdb.DuckDBPyConnection, view: str, folder: Path) -> No
         if not any(folder.glob("*.parquet")):
             return
         try:
-            conn.execute(f"create view {view} as select * from read_parquet('{literal(folder / '*.parquet')}', "
+            conn.execute(f"create view {view} as select * from read_parquet({lit(str(folder / '*.parquet'))}, "
                          "union_by_name = true)")
             return
         except duckdb.IOException:
@@ -116,11 +117,3 @@ def load_json(path: Path) -> dict:
 def temporary_beside(path: Path) -> Path:
     """A name beside `path`, unique to this thread, that no view's `*.parquet` glob matches."""
     return path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-
-
-def quoted(identifier: str) -> str:
-    return '"' + identifier.replace('"', '""') + '"'
-
-
-def literal(path: Path) -> str:
-    return str(path).replace("'", "''")

@@ -41,9 +41,10 @@ from retrain_assets.core.catalog.model import PARTITIONED
 from retrain_assets.core.files import write_text_atomically
 from retrain_assets.core.partitions import PARTITION_COLUMN
 from retrain_assets.core.spec import DatasetSpec
+from retrain_assets.core.sql_text import ident, lit
 from retrain_assets.pipeline.shared.io_manager import DUCKDB_DATETIME_FORMAT, connect_retrying
-from retrain_assets.pipeline.shared.snapshot_catalogs import (ANALYSTS_CATALOG, file_lock, literal, load_json,
-                                                              publish_catalogs, quoted, temporary_beside)
+from retrain_assets.pipeline.shared.snapshot_catalogs import (ANALYSTS_CATALOG, file_lock, load_json, publish_catalogs,
+                                                              temporary_beside)
 
 __all__ = ["ANALYSTS_CATALOG", "Partition", "PublishResult", "partitioned_tables", "publish_all", "publish_history",
            "publish_partition"]
@@ -67,7 +68,7 @@ class Partition:
 
     def where(self) -> str:
         """The SQL condition selecting the partition's rows (the IO manager's)."""
-        column = quoted(PARTITION_COLUMN)
+        column = ident(PARTITION_COLUMN)
         return f"{column} >= '{_sql_time(self.start)}' and {column} < '{_sql_time(self.end)}'"
 
 
@@ -127,7 +128,7 @@ def _publish(database: Path | str, snapshots_dir: Path | str, dataset: str, part
             for table in sorted(partitioned) if partition is not None else ():
                 publisher.remove(table, UNPARTITIONED)  # left from before the table was partitioned
                 if table in present:
-                    publisher.export(conn, table, partition.key, f"select * from {quoted(table)} where {partition.where()}")
+                    publisher.export(conn, table, partition.key, f"select * from {ident(table)} where {partition.where()}")
                 else:
                     publisher.remove(table, partition.key)
             publisher.refresh_unpartitioned(conn, {t: c for t, c in present.items() if t not in partitioned})
@@ -146,14 +147,14 @@ def publish_all(database: Path | str, snapshots_dir: Path | str, dataset: str, p
             publisher.refresh_unpartitioned(conn, {t: c for t, c in present.items() if t not in partitioned}, force=True)
         for table in sorted(set(partitioned) & set(present)):
             with _read_warehouse(database, timeout_seconds) as conn:  # one per table: a writer waits for one table at most
-                starts = conn.execute(f"select distinct {quoted(PARTITION_COLUMN)} from {quoted(table)} "
-                                      f"where {quoted(PARTITION_COLUMN)} is not null order by 1").fetchall()
+                starts = conn.execute(f"select distinct {ident(PARTITION_COLUMN)} from {ident(table)} "
+                                      f"where {ident(PARTITION_COLUMN)} is not null order by 1").fetchall()
                 publisher.count_scanned(conn)
                 firsts: dict[str, datetime] = {}
                 for (start,) in starts:
                     firsts.setdefault(f"{start:%Y-%m-%d}", start)
                 for (key, start), end in zip(firsts.items(), [*list(firsts.values())[1:], END_OF_TIME]):
-                    publisher.export(conn, table, key, f"select * from {quoted(table)} where {Partition(key, start, end).where()}")
+                    publisher.export(conn, table, key, f"select * from {ident(table)} where {Partition(key, start, end).where()}")
         for path in sorted(set(publisher.folder.glob("*/*.parquet")) - {publisher.folder / f for f in publisher.written}):
             publisher.remove(path.parent.name, path.stem)  # left from tables or partitions gone since
     return publisher.result(time.monotonic() - started)
@@ -197,7 +198,7 @@ class _Publisher:
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = temporary_beside(target)
         try:
-            rows = conn.execute(f"copy ({select}) to '{literal(tmp)}' (format parquet)").fetchone()[0]
+            rows = conn.execute(f"copy ({select}) to {lit(str(tmp))} (format parquet)").fetchone()[0]
             self.count_scanned(conn)
             if rows == 0 and not keep_empty:
                 tmp.unlink(missing_ok=True)
@@ -225,13 +226,13 @@ class _Publisher:
         the files of those no longer in the warehouse."""
         for table, columns in sorted(present.items()):
             count, hashes = conn.execute(f"select count(*), coalesce(sum(hash(t)), 0)::varchar "
-                                         f"from {quoted(table)} as t").fetchone()
+                                         f"from {ident(table)} as t").fetchone()
             self.count_scanned(conn)
             fingerprint = f"{count}:{hashes}:{_digest(columns)}"
             if force or fingerprint != self.fingerprints.get(table) or not (self.folder / table / "all.parquet").exists():
                 for stale in set(self.files.get(table, {})) - {UNPARTITIONED}:
                     self.remove(table, stale)  # left from before the table was unpartitioned
-                self.export(conn, table, UNPARTITIONED, f"select * from {quoted(table)}", keep_empty=True)
+                self.export(conn, table, UNPARTITIONED, f"select * from {ident(table)}", keep_empty=True)
                 self.fingerprints[table] = fingerprint
                 self.dirty = True
         for table in [t for t, files in self.files.items() if UNPARTITIONED in files and t not in present]:
@@ -310,7 +311,7 @@ def _rows_scanned(conn: duckdb.DuckDBPyConnection) -> int | None:
 
 def _parquet_columns(conn: duckdb.DuckDBPyConnection, path: Path) -> list[list[str]]:
     """A Parquet file's (column, DuckDB type) pairs, from its footer."""
-    return [[row[0], row[1]] for row in conn.execute(f"describe select * from read_parquet('{literal(path)}')").fetchall()]
+    return [[row[0], row[1]] for row in conn.execute(f"describe select * from read_parquet({lit(str(path))})").fetchall()]
 
 
 def _digest(columns: list) -> str:
