@@ -22,6 +22,7 @@ from retrain_assets.core.policy.retrain import PolicyHistory
 from retrain_assets.core.policy.signals import SIGNAL_COLUMNS, signal_from_summary
 from retrain_assets.core.policy.window import training_window
 from retrain_assets.core.spec import DatasetSpec, TargetSpec
+from retrain_assets.core.sql_text import ident
 from retrain_assets.core.partitions import PARTITION_COLUMN
 from retrain_assets.pipeline.shared.namespace import Namespace
 from retrain_assets.pipeline.shared.registry import ModelRegistry
@@ -107,9 +108,9 @@ def live_pairs(warehouse: Warehouse, spec: DatasetSpec, trial: str, champion: st
     trial_logs = (f"from prediction_logs t join prediction_logs c using (request_id, row_index) where t.model_version = ? "
                   f"and t.role <> '{CHAMPION}' and c.role = '{CHAMPION}' and c.model_version = ?")
     pairs = warehouse.query(
-        f'with labels as (select cast("{id_col}" as varchar) as entity_id, "{target}" from labeled_batches '
-        f'qualify row_number() over (partition by "{id_col}" order by {PARTITION_COLUMN} desc) = 1) '
-        f"select t.entity_id, {', '.join(f'{logged[r]} as {r}' for r in rows)}, l.\"{target}\" "
+        f"with labels as (select cast({ident(id_col)} as varchar) as entity_id, {ident(target)} from labeled_batches "
+        f"qualify row_number() over (partition by {ident(id_col)} order by {PARTITION_COLUMN} desc) = 1) "
+        f"select t.entity_id, {', '.join(f'{logged[r]} as {r}' for r in rows)}, l.{ident(target)} "
         f"{trial_logs.replace('where', 'join labels l on l.entity_id = t.entity_id where', 1)}", [trial, champion])
     if pairs.empty:
         pairs = pd.DataFrame(columns=["entity_id", *rows, target])
