@@ -24,6 +24,7 @@ from retrain_assets.core.monitoring.profile import ReferenceProfile
 from retrain_assets.core.monitoring.realized import realized_interval
 from retrain_assets.core.monitoring.task_drift import task_label_drift, task_prediction_drift
 from retrain_assets.core.monitoring.task_estimation import check_task_estimate, estimate_task_performance
+from retrain_assets.core.monitoring.values import sample_positions
 from retrain_assets.core.policy.definition import DriftThresholds
 from retrain_assets.core.policy.triggers import TriggerThresholds
 from retrain_assets.core.spec import DatasetSpec, TargetSpec
@@ -141,7 +142,8 @@ def build_drift_report(
 def scored_sample(frame: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
     """The rows of a batch the champion scores for its report: all of them, or above `SCORED_ROWS` a
     seeded uniform sample of that many (in batch order)."""
-    return frame if len(frame) <= SCORED_ROWS else frame.sample(n=SCORED_ROWS, random_state=seed).sort_index()
+    positions = sample_positions(len(frame), SCORED_ROWS, np.random.default_rng(seed))
+    return frame if len(positions) == len(frame) else frame.take(positions)
 
 
 def _scored(current: pd.DataFrame, scored_rows: pd.DataFrame | None) -> pd.DataFrame:

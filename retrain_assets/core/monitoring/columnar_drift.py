@@ -23,12 +23,12 @@ import pandas as pd
 
 from retrain_assets.core.ingestion.columnar import ColumnarContract, ParquetColumns, check_codes, check_numbers, combine
 from retrain_assets.core.ingestion.rules import column_rules
-from retrain_assets.core.monitoring.columnar_segments import Slice, assemble, first_seen, kept, segment_slices
+from retrain_assets.core.monitoring.columnar_segments import Slice, assemble, kept, segment_slices
 from retrain_assets.core.monitoring.drift import categorical_drift_row, drift_table, numeric_feature_drift
 from retrain_assets.core.monitoring.profile import CategoricalProfile, ReferenceProfile, numeric_profile
 from retrain_assets.core.monitoring.measures import BatchMeasures
 from retrain_assets.core.monitoring.segment_drift import segment_summary
-from retrain_assets.core.monitoring.values import code_counts, sample_positions
+from retrain_assets.core.monitoring.values import code_counts, first_seen, sample_positions
 from retrain_assets.core.policy.definition import DriftThresholds
 from retrain_assets.core.spec import DatasetSpec
 

@@ -15,20 +15,13 @@ import pandas as pd
 from retrain_assets.core.monitoring.drift import drift_table
 from retrain_assets.core.monitoring.profile import ReferenceProfile
 from retrain_assets.core.monitoring.segment_drift import SEGMENT_COLUMNS, segment_row
+from retrain_assets.core.monitoring.values import first_seen
 from retrain_assets.core.policy.definition import DriftThresholds
 
 
 def kept(values: np.ndarray, valid: np.ndarray) -> np.ndarray:
     """`values` at the valid rows (itself when every row is valid)."""
     return values if valid.all() else values[valid]
-
-
-def first_seen(codes: np.ndarray, n_keys: int) -> list[int]:
-    """The codes (>= 0) present in `codes`, in the order of their first row."""
-    first = np.full(n_keys + 1, len(codes))
-    first[codes[::-1] + 1] = np.arange(len(codes) - 1, -1, -1)  # the last write per code is its first row
-    present = int((first[1:] < len(codes)).sum())
-    return np.argsort(first[1:], kind="stable")[:present].tolist()
 
 
 @dataclass(frozen=True)

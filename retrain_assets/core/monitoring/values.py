@@ -119,6 +119,15 @@ def category_counts(values: Any) -> tuple[dict[str, int], int]:
     return code_counts(*factorize(values))
 
 
+def first_seen(codes: np.ndarray, n_keys: int) -> list[int]:
+    """The codes (>= 0) present in `codes`, in the order of their first row (`code_counts`' order
+    of a column read as codes, as `factorize` orders a column it reads)."""
+    first = np.full(n_keys + 1, len(codes))
+    first[codes[::-1] + 1] = np.arange(len(codes) - 1, -1, -1)  # the last write per code is its first row
+    present = int((first[1:] < len(codes)).sum())
+    return np.argsort(first[1:], kind="stable")[:present].tolist()
+
+
 def code_counts(codes: np.ndarray, keys: list[str], order: Iterable[int] | None = None) -> tuple[dict[str, int], int]:
     """Non-missing counts per key of `codes` (-1: missing) into `keys`, and the missing count. A key
     that repeats is counted once, a key without rows left out; the dict lists the keys in the

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from retrain_assets.core.monitoring.values import sample_positions
 from retrain_assets.core.reports.html import CURRENT_COLOR, REFERENCE_COLOR, escape
 from retrain_assets.core.tasks import BINARY, METRICS, MULTICLASS
 
@@ -42,7 +43,7 @@ def render_drift_html(title: str, features: pd.DataFrame, summary: dict[str, Any
     )
     sampled = _sampled(summary, current)
     if len(current) > CHART_ROWS:
-        current = current.sample(n=CHART_ROWS, random_state=0)
+        current = current.take(sample_positions(len(current), CHART_ROWS, np.random.default_rng(0)))
     charts = []
     for name, numeric in profile.numeric.items():
         if name in current:
